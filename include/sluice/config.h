@@ -1,0 +1,49 @@
+/*
+ * config: every setting, its default, the INI file and the command line.
+ *
+ * One table of keys serves both sources: a key in the file is the long
+ * flag without its dashes, so `--heartbeat-ms 500` and `heartbeat-ms = 500`
+ * are the same setting. Flags override the file. Errors are one line,
+ * with file:line for the file.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stddef.h>
+
+#include "sluice/log.h"
+
+struct config {
+    char *listen;        /* "host:port" */
+    char *cert_file;
+    char *key_file;
+    char *nats_url;
+    int workers;         /* threads; 0 means one per core */
+    int max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+    int heartbeat_ms;    /* idle comment interval */
+    int retry_ms;        /* `retry:` hint */
+    int retry_jitter_pct;/* +- percent applied per stream */
+    size_t stream_queue_bytes; /* per-stream queue cap */
+    enum log_level log_level;
+};
+
+enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };
+
+void config_init(struct config *c);
+void config_dispose(struct config *c);
+/* 0, or ERR_INVALID with a reason in err (unknown key or bad value). */
+int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen);
+/* 0, ERR_IO (unreadable) or ERR_INVALID; err holds "path:line: reason". */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+/*
+ * Reads --config FILE first, then applies every other flag over it.
+ * 0 with *action set, or ERR_INVALID / ERR_IO with err set.
+ */
+int config_parse_args(struct config *c, int argc, char **argv, enum config_action *action,
+                      char *err, size_t errlen);
+/* Checks values that only make sense together; 0 or ERR_INVALID with err. */
+int config_check(const struct config *c, char *err, size_t errlen);
+/* The --help text. */
+const char *config_usage(void);
+
+#endif

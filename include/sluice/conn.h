@@ -1,0 +1,45 @@
+/*
+ * conn: one accepted TCP connection — TLS, bytes in and out, and the
+ * protocol session on top (single-threaded, owned by its worker).
+ *
+ * Producers never write to the socket: they mark the connection dirty,
+ * and the worker calls conn_flush() on every dirty connection once per
+ * loop iteration, before the loop sleeps. A flush gathers every frame
+ * ready into one buffer of up to CONN_OUT_MAX bytes and hands it to
+ * OpenSSL in one SSL_write, which cuts it into full-size TLS records.
+ */
+#ifndef SLUICE_CONN_H
+#define SLUICE_CONN_H
+
+#include <ev.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sluice/h2.h"
+#include "sluice/list.h"
+
+#define CONN_OUT_MAX (64 * 1024)
+
+/* What a worker's connections share; owned by the worker. */
+struct conn_env {
+    struct ev_loop *loop;
+    SSL_CTX *ssl_ctx;
+    struct h2_env h2;
+    struct list all;   /* conn.node */
+    struct list dirty; /* conn.dirty_node: to flush before sleeping */
+};
+
+struct conn;
+
+/* Takes ownership of fd (non-blocking); starts the TLS handshake. */
+struct conn *conn_new(struct conn_env *env, int fd, const char *peer);
+/* Closes the socket and frees everything. conn_free(NULL) is a no-op. */
+void conn_free(struct conn *c);
+/* Writes what is ready. May free c (when it finishes or fails). */
+void conn_flush(struct conn *c);
+/* The conn of a conn.dirty_node or conn.node. */
+struct conn *conn_of_dirty(struct list *node);
+struct conn *conn_of_node(struct list *node);
+
+#endif

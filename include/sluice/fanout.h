@@ -1,0 +1,45 @@
+/*
+ * fanout: one worker's map from subject patterns to the streams that
+ * asked for them (single-threaded, owned by the worker).
+ *
+ * A stream embeds one fanout_link per subject. The first link on a
+ * pattern takes a bus subscription for this worker, the last one gives
+ * it back. Events arrive by sub_id, so an event of a subscription that
+ * was dropped and taken again meanwhile finds no topic and is ignored.
+ */
+#ifndef SLUICE_FANOUT_H
+#define SLUICE_FANOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/list.h"
+#include "sluice/sse.h"
+
+struct bus;
+struct fanout;
+struct fanout_topic;
+
+struct fanout_link {
+    struct list node;           /* in the topic's list */
+    struct fanout_topic *topic; /* NULL when not joined */
+    void *owner;                /* the stream */
+    unsigned index;             /* the owner's subject index */
+};
+
+/* Called for each link of the event's topic; ev is borrowed. */
+typedef void fanout_event_fn(struct fanout_link *link, struct sse_event *ev);
+
+/* bus may be NULL (no NATS: topics are local only, for tests). */
+struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event);
+/* Every link must have left. fanout_free(NULL) is a no-op. */
+void fanout_free(struct fanout *f);
+/* Links to pattern; 0 or ERR_NATS (link left unjoined). */
+int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link);
+/* Unlinks; a link that never joined is fine. */
+void fanout_leave(struct fanout *f, struct fanout_link *link);
+/* Hands ev (borrowed) to every link of its topic. Links may leave meanwhile. */
+void fanout_deliver(struct fanout *f, struct sse_event *ev);
+size_t fanout_topics(const struct fanout *f);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * http: from a request's method and path to what sluice answers (pure).
+ *
+ * Shared by every protocol front end so that h2 and HTTP/1.1 route the
+ * same way. Routes:
+ *   GET /events/<subject>             one subject, percent-decoded
+ *   GET /events?subject=A&subject=B   one or several subjects
+ *   optional ?last_event_id=ID        resume position for a first connect
+ * Subjects are validated and de-duplicated in request order.
+ */
+#ifndef SLUICE_HTTP_H
+#define SLUICE_HTTP_H
+
+#include <stddef.h>
+
+#define HTTP_MAX_SUBJECTS 16
+#define HTTP_PATH_MAX 4096
+
+enum http_kind {
+    HTTP_ERROR,  /* answer status with reason as a text/plain body */
+    HTTP_EVENTS, /* open an SSE stream on subjects */
+};
+
+struct http_route {
+    enum http_kind kind;
+    int status;           /* 200 for HTTP_EVENTS */
+    char reason[160];     /* one line, no line end; for HTTP_ERROR */
+    char *subjects[HTTP_MAX_SUBJECTS]; /* owned; NUL-terminated */
+    size_t nsubjects;
+    char *last_event_id;  /* owned; NULL when absent */
+};
+
+/*
+ * Fills route for the request. method and path are not NUL-terminated.
+ * Always succeeds: a bad request becomes kind HTTP_ERROR. The caller
+ * calls http_route_dispose() afterwards.
+ */
+void http_route(struct http_route *route, const char *method, size_t mlen,
+                const char *path, size_t plen);
+void http_route_dispose(struct http_route *route);
+
+/* Decodes %XX in place over n bytes; returns the new length or -1 if malformed. */
+long http_percent_decode(char *s, size_t n);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * sse: Server-Sent Events encoding (pure: no I/O, no library headers).
+ *
+ * A NATS message becomes one sse_event: an immutable, reference-counted
+ * buffer holding the event's body, `event:` and `data:` lines and the
+ * blank line that ends it, encoded once and shared by every stream that
+ * delivers it. The `id:` line is not part of the body: a stream on
+ * several subjects carries a composite id that only it knows, so each
+ * stream writes its own short id line in front of the shared body
+ * (rejected alternative: one encoding per distinct id, which costs a copy
+ * per stream on exactly the fan-out path that must not copy).
+ *
+ * Payloads are split into `data:` lines at CRLF, LF and lone CR, the three
+ * line ends of the SSE grammar, so that no payload can add a field or end
+ * an event early.
+ */
+#ifndef SLUICE_SSE_H
+#define SLUICE_SSE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest `event:` name kept; a longer or unsafe name is dropped. */
+#define SSE_EVENT_NAME_MAX 128
+
+struct sse_event {
+    atomic_uint refs;
+    uint64_t sub_id; /* the bus subscription that produced it */
+    uint64_t seq;    /* per-subscription sequence, from 1, increasing */
+    uint32_t len;    /* bytes in body */
+    char body[];     /* "event: …\ndata: …\n\n", not NUL-terminated */
+};
+
+/*
+ * A new event with one reference. name may be NULL; a name that is empty,
+ * longer than SSE_EVENT_NAME_MAX or contains CR, LF or NUL is left out.
+ */
+struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
+                                const void *data, size_t len);
+/* Returns ev. Thread-safe. */
+struct sse_event *sse_event_ref(struct sse_event *ev);
+/* Drops one reference, freeing on the last. Thread-safe; NULL is a no-op. */
+void sse_event_unref(struct sse_event *ev);
+
+/* Bytes sse_event_new() would put in the body. */
+size_t sse_encoded_len(const char *name, const void *data, size_t len);
+
+/* Small fixed lines, written into out (room for SSE_LINE_MAX); return length. */
+#define SSE_LINE_MAX 64
+size_t sse_format_retry(char *out, unsigned retry_ms);  /* "retry: N\n\n" */
+/* ": text\n\n"; text is truncated to fit and must hold no line end. */
+size_t sse_format_comment(char *out, const char *text);
+
+#endif

@@ -1,0 +1,22 @@
+/*
+ * tls: the server's OpenSSL context — certificate, protocol versions,
+ * ciphers and ALPN.
+ *
+ * TLS 1.2 with the AEAD ECDHE suites HTTP/2 allows, and TLS 1.3. ALPN
+ * must offer "h2": a client that offers only other protocols, or none,
+ * is refused during the handshake with the no_application_protocol alert
+ * (there is no HTTP/1.1 fallback yet).
+ */
+#ifndef SLUICE_TLS_H
+#define SLUICE_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A new context, or NULL with a one-line reason in err. Free with SSL_CTX_free(). */
+SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
+/* True when ssl negotiated h2 by ALPN. */
+bool tls_is_h2(const SSL *ssl);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * worker: one thread, one libev loop, one SO_REUSEPORT listener, and the
+ * connections, streams and fan-out that live on it.
+ *
+ * Nothing of a connection is touched by another thread. The only way in
+ * from outside is worker_post(): the bus appends an event to the inbox
+ * under a short lock and wakes the loop with ev_async; the loop drains
+ * the inbox in one swap and fans each event out to its streams.
+ */
+#ifndef SLUICE_WORKER_H
+#define SLUICE_WORKER_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+#include "sluice/sse.h"
+
+struct bus;
+struct config;
+struct worker;
+
+/* A stopped worker. Takes ownership of listen_fd; cfg and ssl_ctx are borrowed. */
+struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd);
+/* Starts the thread. bus (borrowed) may be NULL. 0 or ERR_IO. */
+int worker_start(struct worker *w, struct bus *bus);
+/* Closes every connection, ends the thread and joins it. Call from another thread. */
+void worker_stop(struct worker *w);
+/* Frees a stopped worker. worker_free(NULL) is a no-op. */
+void worker_free(struct worker *w);
+/* bus_deliver_fn: queues ev (takes the reference) for worker ctx. Thread-safe. */
+void worker_post(void *ctx, struct sse_event *ev);
+
+#endif

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs the Debian packages sluice needs to build, test and run its demo.
+# Only what is missing is installed; nothing happens when all are present.
+set -eu
+pkgs="build-essential cmake pkg-config openssl ca-certificates curl python3
+      libnghttp2-dev libssl-dev libev-dev libnats-dev libinih-dev libcmocka-dev
+      nats-server nghttp2-client"
+[ "${1:-}" = "--fuzz" ] && pkgs="$pkgs clang libclang-rt-14-dev"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,270 @@
+/*
+ * config: settings from defaults, an INI file, then flags (see config.h).
+ *
+ * One table describes every key once: its name (the flag without "--"),
+ * its type and where it lands in struct config. The INI handler and the
+ * flag parser both call config_set(), so the two sources cannot drift.
+ * getopt_long was rejected: its global state makes the parser awkward to
+ * test and it cannot share the table.
+ */
+#include "sluice/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/err.h"
+#include "sluice/mem.h"
+
+enum kind { K_STR, K_INT, K_SIZE, K_LEVEL };
+
+struct key {
+    const char *name;
+    enum kind kind;
+    size_t offset;
+    long min, max; /* for K_INT and K_SIZE */
+};
+
+#define STR(n, f) {n, K_STR, offsetof(struct config, f), 0, 0}
+#define INT(n, f, lo, hi) {n, K_INT, offsetof(struct config, f), lo, hi}
+static const struct key keys[] = {
+    STR("listen", listen),
+    STR("cert", cert_file),
+    STR("key", key_file),
+    STR("nats", nats_url),
+    INT("workers", workers, 0, 64),
+    INT("max-streams", max_streams, 1, 1 << 20),
+    INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
+    INT("retry-ms", retry_ms, 100, 3600000),
+    INT("retry-jitter-pct", retry_jitter_pct, 0, 100),
+    {"stream-queue-bytes", K_SIZE, offsetof(struct config, stream_queue_bytes), 1024, 1L << 30},
+    {"log-level", K_LEVEL, offsetof(struct config, log_level), 0, 0},
+};
+
+static const char USAGE[] =
+    "usage: sluice [options]\n"
+    "  --config FILE            INI file with the same keys as these flags (flags win)\n"
+    "  --listen HOST:PORT       TLS listener (default 0.0.0.0:8443)\n"
+    "  --cert FILE              server certificate chain, PEM\n"
+    "  --key FILE               server private key, PEM\n"
+    "  --nats URL               NATS server (default nats://127.0.0.1:4222)\n"
+    "  --workers N              worker threads, 0 = one per core (default 0)\n"
+    "  --max-streams N          concurrent streams per connection (default 4096)\n"
+    "  --heartbeat-ms N         idle heartbeat comment interval (default 15000)\n"
+    "  --retry-ms N             retry: hint sent first on each stream (default 3000)\n"
+    "  --retry-jitter-pct N     +- jitter on the retry hint, per stream (default 20)\n"
+    "  --stream-queue-bytes N   per-stream queue cap before the slow-consumer cut\n"
+    "                           (default 262144)\n"
+    "  --log-level LEVEL        debug, info, warn or error (default info)\n"
+    "  --help                   this text\n"
+    "  --version                print the version\n";
+
+const char *config_usage(void) { return USAGE; }
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void config_init(struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->listen = mem_strdup("0.0.0.0:8443");
+    c->nats_url = mem_strdup("nats://127.0.0.1:4222");
+    c->max_streams = 4096;
+    c->heartbeat_ms = 15000;
+    c->retry_ms = 3000;
+    c->retry_jitter_pct = 20;
+    c->stream_queue_bytes = 256 * 1024;
+    c->log_level = LOG_INFO;
+}
+
+void config_dispose(struct config *c)
+{
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (keys[i].kind == K_STR) {
+            char **p = (char **)(void *)((char *)c + keys[i].offset);
+            free(*p);
+            *p = NULL;
+        }
+    }
+}
+
+static const struct key *find_key(const char *name)
+{
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    }
+    return NULL;
+}
+
+int config_set(struct config *c, const char *name, const char *value, char *err, size_t errlen)
+{
+    const struct key *k = find_key(name);
+    if (!k) {
+        set_err(err, errlen, "unknown setting '%s'", name);
+        return ERR_INVALID;
+    }
+    void *field = (char *)c + k->offset;
+    switch (k->kind) {
+    case K_STR:
+        if (!*value) {
+            set_err(err, errlen, "'%s' needs a value", name);
+            return ERR_INVALID;
+        }
+        free(*(char **)field);
+        *(char **)field = mem_strdup(value);
+        return 0;
+    case K_LEVEL:
+        if (log_level_parse(value, field) != 0) {
+            set_err(err, errlen, "'%s' must be debug, info, warn or error, not '%s'", name, value);
+            return ERR_INVALID;
+        }
+        return 0;
+    case K_INT:
+    case K_SIZE: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno || end == value || *end || v < k->min || v > k->max) {
+            set_err(err, errlen, "'%s' must be a whole number from %ld to %ld, not '%s'", name,
+                    k->min, k->max, value);
+            return ERR_INVALID;
+        }
+        if (k->kind == K_INT)
+            *(int *)field = (int)v;
+        else
+            *(size_t *)field = (size_t)v;
+        return 0;
+    }
+    }
+    return ERR_INVALID;
+}
+
+struct ini_ctx {
+    struct config *c;
+    char err[256]; /* the first error's reason; ini_parse_file() returns its line */
+    bool failed;
+};
+
+static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_ctx *ctx = user;
+    char why[sizeof(ctx->err)];
+    if (*section && strcmp(section, "sluice") != 0)
+        snprintf(why, sizeof(why), "unknown section [%s]", section);
+    else if (config_set(ctx->c, name, value, why, sizeof(why)) == 0)
+        return 1;
+    if (!ctx->failed)
+        memcpy(ctx->err, why, sizeof(why));
+    ctx->failed = true;
+    return 0;
+}
+
+int config_load(struct config *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return ERR_IO;
+    }
+    struct ini_ctx ctx = {.c = c, .err = "syntax error"};
+    int line = ini_parse_file(f, on_ini_entry, &ctx);
+    fclose(f);
+    if (line == 0)
+        return 0;
+    set_err(err, errlen, "%s:%d: %s", path, line, ctx.err);
+    return ERR_INVALID;
+}
+
+/* Splits "--name=value" or "--name value"; returns the index of the next argument or -1. */
+static int flag_value(int argc, char **argv, int i, char *name, size_t nlen, const char **value)
+{
+    const char *arg = argv[i] + 2;
+    const char *eq = strchr(arg, '=');
+    if (eq) {
+        snprintf(name, nlen, "%.*s", (int)(eq - arg), arg);
+        *value = eq + 1;
+        return i + 1;
+    }
+    snprintf(name, nlen, "%s", arg);
+    if (i + 1 >= argc)
+        return -1;
+    *value = argv[i + 1];
+    return i + 2;
+}
+
+int config_parse_args(struct config *c, int argc, char **argv, enum config_action *action,
+                      char *err, size_t errlen)
+{
+    *action = CONFIG_RUN;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            *action = CONFIG_HELP;
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            *action = CONFIG_VERSION;
+            return 0;
+        }
+    }
+    /* The file first, wherever --config stands, so that every flag overrides it. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 1; i < argc;) {
+            if (strncmp(argv[i], "--", 2) != 0 || !argv[i][2]) {
+                set_err(err, errlen, "unexpected argument '%s' (see --help)", argv[i]);
+                return ERR_INVALID;
+            }
+            char name[64];
+            const char *value = NULL;
+            int next = flag_value(argc, argv, i, name, sizeof(name), &value);
+            if (next < 0) {
+                set_err(err, errlen, "--%s needs a value", name);
+                return ERR_INVALID;
+            }
+            bool is_config = strcmp(name, "config") == 0;
+            if (pass == 0 && is_config) {
+                int rc = config_load(c, value, err, errlen);
+                if (rc)
+                    return rc;
+            } else if (pass == 1 && !is_config) {
+                if (!find_key(name)) {
+                    set_err(err, errlen, "unknown option '--%s' (see --help)", name);
+                    return ERR_INVALID;
+                }
+                char why[256];
+                if (config_set(c, name, value, why, sizeof(why)) != 0) {
+                    set_err(err, errlen, "--%s: %s", name, why);
+                    return ERR_INVALID;
+                }
+            }
+            i = next;
+        }
+    }
+    return 0;
+}
+
+int config_check(const struct config *c, char *err, size_t errlen)
+{
+    if (!c->cert_file || !c->key_file) {
+        set_err(err, errlen, "a certificate and key are required (--cert FILE --key FILE)");
+        return ERR_INVALID;
+    }
+    const char *colon = strrchr(c->listen, ':');
+    if (!colon || colon == c->listen || !colon[1]) {
+        set_err(err, errlen, "listen address '%s' is not HOST:PORT", c->listen);
+        return ERR_INVALID;
+    }
+    return 0;
+}

@@ -1,0 +1,106 @@
+/*
+ * fanout: a worker's topics and the stream links on them (see fanout.h).
+ *
+ * Two maps index the same topics: by pattern, for joining, and by the
+ * bus's sub_id, for delivery. Delivery walks a topic's links saving the
+ * next one first, so a stream that ends inside its callback can unlink
+ * itself safely.
+ */
+#include "sluice/fanout.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/bus.h"
+#include "sluice/err.h"
+#include "sluice/map.h"
+#include "sluice/mem.h"
+
+struct fanout_topic {
+    struct list links; /* fanout_link.node */
+    uint64_t sub_id;
+    char *pattern;
+};
+
+struct fanout {
+    struct bus *bus;
+    size_t worker;
+    fanout_event_fn *on_event;
+    struct map *by_pattern;
+    struct map *by_id; /* key: the uint64_t sub_id's bytes */
+    uint64_t local_ids; /* sub ids when there is no bus */
+};
+
+struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event)
+{
+    struct fanout *f = mem_calloc(1, sizeof(*f));
+    f->bus = bus;
+    f->worker = worker;
+    f->on_event = on_event;
+    f->by_pattern = map_new();
+    f->by_id = map_new();
+    return f;
+}
+
+void fanout_free(struct fanout *f)
+{
+    if (!f)
+        return;
+    map_free(f->by_pattern);
+    map_free(f->by_id);
+    free(f);
+}
+
+int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link)
+{
+    size_t plen = strlen(pattern);
+    struct fanout_topic *t = map_get(f->by_pattern, pattern, plen);
+    if (!t) {
+        uint64_t id = ++f->local_ids;
+        if (f->bus && bus_subscribe(f->bus, f->worker, pattern, &id) != 0)
+            return ERR_NATS;
+        t = mem_calloc(1, sizeof(*t));
+        list_init(&t->links);
+        t->sub_id = id;
+        t->pattern = mem_strdup(pattern);
+        map_put(f->by_pattern, pattern, plen, t);
+        map_put(f->by_id, &t->sub_id, sizeof(t->sub_id), t);
+    }
+    list_insert_tail(&t->links, &link->node);
+    link->topic = t;
+    return 0;
+}
+
+void fanout_leave(struct fanout *f, struct fanout_link *link)
+{
+    struct fanout_topic *t = link->topic;
+    if (!t)
+        return;
+    list_remove(&link->node);
+    link->topic = NULL;
+    if (!list_empty(&t->links))
+        return;
+    map_del(f->by_pattern, t->pattern, strlen(t->pattern));
+    map_del(f->by_id, &t->sub_id, sizeof(t->sub_id));
+    if (f->bus)
+        bus_unsubscribe(f->bus, f->worker, t->pattern);
+    free(t->pattern);
+    free(t);
+}
+
+void fanout_deliver(struct fanout *f, struct sse_event *ev)
+{
+    struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
+    if (!t)
+        return;
+    /* Links appended during delivery would see this event too: stop at the current tail. */
+    struct list *last = t->links.prev;
+    for (struct list *n = t->links.next, *next; n != &t->links; n = next) {
+        next = n->next;
+        f->on_event(container_of(n, struct fanout_link, node), ev);
+        if (n == last)
+            break;
+    }
+}
+
+size_t fanout_topics(const struct fanout *f) { return map_count(f->by_pattern); }

@@ -1,0 +1,372 @@
+/*
+ * h2: nghttp2 server session glue (see h2.h).
+ *
+ * Each request is a `struct req` hung on the nghttp2 stream as user data.
+ * It is answered as soon as its headers are complete: a request body on
+ * GET is never waited for, and nghttp2 keeps consuming (and crediting)
+ * whatever DATA still arrives. A req is freed only in on_stream_close, the
+ * one place nghttp2 promises never to touch the stream again.
+ *
+ * Output is bounded by out_max: the send callbacks answer
+ * NGHTTP2_ERR_WOULDBLOCK when the connection's buffer is full, and nghttp2
+ * keeps the frame for the next h2_fill(). Waking a deferred stream never
+ * sends anything by itself; it marks the connection dirty and the
+ * worker's pre-sleep flush does the writing, once per loop iteration.
+ */
+#include "sluice/h2.h"
+
+#include <inttypes.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/config.h"
+#include "sluice/err.h"
+#include "sluice/http.h"
+#include "sluice/list.h"
+#include "sluice/log.h"
+#include "sluice/mem.h"
+#include "sluice/stream.h"
+
+#define LAST_EVENT_ID_MAX 1024
+
+struct req {
+    struct h2 *h2;
+    struct list node; /* h2->reqs */
+    int32_t id;
+    struct stream *stream; /* SSE responses */
+    char *method;
+    char *path;
+    char *last_event_id;
+    bool header_too_long;
+    char status[4];
+    char *body;            /* plain responses; body_off <= body_len */
+    size_t body_len, body_off;
+};
+
+struct h2 {
+    nghttp2_session *session;
+    const struct h2_env *env;
+    struct buf *out;
+    size_t out_max;
+    h2_dirty_fn *dirty;
+    void *dirty_ctx;
+    uint64_t conn_id;
+    struct list reqs; /* every req not yet closed */
+    size_t nstreams;
+};
+
+static bool has_room(const struct h2 *h2, size_t n)
+{
+    /* An empty buffer takes any one frame, so a frame larger than out_max still goes. */
+    size_t pending = buf_pending(h2->out);
+    return pending == 0 || pending + n <= h2->out_max;
+}
+
+static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    (void)session;
+    (void)flags;
+    struct h2 *h2 = user;
+    if (!has_room(h2, len))
+        return NGHTTP2_ERR_WOULDBLOCK;
+    buf_append(h2->out, data, len);
+    return (ssize_t)len;
+}
+
+static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *source, void *user)
+{
+    (void)session;
+    struct h2 *h2 = user;
+    struct req *r = source->ptr;
+    /* No select_padding callback is set, so frames never carry padding. */
+    (void)frame;
+    if (!has_room(h2, 9 + length))
+        return NGHTTP2_ERR_WOULDBLOCK;
+    buf_append(h2->out, framehd, 9);
+    stream_copy(r->stream, buf_reserve(h2->out, length), length);
+    h2->out->len += length;
+    return 0;
+}
+
+static ssize_t on_read_events(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+                              uint32_t *flags, nghttp2_data_source *source, void *user)
+{
+    (void)session;
+    (void)id;
+    (void)buf;
+    (void)user;
+    struct req *r = source->ptr;
+    bool eof;
+    size_t n = stream_pending(r->stream, length, &eof);
+    if (n == 0 && !eof)
+        return NGHTTP2_ERR_DEFERRED;
+    if (n)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (eof)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static ssize_t on_read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *flags, nghttp2_data_source *source, void *user)
+{
+    (void)session;
+    (void)id;
+    (void)user;
+    struct req *r = source->ptr;
+    size_t n = r->body_len - r->body_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, r->body + r->body_off, n);
+    r->body_off += n;
+    if (r->body_off == r->body_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static void on_stream_wake(void *ctx)
+{
+    struct req *r = ctx;
+    nghttp2_session_resume_data(r->h2->session, r->id);
+    r->h2->dirty(r->h2->dirty_ctx);
+}
+
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+static int respond_plain(struct h2 *h2, struct req *r, int status, const char *text)
+{
+    char len[24];
+    r->body_len = (size_t)snprintf(NULL, 0, "%s\n", text);
+    r->body = mem_alloc(r->body_len + 1);
+    snprintf(r->body, r->body_len + 1, "%s\n", text);
+    snprintf(r->status, sizeof(r->status), "%d", status);
+    snprintf(len, sizeof(len), "%zu", r->body_len);
+    nghttp2_nv hdrs[] = {
+        NV(":status", r->status),
+        NV("content-type", "text/plain; charset=utf-8"),
+        NV("content-length", len),
+        NV("cache-control", "no-store"),
+    };
+    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_body};
+    log_debug("conn %" PRIu64 " stream %d: %s %s -> %d", h2->conn_id, (int)r->id, r->method,
+              r->path, status);
+    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
+}
+
+static int respond_events(struct h2 *h2, struct req *r, const struct http_route *route)
+{
+    const struct config *cfg = h2->env->cfg;
+    struct stream_params p = {
+        .fanout = h2->env->fanout,
+        .clock = h2->env->clock,
+        .subjects = route->subjects,
+        .nsubjects = route->nsubjects,
+        .retry_ms = (unsigned)cfg->retry_ms,
+        .jitter_pct = (unsigned)cfg->retry_jitter_pct,
+        .queue_max = cfg->stream_queue_bytes,
+        .wake = on_stream_wake,
+        .wake_ctx = r,
+        .conn_id = h2->conn_id,
+        .stream_id = r->id,
+    };
+    r->stream = stream_new(&p);
+    static const nghttp2_nv hdrs[] = {
+        NV(":status", "200"),
+        NV("content-type", "text/event-stream"),
+        NV("cache-control", "no-cache"),
+        NV("x-accel-buffering", "no"),
+    };
+    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_events};
+    log_debug("conn %" PRIu64 " stream %d: GET %s -> 200 (%zu subjects)", h2->conn_id,
+              (int)r->id, r->path, route->nsubjects);
+    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
+}
+
+static int handle_request(struct h2 *h2, struct req *r)
+{
+    if (r->header_too_long)
+        return respond_plain(h2, r, 431, "request header too long");
+    if (!r->method || !r->path)
+        return nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
+                                         NGHTTP2_PROTOCOL_ERROR);
+    struct http_route route;
+    http_route(&route, r->method, strlen(r->method), r->path, strlen(r->path));
+    int rv = route.kind == HTTP_EVENTS ? respond_events(h2, r, &route)
+                                       : respond_plain(h2, r, route.status, route.reason);
+    http_route_dispose(&route);
+    return rv;
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    struct h2 *h2 = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct req *r = mem_calloc(1, sizeof(*r));
+    r->h2 = h2;
+    r->id = frame->hd.stream_id;
+    list_insert_tail(&h2->reqs, &r->node);
+    nghttp2_session_set_stream_user_data(session, r->id, r);
+    h2->nstreams++;
+    return 0;
+}
+
+/* Keeps a copy of value in *slot unless longer than max. */
+static void keep_header(struct req *r, char **slot, const uint8_t *value, size_t len, size_t max)
+{
+    if (len > max) {
+        r->header_too_long = true;
+        return;
+    }
+    free(*slot);
+    *slot = mem_strndup((const char *)value, len);
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    (void)flags;
+    (void)user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!r)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+        keep_header(r, &r->method, value, valuelen, 16);
+    else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+        keep_header(r, &r->path, value, valuelen, HTTP_PATH_MAX);
+    else if (namelen == 13 && memcmp(name, "last-event-id", 13) == 0)
+        keep_header(r, &r->last_event_id, value, valuelen, LAST_EVENT_ID_MAX);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    struct h2 *h2 = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!r)
+        return 0;
+    int rv = handle_request(h2, r);
+    if (rv != 0) {
+        log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->conn_id, (int)r->id,
+                 nghttp2_strerror(rv));
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+}
+
+static void free_req(struct h2 *h2, struct req *r)
+{
+    list_remove(&r->node);
+    stream_free(r->stream);
+    free(r->method);
+    free(r->path);
+    free(r->last_event_id);
+    free(r->body);
+    free(r);
+    h2->nstreams--;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_code, void *user)
+{
+    struct h2 *h2 = user;
+    struct req *r = nghttp2_session_get_stream_user_data(session, id);
+    if (!r)
+        return 0;
+    log_debug("conn %" PRIu64 " stream %d: closed (%s)", h2->conn_id, (int)id,
+              nghttp2_http2_strerror(error_code));
+    free_req(h2, r);
+    return 0;
+}
+
+struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_dirty_fn *dirty,
+                  void *dirty_ctx, uint64_t conn_id)
+{
+    struct h2 *h2 = mem_calloc(1, sizeof(*h2));
+    h2->env = env;
+    h2->out = out;
+    h2->out_max = out_max;
+    h2->dirty = dirty;
+    h2->dirty_ctx = dirty_ctx;
+    h2->conn_id = conn_id;
+    list_init(&h2->reqs);
+
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    /* Bounds against SETTINGS and PING floods; the rest of the limits are in config. */
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+#ifdef SLUICE_HAVE_NGHTTP2_RESET_RATE_LIMIT
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+#endif
+#ifdef SLUICE_HAVE_NGHTTP2_MAX_CONTINUATIONS
+    nghttp2_option_set_max_continuations(opt, 8);
+#endif
+    nghttp2_session_server_new2(&h2->session, cbs, h2, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+
+    /* Sent explicitly: browsers assume 100 concurrent streams until they see it. */
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)env->cfg->max_streams},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    return h2;
+}
+
+void h2_free(struct h2 *h2)
+{
+    if (!h2)
+        return;
+    /* nghttp2_session_del() calls no callbacks: streams still open are freed here. */
+    while (!list_empty(&h2->reqs))
+        free_req(h2, container_of(h2->reqs.next, struct req, node));
+    nghttp2_session_del(h2->session);
+    free(h2);
+}
+
+int h2_recv(struct h2 *h2, const uint8_t *data, size_t len)
+{
+    ssize_t n = nghttp2_session_mem_recv(h2->session, data, len);
+    if (n < 0) {
+        log_info("conn %" PRIu64 ": closing: %s", h2->conn_id, nghttp2_strerror((int)n));
+        return ERR_PROTO;
+    }
+    return 0;
+}
+
+int h2_fill(struct h2 *h2)
+{
+    int rv = nghttp2_session_send(h2->session);
+    if (rv != 0) {
+        log_info("conn %" PRIu64 ": closing: %s", h2->conn_id, nghttp2_strerror(rv));
+        return ERR_PROTO;
+    }
+    return 0;
+}
+
+bool h2_finished(const struct h2 *h2)
+{
+    return !nghttp2_session_want_read(h2->session) && !nghttp2_session_want_write(h2->session);
+}
+
+size_t h2_streams(const struct h2 *h2) { return h2->nstreams; }

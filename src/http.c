@@ -1,0 +1,159 @@
+/*
+ * http: request routing shared by every front end (see http.h).
+ *
+ * Works on the raw :path so that h2 and HTTP/1.1 agree byte for byte.
+ * Percent-decoding happens after splitting the query at '&' and '=', so
+ * an encoded '&' or '=' stays part of a value. '+' is kept literally:
+ * subjects cannot hold spaces, so form-style '+' decoding could only turn
+ * a valid subject into an invalid one.
+ */
+#include "sluice/http.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/mem.h"
+#include "sluice/subject.h"
+
+static const char EVENTS[] = "/events";
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+long http_percent_decode(char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            s[o++] = s[i];
+            continue;
+        }
+        if (n - i < 3)
+            return -1;
+        int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        s[o++] = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    return (long)o;
+}
+
+static void fail(struct http_route *r, int status, const char *reason)
+{
+    r->kind = HTTP_ERROR;
+    r->status = status;
+    snprintf(r->reason, sizeof(r->reason), "%s", reason);
+}
+
+/* Decodes and validates one subject and adds it unless already present. */
+static bool add_subject(struct http_route *r, const char *raw, size_t n)
+{
+    char *s = mem_strndup(raw, n);
+    long len = http_percent_decode(s, n);
+    const char *why = "malformed percent-encoding in subject";
+    if (len < 0 || memchr(s, '\0', (size_t)len) || !subject_valid(s, (size_t)len, true, &why)) {
+        char reason[sizeof(r->reason)];
+        snprintf(reason, sizeof(reason), "invalid subject: %s", why);
+        fail(r, 400, reason);
+        free(s);
+        return false;
+    }
+    s[len] = '\0';
+    for (size_t i = 0; i < r->nsubjects; i++) {
+        if (strcmp(r->subjects[i], s) == 0) {
+            free(s);
+            return true;
+        }
+    }
+    if (r->nsubjects == HTTP_MAX_SUBJECTS) {
+        fail(r, 400, "too many subjects (at most 16 per stream)");
+        free(s);
+        return false;
+    }
+    r->subjects[r->nsubjects++] = s;
+    return true;
+}
+
+static bool parse_query(struct http_route *r, const char *q, size_t n)
+{
+    while (n > 0) {
+        const char *amp = memchr(q, '&', n);
+        size_t plen = amp ? (size_t)(amp - q) : n;
+        const char *eq = memchr(q, '=', plen);
+        size_t klen = eq ? (size_t)(eq - q) : plen;
+        const char *v = eq ? eq + 1 : q + plen;
+        size_t vlen = plen - klen - (eq ? 1 : 0);
+        if (klen == 7 && memcmp(q, "subject", 7) == 0) {
+            if (!add_subject(r, v, vlen))
+                return false;
+        } else if (klen == 13 && memcmp(q, "last_event_id", 13) == 0) {
+            char *id = mem_strndup(v, vlen);
+            long len = http_percent_decode(id, vlen);
+            if (len < 0) {
+                free(id);
+                fail(r, 400, "malformed percent-encoding in last_event_id");
+                return false;
+            }
+            id[len] = '\0';
+            free(r->last_event_id);
+            r->last_event_id = id;
+        }
+        if (!amp)
+            break;
+        n -= plen + 1;
+        q = amp + 1;
+    }
+    return true;
+}
+
+void http_route(struct http_route *r, const char *method, size_t mlen, const char *path,
+                size_t plen)
+{
+    memset(r, 0, sizeof(*r));
+    if (plen > HTTP_PATH_MAX) {
+        fail(r, 414, "path too long");
+        return;
+    }
+    const char *qmark = memchr(path, '?', plen);
+    size_t base = qmark ? (size_t)(qmark - path) : plen;
+    bool events = base >= sizeof(EVENTS) - 1 && memcmp(path, EVENTS, sizeof(EVENTS) - 1) == 0 &&
+                  (base == sizeof(EVENTS) - 1 || path[sizeof(EVENTS) - 1] == '/');
+    if (!events) {
+        fail(r, 404, "not found");
+        return;
+    }
+    if (!(mlen == 3 && memcmp(method, "GET", 3) == 0)) {
+        fail(r, 405, "method not allowed (use GET)");
+        return;
+    }
+    if (base > sizeof(EVENTS) && !add_subject(r, path + sizeof(EVENTS), base - sizeof(EVENTS)))
+        return;
+    if (qmark && !parse_query(r, qmark + 1, plen - base - 1))
+        return;
+    if (r->nsubjects == 0) {
+        fail(r, 400, "no subject: use /events/<subject> or /events?subject=<subject>");
+        return;
+    }
+    r->kind = HTTP_EVENTS;
+    r->status = 200;
+}
+
+void http_route_dispose(struct http_route *r)
+{
+    for (size_t i = 0; i < r->nsubjects; i++)
+        free(r->subjects[i]);
+    free(r->last_event_id);
+    r->nsubjects = 0;
+    r->last_event_id = NULL;
+}

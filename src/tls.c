@@ -1,0 +1,89 @@
+/*
+ * tls: server context (see tls.h).
+ *
+ * The ALPN refusal is made in the ClientHello callback, not only in the
+ * ALPN select callback: OpenSSL skips the select callback when a client
+ * sends no ALPN extension at all, and such a client must get the same
+ * clean alert rather than a handshake that completes and then closes.
+ */
+#include "sluice/tls.h"
+
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+
+static const unsigned char H2[] = "\x02h2";
+
+static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, H2, sizeof(H2) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+    (void)arg;
+    const unsigned char *ext;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
+                                   &len)) {
+        *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static void set_ssl_err(char *err, size_t errlen, const char *what, const char *file)
+{
+    char detail[256];
+    ERR_error_string_n(ERR_peek_last_error(), detail, sizeof(detail));
+    snprintf(err, errlen, "%s %s: %s", what, file, detail);
+    ERR_clear_error();
+}
+
+SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(err, errlen, "cannot create TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
+    SSL_CTX_set_client_hello_cb(ctx, on_client_hello, NULL);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        set_ssl_err(err, errlen, "cannot load certificate", cert_file);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        set_ssl_err(err, errlen, "cannot load private key", key_file);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        set_ssl_err(err, errlen, "private key does not match certificate", key_file);
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+bool tls_is_h2(const SSL *ssl)
+{
+    const unsigned char *p;
+    unsigned int len;
+    SSL_get0_alpn_selected(ssl, &p, &len);
+    return len == 2 && memcmp(p, "h2", 2) == 0;
+}

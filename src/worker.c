@@ -1,0 +1,224 @@
+/*
+ * worker: event loop thread (see worker.h).
+ *
+ * Watchers: the listener (accept), the inbox (ev_async), the heartbeat
+ * tick (ev_timer) and the flush (ev_prepare, run just before the loop
+ * sleeps: every connection made dirty during this iteration is written
+ * once, with everything it has ready, instead of once per event).
+ */
+#include "sluice/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+#include "sluice/conn.h"
+#include "sluice/err.h"
+#include "sluice/fanout.h"
+#include "sluice/log.h"
+#include "sluice/mem.h"
+#include "sluice/stream.h"
+
+#define ACCEPT_BUDGET 64 /* connections per wake-up */
+
+struct worker {
+    size_t index;
+    const struct config *cfg;
+    pthread_t thread;
+    bool started;
+    struct ev_loop *loop;
+    int listen_fd;
+    ev_io accept_io;
+    ev_async inbox_async;
+    ev_async stop_async;
+    ev_prepare flush;
+    ev_timer tick;
+    struct fanout *fanout;
+    struct stream_clock clock;
+    struct conn_env env;
+
+    pthread_mutex_t inbox_lock;
+    struct sse_event **inbox; /* under inbox_lock */
+    size_t inbox_len, inbox_cap;
+    struct sse_event **draining; /* loop thread only: the swapped-out inbox */
+    size_t draining_cap;
+};
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(io, struct worker, accept_io);
+    for (int i = 0; i < ACCEPT_BUDGET; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                log_warn("worker %zu: accept: %s", w->index, strerror(errno));
+            break;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        char host[INET6_ADDRSTRLEN] = "?", peer[64];
+        int port = 0;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+            port = ntohs(sin->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+            port = ntohs(sin6->sin6_port);
+        }
+        snprintf(peer, sizeof(peer), "%s:%d", host, port);
+        conn_new(&w->env, fd, peer);
+    }
+    (void)loop;
+}
+
+static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, inbox_async);
+    pthread_mutex_lock(&w->inbox_lock);
+    struct sse_event **events = w->inbox;
+    size_t n = w->inbox_len, cap = w->inbox_cap;
+    w->inbox = w->draining;
+    w->inbox_cap = w->draining_cap;
+    w->inbox_len = 0;
+    pthread_mutex_unlock(&w->inbox_lock);
+    w->draining = events;
+    w->draining_cap = cap;
+    for (size_t i = 0; i < n; i++) {
+        fanout_deliver(w->fanout, events[i]);
+        sse_event_unref(events[i]);
+    }
+}
+
+static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(p, struct worker, flush);
+    while (!list_empty(&w->env.dirty))
+        conn_flush(conn_of_dirty(w->env.dirty.next));
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(t, struct worker, tick);
+    stream_clock_tick(&w->clock, stream_now_ms());
+}
+
+static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, stop_async);
+    while (!list_empty(&w->env.all))
+        conn_free(conn_of_node(w->env.all.next));
+    ev_break(loop, EVBREAK_ALL);
+}
+
+void worker_post(void *ctx, struct sse_event *ev)
+{
+    struct worker *w = ctx;
+    pthread_mutex_lock(&w->inbox_lock);
+    if (w->inbox_len == w->inbox_cap) {
+        w->inbox_cap = w->inbox_cap ? w->inbox_cap * 2 : 256;
+        w->inbox = mem_realloc(w->inbox, w->inbox_cap * sizeof(*w->inbox));
+    }
+    w->inbox[w->inbox_len++] = ev;
+    bool first = w->inbox_len == 1;
+    pthread_mutex_unlock(&w->inbox_lock);
+    /* One wake per batch: ev_async_send coalesces, but skipping the call is cheaper still. */
+    if (first)
+        ev_async_send(w->loop, &w->inbox_async);
+}
+
+struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd)
+{
+    struct worker *w = mem_calloc(1, sizeof(*w));
+    w->index = index;
+    w->cfg = cfg;
+    w->listen_fd = listen_fd;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    pthread_mutex_init(&w->inbox_lock, NULL);
+    stream_clock_init(&w->clock, cfg->heartbeat_ms);
+    w->env.loop = w->loop;
+    w->env.ssl_ctx = ssl_ctx;
+    list_init(&w->env.all);
+    list_init(&w->env.dirty);
+    w->env.h2.cfg = cfg;
+    w->env.h2.clock = &w->clock;
+
+    ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
+    ev_io_start(w->loop, &w->accept_io);
+    ev_async_init(&w->inbox_async, on_inbox);
+    ev_async_start(w->loop, &w->inbox_async);
+    ev_async_init(&w->stop_async, on_stop);
+    ev_async_start(w->loop, &w->stop_async);
+    ev_prepare_init(&w->flush, on_flush);
+    ev_prepare_start(w->loop, &w->flush);
+    /* A tenth of the interval: heartbeats go out at most 10% late. */
+    double tick = cfg->heartbeat_ms / 10000.0;
+    ev_timer_init(&w->tick, on_tick, tick, tick);
+    ev_timer_start(w->loop, &w->tick);
+    return w;
+}
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+int worker_start(struct worker *w, struct bus *bus)
+{
+    w->fanout = fanout_new(bus, w->index, stream_on_event);
+    w->env.h2.fanout = w->fanout;
+    if (pthread_create(&w->thread, NULL, run, w) != 0) {
+        log_error("worker %zu: cannot start thread: %s", w->index, strerror(errno));
+        return ERR_IO;
+    }
+    w->started = true;
+    return 0;
+}
+
+void worker_stop(struct worker *w)
+{
+    if (!w->started)
+        return;
+    ev_async_send(w->loop, &w->stop_async);
+    pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void worker_free(struct worker *w)
+{
+    if (!w)
+        return;
+    while (!list_empty(&w->env.all))
+        conn_free(conn_of_node(w->env.all.next));
+    for (size_t i = 0; i < w->inbox_len; i++)
+        sse_event_unref(w->inbox[i]);
+    free(w->inbox);
+    free(w->draining);
+    fanout_free(w->fanout);
+    ev_loop_destroy(w->loop);
+    close(w->listen_fd);
+    pthread_mutex_destroy(&w->inbox_lock);
+    free(w);
+}

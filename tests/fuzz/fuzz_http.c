@@ -1,0 +1,33 @@
+/* libFuzzer target: request routing. Input: method, NUL, path. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "sluice/http.h"
+#include "sluice/subject.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *in = (const char *)data;
+    const char *nul = memchr(in, '\0', size);
+    size_t mlen = nul ? (size_t)(nul - in) : 0;
+    const char *path = nul ? nul + 1 : in;
+    size_t plen = size - (nul ? mlen + 1 : 0);
+    struct http_route r;
+    http_route(&r, in, mlen, path, plen);
+    if (r.kind == HTTP_EVENTS) {
+        /* Every routed subject must be one the validator accepts. */
+        if (r.nsubjects == 0 || r.nsubjects > HTTP_MAX_SUBJECTS)
+            __builtin_trap();
+        for (size_t i = 0; i < r.nsubjects; i++) {
+            if (!subject_valid(r.subjects[i], strlen(r.subjects[i]), true, NULL))
+                __builtin_trap();
+        }
+    } else if (strchr(r.reason, '\n') || r.status < 400) {
+        __builtin_trap();
+    }
+    http_route_dispose(&r);
+    return 0;
+}
