@@ -229,6 +229,10 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
             char name[64];
             const char *value = NULL;
             int next = flag_value(argc, argv, i, name, sizeof(name), &value);
+            if (strcmp(name, "config") != 0 && !find_key(name)) {
+                set_err(err, errlen, "unknown option '--%s' (see --help)", name);
+                return ERR_INVALID;
+            }
             if (next < 0) {
                 set_err(err, errlen, "--%s needs a value", name);
                 return ERR_INVALID;
@@ -239,10 +243,6 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
                 if (rc)
                     return rc;
             } else if (pass == 1 && !is_config) {
-                if (!find_key(name)) {
-                    set_err(err, errlen, "unknown option '--%s' (see --help)", name);
-                    return ERR_INVALID;
-                }
                 char why[256];
                 if (config_set(c, name, value, why, sizeof(why)) != 0) {
                     set_err(err, errlen, "--%s: %s", name, why);

@@ -75,6 +75,15 @@ static bool add_subject(struct http_route *r, const char *raw, size_t n)
             free(s);
             return true;
         }
+        /* One message would arrive twice, once per subject: refuse rather than duplicate. */
+        if (subject_overlaps(r->subjects[i], s)) {
+            char reason[sizeof(r->reason)];
+            snprintf(reason, sizeof(reason), "subjects overlap: %.60s and %.60s",
+                     r->subjects[i], s);
+            fail(r, 400, reason);
+            free(s);
+            return false;
+        }
     }
     if (r->nsubjects == HTTP_MAX_SUBJECTS) {
         fail(r, 400, "too many subjects (at most 16 per stream)");

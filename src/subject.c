@@ -96,3 +96,21 @@ bool subject_covers(const char *grant, const char *request)
         r++;
     }
 }
+
+bool subject_overlaps(const char *a, const char *b)
+{
+    for (;;) {
+        size_t an = token_len(a), bn = token_len(b);
+        if ((an == 1 && *a == '>') || (bn == 1 && *b == '>'))
+            return true; /* both still have a token here, and '>' takes the rest */
+        bool any = (an == 1 && *a == '*') || (bn == 1 && *b == '*');
+        if (!any && !token_eq(a, an, b, bn))
+            return false;
+        a += an;
+        b += bn;
+        if (!*a || !*b)
+            return !*a && !*b;
+        a++;
+        b++;
+    }
+}

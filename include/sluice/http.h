@@ -6,7 +6,9 @@
  *   GET /events/<subject>             one subject, percent-decoded
  *   GET /events?subject=A&subject=B   one or several subjects
  *   optional ?last_event_id=ID        resume position for a first connect
- * Subjects are validated and de-duplicated in request order.
+ * Subjects are validated and de-duplicated in request order; two that
+ * overlap ("a.*" and "a.b") are refused, since a message on both would
+ * arrive twice.
  */
 #ifndef SLUICE_HTTP_H
 #define SLUICE_HTTP_H

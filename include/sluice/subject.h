@@ -27,5 +27,7 @@ bool subject_match(const char *pattern, const char *subject);
  * "orders.>" covers "orders.*", "orders.*" does not cover "orders.>".
  */
 bool subject_covers(const char *grant, const char *request);
+/* True when some literal subject is matched by both patterns ("a.*" and "*.b" do). */
+bool subject_overlaps(const char *a, const char *b);
 
 #endif

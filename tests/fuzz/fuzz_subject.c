@@ -1,7 +1,8 @@
 /*
  * libFuzzer target: subject rules. Input: grant, NUL, request, NUL, subject.
  * Checks cover against match: if grant covers request and request matches
- * a subject, grant must match that subject too.
+ * a subject, grant must match that subject too. Overlap is symmetric, and
+ * a subject matched by both patterns proves they overlap.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -29,8 +30,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sv && subject_match(request, subject) && !subject_match(grant, subject))
             __builtin_trap();
     }
-    if (gv && sv)
-        (void)subject_match(grant, subject);
+    if (gv && rv) {
+        bool o = subject_overlaps(grant, request);
+        if (o != subject_overlaps(request, grant))
+            __builtin_trap();
+        if (sv && !o && subject_match(grant, subject) && subject_match(request, subject))
+            __builtin_trap();
+    }
     free(buf);
     return 0;
 }

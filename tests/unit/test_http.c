@@ -1,0 +1,392 @@
+/*
+ * test_http: request routing and percent-decoding.
+ *
+ * Method and path are handed over as heap copies of exactly their length,
+ * never NUL-terminated, so a sanitizer build catches a read past plen.
+ */
+/* cmocka.h needs these before it, in this order. */
+/* clang-format off */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/http.h"
+
+static void *exact_copy(const char *s, size_t n)
+{
+    char *q = malloc(n ? n : 1);
+    assert_non_null(q);
+    memcpy(q, s, n);
+    return q;
+}
+
+static void route_n(struct http_route *r, const char *method, size_t mlen, const char *path,
+                    size_t plen)
+{
+    char *m = exact_copy(method, mlen);
+    char *p = exact_copy(path, plen);
+    memset(r, 0xa5, sizeof *r); /* the route is an output, not an input */
+    http_route(r, m, mlen, p, plen);
+    /* The route owns copies: the request buffers may go away. */
+    memset(m, 'X', mlen);
+    memset(p, 'X', plen);
+    free(m);
+    free(p);
+}
+
+static void route(struct http_route *r, const char *method, const char *path)
+{
+    route_n(r, method, strlen(method), path, strlen(path));
+}
+
+static void expect_error(const char *method, const char *path, int status)
+{
+    struct http_route r;
+    route(&r, method, path);
+    if (r.kind != HTTP_ERROR || r.status != status)
+        fail_msg("%s %s: kind %d status %d, want HTTP_ERROR %d", method, path, (int)r.kind,
+                 r.status, status);
+    size_t n = strnlen(r.reason, sizeof r.reason);
+    if (n == 0 || n == sizeof r.reason)
+        fail_msg("%s %s: reason empty or not terminated", method, path);
+    if (strchr(r.reason, '\n') != NULL || strchr(r.reason, '\r') != NULL)
+        fail_msg("%s %s: reason \"%s\" holds a line end", method, path, r.reason);
+    http_route_dispose(&r); /* allowed on an error route */
+}
+
+/* Routes GET path and expects HTTP_EVENTS on exactly the subjects given. */
+static void expect_events(const char *path, const char *last_event_id, size_t n, ...)
+{
+    struct http_route r;
+    route(&r, "GET", path);
+    if (r.kind != HTTP_EVENTS)
+        fail_msg("GET %s: kind %d status %d (%.*s), want HTTP_EVENTS", path, (int)r.kind, r.status,
+                 (int)sizeof r.reason, r.reason);
+    assert_int_equal(r.status, 200);
+    if (r.nsubjects != n)
+        fail_msg("GET %s: %zu subjects, want %zu", path, r.nsubjects, n);
+    va_list ap;
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++) {
+        const char *want = va_arg(ap, char *);
+        assert_non_null(r.subjects[i]);
+        if (strcmp(r.subjects[i], want) != 0)
+            fail_msg("GET %s: subjects[%zu] \"%s\", want \"%s\"", path, i, r.subjects[i], want);
+    }
+    va_end(ap);
+    if (last_event_id == NULL) {
+        if (r.last_event_id != NULL)
+            fail_msg("GET %s: last_event_id \"%s\", want none", path, r.last_event_id);
+    } else {
+        if (r.last_event_id == NULL || strcmp(r.last_event_id, last_event_id) != 0)
+            fail_msg("GET %s: last_event_id \"%s\", want \"%s\"", path,
+                     r.last_event_id ? r.last_event_id : "(null)", last_event_id);
+    }
+    http_route_dispose(&r);
+}
+
+static void test_events_path(void **state)
+{
+    (void)state;
+    expect_events("/events/orders.eu", NULL, 1, "orders.eu");
+    expect_events("/events/a", NULL, 1, "a");
+}
+
+static void test_events_path_wildcards(void **state)
+{
+    (void)state;
+    expect_events("/events/orders.*", NULL, 1, "orders.*");
+    expect_events("/events/a.>", NULL, 1, "a.>");
+}
+
+static void test_events_path_percent_decoded(void **state)
+{
+    (void)state;
+    expect_events("/events/orders%2Eeu", NULL, 1, "orders.eu");
+    expect_events("/events/orders%2eeu", NULL, 1, "orders.eu");
+    expect_events("/events/a.%3E", NULL, 1, "a.>");
+    expect_events("/events/a.%2A", NULL, 1, "a.*");
+}
+
+static void test_events_query(void **state)
+{
+    (void)state;
+    expect_events("/events?subject=a&subject=b.*", NULL, 2, "a", "b.*");
+    expect_events("/events?subject=b.*&subject=a", NULL, 2, "b.*", "a");
+    expect_events("/events?subject=orders.eu", NULL, 1, "orders.eu");
+    expect_events("/events?subject=a.%3E", NULL, 1, "a.>");
+}
+
+static void test_events_query_dedup(void **state)
+{
+    (void)state;
+    expect_events("/events?subject=a&subject=a", NULL, 1, "a");
+    expect_events("/events?subject=a&subject=b&subject=a&subject=c&subject=b", NULL, 3, "a", "b",
+                  "c");
+    /* Duplicates are found after decoding. */
+    expect_events("/events?subject=a&subject=%61", NULL, 1, "a");
+}
+
+static void test_overlapping_subjects_refused(void **state)
+{
+    (void)state;
+    expect_error("GET", "/events?subject=orders.*&subject=orders.eu", 400);
+    expect_error("GET", "/events?subject=a.>&subject=a.b.c", 400);
+    expect_error("GET", "/events/a.b?subject=*.b", 400);
+    expect_events("/events?subject=a.*&subject=b.*", NULL, 2, "a.*", "b.*");
+}
+
+static void test_last_event_id(void **state)
+{
+    (void)state;
+    expect_events("/events?subject=a&last_event_id=42", "42", 1, "a");
+    expect_events("/events?last_event_id=42&subject=a", "42", 1, "a");
+    expect_events("/events/orders.eu?last_event_id=7", "7", 1, "orders.eu");
+    expect_events("/events?subject=a", NULL, 1, "a");
+}
+
+static void test_last_event_id_percent_decoded(void **state)
+{
+    (void)state;
+    /* A query value is percent-encoded like any other; composite ids hold ':' and ','. */
+    expect_events("/events?subject=a&last_event_id=1%3A2%2C3", "1:2,3", 1, "a");
+}
+
+static void test_last_event_id_repeated(void **state)
+{
+    (void)state;
+    struct http_route r;
+    route(&r, "GET", "/events?subject=a&last_event_id=1&last_event_id=2");
+    assert_int_equal(r.kind, HTTP_EVENTS);
+    assert_non_null(r.last_event_id);
+    assert_true(strcmp(r.last_event_id, "1") == 0 || strcmp(r.last_event_id, "2") == 0);
+    http_route_dispose(&r); /* the id not kept must not leak (ASan) */
+}
+
+static void test_unknown_query_params_ignored(void **state)
+{
+    (void)state;
+    expect_events("/events?foo=bar&subject=a&baz=qux", NULL, 1, "a");
+    expect_events("/events/a?foo=bar", NULL, 1, "a");
+    /* Names that merely start like a known one are unknown too. */
+    expect_events("/events?subject=a&last_event_idx=5&subjects=b&subjectx=c", NULL, 1, "a");
+    expect_events("/events?subject=a&last_event=5&subj=b", NULL, 1, "a");
+}
+
+static void test_max_subjects(void **state)
+{
+    (void)state;
+    char path[1024];
+    size_t o = (size_t)snprintf(path, sizeof path, "/events?");
+    for (int i = 0; i < HTTP_MAX_SUBJECTS; i++)
+        o += (size_t)snprintf(path + o, sizeof path - o, "%ssubject=s%d", i ? "&" : "", i);
+
+    /* Exactly HTTP_MAX_SUBJECTS is fine. */
+    struct http_route r;
+    route(&r, "GET", path);
+    assert_int_equal(r.kind, HTTP_EVENTS);
+    assert_int_equal(r.nsubjects, HTTP_MAX_SUBJECTS);
+    for (int i = 0; i < HTTP_MAX_SUBJECTS; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "s%d", i);
+        assert_string_equal(r.subjects[i], want);
+    }
+    http_route_dispose(&r);
+
+    /* One more is refused. */
+    snprintf(path + o, sizeof path - o, "&subject=s%d", HTTP_MAX_SUBJECTS);
+    expect_error("GET", path, 400);
+}
+
+static void test_malformed_escape(void **state)
+{
+    (void)state;
+    expect_error("GET", "/events/a%2", 400);
+    expect_error("GET", "/events/a%", 400);
+    expect_error("GET", "/events/a%zz", 400);
+    expect_error("GET", "/events?subject=a%2", 400);
+}
+
+static void test_invalid_subject(void **state)
+{
+    (void)state;
+    expect_error("GET", "/events/a..b", 400);
+    expect_error("GET", "/events/a.", 400);
+    expect_error("GET", "/events/a.>.b", 400);
+    expect_error("GET", "/events/a%20b", 400);
+    expect_error("GET", "/events/a%00b", 400);
+    expect_error("GET", "/events/a%0Ab", 400);
+    expect_error("GET", "/events/a%0D%0Ab", 400);
+    expect_error("GET", "/events?subject=a..b", 400);
+    expect_error("GET", "/events?subject=a&subject=b..c", 400);
+}
+
+static void test_missing_subject(void **state)
+{
+    (void)state;
+    expect_error("GET", "/events/", 400);
+    expect_error("GET", "/events", 400);
+    expect_error("GET", "/events?", 400);
+    expect_error("GET", "/events?subject=", 400);
+    expect_error("GET", "/events?last_event_id=4", 400);
+}
+
+static void test_not_found(void **state)
+{
+    (void)state;
+    expect_error("GET", "/nope", 404);
+    expect_error("GET", "/", 404);
+    expect_error("GET", "/eventsx/a", 404);
+}
+
+static void test_method_not_allowed(void **state)
+{
+    (void)state;
+    expect_error("POST", "/events/a", 405);
+    expect_error("PUT", "/events?subject=a", 405);
+    expect_error("DELETE", "/events/a", 405);
+}
+
+static void test_long_path(void **state)
+{
+    (void)state;
+    size_t n = HTTP_PATH_MAX + 100;
+    char *path = malloc(n + 1);
+    assert_non_null(path);
+    memcpy(path, "/events/", 8);
+    memset(path + 8, 'a', n - 8);
+    path[n] = '\0';
+    struct http_route r;
+    route(&r, "GET", path);
+    assert_int_equal(r.kind, HTTP_ERROR);
+    assert_true(r.status >= 400 && r.status < 500);
+    assert_true(strnlen(r.reason, sizeof r.reason) < sizeof r.reason);
+    http_route_dispose(&r);
+    free(path);
+}
+
+static void test_route_uses_lengths(void **state)
+{
+    (void)state;
+    struct http_route r;
+    /* Bytes past mlen and plen are not part of the request. */
+    route_n(&r, "GETX", 3, "/events/a.bXXXX", 11);
+    assert_int_equal(r.kind, HTTP_EVENTS);
+    assert_int_equal(r.nsubjects, 1);
+    assert_string_equal(r.subjects[0], "a.b");
+    http_route_dispose(&r);
+
+    route_n(&r, "GET", 3, "/events/a.b..", 11);
+    assert_int_equal(r.kind, HTTP_EVENTS);
+    assert_string_equal(r.subjects[0], "a.b");
+    http_route_dispose(&r);
+}
+
+static void test_dispose_after_events(void **state)
+{
+    (void)state;
+    struct http_route r;
+    route(&r, "GET", "/events?subject=a&subject=b&last_event_id=9");
+    assert_int_equal(r.kind, HTTP_EVENTS);
+    http_route_dispose(&r); /* frees subjects and id; ASan reports a leak otherwise */
+}
+
+static void expect_decode(const char *in, size_t n, const char *want, long wantlen)
+{
+    char *buf = exact_copy(in, n);
+    long got = http_percent_decode(buf, n);
+    if (got != wantlen)
+        fail_msg("http_percent_decode(\"%.*s\") %ld, want %ld", (int)n, in, got, wantlen);
+    if (wantlen >= 0 && memcmp(buf, want, (size_t)wantlen) != 0)
+        fail_msg("http_percent_decode(\"%.*s\") gave \"%.*s\", want \"%s\"", (int)n, in,
+                 (int)wantlen, buf, want);
+    free(buf);
+}
+
+#define DECODE(in, want) expect_decode((in), sizeof(in) - 1, (want), (long)(sizeof(want) - 1))
+#define DECODE_BAD(in) expect_decode((in), sizeof(in) - 1, NULL, -1)
+
+static void test_percent_decode(void **state)
+{
+    (void)state;
+    DECODE("a%41b", "aAb");
+    DECODE("abc", "abc");
+    DECODE("", "");
+    DECODE("%2e%2E", "..");
+    DECODE("%41%42%43", "ABC");
+    DECODE("%25", "%");
+    DECODE("%2541", "%41"); /* decoded once, not twice */
+    DECODE("a%00b", "a\0b");
+    DECODE("%ff", "\xff");
+}
+
+static void test_percent_decode_malformed(void **state)
+{
+    (void)state;
+    DECODE_BAD("%zz");
+    DECODE_BAD("%4");
+    DECODE_BAD("%");
+    DECODE_BAD("a%");
+    DECODE_BAD("%g1");
+    DECODE_BAD("%1g");
+    DECODE_BAD("ok%4");
+}
+
+static void test_percent_decode_uses_len(void **state)
+{
+    (void)state;
+    /* Over the first 2 bytes, "a%41" is "a%": malformed. */
+    expect_decode("a%41", 2, NULL, -1);
+    /*
+     * The escape's second digit lies past n: still malformed, even when the
+     * buffer goes on with hex digits.
+     */
+    expect_decode("%41", 2, NULL, -1);
+    static const char more[] = "ab%4142";
+    char buf[sizeof more];
+    memcpy(buf, more, sizeof more);
+    assert_int_equal(http_percent_decode(buf, 4), -1);
+    memcpy(buf, more, sizeof more);
+    assert_int_equal(http_percent_decode(buf, 3), -1);
+    memcpy(buf, more, sizeof more);
+    assert_int_equal(http_percent_decode(buf, 5), 3);
+    assert_memory_equal(buf, "abA", 3);
+    /* Over the first 4 bytes, "a%41%" is complete. */
+    expect_decode("a%41%", 4, "aA", 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_events_path),
+        cmocka_unit_test(test_events_path_wildcards),
+        cmocka_unit_test(test_events_path_percent_decoded),
+        cmocka_unit_test(test_events_query),
+        cmocka_unit_test(test_events_query_dedup),
+        cmocka_unit_test(test_overlapping_subjects_refused),
+        cmocka_unit_test(test_last_event_id),
+        cmocka_unit_test(test_last_event_id_percent_decoded),
+        cmocka_unit_test(test_last_event_id_repeated),
+        cmocka_unit_test(test_unknown_query_params_ignored),
+        cmocka_unit_test(test_max_subjects),
+        cmocka_unit_test(test_malformed_escape),
+        cmocka_unit_test(test_invalid_subject),
+        cmocka_unit_test(test_missing_subject),
+        cmocka_unit_test(test_not_found),
+        cmocka_unit_test(test_method_not_allowed),
+        cmocka_unit_test(test_long_path),
+        cmocka_unit_test(test_route_uses_lengths),
+        cmocka_unit_test(test_dispose_after_events),
+        cmocka_unit_test(test_percent_decode),
+        cmocka_unit_test(test_percent_decode_malformed),
+        cmocka_unit_test(test_percent_decode_uses_len),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
