@@ -235,9 +235,10 @@ void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern)
     if (bs && bs->counts[worker] > 0 && --bs->counts[worker] == 0 && --bs->interested == 0) {
         map_del(bus->subs, pattern, plen);
         log_debug("nats: unsubscribed from %s", pattern);
-        natsSubscription_Unsubscribe(bs->ns);
-        /* bs is freed by on_sub_complete once cnats is done with it. */
-        natsSubscription_Destroy(bs->ns);
+        /* bs may be freed by on_sub_complete on a cnats thread as soon as this returns. */
+        natsSubscription *ns = bs->ns;
+        natsSubscription_Unsubscribe(ns);
+        natsSubscription_Destroy(ns);
     }
     pthread_mutex_unlock(&bus->lock);
 }

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Issue 2 (f): bad input is refused or dropped while a good client keeps streaming.
+
+A curl stream on good.s receives events published before, between and
+after the bad clients:
+  - invalid subjects (/events/a..b, /events/a%20b, /events/a.%3E.b) -> 400,
+    text/plain, a one-line reason; /nope -> 404; POST /events/a -> 405;
+  - a GET with a request body is served normally (the body is ignored);
+  - raw TCP clients sending 4 KiB of garbage instead of a ClientHello are
+    dropped within a bounded time;
+  - TLS clients with ALPN h2 sending the HTTP/2 preface then garbage are
+    dropped (a GOAWAY first is allowed);
+  - TLS clients offering only http/1.1, or no ALPN at all, get the TLS
+    alert no_application_protocol.
+The gateway is alive at the end and exits 0 on SIGTERM.
+"""
+import socket
+import ssl
+import struct
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+from harness import expect  # noqa: E402
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+GARBAGE = bytes((i * 37 + 11) % 256 for i in range(4096))
+ROUNDS = 5
+
+
+def check_status(gw, path, status, method="GET"):
+    r = h.curl(gw, path, method=method, data=b"x" if method == "POST" else None)
+    h.log("%s %s -> %s %r %r" % (method, path, r.status, r.header("content-type"), r.body))
+    expect(r.version == "2", "%s %s answered over HTTP/%s" % (method, path, r.version))
+    expect(r.status == status, "%s %s: status %d, expected %d (body %r)"
+           % (method, path, r.status, status, r.body))
+    ct = r.header("content-type") or ""
+    expect(ct.split(";")[0].strip() == "text/plain", "%s %s: content-type %r, expected text/plain"
+           % (method, path, ct))
+    text = r.body.decode("utf-8", "replace")
+    expect(text.strip() and "\n" not in text.rstrip("\n") and len(text) < 300,
+           "%s %s: body is not one short line: %r" % (method, path, r.body))
+    return text
+
+
+def garbage_tcp(gw):
+    with socket.create_connection((h.HOST, gw.port), timeout=5) as s:
+        try:
+            s.sendall(GARBAGE)
+        except (ConnectionResetError, BrokenPipeError):
+            return  # dropped while we were still sending: fine
+        got, closed = h.read_until_closed(s, 5)
+        expect(closed, "garbage-instead-of-ClientHello connection still open after 5 s")
+        expect(b"HTTP" not in got, "the gateway answered garbage with HTTP: %r" % got[:100])
+
+
+def frames(data):
+    out = []
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        ftype = data[3]
+        out.append((ftype, data[9:9 + length]))
+        data = data[9 + length:]
+    return out
+
+
+def preface_then_garbage(gw):
+    ctx = h.tls_context(gw)
+    with socket.create_connection((h.HOST, gw.port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            expect(s.selected_alpn_protocol() == "h2", "ALPN selected %r"
+                   % s.selected_alpn_protocol())
+            try:
+                s.sendall(PREFACE + GARBAGE)
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+                return
+            got, closed = h.read_until_closed(s, 5)
+    expect(closed, "preface+garbage connection still open after 5 s")
+    goaways = [p for t, p in frames(got) if t == 0x7]
+    if goaways and len(goaways[0]) >= 8:
+        code = struct.unpack(">I", goaways[0][4:8])[0]
+        expect(code != 0, "GOAWAY with NO_ERROR for a protocol violation")
+        return code
+    return None
+
+
+def refused_alpn(gw, alpn):
+    ctx = h.tls_context(gw, alpn=alpn)
+    with socket.create_connection((h.HOST, gw.port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                # TLS 1.3: a server alert may only surface on the first read.
+                s.settimeout(5)
+                s.sendall(b"GET /events/good.s HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                got = s.recv(1024)
+                raise h.TestFailure("ALPN %r was not refused; got %r (selected %r)"
+                                    % (alpn, got[:100], s.selected_alpn_protocol()))
+        except ssl.SSLError as e:
+            msg = str(e)
+            expect("NO_APPLICATION_PROTOCOL" in msg.upper().replace(" ", "_"),
+                   "ALPN %r: expected alert no_application_protocol, got %s" % (alpn, msg))
+            return msg
+
+
+def test():
+    with h.Nats() as nats, h.Gateway(nats.url) as gw:
+        with h.CurlStream(gw, "/events/good.s", max_time=60) as good:
+            _, off = good.wait_retry(timeout=10)
+            nats.wait_subscriptions(["good.s"])
+            h.publish(nats.url, "good.s", "before")
+            good.wait_bytes(b"data: before\n\n", 10, off)
+
+            for path in ("/events/a..b", "/events/a%20b", "/events/a.%3E.b"):
+                check_status(gw, path, 400)
+            check_status(gw, "/nope", 404)
+            check_status(gw, "/events/a", 405, method="POST")
+
+            with h.CurlStream(gw, "/events/good.body", max_time=20,
+                              extra=["-X", "GET", "--data-binary", "ignored body"]) as body:
+                body.wait_retry(timeout=10)
+                _, status, _ = body.headers()
+                expect(status == 200, "GET with a body: status %d" % status)
+
+            for _ in range(ROUNDS):
+                garbage_tcp(gw)
+            h.log("%d garbage-instead-of-TLS clients dropped" % ROUNDS)
+
+            h.publish(nats.url, "good.s", "between")
+            good.wait_bytes(b"data: between\n\n", 10, off)
+
+            codes = [preface_then_garbage(gw) for _ in range(ROUNDS)]
+            h.log("%d preface+garbage clients dropped (GOAWAY codes %r)" % (ROUNDS, codes))
+
+            for alpn in (["http/1.1"], None):
+                msg = refused_alpn(gw, alpn)
+                h.log("ALPN %r refused: %s" % (alpn, msg))
+
+            h.publish(nats.url, "good.s", "after")
+            good.wait_bytes(b"data: after\n\n", 10, off)
+            got = good.data()[off:]
+            want = b"id: 1\ndata: before\n\nid: 2\ndata: between\n\nid: 3\ndata: after\n\n"
+            expect(got == want, "good stream got %r, expected %r" % (got, want))
+            expect(good.alive(), "the good stream ended")
+
+        gw.check_alive()
+        gw.stop()
+
+
+if __name__ == "__main__":
+    h.main(test)

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Issue 2 (d): idle streams get ':' comment heartbeats at the configured interval.
+
+With --heartbeat-ms 300, an idle stream watched with curl for 1.6 s gets
+only the retry line and then at least 3 (and not a flood of) ":\\n\\n"
+comments, and no events. A stream that receives an event every 50 ms is not
+idle: it gets all 40 events in order, whole, and at most a couple of
+heartbeats in between.
+"""
+import re
+import sys
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+from harness import expect  # noqa: E402
+
+HEARTBEAT_MS = 300
+IDLE_S = 1.6
+
+
+def test():
+    with h.Nats() as nats, h.Gateway(nats.url, heartbeat_ms=HEARTBEAT_MS) as gw:
+        with h.CurlStream(gw, "/events/hb.idle", max_time=30) as idle:
+            _, off = idle.wait_retry(timeout=10)
+            time.sleep(IDLE_S)
+            body = idle.data()[off:]
+            n = body.count(b":\n\n")
+            h.log("idle stream: %d heartbeats in %.1f s: %r" % (n, IDLE_S, body))
+            expect(re.fullmatch(rb"(:\n\n)*", body), "idle stream carried more than heartbeats: %r"
+                   % body)
+            expect(n >= 3, "only %d heartbeats in %.1f s at %d ms" % (n, IDLE_S, HEARTBEAT_MS))
+            expect(n <= int(IDLE_S * 1000 / HEARTBEAT_MS) + 2,
+                   "%d heartbeats in %.1f s at %d ms is too many" % (n, IDLE_S, HEARTBEAT_MS))
+
+        with h.CurlStream(gw, "/events/hb.busy", max_time=30) as busy:
+            _, off = busy.wait_retry(timeout=10)
+            nats.wait_subscriptions(["hb.busy"])
+            h.publish(nats.url, "hb.busy", "", count=40, rate=20, seq=True)
+            end = busy.wait_bytes(b"data: 40\n\n", 10, off)
+            body = busy.data()[off:end].decode()
+            blocks = body.split("\n\n")
+            expect(blocks[-1] == "", "busy stream ends mid-event: %r" % body[-100:])
+            seen, pending, beats_between = [], 0, 0
+            for b in blocks[:-1]:
+                if b == ":":
+                    pending += 1
+                    continue
+                m = re.fullmatch(r"id: (\d+)\ndata: (\d+)", b)
+                expect(m, "busy stream block %r is neither an event nor a heartbeat" % b)
+                if seen:  # only beats between two events count
+                    beats_between += pending
+                pending = 0
+                seen.append(int(m.group(2)))
+            h.log("busy stream: 40 events over ~2 s, %d heartbeats among them" % beats_between)
+            expect(seen == list(range(1, 41)), "busy stream events %r, expected 1..40" % seen)
+            expect(beats_between <= 2, "a stream with an event every 50 ms got %d heartbeats at "
+                   "%d ms; heartbeats are for idle streams" % (beats_between, HEARTBEAT_MS))
+
+        gw.check_alive()
+        gw.stop()
+
+
+if __name__ == "__main__":
+    h.main(test)
