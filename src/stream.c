@@ -103,9 +103,9 @@ static void charge(struct stream *s, int64_t n)
     stat_add(&s->env->stats.bytes_queued, n);
 }
 
-static void touch(struct stream *s)
+static void touch(struct stream *s, int64_t now_ms)
 {
-    s->active_ms = stream_now_ms();
+    s->active_ms = now_ms;
     list_remove(&s->idle_node);
     list_insert_tail(&s->env->idle, &s->idle_node);
 }
@@ -149,20 +149,30 @@ static void release(struct stream *s, struct item *it)
     sse_event_unref(it->ev);
 }
 
-/* Drops every item not yet started. */
+/*
+ * Drops every event not yet started. The item partly sent, and the own-only
+ * items (retry, start id, reset) ahead of the first dropped event, stay: a
+ * client cut before it saw anything still learns its starting id.
+ */
 static void drop_unsent(struct stream *s)
 {
-    size_t keep = s->off ? 1 : 0;
-    size_t own_keep = keep ? s->items[s->first].head : 0;
+    size_t keep = 0, own_keep = 0;
+    while (keep < s->count) {
+        struct item *it = &s->items[(s->first + keep) & (s->cap - 1)];
+        if (it->ev && !(keep == 0 && s->off > 0))
+            break;
+        own_keep += it->head;
+        keep++;
+    }
     for (size_t i = keep; i < s->count; i++) {
         struct item *it = &s->items[(s->first + i) & (s->cap - 1)];
         s->queued -= item_len(it);
         release(s, it);
     }
     s->count = keep;
-    /* Own bytes of the kept item are its head minus what of it was sent. */
-    size_t own_left = own_keep > s->off ? own_keep - s->off : 0;
-    s->own.len = s->own.off + own_left;
+    /* Own bytes left are the kept heads minus what of the first was sent. */
+    size_t sent = keep ? (s->off < s->items[s->first].head ? s->off : s->items[s->first].head) : 0;
+    s->own.len = s->own.off + own_keep - sent;
 }
 
 /* Appends "id: a-b-c\n" for the stream's positions to own; returns its length. */
@@ -329,7 +339,7 @@ struct stream *stream_new(const struct stream_params *p)
     s->links = mem_calloc(p->nsubjects, sizeof(*s->links));
     stat_add(&s->env->stats.opened, 1);
     stat_add(&s->env->stats.open, 1);
-    touch(s);
+    touch(s, stream_now_ms());
 
     bool joined = true;
     for (size_t i = 0; i < p->nsubjects; i++) {
@@ -389,7 +399,11 @@ void stream_end(struct stream *s, enum stream_end why)
     s->end = why;
     drop_unsent(s);
     char line[SSE_LINE_MAX];
+    /* One wake, below, whether or not the queue was empty. */
+    stream_wake_fn *wake = s->wake;
+    s->wake = no_wake;
     push_own(s, line, sse_format_comment(line, end_text(why)));
+    s->wake = wake;
     for (size_t i = 0; i < s->nsubjects; i++)
         fanout_leave(s->env->fanout, &s->links[i]);
     list_remove(&s->idle_node);
@@ -433,7 +447,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         return;
     }
     push(s, sse_event_ref(ev), head, true);
-    touch(s);
+    touch(s, stream_now_ms());
 }
 
 size_t stream_pending(const struct stream *s, size_t max, bool *eof)
@@ -497,6 +511,6 @@ void stream_env_tick(struct stream_env *env, int64_t now_ms)
         /* A stream with bytes still queued is not idle, only blocked. */
         if (s->count == 0)
             push_own(s, beat, sizeof(beat) - 1);
-        touch(s);
+        touch(s, now_ms);
     }
 }
