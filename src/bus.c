@@ -114,9 +114,10 @@ static void drop_sub(struct bus *bus, struct bus_sub *bs)
     map_del(bus->subs, bs->pattern, strlen(bs->pattern));
     list_remove(&bs->node);
     log_debug("nats: unsubscribed from %s", bs->pattern);
-    natsSubscription_Unsubscribe(bs->ns);
-    /* bs is freed by on_sub_complete once cnats is done with it. */
-    natsSubscription_Destroy(bs->ns);
+    /* bs may be freed by on_sub_complete on a cnats thread as soon as this returns. */
+    natsSubscription *ns = bs->ns;
+    natsSubscription_Unsubscribe(ns);
+    natsSubscription_Destroy(ns);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
