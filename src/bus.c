@@ -1,11 +1,19 @@
 /*
  * bus: NATS connection and shared subscriptions (see bus.h).
  *
- * Locking: one mutex guards the pattern table and the per-worker counts.
- * The message callback holds it only to take a sequence number and note
- * which workers want the event; encoding and hand-off happen outside it.
- * cnats runs one subscription's callbacks serially (one delivery-pool
- * thread per subscription), so sequence numbers and hand-off order agree.
+ * Locking: `lock` guards the pattern table; each subscription has its own
+ * lock for its counts, sequence and history, so message callbacks of
+ * different subjects never contend. Order: table lock, then subscription
+ * lock. A message is numbered, encoded, recorded in history and its
+ * targets noted under the subscription lock, all as one step: a stream
+ * that joins takes its history snapshot under the same lock, so every
+ * event is either in its snapshot or delivered to its worker afterwards
+ * (or both; streams drop what they have already seen by sequence).
+ *
+ * Sequence numbers come from one process-wide counter that starts at the
+ * wall clock in microseconds. They increase within a subscription, and a
+ * restarted gateway starts above the ids its predecessor handed out, so
+ * an old id reads as "older than history" and is answered with a reset.
  *
  * Lifetime: a subscription's record is freed in cnats's on-complete
  * callback, which runs after its last message callback has returned;
@@ -19,33 +27,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sluice/err.h"
+#include "sluice/list.h"
 #include "sluice/log.h"
 #include "sluice/map.h"
 #include "sluice/mem.h"
 
+#define BUS_MAX_WORKERS 64
+
 struct bus_sub {
     struct bus *bus;
     natsSubscription *ns;
+    struct list node;   /* bus->all; under bus->lock */
     uint64_t id;
-    uint64_t seq;       /* last sequence handed out; under bus->lock */
-    size_t interested;  /* workers with count > 0 */
     char *pattern;
-    unsigned counts[];  /* per worker */
+    pthread_mutex_t lock;
+    struct history *history; /* under lock */
+    size_t interested;       /* workers with count > 0; under lock */
+    int64_t idle_since_ms;   /* when interested fell to 0; under lock */
+    unsigned counts[];       /* per worker; under lock */
 };
 
 struct bus {
     natsConnection *nc;
     pthread_mutex_t lock;
-    struct map *subs; /* pattern -> bus_sub */
+    struct map *subs; /* pattern -> bus_sub; under lock */
+    struct list all;  /* bus_sub.node; under lock */
     uint64_t next_id;
-    size_t nworkers;
-    bus_deliver_fn *deliver;
-    void *const *ctxs;
+    struct bus_params p;
+    struct history_budget budget;
+    atomic_uint_fast64_t seq; /* last sequence handed out */
     atomic_bool connected;
     atomic_bool closing; /* bus_free() has begun: disconnects are expected */
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
@@ -53,36 +76,48 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
     (void)ns;
     struct bus_sub *bs = closure;
     struct bus *bus = bs->bus;
-    size_t targets[64];
+    size_t targets[BUS_MAX_WORKERS];
     size_t ntargets = 0;
-    uint64_t seq;
+    const char *name = NULL;
+    if (natsMsgHeader_Get(msg, "Sse-Event", &name) != NATS_OK)
+        name = NULL;
 
-    pthread_mutex_lock(&bus->lock);
-    seq = ++bs->seq;
-    for (size_t w = 0; w < bus->nworkers && ntargets < 64; w++) {
+    pthread_mutex_lock(&bs->lock);
+    uint64_t seq = atomic_fetch_add_explicit(&bus->seq, 1, memory_order_relaxed) + 1;
+    struct sse_event *ev = sse_event_new(bs->id, seq, name, natsMsg_GetData(msg),
+                                         (size_t)natsMsg_GetDataLength(msg));
+    history_push(bs->history, sse_event_ref(ev));
+    for (size_t w = 0; w < bus->p.nworkers; w++) {
         if (bs->counts[w])
             targets[ntargets++] = w;
     }
-    pthread_mutex_unlock(&bus->lock);
+    pthread_mutex_unlock(&bs->lock);
 
-    if (ntargets) {
-        const char *name = NULL;
-        if (natsMsgHeader_Get(msg, "Sse-Event", &name) != NATS_OK)
-            name = NULL;
-        struct sse_event *ev = sse_event_new(bs->id, seq, name, natsMsg_GetData(msg),
-                                             (size_t)natsMsg_GetDataLength(msg));
-        for (size_t i = 1; i < ntargets; i++)
-            bus->deliver(bus->ctxs[targets[i]], sse_event_ref(ev));
-        bus->deliver(bus->ctxs[targets[0]], ev);
-    }
+    for (size_t i = 0; i < ntargets; i++)
+        bus->p.deliver(bus->p.worker_ctxs[targets[i]], sse_event_ref(ev));
+    sse_event_unref(ev);
     natsMsg_Destroy(msg);
 }
 
 static void on_sub_complete(void *closure)
 {
     struct bus_sub *bs = closure;
+    history_free(bs->history);
+    pthread_mutex_destroy(&bs->lock);
     free(bs->pattern);
     free(bs);
+}
+
+/* Removes bs from the table and ends its NATS subscription; under bus->lock. */
+static void drop_sub(struct bus *bus, struct bus_sub *bs)
+{
+    map_del(bus->subs, bs->pattern, strlen(bs->pattern));
+    list_remove(&bs->node);
+    log_debug("nats: unsubscribed from %s", bs->pattern);
+    /* bs may be freed by on_sub_complete on a cnats thread as soon as this returns. */
+    natsSubscription *ns = bs->ns;
+    natsSubscription_Unsubscribe(ns);
+    natsSubscription_Destroy(ns);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -119,22 +154,28 @@ static void on_async_error(natsConnection *nc, natsSubscription *ns, natsStatus 
              ns ? natsSubscription_GetSubject(ns) : "-", natsStatus_GetText(s));
 }
 
-int bus_new(struct bus **out, const char *url, size_t nworkers, bus_deliver_fn *deliver,
-            void *const *worker_ctxs, char *err, size_t errlen)
+int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errlen)
 {
+    if (p->nworkers > BUS_MAX_WORKERS) {
+        snprintf(err, errlen, "at most %d workers", BUS_MAX_WORKERS);
+        return ERR_INVALID;
+    }
     struct bus *bus = mem_calloc(1, sizeof(*bus));
     natsOptions *opts = NULL;
     natsStatus s;
+    struct timespec ts;
 
     pthread_mutex_init(&bus->lock, NULL);
     bus->subs = map_new();
-    bus->nworkers = nworkers;
-    bus->deliver = deliver;
-    bus->ctxs = worker_ctxs;
+    list_init(&bus->all);
+    bus->p = *p;
+    bus->budget.max = p->history_total_bytes;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    atomic_init(&bus->seq, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
 
     s = natsOptions_Create(&opts);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(opts, url);
+        s = natsOptions_SetURL(opts, p->url);
     if (s == NATS_OK)
         s = natsOptions_SetName(opts, "sluice");
     if (s == NATS_OK)
@@ -148,9 +189,6 @@ int bus_new(struct bus **out, const char *url, size_t nworkers, bus_deliver_fn *
         s = natsOptions_SetReconnectJitter(opts, 250, 1000);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(opts, 2000);
-    /* A slow worker must not make cnats drop messages silently at 65k. */
-    if (s == NATS_OK)
-        s = natsOptions_SetMaxPendingMsgs(opts, 1 << 20);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(opts, on_disconnected, bus);
     if (s == NATS_OK)
@@ -163,7 +201,7 @@ int bus_new(struct bus **out, const char *url, size_t nworkers, bus_deliver_fn *
         s = natsConnection_Connect(&bus->nc, opts);
     natsOptions_Destroy(opts);
     if (s != NATS_OK) {
-        snprintf(err, errlen, "cannot connect to NATS at %s: %s", url, natsStatus_GetText(s));
+        snprintf(err, errlen, "cannot connect to NATS at %s: %s", p->url, natsStatus_GetText(s));
         bus->nc = NULL;
         bus_free(bus);
         return ERR_NATS;
@@ -178,6 +216,10 @@ void bus_free(struct bus *bus)
     if (!bus)
         return;
     atomic_store(&bus->closing, true);
+    pthread_mutex_lock(&bus->lock);
+    while (!list_empty(&bus->all))
+        drop_sub(bus, container_of(bus->all.next, struct bus_sub, node));
+    pthread_mutex_unlock(&bus->lock);
     if (bus->nc) {
         natsConnection_Close(bus->nc);
         natsConnection_Destroy(bus->nc);
@@ -196,13 +238,17 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
     pthread_mutex_lock(&bus->lock);
     struct bus_sub *bs = map_get(bus->subs, pattern, plen);
     if (!bs) {
-        bs = mem_calloc(1, sizeof(*bs) + bus->nworkers * sizeof(bs->counts[0]));
+        bs = mem_calloc(1, sizeof(*bs) + bus->p.nworkers * sizeof(bs->counts[0]));
         bs->bus = bus;
         bs->id = ++bus->next_id;
         bs->pattern = mem_strdup(pattern);
+        pthread_mutex_init(&bs->lock, NULL);
+        bs->history = history_new(bus->p.history_events, bus->p.history_bytes, &bus->budget,
+                                  atomic_load(&bus->seq));
         natsStatus s = natsConnection_Subscribe(&bs->ns, bus->nc, pattern, on_nats_msg, bs);
         if (s == NATS_OK)
             s = natsSubscription_SetOnCompleteCB(bs->ns, on_sub_complete, bs);
+        /* No silent drops at cnats's default 65k pending: the workers' caps bound memory. */
         if (s == NATS_OK)
             s = natsSubscription_SetPendingLimits(bs->ns, -1, -1);
         if (s != NATS_OK) {
@@ -210,17 +256,20 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
             if (bs->ns) {
                 natsSubscription_Unsubscribe(bs->ns);
                 natsSubscription_Destroy(bs->ns);
+            } else {
+                on_sub_complete(bs);
             }
-            free(bs->pattern);
-            free(bs);
             rc = ERR_NATS;
             goto out;
         }
         map_put(bus->subs, pattern, plen, bs);
+        list_insert_tail(&bus->all, &bs->node);
         log_debug("nats: subscribed to %s (sub %llu)", pattern, (unsigned long long)bs->id);
     }
+    pthread_mutex_lock(&bs->lock);
     if (bs->counts[worker]++ == 0)
         bs->interested++;
+    pthread_mutex_unlock(&bs->lock);
     *sub_id = bs->id;
 out:
     pthread_mutex_unlock(&bus->lock);
@@ -229,16 +278,49 @@ out:
 
 void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern)
 {
-    size_t plen = strlen(pattern);
     pthread_mutex_lock(&bus->lock);
-    struct bus_sub *bs = map_get(bus->subs, pattern, plen);
-    if (bs && bs->counts[worker] > 0 && --bs->counts[worker] == 0 && --bs->interested == 0) {
-        map_del(bus->subs, pattern, plen);
-        log_debug("nats: unsubscribed from %s", pattern);
-        /* bs may be freed by on_sub_complete on a cnats thread as soon as this returns. */
-        natsSubscription *ns = bs->ns;
-        natsSubscription_Unsubscribe(ns);
-        natsSubscription_Destroy(ns);
+    struct bus_sub *bs = map_get(bus->subs, pattern, strlen(pattern));
+    if (bs) {
+        pthread_mutex_lock(&bs->lock);
+        bool idle = bs->counts[worker] > 0 && --bs->counts[worker] == 0 && --bs->interested == 0;
+        if (idle)
+            bs->idle_since_ms = now_ms();
+        pthread_mutex_unlock(&bs->lock);
+        if (idle && bus->p.keep_ms <= 0)
+            drop_sub(bus, bs);
+    }
+    pthread_mutex_unlock(&bus->lock);
+}
+
+int bus_resume(struct bus *bus, const char *pattern, bool resume, uint64_t after,
+               struct bus_resume *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&bus->lock);
+    struct bus_sub *bs = map_get(bus->subs, pattern, strlen(pattern));
+    if (bs) {
+        pthread_mutex_lock(&bs->lock);
+        out->last = history_last(bs->history);
+        if (resume)
+            out->status = history_since(bs->history, after, &out->events, &out->nevents);
+        pthread_mutex_unlock(&bs->lock);
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return bs ? 0 : ERR_NOTFOUND;
+}
+
+void bus_sweep(struct bus *bus)
+{
+    int64_t now = now_ms();
+    pthread_mutex_lock(&bus->lock);
+    for (struct list *n = bus->all.next, *next; n != &bus->all; n = next) {
+        next = n->next;
+        struct bus_sub *bs = container_of(n, struct bus_sub, node);
+        pthread_mutex_lock(&bs->lock);
+        bool expired = bs->interested == 0 && now - bs->idle_since_ms >= bus->p.keep_ms;
+        pthread_mutex_unlock(&bs->lock);
+        if (expired)
+            drop_sub(bus, bs);
     }
     pthread_mutex_unlock(&bus->lock);
 }

@@ -32,6 +32,7 @@ struct key {
 
 #define STR(n, f) {n, K_STR, offsetof(struct config, f), 0, 0}
 #define INT(n, f, lo, hi) {n, K_INT, offsetof(struct config, f), lo, hi}
+#define SIZE(n, f, lo, hi) {n, K_SIZE, offsetof(struct config, f), lo, hi}
 static const struct key keys[] = {
     STR("listen", listen),
     STR("cert", cert_file),
@@ -42,7 +43,13 @@ static const struct key keys[] = {
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
     INT("retry-ms", retry_ms, 100, 3600000),
     INT("retry-jitter-pct", retry_jitter_pct, 0, 100),
-    {"stream-queue-bytes", K_SIZE, offsetof(struct config, stream_queue_bytes), 1024, 1L << 30},
+    SIZE("stream-queue-bytes", stream_queue_bytes, 1024, 1L << 30),
+    SIZE("conn-queue-bytes", conn_queue_bytes, 1024, 1L << 34),
+    SIZE("process-queue-bytes", process_queue_bytes, 0, 1L << 40),
+    INT("history-events", history_events, 1, 1000000),
+    SIZE("history-bytes", history_bytes, 1024, 1L << 34),
+    SIZE("history-total-bytes", history_total_bytes, 0, 1L << 40),
+    INT("history-keep-ms", history_keep_ms, 0, 86400000),
     {"log-level", K_LEVEL, offsetof(struct config, log_level), 0, 0},
 };
 
@@ -58,8 +65,15 @@ static const char USAGE[] =
     "  --heartbeat-ms N         idle heartbeat comment interval (default 15000)\n"
     "  --retry-ms N             retry: hint sent first on each stream (default 3000)\n"
     "  --retry-jitter-pct N     +- jitter on the retry hint, per stream (default 20)\n"
-    "  --stream-queue-bytes N   per-stream queue cap before the slow-consumer cut\n"
-    "                           (default 262144)\n"
+    "  --stream-queue-bytes N   live bytes one stream may queue before the\n"
+    "                           slow-consumer cut (default 262144)\n"
+    "  --conn-queue-bytes N     the same for all streams of a connection (default 8388608)\n"
+    "  --process-queue-bytes N  the same for the whole process; 0 = a quarter of memory\n"
+    "  --history-events N       events kept per subject for resume (default 1000)\n"
+    "  --history-bytes N        bytes kept per subject for resume (default 4194304)\n"
+    "  --history-total-bytes N  bytes kept for all subjects; 0 = an eighth of memory\n"
+    "  --history-keep-ms N      how long a subject's history outlives its last stream\n"
+    "                           (default 60000)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
@@ -86,6 +100,10 @@ void config_init(struct config *c)
     c->retry_ms = 3000;
     c->retry_jitter_pct = 20;
     c->stream_queue_bytes = 256 * 1024;
+    c->conn_queue_bytes = 8 * 1024 * 1024;
+    c->history_events = 1000;
+    c->history_bytes = 4 * 1024 * 1024;
+    c->history_keep_ms = 60000;
     c->log_level = LOG_INFO;
 }
 

@@ -71,6 +71,15 @@ int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link)
     return 0;
 }
 
+void fanout_resume(struct fanout *f, struct fanout_link *link, bool resume, uint64_t after,
+                   struct bus_resume *out)
+{
+    if (!f->bus || bus_resume(f->bus, link->topic->pattern, resume, after, out) != 0) {
+        memset(out, 0, sizeof(*out));
+        out->status = HISTORY_RESUME_UNKNOWN;
+    }
+}
+
 void fanout_leave(struct fanout *f, struct fanout_link *link)
 {
     struct fanout_topic *t = link->topic;

@@ -53,6 +53,7 @@ struct h2 {
     h2_dirty_fn *dirty;
     void *dirty_ctx;
     uint64_t conn_id;
+    struct stream_budget budget; /* live bytes queued on this connection's streams */
     struct list reqs; /* every req not yet closed */
     size_t nstreams;
 };
@@ -131,8 +132,22 @@ static ssize_t on_read_body(nghttp2_session *session, int32_t id, uint8_t *buf, 
 static void on_stream_wake(void *ctx)
 {
     struct req *r = ctx;
-    nghttp2_session_resume_data(r->h2->session, r->id);
-    r->h2->dirty(r->h2->dirty_ctx);
+    struct h2 *h2 = r->h2;
+    /*
+     * A stream ended while its client keeps its window shut can never send
+     * its final comment: reset it instead, which an EventSource also takes
+     * as "reconnect", so that nothing of it lingers.
+     */
+    if (stream_ended(r->stream) != STREAM_END_NONE &&
+        (nghttp2_session_get_stream_remote_window_size(h2->session, r->id) <= 0 ||
+         nghttp2_session_get_remote_window_size(h2->session) <= 0)) {
+        log_debug("conn %" PRIu64 " stream %d: window shut; resetting ended stream",
+                  h2->conn_id, (int)r->id);
+        nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id, NGHTTP2_CANCEL);
+    } else {
+        nghttp2_session_resume_data(h2->session, r->id);
+    }
+    h2->dirty(h2->dirty_ctx);
 }
 
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
@@ -161,10 +176,12 @@ static int respond_events(struct h2 *h2, struct req *r, const struct http_route 
 {
     const struct config *cfg = h2->env->cfg;
     struct stream_params p = {
-        .fanout = h2->env->fanout,
-        .clock = h2->env->clock,
+        .env = h2->env->streams,
+        .conn_budget = &h2->budget,
         .subjects = route->subjects,
         .nsubjects = route->nsubjects,
+        /* The header is what a reconnecting EventSource sends; the query is for a first connect. */
+        .last_event_id = r->last_event_id ? r->last_event_id : route->last_event_id,
         .retry_ms = (unsigned)cfg->retry_ms,
         .jitter_pct = (unsigned)cfg->retry_jitter_pct,
         .queue_max = cfg->stream_queue_bytes,
@@ -297,6 +314,7 @@ struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_
     h2->dirty = dirty;
     h2->dirty_ctx = dirty_ctx;
     h2->conn_id = conn_id;
+    h2->budget.max = env->cfg->conn_queue_bytes;
     list_init(&h2->reqs);
 
     nghttp2_session_callbacks *cbs;

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sluice/bus.h"
@@ -111,7 +112,8 @@ static int open_listeners(const char *listen, int *fds, size_t n, char *bound, s
     return 0;
 }
 
-static int wait_for_stop(void)
+/* Waits for a stop signal, sweeping lingering subscriptions once a second meanwhile. */
+static int wait_for_stop(struct bus *bus)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -119,9 +121,12 @@ static int wait_for_stop(void)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0)
+        struct timespec second = {1, 0};
+        int sig = sigtimedwait(&set, NULL, &second);
+        if (sig < 0) {
+            bus_sweep(bus);
             continue;
+        }
         if (sig == SIGHUP) {
             log_info("SIGHUP: live reload is not supported yet; ignored");
             continue;
@@ -157,10 +162,21 @@ int server_run(const struct config *cfg)
     }
     if (open_listeners(cfg->listen, fds, nworkers, bound, sizeof(bound)) != 0)
         goto out_ctx;
+    size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
     for (size_t i = 0; i < nworkers; i++)
-        workers[i] = worker_new(i, cfg, ssl_ctx, fds[i]);
-    if (bus_new(&bus, cfg->nats_url, nworkers, worker_post, (void *const *)workers, err,
-                sizeof(err)) != 0) {
+        workers[i] = worker_new(i, cfg, ssl_ctx, fds[i], queue_total / nworkers);
+    struct bus_params bp = {
+        .url = cfg->nats_url,
+        .nworkers = nworkers,
+        .deliver = worker_post,
+        .worker_ctxs = (void *const *)workers,
+        .history_events = (size_t)cfg->history_events,
+        .history_bytes = cfg->history_bytes,
+        .history_total_bytes = cfg->history_total_bytes ? cfg->history_total_bytes : memory / 8,
+        .keep_ms = cfg->history_keep_ms,
+    };
+    if (bus_new(&bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out_workers;
     }
@@ -172,7 +188,7 @@ int server_run(const struct config *cfg)
              "heartbeat %d ms",
              SLUICE_VERSION, bound, nworkers, cfg->nats_url, cfg->max_streams, cfg->heartbeat_ms);
 
-    int sig = wait_for_stop();
+    int sig = wait_for_stop(bus);
     log_info("%s: shutting down", strsignal(sig));
     code = 0;
 out_stop:

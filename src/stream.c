@@ -2,10 +2,15 @@
  * stream: one SSE response (see stream.h for the contract).
  *
  * The queue is a ring of items. An item is `head` bytes of the stream's
- * own (an id line, a retry hint or a comment, kept in order in `own`)
- * followed by the body of a shared event, if any. `off` counts what has
- * been sent of the first item. Own bytes are appended when an item is
- * queued, and consumed in the same order, so `own` is a plain FIFO.
+ * own (an id line, a retry hint, a reset or a comment, kept in order in
+ * `own`) followed by the body of a shared event, if any. `off` counts what
+ * has been sent of the first item. Own bytes are appended when an item is
+ * queued and consumed in the same order, so `own` is a plain FIFO.
+ *
+ * The first item is `retry: N` plus an `id:` with the stream's starting
+ * positions and no data: a browser records the id without firing an
+ * event, so even a client that saw no event before it reconnected resumes
+ * from where it joined instead of losing what was published meanwhile.
  */
 #include "sluice/stream.h"
 
@@ -15,39 +20,43 @@
 #include <string.h>
 #include <time.h>
 
+#include "sluice/bus.h"
 #include "sluice/buf.h"
-#include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/sse.h"
 
+#define ID_PART_MAX 20 /* digits of a uint64_t */
+
 struct item {
     struct sse_event *ev; /* NULL for own bytes only */
     uint32_t head;        /* own bytes in front of the body */
+    bool charged;         /* counted against the caps (live events) */
 };
 
 struct stream {
-    struct stream_clock *clock;
-    struct list clock_node;   /* in clock->streams */
+    struct stream_env *env;
+    struct list idle_node;    /* in env->idle, or detached once ended */
     int64_t active_ms;        /* last activity, monotonic */
-    struct fanout *fanout;
+    struct stream_budget *conn_budget;
     stream_wake_fn *wake;
     void *wake_ctx;
     uint64_t conn_id;
     int32_t stream_id;
     unsigned retry_ms;
-    enum stream_end end;      /* set once; no new items after it */
+    enum stream_end end;      /* set once; nothing is queued after the final comment */
 
     struct item *items;       /* ring; capacity a power of two */
     size_t cap, first, count;
     size_t off;               /* bytes of items[first] already sent */
     size_t queued;            /* bytes in all items, minus off */
+    size_t charged;           /* bytes of charged items (whole items) */
     size_t queue_max;
     struct buf own;
 
     size_t nsubjects;
     char **subjects;
-    uint64_t *seqs;           /* last sequence queued, per subject */
+    uint64_t *seqs;           /* position per subject: last sequence queued */
     struct fanout_link *links;
 };
 
@@ -58,13 +67,21 @@ static uint64_t next_random(void)
     if (!rng_state) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        rng_state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&rng_state ^ 0x9e3779b97f4a7c15ULL;
+        rng_state = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)&rng_state ^
+                    0x9e3779b97f4a7c15ULL;
     }
     /* xorshift64*: jitter only needs to spread reconnects, not to be secret. */
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
     return rng_state * 2685821657736338717ULL;
+}
+
+static void stat_add(atomic_uint_fast64_t *c, int64_t n)
+{
+    /* One writer per counter: a plain load and store, no locked instruction. */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)n,
+                          memory_order_relaxed);
 }
 
 int64_t stream_now_ms(void)
@@ -78,15 +95,23 @@ static void no_wake(void *ctx) { (void)ctx; }
 
 static size_t item_len(const struct item *it) { return it->head + (it->ev ? it->ev->len : 0); }
 
-static void touch(struct stream *s)
+static void charge(struct stream *s, int64_t n)
 {
-    s->active_ms = stream_now_ms();
-    list_remove(&s->clock_node);
-    list_insert_tail(&s->clock->streams, &s->clock_node);
+    s->charged += (size_t)n;
+    s->conn_budget->used += (size_t)n;
+    s->env->budget.used += (size_t)n;
+    stat_add(&s->env->stats.bytes_queued, n);
+}
+
+static void touch(struct stream *s, int64_t now_ms)
+{
+    s->active_ms = now_ms;
+    list_remove(&s->idle_node);
+    list_insert_tail(&s->env->idle, &s->idle_node);
 }
 
 /* Appends an item whose own bytes are already in s->own; wakes on empty -> non-empty. */
-static void push(struct stream *s, struct sse_event *ev, size_t head)
+static void push(struct stream *s, struct sse_event *ev, size_t head, bool charged)
 {
     if (s->count == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
@@ -101,7 +126,12 @@ static void push(struct stream *s, struct sse_event *ev, size_t head)
     struct item *it = &s->items[(s->first + s->count++) & (s->cap - 1)];
     it->ev = ev;
     it->head = (uint32_t)head;
+    it->charged = charged;
     s->queued += item_len(it);
+    if (charged)
+        charge(s, (int64_t)item_len(it));
+    if (ev)
+        stat_add(&s->env->stats.events_queued, 1);
     if (s->count == 1)
         s->wake(s->wake_ctx);
 }
@@ -109,32 +139,190 @@ static void push(struct stream *s, struct sse_event *ev, size_t head)
 static void push_own(struct stream *s, const char *bytes, size_t n)
 {
     buf_append(&s->own, bytes, n);
-    push(s, NULL, n);
+    push(s, NULL, n, false);
 }
 
-/* Drops every item not yet started. */
+static void release(struct stream *s, struct item *it)
+{
+    if (it->charged)
+        charge(s, -(int64_t)item_len(it));
+    sse_event_unref(it->ev);
+}
+
+/*
+ * Drops every event not yet started. The item partly sent, and the own-only
+ * items (retry, start id, reset) ahead of the first dropped event, stay: a
+ * client cut before it saw anything still learns its starting id.
+ */
 static void drop_unsent(struct stream *s)
 {
-    size_t keep = s->off ? 1 : 0;
-    size_t own_keep = keep ? s->items[s->first].head : 0;
+    size_t keep = 0, own_keep = 0;
+    while (keep < s->count) {
+        struct item *it = &s->items[(s->first + keep) & (s->cap - 1)];
+        if (it->ev && !(keep == 0 && s->off > 0))
+            break;
+        own_keep += it->head;
+        keep++;
+    }
     for (size_t i = keep; i < s->count; i++) {
         struct item *it = &s->items[(s->first + i) & (s->cap - 1)];
         s->queued -= item_len(it);
-        sse_event_unref(it->ev);
+        release(s, it);
     }
     s->count = keep;
-    /* Own bytes of the kept item are its head minus what of it was sent. */
-    size_t own_left = own_keep > s->off ? own_keep - s->off : 0;
-    s->own.len = s->own.off + own_left;
+    /* Own bytes left are the kept heads minus what of the first was sent. */
+    size_t sent = keep ? (s->off < s->items[s->first].head ? s->off : s->items[s->first].head) : 0;
+    s->own.len = s->own.off + own_keep - sent;
+}
+
+/* Appends "id: a-b-c\n" for the stream's positions to own; returns its length. */
+static size_t append_id(struct stream *s)
+{
+    size_t need = 5 + s->nsubjects * (ID_PART_MAX + 1);
+    char *o = (char *)buf_reserve(&s->own, need), *start = o;
+    memcpy(o, "id: ", 4);
+    o += 4;
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        if (i)
+            *o++ = '-';
+        o += snprintf(o, ID_PART_MAX + 1, "%" PRIu64, s->seqs[i]);
+    }
+    *o++ = '\n';
+    s->own.len += (size_t)(o - start);
+    return (size_t)(o - start);
+}
+
+/* Parses "a-b-c" into n positions; false when malformed or of another length. */
+static bool parse_id(const char *id, size_t n, uint64_t *out)
+{
+    const char *p = id;
+    for (size_t i = 0; i < n; i++) {
+        size_t digits = strspn(p, "0123456789");
+        if (digits == 0 || digits > ID_PART_MAX)
+            return false;
+        char *end;
+        out[i] = strtoull(p, &end, 10);
+        p += digits;
+        if (*p != (i + 1 < n ? '-' : '\0'))
+            return false;
+        p++;
+    }
+    return true;
+}
+
+/* Appends s as a JSON string; subjects hold no control characters. */
+static void append_json_string(struct buf *b, const char *s)
+{
+    buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_append(b, "\\", 1);
+        buf_append(b, s, 1);
+    }
+    buf_append(b, "\"", 1);
+}
+
+static void push_reset(struct stream *s, const bool *reset, const char *reason)
+{
+    size_t start = s->own.len;
+    append_id(s);
+    static const char head[] = "event: reset\ndata: {\"reason\":\"";
+    buf_append(&s->own, head, sizeof(head) - 1);
+    buf_append(&s->own, reason, strlen(reason));
+    buf_append(&s->own, "\",\"subjects\":[", 14);
+    bool first = true;
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        if (!reset[i])
+            continue;
+        if (!first)
+            buf_append(&s->own, ",", 1);
+        append_json_string(&s->own, s->subjects[i]);
+        first = false;
+    }
+    buf_append(&s->own, "]}\n\n", 4);
+    push(s, NULL, s->own.len - start, false);
+    stat_add(&s->env->stats.resets, 1);
+}
+
+struct replay {
+    struct sse_event *ev;
+    size_t index;
+};
+
+static int by_seq(const void *a, const void *b)
+{
+    uint64_t x = ((const struct replay *)a)->ev->seq, y = ((const struct replay *)b)->ev->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* Sets every position and queues the start: retry + id, any reset, the replay. */
+static void start(struct stream *s, const char *last_event_id)
+{
+    bool resume = last_event_id != NULL;
+    uint64_t *after = mem_calloc(s->nsubjects, sizeof(*after));
+    bool *reset = mem_calloc(s->nsubjects, sizeof(*reset));
+    const char *reason = "unknown-id";
+    bool any_reset = false;
+    struct replay *replay = NULL;
+    size_t nreplay = 0;
+
+    if (resume && !parse_id(last_event_id, s->nsubjects, after)) {
+        resume = false;
+        any_reset = true;
+        for (size_t i = 0; i < s->nsubjects; i++)
+            reset[i] = true;
+    }
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        struct bus_resume r;
+        fanout_resume(s->env->fanout, &s->links[i], resume, after[i], &r);
+        s->seqs[i] = r.last;
+        if (!resume)
+            continue;
+        if (r.status == HISTORY_RESUME_OK) {
+            s->seqs[i] = after[i];
+            replay = mem_realloc(replay, (nreplay + r.nevents) * sizeof(*replay));
+            for (size_t k = 0; k < r.nevents; k++)
+                replay[nreplay++] = (struct replay){r.events[k], i};
+        } else {
+            reset[i] = any_reset = true;
+            reason = r.status == HISTORY_RESUME_GONE ? "history-expired" : "unknown-id";
+        }
+        free(r.events);
+    }
+
+    char line[SSE_LINE_MAX];
+    size_t n = sse_format_retry(line, s->retry_ms);
+    size_t mark = s->own.len;
+    buf_append(&s->own, line, n - 1); /* the blank line comes after the id */
+    append_id(s);
+    buf_append(&s->own, "\n", 1);
+    push(s, NULL, s->own.len - mark, false);
+
+    if (any_reset)
+        push_reset(s, reset, reason);
+    if (nreplay > 1)
+        qsort(replay, nreplay, sizeof(*replay), by_seq);
+    for (size_t k = 0; k < nreplay; k++) {
+        s->seqs[replay[k].index] = replay[k].ev->seq;
+        push(s, replay[k].ev, append_id(s), false);
+    }
+    if (last_event_id)
+        stat_add(&s->env->stats.with_last_id, 1);
+    if (resume && !any_reset)
+        stat_add(&s->env->stats.resumes, 1);
+    stat_add(&s->env->stats.replayed_events, (int64_t)nreplay);
+    free(replay);
+    free(after);
+    free(reset);
 }
 
 struct stream *stream_new(const struct stream_params *p)
 {
     struct stream *s = mem_calloc(1, sizeof(*s));
-    s->clock = p->clock;
-    list_init(&s->clock_node);
-    s->fanout = p->fanout;
-    s->wake = p->wake;
+    s->env = p->env;
+    list_init(&s->idle_node);
+    s->conn_budget = p->conn_budget;
+    s->wake = no_wake; /* the caller resumes the stream itself; no wake from inside */
     s->wake_ctx = p->wake_ctx;
     s->conn_id = p->conn_id;
     s->stream_id = p->stream_id;
@@ -149,25 +337,27 @@ struct stream *stream_new(const struct stream_params *p)
     s->subjects = mem_calloc(p->nsubjects, sizeof(*s->subjects));
     s->seqs = mem_calloc(p->nsubjects, sizeof(*s->seqs));
     s->links = mem_calloc(p->nsubjects, sizeof(*s->links));
+    stat_add(&s->env->stats.opened, 1);
+    stat_add(&s->env->stats.open, 1);
+    touch(s, stream_now_ms());
 
-    /* The caller resumes the stream itself; no wake from inside this call. */
-    stream_wake_fn *wake = s->wake;
-    s->wake = no_wake;
-    char line[SSE_LINE_MAX];
-    push_own(s, line, sse_format_retry(line, s->retry_ms));
-    touch(s);
-
+    bool joined = true;
     for (size_t i = 0; i < p->nsubjects; i++) {
         s->subjects[i] = mem_strdup(p->subjects[i]);
         list_init(&s->links[i].node);
         s->links[i].owner = s;
         s->links[i].index = (unsigned)i;
-        if (fanout_join(s->fanout, s->subjects[i], &s->links[i]) != 0) {
-            stream_end(s, STREAM_END_UNAVAILABLE);
-            break;
-        }
+        if (joined && fanout_join(s->env->fanout, s->subjects[i], &s->links[i]) != 0)
+            joined = false;
     }
-    s->wake = wake;
+    if (joined) {
+        start(s, p->last_event_id);
+    } else {
+        char line[SSE_LINE_MAX];
+        push_own(s, line, sse_format_retry(line, s->retry_ms));
+        stream_end(s, STREAM_END_UNAVAILABLE);
+    }
+    s->wake = p->wake;
     return s;
 }
 
@@ -176,12 +366,13 @@ void stream_free(struct stream *s)
     if (!s)
         return;
     for (size_t i = 0; i < s->nsubjects; i++) {
-        fanout_leave(s->fanout, &s->links[i]);
+        fanout_leave(s->env->fanout, &s->links[i]);
         free(s->subjects[i]);
     }
     for (size_t i = 0; i < s->count; i++)
-        sse_event_unref(s->items[(s->first + i) & (s->cap - 1)].ev);
-    list_remove(&s->clock_node);
+        release(s, &s->items[(s->first + i) & (s->cap - 1)]);
+    stat_add(&s->env->stats.open, -1);
+    list_remove(&s->idle_node);
     buf_dispose(&s->own);
     free(s->items);
     free(s->subjects);
@@ -208,47 +399,55 @@ void stream_end(struct stream *s, enum stream_end why)
     s->end = why;
     drop_unsent(s);
     char line[SSE_LINE_MAX];
+    /* One wake, below, whether or not the queue was empty. */
+    stream_wake_fn *wake = s->wake;
+    s->wake = no_wake;
     push_own(s, line, sse_format_comment(line, end_text(why)));
+    s->wake = wake;
     for (size_t i = 0; i < s->nsubjects; i++)
-        fanout_leave(s->fanout, &s->links[i]);
-    list_remove(&s->clock_node);
+        fanout_leave(s->env->fanout, &s->links[i]);
+    list_remove(&s->idle_node);
+    s->wake(s->wake_ctx);
 }
 
-/* Writes "id: a-b-c\n" for the stream's sequences into own; returns its length. */
-static size_t append_id(struct stream *s)
+enum stream_end stream_ended(const struct stream *s) { return s->end; }
+
+/* The cap that taking n more live bytes would break, or NULL. */
+static const char *over_cap(const struct stream *s, size_t n)
 {
-    size_t need = 5 + s->nsubjects * 21;
-    char *o = (char *)buf_reserve(&s->own, need), *start = o;
-    memcpy(o, "id: ", 4);
-    o += 4;
-    for (size_t i = 0; i < s->nsubjects; i++) {
-        if (i)
-            *o++ = '-';
-        o += snprintf(o, 21, "%" PRIu64, s->seqs[i]);
-    }
-    *o++ = '\n';
-    s->own.len += (size_t)(o - start);
-    return (size_t)(o - start);
+    /* An empty queue takes any one event, so a large message alone never cuts a stream. */
+    if (s->charged > 0 && s->charged + n > s->queue_max)
+        return "stream queue";
+    if (s->conn_budget->used + n > s->conn_budget->max)
+        return "connection queue";
+    if (s->env->budget.used + n > s->env->budget.max)
+        return "worker queue";
+    return NULL;
 }
 
 void stream_on_event(struct fanout_link *link, struct sse_event *ev)
 {
     struct stream *s = link->owner;
-    if (s->end != STREAM_END_NONE)
+    /* At or below the position: already replayed, or from before this stream joined. */
+    if (s->end != STREAM_END_NONE || ev->seq <= s->seqs[link->index])
         return;
+    uint64_t was = s->seqs[link->index];
     s->seqs[link->index] = ev->seq;
     size_t before = s->own.len;
     size_t head = append_id(s);
-    /* An empty queue takes any one event, so a large message alone never cuts a stream. */
-    if (s->queued > 0 && s->queued + head + ev->len > s->queue_max) {
+    const char *cap = over_cap(s, head + ev->len);
+    if (cap) {
         s->own.len = before;
-        log_info("conn %" PRIu64 " stream %d: slow consumer, %zu bytes queued; ending stream",
-                 s->conn_id, (int)s->stream_id, s->queued);
+        s->seqs[link->index] = was;
+        log_info("conn %" PRIu64 " stream %d: slow consumer: %s full (%zu bytes queued); "
+                 "ending stream",
+                 s->conn_id, (int)s->stream_id, cap, s->charged);
+        stat_add(&s->env->stats.cut_slow, 1);
         stream_end(s, STREAM_END_SLOW_CONSUMER);
         return;
     }
-    push(s, sse_event_ref(ev), head);
-    touch(s);
+    push(s, sse_event_ref(ev), head, true);
+    touch(s, stream_now_ms());
 }
 
 size_t stream_pending(const struct stream *s, size_t max, bool *eof)
@@ -281,7 +480,7 @@ void stream_copy(struct stream *s, uint8_t *dst, size_t n)
             s->queued -= chunk;
         }
         if (s->off == len) {
-            sse_event_unref(it->ev);
+            release(s, it);
             s->first = (s->first + 1) & (s->cap - 1);
             s->count--;
             s->off = 0;
@@ -292,22 +491,26 @@ void stream_copy(struct stream *s, uint8_t *dst, size_t n)
 size_t stream_queued(const struct stream *s) { return s->queued; }
 unsigned stream_retry_ms(const struct stream *s) { return s->retry_ms; }
 
-void stream_clock_init(struct stream_clock *c, int64_t interval_ms)
+void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t heartbeat_ms,
+                     size_t budget_max)
 {
-    list_init(&c->streams);
-    c->interval_ms = interval_ms;
+    memset(env, 0, sizeof(*env));
+    env->fanout = fanout;
+    list_init(&env->idle);
+    env->heartbeat_ms = heartbeat_ms;
+    env->budget.max = budget_max;
 }
 
-void stream_clock_tick(struct stream_clock *c, int64_t now_ms)
+void stream_env_tick(struct stream_env *env, int64_t now_ms)
 {
     static const char beat[] = ":\n\n";
-    while (!list_empty(&c->streams)) {
-        struct stream *s = container_of(c->streams.next, struct stream, clock_node);
-        if (now_ms - s->active_ms < c->interval_ms)
+    while (!list_empty(&env->idle)) {
+        struct stream *s = container_of(env->idle.next, struct stream, idle_node);
+        if (now_ms - s->active_ms < env->heartbeat_ms)
             break;
         /* A stream with bytes still queued is not idle, only blocked. */
         if (s->count == 0)
             push_own(s, beat, sizeof(beat) - 1);
-        touch(s);
+        touch(s, now_ms);
     }
 }

@@ -43,7 +43,7 @@ struct worker {
     ev_prepare flush;
     ev_timer tick;
     struct fanout *fanout;
-    struct stream_clock clock;
+    struct stream_env streams;
     struct conn_env env;
 
     pthread_mutex_t inbox_lock;
@@ -119,7 +119,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     struct worker *w = container_of(t, struct worker, tick);
-    stream_clock_tick(&w->clock, stream_now_ms());
+    stream_env_tick(&w->streams, stream_now_ms());
 }
 
 static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
@@ -147,7 +147,8 @@ void worker_post(void *ctx, struct sse_event *ev)
         ev_async_send(w->loop, &w->inbox_async);
 }
 
-struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd)
+struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd,
+                          size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
     w->index = index;
@@ -155,13 +156,13 @@ struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_c
     w->listen_fd = listen_fd;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     pthread_mutex_init(&w->inbox_lock, NULL);
-    stream_clock_init(&w->clock, cfg->heartbeat_ms);
+    stream_env_init(&w->streams, NULL, cfg->heartbeat_ms, queue_bytes);
     w->env.loop = w->loop;
     w->env.ssl_ctx = ssl_ctx;
     list_init(&w->env.all);
     list_init(&w->env.dirty);
     w->env.h2.cfg = cfg;
-    w->env.h2.clock = &w->clock;
+    w->env.h2.streams = &w->streams;
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     ev_io_start(w->loop, &w->accept_io);
@@ -188,7 +189,7 @@ static void *run(void *arg)
 int worker_start(struct worker *w, struct bus *bus)
 {
     w->fanout = fanout_new(bus, w->index, stream_on_event);
-    w->env.h2.fanout = w->fanout;
+    w->streams.fanout = w->fanout;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
         log_error("worker %zu: cannot start thread: %s", w->index, strerror(errno));
         return ERR_IO;
@@ -222,3 +223,5 @@ void worker_free(struct worker *w)
     pthread_mutex_destroy(&w->inbox_lock);
     free(w);
 }
+
+const struct stream_stats *worker_stats(const struct worker *w) { return &w->streams.stats; }

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/history.h"
 #include "sluice/sse.h"
 
 struct bus;
@@ -29,13 +30,22 @@ struct bus;
  */
 typedef void bus_deliver_fn(void *worker_ctx, struct sse_event *ev);
 
+struct bus_params {
+    const char *url;
+    size_t nworkers;
+    bus_deliver_fn *deliver;
+    void *const *worker_ctxs;   /* nworkers entries, borrowed for the bus's life */
+    size_t history_events;      /* per subscription */
+    size_t history_bytes;       /* per subscription */
+    size_t history_total_bytes; /* all subscriptions together */
+    int64_t keep_ms;            /* how long an unwatched subscription (and its history) stays */
+};
+
 /*
- * Connects to url (no retry at start: a gateway without NATS should fail
- * loudly). worker_ctxs has nworkers entries, borrowed for the bus's life.
- * 0, or ERR_NATS with a one-line reason in err.
+ * Connects (no retry at start: a gateway without NATS should fail
+ * loudly). 0, or ERR_NATS with a one-line reason in err.
  */
-int bus_new(struct bus **out, const char *url, size_t nworkers, bus_deliver_fn *deliver,
-            void *const *worker_ctxs, char *err, size_t errlen);
+int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errlen);
 /* Closes the connection and waits for cnats's threads. bus_free(NULL) is a no-op. */
 void bus_free(struct bus *bus);
 
@@ -45,11 +55,33 @@ void bus_free(struct bus *bus);
  * 0 or ERR_NATS.
  */
 int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id);
-/* Drops one interest added by bus_subscribe(). Thread-safe; never calls back. */
+/*
+ * Drops one interest added by bus_subscribe(). The NATS subscription and
+ * its history stay for keep_ms after the last interest, so that a client
+ * reconnecting meanwhile is resumed. Thread-safe; never calls back.
+ */
 void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern);
+
+/* What a stream joining a subscription starts from. */
+struct bus_resume {
+    uint64_t last;              /* newest sequence so far: the stream's starting position */
+    enum history_resume status; /* of the requested resume */
+    struct sse_event **events;  /* to replay, oldest first; the caller unrefs and frees */
+    size_t nevents;
+};
+
+/*
+ * For a worker already subscribed to pattern: fills out (zeroed first)
+ * and, when resume is set, the events after `after`. Thread-safe.
+ * 0, or ERR_NOTFOUND when pattern is not subscribed.
+ */
+int bus_resume(struct bus *bus, const char *pattern, bool resume, uint64_t after,
+               struct bus_resume *out);
+/* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
+void bus_sweep(struct bus *bus);
 /* True while the NATS connection is up. Thread-safe. */
 bool bus_connected(const struct bus *bus);
-/* Distinct patterns subscribed right now. Thread-safe. */
+/* Distinct patterns subscribed right now, lingering ones included. Thread-safe. */
 size_t bus_subscriptions(struct bus *bus);
 
 #endif

@@ -23,7 +23,13 @@ struct config {
     int heartbeat_ms;    /* idle comment interval */
     int retry_ms;        /* `retry:` hint */
     int retry_jitter_pct;/* +- percent applied per stream */
-    size_t stream_queue_bytes; /* per-stream queue cap */
+    size_t stream_queue_bytes; /* per-stream live queue cap */
+    size_t conn_queue_bytes;   /* all streams of a connection */
+    size_t process_queue_bytes;/* all streams of the process; 0 = from memory size */
+    int history_events;        /* per subscription */
+    size_t history_bytes;      /* per subscription */
+    size_t history_total_bytes;/* all subscriptions; 0 = from memory size */
+    int history_keep_ms;       /* history kept after a subject's last stream closes */
     enum log_level log_level;
 };
 

@@ -10,6 +10,7 @@
 #ifndef SLUICE_FANOUT_H
 #define SLUICE_FANOUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,13 @@ struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_ev
 void fanout_free(struct fanout *f);
 /* Links to pattern; 0 or ERR_NATS (link left unjoined). */
 int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link);
+struct bus_resume;
+/*
+ * Where a joined link starts: see bus_resume(). Without a bus the topic
+ * has no history: last is 0 and a resume reports HISTORY_RESUME_UNKNOWN.
+ */
+void fanout_resume(struct fanout *f, struct fanout_link *link, bool resume, uint64_t after,
+                   struct bus_resume *out);
 /* Unlinks; a link that never joined is fine. */
 void fanout_leave(struct fanout *f, struct fanout_link *link);
 /* Hands ev (borrowed) to every link of its topic. Links may leave meanwhile. */

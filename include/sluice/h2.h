@@ -18,15 +18,13 @@
 #include "sluice/buf.h"
 
 struct config;
-struct fanout;
-struct stream_clock;
+struct stream_env;
 struct h2;
 
 /* What every session of one worker shares; borrowed for the session's life. */
 struct h2_env {
     const struct config *cfg;
-    struct fanout *fanout;
-    struct stream_clock *clock;
+    struct stream_env *streams;
 };
 
 /* Called when the session has frames to send (from a wake outside h2_recv/h2_fill). */

@@ -1,6 +1,6 @@
 /*
- * stream: one SSE response — its subjects, its bounded queue, its id,
- * heartbeat and end (pure: no I/O, no library headers).
+ * stream: one SSE response — its subjects, its bounded queue, its ids,
+ * resume, heartbeat and end (pure: no I/O, no library headers).
  *
  * The queue holds references to shared event bodies plus a few bytes of
  * the stream's own (id lines, retry, comments) in one FIFO, so the
@@ -8,16 +8,30 @@
  * and stream_copy() and writes it straight into its frames.
  *
  * Ids: one subject gives `id: <seq>`; several give one sequence per
- * subject in request order joined by '-', e.g. `id: 41-0-7`.
+ * subject in request order joined by '-' (`id: 1732432345123456-1732432345120007`).
+ * A stream's position on a subject is the sequence of the last event it
+ * queued there, or the subscription's newest when it joined.
  *
- * Slow-consumer policy (the one place it lives): when queued bytes would
- * pass queue_max, the stream drops what it has not started to send,
- * queues a final `: slow consumer` comment and ends — a clean end, never
- * an HTTP error, because an EventSource that sees one stops reconnecting.
+ * Resume: with a Last-Event-ID the stream first replays, per subject,
+ * every event after that subject's position that history still holds,
+ * merged in sequence order, then goes live; live events at or below a
+ * subject's position are dropped, so the seam has no gap and no
+ * duplicate. When any subject cannot be resumed (id too old, from another
+ * gateway process, or malformed), the stream begins with one
+ * `event: reset` naming them and continues live.
+ *
+ * Slow-consumer policy (the one place it lives): live bytes queued are
+ * charged to the stream, its connection and its worker; when any of the
+ * three would pass its cap, the stream drops what it has not started to
+ * send, queues a final comment naming the reason, and ends — a clean end,
+ * never an HTTP error, because an EventSource that sees one stops
+ * reconnecting. Replayed events are not charged: they are shared with
+ * history, which is bounded on its own.
  */
 #ifndef SLUICE_STREAM_H
 #define SLUICE_STREAM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,13 +41,35 @@
 
 struct stream;
 
-/* Per-worker heartbeat clock: streams ordered by last activity. */
-struct stream_clock {
-    struct list streams;  /* least recently active first */
-    int64_t interval_ms;  /* heartbeat after this much idleness */
+/* Bytes charged against a cap; single-threaded (one per connection, one per worker). */
+struct stream_budget {
+    size_t used;
+    size_t max;
 };
 
-/* Called when the stream goes from nothing to send to something. */
+/* Counters a worker's streams keep; one writer, read from any thread. */
+struct stream_stats {
+    atomic_uint_fast64_t open;            /* gauge */
+    atomic_uint_fast64_t opened;          /* streams ever opened */
+    atomic_uint_fast64_t with_last_id;    /* opened with a Last-Event-ID */
+    atomic_uint_fast64_t events_queued;   /* events queued, live and replayed */
+    atomic_uint_fast64_t bytes_queued;    /* gauge: live bytes waiting */
+    atomic_uint_fast64_t replayed_events; /* events sent from history */
+    atomic_uint_fast64_t resumes;         /* streams resumed from history */
+    atomic_uint_fast64_t resets;          /* streams that began with event: reset */
+    atomic_uint_fast64_t cut_slow;        /* ended by the slow-consumer policy */
+};
+
+/* What one worker's streams share. */
+struct stream_env {
+    struct fanout *fanout;
+    struct list idle;        /* streams, least recently active first */
+    int64_t heartbeat_ms;    /* heartbeat after this much idleness */
+    struct stream_budget budget; /* the worker's share of the process cap */
+    struct stream_stats stats;
+};
+
+/* Called when the stream has something new to send, or has ended. */
 typedef void stream_wake_fn(void *ctx);
 
 enum stream_end {
@@ -44,23 +80,24 @@ enum stream_end {
 };
 
 struct stream_params {
-    struct fanout *fanout;
-    struct stream_clock *clock;
-    char *const *subjects;  /* borrowed; copied */
+    struct stream_env *env;
+    struct stream_budget *conn_budget;
+    char *const *subjects;     /* borrowed; copied */
     size_t nsubjects;
-    unsigned retry_ms;      /* hint before jitter */
-    unsigned jitter_pct;    /* +- percent, drawn per stream */
-    size_t queue_max;       /* bytes */
+    const char *last_event_id; /* NULL for a fresh start */
+    unsigned retry_ms;         /* hint before jitter */
+    unsigned jitter_pct;       /* +- percent, drawn per stream */
+    size_t queue_max;          /* live bytes */
     stream_wake_fn *wake;
     void *wake_ctx;
-    uint64_t conn_id;       /* for log lines */
+    uint64_t conn_id;          /* for log lines */
     int32_t stream_id;
 };
 
 /*
- * A new stream with `retry:` queued, joined to its subjects. If joining
- * fails (NATS closed) the stream is returned already ending with
- * STREAM_END_UNAVAILABLE. Never calls wake from inside this call.
+ * A new stream with `retry:`, any reset and replay queued, joined to its
+ * subjects. If joining fails (NATS closed) the stream is returned already
+ * ending with STREAM_END_UNAVAILABLE. Never calls wake from inside.
  */
 struct stream *stream_new(const struct stream_params *p);
 /* Leaves the fanout and drops every queued reference. NULL is a no-op. */
@@ -68,8 +105,10 @@ void stream_free(struct stream *s);
 
 /* fanout_event_fn for stream links: queues ev, or ends a slow consumer. */
 void stream_on_event(struct fanout_link *link, struct sse_event *ev);
-/* Ends the stream after what is already partly sent, with a final comment. */
+/* Ends the stream after what is already partly sent, with a final comment; wakes. */
 void stream_end(struct stream *s, enum stream_end why);
+/* Why the stream ended, or STREAM_END_NONE. */
+enum stream_end stream_ended(const struct stream *s);
 
 /*
  * Bytes ready to send, at most max. *eof is set when those bytes are the
@@ -78,17 +117,18 @@ void stream_end(struct stream *s, enum stream_end why);
 size_t stream_pending(const struct stream *s, size_t max, bool *eof);
 /* Copies n bytes (n <= stream_pending()) to dst and consumes them. */
 void stream_copy(struct stream *s, uint8_t *dst, size_t n);
-/* Bytes queued and not yet sent. */
+/* Bytes queued and not yet sent, replay included. */
 size_t stream_queued(const struct stream *s);
 /* The `retry:` value this stream announced. */
 unsigned stream_retry_ms(const struct stream *s);
 
-void stream_clock_init(struct stream_clock *c, int64_t interval_ms);
+void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t heartbeat_ms,
+                     size_t budget_max);
 /*
- * Queues a `:` heartbeat on every stream idle for interval_ms at now_ms
+ * Queues a `:` heartbeat on every stream idle for heartbeat_ms at now_ms
  * (monotonic milliseconds). May call wake.
  */
-void stream_clock_tick(struct stream_clock *c, int64_t now_ms);
+void stream_env_tick(struct stream_env *env, int64_t now_ms);
 /* Monotonic milliseconds, cheap (coarse clock). */
 int64_t stream_now_ms(void);
 

@@ -16,11 +16,18 @@
 #include "sluice/sse.h"
 
 struct bus;
+struct stream_stats;
 struct config;
 struct worker;
 
-/* A stopped worker. Takes ownership of listen_fd; cfg and ssl_ctx are borrowed. */
-struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd);
+/*
+ * A stopped worker. Takes ownership of listen_fd; cfg and ssl_ctx are
+ * borrowed. queue_bytes: this worker's share of the process queue cap.
+ */
+struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd,
+                          size_t queue_bytes);
+/* The counters of this worker's streams; read from any thread. */
+const struct stream_stats *worker_stats(const struct worker *w);
 /* Starts the thread. bus (borrowed) may be NULL. 0 or ERR_IO. */
 int worker_start(struct worker *w, struct bus *bus);
 /* Closes every connection, ends the thread and joins it. Call from another thread. */

@@ -1,0 +1,61 @@
+/*
+ * history: one subscription's most recent events, for resume (pure).
+ *
+ * A ring of references to the same shared event buffers the live fan-out
+ * sends, bounded by count and bytes per subscription and by one budget
+ * shared by every subscription of the process. Sequence numbers come from
+ * one process-wide counter, so they increase within a subscription but
+ * skip values; `lost` remembers the highest sequence that can no longer
+ * be replayed (evicted, or from before the subscription existed), which
+ * is what tells "nothing happened since X" from "X is too old".
+ *
+ * Not thread-safe: the bus holds its subscription's lock around every call.
+ */
+#ifndef SLUICE_HISTORY_H
+#define SLUICE_HISTORY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/sse.h"
+
+/* Bytes held by all histories of the process; shared across threads. */
+struct history_budget {
+    atomic_size_t used;
+    size_t max;
+};
+
+enum history_resume {
+    HISTORY_RESUME_OK,      /* every event after the id is still here */
+    HISTORY_RESUME_GONE,    /* events after the id were evicted or predate us */
+    HISTORY_RESUME_UNKNOWN, /* the id is newer than anything we have seen */
+};
+
+struct history;
+
+/*
+ * An empty history. floor: the process sequence when the subscription
+ * began; nothing at or below it can be replayed. budget is borrowed.
+ */
+struct history *history_new(size_t max_events, size_t max_bytes, struct history_budget *budget,
+                            uint64_t floor);
+/* Drops every reference. history_free(NULL) is a no-op. */
+void history_free(struct history *h);
+/* Appends ev (takes the caller's reference), evicting the oldest past the bounds. */
+void history_push(struct history *h, struct sse_event *ev);
+/* The newest sequence pushed, or the floor when none was. */
+uint64_t history_last(const struct history *h);
+/*
+ * Whether a client that has seen everything up to `after` can be resumed.
+ * On HISTORY_RESUME_OK, appends a new reference to each event with a
+ * sequence above `after`, oldest first, to *out (grown with realloc; *n
+ * counts entries); the caller unrefs them and frees the array.
+ */
+enum history_resume history_since(const struct history *h, uint64_t after,
+                                  struct sse_event ***out, size_t *n);
+size_t history_count(const struct history *h);
+size_t history_bytes(const struct history *h);
+
+#endif
