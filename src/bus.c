@@ -15,6 +15,13 @@
  * restarted gateway starts above the ids its predecessor handed out, so
  * an old id reads as "older than history" and is answered with a reset.
  *
+ * Confirmation: a NATS SUB is only a buffered line until nats-server has
+ * read it; a message published before then is not delivered. A flusher
+ * thread batches new subscriptions, does one PING round trip
+ * (natsConnection_FlushTimeout) for the whole batch and then notifies the
+ * interested workers, which answer their waiting requests. The round trip
+ * never runs on a worker thread.
+ *
  * Lifetime: a subscription's record is freed in cnats's on-complete
  * callback, which runs after its last message callback has returned;
  * freeing it at unsubscribe would race a callback already in flight.
@@ -41,6 +48,8 @@ struct bus_sub {
     struct bus *bus;
     natsSubscription *ns;
     struct list node;   /* bus->all; under bus->lock */
+    struct list confirm_node; /* bus->unconfirmed or the flusher's batch; under bus->lock */
+    bool confirmed;     /* under lock */
     uint64_t id;
     char *pattern;
     pthread_mutex_t lock;
@@ -55,6 +64,11 @@ struct bus {
     pthread_mutex_t lock;
     struct map *subs; /* pattern -> bus_sub; under lock */
     struct list all;  /* bus_sub.node; under lock */
+    struct list unconfirmed; /* bus_sub.confirm_node; under lock */
+    pthread_cond_t wake_flusher;
+    pthread_t flusher;
+    bool flusher_running;
+    bool stopping;    /* under lock */
     uint64_t next_id;
     struct bus_params p;
     struct history_budget budget;
@@ -113,6 +127,7 @@ static void drop_sub(struct bus *bus, struct bus_sub *bs)
 {
     map_del(bus->subs, bs->pattern, strlen(bs->pattern));
     list_remove(&bs->node);
+    list_remove(&bs->confirm_node);
     log_debug("nats: unsubscribed from %s", bs->pattern);
     /* bs may be freed by on_sub_complete on a cnats thread as soon as this returns. */
     natsSubscription *ns = bs->ns;
@@ -154,6 +169,49 @@ static void on_async_error(natsConnection *nc, natsSubscription *ns, natsStatus 
              ns ? natsSubscription_GetSubject(ns) : "-", natsStatus_GetText(s));
 }
 
+/* Sends the confirmation notice to every worker interested in bs; under bus->lock. */
+static void confirm(struct bus *bus, struct bus_sub *bs)
+{
+    list_remove(&bs->confirm_node);
+    pthread_mutex_lock(&bs->lock);
+    bs->confirmed = true;
+    for (size_t w = 0; w < bus->p.nworkers; w++) {
+        if (bs->counts[w])
+            bus->p.deliver(bus->p.worker_ctxs[w], sse_event_new(bs->id, 0, NULL, NULL, 0));
+    }
+    pthread_mutex_unlock(&bs->lock);
+}
+
+static void *run_flusher(void *arg)
+{
+    struct bus *bus = arg;
+    pthread_mutex_lock(&bus->lock);
+    for (;;) {
+        while (list_empty(&bus->unconfirmed) && !bus->stopping)
+            pthread_cond_wait(&bus->wake_flusher, &bus->lock);
+        if (bus->stopping)
+            break;
+        /* Take the whole batch: one round trip confirms every SUB sent before it. */
+        struct list batch;
+        list_init(&batch);
+        while (!list_empty(&bus->unconfirmed)) {
+            struct list *n = bus->unconfirmed.next;
+            list_remove(n);
+            list_insert_tail(&batch, n);
+        }
+        pthread_mutex_unlock(&bus->lock);
+        natsStatus s = natsConnection_FlushTimeout(bus->nc, 2000);
+        if (s != NATS_OK)
+            log_debug("nats: subscription round trip: %s; answering anyway",
+                      natsStatus_GetText(s));
+        pthread_mutex_lock(&bus->lock);
+        while (!list_empty(&batch))
+            confirm(bus, container_of(batch.next, struct bus_sub, confirm_node));
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return NULL;
+}
+
 int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errlen)
 {
     if (p->nworkers > BUS_MAX_WORKERS) {
@@ -168,6 +226,8 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     pthread_mutex_init(&bus->lock, NULL);
     bus->subs = map_new();
     list_init(&bus->all);
+    list_init(&bus->unconfirmed);
+    pthread_cond_init(&bus->wake_flusher, NULL);
     bus->p = *p;
     bus->budget.max = p->history_total_bytes;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -207,6 +267,12 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
         return ERR_NATS;
     }
     atomic_store(&bus->connected, true);
+    if (pthread_create(&bus->flusher, NULL, run_flusher, bus) != 0) {
+        snprintf(err, errlen, "cannot start the NATS flusher thread");
+        bus_free(bus);
+        return ERR_NATS;
+    }
+    bus->flusher_running = true;
     *out = bus;
     return 0;
 }
@@ -216,6 +282,12 @@ void bus_free(struct bus *bus)
     if (!bus)
         return;
     atomic_store(&bus->closing, true);
+    pthread_mutex_lock(&bus->lock);
+    bus->stopping = true;
+    pthread_cond_signal(&bus->wake_flusher);
+    pthread_mutex_unlock(&bus->lock);
+    if (bus->flusher_running)
+        pthread_join(bus->flusher, NULL);
     pthread_mutex_lock(&bus->lock);
     while (!list_empty(&bus->all))
         drop_sub(bus, container_of(bus->all.next, struct bus_sub, node));
@@ -227,11 +299,13 @@ void bus_free(struct bus *bus)
     /* Waits for the delivery threads, so every on-complete callback has run. */
     nats_CloseAndWait(2000);
     map_free(bus->subs);
+    pthread_cond_destroy(&bus->wake_flusher);
     pthread_mutex_destroy(&bus->lock);
     free(bus);
 }
 
-int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id)
+int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id,
+                  bool *confirmed)
 {
     int rc = 0;
     size_t plen = strlen(pattern);
@@ -242,6 +316,7 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         bs->bus = bus;
         bs->id = ++bus->next_id;
         bs->pattern = mem_strdup(pattern);
+        list_init(&bs->confirm_node);
         pthread_mutex_init(&bs->lock, NULL);
         bs->history = history_new(bus->p.history_events, bus->p.history_bytes, &bus->budget,
                                   atomic_load(&bus->seq));
@@ -264,11 +339,14 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         }
         map_put(bus->subs, pattern, plen, bs);
         list_insert_tail(&bus->all, &bs->node);
+        list_insert_tail(&bus->unconfirmed, &bs->confirm_node);
+        pthread_cond_signal(&bus->wake_flusher);
         log_debug("nats: subscribed to %s (sub %llu)", pattern, (unsigned long long)bs->id);
     }
     pthread_mutex_lock(&bs->lock);
     if (bs->counts[worker]++ == 0)
         bs->interested++;
+    *confirmed = bs->confirmed;
     pthread_mutex_unlock(&bs->lock);
     *sub_id = bs->id;
 out:

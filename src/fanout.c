@@ -19,6 +19,7 @@
 struct fanout_topic {
     struct list links; /* fanout_link.node */
     uint64_t sub_id;
+    bool confirmed;    /* nats-server has the subscription */
     char *pattern;
 };
 
@@ -26,17 +27,20 @@ struct fanout {
     struct bus *bus;
     size_t worker;
     fanout_event_fn *on_event;
+    fanout_ready_fn *on_ready;
     struct map *by_pattern;
     struct map *by_id; /* key: the uint64_t sub_id's bytes */
     uint64_t local_ids; /* sub ids when there is no bus */
 };
 
-struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event)
+struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event,
+                          fanout_ready_fn *on_ready)
 {
     struct fanout *f = mem_calloc(1, sizeof(*f));
     f->bus = bus;
     f->worker = worker;
     f->on_event = on_event;
+    f->on_ready = on_ready;
     f->by_pattern = map_new();
     f->by_id = map_new();
     return f;
@@ -57,11 +61,13 @@ int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link)
     struct fanout_topic *t = map_get(f->by_pattern, pattern, plen);
     if (!t) {
         uint64_t id = ++f->local_ids;
-        if (f->bus && bus_subscribe(f->bus, f->worker, pattern, &id) != 0)
+        bool confirmed = true;
+        if (f->bus && bus_subscribe(f->bus, f->worker, pattern, &id, &confirmed) != 0)
             return ERR_NATS;
         t = mem_calloc(1, sizeof(*t));
         list_init(&t->links);
         t->sub_id = id;
+        t->confirmed = confirmed;
         t->pattern = mem_strdup(pattern);
         map_put(f->by_pattern, pattern, plen, t);
         map_put(f->by_id, &t->sub_id, sizeof(t->sub_id), t);
@@ -102,14 +108,26 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev)
     struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
     if (!t)
         return;
+    bool notice = ev->seq == 0;
+    if (notice) {
+        if (t->confirmed)
+            return;
+        t->confirmed = true;
+    }
     /* Links appended during delivery would see this event too: stop at the current tail. */
     struct list *last = t->links.prev;
     for (struct list *n = t->links.next, *next; n != &t->links; n = next) {
         next = n->next;
-        f->on_event(container_of(n, struct fanout_link, node), ev);
+        struct fanout_link *link = container_of(n, struct fanout_link, node);
+        if (notice)
+            f->on_ready(link);
+        else
+            f->on_event(link, ev);
         if (n == last)
             break;
     }
 }
+
+bool fanout_ready(const struct fanout_link *link) { return link->topic && link->topic->confirmed; }
 
 size_t fanout_topics(const struct fanout *f) { return map_count(f->by_pattern); }

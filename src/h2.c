@@ -36,6 +36,7 @@ struct req {
     struct list node; /* h2->reqs */
     int32_t id;
     struct stream *stream; /* SSE responses */
+    bool waiting;          /* SSE response held until the stream is ready */
     char *method;
     char *path;
     char *last_event_id;
@@ -129,10 +130,19 @@ static ssize_t on_read_body(nghttp2_session *session, int32_t id, uint8_t *buf, 
     return (ssize_t)n;
 }
 
+static int submit_events(struct h2 *h2, struct req *r);
+
 static void on_stream_wake(void *ctx)
 {
     struct req *r = ctx;
     struct h2 *h2 = r->h2;
+    if (r->waiting) {
+        if (stream_ready(r->stream) && submit_events(h2, r) != 0)
+            nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
+                                      NGHTTP2_INTERNAL_ERROR);
+        h2->dirty(h2->dirty_ctx);
+        return;
+    }
     /*
      * A stream ended while its client keeps its window shut can never send
      * its final comment: reset it instead, which an EventSource also takes
@@ -191,6 +201,15 @@ static int respond_events(struct h2 *h2, struct req *r, const struct http_route 
         .stream_id = r->id,
     };
     r->stream = stream_new(&p);
+    log_debug("conn %" PRIu64 " stream %d: GET %s -> 200 (%zu subjects)", h2->conn_id,
+              (int)r->id, r->path, route->nsubjects);
+    /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
+    r->waiting = true;
+    return stream_ready(r->stream) ? submit_events(h2, r) : 0;
+}
+
+static int submit_events(struct h2 *h2, struct req *r)
+{
     static const nghttp2_nv hdrs[] = {
         NV(":status", "200"),
         NV("content-type", "text/event-stream"),
@@ -198,8 +217,7 @@ static int respond_events(struct h2 *h2, struct req *r, const struct http_route 
         NV("x-accel-buffering", "no"),
     };
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_events};
-    log_debug("conn %" PRIu64 " stream %d: GET %s -> 200 (%zu subjects)", h2->conn_id,
-              (int)r->id, r->path, route->nsubjects);
+    r->waiting = false;
     return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
 }
 

@@ -412,6 +412,24 @@ void stream_end(struct stream *s, enum stream_end why)
 
 enum stream_end stream_ended(const struct stream *s) { return s->end; }
 
+bool stream_ready(const struct stream *s)
+{
+    if (s->end != STREAM_END_NONE)
+        return true;
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        if (!fanout_ready(&s->links[i]))
+            return false;
+    }
+    return true;
+}
+
+void stream_on_ready(struct fanout_link *link)
+{
+    struct stream *s = link->owner;
+    if (stream_ready(s))
+        s->wake(s->wake_ctx);
+}
+
 /* The cap that taking n more live bytes would break, or NULL. */
 static const char *over_cap(const struct stream *s, size_t n)
 {

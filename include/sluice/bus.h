@@ -51,10 +51,15 @@ void bus_free(struct bus *bus);
 
 /*
  * Adds worker's interest in pattern (validated by the caller); sets
- * *sub_id, which the events of this subscription carry. Thread-safe.
- * 0 or ERR_NATS.
+ * *sub_id, which the events of this subscription carry, and *confirmed,
+ * whether nats-server is known to have the subscription. When it is not
+ * yet, the worker is sent a notice — an event with seq 0 — once a PING
+ * round trip has confirmed it (or failed, at most 2 s later), so that a
+ * client is told it is subscribed only when a message published from then
+ * on cannot miss it. Thread-safe. 0 or ERR_NATS.
  */
-int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id);
+int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id,
+                  bool *confirmed);
 /*
  * Drops one interest added by bus_subscribe(). The NATS subscription and
  * its history stay for keep_ms after the last interest, so that a client

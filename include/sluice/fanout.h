@@ -30,9 +30,15 @@ struct fanout_link {
 
 /* Called for each link of the event's topic; ev is borrowed. */
 typedef void fanout_event_fn(struct fanout_link *link, struct sse_event *ev);
+/* Called for each link of a topic that nats-server has just confirmed. */
+typedef void fanout_ready_fn(struct fanout_link *link);
 
-/* bus may be NULL (no NATS: topics are local only, for tests). */
-struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event);
+/*
+ * bus may be NULL (no NATS: topics are local only and confirmed at once,
+ * for tests).
+ */
+struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event,
+                          fanout_ready_fn *on_ready);
 /* Every link must have left. fanout_free(NULL) is a no-op. */
 void fanout_free(struct fanout *f);
 /* Links to pattern; 0 or ERR_NATS (link left unjoined). */
@@ -46,8 +52,14 @@ void fanout_resume(struct fanout *f, struct fanout_link *link, bool resume, uint
                    struct bus_resume *out);
 /* Unlinks; a link that never joined is fine. */
 void fanout_leave(struct fanout *f, struct fanout_link *link);
-/* Hands ev (borrowed) to every link of its topic. Links may leave meanwhile. */
+/*
+ * Hands ev (borrowed) to every link of its topic. Links may leave
+ * meanwhile. An event with seq 0 is the bus's confirmation notice: it
+ * marks the topic confirmed and calls on_ready instead.
+ */
 void fanout_deliver(struct fanout *f, struct sse_event *ev);
+/* True once nats-server is known to have the link's subscription. */
+bool fanout_ready(const struct fanout_link *link);
 size_t fanout_topics(const struct fanout *f);
 
 #endif

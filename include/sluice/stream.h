@@ -69,7 +69,7 @@ struct stream_env {
     struct stream_stats stats;
 };
 
-/* Called when the stream has something new to send, or has ended. */
+/* Called when the stream has something new to send, has become ready, or has ended. */
 typedef void stream_wake_fn(void *ctx);
 
 enum stream_end {
@@ -105,6 +105,14 @@ void stream_free(struct stream *s);
 
 /* fanout_event_fn for stream links: queues ev, or ends a slow consumer. */
 void stream_on_event(struct fanout_link *link, struct sse_event *ev);
+/* fanout_ready_fn for stream links: wakes the stream once all its subjects are confirmed. */
+void stream_on_ready(struct fanout_link *link);
+/*
+ * True when nats-server has every subscription of the stream, so that its
+ * response may be sent: from then on no message can miss it. An ended
+ * stream is ready too (it has only its end left to send).
+ */
+bool stream_ready(const struct stream *s);
 /* Ends the stream after what is already partly sent, with a final comment; wakes. */
 void stream_end(struct stream *s, enum stream_end why);
 /* Why the stream ended, or STREAM_END_NONE. */
