@@ -74,6 +74,8 @@ struct bus {
     struct history_budget budget;
     atomic_uint_fast64_t seq; /* last sequence handed out */
     atomic_bool connected;
+    atomic_uint_fast64_t reconnects;
+    atomic_uint_fast64_t messages;
     atomic_bool closing; /* bus_free() has begun: disconnects are expected */
 };
 
@@ -96,6 +98,7 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
     if (natsMsgHeader_Get(msg, "Sse-Event", &name) != NATS_OK)
         name = NULL;
 
+    atomic_fetch_add_explicit(&bus->messages, 1, memory_order_relaxed);
     pthread_mutex_lock(&bs->lock);
     uint64_t seq = atomic_fetch_add_explicit(&bus->seq, 1, memory_order_relaxed) + 1;
     struct sse_event *ev = sse_event_new(bs->id, seq, name, natsMsg_GetData(msg),
@@ -150,6 +153,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
     char url[256] = "";
     natsConnection_GetConnectedUrl(nc, url, sizeof(url));
     atomic_store(&bus->connected, true);
+    atomic_fetch_add(&bus->reconnects, 1);
     log_info("nats: reconnected to %s", url);
 }
 
@@ -297,7 +301,8 @@ void bus_free(struct bus *bus)
         natsConnection_Destroy(bus->nc);
     }
     /* Waits for the delivery threads, so every on-complete callback has run. */
-    nats_CloseAndWait(2000);
+    natsStatus s = nats_CloseAndWait(2000);
+    log_debug("nats: library closed: %s", natsStatus_GetText(s));
     map_free(bus->subs);
     pthread_cond_destroy(&bus->wake_flusher);
     pthread_mutex_destroy(&bus->lock);
@@ -411,4 +416,13 @@ size_t bus_subscriptions(struct bus *bus)
     size_t n = map_count(bus->subs);
     pthread_mutex_unlock(&bus->lock);
     return n;
+}
+
+void bus_stats(struct bus *bus, struct bus_stats *out)
+{
+    out->connected = atomic_load(&bus->connected);
+    out->reconnects = atomic_load(&bus->reconnects);
+    out->messages = atomic_load(&bus->messages);
+    out->subscriptions = bus_subscriptions(bus);
+    out->history_bytes = atomic_load(&bus->budget.used);
 }

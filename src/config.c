@@ -38,6 +38,9 @@ static const struct key keys[] = {
     STR("cert", cert_file),
     STR("key", key_file),
     STR("nats", nats_url),
+    STR("admin", admin),
+    STR("access-log", access_log),
+    INT("drain-ms", drain_ms, 0, 3600000),
     INT("workers", workers, 0, 64),
     INT("max-streams", max_streams, 1, 1 << 20),
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
@@ -60,6 +63,11 @@ static const char USAGE[] =
     "  --cert FILE              server certificate chain, PEM\n"
     "  --key FILE               server private key, PEM\n"
     "  --nats URL               NATS server (default nats://127.0.0.1:4222)\n"
+    "  --admin HOST:PORT        /metrics, /healthz, /readyz listener, or off\n"
+    "                           (default 127.0.0.1:9090)\n"
+    "  --access-log DEST        one JSON line per stream: - (stderr), a file, or off\n"
+    "                           (default -); SIGUSR1 reopens the file\n"
+    "  --drain-ms N             SIGTERM ends streams spread over this window (default 30000)\n"
     "  --workers N              worker threads, 0 = one per core (default 0)\n"
     "  --max-streams N          concurrent streams per connection (default 4096)\n"
     "  --heartbeat-ms N         idle heartbeat comment interval (default 15000)\n"
@@ -95,6 +103,9 @@ void config_init(struct config *c)
     memset(c, 0, sizeof(*c));
     c->listen = mem_strdup("0.0.0.0:8443");
     c->nats_url = mem_strdup("nats://127.0.0.1:4222");
+    c->admin = mem_strdup("127.0.0.1:9090");
+    c->access_log = mem_strdup("-");
+    c->drain_ms = 30000;
     c->max_streams = 4096;
     c->heartbeat_ms = 15000;
     c->retry_ms = 3000;

@@ -39,6 +39,7 @@ struct conn {
     struct h2 *h2;          /* NULL until the handshake is done */
     struct buf out;         /* frames not yet accepted by SSL_write */
     uint64_t id;
+    ev_tstamp opened;       /* ev_now at accept */
     bool write_blocked;     /* SSL_write wants the socket writable */
     bool closing;
     char peer[64];
@@ -130,6 +131,7 @@ static void do_handshake(struct conn *c)
         else {
             log_info("conn %" PRIu64 " %s: TLS handshake failed: %s", c->id, c->peer,
                      ssl_reason(e));
+            metrics_add(&c->env->stats.tls_failures, 1);
             close_conn(c, "handshake failed");
         }
         return;
@@ -139,7 +141,7 @@ static void do_handshake(struct conn *c)
         return;
     }
     set_events(c, EV_READ);
-    c->h2 = h2_new(&c->env->h2, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id);
+    c->h2 = h2_new(&c->env->h2, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer);
     mark_dirty(c);
     do_read(c);
 }
@@ -164,11 +166,14 @@ struct conn *conn_new(struct conn_env *env, int fd, const char *peer)
     c->env = env;
     c->fd = fd;
     c->id = atomic_fetch_add(&next_id, 1) + 1;
+    c->opened = ev_now(env->loop);
+    metrics_add(&env->stats.accepted, 1);
+    metrics_add(&env->stats.open, 1);
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     buf_init(&c->out);
     list_init(&c->dirty_node);
     list_insert_tail(&env->all, &c->node);
-    c->ssl = SSL_new(env->ssl_ctx);
+    c->ssl = tls_ssl_new(env->tls);
     SSL_set_fd(c->ssl, fd);
     SSL_set_accept_state(c->ssl);
     ev_io_init(&c->io, on_io, fd, EV_READ);
@@ -182,9 +187,15 @@ void conn_free(struct conn *c)
     if (!c)
         return;
     ev_io_stop(c->env->loop, &c->io);
+    metrics_add(&c->env->stats.open, -1);
+    metrics_observe(&c->env->stats.age, ev_now(c->env->loop) - c->opened);
     list_remove(&c->node);
     list_remove(&c->dirty_node);
+    /* close_notify, best effort: a clean end for the peer, not an unexpected EOF. */
+    if (c->h2 && !c->write_blocked)
+        SSL_shutdown(c->ssl);
     h2_free(c->h2);
+    ERR_clear_error();
     SSL_free(c->ssl);
     close(c->fd);
     buf_dispose(&c->out);
@@ -212,6 +223,7 @@ void conn_flush(struct conn *c)
         int n = SSL_write(c->ssl, c->out.data + c->out.off, (int)buf_pending(&c->out));
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            metrics_add(&c->env->stats.bytes_written, n);
             continue;
         }
         int e = SSL_get_error(c->ssl, n);
@@ -225,4 +237,23 @@ void conn_flush(struct conn *c)
     }
     if (c->closing)
         conn_free(c);
+}
+
+void conn_drain_notice(struct conn *c)
+{
+    if (!c->h2) {
+        close_conn(c, "draining");
+        conn_free(c);
+        return;
+    }
+    h2_shutdown_notice(c->h2);
+    mark_dirty(c);
+}
+
+void conn_drain_final(struct conn *c)
+{
+    if (c->h2) {
+        h2_goaway(c->h2);
+        mark_dirty(c);
+    }
 }

@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "sluice/access.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/http.h"
@@ -40,7 +42,11 @@ struct req {
     char *method;
     char *path;
     char *last_event_id;
+    char *request_id;      /* the client's x-request-id, or one made up */
+    char *traceparent;
+    double started;        /* monotonic seconds */
     bool header_too_long;
+    int status_code;
     char status[4];
     char *body;            /* plain responses; body_off <= body_len */
     size_t body_len, body_off;
@@ -54,10 +60,18 @@ struct h2 {
     h2_dirty_fn *dirty;
     void *dirty_ctx;
     uint64_t conn_id;
+    const char *peer;
     struct stream_budget budget; /* live bytes queued on this connection's streams */
     struct list reqs; /* every req not yet closed */
     size_t nstreams;
 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static bool has_room(const struct h2 *h2, size_t n)
 {
@@ -162,6 +176,20 @@ static void on_stream_wake(void *ctx)
 
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
 
+/* 16 hex digits; unique enough to find one request in the logs, not a secret. */
+static char *make_request_id(void)
+{
+    static _Thread_local uint64_t state;
+    if (!state)
+        state = ((uint64_t)now_s() * 1000003u) ^ (uint64_t)(uintptr_t)&state ^ 0x2545f4914f6cdd1dULL;
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    char id[17];
+    snprintf(id, sizeof(id), "%016" PRIx64, state);
+    return mem_strdup(id);
+}
+
 static int respond_plain(struct h2 *h2, struct req *r, int status, const char *text)
 {
     char len[24];
@@ -169,12 +197,14 @@ static int respond_plain(struct h2 *h2, struct req *r, int status, const char *t
     r->body = mem_alloc(r->body_len + 1);
     snprintf(r->body, r->body_len + 1, "%s\n", text);
     snprintf(r->status, sizeof(r->status), "%d", status);
+    r->status_code = status;
     snprintf(len, sizeof(len), "%zu", r->body_len);
     nghttp2_nv hdrs[] = {
         NV(":status", r->status),
         NV("content-type", "text/plain; charset=utf-8"),
         NV("content-length", len),
         NV("cache-control", "no-store"),
+        NV("x-request-id", r->request_id),
     };
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_body};
     log_debug("conn %" PRIu64 " stream %d: %s %s -> %d", h2->conn_id, (int)r->id, r->method,
@@ -210,12 +240,14 @@ static int respond_events(struct h2 *h2, struct req *r, const struct http_route 
 
 static int submit_events(struct h2 *h2, struct req *r)
 {
-    static const nghttp2_nv hdrs[] = {
+    nghttp2_nv hdrs[] = {
         NV(":status", "200"),
         NV("content-type", "text/event-stream"),
         NV("cache-control", "no-cache"),
         NV("x-accel-buffering", "no"),
+        NV("x-request-id", r->request_id),
     };
+    r->status_code = 200;
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_events};
     r->waiting = false;
     return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
@@ -223,6 +255,8 @@ static int submit_events(struct h2 *h2, struct req *r)
 
 static int handle_request(struct h2 *h2, struct req *r)
 {
+    if (!r->request_id)
+        r->request_id = make_request_id();
     if (r->header_too_long)
         return respond_plain(h2, r, 431, "request header too long");
     if (!r->method || !r->path)
@@ -244,6 +278,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     struct req *r = mem_calloc(1, sizeof(*r));
     r->h2 = h2;
     r->id = frame->hd.stream_id;
+    r->started = now_s();
     list_insert_tail(&h2->reqs, &r->node);
     nghttp2_session_set_stream_user_data(session, r->id, r);
     h2->nstreams++;
@@ -278,6 +313,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         keep_header(r, &r->path, value, valuelen, HTTP_PATH_MAX);
     else if (namelen == 13 && memcmp(name, "last-event-id", 13) == 0)
         keep_header(r, &r->last_event_id, value, valuelen, LAST_EVENT_ID_MAX);
+    else if (namelen == 12 && memcmp(name, "x-request-id", 12) == 0 && valuelen <= 128)
+        keep_header(r, &r->request_id, value, valuelen, 128);
+    else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0 && valuelen <= 128)
+        keep_header(r, &r->traceparent, value, valuelen, 128);
     return 0;
 }
 
@@ -298,10 +337,41 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
+static void log_access(struct h2 *h2, struct req *r)
+{
+    if (!r->method)
+        return;
+    struct access_entry e = {
+        .request_id = r->request_id,
+        .traceparent = r->traceparent,
+        .client = h2->peer,
+        .protocol = "h2",
+        .method = r->method,
+        .path = r->path ? r->path : "",
+        .status = r->status_code,
+        .duration_s = now_s() - r->started,
+        .reason = "complete",
+    };
+    if (r->stream) {
+        struct stream_info info;
+        stream_info(r->stream, &info);
+        e.subjects = stream_subjects(r->stream, &e.nsubjects);
+        e.events = info.events;
+        e.bytes = info.bytes;
+        e.reason = stream_end_label(info.end);
+    } else if (r->body) {
+        e.bytes = r->body_off;
+    }
+    access_write(&e);
+}
+
 static void free_req(struct h2 *h2, struct req *r)
 {
     list_remove(&r->node);
+    log_access(h2, r);
     stream_free(r->stream);
+    free(r->request_id);
+    free(r->traceparent);
     free(r->method);
     free(r->path);
     free(r->last_event_id);
@@ -323,7 +393,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
 }
 
 struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_dirty_fn *dirty,
-                  void *dirty_ctx, uint64_t conn_id)
+                  void *dirty_ctx, uint64_t conn_id, const char *peer)
 {
     struct h2 *h2 = mem_calloc(1, sizeof(*h2));
     h2->env = env;
@@ -332,6 +402,7 @@ struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_
     h2->dirty = dirty;
     h2->dirty_ctx = dirty_ctx;
     h2->conn_id = conn_id;
+    h2->peer = peer;
     h2->budget.max = env->cfg->conn_queue_bytes;
     list_init(&h2->reqs);
 
@@ -406,3 +477,12 @@ bool h2_finished(const struct h2 *h2)
 }
 
 size_t h2_streams(const struct h2 *h2) { return h2->nstreams; }
+
+void h2_shutdown_notice(struct h2 *h2) { nghttp2_submit_shutdown_notice(h2->session); }
+
+void h2_goaway(struct h2 *h2)
+{
+    nghttp2_submit_goaway(h2->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(h2->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+}

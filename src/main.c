@@ -35,7 +35,7 @@ int main(int argc, char **argv)
         goto out;
     }
     log_set_level(cfg.log_level);
-    code = server_run(&cfg);
+    code = server_run(&cfg, argc, argv);
 out:
     config_dispose(&cfg);
     return code;

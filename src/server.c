@@ -1,150 +1,250 @@
 /*
- * server: start-up and shutdown order (see server.h).
+ * server: start-up, signals and shutdown order (see server.h).
  *
  * Every worker binds its own SO_REUSEPORT socket to the listen address,
  * so the kernel spreads connections over workers without a shared accept
- * lock. Port 0 binds the first socket to a free port and the others to
- * that same port; the start-up line names it.
+ * lock. Signals are blocked in every thread and taken here with
+ * sigtimedwait(), so no handler ever runs inside a worker; the same loop
+ * sweeps lingering NATS subscriptions once a second.
  *
- * Signals are blocked in every thread and taken by the main thread with
- * sigwait(), so no handler ever runs inside a worker.
+ * Drain: readiness turns false at once, then every worker closes its
+ * listener and spreads the end of its streams over the drain window; the
+ * process exits 0 when every worker reports its connections closed.
  */
 #include "sluice/server.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "sluice/access.h"
+#include "sluice/admin.h"
+#include "sluice/buf.h"
 #include "sluice/bus.h"
 #include "sluice/config.h"
+#include "sluice/conn.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/metrics.h"
+#include "sluice/net.h"
+#include "sluice/stream.h"
 #include "sluice/tls.h"
 #include "sluice/worker.h"
 
-/* Splits "host:port" or "[v6]:port"; returns false when malformed. */
-static bool split_hostport(const char *listen, char *host, size_t hlen, char *port, size_t plen)
+struct server {
+    const struct config *cfg;
+    struct worker **workers;
+    size_t nworkers;
+    struct bus *bus;
+    struct tls *tls;
+    atomic_bool draining;
+};
+
+static bool on_ready(void *ctx, const char **why)
 {
-    const char *colon = strrchr(listen, ':');
-    if (!colon || !colon[1])
+    struct server *s = ctx;
+    if (atomic_load(&s->draining)) {
+        *why = "draining";
         return false;
-    const char *h = listen;
-    size_t n = (size_t)(colon - listen);
-    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
-        h++;
-        n -= 2;
     }
-    if (n == 0 || n >= hlen || strlen(colon + 1) >= plen)
+    if (!bus_connected(s->bus)) {
+        *why = "NATS disconnected";
         return false;
-    memcpy(host, h, n);
-    host[n] = '\0';
-    strcpy(port, colon + 1);
+    }
     return true;
 }
 
-static int open_listener(const struct sockaddr *sa, socklen_t len)
+/* The sum over workers of the counter at byte offset off in their stream or conn stats. */
+static double sum_at(const struct server *s, bool conn, size_t off)
 {
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, sa, len) != 0 || listen(fd, 4096) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
+    double total = 0;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        const char *base = conn ? (const char *)worker_conn_stats(s->workers[i])
+                                : (const char *)worker_stream_stats(s->workers[i]);
+        total += (double)atomic_load_explicit((const atomic_uint_fast64_t *)(const void *)(base + off),
+                                              memory_order_relaxed);
     }
-    return fd;
+    return total;
 }
 
-/* Opens n listeners on cfg->listen into fds; 0 or -1 with the error logged. */
-static int open_listeners(const char *listen, int *fds, size_t n, char *bound, size_t blen)
+#define STREAMS(field) sum_at(s, false, offsetof(struct stream_stats, field))
+#define CONNS(field) sum_at(s, true, offsetof(struct conn_stats, field))
+
+static void on_metrics(void *ctx, struct buf *out)
 {
-    char host[256], port[16];
-    if (!split_hostport(listen, host, sizeof(host), port, sizeof(port))) {
-        log_error("listen address '%s' is not HOST:PORT", listen);
-        return -1;
+    struct server *s = ctx;
+    const struct stream_stats *ss[64];
+    const struct conn_stats *cs[64];
+    const struct metrics_histogram *h[64];
+    for (size_t i = 0; i < s->nworkers; i++) {
+        ss[i] = worker_stream_stats(s->workers[i]);
+        cs[i] = worker_conn_stats(s->workers[i]);
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai;
-    int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        log_error("cannot resolve listen address '%s': %s", listen, gai_strerror(rc));
-        return -1;
+    metrics_header(out, "sluice_connections_open", "gauge", "Client connections open, by protocol.");
+    metrics_value(out, "sluice_connections_open", "protocol=\"h2\"", CONNS(open));
+    metrics_header(out, "sluice_connections_accepted_total", "counter", "Client connections accepted.");
+    metrics_value(out, "sluice_connections_accepted_total", NULL, CONNS(accepted));
+    metrics_header(out, "sluice_tls_handshake_failures_total", "counter",
+                   "TLS handshakes that failed (including refused ALPN).");
+    metrics_value(out, "sluice_tls_handshake_failures_total", NULL, CONNS(tls_failures));
+    metrics_header(out, "sluice_bytes_written_total", "counter",
+                   "Bytes written to clients (TLS payload: frames and bodies).");
+    metrics_value(out, "sluice_bytes_written_total", NULL, CONNS(bytes_written));
+    metrics_header(out, "sluice_connection_age_seconds", "histogram", "Connection lifetime, at close.");
+    for (size_t i = 0; i < s->nworkers; i++)
+        h[i] = &cs[i]->age;
+    metrics_histogram_write(out, "sluice_connection_age_seconds", h, s->nworkers);
+
+    metrics_header(out, "sluice_streams_open", "gauge", "SSE streams open.");
+    metrics_value(out, "sluice_streams_open", NULL, STREAMS(open));
+    metrics_header(out, "sluice_streams_opened_total", "counter", "SSE streams opened.");
+    metrics_value(out, "sluice_streams_opened_total", NULL, STREAMS(opened));
+    metrics_header(out, "sluice_streams_last_event_id_total", "counter",
+                   "Streams opened with a Last-Event-ID (the reconnect rate).");
+    metrics_value(out, "sluice_streams_last_event_id_total", NULL, STREAMS(with_last_id));
+    metrics_header(out, "sluice_streams_ended_total", "counter", "Streams ended, by reason.");
+    for (int r = 0; r < STREAM_END_COUNT; r++) {
+        char label[64];
+        snprintf(label, sizeof(label), "reason=\"%s\"", stream_end_label((enum stream_end)r));
+        metrics_value(out, "sluice_streams_ended_total", label, sum_at(s, false, offsetof(struct stream_stats, ended) + (size_t)r * sizeof(atomic_uint_fast64_t)));
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = (socklen_t)ai->ai_addrlen;
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(ai);
-    for (size_t i = 0; i < n; i++) {
-        fds[i] = open_listener((struct sockaddr *)&ss, sl);
-        if (fds[i] < 0) {
-            log_error("cannot listen on %s: %s", listen, strerror(errno));
-            while (i > 0)
-                close(fds[--i]);
-            return -1;
-        }
-        if (i == 0) /* port 0: the others join the port the first one got */
-            getsockname(fds[0], (struct sockaddr *)&ss, &sl);
+    metrics_header(out, "sluice_resumes_total", "counter",
+                   "Streams opened with a Last-Event-ID, by outcome.");
+    metrics_value(out, "sluice_resumes_total", "result=\"replayed\"", STREAMS(resumes));
+    metrics_value(out, "sluice_resumes_total", "result=\"reset\"", STREAMS(resets));
+    metrics_header(out, "sluice_replayed_events_total", "counter", "Events sent from history.");
+    metrics_value(out, "sluice_replayed_events_total", NULL, STREAMS(replayed_events));
+    metrics_header(out, "sluice_slow_consumer_cuts_total", "counter",
+                   "Streams ended because a queue cap was hit.");
+    metrics_value(out, "sluice_slow_consumer_cuts_total", NULL, STREAMS(cut_slow));
+    metrics_header(out, "sluice_events_queued_total", "counter", "Events queued to streams.");
+    metrics_value(out, "sluice_events_queued_total", NULL, STREAMS(events_queued));
+    metrics_header(out, "sluice_events_delivered_total", "counter",
+                   "Events written to streams in full.");
+    metrics_value(out, "sluice_events_delivered_total", NULL, STREAMS(delivered));
+    metrics_header(out, "sluice_stream_bytes_written_total", "counter",
+                   "SSE bytes handed to the protocol layer.");
+    metrics_value(out, "sluice_stream_bytes_written_total", NULL, STREAMS(bytes_written));
+    metrics_header(out, "sluice_queued_bytes", "gauge", "Live event bytes waiting in stream queues.");
+    metrics_value(out, "sluice_queued_bytes", NULL, STREAMS(bytes_queued));
+    metrics_header(out, "sluice_stream_duration_seconds", "histogram", "Stream lifetime.");
+    for (size_t i = 0; i < s->nworkers; i++)
+        h[i] = &ss[i]->duration;
+    metrics_histogram_write(out, "sluice_stream_duration_seconds", h, s->nworkers);
+    metrics_header(out, "sluice_time_to_first_event_seconds", "histogram",
+                   "From a stream's request to its first event written.");
+    for (size_t i = 0; i < s->nworkers; i++)
+        h[i] = &ss[i]->first_event;
+    metrics_histogram_write(out, "sluice_time_to_first_event_seconds", h, s->nworkers);
+
+    struct bus_stats bs;
+    bus_stats(s->bus, &bs);
+    metrics_header(out, "sluice_nats_connected", "gauge", "1 while the NATS connection is up.");
+    metrics_value(out, "sluice_nats_connected", NULL, bs.connected);
+    metrics_header(out, "sluice_nats_reconnects_total", "counter", "NATS reconnections.");
+    metrics_value(out, "sluice_nats_reconnects_total", NULL, (double)bs.reconnects);
+    metrics_header(out, "sluice_nats_subscriptions", "gauge",
+                   "NATS subscriptions (one per distinct subject pattern, lingering ones included).");
+    metrics_value(out, "sluice_nats_subscriptions", NULL, (double)bs.subscriptions);
+    metrics_header(out, "sluice_nats_messages_total", "counter", "Messages received from NATS.");
+    metrics_value(out, "sluice_nats_messages_total", NULL, (double)bs.messages);
+    metrics_header(out, "sluice_history_bytes", "gauge", "Bytes held in resume history.");
+    metrics_value(out, "sluice_history_bytes", NULL, (double)bs.history_bytes);
+
+    metrics_header(out, "sluice_event_loop_lag_seconds", "gauge",
+                   "How late each worker's loop last ran a 250 ms timer.");
+    for (size_t i = 0; i < s->nworkers; i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "worker=\"%zu\"", i);
+        metrics_value(out, "sluice_event_loop_lag_seconds", label, worker_lag(s->workers[i]));
     }
-    char addr[INET6_ADDRSTRLEN];
-    int p = 0;
-    if (ss.ss_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof(addr));
-        p = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        snprintf(bound, blen, "[%s]:%d", addr, p);
+    metrics_header(out, "sluice_draining", "gauge", "1 while draining for shutdown.");
+    metrics_value(out, "sluice_draining", NULL, atomic_load(&s->draining));
+}
+
+/* SIGHUP: the certificate and key, and the log level, from the same sources as at start. */
+static void reload(struct server *s, int argc, char **argv)
+{
+    struct config c;
+    enum config_action action;
+    char err[512];
+    config_init(&c);
+    if (config_parse_args(&c, argc, argv, &action, err, sizeof(err)) != 0) {
+        log_error("SIGHUP: configuration not reloaded: %s", err);
+        goto out;
+    }
+    SSL_CTX *ctx = tls_ctx_new(c.cert_file, c.key_file, err, sizeof(err));
+    if (!ctx) {
+        log_error("SIGHUP: keeping the old certificate: %s", err);
     } else {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof(addr));
-        p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        snprintf(bound, blen, "%s:%d", addr, p);
+        tls_replace(s->tls, ctx);
+        log_info("SIGHUP: certificate %s reloaded; new connections use it", c.cert_file);
     }
-    return 0;
+    if (c.log_level != s->cfg->log_level)
+        log_info("SIGHUP: log level changed");
+    log_set_level(c.log_level);
+out:
+    config_dispose(&c);
 }
 
-/* Waits for a stop signal, sweeping lingering subscriptions once a second meanwhile. */
-static int wait_for_stop(struct bus *bus)
+/* Runs the signal loop; returns once the process should exit. */
+static void run_signals(struct server *s, int argc, char **argv)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     for (;;) {
-        struct timespec second = {1, 0};
-        int sig = sigtimedwait(&set, NULL, &second);
+        struct timespec tick = {0, 200 * 1000 * 1000};
+        int sig = sigtimedwait(&set, NULL, &tick);
         if (sig < 0) {
-            bus_sweep(bus);
+            bus_sweep(s->bus);
+            if (atomic_load(&s->draining)) {
+                bool all = true;
+                for (size_t i = 0; i < s->nworkers; i++)
+                    all = all && worker_drained(s->workers[i]);
+                if (all) {
+                    log_info("drained; exiting");
+                    return;
+                }
+            }
             continue;
         }
         if (sig == SIGHUP) {
-            log_info("SIGHUP: live reload is not supported yet; ignored");
-            continue;
+            reload(s, argc, argv);
+        } else if (sig == SIGUSR1) {
+            if (access_reopen() != 0)
+                log_error("SIGUSR1: cannot reopen the access log");
+        } else if (atomic_load(&s->draining)) {
+            log_info("%s again: exiting without waiting", strsignal(sig));
+            return;
+        } else {
+            log_info("%s: draining over %d ms (send it again to exit at once)", strsignal(sig),
+                     s->cfg->drain_ms);
+            atomic_store(&s->draining, true);
+            for (size_t i = 0; i < s->nworkers; i++)
+                worker_drain(s->workers[i], s->cfg->drain_ms);
         }
-        return sig;
     }
 }
 
-int server_run(const struct config *cfg)
+int server_run(const struct config *cfg, int argc, char **argv)
 {
     int code = 1;
-    size_t nworkers = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
-    if (nworkers < 1)
-        nworkers = 1;
-    struct worker **workers = mem_calloc(nworkers, sizeof(*workers));
-    int *fds = mem_calloc(nworkers, sizeof(*fds));
-    struct bus *bus = NULL;
-    char err[512], bound[300];
+    struct server s = {.cfg = cfg};
+    size_t n = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
+    s.nworkers = n < 1 ? 1 : n > 64 ? 64 : n;
+    s.workers = mem_calloc(s.nworkers, sizeof(*s.workers));
+    int *fds = mem_calloc(s.nworkers, sizeof(*fds));
+    struct admin *admin = NULL;
+    char err[512], bound[300], admin_bound[300] = "off";
 
     /* Blocked before any thread exists, so every thread inherits the mask. */
     sigset_t set;
@@ -152,6 +252,7 @@ int server_run(const struct config *cfg)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -160,48 +261,65 @@ int server_run(const struct config *cfg)
         log_error("%s", err);
         goto out;
     }
-    if (open_listeners(cfg->listen, fds, nworkers, bound, sizeof(bound)) != 0)
-        goto out_ctx;
+    s.tls = tls_new(ssl_ctx);
+    if (access_open(cfg->access_log, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        goto out_tls;
+    }
+    if (net_listen(cfg->listen, fds, s.nworkers, bound, sizeof(bound), err, sizeof(err)) != 0) {
+        log_error("listen: %s", err);
+        goto out_access;
+    }
     size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
-    for (size_t i = 0; i < nworkers; i++)
-        workers[i] = worker_new(i, cfg, ssl_ctx, fds[i], queue_total / nworkers);
+    for (size_t i = 0; i < s.nworkers; i++)
+        s.workers[i] = worker_new(i, cfg, s.tls, fds[i], queue_total / s.nworkers);
     struct bus_params bp = {
         .url = cfg->nats_url,
-        .nworkers = nworkers,
+        .nworkers = s.nworkers,
         .deliver = worker_post,
-        .worker_ctxs = (void *const *)workers,
+        .worker_ctxs = (void *const *)s.workers,
         .history_events = (size_t)cfg->history_events,
         .history_bytes = cfg->history_bytes,
         .history_total_bytes = cfg->history_total_bytes ? cfg->history_total_bytes : memory / 8,
         .keep_ms = cfg->history_keep_ms,
     };
-    if (bus_new(&bus, &bp, err, sizeof(err)) != 0) {
+    if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out_workers;
     }
-    for (size_t i = 0; i < nworkers; i++) {
-        if (worker_start(workers[i], bus) != 0)
+    if (strcmp(cfg->admin, "off") != 0) {
+        struct admin_params ap = {cfg->admin, on_metrics, on_ready, &s};
+        if (admin_new(&admin, &ap, admin_bound, sizeof(admin_bound), err, sizeof(err)) != 0) {
+            log_error("admin: %s", err);
+            goto out_bus;
+        }
+    }
+    for (size_t i = 0; i < s.nworkers; i++) {
+        if (worker_start(s.workers[i], s.bus) != 0)
             goto out_stop;
     }
-    log_info("sluice %s listening on https://%s (h2), %zu workers, nats %s, max-streams %d, "
-             "heartbeat %d ms",
-             SLUICE_VERSION, bound, nworkers, cfg->nats_url, cfg->max_streams, cfg->heartbeat_ms);
-
-    int sig = wait_for_stop(bus);
-    log_info("%s: shutting down", strsignal(sig));
+    log_info("sluice %s listening on https://%s (h2), admin on http://%s, %zu workers, nats %s, "
+             "max-streams %d, heartbeat %d ms",
+             SLUICE_VERSION, bound, admin_bound, s.nworkers, cfg->nats_url, cfg->max_streams,
+             cfg->heartbeat_ms);
+    run_signals(&s, argc, argv);
     code = 0;
 out_stop:
-    for (size_t i = 0; i < nworkers; i++)
-        worker_stop(workers[i]);
-    bus_free(bus);
+    for (size_t i = 0; i < s.nworkers; i++)
+        worker_stop(s.workers[i]);
+    admin_free(admin);
+out_bus:
+    bus_free(s.bus);
 out_workers:
-    for (size_t i = 0; i < nworkers; i++)
-        worker_free(workers[i]);
-out_ctx:
-    SSL_CTX_free(ssl_ctx);
+    for (size_t i = 0; i < s.nworkers; i++)
+        worker_free(s.workers[i]);
+out_access:
+    access_close();
+out_tls:
+    tls_free(s.tls);
 out:
-    free(workers);
+    free(s.workers);
     free(fds);
     return code;
 }

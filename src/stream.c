@@ -45,6 +45,9 @@ struct stream {
     int32_t stream_id;
     unsigned retry_ms;
     enum stream_end end;      /* set once; nothing is queued after the final comment */
+    double opened_s;          /* monotonic seconds, precise */
+    uint64_t events_sent;     /* events fully written */
+    uint64_t bytes_sent;
 
     struct item *items;       /* ring; capacity a power of two */
     size_t cap, first, count;
@@ -77,11 +80,11 @@ static uint64_t next_random(void)
     return rng_state * 2685821657736338717ULL;
 }
 
-static void stat_add(atomic_uint_fast64_t *c, int64_t n)
+static double precise_now(void)
 {
-    /* One writer per counter: a plain load and store, no locked instruction. */
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)n,
-                          memory_order_relaxed);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 int64_t stream_now_ms(void)
@@ -100,7 +103,7 @@ static void charge(struct stream *s, int64_t n)
     s->charged += (size_t)n;
     s->conn_budget->used += (size_t)n;
     s->env->budget.used += (size_t)n;
-    stat_add(&s->env->stats.bytes_queued, n);
+    metrics_add(&s->env->stats.bytes_queued, n);
 }
 
 static void touch(struct stream *s, int64_t now_ms)
@@ -131,7 +134,7 @@ static void push(struct stream *s, struct sse_event *ev, size_t head, bool charg
     if (charged)
         charge(s, (int64_t)item_len(it));
     if (ev)
-        stat_add(&s->env->stats.events_queued, 1);
+        metrics_add(&s->env->stats.events_queued, 1);
     if (s->count == 1)
         s->wake(s->wake_ctx);
 }
@@ -241,7 +244,7 @@ static void push_reset(struct stream *s, const bool *reset, const char *reason)
     }
     buf_append(&s->own, "]}\n\n", 4);
     push(s, NULL, s->own.len - start, false);
-    stat_add(&s->env->stats.resets, 1);
+    metrics_add(&s->env->stats.resets, 1);
 }
 
 struct replay {
@@ -307,10 +310,10 @@ static void start(struct stream *s, const char *last_event_id)
         push(s, replay[k].ev, append_id(s), false);
     }
     if (last_event_id)
-        stat_add(&s->env->stats.with_last_id, 1);
+        metrics_add(&s->env->stats.with_last_id, 1);
     if (resume && !any_reset)
-        stat_add(&s->env->stats.resumes, 1);
-    stat_add(&s->env->stats.replayed_events, (int64_t)nreplay);
+        metrics_add(&s->env->stats.resumes, 1);
+    metrics_add(&s->env->stats.replayed_events, (int64_t)nreplay);
     free(replay);
     free(after);
     free(reset);
@@ -327,6 +330,7 @@ struct stream *stream_new(const struct stream_params *p)
     s->conn_id = p->conn_id;
     s->stream_id = p->stream_id;
     s->queue_max = p->queue_max;
+    s->opened_s = precise_now();
     buf_init(&s->own);
 
     long spread = (long)p->retry_ms * (long)p->jitter_pct / 100;
@@ -337,8 +341,8 @@ struct stream *stream_new(const struct stream_params *p)
     s->subjects = mem_calloc(p->nsubjects, sizeof(*s->subjects));
     s->seqs = mem_calloc(p->nsubjects, sizeof(*s->seqs));
     s->links = mem_calloc(p->nsubjects, sizeof(*s->links));
-    stat_add(&s->env->stats.opened, 1);
-    stat_add(&s->env->stats.open, 1);
+    metrics_add(&s->env->stats.opened, 1);
+    metrics_add(&s->env->stats.open, 1);
     touch(s, stream_now_ms());
 
     bool joined = true;
@@ -371,7 +375,9 @@ void stream_free(struct stream *s)
     }
     for (size_t i = 0; i < s->count; i++)
         release(s, &s->items[(s->first + i) & (s->cap - 1)]);
-    stat_add(&s->env->stats.open, -1);
+    metrics_add(&s->env->stats.open, -1);
+    metrics_add(&s->env->stats.ended[s->end], 1);
+    metrics_observe(&s->env->stats.duration, precise_now() - s->opened_s);
     list_remove(&s->idle_node);
     buf_dispose(&s->own);
     free(s->items);
@@ -386,13 +392,40 @@ static const char *end_text(enum stream_end why)
     switch (why) {
     case STREAM_END_SLOW_CONSUMER: return "slow consumer, reconnect to resume";
     case STREAM_END_UNAVAILABLE: return "subscription unavailable, reconnect later";
-    case STREAM_END_SHUTDOWN: return "server shutting down, reconnect";
-    case STREAM_END_NONE: break;
+    case STREAM_END_DRAIN: return "server shutting down, reconnect";
+    case STREAM_END_TOKEN_EXPIRED: return "token expired, reconnect with a fresh one";
+    case STREAM_END_LIMIT: return "limit reached, reconnect later";
+    case STREAM_END_NONE:
+    case STREAM_END_COUNT: break;
     }
     return "end";
 }
 
-void stream_end(struct stream *s, enum stream_end why)
+const char *stream_end_label(enum stream_end why)
+{
+    static const char *const labels[STREAM_END_COUNT] = {
+        "client", "slow_consumer", "unavailable", "drain", "token_expired", "limit",
+    };
+    return why < STREAM_END_COUNT ? labels[why] : "unknown";
+}
+
+char *const *stream_subjects(const struct stream *s, size_t *n)
+{
+    *n = s->nsubjects;
+    return s->subjects;
+}
+
+void stream_info(const struct stream *s, struct stream_info *out)
+{
+    out->duration_s = precise_now() - s->opened_s;
+    out->events = s->events_sent;
+    out->bytes = s->bytes_sent;
+    out->end = s->end;
+}
+
+void stream_end(struct stream *s, enum stream_end why) { stream_end_retry(s, why, 0); }
+
+void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
 {
     if (s->end != STREAM_END_NONE)
         return;
@@ -402,6 +435,8 @@ void stream_end(struct stream *s, enum stream_end why)
     /* One wake, below, whether or not the queue was empty. */
     stream_wake_fn *wake = s->wake;
     s->wake = no_wake;
+    if (retry_ms)
+        push_own(s, line, sse_format_retry(line, retry_ms));
     push_own(s, line, sse_format_comment(line, end_text(why)));
     s->wake = wake;
     for (size_t i = 0; i < s->nsubjects; i++)
@@ -460,7 +495,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         log_info("conn %" PRIu64 " stream %d: slow consumer: %s full (%zu bytes queued); "
                  "ending stream",
                  s->conn_id, (int)s->stream_id, cap, s->charged);
-        stat_add(&s->env->stats.cut_slow, 1);
+        metrics_add(&s->env->stats.cut_slow, 1);
         stream_end(s, STREAM_END_SLOW_CONSUMER);
         return;
     }
@@ -496,8 +531,15 @@ void stream_copy(struct stream *s, uint8_t *dst, size_t n)
             n -= chunk;
             s->off += chunk;
             s->queued -= chunk;
+            s->bytes_sent += chunk;
+            metrics_add(&s->env->stats.bytes_written, (int64_t)chunk);
         }
         if (s->off == len) {
+            if (it->ev) {
+                if (s->events_sent++ == 0)
+                    metrics_observe(&s->env->stats.first_event, precise_now() - s->opened_s);
+                metrics_add(&s->env->stats.delivered, 1);
+            }
             release(s, it);
             s->first = (s->first + 1) & (s->cap - 1);
             s->count--;
@@ -531,4 +573,25 @@ void stream_env_tick(struct stream_env *env, int64_t now_ms)
             push_own(s, beat, sizeof(beat) - 1);
         touch(s, now_ms);
     }
+}
+
+size_t stream_env_end_some(struct stream_env *env, size_t n, enum stream_end why,
+                           unsigned retry_min_ms, unsigned retry_max_ms)
+{
+    unsigned spread = retry_max_ms > retry_min_ms ? retry_max_ms - retry_min_ms : 0;
+    /* stream_end() unlinks the stream from env->idle, so the head moves on. */
+    for (size_t i = 0; i < n && !list_empty(&env->idle); i++) {
+        struct stream *s = container_of(env->idle.next, struct stream, idle_node);
+        unsigned retry = retry_min_ms + (spread ? (unsigned)(next_random() % (spread + 1u)) : 0);
+        stream_end_retry(s, why, retry ? retry : 1);
+    }
+    return stream_env_open(env);
+}
+
+size_t stream_env_open(const struct stream_env *env)
+{
+    size_t n = 0;
+    for (const struct list *l = env->idle.next; l != &env->idle; l = l->next)
+        n++;
+    return n;
 }

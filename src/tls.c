@@ -9,8 +9,12 @@
 #include "sluice/tls.h"
 
 #include <openssl/err.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "sluice/mem.h"
 
 static const unsigned char H2[] = "\x02h2";
 
@@ -86,4 +90,44 @@ bool tls_is_h2(const SSL *ssl)
     unsigned int len;
     SSL_get0_alpn_selected(ssl, &p, &len);
     return len == 2 && memcmp(p, "h2", 2) == 0;
+}
+
+struct tls {
+    pthread_mutex_t lock;
+    SSL_CTX *ctx; /* under lock */
+};
+
+struct tls *tls_new(SSL_CTX *ctx)
+{
+    struct tls *t = mem_calloc(1, sizeof(*t));
+    pthread_mutex_init(&t->lock, NULL);
+    t->ctx = ctx;
+    return t;
+}
+
+void tls_free(struct tls *t)
+{
+    if (!t)
+        return;
+    SSL_CTX_free(t->ctx);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+SSL *tls_ssl_new(struct tls *t)
+{
+    /* SSL_new takes its own reference to the context, so a swap right after is safe. */
+    pthread_mutex_lock(&t->lock);
+    SSL *ssl = SSL_new(t->ctx);
+    pthread_mutex_unlock(&t->lock);
+    return ssl;
+}
+
+void tls_replace(struct tls *t, SSL_CTX *ctx)
+{
+    pthread_mutex_lock(&t->lock);
+    SSL_CTX *old = t->ctx;
+    t->ctx = ctx;
+    pthread_mutex_unlock(&t->lock);
+    SSL_CTX_free(old);
 }

@@ -8,12 +8,12 @@
  */
 #include "sluice/worker.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +26,7 @@
 #include "sluice/fanout.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/net.h"
 #include "sluice/stream.h"
 
 #define ACCEPT_BUDGET 64 /* connections per wake-up */
@@ -42,6 +43,16 @@ struct worker {
     ev_async stop_async;
     ev_prepare flush;
     ev_timer tick;
+    ev_timer lag_timer;
+    ev_tstamp lag_expected;   /* when lag_timer should fire */
+    atomic_uint_fast64_t lag_us;
+    ev_async drain_async;
+    atomic_int drain_ms;      /* set before drain_async is sent */
+    ev_timer drain_timer;
+    ev_tstamp drain_end;      /* streams all ended by then */
+    ev_tstamp drain_deadline; /* give up waiting for connections */
+    bool drain_final_sent;
+    atomic_bool drained;
     struct fanout *fanout;
     struct stream_env streams;
     struct conn_env env;
@@ -68,18 +79,8 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        char host[INET6_ADDRSTRLEN] = "?", peer[64];
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-            port = ntohs(sin->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-            port = ntohs(sin6->sin6_port);
-        }
-        snprintf(peer, sizeof(peer), "%s:%d", host, port);
+        char peer[64];
+        net_name((struct sockaddr *)&ss, peer, sizeof(peer));
         conn_new(&w->env, fd, peer);
     }
     (void)loop;
@@ -122,6 +123,68 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     stream_env_tick(&w->streams, stream_now_ms());
 }
 
+#define LAG_INTERVAL 0.25
+#define DRAIN_TICK 0.1
+
+static void on_lag(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(t, struct worker, lag_timer);
+    ev_tstamp now = ev_time();
+    double lag = now > w->lag_expected ? now - w->lag_expected : 0;
+    atomic_store_explicit(&w->lag_us, (uint64_t)(lag * 1e6), memory_order_relaxed);
+    w->lag_expected = now + LAG_INTERVAL;
+    ev_timer_set(t, LAG_INTERVAL, 0);
+    ev_timer_start(loop, t);
+}
+
+static void on_drain_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(t, struct worker, drain_timer);
+    ev_tstamp now = ev_now(loop);
+    size_t open = stream_env_open(&w->streams);
+    if (open && now < w->drain_end) {
+        /* Even batches: what is left, over the ticks that are left. */
+        double ticks = (w->drain_end - now) / DRAIN_TICK;
+        size_t batch = (size_t)((double)open / (ticks < 1 ? 1 : ticks)) + 1;
+        int window = atomic_load(&w->drain_ms);
+        stream_env_end_some(&w->streams, batch, STREAM_END_DRAIN, 1000,
+                            window > 1000 ? (unsigned)window : 1000);
+    } else if (open) {
+        stream_env_end_some(&w->streams, open, STREAM_END_DRAIN, 1000, 1000);
+    }
+    if (!w->drain_final_sent && stream_env_open(&w->streams) == 0) {
+        w->drain_final_sent = true;
+        for (struct list *n = w->env.all.next; n != &w->env.all; n = n->next)
+            conn_drain_final(conn_of_node(n));
+    }
+    if (list_empty(&w->env.all) || now >= w->drain_deadline) {
+        atomic_store(&w->drained, true);
+        ev_timer_stop(loop, t);
+    }
+}
+
+static void on_drain(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, drain_async);
+    if (w->listen_fd < 0)
+        return;
+    ev_io_stop(loop, &w->accept_io);
+    close(w->listen_fd);
+    w->listen_fd = -1;
+    for (struct list *n = w->env.all.next, *next; n != &w->env.all; n = next) {
+        next = n->next;
+        conn_drain_notice(conn_of_node(n));
+    }
+    double window = atomic_load(&w->drain_ms) / 1000.0;
+    w->drain_end = ev_now(loop) + window;
+    w->drain_deadline = w->drain_end + 5.0;
+    ev_timer_init(&w->drain_timer, on_drain_tick, 0, DRAIN_TICK);
+    ev_timer_start(loop, &w->drain_timer);
+}
+
 static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
@@ -147,7 +210,7 @@ void worker_post(void *ctx, struct sse_event *ev)
         ev_async_send(w->loop, &w->inbox_async);
 }
 
-struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd,
+struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls, int listen_fd,
                           size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
@@ -158,7 +221,7 @@ struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_c
     pthread_mutex_init(&w->inbox_lock, NULL);
     stream_env_init(&w->streams, NULL, cfg->heartbeat_ms, queue_bytes);
     w->env.loop = w->loop;
-    w->env.ssl_ctx = ssl_ctx;
+    w->env.tls = tls;
     list_init(&w->env.all);
     list_init(&w->env.dirty);
     w->env.h2.cfg = cfg;
@@ -176,6 +239,11 @@ struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_c
     double tick = cfg->heartbeat_ms / 10000.0;
     ev_timer_init(&w->tick, on_tick, tick, tick);
     ev_timer_start(w->loop, &w->tick);
+    ev_timer_init(&w->lag_timer, on_lag, LAG_INTERVAL, 0);
+    ev_timer_start(w->loop, &w->lag_timer);
+    w->lag_expected = ev_time() + LAG_INTERVAL;
+    ev_async_init(&w->drain_async, on_drain);
+    ev_async_start(w->loop, &w->drain_async);
     return w;
 }
 
@@ -219,9 +287,24 @@ void worker_free(struct worker *w)
     free(w->draining);
     fanout_free(w->fanout);
     ev_loop_destroy(w->loop);
-    close(w->listen_fd);
+    if (w->listen_fd >= 0)
+        close(w->listen_fd);
     pthread_mutex_destroy(&w->inbox_lock);
     free(w);
 }
 
-const struct stream_stats *worker_stats(const struct worker *w) { return &w->streams.stats; }
+const struct stream_stats *worker_stream_stats(const struct worker *w) { return &w->streams.stats; }
+const struct conn_stats *worker_conn_stats(const struct worker *w) { return &w->env.stats; }
+
+double worker_lag(const struct worker *w)
+{
+    return (double)atomic_load_explicit(&w->lag_us, memory_order_relaxed) / 1e6;
+}
+
+void worker_drain(struct worker *w, int drain_ms)
+{
+    atomic_store(&w->drain_ms, drain_ms);
+    ev_async_send(w->loop, &w->drain_async);
+}
+
+bool worker_drained(const struct worker *w) { return atomic_load(&w->drained); }

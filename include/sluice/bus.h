@@ -89,4 +89,14 @@ bool bus_connected(const struct bus *bus);
 /* Distinct patterns subscribed right now, lingering ones included. Thread-safe. */
 size_t bus_subscriptions(struct bus *bus);
 
+struct bus_stats {
+    bool connected;
+    uint64_t reconnects;
+    uint64_t messages;      /* received from NATS */
+    size_t subscriptions;   /* as bus_subscriptions() */
+    size_t history_bytes;   /* held by all histories */
+};
+/* A snapshot of the bus's counters. Thread-safe. */
+void bus_stats(struct bus *bus, struct bus_stats *out);
+
 #endif

@@ -31,6 +31,9 @@ struct config {
     size_t history_total_bytes;/* all subscriptions; 0 = from memory size */
     int history_keep_ms;       /* history kept after a subject's last stream closes */
     enum log_level log_level;
+    char *admin;         /* admin listener host:port, or "off" */
+    int drain_ms;        /* SIGTERM: streams are ended over this window */
+    char *access_log;    /* "-" = stderr, "off", or a file path */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -18,19 +18,31 @@
 
 #include "sluice/h2.h"
 #include "sluice/list.h"
+#include "sluice/metrics.h"
 
 #define CONN_OUT_MAX (64 * 1024)
 
+/* Counters of one worker's connections; one writer, read from any thread. */
+struct conn_stats {
+    atomic_uint_fast64_t open;          /* gauge */
+    atomic_uint_fast64_t accepted;
+    atomic_uint_fast64_t tls_failures;  /* handshakes that failed */
+    atomic_uint_fast64_t bytes_written; /* TLS payload bytes */
+    struct metrics_histogram age;       /* at close */
+};
+
 /* What a worker's connections share; owned by the worker. */
 struct conn_env {
+    struct conn_stats stats;
     struct ev_loop *loop;
-    SSL_CTX *ssl_ctx;
+    struct tls *tls;
     struct h2_env h2;
     struct list all;   /* conn.node */
     struct list dirty; /* conn.dirty_node: to flush before sleeping */
 };
 
 struct conn;
+struct tls;
 
 /* Takes ownership of fd (non-blocking); starts the TLS handshake. */
 struct conn *conn_new(struct conn_env *env, int fd, const char *peer);
@@ -38,6 +50,14 @@ struct conn *conn_new(struct conn_env *env, int fd, const char *peer);
 void conn_free(struct conn *c);
 /* Writes what is ready. May free c (when it finishes or fails). */
 void conn_flush(struct conn *c);
+/*
+ * Drain, step one: tells the client that no new streams will be taken soon
+ * (GOAWAY shutdown notice). A connection still in its handshake is closed.
+ * May free c.
+ */
+void conn_drain_notice(struct conn *c);
+/* Drain, step two: the final GOAWAY; the connection closes when its streams are done. */
+void conn_drain_final(struct conn *c);
 /* The conn of a conn.dirty_node or conn.node. */
 struct conn *conn_of_dirty(struct list *node);
 struct conn *conn_of_node(struct list *node);

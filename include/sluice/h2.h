@@ -32,10 +32,11 @@ typedef void h2_dirty_fn(void *ctx);
 
 /*
  * A session that writes into out (borrowed) and queues the server's
- * SETTINGS. conn_id labels log lines.
+ * SETTINGS. conn_id labels log lines; peer ("ip:port", borrowed for the
+ * session's life) goes to the access log.
  */
 struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_dirty_fn *dirty,
-                  void *dirty_ctx, uint64_t conn_id);
+                  void *dirty_ctx, uint64_t conn_id, const char *peer);
 /* Frees every stream of the session. h2_free(NULL) is a no-op. */
 void h2_free(struct h2 *h2);
 /* Feeds received bytes. 0, or ERR_PROTO when the connection must close. */
@@ -44,6 +45,10 @@ int h2_recv(struct h2 *h2, const uint8_t *data, size_t len);
 int h2_fill(struct h2 *h2);
 /* True when neither side has anything left to say: close the connection. */
 bool h2_finished(const struct h2 *h2);
+/* Queues the GOAWAY shutdown notice (drain, step one). */
+void h2_shutdown_notice(struct h2 *h2);
+/* Queues the final GOAWAY: no new streams; the session finishes with its last stream. */
+void h2_goaway(struct h2 *h2);
 /* Streams open right now. */
 size_t h2_streams(const struct h2 *h2);
 

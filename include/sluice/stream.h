@@ -38,8 +38,22 @@
 
 #include "sluice/fanout.h"
 #include "sluice/list.h"
+#include "sluice/metrics.h"
 
 struct stream;
+
+enum stream_end {
+    STREAM_END_NONE,          /* still open; at free: the client went away */
+    STREAM_END_SLOW_CONSUMER, /* a queue cap was hit */
+    STREAM_END_UNAVAILABLE,   /* the subscription could not be made */
+    STREAM_END_DRAIN,         /* the gateway is shutting down */
+    STREAM_END_TOKEN_EXPIRED, /* the client's token expired */
+    STREAM_END_LIMIT,         /* a configured limit ended it */
+    STREAM_END_COUNT
+};
+
+/* The reason's metric label: "client", "slow_consumer", "drain", … */
+const char *stream_end_label(enum stream_end why);
 
 /* Bytes charged against a cap; single-threaded (one per connection, one per worker). */
 struct stream_budget {
@@ -58,6 +72,11 @@ struct stream_stats {
     atomic_uint_fast64_t resumes;         /* streams resumed from history */
     atomic_uint_fast64_t resets;          /* streams that began with event: reset */
     atomic_uint_fast64_t cut_slow;        /* ended by the slow-consumer policy */
+    atomic_uint_fast64_t delivered;       /* events fully written to streams */
+    atomic_uint_fast64_t bytes_written;   /* stream bytes handed to the protocol */
+    atomic_uint_fast64_t ended[STREAM_END_COUNT]; /* at free, by reason; NONE = client */
+    struct metrics_histogram duration;    /* stream lifetime */
+    struct metrics_histogram first_event; /* open to first event written */
 };
 
 /* What one worker's streams share. */
@@ -72,12 +91,6 @@ struct stream_env {
 /* Called when the stream has something new to send, has become ready, or has ended. */
 typedef void stream_wake_fn(void *ctx);
 
-enum stream_end {
-    STREAM_END_NONE,
-    STREAM_END_SLOW_CONSUMER,
-    STREAM_END_UNAVAILABLE,
-    STREAM_END_SHUTDOWN,
-};
 
 struct stream_params {
     struct stream_env *env;
@@ -115,6 +128,11 @@ void stream_on_ready(struct fanout_link *link);
 bool stream_ready(const struct stream *s);
 /* Ends the stream after what is already partly sent, with a final comment; wakes. */
 void stream_end(struct stream *s, enum stream_end why);
+/*
+ * Like stream_end(), but first queues `retry: retry_ms`, so that the
+ * client comes back after that long (drain spreads reconnects this way).
+ */
+void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms);
 /* Why the stream ended, or STREAM_END_NONE. */
 enum stream_end stream_ended(const struct stream *s);
 
@@ -130,6 +148,18 @@ size_t stream_queued(const struct stream *s);
 /* The `retry:` value this stream announced. */
 unsigned stream_retry_ms(const struct stream *s);
 
+/* The stream's subjects, in request order; borrowed. */
+char *const *stream_subjects(const struct stream *s, size_t *n);
+
+/* What the access log says of a stream. */
+struct stream_info {
+    double duration_s;
+    uint64_t events; /* events fully written */
+    uint64_t bytes;  /* bytes written */
+    enum stream_end end;
+};
+void stream_info(const struct stream *s, struct stream_info *out);
+
 void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t heartbeat_ms,
                      size_t budget_max);
 /*
@@ -137,6 +167,15 @@ void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t hear
  * (monotonic milliseconds). May call wake.
  */
 void stream_env_tick(struct stream_env *env, int64_t now_ms);
+/*
+ * Ends up to n of env's open streams (least recently active first), each
+ * with `retry:` drawn from [retry_min_ms, retry_max_ms]. Returns how many
+ * open streams remain. May call wake.
+ */
+size_t stream_env_end_some(struct stream_env *env, size_t n, enum stream_end why,
+                           unsigned retry_min_ms, unsigned retry_max_ms);
+/* Open (not yet ended) streams of env. */
+size_t stream_env_open(const struct stream_env *env);
 /* Monotonic milliseconds, cheap (coarse clock). */
 int64_t stream_now_ms(void);
 

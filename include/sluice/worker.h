@@ -10,24 +10,38 @@
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
 
-#include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "sluice/sse.h"
 
 struct bus;
 struct stream_stats;
+struct conn_stats;
+struct tls;
 struct config;
 struct worker;
 
 /*
- * A stopped worker. Takes ownership of listen_fd; cfg and ssl_ctx are
+ * A stopped worker. Takes ownership of listen_fd; cfg and tls are
  * borrowed. queue_bytes: this worker's share of the process queue cap.
  */
-struct worker *worker_new(size_t index, const struct config *cfg, SSL_CTX *ssl_ctx, int listen_fd,
+struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls, int listen_fd,
                           size_t queue_bytes);
-/* The counters of this worker's streams; read from any thread. */
-const struct stream_stats *worker_stats(const struct worker *w);
+/* The counters of this worker's streams and connections; read from any thread. */
+const struct stream_stats *worker_stream_stats(const struct worker *w);
+const struct conn_stats *worker_conn_stats(const struct worker *w);
+/* How late the loop last ran a 250 ms timer, in seconds; read from any thread. */
+double worker_lag(const struct worker *w);
+/*
+ * Starts the graceful drain (thread-safe): the listener closes, every
+ * connection gets the GOAWAY shutdown notice, open streams are ended in
+ * batches spread evenly over drain_ms, each with a `retry:` jittered
+ * across the window, then the final GOAWAY. worker_drained() turns true
+ * once every connection has closed or the window plus 5 s has passed.
+ */
+void worker_drain(struct worker *w, int drain_ms);
+bool worker_drained(const struct worker *w);
 /* Starts the thread. bus (borrowed) may be NULL. 0 or ERR_IO. */
 int worker_start(struct worker *w, struct bus *bus);
 /* Closes every connection, ends the thread and joins it. Call from another thread. */

@@ -639,7 +639,7 @@ static void test_free_with_queued_items(void **state)
     EXPECT(&t, START1);
     deliver(fx, 2, 1, NULL, "hello");
     expect_prefix(&t, "id: 1\nd", 7);
-    stream_end(t.s, STREAM_END_SHUTDOWN);
+    stream_end(t.s, STREAM_END_DRAIN);
     stream_free(t.s);
     assert_int_equal(fx->conn.used, 0);
     assert_int_equal(fx->env.budget.used, 0);
@@ -720,19 +720,19 @@ static void test_wake_once_on_end(void **state)
     /* Empty queue. */
     open1(fx, &t, "a", NULL, 0);
     EXPECT(&t, START1);
-    stream_end(t.s, STREAM_END_SHUTDOWN);
-    assert_int_equal(stream_ended(t.s), STREAM_END_SHUTDOWN);
+    stream_end(t.s, STREAM_END_DRAIN);
+    assert_int_equal(stream_ended(t.s), STREAM_END_DRAIN);
     unsigned empty = t.wakes;
     EXPECT_END(&t, SHUTDOWN);
     stream_end(t.s, STREAM_END_SLOW_CONSUMER); /* only the first end counts */
-    assert_int_equal(stream_ended(t.s), STREAM_END_SHUTDOWN);
+    assert_int_equal(stream_ended(t.s), STREAM_END_DRAIN);
     assert_int_equal(t.wakes, empty);
     stream_free(t.s);
 
     /* Items queued, none started: events dropped, the start kept. */
     open1(fx, &t, "a", NULL, 0);
     deliver(fx, 1, 1, NULL, "hello");
-    stream_end(t.s, STREAM_END_SHUTDOWN);
+    stream_end(t.s, STREAM_END_DRAIN);
     unsigned unsent = t.wakes;
     EXPECT_END(&t, START1 SHUTDOWN);
     stream_free(t.s);
@@ -740,7 +740,7 @@ static void test_wake_once_on_end(void **state)
     /* An item partly sent: it stays. */
     open1(fx, &t, "a", NULL, 0);
     expect_prefix(&t, "re", 2);
-    stream_end(t.s, STREAM_END_SHUTDOWN);
+    stream_end(t.s, STREAM_END_DRAIN);
     unsigned partly = t.wakes;
     EXPECT_END(&t, "try: 1000\nid: 0\n\n" SHUTDOWN);
     stream_free(t.s);
@@ -810,7 +810,7 @@ static void test_heartbeat_idle_only(void **state)
     assert_int_equal(fx->conn.used, 0);
 
     /* An ended stream is no longer ticked. */
-    stream_end(blocked.s, STREAM_END_SHUTDOWN);
+    stream_end(blocked.s, STREAM_END_DRAIN);
     EXPECT_END(&blocked, SHUTDOWN);
     stream_free(idle.s);
     stream_free(blocked.s);
@@ -919,7 +919,7 @@ static void test_pending_eof(void **state)
     assert_int_equal(stream_pending(t.s, SIZE_MAX, &eof), 0);
     assert_false(eof);
 
-    stream_end(t.s, STREAM_END_SHUTDOWN);
+    stream_end(t.s, STREAM_END_DRAIN);
     size_t len = sizeof(SHUTDOWN) - 1;
     assert_int_equal(stream_pending(t.s, 5, &eof), 5);
     assert_false(eof);
