@@ -41,6 +41,13 @@ static const struct key keys[] = {
     STR("admin", admin),
     STR("access-log", access_log),
     INT("drain-ms", drain_ms, 0, 3600000),
+    INT("max-connections", max_connections, 1, 10000000),
+    INT("max-connections-per-address", max_connections_per_address, 1, 10000000),
+    INT("handshake-timeout-ms", handshake_timeout_ms, 100, 600000),
+    INT("idle-timeout-ms", idle_timeout_ms, 1000, 86400000),
+    INT("stream-rate", stream_rate, 1, 1000000),
+    INT("max-requests", max_requests, 1, 2000000000),
+    INT("max-header-bytes", max_header_bytes, 1024, 1048576),
     INT("workers", workers, 0, 64),
     INT("max-streams", max_streams, 1, 1 << 20),
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
@@ -82,6 +89,13 @@ static const char USAGE[] =
     "  --history-total-bytes N  bytes kept for all subjects; 0 = an eighth of memory\n"
     "  --history-keep-ms N      how long a subject's history outlives its last stream\n"
     "                           (default 60000)\n"
+    "  --max-connections N      client connections, process-wide (default 100000)\n"
+    "  --max-connections-per-address N  per client IP (default 1000)\n"
+    "  --handshake-timeout-ms N TLS handshake deadline (default 10000)\n"
+    "  --idle-timeout-ms N      close a connection with no stream after (default 300000)\n"
+    "  --stream-rate N          new streams per second per connection (default 1000)\n"
+    "  --max-requests N         requests per connection before GOAWAY (default 1000000)\n"
+    "  --max-header-bytes N     request header list size (default 16384)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
@@ -106,6 +120,13 @@ void config_init(struct config *c)
     c->admin = mem_strdup("127.0.0.1:9090");
     c->access_log = mem_strdup("-");
     c->drain_ms = 30000;
+    c->max_connections = 100000;
+    c->max_connections_per_address = 1000;
+    c->handshake_timeout_ms = 10000;
+    c->idle_timeout_ms = 300000;
+    c->stream_rate = 1000;
+    c->max_requests = 1000000;
+    c->max_header_bytes = 16384;
     c->max_streams = 4096;
     c->heartbeat_ms = 15000;
     c->retry_ms = 3000;

@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "sluice/buf.h"
+#include "sluice/config.h"
+#include "sluice/guard.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/tls.h"
@@ -40,9 +42,12 @@ struct conn {
     struct buf out;         /* frames not yet accepted by SSL_write */
     uint64_t id;
     ev_tstamp opened;       /* ev_now at accept */
+    ev_timer timer;         /* handshake deadline, then idle checks */
+    ev_tstamp idle_since;   /* 0 while streams are open */
     bool write_blocked;     /* SSL_write wants the socket writable */
     bool closing;
-    char peer[64];
+    char peer[64];          /* "ip:port" */
+    char address[48];       /* ip, for the guard */
 };
 
 static atomic_uint_fast64_t next_id;
@@ -141,6 +146,11 @@ static void do_handshake(struct conn *c)
         return;
     }
     set_events(c, EV_READ);
+    /* From now on the timer checks idleness instead of the handshake deadline. */
+    c->idle_since = ev_now(c->env->loop);
+    ev_timer_stop(c->env->loop, &c->timer);
+    ev_timer_set(&c->timer, c->env->h2.cfg->idle_timeout_ms / 1000.0, 0);
+    ev_timer_start(c->env->loop, &c->timer);
     c->h2 = h2_new(&c->env->h2, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer);
     mark_dirty(c);
     do_read(c);
@@ -160,9 +170,53 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         conn_free(c);
 }
 
-struct conn *conn_new(struct conn_env *env, int fd, const char *peer)
+/*
+ * During the handshake: the deadline. After: a connection with no stream
+ * for idle-timeout-ms (checked lazily, so between one and two timeouts)
+ * is told GOAWAY and closes.
+ */
+static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
+    (void)revents;
+    struct conn *c = container_of(t, struct conn, timer);
+    double idle = c->env->h2.cfg->idle_timeout_ms / 1000.0;
+    if (!c->h2) {
+        log_info("conn %" PRIu64 " %s: TLS handshake timed out", c->id, c->peer);
+        metrics_add(&c->env->stats.handshake_timeouts, 1);
+        close_conn(c, "handshake timeout");
+    } else if (h2_streams(c->h2) > 0) {
+        c->idle_since = 0;
+    } else if (c->idle_since == 0) {
+        c->idle_since = ev_now(loop);
+    } else if (ev_now(loop) - c->idle_since >= idle) {
+        log_debug("conn %" PRIu64 " %s: idle; GOAWAY", c->id, c->peer);
+        metrics_add(&c->env->stats.idle_timeouts, 1);
+        h2_goaway(c->h2);
+        mark_dirty(c);
+        /* The flush closes it once the GOAWAY is out; this is only the backstop. */
+        c->idle_since = ev_now(loop) - idle + 5.0;
+    }
+    if (c->closing) {
+        conn_free(c);
+        return;
+    }
+    ev_timer_set(t, idle, 0);
+    ev_timer_start(loop, t);
+}
+
+struct conn *conn_new(struct conn_env *env, int fd, const char *address, const char *peer)
+{
+    const char *limit;
+    if (!guard_admit(env->guard, address, &limit)) {
+        log_debug("%s: refused: %s limit", peer, limit);
+        metrics_add(strcmp(limit, "connections") == 0 ? &env->stats.refused
+                                                       : &env->stats.refused_per_address,
+                    1);
+        close(fd);
+        return NULL;
+    }
     struct conn *c = mem_calloc(1, sizeof(*c));
+    snprintf(c->address, sizeof(c->address), "%s", address);
     c->env = env;
     c->fd = fd;
     c->id = atomic_fetch_add(&next_id, 1) + 1;
@@ -178,6 +232,8 @@ struct conn *conn_new(struct conn_env *env, int fd, const char *peer)
     SSL_set_accept_state(c->ssl);
     ev_io_init(&c->io, on_io, fd, EV_READ);
     ev_io_start(env->loop, &c->io);
+    ev_timer_init(&c->timer, on_timer, env->h2.cfg->handshake_timeout_ms / 1000.0, 0);
+    ev_timer_start(env->loop, &c->timer);
     log_debug("conn %" PRIu64 " %s: accepted", c->id, c->peer);
     return c;
 }
@@ -187,6 +243,8 @@ void conn_free(struct conn *c)
     if (!c)
         return;
     ev_io_stop(c->env->loop, &c->io);
+    ev_timer_stop(c->env->loop, &c->timer);
+    guard_release(c->env->guard, c->address);
     metrics_add(&c->env->stats.open, -1);
     metrics_observe(&c->env->stats.age, ev_now(c->env->loop) - c->opened);
     list_remove(&c->node);

@@ -28,6 +28,7 @@
 #include "sluice/http.h"
 #include "sluice/list.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/mem.h"
 #include "sluice/stream.h"
 
@@ -46,6 +47,7 @@ struct req {
     char *traceparent;
     double started;        /* monotonic seconds */
     bool header_too_long;
+    size_t header_bytes;   /* name + value + 32 per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
     int status_code;
     char status[4];
     char *body;            /* plain responses; body_off <= body_len */
@@ -62,6 +64,10 @@ struct h2 {
     uint64_t conn_id;
     const char *peer;
     struct stream_budget budget; /* live bytes queued on this connection's streams */
+    double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
+    double tokens_at;            /* when tokens was last refilled, monotonic seconds */
+    unsigned refused_in_row;     /* streams refused by the rate limit since one was taken */
+    uint64_t requests;
     struct list reqs; /* every req not yet closed */
     size_t nstreams;
 };
@@ -257,8 +263,10 @@ static int handle_request(struct h2 *h2, struct req *r)
 {
     if (!r->request_id)
         r->request_id = make_request_id();
-    if (r->header_too_long)
-        return respond_plain(h2, r, 431, "request header too long");
+    if (r->header_too_long) {
+        metrics_add(&h2->env->stats->header_bytes, 1);
+        return respond_plain(h2, r, 431, "request header too large");
+    }
     if (!r->method || !r->path)
         return nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
                                          NGHTTP2_PROTOCOL_ERROR);
@@ -270,11 +278,49 @@ static int handle_request(struct h2 *h2, struct req *r)
     return rv;
 }
 
+/* Token bucket: stream-rate per second, bursting up to the same number. */
+static bool take_stream_token(struct h2 *h2)
+{
+    double rate = h2->env->cfg->stream_rate, now = now_s();
+    h2->tokens += (now - h2->tokens_at) * rate;
+    if (h2->tokens > rate)
+        h2->tokens = rate;
+    h2->tokens_at = now;
+    if (h2->tokens < 1)
+        return false;
+    h2->tokens -= 1;
+    return true;
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct h2 *h2 = user;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    int32_t id = frame->hd.stream_id;
+    if (!take_stream_token(h2)) {
+        metrics_add(&h2->env->stats->stream_rate, 1);
+        if (++h2->refused_in_row == 1)
+            log_info("conn %" PRIu64 ": more than %d new streams per second; refusing",
+                     h2->conn_id, h2->env->cfg->stream_rate);
+        /* A client that keeps opening streams into a closed bucket is not a browser. */
+        if (h2->refused_in_row > 1000) {
+            log_info("conn %" PRIu64 ": stream flood; closing with ENHANCE_YOUR_CALM", h2->conn_id);
+            metrics_add(&h2->env->stats->flood, 1);
+            nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
+            return 0;
+        }
+        /* No req is hung on it: its headers are ignored, and the client may retry it. */
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    h2->refused_in_row = 0;
+    if (++h2->requests == (uint64_t)h2->env->cfg->max_requests) {
+        /* This one is served; the client opens a new connection for the next. */
+        log_info("conn %" PRIu64 ": %d requests; GOAWAY", h2->conn_id, h2->env->cfg->max_requests);
+        metrics_add(&h2->env->stats->requests, 1);
+        nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR, NULL, 0);
+    }
     struct req *r = mem_calloc(1, sizeof(*r));
     r->h2 = h2;
     r->id = frame->hd.stream_id;
@@ -301,12 +347,17 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      void *user)
 {
     (void)flags;
-    (void)user;
+    struct h2 *h2 = user;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (!r)
         return 0;
+    r->header_bytes += namelen + valuelen + 32;
+    if (r->header_bytes > (size_t)h2->env->cfg->max_header_bytes) {
+        r->header_too_long = true;
+        return 0;
+    }
     if (namelen == 7 && memcmp(name, ":method", 7) == 0)
         keep_header(r, &r->method, value, valuelen, 16);
     else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
@@ -403,6 +454,8 @@ struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_
     h2->dirty_ctx = dirty_ctx;
     h2->conn_id = conn_id;
     h2->peer = peer;
+    h2->tokens = env->cfg->stream_rate;
+    h2->tokens_at = now_s();
     h2->budget.max = env->cfg->conn_queue_bytes;
     list_init(&h2->reqs);
 
@@ -433,7 +486,7 @@ struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_
     /* Sent explicitly: browsers assume 100 concurrent streams until they see it. */
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)env->cfg->max_streams},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)env->cfg->max_header_bytes},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
     };
     nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
@@ -456,6 +509,8 @@ int h2_recv(struct h2 *h2, const uint8_t *data, size_t len)
     ssize_t n = nghttp2_session_mem_recv(h2->session, data, len);
     if (n < 0) {
         log_info("conn %" PRIu64 ": closing: %s", h2->conn_id, nghttp2_strerror((int)n));
+        if (n == NGHTTP2_ERR_FLOODED)
+            metrics_add(&h2->env->stats->flood, 1);
         return ERR_PROTO;
     }
     return 0;

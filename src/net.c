@@ -65,6 +65,18 @@ void net_name(const struct sockaddr *sa, char *out, size_t len)
     }
 }
 
+void net_ip(const struct sockaddr *sa, char *out, size_t len)
+{
+    if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)len);
+    else if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)len);
+    else
+        snprintf(out, len, "unix");
+}
+
 int net_listen(const char *hostport, int *fds, size_t n, char *bound, size_t blen, char *err,
                size_t errlen)
 {

@@ -28,6 +28,7 @@
 #include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/conn.h"
+#include "sluice/guard.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
@@ -42,6 +43,7 @@ struct server {
     size_t nworkers;
     struct bus *bus;
     struct tls *tls;
+    struct guard *guard;
     atomic_bool draining;
 };
 
@@ -99,6 +101,24 @@ static void on_metrics(void *ctx, struct buf *out)
     for (size_t i = 0; i < s->nworkers; i++)
         h[i] = &cs[i]->age;
     metrics_histogram_write(out, "sluice_connection_age_seconds", h, s->nworkers);
+
+    metrics_header(out, "sluice_limit_hits_total", "counter",
+                   "Limit breaches, by limit: what was refused, reset or closed.");
+    static const struct {
+        const char *label;
+        size_t off;
+    } limits[] = {
+        {"limit=\"connections\"", offsetof(struct conn_stats, refused)},
+        {"limit=\"connections_per_address\"", offsetof(struct conn_stats, refused_per_address)},
+        {"limit=\"handshake_timeout\"", offsetof(struct conn_stats, handshake_timeouts)},
+        {"limit=\"idle_timeout\"", offsetof(struct conn_stats, idle_timeouts)},
+        {"limit=\"stream_rate\"", offsetof(struct conn_stats, h2.stream_rate)},
+        {"limit=\"max_requests\"", offsetof(struct conn_stats, h2.requests)},
+        {"limit=\"header_bytes\"", offsetof(struct conn_stats, h2.header_bytes)},
+        {"limit=\"flood\"", offsetof(struct conn_stats, h2.flood)},
+    };
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+        metrics_value(out, "sluice_limit_hits_total", limits[i].label, sum_at(s, true, limits[i].off));
 
     metrics_header(out, "sluice_streams_open", "gauge", "SSE streams open.");
     metrics_value(out, "sluice_streams_open", NULL, STREAMS(open));
@@ -262,6 +282,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         goto out;
     }
     s.tls = tls_new(ssl_ctx);
+    s.guard = guard_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_address);
     if (access_open(cfg->access_log, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out_tls;
@@ -273,7 +294,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
     size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
     for (size_t i = 0; i < s.nworkers; i++)
-        s.workers[i] = worker_new(i, cfg, s.tls, fds[i], queue_total / s.nworkers);
+        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, fds[i], queue_total / s.nworkers);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -317,6 +338,7 @@ out_workers:
 out_access:
     access_close();
 out_tls:
+    guard_free(s.guard);
     tls_free(s.tls);
 out:
     free(s.workers);

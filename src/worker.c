@@ -79,9 +79,10 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        char peer[64];
+        char peer[64], address[48];
         net_name((struct sockaddr *)&ss, peer, sizeof(peer));
-        conn_new(&w->env, fd, peer);
+        net_ip((struct sockaddr *)&ss, address, sizeof(address));
+        conn_new(&w->env, fd, address, peer);
     }
     (void)loop;
 }
@@ -210,8 +211,8 @@ void worker_post(void *ctx, struct sse_event *ev)
         ev_async_send(w->loop, &w->inbox_async);
 }
 
-struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls, int listen_fd,
-                          size_t queue_bytes)
+struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
+                          struct guard *guard, int listen_fd, size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
     w->index = index;
@@ -222,6 +223,8 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     stream_env_init(&w->streams, NULL, cfg->heartbeat_ms, queue_bytes);
     w->env.loop = w->loop;
     w->env.tls = tls;
+    w->env.guard = guard;
+    w->env.h2.stats = &w->env.stats.h2;
     list_init(&w->env.all);
     list_init(&w->env.dirty);
     w->env.h2.cfg = cfg;

@@ -34,6 +34,13 @@ struct config {
     char *admin;         /* admin listener host:port, or "off" */
     int drain_ms;        /* SIGTERM: streams are ended over this window */
     char *access_log;    /* "-" = stderr, "off", or a file path */
+    int max_connections;             /* process-wide */
+    int max_connections_per_address; /* per client IP, process-wide */
+    int handshake_timeout_ms;        /* TLS handshake must finish within */
+    int idle_timeout_ms;             /* a connection with no stream is closed after */
+    int stream_rate;                 /* new streams per second per connection */
+    int max_requests;                /* requests per connection, then GOAWAY */
+    int max_header_bytes;            /* request header list, HPACK-decoded */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -24,6 +24,11 @@
 
 /* Counters of one worker's connections; one writer, read from any thread. */
 struct conn_stats {
+    struct h2_stats h2;                 /* limits the sessions enforce */
+    atomic_uint_fast64_t refused;       /* connections refused at accept (max-connections…) */
+    atomic_uint_fast64_t refused_per_address;
+    atomic_uint_fast64_t handshake_timeouts;
+    atomic_uint_fast64_t idle_timeouts;
     atomic_uint_fast64_t open;          /* gauge */
     atomic_uint_fast64_t accepted;
     atomic_uint_fast64_t tls_failures;  /* handshakes that failed */
@@ -36,16 +41,22 @@ struct conn_env {
     struct conn_stats stats;
     struct ev_loop *loop;
     struct tls *tls;
+    struct guard *guard;
     struct h2_env h2;
     struct list all;   /* conn.node */
     struct list dirty; /* conn.dirty_node: to flush before sleeping */
 };
 
 struct conn;
+struct guard;
 struct tls;
 
-/* Takes ownership of fd (non-blocking); starts the TLS handshake. */
-struct conn *conn_new(struct conn_env *env, int fd, const char *peer);
+/*
+ * Takes ownership of fd (non-blocking) and admits it through env->guard
+ * (address: the peer's IP); starts the TLS handshake, or closes fd and
+ * returns NULL when a connection limit is reached.
+ */
+struct conn *conn_new(struct conn_env *env, int fd, const char *address, const char *peer);
 /* Closes the socket and frees everything. conn_free(NULL) is a no-op. */
 void conn_free(struct conn *c);
 /* Writes what is ready. May free c (when it finishes or fails). */

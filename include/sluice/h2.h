@@ -11,6 +11,7 @@
 #ifndef SLUICE_H2_H
 #define SLUICE_H2_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,10 +22,19 @@ struct config;
 struct stream_env;
 struct h2;
 
+/* Limits a session enforces, counted; one writer (the worker), read from any thread. */
+struct h2_stats {
+    atomic_uint_fast64_t stream_rate;  /* streams refused: too many new ones per second */
+    atomic_uint_fast64_t requests;     /* connections sent GOAWAY at max-requests */
+    atomic_uint_fast64_t header_bytes; /* requests answered 431 */
+    atomic_uint_fast64_t flood;        /* connections cut for a frame flood or protocol abuse */
+};
+
 /* What every session of one worker shares; borrowed for the session's life. */
 struct h2_env {
     const struct config *cfg;
     struct stream_env *streams;
+    struct h2_stats *stats;
 };
 
 /* Called when the session has frames to send (from a wake outside h2_recv/h2_fill). */

@@ -15,7 +15,9 @@
  */
 int net_listen(const char *hostport, int *fds, size_t n, char *bound, size_t blen, char *err,
                size_t errlen);
-/* "ip:port" of sa into out. */
+/* "ip:port" ("[ip]:port" for IPv6) of sa into out. */
 void net_name(const struct sockaddr *sa, char *out, size_t len);
+/* The IP of sa alone into out. */
+void net_ip(const struct sockaddr *sa, char *out, size_t len);
 
 #endif
