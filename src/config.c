@@ -48,6 +48,7 @@ static const struct key keys[] = {
     INT("stream-rate", stream_rate, 1, 1000000),
     INT("max-requests", max_requests, 1, 2000000000),
     INT("max-header-bytes", max_header_bytes, 1024, 1048576),
+    SIZE("max-publish-bytes", max_publish_bytes, 1, 64L << 20),
     INT("workers", workers, 0, 64),
     INT("max-streams", max_streams, 1, 1 << 20),
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
@@ -96,6 +97,7 @@ static const char USAGE[] =
     "  --stream-rate N          new streams per second per connection (default 1000)\n"
     "  --max-requests N         requests per connection before GOAWAY (default 1000000)\n"
     "  --max-header-bytes N     request header list size (default 16384)\n"
+    "  --max-publish-bytes N    POST /publish body limit (default 1048576)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
@@ -127,6 +129,7 @@ void config_init(struct config *c)
     c->stream_rate = 1000;
     c->max_requests = 1000000;
     c->max_header_bytes = 16384;
+    c->max_publish_bytes = 1024 * 1024;
     c->max_streams = 4096;
     c->heartbeat_ms = 15000;
     c->retry_ms = 3000;

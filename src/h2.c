@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "sluice/access.h"
+#include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/http.h"
@@ -52,6 +53,9 @@ struct req {
     char status[4];
     char *body;            /* plain responses; body_off <= body_len */
     size_t body_len, body_off;
+    struct http_route *publish; /* a POST /publish waiting for its body */
+    struct buf in;         /* that body so far; at most max-publish-bytes */
+    bool answered;         /* a response was submitted */
 };
 
 struct h2 {
@@ -213,6 +217,7 @@ static int respond_plain(struct h2 *h2, struct req *r, int status, const char *t
         NV("x-request-id", r->request_id),
     };
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_body};
+    r->answered = true;
     log_debug("conn %" PRIu64 " stream %d: %s %s -> %d", h2->conn_id, (int)r->id, r->method,
               r->path, status);
     return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
@@ -259,6 +264,18 @@ static int submit_events(struct h2 *h2, struct req *r)
     return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
 }
 
+/* The body is complete: publish it and answer. */
+static int finish_publish(struct h2 *h2, struct req *r)
+{
+    struct http_route *route = r->publish;
+    int rc = h2->env->bus ? bus_publish(h2->env->bus, route->subjects[0], route->event,
+                                        r->in.data, r->in.len)
+                          : ERR_NATS;
+    if (rc != 0)
+        return respond_plain(h2, r, 503, "NATS unavailable, try again");
+    return respond_plain(h2, r, 202, "published");
+}
+
 static int handle_request(struct h2 *h2, struct req *r)
 {
     if (!r->request_id)
@@ -272,6 +289,12 @@ static int handle_request(struct h2 *h2, struct req *r)
                                          NGHTTP2_PROTOCOL_ERROR);
     struct http_route route;
     http_route(&route, r->method, strlen(r->method), r->path, strlen(r->path));
+    if (route.kind == HTTP_PUBLISH) {
+        /* Answered when the body is complete (on_data_chunk, on_frame_recv). */
+        r->publish = mem_alloc(sizeof(route));
+        *r->publish = route;
+        return 0;
+    }
     int rv = route.kind == HTTP_EVENTS ? respond_events(h2, r, &route)
                                        : respond_plain(h2, r, route.status, route.reason);
     http_route_dispose(&route);
@@ -371,15 +394,37 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id,
+                         const uint8_t *data, size_t len, void *user)
+{
+    (void)flags;
+    struct h2 *h2 = user;
+    struct req *r = nghttp2_session_get_stream_user_data(session, id);
+    /* A body on anything but a pending publish (a GET with a body) is dropped. */
+    if (!r || !r->publish || r->answered)
+        return 0;
+    if (r->in.len + len > h2->env->cfg->max_publish_bytes) {
+        respond_plain(h2, r, 413, "body larger than max-publish-bytes");
+        return 0;
+    }
+    buf_append(&r->in, data, len);
+    return 0;
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct h2 *h2 = user;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0;
+    bool request = frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST;
+    bool body_end = (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+                    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
     struct req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (!r)
+    if (!r || (!request && !body_end))
         return 0;
-    int rv = handle_request(h2, r);
+    int rv = 0;
+    if (request)
+        rv = handle_request(h2, r);
+    if (rv == 0 && body_end && r->publish && !r->answered)
+        rv = finish_publish(h2, r);
     if (rv != 0) {
         log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->conn_id, (int)r->id,
                  nghttp2_strerror(rv));
@@ -401,7 +446,7 @@ static void log_access(struct h2 *h2, struct req *r)
         .path = r->path ? r->path : "",
         .status = r->status_code,
         .duration_s = now_s() - r->started,
-        .reason = "complete",
+            .reason = "complete",
     };
     if (r->stream) {
         struct stream_info info;
@@ -427,6 +472,11 @@ static void free_req(struct h2 *h2, struct req *r)
     free(r->path);
     free(r->last_event_id);
     free(r->body);
+    if (r->publish) {
+        http_route_dispose(r->publish);
+        free(r->publish);
+    }
+    buf_dispose(&r->in);
     free(r);
     h2->nstreams--;
 }
@@ -466,6 +516,7 @@ struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
 
     nghttp2_option *opt;

@@ -18,6 +18,7 @@
 #include "sluice/subject.h"
 
 static const char EVENTS[] = "/events";
+static const char PUBLISH[] = "/publish/";
 
 static int hexval(char c)
 {
@@ -57,12 +58,12 @@ static void fail(struct http_route *r, int status, const char *reason)
 }
 
 /* Decodes and validates one subject and adds it unless already present. */
-static bool add_subject(struct http_route *r, const char *raw, size_t n)
+static bool add_subject(struct http_route *r, const char *raw, size_t n, bool wildcards)
 {
     char *s = mem_strndup(raw, n);
     long len = http_percent_decode(s, n);
     const char *why = "malformed percent-encoding in subject";
-    if (len < 0 || memchr(s, '\0', (size_t)len) || !subject_valid(s, (size_t)len, true, &why)) {
+    if (len < 0 || memchr(s, '\0', (size_t)len) || !subject_valid(s, (size_t)len, wildcards, &why)) {
         char reason[sizeof(r->reason)];
         snprintf(reason, sizeof(reason), "invalid subject: %s", why);
         fail(r, 400, reason);
@@ -103,9 +104,21 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
         size_t klen = eq ? (size_t)(eq - q) : plen;
         const char *v = eq ? eq + 1 : q + plen;
         size_t vlen = plen - klen - (eq ? 1 : 0);
-        if (klen == 7 && memcmp(q, "subject", 7) == 0) {
-            if (!add_subject(r, v, vlen))
+        if (klen == 7 && memcmp(q, "subject", 7) == 0 && r->kind == HTTP_EVENTS) {
+            if (!add_subject(r, v, vlen, true))
                 return false;
+        } else if (klen == 5 && memcmp(q, "event", 5) == 0 && r->kind == HTTP_PUBLISH) {
+            char *name = mem_strndup(v, vlen);
+            long len = http_percent_decode(name, vlen);
+            if (len <= 0 || len > 128 || memchr(name, '\0', (size_t)len) ||
+                memchr(name, '\r', (size_t)len) || memchr(name, '\n', (size_t)len)) {
+                free(name);
+                fail(r, 400, "invalid event name: 1 to 128 bytes, no line breaks");
+                return false;
+            }
+            name[len] = '\0';
+            free(r->event);
+            r->event = name;
         } else if (klen == 13 && memcmp(q, "last_event_id", 13) == 0) {
             char *id = mem_strndup(v, vlen);
             long len = http_percent_decode(id, vlen);
@@ -126,6 +139,11 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
     return true;
 }
 
+static bool is_method(const char *method, size_t mlen, const char *want)
+{
+    return mlen == strlen(want) && memcmp(method, want, mlen) == 0;
+}
+
 void http_route(struct http_route *r, const char *method, size_t mlen, const char *path,
                 size_t plen)
 {
@@ -138,24 +156,36 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
     size_t base = qmark ? (size_t)(qmark - path) : plen;
     bool events = base >= sizeof(EVENTS) - 1 && memcmp(path, EVENTS, sizeof(EVENTS) - 1) == 0 &&
                   (base == sizeof(EVENTS) - 1 || path[sizeof(EVENTS) - 1] == '/');
-    if (!events) {
+    bool publish = base >= sizeof(PUBLISH) - 1 && memcmp(path, PUBLISH, sizeof(PUBLISH) - 1) == 0;
+    if (events) {
+        if (!is_method(method, mlen, "GET")) {
+            fail(r, 405, "method not allowed (use GET)");
+            return;
+        }
+        r->kind = HTTP_EVENTS;
+        if (base > sizeof(EVENTS) &&
+            !add_subject(r, path + sizeof(EVENTS), base - sizeof(EVENTS), true))
+            return;
+    } else if (publish) {
+        if (!is_method(method, mlen, "POST")) {
+            fail(r, 405, "method not allowed (use POST)");
+            return;
+        }
+        r->kind = HTTP_PUBLISH;
+        /* Publishing goes to one literal subject: a wildcard names no single one. */
+        if (!add_subject(r, path + sizeof(PUBLISH) - 1, base - (sizeof(PUBLISH) - 1), false))
+            return;
+    } else {
         fail(r, 404, "not found");
         return;
     }
-    if (!(mlen == 3 && memcmp(method, "GET", 3) == 0)) {
-        fail(r, 405, "method not allowed (use GET)");
-        return;
-    }
-    if (base > sizeof(EVENTS) && !add_subject(r, path + sizeof(EVENTS), base - sizeof(EVENTS)))
-        return;
     if (qmark && !parse_query(r, qmark + 1, plen - base - 1))
         return;
     if (r->nsubjects == 0) {
         fail(r, 400, "no subject: use /events/<subject> or /events?subject=<subject>");
         return;
     }
-    r->kind = HTTP_EVENTS;
-    r->status = 200;
+    r->status = r->kind == HTTP_PUBLISH ? 202 : 200;
 }
 
 void http_route_dispose(struct http_route *r)
@@ -163,6 +193,8 @@ void http_route_dispose(struct http_route *r)
     for (size_t i = 0; i < r->nsubjects; i++)
         free(r->subjects[i]);
     free(r->last_event_id);
+    free(r->event);
     r->nsubjects = 0;
     r->last_event_id = NULL;
+    r->event = NULL;
 }

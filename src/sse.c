@@ -36,7 +36,8 @@ static size_t walk_lines(const char *p, size_t len, char *out)
         size_t n = i - start;
         if (out) {
             memcpy(out + total, DATA, sizeof(DATA) - 1);
-            memcpy(out + total + sizeof(DATA) - 1, p + start, n);
+            if (n) /* p may be NULL for an empty payload */
+                memcpy(out + total + sizeof(DATA) - 1, p + start, n);
             out[total + sizeof(DATA) - 1 + n] = '\n';
         }
         total += sizeof(DATA) - 1 + n + 1;

@@ -260,6 +260,7 @@ static void *run(void *arg)
 int worker_start(struct worker *w, struct bus *bus)
 {
     w->fanout = fanout_new(bus, w->index, stream_on_event, stream_on_ready);
+    w->env.h2.bus = bus;
     w->streams.fanout = w->fanout;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
         log_error("worker %zu: cannot start thread: %s", w->index, strerror(errno));

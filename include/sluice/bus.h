@@ -84,6 +84,14 @@ int bus_resume(struct bus *bus, const char *pattern, bool resume, uint64_t after
                struct bus_resume *out);
 /* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
 void bus_sweep(struct bus *bus);
+/*
+ * Publishes data on subject (literal, validated by the caller) with the
+ * Sse-Event header set to event unless NULL. Buffered by cnats, never
+ * blocks. Thread-safe. 0, or ERR_NATS when NATS is not connected or
+ * refuses (the caller answers 503).
+ */
+int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
+                size_t len);
 /* True while the NATS connection is up. Thread-safe. */
 bool bus_connected(const struct bus *bus);
 /* Distinct patterns subscribed right now, lingering ones included. Thread-safe. */

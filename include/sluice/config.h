@@ -41,6 +41,7 @@ struct config {
     int stream_rate;                 /* new streams per second per connection */
     int max_requests;                /* requests per connection, then GOAWAY */
     int max_header_bytes;            /* request header list, HPACK-decoded */
+    size_t max_publish_bytes;        /* POST /publish body */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

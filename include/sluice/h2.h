@@ -18,6 +18,7 @@
 
 #include "sluice/buf.h"
 
+struct bus;
 struct config;
 struct stream_env;
 struct h2;
@@ -33,6 +34,7 @@ struct h2_stats {
 /* What every session of one worker shares; borrowed for the session's life. */
 struct h2_env {
     const struct config *cfg;
+    struct bus *bus;            /* for POST /publish; may be NULL (answers 503) */
     struct stream_env *streams;
     struct h2_stats *stats;
 };

@@ -6,6 +6,7 @@
  *   GET /events/<subject>             one subject, percent-decoded
  *   GET /events?subject=A&subject=B   one or several subjects
  *   optional ?last_event_id=ID        resume position for a first connect
+ *   POST /publish/<subject>           publish the body; ?event=NAME sets Sse-Event
  * Subjects are validated and de-duplicated in request order; two that
  * overlap ("a.*" and "a.b") are refused, since a message on both would
  * arrive twice.
@@ -21,6 +22,7 @@
 enum http_kind {
     HTTP_ERROR,  /* answer status with reason as a text/plain body */
     HTTP_EVENTS, /* open an SSE stream on subjects */
+    HTTP_PUBLISH, /* publish the request body on subjects[0] (a literal subject) */
 };
 
 struct http_route {
@@ -30,6 +32,7 @@ struct http_route {
     char *subjects[HTTP_MAX_SUBJECTS]; /* owned; NUL-terminated */
     size_t nsubjects;
     char *last_event_id;  /* owned; NULL when absent */
+    char *event;          /* owned; HTTP_PUBLISH's ?event=, NULL when absent */
 };
 
 /*
