@@ -143,6 +143,31 @@ static void test_overlapping_subjects_refused(void **state)
     expect_events("/events?subject=a.*&subject=b.*", NULL, 2, "a.*", "b.*");
 }
 
+static void test_publish_route(void **state)
+{
+    (void)state;
+    struct http_route r;
+    route(&r, "POST", "/publish/orders.eu?event=price%20update");
+    assert_int_equal(r.kind, HTTP_PUBLISH);
+    assert_int_equal(r.status, 202);
+    assert_int_equal(r.nsubjects, 1);
+    assert_string_equal(r.subjects[0], "orders.eu");
+    assert_string_equal(r.event, "price update");
+    http_route_dispose(&r);
+    route(&r, "POST", "/publish/orders.eu");
+    assert_int_equal(r.kind, HTTP_PUBLISH);
+    assert_null(r.event);
+    http_route_dispose(&r);
+    expect_error("GET", "/publish/orders.eu", 405);
+    expect_error("POST", "/publish/orders.*", 400);
+    expect_error("POST", "/publish/orders.>", 400);
+    expect_error("POST", "/publish/", 400);
+    expect_error("POST", "/publish/a..b", 400);
+    expect_error("POST", "/publish/a?event=x%0Ay", 400);
+    expect_error("POST", "/publish/a?event=", 400);
+    expect_error("POST", "/events/a", 405);
+}
+
 static void test_last_event_id(void **state)
 {
     (void)state;
@@ -371,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_events_query),
         cmocka_unit_test(test_events_query_dedup),
         cmocka_unit_test(test_overlapping_subjects_refused),
+        cmocka_unit_test(test_publish_route),
         cmocka_unit_test(test_last_event_id),
         cmocka_unit_test(test_last_event_id_percent_decoded),
         cmocka_unit_test(test_last_event_id_repeated),
