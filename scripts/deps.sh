@@ -3,7 +3,8 @@
 # Only what is missing is installed; nothing happens when all are present.
 set -eu
 pkgs="build-essential cmake pkg-config openssl ca-certificates curl python3
-      libnghttp2-dev libssl-dev libev-dev libnats-dev libinih-dev libcmocka-dev
+      libnghttp2-dev libssl-dev libev-dev libnats-dev libinih-dev libjwt-dev
+      libjansson-dev libcmocka-dev
       nats-server nghttp2-client"
 [ "${1:-}" = "--fuzz" ] && pkgs="$pkgs clang libclang-rt-14-dev"
 missing=""

@@ -20,10 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "sluice/access.h"
-#include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/http.h"
@@ -33,37 +30,24 @@
 #include "sluice/mem.h"
 #include "sluice/stream.h"
 
-#define LAST_EVENT_ID_MAX 1024
-
 struct req {
     struct h2 *h2;
-    struct list node; /* h2->reqs */
+    struct list node;      /* h2->reqs */
     int32_t id;
-    struct stream *stream; /* SSE responses */
+    struct session_req s;
     bool waiting;          /* SSE response held until the stream is ready */
-    char *method;
-    char *path;
-    char *last_event_id;
-    char *request_id;      /* the client's x-request-id, or one made up */
-    char *traceparent;
-    double started;        /* monotonic seconds */
-    bool header_too_long;
-    size_t header_bytes;   /* name + value + 32 per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts */
-    int status_code;
-    char status[4];
-    char *body;            /* plain responses; body_off <= body_len */
-    size_t body_len, body_off;
-    struct http_route *publish; /* a POST /publish waiting for its body */
-    struct buf in;         /* that body so far; at most max-publish-bytes */
     bool answered;         /* a response was submitted */
+    char status[4];
+    char *text;            /* plain response body; text_off <= text_len */
+    size_t text_len, text_off;
 };
 
 struct h2 {
     nghttp2_session *session;
-    const struct h2_env *env;
+    const struct session_env *env;
     struct buf *out;
     size_t out_max;
-    h2_dirty_fn *dirty;
+    session_dirty_fn *dirty;
     void *dirty_ctx;
     uint64_t conn_id;
     const char *peer;
@@ -72,16 +56,9 @@ struct h2 {
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
     unsigned refused_in_row;     /* streams refused by the rate limit since one was taken */
     uint64_t requests;
-    struct list reqs; /* every req not yet closed */
+    struct list reqs;            /* every req not yet closed */
     size_t nstreams;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static bool has_room(const struct h2 *h2, size_t n)
 {
@@ -113,7 +90,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     if (!has_room(h2, 9 + length))
         return NGHTTP2_ERR_WOULDBLOCK;
     buf_append(h2->out, framehd, 9);
-    stream_copy(r->stream, buf_reserve(h2->out, length), length);
+    stream_copy(r->s.stream, buf_reserve(h2->out, length), length);
     h2->out->len += length;
     return 0;
 }
@@ -127,7 +104,7 @@ static ssize_t on_read_events(nghttp2_session *session, int32_t id, uint8_t *buf
     (void)user;
     struct req *r = source->ptr;
     bool eof;
-    size_t n = stream_pending(r->stream, length, &eof);
+    size_t n = stream_pending(r->s.stream, length, &eof);
     if (n == 0 && !eof)
         return NGHTTP2_ERR_DEFERRED;
     if (n)
@@ -137,31 +114,71 @@ static ssize_t on_read_events(nghttp2_session *session, int32_t id, uint8_t *buf
     return (ssize_t)n;
 }
 
-static ssize_t on_read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+static ssize_t on_read_text(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *source, void *user)
 {
     (void)session;
     (void)id;
     (void)user;
     struct req *r = source->ptr;
-    size_t n = r->body_len - r->body_off;
+    size_t n = r->text_len - r->text_off;
     if (n > length)
         n = length;
-    memcpy(buf, r->body + r->body_off, n);
-    r->body_off += n;
-    if (r->body_off == r->body_len)
+    memcpy(buf, r->text + r->text_off, n);
+    r->text_off += n;
+    r->s.body_bytes = r->text_off;
+    if (r->text_off == r->text_len)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
 
-static int submit_events(struct h2 *h2, struct req *r);
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+static int respond_text(struct h2 *h2, struct req *r, int status, const char *text)
+{
+    char len[24];
+    r->text_len = (size_t)snprintf(NULL, 0, "%s\n", text);
+    r->text = mem_alloc(r->text_len + 1);
+    snprintf(r->text, r->text_len + 1, "%s\n", text);
+    snprintf(r->status, sizeof(r->status), "%d", status);
+    snprintf(len, sizeof(len), "%zu", r->text_len);
+    nghttp2_nv hdrs[] = {
+        NV(":status", r->status),
+        NV("content-type", "text/plain; charset=utf-8"),
+        NV("content-length", len),
+        NV("cache-control", "no-store"),
+        NV("x-request-id", r->s.request_id),
+    };
+    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_text};
+    r->answered = true;
+    r->s.status = status;
+    log_debug("conn %" PRIu64 " stream %d: %s %s -> %d", h2->conn_id, (int)r->id, r->s.method,
+              r->s.path, status);
+    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
+}
+
+static int submit_events(struct h2 *h2, struct req *r)
+{
+    nghttp2_nv hdrs[] = {
+        NV(":status", "200"),
+        NV("content-type", "text/event-stream"),
+        NV("cache-control", "no-cache"),
+        NV("x-accel-buffering", "no"),
+        NV("x-request-id", r->s.request_id),
+    };
+    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_events};
+    r->waiting = false;
+    r->answered = true;
+    r->s.status = 200;
+    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
+}
 
 static void on_stream_wake(void *ctx)
 {
     struct req *r = ctx;
     struct h2 *h2 = r->h2;
     if (r->waiting) {
-        if (stream_ready(r->stream) && submit_events(h2, r) != 0)
+        if (stream_ready(r->s.stream) && submit_events(h2, r) != 0)
             nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
                                       NGHTTP2_INTERNAL_ERROR);
         h2->dirty(h2->dirty_ctx);
@@ -172,7 +189,7 @@ static void on_stream_wake(void *ctx)
      * its final comment: reset it instead, which an EventSource also takes
      * as "reconnect", so that nothing of it lingers.
      */
-    if (stream_ended(r->stream) != STREAM_END_NONE &&
+    if (stream_ended(r->s.stream) != STREAM_END_NONE &&
         (nghttp2_session_get_stream_remote_window_size(h2->session, r->id) <= 0 ||
          nghttp2_session_get_remote_window_size(h2->session) <= 0)) {
         log_debug("conn %" PRIu64 " stream %d: window shut; resetting ended stream",
@@ -184,119 +201,43 @@ static void on_stream_wake(void *ctx)
     h2->dirty(h2->dirty_ctx);
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
-
-/* 16 hex digits; unique enough to find one request in the logs, not a secret. */
-static char *make_request_id(void)
-{
-    static _Thread_local uint64_t state;
-    if (!state)
-        state = ((uint64_t)now_s() * 1000003u) ^ (uint64_t)(uintptr_t)&state ^ 0x2545f4914f6cdd1dULL;
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    char id[17];
-    snprintf(id, sizeof(id), "%016" PRIx64, state);
-    return mem_strdup(id);
-}
-
-static int respond_plain(struct h2 *h2, struct req *r, int status, const char *text)
-{
-    char len[24];
-    r->body_len = (size_t)snprintf(NULL, 0, "%s\n", text);
-    r->body = mem_alloc(r->body_len + 1);
-    snprintf(r->body, r->body_len + 1, "%s\n", text);
-    snprintf(r->status, sizeof(r->status), "%d", status);
-    r->status_code = status;
-    snprintf(len, sizeof(len), "%zu", r->body_len);
-    nghttp2_nv hdrs[] = {
-        NV(":status", r->status),
-        NV("content-type", "text/plain; charset=utf-8"),
-        NV("content-length", len),
-        NV("cache-control", "no-store"),
-        NV("x-request-id", r->request_id),
-    };
-    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_body};
-    r->answered = true;
-    log_debug("conn %" PRIu64 " stream %d: %s %s -> %d", h2->conn_id, (int)r->id, r->method,
-              r->path, status);
-    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
-}
-
 static int respond_events(struct h2 *h2, struct req *r, const struct http_route *route)
 {
-    const struct config *cfg = h2->env->cfg;
-    struct stream_params p = {
-        .env = h2->env->streams,
-        .conn_budget = &h2->budget,
-        .subjects = route->subjects,
-        .nsubjects = route->nsubjects,
-        /* The header is what a reconnecting EventSource sends; the query is for a first connect. */
-        .last_event_id = r->last_event_id ? r->last_event_id : route->last_event_id,
-        .retry_ms = (unsigned)cfg->retry_ms,
-        .jitter_pct = (unsigned)cfg->retry_jitter_pct,
-        .queue_max = cfg->stream_queue_bytes,
-        .wake = on_stream_wake,
-        .wake_ctx = r,
-        .conn_id = h2->conn_id,
-        .stream_id = r->id,
-    };
-    r->stream = stream_new(&p);
+    session_open_stream(&r->s, h2->env, &h2->budget, route, on_stream_wake, r, h2->conn_id, r->id);
     log_debug("conn %" PRIu64 " stream %d: GET %s -> 200 (%zu subjects)", h2->conn_id,
-              (int)r->id, r->path, route->nsubjects);
+              (int)r->id, r->s.path, route->nsubjects);
     /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
     r->waiting = true;
-    return stream_ready(r->stream) ? submit_events(h2, r) : 0;
+    return stream_ready(r->s.stream) ? submit_events(h2, r) : 0;
 }
 
-static int submit_events(struct h2 *h2, struct req *r)
-{
-    nghttp2_nv hdrs[] = {
-        NV(":status", "200"),
-        NV("content-type", "text/event-stream"),
-        NV("cache-control", "no-cache"),
-        NV("x-accel-buffering", "no"),
-        NV("x-request-id", r->request_id),
-    };
-    r->status_code = 200;
-    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_events};
-    r->waiting = false;
-    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
-}
-
-/* The body is complete: publish it and answer. */
 static int finish_publish(struct h2 *h2, struct req *r)
 {
-    struct http_route *route = r->publish;
-    int rc = h2->env->bus ? bus_publish(h2->env->bus, route->subjects[0], route->event,
-                                        r->in.data, r->in.len)
-                          : ERR_NATS;
-    if (rc != 0)
-        return respond_plain(h2, r, 503, "NATS unavailable, try again");
-    return respond_plain(h2, r, 202, "published");
+    const char *text;
+    int status = session_publish(&r->s, h2->env, &text);
+    return respond_text(h2, r, status, text);
 }
 
 static int handle_request(struct h2 *h2, struct req *r)
 {
-    if (!r->request_id)
-        r->request_id = make_request_id();
-    if (r->header_too_long) {
+    session_req_ensure_id(&r->s);
+    if (r->s.header_too_long) {
         metrics_add(&h2->env->stats->header_bytes, 1);
-        return respond_plain(h2, r, 431, "request header too large");
+        return respond_text(h2, r, 431, "request header too large");
     }
-    if (!r->method || !r->path)
+    if (!r->s.method || !r->s.path)
         return nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
                                          NGHTTP2_PROTOCOL_ERROR);
     struct http_route route;
-    http_route(&route, r->method, strlen(r->method), r->path, strlen(r->path));
+    http_route(&route, r->s.method, strlen(r->s.method), r->s.path, strlen(r->s.path));
     if (route.kind == HTTP_PUBLISH) {
         /* Answered when the body is complete (on_data_chunk, on_frame_recv). */
-        r->publish = mem_alloc(sizeof(route));
-        *r->publish = route;
+        r->s.publish = mem_alloc(sizeof(route));
+        *r->s.publish = route;
         return 0;
     }
     int rv = route.kind == HTTP_EVENTS ? respond_events(h2, r, &route)
-                                       : respond_plain(h2, r, route.status, route.reason);
+                                       : respond_text(h2, r, route.status, route.reason);
     http_route_dispose(&route);
     return rv;
 }
@@ -304,7 +245,7 @@ static int handle_request(struct h2 *h2, struct req *r)
 /* Token bucket: stream-rate per second, bursting up to the same number. */
 static bool take_stream_token(struct h2 *h2)
 {
-    double rate = h2->env->cfg->stream_rate, now = now_s();
+    double rate = h2->env->cfg->stream_rate, now = session_now();
     h2->tokens += (now - h2->tokens_at) * rate;
     if (h2->tokens > rate)
         h2->tokens = rate;
@@ -346,23 +287,12 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     struct req *r = mem_calloc(1, sizeof(*r));
     r->h2 = h2;
-    r->id = frame->hd.stream_id;
-    r->started = now_s();
+    r->id = id;
+    session_req_init(&r->s);
     list_insert_tail(&h2->reqs, &r->node);
-    nghttp2_session_set_stream_user_data(session, r->id, r);
+    nghttp2_session_set_stream_user_data(session, id, r);
     h2->nstreams++;
     return 0;
-}
-
-/* Keeps a copy of value in *slot unless longer than max. */
-static void keep_header(struct req *r, char **slot, const uint8_t *value, size_t len, size_t max)
-{
-    if (len > max) {
-        r->header_too_long = true;
-        return;
-    }
-    free(*slot);
-    *slot = mem_strndup((const char *)value, len);
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
@@ -374,23 +304,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (!r)
-        return 0;
-    r->header_bytes += namelen + valuelen + 32;
-    if (r->header_bytes > (size_t)h2->env->cfg->max_header_bytes) {
-        r->header_too_long = true;
-        return 0;
-    }
-    if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-        keep_header(r, &r->method, value, valuelen, 16);
-    else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
-        keep_header(r, &r->path, value, valuelen, HTTP_PATH_MAX);
-    else if (namelen == 13 && memcmp(name, "last-event-id", 13) == 0)
-        keep_header(r, &r->last_event_id, value, valuelen, LAST_EVENT_ID_MAX);
-    else if (namelen == 12 && memcmp(name, "x-request-id", 12) == 0 && valuelen <= 128)
-        keep_header(r, &r->request_id, value, valuelen, 128);
-    else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0 && valuelen <= 128)
-        keep_header(r, &r->traceparent, value, valuelen, 128);
+    if (r)
+        session_req_header(&r->s, h2->env, (const char *)name, namelen, (const char *)value,
+                           valuelen);
     return 0;
 }
 
@@ -401,13 +317,13 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id,
     struct h2 *h2 = user;
     struct req *r = nghttp2_session_get_stream_user_data(session, id);
     /* A body on anything but a pending publish (a GET with a body) is dropped. */
-    if (!r || !r->publish || r->answered)
+    if (!r || !r->s.publish || r->answered)
         return 0;
-    if (r->in.len + len > h2->env->cfg->max_publish_bytes) {
-        respond_plain(h2, r, 413, "body larger than max-publish-bytes");
+    if (r->s.body.len + len > h2->env->cfg->max_publish_bytes) {
+        respond_text(h2, r, 413, "body larger than max-publish-bytes");
         return 0;
     }
-    buf_append(&r->in, data, len);
+    buf_append(&r->s.body, data, len);
     return 0;
 }
 
@@ -423,7 +339,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     int rv = 0;
     if (request)
         rv = handle_request(h2, r);
-    if (rv == 0 && body_end && r->publish && !r->answered)
+    if (rv == 0 && body_end && r->s.publish && !r->answered)
         rv = finish_publish(h2, r);
     if (rv != 0) {
         log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->conn_id, (int)r->id,
@@ -433,50 +349,11 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
-static void log_access(struct h2 *h2, struct req *r)
-{
-    if (!r->method)
-        return;
-    struct access_entry e = {
-        .request_id = r->request_id,
-        .traceparent = r->traceparent,
-        .client = h2->peer,
-        .protocol = "h2",
-        .method = r->method,
-        .path = r->path ? r->path : "",
-        .status = r->status_code,
-        .duration_s = now_s() - r->started,
-            .reason = "complete",
-    };
-    if (r->stream) {
-        struct stream_info info;
-        stream_info(r->stream, &info);
-        e.subjects = stream_subjects(r->stream, &e.nsubjects);
-        e.events = info.events;
-        e.bytes = info.bytes;
-        e.reason = stream_end_label(info.end);
-    } else if (r->body) {
-        e.bytes = r->body_off;
-    }
-    access_write(&e);
-}
-
 static void free_req(struct h2 *h2, struct req *r)
 {
     list_remove(&r->node);
-    log_access(h2, r);
-    stream_free(r->stream);
-    free(r->request_id);
-    free(r->traceparent);
-    free(r->method);
-    free(r->path);
-    free(r->last_event_id);
-    free(r->body);
-    if (r->publish) {
-        http_route_dispose(r->publish);
-        free(r->publish);
-    }
-    buf_dispose(&r->in);
+    session_req_dispose(&r->s, "h2", h2->peer);
+    free(r->text);
     free(r);
     h2->nstreams--;
 }
@@ -493,7 +370,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     return 0;
 }
 
-struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_dirty_fn *dirty,
+struct h2 *h2_new(const struct session_env *env, struct buf *out, size_t out_max, session_dirty_fn *dirty,
                   void *dirty_ctx, uint64_t conn_id, const char *peer)
 {
     struct h2 *h2 = mem_calloc(1, sizeof(*h2));
@@ -505,7 +382,7 @@ struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_
     h2->conn_id = conn_id;
     h2->peer = peer;
     h2->tokens = env->cfg->stream_rate;
-    h2->tokens_at = now_s();
+    h2->tokens_at = session_now();
     h2->budget.max = env->cfg->conn_queue_bytes;
     list_init(&h2->reqs);
 

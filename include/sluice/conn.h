@@ -24,7 +24,7 @@
 
 /* Counters of one worker's connections; one writer, read from any thread. */
 struct conn_stats {
-    struct h2_stats h2;                 /* limits the sessions enforce */
+    struct session_stats h2;                 /* limits the sessions enforce */
     atomic_uint_fast64_t refused;       /* connections refused at accept (max-connections…) */
     atomic_uint_fast64_t refused_per_address;
     atomic_uint_fast64_t handshake_timeouts;
@@ -42,7 +42,7 @@ struct conn_env {
     struct ev_loop *loop;
     struct tls *tls;
     struct guard *guard;
-    struct h2_env h2;
+    struct session_env h2;
     struct list all;   /* conn.node */
     struct list dirty; /* conn.dirty_node: to flush before sleeping */
 };

@@ -17,37 +17,16 @@
 #include <stdint.h>
 
 #include "sluice/buf.h"
+#include "sluice/session.h"
 
-struct bus;
-struct config;
-struct stream_env;
 struct h2;
-
-/* Limits a session enforces, counted; one writer (the worker), read from any thread. */
-struct h2_stats {
-    atomic_uint_fast64_t stream_rate;  /* streams refused: too many new ones per second */
-    atomic_uint_fast64_t requests;     /* connections sent GOAWAY at max-requests */
-    atomic_uint_fast64_t header_bytes; /* requests answered 431 */
-    atomic_uint_fast64_t flood;        /* connections cut for a frame flood or protocol abuse */
-};
-
-/* What every session of one worker shares; borrowed for the session's life. */
-struct h2_env {
-    const struct config *cfg;
-    struct bus *bus;            /* for POST /publish; may be NULL (answers 503) */
-    struct stream_env *streams;
-    struct h2_stats *stats;
-};
-
-/* Called when the session has frames to send (from a wake outside h2_recv/h2_fill). */
-typedef void h2_dirty_fn(void *ctx);
 
 /*
  * A session that writes into out (borrowed) and queues the server's
  * SETTINGS. conn_id labels log lines; peer ("ip:port", borrowed for the
  * session's life) goes to the access log.
  */
-struct h2 *h2_new(const struct h2_env *env, struct buf *out, size_t out_max, h2_dirty_fn *dirty,
+struct h2 *h2_new(const struct session_env *env, struct buf *out, size_t out_max, session_dirty_fn *dirty,
                   void *dirty_ctx, uint64_t conn_id, const char *peer);
 /* Frees every stream of the session. h2_free(NULL) is a no-op. */
 void h2_free(struct h2 *h2);

@@ -1,0 +1,82 @@
+/*
+ * session: what the protocol front ends (h2, http1) share — the worker's
+ * environment they serve requests in, and the limits they count.
+ */
+#ifndef SLUICE_SESSION_H
+#define SLUICE_SESSION_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/buf.h"
+#include "sluice/stream.h"
+
+struct bus;
+struct config;
+struct http_route;
+
+/* Limits a session enforces, counted; one writer (the worker), read from any thread. */
+struct session_stats {
+    atomic_uint_fast64_t stream_rate;  /* streams refused: too many new ones per second */
+    atomic_uint_fast64_t requests;     /* connections sent GOAWAY at max-requests */
+    atomic_uint_fast64_t header_bytes; /* requests answered 431 */
+    atomic_uint_fast64_t flood;        /* connections cut for a frame flood or protocol abuse */
+};
+
+/* What every session of one worker shares; borrowed for the session's life. */
+struct session_env {
+    const struct config *cfg;
+    struct bus *bus;            /* for POST /publish; may be NULL (answers 503) */
+    struct stream_env *streams;
+    struct session_stats *stats;
+};
+
+/* Called when a session has output ready (from a wake outside its recv/fill calls). */
+typedef void session_dirty_fn(void *ctx);
+
+/*
+ * One request, whatever the protocol: the headers sluice reads, what it
+ * answered, and the stream or publish body it owns. Embedded in the
+ * protocol's own per-request state; session_req_dispose() logs it to the
+ * access log and frees what it owns.
+ */
+struct session_req {
+    char *method;
+    char *path;
+    char *last_event_id;
+    char *request_id;           /* the client's x-request-id, or one made up */
+    char *traceparent;
+    double started;             /* monotonic seconds */
+    size_t header_bytes;        /* name + value + 32 per field */
+    bool header_too_long;       /* answer 431 */
+    int status;                 /* answered; 0 before */
+    uint64_t body_bytes;        /* of a plain response */
+    struct stream *stream;      /* SSE responses */
+    struct http_route *publish; /* a POST /publish waiting for its body */
+    struct buf body;            /* that body so far */
+};
+
+/* Monotonic seconds, precise. */
+double session_now(void);
+void session_req_init(struct session_req *r);
+/* Writes the access log line (if the request got as far as a method) and frees. */
+void session_req_dispose(struct session_req *r, const char *protocol, const char *peer);
+/*
+ * Counts a request header and keeps those sluice uses (name lower-case).
+ * Sets header_too_long past max-header-bytes or a field's own bound.
+ */
+void session_req_header(struct session_req *r, const struct session_env *env, const char *name,
+                        size_t nlen, const char *value, size_t vlen);
+/* Makes up a request id unless the client sent one. */
+void session_req_ensure_id(struct session_req *r);
+/* Opens r->stream for an HTTP_EVENTS route. Never calls wake from inside. */
+void session_open_stream(struct session_req *r, const struct session_env *env,
+                         struct stream_budget *budget, const struct http_route *route,
+                         stream_wake_fn *wake, void *wake_ctx, uint64_t conn_id,
+                         int32_t stream_id);
+/* Publishes r->body per r->publish; returns the status to answer (202 or 503) and its text. */
+int session_publish(struct session_req *r, const struct session_env *env, const char **text);
+
+#endif
