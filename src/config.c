@@ -35,6 +35,7 @@ struct key {
 #define SIZE(n, f, lo, hi) {n, K_SIZE, offsetof(struct config, f), lo, hi}
 static const struct key keys[] = {
     STR("listen", listen),
+    STR("listen-plain", listen_plain),
     STR("cert", cert_file),
     STR("key", key_file),
     STR("nats", nats_url),
@@ -67,7 +68,9 @@ static const struct key keys[] = {
 static const char USAGE[] =
     "usage: sluice [options]\n"
     "  --config FILE            INI file with the same keys as these flags (flags win)\n"
-    "  --listen HOST:PORT       TLS listener (default 0.0.0.0:8443)\n"
+    "  --listen HOST:PORT       TLS listener, h2 and HTTP/1.1 (default 0.0.0.0:8443)\n"
+    "  --listen-plain HOST:PORT cleartext HTTP/1.1 and h2c listener for a TLS-terminating\n"
+    "                           load balancer (default off)\n"
     "  --cert FILE              server certificate chain, PEM\n"
     "  --key FILE               server private key, PEM\n"
     "  --nats URL               NATS server (default nats://127.0.0.1:4222)\n"
@@ -118,6 +121,7 @@ void config_init(struct config *c)
 {
     memset(c, 0, sizeof(*c));
     c->listen = mem_strdup("0.0.0.0:8443");
+    c->listen_plain = mem_strdup("off");
     c->nats_url = mem_strdup("nats://127.0.0.1:4222");
     c->admin = mem_strdup("127.0.0.1:9090");
     c->access_log = mem_strdup("-");

@@ -1,5 +1,10 @@
 /*
- * conn: TLS connection I/O (see conn.h).
+ * conn: connection I/O, TLS or cleartext, and protocol selection (see conn.h).
+ *
+ * The protocol is chosen once: by ALPN on TLS ("h2" for h2, "http/1.1" or
+ * none for HTTP/1.1), by the first bytes in cleartext (the HTTP/2 client
+ * preface means h2 with prior knowledge, anything else HTTP/1.1). The rest
+ * of the file calls the chosen session through the small sess_* switch.
  *
  * One io watcher per connection. Reads are bounded per wake-up so one
  * busy client cannot starve the rest of the worker; when the socket will
@@ -25,6 +30,7 @@
 #include "sluice/buf.h"
 #include "sluice/config.h"
 #include "sluice/guard.h"
+#include "sluice/http1.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/tls.h"
@@ -37,8 +43,11 @@ struct conn {
     struct list dirty_node; /* env->dirty, or detached */
     ev_io io;
     int fd;
-    SSL *ssl;
-    struct h2 *h2;          /* NULL until the handshake is done */
+    SSL *ssl;               /* NULL for cleartext */
+    enum { PROTO_NONE, PROTO_H2, PROTO_H1 } proto; /* NONE: handshake or preface pending */
+    struct h2 *h2;          /* when PROTO_H2 */
+    struct http1 *h1;       /* when PROTO_H1 */
+    struct buf sniff;       /* cleartext: first bytes, until the protocol is known */
     struct buf out;         /* frames not yet accepted by SSL_write */
     uint64_t id;
     ev_tstamp opened;       /* ev_now at accept */
@@ -94,31 +103,140 @@ static const char *ssl_reason(int err)
     return text;
 }
 
+static int sess_recv(struct conn *c, const uint8_t *data, size_t n)
+{
+    return c->proto == PROTO_H2 ? h2_recv(c->h2, data, n) : http1_recv(c->h1, data, n);
+}
+
+static int sess_fill(struct conn *c)
+{
+    return c->proto == PROTO_H2 ? h2_fill(c->h2) : http1_fill(c->h1);
+}
+
+static bool sess_finished(const struct conn *c)
+{
+    return c->proto == PROTO_H2 ? h2_finished(c->h2) : http1_finished(c->h1);
+}
+
+static size_t sess_streams(const struct conn *c)
+{
+    return c->proto == PROTO_H2 ? h2_streams(c->h2) : http1_streams(c->h1);
+}
+
+static void sess_goaway(struct conn *c)
+{
+    if (c->proto == PROTO_H2)
+        h2_goaway(c->h2);
+    else if (c->proto == PROTO_H1)
+        http1_goaway(c->h1);
+}
+
+/* Reads into data: bytes read, 0 when nothing more now, -1 when closed or failed. */
+static ssize_t io_read(struct conn *c, uint8_t *data, size_t n)
+{
+    if (!c->ssl) {
+        ssize_t r = read(c->fd, data, n);
+        if (r > 0)
+            return r;
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        close_conn(c, r == 0 ? "peer closed" : strerror(errno));
+        return -1;
+    }
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, data, (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return 0;
+    close_conn(c, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : ssl_reason(e));
+    return -1;
+}
+
+/*
+ * Writes out's pending bytes: bytes written, 0 when the socket is full
+ * (*want_read set when TLS needs to read first), -1 when failed.
+ */
+static ssize_t io_write(struct conn *c, bool *want_read)
+{
+    *want_read = false;
+    if (!c->ssl) {
+        ssize_t w = write(c->fd, c->out.data + c->out.off, buf_pending(&c->out));
+        if (w >= 0)
+            return w;
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        close_conn(c, strerror(errno));
+        return -1;
+    }
+    ERR_clear_error();
+    int w = SSL_write(c->ssl, c->out.data + c->out.off, (int)buf_pending(&c->out));
+    if (w > 0)
+        return w;
+    int e = SSL_get_error(c->ssl, w);
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        *want_read = e == SSL_ERROR_WANT_READ;
+        return 0;
+    }
+    close_conn(c, ssl_reason(e));
+    return -1;
+}
+
+/* The protocol is known: start its session; the idle timer replaces the handshake deadline. */
+static void start_session(struct conn *c, bool h2)
+{
+    c->proto = h2 ? PROTO_H2 : PROTO_H1;
+    c->idle_since = ev_now(c->env->loop);
+    ev_timer_stop(c->env->loop, &c->timer);
+    ev_timer_set(&c->timer, c->env->session.cfg->idle_timeout_ms / 1000.0, 0);
+    ev_timer_start(c->env->loop, &c->timer);
+    metrics_add(h2 ? &c->env->stats.open_h2 : &c->env->stats.open_h1, 1);
+    if (h2)
+        c->h2 = h2_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer);
+    else
+        c->h1 = http1_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer);
+    mark_dirty(c);
+}
+
+static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/*
+ * Cleartext: buffers the first bytes until they are, or cannot be, the
+ * HTTP/2 preface; then starts the session and feeds it what was buffered.
+ */
+static void sniff(struct conn *c, const uint8_t *data, size_t n)
+{
+    buf_append(&c->sniff, data, n);
+    size_t have = c->sniff.len, want = sizeof(PREFACE) - 1;
+    size_t cmp = have < want ? have : want;
+    bool match = memcmp(c->sniff.data, PREFACE, cmp) == 0;
+    if (match && have < want)
+        return;
+    start_session(c, match);
+    if (sess_recv(c, c->sniff.data, c->sniff.len) != 0)
+        close_conn(c, "protocol error");
+    buf_dispose(&c->sniff);
+}
+
 static void do_read(struct conn *c)
 {
     uint8_t data[16384];
     size_t budget = READ_BUDGET;
-    for (;;) {
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, data, sizeof(data));
-        if (n > 0) {
-            if (h2_recv(c->h2, data, (size_t)n) != 0) {
-                close_conn(c, "protocol error");
-                return;
-            }
-            if (budget <= (size_t)n) {
-                /* More may wait inside OpenSSL where the io watcher cannot see it. */
-                ev_feed_event(c->env->loop, &c->io, EV_READ);
-                break;
-            }
-            budget -= (size_t)n;
-            continue;
-        }
-        int e = SSL_get_error(c->ssl, n);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+    while (!c->closing) {
+        ssize_t n = io_read(c, data, sizeof(data));
+        if (n <= 0)
             break;
-        close_conn(c, e == SSL_ERROR_ZERO_RETURN ? "peer closed" : ssl_reason(e));
-        return;
+        if (c->proto == PROTO_NONE)
+            sniff(c, data, (size_t)n);
+        else if (sess_recv(c, data, (size_t)n) != 0)
+            close_conn(c, "protocol error");
+        if (budget <= (size_t)n) {
+            /* More may wait inside OpenSSL where the io watcher cannot see it. */
+            ev_feed_event(c->env->loop, &c->io, EV_READ);
+            break;
+        }
+        budget -= (size_t)n;
     }
     mark_dirty(c);
 }
@@ -141,18 +259,8 @@ static void do_handshake(struct conn *c)
         }
         return;
     }
-    if (!tls_is_h2(c->ssl)) {
-        close_conn(c, "ALPN did not select h2");
-        return;
-    }
     set_events(c, EV_READ);
-    /* From now on the timer checks idleness instead of the handshake deadline. */
-    c->idle_since = ev_now(c->env->loop);
-    ev_timer_stop(c->env->loop, &c->timer);
-    ev_timer_set(&c->timer, c->env->h2.cfg->idle_timeout_ms / 1000.0, 0);
-    ev_timer_start(c->env->loop, &c->timer);
-    c->h2 = h2_new(&c->env->h2, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer);
-    mark_dirty(c);
+    start_session(c, tls_is_h2(c->ssl));
     do_read(c);
 }
 
@@ -160,7 +268,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     struct conn *c = container_of(w, struct conn, io);
-    if (!c->h2)
+    if (c->ssl && c->proto == PROTO_NONE)
         do_handshake(c);
     else if (c->write_blocked)
         mark_dirty(c); /* the flush retries the pending write */
@@ -179,19 +287,20 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     struct conn *c = container_of(t, struct conn, timer);
-    double idle = c->env->h2.cfg->idle_timeout_ms / 1000.0;
-    if (!c->h2) {
-        log_info("conn %" PRIu64 " %s: TLS handshake timed out", c->id, c->peer);
+    double idle = c->env->session.cfg->idle_timeout_ms / 1000.0;
+    if (c->proto == PROTO_NONE) {
+        log_info("conn %" PRIu64 " %s: %s timed out", c->id, c->peer,
+                 c->ssl ? "TLS handshake" : "first request");
         metrics_add(&c->env->stats.handshake_timeouts, 1);
         close_conn(c, "handshake timeout");
-    } else if (h2_streams(c->h2) > 0) {
+    } else if (sess_streams(c) > 0) {
         c->idle_since = 0;
     } else if (c->idle_since == 0) {
         c->idle_since = ev_now(loop);
     } else if (ev_now(loop) - c->idle_since >= idle) {
         log_debug("conn %" PRIu64 " %s: idle; GOAWAY", c->id, c->peer);
         metrics_add(&c->env->stats.idle_timeouts, 1);
-        h2_goaway(c->h2);
+        sess_goaway(c);
         mark_dirty(c);
         /* The flush closes it once the GOAWAY is out; this is only the backstop. */
         c->idle_since = ev_now(loop) - idle + 5.0;
@@ -204,7 +313,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     ev_timer_start(loop, t);
 }
 
-struct conn *conn_new(struct conn_env *env, int fd, const char *address, const char *peer)
+struct conn *conn_new(struct conn_env *env, int fd, bool tls, const char *address,
+                      const char *peer)
 {
     const char *limit;
     if (!guard_admit(env->guard, address, &limit)) {
@@ -227,12 +337,15 @@ struct conn *conn_new(struct conn_env *env, int fd, const char *address, const c
     buf_init(&c->out);
     list_init(&c->dirty_node);
     list_insert_tail(&env->all, &c->node);
-    c->ssl = tls_ssl_new(env->tls);
-    SSL_set_fd(c->ssl, fd);
-    SSL_set_accept_state(c->ssl);
+    buf_init(&c->sniff);
+    if (tls) {
+        c->ssl = tls_ssl_new(env->tls);
+        SSL_set_fd(c->ssl, fd);
+        SSL_set_accept_state(c->ssl);
+    }
     ev_io_init(&c->io, on_io, fd, EV_READ);
     ev_io_start(env->loop, &c->io);
-    ev_timer_init(&c->timer, on_timer, env->h2.cfg->handshake_timeout_ms / 1000.0, 0);
+    ev_timer_init(&c->timer, on_timer, env->session.cfg->handshake_timeout_ms / 1000.0, 0);
     ev_timer_start(env->loop, &c->timer);
     log_debug("conn %" PRIu64 " %s: accepted", c->id, c->peer);
     return c;
@@ -246,15 +359,19 @@ void conn_free(struct conn *c)
     ev_timer_stop(c->env->loop, &c->timer);
     guard_release(c->env->guard, c->address);
     metrics_add(&c->env->stats.open, -1);
+    if (c->proto != PROTO_NONE)
+        metrics_add(c->proto == PROTO_H2 ? &c->env->stats.open_h2 : &c->env->stats.open_h1, -1);
     metrics_observe(&c->env->stats.age, ev_now(c->env->loop) - c->opened);
     list_remove(&c->node);
     list_remove(&c->dirty_node);
     /* close_notify, best effort: a clean end for the peer, not an unexpected EOF. */
-    if (c->h2 && !c->write_blocked)
+    if (c->ssl && c->proto != PROTO_NONE && !c->write_blocked)
         SSL_shutdown(c->ssl);
     h2_free(c->h2);
+    http1_free(c->h1);
     ERR_clear_error();
     SSL_free(c->ssl);
+    buf_dispose(&c->sniff);
     close(c->fd);
     buf_dispose(&c->out);
     free(c);
@@ -263,35 +380,33 @@ void conn_free(struct conn *c)
 void conn_flush(struct conn *c)
 {
     list_remove(&c->dirty_node);
-    while (!c->closing && c->h2) {
+    while (!c->closing && c->proto != PROTO_NONE) {
         if (buf_pending(&c->out) == 0) {
-            if (h2_fill(c->h2) != 0) {
+            if (sess_fill(c) != 0) {
                 close_conn(c, "protocol error");
                 break;
             }
             if (buf_pending(&c->out) == 0) {
                 c->write_blocked = false;
                 set_events(c, EV_READ);
-                if (h2_finished(c->h2))
+                if (sess_finished(c))
                     close_conn(c, "session finished");
                 break;
             }
         }
-        ERR_clear_error();
-        int n = SSL_write(c->ssl, c->out.data + c->out.off, (int)buf_pending(&c->out));
+        bool want_read;
+        ssize_t n = io_write(c, &want_read);
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
             metrics_add(&c->env->stats.bytes_written, n);
             continue;
         }
-        int e = SSL_get_error(c->ssl, n);
-        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        if (n == 0) {
             /* Soft limit: no new requests are read until the peer drains this. */
             c->write_blocked = true;
-            set_events(c, e == SSL_ERROR_WANT_WRITE ? EV_WRITE : EV_READ);
-            break;
+            set_events(c, want_read ? EV_READ : EV_WRITE);
         }
-        close_conn(c, ssl_reason(e));
+        break;
     }
     if (c->closing)
         conn_free(c);
@@ -299,19 +414,18 @@ void conn_flush(struct conn *c)
 
 void conn_drain_notice(struct conn *c)
 {
-    if (!c->h2) {
+    if (c->proto == PROTO_NONE) {
         close_conn(c, "draining");
         conn_free(c);
         return;
     }
-    h2_shutdown_notice(c->h2);
+    if (c->proto == PROTO_H2)
+        h2_shutdown_notice(c->h2);
     mark_dirty(c);
 }
 
 void conn_drain_final(struct conn *c)
 {
-    if (c->h2) {
-        h2_goaway(c->h2);
-        mark_dirty(c);
-    }
+    sess_goaway(c);
+    mark_dirty(c);
 }

@@ -88,7 +88,8 @@ static void on_metrics(void *ctx, struct buf *out)
         cs[i] = worker_conn_stats(s->workers[i]);
     }
     metrics_header(out, "sluice_connections_open", "gauge", "Client connections open, by protocol.");
-    metrics_value(out, "sluice_connections_open", "protocol=\"h2\"", CONNS(open));
+    metrics_value(out, "sluice_connections_open", "protocol=\"h2\"", CONNS(open_h2));
+    metrics_value(out, "sluice_connections_open", "protocol=\"http/1.1\"", CONNS(open_h1));
     metrics_header(out, "sluice_connections_accepted_total", "counter", "Client connections accepted.");
     metrics_value(out, "sluice_connections_accepted_total", NULL, CONNS(accepted));
     metrics_header(out, "sluice_tls_handshake_failures_total", "counter",
@@ -112,10 +113,10 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"connections_per_address\"", offsetof(struct conn_stats, refused_per_address)},
         {"limit=\"handshake_timeout\"", offsetof(struct conn_stats, handshake_timeouts)},
         {"limit=\"idle_timeout\"", offsetof(struct conn_stats, idle_timeouts)},
-        {"limit=\"stream_rate\"", offsetof(struct conn_stats, h2.stream_rate)},
-        {"limit=\"max_requests\"", offsetof(struct conn_stats, h2.requests)},
-        {"limit=\"header_bytes\"", offsetof(struct conn_stats, h2.header_bytes)},
-        {"limit=\"flood\"", offsetof(struct conn_stats, h2.flood)},
+        {"limit=\"stream_rate\"", offsetof(struct conn_stats, session.stream_rate)},
+        {"limit=\"max_requests\"", offsetof(struct conn_stats, session.requests)},
+        {"limit=\"header_bytes\"", offsetof(struct conn_stats, session.header_bytes)},
+        {"limit=\"flood\"", offsetof(struct conn_stats, session.flood)},
     };
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label, sum_at(s, true, limits[i].off));
@@ -263,8 +264,10 @@ int server_run(const struct config *cfg, int argc, char **argv)
     s.nworkers = n < 1 ? 1 : n > 64 ? 64 : n;
     s.workers = mem_calloc(s.nworkers, sizeof(*s.workers));
     int *fds = mem_calloc(s.nworkers, sizeof(*fds));
+    int *plain = mem_calloc(s.nworkers, sizeof(*plain));
     struct admin *admin = NULL;
-    char err[512], bound[300], admin_bound[300] = "off";
+    char err[512], bound[300], plain_bound[300] = "off", admin_bound[300] = "off";
+    bool has_plain = strcmp(cfg->listen_plain, "off") != 0;
 
     /* Blocked before any thread exists, so every thread inherits the mask. */
     sigset_t set;
@@ -291,10 +294,19 @@ int server_run(const struct config *cfg, int argc, char **argv)
         log_error("listen: %s", err);
         goto out_access;
     }
+    for (size_t i = 0; i < s.nworkers; i++)
+        plain[i] = -1;
+    if (has_plain && net_listen(cfg->listen_plain, plain, s.nworkers, plain_bound,
+                                sizeof(plain_bound), err, sizeof(err)) != 0) {
+        log_error("listen-plain: %s", err);
+        for (size_t i = 0; i < s.nworkers; i++)
+            close(fds[i]);
+        goto out_access;
+    }
     size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
     for (size_t i = 0; i < s.nworkers; i++)
-        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, fds[i], queue_total / s.nworkers);
+        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, fds[i], plain[i], queue_total / s.nworkers);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -320,10 +332,10 @@ int server_run(const struct config *cfg, int argc, char **argv)
         if (worker_start(s.workers[i], s.bus) != 0)
             goto out_stop;
     }
-    log_info("sluice %s listening on https://%s (h2), admin on http://%s, %zu workers, nats %s, "
-             "max-streams %d, heartbeat %d ms",
-             SLUICE_VERSION, bound, admin_bound, s.nworkers, cfg->nats_url, cfg->max_streams,
-             cfg->heartbeat_ms);
+    log_info("sluice %s listening on https://%s (h2), plain on http://%s, admin on http://%s, "
+             "%zu workers, nats %s, max-streams %d, heartbeat %d ms",
+             SLUICE_VERSION, bound, plain_bound, admin_bound, s.nworkers, cfg->nats_url,
+             cfg->max_streams, cfg->heartbeat_ms);
     run_signals(&s, argc, argv);
     code = 0;
 out_stop:
@@ -343,5 +355,6 @@ out_tls:
 out:
     free(s.workers);
     free(fds);
+    free(plain);
     return code;
 }

@@ -1,10 +1,9 @@
 /*
  * tls: server context (see tls.h).
  *
- * The ALPN refusal is made in the ClientHello callback, not only in the
- * ALPN select callback: OpenSSL skips the select callback when a client
- * sends no ALPN extension at all, and such a client must get the same
- * clean alert rather than a handshake that completes and then closes.
+ * ALPN picks h2 when the client offers it, else http/1.1; a client that
+ * offers neither gets the no_application_protocol alert; one that sends no
+ * ALPN at all speaks HTTP/1.1 (older clients and many load balancers).
  */
 #include "sluice/tls.h"
 
@@ -16,7 +15,8 @@
 
 #include "sluice/mem.h"
 
-static const unsigned char H2[] = "\x02h2";
+/* Ours, in order of preference. */
+static const unsigned char PROTOS[] = "\x02h2\x08http/1.1";
 
 static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                           const unsigned char *in, unsigned int inlen, void *arg)
@@ -24,24 +24,12 @@ static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
     (void)ssl;
     (void)arg;
     unsigned char *sel;
-    if (SSL_select_next_proto(&sel, outlen, H2, sizeof(H2) - 1, in, inlen) !=
+    /* Server preference: h2 whenever the client offers it, wherever it lists it. */
+    if (SSL_select_next_proto(&sel, outlen, PROTOS, sizeof(PROTOS) - 1, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
-}
-
-static int on_client_hello(SSL *ssl, int *alert, void *arg)
-{
-    (void)arg;
-    const unsigned char *ext;
-    size_t len;
-    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
-                                   &len)) {
-        *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
-        return SSL_CLIENT_HELLO_ERROR;
-    }
-    return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 static void set_ssl_err(char *err, size_t errlen, const char *what, const char *file)
@@ -65,7 +53,6 @@ SSL_CTX *tls_ctx_new(const char *cert_file, const char *key_file, char *err, siz
     SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
-    SSL_CTX_set_client_hello_cb(ctx, on_client_hello, NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         set_ssl_err(err, errlen, "cannot load certificate", cert_file);
         goto fail;

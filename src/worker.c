@@ -39,6 +39,8 @@ struct worker {
     struct ev_loop *loop;
     int listen_fd;
     ev_io accept_io;
+    int plain_fd;             /* -1 when there is no cleartext listener */
+    ev_io plain_io;
     ev_async inbox_async;
     ev_async stop_async;
     ev_prepare flush;
@@ -64,14 +66,12 @@ struct worker {
     size_t draining_cap;
 };
 
-static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+static void accept_some(struct worker *w, int listen_fd, bool tls)
 {
-    (void)revents;
-    struct worker *w = container_of(io, struct worker, accept_io);
     for (int i = 0; i < ACCEPT_BUDGET; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 log_warn("worker %zu: accept: %s", w->index, strerror(errno));
@@ -82,9 +82,24 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         char peer[64], address[48];
         net_name((struct sockaddr *)&ss, peer, sizeof(peer));
         net_ip((struct sockaddr *)&ss, address, sizeof(address));
-        conn_new(&w->env, fd, address, peer);
+        conn_new(&w->env, fd, tls, address, peer);
     }
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
     (void)loop;
+    (void)revents;
+    struct worker *w = container_of(io, struct worker, accept_io);
+    accept_some(w, w->listen_fd, true);
+}
+
+static void on_accept_plain(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(io, struct worker, plain_io);
+    accept_some(w, w->plain_fd, false);
 }
 
 static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
@@ -175,6 +190,11 @@ static void on_drain(struct ev_loop *loop, ev_async *a, int revents)
     ev_io_stop(loop, &w->accept_io);
     close(w->listen_fd);
     w->listen_fd = -1;
+    if (w->plain_fd >= 0) {
+        ev_io_stop(loop, &w->plain_io);
+        close(w->plain_fd);
+        w->plain_fd = -1;
+    }
     for (struct list *n = w->env.all.next, *next; n != &w->env.all; n = next) {
         next = n->next;
         conn_drain_notice(conn_of_node(n));
@@ -212,7 +232,7 @@ void worker_post(void *ctx, struct sse_event *ev)
 }
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
-                          struct guard *guard, int listen_fd, size_t queue_bytes)
+                          struct guard *guard, int listen_fd, int plain_fd, size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
     w->index = index;
@@ -224,14 +244,19 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.loop = w->loop;
     w->env.tls = tls;
     w->env.guard = guard;
-    w->env.h2.stats = &w->env.stats.h2;
+    w->env.session.stats = &w->env.stats.session;
     list_init(&w->env.all);
     list_init(&w->env.dirty);
-    w->env.h2.cfg = cfg;
-    w->env.h2.streams = &w->streams;
+    w->env.session.cfg = cfg;
+    w->env.session.streams = &w->streams;
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     ev_io_start(w->loop, &w->accept_io);
+    w->plain_fd = plain_fd;
+    if (plain_fd >= 0) {
+        ev_io_init(&w->plain_io, on_accept_plain, plain_fd, EV_READ);
+        ev_io_start(w->loop, &w->plain_io);
+    }
     ev_async_init(&w->inbox_async, on_inbox);
     ev_async_start(w->loop, &w->inbox_async);
     ev_async_init(&w->stop_async, on_stop);
@@ -260,7 +285,7 @@ static void *run(void *arg)
 int worker_start(struct worker *w, struct bus *bus)
 {
     w->fanout = fanout_new(bus, w->index, stream_on_event, stream_on_ready);
-    w->env.h2.bus = bus;
+    w->env.session.bus = bus;
     w->streams.fanout = w->fanout;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
         log_error("worker %zu: cannot start thread: %s", w->index, strerror(errno));
@@ -293,6 +318,8 @@ void worker_free(struct worker *w)
     ev_loop_destroy(w->loop);
     if (w->listen_fd >= 0)
         close(w->listen_fd);
+    if (w->plain_fd >= 0)
+        close(w->plain_fd);
     pthread_mutex_destroy(&w->inbox_lock);
     free(w);
 }

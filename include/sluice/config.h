@@ -15,6 +15,7 @@
 
 struct config {
     char *listen;        /* "host:port" */
+    char *listen_plain;  /* cleartext HTTP/1.1 + h2c listener, or "off" */
     char *cert_file;
     char *key_file;
     char *nats_url;

@@ -1,6 +1,7 @@
 /*
- * conn: one accepted TCP connection — TLS, bytes in and out, and the
- * protocol session on top (single-threaded, owned by its worker).
+ * conn: one accepted TCP connection — TLS or cleartext, bytes in and out,
+ * and the protocol session on top, h2 or HTTP/1.1 (single-threaded, owned
+ * by its worker).
  *
  * Producers never write to the socket: they mark the connection dirty,
  * and the worker calls conn_flush() on every dirty connection once per
@@ -24,12 +25,14 @@
 
 /* Counters of one worker's connections; one writer, read from any thread. */
 struct conn_stats {
-    struct session_stats h2;                 /* limits the sessions enforce */
+    struct session_stats session;       /* limits the sessions enforce */
     atomic_uint_fast64_t refused;       /* connections refused at accept (max-connections…) */
     atomic_uint_fast64_t refused_per_address;
     atomic_uint_fast64_t handshake_timeouts;
     atomic_uint_fast64_t idle_timeouts;
-    atomic_uint_fast64_t open;          /* gauge */
+    atomic_uint_fast64_t open;          /* gauge, handshakes included */
+    atomic_uint_fast64_t open_h2;       /* gauge */
+    atomic_uint_fast64_t open_h1;       /* gauge */
     atomic_uint_fast64_t accepted;
     atomic_uint_fast64_t tls_failures;  /* handshakes that failed */
     atomic_uint_fast64_t bytes_written; /* TLS payload bytes */
@@ -42,7 +45,7 @@ struct conn_env {
     struct ev_loop *loop;
     struct tls *tls;
     struct guard *guard;
-    struct session_env h2;
+    struct session_env session;
     struct list all;   /* conn.node */
     struct list dirty; /* conn.dirty_node: to flush before sleeping */
 };
@@ -53,10 +56,12 @@ struct tls;
 
 /*
  * Takes ownership of fd (non-blocking) and admits it through env->guard
- * (address: the peer's IP); starts the TLS handshake, or closes fd and
- * returns NULL when a connection limit is reached.
+ * (address: the peer's IP); starts the TLS handshake (tls) or waits for
+ * the first bytes (cleartext: HTTP/1.1 or h2 with prior knowledge), or
+ * closes fd and returns NULL when a connection limit is reached.
  */
-struct conn *conn_new(struct conn_env *env, int fd, const char *address, const char *peer);
+struct conn *conn_new(struct conn_env *env, int fd, bool tls, const char *address,
+                      const char *peer);
 /* Closes the socket and frees everything. conn_free(NULL) is a no-op. */
 void conn_free(struct conn *c);
 /* Writes what is ready. May free c (when it finishes or fails). */

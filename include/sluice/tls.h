@@ -3,9 +3,8 @@
  * ciphers and ALPN.
  *
  * TLS 1.2 with the AEAD ECDHE suites HTTP/2 allows, and TLS 1.3. ALPN
- * must offer "h2": a client that offers only other protocols, or none,
- * is refused during the handshake with the no_application_protocol alert
- * (there is no HTTP/1.1 fallback yet).
+ * selects "h2", else "http/1.1"; a client offering only other protocols is
+ * refused with the no_application_protocol alert; no ALPN means HTTP/1.1.
  */
 #ifndef SLUICE_TLS_H
 #define SLUICE_TLS_H

@@ -1,0 +1,43 @@
+/*
+ * http1: one HTTP/1.1 server connection (no I/O of its own), the fallback
+ * for clients, proxies and load balancers that do not speak h2.
+ *
+ * The same interface as h2: bytes in with http1_recv(), response bytes
+ * appended to the connection's output buffer by http1_fill(). Requests are
+ * served one at a time, in order; an SSE response streams with chunked
+ * encoding and keeps the connection alive afterwards. Everything a stream
+ * is — heartbeats, caps, resume, the 200 held until NATS confirms — is the
+ * same stream module as on h2; only the framing differs. TCP is the flow
+ * control here: when the socket stops draining, the output buffer stops
+ * taking chunks and the stream's queue grows to its cap.
+ */
+#ifndef SLUICE_HTTP1_H
+#define SLUICE_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/buf.h"
+#include "sluice/session.h"
+
+struct http1;
+
+/* As h2_new(); protocol labels the access log ("http/1.1"). */
+struct http1 *http1_new(const struct session_env *env, struct buf *out, size_t out_max,
+                        session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id,
+                        const char *peer);
+/* Frees the request in progress. http1_free(NULL) is a no-op. */
+void http1_free(struct http1 *h);
+/* Feeds received bytes. 0, or ERR_PROTO when the connection must close. */
+int http1_recv(struct http1 *h, const uint8_t *data, size_t len);
+/* Appends ready response bytes to out. 0 always. */
+int http1_fill(struct http1 *h);
+/* True when the connection should close once out is written. */
+bool http1_finished(const struct http1 *h);
+/* Streams open right now: 0 or 1. */
+size_t http1_streams(const struct http1 *h);
+/* Drain: finish the response in progress, then close. */
+void http1_goaway(struct http1 *h);
+
+#endif
