@@ -30,7 +30,9 @@ struct key {
     long min, max; /* for K_INT and K_SIZE */
 };
 
+/* STR needs a value; OPT may be set to "" (min 1 marks it), which turns it off. */
 #define STR(n, f) {n, K_STR, offsetof(struct config, f), 0, 0}
+#define OPT(n, f) {n, K_STR, offsetof(struct config, f), 1, 0}
 #define INT(n, f, lo, hi) {n, K_INT, offsetof(struct config, f), lo, hi}
 #define SIZE(n, f, lo, hi) {n, K_SIZE, offsetof(struct config, f), lo, hi}
 static const struct key keys[] = {
@@ -50,6 +52,16 @@ static const struct key keys[] = {
     INT("max-requests", max_requests, 1, 2000000000),
     INT("max-header-bytes", max_header_bytes, 1024, 1048576),
     SIZE("max-publish-bytes", max_publish_bytes, 1, 64L << 20),
+    STR("auth", auth),
+    INT("allow-anonymous", allow_anonymous, 0, 1),
+    OPT("jwt-secret-file", jwt_secret_file),
+    OPT("jwt-keys", jwt_keys),
+    INT("jwt-leeway-s", jwt_leeway_s, 0, 3600),
+    OPT("jwt-audience", jwt_audience),
+    OPT("jwt-issuer", jwt_issuer),
+    STR("auth-cookie", auth_cookie),
+    OPT("cors-origins", cors_origins),
+    INT("cors-credentials", cors_credentials, 0, 1),
     INT("workers", workers, 0, 64),
     INT("max-streams", max_streams, 1, 1 << 20),
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
@@ -101,6 +113,16 @@ static const char USAGE[] =
     "  --max-requests N         requests per connection before GOAWAY (default 1000000)\n"
     "  --max-header-bytes N     request header list size (default 16384)\n"
     "  --max-publish-bytes N    POST /publish body limit (default 1048576)\n"
+    "  --auth MODE              none or jwt (default none)\n"
+    "  --allow-anonymous 0|1    allow auth none on a non-loopback listener (default 0)\n"
+    "  --jwt-secret-file FILE   HS256/384/512 secret\n"
+    "  --jwt-keys LIST          RS256/ES256 public keys: [kid:]FILE,[kid:]FILE\n"
+    "  --jwt-leeway-s N         clock skew allowed on exp and nbf (default 30)\n"
+    "  --jwt-audience AUD       required aud claim (default: not checked)\n"
+    "  --jwt-issuer ISS         required iss claim (default: not checked)\n"
+    "  --auth-cookie NAME       cookie that may carry the token (default sluice_token)\n"
+    "  --cors-origins LIST      allowed origins: https://app.example,https://*.example.org\n"
+    "  --cors-credentials 0|1   allow credentials (cookies) cross-origin (default 0)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
@@ -134,6 +156,14 @@ void config_init(struct config *c)
     c->max_requests = 1000000;
     c->max_header_bytes = 16384;
     c->max_publish_bytes = 1024 * 1024;
+    c->auth = mem_strdup("none");
+    c->jwt_secret_file = mem_strdup("");
+    c->jwt_keys = mem_strdup("");
+    c->jwt_leeway_s = 30;
+    c->jwt_audience = mem_strdup("");
+    c->jwt_issuer = mem_strdup("");
+    c->auth_cookie = mem_strdup("sluice_token");
+    c->cors_origins = mem_strdup("");
     c->max_streams = 4096;
     c->heartbeat_ms = 15000;
     c->retry_ms = 3000;
@@ -176,7 +206,7 @@ int config_set(struct config *c, const char *name, const char *value, char *err,
     void *field = (char *)c + k->offset;
     switch (k->kind) {
     case K_STR:
-        if (!*value) {
+        if (!*value && k->min == 0) {
             set_err(err, errlen, "'%s' needs a value", name);
             return ERR_INVALID;
         }
@@ -314,6 +344,10 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
 
 int config_check(const struct config *c, char *err, size_t errlen)
 {
+    if (strcmp(c->auth, "none") != 0 && strcmp(c->auth, "jwt") != 0) {
+        set_err(err, errlen, "auth must be none or jwt, not '%s'", c->auth);
+        return ERR_INVALID;
+    }
     if (!c->cert_file || !c->key_file) {
         set_err(err, errlen, "a certificate and key are required (--cert FILE --key FILE)");
         return ERR_INVALID;

@@ -193,9 +193,11 @@ static void start_session(struct conn *c, bool h2)
     ev_timer_start(c->env->loop, &c->timer);
     metrics_add(h2 ? &c->env->stats.open_h2 : &c->env->stats.open_h1, 1);
     if (h2)
-        c->h2 = h2_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer);
+        c->h2 = h2_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer,
+                       c->ssl != NULL);
     else
-        c->h1 = http1_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer);
+        c->h1 = http1_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer,
+                          c->ssl != NULL);
     mark_dirty(c);
 }
 

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/cors.h"
 #include "sluice/err.h"
 #include "sluice/http.h"
 #include "sluice/list.h"
@@ -51,6 +52,7 @@ struct h2 {
     void *dirty_ctx;
     uint64_t conn_id;
     const char *peer;
+    bool secure;                 /* over TLS: https:// for same-origin checks */
     struct stream_budget budget; /* live bytes queued on this connection's streams */
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
@@ -133,8 +135,22 @@ static ssize_t on_read_text(nghttp2_session *session, int32_t id, uint8_t *buf, 
 }
 
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define HEADERS_MAX 16
 
-static int respond_text(struct h2 *h2, struct req *r, int status, const char *text)
+/* Appends the CORS headers for r to nv (n used so far); returns the new count. */
+static size_t add_cors(struct h2 *h2, struct req *r, nghttp2_nv *nv, size_t n, enum cors_kind kind)
+{
+    struct cors_header ch[CORS_HEADERS_MAX];
+    size_t k = session_cors(&r->s, h2->env, h2->secure, kind, ch);
+    for (size_t i = 0; i < k && n < HEADERS_MAX; i++)
+        nv[n++] = (nghttp2_nv){(uint8_t *)ch[i].name, (uint8_t *)ch[i].value, ch[i].name_len,
+                               ch[i].value_len, NGHTTP2_NV_FLAG_NONE};
+    return n;
+}
+
+/* A plain response; www (may be NULL) becomes www-authenticate. */
+static int respond_text_www(struct h2 *h2, struct req *r, int status, const char *text,
+                            const char *www)
 {
     char len[24];
     r->text_len = (size_t)snprintf(NULL, 0, "%s\n", text);
@@ -142,35 +158,58 @@ static int respond_text(struct h2 *h2, struct req *r, int status, const char *te
     snprintf(r->text, r->text_len + 1, "%s\n", text);
     snprintf(r->status, sizeof(r->status), "%d", status);
     snprintf(len, sizeof(len), "%zu", r->text_len);
-    nghttp2_nv hdrs[] = {
+    nghttp2_nv hdrs[HEADERS_MAX] = {
         NV(":status", r->status),
         NV("content-type", "text/plain; charset=utf-8"),
         NV("content-length", len),
         NV("cache-control", "no-store"),
         NV("x-request-id", r->s.request_id),
     };
+    size_t n = 5;
+    if (www)
+        hdrs[n++] = (nghttp2_nv)NV("www-authenticate", www);
+    n = add_cors(h2, r, hdrs, n, CORS_ACTUAL);
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_text};
     r->answered = true;
     r->s.status = status;
     log_debug("conn %" PRIu64 " stream %d: %s %s -> %d", h2->conn_id, (int)r->id, r->s.method,
               r->s.path, status);
-    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
+    /* 204 has no body. */
+    return nghttp2_submit_response(h2->session, r->id, hdrs, n, status == 204 ? NULL : &dp);
+}
+
+static int respond_text(struct h2 *h2, struct req *r, int status, const char *text)
+{
+    return respond_text_www(h2, r, status, text, NULL);
+}
+
+/* The answer to a CORS preflight: 204 with the preflight headers, or 403. */
+static int respond_preflight(struct h2 *h2, struct req *r, int status)
+{
+    if (status != 204)
+        return respond_text(h2, r, status, "origin not allowed");
+    nghttp2_nv hdrs[HEADERS_MAX] = {NV(":status", "204"), NV("x-request-id", r->s.request_id)};
+    size_t n = add_cors(h2, r, hdrs, 2, CORS_PREFLIGHT);
+    r->answered = true;
+    r->s.status = 204;
+    return nghttp2_submit_response(h2->session, r->id, hdrs, n, NULL);
 }
 
 static int submit_events(struct h2 *h2, struct req *r)
 {
-    nghttp2_nv hdrs[] = {
+    nghttp2_nv hdrs[HEADERS_MAX] = {
         NV(":status", "200"),
         NV("content-type", "text/event-stream"),
         NV("cache-control", "no-cache"),
         NV("x-accel-buffering", "no"),
         NV("x-request-id", r->s.request_id),
     };
+    size_t n = add_cors(h2, r, hdrs, 5, CORS_ACTUAL);
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_events};
     r->waiting = false;
     r->answered = true;
     r->s.status = 200;
-    return nghttp2_submit_response(h2->session, r->id, hdrs, sizeof(hdrs) / sizeof(hdrs[0]), &dp);
+    return nghttp2_submit_response(h2->session, r->id, hdrs, n, &dp);
 }
 
 static void on_stream_wake(void *ctx)
@@ -228,8 +267,20 @@ static int handle_request(struct h2 *h2, struct req *r)
     if (!r->s.method || !r->s.path)
         return nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
                                          NGHTTP2_PROTOCOL_ERROR);
+    int status;
+    if (session_preflight(&r->s, h2->env, h2->secure, &status))
+        return respond_preflight(h2, r, status);
     struct http_route route;
     http_route(&route, r->s.method, strlen(r->s.method), r->s.path, strlen(r->s.path));
+    if (route.kind != HTTP_ERROR) {
+        char www[256];
+        const char *text;
+        status = session_admit(&r->s, h2->env, &route, h2->secure, www, sizeof(www), &text);
+        if (status != 0) {
+            http_route_dispose(&route);
+            return respond_text_www(h2, r, status, text, status == 401 ? www : NULL);
+        }
+    }
     if (route.kind == HTTP_PUBLISH) {
         /* Answered when the body is complete (on_data_chunk, on_frame_recv). */
         r->s.publish = mem_alloc(sizeof(route));
@@ -370,8 +421,9 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     return 0;
 }
 
-struct h2 *h2_new(const struct session_env *env, struct buf *out, size_t out_max, session_dirty_fn *dirty,
-                  void *dirty_ctx, uint64_t conn_id, const char *peer)
+struct h2 *h2_new(const struct session_env *env, struct buf *out, size_t out_max,
+                  session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id, const char *peer,
+                  bool secure)
 {
     struct h2 *h2 = mem_calloc(1, sizeof(*h2));
     h2->env = env;
@@ -381,6 +433,7 @@ struct h2 *h2_new(const struct session_env *env, struct buf *out, size_t out_max
     h2->dirty_ctx = dirty_ctx;
     h2->conn_id = conn_id;
     h2->peer = peer;
+    h2->secure = secure;
     h2->tokens = env->cfg->stream_rate;
     h2->tokens_at = session_now();
     h2->budget.max = env->cfg->conn_queue_bytes;

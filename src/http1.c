@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/cors.h"
 #include "sluice/err.h"
 #include "sluice/h1.h"
 #include "sluice/http.h"
@@ -40,6 +41,7 @@ struct http1 {
     void *dirty_ctx;
     uint64_t conn_id;
     const char *peer;
+    bool secure;              /* over TLS: https:// for same-origin checks */
     struct stream_budget budget;
     struct buf in;            /* received, not yet consumed */
     struct h1_parser parser;
@@ -56,13 +58,35 @@ struct http1 {
     size_t ignored;           /* bytes dropped while streaming */
 };
 
-static void append_head(struct http1 *h, int status, const char *const *fields)
+#define FIELDS_MAX 40 /* name, value, …, NULL */
+
+/*
+ * Writes the head: fields (name, value, …, NULL), then the CORS headers of
+ * the request (kind), then the blank line.
+ */
+static void append_head(struct http1 *h, int status, const char *const *fields,
+                        enum cors_kind kind)
 {
-    char head[1024];
-    int n = h1_format_head(head, sizeof(head), status, fields);
-    if (n < 0) /* a field we made ourselves cannot be invalid; keep the connection honest */
-        n = h1_format_head(head, sizeof(head), 500, (const char *const[]){"content-length", "0", NULL});
-    buf_append(h->out, head, (size_t)n);
+    const char *all[FIELDS_MAX];
+    char cors[CORS_HEADERS_MAX][2][256];
+    size_t n = 0;
+    for (; fields[n] && n < FIELDS_MAX - 2 * CORS_HEADERS_MAX - 1; n++)
+        all[n] = fields[n];
+    struct cors_header ch[CORS_HEADERS_MAX];
+    size_t k = h->active ? session_cors(&h->req, h->env, h->secure, kind, ch) : 0;
+    for (size_t i = 0; i < k; i++) {
+        snprintf(cors[i][0], sizeof(cors[i][0]), "%.*s", (int)ch[i].name_len, ch[i].name);
+        snprintf(cors[i][1], sizeof(cors[i][1]), "%.*s", (int)ch[i].value_len, ch[i].value);
+        all[n++] = cors[i][0];
+        all[n++] = cors[i][1];
+    }
+    all[n] = NULL;
+    fields = all;
+    char head[2048];
+    int len = h1_format_head(head, sizeof(head), status, fields);
+    if (len < 0) /* a field we made ourselves cannot be invalid; keep the connection honest */
+        len = h1_format_head(head, sizeof(head), 500, (const char *const[]){"content-length", "0", NULL});
+    buf_append(h->out, head, (size_t)len);
 }
 
 /* Ends the request in progress: access log, then the next one may start. */
@@ -77,10 +101,11 @@ static void finish(struct http1 *h)
         h->close = true;
 }
 
-static void respond_text(struct http1 *h, int status, const char *text)
+/* A plain response; www (may be NULL) becomes www-authenticate. 204 has no body. */
+static void respond_text_www(struct http1 *h, int status, const char *text, const char *www)
 {
     char len[24], body[200];
-    int n = snprintf(body, sizeof(body), "%s\n", text);
+    int n = status == 204 ? 0 : snprintf(body, sizeof(body), "%s\n", text);
     snprintf(len, sizeof(len), "%d", n);
     const char *fields[] = {
         "content-type", "text/plain; charset=utf-8",
@@ -88,15 +113,21 @@ static void respond_text(struct http1 *h, int status, const char *text)
         "cache-control", "no-store",
         "x-request-id", h->req.request_id ? h->req.request_id : "-",
         "connection", h->keep_alive && !h->draining ? "keep-alive" : "close",
+        www ? "www-authenticate" : NULL, www,
         NULL,
     };
-    append_head(h, status, fields);
+    append_head(h, status, fields, status == 204 ? CORS_PREFLIGHT : CORS_ACTUAL);
     buf_append(h->out, body, (size_t)n);
     h->req.status = status;
     h->req.body_bytes = (uint64_t)n;
     log_debug("conn %" PRIu64 ": %s %s -> %d", h->conn_id, h->req.method ? h->req.method : "-",
               h->req.path ? h->req.path : "-", status);
     finish(h);
+}
+
+static void respond_text(struct http1 *h, int status, const char *text)
+{
+    respond_text_www(h, status, text, NULL);
 }
 
 static void send_stream_head(struct http1 *h)
@@ -110,7 +141,7 @@ static void send_stream_head(struct http1 *h)
         "x-request-id", h->req.request_id,
         NULL,
     };
-    append_head(h, 200, fields);
+    append_head(h, 200, fields, CORS_ACTUAL);
     h->req.status = 200;
     h->head_sent = true;
 }
@@ -151,8 +182,25 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         respond_text(h, 431, "request header too large");
         return;
     }
+    int status;
+    if (session_preflight(&h->req, h->env, h->secure, &status)) {
+        respond_text(h, status, status == 204 ? "" : "origin not allowed");
+        return;
+    }
     struct http_route route;
     http_route(&route, h->req.method, strlen(h->req.method), h->req.path, strlen(h->req.path));
+    if (route.kind != HTTP_ERROR) {
+        char www[256];
+        const char *text;
+        status = session_admit(&h->req, h->env, &route, h->secure, www, sizeof(www), &text);
+        if (status != 0) {
+            if (route.kind == HTTP_PUBLISH && rq->body != H1_BODY_NONE)
+                h->keep_alive = false; /* its body is not read */
+            respond_text_www(h, status, text, status == 401 ? www : NULL);
+            http_route_dispose(&route);
+            return;
+        }
+    }
     if (route.kind == HTTP_EVENTS) {
         session_open_stream(&h->req, h->env, &h->budget, &route, on_stream_wake, h, h->conn_id, 0);
         h->state = STREAM;
@@ -251,9 +299,10 @@ static int process(struct http1 *h)
 
 struct http1 *http1_new(const struct session_env *env, struct buf *out, size_t out_max,
                         session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id,
-                        const char *peer)
+                        const char *peer, bool secure)
 {
     struct http1 *h = mem_calloc(1, sizeof(*h));
+    h->secure = secure;
     h->env = env;
     h->out = out;
     h->out_max = out_max;

@@ -24,10 +24,12 @@
 
 #include "sluice/access.h"
 #include "sluice/admin.h"
+#include "sluice/auth.h"
 #include "sluice/buf.h"
 #include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/conn.h"
+#include "sluice/cors.h"
 #include "sluice/guard.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -39,6 +41,8 @@
 
 struct server {
     const struct config *cfg;
+    struct auth *auth;
+    struct cors *cors;
     struct worker **workers;
     size_t nworkers;
     struct bus *bus;
@@ -213,6 +217,90 @@ out:
     config_dispose(&c);
 }
 
+/* True for 127.0.0.0/8, ::1 and localhost listeners. */
+static bool loopback(const char *hostport)
+{
+    return strncmp(hostport, "127.", 4) == 0 || strncmp(hostport, "[::1]:", 6) == 0 ||
+           strncmp(hostport, "localhost:", 10) == 0;
+}
+
+/* Splits "a,b,c" into a NULL-terminated array of copies. */
+static char **split_list(const char *list, size_t *n)
+{
+    char **out = mem_calloc(strlen(list) / 2 + 2, sizeof(*out));
+    *n = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        while (len && *p == ' ') {
+            p++;
+            len--;
+        }
+        if (len)
+            out[(*n)++] = mem_strndup(p, len);
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return out;
+}
+
+static void free_list(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+/* auth and cors from the configuration; 0 or an error logged. */
+static int make_access_control(struct server *s)
+{
+    const struct config *cfg = s->cfg;
+    char err[512];
+    bool jwt = strcmp(cfg->auth, "jwt") == 0;
+    if (!jwt && !cfg->allow_anonymous &&
+        (!loopback(cfg->listen) ||
+         (strcmp(cfg->listen_plain, "off") != 0 && !loopback(cfg->listen_plain)))) {
+        log_error("auth = none on a non-loopback listener: anyone could subscribe to anything; "
+                  "use --auth jwt, or --allow-anonymous 1 to mean it");
+        return -1;
+    }
+    if (!jwt && cfg->allow_anonymous)
+        log_warn("auth = none with --allow-anonymous: every client may subscribe and publish "
+                 "to every subject");
+    size_t nkeys = 0, norigins = 0;
+    char **keys = split_list(cfg->jwt_keys, &nkeys);
+    char **origins = split_list(cfg->cors_origins, &norigins);
+    struct auth_key_file *files = mem_calloc(nkeys + 1, sizeof(*files));
+    for (size_t i = 0; i < nkeys; i++) {
+        /* "kid:file"; a path with a ':' and no kid cannot be told apart, so kids have none. */
+        char *colon = strchr(keys[i], ':');
+        files[i].path = colon ? colon + 1 : keys[i];
+        if (colon) {
+            *colon = '\0';
+            files[i].kid = keys[i];
+        }
+    }
+    struct auth_params ap = {
+        .mode = jwt ? AUTH_JWT : AUTH_NONE,
+        .hs_secret_file = *cfg->jwt_secret_file ? cfg->jwt_secret_file : NULL,
+        .keys = files,
+        .nkeys = nkeys,
+        .leeway_s = cfg->jwt_leeway_s,
+        .audience = *cfg->jwt_audience ? cfg->jwt_audience : NULL,
+        .issuer = *cfg->jwt_issuer ? cfg->jwt_issuer : NULL,
+    };
+    int rc = auth_new(&s->auth, &ap, err, sizeof(err));
+    if (rc != 0)
+        log_error("auth: %s", err);
+    if (rc == 0 && (rc = cors_new(&s->cors, (const char *const *)origins, norigins,
+                                  cfg->cors_credentials != 0, err, sizeof(err))) != 0)
+        log_error("cors-origins: %s", err);
+    free(files);
+    free_list(keys, nkeys);
+    free_list(origins, norigins);
+    return rc == 0 ? 0 : -1;
+}
+
 /* Runs the signal loop; returns once the process should exit. */
 static void run_signals(struct server *s, int argc, char **argv)
 {
@@ -279,6 +367,8 @@ int server_run(const struct config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (make_access_control(&s) != 0)
+        goto out;
     SSL_CTX *ssl_ctx = tls_ctx_new(cfg->cert_file, cfg->key_file, err, sizeof(err));
     if (!ssl_ctx) {
         log_error("%s", err);
@@ -306,7 +396,8 @@ int server_run(const struct config *cfg, int argc, char **argv)
     size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
     for (size_t i = 0; i < s.nworkers; i++)
-        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, fds[i], plain[i], queue_total / s.nworkers);
+        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, fds[i], plain[i],
+                                  queue_total / s.nworkers);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -332,9 +423,10 @@ int server_run(const struct config *cfg, int argc, char **argv)
         if (worker_start(s.workers[i], s.bus) != 0)
             goto out_stop;
     }
-    log_info("sluice %s listening on https://%s (h2), plain on http://%s, admin on http://%s, "
-             "%zu workers, nats %s, max-streams %d, heartbeat %d ms",
-             SLUICE_VERSION, bound, plain_bound, admin_bound, s.nworkers, cfg->nats_url,
+    log_info("sluice %s listening on https://%s (h2), plain %s%s, admin %s%s, %zu workers, "
+             "nats %s, auth %s, max-streams %d, heartbeat %d ms",
+             SLUICE_VERSION, bound, has_plain ? "on http://" : "", plain_bound,
+             admin ? "on http://" : "", admin_bound, s.nworkers, cfg->nats_url, cfg->auth,
              cfg->max_streams, cfg->heartbeat_ms);
     run_signals(&s, argc, argv);
     code = 0;
@@ -353,6 +445,8 @@ out_tls:
     guard_free(s.guard);
     tls_free(s.tls);
 out:
+    auth_free(s.auth);
+    cors_free(s.cors);
     free(s.workers);
     free(fds);
     free(plain);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "sluice/access.h"
+#include "sluice/auth.h"
 #include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
@@ -35,15 +36,33 @@ void session_req_init(struct session_req *r)
     buf_init(&r->body);
 }
 
+/* The path with any access_token value replaced, so tokens never reach the logs. */
+static char *redact(const char *path)
+{
+    char *out = mem_strdup(path);
+    for (char *p = strstr(out, "access_token="); p; p = strstr(p, "access_token=")) {
+        if (p != out && p[-1] != '?' && p[-1] != '&') {
+            p++;
+            continue;
+        }
+        p += 13;
+        size_t n = strcspn(p, "&");
+        memset(p, 'x', n < 8 ? n : 8);
+        memmove(p + (n < 8 ? n : 8), p + n, strlen(p + n) + 1);
+    }
+    return out;
+}
+
 static void log_access(const struct session_req *r, const char *protocol, const char *peer)
 {
+    char *path = redact(r->path ? r->path : "");
     struct access_entry e = {
         .request_id = r->request_id ? r->request_id : "-",
         .traceparent = r->traceparent,
         .client = peer,
         .protocol = protocol,
         .method = r->method,
-        .path = r->path ? r->path : "",
+        .path = path,
         .status = r->status,
         .duration_s = session_now() - r->started,
         .bytes = r->body_bytes,
@@ -58,6 +77,7 @@ static void log_access(const struct session_req *r, const char *protocol, const 
         e.reason = stream_end_label(info.end);
     }
     access_write(&e);
+    free(path);
 }
 
 void session_req_dispose(struct session_req *r, const char *protocol, const char *peer)
@@ -70,6 +90,11 @@ void session_req_dispose(struct session_req *r, const char *protocol, const char
     free(r->last_event_id);
     free(r->request_id);
     free(r->traceparent);
+    free(r->authority);
+    free(r->origin);
+    free(r->authorization);
+    free(r->cookie);
+    auth_grant_free(r->grant);
     if (r->publish) {
         http_route_dispose(r->publish);
         free(r->publish);
@@ -107,6 +132,30 @@ void session_req_header(struct session_req *r, const struct session_env *env, co
         keep(r, &r->path, value, vlen, HTTP_PATH_MAX);
     else if (is(name, nlen, "last-event-id"))
         keep(r, &r->last_event_id, value, vlen, LAST_EVENT_ID_MAX);
+    else if (is(name, nlen, ":authority") || is(name, nlen, "host"))
+        keep(r, &r->authority, value, vlen, 256);
+    else if (is(name, nlen, "origin")) {
+        if (r->origins++ == 0)
+            keep(r, &r->origin, value, vlen, 256);
+    } else if (is(name, nlen, "access-control-request-method"))
+        r->preflight_method = true;
+    else if (is(name, nlen, "authorization"))
+        keep(r, &r->authorization, value, vlen, AUTH_TOKEN_MAX + 16);
+    else if (is(name, nlen, "cookie")) {
+        /* h2 may split cookies over several fields; join them as one header would be. */
+        size_t have = r->cookie ? strlen(r->cookie) : 0;
+        if (have + vlen + 2 > AUTH_TOKEN_MAX * 2) {
+            r->header_too_long = true;
+            return;
+        }
+        r->cookie = mem_realloc(r->cookie, have + vlen + 3);
+        if (have) {
+            memcpy(r->cookie + have, "; ", 2);
+            have += 2;
+        }
+        memcpy(r->cookie + have, value, vlen);
+        r->cookie[have + vlen] = '\0';
+    }
     /* Optional ones: an oversized value is ignored rather than refused. */
     else if (is(name, nlen, "x-request-id") && vlen > 0 && vlen <= REQUEST_ID_MAX)
         keep(r, &r->request_id, value, vlen, REQUEST_ID_MAX);
@@ -130,6 +179,108 @@ void session_req_ensure_id(struct session_req *r)
     r->request_id = mem_strdup(id);
 }
 
+/* A browser's Origin for its own page's origin is not cross-origin (POSTs always carry one). */
+static bool same_origin(const struct session_req *r, bool secure)
+{
+    if (!r->origin || !r->authority)
+        return false;
+    const char *scheme = secure ? "https://" : "http://";
+    size_t sl = strlen(scheme);
+    return strncmp(r->origin, scheme, sl) == 0 && strcmp(r->origin + sl, r->authority) == 0;
+}
+
+static enum cors_result cors_of(const struct session_req *r, const struct session_env *env,
+                                bool secure)
+{
+    if (!r->origin || same_origin(r, secure))
+        return r->origins > 1 ? CORS_DENIED : CORS_NO_ORIGIN;
+    if (r->origins > 1)
+        return CORS_DENIED;
+    return cors_check(env->cors, r->origin, strlen(r->origin));
+}
+
+bool session_preflight(const struct session_req *r, const struct session_env *env, bool secure,
+                       int *status)
+{
+    if (!r->method || strcmp(r->method, "OPTIONS") != 0 || !r->origin || !r->preflight_method)
+        return false;
+    *status = cors_of(r, env, secure) == CORS_DENIED ? 403 : 204;
+    return true;
+}
+
+size_t session_cors(const struct session_req *r, const struct session_env *env, bool secure,
+                    enum cors_kind kind, struct cors_header out[CORS_HEADERS_MAX])
+{
+    if (!r->origin || same_origin(r, secure) || r->origins > 1)
+        return 0;
+    return cors_headers(env->cors, kind, r->origin, strlen(r->origin), out);
+}
+
+/* The token, from Authorization: Bearer, the cookie, or ?access_token=, in that order. */
+static int find_token(const struct session_req *r, const struct session_env *env, char *out,
+                      size_t outsz, size_t *len)
+{
+    const char *tok;
+    size_t n;
+    if (r->authorization &&
+        auth_token_from_bearer(r->authorization, strlen(r->authorization), &tok, &n)) {
+        if (n >= outsz)
+            return ERR_LIMIT;
+        memcpy(out, tok, n);
+        out[n] = '\0';
+        *len = n;
+        return 0;
+    }
+    if (r->cookie &&
+        auth_token_from_cookie(r->cookie, strlen(r->cookie), env->cfg->auth_cookie, &tok, &n)) {
+        if (n >= outsz)
+            return ERR_LIMIT;
+        memcpy(out, tok, n);
+        out[n] = '\0';
+        *len = n;
+        return 0;
+    }
+    const char *q = r->path ? strchr(r->path, '?') : NULL;
+    return q ? auth_token_from_query(q + 1, strlen(q + 1), out, outsz, len) : ERR_NOTFOUND;
+}
+
+int session_admit(struct session_req *r, const struct session_env *env,
+                  const struct http_route *route, bool secure, char *www, size_t wlen,
+                  const char **text)
+{
+    if (cors_of(r, env, secure) == CORS_DENIED) {
+        *text = "origin not allowed";
+        return 403;
+    }
+    if (!auth_required(env->auth)) {
+        r->grant = auth_grant_new_all();
+        return 0;
+    }
+    char token[AUTH_TOKEN_MAX + 1];
+    size_t len = 0;
+    const char *why = "no token";
+    int rc = find_token(r, env, token, sizeof(token), &len);
+    if (rc == ERR_LIMIT)
+        why = "token too long";
+    else if (rc == ERR_INVALID)
+        why = "malformed access_token";
+    if (rc == 0 && auth_verify(env->auth, token, len, (int64_t)time(NULL), &r->grant, &why) == 0) {
+        for (size_t i = 0; i < route->nsubjects; i++) {
+            bool ok = route->kind == HTTP_PUBLISH ? auth_can_publish(r->grant, route->subjects[i])
+                                                  : auth_can_subscribe(r->grant, route->subjects[i]);
+            if (!ok) {
+                *text = route->kind == HTTP_PUBLISH ? "token does not allow publishing there"
+                                                    : "token does not allow that subject";
+                return 403;
+            }
+        }
+        return 0;
+    }
+    auth_www_authenticate(www, wlen, why);
+    *text = why;
+    return 401;
+}
+
 void session_open_stream(struct session_req *r, const struct session_env *env,
                          struct stream_budget *budget, const struct http_route *route,
                          stream_wake_fn *wake, void *wake_ctx, uint64_t conn_id,
@@ -151,6 +302,12 @@ void session_open_stream(struct session_req *r, const struct session_env *env,
         .conn_id = conn_id,
         .stream_id = stream_id,
     };
+    int64_t expires = r->grant ? auth_grant_expires(r->grant) : 0;
+    if (expires > 0) {
+        /* The token's wall-clock end, on the streams' monotonic clock. */
+        int64_t left_ms = (expires - (int64_t)time(NULL)) * 1000;
+        p.expires_ms = stream_now_ms() + (left_ms > 0 ? left_ms : 0);
+    }
     r->stream = stream_new(&p);
 }
 

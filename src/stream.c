@@ -46,6 +46,8 @@ struct stream {
     unsigned retry_ms;
     enum stream_end end;      /* set once; nothing is queued after the final comment */
     double opened_s;          /* monotonic seconds, precise */
+    int64_t expires_ms;       /* stream_now_ms() clock; 0: never */
+    struct list expiry_node;  /* in env->expiring while expires_ms is set */
     uint64_t events_sent;     /* events fully written */
     uint64_t bytes_sent;
 
@@ -331,6 +333,10 @@ struct stream *stream_new(const struct stream_params *p)
     s->stream_id = p->stream_id;
     s->queue_max = p->queue_max;
     s->opened_s = precise_now();
+    s->expires_ms = p->expires_ms;
+    list_init(&s->expiry_node);
+    if (s->expires_ms)
+        list_insert_tail(&s->env->expiring, &s->expiry_node);
     buf_init(&s->own);
 
     long spread = (long)p->retry_ms * (long)p->jitter_pct / 100;
@@ -377,6 +383,7 @@ void stream_free(struct stream *s)
         release(s, &s->items[(s->first + i) & (s->cap - 1)]);
     metrics_add(&s->env->stats.open, -1);
     metrics_add(&s->env->stats.ended[s->end], 1);
+    list_remove(&s->expiry_node);
     metrics_observe(&s->env->stats.duration, precise_now() - s->opened_s);
     list_remove(&s->idle_node);
     buf_dispose(&s->own);
@@ -442,6 +449,7 @@ void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
     for (size_t i = 0; i < s->nsubjects; i++)
         fanout_leave(s->env->fanout, &s->links[i]);
     list_remove(&s->idle_node);
+    list_remove(&s->expiry_node);
     s->wake(s->wake_ctx);
 }
 
@@ -557,6 +565,7 @@ void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t hear
     memset(env, 0, sizeof(*env));
     env->fanout = fanout;
     list_init(&env->idle);
+    list_init(&env->expiring);
     env->heartbeat_ms = heartbeat_ms;
     env->budget.max = budget_max;
 }
@@ -564,6 +573,13 @@ void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t hear
 void stream_env_tick(struct stream_env *env, int64_t now_ms)
 {
     static const char beat[] = ":\n\n";
+    /* Tokens end at different times; the list is short-lived and walked whole. */
+    for (struct list *n = env->expiring.next, *next; n != &env->expiring; n = next) {
+        next = n->next;
+        struct stream *s = container_of(n, struct stream, expiry_node);
+        if (now_ms >= s->expires_ms)
+            stream_end(s, STREAM_END_TOKEN_EXPIRED);
+    }
     while (!list_empty(&env->idle)) {
         struct stream *s = container_of(env->idle.next, struct stream, idle_node);
         if (now_ms - s->active_ms < env->heartbeat_ms)

@@ -232,7 +232,8 @@ void worker_post(void *ctx, struct sse_event *ev)
 }
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
-                          struct guard *guard, int listen_fd, int plain_fd, size_t queue_bytes)
+                          struct guard *guard, const struct auth *auth, const struct cors *cors,
+                          int listen_fd, int plain_fd, size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
     w->index = index;
@@ -244,6 +245,8 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.loop = w->loop;
     w->env.tls = tls;
     w->env.guard = guard;
+    w->env.session.auth = auth;
+    w->env.session.cors = cors;
     w->env.session.stats = &w->env.stats.session;
     list_init(&w->env.all);
     list_init(&w->env.dirty);

@@ -43,6 +43,16 @@ struct config {
     int max_requests;                /* requests per connection, then GOAWAY */
     int max_header_bytes;            /* request header list, HPACK-decoded */
     size_t max_publish_bytes;        /* POST /publish body */
+    char *auth;                      /* "none" or "jwt" */
+    int allow_anonymous;             /* auth none on a non-loopback listener: 1 to allow */
+    char *jwt_secret_file;           /* HS256/384/512 secret, or "" */
+    char *jwt_keys;                  /* "[kid:]file,[kid:]file" public keys, or "" */
+    int jwt_leeway_s;
+    char *jwt_audience;              /* "" for no check */
+    char *jwt_issuer;                /* "" for no check */
+    char *auth_cookie;               /* cookie name holding the token */
+    char *cors_origins;              /* comma-separated origin patterns, or "" */
+    int cors_credentials;            /* 1: access-control-allow-credentials */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

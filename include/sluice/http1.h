@@ -23,10 +23,10 @@
 
 struct http1;
 
-/* As h2_new(); protocol labels the access log ("http/1.1"). */
+/* As h2_new(). */
 struct http1 *http1_new(const struct session_env *env, struct buf *out, size_t out_max,
                         session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id,
-                        const char *peer);
+                        const char *peer, bool secure);
 /* Frees the request in progress. http1_free(NULL) is a no-op. */
 void http1_free(struct http1 *h);
 /* Feeds received bytes. 0, or ERR_PROTO when the connection must close. */

@@ -11,8 +11,11 @@
 #include <stdint.h>
 
 #include "sluice/buf.h"
+#include "sluice/cors.h"
 #include "sluice/stream.h"
 
+struct auth;
+struct auth_grant;
 struct bus;
 struct config;
 struct http_route;
@@ -28,6 +31,8 @@ struct session_stats {
 /* What every session of one worker shares; borrowed for the session's life. */
 struct session_env {
     const struct config *cfg;
+    const struct auth *auth;    /* token checks; mode none allows all */
+    const struct cors *cors;    /* allowed cross-origin callers; NULL: none */
     struct bus *bus;            /* for POST /publish; may be NULL (answers 503) */
     struct stream_env *streams;
     struct session_stats *stats;
@@ -53,6 +58,13 @@ struct session_req {
     bool header_too_long;       /* answer 431 */
     int status;                 /* answered; 0 before */
     uint64_t body_bytes;        /* of a plain response */
+    char *authority;            /* :authority or Host, for same-origin checks */
+    char *origin;               /* the first Origin */
+    unsigned origins;           /* Origin fields seen (more than one is refused) */
+    bool preflight_method;      /* Access-Control-Request-Method was sent */
+    char *authorization;
+    char *cookie;               /* every Cookie field, joined with "; " */
+    struct auth_grant *grant;   /* after session_admit() */
     struct stream *stream;      /* SSE responses */
     struct http_route *publish; /* a POST /publish waiting for its body */
     struct buf body;            /* that body so far */
@@ -71,6 +83,23 @@ void session_req_header(struct session_req *r, const struct session_env *env, co
                         size_t nlen, const char *value, size_t vlen);
 /* Makes up a request id unless the client sent one. */
 void session_req_ensure_id(struct session_req *r);
+/*
+ * Whether r is a CORS preflight (OPTIONS with Origin and
+ * Access-Control-Request-Method); if so, the status to answer (204 or 403).
+ */
+bool session_preflight(const struct session_req *r, const struct session_env *env, bool secure,
+                       int *status);
+/*
+ * CORS and authorization for a routed request. 0 to serve it; otherwise
+ * the status to answer (401, 403) with *text, and for a 401 the
+ * www-authenticate value in www. Keeps the grant in r for its expiry.
+ */
+int session_admit(struct session_req *r, const struct session_env *env,
+                  const struct http_route *route, bool secure, char *www, size_t wlen,
+                  const char **text);
+/* The CORS response headers for r (none for a request without a foreign Origin). */
+size_t session_cors(const struct session_req *r, const struct session_env *env, bool secure,
+                    enum cors_kind kind, struct cors_header out[CORS_HEADERS_MAX]);
 /* Opens r->stream for an HTTP_EVENTS route. Never calls wake from inside. */
 void session_open_stream(struct session_req *r, const struct session_env *env,
                          struct stream_budget *budget, const struct http_route *route,

@@ -83,6 +83,7 @@ struct stream_stats {
 struct stream_env {
     struct fanout *fanout;
     struct list idle;        /* streams, least recently active first */
+    struct list expiring;    /* streams whose token ends (expires_ms) */
     int64_t heartbeat_ms;    /* heartbeat after this much idleness */
     struct stream_budget budget; /* the worker's share of the process cap */
     struct stream_stats stats;
@@ -105,6 +106,7 @@ struct stream_params {
     void *wake_ctx;
     uint64_t conn_id;          /* for log lines */
     int32_t stream_id;
+    int64_t expires_ms;        /* stream_now_ms() clock; 0: never (the token's end) */
 };
 
 /*
@@ -163,8 +165,9 @@ void stream_info(const struct stream *s, struct stream_info *out);
 void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t heartbeat_ms,
                      size_t budget_max);
 /*
- * Queues a `:` heartbeat on every stream idle for heartbeat_ms at now_ms
- * (monotonic milliseconds). May call wake.
+ * Ends the streams whose token has expired, and queues a `:` heartbeat on
+ * every stream idle for heartbeat_ms, at now_ms (monotonic milliseconds).
+ * May call wake.
  */
 void stream_env_tick(struct stream_env *env, int64_t now_ms);
 /*
