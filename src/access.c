@@ -12,6 +12,7 @@
 
 #include "sluice/buf.h"
 #include "sluice/err.h"
+#include "sluice/json.h"
 #include "sluice/mem.h"
 
 static atomic_int out_fd = -1; /* -1: off */
@@ -57,32 +58,12 @@ void access_close(void)
     path = NULL;
 }
 
-/* Appends s as a JSON string, escaping quotes, backslashes and control bytes. */
-static void json_string(struct buf *b, const char *s)
-{
-    buf_append(b, "\"", 1);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            buf_append(b, e, 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            char e[8];
-            snprintf(e, sizeof(e), "\\u%04x", c);
-            buf_append(b, e, 6);
-        } else {
-            buf_append(b, s, 1);
-        }
-    }
-    buf_append(b, "\"", 1);
-}
-
 static void field(struct buf *b, const char *name, const char *value)
 {
     char k[40];
     int n = snprintf(k, sizeof(k), ",\"%s\":", name);
     buf_append(b, k, (size_t)n);
-    json_string(b, value);
+    json_string(b, value ? value : "", value ? strlen(value) : 0);
 }
 
 void access_write(const struct access_entry *e)
@@ -112,7 +93,7 @@ void access_write(const struct access_entry *e)
         for (size_t i = 0; i < e->nsubjects; i++) {
             if (i)
                 buf_append(&b, ",", 1);
-            json_string(&b, e->subjects[i]);
+            json_string(&b, e->subjects[i], strlen(e->subjects[i]));
         }
         buf_append(&b, "]", 1);
     }

@@ -37,6 +37,7 @@ struct req {
     int32_t id;
     struct session_req s;
     bool waiting;          /* SSE response held until the stream is ready */
+    bool poll;             /* a long-poll: answered once, as JSON */
     bool answered;         /* a response was submitted */
     char status[4];
     char *text;            /* plain response body; text_off <= text_len */
@@ -148,19 +149,18 @@ static size_t add_cors(struct h2 *h2, struct req *r, nghttp2_nv *nv, size_t n, e
     return n;
 }
 
-/* A plain response; www (may be NULL) becomes www-authenticate. */
-static int respond_text_www(struct h2 *h2, struct req *r, int status, const char *text,
-                            const char *www)
+/* A whole response; takes body (malloc'ed); www (may be NULL) becomes www-authenticate. */
+static int respond_body(struct h2 *h2, struct req *r, int status, const char *ctype, char *body,
+                        size_t len_bytes, const char *www)
 {
     char len[24];
-    r->text_len = (size_t)snprintf(NULL, 0, "%s\n", text);
-    r->text = mem_alloc(r->text_len + 1);
-    snprintf(r->text, r->text_len + 1, "%s\n", text);
+    r->text = body;
+    r->text_len = len_bytes;
     snprintf(r->status, sizeof(r->status), "%d", status);
     snprintf(len, sizeof(len), "%zu", r->text_len);
     nghttp2_nv hdrs[HEADERS_MAX] = {
         NV(":status", r->status),
-        NV("content-type", "text/plain; charset=utf-8"),
+        NV("content-type", ctype),
         NV("content-length", len),
         NV("cache-control", "no-store"),
         NV("x-request-id", r->s.request_id),
@@ -176,6 +176,16 @@ static int respond_text_www(struct h2 *h2, struct req *r, int status, const char
               r->s.path, status);
     /* 204 has no body. */
     return nghttp2_submit_response(h2->session, r->id, hdrs, n, status == 204 ? NULL : &dp);
+}
+
+/* A text/plain response of one line; www (may be NULL) becomes www-authenticate. */
+static int respond_text_www(struct h2 *h2, struct req *r, int status, const char *text,
+                            const char *www)
+{
+    size_t n = (size_t)snprintf(NULL, 0, "%s\n", text);
+    char *body = mem_alloc(n + 1);
+    snprintf(body, n + 1, "%s\n", text);
+    return respond_body(h2, r, status, "text/plain; charset=utf-8", body, n, www);
 }
 
 static int respond_text(struct h2 *h2, struct req *r, int status, const char *text)
@@ -212,10 +222,28 @@ static int submit_events(struct h2 *h2, struct req *r)
     return nghttp2_submit_response(h2->session, r->id, hdrs, n, &dp);
 }
 
+/* The long-poll's JSON answer, from what its stream has queued. */
+static int answer_poll(struct h2 *h2, struct req *r)
+{
+    struct buf json;
+    buf_init(&json);
+    session_poll_answer(&r->s, &json);
+    r->waiting = false;
+    /* The buffer's bytes become the body; respond_body frees them with the req. */
+    return respond_body(h2, r, 200, "application/json", (char *)json.data, json.len, NULL);
+}
+
 static void on_stream_wake(void *ctx)
 {
     struct req *r = ctx;
     struct h2 *h2 = r->h2;
+    if (r->poll) {
+        if (r->waiting && session_poll_ready(&r->s) && answer_poll(h2, r) != 0)
+            nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
+                                      NGHTTP2_INTERNAL_ERROR);
+        h2->dirty(h2->dirty_ctx);
+        return;
+    }
     if (r->waiting) {
         if (stream_ready(r->s.stream) && submit_events(h2, r) != 0)
             nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
@@ -247,6 +275,9 @@ static int respond_events(struct h2 *h2, struct req *r, const struct http_route 
               (int)r->id, r->s.path, route->nsubjects);
     /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
     r->waiting = true;
+    r->poll = route->kind == HTTP_POLL;
+    if (r->poll)
+        return session_poll_ready(&r->s) ? answer_poll(h2, r) : 0;
     return stream_ready(r->s.stream) ? submit_events(h2, r) : 0;
 }
 
@@ -287,8 +318,9 @@ static int handle_request(struct h2 *h2, struct req *r)
         *r->s.publish = route;
         return 0;
     }
-    int rv = route.kind == HTTP_EVENTS ? respond_events(h2, r, &route)
-                                       : respond_text(h2, r, route.status, route.reason);
+    int rv = route.kind == HTTP_EVENTS || route.kind == HTTP_POLL
+                 ? respond_events(h2, r, &route)
+                 : respond_text(h2, r, route.status, route.reason);
     http_route_dispose(&route);
     return rv;
 }

@@ -19,6 +19,7 @@
 
 static const char EVENTS[] = "/events";
 static const char PUBLISH[] = "/publish/";
+static const char POLL[] = "/poll";
 
 static int hexval(char c)
 {
@@ -104,10 +105,29 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
         size_t klen = eq ? (size_t)(eq - q) : plen;
         const char *v = eq ? eq + 1 : q + plen;
         size_t vlen = plen - klen - (eq ? 1 : 0);
-        if (klen == 7 && memcmp(q, "subject", 7) == 0 && r->kind == HTTP_EVENTS) {
+        bool many = r->kind == HTTP_EVENTS || r->kind == HTTP_POLL;
+        const char *key = q;
+        if (klen == 5 && memcmp(key, "after", 5) == 0 && r->kind == HTTP_POLL) {
+            /* after= is the poll's Last-Event-ID */
+            key = "last_event_id";
+            klen = 13;
+        }
+        if (klen == 7 && memcmp(key, "timeout", 7) == 0 && r->kind == HTTP_POLL) {
+            char num[16];
+            size_t digits = vlen < sizeof(num) - 1 ? vlen : sizeof(num) - 1;
+            memcpy(num, v, digits);
+            num[digits] = '\0';
+            char *end;
+            long sec = strtol(num, &end, 10);
+            if (digits == 0 || *end || sec < 1 || sec * 1000 > HTTP_POLL_TIMEOUT_MAX_MS) {
+                fail(r, 400, "timeout must be 1 to 60 seconds");
+                return false;
+            }
+            r->timeout_ms = (int)sec * 1000;
+        } else if (klen == 7 && memcmp(key, "subject", 7) == 0 && many) {
             if (!add_subject(r, v, vlen, true))
                 return false;
-        } else if (klen == 5 && memcmp(q, "event", 5) == 0 && r->kind == HTTP_PUBLISH) {
+        } else if (klen == 5 && memcmp(key, "event", 5) == 0 && r->kind == HTTP_PUBLISH) {
             char *name = mem_strndup(v, vlen);
             long len = http_percent_decode(name, vlen);
             if (len <= 0 || len > 128 || memchr(name, '\0', (size_t)len) ||
@@ -119,7 +139,7 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
             name[len] = '\0';
             free(r->event);
             r->event = name;
-        } else if (klen == 13 && memcmp(q, "last_event_id", 13) == 0) {
+        } else if (klen == 13 && memcmp(key, "last_event_id", 13) == 0 && many) {
             char *id = mem_strndup(v, vlen);
             long len = http_percent_decode(id, vlen);
             if (len < 0) {
@@ -157,7 +177,15 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
     bool events = base >= sizeof(EVENTS) - 1 && memcmp(path, EVENTS, sizeof(EVENTS) - 1) == 0 &&
                   (base == sizeof(EVENTS) - 1 || path[sizeof(EVENTS) - 1] == '/');
     bool publish = base >= sizeof(PUBLISH) - 1 && memcmp(path, PUBLISH, sizeof(PUBLISH) - 1) == 0;
-    if (events) {
+    bool poll = base == sizeof(POLL) - 1 && memcmp(path, POLL, base) == 0;
+    if (poll) {
+        if (!is_method(method, mlen, "GET")) {
+            fail(r, 405, "method not allowed (use GET)");
+            return;
+        }
+        r->kind = HTTP_POLL;
+        r->timeout_ms = HTTP_POLL_TIMEOUT_MS;
+    } else if (events) {
         if (!is_method(method, mlen, "GET")) {
             fail(r, 405, "method not allowed (use GET)");
             return;
@@ -182,7 +210,8 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
     if (qmark && !parse_query(r, qmark + 1, plen - base - 1))
         return;
     if (r->nsubjects == 0) {
-        fail(r, 400, "no subject: use /events/<subject> or /events?subject=<subject>");
+        fail(r, 400, poll ? "no subject: use /poll?subject=<subject>"
+                          : "no subject: use /events/<subject> or /events?subject=<subject>");
         return;
     }
     r->status = r->kind == HTTP_PUBLISH ? 202 : 200;

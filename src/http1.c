@@ -50,6 +50,7 @@ struct http1 {
     bool active;              /* req holds a request */
     bool keep_alive;          /* of the request in progress */
     bool head_sent;           /* of the SSE response */
+    bool poll;                /* the request in progress is a long-poll */
     bool close;               /* close once out is written */
     bool draining;
     uint64_t body_left;       /* READ_BODY with Content-Length */
@@ -95,20 +96,21 @@ static void finish(struct http1 *h)
     session_req_dispose(&h->req, "http/1.1", h->peer);
     h->active = false;
     h->head_sent = false;
+    h->poll = false;
     h->state = READ_HEAD;
     h1_parser_init(&h->parser, NULL);
     if (!h->keep_alive || h->draining)
         h->close = true;
 }
 
-/* A plain response; www (may be NULL) becomes www-authenticate. 204 has no body. */
-static void respond_text_www(struct http1 *h, int status, const char *text, const char *www)
+/* A whole response; www (may be NULL) becomes www-authenticate. 204 has no body. */
+static void respond_body(struct http1 *h, int status, const char *ctype, const void *body,
+                         size_t n, const char *www)
 {
-    char len[24], body[200];
-    int n = status == 204 ? 0 : snprintf(body, sizeof(body), "%s\n", text);
-    snprintf(len, sizeof(len), "%d", n);
+    char len[24];
+    snprintf(len, sizeof(len), "%zu", n);
     const char *fields[] = {
-        "content-type", "text/plain; charset=utf-8",
+        "content-type", ctype,
         "content-length", len,
         "cache-control", "no-store",
         "x-request-id", h->req.request_id ? h->req.request_id : "-",
@@ -117,7 +119,7 @@ static void respond_text_www(struct http1 *h, int status, const char *text, cons
         NULL,
     };
     append_head(h, status, fields, status == 204 ? CORS_PREFLIGHT : CORS_ACTUAL);
-    buf_append(h->out, body, (size_t)n);
+    buf_append(h->out, body, n);
     h->req.status = status;
     h->req.body_bytes = (uint64_t)n;
     log_debug("conn %" PRIu64 ": %s %s -> %d", h->conn_id, h->req.method ? h->req.method : "-",
@@ -125,9 +127,25 @@ static void respond_text_www(struct http1 *h, int status, const char *text, cons
     finish(h);
 }
 
+static void respond_text_www(struct http1 *h, int status, const char *text, const char *www)
+{
+    char body[200];
+    int n = status == 204 ? 0 : snprintf(body, sizeof(body), "%s\n", text);
+    respond_body(h, status, "text/plain; charset=utf-8", body, (size_t)n, www);
+}
+
 static void respond_text(struct http1 *h, int status, const char *text)
 {
     respond_text_www(h, status, text, NULL);
+}
+
+static void answer_poll(struct http1 *h)
+{
+    struct buf json;
+    buf_init(&json);
+    session_poll_answer(&h->req, &json);
+    respond_body(h, 200, "application/json", json.data, json.len, NULL);
+    buf_dispose(&json);
 }
 
 static void send_stream_head(struct http1 *h)
@@ -201,10 +219,13 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
             return;
         }
     }
-    if (route.kind == HTTP_EVENTS) {
+    if (route.kind == HTTP_EVENTS || route.kind == HTTP_POLL) {
         session_open_stream(&h->req, h->env, &h->budget, &route, on_stream_wake, h, h->conn_id, 0);
         h->state = STREAM;
-        if (stream_ready(h->req.stream))
+        h->poll = route.kind == HTTP_POLL;
+        if (h->poll && session_poll_ready(&h->req))
+            answer_poll(h);
+        else if (!h->poll && stream_ready(h->req.stream))
             send_stream_head(h);
     } else if (route.kind == HTTP_PUBLISH) {
         uint64_t max = h->env->cfg->max_publish_bytes;
@@ -339,6 +360,13 @@ int http1_fill(struct http1 *h)
 {
     if (h->state != STREAM || !h->active)
         return 0;
+    if (h->poll) {
+        if (session_poll_ready(&h->req)) {
+            answer_poll(h);
+            process(h);
+        }
+        return 0;
+    }
     if (!h->head_sent) {
         if (!stream_ready(h->req.stream))
             return 0;

@@ -6,6 +6,7 @@
 #include "sluice/session.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/http.h"
+#include "sluice/json.h"
+#include "sluice/sse.h"
 #include "sluice/mem.h"
 
 #define LAST_EVENT_ID_MAX 1024
@@ -307,6 +310,14 @@ void session_open_stream(struct session_req *r, const struct session_env *env,
         /* The token's wall-clock end, on the streams' monotonic clock. */
         int64_t left_ms = (expires - (int64_t)time(NULL)) * 1000;
         p.expires_ms = stream_now_ms() + (left_ms > 0 ? left_ms : 0);
+        p.expire_end = STREAM_END_TOKEN_EXPIRED;
+    }
+    if (route->kind == HTTP_POLL) {
+        int64_t deadline = stream_now_ms() + route->timeout_ms;
+        if (!p.expires_ms || deadline < p.expires_ms) {
+            p.expires_ms = deadline;
+            p.expire_end = STREAM_END_TIMEOUT;
+        }
     }
     r->stream = stream_new(&p);
 }
@@ -319,4 +330,49 @@ int session_publish(struct session_req *r, const struct session_env *env, const 
                       : ERR_NATS;
     *text = rc == 0 ? "published" : "NATS unavailable, try again";
     return rc == 0 ? 202 : 503;
+}
+
+bool session_poll_ready(const struct session_req *r)
+{
+    return stream_ready(r->stream) &&
+           (stream_dispatchable(r->stream) > 0 || stream_ended(r->stream) != STREAM_END_NONE);
+}
+
+struct poll_json {
+    struct buf *out;
+    size_t n;
+};
+
+static void on_poll_event(void *ctx, const struct sse_parsed *ev)
+{
+    struct poll_json *pj = ctx;
+    if (pj->n++)
+        buf_append(pj->out, ",", 1);
+    buf_append(pj->out, "{\"id\":", 6);
+    json_string(pj->out, ev->id, ev->id_len);
+    buf_append(pj->out, ",\"event\":", 9);
+    json_string(pj->out, ev->event_len ? ev->event : "message", ev->event_len ? ev->event_len : 7);
+    buf_append(pj->out, ",\"data\":", 8);
+    json_string(pj->out, ev->data, ev->data_len);
+    buf_append(pj->out, "}", 1);
+}
+
+void session_poll_answer(struct session_req *r, struct buf *json)
+{
+    /* The queue is this stream's SSE text; parsing it back keeps one encoder for both. */
+    struct buf sse;
+    buf_init(&sse);
+    bool eof;
+    size_t n = stream_pending(r->stream, SIZE_MAX, &eof);
+    stream_copy(r->stream, buf_reserve(&sse, n), n);
+    sse.len = n;
+    struct poll_json pj = {json, 0};
+    char *next = NULL;
+    buf_append(json, "{\"events\":[", 11);
+    sse_parse((const char *)sse.data, sse.len, on_poll_event, &pj, &next);
+    buf_append(json, "],\"next\":", 9);
+    json_string(json, next, strlen(next));
+    buf_append(json, "}\n", 2);
+    free(next);
+    buf_dispose(&sse);
 }

@@ -6,6 +6,7 @@
  */
 #include "sluice/sse.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,4 +109,72 @@ size_t sse_format_comment(char *out, const char *text)
     out[3 + n] = '\n';
     out[4 + n] = '\0';
     return n + 4;
+}
+
+struct field_buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void fb_set(struct field_buf *f, const char *v, size_t n, bool append)
+{
+    size_t base = append ? f->len : 0;
+    if (base + n + 1 > f->cap) {
+        f->cap = (base + n + 1) * 2;
+        f->p = mem_realloc(f->p, f->cap);
+    }
+    if (n)
+        memcpy(f->p + base, v, n);
+    f->len = base + n;
+    f->p[f->len] = '\0';
+}
+
+void sse_parse(const char *buf, size_t len, sse_parsed_fn *cb, void *ctx, char **last_id)
+{
+    struct field_buf id = {0}, type = {0}, data = {0};
+    fb_set(&id, "", 0, false);
+    fb_set(&type, "", 0, false);
+    fb_set(&data, "", 0, false);
+    for (size_t i = 0; i < len;) {
+        size_t end = i;
+        while (end < len && buf[end] != '\n' && buf[end] != '\r')
+            end++;
+        if (end == len)
+            break; /* an unterminated last line is not a line yet */
+        const char *line = buf + i;
+        size_t n = end - i;
+        i = end + (buf[end] == '\r' && end + 1 < len && buf[end + 1] == '\n' ? 2 : 1);
+        if (n == 0) {
+            if (data.len) {
+                struct sse_parsed ev = {id.p, type.p, data.p, id.len, type.len, data.len - 1};
+                cb(ctx, &ev);
+            }
+            fb_set(&type, "", 0, false);
+            fb_set(&data, "", 0, false);
+            continue;
+        }
+        if (line[0] == ':')
+            continue;
+        const char *colon = memchr(line, ':', n);
+        size_t nl = colon ? (size_t)(colon - line) : n;
+        const char *v = colon ? colon + 1 : line + n;
+        size_t vl = colon ? n - nl - 1 : 0;
+        if (vl && *v == ' ') {
+            v++;
+            vl--;
+        }
+        if (nl == 4 && memcmp(line, "data", 4) == 0) {
+            fb_set(&data, v, vl, true);
+            fb_set(&data, "\n", 1, true);
+        } else if (nl == 5 && memcmp(line, "event", 5) == 0) {
+            fb_set(&type, v, vl, false);
+        } else if (nl == 2 && memcmp(line, "id", 2) == 0 && !memchr(v, '\0', vl)) {
+            fb_set(&id, v, vl, false);
+        }
+    }
+    if (last_id)
+        *last_id = mem_strdup(id.p);
+    free(id.p);
+    free(type.p);
+    free(data.p);
 }

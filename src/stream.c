@@ -22,6 +22,7 @@
 
 #include "sluice/bus.h"
 #include "sluice/buf.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/sse.h"
@@ -32,6 +33,7 @@ struct item {
     struct sse_event *ev; /* NULL for own bytes only */
     uint32_t head;        /* own bytes in front of the body */
     bool charged;         /* counted against the caps (live events) */
+    bool dispatch;        /* an event a client sees: ev, or a reset */
 };
 
 struct stream {
@@ -47,6 +49,8 @@ struct stream {
     enum stream_end end;      /* set once; nothing is queued after the final comment */
     double opened_s;          /* monotonic seconds, precise */
     int64_t expires_ms;       /* stream_now_ms() clock; 0: never */
+    enum stream_end expire_end;
+    size_t dispatchable;      /* items with dispatch set */
     struct list expiry_node;  /* in env->expiring while expires_ms is set */
     uint64_t events_sent;     /* events fully written */
     uint64_t bytes_sent;
@@ -132,12 +136,15 @@ static void push(struct stream *s, struct sse_event *ev, size_t head, bool charg
     it->ev = ev;
     it->head = (uint32_t)head;
     it->charged = charged;
+    it->dispatch = ev != NULL;
+    s->dispatchable += ev != NULL;
     s->queued += item_len(it);
     if (charged)
         charge(s, (int64_t)item_len(it));
     if (ev)
         metrics_add(&s->env->stats.events_queued, 1);
-    if (s->count == 1)
+    /* The first event also wakes: a long-poll waits for one behind its unsent start. */
+    if (s->count == 1 || (ev && s->dispatchable == 1))
         s->wake(s->wake_ctx);
 }
 
@@ -149,6 +156,7 @@ static void push_own(struct stream *s, const char *bytes, size_t n)
 
 static void release(struct stream *s, struct item *it)
 {
+    s->dispatchable -= it->dispatch;
     if (it->charged)
         charge(s, -(int64_t)item_len(it));
     sse_event_unref(it->ev);
@@ -215,18 +223,6 @@ static bool parse_id(const char *id, size_t n, uint64_t *out)
     return true;
 }
 
-/* Appends s as a JSON string; subjects hold no control characters. */
-static void append_json_string(struct buf *b, const char *s)
-{
-    buf_append(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_append(b, "\\", 1);
-        buf_append(b, s, 1);
-    }
-    buf_append(b, "\"", 1);
-}
-
 static void push_reset(struct stream *s, const bool *reset, const char *reason)
 {
     size_t start = s->own.len;
@@ -241,11 +237,13 @@ static void push_reset(struct stream *s, const bool *reset, const char *reason)
             continue;
         if (!first)
             buf_append(&s->own, ",", 1);
-        append_json_string(&s->own, s->subjects[i]);
+        json_string(&s->own, s->subjects[i], strlen(s->subjects[i]));
         first = false;
     }
     buf_append(&s->own, "]}\n\n", 4);
     push(s, NULL, s->own.len - start, false);
+    s->items[(s->first + s->count - 1) & (s->cap - 1)].dispatch = true;
+    s->dispatchable++;
     metrics_add(&s->env->stats.resets, 1);
 }
 
@@ -334,6 +332,7 @@ struct stream *stream_new(const struct stream_params *p)
     s->queue_max = p->queue_max;
     s->opened_s = precise_now();
     s->expires_ms = p->expires_ms;
+    s->expire_end = p->expire_end ? p->expire_end : STREAM_END_TOKEN_EXPIRED;
     list_init(&s->expiry_node);
     if (s->expires_ms)
         list_insert_tail(&s->env->expiring, &s->expiry_node);
@@ -402,6 +401,7 @@ static const char *end_text(enum stream_end why)
     case STREAM_END_DRAIN: return "server shutting down, reconnect";
     case STREAM_END_TOKEN_EXPIRED: return "token expired, reconnect with a fresh one";
     case STREAM_END_LIMIT: return "limit reached, reconnect later";
+    case STREAM_END_TIMEOUT: return "no events";
     case STREAM_END_NONE:
     case STREAM_END_COUNT: break;
     }
@@ -411,7 +411,7 @@ static const char *end_text(enum stream_end why)
 const char *stream_end_label(enum stream_end why)
 {
     static const char *const labels[STREAM_END_COUNT] = {
-        "client", "slow_consumer", "unavailable", "drain", "token_expired", "limit",
+        "client", "slow_consumer", "unavailable", "drain", "token_expired", "limit", "timeout",
     };
     return why < STREAM_END_COUNT ? labels[why] : "unknown";
 }
@@ -557,6 +557,7 @@ void stream_copy(struct stream *s, uint8_t *dst, size_t n)
 }
 
 size_t stream_queued(const struct stream *s) { return s->queued; }
+size_t stream_dispatchable(const struct stream *s) { return s->dispatchable; }
 unsigned stream_retry_ms(const struct stream *s) { return s->retry_ms; }
 
 void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t heartbeat_ms,
@@ -578,7 +579,7 @@ void stream_env_tick(struct stream_env *env, int64_t now_ms)
         next = n->next;
         struct stream *s = container_of(n, struct stream, expiry_node);
         if (now_ms >= s->expires_ms)
-            stream_end(s, STREAM_END_TOKEN_EXPIRED);
+            stream_end(s, s->expire_end);
     }
     while (!list_empty(&env->idle)) {
         struct stream *s = container_of(env->idle.next, struct stream, idle_node);

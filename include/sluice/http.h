@@ -7,6 +7,7 @@
  *   GET /events?subject=A&subject=B   one or several subjects
  *   optional ?last_event_id=ID        resume position for a first connect
  *   POST /publish/<subject>           publish the body; ?event=NAME sets Sse-Event
+ *   GET /poll?subject=A&after=ID&timeout=S   long-poll: JSON events after ID
  * Subjects are validated and de-duplicated in request order; two that
  * overlap ("a.*" and "a.b") are refused, since a message on both would
  * arrive twice.
@@ -23,6 +24,7 @@ enum http_kind {
     HTTP_ERROR,  /* answer status with reason as a text/plain body */
     HTTP_EVENTS, /* open an SSE stream on subjects */
     HTTP_PUBLISH, /* publish the request body on subjects[0] (a literal subject) */
+    HTTP_POLL,    /* answer the events after last_event_id as JSON, waiting up to timeout_ms */
 };
 
 struct http_route {
@@ -33,7 +35,11 @@ struct http_route {
     size_t nsubjects;
     char *last_event_id;  /* owned; NULL when absent */
     char *event;          /* owned; HTTP_PUBLISH's ?event=, NULL when absent */
+    int timeout_ms;       /* HTTP_POLL: 1 to 60 s, default 25 s */
 };
+
+#define HTTP_POLL_TIMEOUT_MS 25000
+#define HTTP_POLL_TIMEOUT_MAX_MS 60000
 
 /*
  * Fills route for the request. method and path are not NUL-terminated.

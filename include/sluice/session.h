@@ -105,6 +105,10 @@ void session_open_stream(struct session_req *r, const struct session_env *env,
                          struct stream_budget *budget, const struct http_route *route,
                          stream_wake_fn *wake, void *wake_ctx, uint64_t conn_id,
                          int32_t stream_id);
+/* For an HTTP_POLL stream: true when it has its answer (an event, a reset, or its end). */
+bool session_poll_ready(const struct session_req *r);
+/* Drains r->stream into the JSON answer {"events":[{id,event,data}…],"next":"<id>"}. */
+void session_poll_answer(struct session_req *r, struct buf *json);
 /* Publishes r->body per r->publish; returns the status to answer (202 or 503) and its text. */
 int session_publish(struct session_req *r, const struct session_env *env, const char **text);
 

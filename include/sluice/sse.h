@@ -52,4 +52,25 @@ size_t sse_format_retry(char *out, unsigned retry_ms);  /* "retry: N\n\n" */
 /* ": text\n\n"; text is truncated to fit and must hold no line end. */
 size_t sse_format_comment(char *out, const char *text);
 
+/*
+ * One event as a WHATWG-conformant EventSource would dispatch it: id is
+ * the last event ID at that point, event the type (empty: "message"),
+ * data with its final line feed removed. Pointers are into scratch space
+ * valid only during the callback.
+ */
+struct sse_parsed {
+    const char *id, *event, *data;
+    size_t id_len, event_len, data_len;
+};
+typedef void sse_parsed_fn(void *ctx, const struct sse_parsed *ev);
+
+/*
+ * Parses a complete SSE byte stream (lines ended by CRLF, LF or CR;
+ * comments and retry ignored; an event without data is not dispatched,
+ * but its id is kept) and calls back per event. *last_id (may be NULL)
+ * gets a copy of the final last event ID, NUL-terminated, freed by the
+ * caller. Used by the long-poll endpoint and to check the encoder.
+ */
+void sse_parse(const char *buf, size_t len, sse_parsed_fn *cb, void *ctx, char **last_id);
+
 #endif

@@ -49,6 +49,7 @@ enum stream_end {
     STREAM_END_DRAIN,         /* the gateway is shutting down */
     STREAM_END_TOKEN_EXPIRED, /* the client's token expired */
     STREAM_END_LIMIT,         /* a configured limit ended it */
+    STREAM_END_TIMEOUT,       /* a long-poll's wait ran out */
     STREAM_END_COUNT
 };
 
@@ -106,7 +107,8 @@ struct stream_params {
     void *wake_ctx;
     uint64_t conn_id;          /* for log lines */
     int32_t stream_id;
-    int64_t expires_ms;        /* stream_now_ms() clock; 0: never (the token's end) */
+    int64_t expires_ms;        /* stream_now_ms() clock; 0: never */
+    enum stream_end expire_end;/* why it ends then: TOKEN_EXPIRED, or TIMEOUT for a poll */
 };
 
 /*
@@ -145,6 +147,8 @@ enum stream_end stream_ended(const struct stream *s);
 size_t stream_pending(const struct stream *s, size_t max, bool *eof);
 /* Copies n bytes (n <= stream_pending()) to dst and consumes them. */
 void stream_copy(struct stream *s, uint8_t *dst, size_t n);
+/* Events (and resets) queued and not yet fully sent: what a long-poll answers with. */
+size_t stream_dispatchable(const struct stream *s);
 /* Bytes queued and not yet sent, replay included. */
 size_t stream_queued(const struct stream *s);
 /* The `retry:` value this stream announced. */

@@ -1,8 +1,9 @@
 /*
  * libFuzzer target: event encoding. Input: event name, NUL, payload.
- * Checks the property that matters: whatever the payload, the body is
+ * Checks the properties that matter: whatever the payload, the body is
  * exactly one event (one blank line, at its end) made only of event: and
- * data: fields.
+ * data: fields, and a WHATWG parser reads back the payload (line ends
+ * normalised to LF) and the event name.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +13,26 @@
 #include "sluice/sse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct rt {
+    int count;
+    char *data, *event;
+    size_t data_len, event_len;
+};
+
+static void on_event(void *ctx, const struct sse_parsed *ev)
+{
+    struct rt *rt = ctx;
+    rt->count++;
+    free(rt->data);
+    free(rt->event);
+    rt->data = malloc(ev->data_len + 1);
+    memcpy(rt->data, ev->data, ev->data_len);
+    rt->data_len = ev->data_len;
+    rt->event = malloc(ev->event_len + 1);
+    memcpy(rt->event, ev->event, ev->event_len);
+    rt->event_len = ev->event_len;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -43,6 +64,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         i += len + 1;
     }
+    /* Round trip: a WHATWG parser reads back exactly one event with the payload's lines. */
+    struct rt rt = {0};
+    char *expect = malloc(plen + 1);
+    size_t elen = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (payload[i] == '\r' && i + 1 < plen && payload[i + 1] == '\n')
+            continue;
+        expect[elen++] = payload[i] == '\r' ? '\n' : (char)payload[i];
+    }
+    sse_parse(ev->body, ev->len, on_event, &rt, NULL);
+    if (rt.count != 1 || rt.data_len != elen || memcmp(rt.data, expect, elen) != 0)
+        __builtin_trap();
+    size_t kept = sse_encoded_len(name, "", 0) > sse_encoded_len(NULL, "", 0);
+    if (kept ? (rt.event_len != strlen(name) || memcmp(rt.event, name, rt.event_len) != 0)
+             : rt.event_len != 0)
+        __builtin_trap();
+    free(rt.data);
+    free(rt.event);
+    free(expect);
     sse_event_unref(ev);
     free(name);
     return 0;

@@ -168,6 +168,27 @@ static void test_publish_route(void **state)
     expect_error("POST", "/events/a", 405);
 }
 
+static void test_poll_route(void **state)
+{
+    (void)state;
+    struct http_route r;
+    route(&r, "GET", "/poll?subject=a&subject=b.*&after=12-7&timeout=5");
+    assert_int_equal(r.kind, HTTP_POLL);
+    assert_int_equal(r.nsubjects, 2);
+    assert_string_equal(r.last_event_id, "12-7");
+    assert_int_equal(r.timeout_ms, 5000);
+    http_route_dispose(&r);
+    route(&r, "GET", "/poll?subject=a");
+    assert_int_equal(r.timeout_ms, HTTP_POLL_TIMEOUT_MS);
+    assert_null(r.last_event_id);
+    http_route_dispose(&r);
+    expect_error("GET", "/poll", 400);
+    expect_error("GET", "/poll?subject=a&timeout=0", 400);
+    expect_error("GET", "/poll?subject=a&timeout=61", 400);
+    expect_error("GET", "/poll?subject=a&timeout=x", 400);
+    expect_error("POST", "/poll?subject=a", 405);
+}
+
 static void test_last_event_id(void **state)
 {
     (void)state;
@@ -397,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_events_query_dedup),
         cmocka_unit_test(test_overlapping_subjects_refused),
         cmocka_unit_test(test_publish_route),
+        cmocka_unit_test(test_poll_route),
         cmocka_unit_test(test_last_event_id),
         cmocka_unit_test(test_last_event_id_percent_decoded),
         cmocka_unit_test(test_last_event_id_repeated),

@@ -364,9 +364,61 @@ static void test_format_comment_truncates(void **state)
         assert_int_equal(out[i], 0x5a);
 }
 
+struct parsed {
+    int n;
+    char ids[4][32], events[4][32], data[4][64];
+};
+
+static void on_parsed(void *ctx, const struct sse_parsed *ev)
+{
+    struct parsed *p = ctx;
+    if (p->n >= 4)
+        return;
+    snprintf(p->ids[p->n], 32, "%.*s", (int)ev->id_len, ev->id);
+    snprintf(p->events[p->n], 32, "%.*s", (int)ev->event_len, ev->event);
+    snprintf(p->data[p->n], 64, "%.*s", (int)ev->data_len, ev->data);
+    p->n++;
+}
+
+static void test_parse_whatwg(void **state)
+{
+    (void)state;
+    static const char in[] = "retry: 3000\nid: 7\n\n: comment\r\n"
+                             "id: 8\r\nevent: price\r\ndata: a\r\ndata:b\r\n\r\n"
+                             "data\rdata: c\r\r"
+                             "data: no blank line after this";
+    struct parsed p = {0};
+    char *last = NULL;
+    sse_parse(in, sizeof(in) - 1, on_parsed, &p, &last);
+    assert_int_equal(p.n, 2);
+    assert_string_equal(p.ids[0], "8");
+    assert_string_equal(p.events[0], "price");
+    assert_string_equal(p.data[0], "a\nb");
+    assert_string_equal(p.ids[1], "8"); /* the last event ID carries over */
+    assert_string_equal(p.events[1], "");
+    assert_string_equal(p.data[1], "\nc");
+    assert_string_equal(last, "8");
+    free(last);
+}
+
+static void test_parse_reads_back_encoder(void **state)
+{
+    (void)state;
+    static const char payload[] = "a\r\n\revent: evil\ndata: x";
+    struct sse_event *ev = sse_event_new(1, 1, "price", payload, sizeof(payload) - 1);
+    struct parsed p = {0};
+    sse_parse(ev->body, ev->len, on_parsed, &p, NULL);
+    assert_int_equal(p.n, 1);
+    assert_string_equal(p.events[0], "price");
+    assert_string_equal(p.data[0], "a\n\nevent: evil\ndata: x");
+    sse_event_unref(ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_whatwg),
+        cmocka_unit_test(test_parse_reads_back_encoder),
         cmocka_unit_test(test_plain_data),
         cmocka_unit_test(test_event_name),
         cmocka_unit_test(test_multiline_lf),
