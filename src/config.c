@@ -52,6 +52,7 @@ static const struct key keys[] = {
     INT("max-requests", max_requests, 1, 2000000000),
     INT("max-header-bytes", max_header_bytes, 1024, 1048576),
     SIZE("max-publish-bytes", max_publish_bytes, 1, 64L << 20),
+    STR("www", www),
     STR("auth", auth),
     INT("allow-anonymous", allow_anonymous, 0, 1),
     OPT("jwt-secret-file", jwt_secret_file),
@@ -113,6 +114,7 @@ static const char USAGE[] =
     "  --max-requests N         requests per connection before GOAWAY (default 1000000)\n"
     "  --max-header-bytes N     request header list size (default 16384)\n"
     "  --max-publish-bytes N    POST /publish body limit (default 1048576)\n"
+    "  --www DIR                static files served at / (the demo page; default www)\n"
     "  --auth MODE              none or jwt (default none)\n"
     "  --allow-anonymous 0|1    allow auth none on a non-loopback listener (default 0)\n"
     "  --jwt-secret-file FILE   HS256/384/512 secret\n"
@@ -156,6 +158,7 @@ void config_init(struct config *c)
     c->max_requests = 1000000;
     c->max_header_bytes = 16384;
     c->max_publish_bytes = 1024 * 1024;
+    c->www = mem_strdup("www");
     c->auth = mem_strdup("none");
     c->jwt_secret_file = mem_strdup("");
     c->jwt_keys = mem_strdup("");

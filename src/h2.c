@@ -312,6 +312,16 @@ static int handle_request(struct h2 *h2, struct req *r)
             return respond_text_www(h2, r, status, text, status == 401 ? www : NULL);
         }
     }
+    if (route.kind == HTTP_FILE) {
+        char *body = NULL;
+        size_t len = 0;
+        int rc = session_file(h2->env, route.file, &body, &len);
+        const char *ctype = http_content_type(route.file);
+        http_route_dispose(&route);
+        if (rc != 0)
+            return respond_text(h2, r, 404, "not found");
+        return respond_body(h2, r, 200, ctype, body, len, NULL);
+    }
     if (route.kind == HTTP_PUBLISH) {
         /* Answered when the body is complete (on_data_chunk, on_frame_recv). */
         r->s.publish = mem_alloc(sizeof(route));

@@ -164,6 +164,63 @@ static bool is_method(const char *method, size_t mlen, const char *want)
     return mlen == strlen(want) && memcmp(method, want, mlen) == 0;
 }
 
+/*
+ * A static file: the decoded path must be plain relative segments of safe
+ * bytes — no "." or ".." segment, no empty one, no backslash, no control
+ * byte, no leading dot (hidden files stay hidden). Anything else is 404, as
+ * is a path naming a directory (no listings).
+ */
+static void route_file(struct http_route *r, const char *method, size_t mlen, const char *path,
+                       size_t base)
+{
+    if (!is_method(method, mlen, "GET")) {
+        fail(r, 404, "not found");
+        return;
+    }
+    char *p = mem_strndup(path, base);
+    long len = http_percent_decode(p, base);
+    bool ok = len > 0 && p[0] == '/';
+    if (ok && len == 1) {
+        free(p);
+        r->file = mem_strdup("index.html");
+        r->kind = HTTP_FILE;
+        r->status = 200;
+        return;
+    }
+    for (long i = 1; ok && i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool seg_start = p[i - 1] == '/';
+        if (c < 0x21 || c == 0x7f || c == '\\' || (c == '/' && seg_start) ||
+            (c == '.' && seg_start))
+            ok = false;
+    }
+    if (!ok || p[len - 1] == '/') {
+        free(p);
+        fail(r, 404, "not found");
+        return;
+    }
+    r->file = mem_strndup(p + 1, (size_t)len - 1);
+    free(p);
+    r->kind = HTTP_FILE;
+    r->status = 200;
+}
+
+const char *http_content_type(const char *file)
+{
+    static const char *const types[][2] = {
+        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},   {".json", "application/json"},
+        {".svg", "image/svg+xml"},             {".png", "image/png"},
+        {".ico", "image/x-icon"},              {".txt", "text/plain; charset=utf-8"},
+    };
+    const char *dot = strrchr(file, '.');
+    for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++) {
+        if (strcmp(dot, types[i][0]) == 0)
+            return types[i][1];
+    }
+    return "application/octet-stream";
+}
+
 void http_route(struct http_route *r, const char *method, size_t mlen, const char *path,
                 size_t plen)
 {
@@ -204,7 +261,7 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
         if (!add_subject(r, path + sizeof(PUBLISH) - 1, base - (sizeof(PUBLISH) - 1), false))
             return;
     } else {
-        fail(r, 404, "not found");
+        route_file(r, method, mlen, path, base);
         return;
     }
     if (qmark && !parse_query(r, qmark + 1, plen - base - 1))
@@ -223,6 +280,8 @@ void http_route_dispose(struct http_route *r)
         free(r->subjects[i]);
     free(r->last_event_id);
     free(r->event);
+    free(r->file);
+    r->file = NULL;
     r->nsubjects = 0;
     r->last_event_id = NULL;
     r->event = NULL;

@@ -227,6 +227,14 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
             answer_poll(h);
         else if (!h->poll && stream_ready(h->req.stream))
             send_stream_head(h);
+    } else if (route.kind == HTTP_FILE) {
+        char *body = NULL;
+        size_t len = 0;
+        if (session_file(h->env, route.file, &body, &len) == 0)
+            respond_body(h, 200, http_content_type(route.file), body, len, NULL);
+        else
+            respond_text(h, 404, "not found");
+        free(body);
     } else if (route.kind == HTTP_PUBLISH) {
         uint64_t max = h->env->cfg->max_publish_bytes;
         if (rq->body == H1_BODY_LENGTH && rq->content_length > max) {

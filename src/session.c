@@ -6,11 +6,15 @@
 #include "sluice/session.h"
 
 #include <inttypes.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sluice/access.h"
 #include "sluice/auth.h"
@@ -375,4 +379,40 @@ void session_poll_answer(struct session_req *r, struct buf *json)
     buf_append(json, "}\n", 2);
     free(next);
     buf_dispose(&sse);
+}
+
+#define FILE_MAX (4 * 1024 * 1024)
+
+int session_file(const struct session_env *env, const char *file, char **body, size_t *len)
+{
+    char root[PATH_MAX], path[PATH_MAX], real[PATH_MAX];
+    if (!realpath(env->cfg->www, root))
+        return ERR_NOTFOUND;
+    int n = snprintf(path, sizeof(path), "%s/%s", root, file);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return ERR_NOTFOUND;
+    size_t rl = strlen(root);
+    /* Resolved, the file must still be inside the directory. */
+    if (!realpath(path, real) || strncmp(real, root, rl) != 0 || real[rl] != '/')
+        return ERR_NOTFOUND;
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return ERR_NOTFOUND;
+    struct stat st;
+    int rc = ERR_NOTFOUND;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        rc = ERR_LIMIT;
+        if (st.st_size <= FILE_MAX) {
+            *body = mem_alloc((size_t)st.st_size + 1);
+            ssize_t got = read(fd, *body, (size_t)st.st_size);
+            rc = got == st.st_size ? 0 : ERR_NOTFOUND;
+            *len = got > 0 ? (size_t)got : 0;
+            if (rc != 0) {
+                free(*body);
+                *body = NULL;
+            }
+        }
+    }
+    close(fd);
+    return rc;
 }

@@ -43,6 +43,7 @@ struct config {
     int max_requests;                /* requests per connection, then GOAWAY */
     int max_header_bytes;            /* request header list, HPACK-decoded */
     size_t max_publish_bytes;        /* POST /publish body */
+    char *www;                       /* static files (the demo page) */
     char *auth;                      /* "none" or "jwt" */
     int allow_anonymous;             /* auth none on a non-loopback listener: 1 to allow */
     char *jwt_secret_file;           /* HS256/384/512 secret, or "" */

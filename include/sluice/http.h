@@ -8,6 +8,7 @@
  *   optional ?last_event_id=ID        resume position for a first connect
  *   POST /publish/<subject>           publish the body; ?event=NAME sets Sse-Event
  *   GET /poll?subject=A&after=ID&timeout=S   long-poll: JSON events after ID
+ *   GET /<file>                       a static file (the demo page); "/" is index.html
  * Subjects are validated and de-duplicated in request order; two that
  * overlap ("a.*" and "a.b") are refused, since a message on both would
  * arrive twice.
@@ -25,6 +26,7 @@ enum http_kind {
     HTTP_EVENTS, /* open an SSE stream on subjects */
     HTTP_PUBLISH, /* publish the request body on subjects[0] (a literal subject) */
     HTTP_POLL,    /* answer the events after last_event_id as JSON, waiting up to timeout_ms */
+    HTTP_FILE,    /* serve file (a safe relative path) from the static directory */
 };
 
 struct http_route {
@@ -36,7 +38,11 @@ struct http_route {
     char *last_event_id;  /* owned; NULL when absent */
     char *event;          /* owned; HTTP_PUBLISH's ?event=, NULL when absent */
     int timeout_ms;       /* HTTP_POLL: 1 to 60 s, default 25 s */
+    char *file;           /* owned; HTTP_FILE: relative, no "..", no empty segment */
 };
+
+/* The content type for a file name, by extension; application/octet-stream otherwise. */
+const char *http_content_type(const char *file);
 
 #define HTTP_POLL_TIMEOUT_MS 25000
 #define HTTP_POLL_TIMEOUT_MAX_MS 60000

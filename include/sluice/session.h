@@ -105,6 +105,13 @@ void session_open_stream(struct session_req *r, const struct session_env *env,
                          struct stream_budget *budget, const struct http_route *route,
                          stream_wake_fn *wake, void *wake_ctx, uint64_t conn_id,
                          int32_t stream_id);
+/*
+ * Reads a static file (route->file) from the configured directory into
+ * *body (malloc'ed). 0, or ERR_NOTFOUND for anything but a regular file
+ * inside the directory (symbolic links leading out of it included), or
+ * ERR_LIMIT past 4 MiB.
+ */
+int session_file(const struct session_env *env, const char *file, char **body, size_t *len);
 /* For an HTTP_POLL stream: true when it has its answer (an event, a reset, or its end). */
 bool session_poll_ready(const struct session_req *r);
 /* Drains r->stream into the JSON answer {"events":[{id,event,data}…],"next":"<id>"}. */

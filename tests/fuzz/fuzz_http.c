@@ -25,6 +25,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!subject_valid(r.subjects[i], strlen(r.subjects[i]), true, NULL))
                 __builtin_trap();
         }
+    } else if (r.kind == HTTP_FILE) {
+        /* A static path never climbs out: no "." or ".." segment, no empty one. */
+        if (r.file[0] == '/' || r.file[0] == '.' || strstr(r.file, "/.") || strstr(r.file, "//") ||
+            strchr(r.file, '\\'))
+            __builtin_trap();
+    } else if (r.kind != HTTP_ERROR) {
+        /* publish and poll carry subjects like events. */
+        if (r.nsubjects == 0)
+            __builtin_trap();
     } else if (strchr(r.reason, '\n') || r.status < 400) {
         __builtin_trap();
     }

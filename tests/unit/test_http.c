@@ -284,12 +284,39 @@ static void test_missing_subject(void **state)
     expect_error("GET", "/events?last_event_id=4", 400);
 }
 
-static void test_not_found(void **state)
+static void expect_file(const char *path, const char *file)
+{
+    struct http_route r;
+    route(&r, "GET", path);
+    if (r.kind != HTTP_FILE || strcmp(r.file, file) != 0)
+        fail_msg("GET %s: kind %d file %s, want HTTP_FILE %s", path, (int)r.kind,
+                 r.file ? r.file : "(null)", file);
+    http_route_dispose(&r);
+}
+
+static void test_static_files(void **state)
 {
     (void)state;
-    expect_error("GET", "/nope", 404);
-    expect_error("GET", "/", 404);
-    expect_error("GET", "/eventsx/a", 404);
+    /* Anything that is not an API path names a static file; the front end 404s a missing one. */
+    expect_file("/", "index.html");
+    expect_file("/nope", "nope");
+    expect_file("/eventsx/a", "eventsx/a");
+    expect_file("/js/app.js?v=2", "js/app.js");
+    expect_error("GET", "/a%20b.txt", 404); /* no spaces or control bytes in names */
+    /* Traversal, hidden files, empty segments, directories: never. */
+    expect_error("GET", "/../etc/passwd", 404);
+    expect_error("GET", "/a/../../x", 404);
+    expect_error("GET", "/%2e%2e/x", 404);
+    expect_error("GET", "/a/%2E%2E/x", 404);
+    expect_error("GET", "/.git/config", 404);
+    expect_error("GET", "/a//b", 404);
+    expect_error("GET", "/dir/", 404);
+    expect_error("GET", "/a%5cb", 404);
+    expect_error("GET", "/a%00b", 404);
+    expect_error("POST", "/index.html", 404);
+    assert_string_equal(http_content_type("index.html"), "text/html; charset=utf-8");
+    assert_string_equal(http_content_type("app.js"), "text/javascript; charset=utf-8");
+    assert_string_equal(http_content_type("x"), "application/octet-stream");
 }
 
 static void test_method_not_allowed(void **state)
@@ -427,7 +454,7 @@ int main(void)
         cmocka_unit_test(test_malformed_escape),
         cmocka_unit_test(test_invalid_subject),
         cmocka_unit_test(test_missing_subject),
-        cmocka_unit_test(test_not_found),
+        cmocka_unit_test(test_static_files),
         cmocka_unit_test(test_method_not_allowed),
         cmocka_unit_test(test_long_path),
         cmocka_unit_test(test_route_uses_lengths),
