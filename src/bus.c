@@ -323,8 +323,14 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         bs->pattern = mem_strdup(pattern);
         list_init(&bs->confirm_node);
         pthread_mutex_init(&bs->lock, NULL);
+        /*
+         * A fresh number for the floor: the last id of an earlier, lapsed
+         * subscription on this pattern is below it, so resuming from it
+         * reads as expired even when nothing else was numbered meanwhile
+         * (messages published while nobody subscribed are lost to us).
+         */
         bs->history = history_new(bus->p.history_events, bus->p.history_bytes, &bus->budget,
-                                  atomic_load(&bus->seq));
+                                  atomic_fetch_add(&bus->seq, 1) + 1);
         natsStatus s = natsConnection_Subscribe(&bs->ns, bus->nc, pattern, on_nats_msg, bs);
         if (s == NATS_OK)
             s = natsSubscription_SetOnCompleteCB(bs->ns, on_sub_complete, bs);

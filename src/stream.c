@@ -59,6 +59,7 @@ struct stream {
     size_t cap, first, count;
     size_t off;               /* bytes of items[first] already sent */
     size_t queued;            /* bytes in all items, minus off */
+    size_t promised;          /* bytes stream_pending() offered and stream_copy() has not taken */
     size_t charged;           /* bytes of charged items (whole items) */
     size_t queue_max;
     struct buf own;
@@ -163,17 +164,21 @@ static void release(struct stream *s, struct item *it)
 }
 
 /*
- * Drops every event not yet started. The item partly sent, and the own-only
- * items (retry, start id, reset) ahead of the first dropped event, stay: a
- * client cut before it saw anything still learns its starting id.
+ * Drops every event not yet started. Kept: the item partly sent, the items
+ * holding bytes already promised to the protocol (h2 may have framed them
+ * and be waiting to write the frame), and the own-only items (retry, start
+ * id, reset) ahead of the first dropped event, so that a client cut before
+ * it saw anything still learns its starting id.
  */
 static void drop_unsent(struct stream *s)
 {
-    size_t keep = 0, own_keep = 0;
+    size_t keep = 0, own_keep = 0, promised = s->off + s->promised;
     while (keep < s->count) {
         struct item *it = &s->items[(s->first + keep) & (s->cap - 1)];
-        if (it->ev && !(keep == 0 && s->off > 0))
+        if (it->ev && !(keep == 0 && s->off > 0) && promised == 0)
             break;
+        size_t len = item_len(it);
+        promised = promised > len ? promised - len : 0;
         own_keep += it->head;
         keep++;
     }
@@ -511,15 +516,17 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
     touch(s, stream_now_ms());
 }
 
-size_t stream_pending(const struct stream *s, size_t max, bool *eof)
+size_t stream_pending(struct stream *s, size_t max, bool *eof)
 {
     size_t n = s->queued < max ? s->queued : max;
     *eof = s->end != STREAM_END_NONE && n == s->queued;
+    s->promised = n;
     return n;
 }
 
 void stream_copy(struct stream *s, uint8_t *dst, size_t n)
 {
+    s->promised = s->promised > n ? s->promised - n : 0;
     while (n > 0) {
         struct item *it = &s->items[s->first];
         size_t len = item_len(it);

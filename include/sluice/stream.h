@@ -142,9 +142,10 @@ enum stream_end stream_ended(const struct stream *s);
 
 /*
  * Bytes ready to send, at most max. *eof is set when those bytes are the
- * last of the stream.
+ * last of the stream. The bytes are promised: an end before they are
+ * copied keeps them (nghttp2 frames a DATA payload before it may write it).
  */
-size_t stream_pending(const struct stream *s, size_t max, bool *eof);
+size_t stream_pending(struct stream *s, size_t max, bool *eof);
 /* Copies n bytes (n <= stream_pending()) to dst and consumes them. */
 void stream_copy(struct stream *s, uint8_t *dst, size_t n);
 /* Events (and resets) queued and not yet fully sent: what a long-poll answers with. */

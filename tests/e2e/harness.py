@@ -150,6 +150,99 @@ def tail(text, lines=40):
     return "\n".join((text or "").splitlines()[-lines:])
 
 
+def sanitized(path=None):
+    """Whether a binary (default: the gateway) is built with AddressSanitizer.
+
+    Its allocator keeps freed memory in a quarantine and pads every block,
+    so RSS figures say nothing about the program's own bounds.
+    """
+    path = path or tool("SLUICE_BIN", "sluice")
+    with open(path, "rb") as f:
+        image = f.read()
+    return b"__asan_init" in image or b"libasan.so" in image
+
+
+def rss_bytes(pid):
+    """VmRSS of a live process, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) * 1024
+    raise TestFailure("no VmRSS for pid %d" % pid)
+
+
+# ---------------------------------------------------------------------------
+# the SSE the gateway sends (README "Event format")
+
+# Every stream begins with the retry hint and its starting id, without data.
+START_RE = re.compile(rb"retry: (\d+)\nid: (\d+(?:-\d+)*)\n\n")
+ID_RE = re.compile(r"\d{1,20}(?:-\d{1,20})*")
+
+
+def parse_id(text, nsubjects=1):
+    """Splits an id into its per-subject positions (ints); fails unless it has nsubjects."""
+    expect(isinstance(text, str) and ID_RE.fullmatch(text),
+           "id %r is not decimal positions joined by '-'" % (text,))
+    parts = [int(x) for x in text.split("-")]
+    expect(len(parts) == nsubjects, "id %r has %d positions, expected one per subject (%d)"
+           % (text, len(parts), nsubjects))
+    return parts
+
+
+class Block:
+    """One blank-line-terminated block of an SSE body."""
+
+    def __init__(self, id=None, event=None, data=None, comments=(), raw=b""):
+        self.id = id  # str or None
+        self.event = event  # str or None
+        self.data = data  # list of str lines, or None if no data field
+        self.comments = list(comments)
+        self.raw = raw
+
+    @property
+    def is_event(self):
+        return self.data is not None
+
+    def __repr__(self):
+        return "Block(%r)" % self.raw[:160]
+
+
+def parse_blocks(body, strict=True):
+    """Parses an SSE body as the gateway writes it: LF line ends, fields in order.
+
+    Returns (blocks, rest): rest is an unterminated tail. With strict, a
+    field other than id/event/data, a repeated id or event, or 'retry' after
+    the start fails the test: the gateway never writes them.
+    """
+    blocks = []
+    pos = 0
+    while True:
+        end = body.find(b"\n\n", pos)
+        if end < 0:
+            break
+        raw = body[pos:end + 2]
+        b = Block(raw=raw)
+        for ln in body[pos:end].decode("utf-8", "replace").split("\n"):
+            if ln.startswith(":"):
+                b.comments.append(ln[1:].lstrip(" "))
+                continue
+            name, _, value = ln.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                b.data = (b.data or []) + [value]
+            elif name == "id" and b.id is None and b.data is None:
+                b.id = value
+            elif name == "event" and b.event is None:
+                b.event = value
+            elif name == "retry" and not blocks:
+                pass
+            elif strict:
+                raise TestFailure("unexpected line %r in block %r" % (ln, raw[:200]))
+        blocks.append(b)
+        pos = end + 2
+    return blocks, body[pos:]
+
+
 # ---------------------------------------------------------------------------
 # nats-server
 
@@ -250,9 +343,9 @@ class Nats:
     def wait_subscriptions(self, subjects, timeout=10):
         """Waits until one connection subscribes to every subject in subjects.
 
-        A gateway answers 200 once it has asked cnats to subscribe; the SUB
-        reaches nats-server a moment later, so a publish sent before it
-        would be dropped by NATS (nobody subscribed yet), not by sluice.
+        The gateway answers 200 only once nats-server has its SUB (see
+        test_publish_after_headers); waiting here as well keeps a test's
+        failure about its own subject rather than about that guarantee.
         """
         want = set(subjects)
 
@@ -365,6 +458,18 @@ def publish(nats_url, subject, data="", event=None, count=1, seq=False, rate=Non
 
 
 _LISTEN_RE = re.compile(r"listening on https://127\.0\.0\.1:(\d+) \(h2\)")
+_ADMIN_RE = re.compile(r"admin on http://127\.0\.0\.1:(\d+)")
+_help_text = None
+
+
+def gateway_supports(flag):
+    """Whether the gateway under test knows --flag (from its --help, read once)."""
+    global _help_text
+    if _help_text is None:
+        r = subprocess.run([tool("SLUICE_BIN", "sluice"), "--help"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=10)
+        _help_text = r.stdout.decode("utf-8", "replace")
+    return re.search(r"(^|\s)--%s\b" % re.escape(flag), _help_text) is not None
 
 
 def make_certs(d):
@@ -379,7 +484,11 @@ class Gateway:
     """The real sluice binary on 127.0.0.1:0 with a fresh development cert.
 
     Flags are keyword arguments with underscores for dashes
-    (Gateway(url, heartbeat_ms=300, workers=2)).
+    (Gateway(url, heartbeat_ms=300, workers=2)). Unless a test sets them,
+    where the gateway has them: --admin 127.0.0.1:0 (never the fixed
+    default port, so that tests can run in parallel; admin_port is where it
+    listens) and --access-log to a file (access_log_path), so that stderr
+    keeps only the diagnostic log the tests read.
     """
 
     def __init__(self, nats_url, extra_args=(), ready_timeout=10, **flags):
@@ -393,12 +502,23 @@ class Gateway:
         self.proc = None
         cmd = [tool("SLUICE_BIN", "sluice"), "--listen", HOST + ":0", "--cert", self.cert,
                "--key", self.key, "--nats", nats_url]
+        self.admin_port = None
+        self.access_log_path = None
+        given = set(k.replace("_", "-") for k in flags) | set(
+            a[2:].split("=")[0] for a in extra_args if a.startswith("--"))
+        if "admin" not in given and gateway_supports("admin"):
+            flags["admin"] = HOST + ":0"
+        if "access-log" not in given and gateway_supports("access-log"):
+            self.access_log_path = os.path.join(self.dir, "access.log")
+            flags["access_log"] = self.access_log_path
         for k, v in flags.items():
             cmd += ["--" + k.replace("_", "-"), str(v)]
         cmd += list(extra_args)
         self.cmd = cmd
         with _lock:
             _gateways.append(self)
+        # Ids start at the gateway's wall clock in microseconds (see the README).
+        self.started_us = int(time.time() * 1e6)
         with open(self.log_path, "wb") as lf:
             self.proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=lf)
         m = wait_until(lambda: self.proc.poll() is not None or _LISTEN_RE.search(self.log()),
@@ -407,6 +527,8 @@ class Gateway:
             raise TestFailure("gateway exited %s at start-up:\n%s"
                               % (self.proc.returncode, tail(self.log(), 10)))
         self.port = int(m.group(1))
+        a = _ADMIN_RE.search(self.log())
+        self.admin_port = int(a.group(1)) if a else None
         log("gateway pid %d on port %d" % (self.proc.pid, self.port))
 
     def log(self):
@@ -426,6 +548,24 @@ class Gateway:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def rss_bytes(self):
+        """The gateway's resident set size now (VmRSS), in bytes."""
+        return rss_bytes(self.proc.pid)
+
+    def check_start_id(self, positions, published=0):
+        """Checks that a stream's starting positions are plausible sequence numbers.
+
+        Sequence numbers come from one process-wide counter that starts at
+        the gateway's wall clock in microseconds and grows by one per NATS
+        message, so a position lies between the gateway's start (less a
+        clock-step allowance) and now plus the messages published so far.
+        """
+        hi = int(time.time() * 1e6) + published + 10 * 1000000
+        for p in positions:
+            expect(self.started_us - 10 * 1000000 <= p <= hi,
+                   "position %d is not a sequence number of this gateway (started at %d us, "
+                   "now %d us)" % (p, self.started_us, int(time.time() * 1e6)))
 
     def check_alive(self, when=""):
         expect(self.alive(), "gateway is not running%s: %s" % (when and " " + when, self.state()))
@@ -615,9 +755,31 @@ class CurlStream:
         return self.wait_for(f, timeout, repr(needle))
 
     def wait_retry(self, timeout=10):
-        """Waits for the leading retry: field; returns (value, offset after it)."""
-        m = self.wait_for(lambda b: re.match(rb"retry: (\d+)\n\n", b), timeout, "retry: line")
+        """Waits for the leading retry: field; returns (value, offset after its item).
+
+        The item may carry the stream's starting id (wait_start checks it).
+        """
+        m = self.wait_for(lambda b: re.match(rb"retry: (\d+)\n(?:id: [^\n]*\n)?\n", b), timeout,
+                          "retry: line")
         return int(m.group(1)), m.end()
+
+    def wait_start(self, timeout=10, nsubjects=1):
+        """Waits for the start item "retry: N\\nid: P\\n\\n" the stream must begin with.
+
+        Returns (retry, [position per subject], offset after the item). Fails
+        if the stream begins with anything else.
+        """
+        def f(b):
+            m = START_RE.match(b)
+            if m:
+                return m
+            # The first block is complete and is not the start item: fail now.
+            return ("bad", b) if b"\n\n" in b else None
+        m = self.wait_for(f, timeout, "the start item retry: + id:")
+        expect(not isinstance(m, tuple), "%s: the stream does not begin with "
+               "'retry: N\\nid: P\\n\\n': %r" % (self.path, m[1][:200]))
+        positions = parse_id(m.group(2).decode(), nsubjects)
+        return int(m.group(1)), positions, m.end()
 
     def alive(self):
         return self.proc.poll() is None
@@ -641,17 +803,20 @@ class CurlStream:
 class Client:
     """sluice-client in the background; result() parses its JSON report."""
 
-    def __init__(self, gw, args, timeout_ms=30000):
+    def __init__(self, gw, args, timeout_ms=30000, events_out=True):
+        """events_out=False for runs too large to log every event (events() then fails)."""
         self.dir = tempdir("sluice-client-")
         self.ready_file = os.path.join(self.dir, "ready")
-        self.events_file = os.path.join(self.dir, "events.jsonl")
+        self.events_file = os.path.join(self.dir, "events.jsonl") if events_out else None
         self.out_path = os.path.join(self.dir, "stdout")
         self.err_path = os.path.join(self.dir, "stderr")
         self.timeout_s = timeout_ms / 1000.0
         self.cmd = [tool("SLUICE_CLIENT", "sluice-client"), "--connect", gw.authority,
                     "--servername", "localhost", "--cacert", gw.ca,
-                    "--ready-file", self.ready_file, "--events-out", self.events_file,
-                    "--timeout-ms", str(timeout_ms)] + list(args)
+                    "--ready-file", self.ready_file, "--timeout-ms", str(timeout_ms)]
+        if events_out:
+            self.cmd += ["--events-out", self.events_file]
+        self.cmd += list(args)
         self.report = None
         with open(self.out_path, "wb") as o, open(self.err_path, "wb") as e:
             self.proc = spawn(self.cmd, stdout=o, stderr=e)
@@ -685,7 +850,11 @@ class Client:
         self.report = parse_report(self._stdout(), self.proc.returncode, self._stderr())
         return self.proc.returncode, self.report
 
+    def stderr(self):
+        return self._stderr()
+
     def events(self):
+        expect(self.events_file, "this client was started with events_out=False")
         out = []
         with open(self.events_file, "rb") as f:
             for ln in f:
@@ -713,9 +882,9 @@ def parse_report(stdout, rc, stderr=""):
                       % (rc, stdout[-500:], stderr[-1000:]))
 
 
-def run_client(gw, args, timeout=30):
+def run_client(gw, args, timeout=30, events_out=True):
     """Runs sluice-client to completion; returns (exit code, parsed JSON report)."""
-    c = Client(gw, args, timeout_ms=int(timeout * 1000))
+    c = Client(gw, args, timeout_ms=int(timeout * 1000), events_out=events_out)
     try:
         return c.result()
     finally:

@@ -10,10 +10,11 @@ after the bad clients:
     dropped within a bounded time;
   - TLS clients with ALPN h2 sending the HTTP/2 preface then garbage are
     dropped (a GOAWAY first is allowed);
-  - TLS clients offering only http/1.1, or no ALPN at all, get the TLS
-    alert no_application_protocol.
+  - TLS clients offering only protocols sluice does not speak get the TLS
+    alert no_application_protocol; http/1.1 or no ALPN get HTTP/1.1 (a 400 here).
 The gateway is alive at the end and exits 0 on SIGTERM.
 """
+import re
 import socket
 import ssl
 import struct
@@ -84,6 +85,20 @@ def preface_then_garbage(gw):
     return None
 
 
+def http1_status(gw, alpn):
+    """The status an HTTP/1.1 request for an invalid subject gets over TLS with this ALPN."""
+    ctx = h.tls_context(gw, alpn=alpn)
+    with socket.create_connection((h.HOST, gw.port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.settimeout(5)
+            expect(s.selected_alpn_protocol() in (None, "http/1.1"),
+                   "ALPN %r selected %r" % (alpn, s.selected_alpn_protocol()))
+            s.sendall(b"GET /events/a..b HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            got = s.recv(1024)
+            m = re.match(rb"HTTP/1\.1 (\d{3}) ", got)
+            return int(m.group(1)) if m else None
+
+
 def refused_alpn(gw, alpn):
     ctx = h.tls_context(gw, alpn=alpn)
     with socket.create_connection((h.HOST, gw.port), timeout=5) as raw:
@@ -105,7 +120,8 @@ def refused_alpn(gw, alpn):
 def test():
     with h.Nats() as nats, h.Gateway(nats.url) as gw:
         with h.CurlStream(gw, "/events/good.s", max_time=60) as good:
-            _, off = good.wait_retry(timeout=10)
+            _, (start,), off = good.wait_start(timeout=10)
+            gw.check_start_id([start])
             nats.wait_subscriptions(["good.s"])
             h.publish(nats.url, "good.s", "before")
             good.wait_bytes(b"data: before\n\n", 10, off)
@@ -117,7 +133,7 @@ def test():
 
             with h.CurlStream(gw, "/events/good.body", max_time=20,
                               extra=["-X", "GET", "--data-binary", "ignored body"]) as body:
-                body.wait_retry(timeout=10)
+                body.wait_start(timeout=10)
                 _, status, _ = body.headers()
                 expect(status == 200, "GET with a body: status %d" % status)
 
@@ -131,15 +147,25 @@ def test():
             codes = [preface_then_garbage(gw) for _ in range(ROUNDS)]
             h.log("%d preface+garbage clients dropped (GOAWAY codes %r)" % (ROUNDS, codes))
 
-            for alpn in (["http/1.1"], None):
+            # Only protocols sluice does not speak are refused: h2 and http/1.1 are served.
+            for alpn in (["spdy/3"], ["h3", "imap"]):
                 msg = refused_alpn(gw, alpn)
                 h.log("ALPN %r refused: %s" % (alpn, msg))
+            for alpn in (["http/1.1"], None):
+                status = http1_status(gw, alpn)
+                expect(status == 400, "ALPN %r: invalid subject over HTTP/1.1 answered %r"
+                       % (alpn, status))
 
             h.publish(nats.url, "good.s", "after")
             good.wait_bytes(b"data: after\n\n", 10, off)
             got = good.data()[off:]
-            want = b"id: 1\ndata: before\n\nid: 2\ndata: between\n\nid: 3\ndata: after\n\n"
-            expect(got == want, "good stream got %r, expected %r" % (got, want))
+            m = re.fullmatch(rb"id: (\d+)\ndata: before\n\nid: (\d+)\ndata: between\n\n"
+                             rb"id: (\d+)\ndata: after\n\n", got)
+            expect(m, "good stream got %r, expected exactly the events before, between and "
+                   "after" % got)
+            ids = [int(x) for x in m.groups()]
+            expect(start < ids[0] < ids[1] < ids[2],
+                   "good stream ids %r do not increase from its start id %d" % (ids, start))
             expect(good.alive(), "the good stream ended")
 
         gw.check_alive()

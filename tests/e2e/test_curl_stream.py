@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Issue 2 (a): curl --http2 -N receives a published event; exact bytes and headers.
 
-Also: the retry: hint is the default 3000 ms within +-20 %; a multi-subject
-stream (/events?subject=A&subject=B) gets events of both subjects with
-composite ids; nghttp -v sees SETTINGS_MAX_CONCURRENT_STREAMS in the
-server's first SETTINGS frame.
+The stream begins with "retry: N\nid: START\n\n" (the retry hint, the default
+3000 ms within +-20 %, and the starting id with no data); START is a
+sequence number of this gateway (its wall clock in microseconds at start
+plus messages since), and each event's id is above the one before.
+A multi-subject stream (/events?subject=A&subject=B) gets events of both
+subjects with composite ids A-B, one position per subject in request
+order, of which only the subject that carried the event moves. nghttp -v
+sees SETTINGS_MAX_CONCURRENT_STREAMS in the server's first SETTINGS frame.
 """
 import re
 import shutil
@@ -19,10 +23,13 @@ from harness import expect  # noqa: E402
 
 def check_single_stream(nats, gw):
     with h.CurlStream(gw, "/events/orders.eu", max_time=30) as s:
-        retry, off = s.wait_retry(timeout=10)
-        h.log("retry: %d" % retry)
+        retry, (start,), off = s.wait_start(timeout=10)
+        h.log("retry: %d, start id %d" % (retry, start))
         expect(2400 <= retry <= 3600, "retry %d is not 3000 +- 20 %%" % retry)
-        expect(s.data()[:off] == b"retry: %d\n\n" % retry, "stream must start with the retry line")
+        expect(s.data()[:off] == b"retry: %d\nid: %d\n\n" % (retry, start),
+               "stream must start with the retry line and its starting id, no data: %r"
+               % s.data()[:off])
+        gw.check_start_id([start])
 
         version, status, headers = s.headers()
         hd = dict(headers)
@@ -37,23 +44,31 @@ def check_single_stream(nats, gw):
 
         nats.wait_subscriptions(["orders.eu"])
         h.publish(nats.url, "orders.eu", "hello\nworld", event="price")
-        want = b"id: 1\nevent: price\ndata: hello\ndata: world\n\n"
-        s.wait_for(lambda b: len(b) >= off + len(want), 10, "the published event")
-        got = s.data()[off:]
-        expect(got == want, "event bytes %r, expected %r" % (got, want))
+        one = rb"id: (\d+)\nevent: price\ndata: hello\ndata: world\n\n"
+        end = s.wait_bytes(b"data: world\n\n", 10, off)
+        m = re.fullmatch(one, s.data()[off:end])
+        expect(m, "event bytes %r, expected id + event: price + two data lines"
+               % s.data()[off:end])
+        id1 = int(m.group(1))
+        expect(id1 > start, "first event id %d is not above the start id %d" % (id1, start))
 
-        # A second message on the same subscription: the next id, no event line.
+        # A second message on the same subscription: a higher id, no event line.
         h.publish(nats.url, "orders.eu", "second")
-        want2 = b"id: 2\ndata: second\n\n"
-        s.wait_for(lambda b: len(b) >= off + len(want) + len(want2), 10, "the second event")
-        got = s.data()[off + len(want):]
-        expect(got == want2, "second event bytes %r, expected %r" % (got, want2))
+        end2 = s.wait_bytes(b"data: second\n\n", 10, end)
+        m = re.fullmatch(rb"id: (\d+)\ndata: second\n\n", s.data()[end:end2])
+        expect(m, "second event bytes %r, expected id + one data line" % s.data()[end:end2])
+        id2 = int(m.group(1))
+        expect(id2 > id1, "second event id %d is not above the first %d" % (id2, id1))
+        time.sleep(0.2)
+        expect(s.data()[end2:] == b"", "unexpected bytes after the second event: %r"
+               % s.data()[end2:])
         expect(s.alive(), "curl ended the stream early")
 
 
 def check_multi_subject(nats, gw):
     with h.CurlStream(gw, "/events?subject=multi.a&subject=multi.b", max_time=30) as s:
-        _, off = s.wait_retry(timeout=10)
+        _, (a0, b0), off = s.wait_start(timeout=10, nsubjects=2)
+        gw.check_start_id([a0, b0])
         nats.wait_subscriptions(["multi.a", "multi.b"])
         h.publish(nats.url, "multi.b", "from b")
         end = s.wait_bytes(b"data: from b\n\n", 10, off)
@@ -66,15 +81,13 @@ def check_multi_subject(nats, gw):
         id1, ev1, data1, id2, ev2, data2 = m.groups()
         expect((ev1, data1, ev2, data2) == (None, "from b", "x", "from a"),
                "multi-subject events out of order or altered: %r" % body)
-        ids = []
-        for eid in (id1, id2):
-            c = re.fullmatch(r"(\d+)-(\d+)", eid)
-            expect(c, "multi-subject id %r is not composite a-b" % eid)
-            ids.append((int(c.group(1)), int(c.group(2))))
-        (a1, b1), (a2, b2) = ids
-        expect(b1 >= 1 and a2 > a1 and b2 == b1,
-               "composite ids %s, %s do not keep one sequence per subject in request order"
-               % (id1, id2))
+        (a1, b1), (a2, b2) = h.parse_id(id1, 2), h.parse_id(id2, 2)
+        # One position per subject in request order (a, then b); only the
+        # subject that carried the event moves.
+        expect(a1 == a0 and b1 > b0, "after an event on b the id is %s, expected %d-(>%d)"
+               % (id1, a0, b0))
+        expect(a2 > a0 and b2 == b1, "after an event on a the id is %s, expected (>%d)-%d"
+               % (id2, a0, b1))
 
 
 def check_nghttp(gw):

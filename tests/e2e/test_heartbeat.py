@@ -22,7 +22,7 @@ IDLE_S = 1.6
 def test():
     with h.Nats() as nats, h.Gateway(nats.url, heartbeat_ms=HEARTBEAT_MS) as gw:
         with h.CurlStream(gw, "/events/hb.idle", max_time=30) as idle:
-            _, off = idle.wait_retry(timeout=10)
+            _, _, off = idle.wait_start(timeout=10)
             time.sleep(IDLE_S)
             body = idle.data()[off:]
             n = body.count(b":\n\n")
@@ -34,14 +34,14 @@ def test():
                    "%d heartbeats in %.1f s at %d ms is too many" % (n, IDLE_S, HEARTBEAT_MS))
 
         with h.CurlStream(gw, "/events/hb.busy", max_time=30) as busy:
-            _, off = busy.wait_retry(timeout=10)
+            _, (start,), off = busy.wait_start(timeout=10)
             nats.wait_subscriptions(["hb.busy"])
             h.publish(nats.url, "hb.busy", "", count=40, rate=20, seq=True)
             end = busy.wait_bytes(b"data: 40\n\n", 10, off)
             body = busy.data()[off:end].decode()
             blocks = body.split("\n\n")
             expect(blocks[-1] == "", "busy stream ends mid-event: %r" % body[-100:])
-            seen, pending, beats_between = [], 0, 0
+            seen, ids, pending, beats_between = [], [start], 0, 0
             for b in blocks[:-1]:
                 if b == ":":
                     pending += 1
@@ -52,8 +52,11 @@ def test():
                     beats_between += pending
                 pending = 0
                 seen.append(int(m.group(2)))
+                ids.append(int(m.group(1)))
             h.log("busy stream: 40 events over ~2 s, %d heartbeats among them" % beats_between)
             expect(seen == list(range(1, 41)), "busy stream events %r, expected 1..40" % seen)
+            expect(all(a < b for a, b in zip(ids, ids[1:])),
+                   "busy stream ids do not increase from the start id: %r" % ids)
             expect(beats_between <= 2, "a stream with an event every 50 ms got %d heartbeats at "
                    "%d ms; heartbeats are for idle streams" % (beats_between, HEARTBEAT_MS))
 

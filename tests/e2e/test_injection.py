@@ -7,8 +7,10 @@ Three payloads are published on one subject:
     "a\\r\\nb"                      (CRLF)
 Each must arrive as ONE event whose data lines are the payload's lines:
 checked as parsed events with sluice-client (--events-out) and as raw
-bytes with curl. Exactly three events; none is named "evil".
+bytes with curl. Exactly three events; none is named "evil"; their ids
+increase from the stream's start id and are the same on both clients.
 """
+import re
 import sys
 import time
 
@@ -19,9 +21,10 @@ from harness import expect  # noqa: E402
 SUBJECT = "inject.test"
 PAYLOADS = ["a\n\nevent: evil\ndata: x", "a\rb", "a\r\nb"]
 WANT_DATA = ["a\n\nevent: evil\ndata: x", "a\nb", "a\nb"]
-WANT_RAW = (b"id: 1\ndata: a\ndata: \ndata: event: evil\ndata: data: x\n\n"
-            b"id: 2\ndata: a\ndata: b\n\n"
-            b"id: 3\ndata: a\ndata: b\n\n")
+# The exact bytes after the start item; ids are checked separately.
+WANT_RAW = re.compile(rb"id: (\d+)\ndata: a\ndata: \ndata: event: evil\ndata: data: x\n\n"
+                      rb"id: (\d+)\ndata: a\ndata: b\n\n"
+                      rb"id: (\d+)\ndata: a\ndata: b\n\n")
 
 
 def test():
@@ -29,7 +32,7 @@ def test():
         client = h.Client(gw, ["--path", "/events/" + SUBJECT, "--expect-total", "3"],
                           timeout_ms=20000)
         with h.CurlStream(gw, "/events/" + SUBJECT, max_time=30) as s:
-            _, off = s.wait_retry(timeout=10)
+            _, (start,), off = s.wait_start(timeout=10)
             client.wait_ready(timeout=10)
             nats.wait_subscriptions([SUBJECT])
             for p in PAYLOADS:
@@ -44,16 +47,23 @@ def test():
                    % (len(events), events))
             for i, (e, want) in enumerate(zip(events, WANT_DATA)):
                 expect(e["data"] == want, "event %d data %r, expected %r" % (i + 1, e["data"], want))
-                expect(e["id"] == str(i + 1), "event %d id %r" % (i + 1, e["id"]))
                 expect(e.get("event") is None, "event %d has a name %r; the payload injected a "
                        "field" % (i + 1, e.get("event")))
+            client_ids = [h.parse_id(e["id"])[0] for e in events]
 
-            s.wait_for(lambda b: len(b) >= off + len(WANT_RAW), 10, "three events over curl")
+            s.wait_for(lambda b: WANT_RAW.match(b, off), 10, "three events over curl")
             time.sleep(0.3)  # anything split off a payload would follow now
             got = s.data()[off:]
-            expect(got == WANT_RAW, "raw bytes after retry:\n%r\nexpected\n%r" % (got, WANT_RAW))
+            m = WANT_RAW.fullmatch(got)
+            expect(m, "raw bytes after the start item:\n%r\nexpected\n%r" % (got, WANT_RAW.pattern))
             expect(b"event: evil\n" not in s.data().replace(b"data: event: evil\n", b""),
                    "an event named evil appeared")
+            ids = [int(x) for x in m.groups()]
+            expect(start < ids[0] < ids[1] < ids[2],
+                   "curl stream ids %r do not increase from its start id %d" % (ids, start))
+            # Both streams are on one subject: one sequence number per message.
+            expect(client_ids == ids, "sluice-client saw ids %r, curl %r; a message has one id"
+                   % (client_ids, ids))
 
         # The client's events were counted as they arrived; make sure no
         # fourth event was split off a payload after the expectation was met.

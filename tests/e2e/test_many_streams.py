@@ -6,8 +6,11 @@ subjects (load.s0 ... load.s1999) and 2,000 more to the shared subject
 load.shared. Each distinct subject gets one message (its own name as the
 payload), load.shared gets five (event "tick"). Every distinct stream must
 receive exactly its one event and every shared stream exactly the five, in
-order. nats-server's /connz?subs=1 must show the gateway's connection with
-exactly 2,001 subscriptions, one per distinct subject.
+order, with the same increasing ids on every shared stream; one
+process-wide counter numbers messages, so all 2,005 ids differ.
+nats-server's /connz?subs=1 must show the gateway's connection with
+exactly 2,001 subscriptions, one per distinct subject, and none once
+every stream has closed and history-keep-ms (500 ms here) has passed.
 
 The gateway runs two workers. A second client with eight connections to
 load.shared and load.s7 makes it very likely that both workers hold
@@ -27,7 +30,12 @@ SHARED = 5
 
 def test():
     subjects = ["load.s%d" % i for i in range(N)]
-    with h.Nats() as nats, h.Gateway(nats.url, workers=2, max_streams=5000) as gw:
+    # A subject's subscription outlives its last stream by history-keep-ms (for
+    # resume); 500 ms keeps the check at the end short. 4,000 streams open at
+    # once: above the default new-stream rate limit, which is not under test.
+    rate = {"stream_rate": 1000000} if h.gateway_supports("stream-rate") else {}
+    with h.Nats() as nats, h.Gateway(nats.url, workers=2, max_streams=5000,
+                                     history_keep_ms=500, **rate) as gw:
         paths = os.path.join(h.tempdir(), "paths")
         with open(paths, "w") as f:
             f.write("# one stream per subject\n")
@@ -89,15 +97,31 @@ def test():
         for e in big.events():
             per_stream[e["stream"]].append((e["id"], e.get("event"), e["data"]))
         # Streams are numbered in opening order: the paths file, then the repeats.
+        one_ids = []
         for i, s in enumerate(subjects):
-            expect(per_stream.get(i) == [("1", None, s)],
-                   "stream %d (%s) got %r, expected one event id 1 data %r"
-                   % (i, s, per_stream.get(i), s))
-        want = [(str(n), "tick", "shared-%d" % n) for n in range(1, SHARED + 1)]
-        bad = [i for i in range(N, 2 * N) if per_stream.get(i) != want]
-        expect(not bad, "%d shared streams did not get exactly the five events in order; "
-               "stream %d got %r" % (len(bad), bad[0], per_stream.get(bad[0])) if bad else "")
+            got = per_stream.get(i) or []
+            expect(len(got) == 1 and got[0][1:] == (None, s) and h.ID_RE.fullmatch(got[0][0]),
+                   "stream %d (%s) got %r, expected one event, data %r, with a numeric id"
+                   % (i, s, got, s))
+            one_ids.append(int(got[0][0]))
+        # The shared streams all carry the same five messages, so the same ids.
+        first = per_stream.get(N) or []
+        expect([(ev, d) for _, ev, d in first] == [("tick", "shared-%d" % n)
+                                                  for n in range(1, SHARED + 1)],
+               "shared stream %d got %r, expected the five ticks in order" % (N, first))
+        shared_ids = [h.parse_id(i)[0] for i, _, _ in first]
+        expect(all(a < b for a, b in zip(shared_ids, shared_ids[1:])),
+               "shared ids do not increase: %r" % shared_ids)
+        bad = [i for i in range(N, 2 * N) if per_stream.get(i) != first]
+        expect(not bad, "%d shared streams did not get exactly the same five events (ids "
+               "included) as stream %d; stream %d got %r"
+               % (len(bad), N, bad[0], per_stream.get(bad[0])) if bad else "")
         expect(len(per_stream) == 2 * N, "events on unexpected streams")
+        # One process-wide counter numbers every message: no two share an id.
+        all_ids = one_ids + shared_ids
+        expect(len(set(all_ids)) == len(all_ids), "%d messages got only %d distinct ids"
+               % (len(all_ids), len(set(all_ids))))
+        gw.check_start_id(all_ids, published=len(all_ids))
 
         rc, rep = side.result()
         expect(rc == 0 and rep.get("ok") is True,
@@ -105,8 +129,18 @@ def test():
         expect(rep.get("events") == 8 * (SHARED + 1),
                "8-connection client got %r events, expected %d" % (rep.get("events"),
                                                                    8 * (SHARED + 1)))
+        side_ids = collections.defaultdict(list)
+        for e in side.events():
+            side_ids[e["stream"]].append(e["id"])
+        want_side = {}
+        for c in range(8):  # each connection: load.shared, then load.s7
+            want_side[2 * c] = [i for i, _, _ in first]
+            want_side[2 * c + 1] = [str(one_ids[7])]
+        expect(dict(side_ids) == want_side, "8-connection client ids %r, expected %r"
+               % (dict(side_ids), want_side))
 
-        # Every stream has closed: the last one on each subject unsubscribed.
+        # Every stream has closed: once history-keep-ms has passed, the last
+        # one on each subject has unsubscribed.
         h.wait_until(lambda: nats.subscriptions() == [], 10,
                      "the gateway to drop its subscriptions after all streams closed")
 

@@ -19,22 +19,23 @@ from harness import expect  # noqa: E402
 SUBJECTS = ["restart.a", "restart.b"]
 
 
-def event_ids(body):
-    return [int(m.group(1)) for m in re.finditer(rb"id: (\d+)\n", body)]
-
-
 def test():
     with h.Nats() as nats, h.Gateway(nats.url, heartbeat_ms=500) as gw:
         client = h.Client(gw, ["--repeat-path", "/events/restart.a:10",
                                "--repeat-path", "/events/restart.b:10",
                                "--expect-events", "2"], timeout_ms=45000)
         with h.CurlStream(gw, "/events/restart.a", max_time=60) as s:
-            _, off = s.wait_retry(timeout=10)
+            _, (start,), off = s.wait_start(timeout=10)
             client.wait_ready(timeout=10)
             nats.wait_subscriptions(SUBJECTS)
             for subj in SUBJECTS:
                 h.publish(nats.url, subj, "before")
             end = s.wait_bytes(b"data: before\n\n", 10, off)
+            m = re.fullmatch(rb"id: (\d+)\ndata: before\n\n", s.data()[off:end])
+            expect(m, "curl stream: expected one event 'before', got %r" % s.data()[off:end])
+            before_id = int(m.group(1))
+            expect(before_id > start, "event id %d is not above the start id %d"
+                   % (before_id, start))
 
             mark = len(gw.log())
             nats.kill()
@@ -59,10 +60,13 @@ def test():
             nats.wait_subscriptions(SUBJECTS, timeout=10)
             for subj in SUBJECTS:
                 h.publish(nats.url, subj, "after")
-            s.wait_bytes(b"data: after\n\n", 10, end)
-            ids = event_ids(s.data())
-            expect(len(ids) == 2 and ids[1] > ids[0],
-                   "curl stream ids %r: expected two events with increasing ids" % ids)
+            after_end = s.wait_bytes(b"data: after\n\n", 10, end)
+            # Heartbeats while NATS was away, then exactly the one new event.
+            m = re.fullmatch(rb"(?::\n\n)*id: (\d+)\ndata: after\n\n", s.data()[end:after_end])
+            expect(m, "curl stream after the restart: %r" % s.data()[end:after_end])
+            after_id = int(m.group(1))
+            expect(after_id > before_id, "the id after the NATS restart (%d) is not above the "
+                   "one before (%d)" % (after_id, before_id))
             expect(s.alive(), "curl's stream ended")
 
         rc, rep = client.result()
@@ -72,10 +76,16 @@ def test():
                "client lost its connection or streams: %r" % rep)
         per_stream = collections.defaultdict(list)
         for e in client.events():
-            per_stream[e["stream"]].append(e["data"])
-        bad = {i: d for i, d in per_stream.items() if d != ["before", "after"]}
+            per_stream[e["stream"]].append((e["data"], h.parse_id(e["id"])[0]))
+        bad = {i: d for i, d in per_stream.items() if [x for x, _ in d] != ["before", "after"]
+               or not d[0][1] < d[1][1]}
         expect(len(per_stream) == 20 and not bad,
-               "streams did not get exactly before+after: %r" % (bad or dict(per_stream)))
+               "streams did not get exactly before+after with increasing ids: %r"
+               % (bad or dict(per_stream)))
+        # Streams 0-9 are on restart.a, as curl's was: one id per message.
+        a_ids = {tuple(i for _, i in per_stream[k]) for k in range(10)}
+        expect(a_ids == {(before_id, after_id)}, "restart.a streams saw ids %r, curl saw %r"
+               % (a_ids, (before_id, after_id)))
 
         gw.check_alive()
         gw.stop()

@@ -31,7 +31,7 @@ def test():
         for i in range(CURL_ROUNDS):
             subj = "fresh.curl.%d" % i
             with h.CurlStream(gw, "/events/" + subj, max_time=20) as s:
-                _, off = s.wait_retry(timeout=10)
+                _, _, off = s.wait_start(timeout=10)
                 pub.pub(subj, "now")
                 pub.flush()
                 try:

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Issue 3 (a): one stalled stream among 2,000 on ONE connection stalls nobody else.
+
+sluice-client opens 2,000 streams on one connection, all on one subject.
+With --stall-stream 0 it never reopens stream 0's flow-control window (the
+connection window stays open). N events of 300-byte payloads are
+published at a steady rate the client can keep up with (faster, and the
+healthy streams too would fall more than their 64 KiB cap behind and be
+cut, as the policy says); the gateway runs with --stream-queue-bytes 65536
+and a connection cap large enough that only the per-stream cap matters.
+
+Stream 0 receives exactly what fits in its 65,535-byte window (the start
+item, then whole events, then a fragment), then its queue grows until it
+passes 64 KiB: the gateway cuts it (logs "slow consumer" for it; with its
+window shut it cannot take the final comment, so it is reset with CANCEL,
+or ended if a final comment got through). Every other stream receives
+every event: the client's expectation is the exact total (1,999 x N plus
+stream 0's share), and the report's max/min prove that no stream has more
+than N and only one has fewer.
+
+Latency: the same run without a stalled stream is the baseline. The time
+from the last publish to the moment all 1,999 streams have every event
+must not grow by more than a generous margin when one stream is stalled.
+"""
+import os
+import re
+import sys
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+from harness import expect  # noqa: E402
+
+STREAMS = 2000
+N = 600              # stream 0 is cut at about event 400
+PAYLOAD = 300
+RATE = 100           # events per second: ~66 MB/s to the one client
+WINDOW = 65535
+STREAM_CAP = 65536
+RETRY_MS = 3000
+
+
+def payload(n):
+    return ("%d " % n).ljust(PAYLOAD, "x")
+
+
+def publish_paced(nats, subject):
+    """Publishes N events at RATE; returns the monotonic time the last one left NATS."""
+    t0 = time.monotonic()
+    with h.NatsConn(nats.port) as pub:
+        for i in range(1, N + 1):
+            pub.pub(subject, payload(i))
+            if i % 10 == 0 or i == N:
+                pub.flush()  # returns once nats-server has the batch
+                due = t0 + i / RATE
+                if i < N and due > time.monotonic():
+                    time.sleep(due - time.monotonic())
+        return time.monotonic()
+
+
+def run(nats, gw, subject, stall):
+    d = h.tempdir()
+    raw = os.path.join(d, "stream0.raw")
+    # Stream 0 gets what fits in its window: the start item, then whole events.
+    ev_len = len("id: %d\ndata: %s\n\n" % (gw.started_us, payload(1)))
+    start_len = len("retry: %d\nid: %d\n\n" % (RETRY_MS, gw.started_us))
+    k = (WINDOW - start_len) // ev_len if stall else N
+    args = ["--repeat-path", "/events/%s:%d" % (subject, STREAMS), "--verbose",
+            "--dump-raw", "0", "--raw-out", raw]
+    if stall:
+        args += ["--stall-stream", "0", "--expect-total", str((STREAMS - 1) * N + k)]
+    else:
+        args += ["--expect-events", str(N)]
+    c = h.Client(gw, args, timeout_ms=45000, events_out=False)
+    c.wait_ready(timeout=30)
+    nats.wait_subscriptions([subject])
+    mark = len(gw.log())
+    t_pub0 = time.monotonic()
+    t_last = publish_paced(nats, subject)
+    rc, rep = c.result()
+    t_done = time.monotonic()
+    lag = t_done - t_last
+    h.log("%s: published %d events in %.1f s; client exit %d after %.2f s more: events %s, "
+          "min %s, max %s, ended %s, reset %s, elapsed %s ms"
+          % ("stalled" if stall else "baseline", N, t_last - t_pub0, rc, lag, rep.get("events"),
+             rep.get("min_events"), rep.get("max_events"), rep.get("streams_ended"),
+             rep.get("streams_reset"), rep.get("elapsed_ms")))
+    expect(rep.get("connections") == 1 and rep.get("streams") == STREAMS
+           and rep.get("status_counts") == {"200": STREAMS}, "bad start: %r" % rep)
+    expect(rep.get("connections_lost") == 0, "the connection was lost: %r" % rep)
+    with open(raw, "rb") as f:
+        body0 = f.read()
+    return rc, rep, lag, k, body0, gw.log()[mark:], c
+
+
+def test():
+    # 2,000 streams at once: above the default new-stream rate limit.
+    rate = {"stream_rate": 1000000} if h.gateway_supports("stream-rate") else {}
+    with h.Nats() as nats, h.Gateway(nats.url, max_streams=STREAMS + 100,
+                                     stream_queue_bytes=STREAM_CAP,
+                                     conn_queue_bytes=1 << 30, heartbeat_ms=60000,
+                                     retry_ms=RETRY_MS, retry_jitter_pct=0, **rate) as gw:
+        rc, rep, base_lag, _, _, log, _ = run(nats, gw, "stall.base", stall=False)
+        expect(rc == 0 and rep.get("ok") and rep.get("min_events") == N
+               and rep.get("max_events") == N and rep.get("events") == STREAMS * N,
+               "baseline (no stalled stream): not every stream got the %d events; the client "
+               "cannot keep up at %d events/s on this machine? %r" % (N, RATE, rep))
+        expect("slow consumer" not in log, "baseline: a stream was cut:\n%s" % h.tail(log, 5))
+
+        rc, rep, lag, k, body0, log, c = run(nats, gw, "stall.one", stall=True)
+        # Stream 0's share: the start item, k whole events 1..k, then a fragment.
+        blocks, _ = h.parse_blocks(body0)
+        got0 = [b.data for b in blocks[1:] if b.is_event]
+        expect(h.START_RE.fullmatch(blocks[0].raw) if blocks else False,
+               "stalled stream: no start item: %r" % body0[:100])
+        expect(got0 == [[payload(n)] for n in range(1, len(got0) + 1)],
+               "stalled stream: its events are not 1, 2, ... in order")
+        cut = re.findall(r"conn \d+ stream (\d+): slow consumer: ([a-z ]+) full", log)
+        h.log("stalled stream: %d events and %d bytes received (window arithmetic says %d); "
+              "gateway cuts: %r" % (len(got0), len(body0), k, cut))
+        expect(len(got0) == k and len(body0) <= WINDOW,
+               "stalled stream 0 received %d events in %d bytes; its %d-byte window holds %d "
+               "(the run's expectation assumes that)" % (len(got0), len(body0), WINDOW, k))
+        expect(cut == [("1", "stream queue")],
+               "the gateway should cut exactly stream 1 (the stalled one) for its stream queue; "
+               "it logged %r" % cut)
+
+        # The exact total was reached: 1,999 x N + k. No stream has more than
+        # N and no other stream has fewer than stream 0: so all others have N.
+        expect(rc == 0 and rep.get("ok") is True and not rep.get("timed_out"),
+               "with one stalled stream the others did not all get the %d events: total %r, "
+               "expected %d; min %r max %r; ended %r reset %r"
+               % (N, rep.get("events"), (STREAMS - 1) * N + k, rep.get("min_events"),
+                  rep.get("max_events"), rep.get("streams_ended"), rep.get("streams_reset")))
+        expect(rep.get("events") == (STREAMS - 1) * N + k and rep.get("max_events") == N
+               and rep.get("min_events") == k,
+               "event counts: total %r, max %r, min %r; expected %d, %d, %d"
+               % (rep.get("events"), rep.get("max_events"), rep.get("min_events"),
+                  (STREAMS - 1) * N + k, N, k))
+
+        # Stream 0's end: a reset with CANCEL (window shut), or END_STREAM
+        # after the final comment if that fitted.
+        err = c.stderr()
+        reset = re.search(r"conn 0 stream 0 \(id 1\) reset: (\w+)", err)
+        ended = body0.endswith(b": slow consumer, reconnect to resume\n\n")
+        expect((rep.get("streams_reset") == 1 and reset and reset.group(1) == "CANCEL"
+                and rep.get("streams_ended") == 0)
+               or (ended and rep.get("streams_ended") == 1 and rep.get("streams_reset") == 0),
+               "the stalled stream was not ended by the slow-consumer policy: reset %r, "
+               "streams_reset %r, streams_ended %r, raw tail %r"
+               % (reset and reset.group(0), rep.get("streams_reset"), rep.get("streams_ended"),
+                  body0[-60:]))
+        h.log("stalled stream %s" % ("reset with CANCEL" if reset else "ended after its comment"))
+
+        h.log("latency: the last event reached all streams %.2f s after it was published with "
+              "a stalled stream, %.2f s without" % (lag, base_lag))
+        expect(lag <= 2 * base_lag + 1.0,
+               "with one stalled stream the others got the last event %.2f s after its publish, "
+               "%.2f s without: the stall slowed its siblings" % (lag, base_lag))
+        gw.check_alive()
+        gw.stop(timeout=15)
+
+
+if __name__ == "__main__":
+    h.main(test)

@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Issue 3 (e): clients that stop reading cannot grow the gateway's memory.
+
+Three clients on the same 10 subjects:
+  - a raw one (python ssl socket, HTTP/2 frames by hand) that opens 20
+    streams with the largest windows HTTP/2 allows, a small receive buffer,
+    and then never reads its socket at all: the gateway's TLS writes block
+    on the socket itself (the soft limit: it stops reading that connection);
+  - a sluice-client with 20 streams frozen with SIGSTOP: its flow-control
+    windows fill and stay shut;
+  - a well-behaved sluice-client, 10 streams, one per subject.
+Then ~50 MB of distinct 10 KB events are published across the 10 subjects.
+
+The gateway runs with --conn-queue-bytes 4 MiB and --history-bytes 256 KiB
+per subject. Its RSS (sampled every 20 ms from /proc) may grow by at most
+the two stuck connections' caps plus the 10 histories plus a margin for
+allocator, TLS and NATS buffers: far below the ~50 MB each stuck client
+would pin without caps. The well-behaved client receives every event, in
+order. The gateway logs a slow-consumer cut for each of the 40 stuck
+streams.
+
+Then the stuck clients read again (SIGCONT; the raw one reads until every
+stream has closed). Every stuck stream was ended by the gateway: with
+END_STREAM after the final ": slow consumer, reconnect to resume" comment,
+or with RST_STREAM(CANCEL) where its window was shut; what each received is
+an in-order prefix of its subject's events. The gateway is still alive.
+"""
+import os
+import re
+import signal
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+from harness import expect  # noqa: E402
+
+SUBJECTS = ["stuck.%d" % i for i in range(10)]
+PER_SUBJECT = 500            # events per subject after the warm-up
+WARM = 5                     # events per subject before the stuck client freezes
+EVENT_BYTES = 10000
+RATE_BYTES = 25 << 20        # published per second
+CONN_CAP = 4 << 20
+HISTORY_BYTES = 256 << 10
+MARGIN = 16 << 20            # allocator arenas, TLS and NATS buffers
+STUCK_STREAMS = 2 * len(SUBJECTS)
+MAX_WINDOW = (1 << 31) - 1
+CANCEL = 8
+
+
+def payload(subject_no, n):
+    return ("%d %d " % (subject_no, n)).ljust(EVENT_BYTES, "s")
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, gw):
+        super().__init__(daemon=True)
+        self.gw = gw
+        self.max = 0
+        self.samples = 0
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.max = max(self.max, self.gw.rss_bytes())
+                self.samples += 1
+            except (OSError, h.TestFailure):
+                return
+            self.stop_flag.wait(0.02)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(timeout=5)
+
+
+class RawStuckClient:
+    """HTTP/2 over TLS by hand: GET streams with huge windows, then no reads at all.
+
+    HPACK: indexed :method GET (2) and :scheme https (7), literal values
+    without indexing for :path (name index 4) and :authority (name index 1).
+    """
+
+    def __init__(self, gw, paths):
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive buffer: the socket, not a window, stops the gateway.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        raw.settimeout(10)
+        raw.connect((h.HOST, gw.port))
+        self.sock = h.tls_context(gw).wrap_socket(raw, server_hostname="localhost")
+        expect(self.sock.selected_alpn_protocol() == "h2", "raw client: no h2")
+        out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+               frame(0x4, 0, 0, struct.pack(">HI", 0x2, 0) + struct.pack(">HI", 0x4, MAX_WINDOW)),
+               frame(0x8, 0, 0, struct.pack(">I", MAX_WINDOW - 65535))]
+        self.ids = []
+        for i, p in enumerate(paths):
+            sid = 2 * i + 1
+            block = b"\x82\x87" + literal(4, p.encode()) + literal(1, gw.authority.encode())
+            out.append(frame(0x1, 0x5, sid, block))  # END_STREAM | END_HEADERS
+            self.ids.append(sid)
+        self.sock.sendall(b"".join(out))
+
+    def drain(self, timeout):
+        """Reads until every stream has closed; returns {id: (body, end)} where end is
+        "ended" or "reset <code>", or None if the stream did not close in time."""
+        bodies = {sid: b"" for sid in self.ids}
+        ends = {sid: None for sid in self.ids}
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while any(e is None for e in ends.values()) and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except (socket.timeout, ssl.SSLError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            buf += chunk
+            while len(buf) >= 9:
+                length = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + length:
+                    break
+                ftype, flags = buf[3], buf[4]
+                sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                body = buf[9:9 + length]
+                buf = buf[9 + length:]
+                if sid not in bodies:
+                    continue
+                if ftype == 0x0:  # DATA, never padded by the gateway
+                    bodies[sid] += body
+                    if flags & 0x1:
+                        ends[sid] = "ended"
+                elif ftype == 0x3:  # RST_STREAM
+                    ends[sid] = "reset %d" % struct.unpack(">I", body)[0]
+                elif ftype == 0x1 and flags & 0x1:
+                    ends[sid] = "ended"
+        return {sid: (bodies[sid], ends[sid]) for sid in self.ids}
+
+    def close(self):
+        self.sock.close()
+
+
+def frame(ftype, flags, sid, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) \
+        + payload
+
+
+def literal(name_index, value):
+    """Literal header field without indexing, indexed name (RFC 7541 6.2.2)."""
+    expect(name_index < 15 and len(value) < 127, "header too long for this encoder")
+    return bytes([name_index, len(value)]) + value
+
+
+def check_prefix(body, subject_no, what, complete):
+    blocks, rest = h.parse_blocks(body)
+    expect(blocks and h.START_RE.fullmatch(blocks[0].raw), "%s: no start item: %r"
+           % (what, body[:80]))
+    evs = [b for b in blocks[1:] if b.is_event]
+    want = [[payload(subject_no, n)] for n in range(1, len(evs) + 1)]
+    got = [b.data for b in evs]
+    if got != want:
+        k = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+        raise h.TestFailure("%s: event %d of %d is not the next one in order: data %r..., "
+                            "expected %r... (a stream must carry an in-order prefix of its "
+                            "subject's events, byte for byte)"
+                            % (what, k + 1, len(got), str(got[k])[:60], str(want[k])[:60]))
+    ids = [h.parse_id(b.id)[0] for b in evs]
+    expect(all(a < b for a, b in zip(ids, ids[1:])), "%s: ids do not increase" % what)
+    if complete:
+        expect(len(evs) == WARM + PER_SUBJECT, "%s: %d events, expected %d"
+               % (what, len(evs), WARM + PER_SUBJECT))
+    return blocks, rest
+
+
+def check_ended(body, end, subject_no, what):
+    """A stuck stream's fate: an in-order prefix, then the final comment or a CANCEL."""
+    blocks, rest = check_prefix(body, subject_no, what, complete=False)
+    if end == "ended":
+        expect(rest == b"" and blocks[-1].comments == ["slow consumer, reconnect to resume"]
+               and not blocks[-1].is_event,
+               "%s ended without the final slow-consumer comment: %r" % (what, body[-80:]))
+    else:
+        expect(end == "reset %d" % CANCEL, "%s: %s, expected END_STREAM after the final "
+               "comment or RST_STREAM(CANCEL)" % (what, end or "still open"))
+    return len([b for b in blocks if b.is_event])
+
+
+def test():
+    with h.Nats() as nats, h.Gateway(nats.url, conn_queue_bytes=CONN_CAP,
+                                     history_bytes=HISTORY_BYTES) as gw:
+        d = h.tempdir()
+        stuck_raw = os.path.join(d, "stuck0.raw")
+        good_raw = os.path.join(d, "good0.raw")
+        stuck_paths = ["/events/" + s for s in SUBJECTS for _ in range(2)]
+        stuck = h.Client(gw, sum((["--path", p] for p in stuck_paths), [])
+                         + ["--dump-raw", "0", "--raw-out", stuck_raw, "--verbose"],
+                         timeout_ms=60000, events_out=False)
+        good = h.Client(gw, sum((["--path", "/events/" + s] for s in SUBJECTS), [])
+                        + ["--expect-events", str(WARM + PER_SUBJECT),
+                           "--dump-raw", "0", "--raw-out", good_raw],
+                        timeout_ms=60000, events_out=False)
+        stuck.wait_ready(timeout=15)
+        good.wait_ready(timeout=15)
+        rawc = RawStuckClient(gw, stuck_paths)
+        nats.wait_subscriptions(SUBJECTS)
+        time.sleep(0.3)  # the raw client's streams are answered (it cannot tell us)
+
+        with h.NatsConn(nats.port) as pub:
+            # Warm-up: every connection has carried data before the freeze.
+            for n in range(1, WARM + 1):
+                for i, s in enumerate(SUBJECTS):
+                    pub.pub(s, payload(i, n))
+            pub.flush()
+            time.sleep(0.5)
+            os.kill(stuck.proc.pid, signal.SIGSTOP)
+            h.log("sluice-client pid %d stopped with SIGSTOP; the raw client never reads"
+                  % stuck.proc.pid)
+            try:
+                time.sleep(0.2)
+                base = gw.rss_bytes()
+                sampler = RssSampler(gw)
+                sampler.start()
+                mark = len(gw.log())
+                t0 = time.monotonic()
+                sent = 0
+                for n in range(WARM + 1, WARM + PER_SUBJECT + 1):
+                    for i, s in enumerate(SUBJECTS):
+                        pub.pub(s, payload(i, n))
+                        sent += EVENT_BYTES
+                    if n % 10 == 0:
+                        pub.flush()
+                        due = t0 + sent / RATE_BYTES
+                        if due > time.monotonic():
+                            time.sleep(due - time.monotonic())
+                pub.flush()
+                h.log("published %.1f MB in %.1f s" % (sent / 1e6, time.monotonic() - t0))
+
+                rc, rep = good.result()
+                h.log("good client: exit %d, events %s, min %s, max %s, elapsed %s ms"
+                      % (rc, rep.get("events"), rep.get("min_events"), rep.get("max_events"),
+                         rep.get("elapsed_ms")))
+                time.sleep(0.3)
+                sampler.stop()
+                log = gw.log()[mark:]
+                gw.check_alive("while clients were stuck")
+                grew = sampler.max - base
+                bound = 2 * CONN_CAP + len(SUBJECTS) * HISTORY_BYTES + MARGIN
+                h.log("gateway RSS %.1f MiB before, peak %.1f MiB (%d samples): grew %.1f MiB, "
+                      "bound %.1f MiB" % (base / 2**20, sampler.max / 2**20, sampler.samples,
+                                          grew / 2**20, bound / 2**20))
+                print("stuck_reader_rss_growth_bytes=%d" % grew, flush=True)
+
+                expect(rc == 0 and rep.get("ok") is True
+                       and rep.get("events") == len(SUBJECTS) * (WARM + PER_SUBJECT)
+                       and rep.get("streams_reset") == 0 and rep.get("streams_ended") == 0,
+                       "the well-behaved client on another connection did not get every event "
+                       "while clients were stuck: %r" % rep)
+                with open(good_raw, "rb") as f:
+                    check_prefix(f.read(), 0, "well-behaved client, stream 0", complete=True)
+
+                cuts = re.findall(r"conn (\d+) stream (\d+): slow consumer: ([a-z ]+) full", log)
+                per_conn = {}
+                for c, sid, _ in cuts:
+                    per_conn.setdefault(c, set()).add(sid)
+                h.log("slow-consumer cuts: %r, caps %s"
+                      % ({c: len(v) for c, v in per_conn.items()},
+                         sorted({cap for _, _, cap in cuts})))
+                expect(len(cuts) == 2 * STUCK_STREAMS and len(per_conn) == 2
+                       and all(len(v) == STUCK_STREAMS for v in per_conn.values()),
+                       "expected one cut for each of the %d streams of each stuck client; the "
+                       "log has %r" % (STUCK_STREAMS, cuts))
+                if h.sanitized():
+                    h.log("RSS bound not checked: the gateway is built with AddressSanitizer, "
+                          "whose quarantine holds freed memory")
+                else:
+                    expect(grew <= bound, "the gateway's RSS grew by %.1f MiB while clients "
+                           "were stuck, more than the caps allow (%.1f MiB)"
+                           % (grew / 2**20, bound / 2**20))
+            finally:
+                if stuck.proc.poll() is None:
+                    os.kill(stuck.proc.pid, signal.SIGCONT)
+
+        h.log("the stuck clients read again")
+        got = rawc.drain(timeout=15)
+        gw.check_alive("after the raw client read again")
+        counts = []
+        for k, sid in enumerate(rawc.ids):
+            body, end = got[sid]
+            counts.append(check_ended(body, end, k // 2, "raw client stream %d" % sid))
+        h.log("raw client: every stream ended by the gateway (%s) after %d..%d events"
+              % (", ".join(sorted({e for _, e in got.values()})), min(counts), max(counts)))
+        rawc.close()
+
+        rc, rep = stuck.result()
+        h.log("sluice-client: exit %d, events %s, ended %s, reset %s, lost %s"
+              % (rc, rep.get("events"), rep.get("streams_ended"), rep.get("streams_reset"),
+                 rep.get("connections_lost")))
+        gw.check_alive("after the stopped client read again")
+        expect(rep.get("connections_lost") == 0, "the stopped client's connection was lost: %r"
+               % rep)
+        per = rep.get("per_stream") or []
+        expect(len(per) == STUCK_STREAMS, "report lacks per_stream: %r" % rep)
+        bad = [p for p in per if not (p.get("ended") or p.get("reset_code") == CANCEL)]
+        expect(not bad, "stopped client's streams not ended by the gateway (END_STREAM or "
+               "CANCEL): %r" % bad[:3])
+        expect(max(p.get("events", 0) for p in per) < WARM + PER_SUBJECT,
+               "a stopped stream got every event although it never read")
+        with open(stuck_raw, "rb") as f:
+            check_ended(f.read(), "ended" if per[0].get("ended") else
+                        "reset %s" % per[0].get("reset_code"), 0, "stopped client stream 0")
+        gw.stop(timeout=15)
+
+
+if __name__ == "__main__":
+    h.main(test)
