@@ -17,7 +17,7 @@ void buf_dispose(struct buf *b)
 uint8_t *buf_reserve(struct buf *b, size_t n)
 {
     if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 256;
+        size_t cap = b->cap ? b->cap : 64;
         while (cap - b->len < n)
             cap *= 2;
         b->data = mem_realloc(b->data, cap);

@@ -259,10 +259,8 @@ int session_admit(struct session_req *r, const struct session_env *env,
         *text = "origin not allowed";
         return 403;
     }
-    if (!auth_required(env->auth)) {
-        r->grant = auth_grant_new_all();
-        return 0;
-    }
+    if (!auth_required(env->auth))
+        return 0; /* no grant to keep: nothing expires */
     char token[AUTH_TOKEN_MAX + 1];
     size_t len = 0;
     const char *why = "no token";
@@ -281,6 +279,10 @@ int session_admit(struct session_req *r, const struct session_env *env,
                 return 403;
             }
         }
+        /* What only admission needed goes now: a long stream should not hold it. */
+        free(r->authorization);
+        free(r->cookie);
+        r->authorization = r->cookie = NULL;
         return 0;
     }
     auth_www_authenticate(www, wlen, why);

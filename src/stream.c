@@ -124,7 +124,7 @@ static void touch(struct stream *s, int64_t now_ms)
 static void push(struct stream *s, struct sse_event *ev, size_t head, bool charged)
 {
     if (s->count == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
+        size_t cap = s->cap ? s->cap * 2 : 4;
         struct item *items = mem_alloc(cap * sizeof(*items));
         for (size_t i = 0; i < s->count; i++)
             items[i] = s->items[(s->first + i) & (s->cap - 1)];
@@ -348,16 +348,28 @@ struct stream *stream_new(const struct stream_params *p)
     s->retry_ms = (unsigned)((long)p->retry_ms + jitter);
 
     s->nsubjects = p->nsubjects;
-    s->subjects = mem_calloc(p->nsubjects, sizeof(*s->subjects));
-    s->seqs = mem_calloc(p->nsubjects, sizeof(*s->seqs));
-    s->links = mem_calloc(p->nsubjects, sizeof(*s->links));
+    /*
+     * One block for the per-subject arrays and the subject strings: a
+     * stream is mostly idle memory, and each allocation costs its header.
+     */
+    size_t strings = 0;
+    for (size_t i = 0; i < p->nsubjects; i++)
+        strings += strlen(p->subjects[i]) + 1;
+    char *block = mem_calloc(1, p->nsubjects * (sizeof(*s->links) + sizeof(*s->seqs) +
+                                                sizeof(*s->subjects)) + strings);
+    s->links = (struct fanout_link *)(void *)block;
+    s->seqs = (uint64_t *)(void *)(block + p->nsubjects * sizeof(*s->links));
+    s->subjects = (char **)(void *)((char *)s->seqs + p->nsubjects * sizeof(*s->seqs));
+    char *text = (char *)(s->subjects + p->nsubjects);
     metrics_add(&s->env->stats.opened, 1);
     metrics_add(&s->env->stats.open, 1);
     touch(s, stream_now_ms());
 
     bool joined = true;
     for (size_t i = 0; i < p->nsubjects; i++) {
-        s->subjects[i] = mem_strdup(p->subjects[i]);
+        size_t n = strlen(p->subjects[i]) + 1;
+        s->subjects[i] = memcpy(text, p->subjects[i], n);
+        text += n;
         list_init(&s->links[i].node);
         s->links[i].owner = s;
         s->links[i].index = (unsigned)i;
@@ -379,10 +391,8 @@ void stream_free(struct stream *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->nsubjects; i++) {
+    for (size_t i = 0; i < s->nsubjects; i++)
         fanout_leave(s->env->fanout, &s->links[i]);
-        free(s->subjects[i]);
-    }
     for (size_t i = 0; i < s->count; i++)
         release(s, &s->items[(s->first + i) & (s->cap - 1)]);
     metrics_add(&s->env->stats.open, -1);
@@ -392,9 +402,7 @@ void stream_free(struct stream *s)
     list_remove(&s->idle_node);
     buf_dispose(&s->own);
     free(s->items);
-    free(s->subjects);
-    free(s->seqs);
-    free(s->links);
+    free(s->links); /* the block that also holds seqs and subjects */
     free(s);
 }
 

@@ -64,7 +64,7 @@ struct session_req {
     bool preflight_method;      /* Access-Control-Request-Method was sent */
     char *authorization;
     char *cookie;               /* every Cookie field, joined with "; " */
-    struct auth_grant *grant;   /* after session_admit() */
+    struct auth_grant *grant;   /* after session_admit() with auth jwt; NULL with none */
     struct stream *stream;      /* SSE responses */
     struct http_route *publish; /* a POST /publish waiting for its body */
     struct buf body;            /* that body so far */
