@@ -3,9 +3,9 @@
  *
  * States: reading a head; reading a publish body; streaming an SSE
  * response. Plain responses are written whole at once. Pipelined requests
- * wait in `in` until the current response is done. While an SSE response
- * streams, bytes from the client are counted and dropped (a well-behaved
- * client sends nothing); past a bound the connection is closed.
+ * wait in `in` until the current response is done; past a bound while a
+ * stream or poll is open, the connection is closed. HTTP/1.0 gets a
+ * close-delimited SSE body (it has no chunked encoding).
  *
  * Each stream chunk is written as "<hex>\r\n" + bytes + "\r\n" straight
  * from the stream queue into the output buffer, so an event is copied
@@ -29,7 +29,7 @@
 #include "sluice/stream.h"
 
 #define CHUNK_MAX 16384           /* bytes of stream data per chunk */
-#define IGNORED_INPUT_MAX 65536   /* client bytes tolerated during a stream */
+#define IGNORED_INPUT_MAX 65536   /* client bytes buffered while a stream or poll is open */
 
 enum state { READ_HEAD, READ_BODY, STREAM };
 
@@ -49,6 +49,7 @@ struct http1 {
     struct session_req req;   /* the request in progress */
     bool active;              /* req holds a request */
     bool keep_alive;          /* of the request in progress */
+    bool chunked_out;         /* the SSE response is chunked (HTTP/1.1); else close-delimited */
     bool head_sent;           /* of the SSE response */
     bool poll;                /* the request in progress is a long-poll */
     bool close;               /* close once out is written */
@@ -56,7 +57,6 @@ struct http1 {
     uint64_t body_left;       /* READ_BODY with Content-Length */
     bool chunked;
     struct h1_chunked dechunk;
-    size_t ignored;           /* bytes dropped while streaming */
 };
 
 #define FIELDS_MAX 40 /* name, value, …, NULL */
@@ -150,15 +150,18 @@ static void answer_poll(struct http1 *h)
 
 static void send_stream_head(struct http1 *h)
 {
+    /* HTTP/1.0 has no chunked encoding: the body then ends when the connection does. */
     const char *fields[] = {
         "content-type", "text/event-stream",
         "cache-control", "no-cache",
         "x-accel-buffering", "no",
-        "connection", "keep-alive",
-        "transfer-encoding", "chunked",
         "x-request-id", h->req.request_id,
+        "connection", h->keep_alive && h->chunked_out ? "keep-alive" : "close",
+        h->chunked_out ? "transfer-encoding" : NULL, "chunked",
         NULL,
     };
+    if (!h->chunked_out)
+        h->keep_alive = false;
     append_head(h, 200, fields, CORS_ACTUAL);
     h->req.status = 200;
     h->head_sent = true;
@@ -176,6 +179,7 @@ static void take_head(struct http1 *h, const struct h1_request *rq)
     session_req_init(&h->req);
     h->active = true;
     h->keep_alive = rq->keep_alive;
+    h->chunked_out = rq->minor >= 1;
     session_req_header(&h->req, h->env, ":method", 7, rq->method.p, rq->method.len);
     session_req_header(&h->req, h->env, ":path", 5, rq->target.p, rq->target.len);
     for (size_t i = 0; i < rq->nheaders; i++) {
@@ -244,7 +248,7 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
             h->req.publish = mem_alloc(sizeof(route));
             *h->req.publish = route;
             memset(&route, 0, sizeof(route));
-            h->state = READ_BODY;
+            h->state = READ_BODY; /* an empty body is published by process() at once */
             h->chunked = rq->body == H1_BODY_CHUNKED;
             h->body_left = rq->body == H1_BODY_LENGTH ? rq->content_length : 0;
             if (h->chunked)
@@ -295,13 +299,12 @@ static int process(struct http1 *h)
 {
     while (!h->close) {
         if (h->state == STREAM) {
-            /* A client has nothing to say during a stream; tolerate a little. */
-            h->ignored += buf_pending(&h->in);
-            buf_consume(&h->in, buf_pending(&h->in));
-            return h->ignored > IGNORED_INPUT_MAX ? ERR_PROTO : 0;
+            /* Pipelined requests wait for the stream or poll to end; a bounded few. */
+            return buf_pending(&h->in) > IGNORED_INPUT_MAX ? ERR_PROTO : 0;
         }
         if (h->state == READ_BODY) {
-            if (buf_pending(&h->in) == 0 || read_body(h) != 0)
+            bool more = h->chunked || h->body_left > 0;
+            if ((more && buf_pending(&h->in) == 0) || read_body(h) != 0)
                 return 0;
             continue;
         }
@@ -390,16 +393,20 @@ int http1_fill(struct http1 *h)
         bool eof;
         size_t max = room - 16 < CHUNK_MAX ? room - 16 : CHUNK_MAX;
         size_t n = stream_pending(h->req.stream, max, &eof);
-        if (n) {
+        if (n && h->chunked_out) {
             char size[16];
             int k = snprintf(size, sizeof(size), "%zx\r\n", n);
             buf_append(h->out, size, (size_t)k);
+        }
+        if (n) {
             stream_copy(h->req.stream, buf_reserve(h->out, n), n);
             h->out->len += n;
-            buf_append(h->out, "\r\n", 2);
         }
+        if (n && h->chunked_out)
+            buf_append(h->out, "\r\n", 2);
         if (eof) {
-            buf_append(h->out, "0\r\n\r\n", 5);
+            if (h->chunked_out)
+                buf_append(h->out, "0\r\n\r\n", 5);
             finish(h);
             /* A pipelined request may have waited for this response. */
             process(h);
