@@ -5,8 +5,20 @@ set -eu
 pkgs="build-essential cmake pkg-config openssl ca-certificates curl python3
       libnghttp2-dev libssl-dev libev-dev libnats-dev libinih-dev libjwt-dev
       libjansson-dev libcmocka-dev
-      nats-server nghttp2-client"
-[ "${1:-}" = "--fuzz" ] && pkgs="$pkgs clang libclang-rt-14-dev"
+      nats-server nghttp2-client nginx haproxy"
+for opt in "$@"; do
+    case $opt in
+    --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+    # The browser tests: Debian's Chromium driven by npm's playwright-core
+    # (tests/browser/setup.sh runs npm ci). A node that is already there (from
+    # Debian or elsewhere) is kept: its own package may bundle npm.
+    --browser)
+        pkgs="$pkgs chromium fonts-dejavu-core"
+        command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+        command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+        ;;
+    esac
+done
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

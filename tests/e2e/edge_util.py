@@ -27,9 +27,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
-import traceback
 
 import harness as h
 from harness import HOST, TestFailure, expect
@@ -51,31 +49,19 @@ class Skip(Exception):
 
 
 def main(test, deadline_s=60):
-    """harness.main, plus: a Skip raised by test() exits 77 with a SKIP line."""
-    skipped = []
-
+    """harness.main, plus: a Skip raised by test() cleans up and exits 77 with a SKIP line."""
     def wrapped():
         try:
             test()
         except Skip as e:
-            skipped.append(str(e))
-
-    real_exit = sys.exit
-
-    def exit_hook(code=0):
-        if code == 0 and skipped:
+            signal.alarm(0)
+            h.cleanup()
             name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-            print("SKIP %s: %s" % (name, skipped[0]), flush=True)
-            real_exit(SKIP_EXIT)
-        real_exit(code)
-
-    # harness.main prints "PASS" before exiting 0; a skip is reported after it
-    # with its own line and status, so a log reader sees both facts.
-    sys.exit = exit_hook
-    try:
-        h.main(wrapped, deadline_s=deadline_s)
-    finally:
-        sys.exit = real_exit
+            print("SKIP %s: %s" % (name, e), flush=True)
+            sys.stderr.flush()
+            # Past harness.main's catch-all, which would report a pass.
+            os._exit(SKIP_EXIT)
+    h.main(wrapped, deadline_s=deadline_s)
 
 
 # ---------------------------------------------------------------------------
@@ -147,30 +133,78 @@ def expect_probe_pass(rc, report, where):
            "%s: sluice-probe exited %d; failed checks: %s" % (where, rc, json.dumps(bad)))
 
 
-def expect_streamed_unbuffered(report, where, events, limit_ms=100.0):
-    """The issue's bar: first event under limit_ms, one at a time, none late."""
+def unbuffered_problems(rc, report, events, limit_ms=100.0):
+    """What keeps a probe run from meeting the issue's bar: exit 0, the first event
+    under limit_ms, every event received, one at a time, none later than limit_ms.
+
+    Events the probe read as it woke from a stall of its own (a busy machine
+    descheduled it) say nothing about the path and are not judged; too many
+    of them is itself a problem.
+    """
+    out = ["check %s failed: %s" % (c["name"], c["detail"])
+           for c in report["checks"] if c["result"] == "fail"]
+    if rc != 0 and not out:
+        out.append("exit status %d" % rc)
     ev = report["events"]
+    stalled = set(ev["stalled"])
     first = report["timings_ms"]["first_event"]
-    expect(first is not None and first < limit_ms,
-           "%s: time to first event %s ms, must be under %.0f ms" % (where, first, limit_ms))
-    expect(ev["published"] == events + 1 and ev["received"] == events + 1,
-           "%s: %d of %d events received" % (where, ev["received"], ev["published"]))
-    expect(ev["batched"] == 0, "%s: %d events arrived in a burst with the one before"
-           % (where, ev["batched"]))
-    expect(ev["max_delay_ms"] < limit_ms, "%s: an event took %.1f ms (limit %.0f)"
-           % (where, ev["max_delay_ms"], limit_ms))
-    # One at a time: consecutive arrivals are about an interval apart, as published.
-    t = [x for x in ev["received_at_ms"][:events]]
-    gaps = [b - a for a, b in zip(t, t[1:])]
-    expect(all(g > 50 for g in gaps), "%s: events not one at a time; gaps %r ms" % (where, gaps))
+    if 0 not in stalled and not (first is not None and first < limit_ms):
+        out.append("time to first event %s ms, must be under %.0f ms" % (first, limit_ms))
+    if not (ev["published"] >= events and ev["received"] == ev["published"]):
+        out.append("%d of %d events received" % (ev["received"], ev["published"]))
+    if len(stalled) > events // 2:
+        out.append("%d of %d events read after stalls of the probe itself (up to %.0f ms)"
+                   % (len(stalled), events, ev["probe_stall_max_ms"]))
+    late = [(i, d) for i, d in enumerate(ev["delays_ms"])
+            if d is not None and d >= limit_ms and i not in stalled]
+    if late:
+        out.append("late events (index, ms): %r, limit %.0f" % (late, limit_ms))
+    # One at a time: consecutive events arrive about as far apart as they were
+    # published (the probe's own schedule can slip on a loaded machine).
+    pub, recv = ev["published_at_ms"], ev["received_at_ms"]
+    for i in range(1, events):
+        if i in stalled or i - 1 in stalled or recv[i] is None or recv[i - 1] is None:
+            continue
+        pg, rg = pub[i] - pub[i - 1], recv[i] - recv[i - 1]
+        if rg <= pg / 2:
+            out.append("events %d and %d were published %.0f ms apart but arrived %.1f ms "
+                       "apart (batched)" % (i - 1, i, pg, rg))
+    return out
+
+
+def _marginal(report):
+    """A timing miss a busy machine can cause, as opposed to a hop that holds events:
+    every event arrived, in order, none a second late, and only timing checks failed."""
+    ev = report["events"]
+    delays = [d for d in ev["delays_ms"] if d is not None]
+    failed = {c["name"] for c in report["checks"] if c["result"] == "fail"}
+    return (ev["received"] == ev["published"] and ev["publish_errors"] == 0 and
+            ev["out_of_order"] == 0 and bool(delays) and max(delays) < 1000 and
+            failed <= {"first event", "buffering", "after idle"})
+
+
+def certify(url, args, ca, connect, events, where, limit_ms=100.0):
+    """Runs sluice-probe on url and fails unless it certifies the path unbuffered.
+
+    On a shared machine a scheduler hiccup in any process on the path can
+    push one event past 100 ms; a hop that buffers misses every time. So a
+    run that misses the bar only marginally (see _marginal) is repeated
+    once, and the repeat decides. Returns the passing report.
+    """
+    for attempt in (1, 2):
+        rc, report, _ = run_probe(url, ca=ca, connect=connect, args=args)
+        problems = unbuffered_problems(rc, report, events, limit_ms)
+        if not problems:
+            return report
+        if attempt == 1 and _marginal(report):
+            h.log("%s: marginal timing miss, running the probe once more: %s"
+                  % (where, "; ".join(problems)))
+            continue
+        raise TestFailure("%s: not certified: %s" % (where, "; ".join(problems)))
 
 
 # ---------------------------------------------------------------------------
 # what the gateway speaks
-
-
-def gateway_flags(gw_log_or_help):
-    return gw_log_or_help
 
 
 def supports_listen_plain():
@@ -308,11 +342,12 @@ class Proxy:
     def extra_log(self):
         return ""
 
-    def _start(self, make_cmd, env=None, attempts=5, timeout=10):
+    def _start(self, make_cmd, attempts=5, timeout=10):
+        """make_cmd(port) -> (argv, env or None); retried when the port was taken."""
         last = ""
         for _ in range(attempts):
             self.port = h.free_port()
-            cmd = make_cmd(self.port)
+            cmd, env = make_cmd(self.port)
             with open(self.log_path, "wb") as lf:
                 self.proc = h.spawn(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env)
             deadline = time.monotonic() + timeout
@@ -366,7 +401,7 @@ class Nginx(Proxy):
             with open(os.path.join(d, "nginx.conf"), "w") as f:
                 f.write(_NGINX_MAIN % {"d": d})
             return [nginx, "-p", d, "-c", os.path.join(d, "nginx.conf"),
-                    "-e", os.path.join(d, "error.log")]
+                    "-e", os.path.join(d, "error.log")], None
         self._start(make)
 
     def extra_log(self):
@@ -417,34 +452,11 @@ class HAProxy(Proxy):
                 f.write(text)
 
         def make(port):
-            self.env = dict(os.environ, EDGE_BIND="%s:%d" % (HOST, port), EDGE_PEM=pem,
-                            SLUICE_ADDR="%s:%d" % (HOST, gw.port), SLUICE_TLS_NAME="localhost",
-                            SLUICE_CA=gw.ca, SLUICE_ADMIN_ADDR=HOST,
-                            SLUICE_ADMIN_PORT=str(admin))
-            return [haproxy, "-db", "-f", cfg]
-        self._start(lambda port: make(port), env=None)
-
-    def _start(self, make_cmd, env=None, attempts=5, timeout=10):
-        # The environment is built per port, so pass it through the command maker.
-        def cmd_and_env(port):
-            return make_cmd(port)
-        last = ""
-        for _ in range(attempts):
-            self.port = h.free_port()
-            cmd = cmd_and_env(self.port)
-            with open(self.log_path, "wb") as lf:
-                self.proc = h.spawn(cmd, stdout=lf, stderr=subprocess.STDOUT, env=self.env)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if h.tcp_open(self.port):
-                    h.log("haproxy pid %d on port %d" % (self.proc.pid, self.port))
-                    return self
-                time.sleep(0.05)
-            last = self.log()
-            h.kill_proc(self.proc)
-            if "cannot bind" not in last and "ddress already in use" not in last:
-                break
-        raise TestFailure("haproxy did not start:\n%s" % h.tail(last, 20))
+            env = dict(os.environ, EDGE_BIND="%s:%d" % (HOST, port), EDGE_PEM=pem,
+                       SLUICE_ADDR="%s:%d" % (HOST, gw.port), SLUICE_TLS_NAME="localhost",
+                       SLUICE_CA=gw.ca, SLUICE_ADMIN_ADDR=HOST, SLUICE_ADMIN_PORT=str(admin))
+            return [haproxy, "-db", "-f", cfg], env
+        self._start(make)
 
     def wait_server(self, state, timeout=15, start=0):
         """Waits for HAProxy's log line saying the gateway went UP or DOWN."""
@@ -453,33 +465,35 @@ class HAProxy(Proxy):
                             "haproxy to mark the gateway %s" % state)
 
 
-def wait_through(edge, path="/events/edge.ready", timeout=15):
-    """Waits until a request through the proxy gets the gateway's 200 (bounded)."""
-    def ok():
-        try:
-            r = h.curl(edge, path, max_time=2, extra=("--max-filesize", "1"))
-        except TestFailure:
-            return False
-        return r.status == 200
-    return h.wait_until(ok, timeout, "a 200 through the proxy", interval=0.2)
+def curl_status(edge, path, max_time=1.0):
+    """The status of one streaming request through the proxy, or None.
 
-
-def curl_status(edge, path, max_time=3):
-    """The status line of one streaming request through the proxy (body ignored)."""
+    curl keeps reading a stream until --max-time, so its exit status says
+    nothing; the header dump it wrote says what came back.
+    """
     d = h.tempdir("sluice-curl-")
     hdr = os.path.join(d, "headers")
     cmd = h.curl_base(edge) + ["-N", "-D", hdr, "-o", "/dev/null", "--max-time", str(max_time),
                                edge.url(path)]
-    p = h.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = h.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        p.communicate(timeout=max_time + 5)
+        p.wait(timeout=max_time + 5)
     except subprocess.TimeoutExpired:
         h.kill_proc(p)
     try:
         with open(hdr, "rb") as f:
-            return h.parse_header_dump(f.read())
+            raw = f.read()
+        return h.parse_header_dump(raw)[1] if raw.strip() else None
     except (OSError, TestFailure):
         return None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_through(edge, path="/events/edge.ready", timeout=15):
+    """Waits until a stream through the proxy gets the gateway's 200 (bounded)."""
+    return h.wait_until(lambda: curl_status(edge, path) == 200, timeout,
+                        "a 200 through the proxy", interval=0.2)
 
 
 def check_curl_stream(nats, edge, subject, count=5, interval=0.1, limit_ms=100.0,
@@ -487,9 +501,23 @@ def check_curl_stream(nats, edge, subject, count=5, interval=0.1, limit_ms=100.0
     """curl --http2 -N through a proxy: each published event arrives on its own, in
     under limit_ms, and idle heartbeats pass through.
 
-    Publishes with the harness's raw NATS connection (flush = the server has
-    it), then timestamps curl's reads of the stream.
+    Publishes with the harness's raw NATS connection, then timestamps curl's
+    reads of the stream. As in certify(), a marginal timing miss (every event
+    arrived, within a second) is repeated once, on a fresh stream.
     """
+    for attempt in (1, 2):
+        problems, marginal = _curl_stream_once(nats, edge, "%s.%d" % (subject, attempt), count,
+                                               interval, limit_ms, heartbeats, where)
+        if not problems:
+            return
+        if attempt == 1 and marginal:
+            h.log("%s: marginal timing miss with curl, once more: %s"
+                  % (where, "; ".join(problems)))
+            continue
+        raise TestFailure("%s: curl: %s" % (where, "; ".join(problems)))
+
+
+def _curl_stream_once(nats, edge, subject, count, interval, limit_ms, heartbeats, where):
     with h.CurlStream(edge, "/events/" + subject, max_time=30) as s:
         _, _, off = s.wait_start(timeout=10)
         version, status, headers = s.headers()
@@ -506,9 +534,9 @@ def check_curl_stream(nats, edge, subject, count=5, interval=0.1, limit_ms=100.0
         with h.NatsConn(nats.port) as nc:
             for i in range(1, count + 1):
                 start = len(s.data())
+                t_pub = time.monotonic()
                 nc.pub(subject, "edge-%d" % i)
                 nc.flush()
-                t_pub = time.monotonic()
                 needle = b"data: edge-%d\n\n" % i
                 s.wait_bytes(needle, 5, start)
                 with s.cond:
@@ -517,13 +545,16 @@ def check_curl_stream(nats, edge, subject, count=5, interval=0.1, limit_ms=100.0
                 time.sleep(interval)
         lat = [(r - p) * 1000 for p, r in arrivals]
         h.log("%s: curl saw events %s ms after publish" % (where, ["%.1f" % x for x in lat]))
-        expect(max(lat) < limit_ms, "%s: an event took %.1f ms through the proxy (limit %.0f)"
-               % (where, max(lat), limit_ms))
+        problems = []
+        if max(lat) >= limit_ms:
+            problems.append("an event took %.1f ms through the proxy (limit %.0f)"
+                            % (max(lat), limit_ms))
         # One at a time: no read carried two events.
         with s.cond:
             for t, chunk in s.chunks:
-                expect(chunk.count(b"data: edge-") <= 1,
-                       "%s: one read carried several events (batched): %r" % (where, chunk))
+                if chunk.count(b"data: edge-") > 1:
+                    problems.append("one read carried several events (batched): %r" % chunk)
+        return problems, max(lat) < 1000
 
 
 def _chunk_ends(chunks, buf, needle):

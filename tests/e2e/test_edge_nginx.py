@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Issue 6 (5): conf/edge/nginx.conf, rendered as its README says and run by the
+real nginx in front of a real sluice, streams SSE unbuffered.
+
+nginx speaks HTTP/2 to browsers and HTTP/1.1 to sluice (it cannot proxy h2
+to an upstream), in one of two ways the config offers:
+
+  https  TLS to sluice's --listen; nginx's proxy_ssl sends NO ALPN, so
+         sluice must answer HTTP/1.1 on a TLS connection without ALPN
+  http   cleartext to sluice's --listen-plain
+
+Each way the gateway supports is certified; a way is skipped, with the
+gateway's refusal as evidence, only when sluice does not speak HTTP/1.1 on
+that listener yet. With neither, the whole test skips (exit 77) and starts
+passing by itself once the HTTP/1.1 front end lands.
+
+Per way:
+- sluice-probe through nginx over h2: headers intact and uncompressed,
+  time to first event under 100 ms, ten events 100 ms apart each on its own
+  and under 100 ms, heartbeats (heartbeat-ms 300) across 1.2 s of idle, an
+  event after it; nginx advertises its http2_max_concurrent_streams 1000.
+- the same probe as an HTTP/1.1 client of nginx (--http1.1): unbuffered too.
+- curl --http2 -N through nginx: heartbeats arrive, each event in its own
+  read, under 100 ms after publication.
+- 150 streams on one browser connection each receive an event (past
+  nginx's default limit of 128).
+"""
+import json
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import edge_util as eu  # noqa: E402
+import harness as h  # noqa: E402
+from harness import expect  # noqa: E402
+
+HEARTBEAT_MS = 300
+EVENTS = 10
+
+
+def certify_way(nats, gw, upstream_port, scheme):
+    where = "nginx (%s upstream)" % scheme
+    with eu.Nginx(gw, upstream_port, scheme) as ngx:
+        edge = ngx.edge(gw.ca)
+        eu.wait_through(edge)
+        for proto_args, proto in (([], "h2"), (["--http1.1"], "http/1.1")):
+            subject = "edge.probe.%s.%s" % (scheme, proto.replace("/", "").replace(".", ""))
+            w = "%s, client %s" % (where, proto)
+            rep = eu.certify(edge.url("/events/" + subject), ca=gw.ca, connect=edge.authority,
+                             args=proto_args + [
+                                 "--nats", nats.url, "--subject", subject,
+                                 "--events", str(EVENTS), "--interval-ms", "100",
+                                 "--idle-ms", "1200", "--max-delay-ms", "100"],
+                             events=EVENTS, where=w)
+            expect(rep["protocol"] == proto, "%s: the probe spoke %r" % (w, rep["protocol"]))
+            if proto == "h2":
+                expect(rep["max_concurrent_streams"] == 1000,
+                       "%s: nginx advertises %r concurrent streams; the config sets 1000"
+                       % (w, rep["max_concurrent_streams"]))
+            ce = rep["headers"].get("content-encoding")
+            expect(ce is None, "%s: compressed (%r)" % (w, ce))
+            expect(rep["heartbeat"]["idle_comments"] >= 2, "%s: only %d heartbeats in 1.2 s idle"
+                   % (w, rep["heartbeat"]["idle_comments"]))
+
+        eu.check_curl_stream(nats, edge, "edge.curl." + scheme, where=where)
+
+        n = 150
+        with h.Client(edge, ["--repeat-path", "/events/edge.many.%s:%d" % (scheme, n),
+                             "--expect-events", "1"], timeout_ms=20000, events_out=False) as c:
+            c.wait_ready(timeout=15)
+            nats.wait_subscriptions(["edge.many." + scheme])
+            h.publish(nats.url, "edge.many." + scheme, "to all")
+            rc, report = c.result()
+        expect(rc == 0 and report["status_counts"] == {"200": n} and report["min_events"] >= 1,
+               "%s: %d streams on one connection: %s" % (where, n, json.dumps(report)))
+        h.log("%s: %d streams on one h2 connection each got the event" % (where, n))
+        errors = [ln for ln in ngx.extra_log().splitlines() if "[error]" in ln or "[crit]" in ln]
+        expect(not errors, "%s: nginx logged errors:\n%s" % (where, "\n".join(errors[-10:])))
+
+
+def test():
+    eu.need("nginx")
+    flags = dict(heartbeat_ms=HEARTBEAT_MS, admin="127.0.0.1:0")
+    if eu.supports_listen_plain():
+        flags["listen_plain"] = "127.0.0.1:0"
+    with h.Nats() as nats, h.Gateway(nats.url, **flags) as gw:
+        ways, refused = [], []
+        why = eu.http1_refusal(gw.port, tls=True, alpn=None, ca=gw.ca)
+        if why is None:
+            ways.append(("https", gw.port))
+        else:
+            refused.append("TLS listener without ALPN (nginx's proxy_ssl): %s" % why)
+        plain = eu.plain_port(gw)
+        if plain is None:
+            refused.append("no cleartext listener (--listen-plain %s)" %
+                           ("gave no port" if "listen_plain" in flags else "unknown to sluice"))
+        else:
+            why = eu.http1_refusal(plain, tls=False)
+            if why is None:
+                ways.append(("http", plain))
+            else:
+                refused.append("cleartext listener: %s" % why)
+        for r in refused:
+            h.log("not certified, sluice refuses HTTP/1.1 here: %s" % r)
+        if not ways:
+            raise eu.Skip("sluice does not speak HTTP/1.1 yet, and nginx can only proxy "
+                          "HTTP/1.1 to it: " + "; ".join(refused))
+        for scheme, port in ways:
+            certify_way(nats, gw, port, scheme)
+            h.log("certified: nginx -> sluice over %s" % scheme)
+        gw.check_alive()
+
+
+if __name__ == "__main__":
+    eu.main(test, deadline_s=60)

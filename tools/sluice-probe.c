@@ -1,0 +1,2493 @@
+/*
+ * sluice-probe: certifies that one URL streams Server-Sent Events end to
+ * end, through whatever proxies and load balancers sit in front of the
+ * gateway, and names the kind of hop that breaks it when it does not.
+ *
+ *   sluice-probe URL [--cacert F] [--insecure] [--nats URL --subject S |
+ *                     --publish-url URL] [--idle-ms N] [--json] [--timeout-ms N]
+ *
+ * It opens the stream the way a browser's EventSource does (Accept:
+ * text/event-stream, and Accept-Encoding as browsers send it, so that a
+ * compressing hop shows itself), then runs its checks in phases:
+ *
+ *   head     negotiated protocol (ALPN h2 or HTTP/1.1) and the advertised
+ *            SETTINGS_MAX_CONCURRENT_STREAMS; status; content-type,
+ *            cache-control, content-encoding; time to the response head
+ *            and to the first body byte
+ *   publish  with --nats or --publish-url, --events N events spaced
+ *            --interval-ms apart, each carrying a run id and a sequence
+ *            number; their receive times against their publish times give
+ *            the time to first event and expose buffering: a hop that
+ *            holds events delivers them late (delay over --max-delay-ms),
+ *            in bursts (two events closer together than half the interval
+ *            they were published at), or not at all
+ *   idle     with --idle-ms, nothing is published for that long: the
+ *            stream must stay open and ':' heartbeat comments must arrive;
+ *            then one more event proves the stream still delivers
+ *
+ * One thread, one libev loop, at most two connections: the stream's and,
+ * with --publish-url, the publisher's. Each connection is cleartext or TLS,
+ * and speaks HTTP/2 (ALPN h2, or --h2c prior knowledge) or HTTP/1.1 (ALPN
+ * http/1.1, no ALPN, or http:// URLs), because proxies in front of sluice
+ * may speak either. Publish and receive times come from the same monotonic
+ * clock in the same process, so no clock synchronisation is involved.
+ * cnats (--nats) publishes from its own flusher thread; the probe never
+ * subscribes, so cnats never calls back into it.
+ *
+ * Exit status: 0 when every check passed (warnings allowed), 1 when one
+ * failed, 2 for a usage error or a local set-up error (bad CA file, NATS
+ * unreachable).
+ *
+ * Rejected alternative: driving curl. curl cannot report the server's
+ * SETTINGS, and a second process puts a pipe and a scheduler between the
+ * receipt of an event and its timestamp.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <nats/nats.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define PROBE_READ_CHUNK 16384        /* bytes per read; one TLS record */
+#define PROBE_READS_PER_WAKE 16       /* bounds one connection's turn */
+#define PROBE_HEAD_MAX (64 * 1024)    /* bytes of an HTTP/1.1 response head */
+#define PROBE_HEADERS_MAX 64          /* response header fields kept for the report */
+#define PROBE_EVENTS_MAX 1000         /* --events upper bound */
+#define PROBE_WARMUP_MS 50.0          /* head received -> first publish */
+#define PROBE_DRAIN_MIN_MS 1000.0     /* wait for stragglers at least this long */
+#define PROBE_OBSERVE_MS 1000.0       /* without a publisher: wait for a first body byte */
+#define PROBE_FEW_STREAMS 100         /* fewer advertised h2 streams earns a warning */
+#define PROBE_STREAM_WINDOW (1 << 20) /* bytes; h2 stream receive window */
+#define PROBE_LAG_PERIOD_MS 5.0       /* the probe's own loop-lag sampling period */
+#define PROBE_STALL_MS 10.0           /* lag above this: the probe itself was stalled */
+#define PROBE_STALLS_MAX 256
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+struct sbuf {
+    char *p;
+    size_t len; /* bytes used; len <= cap */
+    size_t cap;
+};
+
+struct url {
+    char *scheme;    /* "http" or "https"; owned */
+    char *host;      /* without brackets; owned */
+    char *port;      /* owned */
+    char *authority; /* host[:port] as written in the URL; owned */
+    char *path;      /* path and query, at least "/"; owned */
+    bool tls;
+};
+
+struct opts {
+    const char *url_arg;
+    const char *cacert;
+    const char *connect_to; /* HOST:PORT to connect to instead of the URL's */
+    const char *nats_url;
+    const char *subject;
+    const char *publish_url;
+    const char *extra_headers[16]; /* "name: value" */
+    size_t nextra;
+    bool insecure, json, http1, h2c, require_h2, verbose;
+    unsigned long long event_bytes; /* payload size; 0 = as short as possible */
+    unsigned long long events, interval_ms, max_delay_ms, idle_ms, timeout_ms, head_wait_ms;
+};
+
+struct probe;
+
+enum link_role { ROLE_STREAM, ROLE_PUBLISH };
+enum link_state { LINK_IDLE, LINK_CONNECTING, LINK_HANDSHAKE, LINK_OPEN, LINK_CLOSED };
+
+/* HTTP/1.1 response framing, incremental. */
+enum h1_state {
+    H1_HEAD,
+    H1_BODY_LEN,
+    H1_BODY_EOF,
+    H1_CHUNK_SIZE,
+    H1_CHUNK_DATA,
+    H1_CHUNK_END,
+    H1_TRAILERS,
+    H1_DONE
+};
+
+struct h1 {
+    enum h1_state state;
+    struct sbuf head;   /* response head so far; PROBE_HEAD_MAX at most */
+    struct sbuf line;   /* a chunk-size or trailer line split across reads */
+    uint64_t remaining; /* bytes left in the body (BODY_LEN) or chunk (CHUNK_DATA) */
+};
+
+/* One POST queued for --publish-url. */
+struct pub_req {
+    struct pub_req *next;
+    struct link *link;
+    char *body; /* owned */
+    size_t len, off;
+    int status;
+};
+
+struct link {
+    ev_io io;
+    int io_events;
+    int fd;
+    enum link_role role;
+    enum link_state state;
+    struct probe *probe;
+    const struct url *url;
+    struct addrinfo *addrs;      /* owned */
+    const struct addrinfo *addr; /* the one being tried */
+    SSL *ssl;
+    bool h2;
+    bool dirty;            /* may have output: flush before the loop sleeps */
+    bool read_wants_write; /* SSL_read returned WANT_WRITE */
+    nghttp2_session *session;
+    struct sbuf out; /* pending bytes; an unfinished SSL_write retries all of it */
+    struct h1 h1;
+    int32_t stream_id;     /* the GET, on the stream link */
+    struct pub_req *queue; /* publish link: requests not yet answered, oldest first */
+    bool settings_seen;
+    uint32_t max_streams; /* advertised SETTINGS_MAX_CONCURRENT_STREAMS */
+    char tls_version[16];
+    char alpn[16];
+};
+
+struct header {
+    char *name;  /* lowercase; owned */
+    char *value; /* owned */
+};
+
+enum phase {
+    PH_CONNECT,
+    PH_HEAD,
+    PH_OBSERVE,
+    PH_WARMUP,
+    PH_PUBLISH,
+    PH_DRAIN,
+    PH_IDLE,
+    PH_FINAL,
+    PH_DONE
+};
+
+enum verdict { V_SKIP, V_PASS, V_WARN, V_FAIL };
+
+struct check {
+    const char *name;
+    enum verdict v;
+    char detail[256];
+};
+
+struct event_rec {
+    double pub_ms;  /* monotonic; 0 = not published */
+    double recv_ms; /* monotonic; 0 = not received */
+    bool stalled;   /* received as the probe woke from a stall: its timing says nothing */
+};
+
+struct stall {
+    double from, to; /* monotonic ms: the probe's loop did not run in between */
+};
+
+struct probe {
+    struct opts o;
+    struct url url, pub_url;
+    struct ev_loop *loop;
+    ev_timer tick;     /* the next phase deadline */
+    ev_timer deadline; /* --timeout-ms */
+    ev_timer lag;      /* samples the probe's own loop lag while events are timed */
+    double lag_due;    /* when the lag timer should fire; 0 = not running */
+    struct stall stalls[PROBE_STALLS_MAX];
+    size_t nstalls;
+    double max_stall_ms;
+    ev_prepare prepare;
+    SSL_CTX *ssl_ctx;
+    nghttp2_session_callbacks *callbacks;
+    natsConnection *nc;
+    struct link stream, publisher;
+    enum phase phase;
+    double t0, t_connected, t_tls, t_request, t_head, t_first_body;
+    double phase_end; /* monotonic deadline of the current phase */
+    double idle_start, idle_end, last_body_ms, longest_silence_ms;
+    int status;
+    struct header headers[PROBE_HEADERS_MAX];
+    size_t nheaders;
+    /* SSE parsing of the stream body */
+    struct sbuf line, data;
+    bool cr_pending;
+    uint64_t body_bytes, comments, idle_comments, foreign_events, retry_fields;
+    /* published events: 0..events-1 in the publish phase, events = the one after idle */
+    struct event_rec *ev;
+    size_t npub, nrecv, out_of_order;
+    long long last_seq;
+    char run_id[17];
+    unsigned publish_errors;
+    char publish_error[160];
+    bool stream_closed, stream_ended_cleanly, timed_out;
+    bool head_held; /* no response head within --head-wait-ms */
+    double closed_ms;
+    enum phase closed_phase;
+    char close_reason[160];
+    char connect_error[256];
+    struct check checks[16];
+    size_t nchecks;
+};
+
+static void *must_realloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) {
+        fputs("sluice-probe: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static char *must_strndup(const char *s, size_t n)
+{
+    char *p = must_realloc(NULL, n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static void sbuf_append(struct sbuf *b, const void *data, size_t n)
+{
+    if (n == 0)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        b->p = must_realloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+static void sbuf_dispose(struct sbuf *b)
+{
+    free(b->p);
+    *b = (struct sbuf){0};
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+__attribute__((format(printf, 2, 3))) static void logv(const struct probe *p, const char *fmt, ...)
+{
+    va_list ap;
+    if (!p->o.verbose)
+        return;
+    va_start(ap, fmt);
+    fprintf(stderr, "sluice-probe: [%8.1f ms] ", now_ms() - p->t0);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+__attribute__((format(printf, 4, 5))) static void add_check(struct probe *p, const char *name,
+                                                            enum verdict v, const char *fmt, ...)
+{
+    va_list ap;
+    if (p->nchecks == sizeof p->checks / sizeof p->checks[0])
+        return;
+    struct check *c = &p->checks[p->nchecks++];
+    c->name = name;
+    c->v = v;
+    va_start(ap, fmt);
+    vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+    va_end(ap);
+}
+
+static const char *header_value(const struct probe *p, const char *name)
+{
+    for (size_t i = p->nheaders; i-- > 0;) {
+        if (strcmp(p->headers[i].name, name) == 0)
+            return p->headers[i].value;
+    }
+    return NULL;
+}
+
+/* A final response head replaces whatever an earlier one left. */
+static void clear_headers(struct probe *p)
+{
+    for (size_t i = 0; i < p->nheaders; i++) {
+        free(p->headers[i].name);
+        free(p->headers[i].value);
+    }
+    p->nheaders = 0;
+}
+
+static void add_header(struct probe *p, const char *name, size_t nlen, const char *value,
+                       size_t vlen)
+{
+    if (p->nheaders == PROBE_HEADERS_MAX)
+        return;
+    struct header *h = &p->headers[p->nheaders++];
+    h->name = must_strndup(name, nlen);
+    for (char *c = h->name; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    while (vlen > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        vlen--;
+    }
+    while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+        vlen--;
+    h->value = must_strndup(value, vlen);
+}
+
+static void enter(struct probe *p, enum phase ph, double end)
+{
+    p->phase = ph;
+    p->phase_end = end;
+}
+
+/* ------------------------------------------------------------------ */
+/* URLs */
+
+static void url_dispose(struct url *u)
+{
+    free(u->scheme);
+    free(u->host);
+    free(u->port);
+    free(u->authority);
+    free(u->path);
+    *u = (struct url){0};
+}
+
+static int url_parse(struct url *u, const char *s)
+{
+    const char *rest;
+    if (strncasecmp(s, "https://", 8) == 0) {
+        u->tls = true;
+        rest = s + 8;
+    } else if (strncasecmp(s, "http://", 7) == 0) {
+        rest = s + 7;
+    } else {
+        return -1;
+    }
+    u->scheme = must_strndup(u->tls ? "https" : "http", u->tls ? 5 : 4);
+    size_t alen = strcspn(rest, "/?#");
+    if (alen == 0)
+        return -1;
+    u->authority = must_strndup(rest, alen);
+    const char *a = u->authority, *port = NULL;
+    if (a[0] == '[') {
+        const char *close_br = strchr(a, ']');
+        if (!close_br)
+            return -1;
+        u->host = must_strndup(a + 1, (size_t)(close_br - a - 1));
+        if (close_br[1] == ':')
+            port = close_br + 2;
+        else if (close_br[1] != '\0')
+            return -1;
+    } else {
+        const char *colon = strchr(a, ':');
+        u->host = must_strndup(a, colon ? (size_t)(colon - a) : strlen(a));
+        if (colon)
+            port = colon + 1;
+    }
+    if (u->host[0] == '\0' || strchr(u->authority, '@'))
+        return -1;
+    if (port) {
+        if (*port == '\0' || strspn(port, "0123456789") != strlen(port))
+            return -1;
+        u->port = must_strndup(port, strlen(port));
+    } else {
+        u->port = must_strndup(u->tls ? "443" : "80", u->tls ? 3 : 2);
+    }
+    const char *path = rest + alen;
+    size_t plen = strcspn(path, "#");
+    if (plen == 0 || path[0] != '/') {
+        struct sbuf b = {0};
+        sbuf_append(&b, "/", 1);
+        sbuf_append(&b, path, plen);
+        sbuf_append(&b, "", 1);
+        u->path = b.p;
+    } else {
+        u->path = must_strndup(path, plen);
+    }
+    return 0;
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The SSE body of the stream */
+
+static void on_probe_event(struct probe *p, const char *data, size_t len)
+{
+    double t = now_ms();
+    char prefix[64];
+    int n = snprintf(prefix, sizeof prefix, "sluice-probe %s ", p->run_id);
+    if (len <= (size_t)n || memcmp(data, prefix, (size_t)n) != 0) {
+        p->foreign_events++;
+        return;
+    }
+    unsigned long long seq = 0;
+    size_t i = (size_t)n;
+    if (i >= len || !isdigit((unsigned char)data[i])) {
+        p->foreign_events++;
+        return;
+    }
+    while (i < len && isdigit((unsigned char)data[i]) && seq < PROBE_EVENTS_MAX + 1)
+        seq = seq * 10 + (unsigned long long)(data[i++] - '0');
+    if (seq > p->o.events || p->ev[seq].pub_ms == 0 || p->ev[seq].recv_ms != 0) {
+        p->foreign_events++;
+        return;
+    }
+    p->ev[seq].recv_ms = t;
+    p->nrecv++;
+    if ((long long)seq < p->last_seq)
+        p->out_of_order++;
+    p->last_seq = (long long)seq;
+    logv(p, "event %llu after %.1f ms", seq, t - p->ev[seq].pub_ms);
+}
+
+static void process_line(struct probe *p, const char *line, size_t len)
+{
+    if (len == 0) {
+        if (p->data.len > 0)
+            on_probe_event(p, p->data.p, p->data.len - 1); /* without the last LF */
+        p->data.len = 0;
+        return;
+    }
+    if (line[0] == ':') {
+        p->comments++;
+        if (p->phase == PH_IDLE)
+            p->idle_comments++;
+        return;
+    }
+    const char *colon = memchr(line, ':', len);
+    size_t nlen = colon ? (size_t)(colon - line) : len;
+    const char *v = colon ? colon + 1 : line + len;
+    size_t vlen = (size_t)(line + len - v);
+    if (vlen > 0 && v[0] == ' ') {
+        v++;
+        vlen--;
+    }
+    if (nlen == 4 && memcmp(line, "data", 4) == 0) {
+        sbuf_append(&p->data, v, vlen);
+        sbuf_append(&p->data, "\n", 1);
+    } else if (nlen == 5 && memcmp(line, "retry", 5) == 0) {
+        p->retry_fields++;
+    }
+}
+
+/* Lines end in CRLF, LF or CR (the SSE grammar); a CR that ends one read
+ * pairs with an LF that starts the next. */
+static void feed_sse(struct probe *p, const char *s, size_t n)
+{
+    size_t i = 0;
+    if (p->cr_pending && n > 0) {
+        p->cr_pending = false;
+        if (s[0] == '\n')
+            i = 1;
+    }
+    size_t start = i;
+    for (; i < n; i++) {
+        if (s[i] != '\r' && s[i] != '\n')
+            continue;
+        if (p->line.len == 0) {
+            process_line(p, s + start, i - start);
+        } else {
+            sbuf_append(&p->line, s + start, i - start);
+            process_line(p, p->line.p, p->line.len);
+            p->line.len = 0;
+        }
+        if (s[i] == '\r') {
+            if (i + 1 == n)
+                p->cr_pending = true;
+            else if (s[i + 1] == '\n')
+                i++;
+        }
+        start = i + 1;
+    }
+    if (start < n)
+        sbuf_append(&p->line, s + start, n - start);
+}
+
+static void on_stream_body(struct probe *p, const char *data, size_t len)
+{
+    double t = now_ms();
+    if (len == 0)
+        return;
+    if (p->t_first_body == 0)
+        p->t_first_body = t;
+    if (p->phase == PH_IDLE && p->last_body_ms > 0) {
+        double from = p->last_body_ms > p->idle_start ? p->last_body_ms : p->idle_start;
+        if (t - from > p->longest_silence_ms)
+            p->longest_silence_ms = t - from;
+    }
+    p->last_body_ms = t;
+    p->body_bytes += len;
+    feed_sse(p, data, len);
+}
+
+static void start_lag(struct probe *p)
+{
+    if (p->lag_due > 0)
+        return;
+    p->lag_due = now_ms() + PROBE_LAG_PERIOD_MS;
+    ev_timer_set(&p->lag, PROBE_LAG_PERIOD_MS / 1e3, 0.);
+    ev_timer_start(p->loop, &p->lag);
+}
+
+static void on_stream_head(struct probe *p, int status)
+{
+    p->status = status;
+    p->t_head = now_ms();
+    logv(p, "response head: status %d", status);
+}
+
+static void on_stream_closed(struct probe *p, bool clean, const char *why)
+{
+    if (p->stream_closed)
+        return;
+    p->stream_closed = true;
+    p->stream_ended_cleanly = clean;
+    p->closed_ms = now_ms();
+    p->closed_phase = p->phase;
+    snprintf(p->close_reason, sizeof p->close_reason, "%s", why);
+    logv(p, "stream closed: %s", why);
+}
+
+/* ------------------------------------------------------------------ */
+/* Connections */
+
+static const char *tls_error(void)
+{
+    static char msg[256];
+    unsigned long e = ERR_get_error();
+    if (e == 0)
+        return errno ? strerror(errno) : "connection closed by peer";
+    ERR_error_string_n(e, msg, sizeof msg);
+    return msg;
+}
+
+static void set_io(struct link *l, int events)
+{
+    if (events == l->io_events)
+        return;
+    ev_io_stop(l->probe->loop, &l->io);
+    ev_io_set(&l->io, l->fd, events);
+    ev_io_start(l->probe->loop, &l->io);
+    l->io_events = events;
+}
+
+static void pub_req_free(struct pub_req *r)
+{
+    if (!r)
+        return;
+    free(r->body);
+    free(r);
+}
+
+static void link_close(struct link *l)
+{
+    if (l->state == LINK_CLOSED || l->state == LINK_IDLE) {
+        l->state = LINK_CLOSED;
+        return;
+    }
+    ev_io_stop(l->probe->loop, &l->io);
+    l->io_events = 0;
+    if (l->session) {
+        nghttp2_session_del(l->session);
+        l->session = NULL;
+    }
+    if (l->ssl) {
+        if (l->state == LINK_OPEN)
+            SSL_shutdown(l->ssl);
+        SSL_free(l->ssl);
+        l->ssl = NULL;
+    }
+    if (l->fd >= 0)
+        close(l->fd);
+    l->fd = -1;
+    l->out.len = 0;
+    sbuf_dispose(&l->h1.head);
+    sbuf_dispose(&l->h1.line);
+    l->h1 = (struct h1){0};
+    l->state = LINK_CLOSED;
+}
+
+__attribute__((format(printf, 2, 3))) static void publish_failed(struct probe *p, const char *fmt,
+                                                                 ...)
+{
+    va_list ap;
+    p->publish_errors++;
+    if (p->publish_error[0] != '\0')
+        return;
+    va_start(ap, fmt);
+    vsnprintf(p->publish_error, sizeof p->publish_error, fmt, ap);
+    va_end(ap);
+}
+
+/* The one place a connection's failure is decided, per role. */
+static void link_lost(struct link *l, const char *why)
+{
+    struct probe *p = l->probe;
+    bool opened = l->state == LINK_OPEN;
+    logv(p, "%s connection lost: %s", l->role == ROLE_STREAM ? "stream" : "publish", why);
+    if (l->role == ROLE_STREAM) {
+        if (!opened && p->connect_error[0] == '\0')
+            snprintf(p->connect_error, sizeof p->connect_error, "%s", why);
+        if (opened)
+            on_stream_closed(p, false, why);
+    } else {
+        if (!opened || l->queue)
+            publish_failed(p, "publish connection: %s", why);
+        while (l->queue) {
+            struct pub_req *r = l->queue;
+            l->queue = r->next;
+            pub_req_free(r);
+        }
+    }
+    link_close(l);
+}
+
+static ssize_t link_read(struct link *l, char *buf, size_t n)
+{
+    if (l->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_read(l->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        int err = SSL_get_error(l->ssl, r);
+        if (err == SSL_ERROR_WANT_READ)
+            return -1;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            l->read_wants_write = true;
+            return -1;
+        }
+        if (err == SSL_ERROR_ZERO_RETURN)
+            return 0;
+        if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)
+            return 0; /* EOF without close_notify: HTTP/1.1 peers do this */
+        return -2;
+    }
+    ssize_t r = read(l->fd, buf, n);
+    if (r > 0)
+        return r;
+    if (r == 0)
+        return 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return -1;
+    return -2;
+}
+
+/* Returns bytes written, -1 when the socket is full, -2 on error. */
+static ssize_t link_write(struct link *l, const char *buf, size_t n)
+{
+    if (l->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_write(l->ssl, buf, (int)n);
+        if (r > 0)
+            return r;
+        int err = SSL_get_error(l->ssl, r);
+        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
+            return -1;
+        return -2;
+    }
+    ssize_t r = write(l->fd, buf, n);
+    if (r >= 0)
+        return r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return -1;
+    return -2;
+}
+
+static void flush_link(struct link *l)
+{
+    while (l->state == LINK_OPEN) {
+        if (l->out.len == 0 && l->session) {
+            const uint8_t *data;
+            ssize_t n;
+            while ((n = nghttp2_session_mem_send(l->session, &data)) > 0)
+                sbuf_append(&l->out, data, (size_t)n);
+            if (n < 0) {
+                link_lost(l, nghttp2_strerror((int)n));
+                return;
+            }
+        }
+        if (l->out.len == 0)
+            break;
+        /* SSL_write must be retried with the same buffer and length, so the
+         * whole pending buffer goes in one call (partial writes enabled). */
+        ssize_t w = link_write(l, l->out.p, l->out.len);
+        if (w == -1)
+            break;
+        if (w < 0) {
+            link_lost(l, l->ssl ? tls_error() : strerror(errno));
+            return;
+        }
+        memmove(l->out.p, l->out.p + w, l->out.len - (size_t)w);
+        l->out.len -= (size_t)w;
+    }
+    if (l->state != LINK_OPEN)
+        return;
+    set_io(l, EV_READ | (l->out.len > 0 || l->read_wants_write ? EV_WRITE : 0));
+}
+
+/* ---- HTTP/1.1 ---- */
+
+static void h1_request(struct link *l, const char *method, const char *body, size_t blen)
+{
+    struct probe *p = l->probe;
+    char line[512];
+    int n = snprintf(line, sizeof line, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, l->url->path,
+                     l->url->authority);
+    sbuf_append(&l->out, line, (size_t)n);
+    if (l->role == ROLE_STREAM) {
+        static const char sse[] = "Accept: text/event-stream\r\nCache-Control: no-cache\r\n"
+                                  "Accept-Encoding: gzip, deflate, br\r\n";
+        sbuf_append(&l->out, sse, sizeof sse - 1);
+    } else {
+        n = snprintf(line, sizeof line, "Content-Type: text/plain\r\nContent-Length: %zu\r\n",
+                     blen);
+        sbuf_append(&l->out, line, (size_t)n);
+    }
+    n = snprintf(line, sizeof line, "User-Agent: sluice-probe/%s\r\n", SLUICE_VERSION);
+    sbuf_append(&l->out, line, (size_t)n);
+    for (size_t i = 0; i < p->o.nextra; i++) {
+        sbuf_append(&l->out, p->o.extra_headers[i], strlen(p->o.extra_headers[i]));
+        sbuf_append(&l->out, "\r\n", 2);
+    }
+    sbuf_append(&l->out, "\r\n", 2);
+    sbuf_append(&l->out, body, blen);
+    l->dirty = true;
+}
+
+static void h1_response_done(struct link *l)
+{
+    struct probe *p = l->probe;
+    if (l->role == ROLE_STREAM) {
+        on_stream_closed(p, true, "the response ended (HTTP/1.1 body complete)");
+        return;
+    }
+    struct pub_req *r = l->queue;
+    if (r) {
+        l->queue = r->next;
+        if (r->status < 200 || r->status > 299) {
+            publish_failed(p, "publish answered with status %d", r->status);
+        }
+        pub_req_free(r);
+    }
+    l->h1.state = H1_HEAD;
+    l->h1.head.len = 0;
+    if (l->queue) {
+        h1_request(l, "POST", l->queue->body, l->queue->len);
+    }
+}
+
+/* Parses the completed head in l->h1.head; returns false on a malformed one. */
+static bool h1_parse_head(struct link *l, int *status_out)
+{
+    struct probe *p = l->probe;
+    char *s = l->h1.head.p;
+    size_t n = l->h1.head.len;
+    char *eol = memchr(s, '\n', n);
+    if (!eol || n < 12 || memcmp(s, "HTTP/1.", 7) != 0 || s[8] != ' ')
+        return false;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        status = status * 10 + (s[i] - '0');
+    }
+    *status_out = status;
+    bool chunked = false, have_len = false, keep = l->role == ROLE_STREAM && status >= 200;
+    uint64_t clen = 0;
+    if (keep)
+        clear_headers(p);
+    char *line = eol + 1;
+    while (line < s + n) {
+        char *end = memchr(line, '\n', (size_t)(s + n - line));
+        if (!end)
+            break;
+        size_t len = (size_t)(end - line);
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        if (len == 0)
+            break;
+        char *colon = memchr(line, ':', len);
+        if (colon) {
+            size_t nlen = (size_t)(colon - line);
+            const char *v = colon + 1;
+            size_t vlen = len - nlen - 1;
+            if (keep)
+                add_header(p, line, nlen, v, vlen);
+            if (nlen == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
+                for (size_t i = 0; i + 7 <= vlen; i++)
+                    if (strncasecmp(v + i, "chunked", 7) == 0)
+                        chunked = true;
+            } else if (nlen == 14 && strncasecmp(line, "content-length", 14) == 0) {
+                while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+                    v++;
+                    vlen--;
+                }
+                clen = 0;
+                for (size_t i = 0; i < vlen && isdigit((unsigned char)v[i]); i++)
+                    clen = clen * 10 + (uint64_t)(v[i] - '0');
+                have_len = true;
+            }
+        }
+        line = end + 1;
+    }
+    if (status < 200 || status == 204 || status == 304) {
+        l->h1.state = status < 200 ? H1_HEAD : H1_DONE;
+    } else if (chunked) {
+        l->h1.state = H1_CHUNK_SIZE;
+    } else if (have_len) {
+        l->h1.state = clen ? H1_BODY_LEN : H1_DONE;
+        l->h1.remaining = clen;
+    } else {
+        l->h1.state = H1_BODY_EOF;
+    }
+    return true;
+}
+
+static void h1_body(struct link *l, const char *data, size_t n)
+{
+    if (l->role == ROLE_STREAM)
+        on_stream_body(l->probe, data, n);
+}
+
+/* Feeds response bytes; returns false when the connection must close. */
+static bool h1_feed(struct link *l, const char *s, size_t n)
+{
+    struct h1 *h = &l->h1;
+    while (n > 0) {
+        switch (h->state) {
+        case H1_HEAD: {
+            size_t old = h->head.len;
+            size_t take = n;
+            if (old + take > PROBE_HEAD_MAX)
+                take = PROBE_HEAD_MAX - old;
+            sbuf_append(&h->head, s, take);
+            size_t from = old >= 3 ? old - 3 : 0;
+            char *end = NULL;
+            for (size_t i = from; i + 1 < h->head.len; i++) {
+                if (h->head.p[i] == '\n' &&
+                    (h->head.p[i + 1] == '\n' || (i + 2 < h->head.len && h->head.p[i + 1] == '\r' &&
+                                                  h->head.p[i + 2] == '\n'))) {
+                    end = h->head.p + i + (h->head.p[i + 1] == '\n' ? 2 : 3);
+                    break;
+                }
+            }
+            if (!end) {
+                if (h->head.len >= PROBE_HEAD_MAX) {
+                    link_lost(l, "HTTP/1.1 response head over 64 KiB");
+                    return false;
+                }
+                return true;
+            }
+            size_t used = (size_t)(end - h->head.p) - old;
+            h->head.len = (size_t)(end - h->head.p);
+            int status = 0;
+            if (!h1_parse_head(l, &status)) {
+                link_lost(l, "malformed HTTP/1.1 response head");
+                return false;
+            }
+            h->head.len = 0;
+            s += used;
+            n -= used;
+            if (status >= 200) {
+                if (l->role == ROLE_STREAM)
+                    on_stream_head(l->probe, status);
+                else if (l->queue)
+                    l->queue->status = status;
+            }
+            if (h->state == H1_DONE)
+                h1_response_done(l);
+            break;
+        }
+        case H1_BODY_LEN: {
+            size_t take = n < h->remaining ? n : (size_t)h->remaining;
+            h1_body(l, s, take);
+            s += take;
+            n -= take;
+            h->remaining -= take;
+            if (h->remaining == 0) {
+                h->state = H1_DONE;
+                h1_response_done(l);
+            }
+            break;
+        }
+        case H1_BODY_EOF: h1_body(l, s, n); return true;
+        case H1_CHUNK_SIZE:
+        case H1_CHUNK_END:
+        case H1_TRAILERS: {
+            const char *nl = memchr(s, '\n', n);
+            size_t take = nl ? (size_t)(nl - s) + 1 : n;
+            sbuf_append(&h->line, s, take);
+            s += take;
+            n -= take;
+            if (h->line.len > 4096) {
+                link_lost(l, "HTTP/1.1 chunk line over 4 KiB");
+                return false;
+            }
+            if (!nl)
+                break;
+            size_t len = h->line.len - 1;
+            if (len > 0 && h->line.p[len - 1] == '\r')
+                len--;
+            h->line.len = 0;
+            if (h->state == H1_CHUNK_END) {
+                if (len != 0) {
+                    link_lost(l, "HTTP/1.1 chunk not followed by CRLF");
+                    return false;
+                }
+                h->state = H1_CHUNK_SIZE;
+            } else if (h->state == H1_TRAILERS) {
+                if (len == 0) {
+                    h->state = H1_DONE;
+                    h1_response_done(l);
+                }
+            } else {
+                uint64_t size = 0;
+                size_t i = 0;
+                for (; i < len && isxdigit((unsigned char)h->line.p[i]) && size < (1ull << 40);
+                     i++) {
+                    char c = h->line.p[i];
+                    size =
+                        size * 16 +
+                        (uint64_t)(isdigit((unsigned char)c) ? c - '0' : (tolower(c) - 'a' + 10));
+                }
+                if (i == 0) {
+                    link_lost(l, "malformed HTTP/1.1 chunk size");
+                    return false;
+                }
+                h->remaining = size;
+                h->state = size ? H1_CHUNK_DATA : H1_TRAILERS;
+            }
+            break;
+        }
+        case H1_CHUNK_DATA: {
+            size_t take = n < h->remaining ? n : (size_t)h->remaining;
+            h1_body(l, s, take);
+            s += take;
+            n -= take;
+            h->remaining -= take;
+            if (h->remaining == 0)
+                h->state = H1_CHUNK_END;
+            break;
+        }
+        case H1_DONE:
+            /* Bytes after a complete response the probe did not ask for. */
+            if (l->role == ROLE_STREAM)
+                return true;
+            h->state = H1_HEAD;
+            break;
+        }
+        if (l->state != LINK_OPEN)
+            return false;
+    }
+    return true;
+}
+
+static void h1_eof(struct link *l)
+{
+    if (l->h1.state == H1_BODY_EOF) {
+        l->h1.state = H1_DONE;
+        if (l->role == ROLE_STREAM) {
+            on_stream_closed(l->probe, true, "the connection closed (HTTP/1.1 body until close)");
+            link_close(l);
+            return;
+        }
+        h1_response_done(l);
+    }
+    if (l->role == ROLE_PUBLISH && !l->queue) {
+        link_close(l); /* keep-alive ended between requests: reconnect on demand */
+        return;
+    }
+    link_lost(l, "the connection closed mid-response");
+}
+
+/* ---- HTTP/2 ---- */
+
+static ssize_t on_pub_body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                                size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                                void *user_data)
+{
+    struct pub_req *r = source->ptr;
+    (void)session;
+    (void)stream_id;
+    (void)user_data;
+    size_t n = r->len - r->off;
+    if (n > length)
+        n = length;
+    memcpy(buf, r->body + r->off, n);
+    r->off += n;
+    if (r->off == r->len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+#define NV(n, v)                                                                                   \
+    ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE})
+
+static int32_t h2_submit(struct link *l, const char *method, struct pub_req *r)
+{
+    struct probe *p = l->probe;
+    nghttp2_nv nv[32];
+    size_t n = 0;
+    char ua[64], clen[32];
+    char *extra = NULL;
+    snprintf(ua, sizeof ua, "sluice-probe/%s", SLUICE_VERSION);
+    nv[n++] = NV(":method", method);
+    nv[n++] = NV(":scheme", l->url->scheme);
+    nv[n++] = NV(":authority", l->url->authority);
+    nv[n++] = NV(":path", l->url->path);
+    if (l->role == ROLE_STREAM) {
+        nv[n++] = NV("accept", "text/event-stream");
+        nv[n++] = NV("cache-control", "no-cache");
+        nv[n++] = NV("accept-encoding", "gzip, deflate, br");
+    } else {
+        snprintf(clen, sizeof clen, "%zu", r->len);
+        nv[n++] = NV("content-type", "text/plain");
+        nv[n++] = NV("content-length", clen);
+    }
+    nv[n++] = NV("user-agent", ua);
+    /* Extra headers: lowercase names (HTTP/2), split at the first colon. */
+    size_t total = 0;
+    for (size_t i = 0; i < p->o.nextra; i++)
+        total += strlen(p->o.extra_headers[i]) + 1;
+    extra = must_realloc(NULL, total + 1);
+    char *w = extra;
+    for (size_t i = 0; i < p->o.nextra && n < sizeof nv / sizeof nv[0]; i++) {
+        const char *h = p->o.extra_headers[i];
+        const char *colon = strchr(h, ':');
+        size_t nlen = (size_t)(colon - h);
+        for (size_t k = 0; k < nlen; k++)
+            w[k] = (char)tolower((unsigned char)h[k]);
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        nv[n++] = (nghttp2_nv){(uint8_t *)w, (uint8_t *)v, nlen, strlen(v), NGHTTP2_NV_FLAG_NONE};
+        w += nlen;
+    }
+    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_pub_body_read};
+    int32_t id = nghttp2_submit_request(l->session, NULL, nv, n, r ? &dp : NULL, r);
+    free(extra); /* nghttp2 copies header names and values on submission */
+    l->dirty = true;
+    return id;
+}
+
+static int on_h2_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                        void *user_data)
+{
+    struct link *l = user_data;
+    (void)flags;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        int st = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++)
+            st = st * 10 + (value[i] - '0');
+        if (l->role == ROLE_PUBLISH) {
+            struct pub_req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+            if (r)
+                r->status = st;
+        } else if (frame->hd.stream_id == l->stream_id && st >= 200) {
+            l->probe->status = st;
+            clear_headers(l->probe);
+        }
+        return 0;
+    }
+    if (l->role == ROLE_STREAM && frame->hd.stream_id == l->stream_id && l->probe->status >= 200 &&
+        l->probe->t_head == 0)
+        add_header(l->probe, (const char *)name, namelen, (const char *)value, valuelen);
+    return 0;
+}
+
+static int on_h2_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct link *l = user_data;
+    struct probe *p = l->probe;
+    switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+            l->settings_seen = true;
+            l->max_streams = nghttp2_session_get_remote_settings(
+                session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+            for (size_t i = 0; i < frame->settings.niv; i++)
+                if (frame->settings.iv[i].settings_id == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                    l->max_streams = frame->settings.iv[i].value;
+        }
+        break;
+    case NGHTTP2_HEADERS:
+        if (l->role == ROLE_STREAM && frame->hd.stream_id == l->stream_id && p->status >= 200 &&
+            p->t_head == 0)
+            on_stream_head(p, p->status);
+        break;
+    case NGHTTP2_GOAWAY:
+        logv(p, "GOAWAY on the %s connection: %s", l->role == ROLE_STREAM ? "stream" : "publish",
+             nghttp2_http2_strerror(frame->goaway.error_code));
+        break;
+    default: break;
+    }
+    return 0;
+}
+
+static int on_h2_data(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                      const uint8_t *data, size_t len, void *user_data)
+{
+    struct link *l = user_data;
+    (void)session;
+    (void)flags;
+    if (l->role == ROLE_STREAM && stream_id == l->stream_id)
+        on_stream_body(l->probe, (const char *)data, len);
+    return 0;
+}
+
+static int on_h2_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                              void *user_data)
+{
+    struct link *l = user_data;
+    struct probe *p = l->probe;
+    if (l->role == ROLE_STREAM) {
+        if (stream_id == l->stream_id) {
+            char why[160];
+            if (error_code == NGHTTP2_NO_ERROR)
+                snprintf(why, sizeof why, "the server ended the stream (END_STREAM)");
+            else
+                snprintf(why, sizeof why, "the stream was reset (%s)",
+                         nghttp2_http2_strerror(error_code));
+            on_stream_closed(p, error_code == NGHTTP2_NO_ERROR, why);
+        }
+        return 0;
+    }
+    struct pub_req *r = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!r)
+        return 0;
+    if (error_code != NGHTTP2_NO_ERROR)
+        publish_failed(p, "publish stream reset: %s", nghttp2_http2_strerror(error_code));
+    else if (r->status < 200 || r->status > 299) {
+        publish_failed(p, "publish answered with status %d", r->status);
+    }
+    for (struct pub_req **pp = &l->queue; *pp; pp = &(*pp)->next) {
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    }
+    pub_req_free(r);
+    return 0;
+}
+
+static void h2_start(struct link *l)
+{
+    struct probe *p = l->probe;
+    nghttp2_settings_entry iv[2] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PROBE_STREAM_WINDOW},
+    };
+    int rv = nghttp2_session_client_new(&l->session, p->callbacks, l);
+    if (rv == 0)
+        rv = nghttp2_submit_settings(l->session, NGHTTP2_FLAG_NONE, iv, 2);
+    if (rv != 0) {
+        link_lost(l, nghttp2_strerror(rv));
+        return;
+    }
+    l->h2 = true;
+    l->dirty = true;
+}
+
+/* ---- connection set-up ---- */
+
+static void link_ready(struct link *l)
+{
+    struct probe *p = l->probe;
+    l->state = LINK_OPEN;
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    if (l->ssl) {
+        SSL_get0_alpn_selected(l->ssl, &alpn, &alpn_len);
+        snprintf(l->tls_version, sizeof l->tls_version, "%s", SSL_get_version(l->ssl));
+        if (alpn_len > 0 && alpn_len < sizeof l->alpn) {
+            memcpy(l->alpn, alpn, alpn_len);
+            l->alpn[alpn_len] = '\0';
+        }
+    }
+    if ((alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) || (!l->ssl && p->o.h2c)) {
+        h2_start(l);
+        if (l->state != LINK_OPEN)
+            return;
+    }
+    if (l->role == ROLE_STREAM) {
+        p->t_tls = now_ms();
+        p->t_request = p->t_tls;
+        if (l->h2) {
+            l->stream_id = h2_submit(l, "GET", NULL);
+            if (l->stream_id < 0) {
+                link_lost(l, nghttp2_strerror(l->stream_id));
+                return;
+            }
+            nghttp2_session_set_local_window_size(l->session, NGHTTP2_FLAG_NONE, 0,
+                                                  PROBE_STREAM_WINDOW);
+        } else {
+            h1_request(l, "GET", NULL, 0);
+        }
+        enter(p, PH_HEAD, p->t_request + (double)p->o.head_wait_ms);
+        logv(p, "connected (%s%s%s), request sent", l->ssl ? l->tls_version : "cleartext",
+             l->ssl ? ", ALPN " : "", l->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
+    } else {
+        for (struct pub_req *r = l->queue; r; r = r->next) {
+            if (l->h2) {
+                if (h2_submit(l, "POST", r) < 0)
+                    publish_failed(p, "publish: cannot submit the request");
+            } else {
+                h1_request(l, "POST", r->body, r->len);
+                break; /* HTTP/1.1: one request in flight */
+            }
+        }
+    }
+    l->dirty = true;
+    set_io(l, EV_READ);
+}
+
+static void do_handshake(struct link *l)
+{
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_do_handshake(l->ssl);
+    if (r == 1) {
+        link_ready(l);
+        return;
+    }
+    int err = SSL_get_error(l->ssl, r);
+    if (err == SSL_ERROR_WANT_READ) {
+        set_io(l, EV_READ);
+    } else if (err == SSL_ERROR_WANT_WRITE) {
+        set_io(l, EV_WRITE);
+    } else {
+        char why[300];
+        long vr = SSL_get_verify_result(l->ssl);
+        snprintf(why, sizeof why, "TLS handshake: %s",
+                 vr != X509_V_OK ? X509_verify_cert_error_string(vr) : tls_error());
+        link_lost(l, why);
+    }
+}
+
+static int link_start_connect(struct link *l);
+
+static void finish_connect(struct link *l)
+{
+    struct probe *p = l->probe;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        /* Try the next address of the name before giving up. */
+        ev_io_stop(p->loop, &l->io);
+        l->io_events = 0;
+        close(l->fd);
+        l->fd = -1;
+        if (l->addr && l->addr->ai_next) {
+            l->addr = l->addr->ai_next;
+            if (link_start_connect(l) == 0)
+                return;
+        }
+        char why[300];
+        snprintf(why, sizeof why, "connect: %s", strerror(err));
+        l->state = LINK_HANDSHAKE; /* so link_lost closes nothing twice */
+        link_lost(l, why);
+        return;
+    }
+    if (l->role == ROLE_STREAM)
+        p->t_connected = now_ms();
+    if (!l->url->tls) {
+        link_ready(l);
+        return;
+    }
+    l->ssl = SSL_new(p->ssl_ctx);
+    if (!l->ssl || !SSL_set_fd(l->ssl, l->fd)) {
+        link_lost(l, tls_error());
+        return;
+    }
+    const char *name = l->url->host;
+    static const unsigned char both[] = "\x02h2\x08http/1.1";
+    static const unsigned char h1only[] = "\x08http/1.1";
+    if (p->o.http1)
+        SSL_set_alpn_protos(l->ssl, h1only, sizeof h1only - 1);
+    else
+        SSL_set_alpn_protos(l->ssl, both, sizeof both - 1);
+    /* An IP address is not a valid SNI name (RFC 6066 section 3). */
+    if (!is_ip_literal(name))
+        SSL_set_tlsext_host_name(l->ssl, name);
+    if (!p->o.insecure) {
+        if (is_ip_literal(name))
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(l->ssl), name);
+        else
+            SSL_set1_host(l->ssl, name);
+    }
+    SSL_set_connect_state(l->ssl);
+    l->state = LINK_HANDSHAKE;
+    do_handshake(l);
+}
+
+static void read_input(struct link *l)
+{
+    char buf[PROBE_READ_CHUNK];
+    l->read_wants_write = false;
+    for (int i = 0; i < PROBE_READS_PER_WAKE || (l->ssl && SSL_has_pending(l->ssl)); i++) {
+        ssize_t n = link_read(l, buf, sizeof buf);
+        if (n == -1)
+            return;
+        if (n == -2) {
+            link_lost(l, l->ssl ? tls_error() : strerror(errno));
+            return;
+        }
+        if (n == 0) {
+            if (l->h2)
+                link_lost(l, "the peer closed the connection");
+            else
+                h1_eof(l);
+            return;
+        }
+        if (l->h2) {
+            ssize_t rv = nghttp2_session_mem_recv(l->session, (const uint8_t *)buf, (size_t)n);
+            if (rv < 0) {
+                link_lost(l, nghttp2_strerror((int)rv));
+                return;
+            }
+        } else if (!h1_feed(l, buf, (size_t)n)) {
+            return;
+        }
+        if (l->state != LINK_OPEN)
+            return;
+    }
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct link *l = container_of(w, struct link, io);
+    (void)loop;
+    switch (l->state) {
+    case LINK_CONNECTING: finish_connect(l); break;
+    case LINK_HANDSHAKE: do_handshake(l); break;
+    case LINK_OPEN:
+        if ((revents & EV_READ) || l->read_wants_write)
+            read_input(l);
+        l->dirty = true;
+        break;
+    case LINK_IDLE:
+    case LINK_CLOSED: break;
+    }
+}
+
+static int link_start_connect(struct link *l)
+{
+    const struct addrinfo *ai = l->addr;
+    int one = 1;
+    l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l->fd < 0)
+        return -1;
+    setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    l->state = LINK_CONNECTING;
+    l->io_events = EV_WRITE;
+    ev_io_init(&l->io, on_io, l->fd, EV_WRITE);
+    ev_io_start(l->probe->loop, &l->io);
+    if (connect(l->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+        ev_io_stop(l->probe->loop, &l->io);
+        l->io_events = 0;
+        close(l->fd);
+        l->fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+/* Resolves (once) and connects; failures are reported through link_lost. */
+static void link_connect(struct link *l, const char *connect_to)
+{
+    char *host = NULL, *port = NULL;
+    if (!l->addrs) {
+        const char *h = l->url->host, *pt = l->url->port;
+        if (connect_to) {
+            const char *colon = strrchr(connect_to, ':');
+            const char *hs = connect_to;
+            size_t hl = colon ? (size_t)(colon - connect_to) : 0;
+            if (hl >= 2 && hs[0] == '[' && hs[hl - 1] == ']') {
+                hs++;
+                hl -= 2;
+            }
+            host = must_strndup(hs, hl);
+            port = must_strndup(colon + 1, strlen(colon + 1));
+            h = host;
+            pt = port;
+        }
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        int rv = getaddrinfo(h, pt, &hints, &l->addrs);
+        if (rv != 0) {
+            char why[300];
+            snprintf(why, sizeof why, "resolve %s:%s: %s", h, pt, gai_strerror(rv));
+            l->addrs = NULL;
+            free(host);
+            free(port);
+            l->state = LINK_HANDSHAKE;
+            link_lost(l, why);
+            return;
+        }
+        free(host);
+        free(port);
+    }
+    for (l->addr = l->addrs; l->addr; l->addr = l->addr->ai_next) {
+        if (link_start_connect(l) == 0)
+            return;
+    }
+    char why[300];
+    snprintf(why, sizeof why, "connect: %s", strerror(errno));
+    l->state = LINK_HANDSHAKE;
+    link_lost(l, why);
+}
+
+/* ------------------------------------------------------------------ */
+/* Publishing */
+
+static void publish(struct probe *p, size_t seq)
+{
+    char head[128];
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int hn = snprintf(head, sizeof head, "sluice-probe %s %zu %lld%03ld", p->run_id, seq,
+                      (long long)wall.tv_sec, wall.tv_nsec / 1000000);
+    /* Padding to --event-bytes: hops that flush per N bytes show up only
+     * with events of realistic size. */
+    size_t len = (size_t)hn < p->o.event_bytes ? p->o.event_bytes : (size_t)hn;
+    char *body = must_realloc(NULL, len + 1);
+    memcpy(body, head, (size_t)hn);
+    if (len > (size_t)hn) {
+        body[hn] = ' ';
+        for (size_t i = (size_t)hn + 1; i < len; i++)
+            body[i] = (char)('a' + (i * 7 + seq) % 26);
+    }
+    body[len] = '\0';
+    int n = (int)len;
+    p->ev[seq].pub_ms = now_ms();
+    p->npub++;
+    logv(p, "publish %zu", seq);
+    if (p->nc) {
+        natsStatus s = natsConnection_Publish(p->nc, p->o.subject, body, n);
+        if (s != NATS_OK)
+            publish_failed(p, "NATS publish: %s", natsStatus_GetText(s));
+        free(body);
+        return;
+    }
+    struct link *l = &p->publisher;
+    struct pub_req *r = must_realloc(NULL, sizeof *r);
+    *r = (struct pub_req){.link = l, .body = body, .len = (size_t)n};
+    bool was_empty = l->queue == NULL;
+    struct pub_req **tail = &l->queue;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = r;
+    if (l->state == LINK_CLOSED || l->state == LINK_IDLE) {
+        l->state = LINK_IDLE;
+        link_connect(l, NULL);
+        return;
+    }
+    if (l->state != LINK_OPEN)
+        return; /* sent once the connection is up */
+    if (l->h2) {
+        if (h2_submit(l, "POST", r) < 0)
+            publish_failed(p, "publish: cannot submit the request");
+    } else if (was_empty) {
+        h1_request(l, "POST", r->body, r->len);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Phases */
+
+static bool have_publisher(const struct probe *p) { return p->nc || p->o.publish_url; }
+
+static double drain_ms(const struct probe *p)
+{
+    double d = 2.0 * (double)p->o.max_delay_ms;
+    return d > PROBE_DRAIN_MIN_MS ? d : PROBE_DRAIN_MIN_MS;
+}
+
+/* Moves the run forward; called after every wake-up. */
+static void advance(struct probe *p)
+{
+    double t = now_ms();
+    for (;;) {
+        enum phase before = p->phase;
+        if (p->phase != PH_DONE && (p->stream_closed || (p->t_head > 0 && p->status != 200))) {
+            enter(p, PH_DONE, 0);
+            break;
+        }
+        switch (p->phase) {
+        case PH_CONNECT: break;
+        case PH_HEAD:
+            if (p->t_head == 0) {
+                if (t < p->phase_end)
+                    break;
+                /* A hop that holds the head until body bytes flow (a
+                 * compressor, postpone_output) is found by publishing blind. */
+                p->head_held = true;
+                start_lag(p);
+                enter(p, have_publisher(p) ? PH_PUBLISH : PH_DONE, t);
+                break;
+            }
+            if (p->status != 200)
+                enter(p, PH_DONE, 0);
+            else if (have_publisher(p)) {
+                start_lag(p);
+                enter(p, PH_WARMUP, p->t_head + PROBE_WARMUP_MS);
+            } else
+                enter(p, PH_OBSERVE, p->t_head + PROBE_OBSERVE_MS);
+            break;
+        case PH_OBSERVE:
+            if (p->t_first_body > 0 || t >= p->phase_end) {
+                if (p->o.idle_ms > 0) {
+                    p->idle_start = t;
+                    enter(p, PH_IDLE, t + (double)p->o.idle_ms);
+                } else {
+                    enter(p, PH_DONE, 0);
+                }
+            }
+            break;
+        case PH_WARMUP:
+            if (t >= p->phase_end)
+                enter(p, PH_PUBLISH, t);
+            break;
+        case PH_PUBLISH:
+            if (t < p->phase_end)
+                break;
+            publish(p, p->npub);
+            if (p->npub == p->o.events)
+                enter(p, PH_DRAIN, t + drain_ms(p));
+            else if (t - p->phase_end > (double)p->o.interval_ms / 4)
+                /* Woken late (a loaded machine): keep the spacing rather than
+                 * catch up, or two events would leave together. */
+                p->phase_end = t + (double)p->o.interval_ms;
+            else
+                p->phase_end += (double)p->o.interval_ms;
+            break;
+        case PH_DRAIN:
+            if (p->nrecv == p->npub || t >= p->phase_end) {
+                if (p->o.idle_ms > 0) {
+                    p->idle_start = t;
+                    enter(p, PH_IDLE, t + (double)p->o.idle_ms);
+                } else {
+                    enter(p, PH_DONE, 0);
+                }
+            }
+            break;
+        case PH_IDLE:
+            if (t < p->phase_end)
+                break;
+            if (p->last_body_ms > 0) {
+                double from = p->last_body_ms > p->idle_start ? p->last_body_ms : p->idle_start;
+                if (t - from > p->longest_silence_ms)
+                    p->longest_silence_ms = t - from;
+            }
+            p->idle_end = t;
+            if (have_publisher(p)) {
+                publish(p, p->o.events);
+                enter(p, PH_FINAL, t + drain_ms(p));
+            } else {
+                enter(p, PH_DONE, 0);
+            }
+            break;
+        case PH_FINAL:
+            if (p->ev[p->o.events].recv_ms > 0 || t >= p->phase_end)
+                enter(p, PH_DONE, 0);
+            break;
+        case PH_DONE: break;
+        }
+        if (p->phase == before)
+            break;
+    }
+    ev_timer_stop(p->loop, &p->tick);
+    if (p->phase == PH_DONE) {
+        ev_break(p->loop, EVBREAK_ALL);
+        return;
+    }
+    if (p->phase_end > 0 && p->phase >= PH_HEAD) {
+        double wait = (p->phase_end - now_ms()) / 1e3;
+        ev_timer_set(&p->tick, wait > 0 ? wait : 0, 0);
+        ev_timer_start(p->loop, &p->tick);
+    }
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+/* A machine too busy to run the probe on time makes events look late and
+ * bunched: they wait in the socket, not in a proxy. The probe notices its
+ * own stalls and leaves the events read at the end of one out of the
+ * timing verdicts instead of blaming the path. */
+static void on_lag(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct probe *p = container_of(w, struct probe, lag);
+    (void)revents;
+    double t = now_ms();
+    double late = t - p->lag_due;
+    if (late > PROBE_STALL_MS) {
+        if (p->nstalls < PROBE_STALLS_MAX)
+            p->stalls[p->nstalls++] = (struct stall){p->lag_due - PROBE_LAG_PERIOD_MS, t};
+        if (late > p->max_stall_ms)
+            p->max_stall_ms = late;
+    }
+    p->lag_due = t + PROBE_LAG_PERIOD_MS;
+    ev_timer_set(w, PROBE_LAG_PERIOD_MS / 1e3, 0.);
+    ev_timer_start(loop, w);
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct probe *p = container_of(w, struct probe, deadline);
+    (void)revents;
+    p->timed_out = true;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct probe *p = container_of(w, struct probe, prepare);
+    (void)loop;
+    (void)revents;
+    if (p->timed_out)
+        return;
+    advance(p);
+    struct link *links[2] = {&p->stream, &p->publisher};
+    for (int i = 0; i < 2; i++) {
+        struct link *l = links[i];
+        if (l->state == LINK_OPEN && l->dirty) {
+            l->dirty = false;
+            flush_link(l);
+        }
+    }
+    if (p->stream.state != LINK_OPEN && p->phase <= PH_HEAD && p->connect_error[0])
+        ev_break(p->loop, EVBREAK_ALL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Verdicts */
+
+static const char *phase_name(enum phase ph)
+{
+    switch (ph) {
+    case PH_CONNECT: return "connecting";
+    case PH_HEAD: return "waiting for the response head";
+    case PH_OBSERVE: return "waiting for the first body byte";
+    case PH_WARMUP:
+    case PH_PUBLISH: return "events were being published";
+    case PH_DRAIN: return "waiting for the last events";
+    case PH_IDLE: return "idle";
+    case PH_FINAL: return "waiting for the event after the idle period";
+    case PH_DONE: return "finishing";
+    }
+    return "?";
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool contains_token(const char *v, const char *tok)
+{
+    size_t n = strlen(tok);
+    for (const char *s = v; *s; s++)
+        if (strncasecmp(s, tok, n) == 0)
+            return true;
+    return false;
+}
+
+struct stats {
+    size_t n, batched, unjudged; /* n: judged events; unjudged: read after a probe stall */
+    double min, median, max, first;
+    bool first_stalled;
+};
+
+static void mark_stalled(struct probe *p)
+{
+    for (size_t i = 0; i <= p->o.events; i++) {
+        struct event_rec *e = &p->ev[i];
+        e->stalled = false;
+        for (size_t k = 0; e->recv_ms > 0 && k < p->nstalls; k++) {
+            /* Read at the end of a stall, or just after it in the same wake-up. */
+            if (e->recv_ms >= p->stalls[k].from &&
+                e->recv_ms <= p->stalls[k].to + PROBE_LAG_PERIOD_MS)
+                e->stalled = true;
+        }
+    }
+}
+
+static void delay_stats(const struct probe *p, struct stats *st)
+{
+    double d[PROBE_EVENTS_MAX];
+    *st = (struct stats){.first = -1};
+    for (size_t i = 0; i < p->o.events; i++) {
+        const struct event_rec *e = &p->ev[i];
+        if (e->pub_ms == 0 || e->recv_ms == 0)
+            continue;
+        if (i == 0) {
+            st->first = e->recv_ms - e->pub_ms;
+            st->first_stalled = e->stalled;
+        }
+        if (e->stalled) {
+            st->unjudged++;
+            continue;
+        }
+        d[st->n++] = e->recv_ms - e->pub_ms;
+        /* A burst: two events published an interval apart arrive much
+         * closer together than that. */
+        if (i > 0 && p->ev[i - 1].recv_ms > 0 && !p->ev[i - 1].stalled) {
+            double pub_gap = e->pub_ms - p->ev[i - 1].pub_ms;
+            double recv_gap = e->recv_ms - p->ev[i - 1].recv_ms;
+            if (recv_gap < pub_gap / 2)
+                st->batched++;
+        }
+    }
+    if (st->n == 0)
+        return;
+    qsort(d, st->n, sizeof d[0], cmp_double);
+    st->min = d[0];
+    st->max = d[st->n - 1];
+    st->median = d[st->n / 2];
+}
+
+static void judge_head(struct probe *p);
+static void judge_stream(struct probe *p, bool compressed, const char *timeout_note);
+
+static void judge(struct probe *p)
+{
+    struct link *l = &p->stream;
+    const char *timeout_note = p->timed_out ? " (probe --timeout-ms reached)" : "";
+    if (p->t_request == 0) {
+        add_check(p, "connect", V_FAIL, "%s%s",
+                  p->connect_error[0] ? p->connect_error : "no connection", timeout_note);
+        return;
+    }
+    add_check(p, "connect", V_PASS, "%s in %.1f ms%s%s", l->ssl ? l->tls_version : "cleartext",
+              p->t_request - p->t0, l->ssl ? ", ALPN " : "",
+              l->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
+    if (l->h2) {
+        char streams[64];
+        if (l->settings_seen && l->max_streams != UINT32_MAX)
+            snprintf(streams, sizeof streams, "%" PRIu32, l->max_streams);
+        else
+            snprintf(streams, sizeof streams, "not advertised (unlimited)");
+        bool few = l->settings_seen && l->max_streams < PROBE_FEW_STREAMS;
+        add_check(p, "protocol", few ? V_WARN : V_PASS, "h2, SETTINGS_MAX_CONCURRENT_STREAMS %s%s",
+                  streams, few ? ": a page with many streams will queue" : "");
+    } else {
+        add_check(p, "protocol", p->o.require_h2 ? V_FAIL : V_WARN,
+                  "HTTP/1.1: browsers open at most 6 connections per host, one stream each");
+    }
+    bool compressed = false;
+    if (p->t_head == 0) {
+        add_check(p, "response", V_FAIL, "no response head in %.0f ms%s%s%s%s",
+                  now_ms() - p->t_request, p->npub ? " although events were published" : "",
+                  p->stream_closed ? ": " : "", p->stream_closed ? p->close_reason : "",
+                  timeout_note);
+        if (p->npub == 0)
+            return;
+    } else {
+        judge_head(p);
+        const char *ce = header_value(p, "content-encoding");
+        compressed = ce && strcasecmp(ce, "identity") != 0;
+        if (p->status != 200)
+            return;
+    }
+    judge_stream(p, compressed, timeout_note);
+}
+
+static void judge_head(struct probe *p)
+{
+    add_check(p, "status", p->status == 200 ? V_PASS : V_FAIL, "%d", p->status);
+    const char *ct = header_value(p, "content-type");
+    add_check(p, "content-type",
+              ct && strncasecmp(ct, "text/event-stream", 17) == 0 ? V_PASS : V_FAIL, "%s",
+              ct ? ct : "missing");
+    const char *cc = header_value(p, "cache-control");
+    bool nocache = cc && (contains_token(cc, "no-cache") || contains_token(cc, "no-store"));
+    add_check(p, "cache-control", nocache ? V_PASS : V_FAIL, "%s%s", cc ? cc : "missing",
+              nocache ? "" : ": a cache on the path may store or coalesce the stream");
+    const char *ce = header_value(p, "content-encoding");
+    bool compressed = ce && strcasecmp(ce, "identity") != 0;
+    add_check(p, "compression", compressed ? V_FAIL : V_PASS, "%s%s", compressed ? ce : "none",
+              compressed ? ": compressors commonly hold small events until a block fills, and "
+                           "the events inside cannot be timed"
+                         : "");
+    double head_ms = p->t_head - p->t_request;
+    if (p->head_held)
+        add_check(p, "first byte", V_FAIL,
+                  "response head held %.0f ms, released only once "
+                  "events flowed: a hop buffers (compression, postpone_output, cache)",
+                  head_ms);
+    else
+        add_check(p, "first byte", V_PASS, "response head %.1f ms after the request%s", head_ms,
+                  p->t_first_body > 0 ? "" : ", no body byte yet");
+}
+
+static void judge_stream(struct probe *p, bool compressed, const char *timeout_note)
+{
+    if (have_publisher(p)) {
+        struct stats st;
+        delay_stats(p, &st);
+        size_t nev = p->o.events;
+        size_t got = 0, sent = 0;
+        for (size_t i = 0; i < nev; i++) {
+            got += p->ev[i].recv_ms > 0;
+            sent += p->ev[i].pub_ms > 0;
+        }
+        const char *why_none =
+            compressed ? " as readable events (the body is compressed, the probe cannot time them)"
+                       : "";
+        double limit = (double)p->o.max_delay_ms;
+        if (st.first >= 0 && st.first_stalled)
+            add_check(p, "first event", V_WARN,
+                      "%.1f ms after publish, but read as the probe woke from a %.0f ms stall "
+                      "of its own: not judged",
+                      st.first, p->max_stall_ms);
+        else if (st.first >= 0)
+            add_check(p, "first event", st.first <= limit ? V_PASS : V_FAIL,
+                      "%.1f ms after publish (limit %llu ms)", st.first, p->o.max_delay_ms);
+        else
+            add_check(p, "first event", V_FAIL, "not received%s%s", why_none, timeout_note);
+        bool late = st.n > 0 && st.max > limit;
+        bool fail = p->publish_errors || got < sent || sent < nev || st.batched > 0 ||
+                    p->out_of_order > 0 || late;
+        enum verdict v = fail ? V_FAIL : st.unjudged > 0 ? V_WARN : V_PASS;
+        char detail[256];
+        if (p->publish_errors)
+            snprintf(detail, sizeof detail, "%u publish errors: %s", p->publish_errors,
+                     p->publish_error);
+        else if (got == 0 && compressed)
+            snprintf(detail, sizeof detail,
+                     "0/%zu events readable: the body is compressed, and the probe cannot "
+                     "tell when events inside it arrived",
+                     sent);
+        else if (got == 0)
+            snprintf(detail, sizeof detail,
+                     "0/%zu events arrived: a hop holds them, or the events do not go where "
+                     "the URL listens (--subject, --publish-url)",
+                     sent);
+        else if (st.n == 0)
+            snprintf(detail, sizeof detail,
+                     "%zu/%zu events, all read as the probe woke from "
+                     "stalls of its own (up to %.0f ms): not judged, rerun on a quieter machine",
+                     got, sent, p->max_stall_ms);
+        else
+            snprintf(detail, sizeof detail,
+                     "%zu/%zu events, %s; delay min %.1f / median %.1f / max %.1f ms (limit %llu)"
+                     "%s",
+                     got, sent, st.batched ? "arrived in bursts: a hop buffers" : "one at a time",
+                     st.min, st.median, st.max, p->o.max_delay_ms,
+                     p->out_of_order ? ", out of order" : "");
+        size_t used = strlen(detail);
+        if (st.batched)
+            snprintf(detail + used, sizeof detail - used,
+                     ", %zu of %zu arrived together with the one before", st.batched, st.n);
+        used = strlen(detail);
+        if (st.unjudged && st.n > 0)
+            snprintf(detail + used, sizeof detail - used,
+                     "; %zu not judged (read as the probe woke from a %.0f ms stall of its own)",
+                     st.unjudged, p->max_stall_ms);
+        add_check(p, "buffering", v, "%s", detail);
+    } else {
+        add_check(p, "first event", V_SKIP, "needs --nats/--subject or --publish-url");
+        add_check(p, "buffering", V_SKIP, "needs --nats/--subject or --publish-url");
+    }
+
+    if (p->o.idle_ms == 0) {
+        add_check(p, "heartbeat", V_SKIP, "needs --idle-ms above the gateway's heartbeat-ms");
+    } else if (p->idle_start == 0) {
+        add_check(p, "heartbeat", p->t_head > 0 ? V_FAIL : V_SKIP,
+                  "the idle period never began%s%s%s", p->stream_closed ? ": " : "",
+                  p->stream_closed ? p->close_reason : "", timeout_note);
+    } else {
+        double end = p->idle_end > 0 ? p->idle_end : (p->stream_closed ? p->closed_ms : now_ms());
+        bool survived = p->idle_end > 0 && (!p->stream_closed || p->closed_ms >= p->idle_end);
+        if (!survived)
+            add_check(p, "heartbeat", V_FAIL,
+                      "stream closed %.0f ms into a %llu ms idle period (%s) after %" PRIu64
+                      " comments: a hop's idle timeout is below the heartbeat interval",
+                      end - p->idle_start, p->o.idle_ms,
+                      p->stream_closed ? p->close_reason : "timeout", p->idle_comments);
+        else if (p->idle_comments == 0)
+            add_check(p, "heartbeat", V_FAIL,
+                      "no ':' comment in %llu ms idle: heartbeat-ms is above --idle-ms, or a hop "
+                      "holds them",
+                      p->o.idle_ms);
+        else
+            add_check(p, "heartbeat", V_PASS,
+                      "open after %llu ms idle, %" PRIu64 " comments, longest silence %.0f ms",
+                      p->o.idle_ms, p->idle_comments, p->longest_silence_ms);
+        if (have_publisher(p) && survived) {
+            const struct event_rec *e = &p->ev[p->o.events];
+            if (e->recv_ms > 0 && e->stalled)
+                add_check(p, "after idle", V_WARN,
+                          "event delivered %.1f ms after publish, read after a stall of the "
+                          "probe's own: not judged",
+                          e->recv_ms - e->pub_ms);
+            else if (e->recv_ms > 0)
+                add_check(p, "after idle",
+                          e->recv_ms - e->pub_ms <= (double)p->o.max_delay_ms ? V_PASS : V_FAIL,
+                          "event delivered %.1f ms after publish", e->recv_ms - e->pub_ms);
+            else
+                add_check(p, "after idle", V_FAIL,
+                          "the event published after the idle period "
+                          "did not arrive%s%s%s",
+                          p->stream_closed ? ": " : "", p->stream_closed ? p->close_reason : "",
+                          timeout_note);
+        }
+    }
+    if (p->t_head == 0)
+        return;
+    if (p->stream_closed)
+        add_check(p, "stream", V_FAIL, "closed while %s: %s", phase_name(p->closed_phase),
+                  p->close_reason);
+    else
+        add_check(p, "stream", V_PASS, "open until the probe ended it after %.0f ms",
+                  now_ms() - p->t0);
+    if (p->timed_out)
+        add_check(p, "timeout", V_FAIL, "--timeout-ms %llu reached before the checks finished",
+                  p->o.timeout_ms);
+}
+
+static const char *verdict_name(enum verdict v)
+{
+    switch (v) {
+    case V_PASS: return "pass";
+    case V_WARN: return "warn";
+    case V_FAIL: return "fail";
+    case V_SKIP: return "skip";
+    }
+    return "?";
+}
+
+static void json_string(FILE *f, const char *s)
+{
+    putc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(f, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(f, "\\u%04x", *c);
+        else
+            putc(*c, f);
+    }
+    putc('"', f);
+}
+
+static void json_ms(FILE *f, const char *name, double from, double to, bool comma)
+{
+    fprintf(f, "%s\"%s\":", comma ? "," : "", name);
+    if (from > 0 && to > 0)
+        fprintf(f, "%.3f", to - from);
+    else
+        fputs("null", f);
+}
+
+static void report_json(const struct probe *p, bool ok, size_t failed, size_t warned)
+{
+    const struct link *l = &p->stream;
+    FILE *f = stdout;
+    struct stats st;
+    delay_stats(p, &st);
+    fputs("{\"url\":", f);
+    json_string(f, p->o.url_arg);
+    fprintf(f, ",\"ok\":%s,\"failed\":%zu,\"warnings\":%zu", ok ? "true" : "false", failed, warned);
+    fputs(",\"protocol\":", f);
+    if (p->t_request == 0)
+        fputs("null", f);
+    else
+        json_string(f, l->h2 ? "h2" : "http/1.1");
+    fputs(",\"tls\":", f);
+    if (l->tls_version[0])
+        json_string(f, l->tls_version);
+    else
+        fputs("null", f);
+    fputs(",\"alpn\":", f);
+    if (l->alpn[0])
+        json_string(f, l->alpn);
+    else
+        fputs("null", f);
+    fputs(",\"max_concurrent_streams\":", f);
+    if (l->h2 && l->settings_seen && l->max_streams != UINT32_MAX)
+        fprintf(f, "%" PRIu32, l->max_streams);
+    else
+        fputs("null", f);
+    fprintf(f, ",\"status\":%d,\"headers\":{", p->status);
+    for (size_t i = 0; i < p->nheaders; i++) {
+        if (i)
+            putc(',', f);
+        json_string(f, p->headers[i].name);
+        putc(':', f);
+        json_string(f, p->headers[i].value);
+    }
+    fputs("},\"timings_ms\":{", f);
+    json_ms(f, "connect", p->t0, p->t_connected, false);
+    json_ms(f, "request", p->t0, p->t_request, true);
+    json_ms(f, "first_byte", p->t_request, p->t_head, true);
+    json_ms(f, "first_body", p->t_request, p->t_first_body, true);
+    fputs(",\"first_event\":", f);
+    if (st.first >= 0)
+        fprintf(f, "%.3f", st.first);
+    else
+        fputs("null", f);
+    fputs("}", f);
+    fprintf(f,
+            ",\"events\":{\"planned\":%llu,\"published\":%zu,\"received\":%zu,\"foreign\":%" PRIu64
+            ",\"batched\":%zu,\"out_of_order\":%zu,\"publish_errors\":%u",
+            have_publisher(p) ? p->o.events : 0ULL, p->npub, p->nrecv, p->foreign_events,
+            st.batched, p->out_of_order, p->publish_errors);
+    fprintf(f, ",\"unjudged\":%zu,\"probe_stall_max_ms\":%.3f,\"stalled\":[", st.unjudged,
+            p->max_stall_ms);
+    for (size_t i = 0, k = 0; i <= p->o.events && p->ev; i++) {
+        if (p->ev[i].stalled)
+            fprintf(f, "%s%zu", k++ ? "," : "", i);
+    }
+    fputs("]", f);
+    if (st.n > 0)
+        fprintf(f, ",\"min_delay_ms\":%.3f,\"median_delay_ms\":%.3f,\"max_delay_ms\":%.3f", st.min,
+                st.median, st.max);
+    fputs(",\"delays_ms\":[", f);
+    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
+        if (i)
+            putc(',', f);
+        if (p->ev[i].pub_ms > 0 && p->ev[i].recv_ms > 0)
+            fprintf(f, "%.3f", p->ev[i].recv_ms - p->ev[i].pub_ms);
+        else
+            fputs("null", f);
+    }
+    fputs("],\"published_at_ms\":[", f);
+    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
+        if (i)
+            putc(',', f);
+        if (p->ev[i].pub_ms > 0)
+            fprintf(f, "%.3f", p->ev[i].pub_ms - p->t0);
+        else
+            fputs("null", f);
+    }
+    fputs("],\"received_at_ms\":[", f);
+    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
+        if (i)
+            putc(',', f);
+        if (p->ev[i].recv_ms > 0)
+            fprintf(f, "%.3f", p->ev[i].recv_ms - p->t0);
+        else
+            fputs("null", f);
+    }
+    fputs("]}", f);
+    fprintf(f,
+            ",\"heartbeat\":{\"idle_ms\":%llu,\"comments\":%" PRIu64 ",\"idle_comments\":%" PRIu64
+            ",\"longest_silence_ms\":%.3f}",
+            p->o.idle_ms, p->comments, p->idle_comments, p->longest_silence_ms);
+    fprintf(f, ",\"body_bytes\":%" PRIu64 ",\"stream_closed\":%s,\"close_reason\":", p->body_bytes,
+            p->stream_closed ? "true" : "false");
+    if (p->stream_closed)
+        json_string(f, p->close_reason);
+    else
+        fputs("null", f);
+    fputs(",\"checks\":[", f);
+    for (size_t i = 0; i < p->nchecks; i++) {
+        fputs(i ? ",{\"name\":" : "{\"name\":", f);
+        json_string(f, p->checks[i].name);
+        fputs(",\"result\":", f);
+        json_string(f, verdict_name(p->checks[i].v));
+        fputs(",\"detail\":", f);
+        json_string(f, p->checks[i].detail);
+        putc('}', f);
+    }
+    fputs("]}\n", f);
+    fflush(f);
+}
+
+static void report_text(const struct probe *p, bool ok, size_t failed, size_t warned)
+{
+    static const char *tag[] = {"SKIP", "PASS", "WARN", "FAIL"};
+    printf("sluice-probe %s\n", p->o.url_arg);
+    for (size_t i = 0; i < p->nchecks; i++)
+        printf("  %s  %-13s %s\n", tag[p->checks[i].v], p->checks[i].name, p->checks[i].detail);
+    if (p->nheaders > 0) {
+        printf("  response headers:\n");
+        for (size_t i = 0; i < p->nheaders; i++)
+            printf("    %s: %s\n", p->headers[i].name, p->headers[i].value);
+    }
+    printf("result: %s (%zu failed, %zu warnings)\n", ok ? "PASS" : "FAIL", failed, warned);
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------------ */
+/* Options and main */
+
+static const char usage_text[] =
+    "usage: sluice-probe URL [options]\n"
+    "Certifies that URL streams Server-Sent Events end to end, unbuffered.\n"
+    "  --cacert FILE         verify TLS against this CA file (default: system CAs)\n"
+    "  --insecure            do not verify certificates\n"
+    "  --connect HOST:PORT   connect here instead of the stream URL's host (its name,\n"
+    "                        SNI and Host still come from the URL)\n"
+    "  --http1.1             offer only http/1.1 in ALPN\n"
+    "  --h2c                 http:// URLs: HTTP/2 with prior knowledge, not HTTP/1.1\n"
+    "  --require-h2          fail, not warn, when the stream is not HTTP/2\n"
+    "  --header 'N: V'       extra request header, e.g. Authorization (repeatable)\n"
+    "  --nats URL            publish the probe's events to NATS ...\n"
+    "  --subject S           ... on this subject (one the stream URL receives)\n"
+    "  --publish-url URL     or POST them to this URL (e.g. .../publish/<subject>)\n"
+    "  --events N            events to publish (default 10)\n"
+    "  --interval-ms N       between two events (default 100)\n"
+    "  --max-delay-ms N      publish-to-receive limit per event (default 250)\n"
+    "  --event-bytes N       pad each event's payload to N bytes (default: ~40)\n"
+    "  --head-wait-ms N      wait this long for the response head before publishing\n"
+    "                        blind to find a hop that holds it (default 3000)\n"
+    "  --idle-ms N           then publish nothing for N ms: the stream must stay\n"
+    "                        open and receive ':' heartbeats (default 0: skipped)\n"
+    "  --timeout-ms N        hard bound on the whole run (default: enough for the\n"
+    "                        phases plus 10 s)\n"
+    "  --json                one JSON object on stdout instead of the report\n"
+    "  --verbose             progress on stderr\n"
+    "Exit status: 0 every check passed (warnings allowed), 1 a check failed,\n"
+    "2 usage or local set-up error.\n";
+
+static bool parse_num(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)s[0]))
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+enum {
+    OPT_CACERT = 256,
+    OPT_INSECURE,
+    OPT_CONNECT,
+    OPT_HTTP1,
+    OPT_H2C,
+    OPT_REQUIRE_H2,
+    OPT_HEADER,
+    OPT_NATS,
+    OPT_SUBJECT,
+    OPT_PUBLISH_URL,
+    OPT_EVENTS,
+    OPT_INTERVAL,
+    OPT_MAX_DELAY,
+    OPT_HEAD_WAIT,
+    OPT_EVENT_BYTES,
+    OPT_IDLE,
+    OPT_TIMEOUT,
+    OPT_JSON,
+    OPT_VERBOSE,
+    OPT_HELP,
+};
+
+static int parse_options(struct opts *o, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"cacert", required_argument, NULL, OPT_CACERT},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"connect", required_argument, NULL, OPT_CONNECT},
+        {"http1.1", no_argument, NULL, OPT_HTTP1},
+        {"h2c", no_argument, NULL, OPT_H2C},
+        {"require-h2", no_argument, NULL, OPT_REQUIRE_H2},
+        {"header", required_argument, NULL, OPT_HEADER},
+        {"nats", required_argument, NULL, OPT_NATS},
+        {"subject", required_argument, NULL, OPT_SUBJECT},
+        {"publish-url", required_argument, NULL, OPT_PUBLISH_URL},
+        {"events", required_argument, NULL, OPT_EVENTS},
+        {"interval-ms", required_argument, NULL, OPT_INTERVAL},
+        {"max-delay-ms", required_argument, NULL, OPT_MAX_DELAY},
+        {"head-wait-ms", required_argument, NULL, OPT_HEAD_WAIT},
+        {"event-bytes", required_argument, NULL, OPT_EVENT_BYTES},
+        {"idle-ms", required_argument, NULL, OPT_IDLE},
+        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"verbose", no_argument, NULL, OPT_VERBOSE},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    o->events = 10;
+    o->interval_ms = 100;
+    o->max_delay_ms = 250;
+    o->head_wait_ms = 3000;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        bool bad = false;
+        switch (ch) {
+        case OPT_CACERT: o->cacert = optarg; break;
+        case OPT_INSECURE: o->insecure = true; break;
+        case OPT_CONNECT:
+            o->connect_to = optarg;
+            bad = !strrchr(optarg, ':');
+            break;
+        case OPT_HTTP1: o->http1 = true; break;
+        case OPT_H2C: o->h2c = true; break;
+        case OPT_REQUIRE_H2: o->require_h2 = true; break;
+        case OPT_HEADER: {
+            const char *colon = strchr(optarg, ':');
+            bad = !colon || colon == optarg ||
+                  o->nextra == sizeof o->extra_headers / sizeof o->extra_headers[0] ||
+                  strpbrk(optarg, "\r\n");
+            if (!bad)
+                o->extra_headers[o->nextra++] = optarg;
+            break;
+        }
+        case OPT_NATS: o->nats_url = optarg; break;
+        case OPT_SUBJECT: o->subject = optarg; break;
+        case OPT_PUBLISH_URL: o->publish_url = optarg; break;
+        case OPT_EVENTS:
+            bad = !parse_num(optarg, PROBE_EVENTS_MAX, &o->events) || o->events < 2;
+            break;
+        case OPT_INTERVAL:
+            bad = !parse_num(optarg, 60000, &o->interval_ms) || o->interval_ms < 10;
+            break;
+        case OPT_MAX_DELAY: bad = !parse_num(optarg, 600000, &o->max_delay_ms); break;
+        case OPT_HEAD_WAIT:
+            bad = !parse_num(optarg, 600000, &o->head_wait_ms) || o->head_wait_ms == 0;
+            break;
+        case OPT_EVENT_BYTES: bad = !parse_num(optarg, 1 << 20, &o->event_bytes); break;
+        case OPT_IDLE: bad = !parse_num(optarg, 86400000, &o->idle_ms); break;
+        case OPT_TIMEOUT:
+            bad = !parse_num(optarg, 86400000, &o->timeout_ms) || o->timeout_ms == 0;
+            break;
+        case OPT_JSON: o->json = true; break;
+        case OPT_VERBOSE: o->verbose = true; break;
+        case OPT_HELP: fputs(usage_text, stdout); return 1;
+        default: bad = true; break;
+        }
+        if (bad) {
+            if (ch >= OPT_CACERT && ch < OPT_HELP)
+                fprintf(stderr, "sluice-probe: bad value for --%s: %s\n",
+                        longopts[ch - OPT_CACERT].name, optarg ? optarg : "");
+            fputs(usage_text, stderr);
+            return -1;
+        }
+    }
+    const char *err = NULL;
+    if (optind + 1 != argc)
+        err = "exactly one URL is required";
+    else if ((o->nats_url != NULL) != (o->subject != NULL))
+        err = "--nats and --subject go together";
+    else if (o->nats_url && o->publish_url)
+        err = "--nats and --publish-url exclude each other";
+    if (err) {
+        fprintf(stderr, "sluice-probe: %s\n%s", err, usage_text);
+        return -1;
+    }
+    o->url_arg = argv[optind];
+    if (o->timeout_ms == 0) {
+        double max_delay = (double)o->max_delay_ms * 2 > PROBE_DRAIN_MIN_MS
+                               ? (double)o->max_delay_ms * 2
+                               : PROBE_DRAIN_MIN_MS;
+        o->timeout_ms = 10000 + o->head_wait_ms + o->events * o->interval_ms + o->idle_ms +
+                        2 * (unsigned long long)max_delay;
+    }
+    return 0;
+}
+
+static int setup_tls(struct probe *p)
+{
+    p->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!p->ssl_ctx) {
+        fprintf(stderr, "sluice-probe: TLS setup: %s\n", tls_error());
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(p->ssl_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(p->ssl_ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (p->o.insecure) {
+        SSL_CTX_set_verify(p->ssl_ctx, SSL_VERIFY_NONE, NULL);
+        return 0;
+    }
+    SSL_CTX_set_verify(p->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    if (p->o.cacert ? SSL_CTX_load_verify_locations(p->ssl_ctx, p->o.cacert, NULL) != 1
+                    : SSL_CTX_set_default_verify_paths(p->ssl_ctx) != 1) {
+        fprintf(stderr, "sluice-probe: %s: %s\n", p->o.cacert ? p->o.cacert : "CA paths",
+                tls_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int setup_nats(struct probe *p)
+{
+    natsOptions *no = NULL;
+    natsStatus s = natsOptions_Create(&no);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(no, p->o.nats_url);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(no, 3000);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(no, "sluice-probe");
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&p->nc, no);
+    natsOptions_Destroy(no);
+    if (s != NATS_OK) {
+        fprintf(stderr, "sluice-probe: cannot connect to NATS at %s: %s\n", p->o.nats_url,
+                natsStatus_GetText(s));
+        p->nc = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int setup(struct probe *p)
+{
+    if (url_parse(&p->url, p->o.url_arg) < 0) {
+        fprintf(stderr, "sluice-probe: bad URL %s (http:// or https:// HOST[:PORT]/PATH)\n",
+                p->o.url_arg);
+        return -1;
+    }
+    if (p->o.publish_url && url_parse(&p->pub_url, p->o.publish_url) < 0) {
+        fprintf(stderr, "sluice-probe: bad --publish-url %s\n", p->o.publish_url);
+        return -1;
+    }
+    if (setup_tls(p) < 0)
+        return -1;
+    if (p->o.nats_url && setup_nats(p) < 0)
+        return -1;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(
+        p->run_id, sizeof p->run_id, "%08lx",
+        (unsigned long)((uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 16) ^ (uint64_t)ts.tv_sec) &
+            0xffffffffUL);
+    p->ev = calloc(p->o.events + 1, sizeof *p->ev);
+    if (!p->ev)
+        abort();
+    p->last_seq = -1;
+
+    nghttp2_session_callbacks_new(&p->callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(p->callbacks, on_h2_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(p->callbacks, on_h2_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(p->callbacks, on_h2_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(p->callbacks, on_h2_stream_close);
+
+    p->loop = ev_default_loop(EVFLAG_AUTO);
+    if (!p->loop) {
+        fputs("sluice-probe: cannot start libev\n", stderr);
+        return -1;
+    }
+    p->stream = (struct link){.fd = -1, .role = ROLE_STREAM, .probe = p, .url = &p->url};
+    p->publisher = (struct link){.fd = -1, .role = ROLE_PUBLISH, .probe = p, .url = &p->pub_url};
+    ev_timer_init(&p->tick, on_tick, 0., 0.);
+    ev_timer_init(&p->lag, on_lag, 0., 0.);
+    ev_timer_init(&p->deadline, on_deadline, (double)p->o.timeout_ms / 1e3, 0.);
+    ev_timer_start(p->loop, &p->deadline);
+    ev_prepare_init(&p->prepare, on_prepare);
+    ev_prepare_start(p->loop, &p->prepare);
+    p->t0 = now_ms();
+    p->phase = PH_CONNECT;
+    link_connect(&p->stream, p->o.connect_to);
+    return 0;
+}
+
+static void dispose(struct probe *p)
+{
+    struct link *links[2] = {&p->stream, &p->publisher};
+    for (int i = 0; i < 2; i++) {
+        struct link *l = links[i];
+        if (p->loop)
+            link_close(l);
+        while (l->queue) {
+            struct pub_req *r = l->queue;
+            l->queue = r->next;
+            pub_req_free(r);
+        }
+        if (l->addrs)
+            freeaddrinfo(l->addrs);
+        sbuf_dispose(&l->out);
+    }
+    if (p->nc) {
+        natsConnection_FlushTimeout(p->nc, 1000);
+        natsConnection_Destroy(p->nc);
+    }
+    if (p->o.nats_url)
+        nats_Close();
+    clear_headers(p);
+    sbuf_dispose(&p->line);
+    sbuf_dispose(&p->data);
+    free(p->ev);
+    if (p->callbacks)
+        nghttp2_session_callbacks_del(p->callbacks);
+    if (p->loop)
+        ev_loop_destroy(p->loop);
+    SSL_CTX_free(p->ssl_ctx);
+    url_dispose(&p->url);
+    url_dispose(&p->pub_url);
+}
+
+int main(int argc, char **argv)
+{
+    static struct probe p; /* large; zeroed */
+    int rc = parse_options(&p.o, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    signal(SIGPIPE, SIG_IGN);
+    if (setup(&p) < 0) {
+        dispose(&p);
+        return 2;
+    }
+    ev_run(p.loop, 0);
+    /* Hand back the stream politely: GOAWAY on h2, then close. */
+    if (p.stream.state == LINK_OPEN && p.stream.session) {
+        nghttp2_session_terminate_session(p.stream.session, NGHTTP2_NO_ERROR);
+        flush_link(&p.stream);
+    }
+    mark_stalled(&p);
+    judge(&p);
+    size_t failed = 0, warned = 0;
+    for (size_t i = 0; i < p.nchecks; i++) {
+        failed += p.checks[i].v == V_FAIL;
+        warned += p.checks[i].v == V_WARN;
+    }
+    bool ok = failed == 0;
+    if (p.o.json)
+        report_json(&p, ok, failed, warned);
+    else
+        report_text(&p, ok, failed, warned);
+    dispose(&p);
+    return ok ? 0 : 1;
+}
