@@ -48,6 +48,7 @@ struct server {
     struct bus *bus;
     struct tls *tls;
     struct guard *guard;
+    enum log_level log_level; /* as set now (SIGHUP may change it) */
     atomic_bool draining;
 };
 
@@ -210,8 +211,10 @@ static void reload(struct server *s, int argc, char **argv)
         tls_replace(s->tls, ctx);
         log_info("SIGHUP: certificate %s reloaded; new connections use it", c.cert_file);
     }
-    if (c.log_level != s->cfg->log_level)
-        log_info("SIGHUP: log level changed");
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    if (c.log_level != s->log_level)
+        log_warn("SIGHUP: log level %s -> %s", names[s->log_level], names[c.log_level]);
+    s->log_level = c.log_level;
     log_set_level(c.log_level);
 out:
     config_dispose(&c);
@@ -347,7 +350,7 @@ static void run_signals(struct server *s, int argc, char **argv)
 int server_run(const struct config *cfg, int argc, char **argv)
 {
     int code = 1;
-    struct server s = {.cfg = cfg};
+    struct server s = {.cfg = cfg, .log_level = cfg->log_level};
     size_t n = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     s.nworkers = n < 1 ? 1 : n > 64 ? 64 : n;
     s.workers = mem_calloc(s.nworkers, sizeof(*s.workers));

@@ -51,7 +51,10 @@ struct worker {
     ev_async drain_async;
     atomic_int drain_ms;      /* set before drain_async is sent */
     ev_timer drain_timer;
+    ev_tstamp drain_start;
     ev_tstamp drain_end;      /* streams all ended by then */
+    size_t drain_open;        /* streams open when the drain began */
+    size_t drain_done;        /* streams the drain has ended so far */
     ev_tstamp drain_deadline; /* give up waiting for connections */
     bool drain_final_sent;
     atomic_bool drained;
@@ -161,12 +164,19 @@ static void on_drain_tick(struct ev_loop *loop, ev_timer *t, int revents)
     ev_tstamp now = ev_now(loop);
     size_t open = stream_env_open(&w->streams);
     if (open && now < w->drain_end) {
-        /* Even batches: what is left, over the ticks that are left. */
-        double ticks = (w->drain_end - now) / DRAIN_TICK;
-        size_t batch = (size_t)((double)open / (ticks < 1 ? 1 : ticks)) + 1;
-        int window = atomic_load(&w->drain_ms);
-        stream_env_end_some(&w->streams, batch, STREAM_END_DRAIN, 1000,
-                            window > 1000 ? (unsigned)window : 1000);
+        /*
+         * Evenly over the window: by now, this share of the streams open at
+         * the start should have ended (streams opened since go at the end).
+         */
+        double share = (now - w->drain_start) / (w->drain_end - w->drain_start);
+        size_t due = (size_t)((double)w->drain_open * share + 0.999);
+        if (due > w->drain_done) {
+            int window = atomic_load(&w->drain_ms);
+            size_t batch = due - w->drain_done;
+            stream_env_end_some(&w->streams, batch, STREAM_END_DRAIN, 1000,
+                                window > 1000 ? (unsigned)window : 1000);
+            w->drain_done += batch;
+        }
     } else if (open) {
         stream_env_end_some(&w->streams, open, STREAM_END_DRAIN, 1000, 1000);
     }
@@ -200,7 +210,9 @@ static void on_drain(struct ev_loop *loop, ev_async *a, int revents)
         conn_drain_notice(conn_of_node(n));
     }
     double window = atomic_load(&w->drain_ms) / 1000.0;
-    w->drain_end = ev_now(loop) + window;
+    w->drain_start = ev_now(loop);
+    w->drain_end = w->drain_start + (window > 0 ? window : 0.001);
+    w->drain_open = stream_env_open(&w->streams);
     w->drain_deadline = w->drain_end + 5.0;
     ev_timer_init(&w->drain_timer, on_drain_tick, 0, DRAIN_TICK);
     ev_timer_start(loop, &w->drain_timer);

@@ -1,0 +1,647 @@
+"""Helpers for the operations tests (issue 6: admin, metrics, access log, drain, reload).
+
+Standard library only, like harness.py, whose rules these keep: every wait
+is bounded, every process is started through harness.spawn, every socket
+is on 127.0.0.1.
+
+- admin_get(): one request to the admin listener (plain HTTP/1.1).
+- parse_prometheus(): a strict parser of the Prometheus text format that
+  fails the test on any line it cannot read, and checks histograms.
+- H2Conn: a small HTTP/2 client on a raw TLS socket. sluice-client reports
+  per-stream detail only for up to 50 streams and no end times; the drain
+  and reload tests need, per stream, the exact bytes, when END_STREAM or
+  RST_STREAM arrived, and every GOAWAY with its last-stream-id. It encodes
+  request headers as HPACK literals (never indexed, so the server's
+  decoder state stays trivial) and does not decode response headers at
+  all: an SSE stream is recognised by its body. Windows are opened to
+  2^31-1 at the start, so it never has to send WINDOW_UPDATE.
+- certificates: a second server certificate signed by the harness's CA,
+  and the SHA-256 fingerprint a new TLS connection is served.
+- access log reading.
+
+Rejected alternative: nghttp -v for the per-stream detail. It prints
+frames but interleaves 300 streams without timestamps we can trust, and it
+cannot hold a connection open while the test opens further streams on it.
+"""
+
+import calendar
+import hashlib
+import http.client
+import json
+import math
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+
+import harness as h
+from harness import HOST, TestFailure, expect
+
+
+# ---------------------------------------------------------------------------
+# admin listener
+
+
+def admin_get(gw, path, timeout=5, method="GET"):
+    """One request to the admin listener; returns (status, body text, headers dict)."""
+    expect(gw.admin_port, "the gateway printed no 'admin on http://127.0.0.1:PORT' line")
+    conn = http.client.HTTPConnection(HOST, gw.admin_port, timeout=timeout)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        return r.status, body, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        conn.close()
+
+
+def scrape(gw, timeout=5):
+    """GET /metrics, parsed and validated (see parse_prometheus)."""
+    st, body, hdrs = admin_get(gw, "/metrics", timeout)
+    expect(st == 200, "/metrics answered %d: %r" % (st, body[:200]))
+    expect(hdrs.get("content-type", "").startswith("text/plain"),
+           "/metrics content-type is %r, expected text/plain; version=0.0.4"
+           % hdrs.get("content-type"))
+    return parse_prometheus(body)
+
+
+# ---------------------------------------------------------------------------
+# Prometheus text format (exposition format 0.0.4)
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_NAME_RE = re.compile(_NAME + r"\Z")
+_SAMPLE_RE = re.compile(r"(" + _NAME + r")(?:\{(.*)\})? ([^ ]+)(?: (-?\d+))?\Z")
+_LABEL_PAIR_RE = re.compile(r"(" + _LABEL + r')="((?:[^"\\\n]|\\[\\"n])*)"')
+_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+def _parse_value(text, where):
+    if text in ("+Inf", "Inf"):
+        return math.inf
+    if text == "-Inf":
+        return -math.inf
+    if text == "NaN":
+        return math.nan
+    expect(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text),
+           "%s: value %r is not a float" % (where, text))
+    return float(text)
+
+
+def _parse_labels(text, where):
+    labels = {}
+    pos = 0
+    while pos < len(text):
+        m = _LABEL_PAIR_RE.match(text, pos)
+        expect(m, "%s: cannot parse labels at %r" % (where, text[pos:]))
+        name, value = m.group(1), m.group(2)
+        expect(not name.startswith("__"), "%s: reserved label name %r" % (where, name))
+        expect(name not in labels, "%s: label %r repeated" % (where, name))
+        labels[name] = re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1),
+                              value)
+        pos = m.end()
+        if pos < len(text):
+            expect(text[pos] == ",", "%s: expected ',' between labels in %r" % (where, text))
+            pos += 1
+    return labels
+
+
+def _family_of(sample_name, families):
+    """The family a sample belongs to: itself, or a histogram/summary it suffixes."""
+    if sample_name in families:
+        return sample_name
+    for suffix in ("_bucket", "_sum", "_count"):
+        if sample_name.endswith(suffix):
+            base = sample_name[:-len(suffix)]
+            if base in families and families[base]["type"] in ("histogram", "summary"):
+                return base
+    return None
+
+
+def parse_prometheus(text):
+    """Parses and validates a /metrics body; fails the test on any defect.
+
+    Checks: every line is a HELP, a TYPE, a comment, blank, or a sample;
+    metric and label names and values are well formed; HELP and TYPE appear
+    at most once per family and before its samples; a family's samples are
+    contiguous; no series is repeated; counters are non-negative and named
+    _total; every histogram series has ascending le buckets, cumulative
+    counts, a last +Inf bucket equal to _count, and a _sum.
+
+    Returns {family: {"type", "help", "samples": [(name, labels, value)]}}.
+    """
+    expect(text.endswith("\n"), "/metrics does not end with a newline")
+    families = {}
+    seen_series = set()
+    closed = set()  # families whose sample group has ended
+    current = None
+    for lineno, line in enumerate(text.split("\n")[:-1], 1):
+        where = "/metrics line %d %r" % (lineno, line[:120])
+        if line == "":
+            continue
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                name = parts[2]
+                expect(_NAME_RE.match(name), "%s: bad metric name" % where)
+                fam = families.setdefault(name, {"type": None, "help": None, "samples": []})
+                expect(not fam["samples"], "%s: %s after the family's samples"
+                       % (where, parts[1]))
+                if parts[1] == "HELP":
+                    expect(fam["help"] is None, "%s: second HELP" % where)
+                    expect(len(parts) == 4 and parts[3].strip(), "%s: empty HELP" % where)
+                    fam["help"] = parts[3]
+                else:
+                    expect(fam["type"] is None, "%s: second TYPE" % where)
+                    expect(len(parts) == 4 and parts[3] in _TYPES, "%s: bad TYPE" % where)
+                    fam["type"] = parts[3]
+                if current is not None and current != name:
+                    closed.add(current)
+                current = name
+            continue
+        m = _SAMPLE_RE.match(line)
+        expect(m, "%s: not a sample line" % where)
+        sname, ltext, vtext = m.group(1), m.group(2) or "", m.group(3)
+        labels = _parse_labels(ltext, where)
+        value = _parse_value(vtext, where)
+        fname = _family_of(sname, families)
+        expect(fname is not None and families[fname]["type"],
+               "%s: sample without a preceding TYPE" % where)
+        expect(fname not in closed, "%s: family %s's samples are not contiguous"
+               % (where, fname))
+        if current is not None and current != fname:
+            closed.add(current)
+        current = fname
+        key = (sname, tuple(sorted(labels.items())))
+        expect(key not in seen_series, "%s: series repeated" % where)
+        seen_series.add(key)
+        fam = families[fname]
+        if fam["type"] == "counter":
+            expect(sname.endswith("_total"), "%s: counter not named *_total" % where)
+            expect(value >= 0 and not math.isnan(value), "%s: negative counter" % where)
+        fam["samples"].append((sname, labels, value))
+    for name, fam in families.items():
+        expect(fam["type"] is not None, "family %s has HELP but no TYPE" % name)
+        expect(fam["help"] is not None, "family %s has no HELP" % name)
+        if fam["type"] == "histogram":
+            _check_histogram(name, fam["samples"])
+    return families
+
+
+def _check_histogram(name, samples):
+    series = {}
+    for sname, labels, value in samples:
+        rest = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+        s = series.setdefault(rest, {"buckets": [], "sum": None, "count": None})
+        if sname == name + "_bucket":
+            expect("le" in labels, "%s_bucket without le" % name)
+            le = _parse_value(labels["le"], "%s le" % name)
+            s["buckets"].append((le, value))
+        elif sname == name + "_sum":
+            s["sum"] = value
+        elif sname == name + "_count":
+            s["count"] = value
+        else:
+            raise TestFailure("histogram %s has a sample %s" % (name, sname))
+    expect(series, "histogram %s has no samples" % name)
+    for rest, s in series.items():
+        b = s["buckets"]
+        expect(b, "histogram %s%s has no buckets" % (name, rest))
+        les = [le for le, _ in b]
+        expect(les == sorted(les) and len(set(les)) == len(les),
+               "histogram %s: le bounds not strictly ascending: %r" % (name, les))
+        expect(les[-1] == math.inf, "histogram %s: last bucket is le=%r, not +Inf"
+               % (name, les[-1]))
+        counts = [c for _, c in b]
+        expect(all(counts[i] <= counts[i + 1] for i in range(len(counts) - 1)),
+               "histogram %s: bucket counts are not cumulative: %r" % (name, counts))
+        expect(all(c == int(c) for c in counts), "histogram %s: fractional bucket count" % name)
+        expect(s["count"] is not None and s["sum"] is not None,
+               "histogram %s: missing _count or _sum" % name)
+        expect(counts[-1] == s["count"], "histogram %s: +Inf bucket %r != _count %r"
+               % (name, counts[-1], s["count"]))
+        expect(s["sum"] >= 0, "histogram %s: negative _sum" % name)
+
+
+def value(families, name, **labels):
+    """The value of the one sample named name whose labels equal labels exactly."""
+    fname = _family_of(name, families)
+    expect(fname is not None, "metric %s is missing from /metrics" % name)
+    hits = [v for sn, lb, v in families[fname]["samples"] if sn == name and lb == labels]
+    expect(len(hits) == 1, "metric %s%s: %d samples match (labels present: %r)"
+           % (name, labels, len(hits),
+              [lb for sn, lb, _ in families[fname]["samples"] if sn == name]))
+    return hits[0]
+
+
+def labelled(families, name, label):
+    """{label value: sample value} for every sample of name (e.g. reason -> count)."""
+    fname = _family_of(name, families)
+    expect(fname is not None, "metric %s is missing from /metrics" % name)
+    return {lb.get(label): v for sn, lb, v in families[fname]["samples"] if sn == name}
+
+
+def wait_metric(gw, name, want, timeout=10, **labels):
+    """Scrapes until metric name{labels} == want; returns the last families."""
+    last = [None]
+
+    def ok():
+        fams = scrape(gw)
+        last[0] = value(fams, name, **labels)
+        return fams if last[0] == want else None
+    try:
+        return h.wait_until(ok, timeout, "%s%s == %r" % (name, labels or "", want), 0.1)
+    except TestFailure:
+        raise TestFailure("%s%s stayed at %r, expected %r" % (name, labels or "", last[0], want))
+
+
+# ---------------------------------------------------------------------------
+# a small HTTP/2 client
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = \
+    0, 1, 3, 4, 6, 7, 8, 9
+FLAG_END_STREAM, FLAG_ACK, FLAG_END_HEADERS, FLAG_PADDED, FLAG_PRIORITY = 1, 1, 4, 8, 0x20
+MAX_WINDOW = 2 ** 31 - 1
+
+
+def _frame(ftype, flags, stream_id, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+        struct.pack(">I", stream_id) + payload
+
+
+def _hpack_int(v, prefix, first=0):
+    top = (1 << prefix) - 1
+    if v < top:
+        return bytes([first | v])
+    out = [first | top]
+    v -= top
+    while v >= 128:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _hpack_str(s):
+    b = s if isinstance(s, bytes) else s.encode()
+    return _hpack_int(len(b), 7) + b
+
+
+def hpack_request(method, path, authority, headers=()):
+    """A request header block: static-table indexes and never-indexed literals."""
+    out = {"GET": b"\x82", "POST": b"\x83"}[method] + b"\x87"  # :method, :scheme https
+    out += _hpack_int(4, 4) + _hpack_str(path)  # :path, literal, name index 4
+    out += _hpack_int(1, 4) + _hpack_str(authority)  # :authority, name index 1
+    for name, val in headers:
+        out += b"\x00" + _hpack_str(name.lower()) + _hpack_str(val)
+    return out
+
+
+class H2Stream:
+    def __init__(self, sid, path):
+        self.id = sid
+        self.path = path
+        self.opened_at = time.monotonic()
+        self.headers_at = None  # monotonic time of the response HEADERS
+        self.body = bytearray()
+        self.chunks = []  # (monotonic time, bytes)
+        self.ended_at = None  # END_STREAM
+        self.reset_code = None
+        self.reset_at = None
+
+    @property
+    def closed(self):
+        return self.ended_at is not None or self.reset_code is not None
+
+    @property
+    def closed_at(self):
+        return self.ended_at if self.ended_at is not None else self.reset_at
+
+    def __repr__(self):
+        return "<stream %d %s: %d bytes, ended %s, reset %s, tail %r>" % (
+            self.id, self.path, len(self.body), self.ended_at is not None, self.reset_code,
+            bytes(self.body[-120:]))
+
+
+class H2Conn:
+    """One TLS h2 connection; a reader thread owns the socket and records frames.
+
+    Every write goes through the reader thread too (OpenSSL objects are not
+    safe for a read in one thread and a write in another), via a queue that
+    the thread flushes between short reads.
+    """
+
+    def __init__(self, gw, timeout=10, servername="localhost", close_on_final_goaway=False,
+                 rcvbuf=None):
+        """rcvbuf: SO_RCVBUF before connecting, so that a paused reader blocks the server sooner."""
+        self.gw = gw
+        self.authority = "localhost:%d" % gw.port
+        self.close_on_final_goaway = close_on_final_goaway
+        self.paused = threading.Event()  # set: the reader thread stops reading
+        ctx = h.tls_context(gw)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(timeout)
+        try:
+            raw.connect((HOST, gw.port))
+        except BaseException:
+            raw.close()
+            raise
+        try:
+            self.sock = ctx.wrap_socket(raw, server_hostname=servername)
+        except BaseException:
+            raw.close()
+            raise
+        expect(self.sock.selected_alpn_protocol() == "h2",
+               "ALPN chose %r, not h2" % self.sock.selected_alpn_protocol())
+        self.peer_der = self.sock.getpeercert(binary_form=True)
+        self.sock.settimeout(0.05)
+        self.cond = threading.Condition()
+        self.streams = {}
+        self.goaways = []  # (monotonic time, last_stream_id, error code)
+        self.eof_at = None  # the server closed the connection
+        self.error = None
+        self.next_id = 1
+        self._out = []
+        self._stop = False
+        settings = struct.pack(">HI", 2, 0) + struct.pack(">HI", 4, MAX_WINDOW)  # no push; window
+        self._out.append(H2_PREFACE + _frame(SETTINGS, 0, 0, settings) +
+                         _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def fingerprint(self):
+        return hashlib.sha256(self.peer_der).hexdigest()
+
+    def request(self, path, headers=(), method="GET"):
+        """Submits one request (no body); returns its H2Stream at once."""
+        with self.cond:
+            sid = self.next_id
+            self.next_id += 2
+            s = H2Stream(sid, path)
+            self.streams[sid] = s
+            block = hpack_request(method, path, self.authority, headers)
+            self._out.append(_frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, sid, block))
+        return s
+
+    def open_many(self, paths, headers=()):
+        """Submits several requests in one write; returns their H2Streams in order."""
+        with self.cond:
+            out = []
+            frames = []
+            for path in paths:
+                sid = self.next_id
+                self.next_id += 2
+                s = H2Stream(sid, path)
+                self.streams[sid] = s
+                frames.append(_frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, sid,
+                                     hpack_request("GET", path, self.authority, headers)))
+                out.append(s)
+            self._out.append(b"".join(frames))
+        return out
+
+    def _send_now(self, data):
+        view = memoryview(data)
+        deadline = time.monotonic() + 10
+        while view:
+            try:
+                n = self.sock.send(view)
+                view = view[n:]
+            except (socket.timeout, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                if time.monotonic() > deadline:
+                    raise TestFailure("h2: could not write for 10 s")
+
+    def _run(self):
+        buf = b""
+        try:
+            while True:
+                with self.cond:
+                    out, self._out = self._out, []
+                    stop = self._stop
+                if out:
+                    self._send_now(b"".join(out))
+                if stop:
+                    return
+                if self.paused.is_set():
+                    time.sleep(0.02)
+                    continue
+                try:
+                    chunk = self.sock.recv(65536)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue
+                except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError):
+                    chunk = b""
+                if not chunk:
+                    with self.cond:
+                        self.eof_at = time.monotonic()
+                        self.cond.notify_all()
+                    return
+                buf += chunk
+                while len(buf) >= 9:
+                    ln = int.from_bytes(buf[:3], "big")
+                    if len(buf) < 9 + ln:
+                        break
+                    ftype, flags = buf[3], buf[4]
+                    sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                    payload = buf[9:9 + ln]
+                    buf = buf[9 + ln:]
+                    self._on_frame(ftype, flags, sid, payload)
+        except BaseException as e:  # noqa: B902 (recorded for the test thread)
+            with self.cond:
+                self.error = e
+                self.eof_at = self.eof_at or time.monotonic()
+                self.cond.notify_all()
+
+    def _on_frame(self, ftype, flags, sid, payload):
+        now = time.monotonic()
+        reply = None
+        with self.cond:
+            s = self.streams.get(sid)
+            if ftype == DATA and s is not None:
+                if flags & FLAG_PADDED:
+                    pad = payload[0]
+                    payload = payload[1:len(payload) - pad]
+                if payload:
+                    s.body += payload
+                    s.chunks.append((now, payload))
+                if flags & FLAG_END_STREAM:
+                    s.ended_at = now
+            elif ftype == HEADERS and s is not None:
+                s.headers_at = s.headers_at or now
+                if flags & FLAG_END_STREAM:
+                    s.ended_at = now
+            elif ftype == RST_STREAM and s is not None:
+                s.reset_code = int.from_bytes(payload[:4], "big")
+                s.reset_at = now
+            elif ftype == SETTINGS and not flags & FLAG_ACK:
+                reply = _frame(SETTINGS, FLAG_ACK, 0)
+            elif ftype == PING and not flags & FLAG_ACK:
+                reply = _frame(PING, FLAG_ACK, 0, payload)
+            elif ftype == GOAWAY:
+                last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                code = int.from_bytes(payload[4:8], "big")
+                self.goaways.append((now, last, code))
+                if (self.close_on_final_goaway and last != MAX_WINDOW
+                        and all(x.closed for x in self.streams.values())):
+                    self._stop = True
+            self.cond.notify_all()
+        if reply:
+            self._send_now(reply)
+
+    def wait(self, pred, timeout, what):
+        """Waits (bounded) until pred(self) is truthy under the lock; returns it."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                v = pred(self)
+                if v:
+                    return v
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.eof_at is not None and not v):
+                    break
+                self.cond.wait(min(left, 0.1))
+            v = pred(self)
+            if v:
+                return v
+            state = "connection closed" if self.eof_at is not None else "timed out"
+            raise TestFailure("h2 conn: %s after %.1f s waiting for %s (error %r; goaways %r; "
+                              "streams %r)" % (state, timeout, what, self.error, self.goaways,
+                                               list(self.streams.values())[:3]))
+
+    def wait_body(self, s, needle, timeout, start=0):
+        """Waits until needle occurs in stream s's body at or after start; returns end offset."""
+        def f(_):
+            i = s.body.find(needle, start)
+            return i + len(needle) if i >= 0 else None
+        return self.wait(f, timeout, "%r on stream %d (%s)" % (needle, s.id, s.path))
+
+    def close(self):
+        with self.cond:
+            if not self._stop and self.eof_at is None:
+                last = max(self.streams) if self.streams else 0
+                self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">II", last, 0)))
+            self._stop = True
+        self.thread.join(timeout=5)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+# ---------------------------------------------------------------------------
+# certificates
+
+
+def pem_fingerprint(pem_path):
+    """SHA-256 of the first certificate in a PEM file (hex, lower case)."""
+    with open(pem_path) as f:
+        text = f.read()
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)
+    expect(m, "%s holds no certificate" % pem_path)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(m.group(0))).hexdigest()
+
+
+def served_fingerprint(gw, timeout=5):
+    """The SHA-256 fingerprint of the certificate a NEW connection is served (verified)."""
+    ctx = h.tls_context(gw)
+    with socket.create_connection((HOST, gw.port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+
+
+def openssl_fingerprint(gw, timeout=10):
+    """The same through openssl s_client | openssl x509 -fingerprint (SHA-256, hex)."""
+    p = h.spawn(["openssl", "s_client", "-connect", "%s:%d" % (HOST, gw.port), "-alpn", "h2",
+                 "-servername", "localhost"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        h.kill_proc(p)
+        raise TestFailure("openssl s_client hung")
+    x = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=out,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    m = re.search(rb"Fingerprint=([0-9A-F:]+)", x.stdout)
+    expect(m, "openssl x509 found no certificate in s_client's output: %r %r"
+           % (out[-300:], x.stderr[-300:]))
+    return m.group(1).decode().replace(":", "").lower()
+
+
+def make_server_cert(ca_dir, out_dir, cn="localhost"):
+    """A new EC key and server certificate for localhost/127.0.0.1, signed by ca_dir's CA.
+
+    Returns (cert path, key path). The harness's make-dev-cert.sh leaves
+    ca.pem and ca.key in the gateway's directory, so curl --cacert and
+    python's verification keep working with the new certificate.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    key = os.path.join(out_dir, "server.key")
+    csr = os.path.join(out_dir, "server.csr")
+    ext = os.path.join(out_dir, "server.ext")
+    pem = os.path.join(out_dir, "server.pem")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n")
+    for cmd in (["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-subj", "/CN=%s" % cn, "-keyout", key, "-out", csr],
+                ["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(ca_dir, "ca.pem"),
+                 "-CAkey", os.path.join(ca_dir, "ca.key"), "-CAcreateserial",
+                 "-CAserial", os.path.join(out_dir, "ca.srl"), "-days", "30",
+                 "-extfile", ext, "-out", pem]):
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        expect(r.returncode == 0, "%s failed: %s" % (" ".join(cmd[:3]),
+                                                      r.stdout.decode(errors="replace")))
+    return pem, key
+
+
+def replace_file(path, data):
+    """Replaces path's contents in one rename, so a reader never sees half a file."""
+    tmp = path + ".new"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------
+# access log
+
+TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+
+
+def read_jsonl(path):
+    """Every line of an access log file, parsed; fails on a line that is not one JSON object."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    expect(not data or data.endswith(b"\n"), "%s ends in a partial line: %r" % (path, data[-200:]))
+    out = []
+    for n, ln in enumerate(data.split(b"\n")[:-1], 1):
+        try:
+            obj = json.loads(ln.decode("utf-8"))
+        except ValueError as e:
+            raise TestFailure("%s line %d is not JSON (%s): %r" % (path, n, e, ln[:300]))
+        expect(isinstance(obj, dict), "%s line %d is not a JSON object: %r" % (path, n, ln[:200]))
+        out.append(obj)
+    return out
+
+
+def log_epoch(entry):
+    """An access log line's "time" as UTC seconds since the epoch (millisecond precision)."""
+    t = entry["time"]
+    expect(TIME_RE.match(t), "access log time %r is not YYYY-MM-DDTHH:MM:SS.mmmZ" % t)
+    secs = calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S"))
+    return secs + int(t[20:23]) / 1000.0
