@@ -172,8 +172,9 @@ static int respond_body(struct h2 *h2, struct req *r, int status, const char *ct
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_text};
     r->answered = true;
     r->s.status = status;
-    log_debug("conn %" PRIu64 " stream %d: %s %s -> %d", h2->conn_id, (int)r->id, r->s.method,
-              r->s.path, status);
+    /* Paths without their query: it may carry an access_token. */
+    log_debug("conn %" PRIu64 " stream %d: %s %.*s -> %d", h2->conn_id, (int)r->id, r->s.method,
+              (int)strcspn(r->s.path, "?"), r->s.path, status);
     /* 204 has no body. */
     return nghttp2_submit_response(h2->session, r->id, hdrs, n, status == 204 ? NULL : &dp);
 }
@@ -271,8 +272,8 @@ static void on_stream_wake(void *ctx)
 static int respond_events(struct h2 *h2, struct req *r, const struct http_route *route)
 {
     session_open_stream(&r->s, h2->env, &h2->budget, route, on_stream_wake, r, h2->conn_id, r->id);
-    log_debug("conn %" PRIu64 " stream %d: GET %s -> 200 (%zu subjects)", h2->conn_id,
-              (int)r->id, r->s.path, route->nsubjects);
+    log_debug("conn %" PRIu64 " stream %d: GET %.*s -> 200 (%zu subjects)", h2->conn_id,
+              (int)r->id, (int)strcspn(r->s.path, "?"), r->s.path, route->nsubjects);
     /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
     r->waiting = true;
     r->poll = route->kind == HTTP_POLL;

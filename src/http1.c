@@ -122,8 +122,10 @@ static void respond_body(struct http1 *h, int status, const char *ctype, const v
     buf_append(h->out, body, n);
     h->req.status = status;
     h->req.body_bytes = (uint64_t)n;
-    log_debug("conn %" PRIu64 ": %s %s -> %d", h->conn_id, h->req.method ? h->req.method : "-",
-              h->req.path ? h->req.path : "-", status);
+    /* Paths without their query: it may carry an access_token. */
+    const char *path = h->req.path ? h->req.path : "-";
+    log_debug("conn %" PRIu64 ": %s %.*s -> %d", h->conn_id, h->req.method ? h->req.method : "-",
+              (int)strcspn(path, "?"), path, status);
     finish(h);
 }
 
