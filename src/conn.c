@@ -192,12 +192,12 @@ static void start_session(struct conn *c, bool h2)
     ev_timer_set(&c->timer, c->env->session.cfg->idle_timeout_ms / 1000.0, 0);
     ev_timer_start(c->env->loop, &c->timer);
     metrics_add(h2 ? &c->env->stats.open_h2 : &c->env->stats.open_h1, 1);
+    struct session_io io = {&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c,
+                            c->id,            c->peer, c->ssl != NULL};
     if (h2)
-        c->h2 = h2_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer,
-                       c->ssl != NULL);
+        c->h2 = h2_new(&io);
     else
-        c->h1 = http1_new(&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c, c->id, c->peer,
-                          c->ssl != NULL);
+        c->h1 = http1_new(&io);
     mark_dirty(c);
 }
 

@@ -46,14 +46,7 @@ struct req {
 
 struct h2 {
     nghttp2_session *session;
-    const struct session_env *env;
-    struct buf *out;
-    size_t out_max;
-    session_dirty_fn *dirty;
-    void *dirty_ctx;
-    uint64_t conn_id;
-    const char *peer;
-    bool secure;                 /* over TLS: https:// for same-origin checks */
+    struct session_io io;
     struct stream_budget budget; /* live bytes queued on this connection's streams */
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
@@ -66,8 +59,8 @@ struct h2 {
 static bool has_room(const struct h2 *h2, size_t n)
 {
     /* An empty buffer takes any one frame, so a frame larger than out_max still goes. */
-    size_t pending = buf_pending(h2->out);
-    return pending == 0 || pending + n <= h2->out_max;
+    size_t pending = buf_pending(h2->io.out);
+    return pending == 0 || pending + n <= h2->io.out_max;
 }
 
 static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len, int flags,
@@ -78,7 +71,7 @@ static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t len
     struct h2 *h2 = user;
     if (!has_room(h2, len))
         return NGHTTP2_ERR_WOULDBLOCK;
-    buf_append(h2->out, data, len);
+    buf_append(h2->io.out, data, len);
     return (ssize_t)len;
 }
 
@@ -92,9 +85,9 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     (void)frame;
     if (!has_room(h2, 9 + length))
         return NGHTTP2_ERR_WOULDBLOCK;
-    buf_append(h2->out, framehd, 9);
-    stream_copy(r->s.stream, buf_reserve(h2->out, length), length);
-    h2->out->len += length;
+    buf_append(h2->io.out, framehd, 9);
+    stream_copy(r->s.stream, buf_reserve(h2->io.out, length), length);
+    h2->io.out->len += length;
     return 0;
 }
 
@@ -142,7 +135,7 @@ static ssize_t on_read_text(nghttp2_session *session, int32_t id, uint8_t *buf, 
 static size_t add_cors(struct h2 *h2, struct req *r, nghttp2_nv *nv, size_t n, enum cors_kind kind)
 {
     struct cors_header ch[CORS_HEADERS_MAX];
-    size_t k = session_cors(&r->s, h2->env, h2->secure, kind, ch);
+    size_t k = session_cors(&r->s, h2->io.env, h2->io.secure, kind, ch);
     for (size_t i = 0; i < k && n < HEADERS_MAX; i++)
         nv[n++] = (nghttp2_nv){(uint8_t *)ch[i].name, (uint8_t *)ch[i].value, ch[i].name_len,
                                ch[i].value_len, NGHTTP2_NV_FLAG_NONE};
@@ -173,7 +166,7 @@ static int respond_body(struct h2 *h2, struct req *r, int status, const char *ct
     r->answered = true;
     r->s.status = status;
     /* Paths without their query: it may carry an access_token. */
-    log_debug("conn %" PRIu64 " stream %d: %s %.*s -> %d", h2->conn_id, (int)r->id, r->s.method,
+    log_debug("conn %" PRIu64 " stream %d: %s %.*s -> %d", h2->io.conn_id, (int)r->id, r->s.method,
               (int)strcspn(r->s.path, "?"), r->s.path, status);
     /* 204 has no body. */
     return nghttp2_submit_response(h2->session, r->id, hdrs, n, status == 204 ? NULL : &dp);
@@ -242,14 +235,14 @@ static void on_stream_wake(void *ctx)
         if (r->waiting && session_poll_ready(&r->s) && answer_poll(h2, r) != 0)
             nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
                                       NGHTTP2_INTERNAL_ERROR);
-        h2->dirty(h2->dirty_ctx);
+        h2->io.dirty(h2->io.dirty_ctx);
         return;
     }
     if (r->waiting) {
         if (stream_ready(r->s.stream) && submit_events(h2, r) != 0)
             nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
                                       NGHTTP2_INTERNAL_ERROR);
-        h2->dirty(h2->dirty_ctx);
+        h2->io.dirty(h2->io.dirty_ctx);
         return;
     }
     /*
@@ -261,18 +254,18 @@ static void on_stream_wake(void *ctx)
         (nghttp2_session_get_stream_remote_window_size(h2->session, r->id) <= 0 ||
          nghttp2_session_get_remote_window_size(h2->session) <= 0)) {
         log_debug("conn %" PRIu64 " stream %d: window shut; resetting ended stream",
-                  h2->conn_id, (int)r->id);
+                  h2->io.conn_id, (int)r->id);
         nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id, NGHTTP2_CANCEL);
     } else {
         nghttp2_session_resume_data(h2->session, r->id);
     }
-    h2->dirty(h2->dirty_ctx);
+    h2->io.dirty(h2->io.dirty_ctx);
 }
 
 static int respond_events(struct h2 *h2, struct req *r, const struct http_route *route)
 {
-    session_open_stream(&r->s, h2->env, &h2->budget, route, on_stream_wake, r, h2->conn_id, r->id);
-    log_debug("conn %" PRIu64 " stream %d: GET %.*s -> 200 (%zu subjects)", h2->conn_id,
+    session_open_stream(&r->s, h2->io.env, &h2->budget, route, on_stream_wake, r, h2->io.conn_id, r->id);
+    log_debug("conn %" PRIu64 " stream %d: GET %.*s -> 200 (%zu subjects)", h2->io.conn_id,
               (int)r->id, (int)strcspn(r->s.path, "?"), r->s.path, route->nsubjects);
     /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
     r->waiting = true;
@@ -285,7 +278,7 @@ static int respond_events(struct h2 *h2, struct req *r, const struct http_route 
 static int finish_publish(struct h2 *h2, struct req *r)
 {
     const char *text;
-    int status = session_publish(&r->s, h2->env, &text);
+    int status = session_publish(&r->s, h2->io.env, &text);
     return respond_text(h2, r, status, text);
 }
 
@@ -293,21 +286,21 @@ static int handle_request(struct h2 *h2, struct req *r)
 {
     session_req_ensure_id(&r->s);
     if (r->s.header_too_long) {
-        metrics_add(&h2->env->stats->header_bytes, 1);
+        metrics_add(&h2->io.env->stats->header_bytes, 1);
         return respond_text(h2, r, 431, "request header too large");
     }
     if (!r->s.method || !r->s.path)
         return nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
                                          NGHTTP2_PROTOCOL_ERROR);
     int status;
-    if (session_preflight(&r->s, h2->env, h2->secure, &status))
+    if (session_preflight(&r->s, h2->io.env, h2->io.secure, &status))
         return respond_preflight(h2, r, status);
     struct http_route route;
     http_route(&route, r->s.method, strlen(r->s.method), r->s.path, strlen(r->s.path));
     if (route.kind != HTTP_ERROR) {
         char www[256];
         const char *text;
-        status = session_admit(&r->s, h2->env, &route, h2->secure, www, sizeof(www), &text);
+        status = session_admit(&r->s, h2->io.env, &route, h2->io.secure, www, sizeof(www), &text);
         if (status != 0) {
             http_route_dispose(&route);
             return respond_text_www(h2, r, status, text, status == 401 ? www : NULL);
@@ -316,7 +309,7 @@ static int handle_request(struct h2 *h2, struct req *r)
     if (route.kind == HTTP_FILE) {
         char *body = NULL;
         size_t len = 0;
-        int rc = session_file(h2->env, route.file, &body, &len);
+        int rc = session_file(h2->io.env, route.file, &body, &len);
         const char *ctype = http_content_type(route.file);
         http_route_dispose(&route);
         if (rc != 0)
@@ -339,7 +332,7 @@ static int handle_request(struct h2 *h2, struct req *r)
 /* Token bucket: stream-rate per second, bursting up to the same number. */
 static bool take_stream_token(struct h2 *h2)
 {
-    double rate = h2->env->cfg->stream_rate, now = session_now();
+    double rate = h2->io.env->cfg->stream_rate, now = session_now();
     h2->tokens += (now - h2->tokens_at) * rate;
     if (h2->tokens > rate)
         h2->tokens = rate;
@@ -357,14 +350,14 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     int32_t id = frame->hd.stream_id;
     if (!take_stream_token(h2)) {
-        metrics_add(&h2->env->stats->stream_rate, 1);
+        metrics_add(&h2->io.env->stats->stream_rate, 1);
         if (++h2->refused_in_row == 1)
             log_info("conn %" PRIu64 ": more than %d new streams per second; refusing",
-                     h2->conn_id, h2->env->cfg->stream_rate);
+                     h2->io.conn_id, h2->io.env->cfg->stream_rate);
         /* A client that keeps opening streams into a closed bucket is not a browser. */
         if (h2->refused_in_row > 1000) {
-            log_info("conn %" PRIu64 ": stream flood; closing with ENHANCE_YOUR_CALM", h2->conn_id);
-            metrics_add(&h2->env->stats->flood, 1);
+            log_info("conn %" PRIu64 ": stream flood; closing with ENHANCE_YOUR_CALM", h2->io.conn_id);
+            metrics_add(&h2->io.env->stats->flood, 1);
             nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
             return 0;
         }
@@ -373,10 +366,10 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return 0;
     }
     h2->refused_in_row = 0;
-    if (++h2->requests == (uint64_t)h2->env->cfg->max_requests) {
+    if (++h2->requests == (uint64_t)h2->io.env->cfg->max_requests) {
         /* This one is served; the client opens a new connection for the next. */
-        log_info("conn %" PRIu64 ": %d requests; GOAWAY", h2->conn_id, h2->env->cfg->max_requests);
-        metrics_add(&h2->env->stats->requests, 1);
+        log_info("conn %" PRIu64 ": %d requests; GOAWAY", h2->io.conn_id, h2->io.env->cfg->max_requests);
+        metrics_add(&h2->io.env->stats->requests, 1);
         nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR, NULL, 0);
     }
     struct req *r = mem_calloc(1, sizeof(*r));
@@ -399,7 +392,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         return 0;
     struct req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (r)
-        session_req_header(&r->s, h2->env, (const char *)name, namelen, (const char *)value,
+        session_req_header(&r->s, h2->io.env, (const char *)name, namelen, (const char *)value,
                            valuelen);
     return 0;
 }
@@ -413,7 +406,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id,
     /* A body on anything but a pending publish (a GET with a body) is dropped. */
     if (!r || !r->s.publish || r->answered)
         return 0;
-    if (r->s.body.len + len > h2->env->cfg->max_publish_bytes) {
+    if (r->s.body.len + len > h2->io.env->cfg->max_publish_bytes) {
         respond_text(h2, r, 413, "body larger than max-publish-bytes");
         return 0;
     }
@@ -436,7 +429,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (rv == 0 && body_end && r->s.publish && !r->answered)
         rv = finish_publish(h2, r);
     if (rv != 0) {
-        log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->conn_id, (int)r->id,
+        log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->io.conn_id, (int)r->id,
                  nghttp2_strerror(rv));
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
@@ -446,7 +439,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 static void free_req(struct h2 *h2, struct req *r)
 {
     list_remove(&r->node);
-    session_req_dispose(&r->s, "h2", h2->peer);
+    session_req_dispose(&r->s, "h2", h2->io.peer);
     free(r->text);
     free(r);
     h2->nstreams--;
@@ -458,25 +451,17 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     struct req *r = nghttp2_session_get_stream_user_data(session, id);
     if (!r)
         return 0;
-    log_debug("conn %" PRIu64 " stream %d: closed (%s)", h2->conn_id, (int)id,
+    log_debug("conn %" PRIu64 " stream %d: closed (%s)", h2->io.conn_id, (int)id,
               nghttp2_http2_strerror(error_code));
     free_req(h2, r);
     return 0;
 }
 
-struct h2 *h2_new(const struct session_env *env, struct buf *out, size_t out_max,
-                  session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id, const char *peer,
-                  bool secure)
+struct h2 *h2_new(const struct session_io *io)
 {
+    const struct session_env *env = io->env;
     struct h2 *h2 = mem_calloc(1, sizeof(*h2));
-    h2->env = env;
-    h2->out = out;
-    h2->out_max = out_max;
-    h2->dirty = dirty;
-    h2->dirty_ctx = dirty_ctx;
-    h2->conn_id = conn_id;
-    h2->peer = peer;
-    h2->secure = secure;
+    h2->io = *io;
     h2->tokens = env->cfg->stream_rate;
     h2->tokens_at = session_now();
     h2->budget.max = env->cfg->conn_queue_bytes;
@@ -532,9 +517,9 @@ int h2_recv(struct h2 *h2, const uint8_t *data, size_t len)
 {
     ssize_t n = nghttp2_session_mem_recv(h2->session, data, len);
     if (n < 0) {
-        log_info("conn %" PRIu64 ": closing: %s", h2->conn_id, nghttp2_strerror((int)n));
+        log_info("conn %" PRIu64 ": closing: %s", h2->io.conn_id, nghttp2_strerror((int)n));
         if (n == NGHTTP2_ERR_FLOODED)
-            metrics_add(&h2->env->stats->flood, 1);
+            metrics_add(&h2->io.env->stats->flood, 1);
         return ERR_PROTO;
     }
     return 0;
@@ -544,7 +529,7 @@ int h2_fill(struct h2 *h2)
 {
     int rv = nghttp2_session_send(h2->session);
     if (rv != 0) {
-        log_info("conn %" PRIu64 ": closing: %s", h2->conn_id, nghttp2_strerror(rv));
+        log_info("conn %" PRIu64 ": closing: %s", h2->io.conn_id, nghttp2_strerror(rv));
         return ERR_PROTO;
     }
     return 0;

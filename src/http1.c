@@ -34,14 +34,7 @@
 enum state { READ_HEAD, READ_BODY, STREAM };
 
 struct http1 {
-    const struct session_env *env;
-    struct buf *out;
-    size_t out_max;
-    session_dirty_fn *dirty;
-    void *dirty_ctx;
-    uint64_t conn_id;
-    const char *peer;
-    bool secure;              /* over TLS: https:// for same-origin checks */
+    struct session_io io;
     struct stream_budget budget;
     struct buf in;            /* received, not yet consumed */
     struct h1_parser parser;
@@ -74,7 +67,7 @@ static void append_head(struct http1 *h, int status, const char *const *fields,
     for (; fields[n] && n < FIELDS_MAX - 2 * CORS_HEADERS_MAX - 1; n++)
         all[n] = fields[n];
     struct cors_header ch[CORS_HEADERS_MAX];
-    size_t k = h->active ? session_cors(&h->req, h->env, h->secure, kind, ch) : 0;
+    size_t k = h->active ? session_cors(&h->req, h->io.env, h->io.secure, kind, ch) : 0;
     for (size_t i = 0; i < k; i++) {
         snprintf(cors[i][0], sizeof(cors[i][0]), "%.*s", (int)ch[i].name_len, ch[i].name);
         snprintf(cors[i][1], sizeof(cors[i][1]), "%.*s", (int)ch[i].value_len, ch[i].value);
@@ -87,13 +80,13 @@ static void append_head(struct http1 *h, int status, const char *const *fields,
     int len = h1_format_head(head, sizeof(head), status, fields);
     if (len < 0) /* a field we made ourselves cannot be invalid; keep the connection honest */
         len = h1_format_head(head, sizeof(head), 500, (const char *const[]){"content-length", "0", NULL});
-    buf_append(h->out, head, (size_t)len);
+    buf_append(h->io.out, head, (size_t)len);
 }
 
 /* Ends the request in progress: access log, then the next one may start. */
 static void finish(struct http1 *h)
 {
-    session_req_dispose(&h->req, "http/1.1", h->peer);
+    session_req_dispose(&h->req, "http/1.1", h->io.peer);
     h->active = false;
     h->head_sent = false;
     h->poll = false;
@@ -119,12 +112,12 @@ static void respond_body(struct http1 *h, int status, const char *ctype, const v
         NULL,
     };
     append_head(h, status, fields, status == 204 ? CORS_PREFLIGHT : CORS_ACTUAL);
-    buf_append(h->out, body, n);
+    buf_append(h->io.out, body, n);
     h->req.status = status;
     h->req.body_bytes = (uint64_t)n;
     /* Paths without their query: it may carry an access_token. */
     const char *path = h->req.path ? h->req.path : "-";
-    log_debug("conn %" PRIu64 ": %s %.*s -> %d", h->conn_id, h->req.method ? h->req.method : "-",
+    log_debug("conn %" PRIu64 ": %s %.*s -> %d", h->io.conn_id, h->req.method ? h->req.method : "-",
               (int)strcspn(path, "?"), path, status);
     finish(h);
 }
@@ -172,7 +165,7 @@ static void send_stream_head(struct http1 *h)
 static void on_stream_wake(void *ctx)
 {
     struct http1 *h = ctx;
-    h->dirty(h->dirty_ctx);
+    h->io.dirty(h->io.dirty_ctx);
 }
 
 /* Copies a whole request head's interesting parts into req (the buffer moves on). */
@@ -182,8 +175,8 @@ static void take_head(struct http1 *h, const struct h1_request *rq)
     h->active = true;
     h->keep_alive = rq->keep_alive;
     h->chunked_out = rq->minor >= 1;
-    session_req_header(&h->req, h->env, ":method", 7, rq->method.p, rq->method.len);
-    session_req_header(&h->req, h->env, ":path", 5, rq->target.p, rq->target.len);
+    session_req_header(&h->req, h->io.env, ":method", 7, rq->method.p, rq->method.len);
+    session_req_header(&h->req, h->io.env, ":path", 5, rq->target.p, rq->target.len);
     for (size_t i = 0; i < rq->nheaders; i++) {
         char name[32];
         const struct h1_header *f = &rq->headers[i];
@@ -192,7 +185,7 @@ static void take_head(struct http1 *h, const struct h1_request *rq)
         for (size_t k = 0; k < f->name.len; k++)
             name[k] = (char)((f->name.p[k] >= 'A' && f->name.p[k] <= 'Z') ? f->name.p[k] + 32
                                                                          : f->name.p[k]);
-        session_req_header(&h->req, h->env, name, f->name.len, f->value.p, f->value.len);
+        session_req_header(&h->req, h->io.env, name, f->name.len, f->value.p, f->value.len);
     }
     session_req_ensure_id(&h->req);
 }
@@ -201,13 +194,13 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
 {
     take_head(h, rq);
     if (h->req.header_too_long) {
-        metrics_add(&h->env->stats->header_bytes, 1);
+        metrics_add(&h->io.env->stats->header_bytes, 1);
         h->keep_alive = false;
         respond_text(h, 431, "request header too large");
         return;
     }
     int status;
-    if (session_preflight(&h->req, h->env, h->secure, &status)) {
+    if (session_preflight(&h->req, h->io.env, h->io.secure, &status)) {
         respond_text(h, status, status == 204 ? "" : "origin not allowed");
         return;
     }
@@ -216,7 +209,7 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
     if (route.kind != HTTP_ERROR) {
         char www[256];
         const char *text;
-        status = session_admit(&h->req, h->env, &route, h->secure, www, sizeof(www), &text);
+        status = session_admit(&h->req, h->io.env, &route, h->io.secure, www, sizeof(www), &text);
         if (status != 0) {
             if (route.kind == HTTP_PUBLISH && rq->body != H1_BODY_NONE)
                 h->keep_alive = false; /* its body is not read */
@@ -226,7 +219,7 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         }
     }
     if (route.kind == HTTP_EVENTS || route.kind == HTTP_POLL) {
-        session_open_stream(&h->req, h->env, &h->budget, &route, on_stream_wake, h, h->conn_id, 0);
+        session_open_stream(&h->req, h->io.env, &h->budget, &route, on_stream_wake, h, h->io.conn_id, 0);
         h->state = STREAM;
         h->poll = route.kind == HTTP_POLL;
         if (h->poll && session_poll_ready(&h->req))
@@ -236,13 +229,13 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
     } else if (route.kind == HTTP_FILE) {
         char *body = NULL;
         size_t len = 0;
-        if (session_file(h->env, route.file, &body, &len) == 0)
+        if (session_file(h->io.env, route.file, &body, &len) == 0)
             respond_body(h, 200, http_content_type(route.file), body, len, NULL);
         else
             respond_text(h, 404, "not found");
         free(body);
     } else if (route.kind == HTTP_PUBLISH) {
-        uint64_t max = h->env->cfg->max_publish_bytes;
+        uint64_t max = h->io.env->cfg->max_publish_bytes;
         if (rq->body == H1_BODY_LENGTH && rq->content_length > max) {
             h->keep_alive = false; /* the body is not read, so the connection cannot go on */
             respond_text(h, 413, "body larger than max-publish-bytes");
@@ -256,7 +249,7 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
             if (h->chunked)
                 h1_chunked_init(&h->dechunk, max);
             if (rq->expect_continue)
-                buf_append(h->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                buf_append(h->io.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         }
     } else {
         respond_text(h, route.status, route.reason);
@@ -290,7 +283,7 @@ static int read_body(struct http1 *h)
     buf_consume(&h->in, used);
     if (done) {
         const char *text;
-        int status = session_publish(&h->req, h->env, &text);
+        int status = session_publish(&h->req, h->io.env, &text);
         respond_text(h, status, text);
     }
     return 0;
@@ -331,20 +324,11 @@ static int process(struct http1 *h)
     return 0;
 }
 
-struct http1 *http1_new(const struct session_env *env, struct buf *out, size_t out_max,
-                        session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id,
-                        const char *peer, bool secure)
+struct http1 *http1_new(const struct session_io *io)
 {
     struct http1 *h = mem_calloc(1, sizeof(*h));
-    h->secure = secure;
-    h->env = env;
-    h->out = out;
-    h->out_max = out_max;
-    h->dirty = dirty;
-    h->dirty_ctx = dirty_ctx;
-    h->conn_id = conn_id;
-    h->peer = peer;
-    h->budget.max = env->cfg->conn_queue_bytes;
+    h->io = *io;
+    h->budget.max = io->env->cfg->conn_queue_bytes;
     buf_init(&h->in);
     h1_parser_init(&h->parser, NULL);
     return h;
@@ -355,7 +339,7 @@ void http1_free(struct http1 *h)
     if (!h)
         return;
     if (h->active)
-        session_req_dispose(&h->req, "http/1.1", h->peer);
+        session_req_dispose(&h->req, "http/1.1", h->io.peer);
     buf_dispose(&h->in);
     free(h);
 }
@@ -386,10 +370,10 @@ int http1_fill(struct http1 *h)
         send_stream_head(h);
     }
     for (;;) {
-        size_t pending = buf_pending(h->out);
-        if (pending >= h->out_max)
+        size_t pending = buf_pending(h->io.out);
+        if (pending >= h->io.out_max)
             return 0;
-        size_t room = h->out_max - pending;
+        size_t room = h->io.out_max - pending;
         if (room < 64)
             return 0;
         bool eof;
@@ -398,17 +382,17 @@ int http1_fill(struct http1 *h)
         if (n && h->chunked_out) {
             char size[16];
             int k = snprintf(size, sizeof(size), "%zx\r\n", n);
-            buf_append(h->out, size, (size_t)k);
+            buf_append(h->io.out, size, (size_t)k);
         }
         if (n) {
-            stream_copy(h->req.stream, buf_reserve(h->out, n), n);
-            h->out->len += n;
+            stream_copy(h->req.stream, buf_reserve(h->io.out, n), n);
+            h->io.out->len += n;
         }
         if (n && h->chunked_out)
-            buf_append(h->out, "\r\n", 2);
+            buf_append(h->io.out, "\r\n", 2);
         if (eof) {
             if (h->chunked_out)
-                buf_append(h->out, "0\r\n\r\n", 5);
+                buf_append(h->io.out, "0\r\n\r\n", 5);
             finish(h);
             /* A pipelined request may have waited for this response. */
             process(h);

@@ -304,15 +304,21 @@ static int make_access_control(struct server *s)
     return rc == 0 ? 0 : -1;
 }
 
+/* The signals the main thread takes: stop, reload, reopen. */
+static void control_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 /* Runs the signal loop; returns once the process should exit. */
 static void run_signals(struct server *s, int argc, char **argv)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    control_signals(&set);
     for (;;) {
         struct timespec tick = {0, 200 * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &tick);
@@ -362,11 +368,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
 
     /* Blocked before any thread exists, so every thread inherits the mask. */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    control_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 

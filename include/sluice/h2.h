@@ -22,14 +22,10 @@
 struct h2;
 
 /*
- * A session that writes into out (borrowed) and queues the server's
- * SETTINGS. conn_id labels log lines; peer ("ip:port", borrowed for the
- * session's life) goes to the access log; secure says the connection is
- * TLS (an https:// Origin is then same-origin).
+ * A session wired as io says (copied): it writes frames into io->out and
+ * queues the server's SETTINGS.
  */
-struct h2 *h2_new(const struct session_env *env, struct buf *out, size_t out_max,
-                  session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id, const char *peer,
-                  bool secure);
+struct h2 *h2_new(const struct session_io *io);
 /* Frees every stream of the session. h2_free(NULL) is a no-op. */
 void h2_free(struct h2 *h2);
 /* Feeds received bytes. 0, or ERR_PROTO when the connection must close. */

@@ -23,10 +23,8 @@
 
 struct http1;
 
-/* As h2_new(). */
-struct http1 *http1_new(const struct session_env *env, struct buf *out, size_t out_max,
-                        session_dirty_fn *dirty, void *dirty_ctx, uint64_t conn_id,
-                        const char *peer, bool secure);
+/* A session wired as io says (copied); see h2_new(). */
+struct http1 *http1_new(const struct session_io *io);
 /* Frees the request in progress. http1_free(NULL) is a no-op. */
 void http1_free(struct http1 *h);
 /* Feeds received bytes. 0, or ERR_PROTO when the connection must close. */

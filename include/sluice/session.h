@@ -41,6 +41,18 @@ struct session_env {
 /* Called when a session has output ready (from a wake outside its recv/fill calls). */
 typedef void session_dirty_fn(void *ctx);
 
+/* How a protocol session is wired to its connection; copied in by h2_new/http1_new. */
+struct session_io {
+    const struct session_env *env; /* borrowed for the session's life */
+    struct buf *out;               /* the connection's output buffer, borrowed */
+    size_t out_max;                /* bytes the session fills out to */
+    session_dirty_fn *dirty;
+    void *dirty_ctx;
+    uint64_t conn_id;              /* labels log lines */
+    const char *peer;              /* "ip:port" for the access log, borrowed */
+    bool secure;                   /* TLS: an https:// Origin is then same-origin */
+};
+
 /*
  * One request, whatever the protocol: the headers sluice reads, what it
  * answered, and the stream or publish body it owns. Embedded in the

@@ -38,7 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct session_env env = {.cfg = &cfg, .streams = &streams, .stats = &stats};
     struct buf out;
     buf_init(&out);
-    struct h2 *h2 = h2_new(&env, &out, OUT_MAX, on_dirty, NULL, 1, "127.0.0.1:1", true);
+    struct session_io io = {&env, &out, OUT_MAX, on_dirty, NULL, 1, "127.0.0.1:1", true};
+    struct h2 *h2 = h2_new(&io);
 
     size_t piece = size ? (data[0] % 64) + 1 : 1;
     int rc = h2_recv(h2, (const uint8_t *)preface, sizeof(preface) - 1);
