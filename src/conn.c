@@ -52,7 +52,8 @@ struct conn {
     uint64_t id;
     ev_tstamp opened;       /* ev_now at accept */
     ev_timer timer;         /* handshake deadline, then idle checks */
-    ev_tstamp idle_since;   /* 0 while streams are open */
+    ev_tstamp active;       /* last read, or last seen with a stream open */
+    ev_tstamp goaway_at;    /* the idle GOAWAY was queued; 0 before */
     bool write_blocked;     /* SSL_write wants the socket writable */
     bool closing;
     char peer[64];          /* "ip:port" */
@@ -187,7 +188,7 @@ static ssize_t io_write(struct conn *c, bool *want_read)
 static void start_session(struct conn *c, bool h2)
 {
     c->proto = h2 ? PROTO_H2 : PROTO_H1;
-    c->idle_since = ev_now(c->env->loop);
+    c->active = ev_now(c->env->loop);
     ev_timer_stop(c->env->loop, &c->timer);
     ev_timer_set(&c->timer, c->env->session.cfg->idle_timeout_ms / 1000.0, 0);
     ev_timer_start(c->env->loop, &c->timer);
@@ -225,6 +226,7 @@ static void do_read(struct conn *c)
 {
     uint8_t data[16384];
     size_t budget = READ_BUDGET;
+    c->active = ev_now(c->env->loop);
     while (!c->closing) {
         ssize_t n = io_read(c, data, sizeof(data));
         if (n <= 0)
@@ -282,8 +284,9 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 
 /*
  * During the handshake: the deadline. After: a connection with no stream
- * for idle-timeout-ms (checked lazily, so between one and two timeouts)
- * is told GOAWAY and closes.
+ * and nothing read for idle-timeout-ms (checked lazily, so between one and
+ * two timeouts) is told GOAWAY; if it has not closed 5 s later (a peer
+ * that does not read cannot even receive the GOAWAY), it is closed.
  */
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -295,23 +298,24 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
                  c->ssl ? "TLS handshake" : "first request");
         metrics_add(&c->env->stats.handshake_timeouts, 1);
         close_conn(c, "handshake timeout");
+    } else if (c->goaway_at) {
+        if (ev_now(loop) - c->goaway_at >= 5.0)
+            close_conn(c, "idle, GOAWAY not taken");
     } else if (sess_streams(c) > 0) {
-        c->idle_since = 0;
-    } else if (c->idle_since == 0) {
-        c->idle_since = ev_now(loop);
-    } else if (ev_now(loop) - c->idle_since >= idle) {
-        log_debug("conn %" PRIu64 " %s: idle; GOAWAY", c->id, c->peer);
+        c->active = ev_now(loop);
+    } else if (ev_now(loop) - c->active >= idle) {
+        log_info("conn %" PRIu64 " %s: idle for %.0f s; GOAWAY", c->id, c->peer, idle);
         metrics_add(&c->env->stats.idle_timeouts, 1);
         sess_goaway(c);
         mark_dirty(c);
-        /* The flush closes it once the GOAWAY is out; this is only the backstop. */
-        c->idle_since = ev_now(loop) - idle + 5.0;
+        c->goaway_at = ev_now(loop);
     }
     if (c->closing) {
         conn_free(c);
         return;
     }
-    ev_timer_set(t, idle, 0);
+    /* After the GOAWAY, check again when the 5 s grace is over. */
+    ev_timer_set(t, c->goaway_at ? 5.0 : idle, 0);
     ev_timer_start(loop, t);
 }
 
@@ -320,7 +324,12 @@ struct conn *conn_new(struct conn_env *env, int fd, bool tls, const char *addres
 {
     const char *limit;
     if (!guard_admit(env->guard, address, &limit)) {
-        log_debug("%s: refused: %s limit", peer, limit);
+        /* At most one line a second per worker: a flood must not become a log flood. */
+        static _Thread_local ev_tstamp last_log;
+        if (ev_now(env->loop) - last_log >= 1.0) {
+            last_log = ev_now(env->loop);
+            log_info("%s: connection refused: %s limit", peer, limit);
+        }
         metrics_add(strcmp(limit, "connections") == 0 ? &env->stats.refused
                                                        : &env->stats.refused_per_address,
                     1);

@@ -356,8 +356,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
                      h2->io.conn_id, h2->io.env->cfg->stream_rate);
         /* A client that keeps opening streams into a closed bucket is not a browser. */
         if (h2->refused_in_row > 1000) {
-            log_info("conn %" PRIu64 ": stream flood; closing with ENHANCE_YOUR_CALM", h2->io.conn_id);
-            metrics_add(&h2->io.env->stats->flood, 1);
+            /* Counted and logged where the GOAWAY is sent (on_frame_send). */
             nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
             return 0;
         }
@@ -436,6 +435,25 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
+/*
+ * A GOAWAY with an error is where nghttp2's own defences (SETTINGS and ACK
+ * floods, rapid reset) and ours end a connection: count and log it once,
+ * here, whichever decided it.
+ */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+    (void)session;
+    struct h2 *h2 = user;
+    if (frame->hd.type != NGHTTP2_GOAWAY || frame->goaway.error_code == NGHTTP2_NO_ERROR)
+        return 0;
+    uint32_t code = frame->goaway.error_code;
+    log_info("conn %" PRIu64 " %s: GOAWAY %s", h2->io.conn_id, h2->io.peer,
+             nghttp2_http2_strerror(code));
+    if (code == NGHTTP2_ENHANCE_YOUR_CALM || code == NGHTTP2_INTERNAL_ERROR)
+        metrics_add(&h2->io.env->stats->flood, 1);
+    return 0;
+}
+
 static void free_req(struct h2 *h2, struct req *r)
 {
     list_remove(&r->node);
@@ -476,6 +494,7 @@ struct h2 *h2_new(const struct session_io *io)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
 
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
@@ -518,7 +537,7 @@ int h2_recv(struct h2 *h2, const uint8_t *data, size_t len)
     ssize_t n = nghttp2_session_mem_recv(h2->session, data, len);
     if (n < 0) {
         log_info("conn %" PRIu64 ": closing: %s", h2->io.conn_id, nghttp2_strerror((int)n));
-        if (n == NGHTTP2_ERR_FLOODED)
+        if (n == NGHTTP2_ERR_FLOODED || n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
             metrics_add(&h2->io.env->stats->flood, 1);
         return ERR_PROTO;
     }
