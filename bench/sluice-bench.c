@@ -1,0 +1,2454 @@
+/*
+ * sluice-bench: the load generator behind bench/. Grown from
+ * tests/client/sluice-client.c; the same client drives sluice, nchan and
+ * Pushpin so that figures from one run compare.
+ *
+ * One thread, one libev loop, C connections. Over TLS h2 each connection
+ * carries S SSE streams; over HTTP/1.1 (TLS or cleartext) each carries one.
+ * Input flows socket -> SSL_read/read -> nghttp2_session_mem_recv or the
+ * HTTP/1.1 response and chunked decoder -> a per-stream WHATWG SSE parser.
+ * Each dispatched event's data starts with "<CLOCK_REALTIME ns> <seq> ",
+ * written by our own publisher: the difference to the clock on arrival is
+ * the end-to-end latency (publisher -> broker -> gateway -> TLS -> parser),
+ * recorded in a log-bucketed histogram (16 sub-buckets per power of two,
+ * at most 6.25 % error); seq is per subject, so a stream sees gaps and
+ * duplicates as jumps.
+ *
+ * A run is phases, driven by one 10 ms tick timer:
+ *   opening  connect (a bounded number of handshakes in flight), open every
+ *            stream; ends when all are open, or all have answered and none
+ *            opened for 2 s (refusals are retried), or at --open-timeout
+ *   settling --settle seconds, so peers that answer before they subscribe
+ *            miss nothing
+ *   window   the publisher thread publishes at --rate for --duration s;
+ *            server CPU and RSS (from /proc, --server-pid) and our own
+ *            CPU (getrusage) are sampled at its start
+ *   drain    up to --drain s more, until every expected event arrived;
+ *            then the end samples, one JSON line on stdout, exit
+ * so the whole run is bounded by open-timeout + settle + duration + drain.
+ *
+ * Streams behave like an EventSource: one that the server ends or resets
+ * is reopened after --reopen-ms with Last-Event-ID; a lost connection is
+ * reconnected and all its streams reopened. --churn closes and reopens
+ * streams at a fixed rate during the window, the same way.
+ *
+ * The publisher is a thread: NATS (cnats, SendAsap so that each message
+ * leaves at once), or HTTP/1.1 POST over one keep-alive connection (nchan's
+ * publisher location, Pushpin's /publish/ JSON). Message n goes to subject
+ * n mod K with seq n div K; stream i listens on subject i mod K.
+ *
+ * Rejected alternatives: several client threads (on a 2-core machine a
+ * second client thread competes with the server it measures; scenarios run
+ * several processes when fds or CPU demand it and merge the histograms
+ * printed by --hist); h2load (no SSE parsing, no latency from payload).
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <nats/nats.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define BENCH_READ_CHUNK 16384       /* bytes per read; one TLS record */
+#define BENCH_READS_PER_WAKE 16      /* bounds one connection's turn */
+#define BENCH_OUT_SOFT_BYTES 65536   /* stop pulling frames from nghttp2 */
+#define BENCH_CONN_WINDOW (16 << 20) /* bytes; h2 connection-level window */
+#define BENCH_TICK_S 0.01            /* phase, churn, reopen and connect pump */
+#define BENCH_H1_HEADER_MAX 16384    /* bytes of an HTTP/1.1 response head */
+#define BENCH_PATH_MAX 512
+#define BENCH_HEADERS_MAX 16         /* --header */
+#define BENCH_PIDS_MAX 64            /* --server-pid */
+#define BENCH_NAMES_MAX 8            /* distinct --server-pid names */
+#define BENCH_PUB_SLEEP_MAX_NS 10000000ull /* the publisher rechecks stop this often */
+#define BENCH_OPEN_STALL_NS 2000000000ull /* all answered, none newly open: stop waiting */
+#define BENCH_CLIENT_LIMIT 0.9       /* main-thread CPU share that means "client-bound" */
+
+#define HIST_SUB_BITS 4
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS ((64 - HIST_SUB_BITS + 1) * HIST_SUB)
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+struct sbuf {
+    char *p;
+    uint32_t len; /* bytes used; len <= cap */
+    uint32_t cap;
+};
+
+/* Log-bucketed: values below HIST_SUB exact, then HIST_SUB buckets per
+ * power of two. Values are nanoseconds. */
+struct hist {
+    uint64_t n, max;
+    double sum;
+    uint64_t b[HIST_BUCKETS];
+};
+
+enum proto { PROTO_H2, PROTO_H1 };
+enum pub_kind { PUB_NONE, PUB_NATS, PUB_HTTP, PUB_PUSHPIN };
+enum phase { PHASE_OPENING, PHASE_SETTLING, PHASE_WINDOW, PHASE_DRAIN, PHASE_DONE };
+
+struct server_pid {
+    char name[32];
+    int pid;
+};
+
+struct opts {
+    char *host;            /* without brackets; owned */
+    char *port;            /* owned */
+    const char *authority; /* the --connect argument as given */
+    const char *cacert, *servername;
+    bool insecure, plain, verbose, hist, resume;
+    enum proto proto;
+    unsigned connections, streams; /* streams per connection */
+    unsigned subjects;             /* stream i listens on subject i mod subjects */
+    const char *path_tmpl, *subject_tmpl;
+    nghttp2_nv headers[BENCH_HEADERS_MAX]; /* owned names and values, lowercase names */
+    size_t nheaders;
+    double duration_s, open_timeout_s, settle_s, drain_s, reopen_s;
+    double rate;       /* messages per second; 0: none */
+    unsigned payload;  /* bytes per message */
+    double churn_rate; /* streams closed and reopened per second */
+    unsigned connect_inflight;
+    uint32_t window_size; /* bytes; h2 SETTINGS_INITIAL_WINDOW_SIZE */
+    enum pub_kind pub;
+    const char *pub_url;
+    struct server_pid pids[BENCH_PIDS_MAX];
+    unsigned npids;
+    const char *ready_file, *label;
+};
+
+struct client;
+struct conn;
+
+struct stream {
+    struct conn *conn;
+    uint32_t idx;     /* global slot index */
+    uint32_t subject; /* idx mod subjects */
+    int32_t id;       /* h2 stream id while active */
+    uint16_t status;  /* last status; 0 before any */
+    uint8_t bom;      /* leading BOM bytes matched; 3 once past the start */
+    bool cr_pending;  /* previous chunk ended in CR: a leading LF is its pair */
+    bool has_id;      /* an id field was seen since the last dispatch */
+    bool active;      /* a request is in flight */
+    bool opened;      /* ever answered 200 */
+    bool failed;      /* answered something else before ever opening */
+    bool churning;    /* we closed it to reopen at once */
+    bool queued;      /* in the reopen queue */
+    bool got_event;   /* since this request */
+    bool has_seq;
+    uint64_t last_seq;
+    uint64_t req_ns;  /* monotonic time the request was submitted */
+    uint64_t events;
+    struct sbuf line;   /* a line split across chunks */
+    struct sbuf data;   /* data lines of the event being parsed */
+    struct sbuf id_buf; /* the id field of the event being parsed */
+    struct sbuf last_id; /* the last event id: sent as Last-Event-ID */
+};
+
+enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN };
+enum h1_state { H1_HEAD, H1_CHUNK_SIZE, H1_CHUNK_EXT, H1_CHUNK_DATA, H1_CHUNK_END, H1_TRAILER,
+                H1_LENGTH, H1_CLOSE_DELIMITED, H1_DONE };
+
+struct conn {
+    ev_io io;
+    int io_events; /* what io watches */
+    int fd;
+    enum conn_state state;
+    bool dirty;            /* on the dirty list: flush before sleeping */
+    bool read_wants_write; /* SSL_read returned WANT_WRITE */
+    bool queued;           /* in the connect queue */
+    struct client *client;
+    uint32_t no;
+    SSL *ssl;
+    nghttp2_session *session;
+    struct stream *streams; /* this connection's slice */
+    unsigned nstreams;
+    struct sbuf out;        /* pending bytes; an unfinished SSL_write retries all of it */
+    uint32_t out_off;       /* cleartext partial writes; out_off <= out.len */
+    uint64_t retry_ns;      /* monotonic time a reconnect may start */
+    /* HTTP/1.1 response */
+    enum h1_state h1;
+    struct sbuf head;
+    uint64_t left;          /* bytes left in this chunk or body */
+    uint32_t trailer_line;  /* bytes on the current trailer line */
+};
+
+/* A FIFO of indices with due times; each index is in it at most once. */
+struct queue {
+    uint32_t *idx;
+    uint64_t *due_ns;
+    size_t cap, head, len;
+};
+
+struct pub {
+    enum pub_kind kind;
+    double rate;
+    unsigned payload, subjects;
+    char **subjects_s;      /* rendered NATS subject, HTTP path or Pushpin channel */
+    natsConnection *nc;
+    int fd;                 /* HTTP */
+    struct addrinfo *ai;
+    char *authority;
+    struct sbuf in;         /* HTTP response bytes */
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    atomic_uint_fast64_t published;
+    uint64_t errors;
+    uint64_t max_behind;    /* messages; the worst lag behind the schedule */
+    double cpu_s;           /* the thread's own CPU */
+    double elapsed_s;
+    char error[200];
+};
+
+struct cpu_sample {
+    double cpu_s[BENCH_PIDS_MAX];
+    double sys_s[BENCH_PIDS_MAX]; /* the kernel's part of cpu_s */
+    long rss_kb[BENCH_PIDS_MAX];
+    bool ok[BENCH_PIDS_MAX];
+};
+
+struct client {
+    struct opts o;
+    struct ev_loop *loop;
+    ev_timer tick, hard;
+    ev_prepare prepare;
+    SSL_CTX *ssl_ctx;
+    struct addrinfo *addr;
+    nghttp2_session_callbacks *callbacks;
+    struct conn *conns;
+    struct stream *streams;
+    size_t nstreams;
+    struct conn **dirty; /* conns to flush; ndirty <= connections */
+    size_t ndirty;
+    struct queue connect_q, reopen_q;
+    unsigned inflight;   /* connects and handshakes under way */
+    enum phase phase;
+    uint64_t start_ns, open_ns, window_ns, window_end_ns, drain_end_ns, done_ns;
+    uint64_t window_real_ns;
+    size_t opened, failed;      /* first answers: 200, or other */
+    size_t opened_seen;         /* opened at the last tick */
+    uint64_t progress_ns;       /* when opened last grew */
+    uint32_t *open_per_subject; /* streams open at the window start */
+    uint64_t expected;
+    /* counted from the window start */
+    uint64_t events, bytes, comments, no_ts, gaps, dups;
+    uint64_t reopened, churned, server_ended, server_reset, conns_lost, connect_errors;
+    uint64_t bytes_total;
+    size_t status_counts[600];
+    struct hist lat, ttfe, open_lat;
+    double churn_due;
+    size_t churn_cursor;
+    struct pub pub;
+    struct rusage ru0, ru1;
+    struct timespec th0, th1; /* main thread CPU clock */
+    struct cpu_sample srv0, srv_open, srv1;
+    bool timed_out, fatal;
+};
+
+/* ---------------------------------------------------------------- utils */
+
+static void *must_realloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) {
+        fputs("sluice-bench: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static void *must_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fputs("sluice-bench: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static char *must_strndup(const char *s, size_t n)
+{
+    char *p = must_realloc(NULL, n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static void sbuf_append(struct sbuf *b, const void *data, size_t n)
+{
+    if (n == 0)
+        return;
+    if (n > UINT32_MAX - b->len) {
+        fputs("sluice-bench: buffer over 4 GiB\n", stderr);
+        abort();
+    }
+    if (b->len + n > b->cap) {
+        uint64_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (cap > UINT32_MAX)
+            cap = UINT32_MAX;
+        b->p = must_realloc(b->p, (size_t)cap);
+        b->cap = (uint32_t)cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += (uint32_t)n;
+}
+
+static void sbuf_set(struct sbuf *b, const void *data, size_t n)
+{
+    b->len = 0;
+    sbuf_append(b, data, n);
+}
+
+static void sbuf_dispose(struct sbuf *b)
+{
+    free(b->p);
+    *b = (struct sbuf){0};
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mono_ns(void)
+{
+    return clock_ns(CLOCK_MONOTONIC);
+}
+
+static uint64_t real_ns(void)
+{
+    return clock_ns(CLOCK_REALTIME);
+}
+
+static double tv_s(struct timeval tv)
+{
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static double ts_s(struct timespec ts)
+{
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+__attribute__((format(printf, 2, 3))) static void logv(const struct client *cl, const char *fmt, ...)
+{
+    va_list ap;
+    if (!cl->o.verbose)
+        return;
+    va_start(ap, fmt);
+    fputs("sluice-bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static const char *tls_error(void)
+{
+    static char msg[256];
+    unsigned long e = ERR_get_error();
+    if (e == 0)
+        return errno ? strerror(errno) : "connection closed";
+    ERR_error_string_n(e, msg, sizeof msg);
+    return msg;
+}
+
+/* Expands {s} (subject index), {i} (stream index) and {c} (connection
+ * index) in tmpl; the result is truncated to cap - 1 bytes. */
+static size_t render(char *out, size_t cap, const char *tmpl, unsigned s, unsigned i, unsigned c)
+{
+    size_t n = 0;
+    for (const char *p = tmpl; *p && n + 1 < cap; p++) {
+        if (p[0] == '{' && p[1] && p[2] == '}' && strchr("sic", p[1])) {
+            unsigned v = p[1] == 's' ? s : p[1] == 'i' ? i : c;
+            int k = snprintf(out + n, cap - n, "%u", v);
+            if (k < 0)
+                break;
+            n += (size_t)k < cap - n ? (size_t)k : cap - n - 1;
+            p += 2;
+            continue;
+        }
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* ------------------------------------------------------------ histogram */
+
+static unsigned hist_index(uint64_t v)
+{
+    if (v < HIST_SUB)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned shift = msb - HIST_SUB_BITS;
+    return ((msb - HIST_SUB_BITS + 1) << HIST_SUB_BITS) + (unsigned)((v >> shift) & (HIST_SUB - 1));
+}
+
+/* The largest value that falls in bucket idx. */
+static uint64_t hist_upper(unsigned idx)
+{
+    if (idx < HIST_SUB)
+        return idx;
+    unsigned shift = (idx >> HIST_SUB_BITS) - 1;
+    uint64_t lower = (uint64_t)(HIST_SUB + (idx & (HIST_SUB - 1))) << shift;
+    return lower + ((uint64_t)1 << shift) - 1;
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    h->b[hist_index(v)]++;
+    h->n++;
+    h->sum += (double)v;
+    if (v > h->max)
+        h->max = v;
+}
+
+static uint64_t hist_quantile(const struct hist *h, double q)
+{
+    if (h->n == 0)
+        return 0;
+    uint64_t want = (uint64_t)ceil(q * (double)h->n), seen = 0;
+    if (want == 0)
+        want = 1;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= want) {
+            uint64_t u = hist_upper(i);
+            return u < h->max ? u : h->max;
+        }
+    }
+    return h->max;
+}
+
+static void print_hist_ms(const char *name, const struct hist *h, bool raw)
+{
+    printf(",\"%s\":{\"n\":%" PRIu64, name, h->n);
+    if (h->n > 0) {
+        printf(",\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f",
+               h->sum / (double)h->n / 1e6, (double)hist_quantile(h, 0.5) / 1e6,
+               (double)hist_quantile(h, 0.9) / 1e6, (double)hist_quantile(h, 0.99) / 1e6,
+               (double)hist_quantile(h, 0.999) / 1e6, (double)h->max / 1e6);
+    }
+    if (raw) {
+        /* Sparse [bucket, count] pairs and the bucket rule, so that runs
+         * from several processes merge exactly (bench/benchlib.py). */
+        printf(",\"sub_bits\":%u,\"sum_ns\":%.0f,\"max_ns\":%" PRIu64 ",\"buckets\":[",
+               HIST_SUB_BITS, h->sum, h->max);
+        bool first = true;
+        for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+            if (h->b[i]) {
+                printf("%s[%u,%" PRIu64 "]", first ? "" : ",", i, h->b[i]);
+                first = false;
+            }
+        }
+        putchar(']');
+    }
+    putchar('}');
+}
+
+/* ---------------------------------------------------------------- queue */
+
+static void queue_init(struct queue *q, size_t cap)
+{
+    q->idx = must_calloc(cap, sizeof *q->idx);
+    q->due_ns = must_calloc(cap, sizeof *q->due_ns);
+    q->cap = cap;
+}
+
+static void queue_dispose(struct queue *q)
+{
+    free(q->idx);
+    free(q->due_ns);
+    *q = (struct queue){0};
+}
+
+static void queue_push(struct queue *q, uint32_t idx, uint64_t due_ns)
+{
+    if (q->len == q->cap)
+        abort(); /* each index is queued at most once, so len <= cap */
+    size_t at = (q->head + q->len) % q->cap;
+    q->idx[at] = idx;
+    q->due_ns[at] = due_ns;
+    q->len++;
+}
+
+/* The head's index if it is due; -1 otherwise. Delays are equal, so FIFO
+ * order is due order. */
+static int64_t queue_pop_due(struct queue *q, uint64_t now)
+{
+    if (q->len == 0 || q->due_ns[q->head] > now)
+        return -1;
+    uint32_t idx = q->idx[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    return idx;
+}
+
+/* ------------------------------------------------------------ /proc */
+
+static bool proc_read(int pid, double *cpu_s, double *sys_s, long *rss_kb)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: fields start after
+     * the last ')'. utime and stime are fields 14 and 15. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return false;
+    unsigned long long ut = 0, st = 0;
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return false;
+    *cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    *sys_s = (double)st / (double)sysconf(_SC_CLK_TCK);
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    f = fopen(path, "r");
+    *rss_kb = 0;
+    if (f) {
+        while (fgets(buf, sizeof buf, f)) {
+            if (strncmp(buf, "VmRSS:", 6) == 0) {
+                *rss_kb = strtol(buf + 6, NULL, 10);
+                break;
+            }
+        }
+        fclose(f);
+    }
+    return true;
+}
+
+static void sample_servers(const struct client *cl, struct cpu_sample *out)
+{
+    for (unsigned i = 0; i < cl->o.npids; i++)
+        out->ok[i] = proc_read(cl->o.pids[i].pid, &out->cpu_s[i], &out->sys_s[i], &out->rss_kb[i]);
+}
+
+/* ----------------------------------------------------------- SSE parser */
+
+static void on_event(struct stream *s)
+{
+    struct client *cl = s->conn->client;
+    const char *p = s->data.p;
+    size_t n = s->data.len, i = 0;
+    uint64_t ts = 0, seq = 0;
+    bool has_seq = false;
+    uint64_t now_real = real_ns();
+    if (!s->got_event) {
+        s->got_event = true;
+        /* Only requests made during the window: an initial stream's first
+         * event waits for the publisher to start. */
+        if (cl->phase >= PHASE_WINDOW && s->req_ns >= cl->window_ns)
+            hist_add(&cl->ttfe, mono_ns() - s->req_ns);
+    }
+    while (i < n && i < 20 && p[i] >= '0' && p[i] <= '9')
+        ts = ts * 10 + (uint64_t)(p[i++] - '0');
+    if (i > 0 && i < n && p[i] == ' ') {
+        size_t j = ++i;
+        while (i < n && i - j < 20 && p[i] >= '0' && p[i] <= '9')
+            seq = seq * 10 + (uint64_t)(p[i++] - '0');
+        has_seq = i > j;
+    }
+    s->events++;
+    if (cl->phase < PHASE_WINDOW)
+        return;
+    cl->events++;
+    if (ts == 0)
+        cl->no_ts++;
+    else
+        hist_add(&cl->lat, now_real > ts ? now_real - ts : 0);
+    if (!has_seq)
+        return;
+    if (s->has_seq) {
+        if (seq <= s->last_seq)
+            cl->dups++;
+        else if (seq > s->last_seq + 1)
+            cl->gaps += seq - s->last_seq - 1;
+    }
+    if (!s->has_seq || seq > s->last_seq)
+        s->last_seq = seq;
+    s->has_seq = true;
+}
+
+static void dispatch_event(struct stream *s)
+{
+    /* The last event id is taken even when no event follows (WHATWG). */
+    if (s->has_id) {
+        sbuf_set(&s->last_id, s->id_buf.p, s->id_buf.len);
+        s->has_id = false;
+    }
+    if (s->data.len > 0) {
+        s->data.len--; /* the LF after the last data line */
+        on_event(s);
+    }
+    s->data.len = 0;
+}
+
+static bool field_is(const char *name, size_t len, const char *want)
+{
+    return len == strlen(want) && memcmp(name, want, len) == 0;
+}
+
+static void process_line(struct stream *s, const char *line, size_t len)
+{
+    if (len == 0) {
+        dispatch_event(s);
+        return;
+    }
+    if (line[0] == ':') {
+        if (s->conn->client->phase >= PHASE_WINDOW)
+            s->conn->client->comments++;
+        return;
+    }
+    const char *colon = memchr(line, ':', len);
+    size_t name_len = colon ? (size_t)(colon - line) : len;
+    const char *v = colon ? colon + 1 : line + len;
+    size_t vlen = (size_t)(line + len - v);
+    if (vlen > 0 && v[0] == ' ') {
+        v++;
+        vlen--;
+    }
+    if (field_is(line, name_len, "data")) {
+        sbuf_append(&s->data, v, vlen);
+        sbuf_append(&s->data, "\n", 1);
+    } else if (field_is(line, name_len, "id")) {
+        if (!memchr(v, '\0', vlen)) {
+            sbuf_set(&s->id_buf, v, vlen);
+            s->has_id = true;
+        }
+    }
+    /* event: only names the DOM event; retry: is the server's reconnect
+     * hint, which --reopen-ms replaces in a benchmark. */
+}
+
+static void end_line(struct stream *s, const char *p, size_t n)
+{
+    if (s->line.len == 0) {
+        process_line(s, p, n);
+        return;
+    }
+    sbuf_append(&s->line, p, n);
+    process_line(s, s->line.p, s->line.len);
+    s->line.len = 0;
+}
+
+/* Lines end in CRLF, LF or CR; a CR that ends one chunk pairs with an LF
+ * that starts the next, so that split is still one line end. */
+static void parse_bytes(struct stream *s, const char *p, size_t n)
+{
+    size_t i = 0;
+    if (s->cr_pending && n > 0) {
+        s->cr_pending = false;
+        if (p[0] == '\n')
+            i = 1;
+    }
+    size_t start = i;
+    for (; i < n; i++) {
+        if (p[i] != '\r' && p[i] != '\n')
+            continue;
+        end_line(s, p + start, i - start);
+        if (p[i] == '\r') {
+            if (i + 1 == n)
+                s->cr_pending = true;
+            else if (p[i + 1] == '\n')
+                i++;
+        }
+        start = i + 1;
+    }
+    if (start < n)
+        sbuf_append(&s->line, p + start, n - start);
+}
+
+/* One leading U+FEFF is not part of the stream (WHATWG); its bytes may be
+ * split across chunks, so a partial match is held and replayed. */
+static void feed_body(struct stream *s, const char *p, size_t n)
+{
+    static const char bom[3] = {'\xEF', '\xBB', '\xBF'};
+    struct client *cl = s->conn->client;
+    if (cl->phase >= PHASE_WINDOW)
+        cl->bytes += n;
+    cl->bytes_total += n;
+    while (s->bom < 3 && n > 0) {
+        if (p[0] == bom[s->bom]) {
+            s->bom++;
+            p++;
+            n--;
+            continue;
+        }
+        uint8_t held = s->bom;
+        s->bom = 3;
+        parse_bytes(s, bom, held);
+    }
+    parse_bytes(s, p, n);
+}
+
+/* A new response starts: the parser forgets the old one's partial state,
+ * but not the last event id or seq, which a resume continues from. */
+static void reset_parser(struct stream *s)
+{
+    s->line.len = s->data.len = s->id_buf.len = 0;
+    s->has_id = s->cr_pending = s->got_event = false;
+    s->bom = 0;
+    s->status = 0;
+}
+
+/* --------------------------------------------------- stream lifecycle */
+
+static void mark_dirty(struct conn *c)
+{
+    if (!c->dirty) {
+        c->dirty = true;
+        c->client->dirty[c->client->ndirty++] = c;
+    }
+}
+
+/* The first final status of a slot decides opened or failed; later ones
+ * (reopens) are only counted. */
+static void on_status(struct stream *s)
+{
+    struct client *cl = s->conn->client;
+    cl->status_counts[s->status < 600 ? s->status : 0]++;
+    if (s->status == 200 && !s->opened) {
+        s->opened = true;
+        cl->opened++;
+        if (s->failed) {
+            s->failed = false;
+            cl->failed--;
+        }
+        hist_add(&cl->open_lat, mono_ns() - s->req_ns);
+    } else if (s->status != 200 && !s->opened && !s->failed) {
+        s->failed = true;
+        cl->failed++;
+    }
+}
+
+/* A stream's response is over. A churned one comes back at once, one the
+ * server ended after --reopen-ms, as an EventSource would. */
+static void stream_over(struct stream *s, bool by_server, uint32_t code)
+{
+    struct client *cl = s->conn->client;
+    s->active = false;
+    s->id = 0;
+    if (cl->phase == PHASE_DONE)
+        return;
+    if (by_server) {
+        if (cl->phase >= PHASE_WINDOW) {
+            cl->server_ended++;
+            if (code != 0)
+                cl->server_reset++;
+        }
+        logv(cl, "stream %u ended by the server (status %u, code %u)", s->idx, s->status, code);
+    }
+    uint64_t delay = s->churning ? 0 : (uint64_t)(cl->o.reopen_s * 1e9);
+    s->churning = false;
+    if (!s->queued) {
+        s->queued = true;
+        queue_push(&cl->reopen_q, s->idx, mono_ns() + delay);
+    }
+}
+
+/* ------------------------------------------------------------- HTTP/2 */
+
+static void h2_submit(struct conn *c, struct stream *s)
+{
+    struct client *cl = c->client;
+    const struct opts *o = &cl->o;
+    char path[BENCH_PATH_MAX];
+    nghttp2_nv nv[6 + BENCH_HEADERS_MAX];
+    size_t n = 0;
+    size_t plen = render(path, sizeof path, o->path_tmpl, s->subject, s->idx, c->no);
+#define NV(nm, v, vl) ((nghttp2_nv){(uint8_t *)(nm), (uint8_t *)(v), strlen(nm), (vl), NGHTTP2_NV_FLAG_NONE})
+    nv[n++] = NV(":method", "GET", 3);
+    nv[n++] = NV(":scheme", "https", 5);
+    nv[n++] = NV(":authority", o->authority, strlen(o->authority));
+    nv[n++] = NV(":path", path, plen);
+    nv[n++] = NV("accept", "text/event-stream", 17);
+    if (o->resume && s->last_id.len > 0)
+        nv[n++] = NV("last-event-id", s->last_id.p, s->last_id.len);
+#undef NV
+    memcpy(nv + n, o->headers, o->nheaders * sizeof *nv);
+    n += o->nheaders;
+    reset_parser(s);
+    s->req_ns = mono_ns();
+    cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
+    int32_t id = nghttp2_submit_request(c->session, NULL, nv, n, NULL, s);
+    if (id < 0) {
+        fprintf(stderr, "sluice-bench: conn %u stream %u: %s\n", c->no, s->idx, nghttp2_strerror(id));
+        return;
+    }
+    s->id = id;
+    s->active = true;
+    mark_dirty(c);
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (s && field_is((const char *)name, namelen, ":status")) {
+        unsigned st = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++)
+            st = st * 10 + (unsigned)(value[i] - '0');
+        s->status = (uint16_t)st;
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct conn *c = user_data;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->hd.stream_id) {
+        struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (s && s->status >= 200 && frame->headers.cat == NGHTTP2_HCAT_RESPONSE)
+            on_status(s);
+    } else if (frame->hd.type == NGHTTP2_GOAWAY) {
+        logv(c->client, "conn %u: GOAWAY last_stream_id=%d error=%s", c->no,
+             frame->goaway.last_stream_id, nghttp2_http2_strerror(frame->goaway.error_code));
+    }
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                              const uint8_t *data, size_t len, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s && s->active && s->id == stream_id)
+        feed_body(s, (const char *)data, len);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    (void)user_data;
+    struct stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (s && s->active && s->id == stream_id)
+        stream_over(s, !s->churning, error_code);
+    return 0;
+}
+
+/* ------------------------------------------------------------- HTTP/1.1 */
+
+static void h1_request(struct conn *c)
+{
+    struct client *cl = c->client;
+    const struct opts *o = &cl->o;
+    struct stream *s = &c->streams[0];
+    char path[BENCH_PATH_MAX];
+    render(path, sizeof path, o->path_tmpl, s->subject, s->idx, c->no);
+    c->out.len = c->out_off = 0;
+    char line[BENCH_PATH_MAX + 512];
+    int n = snprintf(line, sizeof line,
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n"
+                     "Cache-Control: no-cache\r\n",
+                     path, o->authority);
+    sbuf_append(&c->out, line, (size_t)n);
+    if (o->resume && s->last_id.len > 0) {
+        sbuf_append(&c->out, "Last-Event-ID: ", 15);
+        sbuf_append(&c->out, s->last_id.p, s->last_id.len);
+        sbuf_append(&c->out, "\r\n", 2);
+    }
+    for (size_t i = 0; i < o->nheaders; i++) {
+        sbuf_append(&c->out, o->headers[i].name, o->headers[i].namelen);
+        sbuf_append(&c->out, ": ", 2);
+        sbuf_append(&c->out, o->headers[i].value, o->headers[i].valuelen);
+        sbuf_append(&c->out, "\r\n", 2);
+    }
+    sbuf_append(&c->out, "\r\n", 2);
+    reset_parser(s);
+    s->req_ns = mono_ns();
+    cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
+    s->active = true;
+    c->h1 = H1_HEAD;
+    c->head.len = 0;
+    mark_dirty(c);
+}
+
+static bool header_is(const char *line, size_t len, const char *name, const char **value)
+{
+    size_t nl = strlen(name);
+    if (len <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
+        return false;
+    const char *v = line + nl + 1;
+    while (v < line + len && (*v == ' ' || *v == '\t'))
+        v++;
+    *value = v;
+    return true;
+}
+
+/* Parses the response head in c->head; -1 if malformed. */
+static int h1_parse_head(struct conn *c, size_t head_len)
+{
+    struct stream *s = &c->streams[0];
+    const char *p = c->head.p, *end = p + head_len;
+    if (head_len < 12 || strncmp(p, "HTTP/1.", 7) != 0)
+        return -1;
+    s->status = (uint16_t)atoi(p + 9);
+    bool chunked = false, has_length = false;
+    uint64_t length = 0;
+    const char *line = memchr(p, '\n', head_len);
+    while (line && ++line < end) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        size_t len = (size_t)((eol ? eol : end) - line);
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        const char *v;
+        if (header_is(line, len, "transfer-encoding", &v))
+            chunked = strncasecmp(v, "chunked", 7) == 0;
+        else if (header_is(line, len, "content-length", &v)) {
+            has_length = true;
+            length = strtoull(v, NULL, 10);
+        }
+        line = eol;
+    }
+    on_status(s);
+    c->left = length;
+    c->h1 = chunked ? H1_CHUNK_SIZE : has_length ? H1_LENGTH : H1_CLOSE_DELIMITED;
+    if (c->h1 == H1_LENGTH && length == 0)
+        c->h1 = H1_DONE;
+    return 0;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = (char)tolower((unsigned char)ch);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Feeds response bytes; returns -1 on a malformed response. */
+static int h1_input(struct conn *c, const char *p, size_t n)
+{
+    struct stream *s = &c->streams[0];
+    while (n > 0) {
+        switch (c->h1) {
+        case H1_HEAD: {
+            uint32_t before = c->head.len;
+            size_t take = n < BENCH_H1_HEADER_MAX ? n : BENCH_H1_HEADER_MAX;
+            sbuf_append(&c->head, p, take);
+            char *e = NULL;
+            for (uint32_t i = before >= 3 ? before - 3 : 0; i + 3 < c->head.len; i++) {
+                if (memcmp(c->head.p + i, "\r\n\r\n", 4) == 0) {
+                    e = c->head.p + i + 4;
+                    break;
+                }
+            }
+            if (!e) {
+                if (c->head.len >= BENCH_H1_HEADER_MAX)
+                    return -1;
+                return 0;
+            }
+            size_t head_len = (size_t)(e - c->head.p);
+            size_t used = head_len - before;
+            if (h1_parse_head(c, head_len) < 0)
+                return -1;
+            p += used;
+            n -= used;
+            break;
+        }
+        case H1_CHUNK_SIZE: {
+            int h = hexval(*p);
+            if (h >= 0) {
+                if (c->left > (UINT64_MAX >> 4))
+                    return -1;
+                c->left = c->left * 16 + (uint64_t)h;
+            } else if (*p == ';' || *p == ' ' || *p == '\t') {
+                c->h1 = H1_CHUNK_EXT;
+            } else if (*p == '\n') {
+                c->h1 = c->left ? H1_CHUNK_DATA : H1_TRAILER;
+                c->trailer_line = 0;
+            } else if (*p != '\r') {
+                return -1;
+            }
+            p++, n--;
+            break;
+        }
+        case H1_CHUNK_EXT:
+            if (*p == '\n') {
+                c->h1 = c->left ? H1_CHUNK_DATA : H1_TRAILER;
+                c->trailer_line = 0;
+            }
+            p++, n--;
+            break;
+        case H1_CHUNK_DATA:
+        case H1_LENGTH: {
+            size_t k = n < c->left ? n : (size_t)c->left;
+            feed_body(s, p, k);
+            p += k, n -= k;
+            c->left -= k;
+            if (c->left == 0)
+                c->h1 = c->h1 == H1_LENGTH ? H1_DONE : H1_CHUNK_END;
+            break;
+        }
+        case H1_CHUNK_END:
+            if (*p == '\n')
+                c->h1 = H1_CHUNK_SIZE;
+            else if (*p != '\r')
+                return -1;
+            p++, n--;
+            break;
+        case H1_TRAILER:
+            if (*p == '\n') {
+                if (c->trailer_line == 0)
+                    c->h1 = H1_DONE;
+                c->trailer_line = 0;
+            } else if (*p != '\r') {
+                c->trailer_line++;
+            }
+            p++, n--;
+            break;
+        case H1_CLOSE_DELIMITED:
+            feed_body(s, p, n);
+            n = 0;
+            break;
+        case H1_DONE:
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- connections */
+
+static void set_io(struct conn *c, int events)
+{
+    if (events == c->io_events)
+        return;
+    ev_io_stop(c->client->loop, &c->io);
+    ev_io_set(&c->io, c->fd, events);
+    ev_io_start(c->client->loop, &c->io);
+    c->io_events = events;
+}
+
+static void enqueue_connect(struct conn *c, uint64_t due_ns)
+{
+    if (!c->queued) {
+        c->queued = true;
+        queue_push(&c->client->connect_q, c->no, due_ns);
+    }
+}
+
+static void conn_close(struct conn *c)
+{
+    struct client *cl = c->client;
+    if (c->state == CONN_IDLE)
+        return;
+    if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE)
+        cl->inflight--;
+    ev_io_stop(cl->loop, &c->io);
+    c->io_events = 0;
+    if (c->session) {
+        nghttp2_session_del(c->session);
+        c->session = NULL;
+    }
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->out.len = c->out_off = 0;
+    c->state = CONN_IDLE;
+}
+
+/* The connection is gone: its active streams are over, and it reconnects
+ * after --reopen-ms (at once when we closed it to churn its stream). */
+static void conn_down(struct conn *c, bool by_server, const char *why)
+{
+    struct client *cl = c->client;
+    bool churn = false;
+    bool was_open = c->state == CONN_OPEN;
+    if (c->state == CONN_IDLE)
+        return;
+    conn_close(c);
+    if (cl->phase == PHASE_DONE)
+        return;
+    for (unsigned i = 0; i < c->nstreams; i++) {
+        struct stream *s = &c->streams[i];
+        churn = churn || s->churning;
+        if (s->active && cl->o.proto == PROTO_H1 && by_server && cl->phase >= PHASE_WINDOW) {
+            cl->server_ended++;
+        }
+        s->active = false;
+        s->churning = false;
+        s->id = 0;
+    }
+    if (by_server && !(cl->o.proto == PROTO_H1 && was_open)) {
+        if (was_open)
+            cl->conns_lost++;
+        else
+            cl->connect_errors++;
+        logv(cl, "conn %u: %s", c->no, why);
+    }
+    enqueue_connect(c, mono_ns() + (churn ? 0 : (uint64_t)(cl->o.reopen_s * 1e9)));
+}
+
+/* Bytes out; -1 when the connection is gone. */
+static int conn_send(struct conn *c)
+{
+    while (c->out_off < c->out.len) {
+        int n;
+        if (c->ssl) {
+            ERR_clear_error();
+            n = SSL_write(c->ssl, c->out.p + c->out_off, (int)(c->out.len - c->out_off));
+            if (n <= 0) {
+                int err = SSL_get_error(c->ssl, n);
+                if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
+                    return 0;
+                return -1;
+            }
+        } else {
+            ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+            if (w < 0)
+                return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+            n = (int)w;
+        }
+        c->out_off += (uint32_t)n;
+    }
+    c->out.len = c->out_off = 0;
+    return 0;
+}
+
+static void fill_h2_output(struct conn *c)
+{
+    while (c->out.len < BENCH_OUT_SOFT_BYTES) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->session, &data);
+        if (n < 0) {
+            conn_down(c, true, nghttp2_strerror((int)n));
+            return;
+        }
+        if (n == 0)
+            return;
+        sbuf_append(&c->out, data, (size_t)n);
+    }
+}
+
+static void flush_output(struct conn *c)
+{
+    while (c->state == CONN_OPEN) {
+        if (c->out.len == 0 && c->session)
+            fill_h2_output(c);
+        if (c->state != CONN_OPEN || c->out.len == 0)
+            break;
+        uint32_t before = c->out.len;
+        if (conn_send(c) < 0) {
+            conn_down(c, true, c->ssl ? tls_error() : strerror(errno));
+            return;
+        }
+        if (c->out.len != 0 && c->out.len == before)
+            break; /* would block */
+    }
+    if (c->state != CONN_OPEN)
+        return;
+    if (c->session && c->out.len == 0 && !nghttp2_session_want_read(c->session) &&
+        !nghttp2_session_want_write(c->session)) {
+        conn_down(c, true, "session over");
+        return;
+    }
+    set_io(c, EV_READ | (c->out.len > 0 || c->read_wants_write ? EV_WRITE : 0));
+}
+
+static void read_input(struct conn *c)
+{
+    char buf[BENCH_READ_CHUNK];
+    c->read_wants_write = false;
+    /* Bytes OpenSSL already holds do not make the socket readable again,
+     * so the per-wake bound only applies once they are drained. */
+    for (int i = 0; i < BENCH_READS_PER_WAKE || (c->ssl && SSL_has_pending(c->ssl)); i++) {
+        int n;
+        if (c->ssl) {
+            ERR_clear_error();
+            errno = 0;
+            n = SSL_read(c->ssl, buf, sizeof buf);
+            if (n <= 0) {
+                int err = SSL_get_error(c->ssl, n);
+                if (err == SSL_ERROR_WANT_READ)
+                    return;
+                if (err == SSL_ERROR_WANT_WRITE) {
+                    c->read_wants_write = true;
+                    return;
+                }
+                conn_down(c, true, err == SSL_ERROR_ZERO_RETURN ? "peer closed" : tls_error());
+                return;
+            }
+        } else {
+            ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                return;
+            if (r <= 0) {
+                conn_down(c, true, r == 0 ? "peer closed" : strerror(errno));
+                return;
+            }
+            n = (int)r;
+        }
+        if (c->session) {
+            ssize_t rv = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf, (size_t)n);
+            if (rv < 0) {
+                conn_down(c, true, nghttp2_strerror((int)rv));
+                return;
+            }
+        } else {
+            if (h1_input(c, buf, (size_t)n) < 0) {
+                conn_down(c, true, "malformed HTTP/1.1 response");
+                return;
+            }
+            if (c->h1 == H1_DONE) {
+                conn_down(c, true, "response complete");
+                return;
+            }
+        }
+    }
+}
+
+static void start_protocol(struct conn *c)
+{
+    struct client *cl = c->client;
+    c->state = CONN_OPEN;
+    cl->inflight--;
+    if (cl->o.proto == PROTO_H1) {
+        h1_request(c);
+        set_io(c, EV_READ);
+        return;
+    }
+    nghttp2_option *opt;
+    nghttp2_settings_entry iv[2] = {
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->o.window_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_option_new(&opt);
+    /* Hold requests until the server's SETTINGS state its real limit. */
+    nghttp2_option_set_peer_max_concurrent_streams(opt, 0);
+    int rv = nghttp2_session_client_new2(&c->session, cl->callbacks, c, opt);
+    nghttp2_option_del(opt);
+    if (rv == 0)
+        rv = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
+    if (rv == 0)
+        rv = nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+                                                   BENCH_CONN_WINDOW);
+    if (rv != 0) {
+        conn_down(c, true, nghttp2_strerror(rv));
+        return;
+    }
+    for (unsigned i = 0; i < c->nstreams; i++) {
+        struct stream *s = &c->streams[i];
+        if (s->queued)
+            continue; /* the reopen queue submits it when due */
+        h2_submit(c, s);
+    }
+    mark_dirty(c);
+    set_io(c, EV_READ);
+}
+
+static void do_handshake(struct conn *c)
+{
+    const struct opts *o = &c->client->o;
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_do_handshake(c->ssl);
+    if (r != 1) {
+        int err = SSL_get_error(c->ssl, r);
+        if (err == SSL_ERROR_WANT_READ) {
+            set_io(c, EV_READ);
+        } else if (err == SSL_ERROR_WANT_WRITE) {
+            set_io(c, EV_WRITE);
+        } else {
+            long vr = SSL_get_verify_result(c->ssl);
+            conn_down(c, true, vr != X509_V_OK ? X509_verify_cert_error_string(vr) : tls_error());
+        }
+        return;
+    }
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+    if (o->proto == PROTO_H2 && (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0)) {
+        fprintf(stderr, "sluice-bench: conn %u: server did not select h2\n", c->no);
+        c->client->fatal = true;
+        conn_close(c);
+        ev_break(c->client->loop, EVBREAK_ALL);
+        return;
+    }
+    start_protocol(c);
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+}
+
+static void finish_connect(struct conn *c)
+{
+    const struct opts *o = &c->client->o;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        conn_down(c, true, strerror(err));
+        return;
+    }
+    if (o->plain) {
+        start_protocol(c);
+        return;
+    }
+    c->ssl = SSL_new(c->client->ssl_ctx);
+    if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
+        conn_down(c, true, tls_error());
+        return;
+    }
+    const char *name = o->servername ? o->servername : o->host;
+    /* An IP address is not a valid SNI name (RFC 6066 section 3). */
+    if (!is_ip_literal(name))
+        SSL_set_tlsext_host_name(c->ssl, name);
+    if (!o->insecure) {
+        if (is_ip_literal(name))
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name);
+        else
+            SSL_set1_host(c->ssl, name);
+    }
+    SSL_set_connect_state(c->ssl);
+    c->state = CONN_HANDSHAKE;
+    do_handshake(c);
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct conn *c = container_of(w, struct conn, io);
+    (void)loop;
+    switch (c->state) {
+    case CONN_CONNECTING:
+        finish_connect(c);
+        break;
+    case CONN_HANDSHAKE:
+        do_handshake(c);
+        break;
+    case CONN_OPEN:
+        if ((revents & EV_READ) || c->read_wants_write)
+            read_input(c);
+        if (c->state == CONN_OPEN && (c->session || (revents & EV_WRITE)))
+            mark_dirty(c);
+        break;
+    case CONN_IDLE:
+        break;
+    }
+}
+
+static void conn_start(struct conn *c)
+{
+    struct client *cl = c->client;
+    const struct addrinfo *ai = cl->addr;
+    int one = 1;
+    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        fprintf(stderr, "sluice-bench: socket: %s\n", strerror(errno));
+        cl->connect_errors++;
+        enqueue_connect(c, mono_ns() + (uint64_t)(cl->o.reopen_s * 1e9));
+        return;
+    }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    cl->inflight++;
+    c->state = CONN_CONNECTING;
+    c->io_events = EV_WRITE;
+    ev_io_init(&c->io, on_io, c->fd, EV_WRITE);
+    ev_io_start(cl->loop, &c->io);
+    if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
+        conn_down(c, true, strerror(errno));
+}
+
+static void pump_connects(struct client *cl, uint64_t now)
+{
+    while (cl->inflight < cl->o.connect_inflight) {
+        int64_t i = queue_pop_due(&cl->connect_q, now);
+        if (i < 0)
+            return;
+        struct conn *c = &cl->conns[i];
+        c->queued = false;
+        if (c->state == CONN_IDLE)
+            conn_start(c);
+    }
+}
+
+static void process_reopens(struct client *cl, uint64_t now)
+{
+    int64_t i;
+    while ((i = queue_pop_due(&cl->reopen_q, now)) >= 0) {
+        struct stream *s = &cl->streams[i];
+        struct conn *c = s->conn;
+        s->queued = false;
+        if (s->active || c->state != CONN_OPEN)
+            continue; /* a reconnecting connection reopens its streams itself */
+        if (cl->o.proto == PROTO_H2)
+            h2_submit(c, s);
+    }
+}
+
+/* Closes streams at --churn per second, round robin; each comes back at
+ * once with Last-Event-ID. */
+static void churn(struct client *cl)
+{
+    cl->churn_due += cl->o.churn_rate * BENCH_TICK_S;
+    for (size_t tries = 0; cl->churn_due >= 1 && tries < cl->nstreams; tries++) {
+        struct stream *s = &cl->streams[cl->churn_cursor++ % cl->nstreams];
+        struct conn *c = s->conn;
+        if (!s->active || s->churning || c->state != CONN_OPEN || s->status != 200)
+            continue;
+        cl->churn_due -= 1;
+        cl->churned++;
+        s->churning = true;
+        if (cl->o.proto == PROTO_H2) {
+            nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            mark_dirty(c);
+        } else {
+            conn_down(c, false, "churn");
+        }
+    }
+    if (cl->churn_due > 1)
+        cl->churn_due = 1; /* not enough open streams: do not build up a debt */
+}
+
+/* ------------------------------------------------------------ publisher */
+
+static int http_connect(struct pub *p)
+{
+    struct timeval tv = {5, 0};
+    int one = 1;
+    p->fd = socket(p->ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (p->fd < 0)
+        return -1;
+    setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(p->fd, p->ai->ai_addr, p->ai->ai_addrlen) < 0) {
+        close(p->fd);
+        p->fd = -1;
+        return -1;
+    }
+    p->in.len = 0;
+    return 0;
+}
+
+static int send_all(int fd, const char *b, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads one response (Content-Length or chunked body, discarded); returns
+ * its status, or -1. Sets *close_after for "Connection: close". */
+static int http_response(struct pub *p, bool *close_after)
+{
+    char buf[8192];
+    size_t head = 0;
+    *close_after = false;
+    for (;;) {
+        char *e = p->in.len >= 4 ? memmem(p->in.p, p->in.len, "\r\n\r\n", 4) : NULL;
+        if (e) {
+            head = (size_t)(e - p->in.p) + 4;
+            break;
+        }
+        ssize_t r = recv(p->fd, buf, sizeof buf, 0);
+        if (r <= 0 || p->in.len > 65536)
+            return -1;
+        sbuf_append(&p->in, buf, (size_t)r);
+    }
+    int status = p->in.len > 12 ? atoi(p->in.p + 9) : -1;
+    uint64_t length = 0;
+    bool chunked = false;
+    for (const char *l = p->in.p; l && l < p->in.p + head;) {
+        const char *eol = memchr(l, '\n', head - (size_t)(l - p->in.p));
+        size_t len = (size_t)((eol ? eol : p->in.p + head) - l);
+        const char *v;
+        if (header_is(l, len, "content-length", &v))
+            length = strtoull(v, NULL, 10);
+        else if (header_is(l, len, "transfer-encoding", &v))
+            chunked = strncasecmp(v, "chunked", 7) == 0;
+        else if (header_is(l, len, "connection", &v))
+            *close_after = strncasecmp(v, "close", 5) == 0;
+        l = eol ? eol + 1 : NULL;
+    }
+    size_t have = p->in.len - head;
+    if (chunked) {
+        /* Publish answers are short: read until the last-chunk marker. */
+        while (!memmem(p->in.p + head, p->in.len - head, "0\r\n\r\n", 5)) {
+            ssize_t r = recv(p->fd, buf, sizeof buf, 0);
+            if (r <= 0 || p->in.len > 1 << 20)
+                return -1;
+            sbuf_append(&p->in, buf, (size_t)r);
+        }
+        p->in.len = 0;
+        return status;
+    }
+    while (have < length) {
+        ssize_t r = recv(p->fd, buf, sizeof buf, 0);
+        if (r <= 0)
+            return -1;
+        have += (size_t)r;
+    }
+    p->in.len = 0;
+    return status;
+}
+
+static int http_publish(struct pub *p, const char *path, const char *ctype, const char *body,
+                        size_t blen)
+{
+    char head[1024];
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (p->fd < 0 && http_connect(p) < 0)
+            continue;
+        int n = snprintf(head, sizeof head,
+                         "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n"
+                         "Content-Length: %zu\r\n\r\n",
+                         path, p->authority, ctype, blen);
+        bool close_after = false;
+        int st = -1;
+        if (send_all(p->fd, head, (size_t)n) == 0 && send_all(p->fd, body, blen) == 0)
+            st = http_response(p, &close_after);
+        if (st < 0 || close_after) {
+            close(p->fd);
+            p->fd = -1;
+        }
+        if (st >= 0)
+            return st;
+    }
+    return -1;
+}
+
+/* "<19-digit CLOCK_REALTIME ns> <seq> " padded with 'x' to the payload size. */
+static size_t make_payload(char *buf, size_t size, uint64_t seq)
+{
+    int n = snprintf(buf, size + 64, "%019" PRIu64 " %" PRIu64 " ", real_ns(), seq);
+    size_t len = (size_t)n < size ? size : (size_t)n;
+    if ((size_t)n < size)
+        memset(buf + n, 'x', size - (size_t)n);
+    buf[len] = '\0';
+    return len;
+}
+
+static void publish_one(struct pub *p, uint64_t n, char *payload, char *body, size_t body_cap)
+{
+    unsigned k = (unsigned)(n % p->subjects);
+    uint64_t seq = n / p->subjects;
+    size_t len = make_payload(payload, p->payload, seq);
+    int ok = 0;
+    if (p->kind == PUB_NATS) {
+        natsStatus st = natsConnection_Publish(p->nc, p->subjects_s[k], payload, (int)len);
+        ok = st == NATS_OK;
+        if (!ok && !p->error[0])
+            snprintf(p->error, sizeof p->error, "NATS publish: %s", natsStatus_GetText(st));
+    } else if (p->kind == PUB_HTTP) {
+        int st = http_publish(p, p->subjects_s[k], "text/plain", payload, len);
+        ok = st >= 200 && st < 300;
+        if (!ok && !p->error[0])
+            snprintf(p->error, sizeof p->error, "HTTP publish: status %d", st);
+    } else if (p->kind == PUB_PUSHPIN) {
+        /* Pushpin sends http-stream content verbatim: it is the SSE event.
+         * The payload holds only digits, spaces and 'x', so no escaping. */
+        int bl = snprintf(body, body_cap,
+                          "{\"items\":[{\"channel\":\"%s\",\"formats\":{\"http-stream\":"
+                          "{\"content\":\"id: %" PRIu64 "\\ndata: %s\\n\\n\"}}}]}",
+                          p->subjects_s[k], seq, payload);
+        int st = http_publish(p, "/publish/", "application/json", body, (size_t)bl);
+        ok = st >= 200 && st < 300;
+        if (!ok && !p->error[0])
+            snprintf(p->error, sizeof p->error, "Pushpin publish: status %d", st);
+    }
+    if (!ok)
+        p->errors++;
+}
+
+static void *pub_main(void *arg)
+{
+    struct pub *p = arg;
+    struct timespec c0, c1;
+    size_t body_cap = (size_t)p->payload + 512;
+    char *payload = must_realloc(NULL, (size_t)p->payload + 64);
+    char *body = must_realloc(NULL, body_cap);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+    uint64_t t0 = mono_ns(), n = 0;
+    double ns_per_msg = 1e9 / p->rate;
+    while (!atomic_load(&p->stop)) {
+        uint64_t now = mono_ns();
+        uint64_t due = (uint64_t)((double)(now - t0) / ns_per_msg) + 1;
+        if (due > n && due - n > p->max_behind)
+            p->max_behind = due - n;
+        while (n < due && !atomic_load(&p->stop)) {
+            publish_one(p, n++, payload, body, body_cap);
+            atomic_store(&p->published, n);
+        }
+        uint64_t next = t0 + (uint64_t)((double)n * ns_per_msg);
+        now = mono_ns();
+        if (next > now) {
+            uint64_t until = next - now > BENCH_PUB_SLEEP_MAX_NS ? now + BENCH_PUB_SLEEP_MAX_NS : next;
+            struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+        }
+    }
+    p->elapsed_s = (double)(mono_ns() - t0) / 1e9;
+    if (p->kind == PUB_NATS)
+        natsConnection_FlushTimeout(p->nc, 2000);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    p->cpu_s = ts_s(c1) - ts_s(c0);
+    free(payload);
+    free(body);
+    return NULL;
+}
+
+static int pub_setup(struct client *cl)
+{
+    struct pub *p = &cl->pub;
+    const struct opts *o = &cl->o;
+    p->kind = o->pub;
+    p->rate = o->rate;
+    p->payload = o->payload;
+    p->subjects = o->subjects;
+    p->fd = -1;
+    if (p->kind == PUB_NONE || p->rate <= 0)
+        return 0;
+    p->subjects_s = must_calloc(o->subjects, sizeof *p->subjects_s);
+    for (unsigned k = 0; k < o->subjects; k++) {
+        char b[BENCH_PATH_MAX];
+        render(b, sizeof b, o->subject_tmpl, k, k, 0);
+        p->subjects_s[k] = must_strndup(b, strlen(b));
+    }
+    if (p->kind == PUB_NATS) {
+        natsOptions *no = NULL;
+        natsStatus st = natsOptions_Create(&no);
+        if (st == NATS_OK)
+            st = natsOptions_SetURL(no, o->pub_url);
+        if (st == NATS_OK)
+            st = natsOptions_SetSendAsap(no, true);
+        if (st == NATS_OK)
+            st = natsConnection_Connect(&p->nc, no);
+        natsOptions_Destroy(no);
+        if (st != NATS_OK) {
+            fprintf(stderr, "sluice-bench: NATS %s: %s\n", o->pub_url, natsStatus_GetText(st));
+            return -1;
+        }
+        return 0;
+    }
+    /* http://HOST:PORT */
+    const char *u = o->pub_url;
+    if (strncmp(u, "http://", 7) != 0) {
+        fprintf(stderr, "sluice-bench: --pub-url must be http://HOST:PORT for HTTP publishing\n");
+        return -1;
+    }
+    u += 7;
+    const char *slash = strchr(u, '/');
+    size_t alen = slash ? (size_t)(slash - u) : strlen(u);
+    p->authority = must_strndup(u, alen);
+    char *colon = strrchr(p->authority, ':');
+    if (!colon) {
+        fprintf(stderr, "sluice-bench: --pub-url needs a port\n");
+        return -1;
+    }
+    *colon = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rv = getaddrinfo(p->authority, colon + 1, &hints, &p->ai);
+    *colon = ':';
+    if (rv != 0) {
+        fprintf(stderr, "sluice-bench: %s: %s\n", p->authority, gai_strerror(rv));
+        p->ai = NULL;
+        return -1;
+    }
+    if (http_connect(p) < 0) {
+        fprintf(stderr, "sluice-bench: publisher %s: %s\n", p->authority, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void pub_start(struct client *cl)
+{
+    struct pub *p = &cl->pub;
+    if (p->kind == PUB_NONE || p->rate <= 0)
+        return;
+    if (pthread_create(&p->thread, NULL, pub_main, p) != 0) {
+        fputs("sluice-bench: cannot start the publisher thread\n", stderr);
+        return;
+    }
+    p->started = true;
+}
+
+static void pub_stop(struct pub *p)
+{
+    if (!p->started)
+        return;
+    atomic_store(&p->stop, true);
+    pthread_join(p->thread, NULL);
+    p->started = false;
+}
+
+static void pub_dispose(struct pub *p)
+{
+    pub_stop(p);
+    if (p->nc)
+        natsConnection_Destroy(p->nc);
+    if (p->fd >= 0)
+        close(p->fd);
+    if (p->ai)
+        freeaddrinfo(p->ai);
+    for (unsigned k = 0; p->subjects_s && k < p->subjects; k++)
+        free(p->subjects_s[k]);
+    free(p->subjects_s);
+    free(p->authority);
+    sbuf_dispose(&p->in);
+}
+
+/* ---------------------------------------------------------------- phases */
+
+static void write_ready_file(struct client *cl)
+{
+    size_t n = strlen(cl->o.ready_file);
+    char *tmp = must_realloc(NULL, n + 5);
+    memcpy(tmp, cl->o.ready_file, n);
+    memcpy(tmp + n, ".tmp", 5);
+    /* Written aside and renamed, so a poller never reads a partial file. */
+    FILE *f = fopen(tmp, "w");
+    if (!f || fputs("ready\n", f) == EOF || fclose(f) != 0 || rename(tmp, cl->o.ready_file) != 0)
+        fprintf(stderr, "sluice-bench: %s: %s\n", cl->o.ready_file, strerror(errno));
+    free(tmp);
+}
+
+static void start_window(struct client *cl, uint64_t now)
+{
+    cl->phase = PHASE_WINDOW;
+    cl->window_ns = now;
+    cl->window_real_ns = real_ns();
+    cl->window_end_ns = now + (uint64_t)(cl->o.duration_s * 1e9);
+    cl->open_per_subject = must_calloc(cl->o.subjects, sizeof *cl->open_per_subject);
+    for (size_t i = 0; i < cl->nstreams; i++) {
+        const struct stream *s = &cl->streams[i];
+        if (s->active && s->status == 200)
+            cl->open_per_subject[s->subject]++;
+    }
+    sample_servers(cl, &cl->srv0);
+    getrusage(RUSAGE_SELF, &cl->ru0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cl->th0);
+    if (cl->o.ready_file)
+        write_ready_file(cl);
+    pub_start(cl);
+}
+
+static void end_window(struct client *cl, uint64_t now)
+{
+    pub_stop(&cl->pub);
+    uint64_t n = atomic_load(&cl->pub.published);
+    unsigned k = cl->o.subjects;
+    cl->expected = 0;
+    for (unsigned j = 0; j < k; j++)
+        cl->expected += (uint64_t)cl->open_per_subject[j] * (n / k + (j < n % k ? 1 : 0));
+    cl->phase = PHASE_DRAIN;
+    cl->drain_end_ns = mono_ns() + (uint64_t)(cl->o.drain_s * 1e9);
+    (void)now;
+}
+
+static void finish_run(struct client *cl)
+{
+    cl->phase = PHASE_DONE;
+    cl->done_ns = mono_ns();
+    sample_servers(cl, &cl->srv1);
+    getrusage(RUSAGE_SELF, &cl->ru1);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cl->th1);
+    ev_break(cl->loop, EVBREAK_ALL);
+}
+
+static void advance(struct client *cl, uint64_t now)
+{
+    switch (cl->phase) {
+    case PHASE_OPENING:
+        /* Streams refused at first are retried; the window waits for them
+         * while they keep opening, up to --open-timeout. */
+        if (cl->opened != cl->opened_seen) {
+            cl->opened_seen = cl->opened;
+            cl->progress_ns = now;
+        }
+        if (cl->opened == cl->nstreams ||
+            (cl->opened + cl->failed >= cl->nstreams &&
+             now - cl->progress_ns >= BENCH_OPEN_STALL_NS) ||
+            now - cl->start_ns >= (uint64_t)(cl->o.open_timeout_s * 1e9)) {
+            cl->open_ns = now;
+            cl->phase = PHASE_SETTLING;
+            sample_servers(cl, &cl->srv_open);
+            logv(cl, "%zu of %zu streams open after %.3f s", cl->opened, cl->nstreams,
+                 (double)(now - cl->start_ns) / 1e9);
+        }
+        break;
+    case PHASE_SETTLING:
+        if (now - cl->open_ns >= (uint64_t)(cl->o.settle_s * 1e9))
+            start_window(cl, now);
+        break;
+    case PHASE_WINDOW:
+        if (now >= cl->window_end_ns)
+            end_window(cl, now);
+        break;
+    case PHASE_DRAIN:
+        if (cl->events >= cl->expected || now >= cl->drain_end_ns)
+            finish_run(cl);
+        break;
+    case PHASE_DONE:
+        break;
+    }
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct client *cl = container_of(w, struct client, tick);
+    uint64_t now = mono_ns();
+    (void)loop;
+    (void)revents;
+    pump_connects(cl, now);
+    process_reopens(cl, now);
+    if (cl->phase == PHASE_WINDOW && cl->o.churn_rate > 0)
+        churn(cl);
+    advance(cl, now);
+}
+
+static void on_hard_limit(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct client *cl = container_of(w, struct client, hard);
+    (void)revents;
+    (void)loop;
+    cl->timed_out = true;
+    if (cl->phase < PHASE_WINDOW)
+        start_window(cl, mono_ns());
+    if (cl->phase < PHASE_DRAIN)
+        end_window(cl, mono_ns());
+    finish_run(cl);
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct client *cl = container_of(w, struct client, prepare);
+    (void)loop;
+    (void)revents;
+    /* A flush may take a connection down and requeue it; never another
+     * onto the list, so the list only shrinks here. */
+    while (cl->ndirty > 0) {
+        struct conn *c = cl->dirty[--cl->ndirty];
+        c->dirty = false;
+        if (c->state == CONN_OPEN)
+            flush_output(c);
+    }
+    if (cl->phase == PHASE_DRAIN && cl->events >= cl->expected)
+        finish_run(cl);
+}
+
+/* -------------------------------------------------------------- report */
+
+static void print_report(const struct client *cl)
+{
+    const struct opts *o = &cl->o;
+    double pub_s = cl->pub.elapsed_s > 0 ? cl->pub.elapsed_s : o->duration_s;
+    double measured_s = (double)(cl->done_ns - cl->window_ns) / 1e9;
+    uint64_t published = atomic_load(&cl->pub.published);
+    double cpu_user = tv_s(cl->ru1.ru_utime) - tv_s(cl->ru0.ru_utime);
+    double cpu_sys = tv_s(cl->ru1.ru_stime) - tv_s(cl->ru0.ru_stime);
+    double main_cpu = ts_s(cl->th1) - ts_s(cl->th0);
+    double main_share = measured_s > 0 ? main_cpu / measured_s : 0;
+    bool pub_behind = published > 0 && (double)published < 0.97 * o->rate * pub_s;
+
+    printf("{\"tool\":\"sluice-bench\"");
+    if (o->label) {
+        printf(",\"label\":\"");
+        for (const char *p = o->label; *p; p++)
+            if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+                putchar(*p);
+        putchar('"');
+    }
+    printf(",\"proto\":\"%s\",\"tls\":%s,\"connections\":%u,\"streams\":%zu,\"subjects\":%u",
+           o->proto == PROTO_H2 ? "h2" : "http/1.1", o->plain ? "false" : "true", o->connections,
+           cl->nstreams, o->subjects);
+    printf(",\"rate\":%.3f,\"payload\":%u,\"duration_s\":%.3f,\"churn_rate\":%.3f", o->rate,
+           o->payload, o->duration_s, o->churn_rate);
+    printf(",\"streams_open\":%zu,\"streams_failed\":%zu,\"open_s\":%.3f", cl->opened, cl->failed,
+           (double)(cl->open_ns - cl->start_ns) / 1e9);
+    printf(",\"status_counts\":{");
+    bool first = true;
+    for (unsigned st = 0; st < 600; st++) {
+        if (cl->status_counts[st]) {
+            printf("%s\"%u\":%zu", first ? "" : ",", st, cl->status_counts[st]);
+            first = false;
+        }
+    }
+    printf("}");
+    printf(",\"published\":%" PRIu64 ",\"pub_rate\":%.1f,\"pub_errors\":%" PRIu64
+           ",\"pub_max_behind\":%" PRIu64 ",\"pub_behind\":%s",
+           published, pub_s > 0 ? (double)published / pub_s : 0.0, cl->pub.errors,
+           cl->pub.max_behind, pub_behind ? "true" : "false");
+    if (cl->pub.error[0])
+        printf(",\"pub_error\":\"%s\"", cl->pub.error);
+    printf(",\"expected\":%" PRIu64 ",\"events\":%" PRIu64 ",\"delivered_ratio\":%.4f", cl->expected,
+           cl->events, cl->expected ? (double)cl->events / (double)cl->expected : 0.0);
+    printf(",\"measured_s\":%.3f,\"events_per_s\":%.1f,\"bytes\":%" PRIu64 ",\"bytes_per_s\":%.1f",
+           measured_s, pub_s > 0 ? (double)cl->events / pub_s : 0.0, cl->bytes,
+           pub_s > 0 ? (double)cl->bytes / pub_s : 0.0);
+    printf(",\"bytes_total\":%" PRIu64, cl->bytes_total);
+    printf(",\"comments\":%" PRIu64 ",\"events_without_ts\":%" PRIu64 ",\"gaps\":%" PRIu64
+           ",\"dups\":%" PRIu64,
+           cl->comments, cl->no_ts, cl->gaps, cl->dups);
+    printf(",\"churned\":%" PRIu64 ",\"reopened\":%" PRIu64 ",\"server_ended\":%" PRIu64
+           ",\"server_reset\":%" PRIu64 ",\"connections_lost\":%" PRIu64 ",\"connect_errors\":%" PRIu64,
+           cl->churned, cl->reopened, cl->server_ended, cl->server_reset, cl->conns_lost,
+           cl->connect_errors);
+    print_hist_ms("latency_ms", &cl->lat, o->hist);
+    print_hist_ms("ttfe_ms", &cl->ttfe, o->hist);
+    print_hist_ms("open_ms", &cl->open_lat, false);
+    printf(",\"client\":{\"cpu_s\":%.3f,\"user_s\":%.3f,\"sys_s\":%.3f,\"main_thread_cpu_s\":%.3f,"
+           "\"main_thread_share\":%.3f,\"pub_cpu_s\":%.3f,\"limited\":%s,\"maxrss_kb\":%ld}",
+           cpu_user + cpu_sys, cpu_user, cpu_sys, main_cpu, main_share, cl->pub.cpu_s,
+           main_share >= BENCH_CLIENT_LIMIT ? "true" : "false", cl->ru1.ru_maxrss);
+    /* Servers: summed per name over their pids. */
+    printf(",\"servers\":{");
+    const char *names[BENCH_NAMES_MAX];
+    unsigned nnames = 0;
+    for (unsigned i = 0; i < o->npids; i++) {
+        bool seen = false;
+        for (unsigned j = 0; j < nnames; j++)
+            seen = seen || strcmp(names[j], o->pids[i].name) == 0;
+        if (!seen && nnames < BENCH_NAMES_MAX)
+            names[nnames++] = o->pids[i].name;
+    }
+    for (unsigned j = 0; j < nnames; j++) {
+        double cpu = 0, sys = 0;
+        long rss_open = 0, rss0 = 0, rss1 = 0;
+        bool ok = true;
+        for (unsigned i = 0; i < o->npids; i++) {
+            if (strcmp(o->pids[i].name, names[j]) != 0)
+                continue;
+            ok = ok && cl->srv0.ok[i] && cl->srv1.ok[i];
+            cpu += cl->srv1.cpu_s[i] - cl->srv0.cpu_s[i];
+            sys += cl->srv1.sys_s[i] - cl->srv0.sys_s[i];
+            rss_open += cl->srv_open.rss_kb[i];
+            rss0 += cl->srv0.rss_kb[i];
+            rss1 += cl->srv1.rss_kb[i];
+        }
+        printf("%s\"%s\":{\"ok\":%s,\"cpu_s\":%.3f,\"sys_s\":%.3f,\"cpu_share\":%.3f,"
+               "\"cpu_s_per_M_events\":",
+               j ? "," : "", names[j], ok ? "true" : "false", cpu, sys,
+               measured_s > 0 ? cpu / measured_s : 0.0);
+        if (cl->events > 0)
+            printf("%.3f", cpu / (double)cl->events * 1e6);
+        else
+            printf("null");
+        printf(",\"rss_kb_open\":%ld,\"rss_kb_window\":%ld,\"rss_kb_end\":%ld}", rss_open, rss0, rss1);
+    }
+    printf("}");
+    printf(",\"timed_out\":%s,\"ok\":%s}\n", cl->timed_out ? "true" : "false",
+           cl->opened == cl->nstreams ? "true" : "false");
+    fflush(stdout);
+}
+
+/* ------------------------------------------------------------- options */
+
+static const char usage_text[] =
+    "usage: sluice-bench --connect HOST:PORT [options]\n"
+    "target\n"
+    "  --connect HOST:PORT     server; also the :authority / Host\n"
+    "  --proto h2|h1           TLS h2 with S streams per connection (default), or\n"
+    "                          HTTP/1.1 with one stream per connection\n"
+    "  --plain                 cleartext (HTTP/1.1 only)\n"
+    "  --cacert FILE | --insecure   --servername NAME\n"
+    "  --connections C         connections (default 1)\n"
+    "  --streams S             streams per connection (h2; default 1)\n"
+    "  --path TEMPLATE         request path; {s} subject index, {i} stream index,\n"
+    "                          {c} connection index (default /events/bench.{s})\n"
+    "  --subjects K            stream i listens on subject i mod K (default 1)\n"
+    "  --header 'name: value'  extra request header (repeatable)\n"
+    "  --window-size BYTES     h2 stream window (default 262144)\n"
+    "  --connect-inflight N    handshakes under way at once (default 128)\n"
+    "publisher\n"
+    "  --pub nats|http|pushpin|none  (default none)\n"
+    "  --pub-url URL           nats://HOST:PORT, or http://HOST:PORT\n"
+    "  --subject TEMPLATE      NATS subject, HTTP path or Pushpin channel of\n"
+    "                          subject {s} (default bench.{s})\n"
+    "  --rate R                messages per second, round robin over subjects\n"
+    "                          (0: nothing is published; streams are held idle)\n"
+    "  --payload BYTES         message size, at least 40 (default 100)\n"
+    "run\n"
+    "  --duration S            publishing window (default 10)\n"
+    "  --open-timeout S        streams must open within this (default 30)\n"
+    "  --settle S              pause between open and publish (default 0.25)\n"
+    "  --drain S               wait for in-flight events after the window (default 2)\n"
+    "  --churn R               streams closed and reopened per second\n"
+    "  --reopen-ms N           delay before reopening a stream the server ended\n"
+    "                          (default 100)\n"
+    "  --no-resume             reopen without Last-Event-ID\n"
+    "  --server-pid NAME=PID   sample CPU and RSS of PID (repeatable; summed per NAME)\n"
+    "  --ready-file FILE       written when the window starts (all streams open)\n"
+    "  --label TEXT            copied into the report\n"
+    "  --hist                  include raw histogram buckets (for merging runs)\n"
+    "  --verbose\n"
+    "Prints one JSON line. Exit 0 when every stream opened, 1 otherwise, 2 on\n"
+    "usage or setup errors.\n";
+
+static bool parse_num(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)s[0]))
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_real(const char *s, double max, double *out)
+{
+    char *end;
+    if (!s || !(isdigit((unsigned char)s[0]) || s[0] == '.'))
+        return false;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || v < 0 || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int add_header(struct opts *o, const char *arg)
+{
+    const char *colon = strchr(arg, ':');
+    if (!colon || colon == arg || o->nheaders == BENCH_HEADERS_MAX)
+        return -1;
+    size_t nlen = (size_t)(colon - arg);
+    char *name = must_strndup(arg, nlen);
+    for (size_t i = 0; i < nlen; i++)
+        name[i] = (char)tolower((unsigned char)name[i]);
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    o->headers[o->nheaders++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)must_strndup(v, strlen(v)),
+                                             nlen, strlen(v), NGHTTP2_NV_FLAG_NONE};
+    return 0;
+}
+
+static int add_pid(struct opts *o, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    unsigned long long pid;
+    if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof o->pids[0].name ||
+        o->npids == BENCH_PIDS_MAX || !parse_num(eq + 1, INT32_MAX, &pid))
+        return -1;
+    memcpy(o->pids[o->npids].name, arg, (size_t)(eq - arg));
+    o->pids[o->npids].name[eq - arg] = '\0';
+    o->pids[o->npids++].pid = (int)pid;
+    return 0;
+}
+
+static int split_host_port(struct opts *o, const char *arg)
+{
+    const char *host = arg, *port;
+    size_t hlen;
+    if (arg[0] == '[') {
+        const char *close_br = strchr(arg, ']');
+        if (!close_br || close_br[1] != ':')
+            return -1;
+        host = arg + 1;
+        hlen = (size_t)(close_br - host);
+        port = close_br + 2;
+    } else {
+        const char *colon = strrchr(arg, ':');
+        if (!colon)
+            return -1;
+        hlen = (size_t)(colon - arg);
+        port = colon + 1;
+    }
+    if (hlen == 0 || port[0] == '\0')
+        return -1;
+    o->host = must_strndup(host, hlen);
+    o->port = must_strndup(port, strlen(port));
+    o->authority = arg;
+    return 0;
+}
+
+enum {
+    OPT_CONNECT = 256, OPT_PROTO, OPT_PLAIN, OPT_CACERT, OPT_INSECURE, OPT_SERVERNAME,
+    OPT_CONNECTIONS, OPT_STREAMS, OPT_PATH, OPT_SUBJECTS, OPT_HEADER, OPT_WINDOW_SIZE,
+    OPT_CONNECT_INFLIGHT, OPT_PUB, OPT_PUB_URL, OPT_SUBJECT, OPT_RATE, OPT_PAYLOAD, OPT_DURATION,
+    OPT_OPEN_TIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_CHURN, OPT_REOPEN_MS, OPT_NO_RESUME,
+    OPT_SERVER_PID, OPT_READY_FILE, OPT_LABEL, OPT_HIST, OPT_VERBOSE, OPT_HELP,
+};
+
+static int parse_options(struct opts *o, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"connect", required_argument, NULL, OPT_CONNECT},
+        {"proto", required_argument, NULL, OPT_PROTO},
+        {"plain", no_argument, NULL, OPT_PLAIN},
+        {"cacert", required_argument, NULL, OPT_CACERT},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"servername", required_argument, NULL, OPT_SERVERNAME},
+        {"connections", required_argument, NULL, OPT_CONNECTIONS},
+        {"streams", required_argument, NULL, OPT_STREAMS},
+        {"path", required_argument, NULL, OPT_PATH},
+        {"subjects", required_argument, NULL, OPT_SUBJECTS},
+        {"header", required_argument, NULL, OPT_HEADER},
+        {"window-size", required_argument, NULL, OPT_WINDOW_SIZE},
+        {"connect-inflight", required_argument, NULL, OPT_CONNECT_INFLIGHT},
+        {"pub", required_argument, NULL, OPT_PUB},
+        {"pub-url", required_argument, NULL, OPT_PUB_URL},
+        {"subject", required_argument, NULL, OPT_SUBJECT},
+        {"rate", required_argument, NULL, OPT_RATE},
+        {"payload", required_argument, NULL, OPT_PAYLOAD},
+        {"duration", required_argument, NULL, OPT_DURATION},
+        {"open-timeout", required_argument, NULL, OPT_OPEN_TIMEOUT},
+        {"settle", required_argument, NULL, OPT_SETTLE},
+        {"drain", required_argument, NULL, OPT_DRAIN},
+        {"churn", required_argument, NULL, OPT_CHURN},
+        {"reopen-ms", required_argument, NULL, OPT_REOPEN_MS},
+        {"no-resume", no_argument, NULL, OPT_NO_RESUME},
+        {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+        {"ready-file", required_argument, NULL, OPT_READY_FILE},
+        {"label", required_argument, NULL, OPT_LABEL},
+        {"hist", no_argument, NULL, OPT_HIST},
+        {"verbose", no_argument, NULL, OPT_VERBOSE},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    unsigned long long v = 0;
+    double reopen_ms = 100;
+    int ch;
+    o->connections = o->streams = o->subjects = 1;
+    o->path_tmpl = "/events/bench.{s}";
+    o->subject_tmpl = "bench.{s}";
+    o->window_size = 262144;
+    o->connect_inflight = 128;
+    o->duration_s = 10;
+    o->open_timeout_s = 30;
+    o->settle_s = 0.25;
+    o->drain_s = 2;
+    o->payload = 100;
+    o->resume = true;
+    o->pub_url = "nats://127.0.0.1:4222";
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        bool bad = false;
+        switch (ch) {
+        case OPT_CONNECT: bad = o->host || split_host_port(o, optarg) < 0; break;
+        case OPT_PROTO:
+            bad = strcmp(optarg, "h2") != 0 && strcmp(optarg, "h1") != 0;
+            o->proto = strcmp(optarg, "h1") == 0 ? PROTO_H1 : PROTO_H2;
+            break;
+        case OPT_PLAIN: o->plain = true; break;
+        case OPT_CACERT: o->cacert = optarg; break;
+        case OPT_INSECURE: o->insecure = true; break;
+        case OPT_SERVERNAME: o->servername = optarg; break;
+        case OPT_CONNECTIONS:
+            bad = !parse_num(optarg, 1000000, &v) || v == 0;
+            o->connections = (unsigned)v;
+            break;
+        case OPT_STREAMS:
+            bad = !parse_num(optarg, 1000000, &v) || v == 0;
+            o->streams = (unsigned)v;
+            break;
+        case OPT_PATH: o->path_tmpl = optarg; break;
+        case OPT_SUBJECTS:
+            bad = !parse_num(optarg, 10000000, &v) || v == 0;
+            o->subjects = (unsigned)v;
+            break;
+        case OPT_HEADER: bad = add_header(o, optarg) < 0; break;
+        case OPT_WINDOW_SIZE:
+            bad = !parse_num(optarg, NGHTTP2_MAX_WINDOW_SIZE, &v);
+            o->window_size = (uint32_t)v;
+            break;
+        case OPT_CONNECT_INFLIGHT:
+            bad = !parse_num(optarg, 100000, &v) || v == 0;
+            o->connect_inflight = (unsigned)v;
+            break;
+        case OPT_PUB:
+            if (strcmp(optarg, "nats") == 0)
+                o->pub = PUB_NATS;
+            else if (strcmp(optarg, "http") == 0)
+                o->pub = PUB_HTTP;
+            else if (strcmp(optarg, "pushpin") == 0)
+                o->pub = PUB_PUSHPIN;
+            else if (strcmp(optarg, "none") == 0)
+                o->pub = PUB_NONE;
+            else
+                bad = true;
+            break;
+        case OPT_PUB_URL: o->pub_url = optarg; break;
+        case OPT_SUBJECT: o->subject_tmpl = optarg; break;
+        case OPT_RATE: bad = !parse_real(optarg, 1e8, &o->rate); break;
+        case OPT_PAYLOAD:
+            bad = !parse_num(optarg, 1 << 20, &v) || v < 40;
+            o->payload = (unsigned)v;
+            break;
+        case OPT_DURATION: bad = !parse_real(optarg, 86400, &o->duration_s); break;
+        case OPT_OPEN_TIMEOUT: bad = !parse_real(optarg, 86400, &o->open_timeout_s); break;
+        case OPT_SETTLE: bad = !parse_real(optarg, 3600, &o->settle_s); break;
+        case OPT_DRAIN: bad = !parse_real(optarg, 3600, &o->drain_s); break;
+        case OPT_CHURN: bad = !parse_real(optarg, 1e6, &o->churn_rate); break;
+        case OPT_REOPEN_MS: bad = !parse_real(optarg, 600000, &reopen_ms); break;
+        case OPT_NO_RESUME: o->resume = false; break;
+        case OPT_SERVER_PID: bad = add_pid(o, optarg) < 0; break;
+        case OPT_READY_FILE: o->ready_file = optarg; break;
+        case OPT_LABEL: o->label = optarg; break;
+        case OPT_HIST: o->hist = true; break;
+        case OPT_VERBOSE: o->verbose = true; break;
+        case OPT_HELP: fputs(usage_text, stdout); return 1;
+        default: bad = true; break;
+        }
+        if (bad) {
+            if (ch >= OPT_CONNECT && ch < OPT_HELP)
+                fprintf(stderr, "sluice-bench: bad value for --%s: %s\n",
+                        longopts[ch - OPT_CONNECT].name, optarg ? optarg : "");
+            fputs(usage_text, stderr);
+            return -1;
+        }
+    }
+    o->reopen_s = reopen_ms / 1e3;
+    const char *err = NULL;
+    if (optind < argc)
+        err = "unexpected argument";
+    else if (!o->host)
+        err = "--connect is required";
+    else if (o->proto == PROTO_H1 && o->streams != 1)
+        err = "HTTP/1.1 carries one stream per connection: --streams 1";
+    else if (o->proto == PROTO_H2 && o->plain)
+        err = "--plain is for HTTP/1.1 (h2 here is TLS only)";
+    else if ((uint64_t)o->connections * o->streams > 10000000)
+        err = "too many streams";
+    if (err) {
+        fprintf(stderr, "sluice-bench: %s\n%s", err, usage_text);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int setup_tls(struct client *cl)
+{
+    if (cl->o.plain)
+        return 0;
+    cl->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (!cl->ssl_ctx)
+        goto fail;
+    SSL_CTX_set_min_proto_version(cl->ssl_ctx, TLS1_2_VERSION);
+    const char *alpn = cl->o.proto == PROTO_H2 ? "\x02h2" : "\x08http/1.1";
+    if (SSL_CTX_set_alpn_protos(cl->ssl_ctx, (const unsigned char *)alpn,
+                                (unsigned)strlen(alpn)) != 0)
+        goto fail;
+    if (cl->o.insecure) {
+        SSL_CTX_set_verify(cl->ssl_ctx, SSL_VERIFY_NONE, NULL);
+        return 0;
+    }
+    SSL_CTX_set_verify(cl->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    if (cl->o.cacert ? SSL_CTX_load_verify_locations(cl->ssl_ctx, cl->o.cacert, NULL) != 1
+                     : SSL_CTX_set_default_verify_paths(cl->ssl_ctx) != 1) {
+        fprintf(stderr, "sluice-bench: %s: %s\n", cl->o.cacert ? cl->o.cacert : "CA paths",
+                tls_error());
+        return -1;
+    }
+    return 0;
+fail:
+    fprintf(stderr, "sluice-bench: TLS setup: %s\n", tls_error());
+    return -1;
+}
+
+static int setup(struct client *cl)
+{
+    struct opts *o = &cl->o;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rv = getaddrinfo(o->host, o->port, &hints, &cl->addr);
+    if (rv != 0) {
+        fprintf(stderr, "sluice-bench: %s:%s: %s\n", o->host, o->port, gai_strerror(rv));
+        cl->addr = NULL;
+        return -1;
+    }
+    /* Thousands of connections: take the hard fd limit. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && o->connections + 64 > rl.rlim_cur) {
+        fprintf(stderr, "sluice-bench: %u connections need more than the %llu open files allowed;"
+                        " split across processes\n",
+                o->connections, (unsigned long long)rl.rlim_cur);
+        return -1;
+    }
+    if (setup_tls(cl) < 0 || pub_setup(cl) < 0)
+        return -1;
+
+    cl->nstreams = (size_t)o->connections * o->streams;
+    cl->streams = must_calloc(cl->nstreams, sizeof *cl->streams);
+    cl->conns = must_calloc(o->connections, sizeof *cl->conns);
+    cl->dirty = must_calloc(o->connections, sizeof *cl->dirty);
+    queue_init(&cl->connect_q, o->connections);
+    queue_init(&cl->reopen_q, cl->nstreams);
+
+    nghttp2_session_callbacks_new(&cl->callbacks);
+    nghttp2_session_callbacks_set_on_header_callback(cl->callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cl->callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cl->callbacks, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cl->callbacks, on_stream_close);
+
+    cl->loop = ev_default_loop(EVFLAG_AUTO);
+    if (!cl->loop) {
+        fputs("sluice-bench: cannot start libev\n", stderr);
+        return -1;
+    }
+    cl->start_ns = mono_ns();
+    for (unsigned i = 0; i < o->connections; i++) {
+        struct conn *c = &cl->conns[i];
+        c->client = cl;
+        c->no = i;
+        c->fd = -1;
+        c->nstreams = o->streams;
+        c->streams = &cl->streams[(size_t)i * o->streams];
+        for (unsigned j = 0; j < o->streams; j++) {
+            struct stream *s = &c->streams[j];
+            s->conn = c;
+            s->idx = (uint32_t)((size_t)i * o->streams + j);
+            s->subject = s->idx % o->subjects;
+        }
+        enqueue_connect(c, 0);
+    }
+    double hard_s = o->open_timeout_s + o->settle_s + o->duration_s + o->drain_s + 5;
+    ev_timer_init(&cl->tick, on_tick, BENCH_TICK_S, BENCH_TICK_S);
+    ev_timer_start(cl->loop, &cl->tick);
+    ev_timer_init(&cl->hard, on_hard_limit, hard_s, 0.);
+    ev_timer_start(cl->loop, &cl->hard);
+    ev_prepare_init(&cl->prepare, on_prepare);
+    ev_prepare_start(cl->loop, &cl->prepare);
+    pump_connects(cl, cl->start_ns);
+    return 0;
+}
+
+/* Closes what is open: a GOAWAY where one can be sent at once, no wait. */
+static void teardown(struct client *cl)
+{
+    for (unsigned i = 0; cl->conns && i < cl->o.connections; i++) {
+        struct conn *c = &cl->conns[i];
+        if (c->state == CONN_OPEN && c->session) {
+            nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
+            fill_h2_output(c);
+            if (c->state == CONN_OPEN)
+                conn_send(c);
+        }
+        conn_close(c);
+    }
+}
+
+static void dispose(struct client *cl)
+{
+    struct opts *o = &cl->o;
+    teardown(cl);
+    pub_dispose(&cl->pub);
+    for (size_t i = 0; cl->streams && i < cl->nstreams; i++) {
+        struct stream *s = &cl->streams[i];
+        sbuf_dispose(&s->line);
+        sbuf_dispose(&s->data);
+        sbuf_dispose(&s->id_buf);
+        sbuf_dispose(&s->last_id);
+    }
+    for (unsigned i = 0; cl->conns && i < o->connections; i++) {
+        sbuf_dispose(&cl->conns[i].out);
+        sbuf_dispose(&cl->conns[i].head);
+    }
+    free(cl->streams);
+    free(cl->conns);
+    free(cl->dirty);
+    free(cl->open_per_subject);
+    queue_dispose(&cl->connect_q);
+    queue_dispose(&cl->reopen_q);
+    if (cl->loop)
+        ev_loop_destroy(cl->loop);
+    if (cl->callbacks)
+        nghttp2_session_callbacks_del(cl->callbacks);
+    SSL_CTX_free(cl->ssl_ctx);
+    if (cl->addr)
+        freeaddrinfo(cl->addr);
+    for (size_t i = 0; i < o->nheaders; i++) {
+        free(o->headers[i].name);
+        free(o->headers[i].value);
+    }
+    free(o->host);
+    free(o->port);
+}
+
+int main(int argc, char **argv)
+{
+    static struct client cl; /* large (histograms): not on the stack */
+    int rc = parse_options(&cl.o, argc, argv);
+    if (rc != 0) {
+        dispose(&cl);
+        return rc > 0 ? 0 : 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (setup(&cl) < 0) {
+        bool nats_used = cl.pub.nc != NULL;
+        dispose(&cl);
+        if (nats_used)
+            nats_Close();
+        return 2;
+    }
+    ev_run(cl.loop, 0);
+    if (cl.fatal) {
+        rc = 2;
+    } else {
+        print_report(&cl);
+        rc = cl.opened == cl.nstreams ? 0 : 1;
+    }
+    bool nats_used = cl.pub.nc != NULL;
+    dispose(&cl);
+    if (nats_used)
+        nats_Close();
+    return rc;
+}
