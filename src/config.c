@@ -65,6 +65,7 @@ static const struct key keys[] = {
     INT("cors-credentials", cors_credentials, 0, 1),
     INT("workers", workers, 0, 64),
     INT("max-streams", max_streams, 1, 1 << 20),
+    INT("max-subjects", max_subjects, 1, 64),
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
     INT("retry-ms", retry_ms, 100, 3600000),
     INT("retry-jitter-pct", retry_jitter_pct, 0, 100),
@@ -94,6 +95,7 @@ static const char USAGE[] =
     "  --drain-ms N             SIGTERM ends streams spread over this window (default 30000)\n"
     "  --workers N              worker threads, 0 = one per core (default 0)\n"
     "  --max-streams N          concurrent streams per connection (default 4096)\n"
+    "  --max-subjects N         subjects per stream or poll, 1-64 (default 16)\n"
     "  --heartbeat-ms N         idle heartbeat comment interval (default 15000)\n"
     "  --retry-ms N             retry: hint sent first on each stream (default 3000)\n"
     "  --retry-jitter-pct N     +- jitter on the retry hint, per stream (default 20)\n"
@@ -168,6 +170,7 @@ void config_init(struct config *c)
     c->auth_cookie = mem_strdup("sluice_token");
     c->cors_origins = mem_strdup("");
     c->max_streams = 4096;
+    c->max_subjects = 16;
     c->heartbeat_ms = 15000;
     c->retry_ms = 3000;
     c->retry_jitter_pct = 20;

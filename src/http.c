@@ -88,7 +88,7 @@ static bool add_subject(struct http_route *r, const char *raw, size_t n, bool wi
         }
     }
     if (r->nsubjects == HTTP_MAX_SUBJECTS) {
-        fail(r, 400, "too many subjects (at most 16 per stream)");
+        fail(r, 400, "too many subjects (at most 64 per stream)");
         free(s);
         return false;
     }

@@ -259,6 +259,10 @@ int session_admit(struct session_req *r, const struct session_env *env,
         *text = "origin not allowed";
         return 403;
     }
+    if (route->nsubjects > (size_t)env->cfg->max_subjects) {
+        *text = "too many subjects for one stream (max-subjects)";
+        return 400;
+    }
     if (!auth_required(env->auth))
         return 0; /* no grant to keep: nothing expires */
     char token[AUTH_TOKEN_MAX + 1];

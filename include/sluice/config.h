@@ -21,6 +21,7 @@ struct config {
     char *nats_url;
     int workers;         /* threads; 0 means one per core */
     int max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+    int max_subjects;    /* subjects per stream or poll */
     int heartbeat_ms;    /* idle comment interval */
     int retry_ms;        /* `retry:` hint */
     int retry_jitter_pct;/* +- percent applied per stream */

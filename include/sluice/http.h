@@ -18,7 +18,8 @@
 
 #include <stddef.h>
 
-#define HTTP_MAX_SUBJECTS 16
+/* The hard ceiling; config max-subjects (default 16) is the limit in force. */
+#define HTTP_MAX_SUBJECTS 64
 #define HTTP_PATH_MAX 4096
 
 enum http_kind {

@@ -102,8 +102,8 @@ void session_req_ensure_id(struct session_req *r);
 bool session_preflight(const struct session_req *r, const struct session_env *env, bool secure,
                        int *status);
 /*
- * CORS and authorization for a routed request. 0 to serve it; otherwise
- * the status to answer (401, 403) with *text, and for a 401 the
+ * CORS, max-subjects and authorization for a routed request. 0 to serve
+ * it; otherwise the status to answer (400, 401, 403) with *text, and for a 401 the
  * www-authenticate value in www. Keeps the grant in r for its expiry.
  */
 int session_admit(struct session_req *r, const struct session_env *env,

@@ -129,6 +129,8 @@ def test():
             for path in ("/events/a..b", "/events/a%20b", "/events/a.%3E.b"):
                 check_status(gw, path, 400)
             check_status(gw, "/nope", 404)
+            # max-subjects (default 16): one more than allowed is refused.
+            check_status(gw, "/events?" + "&".join("subject=many.s%d" % i for i in range(17)), 400)
             check_status(gw, "/events/a", 405, method="POST")
 
             with h.CurlStream(gw, "/events/good.body", max_time=20,
