@@ -9,7 +9,9 @@
  *
  * Output is bounded by out_max: the send callbacks answer
  * NGHTTP2_ERR_WOULDBLOCK when the connection's buffer is full, and nghttp2
- * keeps the frame for the next h2_fill(). Waking a deferred stream never
+ * keeps the frame for the next h2_fill(). A DATA frame is sized (by
+ * stream_pending(), in on_read_events) before it may be written, so the
+ * bytes it promised survive a slow-consumer cut until they are copied. Waking a deferred stream never
  * sends anything by itself; it marks the connection dirty and the
  * worker's pre-sleep flush does the writing, once per loop iteration.
  */
