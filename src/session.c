@@ -318,7 +318,9 @@ void session_open_stream(struct session_req *r, const struct session_env *env,
     int64_t expires = r->grant ? auth_grant_expires(r->grant) : 0;
     if (expires > 0) {
         /* The token's wall-clock end, on the streams' monotonic clock. */
-        int64_t left_ms = (expires - (int64_t)time(NULL)) * 1000;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t left_ms = expires * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
         p.expires_ms = stream_now_ms() + (left_ms > 0 ? left_ms : 0);
         p.expire_end = STREAM_END_TOKEN_EXPIRED;
     }

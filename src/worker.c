@@ -278,8 +278,13 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     ev_async_start(w->loop, &w->stop_async);
     ev_prepare_init(&w->flush, on_flush);
     ev_prepare_start(w->loop, &w->flush);
-    /* A tenth of the interval: heartbeats go out at most 10% late. */
+    /*
+     * A tenth of the heartbeat, and at most 250 ms: heartbeats go out at
+     * most 10% late, token expiries and poll timeouts within a quarter second.
+     */
     double tick = cfg->heartbeat_ms / 10000.0;
+    if (tick > 0.25)
+        tick = 0.25;
     ev_timer_init(&w->tick, on_tick, tick, tick);
     ev_timer_start(w->loop, &w->tick);
     ev_timer_init(&w->lag_timer, on_lag, LAG_INTERVAL, 0);
