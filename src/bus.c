@@ -49,6 +49,7 @@ struct bus_sub {
     natsSubscription *ns;
     struct list node;   /* bus->all; under bus->lock */
     struct list confirm_node; /* bus->unconfirmed or the flusher's batch; under bus->lock */
+    struct list idle_node;    /* bus->idle while nobody watches; under bus->lock */
     bool confirmed;     /* under lock */
     uint64_t id;
     char *pattern;
@@ -65,6 +66,7 @@ struct bus {
     struct map *subs; /* pattern -> bus_sub; under lock */
     struct list all;  /* bus_sub.node; under lock */
     struct list unconfirmed; /* bus_sub.confirm_node; under lock */
+    struct list idle;        /* bus_sub.idle_node, oldest first; under lock */
     pthread_cond_t wake_flusher;
     pthread_t flusher;
     bool flusher_running;
@@ -131,6 +133,7 @@ static void drop_sub(struct bus *bus, struct bus_sub *bs)
     map_del(bus->subs, bs->pattern, strlen(bs->pattern));
     list_remove(&bs->node);
     list_remove(&bs->confirm_node);
+    list_remove(&bs->idle_node);
     log_debug("nats: unsubscribed from %s", bs->pattern);
     /* bs may be freed by on_sub_complete on a cnats thread as soon as this returns. */
     natsSubscription *ns = bs->ns;
@@ -231,6 +234,7 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     bus->subs = map_new();
     list_init(&bus->all);
     list_init(&bus->unconfirmed);
+    list_init(&bus->idle);
     pthread_cond_init(&bus->wake_flusher, NULL);
     bus->p = *p;
     bus->budget.max = p->history_total_bytes;
@@ -322,6 +326,7 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         bs->id = ++bus->next_id;
         bs->pattern = mem_strdup(pattern);
         list_init(&bs->confirm_node);
+        list_init(&bs->idle_node);
         pthread_mutex_init(&bs->lock, NULL);
         /*
          * A fresh number for the floor: the last id of an earlier, lapsed
@@ -355,8 +360,8 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         log_debug("nats: subscribed to %s (sub %llu)", pattern, (unsigned long long)bs->id);
     }
     pthread_mutex_lock(&bs->lock);
-    if (bs->counts[worker]++ == 0)
-        bs->interested++;
+    if (bs->counts[worker]++ == 0 && bs->interested++ == 0)
+        list_remove(&bs->idle_node); /* watched again: no longer lingering */
     *confirmed = bs->confirmed;
     pthread_mutex_unlock(&bs->lock);
     *sub_id = bs->id;
@@ -372,8 +377,10 @@ void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern)
     if (bs) {
         pthread_mutex_lock(&bs->lock);
         bool idle = bs->counts[worker] > 0 && --bs->counts[worker] == 0 && --bs->interested == 0;
-        if (idle)
+        if (idle) {
             bs->idle_since_ms = now_ms();
+            list_insert_tail(&bus->idle, &bs->idle_node);
+        }
         pthread_mutex_unlock(&bs->lock);
         if (idle && bus->p.keep_ms <= 0)
             drop_sub(bus, bs);
@@ -402,14 +409,15 @@ void bus_sweep(struct bus *bus)
 {
     int64_t now = now_ms();
     pthread_mutex_lock(&bus->lock);
-    for (struct list *n = bus->all.next, *next; n != &bus->all; n = next) {
-        next = n->next;
-        struct bus_sub *bs = container_of(n, struct bus_sub, node);
+    /* Lingering subscriptions are kept in the order they lapsed: stop at the first still young. */
+    while (!list_empty(&bus->idle)) {
+        struct bus_sub *bs = container_of(bus->idle.next, struct bus_sub, idle_node);
         pthread_mutex_lock(&bs->lock);
-        bool expired = bs->interested == 0 && now - bs->idle_since_ms >= bus->p.keep_ms;
+        bool expired = now - bs->idle_since_ms >= bus->p.keep_ms;
         pthread_mutex_unlock(&bs->lock);
-        if (expired)
-            drop_sub(bus, bs);
+        if (!expired)
+            break;
+        drop_sub(bus, bs);
     }
     pthread_mutex_unlock(&bus->lock);
 }
