@@ -334,7 +334,7 @@ static int handle_request(struct h2 *h2, struct req *r)
 /* Token bucket: stream-rate per second, bursting up to the same number. */
 static bool take_stream_token(struct h2 *h2)
 {
-    double rate = h2->io.env->cfg->stream_rate, now = session_now();
+    double rate = h2->io.env->cfg->stream_rate, now = stream_now_s();
     h2->tokens += (now - h2->tokens_at) * rate;
     if (h2->tokens > rate)
         h2->tokens = rate;
@@ -483,7 +483,7 @@ struct h2 *h2_new(const struct session_io *io)
     struct h2 *h2 = mem_calloc(1, sizeof(*h2));
     h2->io = *io;
     h2->tokens = env->cfg->stream_rate;
-    h2->tokens_at = session_now();
+    h2->tokens_at = stream_now_s();
     h2->budget.max = env->cfg->conn_queue_bytes;
     list_init(&h2->reqs);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "sluice/mem.h"
+#include "sluice/sse.h"
 #include "sluice/subject.h"
 
 static const char EVENTS[] = "/events";
@@ -130,8 +131,7 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
         } else if (klen == 5 && memcmp(key, "event", 5) == 0 && r->kind == HTTP_PUBLISH) {
             char *name = mem_strndup(v, vlen);
             long len = http_percent_decode(name, vlen);
-            if (len <= 0 || len > 128 || memchr(name, '\0', (size_t)len) ||
-                memchr(name, '\r', (size_t)len) || memchr(name, '\n', (size_t)len)) {
+            if (len <= 0 || !sse_event_name_valid(name, (size_t)len)) {
                 free(name);
                 fail(r, 400, "invalid event name: 1 to 128 bytes, no line breaks");
                 return false;

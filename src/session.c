@@ -29,17 +29,10 @@
 #define LAST_EVENT_ID_MAX 1024
 #define REQUEST_ID_MAX 128
 
-double session_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 void session_req_init(struct session_req *r)
 {
     memset(r, 0, sizeof(*r));
-    r->started = session_now();
+    r->started = stream_now_s();
     buf_init(&r->body);
 }
 
@@ -71,7 +64,7 @@ static void log_access(const struct session_req *r, const char *protocol, const 
         .method = r->method,
         .path = path,
         .status = r->status,
-        .duration_s = session_now() - r->started,
+        .duration_s = stream_now_s() - r->started,
         .bytes = r->body_bytes,
         .reason = "complete",
     };
@@ -177,7 +170,7 @@ void session_req_ensure_id(struct session_req *r)
     if (r->request_id)
         return;
     if (!state)
-        state = (uint64_t)(session_now() * 1e9) ^ (uint64_t)(uintptr_t)&state ^ 0x2545f4914f6cdd1dULL;
+        state = (uint64_t)(stream_now_s() * 1e9) ^ (uint64_t)(uintptr_t)&state ^ 0x2545f4914f6cdd1dULL;
     state ^= state << 13;
     state ^= state >> 7;
     state ^= state << 17;
@@ -223,6 +216,17 @@ size_t session_cors(const struct session_req *r, const struct session_env *env, 
     return cors_headers(env->cors, kind, r->origin, strlen(r->origin), out);
 }
 
+/* Copies tok (n bytes) into out, NUL-terminated; 0 or ERR_LIMIT. */
+static int copy_token(const char *tok, size_t n, char *out, size_t outsz, size_t *len)
+{
+    if (n >= outsz)
+        return ERR_LIMIT;
+    memcpy(out, tok, n);
+    out[n] = '\0';
+    *len = n;
+    return 0;
+}
+
 /* The token, from Authorization: Bearer, the cookie, or ?access_token=, in that order. */
 static int find_token(const struct session_req *r, const struct session_env *env, char *out,
                       size_t outsz, size_t *len)
@@ -230,23 +234,11 @@ static int find_token(const struct session_req *r, const struct session_env *env
     const char *tok;
     size_t n;
     if (r->authorization &&
-        auth_token_from_bearer(r->authorization, strlen(r->authorization), &tok, &n)) {
-        if (n >= outsz)
-            return ERR_LIMIT;
-        memcpy(out, tok, n);
-        out[n] = '\0';
-        *len = n;
-        return 0;
-    }
+        auth_token_from_bearer(r->authorization, strlen(r->authorization), &tok, &n))
+        return copy_token(tok, n, out, outsz, len);
     if (r->cookie &&
-        auth_token_from_cookie(r->cookie, strlen(r->cookie), env->cfg->auth_cookie, &tok, &n)) {
-        if (n >= outsz)
-            return ERR_LIMIT;
-        memcpy(out, tok, n);
-        out[n] = '\0';
-        *len = n;
-        return 0;
-    }
+        auth_token_from_cookie(r->cookie, strlen(r->cookie), env->cfg->auth_cookie, &tok, &n))
+        return copy_token(tok, n, out, outsz, len);
     const char *q = r->path ? strchr(r->path, '?') : NULL;
     return q ? auth_token_from_query(q + 1, strlen(q + 1), out, outsz, len) : ERR_NOTFOUND;
 }

@@ -16,14 +16,17 @@
 static const char DATA[] = "data: ";
 static const char EVENT[] = "event: ";
 
+bool sse_event_name_valid(const char *name, size_t len)
+{
+    return len > 0 && len <= SSE_EVENT_NAME_MAX && !memchr(name, '\r', len) &&
+           !memchr(name, '\n', len) && !memchr(name, '\0', len);
+}
+
+/* The length of a name worth an event: line, or 0 to leave it out. */
 static size_t name_len(const char *name)
 {
-    if (!name)
-        return 0;
-    size_t n = strnlen(name, SSE_EVENT_NAME_MAX + 1);
-    if (n == 0 || n > SSE_EVENT_NAME_MAX || strpbrk(name, "\r\n"))
-        return 0;
-    return n;
+    size_t n = name ? strnlen(name, SSE_EVENT_NAME_MAX + 1) : 0;
+    return sse_event_name_valid(name, n) ? n : 0;
 }
 
 /* Bytes of the data: lines for p, split at CRLF, LF and lone CR; writes them to out unless NULL. */

@@ -87,7 +87,7 @@ static uint64_t next_random(void)
     return rng_state * 2685821657736338717ULL;
 }
 
-static double precise_now(void)
+double stream_now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -335,7 +335,7 @@ struct stream *stream_new(const struct stream_params *p)
     s->conn_id = p->conn_id;
     s->stream_id = p->stream_id;
     s->queue_max = p->queue_max;
-    s->opened_s = precise_now();
+    s->opened_s = stream_now_s();
     s->expires_ms = p->expires_ms;
     s->expire_end = p->expire_end ? p->expire_end : STREAM_END_TOKEN_EXPIRED;
     list_init(&s->expiry_node);
@@ -398,7 +398,7 @@ void stream_free(struct stream *s)
     metrics_add(&s->env->stats.open, -1);
     metrics_add(&s->env->stats.ended[s->end], 1);
     list_remove(&s->expiry_node);
-    metrics_observe(&s->env->stats.duration, precise_now() - s->opened_s);
+    metrics_observe(&s->env->stats.duration, stream_now_s() - s->opened_s);
     list_remove(&s->idle_node);
     buf_dispose(&s->own);
     free(s->items);
@@ -437,7 +437,7 @@ char *const *stream_subjects(const struct stream *s, size_t *n)
 
 void stream_info(const struct stream *s, struct stream_info *out)
 {
-    out->duration_s = precise_now() - s->opened_s;
+    out->duration_s = stream_now_s() - s->opened_s;
     out->events = s->events_sent;
     out->bytes = s->bytes_sent;
     out->end = s->end;
@@ -560,7 +560,7 @@ void stream_copy(struct stream *s, uint8_t *dst, size_t n)
         if (s->off == len) {
             if (it->ev) {
                 if (s->events_sent++ == 0)
-                    metrics_observe(&s->env->stats.first_event, precise_now() - s->opened_s);
+                    metrics_observe(&s->env->stats.first_event, stream_now_s() - s->opened_s);
                 metrics_add(&s->env->stats.delivered, 1);
             }
             release(s, it);

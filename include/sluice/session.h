@@ -82,8 +82,6 @@ struct session_req {
     struct buf body;            /* that body so far */
 };
 
-/* Monotonic seconds, precise. */
-double session_now(void);
 void session_req_init(struct session_req *r);
 /* Writes the access log line (if the request got as far as a method) and frees. */
 void session_req_dispose(struct session_req *r, const char *protocol, const char *peer);

@@ -18,6 +18,7 @@
 #define SLUICE_SSE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,8 @@ struct sse_event {
  */
 struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
                                 const void *data, size_t len);
+/* True when name (len bytes) may be an `event:` value: 1 to SSE_EVENT_NAME_MAX bytes, no CR, LF or NUL. */
+bool sse_event_name_valid(const char *name, size_t len);
 /* Returns ev. Thread-safe. */
 struct sse_event *sse_event_ref(struct sse_event *ev);
 /* Drops one reference, freeing on the last. Thread-safe; NULL is a no-op. */

@@ -186,5 +186,7 @@ size_t stream_env_end_some(struct stream_env *env, size_t n, enum stream_end why
 size_t stream_env_open(const struct stream_env *env);
 /* Monotonic milliseconds, cheap (coarse clock). */
 int64_t stream_now_ms(void);
+/* Monotonic seconds, precise (for durations that are measured, not scheduled). */
+double stream_now_s(void);
 
 #endif
