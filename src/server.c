@@ -14,8 +14,8 @@
 #include "sluice/server.h"
 
 #include <signal.h>
-#include <stddef.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,17 +66,42 @@ static bool on_ready(void *ctx, const char **why)
     return true;
 }
 
+/* Worker i's connection or stream counters, as bytes to take a field's offset in. */
+static const char *stats_of(const struct server *s, size_t i, bool conn)
+{
+    return conn ? (const char *)worker_conn_stats(s->workers[i])
+                : (const char *)worker_stream_stats(s->workers[i]);
+}
+
 /* The sum over workers of the counter at byte offset off in their stream or conn stats. */
 static double sum_at(const struct server *s, bool conn, size_t off)
 {
     double total = 0;
     for (size_t i = 0; i < s->nworkers; i++) {
-        const char *base = conn ? (const char *)worker_conn_stats(s->workers[i])
-                                : (const char *)worker_stream_stats(s->workers[i]);
-        total += (double)atomic_load_explicit((const atomic_uint_fast64_t *)(const void *)(base + off),
-                                              memory_order_relaxed);
+        const void *field = stats_of(s, i, conn) + off;
+        total +=
+            (double)atomic_load_explicit((const atomic_uint_fast64_t *)field, memory_order_relaxed);
     }
     return total;
+}
+
+/* A metric with one unlabelled sample. */
+static void metric(struct buf *out, const char *name, const char *type, const char *help,
+                   double value)
+{
+    metrics_header(out, name, type, help);
+    metrics_value(out, name, NULL, value);
+}
+
+/* The sum over workers of the histogram at byte offset off in their conn or stream stats. */
+static void histogram(struct buf *out, const struct server *s, const char *name, const char *help,
+                      bool conn, size_t off)
+{
+    const struct metrics_histogram *h[64];
+    for (size_t i = 0; i < s->nworkers; i++)
+        h[i] = (const struct metrics_histogram *)(const void *)(stats_of(s, i, conn) + off);
+    metrics_header(out, name, "histogram", help);
+    metrics_histogram_write(out, name, h, s->nworkers);
 }
 
 #define STREAMS(field) sum_at(s, false, offsetof(struct stream_stats, field))
@@ -85,28 +110,18 @@ static double sum_at(const struct server *s, bool conn, size_t off)
 static void on_metrics(void *ctx, struct buf *out)
 {
     struct server *s = ctx;
-    const struct stream_stats *ss[64];
-    const struct conn_stats *cs[64];
-    const struct metrics_histogram *h[64];
-    for (size_t i = 0; i < s->nworkers; i++) {
-        ss[i] = worker_stream_stats(s->workers[i]);
-        cs[i] = worker_conn_stats(s->workers[i]);
-    }
-    metrics_header(out, "sluice_connections_open", "gauge", "Client connections open, by protocol.");
+    metrics_header(out, "sluice_connections_open", "gauge",
+                   "Client connections open, by protocol.");
     metrics_value(out, "sluice_connections_open", "protocol=\"h2\"", CONNS(open_h2));
     metrics_value(out, "sluice_connections_open", "protocol=\"http/1.1\"", CONNS(open_h1));
-    metrics_header(out, "sluice_connections_accepted_total", "counter", "Client connections accepted.");
-    metrics_value(out, "sluice_connections_accepted_total", NULL, CONNS(accepted));
-    metrics_header(out, "sluice_tls_handshake_failures_total", "counter",
-                   "TLS handshakes that failed (including refused ALPN).");
-    metrics_value(out, "sluice_tls_handshake_failures_total", NULL, CONNS(tls_failures));
-    metrics_header(out, "sluice_bytes_written_total", "counter",
-                   "Bytes written to clients (TLS payload: frames and bodies).");
-    metrics_value(out, "sluice_bytes_written_total", NULL, CONNS(bytes_written));
-    metrics_header(out, "sluice_connection_age_seconds", "histogram", "Connection lifetime, at close.");
-    for (size_t i = 0; i < s->nworkers; i++)
-        h[i] = &cs[i]->age;
-    metrics_histogram_write(out, "sluice_connection_age_seconds", h, s->nworkers);
+    metric(out, "sluice_connections_accepted_total", "counter", "Client connections accepted.",
+           CONNS(accepted));
+    metric(out, "sluice_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed (including refused ALPN).", CONNS(tls_failures));
+    metric(out, "sluice_bytes_written_total", "counter",
+           "Bytes written to clients (TLS payload: frames and bodies).", CONNS(bytes_written));
+    histogram(out, s, "sluice_connection_age_seconds", "Connection lifetime, at close.", true,
+              offsetof(struct conn_stats, age));
 
     metrics_header(out, "sluice_limit_hits_total", "counter",
                    "Limit breaches, by limit: what was refused, reset or closed.");
@@ -124,63 +139,57 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"flood\"", offsetof(struct conn_stats, session.flood)},
     };
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
-        metrics_value(out, "sluice_limit_hits_total", limits[i].label, sum_at(s, true, limits[i].off));
+        metrics_value(out, "sluice_limit_hits_total", limits[i].label,
+                      sum_at(s, true, limits[i].off));
 
-    metrics_header(out, "sluice_streams_open", "gauge", "SSE streams open.");
-    metrics_value(out, "sluice_streams_open", NULL, STREAMS(open));
-    metrics_header(out, "sluice_streams_opened_total", "counter", "SSE streams opened.");
-    metrics_value(out, "sluice_streams_opened_total", NULL, STREAMS(opened));
-    metrics_header(out, "sluice_streams_last_event_id_total", "counter",
-                   "Streams opened with a Last-Event-ID (the reconnect rate).");
-    metrics_value(out, "sluice_streams_last_event_id_total", NULL, STREAMS(with_last_id));
+    metric(out, "sluice_streams_open", "gauge", "SSE streams open.", STREAMS(open));
+    metric(out, "sluice_streams_opened_total", "counter", "SSE streams opened.", STREAMS(opened));
+    metric(out, "sluice_streams_last_event_id_total", "counter",
+           "Streams opened with a Last-Event-ID (the reconnect rate).", STREAMS(with_last_id));
     metrics_header(out, "sluice_streams_ended_total", "counter", "Streams ended, by reason.");
     for (int r = 0; r < STREAM_END_COUNT; r++) {
         char label[64];
         snprintf(label, sizeof(label), "reason=\"%s\"", stream_end_label((enum stream_end)r));
-        metrics_value(out, "sluice_streams_ended_total", label, sum_at(s, false, offsetof(struct stream_stats, ended) + (size_t)r * sizeof(atomic_uint_fast64_t)));
+        metrics_value(out, "sluice_streams_ended_total", label,
+                      sum_at(s, false,
+                             offsetof(struct stream_stats, ended) +
+                                 (size_t)r * sizeof(atomic_uint_fast64_t)));
     }
     metrics_header(out, "sluice_resumes_total", "counter",
                    "Streams opened with a Last-Event-ID, by outcome.");
     metrics_value(out, "sluice_resumes_total", "result=\"replayed\"", STREAMS(resumes));
     metrics_value(out, "sluice_resumes_total", "result=\"reset\"", STREAMS(resets));
-    metrics_header(out, "sluice_replayed_events_total", "counter", "Events sent from history.");
-    metrics_value(out, "sluice_replayed_events_total", NULL, STREAMS(replayed_events));
-    metrics_header(out, "sluice_slow_consumer_cuts_total", "counter",
-                   "Streams ended because a queue cap was hit.");
-    metrics_value(out, "sluice_slow_consumer_cuts_total", NULL, STREAMS(cut_slow));
-    metrics_header(out, "sluice_events_queued_total", "counter", "Events queued to streams.");
-    metrics_value(out, "sluice_events_queued_total", NULL, STREAMS(events_queued));
-    metrics_header(out, "sluice_events_delivered_total", "counter",
-                   "Events written to streams in full.");
-    metrics_value(out, "sluice_events_delivered_total", NULL, STREAMS(delivered));
-    metrics_header(out, "sluice_stream_bytes_written_total", "counter",
-                   "SSE bytes handed to the protocol layer.");
-    metrics_value(out, "sluice_stream_bytes_written_total", NULL, STREAMS(bytes_written));
-    metrics_header(out, "sluice_queued_bytes", "gauge", "Live event bytes waiting in stream queues.");
-    metrics_value(out, "sluice_queued_bytes", NULL, STREAMS(bytes_queued));
-    metrics_header(out, "sluice_stream_duration_seconds", "histogram", "Stream lifetime.");
-    for (size_t i = 0; i < s->nworkers; i++)
-        h[i] = &ss[i]->duration;
-    metrics_histogram_write(out, "sluice_stream_duration_seconds", h, s->nworkers);
-    metrics_header(out, "sluice_time_to_first_event_seconds", "histogram",
-                   "From a stream's request to its first event written.");
-    for (size_t i = 0; i < s->nworkers; i++)
-        h[i] = &ss[i]->first_event;
-    metrics_histogram_write(out, "sluice_time_to_first_event_seconds", h, s->nworkers);
+    metric(out, "sluice_replayed_events_total", "counter", "Events sent from history.",
+           STREAMS(replayed_events));
+    metric(out, "sluice_slow_consumer_cuts_total", "counter",
+           "Streams ended because a queue cap was hit.", STREAMS(cut_slow));
+    metric(out, "sluice_events_queued_total", "counter", "Events queued to streams.",
+           STREAMS(events_queued));
+    metric(out, "sluice_events_delivered_total", "counter", "Events written to streams in full.",
+           STREAMS(delivered));
+    metric(out, "sluice_stream_bytes_written_total", "counter",
+           "SSE bytes handed to the protocol layer.", STREAMS(bytes_written));
+    metric(out, "sluice_queued_bytes", "gauge", "Live event bytes waiting in stream queues.",
+           STREAMS(bytes_queued));
+    histogram(out, s, "sluice_stream_duration_seconds", "Stream lifetime.", false,
+              offsetof(struct stream_stats, duration));
+    histogram(out, s, "sluice_time_to_first_event_seconds",
+              "From a stream's request to its first event written.", false,
+              offsetof(struct stream_stats, first_event));
 
     struct bus_stats bs;
     bus_stats(s->bus, &bs);
-    metrics_header(out, "sluice_nats_connected", "gauge", "1 while the NATS connection is up.");
-    metrics_value(out, "sluice_nats_connected", NULL, bs.connected);
-    metrics_header(out, "sluice_nats_reconnects_total", "counter", "NATS reconnections.");
-    metrics_value(out, "sluice_nats_reconnects_total", NULL, (double)bs.reconnects);
-    metrics_header(out, "sluice_nats_subscriptions", "gauge",
-                   "NATS subscriptions (one per distinct subject pattern, lingering ones included).");
-    metrics_value(out, "sluice_nats_subscriptions", NULL, (double)bs.subscriptions);
-    metrics_header(out, "sluice_nats_messages_total", "counter", "Messages received from NATS.");
-    metrics_value(out, "sluice_nats_messages_total", NULL, (double)bs.messages);
-    metrics_header(out, "sluice_history_bytes", "gauge", "Bytes held in resume history.");
-    metrics_value(out, "sluice_history_bytes", NULL, (double)bs.history_bytes);
+    metric(out, "sluice_nats_connected", "gauge", "1 while the NATS connection is up.",
+           bs.connected);
+    metric(out, "sluice_nats_reconnects_total", "counter", "NATS reconnections.",
+           (double)bs.reconnects);
+    metric(out, "sluice_nats_subscriptions", "gauge",
+           "NATS subscriptions (one per distinct subject pattern, lingering ones included).",
+           (double)bs.subscriptions);
+    metric(out, "sluice_nats_messages_total", "counter", "Messages received from NATS.",
+           (double)bs.messages);
+    metric(out, "sluice_history_bytes", "gauge", "Bytes held in resume history.",
+           (double)bs.history_bytes);
 
     metrics_header(out, "sluice_event_loop_lag_seconds", "gauge",
                    "How late each worker's loop last ran a 250 ms timer.");
@@ -189,8 +198,8 @@ static void on_metrics(void *ctx, struct buf *out)
         snprintf(label, sizeof(label), "worker=\"%zu\"", i);
         metrics_value(out, "sluice_event_loop_lag_seconds", label, worker_lag(s->workers[i]));
     }
-    metrics_header(out, "sluice_draining", "gauge", "1 while draining for shutdown.");
-    metrics_value(out, "sluice_draining", NULL, atomic_load(&s->draining));
+    metric(out, "sluice_draining", "gauge", "1 while draining for shutdown.",
+           atomic_load(&s->draining));
 }
 
 /* SIGHUP: the certificate and key, and the log level, from the same sources as at start. */
