@@ -22,15 +22,29 @@
  * interested workers, which answer their waiting requests. The round trip
  * never runs on a worker thread.
  *
- * Lifetime: a subscription's record is freed in cnats's on-complete
- * callback, which runs after its last message callback has returned;
- * freeing it at unsubscribe would race a callback already in flight.
+ * Lifetime: a subscription's record is reference-counted: the table
+ * holds one reference, its NATS subscription one (dropped in cnats's
+ * on-complete callback, which runs after its last message callback has
+ * returned), and so does every replay job and the flusher while it works
+ * on it.
+ *
+ * JetStream: the live consumer of a JetStream-backed pattern is made on
+ * the flusher thread (it takes API round trips) from the stream's last
+ * sequence at that moment, the floor: history holds every matching event
+ * above it. A replay job fetches from the resume position with its own
+ * ordered consumer until a message says nothing more is pending (so it
+ * has everything up to at least the floor) and history has evicted
+ * nothing above the last message fetched; then, under the subscription
+ * lock, it hands each waiting request the fetched events after its
+ * position plus history's newer ones. Events delivered live after that
+ * hand-off are newer, or duplicates the stream drops by sequence.
  */
 #include "sluice/bus.h"
 
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +55,27 @@
 #include "sluice/log.h"
 #include "sluice/map.h"
 #include "sluice/mem.h"
+#include "sluice/subject.h"
 
 #define BUS_MAX_WORKERS 64
+#define BUS_JS_WAIT_MS 5000            /* one JetStream API request */
+#define BUS_JS_HEARTBEAT_NS 1000000000 /* consumer idle heartbeat: a lost consumer is remade */
+#define BUS_REPLAY_NEXT_MS 5000        /* a replay waits this long for its next message */
+
+/* A JetStream stream whose subjects are served from it. */
+struct bus_jstream {
+    char *name;
+    char **subjects;
+    size_t nsubjects;
+};
 
 struct bus_sub {
     struct bus *bus;
-    natsSubscription *ns;
+    natsSubscription *ns; /* under bus->lock once made */
+    atomic_uint refs;
+    const char *stream;   /* JetStream stream (bus->streams'), or NULL for core NATS */
+    bool dropped;         /* out of the table; under bus->lock */
+    bool failed;          /* the JetStream consumer could not be made; under lock */
     struct list node;   /* bus->all; under bus->lock */
     struct list confirm_node; /* bus->unconfirmed or the flusher's batch; under bus->lock */
     struct list idle_node;    /* bus->idle while nobody watches; under bus->lock */
@@ -60,8 +89,25 @@ struct bus_sub {
     unsigned counts[];       /* per worker; under lock */
 };
 
+/* One replay from JetStream, shared by the requests that joined it. */
+struct bus_job {
+    struct list node;           /* bus->jobs; under bus->lock */
+    struct bus_sub *bs;         /* referenced */
+    struct bus_start start;     /* lowered as earlier requests join, until it runs */
+    bool running;
+    struct bus_replay *waiters; /* under bus->lock */
+};
+
 struct bus {
     natsConnection *nc;
+    jsCtx *js;                   /* NULL without JetStream streams */
+    struct bus_jstream *streams;
+    size_t nstreams;
+    struct list jobs;            /* bus_job.node, oldest first; under lock */
+    pthread_cond_t wake_replays;
+    pthread_t *replayers;
+    size_t nreplayers;
+    atomic_uint_fast64_t replays, replay_requests, replays_active, replayed_events;
     pthread_mutex_t lock;
     struct map *subs; /* pattern -> bus_sub; under lock */
     struct list all;  /* bus_sub.node; under lock */
@@ -88,23 +134,48 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
+static void sub_unref(struct bus_sub *bs)
 {
-    (void)nc;
-    (void)ns;
-    struct bus_sub *bs = closure;
+    if (atomic_fetch_sub(&bs->refs, 1) != 1)
+        return;
+    history_free(bs->history);
+    pthread_mutex_destroy(&bs->lock);
+    free(bs->pattern);
+    free(bs);
+}
+
+static void on_sub_complete(void *closure) { sub_unref(closure); }
+
+/* The message's Sse-Event header, or NULL. */
+static const char *event_name(natsMsg *msg)
+{
+    const char *name = NULL;
+    return natsMsgHeader_Get(msg, "Sse-Event", &name) == NATS_OK ? name : NULL;
+}
+
+/*
+ * Numbers (core NATS: seq 0 takes the next process-wide number), encodes,
+ * records and hands out one message of bs. A JetStream sequence at or
+ * below history's newest is a consumer's redelivery after a reset: dropped.
+ */
+static void record(struct bus_sub *bs, natsMsg *msg, uint64_t seq, int64_t time_ns)
+{
     struct bus *bus = bs->bus;
     size_t targets[BUS_MAX_WORKERS];
     size_t ntargets = 0;
-    const char *name = NULL;
-    if (natsMsgHeader_Get(msg, "Sse-Event", &name) != NATS_OK)
-        name = NULL;
+    const char *name = event_name(msg);
 
     atomic_fetch_add_explicit(&bus->messages, 1, memory_order_relaxed);
     pthread_mutex_lock(&bs->lock);
-    uint64_t seq = atomic_fetch_add_explicit(&bus->seq, 1, memory_order_relaxed) + 1;
+    if (seq == 0) {
+        seq = atomic_fetch_add_explicit(&bus->seq, 1, memory_order_relaxed) + 1;
+    } else if (seq <= history_last(bs->history)) {
+        pthread_mutex_unlock(&bs->lock);
+        return;
+    }
     struct sse_event *ev = sse_event_new(bs->id, seq, name, natsMsg_GetData(msg),
                                          (size_t)natsMsg_GetDataLength(msg));
+    ev->time_ns = time_ns;
     history_push(bs->history, sse_event_ref(ev));
     for (size_t w = 0; w < bus->p.nworkers; w++) {
         if (bs->counts[w])
@@ -115,16 +186,33 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
     for (size_t i = 0; i < ntargets; i++)
         bus->p.deliver(bus->p.worker_ctxs[targets[i]], sse_event_ref(ev));
     sse_event_unref(ev);
+}
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)ns;
+    record(closure, msg, 0, wall_ns());
     natsMsg_Destroy(msg);
 }
 
-static void on_sub_complete(void *closure)
+static void on_js_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
-    struct bus_sub *bs = closure;
-    history_free(bs->history);
-    pthread_mutex_destroy(&bs->lock);
-    free(bs->pattern);
-    free(bs);
+    (void)nc;
+    (void)ns;
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+        record(closure, msg, meta->Sequence.Stream, meta->Timestamp);
+        jsMsgMetaData_Destroy(meta);
+    }
+    natsMsg_Destroy(msg);
 }
 
 /* Removes bs from the table and ends its NATS subscription; under bus->lock. */
@@ -134,11 +222,14 @@ static void drop_sub(struct bus *bus, struct bus_sub *bs)
     list_remove(&bs->node);
     list_remove(&bs->confirm_node);
     list_remove(&bs->idle_node);
+    bs->dropped = true;
     log_debug("nats: unsubscribed from %s", bs->pattern);
-    /* bs may be freed by on_sub_complete on a cnats thread as soon as this returns. */
     natsSubscription *ns = bs->ns;
-    natsSubscription_Unsubscribe(ns);
-    natsSubscription_Destroy(ns);
+    if (ns) {
+        natsSubscription_Unsubscribe(ns);
+        natsSubscription_Destroy(ns);
+    }
+    sub_unref(bs); /* the table's */
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -176,17 +267,474 @@ static void on_async_error(natsConnection *nc, natsSubscription *ns, natsStatus 
              ns ? natsSubscription_GetSubject(ns) : "-", natsStatus_GetText(s));
 }
 
-/* Sends the confirmation notice to every worker interested in bs; under bus->lock. */
+/* Sends the confirmation (or failure) notice to every worker interested in bs; under bus->lock. */
 static void confirm(struct bus *bus, struct bus_sub *bs)
 {
     list_remove(&bs->confirm_node);
     pthread_mutex_lock(&bs->lock);
     bs->confirmed = true;
+    bs->failed = bs->stream && !bs->ns;
+    uint64_t notice = bs->failed ? BUS_NOTICE_FAILED : BUS_NOTICE_READY;
     for (size_t w = 0; w < bus->p.nworkers; w++) {
         if (bs->counts[w])
-            bus->p.deliver(bus->p.worker_ctxs[w], sse_event_new(bs->id, 0, NULL, NULL, 0));
+            bus->p.deliver(bus->p.worker_ctxs[w], sse_event_new(bs->id, notice, NULL, NULL, 0));
     }
     pthread_mutex_unlock(&bs->lock);
+}
+
+/* "stream X: reason" for a failed JetStream call. */
+static void js_why(char *out, size_t len, const char *what, natsStatus s, jsErrCode jerr)
+{
+    const char *text = nats_GetLastError(NULL);
+    if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT)
+        text = "JetStream not available (is nats-server running with -js?)";
+    else if (jerr == JSStreamNotFoundErr)
+        text = "stream not found";
+    snprintf(out, len, "%s: %s", what, text && *text ? text : natsStatus_GetText(s));
+}
+
+/*
+ * Makes bs's live JetStream consumer from the stream's last sequence;
+ * called by the flusher without the bus lock, holding a reference to bs.
+ * On failure bs keeps no subscription and its confirmation says so.
+ */
+static void make_js_sub(struct bus *bus, struct bus_sub *bs)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = BUS_JS_WAIT_MS;
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    char why[256];
+    natsStatus s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
+    if (s != NATS_OK) {
+        js_why(why, sizeof(why), bs->stream, s, jerr);
+        log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
+        return;
+    }
+    uint64_t floor = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    pthread_mutex_lock(&bs->lock);
+    history_set_floor(bs->history, floor);
+    pthread_mutex_unlock(&bs->lock);
+
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = bs->stream;
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = floor + 1;
+    so.Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
+    natsSubscription *ns = NULL;
+    atomic_fetch_add(&bs->refs, 1); /* the subscription's, dropped on complete */
+    s = js_Subscribe(&ns, bus->js, bs->pattern, on_js_msg, bs, &jo, &so, &jerr);
+    bool completes = s == NATS_OK &&
+                     (s = natsSubscription_SetOnCompleteCB(ns, on_sub_complete, bs)) == NATS_OK;
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(ns, -1, -1);
+    if (s != NATS_OK) {
+        js_why(why, sizeof(why), bs->stream, s, jerr);
+        log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
+        if (ns) {
+            natsSubscription_Unsubscribe(ns);
+            natsSubscription_Destroy(ns);
+        }
+        if (!completes)
+            sub_unref(bs);
+        return;
+    }
+    pthread_mutex_lock(&bus->lock);
+    bool dropped = bs->dropped;
+    if (!dropped)
+        bs->ns = ns;
+    pthread_mutex_unlock(&bus->lock);
+    if (dropped) {
+        natsSubscription_Unsubscribe(ns);
+        natsSubscription_Destroy(ns);
+        return;
+    }
+    log_debug("jetstream: %s follows stream %s after sequence %llu", bs->pattern, bs->stream,
+              (unsigned long long)floor);
+}
+
+/* Adds one stream's subjects to the table; 0 or ERR_NATS with err set. */
+static int load_stream(struct bus *bus, const char *name, char *err, size_t errlen)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = BUS_JS_WAIT_MS;
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_GetStreamInfo(&si, bus->js, name, &jo, &jerr);
+    if (s != NATS_OK) {
+        char what[160];
+        snprintf(what, sizeof(what), "JetStream stream %s", name);
+        js_why(err, errlen, what, s, jerr);
+        return ERR_NATS;
+    }
+    struct bus_jstream *js = &bus->streams[bus->nstreams++];
+    js->name = mem_strdup(name);
+    js->nsubjects = (size_t)si->Config->SubjectsLen;
+    js->subjects = mem_calloc(js->nsubjects ? js->nsubjects : 1, sizeof(*js->subjects));
+    for (size_t i = 0; i < js->nsubjects; i++)
+        js->subjects[i] = mem_strdup(si->Config->Subjects[i]);
+    if (js->nsubjects == 0) /* a stream without subjects stores the one named as it */
+        js->subjects[js->nsubjects++] = mem_strdup(name);
+    log_info("jetstream: serving %s from stream %s (sequences %llu to %llu)",
+             js->subjects[0], name, (unsigned long long)si->State.FirstSeq,
+             (unsigned long long)si->State.LastSeq);
+    jsStreamInfo_Destroy(si);
+    return 0;
+}
+
+/* Reads the subjects of the streams in list ("A,B" or "*"); 0 or ERR_NATS. */
+static int load_streams(struct bus *bus, const char *list, char *err, size_t errlen)
+{
+    natsStatus s = natsConnection_JetStream(&bus->js, bus->nc, NULL);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "JetStream: %s", natsStatus_GetText(s));
+        return ERR_NATS;
+    }
+    if (strcmp(list, "*") == 0) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = BUS_JS_WAIT_MS;
+        jsErrCode jerr = 0;
+        jsStreamNamesList *names = NULL;
+        s = js_StreamNames(&names, bus->js, &jo, &jerr);
+        if (s == NATS_NOT_FOUND) /* no streams at all */
+            return 0;
+        if (s != NATS_OK) {
+            js_why(err, errlen, "JetStream stream list", s, jerr);
+            return ERR_NATS;
+        }
+        bus->streams = mem_calloc((size_t)names->Count + 1, sizeof(*bus->streams));
+        int rc = 0;
+        for (int i = 0; i < names->Count && rc == 0; i++)
+            rc = load_stream(bus, names->List[i], err, errlen);
+        jsStreamNamesList_Destroy(names);
+        return rc;
+    }
+    size_t n = 1;
+    for (const char *c = list; *c; c++)
+        n += *c == ',';
+    bus->streams = mem_calloc(n, sizeof(*bus->streams));
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        char name[256];
+        if (len == 0 || len >= sizeof(name)) {
+            snprintf(err, errlen, "jetstream-streams: bad stream name in \"%s\"", list);
+            return ERR_NATS;
+        }
+        memcpy(name, p, len);
+        name[len] = '\0';
+        int rc = load_stream(bus, name, err, errlen);
+        if (rc != 0)
+            return rc;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+/* The JetStream stream with a subject covering pattern, or NULL: core NATS. */
+static const char *covering_stream(const struct bus *bus, const char *pattern)
+{
+    for (size_t i = 0; i < bus->nstreams; i++) {
+        for (size_t k = 0; k < bus->streams[i].nsubjects; k++) {
+            if (subject_covers(bus->streams[i].subjects[k], pattern))
+                return bus->streams[i].name;
+        }
+    }
+    return NULL;
+}
+
+/* What a job found. */
+struct bus_fetch {
+    enum bus_status status;
+    uint64_t first, last;      /* the stream's, when the job began */
+    struct sse_event **events; /* fetched, oldest first */
+    size_t nevents;
+    uint64_t upto;             /* every match up to here is fetched, or there is none */
+};
+
+/* Whether waiter r asked for ev (fetched from JetStream). */
+static bool wants(const struct bus_replay *r, const struct sse_event *ev)
+{
+    switch (r->start.from) {
+    case BUS_FROM_ID: return ev->seq > r->start.after;
+    case BUS_FROM_TIME: return ev->time_ns >= r->start.since_ns;
+    case BUS_FROM_EARLIEST:
+    case BUS_FROM_NOW: break;
+    }
+    return true;
+}
+
+/*
+ * Answers every waiter of job; under bus->lock and the subscription's
+ * lock, so that live events not in an answer reach the worker after it.
+ * hist: history's events above f->upto (status OK).
+ */
+static void hand_out(struct bus *bus, struct bus_job *job, const struct bus_fetch *f,
+                     struct sse_event **hist, size_t nhist)
+{
+    struct bus_sub *bs = job->bs;
+    uint64_t last = history_last(bs->history);
+    if (f->upto > last)
+        last = f->upto;
+    while (job->waiters) {
+        struct bus_replay *r = job->waiters;
+        job->waiters = r->next;
+        r->next = NULL;
+        struct bus_resume *out = &r->result;
+        out->status = f->status;
+        out->last = last;
+        out->before = r->start.from == BUS_FROM_ID ? r->start.after : last;
+        if (f->status == BUS_RESUME_OK && r->start.from == BUS_FROM_ID) {
+            if (f->first > 1 && r->start.after + 1 < f->first)
+                out->status = BUS_RESUME_GONE;
+            else if (r->start.after > last)
+                out->status = BUS_RESUME_UNKNOWN;
+        }
+        if (out->status == BUS_RESUME_OK) {
+            out->events = mem_alloc((f->nevents + nhist + 1) * sizeof(*out->events));
+            for (size_t i = 0; i < f->nevents; i++) {
+                if (wants(r, f->events[i]))
+                    out->events[out->nevents++] = sse_event_ref(f->events[i]);
+            }
+            for (size_t i = 0; i < nhist; i++)
+                out->events[out->nevents++] = sse_event_ref(hist[i]);
+            /* Start just before the first event, so the start id resumes all of them. */
+            if (r->start.from != BUS_FROM_ID)
+                out->before = out->nevents ? out->events[0]->seq - 1 : last;
+        }
+        bus->p.replayed(bus->p.worker_ctxs[r->worker], r);
+    }
+}
+
+/*
+ * Hands out job if history has every event above f->upto: under both
+ * locks, so nothing can be evicted between the check and the answers.
+ */
+static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
+{
+    struct sse_event **hist = NULL;
+    size_t nhist = 0;
+    pthread_mutex_lock(&bus->lock);
+    pthread_mutex_lock(&job->bs->lock);
+    /* Caught up after the live consumer began: nothing matched up to its floor either. */
+    if (f->upto < history_floor(job->bs->history))
+        f->upto = history_floor(job->bs->history);
+    bool done = history_after(job->bs->history, f->upto, &hist, &nhist);
+    if (done) {
+        f->status = BUS_RESUME_OK;
+        hand_out(bus, job, f, hist, nhist);
+    }
+    pthread_mutex_unlock(&job->bs->lock);
+    pthread_mutex_unlock(&bus->lock);
+    for (size_t i = 0; i < nhist; i++)
+        sse_event_unref(hist[i]);
+    free(hist);
+    return done;
+}
+
+/*
+ * Fetches what job asks from JetStream until history holds the rest, and
+ * answers (see the top). On failure f->status says why and nobody is
+ * answered yet.
+ */
+static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
+{
+    struct bus_sub *bs = job->bs;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = BUS_JS_WAIT_MS;
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    natsSubscription *sub = NULL;
+    jsConsumerInfo *ci = NULL;
+    char why[256];
+    f->status = BUS_RESUME_FAILED;
+    natsStatus s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
+    if (s != NATS_OK)
+        goto fail;
+    f->first = si->State.FirstSeq;
+    f->last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+
+    uint64_t from = job->start.from == BUS_FROM_ID ? job->start.after : 0;
+    f->upto = from;
+    if (job->start.from == BUS_FROM_ID && from >= f->last) {
+        /* Nothing stored after it: history has the rest, or it is an unknown id. */
+        f->upto = f->last;
+        try_finish(bus, job, f); /* unanswered (history evicted meanwhile): FAILED, retry */
+        return;
+    }
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = bs->stream;
+    so.Ordered = true;
+    so.Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
+    if (job->start.from == BUS_FROM_ID) {
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = from + 1;
+    } else if (job->start.from == BUS_FROM_TIME) {
+        so.Config.DeliverPolicy = js_DeliverByStartTime;
+        so.Config.OptStartTime = job->start.since_ns;
+    } else {
+        so.Config.DeliverPolicy = js_DeliverAll;
+    }
+    s = js_SubscribeSync(&sub, bus->js, bs->pattern, &jo, &so, &jerr);
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(sub, -1, -1);
+    if (s == NATS_OK)
+        s = natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr);
+    if (s != NATS_OK)
+        goto fail;
+    bool caught_up = ci->NumPending == 0 && ci->Delivered.Consumer == 0;
+    if (ci->NumPending + ci->Delivered.Consumer > bus->p.replay_max) {
+        f->status = BUS_RESUME_LIMIT;
+        goto out;
+    }
+    /* No match from the start to the stream's end when the consumer was made. */
+    if (caught_up && f->last > f->upto)
+        f->upto = f->last;
+    while (!caught_up || !try_finish(bus, job, f)) {
+        natsMsg *msg = NULL;
+        s = natsSubscription_NextMsg(&msg, sub, BUS_REPLAY_NEXT_MS);
+        if (s != NATS_OK)
+            goto fail;
+        jsMsgMetaData *meta = NULL;
+        if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+            uint64_t seq = meta->Sequence.Stream;
+            /* An ordered consumer that was remade may send a message again. */
+            if (f->nevents == 0 || seq > f->events[f->nevents - 1]->seq) {
+                struct sse_event *ev =
+                    sse_event_new(bs->id, seq, event_name(msg), natsMsg_GetData(msg),
+                                  (size_t)natsMsg_GetDataLength(msg));
+                ev->time_ns = meta->Timestamp;
+                f->events = mem_realloc(f->events, (f->nevents + 1) * sizeof(*f->events));
+                f->events[f->nevents++] = ev;
+                atomic_fetch_add(&bus->replayed_events, 1);
+            }
+            if (seq > f->upto)
+                f->upto = seq;
+            caught_up = meta->NumPending == 0;
+            jsMsgMetaData_Destroy(meta);
+        }
+        natsMsg_Destroy(msg);
+        if (f->nevents > bus->p.replay_max) {
+            f->status = BUS_RESUME_LIMIT;
+            goto out;
+        }
+    }
+    goto out;
+fail:
+    js_why(why, sizeof(why), bs->stream, s, jerr);
+    log_warn("jetstream: replay of %s failed: %s", bs->pattern, why);
+out:
+    jsConsumerInfo_Destroy(ci);
+    if (sub) {
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+    }
+}
+
+/* Runs one job and answers its waiters, whatever happens. */
+static void run_job(struct bus *bus, struct bus_job *job)
+{
+    struct bus_fetch f = {0};
+    atomic_fetch_add(&bus->replays, 1);
+    fetch(bus, job, &f);
+    pthread_mutex_lock(&bus->lock);
+    if (job->waiters) { /* not answered: a failure, for all of them */
+        pthread_mutex_lock(&job->bs->lock);
+        hand_out(bus, job, &f, NULL, 0);
+        pthread_mutex_unlock(&job->bs->lock);
+    }
+    list_remove(&job->node);
+    pthread_mutex_unlock(&bus->lock);
+    for (size_t i = 0; i < f.nevents; i++)
+        sse_event_unref(f.events[i]);
+    free(f.events);
+    sub_unref(job->bs);
+    free(job);
+    atomic_fetch_sub(&bus->replays_active, 1);
+}
+
+static void *run_replays(void *arg)
+{
+    struct bus *bus = arg;
+    pthread_mutex_lock(&bus->lock);
+    while (!bus->stopping) {
+        struct bus_job *job = NULL;
+        for (struct list *n = bus->jobs.next; n != &bus->jobs && !job; n = n->next) {
+            struct bus_job *j = container_of(n, struct bus_job, node);
+            if (!j->running)
+                job = j;
+        }
+        if (!job) {
+            pthread_cond_wait(&bus->wake_replays, &bus->lock);
+            continue;
+        }
+        job->running = true;
+        pthread_mutex_unlock(&bus->lock);
+        run_job(bus, job);
+        pthread_mutex_lock(&bus->lock);
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return NULL;
+}
+
+/*
+ * Whether a request starting at `start` can wait on job: same kind of
+ * start, and for ids a nearby position that the job covers (or will,
+ * once lowered before it runs). Under bus->lock.
+ */
+static bool joinable(const struct bus *bus, const struct bus_job *job,
+                     const struct bus_start *start)
+{
+    if (job->start.from != start->from)
+        return false;
+    switch (start->from) {
+    case BUS_FROM_ID: {
+        uint64_t a = job->start.after, b = start->after;
+        uint64_t gap = a > b ? a - b : b - a;
+        return gap <= bus->p.replay_max && (!job->running || b >= a);
+    }
+    case BUS_FROM_TIME:
+        return !job->running || start->since_ns >= job->start.since_ns;
+    case BUS_FROM_EARLIEST:
+    case BUS_FROM_NOW: break;
+    }
+    return true;
+}
+
+/* Queues r on a job for bs: a joinable one, or a new one. Under bus->lock. */
+static void add_waiter(struct bus *bus, struct bus_sub *bs, struct bus_replay *r)
+{
+    struct bus_job *job = NULL;
+    for (struct list *n = bus->jobs.next; n != &bus->jobs && !job; n = n->next) {
+        struct bus_job *j = container_of(n, struct bus_job, node);
+        if (j->bs == bs && joinable(bus, j, &r->start))
+            job = j;
+    }
+    if (!job) {
+        job = mem_calloc(1, sizeof(*job));
+        job->bs = bs;
+        atomic_fetch_add(&bs->refs, 1);
+        job->start = r->start;
+        list_insert_tail(&bus->jobs, &job->node);
+        atomic_fetch_add(&bus->replays_active, 1);
+        pthread_cond_signal(&bus->wake_replays);
+    } else if (!job->running) {
+        if (r->start.after < job->start.after)
+            job->start.after = r->start.after;
+        if (r->start.since_ns < job->start.since_ns)
+            job->start.since_ns = r->start.since_ns;
+    }
+    r->next = job->waiters;
+    job->waiters = r;
+    atomic_fetch_add(&bus->replay_requests, 1);
 }
 
 static void *run_flusher(void *arg)
@@ -199,21 +747,32 @@ static void *run_flusher(void *arg)
         if (bus->stopping)
             break;
         /* Take the whole batch: one round trip confirms every SUB sent before it. */
-        struct list batch;
-        list_init(&batch);
-        while (!list_empty(&bus->unconfirmed)) {
-            struct list *n = bus->unconfirmed.next;
-            list_remove(n);
-            list_insert_tail(&batch, n);
+        size_t n = 0;
+        for (struct list *l = bus->unconfirmed.next; l != &bus->unconfirmed; l = l->next)
+            n++;
+        struct bus_sub **batch = mem_alloc(n * sizeof(*batch));
+        for (size_t i = 0; i < n; i++) {
+            struct bus_sub *bs = container_of(bus->unconfirmed.next, struct bus_sub, confirm_node);
+            list_remove(&bs->confirm_node);
+            atomic_fetch_add(&bs->refs, 1);
+            batch[i] = bs;
         }
         pthread_mutex_unlock(&bus->lock);
+        for (size_t i = 0; i < n; i++) {
+            if (batch[i]->stream)
+                make_js_sub(bus, batch[i]);
+        }
         natsStatus s = natsConnection_FlushTimeout(bus->nc, 2000);
         if (s != NATS_OK)
             log_debug("nats: subscription round trip: %s; answering anyway",
                       natsStatus_GetText(s));
         pthread_mutex_lock(&bus->lock);
-        while (!list_empty(&batch))
-            confirm(bus, container_of(batch.next, struct bus_sub, confirm_node));
+        for (size_t i = 0; i < n; i++) {
+            if (!batch[i]->dropped)
+                confirm(bus, batch[i]);
+            sub_unref(batch[i]);
+        }
+        free(batch);
     }
     pthread_mutex_unlock(&bus->lock);
     return NULL;
@@ -235,7 +794,9 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     list_init(&bus->all);
     list_init(&bus->unconfirmed);
     list_init(&bus->idle);
+    list_init(&bus->jobs);
     pthread_cond_init(&bus->wake_flusher, NULL);
+    pthread_cond_init(&bus->wake_replays, NULL);
     bus->p = *p;
     bus->budget.max = p->history_total_bytes;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -281,6 +842,21 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
         return ERR_NATS;
     }
     bus->flusher_running = true;
+    if (p->jetstream && *p->jetstream) {
+        if (load_streams(bus, p->jetstream, err, errlen) != 0) {
+            bus_free(bus);
+            return ERR_NATS;
+        }
+        size_t n = p->replays ? p->replays : 1;
+        bus->replayers = mem_calloc(n, sizeof(*bus->replayers));
+        for (; bus->nreplayers < n; bus->nreplayers++) {
+            if (pthread_create(&bus->replayers[bus->nreplayers], NULL, run_replays, bus) != 0) {
+                snprintf(err, errlen, "cannot start the JetStream replay threads");
+                bus_free(bus);
+                return ERR_NATS;
+            }
+        }
+    }
     *out = bus;
     return 0;
 }
@@ -293,9 +869,25 @@ void bus_free(struct bus *bus)
     pthread_mutex_lock(&bus->lock);
     bus->stopping = true;
     pthread_cond_signal(&bus->wake_flusher);
+    pthread_cond_broadcast(&bus->wake_replays);
     pthread_mutex_unlock(&bus->lock);
     if (bus->flusher_running)
         pthread_join(bus->flusher, NULL);
+    /* A running job ends within one JetStream wait and answers its waiters. */
+    for (size_t i = 0; i < bus->nreplayers; i++)
+        pthread_join(bus->replayers[i], NULL);
+    free(bus->replayers);
+    while (!list_empty(&bus->jobs)) { /* queued, never run: nobody reads the answers now */
+        struct bus_job *job = container_of(bus->jobs.next, struct bus_job, node);
+        list_remove(&job->node);
+        while (job->waiters) {
+            struct bus_replay *r = job->waiters;
+            job->waiters = r->next;
+            bus_replay_free(r);
+        }
+        sub_unref(job->bs);
+        free(job);
+    }
     pthread_mutex_lock(&bus->lock);
     while (!list_empty(&bus->all))
         drop_sub(bus, container_of(bus->all.next, struct bus_sub, node));
@@ -305,9 +897,18 @@ void bus_free(struct bus *bus)
         natsConnection_Destroy(bus->nc);
     }
     /* Waits for the delivery threads, so every on-complete callback has run. */
+    jsCtx_Destroy(bus->js);
     natsStatus s = nats_CloseAndWait(2000);
     log_debug("nats: library closed: %s", natsStatus_GetText(s));
+    for (size_t i = 0; i < bus->nstreams; i++) {
+        for (size_t k = 0; k < bus->streams[i].nsubjects; k++)
+            free(bus->streams[i].subjects[k]);
+        free(bus->streams[i].subjects);
+        free(bus->streams[i].name);
+    }
+    free(bus->streams);
     map_free(bus->subs);
+    pthread_cond_destroy(&bus->wake_replays);
     pthread_cond_destroy(&bus->wake_flusher);
     pthread_mutex_destroy(&bus->lock);
     free(bus);
@@ -323,8 +924,10 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
     if (!bs) {
         bs = mem_calloc(1, sizeof(*bs) + bus->p.nworkers * sizeof(bs->counts[0]));
         bs->bus = bus;
+        atomic_init(&bs->refs, 1); /* the table's */
         bs->id = ++bus->next_id;
         bs->pattern = mem_strdup(pattern);
+        bs->stream = covering_stream(bus, pattern);
         list_init(&bs->confirm_node);
         list_init(&bs->idle_node);
         pthread_mutex_init(&bs->lock, NULL);
@@ -333,33 +936,45 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
          * subscription on this pattern is below it, so resuming from it
          * reads as expired even when nothing else was numbered meanwhile
          * (messages published while nobody subscribed are lost to us).
+         * A JetStream subscription sets its floor when its consumer is made.
          */
         bs->history = history_new(bus->p.history_events, bus->p.history_bytes, &bus->budget,
-                                  atomic_fetch_add(&bus->seq, 1) + 1);
-        natsStatus s = natsConnection_Subscribe(&bs->ns, bus->nc, pattern, on_nats_msg, bs);
-        if (s == NATS_OK)
-            s = natsSubscription_SetOnCompleteCB(bs->ns, on_sub_complete, bs);
-        /* No silent drops at cnats's default 65k pending: the workers' caps bound memory. */
-        if (s == NATS_OK)
-            s = natsSubscription_SetPendingLimits(bs->ns, -1, -1);
-        if (s != NATS_OK) {
-            log_error("nats: cannot subscribe to %s: %s", pattern, natsStatus_GetText(s));
-            if (bs->ns) {
-                natsSubscription_Unsubscribe(bs->ns);
-                natsSubscription_Destroy(bs->ns);
-            } else {
-                on_sub_complete(bs);
+                                  bs->stream ? 0 : atomic_fetch_add(&bus->seq, 1) + 1);
+        if (!bs->stream) {
+            atomic_fetch_add(&bs->refs, 1); /* the subscription's, dropped on complete */
+            natsStatus s = natsConnection_Subscribe(&bs->ns, bus->nc, pattern, on_nats_msg, bs);
+            bool completes =
+                s == NATS_OK &&
+                (s = natsSubscription_SetOnCompleteCB(bs->ns, on_sub_complete, bs)) == NATS_OK;
+            /* No silent drops at cnats's default 65k pending: the workers' caps bound memory. */
+            if (s == NATS_OK)
+                s = natsSubscription_SetPendingLimits(bs->ns, -1, -1);
+            if (s != NATS_OK) {
+                log_error("nats: cannot subscribe to %s: %s", pattern, natsStatus_GetText(s));
+                if (bs->ns) {
+                    natsSubscription_Unsubscribe(bs->ns);
+                    natsSubscription_Destroy(bs->ns);
+                }
+                if (!completes)
+                    sub_unref(bs);
+                sub_unref(bs);
+                rc = ERR_NATS;
+                goto out;
             }
-            rc = ERR_NATS;
-            goto out;
         }
         map_put(bus->subs, pattern, plen, bs);
         list_insert_tail(&bus->all, &bs->node);
         list_insert_tail(&bus->unconfirmed, &bs->confirm_node);
         pthread_cond_signal(&bus->wake_flusher);
-        log_debug("nats: subscribed to %s (sub %llu)", pattern, (unsigned long long)bs->id);
+        log_debug("nats: subscribed to %s (sub %llu%s%s)", pattern, (unsigned long long)bs->id,
+                  bs->stream ? ", JetStream stream " : "", bs->stream ? bs->stream : "");
     }
     pthread_mutex_lock(&bs->lock);
+    if (bs->failed) {
+        pthread_mutex_unlock(&bs->lock);
+        rc = ERR_NATS;
+        goto out;
+    }
     if (bs->counts[worker]++ == 0 && bs->interested++ == 0)
         list_remove(&bs->idle_node); /* watched again: no longer lingering */
     *confirmed = bs->confirmed;
@@ -381,28 +996,87 @@ void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern)
             bs->idle_since_ms = now_ms();
             list_insert_tail(&bus->idle, &bs->idle_node);
         }
+        bool failed = bs->failed; /* nothing to keep: the next stream tries afresh */
         pthread_mutex_unlock(&bs->lock);
-        if (idle && bus->p.keep_ms <= 0)
+        if (idle && (bus->p.keep_ms <= 0 || failed))
             drop_sub(bus, bs);
     }
     pthread_mutex_unlock(&bus->lock);
 }
 
-int bus_resume(struct bus *bus, const char *pattern, bool resume, uint64_t after,
-               struct bus_resume *out)
+/* Fills out from history alone; under the subscription's lock. False: a replay job must. */
+static bool resume_from_history(const struct bus_sub *bs, const struct bus_start *start,
+                                struct bus_resume *out)
+{
+    const struct history *h = bs->history;
+    out->last = out->before = history_last(h);
+    enum history_resume st = HISTORY_RESUME_OK;
+    switch (start->from) {
+    case BUS_FROM_NOW: return true;
+    case BUS_FROM_ID:
+        st = history_since(h, start->after, &out->events, &out->nevents);
+        out->before = start->after;
+        break;
+    case BUS_FROM_EARLIEST:
+    case BUS_FROM_TIME:
+        /* JetStream holds more than memory does. */
+        if (bs->stream)
+            return false;
+        history_since_time(h, start->from == BUS_FROM_TIME ? start->since_ns : INT64_MIN,
+                           &out->events, &out->nevents);
+        if (out->nevents)
+            out->before = out->events[0]->seq - 1;
+        break;
+    }
+    if (st == HISTORY_RESUME_OK)
+        return true;
+    if (bs->stream) /* older than memory, or newer: JetStream knows */
+        return false;
+    out->status = st == HISTORY_RESUME_GONE ? BUS_RESUME_GONE : BUS_RESUME_UNKNOWN;
+    return true;
+}
+
+int bus_resume(struct bus *bus, size_t worker, const char *pattern,
+               const struct bus_start *start, struct bus_resume *out,
+               struct bus_replay **pending)
 {
     memset(out, 0, sizeof(*out));
+    *pending = NULL;
     pthread_mutex_lock(&bus->lock);
     struct bus_sub *bs = map_get(bus->subs, pattern, strlen(pattern));
     if (bs) {
         pthread_mutex_lock(&bs->lock);
-        out->last = history_last(bs->history);
-        if (resume)
-            out->status = history_since(bs->history, after, &out->events, &out->nevents);
+        bool done = resume_from_history(bs, start, out);
         pthread_mutex_unlock(&bs->lock);
+        if (!done) {
+            struct bus_replay *r = mem_calloc(1, sizeof(*r));
+            r->worker = worker;
+            r->sub_id = bs->id;
+            r->start = *start;
+            add_waiter(bus, bs, r);
+            out->status = BUS_RESUME_PENDING;
+            *pending = r;
+        }
     }
     pthread_mutex_unlock(&bus->lock);
     return bs ? 0 : ERR_NOTFOUND;
+}
+
+void bus_resume_dispose(struct bus_resume *r)
+{
+    for (size_t i = 0; i < r->nevents; i++)
+        sse_event_unref(r->events[i]);
+    free(r->events);
+    r->events = NULL;
+    r->nevents = 0;
+}
+
+void bus_replay_free(struct bus_replay *r)
+{
+    if (!r)
+        return;
+    bus_resume_dispose(&r->result);
+    free(r);
 }
 
 void bus_sweep(struct bus *bus)
@@ -439,6 +1113,10 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     out->messages = atomic_load(&bus->messages);
     out->subscriptions = bus_subscriptions(bus);
     out->history_bytes = atomic_load(&bus->budget.used);
+    out->replays = atomic_load(&bus->replays);
+    out->replay_requests = atomic_load(&bus->replay_requests);
+    out->replays_active = atomic_load(&bus->replays_active);
+    out->replayed_events = atomic_load(&bus->replayed_events);
 }
 
 int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,

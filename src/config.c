@@ -76,6 +76,9 @@ static const struct key keys[] = {
     SIZE("history-bytes", history_bytes, 1024, 1L << 34),
     SIZE("history-total-bytes", history_total_bytes, 0, 1L << 40),
     INT("history-keep-ms", history_keep_ms, 0, 86400000),
+    OPT("jetstream-streams", jetstream_streams),
+    INT("jetstream-replays", jetstream_replays, 1, 64),
+    INT("jetstream-replay-max", jetstream_replay_max, 1, 10000000),
     {"log-level", K_LEVEL, offsetof(struct config, log_level), 0, 0},
 };
 
@@ -108,6 +111,11 @@ static const char USAGE[] =
     "  --history-total-bytes N  bytes kept for all subjects; 0 = an eighth of memory\n"
     "  --history-keep-ms N      how long a subject's history outlives its last stream\n"
     "                           (default 60000)\n"
+    "  --jetstream-streams LIST JetStream streams to serve subjects from, resume across\n"
+    "                           gateways: NAME,NAME or * for all (default: none)\n"
+    "  --jetstream-replays N    replays from JetStream run at once (default 4)\n"
+    "  --jetstream-replay-max N events one replay may send, else event: reset\n"
+    "                           (default 10000)\n"
     "  --max-connections N      client connections, process-wide (default 100000)\n"
     "  --max-connections-per-address N  per client IP (default 1000)\n"
     "  --handshake-timeout-ms N TLS handshake deadline (default 10000)\n"
@@ -179,6 +187,9 @@ void config_init(struct config *c)
     c->history_events = 1000;
     c->history_bytes = 4 * 1024 * 1024;
     c->history_keep_ms = 60000;
+    c->jetstream_streams = mem_strdup("");
+    c->jetstream_replays = 4;
+    c->jetstream_replay_max = 10000;
     c->log_level = LOG_INFO;
 }
 

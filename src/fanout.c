@@ -19,7 +19,8 @@
 struct fanout_topic {
     struct list links; /* fanout_link.node */
     uint64_t sub_id;
-    bool confirmed;    /* nats-server has the subscription */
+    bool confirmed;    /* nats-server has the subscription, or it failed */
+    bool failed;       /* the subscription could not be made */
     char *pattern;
 };
 
@@ -28,19 +29,21 @@ struct fanout {
     size_t worker;
     fanout_event_fn *on_event;
     fanout_ready_fn *on_ready;
+    fanout_replayed_fn *on_replayed;
     struct map *by_pattern;
     struct map *by_id; /* key: the uint64_t sub_id's bytes */
     uint64_t local_ids; /* sub ids when there is no bus */
 };
 
 struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event,
-                          fanout_ready_fn *on_ready)
+                          fanout_ready_fn *on_ready, fanout_replayed_fn *on_replayed)
 {
     struct fanout *f = mem_calloc(1, sizeof(*f));
     f->bus = bus;
     f->worker = worker;
     f->on_event = on_event;
     f->on_ready = on_ready;
+    f->on_replayed = on_replayed;
     f->by_pattern = map_new();
     f->by_id = map_new();
     return f;
@@ -77,17 +80,36 @@ int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link)
     return 0;
 }
 
-void fanout_resume(struct fanout *f, struct fanout_link *link, bool resume, uint64_t after,
+void fanout_resume(struct fanout *f, struct fanout_link *link, const struct bus_start *start,
                    struct bus_resume *out)
 {
-    if (!f->bus || bus_resume(f->bus, link->topic->pattern, resume, after, out) != 0) {
+    struct bus_replay *r = NULL;
+    if (!f->bus || bus_resume(f->bus, f->worker, link->topic->pattern, start, out, &r) != 0) {
         memset(out, 0, sizeof(*out));
-        out->status = HISTORY_RESUME_UNKNOWN;
+        out->status = start->from == BUS_FROM_ID ? BUS_RESUME_UNKNOWN : BUS_RESUME_OK;
     }
+    if (r) {
+        r->owner = link;
+        link->pending = r;
+    }
+}
+
+void fanout_replayed(struct fanout *f, struct bus_replay *r)
+{
+    struct fanout_link *link = r->owner;
+    if (link) {
+        link->pending = NULL;
+        f->on_replayed(link, &r->result);
+    }
+    bus_replay_free(r);
 }
 
 void fanout_leave(struct fanout *f, struct fanout_link *link)
 {
+    if (link->pending) {
+        link->pending->owner = NULL; /* answered into the void */
+        link->pending = NULL;
+    }
     struct fanout_topic *t = link->topic;
     if (!t)
         return;
@@ -108,11 +130,12 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev)
     struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
     if (!t)
         return;
-    bool notice = ev->seq == 0;
+    bool notice = ev->seq == BUS_NOTICE_READY || ev->seq == BUS_NOTICE_FAILED;
     if (notice) {
         if (t->confirmed)
             return;
         t->confirmed = true;
+        t->failed = ev->seq == BUS_NOTICE_FAILED;
     }
     /* Links appended during delivery would see this event too: stop at the current tail. */
     struct list *last = t->links.prev;
@@ -129,5 +152,7 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev)
 }
 
 bool fanout_ready(const struct fanout_link *link) { return link->topic && link->topic->confirmed; }
+
+bool fanout_failed(const struct fanout_link *link) { return link->topic && link->topic->failed; }
 
 size_t fanout_topics(const struct fanout *f) { return map_count(f->by_pattern); }

@@ -18,8 +18,10 @@ struct history {
     size_t bytes;            /* body bytes held */
     size_t max_events, max_bytes;
     struct history_budget *budget;
-    uint64_t lost; /* highest sequence that cannot be replayed */
-    uint64_t last; /* newest sequence pushed, or the floor */
+    uint64_t floor;   /* live delivery is complete above it */
+    uint64_t evicted; /* newest sequence evicted, or 0 */
+    uint64_t lost;    /* highest sequence that cannot be replayed: max(floor, evicted) */
+    uint64_t last;    /* newest sequence pushed, or the floor */
 };
 
 struct history *history_new(size_t max_events, size_t max_bytes, struct history_budget *budget,
@@ -29,7 +31,7 @@ struct history *history_new(size_t max_events, size_t max_bytes, struct history_
     h->max_events = max_events ? max_events : 1;
     h->max_bytes = max_bytes;
     h->budget = budget;
-    h->lost = h->last = floor;
+    h->floor = h->lost = h->last = floor;
     return h;
 }
 
@@ -45,7 +47,7 @@ static void evict_oldest(struct history *h)
     h->count--;
     h->bytes -= ev->len;
     atomic_fetch_sub_explicit(&h->budget->used, ev->len, memory_order_relaxed);
-    h->lost = ev->seq;
+    h->lost = h->evicted = ev->seq;
     sse_event_unref(ev);
 }
 
@@ -89,6 +91,40 @@ uint64_t history_last(const struct history *h) { return h->last; }
 size_t history_count(const struct history *h) { return h->count; }
 size_t history_bytes(const struct history *h) { return h->bytes; }
 
+void history_set_floor(struct history *h, uint64_t floor)
+{
+    if (h->count == 0)
+        h->floor = h->lost = h->last = floor;
+}
+
+uint64_t history_floor(const struct history *h) { return h->floor; }
+
+/* Appends a reference to each event from ring index lo on. */
+static void append_from(const struct history *h, size_t lo, struct sse_event ***out, size_t *n)
+{
+    size_t add = h->count - lo;
+    if (!add)
+        return;
+    *out = mem_realloc(*out, (*n + add) * sizeof(**out));
+    for (size_t i = lo; i < h->count; i++)
+        (*out)[(*n)++] = sse_event_ref(at(h, i));
+}
+
+/* The ring index of the first event above seq. */
+static size_t first_above(const struct history *h, uint64_t seq)
+{
+    /* Binary search: sequences increase along the ring. */
+    size_t lo = 0, hi = h->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (at(h, mid)->seq <= seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 enum history_resume history_since(const struct history *h, uint64_t after,
                                   struct sse_event ***out, size_t *n)
 {
@@ -96,20 +132,24 @@ enum history_resume history_since(const struct history *h, uint64_t after,
         return HISTORY_RESUME_UNKNOWN;
     if (after < h->lost)
         return HISTORY_RESUME_GONE;
-    /* Binary search: sequences increase along the ring. */
-    size_t lo = 0, hi = h->count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (at(h, mid)->seq <= after)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    size_t add = h->count - lo;
-    if (add) {
-        *out = mem_realloc(*out, (*n + add) * sizeof(**out));
-        for (size_t i = lo; i < h->count; i++)
-            (*out)[(*n)++] = sse_event_ref(at(h, i));
-    }
+    append_from(h, first_above(h, after), out, n);
     return HISTORY_RESUME_OK;
+}
+
+bool history_after(const struct history *h, uint64_t after, struct sse_event ***out, size_t *n)
+{
+    if (h->evicted > after)
+        return false;
+    append_from(h, first_above(h, after), out, n);
+    return true;
+}
+
+void history_since_time(const struct history *h, int64_t since_ns, struct sse_event ***out,
+                        size_t *n)
+{
+    /* Linear: wall-clock times may step back, sequences never do. */
+    size_t lo = 0;
+    while (lo < h->count && at(h, lo)->time_ns < since_ns)
+        lo++;
+    append_from(h, lo, out, n);
 }

@@ -97,6 +97,76 @@ static bool add_subject(struct http_route *r, const char *raw, size_t n, bool wi
     return true;
 }
 
+/* n digits at s as a number, or -1. */
+static long digits(const char *s, size_t n)
+{
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */
+static int64_t days_from_civil(long y, long m, long d)
+{
+    y -= m <= 2;
+    long era = y / 400;
+    long yoe = y - era * 400;
+    long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return (int64_t)era * 146097 + doe - 719468;
+}
+
+bool http_parse_time(const char *s, size_t n, int64_t *ns)
+{
+    static const char mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+        s[13] != ':' || s[16] != ':')
+        return false;
+    long y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+    long h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+        (mo == 2 && d == 29 && (y % 4 || (y % 100 == 0 && y % 400))) || h < 0 || h > 23 ||
+        mi < 0 || mi > 59 || sec < 0 || sec > 60)
+        return false;
+    size_t i = 19;
+    int64_t frac = 0, scale = 1000000000;
+    if (i < n && s[i] == '.') {
+        size_t start = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            if (scale > 1) {
+                scale /= 10;
+                frac += (s[i] - '0') * scale;
+            }
+            i++;
+        }
+        if (i == start)
+            return false;
+    }
+    long offset = 0;
+    if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
+        i++;
+    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+        long oh = digits(s + i + 1, 2), om = digits(s + i + 4, 2);
+        if (oh < 0 || oh > 23 || om < 0 || om > 59)
+            return false;
+        offset = (s[i] == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+        i += 6;
+    }
+    if (i != n)
+        return false;
+    if (sec == 60) /* a leap second reads as the last second before it */
+        sec = 59;
+    int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
+    if (t <= 0)
+        return false;
+    *ns = t * 1000000000 + frac;
+    return true;
+}
+
 static bool parse_query(struct http_route *r, const char *q, size_t n)
 {
     while (n > 0) {
@@ -150,6 +220,15 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
             id[len] = '\0';
             free(r->last_event_id);
             r->last_event_id = id;
+        } else if (klen == 5 && memcmp(key, "since", 5) == 0 && r->kind == HTTP_EVENTS) {
+            char t[64];
+            size_t tl = vlen < sizeof(t) ? vlen : sizeof(t) - 1;
+            memcpy(t, v, tl);
+            long len = http_percent_decode(t, tl);
+            if (len < 0 || !http_parse_time(t, (size_t)len, &r->since_ns)) {
+                fail(r, 400, "since must be an RFC 3339 time, e.g. 2026-11-24T08:00:00Z");
+                return false;
+            }
         }
         if (!amp)
             break;
@@ -284,5 +363,6 @@ void http_route_dispose(struct http_route *r)
     r->file = NULL;
     r->nsubjects = 0;
     r->last_event_id = NULL;
+    r->since_ns = 0;
     r->event = NULL;
 }

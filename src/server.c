@@ -190,6 +190,15 @@ static void on_metrics(void *ctx, struct buf *out)
            (double)bs.messages);
     metric(out, "sluice_history_bytes", "gauge", "Bytes held in resume history.",
            (double)bs.history_bytes);
+    metric(out, "sluice_jetstream_replays_total", "counter",
+           "Replays from JetStream run (each may answer many resuming streams).",
+           (double)bs.replays);
+    metric(out, "sluice_jetstream_replay_requests_total", "counter",
+           "Stream starts answered by a JetStream replay.", (double)bs.replay_requests);
+    metric(out, "sluice_jetstream_replays_active", "gauge",
+           "JetStream replays queued or running.", (double)bs.replays_active);
+    metric(out, "sluice_jetstream_replayed_events_total", "counter",
+           "Events fetched from JetStream by replays.", (double)bs.replayed_events);
 
     metrics_header(out, "sluice_event_loop_lag_seconds", "gauge",
                    "How late each worker's loop last ran a 250 ms timer.");
@@ -421,6 +430,10 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .history_bytes = cfg->history_bytes,
         .history_total_bytes = cfg->history_total_bytes ? cfg->history_total_bytes : memory / 8,
         .keep_ms = cfg->history_keep_ms,
+        .jetstream = cfg->jetstream_streams,
+        .replays = (size_t)cfg->jetstream_replays,
+        .replay_max = (size_t)cfg->jetstream_replay_max,
+        .replayed = worker_post_replay,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);

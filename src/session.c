@@ -299,6 +299,7 @@ void session_open_stream(struct session_req *r, const struct session_env *env,
         .nsubjects = route->nsubjects,
         /* The header is what a reconnecting EventSource sends; the query is for a first connect. */
         .last_event_id = r->last_event_id ? r->last_event_id : route->last_event_id,
+        .since_ns = route->since_ns,
         .retry_ms = (unsigned)cfg->retry_ms,
         .jitter_pct = (unsigned)cfg->retry_jitter_pct,
         .queue_max = cfg->stream_queue_bytes,

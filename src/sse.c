@@ -69,6 +69,7 @@ struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
     atomic_init(&ev->refs, 1);
     ev->sub_id = sub_id;
     ev->seq = seq;
+    ev->time_ns = 0;
     ev->len = (uint32_t)total;
     char *o = ev->body;
     size_t nl = name_len(name);

@@ -68,6 +68,14 @@ struct stream {
     char **subjects;
     uint64_t *seqs;           /* position per subject: last sequence queued */
     struct fanout_link *links;
+
+    /* Until started: where the client asked to start, and the answers so far. */
+    char *start_id;           /* Last-Event-ID, "earliest", or NULL */
+    int64_t since_ns;         /* ?since=, 0: none */
+    bool begun;               /* starts asked for */
+    bool started;             /* start queued: live events count from now on */
+    size_t pending;           /* starts a replay job still has to answer */
+    struct bus_resume *starts;/* per subject, while begun and not started */
 };
 
 static _Thread_local uint64_t rng_state;
@@ -263,40 +271,73 @@ static int by_seq(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Sets every position and queues the start: retry + id, any reset, the replay. */
-static void start(struct stream *s, const char *last_event_id)
+/* True when nats-server has (or refused) every subscription of the stream. */
+static bool all_ready(const struct stream *s)
 {
-    bool resume = last_event_id != NULL;
-    uint64_t *after = mem_calloc(s->nsubjects, sizeof(*after));
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        if (!fanout_ready(&s->links[i]))
+            return false;
+    }
+    return true;
+}
+
+static const char *reset_reason(enum bus_status st)
+{
+    switch (st) {
+    case BUS_RESUME_GONE: return "history-expired";
+    case BUS_RESUME_LIMIT: return "replay-limit";
+    case BUS_RESUME_UNKNOWN:
+    case BUS_RESUME_OK:
+    case BUS_RESUME_FAILED:
+    case BUS_RESUME_PENDING: break;
+    }
+    return "unknown-id";
+}
+
+static void drop_starts(struct stream *s)
+{
+    if (!s->starts)
+        return;
+    for (size_t i = 0; i < s->nsubjects; i++)
+        bus_resume_dispose(&s->starts[i]);
+    free(s->starts);
+    s->starts = NULL;
+}
+
+/*
+ * Every start has answered: sets every position and queues the start —
+ * retry + id, any reset, the replay merged in sequence order. A start
+ * that JetStream could not answer ends the stream, keeping the client's
+ * position so that its reconnect resumes.
+ */
+static void finish(struct stream *s)
+{
     bool *reset = mem_calloc(s->nsubjects, sizeof(*reset));
-    const char *reason = "unknown-id";
-    bool any_reset = false;
+    const char *reason = NULL;
+    bool failed = false;
     struct replay *replay = NULL;
     size_t nreplay = 0;
 
-    if (resume && !parse_id(last_event_id, s->nsubjects, after)) {
-        resume = false;
-        any_reset = true;
-        for (size_t i = 0; i < s->nsubjects; i++)
-            reset[i] = true;
-    }
     for (size_t i = 0; i < s->nsubjects; i++) {
-        struct bus_resume r;
-        fanout_resume(s->env->fanout, &s->links[i], resume, after[i], &r);
-        s->seqs[i] = r.last;
-        if (!resume)
-            continue;
-        if (r.status == HISTORY_RESUME_OK) {
-            s->seqs[i] = after[i];
-            replay = mem_realloc(replay, (nreplay + r.nevents) * sizeof(*replay));
-            for (size_t k = 0; k < r.nevents; k++)
-                replay[nreplay++] = (struct replay){r.events[k], i};
-        } else {
-            reset[i] = any_reset = true;
-            reason = r.status == HISTORY_RESUME_GONE ? "history-expired" : "unknown-id";
+        struct bus_resume *r = &s->starts[i];
+        s->seqs[i] = r->last;
+        if (r->status == BUS_RESUME_OK) {
+            s->seqs[i] = r->before;
+            replay = mem_realloc(replay, (nreplay + r->nevents) * sizeof(*replay));
+            for (size_t k = 0; k < r->nevents; k++)
+                replay[nreplay++] = (struct replay){r->events[k], i};
+            free(r->events); /* the references move to the queue below */
+            r->events = NULL;
+            r->nevents = 0;
+        } else if (r->status == BUS_RESUME_FAILED) {
+            s->seqs[i] = r->before;
+            failed = true;
+        } else if (!reset[i]) {
+            reset[i] = true;
+            reason = reset_reason(r->status);
         }
-        free(r.events);
     }
+    drop_starts(s);
 
     char line[SSE_LINE_MAX];
     size_t n = sse_format_retry(line, s->retry_ms);
@@ -306,7 +347,7 @@ static void start(struct stream *s, const char *last_event_id)
     buf_append(&s->own, "\n", 1);
     push(s, NULL, s->own.len - mark, false);
 
-    if (any_reset)
+    if (reason)
         push_reset(s, reset, reason);
     if (nreplay > 1)
         qsort(replay, nreplay, sizeof(*replay), by_seq);
@@ -314,14 +355,72 @@ static void start(struct stream *s, const char *last_event_id)
         s->seqs[replay[k].index] = replay[k].ev->seq;
         push(s, replay[k].ev, append_id(s), false);
     }
-    if (last_event_id)
-        metrics_add(&s->env->stats.with_last_id, 1);
-    if (resume && !any_reset)
+    if (s->start_id && strcmp(s->start_id, "earliest") != 0 && !reason)
         metrics_add(&s->env->stats.resumes, 1);
     metrics_add(&s->env->stats.replayed_events, (int64_t)nreplay);
     free(replay);
-    free(after);
     free(reset);
+    free(s->start_id);
+    s->start_id = NULL;
+    s->started = true;
+    if (failed)
+        stream_end(s, STREAM_END_UNAVAILABLE);
+}
+
+/*
+ * All subjects are confirmed: asks each where to start. Replays that
+ * JetStream must answer come back through stream_on_replayed().
+ */
+static void begin(struct stream *s)
+{
+    s->begun = true;
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        if (fanout_failed(&s->links[i])) {
+            char line[SSE_LINE_MAX];
+            push_own(s, line, sse_format_retry(line, s->retry_ms));
+            stream_end(s, STREAM_END_UNAVAILABLE);
+            return;
+        }
+    }
+    struct bus_start start = {.from = BUS_FROM_NOW};
+    uint64_t *after = mem_calloc(s->nsubjects, sizeof(*after));
+    bool bad_id = false;
+    if (s->start_id && strcmp(s->start_id, "earliest") == 0) {
+        start.from = BUS_FROM_EARLIEST;
+    } else if (s->start_id) {
+        start.from = BUS_FROM_ID;
+        bad_id = !parse_id(s->start_id, s->nsubjects, after);
+        metrics_add(&s->env->stats.with_last_id, 1);
+    } else if (s->since_ns) {
+        start.from = BUS_FROM_TIME;
+        start.since_ns = s->since_ns;
+    }
+    s->starts = mem_calloc(s->nsubjects, sizeof(*s->starts));
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        struct bus_start one = start;
+        one.after = after[i];
+        if (bad_id)
+            one.from = BUS_FROM_NOW;
+        fanout_resume(s->env->fanout, &s->links[i], &one, &s->starts[i]);
+        if (bad_id)
+            s->starts[i].status = BUS_RESUME_UNKNOWN;
+        s->pending += s->starts[i].status == BUS_RESUME_PENDING;
+    }
+    free(after);
+    if (!s->pending)
+        finish(s);
+}
+
+void stream_on_replayed(struct fanout_link *link, struct bus_resume *r)
+{
+    struct stream *s = link->owner;
+    s->starts[link->index] = *r;
+    r->events = NULL;
+    r->nevents = 0;
+    if (--s->pending == 0) {
+        finish(s);
+        s->wake(s->wake_ctx);
+    }
 }
 
 struct stream *stream_new(const struct stream_params *p)
@@ -377,7 +476,10 @@ struct stream *stream_new(const struct stream_params *p)
             joined = false;
     }
     if (joined) {
-        start(s, p->last_event_id);
+        s->start_id = p->last_event_id ? mem_strdup(p->last_event_id) : NULL;
+        s->since_ns = p->since_ns;
+        if (all_ready(s))
+            begin(s);
     } else {
         char line[SSE_LINE_MAX];
         push_own(s, line, sse_format_retry(line, s->retry_ms));
@@ -401,6 +503,8 @@ void stream_free(struct stream *s)
     metrics_observe(&s->env->stats.duration, stream_now_s() - s->opened_s);
     list_remove(&s->idle_node);
     buf_dispose(&s->own);
+    drop_starts(s);
+    free(s->start_id);
     free(s->items);
     free(s->links); /* the block that also holds seqs and subjects */
     free(s);
@@ -468,20 +572,13 @@ void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
 
 enum stream_end stream_ended(const struct stream *s) { return s->end; }
 
-bool stream_ready(const struct stream *s)
-{
-    if (s->end != STREAM_END_NONE)
-        return true;
-    for (size_t i = 0; i < s->nsubjects; i++) {
-        if (!fanout_ready(&s->links[i]))
-            return false;
-    }
-    return true;
-}
+bool stream_ready(const struct stream *s) { return s->end != STREAM_END_NONE || s->started; }
 
 void stream_on_ready(struct fanout_link *link)
 {
     struct stream *s = link->owner;
+    if (!s->begun && s->end == STREAM_END_NONE && all_ready(s))
+        begin(s);
     if (stream_ready(s))
         s->wake(s->wake_ctx);
 }
@@ -502,8 +599,12 @@ static const char *over_cap(const struct stream *s, size_t n)
 void stream_on_event(struct fanout_link *link, struct sse_event *ev)
 {
     struct stream *s = link->owner;
-    /* At or below the position: already replayed, or from before this stream joined. */
-    if (s->end != STREAM_END_NONE || ev->seq <= s->seqs[link->index])
+    /*
+     * Before the start: in the start's history snapshot or replay already.
+     * At or below the position: already replayed, or from before this
+     * stream joined.
+     */
+    if (s->end != STREAM_END_NONE || !s->started || ev->seq <= s->seqs[link->index])
         return;
     uint64_t was = s->seqs[link->index];
     s->seqs[link->index] = ev->seq;

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/conn.h"
 #include "sluice/err.h"
@@ -30,6 +31,12 @@
 #include "sluice/stream.h"
 
 #define ACCEPT_BUDGET 64 /* connections per wake-up */
+
+/* One item of a worker's inbox: a live event or notice, or a replay's answer. */
+struct mail {
+    struct sse_event *ev;
+    struct bus_replay *replay;
+};
 
 struct worker {
     size_t index;
@@ -63,9 +70,9 @@ struct worker {
     struct conn_env env;
 
     pthread_mutex_t inbox_lock;
-    struct sse_event **inbox; /* under inbox_lock */
+    struct mail *inbox; /* under inbox_lock */
     size_t inbox_len, inbox_cap;
-    struct sse_event **draining; /* loop thread only: the swapped-out inbox */
+    struct mail *draining; /* loop thread only: the swapped-out inbox */
     size_t draining_cap;
 };
 
@@ -111,7 +118,7 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     (void)revents;
     struct worker *w = container_of(a, struct worker, inbox_async);
     pthread_mutex_lock(&w->inbox_lock);
-    struct sse_event **events = w->inbox;
+    struct mail *events = w->inbox;
     size_t n = w->inbox_len, cap = w->inbox_cap;
     w->inbox = w->draining;
     w->inbox_cap = w->draining_cap;
@@ -120,8 +127,12 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     w->draining = events;
     w->draining_cap = cap;
     for (size_t i = 0; i < n; i++) {
-        fanout_deliver(w->fanout, events[i]);
-        sse_event_unref(events[i]);
+        if (events[i].replay) {
+            fanout_replayed(w->fanout, events[i].replay);
+        } else {
+            fanout_deliver(w->fanout, events[i].ev);
+            sse_event_unref(events[i].ev);
+        }
     }
 }
 
@@ -227,20 +238,27 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
-void worker_post(void *ctx, struct sse_event *ev)
+/* Appends one piece of mail; the first of a batch wakes the loop. */
+static void post(struct worker *w, struct mail m)
 {
-    struct worker *w = ctx;
     pthread_mutex_lock(&w->inbox_lock);
     if (w->inbox_len == w->inbox_cap) {
         w->inbox_cap = w->inbox_cap ? w->inbox_cap * 2 : 256;
         w->inbox = mem_realloc(w->inbox, w->inbox_cap * sizeof(*w->inbox));
     }
-    w->inbox[w->inbox_len++] = ev;
+    w->inbox[w->inbox_len++] = m;
     bool first = w->inbox_len == 1;
     pthread_mutex_unlock(&w->inbox_lock);
     /* One wake per batch: ev_async_send coalesces, but skipping the call is cheaper still. */
     if (first)
         ev_async_send(w->loop, &w->inbox_async);
+}
+
+void worker_post(void *ctx, struct sse_event *ev) { post(ctx, (struct mail){.ev = ev}); }
+
+void worker_post_replay(void *ctx, struct bus_replay *r)
+{
+    post(ctx, (struct mail){.replay = r});
 }
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
@@ -304,7 +322,8 @@ static void *run(void *arg)
 
 int worker_start(struct worker *w, struct bus *bus)
 {
-    w->fanout = fanout_new(bus, w->index, stream_on_event, stream_on_ready);
+    w->fanout = fanout_new(bus, w->index, stream_on_event, stream_on_ready,
+                           stream_on_replayed);
     w->env.session.bus = bus;
     w->streams.fanout = w->fanout;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
@@ -330,8 +349,10 @@ void worker_free(struct worker *w)
         return;
     while (!list_empty(&w->env.all))
         conn_free(conn_of_node(w->env.all.next));
-    for (size_t i = 0; i < w->inbox_len; i++)
-        sse_event_unref(w->inbox[i]);
+    for (size_t i = 0; i < w->inbox_len; i++) {
+        sse_event_unref(w->inbox[i].ev);
+        bus_replay_free(w->inbox[i].replay);
+    }
     free(w->inbox);
     free(w->draining);
     fanout_free(w->fanout);

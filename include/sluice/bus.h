@@ -10,6 +10,15 @@
  *
  * Subscriptions use cnats's global delivery pool, not a thread per
  * subscription: 10,000 subjects must not mean 10,000 threads.
+ *
+ * JetStream: a pattern covered by a subject of one of the configured
+ * JetStream streams is served from that stream instead: one ordered push
+ * consumer per pattern per process carries the live events, whose
+ * sequences are the stream's own, so an id means the same on every
+ * gateway. A resume that memory cannot serve becomes a replay job: a
+ * short-lived ordered consumer from the resume position to where the live
+ * consumer began, run by one of `replays` threads and shared by every
+ * request on the same pattern from a nearby position.
  */
 #ifndef SLUICE_BUS_H
 #define SLUICE_BUS_H
@@ -30,6 +39,67 @@ struct bus;
  */
 typedef void bus_deliver_fn(void *worker_ctx, struct sse_event *ev);
 
+/*
+ * Notices travel as events without a body: BUS_NOTICE_READY once
+ * nats-server has a subscription, BUS_NOTICE_FAILED when it could not be
+ * made (a JetStream consumer the server refused or never answered for).
+ */
+#define BUS_NOTICE_READY 0
+#define BUS_NOTICE_FAILED UINT64_MAX
+
+/* Where a stream joining a subscription starts. */
+enum bus_from {
+    BUS_FROM_NOW,      /* only what is published from now on */
+    BUS_FROM_ID,       /* after `after`: one part of a Last-Event-ID */
+    BUS_FROM_EARLIEST, /* everything still stored */
+    BUS_FROM_TIME,     /* everything stored at or after since_ns */
+};
+
+struct bus_start {
+    enum bus_from from;
+    uint64_t after;   /* BUS_FROM_ID */
+    int64_t since_ns; /* BUS_FROM_TIME: wall clock, ns since 1970 */
+};
+
+enum bus_status {
+    BUS_RESUME_OK,      /* every event asked for follows */
+    BUS_RESUME_GONE,    /* events after the id are no longer stored */
+    BUS_RESUME_UNKNOWN, /* the id is newer than anything stored */
+    BUS_RESUME_LIMIT,   /* more than replay_max events to replay */
+    BUS_RESUME_FAILED,  /* JetStream did not answer: try again later */
+    BUS_RESUME_PENDING, /* a replay job will answer (bus_resume only) */
+};
+
+/* What a stream joining a subscription starts from. */
+struct bus_resume {
+    uint64_t last;             /* newest sequence so far: where a fresh stream starts */
+    uint64_t before;           /* BUS_RESUME_OK: the position the events follow */
+    enum bus_status status;    /* of the requested start */
+    struct sse_event **events; /* to replay, oldest first; the caller unrefs and frees */
+    size_t nevents;
+};
+
+/*
+ * A start answered later by a replay job. Made by bus_resume(), handed
+ * back through bus_params.replayed on the worker's inbox, freed by the
+ * worker with bus_replay_free().
+ */
+struct bus_replay {
+    struct bus_replay *next; /* the bus's: the job's waiters */
+    size_t worker;
+    uint64_t sub_id;
+    struct bus_start start;
+    void *owner;             /* the worker's; the bus never reads it */
+    struct bus_resume result;
+};
+
+/*
+ * Called on a replay thread, under the subscription's lock so that it is
+ * ordered with the live events: every event not in r->result is delivered
+ * after it. Takes ownership of r. Must not block.
+ */
+typedef void bus_replayed_fn(void *worker_ctx, struct bus_replay *r);
+
 struct bus_params {
     const char *url;
     size_t nworkers;
@@ -39,11 +109,16 @@ struct bus_params {
     size_t history_bytes;       /* per subscription */
     size_t history_total_bytes; /* all subscriptions together */
     int64_t keep_ms;            /* how long an unwatched subscription (and its history) stays */
+    const char *jetstream;      /* stream names, comma-separated, or "*": all; NULL/"": none */
+    size_t replays;             /* replay jobs run at once */
+    size_t replay_max;          /* events one replay may send */
+    bus_replayed_fn *replayed;
 };
 
 /*
  * Connects (no retry at start: a gateway without NATS should fail
- * loudly). 0, or ERR_NATS with a one-line reason in err.
+ * loudly) and reads the subjects of the JetStream streams named. 0, or
+ * ERR_NATS with a one-line reason in err.
  */
 int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errlen);
 /* Closes the connection and waits for cnats's threads. bus_free(NULL) is a no-op. */
@@ -53,10 +128,11 @@ void bus_free(struct bus *bus);
  * Adds worker's interest in pattern (validated by the caller); sets
  * *sub_id, which the events of this subscription carry, and *confirmed,
  * whether nats-server is known to have the subscription. When it is not
- * yet, the worker is sent a notice — an event with seq 0 — once a PING
- * round trip has confirmed it (or failed, at most 2 s later), so that a
- * client is told it is subscribed only when a message published from then
- * on cannot miss it. Thread-safe. 0 or ERR_NATS.
+ * yet, the worker is sent a notice (BUS_NOTICE_READY) once a PING round
+ * trip has confirmed it (or failed, at most 2 s later), so that a client
+ * is told it is subscribed only when a message published from then on
+ * cannot miss it. A JetStream subscription is made on the flusher thread
+ * and may end in BUS_NOTICE_FAILED. Thread-safe. 0 or ERR_NATS.
  */
 int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id,
                   bool *confirmed);
@@ -67,21 +143,20 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
  */
 void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern);
 
-/* What a stream joining a subscription starts from. */
-struct bus_resume {
-    uint64_t last;              /* newest sequence so far: the stream's starting position */
-    enum history_resume status; /* of the requested resume */
-    struct sse_event **events;  /* to replay, oldest first; the caller unrefs and frees */
-    size_t nevents;
-};
-
 /*
- * For a worker already subscribed to pattern: fills out (zeroed first)
- * and, when resume is set, the events after `after`. Thread-safe.
- * 0, or ERR_NOTFOUND when pattern is not subscribed.
+ * For a worker already subscribed (and confirmed) to pattern: fills out
+ * (zeroed first) from history, or, when history cannot serve a JetStream
+ * subscription, sets out->status to BUS_RESUME_PENDING and *pending to a
+ * request that a replay job answers through bus_params.replayed.
+ * Thread-safe. 0, or ERR_NOTFOUND when pattern is not subscribed.
  */
-int bus_resume(struct bus *bus, const char *pattern, bool resume, uint64_t after,
-               struct bus_resume *out);
+int bus_resume(struct bus *bus, size_t worker, const char *pattern,
+               const struct bus_start *start, struct bus_resume *out,
+               struct bus_replay **pending);
+/* Drops r's events and r. NULL is a no-op. */
+void bus_replay_free(struct bus_replay *r);
+/* Unrefs and frees r's events. */
+void bus_resume_dispose(struct bus_resume *r);
 /* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
 void bus_sweep(struct bus *bus);
 /*
@@ -103,6 +178,10 @@ struct bus_stats {
     uint64_t messages;      /* received from NATS */
     size_t subscriptions;   /* as bus_subscriptions() */
     size_t history_bytes;   /* held by all histories */
+    uint64_t replays;         /* JetStream replay jobs run */
+    uint64_t replay_requests; /* starts answered by a replay job */
+    uint64_t replays_active;  /* jobs queued or running */
+    uint64_t replayed_events; /* events fetched from JetStream by replays */
 };
 /* A snapshot of the bus's counters. Thread-safe. */
 void bus_stats(struct bus *bus, struct bus_stats *out);

@@ -32,6 +32,9 @@ struct config {
     size_t history_bytes;      /* per subscription */
     size_t history_total_bytes;/* all subscriptions; 0 = from memory size */
     int history_keep_ms;       /* history kept after a subject's last stream closes */
+    char *jetstream_streams;   /* "NAME,NAME", "*", or "" for none */
+    int jetstream_replays;     /* replay jobs at once */
+    int jetstream_replay_max;  /* events per replay */
     enum log_level log_level;
     char *admin;         /* admin listener host:port, or "off" */
     int drain_ms;        /* SIGTERM: streams are ended over this window */

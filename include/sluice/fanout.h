@@ -18,6 +18,9 @@
 #include "sluice/sse.h"
 
 struct bus;
+struct bus_replay;
+struct bus_resume;
+struct bus_start;
 struct fanout;
 struct fanout_topic;
 
@@ -26,40 +29,47 @@ struct fanout_link {
     struct fanout_topic *topic; /* NULL when not joined */
     void *owner;                /* the stream */
     unsigned index;             /* the owner's subject index */
+    struct bus_replay *pending; /* a start a replay job will answer */
 };
 
 /* Called for each link of the event's topic; ev is borrowed. */
 typedef void fanout_event_fn(struct fanout_link *link, struct sse_event *ev);
-/* Called for each link of a topic that nats-server has just confirmed. */
+/* Called for each link of a topic that nats-server has just confirmed (or failed). */
 typedef void fanout_ready_fn(struct fanout_link *link);
+/* Called when the replay a link waited for answers; r is borrowed. */
+typedef void fanout_replayed_fn(struct fanout_link *link, struct bus_resume *r);
 
 /*
  * bus may be NULL (no NATS: topics are local only and confirmed at once,
  * for tests).
  */
 struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event,
-                          fanout_ready_fn *on_ready);
+                          fanout_ready_fn *on_ready, fanout_replayed_fn *on_replayed);
 /* Every link must have left. fanout_free(NULL) is a no-op. */
 void fanout_free(struct fanout *f);
 /* Links to pattern; 0 or ERR_NATS (link left unjoined). */
 int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link);
-struct bus_resume;
 /*
- * Where a joined link starts: see bus_resume(). Without a bus the topic
- * has no history: last is 0 and a resume reports HISTORY_RESUME_UNKNOWN.
+ * Where a confirmed link starts: see bus_resume(). On BUS_RESUME_PENDING
+ * the answer comes later through on_replayed. Without a bus the topic has
+ * no history: last is 0 and a resume from an id reports BUS_RESUME_UNKNOWN.
  */
-void fanout_resume(struct fanout *f, struct fanout_link *link, bool resume, uint64_t after,
+void fanout_resume(struct fanout *f, struct fanout_link *link, const struct bus_start *start,
                    struct bus_resume *out);
-/* Unlinks; a link that never joined is fine. */
+/* Hands a replay's answer to the link that waits for it, if still there; frees r. */
+void fanout_replayed(struct fanout *f, struct bus_replay *r);
+/* Unlinks, dropping any replay it waits for; a link that never joined is fine. */
 void fanout_leave(struct fanout *f, struct fanout_link *link);
 /*
  * Hands ev (borrowed) to every link of its topic. Links may leave
- * meanwhile. An event with seq 0 is the bus's confirmation notice: it
- * marks the topic confirmed and calls on_ready instead.
+ * meanwhile. A bus notice (BUS_NOTICE_READY or _FAILED) marks the topic
+ * confirmed, or failed, and calls on_ready instead.
  */
 void fanout_deliver(struct fanout *f, struct sse_event *ev);
-/* True once nats-server is known to have the link's subscription. */
+/* True once nats-server is known to have the link's subscription, or it failed. */
 bool fanout_ready(const struct fanout_link *link);
+/* True when the link's subscription could not be made. */
+bool fanout_failed(const struct fanout_link *link);
 size_t fanout_topics(const struct fanout *f);
 
 #endif

@@ -55,6 +55,26 @@ uint64_t history_last(const struct history *h);
  */
 enum history_resume history_since(const struct history *h, uint64_t after,
                                   struct sse_event ***out, size_t *n);
+/*
+ * Appends a reference to each held event stored at or after since_ns
+ * (sse_event.time_ns), oldest first, as history_since() does.
+ */
+void history_since_time(const struct history *h, int64_t since_ns, struct sse_event ***out,
+                        size_t *n);
+/*
+ * For a caller that has every event up to `after` from elsewhere (a
+ * JetStream replay that reached past the floor): appends every held event
+ * above `after` and returns true, or returns false when an event above
+ * `after` was evicted (the caller must fetch further first).
+ */
+bool history_after(const struct history *h, uint64_t after, struct sse_event ***out, size_t *n);
+/*
+ * Sets the floor of a history that holds nothing yet: for a JetStream
+ * subscription, the stream sequence its live consumer starts after.
+ */
+void history_set_floor(struct history *h, uint64_t floor);
+/* The floor: nothing at or below it was ever pushed. */
+uint64_t history_floor(const struct history *h);
 size_t history_count(const struct history *h);
 size_t history_bytes(const struct history *h);
 

@@ -5,7 +5,9 @@
  * same way. Routes:
  *   GET /events/<subject>             one subject, percent-decoded
  *   GET /events?subject=A&subject=B   one or several subjects
- *   optional ?last_event_id=ID        resume position for a first connect
+ *   optional ?last_event_id=ID        resume position for a first connect;
+ *                                     "earliest": everything still stored
+ *   optional ?since=RFC3339           first connect: events stored from then on
  *   POST /publish/<subject>           publish the body; ?event=NAME sets Sse-Event
  *   GET /poll?subject=A&after=ID&timeout=S   long-poll: JSON events after ID
  *   GET /<file>                       a static file (the demo page); "/" is index.html
@@ -16,7 +18,9 @@
 #ifndef SLUICE_HTTP_H
 #define SLUICE_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The hard ceiling; config max-subjects (default 16) is the limit in force. */
 #define HTTP_MAX_SUBJECTS 64
@@ -37,6 +41,7 @@ struct http_route {
     char *subjects[HTTP_MAX_SUBJECTS]; /* owned; NUL-terminated */
     size_t nsubjects;
     char *last_event_id;  /* owned; NULL when absent */
+    int64_t since_ns;     /* HTTP_EVENTS ?since=, ns since 1970; 0 when absent */
     char *event;          /* owned; HTTP_PUBLISH's ?event=, NULL when absent */
     int timeout_ms;       /* HTTP_POLL: 1 to 60 s, default 25 s */
     char *file;           /* owned; HTTP_FILE: relative, no "..", no empty segment */
@@ -56,6 +61,12 @@ const char *http_content_type(const char *file);
 void http_route(struct http_route *route, const char *method, size_t mlen,
                 const char *path, size_t plen);
 void http_route_dispose(struct http_route *route);
+
+/*
+ * Parses an RFC 3339 time ("2026-11-24T08:00:00.5Z", "...+01:00"; from
+ * 1970 on) into nanoseconds since 1970. False when malformed.
+ */
+bool http_parse_time(const char *s, size_t n, int64_t *ns);
 
 /* Decodes %XX in place over n bytes; returns the new length or -1 if malformed. */
 long http_percent_decode(char *s, size_t n);

@@ -27,14 +27,16 @@
 
 struct sse_event {
     atomic_uint refs;
+    uint32_t len;    /* bytes in body */
     uint64_t sub_id; /* the bus subscription that produced it */
     uint64_t seq;    /* per-subscription sequence, from 1, increasing */
-    uint32_t len;    /* bytes in body */
+    int64_t time_ns; /* when it was stored (wall clock, ns since 1970); 0: unknown */
     char body[];     /* "event: …\ndata: …\n\n", not NUL-terminated */
 };
 
 /*
- * A new event with one reference. name may be NULL; a name that is empty,
+ * A new event with one reference and time_ns 0 (set it before sharing the
+ * event). name may be NULL; a name that is empty,
  * longer than SSE_EVENT_NAME_MAX or contains CR, LF or NUL is left out.
  */
 struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,

@@ -99,7 +99,8 @@ struct stream_params {
     struct stream_budget *conn_budget;
     char *const *subjects;     /* borrowed; copied */
     size_t nsubjects;
-    const char *last_event_id; /* NULL for a fresh start */
+    const char *last_event_id; /* NULL for a fresh start; "earliest": all stored */
+    int64_t since_ns;          /* without last_event_id: replay from this time; 0: none */
     unsigned retry_ms;         /* hint before jitter */
     unsigned jitter_pct;       /* +- percent, drawn per stream */
     size_t queue_max;          /* live bytes */
@@ -122,12 +123,19 @@ void stream_free(struct stream *s);
 
 /* fanout_event_fn for stream links: queues ev, or ends a slow consumer. */
 void stream_on_event(struct fanout_link *link, struct sse_event *ev);
-/* fanout_ready_fn for stream links: wakes the stream once all its subjects are confirmed. */
-void stream_on_ready(struct fanout_link *link);
 /*
- * True when nats-server has every subscription of the stream, so that its
- * response may be sent: from then on no message can miss it. An ended
- * stream is ready too (it has only its end left to send).
+ * fanout_ready_fn for stream links: once all its subjects are confirmed,
+ * asks where each starts (history, or a JetStream replay) and wakes the
+ * stream when it has started.
+ */
+void stream_on_ready(struct fanout_link *link);
+/* fanout_replayed_fn for stream links: a replay answered; starts the stream after the last. */
+void stream_on_replayed(struct fanout_link *link, struct bus_resume *r);
+/*
+ * True once the stream has started: nats-server has every subscription,
+ * so that no message published from then on can miss it, and every
+ * replay has answered. Its response may be sent then. An ended stream is
+ * ready too (it has only its end left to send).
  */
 bool stream_ready(const struct stream *s);
 /* Ends the stream after what is already partly sent, with a final comment; wakes. */

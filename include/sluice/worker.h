@@ -55,5 +55,8 @@ void worker_stop(struct worker *w);
 void worker_free(struct worker *w);
 /* bus_deliver_fn: queues ev (takes the reference) for worker ctx. Thread-safe. */
 void worker_post(void *ctx, struct sse_event *ev);
+struct bus_replay;
+/* bus_replayed_fn: queues a replay's answer behind the events posted before it. */
+void worker_post_replay(void *ctx, struct bus_replay *r);
 
 #endif

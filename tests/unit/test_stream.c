@@ -63,7 +63,7 @@ static int setup(void **state)
     struct fx *fx = calloc(1, sizeof(*fx));
     if (!fx)
         return -1;
-    fx->fanout = fanout_new(NULL, 0, stream_on_event, stream_on_ready);
+    fx->fanout = fanout_new(NULL, 0, stream_on_event, stream_on_ready, stream_on_replayed);
     stream_env_init(&fx->env, fx->fanout, HEARTBEAT_MS, BIG);
     fx->conn = (struct stream_budget){0, BIG};
     *state = fx;
