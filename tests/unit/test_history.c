@@ -514,6 +514,70 @@ static void test_sparse_sequences(void **state)
     history_free(h);
 }
 
+/* A JetStream history: floor set once, events above it, eviction tracked apart from the floor. */
+static void test_set_floor_and_after(void **state)
+{
+    (void)state;
+    struct history_budget b;
+    budget_init(&b, BIG);
+    struct history *h = history_new(3, BIG, &b, 0);
+    history_set_floor(h, 100);
+    assert_int_equal(history_floor(h), 100);
+    assert_int_equal(history_last(h), 100);
+    struct sse_event **out = NULL;
+    size_t n = 0;
+    /* Below the floor: history alone cannot say (JetStream must fetch up to it). */
+    assert_int_equal(history_since(h, 50, &out, &n), HISTORY_RESUME_GONE);
+    /* A caller that has everything up to 50 and knows nothing matched up to 100 gets the rest. */
+    assert_true(history_after(h, 50, &out, &n));
+    assert_int_equal(n, 0);
+    for (uint64_t seq = 101; seq <= 104; seq++)
+        history_push(h, mk(seq, 10));
+    history_set_floor(h, 500); /* not empty: ignored */
+    assert_int_equal(history_floor(h), 100);
+    /* 101 was evicted (3 kept): only a caller past 101 is served. */
+    assert_false(history_after(h, 100, &out, &n));
+    assert_int_equal(n, 0);
+    assert_true(history_after(h, 101, &out, &n));
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0]->seq, 102);
+    assert_int_equal(out[2]->seq, 104);
+    assert_true(history_after(h, 103, &out, &n));
+    assert_int_equal(n, 4);
+    assert_int_equal(out[3]->seq, 104);
+    for (size_t i = 0; i < n; i++)
+        sse_event_unref(out[i]);
+    free(out);
+    history_free(h);
+}
+
+static void test_since_time(void **state)
+{
+    (void)state;
+    struct history_budget b;
+    budget_init(&b, BIG);
+    struct history *h = history_new(10, BIG, &b, 0);
+    for (uint64_t seq = 1; seq <= 5; seq++) {
+        struct sse_event *ev = mk(seq, 10);
+        ev->time_ns = (int64_t)seq * 1000;
+        history_push(h, ev);
+    }
+    struct sse_event **out = NULL;
+    size_t n = 0;
+    history_since_time(h, 3000, &out, &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0]->seq, 3);
+    history_since_time(h, 5001, &out, &n);
+    assert_int_equal(n, 3);
+    history_since_time(h, INT64_MIN, &out, &n);
+    assert_int_equal(n, 8);
+    assert_int_equal(out[3]->seq, 1);
+    for (size_t i = 0; i < n; i++)
+        sse_event_unref(out[i]);
+    free(out);
+    history_free(h);
+}
+
 static void test_sparse_sequences_wrapping(void **state)
 {
     (void)state;
@@ -531,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_refcounts),          cmocka_unit_test(test_free_null_and_empty),
         cmocka_unit_test(test_ring_wraps),         cmocka_unit_test(test_ring_wraps_power_of_two),
         cmocka_unit_test(test_sparse_sequences),   cmocka_unit_test(test_sparse_sequences_wrapping),
+        cmocka_unit_test(test_set_floor_and_after), cmocka_unit_test(test_since_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

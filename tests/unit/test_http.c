@@ -435,6 +435,64 @@ static void test_percent_decode_uses_len(void **state)
     expect_decode("a%41%", 4, "aA", 2);
 }
 
+static void expect_time(const char *text, int64_t want)
+{
+    int64_t ns = -1;
+    bool ok = http_parse_time(text, strlen(text), &ns);
+    if (want < 0) {
+        if (ok)
+            fail_msg("%s parsed as %lld", text, (long long)ns);
+        return;
+    }
+    if (!ok || ns != want)
+        fail_msg("%s: ok %d ns %lld, want %lld", text, ok, (long long)ns, (long long)want);
+}
+
+static void test_parse_time(void **state)
+{
+    (void)state;
+    const int64_t S = 1000000000;
+    expect_time("1970-01-01T00:00:01Z", S);
+    expect_time("2026-11-24T08:00:00Z", 1795507200 * S);
+    expect_time("2026-11-24t08:00:00z", 1795507200 * S);
+    expect_time("2026-11-24T09:30:00+01:30", 1795507200 * S);
+    expect_time("2026-11-24T06:00:00-02:00", 1795507200 * S);
+    expect_time("2026-11-24T08:00:00.5Z", 1795507200 * S + S / 2);
+    expect_time("2026-11-24T08:00:00.123456789123Z", 1795507200 * S + 123456789);
+    expect_time("2024-02-29T00:00:00Z", 1709164800 * S);
+    expect_time("2016-12-31T23:59:60Z", 1483228799 * S); /* leap second */
+    expect_time("2023-02-29T00:00:00Z", -1);
+    expect_time("1900-02-29T00:00:00Z", -1);
+    expect_time("1969-12-31T23:59:59Z", -1);
+    expect_time("1970-01-01T00:00:00Z", -1); /* 0 means "no since" */
+    expect_time("2026-13-01T00:00:00Z", -1);
+    expect_time("2026-11-24T24:00:00Z", -1);
+    expect_time("2026-11-24T08:00:00", -1);   /* no zone */
+    expect_time("2026-11-24T08:00:00.Z", -1);
+    expect_time("2026-11-24T08:00:00Zx", -1);
+    expect_time("2026-11-24 08:00:00Z", -1);
+    expect_time("2026-11-24T08:00:00+0100", -1);
+    expect_time("20261124T080000Z", -1);
+    expect_time("", -1);
+}
+
+static void test_since_query(void **state)
+{
+    (void)state;
+    struct http_route r;
+    route(&r, "GET", "/events/a?since=2026-11-24T08%3A00%3A00Z");
+    assert_int_equal(r.kind, HTTP_EVENTS);
+    assert_int_equal(r.since_ns, (int64_t)1795507200 * 1000000000);
+    http_route_dispose(&r);
+    route(&r, "GET", "/events/a?since=yesterday");
+    assert_int_equal(r.kind, HTTP_ERROR);
+    assert_int_equal(r.status, 400);
+    http_route_dispose(&r);
+    route(&r, "GET", "/events/a?last_event_id=earliest");
+    assert_string_equal(r.last_event_id, "earliest");
+    http_route_dispose(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,6 +520,8 @@ int main(void)
         cmocka_unit_test(test_percent_decode),
         cmocka_unit_test(test_percent_decode_malformed),
         cmocka_unit_test(test_percent_decode_uses_len),
+        cmocka_unit_test(test_parse_time),
+        cmocka_unit_test(test_since_query),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
