@@ -95,6 +95,7 @@ struct bus_job {
     struct bus_sub *bs;         /* referenced */
     struct bus_start start;     /* lowered as earlier requests join, until it runs */
     bool running;
+    bool closed;                /* answering: joins make a new job */
     struct bus_replay *waiters; /* under bus->lock */
 };
 
@@ -286,8 +287,10 @@ static void confirm(struct bus *bus, struct bus_sub *bs)
 static void js_why(char *out, size_t len, const char *what, natsStatus s, jsErrCode jerr)
 {
     const char *text = nats_GetLastError(NULL);
-    if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT)
+    if (s == NATS_NO_RESPONDERS)
         text = "JetStream not available (is nats-server running with -js?)";
+    else if (s == NATS_TIMEOUT)
+        text = "JetStream did not answer in time";
     else if (jerr == JSStreamNotFoundErr)
         text = "stream not found";
     snprintf(out, len, "%s: %s", what, text && *text ? text : natsStatus_GetText(s));
@@ -469,21 +472,58 @@ static bool wants(const struct bus_replay *r, const struct sse_event *ev)
     return true;
 }
 
-/*
- * Answers every waiter of job; under bus->lock and the subscription's
- * lock, so that live events not in an answer reach the worker after it.
- * hist: history's events above f->upto (status OK).
- */
-static void hand_out(struct bus *bus, struct bus_job *job, const struct bus_fetch *f,
-                     struct sse_event **hist, size_t nhist)
+/* Takes job's waiters; no request joins it from now on. */
+static struct bus_replay *take_waiters(struct bus *bus, struct bus_job *job)
 {
-    struct bus_sub *bs = job->bs;
+    pthread_mutex_lock(&bus->lock);
+    struct bus_replay *ws = job->waiters;
+    job->waiters = NULL;
+    job->closed = true;
+    pthread_mutex_unlock(&bus->lock);
+    return ws;
+}
+
+/* Gives waiters back to job, which takes joins again: it has more to fetch. */
+static void return_waiters(struct bus *bus, struct bus_job *job, struct bus_replay *ws)
+{
+    pthread_mutex_lock(&bus->lock);
+    while (ws) {
+        struct bus_replay *r = ws;
+        ws = r->next;
+        r->next = job->waiters;
+        job->waiters = r;
+    }
+    job->closed = false;
+    pthread_mutex_unlock(&bus->lock);
+}
+
+/* Fills each waiter's answer with the fetched events it asked for (status OK). */
+static void add_fetched(struct bus_replay *ws, const struct bus_fetch *f)
+{
+    for (struct bus_replay *r = ws; r; r = r->next) {
+        struct bus_resume *out = &r->result;
+        out->events = mem_alloc((f->nevents + 1) * sizeof(*out->events));
+        for (size_t i = 0; i < f->nevents; i++) {
+            if (wants(r, f->events[i]))
+                out->events[out->nevents++] = sse_event_ref(f->events[i]);
+        }
+    }
+}
+
+/*
+ * Completes and posts every answer; under the subscription's lock, so
+ * that live events not in an answer reach the worker after it. hist:
+ * history's events above f->upto (status OK).
+ */
+static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay *ws,
+                         const struct bus_fetch *f, struct sse_event **hist, size_t nhist)
+{
     uint64_t last = history_last(bs->history);
     if (f->upto > last)
         last = f->upto;
-    while (job->waiters) {
-        struct bus_replay *r = job->waiters;
-        job->waiters = r->next;
+    while (ws) {
+        struct bus_replay *r = ws;
+        ws = r->next;
         r->next = NULL;
         struct bus_resume *out = &r->result;
         out->status = f->status;
@@ -496,41 +536,56 @@ static void hand_out(struct bus *bus, struct bus_job *job, const struct bus_fetc
                 out->status = BUS_RESUME_UNKNOWN;
         }
         if (out->status == BUS_RESUME_OK) {
-            out->events = mem_alloc((f->nevents + nhist + 1) * sizeof(*out->events));
-            for (size_t i = 0; i < f->nevents; i++) {
-                if (wants(r, f->events[i]))
-                    out->events[out->nevents++] = sse_event_ref(f->events[i]);
-            }
+            out->events = mem_realloc(out->events, (out->nevents + nhist + 1) * sizeof(*out->events));
             for (size_t i = 0; i < nhist; i++)
                 out->events[out->nevents++] = sse_event_ref(hist[i]);
             /* Start just before the first event, so the start id resumes all of them. */
             if (r->start.from != BUS_FROM_ID)
                 out->before = out->nevents ? out->events[0]->seq - 1 : last;
+        } else {
+            bus_resume_dispose(out);
         }
         bus->p.replayed(bus->p.worker_ctxs[r->worker], r);
     }
 }
 
+/* Answers every waiter of job with f's failure. */
+static void fail_waiters(struct bus *bus, struct bus_job *job, const struct bus_fetch *f)
+{
+    struct bus_replay *ws = take_waiters(bus, job);
+    pthread_mutex_lock(&job->bs->lock);
+    post_answers(bus, job->bs, ws, f, NULL, 0);
+    pthread_mutex_unlock(&job->bs->lock);
+}
+
 /*
- * Hands out job if history has every event above f->upto: under both
- * locks, so nothing can be evicted between the check and the answers.
+ * Answers job's waiters if history has every event above f->upto: the
+ * check and the answers under one hold of the subscription's lock, so
+ * that nothing is evicted in between. The fetched part of each answer is
+ * built before, outside every lock.
  */
 static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
 {
+    struct bus_sub *bs = job->bs;
+    struct bus_replay *ws = take_waiters(bus, job);
     struct sse_event **hist = NULL;
     size_t nhist = 0;
-    pthread_mutex_lock(&bus->lock);
-    pthread_mutex_lock(&job->bs->lock);
+    add_fetched(ws, f);
+    pthread_mutex_lock(&bs->lock);
     /* Caught up after the live consumer began: nothing matched up to its floor either. */
-    if (f->upto < history_floor(job->bs->history))
-        f->upto = history_floor(job->bs->history);
-    bool done = history_after(job->bs->history, f->upto, &hist, &nhist);
+    if (f->upto < history_floor(bs->history))
+        f->upto = history_floor(bs->history);
+    bool done = history_after(bs->history, f->upto, &hist, &nhist);
     if (done) {
         f->status = BUS_RESUME_OK;
-        hand_out(bus, job, f, hist, nhist);
+        post_answers(bus, bs, ws, f, hist, nhist);
     }
-    pthread_mutex_unlock(&job->bs->lock);
-    pthread_mutex_unlock(&bus->lock);
+    pthread_mutex_unlock(&bs->lock);
+    if (!done) {
+        for (struct bus_replay *r = ws; r; r = r->next)
+            bus_resume_dispose(&r->result);
+        return_waiters(bus, job, ws);
+    }
     for (size_t i = 0; i < nhist; i++)
         sse_event_unref(hist[i]);
     free(hist);
@@ -645,12 +700,9 @@ static void run_job(struct bus *bus, struct bus_job *job)
     struct bus_fetch f = {0};
     atomic_fetch_add(&bus->replays, 1);
     fetch(bus, job, &f);
+    if (f.status != BUS_RESUME_OK) /* not answered: a failure, for all of them */
+        fail_waiters(bus, job, &f);
     pthread_mutex_lock(&bus->lock);
-    if (job->waiters) { /* not answered: a failure, for all of them */
-        pthread_mutex_lock(&job->bs->lock);
-        hand_out(bus, job, &f, NULL, 0);
-        pthread_mutex_unlock(&job->bs->lock);
-    }
     list_remove(&job->node);
     pthread_mutex_unlock(&bus->lock);
     for (size_t i = 0; i < f.nevents; i++)
@@ -715,7 +767,7 @@ static void add_waiter(struct bus *bus, struct bus_sub *bs, struct bus_replay *r
     struct bus_job *job = NULL;
     for (struct list *n = bus->jobs.next; n != &bus->jobs && !job; n = n->next) {
         struct bus_job *j = container_of(n, struct bus_job, node);
-        if (j->bs == bs && joinable(bus, j, &r->start))
+        if (j->bs == bs && !j->closed && joinable(bus, j, &r->start))
             job = j;
     }
     if (!job) {
