@@ -383,9 +383,9 @@ static int load_stream(struct bus *bus, const char *name, char *err, size_t errl
         js->subjects[i] = mem_strdup(si->Config->Subjects[i]);
     if (js->nsubjects == 0) /* a stream without subjects stores the one named as it */
         js->subjects[js->nsubjects++] = mem_strdup(name);
-    log_info("jetstream: serving %s from stream %s (sequences %llu to %llu)",
-             js->subjects[0], name, (unsigned long long)si->State.FirstSeq,
-             (unsigned long long)si->State.LastSeq);
+    log_info("jetstream: serving %s%s from stream %s (%llu messages, last sequence %llu)",
+             js->subjects[0], js->nsubjects > 1 ? " and more" : "", name,
+             (unsigned long long)si->State.Msgs, (unsigned long long)si->State.LastSeq);
     jsStreamInfo_Destroy(si);
     return 0;
 }

@@ -2,7 +2,13 @@
  * sluice-pub: publishes messages to NATS for the demo and the tests.
  *
  *   sluice-pub --nats URL --subject S [--event NAME] [--data TEXT]
- *              [--count N] [--rate PER_SECOND] [--seq]
+ *              [--count N] [--rate PER_SECOND] [--seq] [--stream NAME:SUBJECTS]
+ *
+ * --stream makes sure a JetStream stream NAME exists on SUBJECTS (comma-
+ * separated; file storage, one replica) before publishing, and publishes
+ * with JetStream acknowledgements; without --subject it only makes the
+ * stream. This is what the demo uses to make its events resumable across
+ * gateway restarts.
  *
  * --seq makes each payload "<n>" (1, 2, …) followed by --data, so a
  * receiver can check order, gaps and duplicates. --count 0 publishes
@@ -18,7 +24,7 @@
 static void usage(void)
 {
     fputs("usage: sluice-pub --nats URL --subject S [--event NAME] [--data TEXT] [--count N]\n"
-          "                  [--rate PER_SECOND] [--seq]\n",
+          "                  [--rate PER_SECOND] [--seq] [--stream NAME:SUBJECTS]\n",
           stderr);
     exit(2);
 }
@@ -38,6 +44,43 @@ static size_t unescape(char *s)
     return o;
 }
 
+/* Makes the JetStream stream "NAME:subj,subj" unless it exists; 0 or 1. */
+static int ensure_stream(natsConnection *nc, jsCtx **js, char *spec)
+{
+    char *colon = strchr(spec, ':');
+    if (!colon || colon == spec || !colon[1]) {
+        fprintf(stderr, "sluice-pub: --stream wants NAME:SUBJECTS\n");
+        return 1;
+    }
+    *colon = '\0';
+    const char *subjects[16];
+    int n = 0;
+    for (char *tok = strtok(colon + 1, ","); tok && n < 16; tok = strtok(NULL, ","))
+        subjects[n++] = tok;
+    natsStatus s = natsConnection_JetStream(js, nc, NULL);
+    jsErrCode jerr = 0;
+    jsStreamInfo *si = NULL;
+    if (s == NATS_OK && js_GetStreamInfo(&si, *js, spec, NULL, &jerr) == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return 0;
+    }
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = spec;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = n;
+    cfg.Storage = js_FileStorage;
+    if (s == NATS_OK)
+        s = js_AddStream(&si, *js, &cfg, NULL, &jerr);
+    if (s != NATS_OK) {
+        fprintf(stderr, "sluice-pub: cannot make stream %s: %s (JetStream error %d)\n", spec,
+                natsStatus_GetText(s), (int)jerr);
+        return 1;
+    }
+    jsStreamInfo_Destroy(si);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *url = "nats://127.0.0.1:4222", *subject = NULL, *event = NULL;
@@ -45,6 +88,7 @@ int main(int argc, char **argv)
     long count = 1;
     double rate = 0;
     int seq = 0;
+    char *stream = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--seq") == 0) {
@@ -66,10 +110,12 @@ int main(int argc, char **argv)
             count = atol(v);
         else if (strcmp(a, "--rate") == 0)
             rate = atof(v);
+        else if (strcmp(a, "--stream") == 0)
+            stream = strdup(v);
         else
             usage();
     }
-    if (!subject)
+    if (!subject && !stream)
         usage();
     size_t dlen = data ? unescape(data) : 0;
 
@@ -79,10 +125,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluice-pub: cannot connect to %s: %s\n", url, natsStatus_GetText(s));
         return 1;
     }
+    jsCtx *js = NULL;
+    if (stream && ensure_stream(nc, &js, stream) != 0)
+        return 1;
+    if (!subject)
+        count = -1; /* only the stream */
     char *payload = malloc(dlen + 32);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    for (long n = 1; count == 0 || n <= count; n++) {
+    for (long n = 1; count >= 0 && (count == 0 || n <= count); n++) {
         size_t plen = 0;
         if (seq)
             plen = (size_t)snprintf(payload, 32, "%ld", n);
@@ -93,7 +144,9 @@ int main(int argc, char **argv)
         s = natsMsg_Create(&m, subject, NULL, payload, (int)plen);
         if (s == NATS_OK && event)
             s = natsMsgHeader_Set(m, "Sse-Event", event);
-        if (s == NATS_OK)
+        if (s == NATS_OK && js) /* acknowledged: stored before the next one */
+            s = js_PublishMsg(NULL, js, m, NULL, NULL);
+        else if (s == NATS_OK)
             s = natsConnection_PublishMsg(nc, m);
         natsMsg_Destroy(m);
         if (s != NATS_OK) {
@@ -114,8 +167,10 @@ int main(int argc, char **argv)
         }
     }
     s = natsConnection_FlushTimeout(nc, 5000);
+    jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     free(payload);
     free(data);
+    free(stream);
     return s == NATS_OK ? 0 : 1;
 }
