@@ -381,11 +381,13 @@ static int load_stream(struct bus *bus, const char *name, char *err, size_t errl
     js->subjects = mem_calloc(js->nsubjects ? js->nsubjects : 1, sizeof(*js->subjects));
     for (size_t i = 0; i < js->nsubjects; i++)
         js->subjects[i] = mem_strdup(si->Config->Subjects[i]);
-    if (js->nsubjects == 0) /* a stream without subjects stores the one named as it */
-        js->subjects[js->nsubjects++] = mem_strdup(name);
-    log_info("jetstream: serving %s%s from stream %s (%llu messages, last sequence %llu)",
-             js->subjects[0], js->nsubjects > 1 ? " and more" : "", name,
-             (unsigned long long)si->State.Msgs, (unsigned long long)si->State.LastSeq);
+    if (js->nsubjects == 0) /* a mirror or sourced stream: its messages keep other subjects */
+        log_warn("jetstream: stream %s listens on no subjects (a mirror?); nothing is served "
+                 "from it", name);
+    else
+        log_info("jetstream: serving %s%s from stream %s (%llu messages, last sequence %llu)",
+                 js->subjects[0], js->nsubjects > 1 ? " and more" : "", name,
+                 (unsigned long long)si->State.Msgs, (unsigned long long)si->State.LastSeq);
     jsStreamInfo_Destroy(si);
     return 0;
 }
