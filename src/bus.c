@@ -58,9 +58,12 @@
 #include "sluice/subject.h"
 
 #define BUS_MAX_WORKERS 64
-#define BUS_JS_WAIT_MS 5000            /* one JetStream API request */
+#define BUS_JS_WAIT_MS 2000            /* one JetStream API request */
+#define BUS_JS_ATTEMPTS 4              /* tries to make a live consumer */
+#define BUS_JS_PAUSE_MS 250            /* between two tries */
 #define BUS_JS_HEARTBEAT_NS 1000000000 /* consumer idle heartbeat: a lost consumer is remade */
-#define BUS_REPLAY_NEXT_MS 5000        /* a replay waits this long for its next message */
+#define BUS_REPLAY_NEXT_MS 3000        /* a replay waits this long for its next message */
+#define BUS_REPLAY_BUDGET_MS 30000     /* a replay gives up making new consumers after */
 
 /* A JetStream stream whose subjects are served from it. */
 struct bus_jstream {
@@ -127,6 +130,12 @@ struct bus {
     atomic_uint_fast64_t messages;
     atomic_bool closing; /* bus_free() has begun: disconnects are expected */
 };
+
+static void pause_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
 
 static int64_t now_ms(void)
 {
@@ -296,31 +305,14 @@ static void js_why(char *out, size_t len, const char *what, natsStatus s, jsErrC
     snprintf(out, len, "%s: %s", what, text && *text ? text : natsStatus_GetText(s));
 }
 
-/*
- * Makes bs's live JetStream consumer from the stream's last sequence;
- * called by the flusher without the bus lock, holding a reference to bs.
- * On failure bs keeps no subscription and its confirmation says so.
- */
-static void make_js_sub(struct bus *bus, struct bus_sub *bs)
+/* The live consumer of bs after floor, or NULL with why set. */
+static natsSubscription *follow(struct bus *bus, struct bus_sub *bs, uint64_t floor, char *why,
+                                size_t whylen)
 {
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = BUS_JS_WAIT_MS;
     jsErrCode jerr = 0;
-    jsStreamInfo *si = NULL;
-    char why[256];
-    natsStatus s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
-    if (s != NATS_OK) {
-        js_why(why, sizeof(why), bs->stream, s, jerr);
-        log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
-        return;
-    }
-    uint64_t floor = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    pthread_mutex_lock(&bs->lock);
-    history_set_floor(bs->history, floor);
-    pthread_mutex_unlock(&bs->lock);
-
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = bs->stream;
@@ -330,20 +322,61 @@ static void make_js_sub(struct bus *bus, struct bus_sub *bs)
     so.Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
     natsSubscription *ns = NULL;
     atomic_fetch_add(&bs->refs, 1); /* the subscription's, dropped on complete */
-    s = js_Subscribe(&ns, bus->js, bs->pattern, on_js_msg, bs, &jo, &so, &jerr);
+    natsStatus s = js_Subscribe(&ns, bus->js, bs->pattern, on_js_msg, bs, &jo, &so, &jerr);
     bool completes = s == NATS_OK &&
                      (s = natsSubscription_SetOnCompleteCB(ns, on_sub_complete, bs)) == NATS_OK;
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(ns, -1, -1);
-    if (s != NATS_OK) {
-        js_why(why, sizeof(why), bs->stream, s, jerr);
-        log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
-        if (ns) {
-            natsSubscription_Unsubscribe(ns);
-            natsSubscription_Destroy(ns);
+    if (s == NATS_OK)
+        return ns;
+    js_why(why, whylen, bs->stream, s, jerr);
+    if (ns) {
+        natsSubscription_Unsubscribe(ns);
+        natsSubscription_Destroy(ns);
+    }
+    if (!completes)
+        sub_unref(bs);
+    return NULL;
+}
+
+/*
+ * Makes bs's live JetStream consumer from the stream's last sequence;
+ * called by the flusher without the bus lock, holding a reference to bs.
+ * A few attempts: right after a NATS node dies, nats-server may still
+ * place a new consumer on it, and the request times out. On failure bs
+ * keeps no subscription and its confirmation says so.
+ */
+static void make_js_sub(struct bus *bus, struct bus_sub *bs)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = BUS_JS_WAIT_MS;
+    char why[256] = "";
+    natsSubscription *ns = NULL;
+    bool have_floor = false;
+    uint64_t floor = 0;
+    for (int attempt = 1; attempt <= BUS_JS_ATTEMPTS && !ns; attempt++) {
+        if (attempt > 1)
+            pause_ms(BUS_JS_PAUSE_MS);
+        if (!have_floor) {
+            jsErrCode jerr = 0;
+            jsStreamInfo *si = NULL;
+            natsStatus s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
+            if (s != NATS_OK) {
+                js_why(why, sizeof(why), bs->stream, s, jerr);
+                continue;
+            }
+            floor = si->State.LastSeq;
+            jsStreamInfo_Destroy(si);
+            pthread_mutex_lock(&bs->lock);
+            history_set_floor(bs->history, floor);
+            pthread_mutex_unlock(&bs->lock);
+            have_floor = true;
         }
-        if (!completes)
-            sub_unref(bs);
+        ns = follow(bus, bs, floor, why, sizeof(why));
+    }
+    if (!ns) {
+        log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
         return;
     }
     pthread_mutex_lock(&bus->lock);
@@ -595,60 +628,43 @@ static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f
 }
 
 /*
- * Fetches what job asks from JetStream until history holds the rest, and
- * answers (see the top). On failure f->status says why and nobody is
- * answered yet.
+ * One ordered consumer from where f stands, read until history holds the
+ * rest and the waiters are answered (NATS_OK, f->status OK), or there is
+ * too much (NATS_OK, f->status LIMIT). Another status: the consumer
+ * failed; f keeps what was fetched, and a new call goes on from there.
  */
-static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
+static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch *f,
+                          jsErrCode *jerr)
 {
     struct bus_sub *bs = job->bs;
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = BUS_JS_WAIT_MS;
-    jsErrCode jerr = 0;
-    jsStreamInfo *si = NULL;
     natsSubscription *sub = NULL;
     jsConsumerInfo *ci = NULL;
-    char why[256];
-    f->status = BUS_RESUME_FAILED;
-    natsStatus s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
-    if (s != NATS_OK)
-        goto fail;
-    f->first = si->State.FirstSeq;
-    f->last = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-
-    uint64_t from = job->start.from == BUS_FROM_ID ? job->start.after : 0;
-    f->upto = from;
-    if (job->start.from == BUS_FROM_ID && from >= f->last) {
-        /* Nothing stored after it: history has the rest, or it is an unknown id. */
-        f->upto = f->last;
-        try_finish(bus, job, f); /* unanswered (history evicted meanwhile): FAILED, retry */
-        return;
-    }
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = bs->stream;
     so.Ordered = true;
     so.Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
-    if (job->start.from == BUS_FROM_ID) {
+    if (job->start.from == BUS_FROM_ID || f->nevents > 0) {
         so.Config.DeliverPolicy = js_DeliverByStartSequence;
-        so.Config.OptStartSeq = from + 1;
+        so.Config.OptStartSeq = f->upto + 1;
     } else if (job->start.from == BUS_FROM_TIME) {
         so.Config.DeliverPolicy = js_DeliverByStartTime;
         so.Config.OptStartTime = job->start.since_ns;
     } else {
         so.Config.DeliverPolicy = js_DeliverAll;
     }
-    s = js_SubscribeSync(&sub, bus->js, bs->pattern, &jo, &so, &jerr);
+    natsStatus s = js_SubscribeSync(&sub, bus->js, bs->pattern, &jo, &so, jerr);
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(sub, -1, -1);
     if (s == NATS_OK)
-        s = natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr);
+        s = natsSubscription_GetConsumerInfo(&ci, sub, &jo, jerr);
     if (s != NATS_OK)
-        goto fail;
+        goto out;
     bool caught_up = ci->NumPending == 0 && ci->Delivered.Consumer == 0;
-    if (ci->NumPending + ci->Delivered.Consumer > bus->p.replay_max) {
+    if (f->nevents + ci->NumPending + ci->Delivered.Consumer > bus->p.replay_max) {
         f->status = BUS_RESUME_LIMIT;
         goto out;
     }
@@ -659,12 +675,12 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
         natsMsg *msg = NULL;
         s = natsSubscription_NextMsg(&msg, sub, BUS_REPLAY_NEXT_MS);
         if (s != NATS_OK)
-            goto fail;
+            goto out;
         jsMsgMetaData *meta = NULL;
         if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
             uint64_t seq = meta->Sequence.Stream;
             /* An ordered consumer that was remade may send a message again. */
-            if (f->nevents == 0 || seq > f->events[f->nevents - 1]->seq) {
+            if (seq > f->upto) {
                 struct sse_event *ev =
                     sse_event_new(bs->id, seq, event_name(msg), natsMsg_GetData(msg),
                                   (size_t)natsMsg_GetDataLength(msg));
@@ -684,15 +700,63 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
             goto out;
         }
     }
-    goto out;
-fail:
-    js_why(why, sizeof(why), bs->stream, s, jerr);
-    log_warn("jetstream: replay of %s failed: %s", bs->pattern, why);
 out:
     jsConsumerInfo_Destroy(ci);
     if (sub) {
         natsSubscription_Unsubscribe(sub);
         natsSubscription_Destroy(sub);
+    }
+    return f->status == BUS_RESUME_LIMIT ? NATS_OK : s;
+}
+
+/*
+ * Fetches what job asks from JetStream until history holds the rest, and
+ * answers (see the top). A consumer that fails (a NATS node or the
+ * stream's leader going away; right after a node dies, nats-server may
+ * still place a new consumer on it) is made again from where it stopped,
+ * for up to BUS_REPLAY_BUDGET_MS. On failure f->status says why and
+ * nobody is answered yet.
+ */
+static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
+{
+    struct bus_sub *bs = job->bs;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = BUS_JS_WAIT_MS;
+    char why[256];
+    f->status = BUS_RESUME_FAILED;
+    f->upto = job->start.from == BUS_FROM_ID ? job->start.after : 0;
+    bool have_info = false;
+    int64_t give_up = now_ms() + BUS_REPLAY_BUDGET_MS;
+    for (;;) {
+        jsErrCode jerr = 0;
+        natsStatus s = NATS_OK;
+        if (!have_info) {
+            jsStreamInfo *si = NULL;
+            s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
+            if (s == NATS_OK) {
+                f->first = si->State.FirstSeq;
+                f->last = si->State.LastSeq;
+                jsStreamInfo_Destroy(si);
+                have_info = true;
+                if (job->start.from == BUS_FROM_ID && f->upto >= f->last) {
+                    /* Nothing stored after it: history has the rest, or it is an unknown id. */
+                    f->upto = f->last;
+                    try_finish(bus, job, f); /* unanswered: history evicted meanwhile, FAILED */
+                    return;
+                }
+            }
+        }
+        if (s == NATS_OK && (s = consume(bus, job, f, &jerr)) == NATS_OK)
+            return;
+        js_why(why, sizeof(why), bs->stream, s, jerr);
+        if (now_ms() >= give_up) {
+            log_warn("jetstream: replay of %s failed: %s", bs->pattern, why);
+            return;
+        }
+        log_info("jetstream: replay of %s: %s; trying again after sequence %llu", bs->pattern,
+                 why, (unsigned long long)f->upto);
+        pause_ms(BUS_JS_PAUSE_MS);
     }
 }
 
@@ -832,6 +896,24 @@ static void *run_flusher(void *arg)
     return NULL;
 }
 
+/* One URL, or a comma-separated list of them (the nodes of a cluster). */
+static natsStatus set_servers(natsOptions *opts, const char *urls)
+{
+    char *copy = mem_strdup(urls);
+    const char *list[64];
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok && n < 64;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (*tok)
+            list[n++] = tok;
+    }
+    natsStatus s = n ? natsOptions_SetServers(opts, list, n) : NATS_INVALID_ARG;
+    free(copy);
+    return s;
+}
+
 int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errlen)
 {
     if (p->nworkers > BUS_MAX_WORKERS) {
@@ -858,7 +940,7 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
 
     s = natsOptions_Create(&opts);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(opts, p->url);
+        s = set_servers(opts, p->url);
     if (s == NATS_OK)
         s = natsOptions_SetName(opts, "sluice");
     if (s == NATS_OK)
