@@ -495,16 +495,28 @@ struct bus_fetch {
     uint64_t upto;             /* every match up to here is fetched, or there is none */
 };
 
-/* Whether waiter r asked for ev (fetched from JetStream). */
-static bool wants(const struct bus_replay *r, const struct sse_event *ev)
+/* The index of the first fetched event that waiter r asked for. */
+static size_t first_wanted(const struct bus_replay *r, struct sse_event *const *events, size_t n)
 {
+    size_t lo = 0, hi = n;
     switch (r->start.from) {
-    case BUS_FROM_ID: return ev->seq > r->start.after;
-    case BUS_FROM_TIME: return ev->time_ns >= r->start.since_ns;
+    case BUS_FROM_ID: /* binary search: sequences increase */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (events[mid]->seq <= r->start.after)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo;
+    case BUS_FROM_TIME: /* linear: stored times may step back */
+        while (lo < n && events[lo]->time_ns < r->start.since_ns)
+            lo++;
+        return lo;
     case BUS_FROM_EARLIEST:
     case BUS_FROM_NOW: break;
     }
-    return true;
+    return 0;
 }
 
 /* Takes job's waiters; no request joins it from now on. */
@@ -532,26 +544,15 @@ static void return_waiters(struct bus *bus, struct bus_job *job, struct bus_repl
     pthread_mutex_unlock(&bus->lock);
 }
 
-/* Fills each waiter's answer with the fetched events it asked for (status OK). */
-static void add_fetched(struct bus_replay *ws, const struct bus_fetch *f)
-{
-    for (struct bus_replay *r = ws; r; r = r->next) {
-        struct bus_resume *out = &r->result;
-        out->events = mem_alloc((f->nevents + 1) * sizeof(*out->events));
-        for (size_t i = 0; i < f->nevents; i++) {
-            if (wants(r, f->events[i]))
-                out->events[out->nevents++] = sse_event_ref(f->events[i]);
-        }
-    }
-}
-
 /*
  * Completes and posts every answer; under the subscription's lock, so
- * that live events not in an answer reach the worker after it. hist:
- * history's events above f->upto (status OK).
+ * that live events not in an answer reach the worker after it. batch:
+ * the fetched events, shared by every answer; hist: history's events
+ * above f->upto (both for status OK, else NULL).
  */
 static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay *ws,
-                         const struct bus_fetch *f, struct sse_event **hist, size_t nhist)
+                         const struct bus_fetch *f, struct bus_batch *batch,
+                         struct sse_event **hist, size_t nhist)
 {
     uint64_t last = history_last(bs->history);
     if (f->upto > last)
@@ -571,14 +572,22 @@ static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay 
                 out->status = BUS_RESUME_UNKNOWN;
         }
         if (out->status == BUS_RESUME_OK) {
-            out->events = mem_realloc(out->events, (out->nevents + nhist + 1) * sizeof(*out->events));
-            for (size_t i = 0; i < nhist; i++)
-                out->events[out->nevents++] = sse_event_ref(hist[i]);
+            out->batch_from = first_wanted(r, batch->events, batch->n);
+            if (out->batch_from < batch->n) {
+                atomic_fetch_add(&batch->refs, 1);
+                out->batch = batch;
+            }
+            if (nhist) {
+                out->events = mem_alloc(nhist * sizeof(*out->events));
+                for (size_t i = 0; i < nhist; i++)
+                    out->events[out->nevents++] = sse_event_ref(hist[i]);
+            }
             /* Start just before the first event, so the start id resumes all of them. */
-            if (r->start.from != BUS_FROM_ID)
-                out->before = out->nevents ? out->events[0]->seq - 1 : last;
-        } else {
-            bus_resume_dispose(out);
+            if (r->start.from != BUS_FROM_ID) {
+                const struct sse_event *first = out->batch ? batch->events[out->batch_from]
+                                                : out->nevents ? out->events[0] : NULL;
+                out->before = first ? first->seq - 1 : last;
+            }
         }
         bus->p.replayed(bus->p.worker_ctxs[r->worker], r);
     }
@@ -589,15 +598,15 @@ static void fail_waiters(struct bus *bus, struct bus_job *job, const struct bus_
 {
     struct bus_replay *ws = take_waiters(bus, job);
     pthread_mutex_lock(&job->bs->lock);
-    post_answers(bus, job->bs, ws, f, NULL, 0);
+    post_answers(bus, job->bs, ws, f, NULL, NULL, 0);
     pthread_mutex_unlock(&job->bs->lock);
 }
 
 /*
  * Answers job's waiters if history has every event above f->upto: the
  * check and the answers under one hold of the subscription's lock, so
- * that nothing is evicted in between. The fetched part of each answer is
- * built before, outside every lock.
+ * that nothing is evicted in between. The fetched events move into one
+ * batch that every answer shares.
  */
 static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
 {
@@ -605,22 +614,26 @@ static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f
     struct bus_replay *ws = take_waiters(bus, job);
     struct sse_event **hist = NULL;
     size_t nhist = 0;
-    add_fetched(ws, f);
     pthread_mutex_lock(&bs->lock);
     /* Caught up after the live consumer began: nothing matched up to its floor either. */
     if (f->upto < history_floor(bs->history))
         f->upto = history_floor(bs->history);
     bool done = history_after(bs->history, f->upto, &hist, &nhist);
+    struct bus_batch *batch = NULL;
     if (done) {
         f->status = BUS_RESUME_OK;
-        post_answers(bus, bs, ws, f, hist, nhist);
+        batch = mem_alloc(sizeof(*batch));
+        atomic_init(&batch->refs, 1);
+        batch->events = f->events;
+        batch->n = f->nevents;
+        f->events = NULL;
+        f->nevents = 0;
+        post_answers(bus, bs, ws, f, batch, hist, nhist);
     }
     pthread_mutex_unlock(&bs->lock);
-    if (!done) {
-        for (struct bus_replay *r = ws; r; r = r->next)
-            bus_resume_dispose(&r->result);
+    bus_batch_unref(batch);
+    if (!done)
         return_waiters(bus, job, ws);
-    }
     for (size_t i = 0; i < nhist; i++)
         sse_event_unref(hist[i]);
     free(hist);
@@ -1198,6 +1211,16 @@ int bus_resume(struct bus *bus, size_t worker, const char *pattern,
     return bs ? 0 : ERR_NOTFOUND;
 }
 
+void bus_batch_unref(struct bus_batch *b)
+{
+    if (!b || atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        sse_event_unref(b->events[i]);
+    free(b->events);
+    free(b);
+}
+
 void bus_resume_dispose(struct bus_resume *r)
 {
     for (size_t i = 0; i < r->nevents; i++)
@@ -1205,6 +1228,8 @@ void bus_resume_dispose(struct bus_resume *r)
     free(r->events);
     r->events = NULL;
     r->nevents = 0;
+    bus_batch_unref(r->batch);
+    r->batch = NULL;
 }
 
 void bus_replay_free(struct bus_replay *r)

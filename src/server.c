@@ -159,7 +159,8 @@ static void on_metrics(void *ctx, struct buf *out)
                    "Streams opened with a Last-Event-ID, by outcome.");
     metrics_value(out, "sluice_resumes_total", "result=\"replayed\"", STREAMS(resumes));
     metrics_value(out, "sluice_resumes_total", "result=\"reset\"", STREAMS(resets));
-    metric(out, "sluice_replayed_events_total", "counter", "Events sent from history.",
+    metric(out, "sluice_replayed_events_total", "counter",
+           "Events queued to resuming streams, from memory or JetStream.",
            STREAMS(replayed_events));
     metric(out, "sluice_slow_consumer_cuts_total", "counter",
            "Streams ended because a queue cap was hit.", STREAMS(cut_slow));

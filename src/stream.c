@@ -323,10 +323,14 @@ static void finish(struct stream *s)
         s->seqs[i] = r->last;
         if (r->status == BUS_RESUME_OK) {
             s->seqs[i] = r->before;
-            replay = mem_realloc(replay, (nreplay + r->nevents) * sizeof(*replay));
+            size_t nbatch = r->batch ? r->batch->n - r->batch_from : 0;
+            replay = mem_realloc(replay, (nreplay + nbatch + r->nevents) * sizeof(*replay));
+            for (size_t k = 0; k < nbatch; k++)
+                replay[nreplay++] =
+                    (struct replay){sse_event_ref(r->batch->events[r->batch_from + k]), i};
             for (size_t k = 0; k < r->nevents; k++)
                 replay[nreplay++] = (struct replay){r->events[k], i};
-            free(r->events); /* the references move to the queue below */
+            free(r->events); /* these references move to the queue below */
             r->events = NULL;
             r->nevents = 0;
         } else if (r->status == BUS_RESUME_FAILED) {
@@ -414,9 +418,10 @@ static void begin(struct stream *s)
 void stream_on_replayed(struct fanout_link *link, struct bus_resume *r)
 {
     struct stream *s = link->owner;
-    s->starts[link->index] = *r;
+    s->starts[link->index] = *r; /* takes the events and the batch */
     r->events = NULL;
     r->nevents = 0;
+    r->batch = NULL;
     if (--s->pending == 0) {
         finish(s);
         s->wake(s->wake_ctx);

@@ -23,6 +23,7 @@
 #ifndef SLUICE_BUS_H
 #define SLUICE_BUS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,12 +71,21 @@ enum bus_status {
     BUS_RESUME_PENDING, /* a replay job will answer (bus_resume only) */
 };
 
+/* The events one replay fetched from JetStream, shared by every start it answers. */
+struct bus_batch {
+    atomic_uint refs;
+    size_t n;
+    struct sse_event **events; /* oldest first */
+};
+
 /* What a stream joining a subscription starts from. */
 struct bus_resume {
     uint64_t last;             /* newest sequence so far: where a fresh stream starts */
     uint64_t before;           /* BUS_RESUME_OK: the position the events follow */
     enum bus_status status;    /* of the requested start */
-    struct sse_event **events; /* to replay, oldest first; the caller unrefs and frees */
+    struct bus_batch *batch;   /* from a replay: batch->events[batch_from..] come first */
+    size_t batch_from;
+    struct sse_event **events; /* to replay (after the batch), oldest first */
     size_t nevents;
 };
 
@@ -155,8 +165,10 @@ int bus_resume(struct bus *bus, size_t worker, const char *pattern,
                struct bus_replay **pending);
 /* Drops r's events and r. NULL is a no-op. */
 void bus_replay_free(struct bus_replay *r);
-/* Unrefs and frees r's events. */
+/* Drops r's events and its reference to the batch. */
 void bus_resume_dispose(struct bus_resume *r);
+/* Drops one reference to b, freeing it and its events on the last. NULL is a no-op. */
+void bus_batch_unref(struct bus_batch *b);
 /* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
 void bus_sweep(struct bus *bus);
 /*

@@ -25,8 +25,10 @@
  * three would pass its cap, the stream drops what it has not started to
  * send, queues a final comment naming the reason, and ends — a clean end,
  * never an HTTP error, because an EventSource that sees one stops
- * reconnecting. Replayed events are not charged: they are shared with
- * history, which is bounded on its own.
+ * reconnecting. Replayed events are not charged: their bodies are shared
+ * with history or with one JetStream replay batch, and a replay is
+ * bounded by history's size or jetstream-replay-max; what a stream adds
+ * per replayed event is its queue slot and id line (about 28 bytes).
  */
 #ifndef SLUICE_STREAM_H
 #define SLUICE_STREAM_H
