@@ -5,7 +5,7 @@
 # Tables go to stdout, progress to stderr, JSON to bench/results/.
 set -eu
 here=$(dirname "$0")
-for s in idle fanout saturation subjects churn; do
+for s in idle fanout saturation subjects churn jetstream; do
     echo "== $s $*"
     python3 "$here/$s.py" "$@"
     echo
