@@ -58,9 +58,10 @@
 #include "sluice/subject.h"
 
 #define BUS_MAX_WORKERS 64
-#define BUS_JS_WAIT_MS 2000            /* one JetStream API request */
-#define BUS_JS_ATTEMPTS 4              /* tries to make a live consumer */
+#define BUS_JS_WAIT_MS 1000            /* one JetStream API request (retried) */
+#define BUS_JS_FOLLOW_MS 8000          /* making a live consumer gives up after */
 #define BUS_JS_PAUSE_MS 250            /* between two tries */
+#define BUS_JS_START_MS 15000          /* start-up waits this long for a stream's answer */
 #define BUS_JS_HEARTBEAT_NS 1000000000 /* consumer idle heartbeat: a lost consumer is remade */
 #define BUS_REPLAY_NEXT_MS 3000        /* a replay waits this long for its next message */
 #define BUS_REPLAY_BUDGET_MS 30000     /* a replay gives up making new consumers after */
@@ -130,6 +131,9 @@ struct bus {
     atomic_uint_fast64_t messages;
     atomic_bool closing; /* bus_free() has begun: disconnects are expected */
 };
+
+/* bus_free() has begun: long JetStream retries give up. */
+static bool stopping(struct bus *bus) { return atomic_load(&bus->closing); }
 
 static void pause_ms(long ms)
 {
@@ -272,9 +276,10 @@ static void on_closed(natsConnection *nc, void *closure)
 static void on_async_error(natsConnection *nc, natsSubscription *ns, natsStatus s, void *closure)
 {
     (void)nc;
-    (void)closure;
-    log_warn("nats: asynchronous error on subject %s: %s",
-             ns ? natsSubscription_GetSubject(ns) : "-", natsStatus_GetText(s));
+    (void)ns; /* may be freed already: cnats reports errors of closing subscriptions late */
+    struct bus *bus = closure;
+    if (!atomic_load(&bus->closing))
+        log_warn("nats: asynchronous error: %s", natsStatus_GetText(s));
 }
 
 /* Sends the confirmation (or failure) notice to every worker interested in bs; under bus->lock. */
@@ -342,8 +347,9 @@ static natsSubscription *follow(struct bus *bus, struct bus_sub *bs, uint64_t fl
 /*
  * Makes bs's live JetStream consumer from the stream's last sequence;
  * called by the flusher without the bus lock, holding a reference to bs.
- * A few attempts: right after a NATS node dies, nats-server may still
- * place a new consumer on it, and the request times out. On failure bs
+ * Tried again for BUS_JS_FOLLOW_MS: right after a NATS node dies,
+ * nats-server may still place a new consumer on it, and the request
+ * times out. On failure bs
  * keeps no subscription and its confirmation says so.
  */
 static void make_js_sub(struct bus *bus, struct bus_sub *bs)
@@ -355,8 +361,10 @@ static void make_js_sub(struct bus *bus, struct bus_sub *bs)
     natsSubscription *ns = NULL;
     bool have_floor = false;
     uint64_t floor = 0;
-    for (int attempt = 1; attempt <= BUS_JS_ATTEMPTS && !ns; attempt++) {
-        if (attempt > 1)
+    int64_t give_up = now_ms() + BUS_JS_FOLLOW_MS;
+    for (bool first = true; !ns && !stopping(bus) && (first || now_ms() < give_up);
+         first = false) {
+        if (!first)
             pause_ms(BUS_JS_PAUSE_MS);
         if (!have_floor) {
             jsErrCode jerr = 0;
@@ -401,7 +409,12 @@ static int load_stream(struct bus *bus, const char *name, char *err, size_t errl
     jo.Wait = BUS_JS_WAIT_MS;
     jsErrCode jerr = 0;
     jsStreamInfo *si = NULL;
-    natsStatus s = js_GetStreamInfo(&si, bus->js, name, &jo, &jerr);
+    natsStatus s;
+    /* A stream whose leader just died is not answered for until another is elected (~5 s). */
+    int64_t give_up = now_ms() + BUS_JS_START_MS;
+    while ((s = js_GetStreamInfo(&si, bus->js, name, &jo, &jerr)) == NATS_TIMEOUT &&
+           now_ms() < give_up)
+        log_info("jetstream: stream %s: no answer yet, asking again", name);
     if (s != NATS_OK) {
         char what[160];
         snprintf(what, sizeof(what), "JetStream stream %s", name);
@@ -686,7 +699,8 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
         f->upto = f->last;
     while (!caught_up || !try_finish(bus, job, f)) {
         natsMsg *msg = NULL;
-        s = natsSubscription_NextMsg(&msg, sub, BUS_REPLAY_NEXT_MS);
+        s = stopping(bus) ? NATS_CONNECTION_CLOSED
+                          : natsSubscription_NextMsg(&msg, sub, BUS_REPLAY_NEXT_MS);
         if (s != NATS_OK)
             goto out;
         jsMsgMetaData *meta = NULL;
@@ -763,7 +777,7 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
         if (s == NATS_OK && (s = consume(bus, job, f, &jerr)) == NATS_OK)
             return;
         js_why(why, sizeof(why), bs->stream, s, jerr);
-        if (now_ms() >= give_up) {
+        if (now_ms() >= give_up || stopping(bus)) {
             log_warn("jetstream: replay of %s failed: %s", bs->pattern, why);
             return;
         }
