@@ -29,10 +29,17 @@
 
 #define ID_PART_MAX 20 /* digits of a uint64_t */
 
+/* What an item is counted against. */
+enum charge {
+    CHARGE_NONE,   /* own bytes only: retry, start id, reset, comments */
+    CHARGE_LIVE,   /* its bytes, against the stream, connection and worker caps */
+    CHARGE_REPLAY, /* its slot and id line, against the worker cap (the body is shared) */
+};
+
 struct item {
     struct sse_event *ev; /* NULL for own bytes only */
     uint32_t head;        /* own bytes in front of the body */
-    bool charged;         /* counted against the caps (live events) */
+    uint8_t charge;       /* enum charge */
     bool dispatch;        /* an event a client sees: ev, or a reset */
 };
 
@@ -128,8 +135,11 @@ static void touch(struct stream *s, int64_t now_ms)
     list_insert_tail(&s->env->idle, &s->idle_node);
 }
 
+/* What a replayed item costs the worker: its queue slot and its id line. */
+static size_t replay_cost(size_t head) { return sizeof(struct item) + head; }
+
 /* Appends an item whose own bytes are already in s->own; wakes on empty -> non-empty. */
-static void push(struct stream *s, struct sse_event *ev, size_t head, bool charged)
+static void push(struct stream *s, struct sse_event *ev, size_t head, enum charge how)
 {
     if (s->count == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 4;
@@ -144,12 +154,14 @@ static void push(struct stream *s, struct sse_event *ev, size_t head, bool charg
     struct item *it = &s->items[(s->first + s->count++) & (s->cap - 1)];
     it->ev = ev;
     it->head = (uint32_t)head;
-    it->charged = charged;
+    it->charge = (uint8_t)how;
     it->dispatch = ev != NULL;
     s->dispatchable += ev != NULL;
     s->queued += item_len(it);
-    if (charged)
+    if (how == CHARGE_LIVE)
         charge(s, (int64_t)item_len(it));
+    else if (how == CHARGE_REPLAY)
+        s->env->budget.used += replay_cost(head);
     if (ev)
         metrics_add(&s->env->stats.events_queued, 1);
     /* The first event also wakes: a long-poll waits for one behind its unsent start. */
@@ -160,14 +172,16 @@ static void push(struct stream *s, struct sse_event *ev, size_t head, bool charg
 static void push_own(struct stream *s, const char *bytes, size_t n)
 {
     buf_append(&s->own, bytes, n);
-    push(s, NULL, n, false);
+    push(s, NULL, n, CHARGE_NONE);
 }
 
 static void release(struct stream *s, struct item *it)
 {
     s->dispatchable -= it->dispatch;
-    if (it->charged)
+    if (it->charge == CHARGE_LIVE)
         charge(s, -(int64_t)item_len(it));
+    else if (it->charge == CHARGE_REPLAY)
+        s->env->budget.used -= replay_cost(it->head);
     sse_event_unref(it->ev);
 }
 
@@ -254,7 +268,7 @@ static void push_reset(struct stream *s, const bool *reset, const char *reason)
         first = false;
     }
     buf_append(&s->own, "]}\n\n", 4);
-    push(s, NULL, s->own.len - start, false);
+    push(s, NULL, s->own.len - start, CHARGE_NONE);
     s->items[(s->first + s->count - 1) & (s->cap - 1)].dispatch = true;
     s->dispatchable++;
     metrics_add(&s->env->stats.resets, 1);
@@ -341,6 +355,22 @@ static void finish(struct stream *s)
             reason = reset_reason(r->status);
         }
     }
+    /* A replay the worker's queue cap cannot take is refused whole: reset and go live. */
+    size_t cost = nreplay * replay_cost(5 + s->nsubjects * (ID_PART_MAX + 1));
+    if (nreplay && s->env->budget.used + cost > s->env->budget.max) {
+        log_info("conn %" PRIu64 " stream %d: replay of %zu events refused: worker queue full",
+                 s->conn_id, (int)s->stream_id, nreplay);
+        for (size_t k = 0; k < nreplay; k++) {
+            size_t i = replay[k].index;
+            if (!reset[i]) {
+                reset[i] = true;
+                s->seqs[i] = s->starts[i].last;
+            }
+            sse_event_unref(replay[k].ev);
+        }
+        nreplay = 0;
+        reason = reset_reason(BUS_RESUME_LIMIT);
+    }
     drop_starts(s);
 
     char line[SSE_LINE_MAX];
@@ -349,7 +379,7 @@ static void finish(struct stream *s)
     buf_append(&s->own, line, n - 1); /* the blank line comes after the id */
     append_id(s);
     buf_append(&s->own, "\n", 1);
-    push(s, NULL, s->own.len - mark, false);
+    push(s, NULL, s->own.len - mark, CHARGE_NONE);
 
     if (reason)
         push_reset(s, reset, reason);
@@ -357,7 +387,7 @@ static void finish(struct stream *s)
         qsort(replay, nreplay, sizeof(*replay), by_seq);
     for (size_t k = 0; k < nreplay; k++) {
         s->seqs[replay[k].index] = replay[k].ev->seq;
-        push(s, replay[k].ev, append_id(s), false);
+        push(s, replay[k].ev, append_id(s), CHARGE_REPLAY);
     }
     if (s->start_id && strcmp(s->start_id, "earliest") != 0 && !reason)
         metrics_add(&s->env->stats.resumes, 1);
@@ -626,7 +656,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         stream_end(s, STREAM_END_SLOW_CONSUMER);
         return;
     }
-    push(s, sse_event_ref(ev), head, true);
+    push(s, sse_event_ref(ev), head, CHARGE_LIVE);
     touch(s, stream_now_ms());
 }
 

@@ -25,10 +25,11 @@
  * three would pass its cap, the stream drops what it has not started to
  * send, queues a final comment naming the reason, and ends — a clean end,
  * never an HTTP error, because an EventSource that sees one stops
- * reconnecting. Replayed events are not charged: their bodies are shared
- * with history or with one JetStream replay batch, and a replay is
- * bounded by history's size or jetstream-replay-max; what a stream adds
- * per replayed event is its queue slot and id line (about 28 bytes).
+ * reconnecting. A replay's bodies are shared with history or with one
+ * JetStream replay batch; what a stream adds per replayed event is its
+ * queue slot and id line, charged to the worker cap only. A replay the
+ * worker cap cannot take whole is refused with `event: reset`
+ * (replay-limit), and the stream goes live.
  */
 #ifndef SLUICE_STREAM_H
 #define SLUICE_STREAM_H

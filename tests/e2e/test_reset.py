@@ -25,6 +25,10 @@ the implementation give:
     other's is resumable: one reset naming only the first, then the
     replay of the second (both ways round, with either reason); with a
     malformed id or a single position: one reset naming both.
+  - a replay the worker's queue cap cannot take (a gateway with one
+    worker and --process-queue-bytes 65536; a replay costs each stream
+    its queue slot and id line, about 40 bytes an event): replay-limit,
+    while a short replay from the same history goes through.
 After each reset, a newly published event is the next thing on the stream.
 """
 import json
@@ -209,6 +213,21 @@ def test():
             gw.check_alive()
             expect(not re.search(r"slow consumer", gw.log()), "a stream was cut as a slow "
                    "consumer")
+            gw.stop()
+
+        with h.Gateway(nats.url, history_events=5000, workers=1,
+                       process_queue_bytes=65536) as gw:
+            b = "reset.budget"
+            path = "/events/" + b
+            obs, ids = collect(gw, b, 3000, pub)
+            # 2,999 events behind: ~120 KB of queue slots and ids, over the 64 KiB cap.
+            expect_reset(gw, path, ids[0], "replay-limit", [b], pub, b, "live-budget")
+            expect(re.search(r"replay of 2999 events refused: worker queue full", gw.log()),
+                   "the refused replay was not logged")
+            evs = obs.events()
+            expect_replay(gw, path, evs[-101][0], [d for _, d in evs[-100:]])
+            obs.close()
+            gw.check_alive()
             gw.stop()
 
 if __name__ == "__main__":
