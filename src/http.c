@@ -161,7 +161,8 @@ bool http_parse_time(const char *s, size_t n, int64_t *ns)
     if (sec == 60) /* a leap second reads as the last second before it */
         sec = 59;
     int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
-    if (t <= 0)
+    /* Nanoseconds in an int64_t end in April 2262. */
+    if (t <= 0 || t >= INT64_MAX / 1000000000)
         return false;
     *ns = t * 1000000000 + frac;
     return true;

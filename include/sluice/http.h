@@ -64,7 +64,8 @@ void http_route_dispose(struct http_route *route);
 
 /*
  * Parses an RFC 3339 time ("2026-11-24T08:00:00.5Z", "...+01:00"; from
- * 1970 on) into nanoseconds since 1970. False when malformed.
+ * 1970 to 2262, what nanoseconds in an int64_t hold) into nanoseconds
+ * since 1970. False when malformed or out of that range.
  */
 bool http_parse_time(const char *s, size_t n, int64_t *ns);
 

@@ -30,7 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct config cfg;
     config_init(&cfg);
     cfg.max_streams = 100;
-    struct fanout *fanout = fanout_new(NULL, 0, stream_on_event, stream_on_ready);
+    struct fanout *fanout =
+        fanout_new(NULL, 0, stream_on_event, stream_on_ready, stream_on_replayed);
     struct stream_env streams;
     stream_env_init(&streams, fanout, cfg.heartbeat_ms, 1 << 20);
     struct session_stats stats;

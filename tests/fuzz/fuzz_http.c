@@ -25,8 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!subject_valid(r.subjects[i], strlen(r.subjects[i]), true, NULL))
                 __builtin_trap();
         }
-        /* A since= time is after 1970 and before the year 10000. */
-        if (r.since_ns < 0 || r.since_ns > (int64_t)253402300800 * 1000000000)
+        /* A since= time is after 1970 (and before 2262: the parser must not overflow). */
+        if (r.since_ns < 0)
             __builtin_trap();
     } else if (r.kind == HTTP_FILE) {
         /* A static path never climbs out: no "." or ".." segment, no empty one. */

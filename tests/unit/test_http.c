@@ -461,6 +461,9 @@ static void test_parse_time(void **state)
     expect_time("2026-11-24T08:00:00.123456789123Z", 1795507200 * S + 123456789);
     expect_time("2024-02-29T00:00:00Z", 1709164800 * S);
     expect_time("2016-12-31T23:59:60Z", 1483228799 * S); /* leap second */
+    expect_time("2262-04-11T00:00:00Z", 9223286400 * S);
+    expect_time("2262-04-12T00:00:00Z", -1); /* past what int64_t nanoseconds hold */
+    expect_time("9999-12-31T23:59:59Z", -1);
     expect_time("2023-02-29T00:00:00Z", -1);
     expect_time("1900-02-29T00:00:00Z", -1);
     expect_time("1969-12-31T23:59:59Z", -1);
