@@ -14,7 +14,11 @@
 //      ?last_event_id=) while events flow: no gap, no duplicate; (c) SIGKILL
 //      and restart of the gateway on the same ports while numbered events
 //      flow: a restarted gateway has no history, so each stream reports one
-//      `event: reset` and goes on receiving live events.
+//      `event: reset` and goes on receiving live events; (d) the same with
+//      JetStream (a nats-server with -js, a stream on demo.>, the gateway
+//      started with --jetstream-streams): ids are stream sequences, so after
+//      the SIGKILL and restart every stream resumes with no reset and has
+//      every event exactly once, those published while no gateway ran too.
 //   4. Screenshots (PNG) of the page in the build directory; paths printed.
 //
 // Closing line: `browser: N passed, M failed`. Exit 0 when all pass, 1 on a
@@ -173,9 +177,9 @@ function httpGet(url) {
 // ---------------------------------------------------------------------------
 // nats-server, the gateway, publishers
 
-async function startNats() {
+async function startNats(extraArgs = []) {
   const port = await freePort();
-  const p = start(tool('NATS_SERVER', 'nats-server'), ['-a', HOST, '-p', String(port)], 'nats-server');
+  const p = start(tool('NATS_SERVER', 'nats-server'), ['-a', HOST, '-p', String(port), ...extraArgs], 'nats-server');
   await waitUntil(async () => p.done || (await tcpOpen(port)), 10_000, 'nats-server to listen');
   expect(!p.done, `nats-server exited:\n${tail(p.out)}`);
   return { proc: p, port, url: `nats://${HOST}:${port}` };
@@ -186,18 +190,20 @@ const LISTEN_RE = /listening on https:\/\/[^ ]*:(\d+) \(h2\), plain on http:\/\/
 /**
  * Starts sluice; ports {tls, plain, admin} are 0 for "pick one" or the ports of
  * a gateway that just died (a restart). Retries a bind that fails while the
- * old sockets are still going away, for a bounded time.
+ * old sockets are still going away, for a bounded time. opts.nats replaces
+ * env.nats, opts.args are added to the command line.
  */
-async function startSluice(env, ports = { tls: 0, plain: 0, admin: 0 }) {
+async function startSluice(env, ports = { tls: 0, plain: 0, admin: 0 }, opts = {}) {
+  const nats = opts.nats || env.nats;
   const deadline = Date.now() + 10_000;
   for (;;) {
     const accessLog = path.join(env.tmp, `access-${++env.starts}.log`);
     const p = start(env.sluice, [
       '--listen', `${HOST}:${ports.tls}`, '--listen-plain', `${HOST}:${ports.plain}`,
       '--admin', `${HOST}:${ports.admin}`,
-      '--cert', env.cert, '--key', env.key, '--nats', env.nats.url,
+      '--cert', env.cert, '--key', env.key, '--nats', nats.url,
       '--www', path.join(SRC, 'www'),
-      '--retry-ms', '1000', '--workers', '2', '--access-log', accessLog,
+      '--retry-ms', '1000', '--workers', '2', '--access-log', accessLog, ...(opts.args || []),
     ], 'sluice');
     const m = await waitUntil(() => p.done || LISTEN_RE.exec(p.out), 10_000, 'sluice to print its listening line');
     if (m !== true) {
@@ -286,10 +292,15 @@ class Nats {
   }
 }
 
-/** sluice-pub --seq: numbered events "1", "2", … on one subject at a rate. */
-function publishNumbered(env, subject, { count, rate, event }) {
-  const args = ['--nats', env.nats.url, '--subject', subject, '--seq', '--count', String(count), '--rate', String(rate)];
+/**
+ * sluice-pub --seq: numbered events "1", "2", … on one subject at a rate;
+ * with `stream` ("NAME:SUBJECTS", to nats) JetStream publishes, each
+ * acknowledged (stored) before the next.
+ */
+function publishNumbered(env, subject, { count, rate, event, nats, stream }) {
+  const args = ['--nats', (nats || env.nats).url, '--subject', subject, '--seq', '--count', String(count), '--rate', String(rate)];
   if (event) args.push('--event', event);
+  if (stream) args.push('--stream', stream);
   return start(env.pub, args, `sluice-pub ${subject}`);
 }
 
@@ -643,6 +654,107 @@ async function testRestartResets(env) {
   }
 }
 
+/**
+ * (d) Resume across a gateway restart with JetStream. A nats-server of its
+ * own (-js, a store directory in the temp dir), the stream DEMO on demo.>
+ * made before the gateway starts (it reads its streams at start-up), and a
+ * gateway with --jetstream-streams DEMO: demo.s0 … demo.s<JS_N-1> are served
+ * from JetStream and their ids are stream sequences. Numbered events flow on
+ * every subject (JetStream publishes, acknowledged); the gateway is SIGKILLed
+ * mid-flow and stays down for a while as publishing goes on into the stream,
+ * then a new one starts on the same ports. Each EventSource must come back by
+ * itself with its Last-Event-ID, get no `event: reset`, and hold 1..COUNT
+ * exactly once in order, the ones published while no gateway ran included.
+ */
+async function testJetStreamRestartResumes(env) {
+  const JS_N = 20;
+  const COUNT = 250;
+  const RATE = 25;          // per subject: COUNT / RATE = 10 s of publishing
+  const DOWN_MS = 2500;     // no gateway at all for this long
+  const STREAM = 'DEMO';
+  const streamSpec = `${STREAM}:demo.>`;
+  const storeDir = path.join(env.tmp, 'jetstream');
+  fs.mkdirSync(storeDir, { recursive: true });
+  let nats, g, page, errors;
+  const pubs = [];
+  try {
+    nats = await startNats(['-js', '--store_dir', storeDir]);
+    const mk = start(env.pub, ['--nats', nats.url, '--stream', streamSpec], 'sluice-pub --stream');
+    const mkr = await Promise.race([mk.exited, sleep(10_000).then(() => null)]);
+    expect(mkr && mkr.code === 0, `sluice-pub --stream ${streamSpec} failed: ${mkr ? JSON.stringify(mkr) : 'timeout'} ${tail(mk.out, 5)}`);
+    const jsArgs = ['--jetstream-streams', STREAM];
+    g = await startSluice(env, undefined, { nats, args: jsArgs });
+    log(`  JetStream nats-server on ${nats.port}, stream ${streamSpec}; sluice ${jsArgs.join(' ')} on https ${g.tls}`);
+
+    ({ page, errors } = await openDemo(env.ctx, `${g.origin}/?n=${JS_N}&mode=own`));
+    await waitOpen(page, JS_N, 20_000, `${JS_N} streams to open`);
+    for (let i = 0; i < JS_N; i++) {
+      pubs.push(publishNumbered(env, `demo.s${i}`, { count: COUNT, rate: RATE, nats, stream: streamSpec }));
+    }
+    await waitUntil(async () => (await streams(page)).every((st) => st.events >= 20), 10_000, 'the flow to reach every stream');
+
+    const m0 = await metrics(g);
+    const old = g;
+    process.kill(old.proc.pid, 'SIGKILL');
+    await Promise.race([old.proc.exited, sleep(5000)]);
+    expect(old.proc.done, 'sluice did not die on SIGKILL');
+    await waitUntil(async () => (await summary(page)).open === 0, 10_000, 'the page to see every stream drop');
+    const atDrop = (await streams(page)).map((st) => Number(st.lastData));
+    await sleep(DOWN_MS);
+    expect(pubs.every((p) => !p.done), 'a publisher finished while no gateway ran: the outage did not overlap publishing');
+    g = await startSluice(env, { tls: old.tls, plain: old.plain, admin: old.admin }, { nats, args: jsArgs });
+    log(`  sluice SIGKILLed at ${Math.min(...atDrop)}..${Math.max(...atDrop)} events per stream, ` +
+      `down ${DOWN_MS / 1000} s while publishing went on, restarted on the same ports`);
+
+    await waitUntil(async () => {
+      const x = await summary(page);
+      return x.open === JS_N && x.reconnects >= JS_N;
+    }, 20_000, `all ${JS_N} streams to reconnect to the new gateway`);
+    for (const p of pubs) {
+      const r = await Promise.race([p.exited, sleep(15_000).then(() => null)]);
+      expect(r && r.code === 0, `${p.label} did not finish: ${r ? JSON.stringify(r) : 'timeout'} ${tail(p.out, 5)}`);
+    }
+    await waitUntil(async () => (await streams(page)).every((st) => st.lastData === String(COUNT)), 15_000,
+      'every stream to receive the last numbered event');
+    await sleep(300); // a duplicate or a late reset would arrive now
+    const all = await streams(page);
+    for (const st of all) {
+      expect(st.resets === 0, `stream #${st.i} got ${st.resets} reset(s): ` +
+        JSON.stringify(st.recent.filter((e) => e.event === 'reset').map((e) => e.data)));
+      expect(st.reconnects >= 1, `stream #${st.i} never reconnected`);
+      expectNumbered(datas(st), COUNT, `stream #${st.i}`);
+      // ids are JetStream stream sequences: small, increasing, shared by all subjects of the stream
+      const ids = st.recent.map((e) => Number(e.id));
+      ids.forEach((id, k) => expect(Number.isInteger(id) && id > 0 && id <= COUNT * JS_N && (k === 0 || id > ids[k - 1]),
+        `stream #${st.i}: id ${JSON.stringify(st.recent[k].id)} after ${k ? st.recent[k - 1].id : 'none'} is not a stream sequence`));
+      expect(atDrop[st.i] < COUNT - 20, `stream #${st.i} had ${atDrop[st.i]} events before the restart: too few after it to tell`);
+    }
+    const m1 = await metrics(g);
+    const withId = m1.sluice_streams_last_event_id_total;
+    const resets = m1['sluice_resumes_total{result="reset"}'];
+    const replayed = m1.sluice_jetstream_replayed_events_total;
+    expect(withId >= JS_N, `only ${withId} streams came back to the new gateway with a Last-Event-ID`);
+    expect(resets === 0, `the new gateway sent ${resets} resets`);
+    // what was published while no gateway ran reached the page by a JetStream replay
+    const minDown = JS_N * Math.floor((DOWN_MS / 1000) * RATE * 0.5);
+    expect(replayed >= minDown, `the new gateway replayed ${replayed} events from JetStream, expected at least ${minDown}`);
+    log(`  all ${JS_N} streams resumed on the new gateway with no reset (before the kill: ` +
+      `${m0['sluice_resumes_total{result="reset"}']} resets), each has 1..${COUNT} exactly once with stream-sequence ids; ` +
+      `${replayed} events replayed from JetStream in ${m1.sluice_jetstream_replays_total} replays ` +
+      `for ${m1.sluice_jetstream_replay_requests_total} requests`);
+    env.shots.push(await screenshot(env, page, 'browser-jetstream-restart.png'));
+    expect(!errors.length, `page errors: ${errors.join('; ')}`);
+  } catch (e) {
+    if (g) log(`JetStream sluice stderr (tail):\n${tail(g.proc.out)}`);
+    throw e;
+  } finally {
+    for (const p of pubs) await kill(p);
+    if (page) await page.close();
+    if (g) await kill(g.proc);
+    if (nats) await kill(nats.proc);
+  }
+}
+
 // ---------------------------------------------------------------------------
 
 async function main() {
@@ -702,6 +814,7 @@ async function main() {
     ['network drop: streams resume with Last-Event-ID, no gap', testNetworkDropResumes],
     ['page reconnect with ?last_event_id= mid-flow: no gap', testPageReconnectNoGap],
     ['gateway SIGKILL + restart on the same ports: reset reported, live events continue', testRestartResets],
+    ['JetStream: gateway SIGKILL + restart on the same ports: every stream resumes, no reset, no gap', testJetStreamRestartResumes],
   ];
   let passed = 0, failed = 0;
   for (const [name, fn] of tests) {
