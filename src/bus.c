@@ -167,6 +167,25 @@ static const char *event_name(natsMsg *msg)
     return natsMsgHeader_Get(msg, "Sse-Event", &name) == NATS_OK ? name : NULL;
 }
 
+/* msg encoded once as event seq of bs, stored at time_ns. */
+static struct sse_event *event_of(const struct bus_sub *bs, natsMsg *msg, uint64_t seq,
+                                  int64_t time_ns)
+{
+    struct sse_event *ev = sse_event_new(bs->id, seq, event_name(msg), natsMsg_GetData(msg),
+                                         (size_t)natsMsg_GetDataLength(msg));
+    ev->time_ns = time_ns;
+    return ev;
+}
+
+/* Ends a NATS subscription of ours; NULL is a no-op. */
+static void end_sub(natsSubscription *ns)
+{
+    if (!ns)
+        return;
+    natsSubscription_Unsubscribe(ns);
+    natsSubscription_Destroy(ns);
+}
+
 /*
  * Numbers (core NATS: seq 0 takes the next process-wide number), encodes,
  * records and hands out one message of bs. A JetStream sequence at or
@@ -177,7 +196,6 @@ static void record(struct bus_sub *bs, natsMsg *msg, uint64_t seq, int64_t time_
     struct bus *bus = bs->bus;
     size_t targets[BUS_MAX_WORKERS];
     size_t ntargets = 0;
-    const char *name = event_name(msg);
 
     atomic_fetch_add_explicit(&bus->messages, 1, memory_order_relaxed);
     pthread_mutex_lock(&bs->lock);
@@ -187,9 +205,7 @@ static void record(struct bus_sub *bs, natsMsg *msg, uint64_t seq, int64_t time_
         pthread_mutex_unlock(&bs->lock);
         return;
     }
-    struct sse_event *ev = sse_event_new(bs->id, seq, name, natsMsg_GetData(msg),
-                                         (size_t)natsMsg_GetDataLength(msg));
-    ev->time_ns = time_ns;
+    struct sse_event *ev = event_of(bs, msg, seq, time_ns);
     history_push(bs->history, sse_event_ref(ev));
     for (size_t w = 0; w < bus->p.nworkers; w++) {
         if (bs->counts[w])
@@ -238,11 +254,7 @@ static void drop_sub(struct bus *bus, struct bus_sub *bs)
     list_remove(&bs->idle_node);
     bs->dropped = true;
     log_debug("nats: unsubscribed from %s", bs->pattern);
-    natsSubscription *ns = bs->ns;
-    if (ns) {
-        natsSubscription_Unsubscribe(ns);
-        natsSubscription_Destroy(ns);
-    }
+    end_sub(bs->ns);
     sub_unref(bs); /* the table's */
 }
 
@@ -310,24 +322,41 @@ static void js_why(char *out, size_t len, const char *what, natsStatus s, jsErrC
     snprintf(out, len, "%s: %s", what, text && *text ? text : natsStatus_GetText(s));
 }
 
+/* Options of an ordered consumer of bs's pattern in its stream; the caller sets where it starts. */
+static void ordered(jsSubOptions *so, const struct bus_sub *bs)
+{
+    jsSubOptions_Init(so);
+    so->Stream = bs->stream;
+    so->Ordered = true;
+    so->Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
+}
+
+/* The first and last sequence of stream; NATS_OK or why not. */
+static natsStatus stream_bounds(struct bus *bus, const char *stream, uint64_t *first,
+                                uint64_t *last, jsErrCode *jerr)
+{
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_GetStreamInfo(&si, bus->js, stream, NULL, jerr);
+    if (s == NATS_OK) {
+        *first = si->State.FirstSeq;
+        *last = si->State.LastSeq;
+        jsStreamInfo_Destroy(si);
+    }
+    return s;
+}
+
 /* The live consumer of bs after floor, or NULL with why set. */
 static natsSubscription *follow(struct bus *bus, struct bus_sub *bs, uint64_t floor, char *why,
                                 size_t whylen)
 {
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = BUS_JS_WAIT_MS;
     jsErrCode jerr = 0;
     jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = bs->stream;
-    so.Ordered = true;
+    ordered(&so, bs);
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = floor + 1;
-    so.Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
     natsSubscription *ns = NULL;
     atomic_fetch_add(&bs->refs, 1); /* the subscription's, dropped on complete */
-    natsStatus s = js_Subscribe(&ns, bus->js, bs->pattern, on_js_msg, bs, &jo, &so, &jerr);
+    natsStatus s = js_Subscribe(&ns, bus->js, bs->pattern, on_js_msg, bs, NULL, &so, &jerr);
     bool completes = s == NATS_OK &&
                      (s = natsSubscription_SetOnCompleteCB(ns, on_sub_complete, bs)) == NATS_OK;
     if (s == NATS_OK)
@@ -335,10 +364,7 @@ static natsSubscription *follow(struct bus *bus, struct bus_sub *bs, uint64_t fl
     if (s == NATS_OK)
         return ns;
     js_why(why, whylen, bs->stream, s, jerr);
-    if (ns) {
-        natsSubscription_Unsubscribe(ns);
-        natsSubscription_Destroy(ns);
-    }
+    end_sub(ns);
     if (!completes)
         sub_unref(bs);
     return NULL;
@@ -354,9 +380,6 @@ static natsSubscription *follow(struct bus *bus, struct bus_sub *bs, uint64_t fl
  */
 static void make_js_sub(struct bus *bus, struct bus_sub *bs)
 {
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = BUS_JS_WAIT_MS;
     char why[256] = "";
     natsSubscription *ns = NULL;
     bool have_floor = false;
@@ -368,14 +391,12 @@ static void make_js_sub(struct bus *bus, struct bus_sub *bs)
             pause_ms(BUS_JS_PAUSE_MS);
         if (!have_floor) {
             jsErrCode jerr = 0;
-            jsStreamInfo *si = NULL;
-            natsStatus s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
+            uint64_t oldest;
+            natsStatus s = stream_bounds(bus, bs->stream, &oldest, &floor, &jerr);
             if (s != NATS_OK) {
                 js_why(why, sizeof(why), bs->stream, s, jerr);
                 continue;
             }
-            floor = si->State.LastSeq;
-            jsStreamInfo_Destroy(si);
             pthread_mutex_lock(&bs->lock);
             history_set_floor(bs->history, floor);
             pthread_mutex_unlock(&bs->lock);
@@ -393,8 +414,7 @@ static void make_js_sub(struct bus *bus, struct bus_sub *bs)
         bs->ns = ns;
     pthread_mutex_unlock(&bus->lock);
     if (dropped) {
-        natsSubscription_Unsubscribe(ns);
-        natsSubscription_Destroy(ns);
+        end_sub(ns);
         return;
     }
     log_debug("jetstream: %s follows stream %s after sequence %llu", bs->pattern, bs->stream,
@@ -404,15 +424,12 @@ static void make_js_sub(struct bus *bus, struct bus_sub *bs)
 /* Adds one stream's subjects to the table; 0 or ERR_NATS with err set. */
 static int load_stream(struct bus *bus, const char *name, char *err, size_t errlen)
 {
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = BUS_JS_WAIT_MS;
     jsErrCode jerr = 0;
     jsStreamInfo *si = NULL;
     natsStatus s;
     /* A stream whose leader just died is not answered for until another is elected (~5 s). */
     int64_t give_up = now_ms() + BUS_JS_START_MS;
-    while ((s = js_GetStreamInfo(&si, bus->js, name, &jo, &jerr)) == NATS_TIMEOUT &&
+    while ((s = js_GetStreamInfo(&si, bus->js, name, NULL, &jerr)) == NATS_TIMEOUT &&
            now_ms() < give_up)
         log_info("jetstream: stream %s: no answer yet, asking again", name);
     if (s != NATS_OK) {
@@ -441,18 +458,19 @@ static int load_stream(struct bus *bus, const char *name, char *err, size_t errl
 /* Reads the subjects of the streams in list ("A,B" or "*"); 0 or ERR_NATS. */
 static int load_streams(struct bus *bus, const char *list, char *err, size_t errlen)
 {
-    natsStatus s = natsConnection_JetStream(&bus->js, bus->nc, NULL);
+    /* Every JetStream call waits this long unless it says otherwise. */
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = BUS_JS_WAIT_MS;
+    natsStatus s = natsConnection_JetStream(&bus->js, bus->nc, &jo);
     if (s != NATS_OK) {
         snprintf(err, errlen, "JetStream: %s", natsStatus_GetText(s));
         return ERR_NATS;
     }
     if (strcmp(list, "*") == 0) {
-        jsOptions jo;
-        jsOptions_Init(&jo);
-        jo.Wait = BUS_JS_WAIT_MS;
         jsErrCode jerr = 0;
         jsStreamNamesList *names = NULL;
-        s = js_StreamNames(&names, bus->js, &jo, &jerr);
+        s = js_StreamNames(&names, bus->js, NULL, &jerr);
         if (s == NATS_NOT_FOUND) /* no streams at all */
             return 0;
         if (s != NATS_OK) {
@@ -663,16 +681,10 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
                           jsErrCode *jerr)
 {
     struct bus_sub *bs = job->bs;
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = BUS_JS_WAIT_MS;
     natsSubscription *sub = NULL;
     jsConsumerInfo *ci = NULL;
     jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = bs->stream;
-    so.Ordered = true;
-    so.Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
+    ordered(&so, bs);
     if (job->start.from == BUS_FROM_ID || f->nevents > 0) {
         so.Config.DeliverPolicy = js_DeliverByStartSequence;
         so.Config.OptStartSeq = f->upto + 1;
@@ -682,11 +694,11 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
     } else {
         so.Config.DeliverPolicy = js_DeliverAll;
     }
-    natsStatus s = js_SubscribeSync(&sub, bus->js, bs->pattern, &jo, &so, jerr);
+    natsStatus s = js_SubscribeSync(&sub, bus->js, bs->pattern, NULL, &so, jerr);
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(sub, -1, -1);
     if (s == NATS_OK)
-        s = natsSubscription_GetConsumerInfo(&ci, sub, &jo, jerr);
+        s = natsSubscription_GetConsumerInfo(&ci, sub, NULL, jerr);
     if (s != NATS_OK)
         goto out;
     bool caught_up = ci->NumPending == 0 && ci->Delivered.Consumer == 0;
@@ -708,16 +720,11 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
             uint64_t seq = meta->Sequence.Stream;
             /* An ordered consumer that was remade may send a message again. */
             if (seq > f->upto) {
-                struct sse_event *ev =
-                    sse_event_new(bs->id, seq, event_name(msg), natsMsg_GetData(msg),
-                                  (size_t)natsMsg_GetDataLength(msg));
-                ev->time_ns = meta->Timestamp;
                 f->events = mem_realloc(f->events, (f->nevents + 1) * sizeof(*f->events));
-                f->events[f->nevents++] = ev;
+                f->events[f->nevents++] = event_of(bs, msg, seq, meta->Timestamp);
                 atomic_fetch_add(&bus->replayed_events, 1);
-            }
-            if (seq > f->upto)
                 f->upto = seq;
+            }
             caught_up = meta->NumPending == 0;
             jsMsgMetaData_Destroy(meta);
         }
@@ -729,10 +736,7 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
     }
 out:
     jsConsumerInfo_Destroy(ci);
-    if (sub) {
-        natsSubscription_Unsubscribe(sub);
-        natsSubscription_Destroy(sub);
-    }
+    end_sub(sub);
     return f->status == BUS_RESUME_LIMIT ? NATS_OK : s;
 }
 
@@ -747,9 +751,6 @@ out:
 static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
 {
     struct bus_sub *bs = job->bs;
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = BUS_JS_WAIT_MS;
     char why[256];
     f->status = BUS_RESUME_FAILED;
     f->upto = job->start.from == BUS_FROM_ID ? job->start.after : 0;
@@ -759,12 +760,8 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
         jsErrCode jerr = 0;
         natsStatus s = NATS_OK;
         if (!have_info) {
-            jsStreamInfo *si = NULL;
-            s = js_GetStreamInfo(&si, bus->js, bs->stream, &jo, &jerr);
+            s = stream_bounds(bus, bs->stream, &f->first, &f->last, &jerr);
             if (s == NATS_OK) {
-                f->first = si->State.FirstSeq;
-                f->last = si->State.LastSeq;
-                jsStreamInfo_Destroy(si);
                 have_info = true;
                 if (job->start.from == BUS_FROM_ID && f->upto >= f->last) {
                     /* Nothing stored after it: history has the rest, or it is an unknown id. */
@@ -950,7 +947,6 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     struct bus *bus = mem_calloc(1, sizeof(*bus));
     natsOptions *opts = NULL;
     natsStatus s;
-    struct timespec ts;
 
     pthread_mutex_init(&bus->lock, NULL);
     bus->subs = map_new();
@@ -962,8 +958,7 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     pthread_cond_init(&bus->wake_replays, NULL);
     bus->p = *p;
     bus->budget.max = p->history_total_bytes;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    atomic_init(&bus->seq, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+    atomic_init(&bus->seq, (uint64_t)wall_ns() / 1000u);
 
     s = natsOptions_Create(&opts);
     if (s == NATS_OK)
@@ -1114,10 +1109,7 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
                 s = natsSubscription_SetPendingLimits(bs->ns, -1, -1);
             if (s != NATS_OK) {
                 log_error("nats: cannot subscribe to %s: %s", pattern, natsStatus_GetText(s));
-                if (bs->ns) {
-                    natsSubscription_Unsubscribe(bs->ns);
-                    natsSubscription_Destroy(bs->ns);
-                }
+                end_sub(bs->ns);
                 if (!completes)
                     sub_unref(bs);
                 sub_unref(bs);
