@@ -223,9 +223,11 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
             r->last_event_id = id;
         } else if (klen == 5 && memcmp(key, "since", 5) == 0 && r->kind == HTTP_EVENTS) {
             char t[64];
-            size_t tl = vlen < sizeof(t) ? vlen : sizeof(t) - 1;
-            memcpy(t, v, tl);
-            long len = http_percent_decode(t, tl);
+            long len = -1;
+            if (vlen < sizeof(t)) { /* longer is no time: never parse a truncated prefix */
+                memcpy(t, v, vlen);
+                len = http_percent_decode(t, vlen);
+            }
             if (len < 0 || !http_parse_time(t, (size_t)len, &r->since_ns)) {
                 fail(r, 400, "since must be an RFC 3339 time, e.g. 2026-11-24T08:00:00Z");
                 return false;

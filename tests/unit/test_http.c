@@ -487,6 +487,11 @@ static void test_since_query(void **state)
     assert_int_equal(r.kind, HTTP_EVENTS);
     assert_int_equal(r.since_ns, (int64_t)1795507200 * 1000000000);
     http_route_dispose(&r);
+    /* A valid time followed by padding past the buffer is refused, not truncated to valid. */
+    route(&r, "GET", "/events/a?since=2026-11-24T08:00:00.000000000000000000000000000000000000000000Z"
+                     "junkjunkjunk");
+    assert_int_equal(r.kind, HTTP_ERROR);
+    http_route_dispose(&r);
     route(&r, "GET", "/events/a?since=yesterday");
     assert_int_equal(r.kind, HTTP_ERROR);
     assert_int_equal(r.status, 400);
