@@ -22,8 +22,8 @@
 //   4. Screenshots (PNG) of the page in the build directory; paths printed.
 //
 // Closing line: `browser: N passed, M failed`. Exit 0 when all pass, 1 on a
-// failure, 77 (ctest SKIP_RETURN_CODE) when Chromium or playwright-core is
-// missing or Chromium cannot start here.
+// failure, 77 when Chromium or playwright-core is missing or Chromium cannot
+// start here (ctest counts that as a failure too: scripts/test installs both).
 //
 // By hand: (cd tests/browser && npm ci) then, from the repository root,
 //   SLUICE_BIN=build/sluice SLUICE_PUB=build/sluice-pub node tests/browser/run.mjs

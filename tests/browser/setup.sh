@@ -4,15 +4,15 @@
 # playwright-core at the version package-lock.json pins (npm ci, into
 # tests/browser/node_modules, which git ignores).
 #
-# It never fails the suite: when something cannot be installed (no root, no
-# network) it says so, and the browser test itself skips with the reason.
+# It never fails by itself: when something cannot be installed (no root, no
+# network) it says so, and the browser test then fails with the reason.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
     "$root/scripts/deps.sh" --browser ||
-        echo "browser setup: scripts/deps.sh --browser failed; the browser test skips without chromium"
+        echo "browser setup: scripts/deps.sh --browser failed; the browser test fails without chromium"
 else
     echo "browser setup: not root and no password-less sudo: not installing chromium"
 fi
@@ -28,6 +28,6 @@ if [ -n "$want" ] && [ "$want" = "$have" ]; then
 elif (cd "$here" && npm ci --no-audit --no-fund --loglevel=error); then
     echo "browser setup: playwright-core $want installed by npm ci"
 else
-    echo "browser setup: npm ci failed; the browser test skips without playwright-core"
+    echo "browser setup: npm ci failed; the browser test fails without playwright-core"
 fi
 exit 0

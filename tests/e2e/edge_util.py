@@ -12,27 +12,21 @@ Each proxy listens on a free loopback port; a port lost to a race between
 picking and binding is retried. Everything started here goes through
 harness.spawn, so the harness kills it by PID at exit.
 
-Also here: a skip-aware test runner (exit 77, which tests/CMakeLists.txt
-reports as a skip) for tests that cannot run until the gateway grows a
-feature, and the detection of that feature (HTTP/1.1 on the TLS listener
-when the client sends no ALPN, as nginx does; the cleartext listener).
+Also here: the check that a listener answers HTTP/1.1 the way nginx asks
+(on TLS without ALPN, and in cleartext); a refusal fails the edge tests.
 """
 
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 
 import harness as h
 from harness import HOST, TestFailure, expect
-
-SKIP_EXIT = 77
 
 EDGE_DIR = os.path.join(h.SRC, "conf", "edge")
 NGINX_CONF = os.path.join(EDGE_DIR, "nginx.conf")
@@ -42,26 +36,6 @@ HAPROXY_CFG = os.path.join(EDGE_DIR, "haproxy.cfg")
 # own $variables must survive the substitution.
 NGINX_VARS = ("EDGE_LISTEN", "EDGE_SERVER_NAME", "EDGE_CERT", "EDGE_KEY", "SLUICE_ADDR",
               "SLUICE_SCHEME", "SLUICE_TLS_NAME", "SLUICE_CA")
-
-
-class Skip(Exception):
-    """The test cannot run yet; the message says why and what would fix it."""
-
-
-def main(test, deadline_s=60):
-    """harness.main, plus: a Skip raised by test() cleans up and exits 77 with a SKIP line."""
-    def wrapped():
-        try:
-            test()
-        except Skip as e:
-            signal.alarm(0)
-            h.cleanup()
-            name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-            print("SKIP %s: %s" % (name, e), flush=True)
-            sys.stderr.flush()
-            # Past harness.main's catch-all, which would report a pass.
-            os._exit(SKIP_EXIT)
-    h.main(wrapped, deadline_s=deadline_s)
 
 
 # ---------------------------------------------------------------------------
@@ -205,12 +179,6 @@ def certify(url, args, ca, connect, events, where, limit_ms=100.0):
 
 # ---------------------------------------------------------------------------
 # what the gateway speaks
-
-
-def supports_listen_plain():
-    r = subprocess.run([h.tool("SLUICE_BIN", "sluice"), "--help"], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=10)
-    return b"--listen-plain" in r.stdout
 
 
 def admin_port(gw):

@@ -459,17 +459,6 @@ def publish(nats_url, subject, data="", event=None, count=1, seq=False, rate=Non
 
 _LISTEN_RE = re.compile(r"listening on https://127\.0\.0\.1:(\d+) \(h2\)")
 _ADMIN_RE = re.compile(r"admin on http://127\.0\.0\.1:(\d+)")
-_help_text = None
-
-
-def gateway_supports(flag):
-    """Whether the gateway under test knows --flag (from its --help, read once)."""
-    global _help_text
-    if _help_text is None:
-        r = subprocess.run([tool("SLUICE_BIN", "sluice"), "--help"], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=10)
-        _help_text = r.stdout.decode("utf-8", "replace")
-    return re.search(r"(^|\s)--%s\b" % re.escape(flag), _help_text) is not None
 
 
 def make_certs(d):
@@ -506,9 +495,9 @@ class Gateway:
         self.access_log_path = None
         given = set(k.replace("_", "-") for k in flags) | set(
             a[2:].split("=")[0] for a in extra_args if a.startswith("--"))
-        if "admin" not in given and gateway_supports("admin"):
+        if "admin" not in given:
             flags["admin"] = HOST + ":0"
-        if "access-log" not in given and gateway_supports("access-log"):
+        if "access-log" not in given:
             self.access_log_path = os.path.join(self.dir, "access.log")
             flags["access_log"] = self.access_log_path
         for k, v in flags.items():

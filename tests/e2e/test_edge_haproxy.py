@@ -114,4 +114,4 @@ def _access_line(access_log, path):
 
 
 if __name__ == "__main__":
-    eu.main(test, deadline_s=60)
+    h.main(test, deadline_s=60)

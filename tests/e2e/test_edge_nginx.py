@@ -9,10 +9,8 @@ to an upstream), in one of two ways the config offers:
          sluice must answer HTTP/1.1 on a TLS connection without ALPN
   http   cleartext to sluice's --listen-plain
 
-Each way the gateway supports is certified; a way is skipped, with the
-gateway's refusal as evidence, only when sluice does not speak HTTP/1.1 on
-that listener yet. With neither, the whole test skips (exit 77) and starts
-passing by itself once the HTTP/1.1 front end lands.
+Both ways are certified; a listener that refuses HTTP/1.1 fails the test
+with the refusal as evidence (a skip here once hid exactly that regression).
 
 Per way:
 - sluice-probe through nginx over h2: headers intact and uncompressed,
@@ -79,31 +77,15 @@ def certify_way(nats, gw, upstream_port, scheme):
 
 def test():
     eu.need("nginx")
-    flags = dict(heartbeat_ms=HEARTBEAT_MS, admin="127.0.0.1:0")
-    if eu.supports_listen_plain():
-        flags["listen_plain"] = "127.0.0.1:0"
+    flags = dict(heartbeat_ms=HEARTBEAT_MS, admin="127.0.0.1:0", listen_plain="127.0.0.1:0")
     with h.Nats() as nats, h.Gateway(nats.url, **flags) as gw:
-        ways, refused = [], []
-        why = eu.http1_refusal(gw.port, tls=True, alpn=None, ca=gw.ca)
-        if why is None:
-            ways.append(("https", gw.port))
-        else:
-            refused.append("TLS listener without ALPN (nginx's proxy_ssl): %s" % why)
         plain = eu.plain_port(gw)
-        if plain is None:
-            refused.append("no cleartext listener (--listen-plain %s)" %
-                           ("gave no port" if "listen_plain" in flags else "unknown to sluice"))
-        else:
-            why = eu.http1_refusal(plain, tls=False)
-            if why is None:
-                ways.append(("http", plain))
-            else:
-                refused.append("cleartext listener: %s" % why)
-        for r in refused:
-            h.log("not certified, sluice refuses HTTP/1.1 here: %s" % r)
-        if not ways:
-            raise eu.Skip("sluice does not speak HTTP/1.1 yet, and nginx can only proxy "
-                          "HTTP/1.1 to it: " + "; ".join(refused))
+        expect(plain is not None, "no cleartext listener port in the start-up line")
+        ways = [("https", gw.port), ("http", plain)]
+        for scheme, port in ways:
+            why = eu.http1_refusal(port, tls=scheme == "https", alpn=None, ca=gw.ca)
+            expect(why is None, "sluice refuses HTTP/1.1 on its %s listener, which nginx needs: %s"
+                   % (scheme, why))
         for scheme, port in ways:
             certify_way(nats, gw, port, scheme)
             h.log("certified: nginx -> sluice over %s" % scheme)
@@ -111,4 +93,4 @@ def test():
 
 
 if __name__ == "__main__":
-    eu.main(test, deadline_s=60)
+    h.main(test, deadline_s=60)

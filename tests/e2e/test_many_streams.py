@@ -33,7 +33,7 @@ def test():
     # A subject's subscription outlives its last stream by history-keep-ms (for
     # resume); 500 ms keeps the check at the end short. 4,000 streams open at
     # once: above the default new-stream rate limit, which is not under test.
-    rate = {"stream_rate": 1000000} if h.gateway_supports("stream-rate") else {}
+    rate = {"stream_rate": 1000000}
     with h.Nats() as nats, h.Gateway(nats.url, workers=2, max_streams=5000,
                                      history_keep_ms=500, **rate) as gw:
         paths = os.path.join(h.tempdir(), "paths")

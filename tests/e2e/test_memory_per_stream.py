@@ -48,7 +48,7 @@ def settled_rss(gw, what):
 def test():
     subjects = ["mem.s%d" % i for i in range(SUBJECTS)]
     # 2,000 streams at once per connection: above the default new-stream rate.
-    rate = {"stream_rate": 1000000} if h.gateway_supports("stream-rate") else {}
+    rate = {"stream_rate": 1000000}
     with h.Nats() as nats, h.Gateway(nats.url, max_streams=SUBJECTS + 100, **rate) as gw:
         paths = os.path.join(h.tempdir(), "paths")
         with open(paths, "w") as f:

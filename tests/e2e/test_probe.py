@@ -156,14 +156,10 @@ def compressing_haproxy(nats, gw):
 
 
 def buffering_nginx(nats, gw):
-    if eu.http1_refusal(gw.port, tls=True, alpn=None, ca=gw.ca) is None:
-        scheme, port = "https", gw.port
-    elif eu.plain_port(gw) and eu.http1_refusal(eu.plain_port(gw), tls=False) is None:
-        scheme, port = "http", eu.plain_port(gw)
-    else:
-        h.log("buffering-nginx part skipped: nginx can only proxy HTTP/1.1 to sluice, and "
-              "sluice refuses it: %s" % eu.http1_refusal(gw.port, tls=True, alpn=None, ca=gw.ca))
-        return False
+    why = eu.http1_refusal(gw.port, tls=True, alpn=None, ca=gw.ca)
+    expect(why is None, "nginx can only proxy HTTP/1.1 to sluice, and sluice refuses it: %s"
+           % why)
+    scheme, port = "https", gw.port
     base = open(eu.NGINX_CONF).read()
 
     # gzip on text/event-stream, buffering on: flagged over h2.
@@ -200,7 +196,6 @@ def buffering_nginx(nats, gw):
                "buffering nginx, HTTP/1.1 client: exit %d, %s, events %r"
                % (rc, eu.summary(rep), ev))
         h.log("buffering nginx flagged: %s" % eu.check_result(rep, "buffering")["detail"])
-    return True
 
 
 def errors(gw):
@@ -222,20 +217,18 @@ def errors(gw):
 def test():
     eu.need("haproxy")
     eu.need("nginx")
-    flags = dict(heartbeat_ms=300, admin="127.0.0.1:0", max_streams=MAX_STREAMS)
-    if eu.supports_listen_plain():
-        flags["listen_plain"] = "127.0.0.1:0"
+    flags = dict(heartbeat_ms=300, admin="127.0.0.1:0", max_streams=MAX_STREAMS,
+                 listen_plain="127.0.0.1:0")
     with h.Nats() as nats, h.Gateway(nats.url, **flags) as gw, \
             h.Gateway(nats.url, heartbeat_ms=3000, admin="127.0.0.1:0") as slow_gw:
         good_paths(nats, gw)
         errors(gw)
         dying_streams(nats, slow_gw)
         compressing_haproxy(nats, gw)
-        if not buffering_nginx(nats, gw):
-            h.log("NOTE: the buffering-nginx checks did not run (no HTTP/1.1 in sluice yet)")
+        buffering_nginx(nats, gw)
         gw.check_alive()
         slow_gw.check_alive()
 
 
 if __name__ == "__main__":
-    eu.main(test, deadline_s=60)
+    h.main(test, deadline_s=60)
