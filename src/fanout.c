@@ -2,12 +2,17 @@
  * fanout: a worker's topics and the stream links on them (see fanout.h).
  *
  * Two maps index the same topics: by pattern, for joining, and by the
- * bus's sub_id, for delivery. Delivery walks a topic's links saving the
- * next one first, so a stream that ends inside its callback can unlink
- * itself safely.
+ * bus's sub_id, for delivery. Delivery walks a topic's links through a
+ * cursor kept in the fanout (the next link, and the last one to reach):
+ * a stream that ends inside its callback unlinks all of its links, and
+ * fanout_leave() moves the cursor past any of them. Saving only the next
+ * node on the stack was not enough: a stream with two links on one topic
+ * unlinked the saved node, which then pointed at itself, and delivery
+ * looped forever.
  */
 #include "sluice/fanout.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +38,8 @@ struct fanout {
     struct map *by_pattern;
     struct map *by_id; /* key: the uint64_t sub_id's bytes */
     uint64_t local_ids; /* sub ids when there is no bus */
+    struct list *next;  /* during fanout_deliver: the link to visit next; else NULL */
+    struct list *stop;  /* during fanout_deliver: the last link to visit */
 };
 
 struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event,
@@ -60,6 +67,7 @@ void fanout_free(struct fanout *f)
 
 int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link)
 {
+    assert(!link->topic && !f->next); /* one topic per link; never joined while delivering */
     size_t plen = strlen(pattern);
     struct fanout_topic *t = map_get(f->by_pattern, pattern, plen);
     if (!t) {
@@ -113,6 +121,13 @@ void fanout_leave(struct fanout *f, struct fanout_link *link)
     struct fanout_topic *t = link->topic;
     if (!t)
         return;
+    /* Leaving while its topic delivers: keep the cursor on links still there. */
+    if (f->stop == &link->node)
+        f->stop = link->node.prev;
+    if (f->next == &link->node)
+        f->next = link->node.next;
+    if (f->stop == &t->links) /* every link up to the last one has left */
+        f->next = &t->links;
     list_remove(&link->node);
     link->topic = NULL;
     if (!list_empty(&t->links))
@@ -138,17 +153,20 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev)
         t->failed = ev->seq == BUS_NOTICE_FAILED;
     }
     /* Links appended during delivery would see this event too: stop at the current tail. */
-    struct list *last = t->links.prev;
-    for (struct list *n = t->links.next, *next; n != &t->links; n = next) {
-        next = n->next;
+    assert(!f->next); /* delivery is never re-entered from a callback */
+    f->stop = t->links.prev;
+    for (struct list *n = t->links.next; n != &t->links; n = f->next) {
+        f->next = n->next;
+        bool final = n == f->stop;
         struct fanout_link *link = container_of(n, struct fanout_link, node);
         if (notice)
             f->on_ready(link);
         else
             f->on_event(link, ev);
-        if (n == last)
+        if (final)
             break;
     }
+    f->next = f->stop = NULL;
 }
 
 bool fanout_ready(const struct fanout_link *link) { return link->topic && link->topic->confirmed; }

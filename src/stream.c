@@ -14,6 +14,8 @@
  */
 #include "sluice/stream.h"
 
+#include <assert.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +124,9 @@ static size_t item_len(const struct item *it) { return it->head + (it->ev ? it->
 
 static void charge(struct stream *s, int64_t n)
 {
+    /* A release of more than was charged would wrap a budget and lift its cap for everyone. */
+    assert(n >= 0 || ((size_t)-n <= s->charged && (size_t)-n <= s->conn_budget->used &&
+                      (size_t)-n <= s->env->budget.used));
     s->charged += (size_t)n;
     s->conn_budget->used += (size_t)n;
     s->env->budget.used += (size_t)n;
@@ -180,8 +185,10 @@ static void release(struct stream *s, struct item *it)
     s->dispatchable -= it->dispatch;
     if (it->charge == CHARGE_LIVE)
         charge(s, -(int64_t)item_len(it));
-    else if (it->charge == CHARGE_REPLAY)
+    else if (it->charge == CHARGE_REPLAY) {
+        assert(s->env->budget.used >= replay_cost(it->head));
         s->env->budget.used -= replay_cost(it->head);
+    }
     sse_event_unref(it->ev);
 }
 
@@ -501,6 +508,9 @@ struct stream *stream_new(const struct stream_params *p)
 
     bool joined = true;
     for (size_t i = 0; i < p->nsubjects; i++) {
+        /* Two links of one stream on one topic would get every event twice (the router de-duplicates). */
+        for (size_t k = 0; k < i; k++)
+            assert(strcmp(p->subjects[k], p->subjects[i]) != 0);
         size_t n = strlen(p->subjects[i]) + 1;
         s->subjects[i] = memcpy(text, p->subjects[i], n);
         text += n;

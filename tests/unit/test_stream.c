@@ -938,6 +938,52 @@ static void test_pending_eof(void **state)
     stream_free(t.s);
 }
 
+/* A callback that ends its owner: every link of the owner leaves its topic. */
+struct two_links {
+    struct fanout *f;
+    struct fanout_link links[3];
+    int calls;
+};
+
+static void on_event_leave_all(struct fanout_link *link, struct sse_event *ev)
+{
+    (void)ev;
+    struct two_links *o = link->owner;
+    o->calls++;
+    for (size_t i = 0; i < 3; i++)
+        fanout_leave(o->f, &o->links[i]);
+}
+
+static void on_ready_none(struct fanout_link *link) { (void)link; }
+
+/*
+ * fanout_deliver looped forever when one owner held two links on one
+ * topic and left inside its callback: the saved next link was unlinked
+ * and pointed at itself. Every order of leaving must end the walk.
+ */
+static void test_fanout_deliver_owner_leaves_two_links(void **state)
+{
+    (void)state;
+    for (int shape = 0; shape < 3; shape++) {
+        struct two_links o = {0};
+        o.f = fanout_new(NULL, 0, on_event_leave_all, on_ready_none, NULL);
+        for (size_t i = 0; i < 3; i++) {
+            list_init(&o.links[i].node);
+            o.links[i].owner = &o;
+        }
+        /* shape 0: a a b; 1: a b a; 2: a a a — all of one owner on topic "a" or "b". */
+        const char *pat[3][3] = {{"a", "a", "b"}, {"a", "b", "a"}, {"a", "a", "a"}};
+        for (size_t i = 0; i < 3; i++)
+            assert_int_equal(fanout_join(o.f, pat[shape][i], &o.links[i]), 0);
+        struct sse_event *ev = sse_event_new(1, 1, NULL, "x", 1);
+        fanout_deliver(o.f, ev);
+        sse_event_unref(ev);
+        assert_int_equal(o.calls, 1);
+        assert_int_equal(fanout_topics(o.f), 0);
+        fanout_free(o.f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -965,6 +1011,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_heartbeat_far_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tiny_reads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_eof, setup, teardown),
+        cmocka_unit_test(test_fanout_deliver_owner_leaves_two_links),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
