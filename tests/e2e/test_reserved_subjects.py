@@ -44,11 +44,16 @@ listener):
   - sluice_limit_hits_total{limit="reserved_subject"} and {limit="host"}
     count the refusals.
 
-IPv6 /64 bucketing of the per-address limit is covered by unit tests only
-(tests/unit/test_guard.c): this machine's loopback has ::1 alone, and
-traffic stays on loopback.
+IPv6: on a plain listener at [::1] (skipped when the machine has no ::1),
+a request with Host [::1]:PORT is served, and with
+--max-connections-per-address 2 a third connection from ::1 is closed at
+accept (limit connections_per_address): the per-prefix count works on a
+real IPv6 peer. That two different addresses of one /64 share the limit is
+covered by unit tests only (tests/unit/test_guard.c): this machine's
+loopback has ::1 alone, and traffic stays on loopback.
 """
 import json
+import re
 import socket
 import sys
 
@@ -269,6 +274,51 @@ def hosts(gw, gwj):
     h.log("Host: foreign names 421 (h2, HTTP/1.1, admin), loopback and allowed names served")
 
 
+def ipv6_loopback(node):
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError as e:
+        h.log("SKIP ipv6 part: no ::1 here (%s)" % e)
+        return
+    gw = h.Gateway(node.url, listen_plain="[::1]:0", max_connections_per_address=2)
+    m = h.wait_until(lambda: re.search(r"plain on http://\[::1\]:(\d+)", gw.log()),
+                     10, "the [::1] plain listener line")
+    port = int(m.group(1))
+
+    def conn():
+        s6 = socket.create_connection(("::1", port), timeout=5)
+        return h1.Conn(s6, "plain [::1]")
+    held = []
+    try:
+        for i in range(2):
+            c = conn()
+            held.append(c)
+            c.send(b"POST /publish/v6.ok HTTP/1.1\r\nHost: [::1]:%d\r\nContent-Length: 2\r\n\r\nok"
+                   % port)
+            r = c.read_response(5)
+            expect(r.status == 202, "publish over [::1] with Host [::1]:%d: %d %r"
+                   % (port, r.status, r.body))
+        before = u.limit_hits(gw).get("connections_per_address", 0)
+        third = conn()
+        held.append(third)
+        try:
+            third.send(b"GET /nope HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        except OSError:
+            pass
+        expect(third.wait_closed(5) and b"HTTP/1.1" not in third.buf,
+               "a third connection from ::1 was served past max-connections-per-address 2: %r"
+               % third.buf[:200])
+        after = u.limit_hits(gw).get("connections_per_address", 0)
+        expect(after == before + 1, "connections_per_address went %g -> %g" % (before, after))
+    finally:
+        for c in held:
+            c.close()
+    gw.stop()
+    h.log("[::1]: Host [::1]:PORT served; the third connection from ::1 closed at accept")
+
+
 def test():
     node = js.single_node()
     js.create_stream([node.port], "KEEP", ["keep.>"], storage="memory")
@@ -288,6 +338,7 @@ def test():
     jetstream_still_streams(gw, node)
     jwt_checks(gwj, node)
     hosts(gw, gwj)
+    ipv6_loopback(node)
 
     hits = u.limit_hits(gw)
     expect(hits.get("reserved_subject", 0) >= 2 * 5 + 2 * len(SUBSCRIBE_REFUSED) + 2,
