@@ -14,10 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "sluice/err.h"
+#include "sluice/host.h"
 #include "sluice/list.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -62,6 +64,7 @@ static void reply(struct client *c, int status, const char *ctype, const void *b
 {
     const char *text = status == 200 ? "OK" : status == 404 ? "Not Found"
                      : status == 405 ? "Method Not Allowed" : status == 503 ? "Service Unavailable"
+                     : status == 421 ? "Misdirected Request"
                      : "Bad Request";
     char head[256];
     int n = snprintf(head, sizeof(head),
@@ -78,11 +81,45 @@ static void reply_text(struct client *c, int status, const char *text)
     reply(c, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+/*
+ * The Host field's value in the NUL-terminated head: *len bytes at the
+ * result, or NULL when there is none. Two Host fields are refused as one
+ * bad one (a value of length 0).
+ */
+static const char *host_of(const char *head, size_t *len)
+{
+    const char *found = NULL;
+    const char *end = strstr(head, "\n\r\n");
+    if (!end)
+        end = strstr(head, "\n\n");
+    for (const char *p = strchr(head, '\n'); p && p < end; p = strchr(p + 1, '\n')) {
+        if (strncasecmp(p + 1, "host:", 5) != 0)
+            continue;
+        if (found) {
+            *len = 0;
+            return found;
+        }
+        found = p + 6;
+        found += strspn(found, " \t");
+        *len = strcspn(found, "\r\n");
+        while (*len && (found[*len - 1] == ' ' || found[*len - 1] == '\t'))
+            (*len)--;
+    }
+    return found;
+}
+
 static void route(struct client *c)
 {
     char method[8], path[256];
     if (sscanf((const char *)c->in.data, "%7s %255s HTTP/1.", method, path) != 2) {
         reply_text(c, 400, "bad request\n");
+        return;
+    }
+    /* No Host is a probe (HTTP/1.0 health checks send none); a browser always sends one. */
+    size_t hlen = 0;
+    const char *host = host_of((const char *)c->in.data, &hlen);
+    if (host && !host_allowed(host, hlen, c->a->p.allowed_hosts)) {
+        reply_text(c, 421, "Host is not a name of this listener (allowed-hosts)\n");
         return;
     }
     char *q = strchr(path, '?');

@@ -129,6 +129,7 @@ struct bus {
     atomic_bool connected;
     atomic_uint_fast64_t reconnects;
     atomic_uint_fast64_t messages;
+    atomic_uint_fast64_t reserved_dropped; /* reserved subjects a wildcard matched */
     atomic_bool closing; /* bus_free() has begun: disconnects are expected */
 };
 
@@ -225,11 +226,25 @@ static int64_t wall_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/*
+ * NATS's '>' and '*' match "$JS.API.X" and "_INBOX.x" too: a client's ">"
+ * must not see JetStream API traffic or anyone's replies. Only a pattern
+ * that names a reserved token itself (allow-subjects) may carry them.
+ */
+static bool reserved_leak(struct bus_sub *bs, natsMsg *msg)
+{
+    if (!subject_reserved(natsMsg_GetSubject(msg)) || subject_reserved(bs->pattern))
+        return false;
+    atomic_fetch_add_explicit(&bs->bus->reserved_dropped, 1, memory_order_relaxed);
+    return true;
+}
+
 static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
     (void)nc;
     (void)ns;
-    record(closure, msg, 0, wall_ns());
+    if (!reserved_leak(closure, msg))
+        record(closure, msg, 0, wall_ns());
     natsMsg_Destroy(msg);
 }
 
@@ -238,7 +253,7 @@ static void on_js_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, vo
     (void)nc;
     (void)ns;
     jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+    if (!reserved_leak(closure, msg) && natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
         record(closure, msg, meta->Sequence.Stream, meta->Timestamp);
         jsMsgMetaData_Destroy(meta);
     }
@@ -1278,6 +1293,7 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     out->connected = atomic_load(&bus->connected);
     out->reconnects = atomic_load(&bus->reconnects);
     out->messages = atomic_load(&bus->messages);
+    out->reserved_dropped = atomic_load(&bus->reserved_dropped);
     out->subscriptions = bus_subscriptions(bus);
     out->history_bytes = atomic_load(&bus->budget.used);
     out->replays = atomic_load(&bus->replays);

@@ -20,6 +20,7 @@
 
 #include "sluice/err.h"
 #include "sluice/mem.h"
+#include "sluice/subject.h"
 
 enum kind { K_STR, K_INT, K_SIZE, K_LEVEL };
 
@@ -63,6 +64,9 @@ static const struct key keys[] = {
     STR("auth-cookie", auth_cookie),
     OPT("cors-origins", cors_origins),
     INT("cors-credentials", cors_credentials, 0, 1),
+    OPT("allow-subjects", allow_subjects),
+    OPT("allowed-hosts", allowed_hosts),
+    INT("ipv6-prefix-bits", ipv6_prefix_bits, 8, 128),
     INT("workers", workers, 0, 64),
     INT("max-streams", max_streams, 1, 1 << 20),
     INT("max-subjects", max_subjects, 1, 64),
@@ -136,6 +140,11 @@ static const char USAGE[] =
     "  --auth-cookie NAME       cookie that may carry the token (default sluice_token)\n"
     "  --cors-origins LIST      allowed origins: https://app.example,https://*.example.org\n"
     "  --cors-credentials 0|1   allow credentials (cookies) cross-origin (default 0)\n"
+    "  --allow-subjects LIST    reserved NATS subjects ($..., _INBOX...) clients may use:\n"
+    "                           PATTERN,PATTERN (default: none)\n"
+    "  --allowed-hosts LIST     Host names served with auth none and on the admin\n"
+    "                           listener, besides localhost and IP literals (default: none)\n"
+    "  --ipv6-prefix-bits N     IPv6 clients share a per-address limit per prefix (default 64)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
@@ -178,6 +187,9 @@ void config_init(struct config *c)
     c->jwt_issuer = mem_strdup("");
     c->auth_cookie = mem_strdup("sluice_token");
     c->cors_origins = mem_strdup("");
+    c->allow_subjects = mem_strdup("");
+    c->allowed_hosts = mem_strdup("");
+    c->ipv6_prefix_bits = 64;
     c->max_streams = 4096;
     c->max_subjects = 16;
     c->heartbeat_ms = 15000;
@@ -373,6 +385,11 @@ int config_check(const struct config *c, char *err, size_t errlen)
     const char *colon = strrchr(c->listen, ':');
     if (!colon || colon == c->listen || !colon[1]) {
         set_err(err, errlen, "listen address '%s' is not HOST:PORT", c->listen);
+        return ERR_INVALID;
+    }
+    const char *why = NULL;
+    if (!subject_allow_list_valid(c->allow_subjects, &why)) {
+        set_err(err, errlen, "allow-subjects '%s': %s", c->allow_subjects, why);
         return ERR_INVALID;
     }
     return 0;

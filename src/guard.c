@@ -1,7 +1,9 @@
 /* guard: connection admission (see guard.h). */
 #include "sluice/guard.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +16,43 @@ struct guard {
     struct map *per_address; /* address -> count, as a pointer-sized integer */
     size_t total;
     size_t max_total, max_per_address;
+    unsigned ipv6_prefix_bits;
 };
 
-struct guard *guard_new(size_t max_total, size_t max_per_address)
+/* Room for an IPv6 text form, "/128" and the NUL. */
+#define GUARD_BUCKET_MAX (INET6_ADDRSTRLEN + 8)
+
+void guard_bucket(const char *address, unsigned bits, char *out, size_t outlen)
+{
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, address, &a6) != 1) {
+        snprintf(out, outlen, "%s", address);
+        return;
+    }
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+        inet_ntop(AF_INET, &a6.s6_addr[12], out, (socklen_t)outlen);
+        return;
+    }
+    if (bits > 128)
+        bits = 128;
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned keep = bits > i * 8 ? bits - i * 8 : 0;
+        if (keep < 8)
+            a6.s6_addr[i] &= (uint8_t)(0xff00u >> keep);
+    }
+    char text[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, &a6, text, sizeof(text));
+    snprintf(out, outlen, "%s/%u", text, bits);
+}
+
+struct guard *guard_new(size_t max_total, size_t max_per_address, unsigned ipv6_prefix_bits)
 {
     struct guard *g = mem_calloc(1, sizeof(*g));
     pthread_mutex_init(&g->lock, NULL);
     g->per_address = map_new();
     g->max_total = max_total;
     g->max_per_address = max_per_address;
+    g->ipv6_prefix_bits = ipv6_prefix_bits;
     return g;
 }
 
@@ -35,8 +65,10 @@ void guard_free(struct guard *g)
     free(g);
 }
 
-bool guard_admit(struct guard *g, const char *address, const char **limit)
+bool guard_admit(struct guard *g, const char *ip, const char **limit)
 {
+    char address[GUARD_BUCKET_MAX];
+    guard_bucket(ip, g->ipv6_prefix_bits, address, sizeof(address));
     size_t len = strlen(address);
     bool ok = false;
     pthread_mutex_lock(&g->lock);
@@ -54,8 +86,10 @@ bool guard_admit(struct guard *g, const char *address, const char **limit)
     return ok;
 }
 
-void guard_release(struct guard *g, const char *address)
+void guard_release(struct guard *g, const char *ip)
 {
+    char address[GUARD_BUCKET_MAX];
+    guard_bucket(ip, g->ipv6_prefix_bits, address, sizeof(address));
     size_t len = strlen(address);
     pthread_mutex_lock(&g->lock);
     uintptr_t n = (uintptr_t)map_get(g->per_address, address, len);

@@ -187,6 +187,10 @@ static void take_head(struct http1 *h, const struct h1_request *rq)
                                                                          : f->name.p[k]);
         session_req_header(&h->req, h->io.env, name, f->name.len, f->value.p, f->value.len);
     }
+    /* RFC 9112 3.2.2: an absolute-form target's authority replaces Host (the Host rule reads it). */
+    if (rq->authority.p)
+        session_req_header(&h->req, h->io.env, ":authority", 10, rq->authority.p,
+                           rq->authority.len);
     session_req_ensure_id(&h->req);
 }
 

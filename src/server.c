@@ -137,6 +137,8 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"max_requests\"", offsetof(struct conn_stats, session.requests)},
         {"limit=\"header_bytes\"", offsetof(struct conn_stats, session.header_bytes)},
         {"limit=\"flood\"", offsetof(struct conn_stats, session.flood)},
+        {"limit=\"reserved_subject\"", offsetof(struct conn_stats, session.reserved)},
+        {"limit=\"host\"", offsetof(struct conn_stats, session.host)},
     };
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label,
@@ -189,6 +191,9 @@ static void on_metrics(void *ctx, struct buf *out)
            (double)bs.subscriptions);
     metric(out, "sluice_nats_messages_total", "counter", "Messages received from NATS.",
            (double)bs.messages);
+    metric(out, "sluice_nats_reserved_dropped_total", "counter",
+           "Messages on reserved subjects ($..., _INBOX) dropped from wildcard subscriptions.",
+           (double)bs.reserved_dropped);
     metric(out, "sluice_history_bytes", "gauge", "Bytes held in resume history.",
            (double)bs.history_bytes);
     metric(out, "sluice_jetstream_replays_total", "counter",
@@ -399,7 +404,8 @@ int server_run(const struct config *cfg, int argc, char **argv)
         goto out;
     }
     s.tls = tls_new(ssl_ctx);
-    s.guard = guard_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_address);
+    s.guard = guard_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_address,
+                        (unsigned)cfg->ipv6_prefix_bits);
     if (access_open(cfg->access_log, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out_tls;
@@ -441,7 +447,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         goto out_workers;
     }
     if (strcmp(cfg->admin, "off") != 0) {
-        struct admin_params ap = {cfg->admin, on_metrics, on_ready, &s};
+        struct admin_params ap = {cfg->admin, on_metrics, on_ready, &s, cfg->allowed_hosts};
         if (admin_new(&admin, &ap, admin_bound, sizeof(admin_bound), err, sizeof(err)) != 0) {
             log_error("admin: %s", err);
             goto out_bus;

@@ -21,9 +21,12 @@
 #include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
+#include "sluice/host.h"
 #include "sluice/http.h"
 #include "sluice/json.h"
+#include "sluice/metrics.h"
 #include "sluice/sse.h"
+#include "sluice/subject.h"
 #include "sluice/mem.h"
 
 #define LAST_EVENT_ID_MAX 1024
@@ -247,6 +250,13 @@ int session_admit(struct session_req *r, const struct session_env *env,
                   const struct http_route *route, bool secure, char *www, size_t wlen,
                   const char **text)
 {
+    /* Without a token, a rebound DNS name is the only thing between a web page and us. */
+    if (!auth_required(env->auth) && r->authority &&
+        !host_allowed(r->authority, strlen(r->authority), env->cfg->allowed_hosts)) {
+        metrics_add(&env->stats->host, 1);
+        *text = "Host is not a name of this gateway (allowed-hosts)";
+        return 421;
+    }
     if (cors_of(r, env, secure) == CORS_DENIED) {
         *text = "origin not allowed";
         return 403;
@@ -254,6 +264,13 @@ int session_admit(struct session_req *r, const struct session_env *env,
     if (route->nsubjects > (size_t)env->cfg->max_subjects) {
         *text = "too many subjects for one stream (max-subjects)";
         return 400;
+    }
+    for (size_t i = 0; i < route->nsubjects; i++) {
+        if (!subject_allowed(env->cfg->allow_subjects, route->subjects[i])) {
+            metrics_add(&env->stats->reserved, 1);
+            *text = "reserved NATS subject ($... or _INBOX) not allowed (allow-subjects)";
+            return 403;
+        }
     }
     if (!auth_required(env->auth))
         return 0; /* no grant to keep: nothing expires */

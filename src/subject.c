@@ -7,6 +7,7 @@
  */
 #include "sluice/subject.h"
 
+#include <stdint.h>
 #include <string.h>
 
 bool subject_valid(const char *s, size_t len, bool wildcards, const char **reason)
@@ -72,8 +73,17 @@ bool subject_match(const char *pattern, const char *subject)
     }
 }
 
+bool subject_reserved(const char *s)
+{
+    size_t n = token_len(s);
+    return (n > 0 && s[0] == '$') || token_eq(s, n, "_INBOX", 6);
+}
+
 bool subject_covers(const char *grant, const char *request)
 {
+    /* NATS's own subjects are never granted by a wildcard: only by naming them. */
+    if (subject_reserved(request) && !subject_reserved(grant))
+        return false;
     const char *g = grant, *r = request;
     for (;;) {
         size_t gn = token_len(g), rn = token_len(r);
@@ -113,4 +123,60 @@ bool subject_overlaps(const char *a, const char *b)
         a++;
         b++;
     }
+}
+
+/*
+ * Calls fn on each entry of a comma-separated list, copied NUL-terminated;
+ * stops at the first true answer and returns it. An entry too long to be a
+ * subject is passed as "" (which no rule accepts).
+ */
+static bool any_entry(const char *list, bool (*fn)(const char *entry, const void *arg),
+                      const void *arg)
+{
+    for (const char *p = list ? list : ""; *p;) {
+        size_t n = strcspn(p, ",");
+        char entry[SUBJECT_MAX_LEN + 1] = "";
+        if (n <= SUBJECT_MAX_LEN) {
+            memcpy(entry, p, n);
+            entry[n] = '\0';
+        }
+        if (fn(entry, arg))
+            return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
+static bool entry_covers(const char *entry, const void *request)
+{
+    return *entry && subject_valid(entry, strlen(entry), true, NULL) &&
+           subject_reserved(entry) && subject_covers(entry, request);
+}
+
+bool subject_allowed(const char *list, const char *request)
+{
+    return !subject_reserved(request) || any_entry(list, entry_covers, request);
+}
+
+static bool entry_bad(const char *entry, const void *reason)
+{
+    const char **why = (const char **)(uintptr_t)reason;
+    if (!*entry)
+        *why = "empty or over-long entry";
+    else if (!subject_valid(entry, strlen(entry), true, why))
+        return true;
+    else if (!subject_reserved(entry))
+        *why = "entry does not start with a reserved token ($... or _INBOX)";
+    else
+        return false;
+    return true;
+}
+
+bool subject_allow_list_valid(const char *list, const char **reason)
+{
+    const char *why = NULL;
+    bool bad = any_entry(list, entry_bad, (const void *)(uintptr_t)&why);
+    if (bad && reason)
+        *reason = why;
+    return !bad;
 }

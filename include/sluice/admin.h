@@ -4,7 +4,9 @@
  *
  * Kept off the workers so that a scrape never adds latency to a stream and
  * a stuck worker still answers health checks. Bind it to loopback (the
- * default) or a private interface: it has no authentication.
+ * default) or a private interface: it has no authentication. For the same
+ * reason a request whose Host is not one of its names (host.h) gets 421,
+ * so that a web page cannot reach it by rebinding a DNS name to loopback.
  */
 #ifndef SLUICE_ADMIN_H
 #define SLUICE_ADMIN_H
@@ -26,6 +28,7 @@ struct admin_params {
     admin_metrics_fn *metrics;
     admin_ready_fn *ready;
     void *ctx;
+    const char *allowed_hosts; /* Host names besides localhost and IP literals (host.h); borrowed */
 };
 
 /*

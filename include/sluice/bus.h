@@ -188,6 +188,7 @@ struct bus_stats {
     bool connected;
     uint64_t reconnects;
     uint64_t messages;      /* received from NATS */
+    uint64_t reserved_dropped; /* on reserved subjects, dropped from wildcard patterns */
     size_t subscriptions;   /* as bus_subscriptions() */
     size_t history_bytes;   /* held by all histories */
     uint64_t replays;         /* JetStream replay jobs run */

@@ -58,6 +58,9 @@ struct config {
     char *auth_cookie;               /* cookie name holding the token */
     char *cors_origins;              /* comma-separated origin patterns, or "" */
     int cors_credentials;            /* 1: access-control-allow-credentials */
+    char *allow_subjects;            /* reserved subject patterns clients may use, or "" */
+    char *allowed_hosts;             /* Host names besides localhost and IP literals, or "" */
+    int ipv6_prefix_bits;            /* IPv6 clients are counted per this prefix */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -6,6 +6,12 @@
  * spreads one address's connections over all SO_REUSEPORT listeners, so
  * a per-worker count would let a single client hold nworkers times its
  * share.
+ *
+ * An address is counted by its bucket: an IPv4 address alone, an IPv6
+ * address by its first ipv6_prefix_bits bits (64 by default: one
+ * customer's network is usually a /64, and a /64 holds more addresses
+ * than any limit), an IPv4-mapped IPv6 address (::ffff:a.b.c.d, from a
+ * dual-stack listener) as its IPv4 address.
  */
 #ifndef SLUICE_GUARD_H
 #define SLUICE_GUARD_H
@@ -15,7 +21,8 @@
 
 struct guard;
 
-struct guard *guard_new(size_t max_total, size_t max_per_address);
+/* ipv6_prefix_bits: 1 to 128; 128 counts every IPv6 address alone. */
+struct guard *guard_new(size_t max_total, size_t max_per_address, unsigned ipv6_prefix_bits);
 /* guard_free(NULL) is a no-op. */
 void guard_free(struct guard *g);
 /*
@@ -24,6 +31,11 @@ void guard_free(struct guard *g);
  * Thread-safe.
  */
 bool guard_admit(struct guard *g, const char *address, const char **limit);
+/*
+ * Writes address's bucket to out (NUL-terminated, cut to outlen): the IPv4
+ * address, or "prefix/bits" for IPv6; anything unparsable as given.
+ */
+void guard_bucket(const char *address, unsigned ipv6_prefix_bits, char *out, size_t outlen);
 /* Uncounts a connection guard_admit() took. Thread-safe. */
 void guard_release(struct guard *g, const char *address);
 

@@ -26,6 +26,8 @@ struct session_stats {
     atomic_uint_fast64_t requests;     /* connections sent GOAWAY at max-requests */
     atomic_uint_fast64_t header_bytes; /* requests answered 431 */
     atomic_uint_fast64_t flood;        /* connections cut for a frame flood or protocol abuse */
+    atomic_uint_fast64_t reserved;     /* requests refused for a reserved NATS subject (403) */
+    atomic_uint_fast64_t host;         /* requests refused for a foreign Host (421) */
 };
 
 /* What every session of one worker shares; borrowed for the session's life. */
@@ -100,8 +102,9 @@ void session_req_ensure_id(struct session_req *r);
 bool session_preflight(const struct session_req *r, const struct session_env *env, bool secure,
                        int *status);
 /*
- * CORS, max-subjects and authorization for a routed request. 0 to serve
- * it; otherwise the status to answer (400, 401, 403) with *text, and for a 401 the
+ * Host (with auth none), CORS, max-subjects, reserved subjects and
+ * authorization for a routed request. 0 to serve it; otherwise the status
+ * to answer (400, 401, 403, 421) with *text, and for a 401 the
  * www-authenticate value in www. Keeps the grant in r for its expiry.
  */
 int session_admit(struct session_req *r, const struct session_env *env,

@@ -362,12 +362,12 @@ def check_sse_head(hd):
     expect(not extra, "SSE head has unexpected fields %r: %r" % (sorted(extra), hd.raw))
 
 
-def get(path, host="x", extra=""):
+def get(path, host="localhost", extra=""):
     """A GET request as bytes."""
     return ("GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)).encode()
 
 
-def post(path, body, host="x", extra=""):
+def post(path, body, host="localhost", extra=""):
     if isinstance(body, str):
         body = body.encode()
     return (("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n"

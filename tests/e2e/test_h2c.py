@@ -143,7 +143,7 @@ def preface_detection(gw):
                "a preface split over three writes got %r, not a SETTINGS frame" % got[:40])
     # Almost the preface: not h2, so HTTP/1.1 rules apply.
     for raw, status in ((b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", 505),
-                        (b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n", 400)):
+                        (b"PRI * HTTP/1.1\r\nHost: localhost\r\n\r\n", 400)):
         r, closed = u.one(gw, raw)
         expect(r.status == status and closed, "%r: %d (closed %s), expected %d"
                % (raw[:20], r.status, closed, status))

@@ -191,49 +191,49 @@ def rejections():
     hdrs = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 400) for i in range(42))
     many = b"".join(b"X-F%d: v\r\n" % i for i in range(70))
     return [
-        ("CL and TE", b"POST /publish/h1.rej HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        ("CL and TE", b"POST /publish/h1.rej HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-        ("obs-fold", b"GET /events/h1.rej HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
-        ("obs-fold tab", b"GET /events/h1.rej HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n", 400),
-        ("space after request line", b"GET /x HTTP/1.1\r\n Host: x\r\n\r\n", 400),
+        ("obs-fold", b"GET /events/h1.rej HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n b\r\n\r\n", 400),
+        ("obs-fold tab", b"GET /events/h1.rej HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n\tb\r\n\r\n", 400),
+        ("space after request line", b"GET /x HTTP/1.1\r\n Host: localhost\r\n\r\n", 400),
         ("bare CR in a field", b"GET /x HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n", 400),
-        ("bare CR in request line", b"GET /x\r HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("bare LF ends request line", b"GET /x HTTP/1.1\nHost: x\r\n\r\n", 400),
+        ("bare CR in request line", b"GET /x\r HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        ("bare LF ends request line", b"GET /x HTTP/1.1\nHost: localhost\r\n\r\n", 400),
         ("bare LF ends head", b"GET /x HTTP/1.1\r\nHost: x\n\n", 400),
-        ("invalid char in field name", b"GET /x HTTP/1.1\r\nHost: x\r\nX(A): b\r\n\r\n", 400),
-        ("empty field name", b"GET /x HTTP/1.1\r\nHost: x\r\n: b\r\n\r\n", 400),
-        ("space before colon", b"GET /x HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n", 400),
-        ("control char in value", b"GET /x HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", 400),
-        ("NUL in value", b"GET /x HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
-        ("invalid method char", b"G@T /x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("two spaces", b"GET  /x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("NUL in target", b"GET /x\x00y HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("'#' in target", b"GET /x#y HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("lowercase version", b"GET /x http/1.1\r\nHost: x\r\n\r\n", 400),
+        ("invalid char in field name", b"GET /x HTTP/1.1\r\nHost: localhost\r\nX(A): b\r\n\r\n", 400),
+        ("empty field name", b"GET /x HTTP/1.1\r\nHost: localhost\r\n: b\r\n\r\n", 400),
+        ("space before colon", b"GET /x HTTP/1.1\r\nHost: localhost\r\nX-A : b\r\n\r\n", 400),
+        ("control char in value", b"GET /x HTTP/1.1\r\nHost: localhost\r\nX-A: a\x01b\r\n\r\n", 400),
+        ("NUL in value", b"GET /x HTTP/1.1\r\nHost: localhost\r\nX-A: a\x00b\r\n\r\n", 400),
+        ("invalid method char", b"G@T /x HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        ("two spaces", b"GET  /x HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        ("NUL in target", b"GET /x\x00y HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        ("'#' in target", b"GET /x#y HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        ("lowercase version", b"GET /x http/1.1\r\nHost: localhost\r\n\r\n", 400),
         ("missing Host", b"GET /x HTTP/1.1\r\n\r\n", 400),
-        ("two Hosts", b"GET /x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        ("two Hosts", b"GET /x HTTP/1.1\r\nHost: localhost\r\nHost: y\r\n\r\n", 400),
         ("invalid Host", b"GET /x HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
-        ("request line too long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        ("request line too long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
          414),
-        ("head over 16 KiB", b"GET /x HTTP/1.1\r\nHost: x\r\n" + hdrs + b"\r\n", 431),
-        ("over 64 header lines", b"GET /x HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n", 431),
-        ("HTTP/2.0 request line", b"GET /x HTTP/2.0\r\nHost: x\r\n\r\n", 505),
-        ("HTTP/1.2", b"GET /x HTTP/1.2\r\nHost: x\r\n\r\n", 505),
-        ("HTTP/3.0", b"GET /x HTTP/3.0\r\nHost: x\r\n\r\n", 505),
-        ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 501),
-        ("'*' not for OPTIONS", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("user info in absolute-form", b"GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ("Content-Length list", b"POST /publish/h1.rej HTTP/1.1\r\nHost: x\r\n"
+        ("head over 16 KiB", b"GET /x HTTP/1.1\r\nHost: localhost\r\n" + hdrs + b"\r\n", 431),
+        ("over 64 header lines", b"GET /x HTTP/1.1\r\nHost: localhost\r\n" + many + b"\r\n", 431),
+        ("HTTP/2.0 request line", b"GET /x HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
+        ("HTTP/1.2", b"GET /x HTTP/1.2\r\nHost: localhost\r\n\r\n", 505),
+        ("HTTP/3.0", b"GET /x HTTP/3.0\r\nHost: localhost\r\n\r\n", 505),
+        ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n", 501),
+        ("'*' not for OPTIONS", b"GET * HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        ("user info in absolute-form", b"GET http://u@x/ HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        ("Content-Length list", b"POST /publish/h1.rej HTTP/1.1\r\nHost: localhost\r\n"
                                 b"Content-Length: 3, 3\r\n\r\nabc", 400),
-        ("negative Content-Length", b"POST /publish/h1.rej HTTP/1.1\r\nHost: x\r\n"
+        ("negative Content-Length", b"POST /publish/h1.rej HTTP/1.1\r\nHost: localhost\r\n"
                                     b"Content-Length: -1\r\n\r\n", 400),
-        ("overflowing Content-Length", b"POST /publish/h1.rej HTTP/1.1\r\nHost: x\r\n"
+        ("overflowing Content-Length", b"POST /publish/h1.rej HTTP/1.1\r\nHost: localhost\r\n"
                                        b"Content-Length: 99999999999999999999999\r\n\r\n", 400),
         ("TE on HTTP/1.0", b"POST /publish/h1.rej HTTP/1.0\r\n"
                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-        ("TE chunked twice", b"POST /publish/h1.rej HTTP/1.1\r\nHost: x\r\n"
+        ("TE chunked twice", b"POST /publish/h1.rej HTTP/1.1\r\nHost: localhost\r\n"
                              b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
-        ("TE chunked not last", b"POST /publish/h1.rej HTTP/1.1\r\nHost: x\r\n"
+        ("TE chunked not last", b"POST /publish/h1.rej HTTP/1.1\r\nHost: localhost\r\n"
                                 b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
     ]
 
@@ -298,29 +298,29 @@ def pipelining(gw, nats):
 def smuggling(gw, nats, pub):
     subject = "h1.smug"
     target = "/publish/%s?event=smuggled" % subject
-    inner = (b"POST " + target.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+    inner = (b"POST " + target.encode() + b" HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\n"
              b"evil")
     attempts = [
-        ("CL+TE", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        ("CL+TE", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n%s"
          % (subject.encode(), 5 + len(inner), inner)),
-        ("TE+CL", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        ("TE+CL", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
                   b"Content-Length: 4\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
          % (subject.encode(), len(inner), inner)),
-        ("TE hidden by obs-fold", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        ("TE hidden by obs-fold", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
                                   b"X-Pad: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n%s"
          % (subject.encode(), 5 + len(inner), inner)),
-        ("TE value folded", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n"
+        ("TE value folded", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding:\r\n"
                             b" chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n%s"
          % (subject.encode(), inner)),
-        ("duplicate CL", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        ("duplicate CL", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (subject.encode(), len(inner), inner)),
-        ("TE with space before colon", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\n"
+        ("TE with space before colon", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\n"
                                        b"Transfer-Encoding : chunked\r\nContent-Length: %d\r\n\r\n"
                                        b"0\r\n\r\n%s" % (subject.encode(), 5 + len(inner), inner)),
-        ("TE xchunked", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n"
+        ("TE xchunked", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n"
                         b"\r\n0\r\n\r\n%s" % (subject.encode(), inner)),
-        ("TE via bare LF", b"POST /publish/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        ("TE via bare LF", b"POST /publish/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
                            b"X-Pad: a\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n%s"
          % (subject.encode(), 5 + len(inner), inner)),
     ]

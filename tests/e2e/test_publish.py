@@ -111,7 +111,7 @@ def empty_body(gw, watch):
     bad = []
     for name, raw in (("Content-Length: 0", u.post("/publish/pub.empty?event=cl0", "")),
                       ("no body", b"POST /publish/pub.empty?event=none HTTP/1.1\r\n"
-                                  b"Host: x\r\n\r\n")):
+                                  b"Host: localhost\r\n\r\n")):
         with u.Conn.plain(gw) as c:
             c.send(raw)
             try:
@@ -127,7 +127,7 @@ def empty_body(gw, watch):
 
 def chunked(gw, watch):
     with u.Conn.plain(gw) as c:
-        c.send(b"POST /publish/pub.chunked?event=chunky HTTP/1.1\r\nHost: x\r\n"
+        c.send(b"POST /publish/pub.chunked?event=chunky HTTP/1.1\r\nHost: localhost\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n")
         for piece in (b"3\r\nhel\r\n", b"6;ext=1\r\nlo\nwor\r\n", b"2\r\nld\r\n",
                       b"0\r\nX-Trailer: t\r\n\r\n"):
@@ -144,7 +144,7 @@ def chunked(gw, watch):
 
 def expect_continue(gw, watch):
     with u.Conn.plain(gw) as c:
-        c.send(b"POST /publish/pub.continue?event=cont HTTP/1.1\r\nHost: x\r\n"
+        c.send(b"POST /publish/pub.continue?event=cont HTTP/1.1\r\nHost: localhost\r\n"
                b"Content-Length: 9\r\nExpect: 100-continue\r\n\r\n")
         hd = c.read_head(timeout=3)
         expect(hd.status == 100 and hd.raw == b"HTTP/1.1 100 Continue\r\n\r\n",
@@ -153,7 +153,7 @@ def expect_continue(gw, watch):
         check_text(c.read_response(), 202, "publish after 100 Continue")
         watch.expect_next("continue", ["continued"], "cont")
         # Chunked with Expect.
-        c.send(b"POST /publish/pub.continue HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        c.send(b"POST /publish/pub.continue HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n")
         hd = c.read_head(timeout=3)
         expect(hd.status == 100, "chunked Expect: 100-continue got %r" % hd.raw)
@@ -162,7 +162,7 @@ def expect_continue(gw, watch):
         watch.expect_next("continue chunked", ["ctd2"], None)
     # Too large: refused at once, no 100, and the connection closes.
     with u.Conn.plain(gw) as c:
-        c.send(b"POST /publish/pub.continue HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        c.send(b"POST /publish/pub.continue HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
                b"Expect: 100-continue\r\n\r\n" % (MAX_PUBLISH + 1))
         r = c.read_response(timeout=3, interim=True)
         check_text(r, 413, "oversized Expect: 100-continue")
@@ -184,7 +184,7 @@ def too_large(gw, pub, watch):
     check_text(r, 413, "Content-Length over the limit")
     expect(closed, "the connection stayed open after a 413")
     with u.Conn.plain(gw) as c:
-        c.send(b"POST /publish/pub.big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        c.send(b"POST /publish/pub.big HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
         for _ in range(5):
             c.send(b"400\r\n" + b"z" * 1024 + b"\r\n")
         c.send(b"0\r\n\r\n")

@@ -122,9 +122,9 @@ def refused(gw):
         if r.status != 404 or SECRET in r.body:
             bad.append("h2 %s: %d %r" % (path, r.status, r.body[:80]))
     # Absolute-form targets are reduced to their path first.
-    for target in ("http://x/../outside.txt", "http://x/%2e%2e/outside.txt",
-                   "http://x/.hidden", "http://x/link_out.txt"):
-        r, _ = u.one(gw, ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target).encode())
+    for target in ("http://localhost/../outside.txt", "http://localhost/%2e%2e/outside.txt",
+                   "http://localhost/.hidden", "http://localhost/link_out.txt"):
+        r, _ = u.one(gw, ("GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % target).encode())
         if r.status != 404 or SECRET in r.body:
             bad.append("absolute-form %s: %d %r" % (target, r.status, r.body[:80]))
     expect(not bad, "not refused:\n  " + "\n  ".join(bad))

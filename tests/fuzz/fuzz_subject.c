@@ -2,7 +2,10 @@
  * libFuzzer target: subject rules. Input: grant, NUL, request, NUL, subject.
  * Checks cover against match: if grant covers request and request matches
  * a subject, grant must match that subject too. Overlap is symmetric, and
- * a subject matched by both patterns proves they overlap.
+ * a subject matched by both patterns proves they overlap. Reserved
+ * subjects ($..., _INBOX): no grant without a reserved first token covers
+ * one, a reserved pattern matches only reserved subjects, and an empty
+ * allow-list allows exactly the unreserved.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +40,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sv && !o && subject_match(grant, subject) && subject_match(request, subject))
             __builtin_trap();
     }
+    if (gv && rv && subject_reserved(request) && !subject_reserved(grant) &&
+        subject_covers(grant, request))
+        __builtin_trap();
+    if (rv && sv && subject_reserved(request) && subject_match(request, subject) &&
+        !subject_reserved(subject))
+        __builtin_trap();
+    if (rv && subject_allowed("", request) == subject_reserved(request))
+        __builtin_trap();
+    if (rv && subject_allowed(grant, request) && subject_reserved(request) &&
+        !(gv && subject_covers(grant, request)) && !strchr(grant, ','))
+        __builtin_trap();
     free(buf);
     return 0;
 }

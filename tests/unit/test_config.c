@@ -497,10 +497,47 @@ static void test_negative_workers_refused(void **state)
     config_dispose(&c);
 }
 
+/* The keys of the reserved-subject, Host and IPv6 prefix rules. */
+static void test_reserved_host_ipv6_keys(void **state)
+{
+    (void)state;
+    char cert[PATHLEN], key[PATHLEN];
+    char err[ERRLEN] = "";
+    struct config c;
+    data_path(cert, "placeholder-cert.txt");
+    data_path(key, "placeholder-key.txt");
+    config_init(&c);
+    assert_string_equal(c.allow_subjects, "");
+    assert_string_equal(c.allowed_hosts, "");
+    assert_int_equal(c.ipv6_prefix_bits, 64);
+    assert_int_equal(config_set(&c, "cert", cert, err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "key", key, err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "allowed-hosts", "a.example,b.example", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "ipv6-prefix-bits", "56", err, sizeof err), 0);
+    assert_int_equal(c.ipv6_prefix_bits, 56);
+    expect_bad_value("ipv6-prefix-bits", "0");
+    expect_bad_value("ipv6-prefix-bits", "129");
+    assert_int_equal(config_set(&c, "allow-subjects", "$KV.cfg.>,_INBOX.app.*", err, sizeof err),
+                     0);
+    assert_int_equal(config_check(&c, err, sizeof err), 0);
+    /* A wildcard first token would hand a client's '>' NATS's own subjects. */
+    static const char *const bad[] = {">", "*.>", "orders.>", "$KV..x", "$KV.>,,$SYS.x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(config_set(&c, "allow-subjects", bad[i], err, sizeof err), 0);
+        err[0] = '\0';
+        if (config_check(&c, err, sizeof err) != ERR_INVALID)
+            fail_msg("allow-subjects '%s' passed config_check", bad[i]);
+        assert_non_null(strstr(err, "allow-subjects"));
+        expect_one_line(err);
+    }
+    config_dispose(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_reserved_host_ipv6_keys),
         cmocka_unit_test(test_set_values),
         cmocka_unit_test(test_set_log_level),
         cmocka_unit_test(test_set_unknown_key),

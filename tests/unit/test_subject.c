@@ -280,6 +280,94 @@ static void test_overlaps(void **state)
     expect_overlap("*", "a.b", false);
 }
 
+/* NATS's own subjects: the first token starts with '$' or is exactly _INBOX. */
+static void test_reserved(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {"$JS.API.>", "$JS.API.STREAM.CREATE.X", "$SYS.x", "$",
+                                      "$KV.b.k", "_INBOX.abc", "_INBOX", "_INBOX.>", "$G"};
+    static const char *const no[] = {"_INBOXES", "_INBOXES.x", "a.$b", "a._INBOX", "_inbox.x",
+                                     ">", "*.>", "*", "*.*", "JS.API.x", "x$", "_INBOX_.a", ""};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (!subject_reserved(yes[i]))
+            fail_msg("subject_reserved(\"%s\") false, want true", yes[i]);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (subject_reserved(no[i]))
+            fail_msg("subject_reserved(\"%s\") true, want false", no[i]);
+}
+
+/* A token granting '>' used to cover the JetStream API: create and delete streams. */
+static void test_grant_wildcard_never_covers_reserved(void **state)
+{
+    (void)state;
+    expect_covers(">", "$JS.API.X", false);
+    expect_covers(">", "$JS.API.STREAM.CREATE.X", false);
+    expect_covers("*.>", "$JS.API.X", false);
+    expect_covers("*.*", "$SYS.x", false);
+    expect_covers("*", "$", false);
+    expect_covers(">", "_INBOX.abc", false);
+    expect_covers("*.>", "_INBOX.abc", false);
+    expect_covers("*.abc", "_INBOX.abc", false);
+    /* Only a grant that names the reserved token covers it. */
+    expect_covers("$JS.API.>", "$JS.API.X", true);
+    expect_covers("$JS.*.X", "$JS.API.X", true);
+    expect_covers("_INBOX.>", "_INBOX.abc", true);
+    expect_covers("_INBOX.*", "_INBOX.abc", true);
+    expect_covers("$SYS.>", "$JS.API.X", false);
+    /* Not reserved: unchanged. */
+    expect_covers(">", "_INBOXES.x", true);
+    expect_covers(">", "a.$b", true);
+    expect_covers("*", "_INBOXES", true);
+    expect_covers(">", ">", true);
+    expect_covers(">", "*.>", true);
+}
+
+static void test_allow_list(void **state)
+{
+    (void)state;
+    /* Not reserved: allowed whatever the list says. */
+    assert_true(subject_allowed("", "a.b"));
+    assert_true(subject_allowed(NULL, ">"));
+    assert_true(subject_allowed(NULL, "*.>"));
+    assert_true(subject_allowed("", "_INBOXES.x"));
+    /* Reserved: only what the list covers. */
+    assert_false(subject_allowed("", "$JS.API.STREAM.CREATE.X"));
+    assert_false(subject_allowed(NULL, "_INBOX.x"));
+    assert_false(subject_allowed("", "$"));
+    assert_true(subject_allowed("$KV.cfg.>", "$KV.cfg.a"));
+    assert_true(subject_allowed("$SYS.x,$KV.cfg.>", "$KV.cfg.a"));
+    assert_true(subject_allowed("$SYS.x,$KV.cfg.>", "$SYS.x"));
+    assert_false(subject_allowed("$SYS.x,$KV.cfg.>", "$SYS.y"));
+    assert_false(subject_allowed("$KV.cfg.*", "$KV.cfg.>"));
+    assert_false(subject_allowed("$KV.cfg.>", "$JS.API.X"));
+    /* A wildcard-first or malformed entry allows nothing. */
+    assert_false(subject_allowed(">", "$JS.API.X"));
+    assert_false(subject_allowed("*.>", "_INBOX.x"));
+    assert_false(subject_allowed("$JS..x,", "$JS..x"));
+    assert_false(subject_allowed(",,", "$JS.x"));
+    assert_true(subject_allowed(",$JS.x,", "$JS.x"));
+}
+
+static void test_allow_list_valid(void **state)
+{
+    (void)state;
+    const char *why = NULL;
+    assert_true(subject_allow_list_valid("", &why));
+    assert_true(subject_allow_list_valid(NULL, &why));
+    assert_true(subject_allow_list_valid("$KV.cfg.>,_INBOX.app.*,$SYS.x", &why));
+    assert_false(subject_allow_list_valid(">", &why));
+    assert_non_null(why);
+    why = NULL;
+    assert_false(subject_allow_list_valid("$KV.>,orders.>", &why));
+    assert_non_null(why);
+    why = NULL;
+    assert_false(subject_allow_list_valid("$KV.>,,$SYS.x", &why));
+    assert_non_null(why);
+    why = NULL;
+    assert_false(subject_allow_list_valid("$KV..x", &why));
+    assert_non_null(why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +383,10 @@ int main(void)
         cmocka_unit_test(test_covers),
         cmocka_unit_test(test_covers_more),
         cmocka_unit_test(test_overlaps),
+        cmocka_unit_test(test_reserved),
+        cmocka_unit_test(test_grant_wildcard_never_covers_reserved),
+        cmocka_unit_test(test_allow_list),
+        cmocka_unit_test(test_allow_list_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
