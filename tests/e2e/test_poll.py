@@ -132,6 +132,9 @@ def waits_for_event(pub, p, subject, after):
             out["err"] = e
     t = threading.Thread(target=run, daemon=True)
     t.start()
+    # Part of the test, not a settle: with nothing to say the poll stays
+    # open for this second. (Had it not reached the gateway yet, the event
+    # below is answered from history: the same answer.)
     time.sleep(1.0)
     expect(t.is_alive(), "%s: the poll answered before any event: %r" % (p.name, out))
     sent = time.monotonic()
@@ -145,7 +148,16 @@ def waits_for_event(pub, p, subject, after):
     evs = out["j"]["events"]
     expect([(e["event"], e["data"]) for e in evs] == [("late", "awaited")],
            "%s: waiting poll got %r" % (p.name, evs))
-    expect(latency < SLACK, "%s: answered %.3f s after the publish" % (p.name, latency))
+    if latency >= SLACK:
+        # The bound assumes spare CPU: measure it. A poll whose event already
+        # exists is answered at once by the gateway, so its round trip now is
+        # what this machine adds to any answer; a poll woken late (by a tick
+        # or its timeout instead of the event) is still over the sum.
+        _, base = p.poll("subject=%s&after=%s&timeout=10" % (subject, after))
+        h.log("%s: waiting poll answered %.3f s after the event; an immediate poll takes "
+              "%.3f s now" % (p.name, latency, base))
+        expect(latency < SLACK + base, "%s: answered %.3f s after the publish, an immediate "
+               "poll %.3f s" % (p.name, latency, base))
     h.log("%s: waiting poll answered %.3f s after the event" % (p.name, latency))
     return out["j"]["next"]
 
@@ -303,7 +315,7 @@ def pipelined_after_poll(gw):
             bad.append("a request pipelined behind a poll was never answered")
     with u.Conn.plain(gw) as c:
         c.send(u.get("/poll?subject=poll.pipe&timeout=1"))
-        time.sleep(0.3)
+        time.sleep(0.3)  # part of the test: the next request comes while the poll waits
         c.send(u.get("/nope"))
         check_answer(c.read_response(timeout=5), "poll")
         try:
