@@ -246,7 +246,7 @@ def parse_blocks(body, strict=True):
 _fences = [0]
 
 
-def read_until_marker(stream, publish, start=0, timeout=15, what="the fence"):
+def read_until_marker(stream, publish, start=0, timeout=15, what="the fence", marker=None):
     """A fence instead of a settle sleep: everything the stream got before a marker.
 
     publish(marker) must publish one event whose data is the text marker on
@@ -262,11 +262,17 @@ def read_until_marker(stream, publish, start=0, timeout=15, what="the fence"):
     offset start up to the marker's block (heartbeats included; the caller
     asserts on them), the marker's own block, and the offset after it. The
     marker is unique in this process and must arrive as one plain event.
+
+    Several streams on one subject share one marker: the first call makes
+    it (its marker_block.data[0]); the others pass it as marker with
+    publish=None and only read.
     """
-    with _lock:
-        _fences[0] += 1
-        marker = "fence-%d" % _fences[0]
-    publish(marker)
+    if marker is None:
+        with _lock:
+            _fences[0] += 1
+            marker = "fence-%d" % _fences[0]
+    if publish is not None:
+        publish(marker)
     end = stream.wait_bytes(b"data: %s\n\n" % marker.encode(), timeout, start)
     blocks, rest = parse_blocks(stream.data()[start:end])
     expect(rest == b"" and blocks and blocks[-1].data == [marker]
