@@ -37,6 +37,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
 SUBJECTS = ["stuck.%d" % i for i in range(10)]
@@ -207,7 +208,11 @@ def test():
         good.wait_ready(timeout=15)
         rawc = RawStuckClient(gw, stuck_paths)
         nats.wait_subscriptions(SUBJECTS)
-        time.sleep(0.3)  # the raw client's streams are answered (it cannot tell us)
+        # The raw client cannot tell us its streams are answered; the gateway
+        # can: a bounded wait until it counts every stream open (a 0.3 s
+        # sleep stood here).
+        u.wait_metric(gw, "sluice_streams_open", 2 * STUCK_STREAMS + len(SUBJECTS))
+        delivered = u.value(u.scrape(gw), "sluice_events_delivered_total")
 
         with h.NatsConn(nats.port) as pub:
             # Warm-up: every connection has carried data before the freeze.
@@ -215,12 +220,15 @@ def test():
                 for i, s in enumerate(SUBJECTS):
                     pub.pub(s, payload(i, n))
             pub.flush()
-            time.sleep(0.5)
+            # Every stream's warm-up written out before the freeze: a bounded
+            # wait on the gateway's count (a 0.5 s sleep stood here).
+            warm = WARM * (2 * STUCK_STREAMS + len(SUBJECTS))
+            h.wait_until(lambda: u.value(u.scrape(gw), "sluice_events_delivered_total")
+                         >= delivered + warm, 15, "the %d warm-up events written" % warm)
             os.kill(stuck.proc.pid, signal.SIGSTOP)
             h.log("sluice-client pid %d stopped with SIGSTOP; the raw client never reads"
                   % stuck.proc.pid)
             try:
-                time.sleep(0.2)
                 base = gw.rss_bytes()
                 sampler = RssSampler(gw)
                 sampler.start()
@@ -235,7 +243,7 @@ def test():
                         pub.flush()
                         due = t0 + sent / RATE_BYTES
                         if due > time.monotonic():
-                            time.sleep(due - time.monotonic())
+                            time.sleep(due - time.monotonic())  # pacing at RATE_BYTES
                 pub.flush()
                 h.log("published %.1f MB in %.1f s" % (sent / 1e6, time.monotonic() - t0))
 
@@ -243,7 +251,14 @@ def test():
                 h.log("good client: exit %d, events %s, min %s, max %s, elapsed %s ms"
                       % (rc, rep.get("events"), rep.get("min_events"), rep.get("max_events"),
                          rep.get("elapsed_ms")))
-                time.sleep(0.3)
+                # A bounded wait for the cuts the checks below count (a 0.3 s
+                # sleep stood here); the sampler runs on meanwhile.
+                cut_re = re.compile(r"conn \d+ stream \d+: slow consumer: [a-z ]+ full")
+                try:
+                    h.wait_until(lambda: len(cut_re.findall(gw.log()[mark:]))
+                                 >= 2 * STUCK_STREAMS, 10, "a cut for every stuck stream")
+                except h.TestFailure as e:
+                    h.log(str(e))  # the check below names what the log has
                 sampler.stop()
                 log = gw.log()[mark:]
                 gw.check_alive("while clients were stuck")
