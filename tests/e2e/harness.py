@@ -252,7 +252,9 @@ def read_until_marker(stream, publish, start=0, timeout=15, what="the fence", ma
     publish(marker) must publish one event whose data is the text marker on
     the subject (or one of the subjects) under test, AFTER the thing under
     test: a message and the marker published in that order on one NATS
-    connection reach the gateway in that order, so anything the thing under
+    connection (or on two, the first flushed before the second is sent:
+    sluice-pub and NatsConn.flush wait for the server) reach the gateway
+    in that order, so anything the thing under
     test caused (a late duplicate, a split-off event, a replayed one) is on
     the stream before the marker, and an event that never arrives is a gap
     before it. No sleep can promise that on a busy machine; the marker can.

@@ -24,9 +24,9 @@ on the stream before it.
 Pass: every acked number received exactly once, each with the id its
 PubAck gave (the stream sequence), ids strictly increasing, no `event:
 reset`, no other block, the marker exactly once, the stream holding
-exactly 10,000 messages and the marker. One
-summary line: published, received, lost, duplicated, out of order, the
-longest time between consecutive events, reconnects.
+exactly 10,000 messages and the marker. One summary line: published,
+received, lost, duplicated, out of order, the longest time between
+consecutive events, reconnects.
 """
 import sys
 import time
