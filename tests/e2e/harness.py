@@ -243,6 +243,47 @@ def parse_blocks(body, strict=True):
     return blocks, body[pos:]
 
 
+_fences = [0]
+
+
+def read_until_marker(stream, publish, start=0, timeout=15, what="the fence", marker=None):
+    """A fence instead of a settle sleep: everything the stream got before a marker.
+
+    publish(marker) must publish one event whose data is the text marker on
+    the subject (or one of the subjects) under test, AFTER the thing under
+    test: a message and the marker published in that order on one NATS
+    connection (or on two, the first flushed before the second is sent:
+    sluice-pub and NatsConn.flush wait for the server) reach the gateway
+    in that order, so anything the thing under
+    test caused (a late duplicate, a split-off event, a replayed one) is on
+    the stream before the marker, and an event that never arrives is a gap
+    before it. No sleep can promise that on a busy machine; the marker can.
+
+    stream is anything with data() and wait_bytes(needle, timeout, start)
+    (a CurlStream). Returns (blocks, marker_block, end): every block from
+    offset start up to the marker's block (heartbeats included; the caller
+    asserts on them), the marker's own block, and the offset after it. The
+    marker is unique in this process and must arrive as one plain event.
+
+    Several streams on one subject share one marker: the first call makes
+    it (its marker_block.data[0]); the others pass it as marker with
+    publish=None and only read.
+    """
+    if marker is None:
+        with _lock:
+            _fences[0] += 1
+            marker = "fence-%d" % _fences[0]
+    if publish is not None:
+        publish(marker)
+    end = stream.wait_bytes(b"data: %s\n\n" % marker.encode(), timeout, start)
+    blocks, rest = parse_blocks(stream.data()[start:end])
+    expect(rest == b"" and blocks and blocks[-1].data == [marker]
+           and blocks[-1].event is None,
+           "%s: the marker %s did not arrive as one plain event: %r"
+           % (what, marker, blocks[-1].raw if blocks else rest))
+    return blocks[:-1], blocks[-1], end
+
+
 # ---------------------------------------------------------------------------
 # nats-server
 

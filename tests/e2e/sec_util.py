@@ -511,10 +511,16 @@ class Steady:
         self.thread.join(timeout=10)
         expect(self.error is None, "the steady publisher failed: %r" % (self.error,))
         n = self.seq
-        self.pub.close()
+        # Fence: one marker after event n; every watcher reads until it, so
+        # a late duplicate or a gap shows in what came before it.
+        marker = None
         for gw, s, off in self.watchers:
             s.wait_bytes(b"data: %d\n\n" % n, 10, off)
-            blocks, _ = h.parse_blocks(s.data()[off:], strict=False)
+            blocks, mb, _ = h.read_until_marker(
+                s, (lambda m: (self.pub.pub(self.subject, m), self.pub.flush()))
+                if marker is None else None, start=off, marker=marker,
+                what="the well-behaved client on port %d" % gw.port)
+            marker = mb.data[0]
             got = [b.data[0] for b in blocks if b.is_event]
             want = [str(i) for i in range(1, n + 1)]
             if got != want:
@@ -525,6 +531,7 @@ class Steady:
                                      next((i for i, (a, b) in enumerate(zip(got, want))
                                            if a != b), None)))
             s.close()
+        self.pub.close()
         return n
 
 

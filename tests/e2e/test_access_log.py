@@ -10,8 +10,9 @@ the log must hold exactly one line for each and nothing else:
   - POST /publish -> 202, and a bad subject -> 400 (reason "complete")
   - an access_token in the query is redacted; an id with '"', '\\' and a
     byte that is not UTF-8 is escaped (U+FFFD), so the line stays JSON
-  - an SSE stream that gets 3 events and is closed by the client (reason
-    "client"; events 3; bytes equal to what curl received; its duration)
+  - an SSE stream that gets 3 events and a fence marker and is closed by
+    the client (reason "client"; events 4; bytes equal to what curl
+    received; its duration)
   - a two-subject stream (both subjects listed), its id generated
   - a stream stalled by its client and cut (reason "slow_consumer")
   - a stream still open at SIGTERM (reason "drain"; bytes equal to what
@@ -111,9 +112,16 @@ class Pacer(threading.Thread):
                 self.conn.wait(lambda c: s.closed, 10, "answer to %s" % rid)
                 self.done.append((rid, time.monotonic()))
                 n += 1
-                time.sleep(0.005)
+                time.sleep(0.005)  # pacing: a steady trickle, not a flood
         except BaseException as e:  # noqa: B902 (reported by the test thread)
             self.error = e
+
+    def wait_progress(self, n, what):
+        """Waits (bounded) until n more requests have been answered: a phase saw some."""
+        k = len(self.done)
+        h.wait_until(lambda: self.error is not None or len(self.done) >= k + n, 15,
+                     "%d paced requests %s" % (n, what))
+        expect(self.error is None, "pacer %s failed: %r" % (self.prefix, self.error))
 
     def finish(self):
         self.halt.set()
@@ -178,7 +186,12 @@ def test():
         for i in range(3):
             h.publish(nats.url, "al.a", "event %d" % i)
         s.wait_for(lambda b: b.count(b"data: event ") == 3, 10, "3 events")
-        time.sleep(0.3)
+        # Fence (a 0.3 s sleep stood here): a marker after the 3 events is the
+        # next block, so the body up to it is all the gateway wrote.
+        extra, _, _ = h.read_until_marker(s, lambda m: h.publish(nats.url, "al.a", m),
+                                          start=off, what="the client-closed stream")
+        expect(len(extra) == 3 and all(b.data and b.data[0].startswith("event ") for b in extra),
+               "before the marker: %r, expected the 3 events" % [b.raw for b in extra])
         client_body = s.data()
         s.close()
         t_close = time.monotonic()
@@ -216,19 +229,21 @@ def test():
         pacer = Pacer(gw, "pace")
         pacer.start()
         conn = u.H2Conn(gw)
+        # Each phase waits for the pacer to get requests answered in it (a
+        # 0.2 s sleep stood here: on a busy machine the pacer could miss one).
         before = batch(conn, "before", 20)
-        time.sleep(0.2)
+        pacer.wait_progress(3, "before the rename")
         rotated = path + ".1"
         os.rename(path, rotated)
         h.log("access log renamed")
         between = batch(conn, "between", 20)
-        time.sleep(0.2)
+        pacer.wait_progress(3, "between the rename and SIGUSR1")
         gw.proc.send_signal(signal.SIGUSR1)
         h.wait_until(lambda: os.path.exists(path), 5, "SIGUSR1 to create a new %s" % path)
         h.log("new access log file created")
-        time.sleep(0.2)
+        pacer.wait_progress(3, "after the new file appeared")
         after = batch(conn, "after", 20)
-        time.sleep(0.2)
+        pacer.wait_progress(3, "after the last batch")
         across.close()
         paced = [rid for rid, _ in pacer.finish()]
         conn.close()
@@ -300,7 +315,7 @@ def test():
         e = one(idx, "al-client", "stream closed by the client")
         expect((e["method"], e["path"], e["status"], e.get("subjects"), e["reason"],
                 e["events"], e.get("traceparent"))
-               == ("GET", "/events/al.a", 200, ["al.a"], "client", 3, TRACEPARENT),
+               == ("GET", "/events/al.a", 200, ["al.a"], "client", 4, TRACEPARENT),
                "client-closed stream line: %r" % e)
         expect(e["bytes"] == len(client_body), "client-closed stream: bytes %d, curl received %d"
                % (e["bytes"], len(client_body)))

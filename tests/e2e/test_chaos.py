@@ -17,13 +17,16 @@ until acked, reconnecting to another node if its own dies) sends "1" ..
   (c) 5.5 s: start A again; 7.0 s: SIGTERM B (drain, exit 0), the client
       moves to the new A; then start B again;
   (d) 8.5 s: restart the killed NATS node (same ports and store).
-Then wait (bounded) until the client has every acknowledged event.
+Then a marker is published after the last acknowledged event (a fence)
+and the client reads until it: whatever a duplicate or gap would leave is
+on the stream before it.
 
 Pass: every acked number received exactly once, each with the id its
 PubAck gave (the stream sequence), ids strictly increasing, no `event:
-reset`, no other block, the stream holding exactly 10,000 messages. One
-summary line: published, received, lost, duplicated, out of order, the
-longest time between consecutive events, reconnects.
+reset`, no other block, the marker exactly once, the stream holding
+exactly 10,000 messages and the marker. One summary line: published,
+received, lost, duplicated, out of order, the longest time between
+consecutive events, reconnects.
 """
 import sys
 import time
@@ -45,11 +48,21 @@ T_DRAIN_B = 7.0
 T_RESTART_NODE = 8.5
 
 
-def analyse(client, pub):
-    """The summary figures and a list of defects."""
+def analyse(client, pub, fence):
+    """The summary figures and a list of defects.
+
+    fence is (data, sequence) of the marker published after the last acked
+    event: it must have arrived exactly once with its sequence as id, and
+    is then left out of the figures.
+    """
     events, resets, others, conns = client.snapshot()
     acked = dict(pub.acked)
     defects = []
+    marks = [(eid, ci) for eid, data, _, ci in events if data == fence[0]]
+    if [eid for eid, _ in marks] != [str(fence[1])]:
+        defects.append("the fence marker (sequence %d) arrived as %r, expected once"
+                       % (fence[1], marks))
+    events = [e for e in events if e[1] != fence[0]]
     counts = {}
     wrong_id = []
     not_acked = []
@@ -178,17 +191,24 @@ def test():
                % (COUNT, len(seqs)))
         last_seq = max(seqs)
 
-        # Ids only grow: once the last sequence is in, nothing more may come.
+        # Fence: a marker published after the last acknowledged event. The
+        # stream orders it after every event, so a late duplicate or a late
+        # gap-filler arrives before it; once it is in, nothing more may come.
+        # (A sleep here let a duplicate later than the sleep pass.)
+        marker = "fence"
+        with j.NatsClient(cluster.ports, name="sluice-e2e-fence") as fc:
+            marker_seq = j.js_publish(fc, SUBJECT, marker, timeout=30)
+        expect(marker_seq > last_seq, "the marker's sequence %d is not above the last "
+               "event's %d" % (marker_seq, last_seq))
         try:
-            client.wait(lambda c: c.last_id == str(last_seq), 30,
-                        "the event with sequence %d" % last_seq)
+            client.wait(lambda c: any(e[1] == marker for e in reversed(c.events)), 30,
+                        "the fence marker (sequence %d)" % marker_seq)
         except h.TestFailure as e:
-            h.log(str(e))
-        time.sleep(0.5)  # anything extra (a duplicate) arrives meanwhile
+            h.log(str(e))  # analyse() reports the marker missing, with the figures
         client.stop()
 
         info = j.stream_info(cluster.ports, STREAM)["state"]
-        fig, defects = analyse(client, pub)
+        fig, defects = analyse(client, pub, (marker, marker_seq))
         print("chaos: published %d (acked), received %d, lost %d, duplicated %d, "
               "out-of-order %d, longest gap %.2f s (at event %d%s), reconnects %d; "
               "stream holds %d messages (seq %d..%d)"
@@ -202,8 +222,8 @@ def test():
         for c in client.conns:
             h.log("connection " + c.describe())
         h.log("gateway B's log after its NATS node died:\n" + h.tail(b_log[mark:], 15))
-        expect(info["messages"] == COUNT, "the stream holds %d messages, expected %d (a "
-               "publish stored twice?)" % (info["messages"], COUNT))
+        expect(info["messages"] == COUNT + 1, "the stream holds %d messages, expected %d and "
+               "the marker (a publish stored twice?)" % (info["messages"], COUNT))
         expect(not defects, "; ".join(defects))
         expect(len(client.conns) >= 3, "the client connected %d times, expected at least 3 "
                "(A, B after the kill, A after the drain)" % len(client.conns))

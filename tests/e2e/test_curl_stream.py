@@ -14,10 +14,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
 
@@ -59,9 +59,15 @@ def check_single_stream(nats, gw):
         expect(m, "second event bytes %r, expected id + one data line" % s.data()[end:end2])
         id2 = int(m.group(1))
         expect(id2 > id1, "second event id %d is not above the first %d" % (id2, id1))
-        time.sleep(0.2)
-        expect(s.data()[end2:] == b"", "unexpected bytes after the second event: %r"
-               % s.data()[end2:])
+        # Fence: a marker published after "second" is the next thing on the
+        # stream; anything between (a repeat, a stray block) is a failure.
+        extra, marker, _ = h.read_until_marker(
+            s, lambda m: h.publish(nats.url, "orders.eu", m), start=end2,
+            what="after the second event")
+        expect(not extra, "unexpected blocks after the second event: %r"
+               % [b.raw for b in extra])
+        expect(h.parse_id(marker.id)[0] > id2, "the marker's id %s is not above %d"
+               % (marker.id, id2))
         expect(s.alive(), "curl ended the stream early")
 
 
@@ -107,7 +113,9 @@ def check_nghttp(gw):
 def test():
     with h.Nats() as nats, h.Gateway(nats.url) as gw:
         check_single_stream(nats, gw)
-        time.sleep(0.2)
+        # Bounded poll, not a sleep: the gateway has handled the close once
+        # it counts no open stream; it must still be running then.
+        u.wait_metric(gw, "sluice_streams_open", 0)
         gw.check_alive("after its first stream closed")
         check_multi_subject(nats, gw)
         check_nghttp(gw)

@@ -364,7 +364,7 @@ def slowloris(gw):
                 except OSError:
                     closed = True
                     break
-                time.sleep(0.1)
+                time.sleep(0.1)  # the trickle itself: one byte every 0.1 s
         if not closed:
             _, closed = h.read_until_closed(s, 5 - (time.monotonic() - t0))
         took = time.monotonic() - t0
@@ -500,7 +500,9 @@ def test():
     b = h.Gateway(nats.url, workers=1, stream_rate=20, max_connections_per_address=3,
                   handshake_timeout_ms=1000, idle_timeout_ms=1500, drain_ms=2000)
     steady = u.Steady(nats, [a, b], rate=40)
-    time.sleep(0.5)
+    # A bounded wait for the publisher's first events (a 0.5 s sleep stood here).
+    h.wait_until(lambda: steady.seq >= 5 or steady.error, 10, "the steady publisher's first "
+                 "events")
     steady.check_live("start")
 
     for gw, step in ((a, rapid_reset), (a, settings_flood), (a, settings_entries),

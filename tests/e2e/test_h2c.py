@@ -10,7 +10,7 @@ The plain listener tells h2 from HTTP/1.1 by the connection preface.
   - h2c Upgrade (RFC 7540 3.2) is not supported: `nghttp -u`, `curl --http2`
     and a raw request with Upgrade: h2c all get a plain HTTP/1.1 answer (no
     101), and an SSE request sent that way streams as HTTP/1.1.
-  - The preface split over two writes is still detected; "PRI * HTTP/2.0"
+  - The preface split over three writes is still detected; "PRI * HTTP/2.0"
     followed by anything but the exact preface is not h2 and is answered by
     the HTTP/1.1 parser (505), and "PRI * HTTP/1.1" is a 400.
   - Many streams on one connection: `nghttp --no-dep -m 50` sends 50
@@ -123,6 +123,9 @@ def preface_detection(gw):
     # Split preface: the listener must wait for all 24 bytes.
     s = u.connect_plain(gw)
     with s:
+        # The pauses are the test: three separate segments (no Nagle
+        # coalescing), so the listener reads the preface in parts.
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(PREFACE[:7])
         time.sleep(0.2)
         s.sendall(PREFACE[7:16])

@@ -12,7 +12,6 @@ increase from the stream's start id and are the same on both clients.
 """
 import re
 import sys
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
@@ -52,8 +51,12 @@ def test():
             client_ids = [h.parse_id(e["id"])[0] for e in events]
 
             s.wait_for(lambda b: WANT_RAW.match(b, off), 10, "three events over curl")
-            time.sleep(0.3)  # anything split off a payload would follow now
-            got = s.data()[off:]
+            # Fence: anything split off a payload is on the stream before a
+            # marker published after the three payloads.
+            _, marker, end = h.read_until_marker(
+                s, lambda mk: h.publish(nats.url, SUBJECT, mk), start=off,
+                what="after the three payloads")
+            got = s.data()[off:end - len(marker.raw)]
             m = WANT_RAW.fullmatch(got)
             expect(m, "raw bytes after the start item:\n%r\nexpected\n%r" % (got, WANT_RAW.pattern))
             expect(b"event: evil\n" not in s.data().replace(b"data: event: evil\n", b""),

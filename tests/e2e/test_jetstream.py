@@ -21,9 +21,14 @@ a gateway that counted instead would fail.
    everything gets all of them, one in the future nothing but live events;
    a malformed since is 400.
 3. Resets (SMALL keeps the newest 10): after 50, Last-Event-ID 1 gets
-   `event: reset` history-expired, then the live 51; 39 (42 is the oldest
-   now) the same, then 52; 42 (43 is the oldest) replays exactly 43-52,
+   `event: reset` history-expired, then the live 51; 39 the same, then
+   52; the id just before the oldest held replays exactly the ten held,
    no reset; an id far above the last gets unknown-id.
+
+Every "exactly" is bounded by a fence, not a sleep: a marker published on
+the subject after the events under test, read until; it must come right
+after them. Markers are stored like any event, so later history reads
+expect them in their place.
 4. Replay sharing: 200 streams (sluice-client, 4 connections x 50) on a
    fresh gateway C (--jetstream-replays 4) resume on one subject from ten
    nearby ids at once. Every stream gets exactly its replay then 5 live
@@ -63,30 +68,59 @@ def open_stream(gw, path, last_id=None, nsubjects=1, max_time=60):
     return s, start, off
 
 
-def blocks_of(s, off, end=None):
-    """The blocks after the start item that are not heartbeats."""
-    blocks, _ = h.parse_blocks(s.data()[off:end])
+def not_heartbeats(blocks):
     return [b for b in blocks if b.is_event or b.id is not None or b.event is not None]
 
 
-def events_of(s, off, end=None, what=""):
-    """[(id, data)] of plain events (no event: name) after off; fails on anything else."""
+def blocks_of(s, off, end=None):
+    """The blocks after the start item that are not heartbeats."""
+    blocks, _ = h.parse_blocks(s.data()[off:end])
+    return not_heartbeats(blocks)
+
+
+def plain_events(blocks, what=""):
+    """[(id, data)] of plain events (no event: name); fails on anything else."""
     out = []
-    for b in blocks_of(s, off, end):
+    for b in not_heartbeats(blocks):
         expect(b.is_event and b.event is None and b.id is not None and len(b.data) == 1,
                "%s: unexpected block %r" % (what, b.raw))
         out.append((b.id, b.data[0]))
     return out
 
 
-def expect_events(s, off, want, what, settle=0.3):
-    """Waits for the last wanted event, then checks the stream holds exactly want [(seq, data)]."""
+def events_of(s, off, end=None, what=""):
+    """[(id, data)] of plain events (no event: name) after off; fails on anything else."""
+    return plain_events(h.parse_blocks(s.data()[off:end])[0], what)
+
+
+def fence(s, off, c, subj, what):
+    """harness.read_until_marker with an acked marker on subj.
+
+    Returns (the non-heartbeat blocks before the marker, (its sequence,
+    its data), the offset after it). The marker is stored in the stream
+    like any event: a later history read of subj includes it.
+    """
+    acked = []
+
+    def pub(m):
+        acked.append((j.js_publish(c, subj, m), m))
+    blocks, mb, end = h.read_until_marker(s, pub, start=off, what=what)
+    expect(mb.id == str(acked[0][0]), "%s: the marker's id %r is not its sequence %d"
+           % (what, mb.id, acked[0][0]))
+    return not_heartbeats(blocks), acked[0], end
+
+
+def expect_events(s, off, want, what, c, subj):
+    """Waits for the last wanted event, then fences on subj: the stream holds exactly
+    want [(seq, data)] before the marker. Returns (offset after it, (its seq, data)).
+
+    A settle sleep stood here: a duplicate or stray event later than it passed.
+    """
     if want:
         s.wait_bytes(b"data: %s\n\n" % want[-1][1].encode(), 15, off)
-    time.sleep(settle)  # anything extra arrives meanwhile
-    got = events_of(s, off, what=what)
-    j.check_exact(got, want, what)
-    return len(s.data())
+    blocks, mk, end = fence(s, off, c, subj, what)
+    j.check_exact(plain_events(blocks, what), want, what)
+    return end, mk
 
 
 def pub_pairs(c, subj, noise, names):
@@ -123,7 +157,7 @@ def case_resume_other_gateway(c, ga, gb, ports):
     expect(start <= last, "A's start id %d is above the stream's last sequence %d"
            % (start, last))
     first = pub_pairs(c, subj, noise, ["r%d" % i for i in range(1, 21)])
-    expect_events(s, off, first, "A, live r1-r20")
+    _, f1 = expect_events(s, off, first, "A, live r1-r20", c, subj)
     s.close()
     h.log("A: r1-r20 with ids %d..%d (start id %d)" % (first[0][0], first[-1][0], start))
 
@@ -135,60 +169,71 @@ def case_resume_other_gateway(c, ga, gb, ports):
     s, (rstart,), off = open_stream(gb, "/events/" + subj, last_id=id20)
     expect(rstart == id20, "B resumed from %d starts at id %d, expected the id it resumed from"
            % (id20, rstart))
-    end = expect_events(s, off, second, "B, resumed after r20")
+    # A's fence marker f1 follows r20 in the stream: it is replayed too.
+    end, f2 = expect_events(s, off, [f1] + second, "B, resumed after r20", c, subj)
     live = pub_pairs(c, subj, noise, ["r41"])
-    expect_events(s, end, live, "B, live after the replay")
+    _, f3 = expect_events(s, end, live, "B, live after the replay", c, subj)
     s.close()
     after = {n: metric(gb, n) for n in before}
     d = {n: after[n] - before[n] for n in before}
-    h.log("B: resumed from %d: exactly r21-r40 (ids %d..%d) then live r41 (%d); metrics %r"
+    h.log("B: resumed from %d: exactly r21-r40 (ids %d..%d) and A's marker then live r41 "
+          "(%d); metrics %r"
           % (id20, second[0][0], second[-1][0], live[0][0], d))
     expect(d["sluice_jetstream_replay_requests_total"] == 1
            and d["sluice_jetstream_replays_total"] == 1,
            "B's resume should have needed exactly one JetStream replay: %r" % d)
-    expect(d["sluice_jetstream_replayed_events_total"] >= 20,
-           "B's replay fetched %r events, expected at least the 20 missing"
+    expect(d["sluice_jetstream_replayed_events_total"] >= 21,
+           "B's replay fetched %r events, expected at least the 21 missing"
            % d["sluice_jetstream_replayed_events_total"])
 
     # A again, by query, from r30: its subscription and memory may still serve part of it.
     id30 = second[9][0]
     s, (qstart,), off = open_stream(ga, "/events/%s?last_event_id=%d" % (subj, id30))
     expect(qstart == id30, "?last_event_id=%d on A starts at %d" % (id30, qstart))
-    expect_events(s, off, second[10:] + live, "A, resumed after r30 (query form)")
+    expect_events(s, off, second[10:] + [f2] + live + [f3], "A, resumed after r30 (query form)",
+                  c, subj)
     s.close()
-    h.log("A: ?last_event_id=%d gave exactly r31-r41" % id30)
+    h.log("A: ?last_event_id=%d gave exactly r31-r41 (and B's markers)" % id30)
 
 
 def case_history(c, ga, gb, ports):
     subj, noise = "js.hist", "js.noise"
     batch1 = pub_pairs(c, subj, noise, ["h%d" % i for i in range(1, 6)])
+    # Part of what is tested, not a settle: t_mid lies at least 0.6 s from
+    # either batch's store times (a busy machine only widens the gap).
     time.sleep(0.6)
     t_mid = time.time()
     time.sleep(0.6)
     batch2 = pub_pairs(c, subj, noise, ["h%d" % i for i in range(6, 11)])
+    stored = batch1 + batch2  # every event on subj in stream order, fence markers included
 
     s, (start,), off = open_stream(ga, "/events/%s?last_event_id=earliest" % subj)
-    end = expect_events(s, off, batch1 + batch2, "earliest on %s" % subj)
+    end, mk = expect_events(s, off, batch1 + batch2, "earliest on %s" % subj, c, subj)
+    stored.append(mk)
     live = pub_pairs(c, subj, noise, ["h11"])
-    expect_events(s, end, live, "earliest, then live")
+    _, mk = expect_events(s, end, live, "earliest, then live", c, subj)
+    stored += live + [mk]
     s.close()
     h.log("earliest: exactly h1-h10 (start id %d) then live h11" % start)
 
     for t_text in (rfc3339(t_mid, 0, 3), rfc3339(t_mid, 1, 6)):
         q = urllib.parse.quote(t_text, safe=":")
         s, _, off = open_stream(gb, "/events/%s?since=%s" % (subj, q))
-        expect_events(s, off, batch2 + live, "since=%s" % t_text)
+        _, mk = expect_events(s, off, stored[len(batch1):], "since=%s" % t_text, c, subj)
+        stored.append(mk)
         s.close()
-        h.log("since=%s: exactly h6-h11" % t_text)
+        h.log("since=%s: exactly h6-h11 and the markers" % t_text)
 
     s, _, off = open_stream(gb, "/events/%s?since=2000-01-01T00:00:00Z" % subj)
-    expect_events(s, off, batch1 + batch2 + live, "since 2000")
+    _, mk = expect_events(s, off, list(stored), "since 2000", c, subj)
+    stored.append(mk)
     s.close()
     future = rfc3339(time.time() + 3600)
     s, _, off = open_stream(ga, "/events/%s?since=%s" % (subj, future))
-    time.sleep(0.3)
+    # No sleep before publishing: the start item means the stream is live
+    # (a sleep here hid an event lost right after it).
     live2 = pub_pairs(c, subj, noise, ["h12"])
-    expect_events(s, off, live2, "since=%s (the future)" % future)
+    expect_events(s, off, live2, "since=%s (the future)" % future, c, subj)
     s.close()
     h.log("since 2000: h1-h11; since an hour ahead: only the live h12")
 
@@ -203,19 +248,24 @@ def case_history(c, ga, gb, ports):
         if sj in ("js.w.a", "js.w.b"):
             got.append((seq, data))
     s, _, off = open_stream(gb, "/events/js.w.*?last_event_id=earliest")
-    expect_events(s, off, got, "earliest on js.w.*")
+    expect_events(s, off, got, "earliest on js.w.*", c, "js.w.a")
     s.close()
     h.log("earliest on js.w.*: exactly wa1, wb1, wa2")
 
 
 def expect_reset(gw, subj, last_id, reason, c, live_data):
+    """Resumes from last_id: a reset, then one live event, then the fence marker.
+
+    Returns [(seq, data)] of what it published on subj: the live event, the marker.
+    """
     what = "%s resumed from %s" % (subj, last_id)
     s, (start,), off = open_stream(gw, "/events/" + subj, last_id=last_id)
-    time.sleep(0.2)
+    # A bounded wait for the reset (a sleep stood here), then the live event after it.
+    s.wait_bytes(b"event: reset\n", 15, off)
     seq = j.js_publish(c, subj, live_data)
-    end = s.wait_bytes(b"data: %s\n\n" % live_data.encode(), 15, off)
-    time.sleep(0.3)
-    bl = blocks_of(s, off)
+    s.wait_bytes(b"data: %s\n\n" % live_data.encode(), 15, off)
+    # Fence: the reset and the live event, and nothing else, before the marker.
+    bl, mk, _ = fence(s, off, c, subj, what)
     expect(len(bl) == 2, "%s: expected one reset and one live event, got %r"
            % (what, [b.raw for b in bl]))
     r, live = bl
@@ -226,11 +276,10 @@ def expect_reset(gw, subj, last_id, reason, c, live_data):
            "%s: reset data %r, expected %r" % (what, r.data[0], want))
     expect(live.event is None and live.data == [live_data] and live.id == str(seq),
            "%s: after the reset %r, expected id %d data %s" % (what, live.raw, seq, live_data))
-    expect(s.data()[end:] == b"", "%s: bytes after the live event: %r" % (what, s.data()[end:]))
     s.close()
     h.log("%s: reset %s (reset id %s, start id %d), then live %s id %d"
           % (what, reason, r.id, start, live_data, seq))
-    return seq
+    return [(seq, live_data), mk]
 
 
 def case_resets(c, ga, gb, ports):
@@ -240,16 +289,22 @@ def case_resets(c, ga, gb, ports):
     st = j.stream_info(ports, "SMALL")["state"]
     expect(st["first_seq"] == 41 and st["messages"] == SMALL_MAX,
            "SMALL should hold 41-50: %r" % st)
-    last = expect_reset(gb, subj, 1, "history-expired", c, "51")
-    last = expect_reset(ga, subj, 39, "history-expired", c, "52")
-    # 51 and 52 pushed 41 and 42 out: the oldest is 43 now. From 42: all ten, no reset.
-    s, (start,), off = open_stream(gb, "/events/" + subj, last_id=42)
-    expect(start == 42, "resumed from 42 starts at %d" % start)
-    want = [(n, str(n)) for n in range(43, 51)] + [(51, "51"), (52, "52")]
-    expect_events(s, off, want, "small.x resumed from 42 (the boundary)")
+    stored = list(zip(seqs, [str(i) for i in range(1, 51)]))
+    stored += expect_reset(gb, subj, 1, "history-expired", c, "51")
+    stored += expect_reset(ga, subj, 39, "history-expired", c, "52")
+    # Each reset published a live event and a fence marker: 51-54 pushed 41-44
+    # out. From the one before the oldest held: all ten, no reset.
+    held = stored[-SMALL_MAX:]
+    expect(held[0][0] == 45, "SMALL should hold 45-54 now: %r" % held)
+    bound = held[0][0] - 1
+    s, (start,), off = open_stream(gb, "/events/" + subj, last_id=bound)
+    expect(start == bound, "resumed from %d starts at %d" % (bound, start))
+    _, mk = expect_events(s, off, held, "small.x resumed from %d (the boundary)" % bound,
+                          c, subj)
     s.close()
-    h.log("small.x from 42 (oldest stored 43): exactly 43-52, no reset")
-    expect_reset(ga, subj, last + 1000000, "unknown-id", c, "53")
+    h.log("small.x from %d (oldest stored %d): exactly %d-%d, no reset"
+          % (bound, held[0][0], held[0][0], held[-1][0]))
+    expect_reset(ga, subj, mk[0] + 1000000, "unknown-id", c, "53")
 
 
 def case_sharing(c, nats_url, ports):
@@ -322,21 +377,19 @@ def case_replay_limit(c, nats_url):
         # 40 behind: within the limit, replayed exactly.
         s, _, off = open_stream(gd, "/events/" + subj, last_id=seqs[59])
         expect_events(s, off, [(q, "l%d" % (k + 61)) for k, q in enumerate(seqs[60:])],
-                      "40 behind with --jetstream-replay-max 50")
+                      "40 behind with --jetstream-replay-max 50", c, subj)
         s.close()
-        # 90 behind: a reset, then live.
+        # 90 behind (91 with the marker): a reset, then live.
         s, (start,), off = open_stream(gd, "/events/" + subj, last_id=seqs[9])
-        time.sleep(0.2)
+        s.wait_bytes(b"event: reset\n", 15, off)
         live = j.js_publish(c, subj, "l101")
-        end = s.wait_bytes(b"data: l101\n\n", 15, off)
-        time.sleep(0.3)
-        bl = blocks_of(s, off)
+        s.wait_bytes(b"data: l101\n\n", 15, off)
+        bl, _, _ = fence(s, off, c, subj, "90 behind with --jetstream-replay-max 50")
         want = json.dumps({"reason": "replay-limit", "subjects": [subj]}, separators=(",", ":"))
         expect(len(bl) == 2 and bl[0].event == "reset" and bl[0].data == [want]
                and bl[1].event is None and bl[1].data == ["l101"] and bl[1].id == str(live),
                "90 behind with --jetstream-replay-max 50: expected the reset %s then l101 "
                "(id %d), got %r" % (want, live, [b.raw for b in bl]))
-        expect(s.data()[end:] == b"", "bytes after l101: %r" % s.data()[end:])
         s.close()
         gd.stop()
     h.log("--jetstream-replay-max 50: 40 behind replayed exactly; 90 behind: reset "

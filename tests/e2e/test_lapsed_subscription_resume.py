@@ -21,7 +21,6 @@ Both must start with one reset naming the subject, then the live event.
 """
 import json
 import sys
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
@@ -52,11 +51,20 @@ def expect_reset_then_live(gw, pub, subj, last_id, what):
     s = h.CurlStream(gw, "/events/" + subj, max_time=30,
                      extra=["-H", "Last-Event-ID: %d" % last_id])
     _, (start,), off = s.wait_start(timeout=10)
-    time.sleep(0.2)
+    # The reset is queued with the start item: a bounded wait for the first
+    # block (a 0.2 s sleep stood here). Without one (the bug) the checks
+    # below say what came instead.
+    try:
+        s.wait_for(lambda b: b.find(b"\n\n", off) >= 0, 5, "the first block")
+    except h.TestFailure:
+        pass
     pub.pub(subj, "live")
     pub.flush()
-    end = s.wait_bytes(b"data: live\n\n", 10, off)
-    blocks, _ = h.parse_blocks(s.data()[off:end])
+    s.wait_bytes(b"data: live\n\n", 10, off)
+    # Fence: a marker after the live event; the reset and the live event,
+    # nothing else, come before it.
+    blocks, _, _ = h.read_until_marker(s, lambda m: (pub.pub(subj, m), pub.flush()),
+                                       start=off, what=what)
     s.close()
     first = blocks[0]
     expect(first.event == "reset",

@@ -33,7 +33,7 @@ import h1_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
 HEARTBEAT_MS = 1000
-SLACK = 0.5  # seconds of allowed lateness: heartbeat-ms/10 plus scheduling
+SLACK = 0.5  # seconds of allowed lateness: heartbeat-ms/10 plus scheduling (see expect_within)
 CHAIN_EVENTS = 300
 
 
@@ -69,6 +69,13 @@ class H1Poller:
         expect(r.header("connection") == "keep-alive", "poll closed the connection: %r" % r)
         return check_answer(r, "HTTP/1.1 poll?" + query), time.monotonic() - t0
 
+    def rtt(self):
+        """Seconds for a request the gateway answers at once (a 404), on this connection."""
+        t0 = time.monotonic()
+        self.c.send(u.get("/nope"))
+        expect(self.c.read_response(timeout=30).status == 404, "GET /nope was not a 404")
+        return time.monotonic() - t0
+
     def close(self):
         self.c.close()
 
@@ -87,15 +94,38 @@ class H2Poller:
         expect(r.version == "2", "curl spoke HTTP/%s" % r.version)
         return check_answer(r, "h2 poll?" + query), time.monotonic() - t0
 
+    def rtt(self):
+        """Seconds for a request the gateway answers at once (a 404), curl included."""
+        t0 = time.monotonic()
+        expect(h.curl(self.gw, "/nope", max_time=30).status == 404, "GET /nope was not a 404")
+        return time.monotonic() - t0
+
     def close(self):
         pass
+
+
+def expect_within(p, took, bound, what):
+    """took <= bound s; on a busy machine, <= bound plus what a request costs right then.
+
+    The bounds assume spare CPU. When one is missed the premise is measured:
+    the round trip of a request the gateway answers at once (a 404) on the
+    same transport. A poll the gateway answered late (at a tick, at its
+    deadline instead of on the event) is still over the sum.
+    """
+    if took <= bound:
+        return
+    base = p.rtt()
+    h.log("%s: %s took %.3f s, over %.2f s; a 404 round trip takes %.3f s now"
+          % (p.name, what, took, bound, base))
+    expect(took <= bound + base, "%s: %s took %.3f s, more than %.2f s plus a 404's round "
+           "trip now (%.3f s)" % (p.name, what, took, bound, base))
 
 
 def first_and_immediate(gw, nats, pub, p, subject):
     j, first_took = p.poll("subject=%s&timeout=1" % subject)
     expect(j["events"] == [], "%s: first poll got events %r" % (p.name, j["events"]))
-    expect(1.0 - 0.05 <= first_took <= 1.0 + SLACK, "%s: a 1 s poll took %.2f s"
-           % (p.name, first_took))
+    expect(1.0 - 0.05 <= first_took, "%s: a 1 s poll took %.2f s" % (p.name, first_took))
+    expect_within(p, first_took, 1.0 + SLACK, "a 1 s poll")
     start = h.parse_id(j["next"])[0]
     gw.check_start_id([start])
     nats.wait_subscriptions([subject])  # it lingers after the poll (history-keep-ms)
@@ -106,7 +136,7 @@ def first_and_immediate(gw, nats, pub, p, subject):
     pub.flush()
     u.wait_nats_messages(gw, received + 3)
     j2, took = p.poll("subject=%s&after=%s&timeout=10" % (subject, j["next"]))
-    expect(took < SLACK, "%s: events already there, but the poll took %.2f s" % (p.name, took))
+    expect_within(p, took, SLACK, "a poll for events already there")
     evs = j2["events"]
     got = [(e["event"], e["data"]) for e in evs]
     expect(got == [("first", "one"), ("message", "two\nlines"), ("third", "three\nmore")],
@@ -132,6 +162,9 @@ def waits_for_event(pub, p, subject, after):
             out["err"] = e
     t = threading.Thread(target=run, daemon=True)
     t.start()
+    # Part of the test, not a settle: with nothing to say the poll stays
+    # open for this second. (Had it not reached the gateway yet, the event
+    # below is answered from history: the same answer.)
     time.sleep(1.0)
     expect(t.is_alive(), "%s: the poll answered before any event: %r" % (p.name, out))
     sent = time.monotonic()
@@ -145,7 +178,7 @@ def waits_for_event(pub, p, subject, after):
     evs = out["j"]["events"]
     expect([(e["event"], e["data"]) for e in evs] == [("late", "awaited")],
            "%s: waiting poll got %r" % (p.name, evs))
-    expect(latency < SLACK, "%s: answered %.3f s after the publish" % (p.name, latency))
+    expect_within(p, latency, SLACK, "the waiting poll's answer after the publish")
     h.log("%s: waiting poll answered %.3f s after the event" % (p.name, latency))
     return out["j"]["next"]
 
@@ -154,8 +187,8 @@ def times_out(p, subject, after, timeout_s):
     j, took = p.poll("subject=%s&after=%s&timeout=%d" % (subject, after, timeout_s))
     expect(j == {"events": [], "next": after}, "%s: timed-out poll gave %r, expected no events "
            "and next %s" % (p.name, j, after))
-    expect(timeout_s - 0.05 <= took <= timeout_s + SLACK, "%s: a %d s poll took %.2f s"
-           % (p.name, timeout_s, took))
+    expect(timeout_s - 0.05 <= took, "%s: a %d s poll took %.2f s" % (p.name, timeout_s, took))
+    expect_within(p, took, timeout_s + SLACK, "a %d s poll" % timeout_s)
     h.log("%s: a %d s poll with nothing to say answered after %.2f s" % (p.name, timeout_s, took))
 
 
@@ -239,8 +272,9 @@ def resets(gw, pub, p, subject):
     pub.flush()
     u.wait_nats_messages(gw, received + 20)
     j, took = p.poll("subject=%s&after=%s&timeout=5" % (subject, start))
-    expect(took < SLACK and len(j["events"]) == 1 and j["events"][0]["event"] == "reset",
+    expect(len(j["events"]) == 1 and j["events"][0]["event"] == "reset",
            "%s: poll after an expired id: %r (%.2f s)" % (p.name, j["events"][:2], took))
+    expect_within(p, took, SLACK, "a poll after an expired id")
     data = json.loads(j["events"][0]["data"])
     expect(data == {"reason": "history-expired", "subjects": [subject]},
            "%s: reset data %r" % (p.name, data))
@@ -303,7 +337,7 @@ def pipelined_after_poll(gw):
             bad.append("a request pipelined behind a poll was never answered")
     with u.Conn.plain(gw) as c:
         c.send(u.get("/poll?subject=poll.pipe&timeout=1"))
-        time.sleep(0.3)
+        time.sleep(0.3)  # part of the test: the next request comes while the poll waits
         c.send(u.get("/nope"))
         check_answer(c.read_response(timeout=5), "poll")
         try:

@@ -131,7 +131,7 @@ def chunked(gw, watch):
                b"Transfer-Encoding: chunked\r\n\r\n")
         for piece in (b"3\r\nhel\r\n", b"6;ext=1\r\nlo\nwor\r\n", b"2\r\nld\r\n",
                       b"0\r\nX-Trailer: t\r\n\r\n"):
-            time.sleep(0.05)
+            time.sleep(0.05)  # each piece its own read: part of the test
             c.send(piece)
         check_text(c.read_response(), 202, "chunked publish")
         watch.expect_next("chunked", ["hello", "world"], "chunky")

@@ -28,7 +28,6 @@ import signal
 import ssl
 import sys
 import threading
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
@@ -171,12 +170,16 @@ def test():
             f.write("# test_reload\nlog-level = info\n")
         mark = hup(gw, r"SIGHUP: certificate \S+ reloaded", "log-level = info")
         idx = len(gw.log())
+        conns = u.value(u.scrape(gw), "sluice_connections_open", protocol="h2")
         r = h.curl(gw, "/nope/quiet")
         rid = r.header("x-request-id")
         h.wait_until(lambda: any(e.get("request_id") == rid
                                  for e in u.read_jsonl(gw.access_log_path)),
                      5, "the access log line of the request at info")
-        time.sleep(0.2)
+        # Fence (a 0.2 s sleep stood here): the last debug line a request can
+        # leave is its connection's "closing", after the access line. Once
+        # the gateway counts curl's connection closed, it would be written.
+        u.wait_metric(gw, "sluice_connections_open", conns, protocol="h2")
         late = gw.log()[idx:]
         expect(not re.search(DEBUG_RE, late),
                "debug lines after the level went back to info:\n%s" % h.tail(late, 5))
@@ -201,7 +204,11 @@ def test():
             mark = len(gw.log())
             gw.proc.send_signal(signal.SIGHUP)
             gw.wait_log(r"SIGHUP: certificate \S+ reloaded", timeout=10, start=mark)
-        time.sleep(0.2)
+        # Handshakes after the last reload too (a bounded wait; a 0.2 s sleep
+        # stood here, in which a busy machine might make none).
+        n = len(results)
+        h.wait_until(lambda: len(results) >= n + 4 or errors, 15,
+                     "handshakes after the last SIGHUP")
         halt.set()
         for t in threads:
             t.join(timeout=10)

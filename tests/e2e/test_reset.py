@@ -34,7 +34,6 @@ After each reset, a newly published event is the next thing on the stream.
 import json
 import re
 import sys
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
@@ -56,6 +55,14 @@ class Observer:
             pub.pub(self.subj, p)
         pub.flush()
         self.s.wait_bytes(b"data: %s\n\n" % payloads[-1].encode(), 10, self.off)
+
+    def fence(self, pub):
+        """Publishes a marker on the subject and reads until it (see harness.read_until_marker).
+
+        Afterwards events() holds everything published on the subject before it.
+        """
+        h.read_until_marker(self.s, lambda m: (pub.pub(self.subj, m), pub.flush()),
+                            start=self.off, what="observer of %s" % self.subj)
 
     def events(self):
         """[(position, data)] of every event so far."""
@@ -92,12 +99,16 @@ def expect_reset(gw, path, last_id, reason, subjects, pub, live_subject, live_da
     what = "%s with Last-Event-ID %r" % (path, last_id)
     s, start, off = open_resumed(gw, path, last_id, nsubjects)
     want_reset = {"reason": reason, "subjects": subjects}
-    # The reset is queued with the start item: it is there at once.
-    time.sleep(0.2)
+    # The reset is queued with the start item: a bounded wait for it (not a
+    # sleep), then the live event after it.
+    s.wait_bytes(b"event: reset\n", 10, off)
     pub.pub(live_subject, live_data)
     pub.flush()
-    end = s.wait_bytes(b"data: %s\n\n" % live_data.encode(), 10, off)
-    blocks, rest = h.parse_blocks(s.data()[off:end])
+    s.wait_bytes(b"data: %s\n\n" % live_data.encode(), 10, off)
+    # Fence: a marker after the live event; the blocks before it must be
+    # exactly the reset, the replay and the live event (a sleep stood here).
+    blocks, _, _ = h.read_until_marker(
+        s, lambda m: (pub.pub(live_subject, m), pub.flush()), start=off, what=what)
     expect(len(blocks) == 2 + len(replay),
            "%s: expected the reset, %d replayed and one live event, got %r"
            % (what, len(replay), blocks))
@@ -130,22 +141,21 @@ def expect_reset(gw, path, last_id, reason, subjects, pub, live_subject, live_da
            "%s: after the reset came %r, expected the live event %r" % (what, live.raw, live_data))
     expect(all(b >= a for a, b in zip(pos, lpos)) and lpos != pos,
            "%s: live id %r does not move on from %r" % (what, live.id, pos))
-    time.sleep(0.1)
-    expect(s.data()[end:] == b"" and rest == b"", "%s: unexpected bytes after the live event: %r"
-           % (what, s.data()[end:]))
     s.close()
     h.log("%s -> reset %s, %d replayed, then live" % (what, payload, len(replay)))
     return lpos
 
 
-def expect_replay(gw, path, last_id, want_data):
+def expect_replay(gw, pub, subj, last_id, want_data):
+    path = "/events/" + subj
     s, start, off = open_resumed(gw, path, last_id)
     expect(start == [int(last_id)], "%s resumed from %s starts at %r, expected the id it "
            "resumed from" % (path, last_id, start))
     s.wait_bytes(b"data: %s\n\n" % want_data[-1].encode(), 10, off)
-    time.sleep(0.2)
-    blocks, rest = h.parse_blocks(s.data()[off:])
-    expect([b.data for b in blocks] == [[d] for d in want_data] and rest == b""
+    # Fence: exactly the replay before a marker published after it.
+    blocks, _, _ = h.read_until_marker(s, lambda m: (pub.pub(subj, m), pub.flush()),
+                                       start=off, what="%s from %s" % (path, last_id))
+    expect([b.data for b in blocks] == [[d] for d in want_data]
            and all(b.event is None for b in blocks),
            "%s with Last-Event-ID %s: got %r, expected a replay of %r only"
            % (path, last_id, [b.raw for b in blocks][:4], want_data))
@@ -172,11 +182,17 @@ def test():
             expect_reset(gw, path, ids[4], "history-expired", [a], pub, a, "live-1")
             expect_reset(gw, path, ids[38], "history-expired", [a], pub, a, "live-2")
             # The boundary: a client that has seen the event just before the
-            # oldest one held is replayed all ten; one older is reset.
+            # oldest one held is replayed all ten; one older is reset. Each
+            # reset above was fenced by a marker, held like any event.
+            obs.fence(pub)
             evs = obs.events()
-            expect([d for _, d in evs[-2:]] == ["live-1", "live-2"], "observer: %r" % evs[-3:])
+            tail = [d for _, d in evs[50:]]
+            expect(len(tail) == 5 and tail[0] == "live-1" and tail[2] == "live-2"
+                   and all(d.startswith("fence-") for d in tail[1::2]),
+                   "observer after the 50: %r, expected live-1, a marker, live-2, a marker, "
+                   "its own marker" % tail)
             ids = [p for p, _ in evs]
-            expect_replay(gw, path, ids[-HISTORY - 1], [d for _, d in evs[-HISTORY:]])
+            expect_replay(gw, pub, a, ids[-HISTORY - 1], [d for _, d in evs[-HISTORY:]])
             expect_reset(gw, path, ids[-HISTORY - 2], "history-expired", [a], pub, a, "live-3")
             # A well-formed number below this process's first sequence number.
             expect_reset(gw, path, "5", "history-expired", [a], pub, a, "live-4")
@@ -230,8 +246,9 @@ def test():
             expect_reset(gw, path, ids[0], "replay-limit", [b], pub, b, "live-budget")
             expect(re.search(r"replay of 2999 events refused: worker queue full", gw.log()),
                    "the refused replay was not logged")
+            obs.fence(pub)  # the live event and the reset's marker are in evs
             evs = obs.events()
-            expect_replay(gw, path, evs[-101][0], [d for _, d in evs[-100:]])
+            expect_replay(gw, pub, b, evs[-101][0], [d for _, d in evs[-100:]])
             obs.close()
             gw.check_alive()
             gw.stop()

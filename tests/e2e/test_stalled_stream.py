@@ -61,7 +61,7 @@ def publish_paced(nats, subject, rate):
                 pub.flush()  # returns once nats-server has the batch
                 due = t0 + i / rate
                 if i < N and due > time.monotonic():
-                    time.sleep(due - time.monotonic())
+                    time.sleep(due - time.monotonic())  # pacing at rate
         return time.monotonic()
 
 
