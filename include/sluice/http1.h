@@ -10,6 +10,11 @@
  * same stream module as on h2; only the framing differs. TCP is the flow
  * control here: when the socket stops draining, the output buffer stops
  * taking chunks and the stream's queue grows to its cap.
+ *
+ * Request bodies are always consumed through their framing, kept for a
+ * publish and dropped otherwise, or, past HTTP1_DISCARD_MAX, not read and
+ * the connection closed after the response: a body is never parsed as the
+ * next request.
  */
 #ifndef SLUICE_HTTP1_H
 #define SLUICE_HTTP1_H
@@ -20,6 +25,13 @@
 
 #include "sluice/buf.h"
 #include "sluice/session.h"
+
+/*
+ * Bytes of a request body that a route does not want and that is still read
+ * and dropped so that the connection can go on; a larger one is not read
+ * (the response says connection: close).
+ */
+#define HTTP1_DISCARD_MAX 65536
 
 struct http1;
 
