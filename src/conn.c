@@ -2,8 +2,10 @@
  * conn: connection I/O, TLS or cleartext, and protocol selection (see conn.h).
  *
  * The protocol is chosen once: by ALPN on TLS ("h2" for h2, "http/1.1" or
- * none for HTTP/1.1), by the first bytes in cleartext (the HTTP/2 client
- * preface means h2 with prior knowledge, anything else HTTP/1.1). The rest
+ * none for HTTP/1.1), by the first bytes in cleartext (the request line
+ * of the HTTP/2 client preface means h2 with prior knowledge, anything
+ * else HTTP/1.1). h2c Upgrade is not offered: such a request is answered
+ * as HTTP/1.1, its body read or the connection closed like any other. The rest
  * of the file calls the chosen session through the small sess_* switch.
  *
  * One io watcher per connection. Reads are bounded per wake-up so one
@@ -203,18 +205,24 @@ static void start_session(struct conn *c, bool h2)
 }
 
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/* The preface's request line: no HTTP/1.1 request starts so (it would be a 505). */
+#define PREFACE_LINE_LEN 14 /* "PRI * HTTP/2.0" */
 
 /*
  * Cleartext: buffers the first bytes until they are, or cannot be, the
- * HTTP/2 preface; then starts the session and feeds it what was buffered.
+ * start of the HTTP/2 client preface; then starts the session and feeds it
+ * what was buffered. A client whose first bytes are the preface's request
+ * line speaks HTTP/2 whatever follows: nghttp2 checks the rest, and a wrong
+ * preface gets an HTTP/2 connection error (GOAWAY PROTOCOL_ERROR), not an
+ * HTTP/1.1 answer it could not read.
  */
 static void sniff(struct conn *c, const uint8_t *data, size_t n)
 {
     buf_append(&c->sniff, data, n);
-    size_t have = c->sniff.len, want = sizeof(PREFACE) - 1;
-    size_t cmp = have < want ? have : want;
+    size_t have = c->sniff.len;
+    size_t cmp = have < PREFACE_LINE_LEN ? have : PREFACE_LINE_LEN;
     bool match = memcmp(c->sniff.data, PREFACE, cmp) == 0;
-    if (match && have < want)
+    if (match && have < PREFACE_LINE_LEN)
         return;
     start_session(c, match);
     if (sess_recv(c, c->sniff.data, c->sniff.len) != 0)
