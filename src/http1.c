@@ -550,6 +550,8 @@ int http1_fill(struct http1 *h)
 
 bool http1_finished(const struct http1 *h) { return h->close && !h->rest; }
 
+bool http1_unread_input(const struct http1 *h) { return h->drop_input; }
+
 size_t http1_streams(const struct http1 *h) { return h->state == STREAM ? 1 : 0; }
 
 void http1_goaway(struct http1 *h)

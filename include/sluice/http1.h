@@ -45,6 +45,12 @@ int http1_recv(struct http1 *h, const uint8_t *data, size_t len);
 int http1_fill(struct http1 *h);
 /* True when the connection should close once out is written. */
 bool http1_finished(const struct http1 *h);
+/*
+ * True when a request body was left unread (too large, or announced with
+ * Expect: 100-continue, or malformed): the client may still be sending it,
+ * so the close should linger (see conn.c).
+ */
+bool http1_unread_input(const struct http1 *h);
 /* Streams open right now: 0 or 1. */
 size_t http1_streams(const struct http1 *h);
 /* Drain: finish the response in progress, then close. */

@@ -23,7 +23,9 @@ apart by its x-request-id.
     a 403, /poll, an h2c Upgrade request (declined), and /events (while the
     stream is open, and after it ends when the token expires);
   - a body over 64 KiB, or one announced with Expect: 100-continue: the
-    answer says connection: close and the connection ends;
+    answer says connection: close and the connection ends; a 900 kB body
+    sent whole before reading can still be sent, and its answer read (the
+    close lingers);
   - through the certified conf/edge/nginx.conf (keep-alive upstream), the
     attack "the next user's request becomes the body of a publish": the
     victim gets its own answer, and their token never reaches NATS;
@@ -171,6 +173,22 @@ def closing_cases(conn, where, tok):
                    % (w, r.header("connection")))
             expect(c.wait_closed(5), "%s: the connection was not closed" % w)
             expect(c.buf == b"", "%s: bytes after the answer: %r" % (w, c.buf[:200]))
+    # A client that sends a large body whole before it reads (as a proxy may): the
+    # gateway answers, shuts its side, and reads and drops the rest, so that the
+    # client's writes do not fail and the answer survives (a lingering close).
+    w = "%s: a 900 kB body sent whole before reading" % where
+    with conn() as c:
+        c.send(("GET /index.html HTTP/1.1\r\nHost: x\r\nX-Request-Id: real-1\r\n%s"
+                "Content-Length: 900000\r\n\r\n" % auth(tok)).encode())
+        try:
+            c.send(smuggled(tok, w) + b"x" * (900000 - len(smuggled(tok, w))))
+        except OSError as e:
+            raise h.TestFailure("%s: sending the body failed (the gateway reset the "
+                                "connection instead of lingering): %s" % (w, e))
+        r = c.read_response(timeout=10)
+        check_one(r, 200, "real-1", w)
+        expect(r.header("connection") == "close", "%s: connection %r" % (w, r.header("connection")))
+        expect(c.wait_closed(5), "%s: the connection was not closed" % w)
     h.log("%s: bodies not read end the connection after the answer" % where)
 
 
