@@ -550,7 +550,11 @@ int http1_fill(struct http1 *h)
 
 bool http1_finished(const struct http1 *h) { return h->close && !h->rest; }
 
-bool http1_unread_input(const struct http1 *h) { return h->drop_input; }
+bool http1_unread_input(const struct http1 *h)
+{
+    /* Also a body still being dropped when the connection ends (HTTP/1.0, Connection: close). */
+    return h->drop_input || h->body_active;
+}
 
 size_t http1_streams(const struct http1 *h) { return h->state == STREAM ? 1 : 0; }
 

@@ -47,8 +47,8 @@ int http1_fill(struct http1 *h);
 bool http1_finished(const struct http1 *h);
 /*
  * True when a request body was left unread (too large, or announced with
- * Expect: 100-continue, or malformed): the client may still be sending it,
- * so the close should linger (see conn.c).
+ * Expect: 100-continue, or malformed) or is still being read: the client
+ * may still be sending it, so the close should linger (see conn.c).
  */
 bool http1_unread_input(const struct http1 *h);
 /* Streams open right now: 0 or 1. */
