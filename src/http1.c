@@ -272,8 +272,9 @@ static void take_head(struct http1 *h, const struct h1_request *rq)
  */
 static void stop_reading(struct http1 *h, const char *why)
 {
-    log_info("conn %" PRIu64 " %s: %s; closing after the response", h->io.conn_id, h->io.peer,
-             why);
+    metrics_add(&h->io.env->stats->unread_body, 1);
+    log_info("conn %" PRIu64 " %s: request body not read (%s); closing after the response",
+             h->io.conn_id, h->io.peer, why);
     h->keep_alive = false;
     h->drop_input = true;
     h->body_active = false;
@@ -284,14 +285,12 @@ static void stop_reading(struct http1 *h, const char *why)
 
 /*
  * Decides how the body of rq is read: kept up to max (a publish) or read
- * and dropped (every other route). Sets keep_alive from rq again, so a
- * route that wants the body undoes the default decided for one that does
- * not. A body that cannot be read is left unread and stops the reading of
- * the connection.
+ * and dropped (every other route). A body that cannot be read is left
+ * unread and stops the reading of the connection (for a publish too large,
+ * the caller answers 413).
  */
 static void expect_body(struct http1 *h, const struct h1_request *rq, bool keep, uint64_t max)
 {
-    h->keep_alive = rq->keep_alive;
     h->drop_input = false;
     h->body_active = false;
     h->body_keep = keep;
@@ -301,10 +300,17 @@ static void expect_body(struct http1 *h, const struct h1_request *rq, bool keep,
      * A client waiting for 100 Continue may never send a body we do not ask
      * for; guessing either way could take its next request for the body.
      */
-    bool unknown = !keep && rq->expect_continue;
-    if (unknown || h1_body_reader_init(&h->body, rq, max) != 0) {
-        h->keep_alive = false;
-        h->drop_input = true;
+    if (!keep && rq->expect_continue) {
+        stop_reading(h, "announced with Expect: 100-continue");
+        return;
+    }
+    if (h1_body_reader_init(&h->body, rq, max) != 0) {
+        if (keep) { /* a publish: answered 413 by the caller */
+            h->keep_alive = false;
+            h->drop_input = true;
+        } else {
+            stop_reading(h, "larger than 64 KiB");
+        }
         return;
     }
     h->body_active = true;
@@ -320,20 +326,26 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         respond_text(h, 431, "request header too large");
         return;
     }
-    /* Until a route says it wants the body, it is read and dropped (or the connection ends). */
-    expect_body(h, rq, false, HTTP1_DISCARD_MAX);
+    /* Routing is pure, so the body's fate is known before any answer names the connection's. */
+    struct http_route route;
+    http_route(&route, h->req.method, strlen(h->req.method), h->req.path, strlen(h->req.path));
+    bool publish = route.kind == HTTP_PUBLISH;
+    expect_body(h, rq, publish, publish ? h->io.env->cfg->max_publish_bytes : HTTP1_DISCARD_MAX);
     int status;
     if (session_preflight(&h->req, h->io.env, h->io.secure, &status)) {
         respond_text(h, status, status == 204 ? "" : "origin not allowed");
+        http_route_dispose(&route);
         return;
     }
-    struct http_route route;
-    http_route(&route, h->req.method, strlen(h->req.method), h->req.path, strlen(h->req.path));
     if (route.kind != HTTP_ERROR) {
         char www[256];
         const char *text;
         status = session_admit(&h->req, h->io.env, &route, h->io.secure, www, sizeof(www), &text);
         if (status != 0) {
+            /* A refused publish's body is read and dropped; one not sent until 100 is never. */
+            if (publish && rq->body != H1_BODY_NONE && rq->expect_continue)
+                stop_reading(h, "publish refused before 100 Continue");
+            h->body_keep = false;
             respond_text_www(h, status, text, status == 401 ? www : NULL);
             http_route_dispose(&route);
             return;
@@ -358,8 +370,6 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         }
         free(body);
     } else if (route.kind == HTTP_PUBLISH) {
-        uint64_t max = h->io.env->cfg->max_publish_bytes;
-        expect_body(h, rq, true, max);
         if (h->drop_input) {
             respond_text(h, 413, "body larger than max-publish-bytes");
         } else {

@@ -137,6 +137,7 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"max_requests\"", offsetof(struct conn_stats, session.requests)},
         {"limit=\"header_bytes\"", offsetof(struct conn_stats, session.header_bytes)},
         {"limit=\"flood\"", offsetof(struct conn_stats, session.flood)},
+        {"limit=\"unread_body\"", offsetof(struct conn_stats, session.unread_body)},
     };
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label,

@@ -26,6 +26,7 @@ struct session_stats {
     atomic_uint_fast64_t requests;     /* connections sent GOAWAY at max-requests */
     atomic_uint_fast64_t header_bytes; /* requests answered 431 */
     atomic_uint_fast64_t flood;        /* connections cut for a frame flood or protocol abuse */
+    atomic_uint_fast64_t unread_body;  /* HTTP/1.1 bodies not read (too large to drop…): closed */
 };
 
 /* What every session of one worker shares; borrowed for the session's life. */

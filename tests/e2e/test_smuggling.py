@@ -20,8 +20,9 @@ apart by its x-request-id.
 
   - directly, on the TLS listener (ALPN http/1.1) and on --listen-plain,
     Content-Length and chunked bodies on: a static file, a 404, a 405, a 401,
-    a 403, /poll, an h2c Upgrade request (declined), and /events (while the
-    stream is open, and after it ends when the token expires);
+    a 403, /poll, a refused publish (401, 403), an h2c Upgrade request
+    (declined), and /events (while the stream is open, and after it ends
+    when the token expires);
   - a body over 64 KiB, or one announced with Expect: 100-continue: the
     answer says connection: close and the connection ends; a 900 kB body
     sent whole before reading can still be sent, and its answer read (the
@@ -111,6 +112,8 @@ def simple_cases(gw, conn, where, tok):
         ("GET", "/events/smug.x", "", 401),
         ("GET", "/events/other.x", auth(tok), 403),
         ("GET", "/poll?subject=smug.poll&timeout=1", auth(tok), 200),
+        ("POST", "/publish/smug.x", "", 401),  # a refused publish's body is dropped too
+        ("POST", "/publish/other.x", auth(tok), 403),
         ("GET", "/no-such-file", auth(tok) + "Connection: Upgrade, HTTP2-Settings\r\n"
          "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n", 404),
     ]
@@ -154,8 +157,10 @@ def events_case(gw, conn, where, nats_sub, pub, tok_for_fence):
     h.log("%s: /events bodies dropped while open and after the end" % where)
 
 
-def closing_cases(conn, where, tok):
-    """Bodies that are not read: the answer says close and the connection ends."""
+def closing_cases(gw, conn, where, tok):
+    """Bodies that are not read: the answer says close and the connection ends, and
+    each is counted in sluice_limit_hits_total{limit="unread_body"}."""
+    hits = s.limit_hits(gw).get("unread_body", 0)
     cases = [
         ("a declared body over 64 KiB", 100000, ""),
         ("Expect: 100-continue on a route without a body", None, "Expect: 100-continue\r\n"),
@@ -189,6 +194,8 @@ def closing_cases(conn, where, tok):
         check_one(r, 200, "real-1", w)
         expect(r.header("connection") == "close", "%s: connection %r" % (w, r.header("connection")))
         expect(c.wait_closed(5), "%s: the connection was not closed" % w)
+    now = s.limit_hits(gw).get("unread_body", 0)
+    expect(now == hits + 3, "%s: unread_body counted %d bodies, expected 3" % (where, now - hits))
     h.log("%s: bodies not read end the connection after the answer" % where)
 
 
@@ -198,7 +205,7 @@ def direct(gw, nats_sub, pub, tok):
         with conn() as c:
             expect(where == "plain" or c.alpn() == "http/1.1", "ALPN picked %r" % c.alpn())
         simple_cases(gw, conn, where, tok)
-        closing_cases(conn, where, tok)
+        closing_cases(gw, conn, where, tok)
         fence(gw, nats_sub, where, tok)
         events_case(gw, conn, where, nats_sub, pub, tok)
 
