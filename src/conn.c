@@ -2,8 +2,10 @@
  * conn: connection I/O, TLS or cleartext, and protocol selection (see conn.h).
  *
  * The protocol is chosen once: by ALPN on TLS ("h2" for h2, "http/1.1" or
- * none for HTTP/1.1), by the first bytes in cleartext (the HTTP/2 client
- * preface means h2 with prior knowledge, anything else HTTP/1.1). The rest
+ * none for HTTP/1.1), by the first bytes in cleartext (the request line
+ * of the HTTP/2 client preface means h2 with prior knowledge, anything
+ * else HTTP/1.1). h2c Upgrade is not offered: such a request is answered
+ * as HTTP/1.1, its body read or the connection closed like any other. The rest
  * of the file calls the chosen session through the small sess_* switch.
  *
  * One io watcher per connection. Reads are bounded per wake-up so one
@@ -12,6 +14,11 @@
  * new work done until it drains what it already asked for). After
  * SSL_ERROR_WANT_WRITE the very same bytes are offered again: the output
  * buffer is never touched while a write is pending.
+ *
+ * An HTTP/1.1 connection that left a request body unread closes with a
+ * linger (start_linger): shut for writing, then reading and dropping for a
+ * bounded time, so that the client's body bytes do not draw a reset that
+ * destroys the answer.
  *
  * Freeing: callbacks only mark a connection closing; the outermost
  * handler (the io callback or the worker's flush) frees it at its end.
@@ -25,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "sluice/buf.h"
@@ -36,6 +44,8 @@
 #include "sluice/tls.h"
 
 #define READ_BUDGET (256 * 1024) /* bytes per wake-up */
+#define LINGER_S 2.0                /* seconds a lingering close reads and drops */
+#define LINGER_BYTES (1024 * 1024)  /* bytes a lingering close reads and drops */
 
 struct conn {
     struct conn_env *env;
@@ -55,6 +65,8 @@ struct conn {
     ev_tstamp active;       /* last read, or last seen with a stream open */
     ev_tstamp goaway_at;    /* the idle GOAWAY was queued; 0 before */
     bool write_blocked;     /* SSL_write wants the socket writable */
+    bool lingering;         /* answered and shut for writing; dropping what still arrives */
+    size_t lingered;        /* bytes dropped while lingering; <= LINGER_BYTES */
     bool closing;
     char peer[64];          /* "ip:port" */
     char address[48];       /* ip, for the guard */
@@ -203,18 +215,24 @@ static void start_session(struct conn *c, bool h2)
 }
 
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/* The preface's request line: no HTTP/1.1 request starts so (it would be a 505). */
+#define PREFACE_LINE_LEN 14 /* "PRI * HTTP/2.0" */
 
 /*
  * Cleartext: buffers the first bytes until they are, or cannot be, the
- * HTTP/2 preface; then starts the session and feeds it what was buffered.
+ * start of the HTTP/2 client preface; then starts the session and feeds it
+ * what was buffered. A client whose first bytes are the preface's request
+ * line speaks HTTP/2 whatever follows: nghttp2 checks the rest, and a wrong
+ * preface gets an HTTP/2 connection error (GOAWAY PROTOCOL_ERROR), not an
+ * HTTP/1.1 answer it could not read.
  */
 static void sniff(struct conn *c, const uint8_t *data, size_t n)
 {
     buf_append(&c->sniff, data, n);
-    size_t have = c->sniff.len, want = sizeof(PREFACE) - 1;
-    size_t cmp = have < want ? have : want;
+    size_t have = c->sniff.len;
+    size_t cmp = have < PREFACE_LINE_LEN ? have : PREFACE_LINE_LEN;
     bool match = memcmp(c->sniff.data, PREFACE, cmp) == 0;
-    if (match && have < want)
+    if (match && have < PREFACE_LINE_LEN)
         return;
     start_session(c, match);
     if (sess_recv(c, c->sniff.data, c->sniff.len) != 0)
@@ -268,11 +286,55 @@ static void do_handshake(struct conn *c)
     do_read(c);
 }
 
+/*
+ * HTTP/1.1 that stopped reading a request body: closing at once, with the
+ * client still sending that body, makes the kernel answer its bytes with a
+ * reset, which can destroy our answer before the client reads it. So the
+ * connection is shut for writing (the client sees the end of the answer)
+ * and what still arrives is read and dropped until the client closes, for
+ * at most LINGER_S seconds and LINGER_BYTES bytes.
+ */
+static void start_linger(struct conn *c)
+{
+    c->lingering = true;
+    if (c->ssl) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl); /* close_notify, best effort */
+        ERR_clear_error();
+    }
+    shutdown(c->fd, SHUT_WR);
+    ev_timer_stop(c->env->loop, &c->timer);
+    ev_timer_set(&c->timer, LINGER_S, 0);
+    ev_timer_start(c->env->loop, &c->timer);
+    set_events(c, EV_READ);
+}
+
+static void linger_read(struct conn *c)
+{
+    uint8_t data[16384];
+    for (;;) {
+        ssize_t r = read(c->fd, data, sizeof(data));
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (r <= 0) {
+            close_conn(c, "lingering close done");
+            return;
+        }
+        c->lingered += (size_t)r;
+        if (c->lingered > LINGER_BYTES) {
+            close_conn(c, "lingering close: too many bytes");
+            return;
+        }
+    }
+}
+
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     struct conn *c = container_of(w, struct conn, io);
-    if (c->ssl && c->proto == PROTO_NONE)
+    if (c->lingering)
+        linger_read(c);
+    else if (c->ssl && c->proto == PROTO_NONE)
         do_handshake(c);
     else if (c->write_blocked)
         mark_dirty(c); /* the flush retries the pending write */
@@ -293,7 +355,9 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct conn *c = container_of(t, struct conn, timer);
     double idle = c->env->session.cfg->idle_timeout_ms / 1000.0;
-    if (c->proto == PROTO_NONE) {
+    if (c->lingering) {
+        close_conn(c, "lingering close timed out");
+    } else if (c->proto == PROTO_NONE) {
         log_info("conn %" PRIu64 " %s: %s timed out", c->id, c->peer,
                  c->ssl ? "TLS handshake" : "first request");
         metrics_add(&c->env->stats.handshake_timeouts, 1);
@@ -376,7 +440,7 @@ void conn_free(struct conn *c)
     list_remove(&c->node);
     list_remove(&c->dirty_node);
     /* close_notify, best effort: a clean end for the peer, not an unexpected EOF. */
-    if (c->ssl && c->proto != PROTO_NONE && !c->write_blocked)
+    if (c->ssl && c->proto != PROTO_NONE && !c->write_blocked && !c->lingering)
         SSL_shutdown(c->ssl);
     h2_free(c->h2);
     http1_free(c->h1);
@@ -391,7 +455,7 @@ void conn_free(struct conn *c)
 void conn_flush(struct conn *c)
 {
     list_remove(&c->dirty_node);
-    while (!c->closing && c->proto != PROTO_NONE) {
+    while (!c->closing && !c->lingering && c->proto != PROTO_NONE) {
         if (buf_pending(&c->out) == 0) {
             if (sess_fill(c) != 0) {
                 close_conn(c, "protocol error");
@@ -400,7 +464,9 @@ void conn_flush(struct conn *c)
             if (buf_pending(&c->out) == 0) {
                 c->write_blocked = false;
                 set_events(c, EV_READ);
-                if (sess_finished(c))
+                if (sess_finished(c) && c->proto == PROTO_H1 && http1_unread_input(c->h1))
+                    start_linger(c);
+                else if (sess_finished(c))
                     close_conn(c, "session finished");
                 break;
             }
@@ -425,7 +491,7 @@ void conn_flush(struct conn *c)
 
 void conn_drain_notice(struct conn *c)
 {
-    if (c->proto == PROTO_NONE) {
+    if (c->proto == PROTO_NONE || c->lingering) {
         close_conn(c, "draining");
         conn_free(c);
         return;
@@ -437,6 +503,8 @@ void conn_drain_notice(struct conn *c)
 
 void conn_drain_final(struct conn *c)
 {
+    if (c->lingering)
+        return;
     sess_goaway(c);
     mark_dirty(c);
 }

@@ -718,6 +718,49 @@ int h1_chunked_decode(struct h1_chunked *c, const char *in, size_t len, size_t *
     return c->state == CK_DONE ? 0 : ERR_AGAIN;
 }
 
+/* Bodies, whatever their framing. */
+
+int h1_body_reader_init(struct h1_body_reader *b, const struct h1_request *req, uint64_t body_max)
+{
+    memset(b, 0, sizeof(*b));
+    b->kind = req->body;
+    if (req->body == H1_BODY_CHUNKED) {
+        h1_chunked_init(&b->chunked, body_max);
+    } else if (req->body == H1_BODY_LENGTH) {
+        if (req->content_length > body_max) {
+            b->status = 413;
+            b->reason = "request body too large";
+            return ERR_LIMIT;
+        }
+        b->left = req->content_length;
+    }
+    return 0;
+}
+
+int h1_body_read(struct h1_body_reader *b, const char *in, size_t len, size_t *consumed, char *out,
+                 size_t *produced)
+{
+    if (b->kind == H1_BODY_CHUNKED) {
+        int rc = h1_chunked_decode(&b->chunked, in, len, consumed, out, produced);
+        b->total = b->chunked.total;
+        b->status = b->chunked.status;
+        b->reason = b->chunked.reason;
+        return rc;
+    }
+    if (b->status) { /* Content-Length over the limit: nothing is read */
+        *consumed = *produced = 0;
+        return ERR_LIMIT;
+    }
+    size_t n = len < b->left ? len : (size_t)b->left;
+    if (n)
+        memmove(out, in, n);
+    b->left -= n;
+    b->total += n;
+    *consumed = n;
+    *produced = n;
+    return b->left == 0 ? 0 : ERR_AGAIN;
+}
+
 /* Responses. */
 
 const char *h1_status_text(int status)

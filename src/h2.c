@@ -46,8 +46,22 @@ struct req {
     size_t text_len, text_off;
 };
 
+/*
+ * Client stream ids skipped over (RFC 9113 5.1.1: opening a stream closes
+ * every idle one below it): a HEADERS on one of them is a connection error.
+ * The most recent ranges are kept; a client that skips ids more often than
+ * this has older skips forgotten (nghttp2 then ignores such HEADERS).
+ */
+#define SKIPPED_MAX 16
+
 struct h2 {
     nghttp2_session *session;
+    int32_t max_client_id;        /* highest stream id a client HEADERS used; 0 before */
+    struct {
+        int32_t lo, hi;           /* odd ids lo..hi, inclusive, never opened */
+    } skipped[SKIPPED_MAX];
+    unsigned nskipped;            /* ranges in skipped; the oldest first */
+    bool bad_preface;             /* the client's preface was wrong: its input is ignored */
     struct session_io io;
     struct stream_budget budget; /* live bytes queued on this connection's streams */
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
@@ -345,6 +359,51 @@ static bool take_stream_token(struct h2 *h2)
     return true;
 }
 
+static bool was_skipped(const struct h2 *h2, int32_t id)
+{
+    for (unsigned i = 0; i < h2->nskipped; i++) {
+        if (id >= h2->skipped[i].lo && id <= h2->skipped[i].hi)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Stream ids, before nghttp2 looks at the frame: libnghttp2 silently
+ * ignores a HEADERS on a numerically lower stream that was never opened,
+ * where RFC 9113 5.1.1 demands a connection error (h2spec http2/5.1.1/2).
+ * Only ids the client skipped are refused: a HEADERS on a stream that was
+ * opened (trailers, or one sent before our RST_STREAM reached the client)
+ * stays nghttp2's to judge, and PRIORITY frames on idle streams are legal.
+ */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user)
+{
+    struct h2 *h2 = user;
+    int32_t id = hd->stream_id;
+    if (hd->type != NGHTTP2_HEADERS || id <= 0 || (id & 1) == 0)
+        return 0;
+    if (id > h2->max_client_id) {
+        int32_t lo = h2->max_client_id + 2 - (h2->max_client_id == 0 ? 1 : 0);
+        if (lo < id) {
+            if (h2->nskipped == SKIPPED_MAX) {
+                memmove(&h2->skipped[0], &h2->skipped[1],
+                        (SKIPPED_MAX - 1) * sizeof(h2->skipped[0]));
+                h2->nskipped--;
+            }
+            h2->skipped[h2->nskipped].lo = lo;
+            h2->skipped[h2->nskipped].hi = id - 2;
+            h2->nskipped++;
+        }
+        h2->max_client_id = id;
+    } else if (was_skipped(h2, id)) {
+        /* on_frame_send logs the GOAWAY; this says why. */
+        log_debug("conn %" PRIu64 " %s: HEADERS on stream %d, below %d and never opened",
+                 h2->io.conn_id, h2->io.peer, (int)id, (int)h2->max_client_id);
+        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+    }
+    return 0;
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct h2 *h2 = user;
@@ -490,6 +549,7 @@ struct h2 *h2_new(const struct session_io *io)
     nghttp2_session_callbacks *cbs;
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_send_callback(cbs, on_send);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
@@ -536,7 +596,21 @@ void h2_free(struct h2 *h2)
 
 int h2_recv(struct h2 *h2, const uint8_t *data, size_t len)
 {
+    if (h2->bad_preface)
+        return 0;
     ssize_t n = nghttp2_session_mem_recv(h2->session, data, len);
+    if (n == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+        /*
+         * RFC 9113 3.4: an invalid preface is a connection error of type
+         * PROTOCOL_ERROR. nghttp2 only reports it; the GOAWAY goes out after
+         * our SETTINGS, and then the session is finished.
+         */
+        log_debug("conn %" PRIu64 " %s: invalid HTTP/2 connection preface", h2->io.conn_id,
+                  h2->io.peer);
+        h2->bad_preface = true;
+        nghttp2_session_terminate_session(h2->session, NGHTTP2_PROTOCOL_ERROR);
+        return 0;
+    }
     if (n < 0) {
         log_info("conn %" PRIu64 ": closing: %s", h2->io.conn_id, nghttp2_strerror((int)n));
         if (n == NGHTTP2_ERR_FLOODED || n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)

@@ -2,10 +2,26 @@
  * http1: HTTP/1.1 server connection (see http1.h).
  *
  * States: reading a head; reading a publish body; streaming an SSE
- * response. Plain responses are written whole at once. Pipelined requests
- * wait in `in` until the current response is done; past a bound while a
- * stream or poll is open, the connection is closed. HTTP/1.0 gets a
- * close-delimited SSE body (it has no chunked encoding).
+ * response. Pipelined requests wait in `in` until the current response is
+ * done; past a bound while a stream or poll is open, the connection is
+ * closed. HTTP/1.0 gets a close-delimited SSE body (it has no chunked
+ * encoding).
+ *
+ * Every byte the client sends is consumed or the connection ends: a
+ * request body is always read through its framing (h1_body_read), kept
+ * for a publish and dropped on every other route, before the next request
+ * is parsed; one too large to drop (over HTTP1_DISCARD_MAX, or announced
+ * with Expect: 100-continue, or malformed) is not read at all, and then
+ * the response says "connection: close", the input is dropped unparsed and
+ * the connection ends after the response. A body is never parsed as a
+ * request (request smuggling). Rejected alternative: closing after every
+ * request with a body (simplest, but a proxy that forwards a GET with a
+ * small body would lose its keep-alive connection each time).
+ *
+ * Output is bounded: a plain response body goes into the output buffer
+ * only as far as out_max leaves room, the rest waits in `rest` and is
+ * written piece by piece by http1_fill(); pipelined requests are not
+ * parsed while output is over its limit, and resume from http1_fill().
  *
  * Each stream chunk is written as "<hex>\r\n" + bytes + "\r\n" straight
  * from the stream queue into the output buffer, so an event is copied
@@ -30,6 +46,7 @@
 
 #define CHUNK_MAX 16384           /* bytes of stream data per chunk */
 #define IGNORED_INPUT_MAX 65536   /* client bytes buffered while a stream or poll is open */
+#define SMALL_BODY 1024           /* bytes of a response body always written whole */
 
 enum state { READ_HEAD, READ_BODY, STREAM };
 
@@ -47,9 +64,12 @@ struct http1 {
     bool poll;                /* the request in progress is a long-poll */
     bool close;               /* close once out is written */
     bool draining;
-    uint64_t body_left;       /* READ_BODY with Content-Length */
-    bool chunked;
-    struct h1_chunked dechunk;
+    bool body_active;         /* a request body is being read (its response may be out already) */
+    bool body_keep;           /* that body is a publish's, kept in req.body; else dropped */
+    bool drop_input;          /* a body was not read: input is dropped unparsed, close after */
+    struct h1_body_reader body;
+    char *rest;               /* a plain response body not yet in out; NULL when none */
+    size_t rest_off, rest_len; /* bytes; rest_off < rest_len while rest != NULL */
 };
 
 #define FIELDS_MAX 40 /* name, value, …, NULL */
@@ -96,9 +116,57 @@ static void finish(struct http1 *h)
         h->close = true;
 }
 
-/* A whole response; www (may be NULL) becomes www-authenticate. 204 has no body. */
-static void respond_body(struct http1 *h, int status, const char *ctype, const void *body,
-                         size_t n, const char *www)
+/* Moves as much of rest into out as out_max leaves room for; frees it once written. */
+static void write_rest(struct http1 *h)
+{
+    size_t pending = buf_pending(h->io.out);
+    if (!h->rest || pending >= h->io.out_max)
+        return;
+    size_t n = h->rest_len - h->rest_off;
+    if (n > h->io.out_max - pending)
+        n = h->io.out_max - pending;
+    buf_append(h->io.out, h->rest + h->rest_off, n);
+    h->rest_off += n;
+    if (h->rest_off == h->rest_len) {
+        free(h->rest);
+        h->rest = NULL;
+        h->rest_off = h->rest_len = 0;
+    }
+}
+
+/*
+ * A plain response body: what out has room for now, the rest kept for
+ * http1_fill(). owned (may be NULL) is body's own malloc'ed block, taken;
+ * otherwise body is borrowed and copied.
+ */
+static void append_body(struct http1 *h, const char *body, size_t n, char *owned)
+{
+    size_t pending = buf_pending(h->io.out);
+    size_t room = pending < h->io.out_max ? h->io.out_max - pending : 0;
+    if (n <= SMALL_BODY || n <= room) {
+        buf_append(h->io.out, body, n);
+        free(owned);
+        return;
+    }
+    if (owned) {
+        h->rest = owned;
+        h->rest_off = 0;
+        h->rest_len = n;
+    } else {
+        h->rest = mem_alloc(n);
+        memcpy(h->rest, body, n);
+        h->rest_off = 0;
+        h->rest_len = n;
+    }
+    write_rest(h);
+}
+
+/*
+ * A whole response; www (may be NULL) becomes www-authenticate. 204 has no
+ * body. owned: as for append_body().
+ */
+static void respond_owned(struct http1 *h, int status, const char *ctype, const char *body,
+                          size_t n, char *owned, const char *www)
 {
     char len[24];
     snprintf(len, sizeof(len), "%zu", n);
@@ -112,7 +180,7 @@ static void respond_body(struct http1 *h, int status, const char *ctype, const v
         NULL,
     };
     append_head(h, status, fields, status == 204 ? CORS_PREFLIGHT : CORS_ACTUAL);
-    buf_append(h->io.out, body, n);
+    append_body(h, body, n, owned);
     h->req.status = status;
     h->req.body_bytes = (uint64_t)n;
     /* Paths without their query: it may carry an access_token. */
@@ -120,6 +188,12 @@ static void respond_body(struct http1 *h, int status, const char *ctype, const v
     log_debug("conn %" PRIu64 ": %s %.*s -> %d", h->io.conn_id, h->req.method ? h->req.method : "-",
               (int)strcspn(path, "?"), path, status);
     finish(h);
+}
+
+static void respond_body(struct http1 *h, int status, const char *ctype, const void *body,
+                         size_t n, const char *www)
+{
+    respond_owned(h, status, ctype, body, n, NULL, www);
 }
 
 static void respond_text_www(struct http1 *h, int status, const char *text, const char *www)
@@ -194,29 +268,88 @@ static void take_head(struct http1 *h, const struct h1_request *rq)
     session_req_ensure_id(&h->req);
 }
 
+/*
+ * Ends the reading of this connection's input: a body that is not read
+ * leaves the client's bytes unframed, so nothing after it may be parsed.
+ * The response in progress (if any) says "connection: close"; the
+ * connection ends once it is written.
+ */
+static void stop_reading(struct http1 *h, const char *why)
+{
+    metrics_add(&h->io.env->stats->unread_body, 1);
+    log_info("conn %" PRIu64 " %s: request body not read (%s); closing after the response",
+             h->io.conn_id, h->io.peer, why);
+    h->keep_alive = false;
+    h->drop_input = true;
+    h->body_active = false;
+    buf_consume(&h->in, buf_pending(&h->in));
+    if (!h->active)
+        h->close = true;
+}
+
+/*
+ * Decides how the body of rq is read: kept up to max (a publish) or read
+ * and dropped (every other route). A body that cannot be read is left
+ * unread and stops the reading of the connection (for a publish too large,
+ * the caller answers 413).
+ */
+static void expect_body(struct http1 *h, const struct h1_request *rq, bool keep, uint64_t max)
+{
+    h->drop_input = false;
+    h->body_active = false;
+    h->body_keep = keep;
+    if (rq->body == H1_BODY_NONE && !keep)
+        return;
+    /*
+     * A client waiting for 100 Continue may never send a body we do not ask
+     * for; guessing either way could take its next request for the body.
+     */
+    if (!keep && rq->expect_continue) {
+        stop_reading(h, "announced with Expect: 100-continue");
+        return;
+    }
+    if (h1_body_reader_init(&h->body, rq, max) != 0) {
+        if (keep) { /* a publish: answered 413 by the caller */
+            h->keep_alive = false;
+            h->drop_input = true;
+        } else {
+            stop_reading(h, "larger than 64 KiB");
+        }
+        return;
+    }
+    h->body_active = true;
+}
+
 static void start_request(struct http1 *h, const struct h1_request *rq)
 {
     take_head(h, rq);
     if (h->req.header_too_long) {
         metrics_add(&h->io.env->stats->header_bytes, 1);
         h->keep_alive = false;
+        h->drop_input = true;
         respond_text(h, 431, "request header too large");
         return;
     }
+    /* Routing is pure, so the body's fate is known before any answer names the connection's. */
+    struct http_route route;
+    http_route(&route, h->req.method, strlen(h->req.method), h->req.path, strlen(h->req.path));
+    bool publish = route.kind == HTTP_PUBLISH;
+    expect_body(h, rq, publish, publish ? h->io.env->cfg->max_publish_bytes : HTTP1_DISCARD_MAX);
     int status;
     if (session_preflight(&h->req, h->io.env, h->io.secure, &status)) {
         respond_text(h, status, status == 204 ? "" : "origin not allowed");
+        http_route_dispose(&route);
         return;
     }
-    struct http_route route;
-    http_route(&route, h->req.method, strlen(h->req.method), h->req.path, strlen(h->req.path));
     if (route.kind != HTTP_ERROR) {
         char www[256];
         const char *text;
         status = session_admit(&h->req, h->io.env, &route, h->io.secure, www, sizeof(www), &text);
         if (status != 0) {
-            if (route.kind == HTTP_PUBLISH && rq->body != H1_BODY_NONE)
-                h->keep_alive = false; /* its body is not read */
+            /* A refused publish's body is read and dropped; one not sent until 100 is never. */
+            if (publish && rq->body != H1_BODY_NONE && rq->expect_continue)
+                stop_reading(h, "publish refused before 100 Continue");
+            h->body_keep = false;
             respond_text_www(h, status, text, status == 401 ? www : NULL);
             http_route_dispose(&route);
             return;
@@ -233,25 +366,21 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
     } else if (route.kind == HTTP_FILE) {
         char *body = NULL;
         size_t len = 0;
-        if (session_file(h->io.env, route.file, &body, &len) == 0)
-            respond_body(h, 200, http_content_type(route.file), body, len, NULL);
-        else
+        if (session_file(h->io.env, route.file, &body, &len) == 0) {
+            respond_owned(h, 200, http_content_type(route.file), body, len, body, NULL);
+            body = NULL;
+        } else {
             respond_text(h, 404, "not found");
+        }
         free(body);
     } else if (route.kind == HTTP_PUBLISH) {
-        uint64_t max = h->io.env->cfg->max_publish_bytes;
-        if (rq->body == H1_BODY_LENGTH && rq->content_length > max) {
-            h->keep_alive = false; /* the body is not read, so the connection cannot go on */
+        if (h->drop_input) {
             respond_text(h, 413, "body larger than max-publish-bytes");
         } else {
             h->req.publish = mem_alloc(sizeof(route));
             *h->req.publish = route;
             memset(&route, 0, sizeof(route));
             h->state = READ_BODY; /* an empty body is published by process() at once */
-            h->chunked = rq->body == H1_BODY_CHUNKED;
-            h->body_left = rq->body == H1_BODY_LENGTH ? rq->content_length : 0;
-            if (h->chunked)
-                h1_chunked_init(&h->dechunk, max);
             if (rq->expect_continue)
                 buf_append(h->io.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         }
@@ -261,52 +390,60 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
     http_route_dispose(&route);
 }
 
-/* Consumes body bytes from in; publishes and answers when the body is complete. */
+/*
+ * Consumes body bytes from in: a publish's into req.body, published and
+ * answered when complete; any other is dropped where it lies (decoded in
+ * place). ERR_PROTO when the body is malformed or too large: then the
+ * connection stops reading.
+ */
 static int read_body(struct http1 *h)
 {
-    size_t used = 0;
-    bool done;
-    if (h->chunked) {
-        size_t produced = 0;
-        char *out = (char *)buf_reserve(&h->req.body, buf_pending(&h->in));
-        int rc = h1_chunked_decode(&h->dechunk, (const char *)h->in.data + h->in.off,
-                                   buf_pending(&h->in), &used, out, &produced);
-        h->req.body.len += produced;
-        if (rc == ERR_PROTO || rc == ERR_LIMIT) {
-            h->keep_alive = false;
-            respond_text(h, h->dechunk.status, h->dechunk.reason);
-            return ERR_PROTO;
-        }
-        done = rc == 0;
-    } else {
-        used = buf_pending(&h->in) < h->body_left ? buf_pending(&h->in) : (size_t)h->body_left;
-        buf_append(&h->req.body, h->in.data + h->in.off, used);
-        h->body_left -= used;
-        done = h->body_left == 0;
-    }
+    char *in = (char *)h->in.data + h->in.off;
+    size_t avail = buf_pending(&h->in), used = 0, made = 0;
+    char *out = h->body_keep ? (char *)buf_reserve(&h->req.body, avail) : in;
+    int rc = h1_body_read(&h->body, in, avail, &used, out, &made);
+    if (h->body_keep)
+        h->req.body.len += made;
     buf_consume(&h->in, used);
-    if (done) {
-        const char *text;
-        int status = session_publish(&h->req, h->io.env, &text);
-        respond_text(h, status, text);
+    if (rc == ERR_AGAIN)
+        return 0;
+    h->body_active = false;
+    if (rc == 0) {
+        if (h->body_keep) {
+            const char *text;
+            int status = session_publish(&h->req, h->io.env, &text);
+            respond_text(h, status, text);
+        }
+        return 0;
     }
-    return 0;
+    if (h->body_keep) {
+        h->keep_alive = false;
+        h->drop_input = true;
+        respond_text(h, h->body.status, h->body.reason);
+    } else {
+        /* The response may be out already; the connection cannot go on. */
+        stop_reading(h, h->body.reason);
+    }
+    return ERR_PROTO;
 }
 
 /* Serves what is buffered in `in` as far as it goes. */
 static int process(struct http1 *h)
 {
-    while (!h->close) {
+    while (!h->close && !h->drop_input) {
+        /* A body first, even under a response in progress: it is never a request. */
+        if (h->body_active) {
+            if (read_body(h) != 0 || h->body_active)
+                return 0;
+            continue;
+        }
         if (h->state == STREAM) {
             /* Pipelined requests wait for the stream or poll to end; a bounded few. */
             return buf_pending(&h->in) > IGNORED_INPUT_MAX ? ERR_PROTO : 0;
         }
-        if (h->state == READ_BODY) {
-            bool more = h->chunked || h->body_left > 0;
-            if ((more && buf_pending(&h->in) == 0) || read_body(h) != 0)
-                return 0;
-            continue;
-        }
+        /* Back-pressure: the next request waits until output drains (http1_fill). */
+        if (h->rest || buf_pending(h->io.out) >= h->io.out_max)
+            return 0;
         if (buf_pending(&h->in) == 0)
             return 0;
         struct h1_request rq;
@@ -318,12 +455,17 @@ static int process(struct http1 *h)
             session_req_init(&h->req);
             h->active = true;
             h->keep_alive = false;
+            h->drop_input = true;
             session_req_ensure_id(&h->req);
             respond_text(h, h->parser.status, h->parser.reason);
             return 0;
         }
+        /* start_request() copies what it keeps of the head: the bytes can go after it. */
+        size_t head_len = rq.head_len;
         start_request(h, &rq);
-        buf_consume(&h->in, rq.head_len);
+        buf_consume(&h->in, head_len);
+        if (h->drop_input)
+            buf_consume(&h->in, buf_pending(&h->in));
     }
     return 0;
 }
@@ -345,22 +487,35 @@ void http1_free(struct http1 *h)
     if (h->active)
         session_req_dispose(&h->req, "http/1.1", h->io.peer);
     buf_dispose(&h->in);
+    free(h->rest);
     free(h);
 }
 
 int http1_recv(struct http1 *h, const uint8_t *data, size_t len)
 {
-    if (h->close)
+    /* After a body that was not read, nothing the client sends can be framed: dropped. */
+    if (h->close || h->drop_input)
         return 0;
-    /* Bounded: a head is at most H1_HEAD_MAX, a body is consumed as it arrives. */
+    /*
+     * Bounded: a head is at most H1_HEAD_MAX, a body is consumed as it
+     * arrives, and the connection stops reading while its output is full.
+     */
     buf_append(&h->in, data, len);
     return process(h);
 }
 
 int http1_fill(struct http1 *h)
 {
-    if (h->state != STREAM || !h->active)
+    if (h->rest) {
+        write_rest(h);
+        if (h->rest)
+            return 0;
+    }
+    if (h->state != STREAM || !h->active) {
+        /* Pipelined requests held back while output was full resume here. */
+        process(h);
         return 0;
+    }
     if (h->poll) {
         if (session_poll_ready(&h->req)) {
             answer_poll(h);
@@ -407,7 +562,13 @@ int http1_fill(struct http1 *h)
     }
 }
 
-bool http1_finished(const struct http1 *h) { return h->close; }
+bool http1_finished(const struct http1 *h) { return h->close && !h->rest; }
+
+bool http1_unread_input(const struct http1 *h)
+{
+    /* Also a body still being dropped when the connection ends (HTTP/1.0, Connection: close). */
+    return h->drop_input || h->body_active;
+}
 
 size_t http1_streams(const struct http1 *h) { return h->state == STREAM ? 1 : 0; }
 

@@ -139,6 +139,7 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"flood\"", offsetof(struct conn_stats, session.flood)},
         {"limit=\"reserved_subject\"", offsetof(struct conn_stats, session.reserved)},
         {"limit=\"host\"", offsetof(struct conn_stats, session.host)},
+        {"limit=\"unread_body\"", offsetof(struct conn_stats, session.unread_body)},
     };
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label,

@@ -7,8 +7,9 @@
  * "need more" (ERR_AGAIN), "done" (0, with the head's length so that a
  * pipelined request follows it) or an error carrying the status to answer
  * (400, 413, 414, 431, 501, 505) and a one-line reason. A request body is
- * read by the caller: Content-Length bytes as they are, or chunked through
- * h1_chunked_decode().
+ * read through h1_body_read() (Content-Length bytes as they are, or chunked
+ * through h1_chunked_decode()) whether the caller keeps it or drops it: the
+ * next request starts only where the body's framing ends.
  *
  * The parser keeps its place between calls (the start of the line it has
  * not finished and how far into that line it has looked), so a head that
@@ -213,6 +214,45 @@ void h1_chunked_init(struct h1_chunked *c, uint64_t body_max);
  */
 int h1_chunked_decode(struct h1_chunked *c, const char *in, size_t len, size_t *consumed, char *out,
                       size_t *produced);
+
+/*
+ * A request body being read, whatever its framing: Content-Length bytes as
+ * they are, or chunked through h1_chunked_decode(). The same reader serves
+ * a body that is kept (a publish) and one that is dropped (every other
+ * route), so that both end at the byte the framing says and the next
+ * request starts there, never inside a body. Embedded by its owner.
+ */
+struct h1_body_reader {
+    /* After ERR_PROTO or ERR_LIMIT: the status to answer and a static one-line reason. */
+    int status;
+    const char *reason;
+    uint64_t total; /* body bytes so far (decoded); <= body_max */
+    /* The rest is private. */
+    enum h1_body kind;
+    uint64_t left; /* H1_BODY_LENGTH: bytes still to come */
+    struct h1_chunked chunked;
+};
+
+/*
+ * Prepares b for the body of req (H1_BODY_NONE: an empty body). Returns 0,
+ * or ERR_LIMIT (b->status 413) when Content-Length is larger than body_max:
+ * then nothing of the body should be read, and the connection cannot go
+ * on after the response.
+ */
+int h1_body_reader_init(struct h1_body_reader *b, const struct h1_request *req,
+                        uint64_t body_max);
+
+/*
+ * Reads the next len bytes of the body from in, as h1_chunked_decode()
+ * does (out may be in itself, or a buffer with room for min(len, body_max -
+ * total) bytes). Returns 0 when the body is complete (the next request
+ * starts at in + *consumed; an empty body completes with len 0), ERR_AGAIN
+ * when all of in was used and more is needed, ERR_PROTO or ERR_LIMIT as
+ * h1_chunked_decode(). Calls after 0 or an error consume nothing and return
+ * the same result. Never calls back.
+ */
+int h1_body_read(struct h1_body_reader *b, const char *in, size_t len, size_t *consumed, char *out,
+                 size_t *produced);
 
 /* The reason phrase for status ("Bad Request"), or "Unknown" for one we never send. */
 const char *h1_status_text(int status);

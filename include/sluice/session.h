@@ -28,6 +28,7 @@ struct session_stats {
     atomic_uint_fast64_t flood;        /* connections cut for a frame flood or protocol abuse */
     atomic_uint_fast64_t reserved;     /* requests refused for a reserved NATS subject (403) */
     atomic_uint_fast64_t host;         /* requests refused for a foreign Host (421) */
+    atomic_uint_fast64_t unread_body;  /* HTTP/1.1 bodies not read (too large to drop…): closed */
 };
 
 /* What every session of one worker shares; borrowed for the session's life. */

@@ -407,7 +407,7 @@ class Nats:
 
 
 class NatsConn:
-    """A minimal NATS text-protocol publisher over a raw socket.
+    """A minimal NATS text-protocol publisher (and subscriber, sub()) over a raw socket.
 
     Fast for bulk: pub() only buffers; flush() sends everything followed by
     PING and waits for PONG, so on return the server has processed every
@@ -417,6 +417,8 @@ class NatsConn:
     def __init__(self, port, timeout=10):
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         self.sock.settimeout(timeout)
+        self.timeout = timeout
+        self.msgs = []  # (subject, payload) of subscribed messages, oldest first
         self.rbuf = b""
         info = self._line()
         expect(info.startswith(b"INFO "), "NATS greeting was %r" % info[:80])
@@ -451,10 +453,58 @@ class NatsConn:
             line = self._line()
             if line == b"PONG":
                 return
-            if line == b"PING":
-                self.sock.sendall(b"PONG\r\n")
-            elif line.startswith(b"-ERR"):
-                raise TestFailure("NATS said %r" % line)
+            self._other(line)
+
+    def _other(self, line):
+        """A line that is not the PONG being waited for: PING, an error, or a message."""
+        if line == b"PING":
+            self.sock.sendall(b"PONG\r\n")
+        elif line.startswith(b"-ERR"):
+            raise TestFailure("NATS said %r" % line)
+        elif line.startswith(b"MSG ") or line.startswith(b"HMSG "):
+            # MSG subject sid [reply] size / HMSG subject sid [reply] hdr_size total_size
+            parts = line.split()
+            size = int(parts[-1])
+            while len(self.rbuf) < size + 2:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise TestFailure("NATS closed the connection inside a message")
+                self.rbuf += chunk
+            data, self.rbuf = self.rbuf[:size], self.rbuf[size + 2:]
+            if line.startswith(b"HMSG "):
+                data = data[int(parts[-2]):]
+            self.msgs.append((parts[1].decode(), data))
+
+    def sub(self, subject, sid=1):
+        """Subscribes this connection to subject; messages collect in self.msgs as
+        (subject, payload) while flush() or wait_msg() read."""
+        self.out.append(b"SUB %s %d\r\n" % (subject.encode(), sid))
+        self.flush()
+
+    def wait_msg(self, payload, timeout=10):
+        """Reads until a message with exactly payload arrives (bounded); returns every
+        message received before it (a fence: what came ahead of a marker)."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, (_, data) in enumerate(self.msgs):
+                if data == payload:
+                    before, self.msgs = self.msgs[:i], self.msgs[i + 1:]
+                    return before
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TestFailure("NATS: no message %r within %.0f s; got %r"
+                                  % (payload, timeout, self.msgs[-5:]))
+            self.sock.settimeout(left)
+            try:
+                line = self._line()
+            except socket.timeout:
+                continue
+            finally:
+                self.sock.settimeout(self.timeout)
+            if line != b"PONG":
+                self._other(line)
 
     def close(self):
         self.sock.close()

@@ -301,16 +301,18 @@ class Frame:
 
 
 class RawH2:
-    """One TLS connection speaking hand-built HTTP/2 (ALPN h2)."""
+    """One TLS connection speaking hand-built HTTP/2 (ALPN h2), or with plain=True
+    cleartext h2 with prior knowledge to the gateway's --listen-plain port."""
 
-    def __init__(self, gw, source=HOST, preface=True, settings=(), timeout=5):
+    def __init__(self, gw, source=HOST, preface=True, settings=(), timeout=5, plain=False):
         self.gw = gw
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         raw.settimeout(timeout)
         if source != HOST:
             raw.bind((source, 0))
-        raw.connect((HOST, gw.port))
-        self.sock = h.tls_context(gw).wrap_socket(raw, server_hostname="localhost")
+        raw.connect((HOST, gw.plain_port if plain else gw.port))
+        self.sock = raw if plain else h.tls_context(gw).wrap_socket(raw,
+                                                                     server_hostname="localhost")
         self.timeout = timeout
         self.rbuf = b""
         self.frames = []
@@ -358,7 +360,7 @@ class RawH2:
         deadline = time.monotonic() + timeout
         while not self.closed:
             left = deadline - time.monotonic()
-            if self.sock.pending() == 0:
+            if getattr(self.sock, "pending", lambda: 0)() == 0:
                 try:
                     r, _, _ = select.select([self.sock], [], [], max(left, 0))
                 except (OSError, ValueError):

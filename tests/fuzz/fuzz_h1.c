@@ -12,11 +12,22 @@
  *     the result of feeding them at once; the bytes not yet "received" are
  *     poisoned, so even a read inside the buffer but past len is caught;
  *   - the chunked decoder agrees with itself the same way, in place too,
- *     never writes more than it reads, and stays within the body limit.
+ *     never writes more than it reads, and stays within the body limit;
+ *   - a connection's worth of pipelined requests, heads and bodies read the
+ *     way the HTTP/1.1 front end reads them (every body through
+ *     h1_body_read, dropped in place, before the next head): the requests
+ *     found, where they start and where their bodies end, are the same
+ *     whatever pieces the bytes arrive in, and no request starts inside
+ *     the bytes of a head or a body before it;
+ *   - a head from the input followed by a body framed as it declares
+ *     (content made of the rest of the input, which may itself look like
+ *     requests) and then "GET /second": exactly two requests are found, and
+ *     the second is /second (request smuggling through a body).
  */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,6 +279,193 @@ static void fuzz_chunked(const char *in, size_t size, uint8_t flags)
     free(buf);
 }
 
+/* Bytes of a body the simulated connection reads and drops; as HTTP1_DISCARD_MAX. */
+#define DISCARD_MAX 65536
+#define REQUESTS_MAX 64
+
+struct pipeline {
+    size_t n;                    /* requests found */
+    size_t start[REQUESTS_MAX];  /* stream offset of each head */
+    size_t end[REQUESTS_MAX];    /* stream offset after its body */
+    bool second[REQUESTS_MAX];   /* its target is "/second" */
+    int last;                    /* how the stream ended: ERR_AGAIN, or the error */
+};
+
+/*
+ * Reads stream[0..size) as one connection, in pieces (step 0: at once),
+ * the way src/http1.c does: a growing input buffer, each head parsed from
+ * its start, each body read through h1_body_read and dropped in place
+ * before the next head is looked at. Stops at the first error, or at a
+ * body too large to drop (the front end closes the connection there).
+ */
+static void pipeline(const char *stream, size_t size, uint32_t seed, bool one_byte,
+                     struct pipeline *out)
+{
+    char *in = malloc(size ? size : 1);
+    if (!in)
+        abort();
+    size_t off = 0, len = 0, at = 0; /* in[off..len) pending; at: stream offset of in[off] */
+    struct h1_parser p;
+    struct h1_body_reader body;
+    bool in_body = false;
+    int rc = ERR_AGAIN;
+    h1_parser_init(&p, NULL);
+    memset(out, 0, sizeof(*out));
+    size_t fed = 0;
+    while (fed < size || rc != ERR_AGAIN) {
+        if (rc == ERR_AGAIN) {
+            size_t step = size - fed;
+            if (one_byte) {
+                step = 1;
+            } else if (seed) {
+                seed = seed * 1103515245u + 12345u;
+                step = 1 + (seed >> 16) % 300;
+            }
+            if (step > size - fed)
+                step = size - fed;
+            /* The front end's buffer moves what is pending to its start. */
+            if (off) {
+                memmove(in, in + off, len - off);
+                len -= off;
+                off = 0;
+            }
+            memcpy(in + len, stream + fed, step);
+            len += step;
+            fed += step;
+        }
+        if (in_body) {
+            size_t used = 0, made = 0;
+            rc = h1_body_read(&body, in + off, len - off, &used, in + off, &made);
+            CHECK(used <= len - off && made <= used);
+            off += used;
+            at += used;
+            if (rc == ERR_AGAIN)
+                continue;
+            if (rc != 0)
+                break;
+            in_body = false;
+            out->end[out->n - 1] = at;
+            h1_parser_init(&p, NULL);
+            rc = len > off ? 0 : ERR_AGAIN;
+            continue;
+        }
+        struct h1_request rq;
+        rc = h1_parse(&p, in + off, len - off, &rq);
+        if (rc == ERR_AGAIN)
+            continue;
+        if (rc != 0 || out->n == REQUESTS_MAX)
+            break;
+        out->start[out->n] = at;
+        out->second[out->n] = rq.target.len == 7 && memcmp(rq.target.p, "/second", 7) == 0;
+        out->n++;
+        off += rq.head_len;
+        at += rq.head_len;
+        if (h1_body_reader_init(&body, &rq, DISCARD_MAX) != 0) {
+            rc = ERR_LIMIT;
+            break;
+        }
+        in_body = true;
+        rc = 0; /* go on with what is buffered, even nothing: an empty body completes */
+    }
+    out->last = rc;
+    free(in);
+}
+
+static void check_pipeline(const struct pipeline *a, size_t size)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        /* Each request starts where the one before it ended, never inside its bytes. */
+        CHECK(a->start[i] < size);
+        if (i > 0)
+            CHECK(a->start[i] >= a->end[i - 1] && a->end[i - 1] > a->start[i - 1]);
+        if (i + 1 < a->n)
+            CHECK(a->end[i] > a->start[i] && a->end[i] <= a->start[i + 1]);
+    }
+}
+
+static bool same_pipeline(const struct pipeline *a, const struct pipeline *b)
+{
+    if (a->n != b->n || a->last != b->last)
+        return false;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->start[i] != b->start[i] || a->second[i] != b->second[i])
+            return false;
+        /* The last request's body may be unfinished: its end is unset then. */
+        if (i + 1 < a->n && a->end[i] != b->end[i])
+            return false;
+    }
+    return true;
+}
+
+static void fuzz_pipeline(const char *buf, size_t size)
+{
+    struct pipeline once, other;
+    pipeline(buf, size, 0, false, &once);
+    check_pipeline(&once, size);
+    if (size <= 8192) { /* byte by byte: the cost of a long input is not worth it */
+        pipeline(buf, size, 0, true, &other);
+        CHECK(same_pipeline(&once, &other));
+    }
+    pipeline(buf, size, (uint32_t)size | 1, false, &other);
+    CHECK(same_pipeline(&once, &other));
+}
+
+static const char SECOND[] = "GET /second HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/*
+ * head (a parsed request with a body), then a body framed as it declares,
+ * made of content (the rest of the input, repeated as needed), then
+ * SECOND: a connection must find exactly the head's request and /second.
+ */
+static void fuzz_framed(const char *buf, const struct h1_request *rq, const char *content,
+                        size_t clen, uint8_t flags)
+{
+    if (rq->body == H1_BODY_NONE || rq->expect_continue)
+        return;
+    if (rq->body == H1_BODY_LENGTH && rq->content_length > DISCARD_MAX)
+        return;
+    size_t body_len = rq->body == H1_BODY_LENGTH ? (size_t)rq->content_length : clen;
+    /* Chunked framing: at most 10 bytes of size line and CRLF per data byte, plus the end. */
+    size_t cap = rq->head_len + (rq->body == H1_BODY_CHUNKED ? 12 * body_len + 16 : body_len) +
+                 sizeof(SECOND);
+    char *s = malloc(cap);
+    if (!s)
+        abort();
+    memcpy(s, buf, rq->head_len);
+    size_t n = rq->head_len;
+    if (rq->body == H1_BODY_LENGTH) {
+        for (size_t i = 0; i < body_len; i++)
+            s[n++] = clen ? content[i % clen] : 'x';
+    } else {
+        /* Chunks of sizes from the flags: 1, 2, 7 or 300 bytes, the last one shorter. */
+        static const size_t sizes[4] = {1, 2, 7, 300};
+        size_t piece = sizes[(flags >> 3) & 3];
+        for (size_t i = 0; i < body_len; i += piece) {
+            size_t k = body_len - i < piece ? body_len - i : piece;
+            n += (size_t)snprintf(s + n, cap - n, "%zx\r\n", k);
+            memcpy(s + n, content + i, k);
+            n += k;
+            s[n++] = '\r';
+            s[n++] = '\n';
+        }
+        memcpy(s + n, "0\r\n\r\n", 5);
+        n += 5;
+    }
+    memcpy(s + n, SECOND, sizeof(SECOND) - 1);
+    n += sizeof(SECOND) - 1;
+    CHECK(n <= cap);
+
+    struct pipeline a, b;
+    pipeline(s, n, 0, false, &a);
+    check_pipeline(&a, n);
+    /* The body cannot be too large to read here, so both requests are found, no more. */
+    CHECK(a.n == 2 && !a.second[0] && a.second[1]);
+    CHECK(a.start[1] == n - (sizeof(SECOND) - 1));
+    pipeline(s, n, (uint32_t)n | 1, false, &b);
+    CHECK(same_pipeline(&a, &b));
+    free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 65536)
@@ -285,6 +483,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_chunked(buf + head.req.head_len, size - head.req.head_len, flags);
     else
         fuzz_chunked(buf, size, flags);
+
+    fuzz_pipeline(buf, size);
+    if (head.rc == 0 && !(flags & 1))
+        fuzz_framed(buf, &head.req, buf + head.req.head_len, size - head.req.head_len, flags);
 
     /* The response formatter never lets a value split the head. */
     if (head.rc == 0 && head.req.nheaders > 0) {

@@ -1079,6 +1079,63 @@ static void test_chunked_last_chunk_then_next_request(void **state)
     check_decode_n(in, sizeof(in) - 1, 100, "abc", 3, sizeof("3\r\nabc\r\n0\r\n\r\n") - 1);
 }
 
+/* A body read and dropped in place, whatever its framing, ends where the next request starts. */
+static void check_body_then_next(const char *in, size_t body_bytes, uint64_t want_total)
+{
+    size_t n = strlen(in);
+    struct h1_request req = parse_ok_n(in, n);
+    char *buf = strdup(in);
+    assert_non_null(buf);
+    struct h1_body_reader b;
+    assert_int_equal(h1_body_reader_init(&b, &req, 65536), 0);
+    size_t used = 0, made = 0;
+    /* In two calls: one byte, then the rest; dropped in place. */
+    size_t at = req.head_len;
+    int rc = h1_body_read(&b, buf + at, n - at > 0 ? 1 : 0, &used, buf + at, &made);
+    at += used;
+    if (rc == ERR_AGAIN) {
+        rc = h1_body_read(&b, buf + at, n - at, &used, buf + at, &made);
+        at += used;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(at, req.head_len + body_bytes);
+    assert_int_equal(b.total, want_total);
+    assert_memory_equal(in + at, "GET /next", 9);
+    free(buf);
+}
+
+static void test_body_reader_drops_to_the_next_request(void **state)
+{
+    (void)state;
+    check_body_then_next("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 39\r\n\r\n"
+                         "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n"
+                         "GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+                         39, 39);
+    check_body_then_next("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "23\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n"
+                         "GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+                         sizeof("23\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n") - 1,
+                         35);
+    /* No body: nothing is read, even with nothing to read. */
+    check_body_then_next("GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+                         0, 0);
+}
+
+static void test_body_reader_refuses_a_length_over_the_limit(void **state)
+{
+    (void)state;
+    static const char in[] = "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\nabc";
+    struct h1_request req = parse_ok_n(in, sizeof(in) - 1);
+    struct h1_body_reader b;
+    assert_int_equal(h1_body_reader_init(&b, &req, 65536), ERR_LIMIT);
+    assert_int_equal(b.status, 413);
+    char out[4];
+    size_t used = 9, made = 9;
+    assert_int_equal(h1_body_read(&b, "abc", 3, &used, out, &made), ERR_LIMIT);
+    assert_int_equal(used, 0);
+    assert_int_equal(made, 0);
+}
+
 static void test_chunked_invalid_size(void **state)
 {
     (void)state;
@@ -1293,6 +1350,8 @@ int main(void)
         cmocka_unit_test(test_chunked_trailers),
         cmocka_unit_test(test_chunked_last_chunk_then_next_request),
         cmocka_unit_test(test_chunked_invalid_size),
+        cmocka_unit_test(test_body_reader_drops_to_the_next_request),
+        cmocka_unit_test(test_body_reader_refuses_a_length_over_the_limit),
         cmocka_unit_test(test_chunked_overflow),
         cmocka_unit_test(test_chunked_missing_crlf_after_data),
         cmocka_unit_test(test_chunked_body_limit),
