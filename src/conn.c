@@ -38,6 +38,7 @@
 #include "sluice/buf.h"
 #include "sluice/config.h"
 #include "sluice/guard.h"
+#include "sluice/h1.h"
 #include "sluice/http1.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -219,22 +220,58 @@ static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LINE_LEN 14 /* "PRI * HTTP/2.0" */
 
 /*
+ * Whether a cleartext client's first line is an HTTP/1.x request line, by
+ * its version token: 1 yes, 0 no, -1 not complete yet. A line longer than
+ * HTTP/1.1 allows is left to its parser (414).
+ */
+static int http1_first_line(const uint8_t *p, size_t n)
+{
+    const uint8_t *lf = memchr(p, '\n', n);
+    if (!lf)
+        return n > H1_REQUEST_LINE_MAX ? 1 : -1;
+    size_t len = (size_t)(lf - p);
+    if (len && p[len - 1] == '\r')
+        len--;
+    static const char V[] = " HTTP/d.d";
+    if (len < sizeof(V) - 1)
+        return 0;
+    const uint8_t *v = p + len - (sizeof(V) - 1);
+    for (size_t i = 0; i < sizeof(V) - 1; i++) {
+        /* Any case: "http/1.1" is a (refused) HTTP/1.1 client, not an HTTP/2 one. */
+        uint8_t ch = v[i] >= 'a' && v[i] <= 'z' ? (uint8_t)(v[i] - 32) : v[i];
+        bool ok = V[i] == 'd' ? ch >= '0' && ch <= '9' : ch == (uint8_t)V[i];
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/*
  * Cleartext: buffers the first bytes until they are, or cannot be, the
  * start of the HTTP/2 client preface; then starts the session and feeds it
  * what was buffered. A client whose first bytes are the preface's request
  * line speaks HTTP/2 whatever follows: nghttp2 checks the rest, and a wrong
  * preface gets an HTTP/2 connection error (GOAWAY PROTOCOL_ERROR), not an
- * HTTP/1.1 answer it could not read.
+ * HTTP/1.1 answer it could not read. So does a client whose first line is
+ * no HTTP/1.x request line at all (h2spec's "INVALID CONNECTION PREFACE"):
+ * the listener's other protocol is h2, and a 400 would be unreadable to it.
+ * The wait for a whole first line is bounded by the first-request timeout.
  */
 static void sniff(struct conn *c, const uint8_t *data, size_t n)
 {
     buf_append(&c->sniff, data, n);
     size_t have = c->sniff.len;
     size_t cmp = have < PREFACE_LINE_LEN ? have : PREFACE_LINE_LEN;
-    bool match = memcmp(c->sniff.data, PREFACE, cmp) == 0;
-    if (match && have < PREFACE_LINE_LEN)
+    bool h2 = memcmp(c->sniff.data, PREFACE, cmp) == 0;
+    if (h2 && have < PREFACE_LINE_LEN)
         return;
-    start_session(c, match);
+    if (!h2) {
+        int h1 = http1_first_line(c->sniff.data, have);
+        if (h1 < 0)
+            return;
+        h2 = h1 == 0;
+    }
+    start_session(c, h2);
     if (sess_recv(c, c->sniff.data, c->sniff.len) != 0)
         close_conn(c, "protocol error");
     buf_dispose(&c->sniff);

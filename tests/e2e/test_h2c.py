@@ -154,6 +154,16 @@ def preface_detection(gw):
     expect(closed and not got.startswith(b"HTTP/") and b"\x00\x00\x08\x07\x00" in got,
            "a near-preface got %r (closed %s), expected SETTINGS, GOAWAY and a close"
            % (got[:80], closed))
+    # h2spec http2/3.5/2: a first line that is no HTTP/1.x request line is not an
+    # HTTP/1.1 client either; the listener's other protocol answers it (a 400 it
+    # could not read did not count as terminating the connection).
+    s = u.connect_plain(gw)
+    with s:
+        s.sendall(b"INVALID CONNECTION PREFACE\r\n\r\n")
+        got, closed = h.read_until_closed(s, 5)
+    expect(closed and not got.startswith(b"HTTP/") and b"\x00\x00\x08\x07\x00" in got,
+           "h2spec's invalid preface got %r (closed %s), expected SETTINGS, GOAWAY and a close"
+           % (got[:80], closed))
     r, closed = u.one(gw, b"PRI * HTTP/1.1\r\nHost: localhost\r\n\r\n")
     expect(r.status == 400 and closed, "PRI * HTTP/1.1: %d (closed %s), expected 400"
            % (r.status, closed))
