@@ -21,6 +21,7 @@
 #include "sluice/config.h"
 #include "sluice/cors.h"
 #include "sluice/err.h"
+#include "sluice/filecache.h"
 #include "sluice/h1.h"
 #include "sluice/http.h"
 #include "sluice/log.h"
@@ -35,7 +36,7 @@ enum state { READ_HEAD, READ_BODY, STREAM };
 
 struct http1 {
     struct session_io io;
-    struct stream_budget budget;
+    struct session_conn conn; /* bytes and subject patterns held by this connection */
     struct buf in;            /* received, not yet consumed */
     struct h1_parser parser;
     enum state state;
@@ -138,8 +139,10 @@ static void answer_poll(struct http1 *h)
 {
     struct buf json;
     buf_init(&json);
-    session_poll_answer(&h->req, &json);
-    respond_body(h, 200, "application/json", json.data, json.len, NULL);
+    if (session_poll_answer(&h->req, h->io.env, &json) == 0)
+        respond_body(h, 200, "application/json", json.data, json.len, NULL);
+    else
+        respond_text(h, 503, "too many bytes queued on this connection, retry");
     buf_dispose(&json);
 }
 
@@ -219,7 +222,14 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         }
     }
     if (route.kind == HTTP_EVENTS || route.kind == HTTP_POLL) {
-        session_open_stream(&h->req, h->io.env, &h->budget, &route, on_stream_wake, h, h->io.conn_id, 0);
+        const char *text;
+        status = session_open_stream(&h->req, h->io.env, &h->conn, &route, on_stream_wake, h,
+                                     h->io.conn_id, 0, &text);
+        if (status != 0) {
+            respond_text(h, status, text);
+            http_route_dispose(&route);
+            return;
+        }
         h->state = STREAM;
         h->poll = route.kind == HTTP_POLL;
         if (h->poll && session_poll_ready(&h->req))
@@ -227,13 +237,13 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         else if (!h->poll && stream_ready(h->req.stream))
             send_stream_head(h);
     } else if (route.kind == HTTP_FILE) {
-        char *body = NULL;
-        size_t len = 0;
-        if (session_file(h->io.env, route.file, &body, &len) == 0)
-            respond_body(h, 200, http_content_type(route.file), body, len, NULL);
+        struct filecache_entry *file = NULL;
+        int rc = session_file(h->io.env, route.file, &file);
+        if (rc == 0)
+            respond_body(h, 200, http_content_type(route.file), file->data, file->len, NULL);
         else
-            respond_text(h, 404, "not found");
-        free(body);
+            respond_text(h, rc == ERR_AGAIN ? 503 : 404, rc == ERR_AGAIN ? "busy, retry" : "not found");
+        filecache_unref(h->io.env->files, file);
     } else if (route.kind == HTTP_PUBLISH) {
         uint64_t max = h->io.env->cfg->max_publish_bytes;
         if (rq->body == H1_BODY_LENGTH && rq->content_length > max) {
@@ -328,7 +338,7 @@ struct http1 *http1_new(const struct session_io *io)
 {
     struct http1 *h = mem_calloc(1, sizeof(*h));
     h->io = *io;
-    h->budget.max = io->env->cfg->conn_queue_bytes;
+    session_conn_init(&h->conn, io->env, io->conn_id);
     buf_init(&h->in);
     h1_parser_init(&h->parser, NULL);
     return h;
@@ -340,6 +350,7 @@ void http1_free(struct http1 *h)
         return;
     if (h->active)
         session_req_dispose(&h->req, "http/1.1", h->io.peer);
+    session_conn_dispose(&h->conn);
     buf_dispose(&h->in);
     free(h);
 }

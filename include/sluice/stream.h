@@ -65,6 +65,18 @@ struct stream_budget {
     size_t max;
 };
 
+/*
+ * Charges n bytes of a private response or request body to a connection
+ * and its worker together, or to neither: false when either would pass
+ * its max, unless force (a few bytes that must go, such as an error text).
+ */
+bool stream_budget_take(struct stream_budget *conn, struct stream_budget *worker, size_t n,
+                        bool force);
+/* Gives back n bytes taken by stream_budget_take(). */
+void stream_budget_give(struct stream_budget *conn, struct stream_budget *worker, size_t n);
+/* Bytes both can still take. */
+size_t stream_budget_room(const struct stream_budget *conn, const struct stream_budget *worker);
+
 /* Counters a worker's streams keep; one writer, read from any thread. */
 struct stream_stats {
     atomic_uint_fast64_t open;            /* gauge */
@@ -117,8 +129,9 @@ struct stream_params {
 
 /*
  * A new stream with `retry:`, any reset and replay queued, joined to its
- * subjects. If joining fails (NATS closed) the stream is returned already
- * ending with STREAM_END_UNAVAILABLE. Never calls wake from inside.
+ * subjects. If joining fails the stream is returned already ending:
+ * STREAM_END_LIMIT when the process holds max-subscriptions patterns all
+ * watched, else (NATS closed) STREAM_END_UNAVAILABLE. Never calls wake from inside.
  */
 struct stream *stream_new(const struct stream_params *p);
 /* Leaves the fanout and drops every queued reference. NULL is a no-op. */
