@@ -374,6 +374,7 @@ class H2Conn:
         self.next_id = 1
         self._out = []
         self._stop = False
+        self._posting = 0
         # What the server lets us send (request bodies): its SETTINGS and WINDOW_UPDATEs.
         self.send_window = 65535
         self.peer_initial_window = 65535
@@ -435,6 +436,14 @@ class H2Conn:
             block = hpack_request("POST", path, self.authority, headers)
             self._out.append(_frame(HEADERS, FLAG_END_HEADERS, sid, block))
         view = memoryview(body)
+        self._posting += 1  # the reader thread then polls fast, to send as windows open
+        try:
+            return self._post_body(s, view, end, timeout)
+        finally:
+            self._posting -= 1
+
+    def _post_body(self, s, view, end, timeout):
+        sid = s.id
         while True:
             with self.cond:
                 n = min(len(view), 16384, self.send_window, s.send_window)
@@ -478,6 +487,7 @@ class H2Conn:
                 if self.paused.is_set():
                     time.sleep(0.02)
                     continue
+                self.sock.settimeout(0.002 if self._posting else 0.05)
                 try:
                     chunk = self.sock.recv(65536)
                 except (socket.timeout, ssl.SSLWantReadError):
