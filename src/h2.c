@@ -90,7 +90,15 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     if (!has_room(h2, 9 + length))
         return NGHTTP2_ERR_WOULDBLOCK;
     buf_append(h2->io.out, framehd, 9);
-    stream_copy(r->s.stream, buf_reserve(h2->io.out, length), length);
+    uint8_t *dst = buf_reserve(h2->io.out, length);
+    if (r->s.stream && !r->poll) {
+        stream_copy(r->s.stream, dst, length);
+    } else {
+        /* A plain body (on_read_text): written straight from the shared file or our text. */
+        memcpy(dst, (r->file ? r->file->data : r->text) + r->text_off, length);
+        r->text_off += length;
+        r->s.body_bytes = r->text_off;
+    }
     h2->io.out->len += length;
     return 0;
 }
@@ -120,14 +128,15 @@ static ssize_t on_read_text(nghttp2_session *session, int32_t id, uint8_t *buf, 
     (void)session;
     (void)id;
     (void)user;
+    (void)buf;
     struct req *r = source->ptr;
     size_t n = r->text_len - r->text_off;
     if (n > length)
         n = length;
-    memcpy(buf, (r->file ? r->file->data : r->text) + r->text_off, n);
-    r->text_off += n;
-    r->s.body_bytes = r->text_off;
-    if (r->text_off == r->text_len)
+    /* Copied by on_send_data once the frame goes out: no copy into nghttp2's buffer. */
+    if (n)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (r->text_off + n == r->text_len)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
