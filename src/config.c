@@ -70,7 +70,7 @@ static const struct key keys[] = {
     INT("max-subscriptions", max_subscriptions, 0, 1 << 26),
     INT("subscribe-rate", subscribe_rate, 1, 1000000),
     SIZE("max-poll-bytes", max_poll_bytes, 1024, 1L << 30),
-    SIZE("file-cache-bytes", file_cache_bytes, 0, 1L << 34),
+    SIZE("file-cache-bytes", file_cache_bytes, 65536, 1L << 34),
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
     INT("retry-ms", retry_ms, 100, 3600000),
     INT("retry-jitter-pct", retry_jitter_pct, 0, 100),

@@ -1,6 +1,16 @@
 /*
  * session: what the protocol front ends (h2, http1) share — the worker's
  * environment they serve requests in, and the limits they count.
+ *
+ * What one connection holds is counted in its session_conn, whatever the
+ * protocol: the distinct subject patterns of its open streams
+ * (max-subjects-per-connection), the patterns new to the process it may
+ * subscribe per second (subscribe-rate), and the bytes of private bodies
+ * (poll answers, texts, publish bodies being received), charged with live
+ * stream bytes to conn-queue-bytes and the worker's share of
+ * process-queue-bytes. A request charges its connection and gives all
+ * back when it is disposed, so a connection's counts are exactly what its
+ * open requests hold.
  */
 #ifndef SLUICE_SESSION_H
 #define SLUICE_SESSION_H

@@ -27,7 +27,11 @@
  * never an HTTP error, because an EventSource that sees one stops
  * reconnecting. A replay's bodies are shared with history or with one
  * JetStream replay batch; what a stream adds per replayed event is its
- * queue slot and id line, charged to the worker cap only. A replay the
+ * queue slot and id line, charged to the worker cap only. The connection
+ * and worker budgets are shared with the private bodies of plain
+ * responses and request bodies (session_charge()), so that those and
+ * live events together stay under conn-queue-bytes and
+ * process-queue-bytes. A replay the
  * worker cap cannot take whole is refused with `event: reset`
  * (replay-limit), and the stream goes live.
  */
