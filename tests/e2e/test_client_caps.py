@@ -16,6 +16,8 @@ is named after what broke:
                       beyond, exactly the excess) and subscribe 20 patterns
                       new to the process per second (429 beyond); joining
                       patterns the process already holds costs no token.
+                      One connection churning fresh subjects meets both,
+                      and cancelling streams gives their patterns back.
   churn               connections churning fresh subjects keep the process
                       at its cap (sluice_nats_subscriptions and nats-server
                       agree) by evicting lingering ones, while a legitimate
@@ -193,7 +195,44 @@ def connection_caps(nats, gw):
     expect(hits(gw, "subscribe_rate") - before == len(refused),
            "limit=subscribe_rate counted %d, refused %d"
            % (hits(gw, "subscribe_rate") - before, len(refused)))
-    return [c, c2]
+    c2.close()
+    return [c, one_connection_churn(gw)]
+
+
+def one_connection_churn(gw):
+    """One connection churning fresh subjects meets both caps, and closing streams gives back."""
+    c = ou.H2Conn(gw)
+    k = [0]
+
+    def fresh(n):
+        k[0] += n
+        return open_all(c, ["one.%d" % i for i in range(k[0] - n, k[0])])
+
+    rate0, conn0 = hits(gw, "subscribe_rate"), hits(gw, "subjects_per_connection")
+    first = fresh(30)  # burst 20: the rest are 429
+    held = [s for s in first if started(s)]
+    expect(20 <= len(held) <= 22 and all(REFUSED_RATE in s.body for s in first
+                                         if not started(s)), "30 fresh at once: %r" % first[:3])
+    # The bucket refills at 20/s; the connection fills up to 40 patterns.
+    while len(held) < 40:
+        time.sleep(0.3)
+        held += [s for s in fresh(40 - len(held)) if started(s)]
+    rate_hits = hits(gw, "subscribe_rate") - rate0
+    time.sleep(1.1)  # a full bucket again: what follows is the pattern cap alone
+    over = fresh(5)
+    expect(all(REFUSED_CONN in s.body for s in over),
+           "fresh patterns past 40 held on one connection: %r" % over)
+    expect(hits(gw, "subjects_per_connection") - conn0 == 5
+           and hits(gw, "subscribe_rate") - rate0 == rate_hits,
+           "the pattern cap's refusals were not counted as such")
+    # Streams that end give their patterns back.
+    for s in held[:5]:
+        c.cancel(s)
+    h.wait_until(lambda: all(started(s) for s in fresh(1)), 10,
+                 "a fresh pattern to be admitted once 5 streams were cancelled")
+    h.log("one_connection_churn: 429 x%d, then 403 x5 at 40 patterns, admitted again after "
+          "cancels" % rate_hits)
+    return c
 
 
 def churn(nats, gw, cap):
