@@ -20,9 +20,9 @@
 
 struct entry {
     struct filecache_entry pub;
-    struct list lru;       /* c->unused while refs == 0 and current */
+    struct list lru; /* c->unused while refs == 0 and current */
     unsigned refs;
-    bool current;          /* in c->by_path */
+    bool current; /* in c->by_path */
     char *path;
     dev_t dev;
     ino_t ino;

@@ -241,8 +241,10 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         int rc = session_file(h->io.env, route.file, &file);
         if (rc == 0)
             respond_body(h, 200, http_content_type(route.file), file->data, file->len, NULL);
+        else if (rc == ERR_AGAIN)
+            respond_text(h, 503, "busy, retry");
         else
-            respond_text(h, rc == ERR_AGAIN ? 503 : 404, rc == ERR_AGAIN ? "busy, retry" : "not found");
+            respond_text(h, 404, "not found");
         filecache_unref(h->io.env->files, file);
     } else if (route.kind == HTTP_PUBLISH) {
         uint64_t max = h->io.env->cfg->max_publish_bytes;
