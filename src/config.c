@@ -112,7 +112,7 @@ static const char USAGE[] =
     "                           is evicted; 0 = no cap (default 100000)\n"
     "  --subscribe-rate N       subject patterns new to the process that one connection\n"
     "                           may subscribe per second, burst the same; beyond, 429\n"
-    "                           (default 100)\n"
+    "                           (default 256)\n"
     "  --max-poll-bytes N       JSON bytes of one /poll answer; the rest follows `next`\n"
     "                           (default 1048576)\n"
     "  --file-cache-bytes N     static file bytes each worker shares between responses\n"
@@ -199,7 +199,7 @@ void config_init(struct config *c)
     c->max_subjects = 16;
     c->max_subjects_per_connection = 1024;
     c->max_subscriptions = 100000;
-    c->subscribe_rate = 100;
+    c->subscribe_rate = 256;
     c->max_poll_bytes = 1024 * 1024;
     c->file_cache_bytes = 8 * 1024 * 1024;
     c->heartbeat_ms = 15000;
