@@ -130,6 +130,9 @@ struct bus {
     atomic_uint_fast64_t reconnects;
     atomic_uint_fast64_t messages;
     atomic_uint_fast64_t reserved_dropped; /* reserved subjects a wildcard matched */
+    atomic_uint_fast64_t subs_evicted; /* lingering subscriptions dropped early at max_subs */
+    atomic_uint_fast64_t subs_refused; /* subscriptions refused at max_subs, nothing to evict */
+    int64_t cap_logged_ms;             /* last max_subs log line; under lock */
     atomic_bool closing; /* bus_free() has begun: disconnects are expected */
 };
 
@@ -1094,6 +1097,27 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
     size_t plen = strlen(pattern);
     pthread_mutex_lock(&bus->lock);
     struct bus_sub *bs = map_get(bus->subs, pattern, plen);
+    if (!bs && bus->p.max_subs && map_count(bus->subs) >= bus->p.max_subs) {
+        /*
+         * Full: the subscription that lapsed longest ago makes room (the
+         * idle list is in lapse order, so its head is the least recently
+         * used); one that somebody watches is never taken away.
+         */
+        bool none = list_empty(&bus->idle);
+        int64_t now = now_ms();
+        if (now - bus->cap_logged_ms >= 1000) { /* a churn storm logs once a second */
+            bus->cap_logged_ms = now;
+            log_warn("nats: %zu subscriptions (max-subscriptions): %s", bus->p.max_subs,
+                     none ? "refusing new subject patterns" : "evicting lingering ones");
+        }
+        if (none) {
+            atomic_fetch_add(&bus->subs_refused, 1);
+            rc = ERR_LIMIT;
+            goto out;
+        }
+        atomic_fetch_add(&bus->subs_evicted, 1);
+        drop_sub(bus, container_of(bus->idle.next, struct bus_sub, idle_node));
+    }
     if (!bs) {
         bs = mem_calloc(1, sizeof(*bs) + bus->p.nworkers * sizeof(bs->counts[0]));
         bs->bus = bus;
@@ -1280,6 +1304,14 @@ void bus_sweep(struct bus *bus)
 
 bool bus_connected(const struct bus *bus) { return atomic_load(&bus->connected); }
 
+bool bus_subscribed(struct bus *bus, const char *pattern)
+{
+    pthread_mutex_lock(&bus->lock);
+    bool found = map_get(bus->subs, pattern, strlen(pattern)) != NULL;
+    pthread_mutex_unlock(&bus->lock);
+    return found;
+}
+
 size_t bus_subscriptions(struct bus *bus)
 {
     pthread_mutex_lock(&bus->lock);
@@ -1296,6 +1328,8 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     out->reserved_dropped = atomic_load(&bus->reserved_dropped);
     out->subscriptions = bus_subscriptions(bus);
     out->history_bytes = atomic_load(&bus->budget.used);
+    out->subs_evicted = atomic_load(&bus->subs_evicted);
+    out->subs_refused = atomic_load(&bus->subs_refused);
     out->replays = atomic_load(&bus->replays);
     out->replay_requests = atomic_load(&bus->replay_requests);
     out->replays_active = atomic_load(&bus->replays_active);

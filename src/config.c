@@ -70,6 +70,11 @@ static const struct key keys[] = {
     INT("workers", workers, 0, 64),
     INT("max-streams", max_streams, 1, 1 << 20),
     INT("max-subjects", max_subjects, 1, 64),
+    INT("max-subjects-per-connection", max_subjects_per_connection, 1, 1 << 24),
+    INT("max-subscriptions", max_subscriptions, 0, 1 << 26),
+    INT("subscribe-rate", subscribe_rate, 1, 1000000),
+    SIZE("max-poll-bytes", max_poll_bytes, 1024, 1L << 30),
+    SIZE("file-cache-bytes", file_cache_bytes, 65536, 1L << 34),
     INT("heartbeat-ms", heartbeat_ms, 100, 3600000),
     INT("retry-ms", retry_ms, 100, 3600000),
     INT("retry-jitter-pct", retry_jitter_pct, 0, 100),
@@ -104,6 +109,18 @@ static const char USAGE[] =
     "  --workers N              worker threads, 0 = one per core (default 0)\n"
     "  --max-streams N          concurrent streams per connection (default 4096)\n"
     "  --max-subjects N         subjects per stream or poll, 1-64 (default 16)\n"
+    "  --max-subjects-per-connection N  subject patterns held by the open streams and\n"
+    "                           polls of one connection; beyond, 403 (default 1024)\n"
+    "  --max-subscriptions N    distinct subject patterns the process holds, lingering\n"
+    "                           ones included; full, the longest-lapsed lingering one\n"
+    "                           is evicted; 0 = no cap (default 100000)\n"
+    "  --subscribe-rate N       subject patterns new to the process that one connection\n"
+    "                           may subscribe per second, burst the same; beyond, 429\n"
+    "                           (default 256)\n"
+    "  --max-poll-bytes N       JSON bytes of one /poll answer; the rest follows `next`\n"
+    "                           (default 1048576)\n"
+    "  --file-cache-bytes N     static file bytes each worker shares between responses\n"
+    "                           (default 8388608)\n"
     "  --heartbeat-ms N         idle heartbeat comment interval (default 15000)\n"
     "  --retry-ms N             retry: hint sent first on each stream (default 3000)\n"
     "  --retry-jitter-pct N     +- jitter on the retry hint, per stream (default 20)\n"
@@ -192,6 +209,11 @@ void config_init(struct config *c)
     c->ipv6_prefix_bits = 64;
     c->max_streams = 4096;
     c->max_subjects = 16;
+    c->max_subjects_per_connection = 1024;
+    c->max_subscriptions = 100000;
+    c->subscribe_rate = 256;
+    c->max_poll_bytes = 1024 * 1024;
+    c->file_cache_bytes = 8 * 1024 * 1024;
     c->heartbeat_ms = 15000;
     c->retry_ms = 3000;
     c->retry_jitter_pct = 20;
@@ -390,6 +412,12 @@ int config_check(const struct config *c, char *err, size_t errlen)
     const char *why = NULL;
     if (!subject_allow_list_valid(c->allow_subjects, &why)) {
         set_err(err, errlen, "allow-subjects '%s': %s", c->allow_subjects, why);
+        return ERR_INVALID;
+    }
+    /* Else one stream of max-subjects new patterns could never be admitted. */
+    if (c->max_subjects_per_connection < c->max_subjects || c->subscribe_rate < c->max_subjects) {
+        set_err(err, errlen, "max-subjects-per-connection and subscribe-rate must be at least "
+                             "max-subjects (%d)", c->max_subjects);
         return ERR_INVALID;
     }
     return 0;

@@ -73,8 +73,9 @@ int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link)
     if (!t) {
         uint64_t id = ++f->local_ids;
         bool confirmed = true;
-        if (f->bus && bus_subscribe(f->bus, f->worker, pattern, &id, &confirmed) != 0)
-            return ERR_NATS;
+        int rc = f->bus ? bus_subscribe(f->bus, f->worker, pattern, &id, &confirmed) : 0;
+        if (rc != 0)
+            return rc;
         t = mem_calloc(1, sizeof(*t));
         list_init(&t->links);
         t->sub_id = id;

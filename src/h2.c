@@ -26,6 +26,7 @@
 #include "sluice/config.h"
 #include "sluice/cors.h"
 #include "sluice/err.h"
+#include "sluice/filecache.h"
 #include "sluice/http.h"
 #include "sluice/list.h"
 #include "sluice/log.h"
@@ -42,7 +43,8 @@ struct req {
     bool poll;             /* a long-poll: answered once, as JSON */
     bool answered;         /* a response was submitted */
     char status[4];
-    char *text;            /* plain response body; text_off <= text_len */
+    char *text;            /* plain response body, owned; text_off <= text_len */
+    struct filecache_entry *file; /* or a shared static file body (then text is NULL) */
     size_t text_len, text_off;
 };
 
@@ -63,7 +65,7 @@ struct h2 {
     unsigned nskipped;            /* ranges in skipped; the oldest first */
     bool bad_preface;             /* the client's preface was wrong: its input is ignored */
     struct session_io io;
-    struct stream_budget budget; /* live bytes queued on this connection's streams */
+    struct session_conn conn;    /* bytes and subject patterns held by this connection */
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
     unsigned refused_in_row;     /* streams refused by the rate limit since one was taken */
@@ -102,7 +104,15 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     if (!has_room(h2, 9 + length))
         return NGHTTP2_ERR_WOULDBLOCK;
     buf_append(h2->io.out, framehd, 9);
-    stream_copy(r->s.stream, buf_reserve(h2->io.out, length), length);
+    uint8_t *dst = buf_reserve(h2->io.out, length);
+    if (r->s.stream && !r->poll) {
+        stream_copy(r->s.stream, dst, length);
+    } else {
+        /* A plain body (on_read_text): written straight from the shared file or our text. */
+        memcpy(dst, (r->file ? r->file->data : r->text) + r->text_off, length);
+        r->text_off += length;
+        r->s.body_bytes = r->text_off;
+    }
     h2->io.out->len += length;
     return 0;
 }
@@ -132,14 +142,15 @@ static ssize_t on_read_text(nghttp2_session *session, int32_t id, uint8_t *buf, 
     (void)session;
     (void)id;
     (void)user;
+    (void)buf;
     struct req *r = source->ptr;
     size_t n = r->text_len - r->text_off;
     if (n > length)
         n = length;
-    memcpy(buf, r->text + r->text_off, n);
-    r->text_off += n;
-    r->s.body_bytes = r->text_off;
-    if (r->text_off == r->text_len)
+    /* Copied by on_send_data once the frame goes out: no copy into nghttp2's buffer. */
+    if (n)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (r->text_off + n == r->text_len)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
@@ -193,6 +204,8 @@ static int respond_text_www(struct h2 *h2, struct req *r, int status, const char
                             const char *www)
 {
     size_t n = (size_t)snprintf(NULL, 0, "%s\n", text);
+    /* Charged, but never refused: one short line per stream, and max-streams bounds those. */
+    session_charge(&r->s, &h2->conn, n + 1, true);
     char *body = mem_alloc(n + 1);
     snprintf(body, n + 1, "%s\n", text);
     return respond_body(h2, r, status, "text/plain; charset=utf-8", body, n, www);
@@ -237,8 +250,11 @@ static int answer_poll(struct h2 *h2, struct req *r)
 {
     struct buf json;
     buf_init(&json);
-    session_poll_answer(&r->s, &json);
     r->waiting = false;
+    if (session_poll_answer(&r->s, h2->io.env, &json) != 0) {
+        buf_dispose(&json);
+        return respond_text(h2, r, 503, "too many bytes queued on this connection, retry");
+    }
     /* The buffer's bytes become the body; respond_body frees them with the req. */
     return respond_body(h2, r, 200, "application/json", (char *)json.data, json.len, NULL);
 }
@@ -280,7 +296,11 @@ static void on_stream_wake(void *ctx)
 
 static int respond_events(struct h2 *h2, struct req *r, const struct http_route *route)
 {
-    session_open_stream(&r->s, h2->io.env, &h2->budget, route, on_stream_wake, r, h2->io.conn_id, r->id);
+    const char *text;
+    int status = session_open_stream(&r->s, h2->io.env, &h2->conn, route, on_stream_wake, r,
+                                     h2->io.conn_id, r->id, &text);
+    if (status != 0)
+        return respond_text(h2, r, status, text);
     log_debug("conn %" PRIu64 " stream %d: GET %.*s -> 200 (%zu subjects)", h2->io.conn_id,
               (int)r->id, (int)strcspn(r->s.path, "?"), r->s.path, route->nsubjects);
     /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
@@ -323,14 +343,15 @@ static int handle_request(struct h2 *h2, struct req *r)
         }
     }
     if (route.kind == HTTP_FILE) {
-        char *body = NULL;
-        size_t len = 0;
-        int rc = session_file(h2->io.env, route.file, &body, &len);
+        int rc = session_file(h2->io.env, route.file, &r->file);
         const char *ctype = http_content_type(route.file);
         http_route_dispose(&route);
+        if (rc == ERR_AGAIN)
+            return respond_text(h2, r, 503, "busy, retry");
         if (rc != 0)
             return respond_text(h2, r, 404, "not found");
-        return respond_body(h2, r, 200, ctype, body, len, NULL);
+        /* Sent from the worker's shared copy: nothing of it is this request's own. */
+        return respond_body(h2, r, 200, ctype, NULL, r->file->len, NULL);
     }
     if (route.kind == HTTP_PUBLISH) {
         /* Answered when the body is complete (on_data_chunk, on_frame_recv). */
@@ -470,6 +491,11 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id,
         respond_text(h2, r, 413, "body larger than max-publish-bytes");
         return 0;
     }
+    /* Bodies being received on many streams at once share the connection's and worker's caps. */
+    if (!session_charge(&r->s, &h2->conn, len, false)) {
+        respond_text(h2, r, 503, "too many bytes buffered on this connection, retry");
+        return 0;
+    }
     buf_append(&r->s.body, data, len);
     return 0;
 }
@@ -520,6 +546,7 @@ static void free_req(struct h2 *h2, struct req *r)
     list_remove(&r->node);
     session_req_dispose(&r->s, "h2", h2->io.peer);
     free(r->text);
+    filecache_unref(h2->io.env->files, r->file);
     free(r);
     h2->nstreams--;
 }
@@ -543,7 +570,7 @@ struct h2 *h2_new(const struct session_io *io)
     h2->io = *io;
     h2->tokens = env->cfg->stream_rate;
     h2->tokens_at = stream_now_s();
-    h2->budget.max = env->cfg->conn_queue_bytes;
+    session_conn_init(&h2->conn, env, io->conn_id);
     list_init(&h2->reqs);
 
     nghttp2_session_callbacks *cbs;
@@ -590,6 +617,7 @@ void h2_free(struct h2 *h2)
     /* nghttp2_session_del() calls no callbacks: streams still open are freed here. */
     while (!list_empty(&h2->reqs))
         free_req(h2, container_of(h2->reqs.next, struct req, node));
+    session_conn_dispose(&h2->conn);
     nghttp2_session_del(h2->session);
     free(h2);
 }

@@ -37,6 +37,7 @@
 #include "sluice/config.h"
 #include "sluice/cors.h"
 #include "sluice/err.h"
+#include "sluice/filecache.h"
 #include "sluice/h1.h"
 #include "sluice/http.h"
 #include "sluice/log.h"
@@ -52,7 +53,7 @@ enum state { READ_HEAD, READ_BODY, STREAM };
 
 struct http1 {
     struct session_io io;
-    struct stream_budget budget;
+    struct session_conn conn; /* bytes and subject patterns held by this connection */
     struct buf in;            /* received, not yet consumed */
     struct h1_parser parser;
     enum state state;
@@ -68,7 +69,9 @@ struct http1 {
     bool body_keep;           /* that body is a publish's, kept in req.body; else dropped */
     bool drop_input;          /* a body was not read: input is dropped unparsed, close after */
     struct h1_body_reader body;
-    char *rest;               /* a plain response body not yet in out; NULL when none */
+    const char *rest;         /* a plain response body not yet in out; NULL when none */
+    char *rest_owned;         /* rest's malloc'ed block, or NULL */
+    struct filecache_entry *rest_file; /* rest's shared file, referenced, or NULL */
     size_t rest_off, rest_len; /* bytes; rest_off < rest_len while rest != NULL */
 };
 
@@ -116,7 +119,17 @@ static void finish(struct http1 *h)
         h->close = true;
 }
 
-/* Moves as much of rest into out as out_max leaves room for; frees it once written. */
+/* Lets go of the pending body: frees its block or drops its file reference. */
+static void drop_rest(struct http1 *h)
+{
+    free(h->rest_owned);
+    filecache_unref(h->io.env->files, h->rest_file);
+    h->rest = h->rest_owned = NULL;
+    h->rest_file = NULL;
+    h->rest_off = h->rest_len = 0;
+}
+
+/* Moves as much of rest into out as out_max leaves room for; lets go of it once written. */
 static void write_rest(struct http1 *h)
 {
     size_t pending = buf_pending(h->io.out);
@@ -127,46 +140,46 @@ static void write_rest(struct http1 *h)
         n = h->io.out_max - pending;
     buf_append(h->io.out, h->rest + h->rest_off, n);
     h->rest_off += n;
-    if (h->rest_off == h->rest_len) {
-        free(h->rest);
-        h->rest = NULL;
-        h->rest_off = h->rest_len = 0;
-    }
+    if (h->rest_off == h->rest_len)
+        drop_rest(h);
 }
 
 /*
  * A plain response body: what out has room for now, the rest kept for
  * http1_fill(). owned (may be NULL) is body's own malloc'ed block, taken;
- * otherwise body is borrowed and copied.
+ * file (may be NULL) is the shared file body lies in, whose reference is
+ * taken; otherwise body is borrowed and copied.
  */
-static void append_body(struct http1 *h, const char *body, size_t n, char *owned)
+static void append_body(struct http1 *h, const char *body, size_t n, char *owned,
+                        struct filecache_entry *file)
 {
     size_t pending = buf_pending(h->io.out);
     size_t room = pending < h->io.out_max ? h->io.out_max - pending : 0;
     if (n <= SMALL_BODY || n <= room) {
         buf_append(h->io.out, body, n);
         free(owned);
+        filecache_unref(h->io.env->files, file);
         return;
     }
-    if (owned) {
-        h->rest = owned;
-        h->rest_off = 0;
-        h->rest_len = n;
+    if (owned || file) {
+        h->rest = body;
+        h->rest_owned = owned;
+        h->rest_file = file;
     } else {
-        h->rest = mem_alloc(n);
-        memcpy(h->rest, body, n);
-        h->rest_off = 0;
-        h->rest_len = n;
+        h->rest = h->rest_owned = mem_alloc(n);
+        memcpy(h->rest_owned, body, n);
     }
+    h->rest_off = 0;
+    h->rest_len = n;
     write_rest(h);
 }
 
 /*
  * A whole response; www (may be NULL) becomes www-authenticate. 204 has no
- * body. owned: as for append_body().
+ * body. owned, file: as for append_body().
  */
 static void respond_owned(struct http1 *h, int status, const char *ctype, const char *body,
-                          size_t n, char *owned, const char *www)
+                          size_t n, char *owned, struct filecache_entry *file, const char *www)
 {
     char len[24];
     snprintf(len, sizeof(len), "%zu", n);
@@ -180,7 +193,7 @@ static void respond_owned(struct http1 *h, int status, const char *ctype, const 
         NULL,
     };
     append_head(h, status, fields, status == 204 ? CORS_PREFLIGHT : CORS_ACTUAL);
-    append_body(h, body, n, owned);
+    append_body(h, body, n, owned, file);
     h->req.status = status;
     h->req.body_bytes = (uint64_t)n;
     /* Paths without their query: it may carry an access_token. */
@@ -193,7 +206,7 @@ static void respond_owned(struct http1 *h, int status, const char *ctype, const 
 static void respond_body(struct http1 *h, int status, const char *ctype, const void *body,
                          size_t n, const char *www)
 {
-    respond_owned(h, status, ctype, body, n, NULL, www);
+    respond_owned(h, status, ctype, body, n, NULL, NULL, www);
 }
 
 static void respond_text_www(struct http1 *h, int status, const char *text, const char *www)
@@ -212,8 +225,10 @@ static void answer_poll(struct http1 *h)
 {
     struct buf json;
     buf_init(&json);
-    session_poll_answer(&h->req, &json);
-    respond_body(h, 200, "application/json", json.data, json.len, NULL);
+    if (session_poll_answer(&h->req, h->io.env, &json) == 0)
+        respond_body(h, 200, "application/json", json.data, json.len, NULL);
+    else
+        respond_text(h, 503, "too many bytes queued on this connection, retry");
     buf_dispose(&json);
 }
 
@@ -356,7 +371,14 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         }
     }
     if (route.kind == HTTP_EVENTS || route.kind == HTTP_POLL) {
-        session_open_stream(&h->req, h->io.env, &h->budget, &route, on_stream_wake, h, h->io.conn_id, 0);
+        const char *text;
+        status = session_open_stream(&h->req, h->io.env, &h->conn, &route, on_stream_wake, h,
+                                     h->io.conn_id, 0, &text);
+        if (status != 0) {
+            respond_text(h, status, text);
+            http_route_dispose(&route);
+            return;
+        }
         h->state = STREAM;
         h->poll = route.kind == HTTP_POLL;
         if (h->poll && session_poll_ready(&h->req))
@@ -364,15 +386,15 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
         else if (!h->poll && stream_ready(h->req.stream))
             send_stream_head(h);
     } else if (route.kind == HTTP_FILE) {
-        char *body = NULL;
-        size_t len = 0;
-        if (session_file(h->io.env, route.file, &body, &len) == 0) {
-            respond_owned(h, 200, http_content_type(route.file), body, len, body, NULL);
-            body = NULL;
-        } else {
+        struct filecache_entry *file = NULL;
+        int rc = session_file(h->io.env, route.file, &file);
+        if (rc == 0)
+            respond_owned(h, 200, http_content_type(route.file), file->data, file->len, NULL,
+                          file, NULL);
+        else if (rc == ERR_AGAIN)
+            respond_text(h, 503, "busy, retry");
+        else
             respond_text(h, 404, "not found");
-        }
-        free(body);
     } else if (route.kind == HTTP_PUBLISH) {
         if (h->drop_input) {
             respond_text(h, 413, "body larger than max-publish-bytes");
@@ -474,7 +496,7 @@ struct http1 *http1_new(const struct session_io *io)
 {
     struct http1 *h = mem_calloc(1, sizeof(*h));
     h->io = *io;
-    h->budget.max = io->env->cfg->conn_queue_bytes;
+    session_conn_init(&h->conn, io->env, io->conn_id);
     buf_init(&h->in);
     h1_parser_init(&h->parser, NULL);
     return h;
@@ -486,8 +508,9 @@ void http1_free(struct http1 *h)
         return;
     if (h->active)
         session_req_dispose(&h->req, "http/1.1", h->io.peer);
+    session_conn_dispose(&h->conn);
     buf_dispose(&h->in);
-    free(h->rest);
+    drop_rest(h);
     free(h);
 }
 

@@ -140,10 +140,20 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"reserved_subject\"", offsetof(struct conn_stats, session.reserved)},
         {"limit=\"host\"", offsetof(struct conn_stats, session.host)},
         {"limit=\"unread_body\"", offsetof(struct conn_stats, session.unread_body)},
+        {"limit=\"subjects_per_connection\"", offsetof(struct conn_stats, session.subjects)},
+        {"limit=\"subscribe_rate\"", offsetof(struct conn_stats, session.subscribe_rate)},
+        {"limit=\"queue_bytes\"", offsetof(struct conn_stats, session.queue_bytes)},
+        {"limit=\"poll_bytes\"", offsetof(struct conn_stats, session.poll_bytes)},
+        {"limit=\"file_cache\"", offsetof(struct conn_stats, session.file_cache)},
     };
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label,
                       sum_at(s, true, limits[i].off));
+    struct bus_stats bs;
+    bus_stats(s->bus, &bs);
+    /* Process-wide, counted by the bus: new patterns refused with every subscription watched. */
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"subscriptions\"",
+                  (double)bs.subs_refused);
 
     metric(out, "sluice_streams_open", "gauge", "SSE streams open.", STREAMS(open));
     metric(out, "sluice_streams_opened_total", "counter", "SSE streams opened.", STREAMS(opened));
@@ -181,8 +191,6 @@ static void on_metrics(void *ctx, struct buf *out)
               "From a stream's request to its first event written.", false,
               offsetof(struct stream_stats, first_event));
 
-    struct bus_stats bs;
-    bus_stats(s->bus, &bs);
     metric(out, "sluice_nats_connected", "gauge", "1 while the NATS connection is up.",
            bs.connected);
     metric(out, "sluice_nats_reconnects_total", "counter", "NATS reconnections.",
@@ -190,6 +198,9 @@ static void on_metrics(void *ctx, struct buf *out)
     metric(out, "sluice_nats_subscriptions", "gauge",
            "NATS subscriptions (one per distinct subject pattern, lingering ones included).",
            (double)bs.subscriptions);
+    metric(out, "sluice_nats_subscriptions_evicted_total", "counter",
+           "Lingering subscriptions dropped early to make room at max-subscriptions.",
+           (double)bs.subs_evicted);
     metric(out, "sluice_nats_messages_total", "counter", "Messages received from NATS.",
            (double)bs.messages);
     metric(out, "sluice_nats_reserved_dropped_total", "counter",
@@ -438,6 +449,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .history_bytes = cfg->history_bytes,
         .history_total_bytes = cfg->history_total_bytes ? cfg->history_total_bytes : memory / 8,
         .keep_ms = cfg->history_keep_ms,
+        .max_subs = (size_t)cfg->max_subscriptions,
         .jetstream = cfg->jetstream_streams,
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,

@@ -21,9 +21,12 @@
 #include "sluice/bus.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
+#include "sluice/filecache.h"
 #include "sluice/host.h"
 #include "sluice/http.h"
 #include "sluice/json.h"
+#include "sluice/log.h"
+#include "sluice/map.h"
 #include "sluice/metrics.h"
 #include "sluice/sse.h"
 #include "sluice/subject.h"
@@ -83,10 +86,82 @@ static void log_access(const struct session_req *r, const char *protocol, const 
     free(path);
 }
 
+void session_conn_init(struct session_conn *c, const struct session_env *env, uint64_t conn_id)
+{
+    memset(c, 0, sizeof(*c));
+    c->id = conn_id;
+    c->budget.max = env->cfg->conn_queue_bytes;
+    c->worker = &env->streams->budget;
+    c->stats = env->stats;
+    rate_init(&c->subscribes, env->cfg->subscribe_rate, stream_now_s());
+}
+
+static void refuse(struct session_conn *conn, atomic_uint_fast64_t *counter, const char *why);
+
+bool session_charge(struct session_req *r, struct session_conn *conn, size_t n, bool force)
+{
+    if (!stream_budget_take(&conn->budget, conn->worker, n, force)) {
+        refuse(conn, &conn->stats->queue_bytes, "conn-queue-bytes or process-queue-bytes full");
+        return false;
+    }
+    r->conn = conn;
+    r->charged += n;
+    return true;
+}
+
+void session_conn_dispose(struct session_conn *c)
+{
+    map_free(c->patterns);
+    c->patterns = NULL;
+}
+
+/* Streams on pattern held by c. */
+static uintptr_t holders(const struct session_conn *c, const char *pattern)
+{
+    return c->patterns ? (uintptr_t)map_get(c->patterns, pattern, strlen(pattern)) : 0;
+}
+
+/* Counts s's subjects in c (values are counts stored as pointers). */
+static void hold_patterns(struct session_conn *c, char *const *subjects, size_t n)
+{
+    if (!c->patterns)
+        c->patterns = map_new();
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t k = holders(c, subjects[i]);
+        map_put(c->patterns, subjects[i], strlen(subjects[i]), (void *)(k + 1));
+    }
+}
+
+static void forget_patterns(struct session_conn *c, const struct stream *s)
+{
+    size_t n;
+    char *const *subjects = stream_subjects(s, &n);
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t k = holders(c, subjects[i]);
+        if (k > 1)
+            map_put(c->patterns, subjects[i], strlen(subjects[i]), (void *)(k - 1));
+        else
+            map_del(c->patterns, subjects[i], strlen(subjects[i]));
+    }
+}
+
+/* Gives back n of the bytes r has charged. */
+static void uncharge(struct session_req *r, size_t n)
+{
+    if (n)
+        stream_budget_give(&r->conn->budget, r->conn->worker, n);
+    r->charged -= n;
+}
+
 void session_req_dispose(struct session_req *r, const char *protocol, const char *peer)
 {
     if (r->method)
         log_access(r, protocol, peer);
+    if (r->conn) {
+        if (r->counted)
+            forget_patterns(r->conn, r->stream);
+        uncharge(r, r->charged);
+    }
     stream_free(r->stream);
     free(r->method);
     free(r->path);
@@ -303,15 +378,60 @@ int session_admit(struct session_req *r, const struct session_env *env,
     return 401;
 }
 
-void session_open_stream(struct session_req *r, const struct session_env *env,
-                         struct stream_budget *budget, const struct http_route *route,
-                         stream_wake_fn *wake, void *wake_ctx, uint64_t conn_id,
-                         int32_t stream_id)
+/* Counts a refusal of a connection's caps; logs the first of the connection only. */
+static void refuse(struct session_conn *conn, atomic_uint_fast64_t *counter, const char *why)
+{
+    metrics_add(counter, 1);
+    if (!conn->logged)
+        log_info("conn %" PRIu64 ": %s; refusing (logged once per connection)", conn->id, why);
+    conn->logged = true;
+}
+
+/*
+ * Whether conn may hold the route's patterns: within
+ * max-subjects-per-connection, and a subscribe-rate token for each
+ * pattern the process does not hold yet (those cost a NATS SUB and a
+ * PING round trip; joining one held is a table lookup). 0 or a status.
+ */
+static int admit_patterns(const struct session_env *env, struct session_conn *conn,
+                          const struct http_route *route, const char **text)
 {
     const struct config *cfg = env->cfg;
+    size_t held = conn->patterns ? map_count(conn->patterns) : 0, added = 0;
+    for (size_t i = 0; i < route->nsubjects; i++)
+        added += holders(conn, route->subjects[i]) == 0;
+    if (held + added > (size_t)cfg->max_subjects_per_connection) {
+        refuse(conn, &env->stats->subjects, "max-subjects-per-connection reached");
+        *text = "too many subjects open on this connection (max-subjects-per-connection)";
+        return 403;
+    }
+    size_t fresh = 0;
+    for (size_t i = 0; env->bus && i < route->nsubjects; i++)
+        fresh += !bus_subscribed(env->bus, route->subjects[i]);
+    if (fresh && !rate_take(&conn->subscribes, cfg->subscribe_rate, cfg->subscribe_rate,
+                            stream_now_s(), (double)fresh)) {
+        refuse(conn, &env->stats->subscribe_rate, "subscribe-rate reached");
+        *text = "too many new subjects per second (subscribe-rate), retry later";
+        return 429;
+    }
+    return 0;
+}
+
+int session_open_stream(struct session_req *r, const struct session_env *env,
+                        struct session_conn *conn, const struct http_route *route,
+                        stream_wake_fn *wake, void *wake_ctx, uint64_t conn_id,
+                        int32_t stream_id, const char **text)
+{
+    const struct config *cfg = env->cfg;
+    int status = admit_patterns(env, conn, route, text);
+    if (status != 0)
+        return status;
+    r->conn = conn;
+    r->counted = true;
+    hold_patterns(conn, route->subjects, route->nsubjects);
     struct stream_params p = {
         .env = env->streams,
-        .conn_budget = budget,
+        .conn_budget = &conn->budget,
         .subjects = route->subjects,
         .nsubjects = route->nsubjects,
         /* The header is what a reconnecting EventSource sends; the query is for a first connect. */
@@ -342,6 +462,7 @@ void session_open_stream(struct session_req *r, const struct session_env *env,
         }
     }
     r->stream = stream_new(&p);
+    return 0;
 }
 
 int session_publish(struct session_req *r, const struct session_env *env, const char **text)
@@ -351,6 +472,11 @@ int session_publish(struct session_req *r, const struct session_env *env, const 
                                     r->body.len)
                       : ERR_NATS;
     *text = rc == 0 ? "published" : "NATS unavailable, try again";
+    /* The body is in cnats's buffer now; the response may wait long for the client's window. */
+    buf_dispose(&r->body);
+    buf_init(&r->body);
+    if (r->conn)
+        uncharge(r, r->charged);
     return rc == 0 ? 202 : 503;
 }
 
@@ -360,15 +486,24 @@ bool session_poll_ready(const struct session_req *r)
            (stream_dispatchable(r->stream) > 0 || stream_ended(r->stream) != STREAM_END_NONE);
 }
 
+/* What closes the JSON after an event of id length n: `],"next":"<id>"}` and a newline. */
+#define POLL_TAIL(n) (6 * (n) + 16)
+
 struct poll_json {
     struct buf *out;
-    size_t n;
+    size_t n;      /* events included */
+    size_t max;    /* json bytes */
+    bool cut;      /* an event did not fit: the rest are left out */
+    char *last_id; /* of the last event included */
 };
 
 static void on_poll_event(void *ctx, const struct sse_parsed *ev)
 {
     struct poll_json *pj = ctx;
-    if (pj->n++)
+    if (pj->cut)
+        return;
+    size_t mark = pj->out->len;
+    if (pj->n)
         buf_append(pj->out, ",", 1);
     buf_append(pj->out, "{\"id\":", 6);
     json_string(pj->out, ev->id, ev->id_len);
@@ -377,31 +512,93 @@ static void on_poll_event(void *ctx, const struct sse_parsed *ev)
     buf_append(pj->out, ",\"data\":", 8);
     json_string(pj->out, ev->data, ev->data_len);
     buf_append(pj->out, "}", 1);
+    /* Whole events only, and never none: one event larger than the cap goes alone. */
+    if (pj->n && pj->out->len + POLL_TAIL(ev->id_len) > pj->max) {
+        pj->out->len = mark;
+        pj->cut = true;
+        return;
+    }
+    pj->n++;
+    free(pj->last_id);
+    pj->last_id = mem_strndup(ev->id, ev->id_len);
 }
 
-void session_poll_answer(struct session_req *r, struct buf *json)
+size_t session_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
+                         bool *cut)
 {
-    /* The queue is this stream's SSE text; parsing it back keeps one encoder for both. */
-    struct buf sse;
-    buf_init(&sse);
-    bool eof;
-    size_t n = stream_pending(r->stream, SIZE_MAX, &eof);
-    stream_copy(r->stream, buf_reserve(&sse, n), n);
-    sse.len = n;
-    struct poll_json pj = {json, 0};
+    size_t start = json->len;
+    struct poll_json pj = {json, 0, start + max, false, NULL};
     char *next = NULL;
     buf_append(json, "{\"events\":[", 11);
-    sse_parse((const char *)sse.data, sse.len, on_poll_event, &pj, &next);
+    sse_parse(sse, len, on_poll_event, &pj, &next);
+    /*
+     * Cut, or from a partial copy of the queue, the position is the last
+     * event included: an id line of an event left out (or not complete)
+     * must not move it past that event.
+     */
+    const char *pos = (pj.cut || !whole) && pj.last_id ? pj.last_id : next;
     buf_append(json, "],\"next\":", 9);
-    json_string(json, next, strlen(next));
+    json_string(json, pos, strlen(pos));
     buf_append(json, "}\n", 2);
     free(next);
+    free(pj.last_id);
+    *cut = pj.cut;
+    return pj.n;
+}
+
+static void on_count(void *ctx, const struct sse_parsed *ev)
+{
+    (void)ev;
+    ++*(size_t *)ctx;
+}
+
+/* Whether sse holds one whole event (retry and comment blocks are not events). */
+static bool has_event(const char *sse, size_t len)
+{
+    size_t n = 0;
+    sse_parse(sse, len, on_count, &n, NULL);
+    return n > 0;
+}
+
+int session_poll_answer(struct session_req *r, const struct session_env *env, struct buf *json)
+{
+    struct session_conn *conn = r->conn;
+    size_t room = stream_budget_room(&conn->budget, conn->worker);
+    size_t max = env->cfg->max_poll_bytes < room ? env->cfg->max_poll_bytes : room;
+    /*
+     * The queue is this stream's SSE text; parsing it back keeps one
+     * encoder for both. Only about as much as the answer can hold is
+     * copied out (more while not one event is whole): the rest is left
+     * for the next poll, and dropped with the stream.
+     */
+    struct buf sse;
+    buf_init(&sse);
+    size_t want = max > 4096 ? max : 4096;
+    bool eof = false, whole = false;
+    for (;;) {
+        size_t n = stream_pending(r->stream, want - sse.len, &eof);
+        stream_copy(r->stream, buf_reserve(&sse, n), n);
+        sse.len += n;
+        whole = eof || stream_pending(r->stream, 1, &eof) == 0;
+        if (whole || has_event((const char *)sse.data, sse.len))
+            break;
+        want *= 2;
+    }
+    bool cut = false;
+    session_poll_json((const char *)sse.data, sse.len, whole, max, json, &cut);
     buf_dispose(&sse);
+    if (cut || !whole)
+        metrics_add(&env->stats->poll_bytes, 1);
+    if (!session_charge(r, conn, json->len, false)) {
+        json->len = 0;
+        return ERR_LIMIT;
+    }
+    return 0;
 }
 
 #define FILE_MAX (4 * 1024 * 1024)
 
-int session_file(const struct session_env *env, const char *file, char **body, size_t *len)
+int session_file(const struct session_env *env, const char *file, struct filecache_entry **out)
 {
     char root[PATH_MAX], path[PATH_MAX], real[PATH_MAX];
     if (!realpath(env->cfg->www, root))
@@ -418,17 +615,18 @@ int session_file(const struct session_env *env, const char *file, char **body, s
         return ERR_NOTFOUND;
     struct stat st;
     int rc = ERR_NOTFOUND;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        rc = ERR_LIMIT;
-        if (st.st_size <= FILE_MAX) {
-            *body = mem_alloc((size_t)st.st_size + 1);
-            ssize_t got = read(fd, *body, (size_t)st.st_size);
-            rc = got == st.st_size ? 0 : ERR_NOTFOUND;
-            *len = got > 0 ? (size_t)got : 0;
-            if (rc != 0) {
-                free(*body);
-                *body = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= FILE_MAX) {
+        rc = filecache_get(env->files, real, fd, &st, out);
+        if (rc == ERR_LIMIT) {
+            static _Thread_local int64_t logged_ms; /* one line a second per worker */
+            metrics_add(&env->stats->file_cache, 1);
+            if (stream_now_ms() - logged_ms >= 1000) {
+                logged_ms = stream_now_ms();
+                log_warn("static file %s: file-cache-bytes full of files being sent; 503", file);
             }
+            rc = ERR_AGAIN;
+        } else if (rc != 0) {
+            rc = ERR_NOTFOUND;
         }
     }
     close(fd);

@@ -24,6 +24,7 @@
 
 #include "sluice/bus.h"
 #include "sluice/buf.h"
+#include "sluice/err.h"
 #include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -131,6 +132,29 @@ static void charge(struct stream *s, int64_t n)
     s->conn_budget->used += (size_t)n;
     s->env->budget.used += (size_t)n;
     metrics_add(&s->env->stats.bytes_queued, n);
+}
+
+bool stream_budget_take(struct stream_budget *conn, struct stream_budget *worker, size_t n,
+                        bool force)
+{
+    if (!force && n > stream_budget_room(conn, worker))
+        return false;
+    conn->used += n;
+    worker->used += n;
+    return true;
+}
+
+void stream_budget_give(struct stream_budget *conn, struct stream_budget *worker, size_t n)
+{
+    conn->used -= n;
+    worker->used -= n;
+}
+
+size_t stream_budget_room(const struct stream_budget *conn, const struct stream_budget *worker)
+{
+    size_t a = conn->used < conn->max ? conn->max - conn->used : 0;
+    size_t b = worker->used < worker->max ? worker->max - worker->used : 0;
+    return a < b ? a : b;
 }
 
 static void touch(struct stream *s, int64_t now_ms)
@@ -506,7 +530,7 @@ struct stream *stream_new(const struct stream_params *p)
     metrics_add(&s->env->stats.open, 1);
     touch(s, stream_now_ms());
 
-    bool joined = true;
+    int joined = 0;
     for (size_t i = 0; i < p->nsubjects; i++) {
         /* Two links of one stream on one topic would get every event twice (the router de-duplicates). */
         for (size_t k = 0; k < i; k++)
@@ -517,10 +541,10 @@ struct stream *stream_new(const struct stream_params *p)
         list_init(&s->links[i].node);
         s->links[i].owner = s;
         s->links[i].index = (unsigned)i;
-        if (joined && fanout_join(s->env->fanout, s->subjects[i], &s->links[i]) != 0)
-            joined = false;
+        if (joined == 0)
+            joined = fanout_join(s->env->fanout, s->subjects[i], &s->links[i]);
     }
-    if (joined) {
+    if (joined == 0) {
         s->start_id = p->last_event_id ? mem_strdup(p->last_event_id) : NULL;
         s->since_ns = p->since_ns;
         if (all_ready(s))
@@ -528,7 +552,8 @@ struct stream *stream_new(const struct stream_params *p)
     } else {
         char line[SSE_LINE_MAX];
         push_own(s, line, sse_format_retry(line, s->retry_ms));
-        stream_end(s, STREAM_END_UNAVAILABLE);
+        /* A process full of watched subscriptions is not the client's fault: retry later. */
+        stream_end(s, joined == ERR_LIMIT ? STREAM_END_LIMIT : STREAM_END_UNAVAILABLE);
     }
     s->wake = p->wake;
     return s;

@@ -25,6 +25,7 @@
 #include "sluice/conn.h"
 #include "sluice/err.h"
 #include "sluice/fanout.h"
+#include "sluice/filecache.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/net.h"
@@ -282,6 +283,7 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     list_init(&w->env.dirty);
     w->env.session.cfg = cfg;
     w->env.session.streams = &w->streams;
+    w->env.session.files = filecache_new(cfg->file_cache_bytes);
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     ev_io_start(w->loop, &w->accept_io);
@@ -356,6 +358,7 @@ void worker_free(struct worker *w)
     free(w->inbox);
     free(w->draining);
     fanout_free(w->fanout);
+    filecache_free(w->env.session.files); /* after the connections: their responses held entries */
     ev_loop_destroy(w->loop);
     if (w->listen_fd >= 0)
         close(w->listen_fd);

@@ -119,6 +119,7 @@ struct bus_params {
     size_t history_bytes;       /* per subscription */
     size_t history_total_bytes; /* all subscriptions together */
     int64_t keep_ms;            /* how long an unwatched subscription (and its history) stays */
+    size_t max_subs;            /* distinct patterns held at once, lingering included; 0: no cap */
     const char *jetstream;      /* stream names, comma-separated, or "*": all; NULL/"": none */
     size_t replays;             /* replay jobs run at once */
     size_t replay_max;          /* events one replay may send */
@@ -142,7 +143,10 @@ void bus_free(struct bus *bus);
  * trip has confirmed it (or failed, at most 2 s later), so that a client
  * is told it is subscribed only when a message published from then on
  * cannot miss it. A JetStream subscription is made on the flusher thread
- * and may end in BUS_NOTICE_FAILED. Thread-safe. 0 or ERR_NATS.
+ * and may end in BUS_NOTICE_FAILED. With max_subs patterns held, a new
+ * pattern first evicts the lingering (unwatched) subscription that lapsed
+ * longest ago; with none lingering it is refused. Thread-safe. 0,
+ * ERR_NATS, or ERR_LIMIT (max_subs, nothing to evict).
  */
 int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id,
                   bool *confirmed);
@@ -181,6 +185,11 @@ int bus_publish(struct bus *bus, const char *subject, const char *event, const v
                 size_t len);
 /* True while the NATS connection is up. Thread-safe. */
 bool bus_connected(const struct bus *bus);
+/*
+ * Whether the process holds a subscription on pattern (watched or
+ * lingering): joining it costs no NATS round trip. Thread-safe.
+ */
+bool bus_subscribed(struct bus *bus, const char *pattern);
 /* Distinct patterns subscribed right now, lingering ones included. Thread-safe. */
 size_t bus_subscriptions(struct bus *bus);
 
@@ -191,6 +200,8 @@ struct bus_stats {
     uint64_t reserved_dropped; /* on reserved subjects, dropped from wildcard patterns */
     size_t subscriptions;   /* as bus_subscriptions() */
     size_t history_bytes;   /* held by all histories */
+    uint64_t subs_evicted;  /* lingering subscriptions evicted at max_subs */
+    uint64_t subs_refused;  /* new patterns refused at max_subs */
     uint64_t replays;         /* JetStream replay jobs run */
     uint64_t replay_requests; /* starts answered by a replay job */
     uint64_t replays_active;  /* jobs queued or running */

@@ -22,6 +22,11 @@ struct config {
     int workers;         /* threads; 0 means one per core */
     int max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
     int max_subjects;    /* subjects per stream or poll */
+    int max_subjects_per_connection; /* patterns held by one connection's open streams */
+    int max_subscriptions;     /* distinct patterns per process, lingering included; 0 = no cap */
+    int subscribe_rate;        /* patterns new to the process, per second per connection */
+    size_t max_poll_bytes;     /* JSON bytes of one poll answer (one event always fits) */
+    size_t file_cache_bytes;   /* static file bytes shared per worker */
     int heartbeat_ms;    /* idle comment interval */
     int retry_ms;        /* `retry:` hint */
     int retry_jitter_pct;/* +- percent applied per stream */

@@ -47,7 +47,7 @@ struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_ev
                           fanout_ready_fn *on_ready, fanout_replayed_fn *on_replayed);
 /* Every link must have left. fanout_free(NULL) is a no-op. */
 void fanout_free(struct fanout *f);
-/* Links to pattern; 0 or ERR_NATS (link left unjoined). */
+/* Links to pattern; 0, or ERR_NATS or ERR_LIMIT (max-subscriptions) with the link left unjoined. */
 int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link);
 /*
  * Where a confirmed link starts: see bus_resume(). On BUS_RESUME_PENDING

@@ -27,7 +27,11 @@
  * never an HTTP error, because an EventSource that sees one stops
  * reconnecting. A replay's bodies are shared with history or with one
  * JetStream replay batch; what a stream adds per replayed event is its
- * queue slot and id line, charged to the worker cap only. A replay the
+ * queue slot and id line, charged to the worker cap only. The connection
+ * and worker budgets are shared with the private bodies of plain
+ * responses and request bodies (session_charge()), so that those and
+ * live events together stay under conn-queue-bytes and
+ * process-queue-bytes. A replay the
  * worker cap cannot take whole is refused with `event: reset`
  * (replay-limit), and the stream goes live.
  */
@@ -64,6 +68,18 @@ struct stream_budget {
     size_t used;
     size_t max;
 };
+
+/*
+ * Charges n bytes of a private response or request body to a connection
+ * and its worker together, or to neither: false when either would pass
+ * its max, unless force (a few bytes that must go, such as an error text).
+ */
+bool stream_budget_take(struct stream_budget *conn, struct stream_budget *worker, size_t n,
+                        bool force);
+/* Gives back n bytes taken by stream_budget_take(). */
+void stream_budget_give(struct stream_budget *conn, struct stream_budget *worker, size_t n);
+/* Bytes both can still take. */
+size_t stream_budget_room(const struct stream_budget *conn, const struct stream_budget *worker);
 
 /* Counters a worker's streams keep; one writer, read from any thread. */
 struct stream_stats {
@@ -117,8 +133,9 @@ struct stream_params {
 
 /*
  * A new stream with `retry:`, any reset and replay queued, joined to its
- * subjects. If joining fails (NATS closed) the stream is returned already
- * ending with STREAM_END_UNAVAILABLE. Never calls wake from inside.
+ * subjects. If joining fails the stream is returned already ending:
+ * STREAM_END_LIMIT when the process holds max-subscriptions patterns all
+ * watched, else (NATS closed) STREAM_END_UNAVAILABLE. Never calls wake from inside.
  */
 struct stream *stream_new(const struct stream_params *p);
 /* Leaves the fanout and drops every queued reference. NULL is a no-op. */

@@ -337,8 +337,12 @@ class H2Conn:
     """
 
     def __init__(self, gw, timeout=10, servername="localhost", close_on_final_goaway=False,
-                 rcvbuf=None):
-        """rcvbuf: SO_RCVBUF before connecting, so that a paused reader blocks the server sooner."""
+                 rcvbuf=None, window=MAX_WINDOW):
+        """rcvbuf: SO_RCVBUF before connecting, so that a paused reader blocks the server sooner.
+
+        window: the stream and connection windows offered to the server; 0
+        keeps every response body (not its HEADERS) waiting in the server.
+        """
         self.gw = gw
         self.authority = "localhost:%d" % gw.port
         self.close_on_final_goaway = close_on_final_goaway
@@ -370,9 +374,14 @@ class H2Conn:
         self.next_id = 1
         self._out = []
         self._stop = False
-        settings = struct.pack(">HI", 2, 0) + struct.pack(">HI", 4, MAX_WINDOW)  # no push; window
-        self._out.append(H2_PREFACE + _frame(SETTINGS, 0, 0, settings) +
-                         _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
+        self._posting = 0
+        # What the server lets us send (request bodies): its SETTINGS and WINDOW_UPDATEs.
+        self.send_window = 65535
+        self.peer_initial_window = 65535
+        settings = struct.pack(">HI", 2, 0) + struct.pack(">HI", 4, window)  # no push; window
+        grow = (_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", window - 65535))
+                if window > 65535 else b"")
+        self._out.append(H2_PREFACE + _frame(SETTINGS, 0, 0, settings) + grow)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -407,6 +416,52 @@ class H2Conn:
             self._out.append(b"".join(frames))
         return out
 
+    def cancel(self, s):
+        """Sends RST_STREAM (CANCEL) for stream s, as a client that stops watching."""
+        with self.cond:
+            self._out.append(_frame(RST_STREAM, 0, s.id, struct.pack(">I", 8)))
+
+    def post(self, path, body, end=True, timeout=20, headers=()):
+        """Opens a POST and sends body within the server's flow-control windows.
+
+        end=False leaves the request body open (no END_STREAM), so the
+        server holds what it has received. Returns the H2Stream.
+        """
+        with self.cond:
+            sid = self.next_id
+            self.next_id += 2
+            s = H2Stream(sid, path)
+            s.send_window = self.peer_initial_window
+            self.streams[sid] = s
+            block = hpack_request("POST", path, self.authority, headers)
+            self._out.append(_frame(HEADERS, FLAG_END_HEADERS, sid, block))
+        view = memoryview(body)
+        self._posting += 1  # the reader thread then polls fast, to send as windows open
+        try:
+            return self._post_body(s, view, end, timeout)
+        finally:
+            self._posting -= 1
+
+    def _post_body(self, s, view, end, timeout):
+        sid = s.id
+        while True:
+            with self.cond:
+                n = min(len(view), 16384, self.send_window, s.send_window)
+                if (n > 0 or not view) and not s.closed:
+                    last = end and n == len(view)
+                    self._out.append(_frame(DATA, FLAG_END_STREAM if last else 0, sid,
+                                            bytes(view[:n])))
+                    self.send_window -= n
+                    s.send_window -= n
+                    view = view[n:]
+                    if not view:
+                        return s
+                    continue
+                if s.closed:
+                    return s
+            self.wait(lambda c: min(c.send_window, s.send_window) > 0 or s.closed, timeout,
+                      "flow-control window for the body of stream %d" % sid)
+
     def _send_now(self, data):
         view = memoryview(data)
         deadline = time.monotonic() + 10
@@ -432,6 +487,7 @@ class H2Conn:
                 if self.paused.is_set():
                     time.sleep(0.02)
                     continue
+                self.sock.settimeout(0.002 if self._posting else 0.05)
                 try:
                     chunk = self.sock.recv(65536)
                 except (socket.timeout, ssl.SSLWantReadError):
@@ -481,7 +537,20 @@ class H2Conn:
                 s.reset_code = int.from_bytes(payload[:4], "big")
                 s.reset_at = now
             elif ftype == SETTINGS and not flags & FLAG_ACK:
+                for i in range(0, len(payload) - 5, 6):
+                    ident, val = struct.unpack(">HI", payload[i:i + 6])
+                    if ident == 4:  # INITIAL_WINDOW_SIZE: applies to open streams too
+                        for x in self.streams.values():
+                            if hasattr(x, "send_window"):
+                                x.send_window += val - self.peer_initial_window
+                        self.peer_initial_window = val
                 reply = _frame(SETTINGS, FLAG_ACK, 0)
+            elif ftype == WINDOW_UPDATE:
+                inc = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                if sid == 0:
+                    self.send_window += inc
+                elif s is not None and hasattr(s, "send_window"):
+                    s.send_window += inc
             elif ftype == PING and not flags & FLAG_ACK:
                 reply = _frame(PING, FLAG_ACK, 0, payload)
             elif ftype == GOAWAY:

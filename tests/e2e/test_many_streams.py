@@ -34,6 +34,9 @@ def test():
     # resume); 500 ms keeps the check at the end short. 4,000 streams open at
     # once: above the default new-stream rate limit, which is not under test.
     rate = {"stream_rate": 1000000}
+    # Thousands of distinct subjects on one connection at once: above the
+    # per-connection subject and subscribe-rate caps, which are not under test.
+    rate.update(max_subjects_per_connection=1000000, subscribe_rate=1000000)
     with h.Nats() as nats, h.Gateway(nats.url, workers=2, max_streams=5000,
                                      history_keep_ms=500, **rate) as gw:
         paths = os.path.join(h.tempdir(), "paths")

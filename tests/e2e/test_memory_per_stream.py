@@ -49,6 +49,9 @@ def test():
     subjects = ["mem.s%d" % i for i in range(SUBJECTS)]
     # 2,000 streams at once per connection: above the default new-stream rate.
     rate = {"stream_rate": 1000000}
+    # Thousands of distinct subjects on one connection at once: above the
+    # per-connection subject and subscribe-rate caps, which are not under test.
+    rate.update(max_subjects_per_connection=1000000, subscribe_rate=1000000)
     with h.Nats() as nats, h.Gateway(nats.url, max_streams=SUBJECTS + 100, **rate) as gw:
         paths = os.path.join(h.tempdir(), "paths")
         with open(paths, "w") as f:

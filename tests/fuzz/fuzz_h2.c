@@ -14,6 +14,7 @@
 #include "sluice/buf.h"
 #include "sluice/config.h"
 #include "sluice/fanout.h"
+#include "sluice/filecache.h"
 #include "sluice/h2.h"
 #include "sluice/session.h"
 #include "sluice/stream.h"
@@ -36,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     stream_env_init(&streams, fanout, cfg.heartbeat_ms, 1 << 20);
     struct session_stats stats;
     memset(&stats, 0, sizeof(stats));
-    struct session_env env = {.cfg = &cfg, .streams = &streams, .stats = &stats};
+    struct filecache *files = filecache_new(cfg.file_cache_bytes);
+    struct session_env env = {.cfg = &cfg, .streams = &streams, .stats = &stats, .files = files};
     struct buf out;
     buf_init(&out);
     struct session_io io = {&env, &out, OUT_MAX, on_dirty, NULL, 1, "127.0.0.1:1", true};
@@ -57,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         stream_env_tick(&streams, stream_now_ms() + 60000);
     }
     h2_free(h2);
+    filecache_free(files);
     buf_dispose(&out);
     fanout_free(fanout);
     config_dispose(&cfg);
