@@ -155,6 +155,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 
 #define LAG_INTERVAL 0.25
 #define DRAIN_TICK 0.1
+#define WORKER_DRAIN_GRACE_S 3.0 /* connections may take this long past the window to close */
 
 static void on_lag(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -224,7 +225,8 @@ static void on_drain(struct ev_loop *loop, ev_async *a, int revents)
     w->drain_start = ev_now(loop);
     w->drain_end = w->drain_start + (window > 0 ? window : 0.001);
     w->drain_open = stream_env_open(&w->streams);
-    w->drain_deadline = w->drain_end + 5.0;
+    /* Before the process's own exit deadline (window + 5 s), leaving it time to tear down. */
+    w->drain_deadline = w->drain_end + WORKER_DRAIN_GRACE_S;
     ev_timer_init(&w->drain_timer, on_drain_tick, 0, DRAIN_TICK);
     ev_timer_start(loop, &w->drain_timer);
 }

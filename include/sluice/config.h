@@ -58,6 +58,11 @@ struct config {
     char *auth_cookie;               /* cookie name holding the token */
     char *cors_origins;              /* comma-separated origin patterns, or "" */
     int cors_credentials;            /* 1: access-control-allow-credentials */
+    int reuse_port;                  /* 1: listen ports may be shared with other gateways */
+    int max_streams_total;           /* SSE streams open process-wide; 0 = no cap */
+    int stream_admission_rate;       /* new SSE streams per second process-wide; 0 = none */
+    int overload_retry_min_ms;       /* `retry:` of a stream refused for capacity: */
+    int overload_retry_max_ms;       /*   drawn from [min, max] */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -43,7 +43,8 @@ double worker_lag(const struct worker *w);
  * connection gets the GOAWAY shutdown notice, open streams are ended in
  * batches spread evenly over drain_ms, each with a `retry:` jittered
  * across the window, then the final GOAWAY. worker_drained() turns true
- * once every connection has closed or the window plus 5 s has passed.
+ * once every connection has closed or the window plus 3 s has passed
+ * (the process exits by the window plus 5 s; see server.c).
  */
 void worker_drain(struct worker *w, int drain_ms);
 bool worker_drained(const struct worker *w);
