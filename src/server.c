@@ -37,6 +37,7 @@
 
 #include "sluice/access.h"
 #include "sluice/admin.h"
+#include "sluice/admission.h"
 #include "sluice/auth.h"
 #include "sluice/buf.h"
 #include "sluice/bus.h"
@@ -61,6 +62,7 @@ struct server {
     struct bus *bus;
     struct tls *tls;
     struct guard *guard;
+    struct admission *admission; /* SSE stream capacity, process-wide */
     enum log_level log_level; /* as set now (SIGHUP may change it) */
     atomic_bool draining;
     atomic_bool running;   /* started: a stop signal drains; before, it exits */
@@ -77,6 +79,8 @@ struct server {
 #define SERVER_EXIT_SLACK_MS 5000
 /* The watchdog fires this much before the promise, for the kernel's teardown of the process. */
 #define SERVER_EXIT_MARGIN_MS 500
+/* /readyz says 503 while open streams are above this share of max-streams-total. */
+#define SERVER_READY_HIGH_WATER_PCT 90
 
 static bool on_ready(void *ctx, const char **why)
 {
@@ -87,6 +91,11 @@ static bool on_ready(void *ctx, const char **why)
     }
     if (!bus_connected(s->bus)) {
         *why = "NATS disconnected";
+        return false;
+    }
+    if (!admission_headroom(s->admission)) {
+        /* Load balancers steer new clients elsewhere; open streams stay served. */
+        *why = "at capacity (open streams above 90% of max-streams-total)";
         return false;
     }
     return true;
@@ -167,6 +176,17 @@ static void on_metrics(void *ctx, struct buf *out)
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label,
                       sum_at(s, true, limits[i].off));
+    const struct admission_stats *as = admission_stats(s->admission);
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"streams_total\"",
+                  (double)atomic_load(&as->full));
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"stream_admission_rate\"",
+                  (double)atomic_load(&as->rate));
+    metric(out, "sluice_stream_capacity", "gauge",
+           "max-streams-total: SSE streams the process admits at once (0: no cap).",
+           (double)admission_max(s->admission));
+    metric(out, "sluice_streams_admitted", "gauge",
+           "SSE streams holding an admission slot (what max-streams-total caps).",
+           (double)admission_open(s->admission));
 
     metric(out, "sluice_streams_open", "gauge", "SSE streams open.", STREAMS(open));
     metric(out, "sluice_streams_opened_total", "counter", "SSE streams opened.", STREAMS(opened));
@@ -499,6 +519,13 @@ int server_run(const struct config *cfg, int argc, char **argv)
     }
     s.tls = tls_new(ssl_ctx);
     s.guard = guard_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_address);
+    s.admission = admission_new(&(struct admission_params){
+        .max_open = (size_t)cfg->max_streams_total,
+        .rate = (unsigned)cfg->stream_admission_rate,
+        .retry_min_ms = (unsigned)cfg->overload_retry_min_ms,
+        .retry_max_ms = (unsigned)cfg->overload_retry_max_ms,
+        .high_water_pct = SERVER_READY_HIGH_WATER_PCT,
+    });
     if (access_open(cfg->access_log, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out_tls;
@@ -521,8 +548,8 @@ int server_run(const struct config *cfg, int argc, char **argv)
     size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
     for (size_t i = 0; i < s.nworkers; i++)
-        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, fds[i], plain[i],
-                                  queue_total / s.nworkers);
+        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, s.admission, fds[i],
+                                  plain[i], queue_total / s.nworkers);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -575,6 +602,7 @@ out_access:
     access_close();
 out_tls:
     guard_free(s.guard);
+    admission_free(s.admission);
     tls_free(s.tls);
 out:
     stop_signals(&s);

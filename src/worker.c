@@ -265,7 +265,8 @@ void worker_post_replay(void *ctx, struct bus_replay *r)
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
                           struct guard *guard, const struct auth *auth, const struct cors *cors,
-                          int listen_fd, int plain_fd, size_t queue_bytes)
+                          struct admission *admission, int listen_fd, int plain_fd,
+                          size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
     w->index = index;
@@ -280,6 +281,7 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.session.auth = auth;
     w->env.session.cors = cors;
     w->env.session.stats = &w->env.stats.session;
+    w->env.session.admission = admission;
     list_init(&w->env.all);
     list_init(&w->env.dirty);
     w->env.session.cfg = cfg;

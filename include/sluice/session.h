@@ -14,6 +14,7 @@
 #include "sluice/cors.h"
 #include "sluice/stream.h"
 
+struct admission;
 struct auth;
 struct auth_grant;
 struct bus;
@@ -36,6 +37,7 @@ struct session_env {
     struct bus *bus;            /* for POST /publish; may be NULL (answers 503) */
     struct stream_env *streams;
     struct session_stats *stats;
+    struct admission *admission; /* the process's stream capacity; NULL: unlimited */
 };
 
 /* Called when a session has output ready (from a wake outside its recv/fill calls). */
@@ -80,6 +82,7 @@ struct session_req {
     struct stream *stream;      /* SSE responses */
     struct http_route *publish; /* a POST /publish waiting for its body */
     struct buf body;            /* that body so far */
+    struct admission *slot;     /* holds one admission slot until disposed; NULL: none */
 };
 
 void session_req_init(struct session_req *r);
@@ -110,6 +113,20 @@ int session_admit(struct session_req *r, const struct session_env *env,
 /* The CORS response headers for r (none for a request without a foreign Origin). */
 size_t session_cors(const struct session_req *r, const struct session_env *env, bool secure,
                     enum cors_kind kind, struct cors_header out[CORS_HEADERS_MAX]);
+/*
+ * The process's capacity for one more SSE stream (max-streams-total,
+ * stream-admission-rate). true: admitted, and r holds a slot until
+ * session_req_dispose(). false: refused, counted and logged (at most once
+ * a second); answer 200 with session_refusal(*retry_ms) as the body.
+ */
+bool session_admit_stream(struct session_req *r, const struct session_env *env,
+                          unsigned *retry_ms);
+/*
+ * The SSE body of a refused stream: `retry: retry_ms`, a comment, and
+ * nothing else (no id: line, so the client keeps its Last-Event-ID).
+ * malloc'ed; its length in *len.
+ */
+char *session_refusal(unsigned retry_ms, size_t *len);
 /* Opens r->stream for an HTTP_EVENTS route. Never calls wake from inside. */
 void session_open_stream(struct session_req *r, const struct session_env *env,
                          struct stream_budget *budget, const struct http_route *route,
