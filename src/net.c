@@ -182,7 +182,7 @@ int net_listen(const char *hostport, int *fds, size_t n, bool share, int *lock_f
         lock = share ? take_lock_waiting(sa) : take_lock(sa);
         if (lock < 0) {
             if (errno == EADDRINUSE)
-                snprintf(err, errlen, "%s is in use by another sluice%s", hostport,
+                snprintf(err, errlen, "%s: Address already in use by another sluice%s", hostport,
                          share ? " that does not share it (start both with --reuse-port 1)"
                                : " (start both with --reuse-port 1 to share it)");
             else
@@ -194,8 +194,9 @@ int net_listen(const char *hostport, int *fds, size_t n, bool share, int *lock_f
             int e = errno;
             close(lock);
             if (e == EADDRINUSE)
-                snprintf(err, errlen, "%s is already in use by another process (two sluice "
-                         "gateways share a port only with --reuse-port 1 on both)", hostport);
+                snprintf(err, errlen, "%s: Address already in use by another process (two "
+                         "sluice gateways share a port only with --reuse-port 1 on both)",
+                         hostport);
             else
                 snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(e));
             return ERR_IO;
@@ -208,9 +209,11 @@ int net_listen(const char *hostport, int *fds, size_t n, bool share, int *lock_f
         if (fds[i] < 0) {
             int e = errno;
             if (e == EADDRINUSE)
-                snprintf(err, errlen, "%s is already in use by another process%s", hostport,
-                         share ? " that does not share it" : " (two sluice gateways share a "
-                                 "port only with --reuse-port 1 on both)");
+                snprintf(err, errlen, "%s: Address already in use by another process%s",
+                         hostport, share ? " that does not share it (--reuse-port 1 joins "
+                                           "only gateways that also say 1)"
+                                         : " (two sluice gateways share a port only with "
+                                           "--reuse-port 1 on both)");
             else
                 snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(e));
             while (i > 0)

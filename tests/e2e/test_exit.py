@@ -165,7 +165,8 @@ def refused(first, args, what):
     h.log("second gateway on the same %s: status %s, %r" % (what, rc, errors))
     expect(rc == 1, "a second gateway on the same %s: status %s, expected 1:\n%s"
            % (what, rc, h.tail(text, 5)))
-    expect(len(errors) == 1 and re.search(r"in use by another (sluice|process)", errors[0])
+    expect(len(errors) == 1 and
+           re.search(r"Address already in use by another (sluice|process)", errors[0])
            and "--reuse-port 1" in errors[0],
            "not one clear error line for the %s in use:\n%s" % (what, h.tail(text, 5)))
 
@@ -183,7 +184,7 @@ def port_is_not_shared_by_accident(nats):
             rc, text, p = start_second(gw, ["--admin", listen_flag_of(gw.admin_port),
                                             "--listen-plain", "off"])
             h.kill_proc(p)
-            expect(rc == 1 and re.search(r"admin: .*in use", text),
+            expect(rc == 1 and re.search(r"admin: .*Address already in use", text),
                    "a second gateway on the same admin port: status %s:\n%s"
                    % (rc, h.tail(text, 5)))
             still_serves(gw, "ex.first2")
