@@ -78,7 +78,7 @@ struct server {
 /* Exit by drain-ms + this after the first stop signal, whatever a library call is doing. */
 #define SERVER_EXIT_SLACK_MS 5000
 /* The watchdog fires this much before the promise, for the kernel's teardown of the process. */
-#define SERVER_EXIT_MARGIN_MS 500
+#define SERVER_EXIT_MARGIN_MS 1000
 /* /readyz says 503 while open streams are above this share of max-streams-total. */
 #define SERVER_READY_HIGH_WATER_PCT 90
 
@@ -426,9 +426,11 @@ static void *on_signals(void *arg)
             if (deadline > 0 && now_s() >= deadline) {
                 bool drained = atomic_load(&s->drained);
                 log_error("shutdown not finished %d ms after the drain window (%s); exiting "
-                          "now", SERVER_EXIT_SLACK_MS,
+                          "now, within drain-ms + %d ms",
+                          SERVER_EXIT_SLACK_MS - SERVER_EXIT_MARGIN_MS,
                           drained ? "clients were all served; releasing NATS resources hung"
-                                  : "connections still open");
+                                  : "connections still open",
+                          SERVER_EXIT_SLACK_MS);
                 _exit(drained ? 0 : 1);
             }
             continue;
