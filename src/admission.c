@@ -19,11 +19,11 @@
 
 struct admission {
     struct admission_params p;
-    atomic_size_t open;          /* slots held; <= p.max_open when it is set */
-    pthread_mutex_t lock;        /* guards tokens and tokens_at */
-    double tokens;               /* 0 .. p.rate */
-    double tokens_at;            /* monotonic s of the last refill */
-    _Atomic double logged_at;    /* monotonic s of the last refusal log line */
+    atomic_size_t open;       /* slots held; <= p.max_open when it is set */
+    pthread_mutex_t lock;     /* guards tokens and tokens_at */
+    double tokens;            /* 0 .. p.rate */
+    double tokens_at;         /* monotonic s of the last refill */
+    _Atomic double logged_at; /* monotonic s of the last refusal log line */
     struct admission_stats stats;
 };
 

@@ -117,8 +117,8 @@ static int take_lock(const struct sockaddr *sa)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    if (bind(fd, (struct sockaddr *)&un, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
-                                                     (size_t)n)) != 0) {
+    if (bind(fd, (struct sockaddr *)&un,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) != 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -194,7 +194,8 @@ int net_listen(const char *hostport, int *fds, size_t n, bool share, int *lock_f
             int e = errno;
             close(lock);
             if (e == EADDRINUSE)
-                snprintf(err, errlen, "%s: Address already in use by another process (two "
+                snprintf(err, errlen,
+                         "%s: Address already in use by another process (two "
                          "sluice gateways share a port only with --reuse-port 1 on both)",
                          hostport);
             else
@@ -209,11 +210,11 @@ int net_listen(const char *hostport, int *fds, size_t n, bool share, int *lock_f
         if (fds[i] < 0) {
             int e = errno;
             if (e == EADDRINUSE)
-                snprintf(err, errlen, "%s: Address already in use by another process%s",
-                         hostport, share ? " that does not share it (--reuse-port 1 joins "
-                                           "only gateways that also say 1)"
-                                         : " (two sluice gateways share a port only with "
-                                           "--reuse-port 1 on both)");
+                snprintf(err, errlen, "%s: Address already in use by another process%s", hostport,
+                         share ? " that does not share it (--reuse-port 1 joins "
+                                 "only gateways that also say 1)"
+                               : " (two sluice gateways share a port only with "
+                                 "--reuse-port 1 on both)");
             else
                 snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(e));
             while (i > 0)

@@ -65,14 +65,14 @@ struct server {
     struct admission *admission; /* SSE stream capacity, process-wide */
     enum log_level log_level; /* as set now (SIGHUP may change it) */
     atomic_bool draining;
-    atomic_bool running;   /* started: a stop signal drains; before, it exits */
-    atomic_bool drained;   /* every worker reported its connections closed */
-    atomic_bool done;      /* teardown finished: the signal thread returns */
+    atomic_bool running; /* started: a stop signal drains; before, it exits */
+    atomic_bool drained; /* every worker reported its connections closed */
+    atomic_bool done;    /* teardown finished: the signal thread returns */
     pthread_t signals;
     bool signals_started;
     int argc;
     char **argv;
-    int locks[2];          /* the listeners' port locks (net_listen), -1 when none */
+    int locks[2]; /* the listeners' port locks (net_listen), -1 when none */
 };
 
 /* Exit by drain-ms + this after the first stop signal, whatever a library call is doing. */
@@ -381,8 +381,10 @@ static void control_signals(sigset_t *set)
 
 static const char *signame(int sig)
 {
-    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP"
-                                                                             : "SIGUSR1";
+    return sig == SIGTERM  ? "SIGTERM"
+           : sig == SIGINT ? "SIGINT"
+           : sig == SIGHUP ? "SIGHUP"
+                           : "SIGUSR1";
 }
 
 static double now_s(void)
@@ -396,7 +398,8 @@ static double now_s(void)
 static void start_drain(struct server *s, int sig)
 {
     log_info("%s: draining over %d ms (send it again to exit at once; exit is forced "
-             "%d ms after the window)", signame(sig), s->cfg->drain_ms, SERVER_EXIT_SLACK_MS);
+             "%d ms after the window)",
+             signame(sig), s->cfg->drain_ms, SERVER_EXIT_SLACK_MS);
     atomic_store(&s->draining, true);
     for (size_t i = 0; i < s->nworkers; i++)
         worker_drain(s->workers[i], s->cfg->drain_ms);
@@ -449,8 +452,8 @@ static void *on_signals(void *arg)
             log_info("%s again: exiting without waiting", signame(sig));
             _exit(0);
         } else {
-            deadline = now_s() + (s->cfg->drain_ms + SERVER_EXIT_SLACK_MS -
-                                  SERVER_EXIT_MARGIN_MS) / 1000.0;
+            deadline = now_s() +
+                       (s->cfg->drain_ms + SERVER_EXIT_SLACK_MS - SERVER_EXIT_MARGIN_MS) / 1000.0;
             start_drain(s, sig);
         }
     }
@@ -489,8 +492,8 @@ static void stop_signals(struct server *s)
 int server_run(const struct config *cfg, int argc, char **argv)
 {
     int code = 1;
-    struct server s = {.cfg = cfg, .log_level = cfg->log_level, .argc = argc, .argv = argv,
-                       .locks = {-1, -1}};
+    struct server s = {
+        .cfg = cfg, .log_level = cfg->log_level, .argc = argc, .argv = argv, .locks = {-1, -1}};
     size_t n = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     s.nworkers = n < 1 ? 1 : n > 64 ? 64 : n;
     s.workers = mem_calloc(s.nworkers, sizeof(*s.workers));

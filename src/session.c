@@ -290,8 +290,7 @@ int session_admit(struct session_req *r, const struct session_env *env,
     return 401;
 }
 
-bool session_admit_stream(struct session_req *r, const struct session_env *env,
-                          unsigned *retry_ms)
+bool session_admit_stream(struct session_req *r, const struct session_env *env, unsigned *retry_ms)
 {
     struct admission *a = env->admission;
     if (!a)

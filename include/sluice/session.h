@@ -119,8 +119,7 @@ size_t session_cors(const struct session_req *r, const struct session_env *env, 
  * session_req_dispose(). false: refused, counted and logged (at most once
  * a second); answer 200 with session_refusal(*retry_ms) as the body.
  */
-bool session_admit_stream(struct session_req *r, const struct session_env *env,
-                          unsigned *retry_ms);
+bool session_admit_stream(struct session_req *r, const struct session_env *env, unsigned *retry_ms);
 /*
  * The SSE body of a refused stream: `retry: retry_ms`, a comment, and
  * nothing else (no id: line, so the client keeps its Last-Event-ID).
