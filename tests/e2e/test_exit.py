@@ -26,12 +26,14 @@ start and the start-up line says the port is shared. Also with one worker
 (whose listener then binds without SO_REUSEPORT).
 
 demo_ctrl_c_leaves_nothing: scripts/demo on free ports with this build
-(SLUICE_BIN, SLUICE_PUB), in its own session; once it serves, SIGINT to
-its process group: the script ends, and no process it started (by PID)
-remains, and its ports are free.
+(SLUICE_BIN, SLUICE_PUB), in its own session; once it serves and a curl
+stream is open on its JetStream subject, SIGINT to its process group, and
+again 0.3 s later (an impatient user): the script ends, no process it
+started (by PID) remains, and its ports are free.
 """
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -273,8 +275,8 @@ def demo_ctrl_c_leaves_nothing(_):
     out = os.path.join(env["DEMO_DIR"], "demo.out")
     with open(out, "wb") as f:
         # Its own session, as a terminal's job: Ctrl-C signals its whole process group.
-        p = subprocess.Popen(["bash", demo], stdin=subprocess.DEVNULL, stdout=f,
-                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        p = h.spawn(["bash", demo], stdout=f, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True)
     group = []
     try:
         def text():
@@ -291,8 +293,22 @@ def demo_ctrl_c_leaves_nothing(_):
                "the demo's process group has no sluice or nats-server: %r" % names)
         expect(all(not port_free(port) for port in ports.values()),
                "the demo does not hold all its ports")
+        # A stream on the demo's JetStream subject: its subscription has to be ended
+        # at shutdown, which waits on a nats-server that Ctrl-C stops at the same time.
+        curl = h.spawn(["curl", "-sN", "--http2", "--noproxy", "*", "--cacert",
+                        os.path.join(h.SRC, "certs", "dev", "ca.pem"), "--max-time", "30",
+                        "https://localhost:%d/events/demo.ticks" % ports["PORT"]],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        h.wait_until(lambda: select.select([curl.stdout], [], [], 0.1)[0] and
+                     curl.stdout.read1(4096), 10, "the demo's first bytes on a stream")
         t0 = time.monotonic()
         os.killpg(p.pid, signal.SIGINT)
+        # An impatient user presses Ctrl-C again while the demo stops.
+        time.sleep(0.3)
+        try:
+            os.killpg(p.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
         try:
             p.wait(timeout=25)
         except subprocess.TimeoutExpired:
@@ -309,6 +325,8 @@ def demo_ctrl_c_leaves_nothing(_):
         expect("demo stopped" in text(), "the demo's cleanup did not run:\n%s"
                % h.tail(text(), 10))
     finally:
+        if "curl" in locals():
+            h.kill_proc(curl)
         for pid, _ in pids_in_group(p.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
