@@ -240,7 +240,7 @@ int admin_new(struct admin **out, const struct admin_params *p, char *bound, siz
               char *err, size_t errlen)
 {
     int fd;
-    int rc = net_listen(p->listen, &fd, 1, bound, blen, err, errlen);
+    int rc = net_listen(p->listen, &fd, 1, false, NULL, bound, blen, err, errlen);
     if (rc != 0)
         return rc;
     struct admin *a = mem_calloc(1, sizeof(*a));

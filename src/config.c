@@ -89,6 +89,11 @@ static const struct key keys[] = {
     INT("jetstream-replays", jetstream_replays, 1, 64),
     INT("jetstream-replay-max", jetstream_replay_max, 1, 10000000),
     {"log-level", K_LEVEL, offsetof(struct config, log_level), 0, 0},
+    INT("reuse-port", reuse_port, 0, 1),
+    INT("max-streams-total", max_streams_total, 0, 100000000),
+    INT("stream-admission-rate", stream_admission_rate, 0, 10000000),
+    INT("overload-retry-min-ms", overload_retry_min_ms, 1000, 3600000),
+    INT("overload-retry-max-ms", overload_retry_max_ms, 1000, 3600000),
 };
 
 static const char USAGE[] =
@@ -163,6 +168,15 @@ static const char USAGE[] =
     "                           listener, besides localhost and IP literals (default: none)\n"
     "  --ipv6-prefix-bits N     IPv6 clients share a per-address limit per prefix (default 64)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
+    "  --reuse-port 0|1         1: share the listen ports with other gateways that also\n"
+    "                           say 1 (zero-downtime restarts); 0: refuse to start on a\n"
+    "                           port in use (default 0)\n"
+    "  --max-streams-total N    SSE streams open process-wide; past it a new stream gets\n"
+    "                           200, a long retry: and its end; 0 = no cap (default 250000)\n"
+    "  --stream-admission-rate N  new SSE streams per second process-wide, the same\n"
+    "                           refusal past it; 0 = no limit (default 0)\n"
+    "  --overload-retry-min-ms N, --overload-retry-max-ms N  the retry: such a refusal\n"
+    "                           carries, drawn per stream (default 5000 and 30000)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -226,6 +240,9 @@ void config_init(struct config *c)
     c->jetstream_replays = 4;
     c->jetstream_replay_max = 10000;
     c->log_level = LOG_INFO;
+    c->max_streams_total = 250000;
+    c->overload_retry_min_ms = 5000;
+    c->overload_retry_max_ms = 30000;
 }
 
 void config_dispose(struct config *c)
@@ -418,6 +435,11 @@ int config_check(const struct config *c, char *err, size_t errlen)
     if (c->max_subjects_per_connection < c->max_subjects || c->subscribe_rate < c->max_subjects) {
         set_err(err, errlen, "max-subjects-per-connection and subscribe-rate must be at least "
                              "max-subjects (%d)", c->max_subjects);
+        return ERR_INVALID;
+    }
+    if (c->overload_retry_min_ms > c->overload_retry_max_ms) {
+        set_err(err, errlen, "overload-retry-min-ms (%d) is above overload-retry-max-ms (%d)",
+                c->overload_retry_min_ms, c->overload_retry_max_ms);
         return ERR_INVALID;
     }
     return 0;

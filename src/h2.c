@@ -296,6 +296,14 @@ static void on_stream_wake(void *ctx)
 
 static int respond_events(struct h2 *h2, struct req *r, const struct http_route *route)
 {
+    unsigned retry_ms;
+    if (route->kind == HTTP_EVENTS && !session_admit_stream(&r->s, h2->io.env, &retry_ms)) {
+        /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
+        size_t n;
+        char *body = session_refusal(retry_ms, &n);
+        session_charge(&r->s, &h2->conn, n + 1, true);
+        return respond_body(h2, r, 200, "text/event-stream", body, n, NULL);
+    }
     const char *text;
     int status = session_open_stream(&r->s, h2->io.env, &h2->conn, route, on_stream_wake, r,
                                      h2->io.conn_id, r->id, &text);

@@ -370,7 +370,14 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
             return;
         }
     }
-    if (route.kind == HTTP_EVENTS || route.kind == HTTP_POLL) {
+    unsigned retry_ms;
+    if (route.kind == HTTP_EVENTS && !session_admit_stream(&h->req, h->io.env, &retry_ms)) {
+        /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
+        size_t n;
+        char *body = session_refusal(retry_ms, &n);
+        respond_body(h, 200, "text/event-stream", body, n, NULL);
+        free(body);
+    } else if (route.kind == HTTP_EVENTS || route.kind == HTTP_POLL) {
         const char *text;
         status = session_open_stream(&h->req, h->io.env, &h->conn, &route, on_stream_wake, h,
                                      h->io.conn_id, 0, &text);

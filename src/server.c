@@ -3,16 +3,29 @@
  *
  * Every worker binds its own SO_REUSEPORT socket to the listen address,
  * so the kernel spreads connections over workers without a shared accept
- * lock. Signals are blocked in every thread and taken here with
- * sigtimedwait(), so no handler ever runs inside a worker; the same loop
- * sweeps lingering NATS subscriptions once a second.
+ * lock; net_listen() keeps another process out of that port unless
+ * --reuse-port 1 says sharing is meant.
+ *
+ * Signals are blocked in every thread and taken by one thread of their
+ * own with sigtimedwait(), so no handler ever runs inside a worker, and
+ * a signal is taken even while the main thread is stuck in a library
+ * call (an unsubscribe from a JetStream consumer waits for a NATS server
+ * that may be gone). The main thread only sweeps lingering NATS
+ * subscriptions and, once the drain is done, tears down in order.
  *
  * Drain: readiness turns false at once, then every worker closes its
  * listener and spreads the end of its streams over the drain window; the
- * process exits 0 when every worker reports its connections closed.
+ * process exits 0 when every worker reports its connections closed and
+ * teardown is done. Two guarantees hold whatever NATS does: a second
+ * signal exits at once, and the signal thread's watchdog _exit()s with a
+ * log line when drain-ms + 5 s after the first signal the process is
+ * still not gone (rejected: alarm(), whose handler would run on an
+ * arbitrary thread, and a per-call timeout, which cannot cover calls made
+ * inside libraries).
  */
 #include "sluice/server.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -24,6 +37,7 @@
 
 #include "sluice/access.h"
 #include "sluice/admin.h"
+#include "sluice/admission.h"
 #include "sluice/auth.h"
 #include "sluice/buf.h"
 #include "sluice/bus.h"
@@ -48,9 +62,25 @@ struct server {
     struct bus *bus;
     struct tls *tls;
     struct guard *guard;
+    struct admission *admission; /* SSE stream capacity, process-wide */
     enum log_level log_level; /* as set now (SIGHUP may change it) */
     atomic_bool draining;
+    atomic_bool running; /* started: a stop signal drains; before, it exits */
+    atomic_bool drained; /* every worker reported its connections closed */
+    atomic_bool done;    /* teardown finished: the signal thread returns */
+    pthread_t signals;
+    bool signals_started;
+    int argc;
+    char **argv;
+    int locks[2]; /* the listeners' port locks (net_listen), -1 when none */
 };
+
+/* Exit by drain-ms + this after the first stop signal, whatever a library call is doing. */
+#define SERVER_EXIT_SLACK_MS 5000
+/* The watchdog fires this much before the promise, for the kernel's teardown of the process. */
+#define SERVER_EXIT_MARGIN_MS 1000
+/* /readyz says 503 while open streams are above this share of max-streams-total. */
+#define SERVER_READY_HIGH_WATER_PCT 90
 
 static bool on_ready(void *ctx, const char **why)
 {
@@ -61,6 +91,11 @@ static bool on_ready(void *ctx, const char **why)
     }
     if (!bus_connected(s->bus)) {
         *why = "NATS disconnected";
+        return false;
+    }
+    if (!admission_headroom(s->admission)) {
+        /* Load balancers steer new clients elsewhere; open streams stay served. */
+        *why = "at capacity (open streams above 90% of max-streams-total)";
         return false;
     }
     return true;
@@ -154,6 +189,17 @@ static void on_metrics(void *ctx, struct buf *out)
     /* Process-wide, counted by the bus: new patterns refused with every subscription watched. */
     metrics_value(out, "sluice_limit_hits_total", "limit=\"subscriptions\"",
                   (double)bs.subs_refused);
+    const struct admission_stats *as = admission_stats(s->admission);
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"streams_total\"",
+                  (double)atomic_load(&as->full));
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"stream_admission_rate\"",
+                  (double)atomic_load(&as->rate));
+    metric(out, "sluice_stream_capacity", "gauge",
+           "max-streams-total: SSE streams the process admits at once (0: no cap).",
+           (double)admission_max(s->admission));
+    metric(out, "sluice_streams_admitted", "gauge",
+           "SSE streams holding an admission slot (what max-streams-total caps).",
+           (double)admission_open(s->admission));
 
     metric(out, "sluice_streams_open", "gauge", "SSE streams open.", STREAMS(open));
     metric(out, "sluice_streams_opened_total", "counter", "SSE streams opened.", STREAMS(opened));
@@ -350,49 +396,121 @@ static void control_signals(sigset_t *set)
     sigaddset(set, SIGUSR1);
 }
 
-/* Runs the signal loop; returns once the process should exit. */
-static void run_signals(struct server *s, int argc, char **argv)
+static const char *signame(int sig)
 {
+    return sig == SIGTERM  ? "SIGTERM"
+           : sig == SIGINT ? "SIGINT"
+           : sig == SIGHUP ? "SIGHUP"
+                           : "SIGUSR1";
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The first stop signal: readiness off, listeners and their locks closed, streams ended. */
+static void start_drain(struct server *s, int sig)
+{
+    log_info("%s: draining over %d ms (send it again to exit at once; exit is forced "
+             "%d ms after the window)",
+             signame(sig), s->cfg->drain_ms, SERVER_EXIT_SLACK_MS);
+    atomic_store(&s->draining, true);
+    for (size_t i = 0; i < s->nworkers; i++)
+        worker_drain(s->workers[i], s->cfg->drain_ms);
+    /* The listeners close now: a replacement gateway may take the port. */
+    for (size_t i = 0; i < 2; i++) {
+        if (s->locks[i] >= 0)
+            close(s->locks[i]);
+        s->locks[i] = -1;
+    }
+}
+
+/*
+ * The signal thread: takes every control signal, and enforces the exit
+ * deadline. _exit() is the point: a thread stuck in a library call
+ * cannot be unwound, and the drain has already ended what clients see.
+ */
+static void *on_signals(void *arg)
+{
+    struct server *s = arg;
     sigset_t set;
     control_signals(&set);
-    for (;;) {
-        struct timespec tick = {0, 200 * 1000 * 1000};
+    double deadline = 0; /* monotonic s; 0 until the first stop signal */
+    while (!atomic_load(&s->done)) {
+        struct timespec tick = {0, 100 * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig < 0) {
-            bus_sweep(s->bus);
-            if (atomic_load(&s->draining)) {
-                bool all = true;
-                for (size_t i = 0; i < s->nworkers; i++)
-                    all = all && worker_drained(s->workers[i]);
-                if (all) {
-                    log_info("drained; exiting");
-                    return;
-                }
+            if (deadline > 0 && now_s() >= deadline) {
+                bool drained = atomic_load(&s->drained);
+                log_error("shutdown not finished %d ms after the drain window (%s); exiting "
+                          "now, within drain-ms + %d ms",
+                          SERVER_EXIT_SLACK_MS - SERVER_EXIT_MARGIN_MS,
+                          drained ? "clients were all served; releasing NATS resources hung"
+                                  : "connections still open",
+                          SERVER_EXIT_SLACK_MS);
+                _exit(drained ? 0 : 1);
             }
             continue;
         }
-        if (sig == SIGHUP) {
-            reload(s, argc, argv);
-        } else if (sig == SIGUSR1) {
-            if (access_reopen() != 0)
+        if (sig == SIGHUP || sig == SIGUSR1) {
+            if (!atomic_load(&s->running))
+                log_warn("%s during start-up: ignored", signame(sig));
+            else if (sig == SIGHUP)
+                reload(s, s->argc, s->argv);
+            else if (access_reopen() != 0)
                 log_error("SIGUSR1: cannot reopen the access log");
-        } else if (atomic_load(&s->draining)) {
-            log_info("%s again: exiting without waiting", strsignal(sig));
-            return;
+        } else if (!atomic_load(&s->running)) {
+            log_warn("%s during start-up: exiting", signame(sig));
+            _exit(1);
+        } else if (deadline > 0) {
+            log_info("%s again: exiting without waiting", signame(sig));
+            _exit(0);
         } else {
-            log_info("%s: draining over %d ms (send it again to exit at once)", strsignal(sig),
-                     s->cfg->drain_ms);
-            atomic_store(&s->draining, true);
-            for (size_t i = 0; i < s->nworkers; i++)
-                worker_drain(s->workers[i], s->cfg->drain_ms);
+            deadline = now_s() +
+                       (s->cfg->drain_ms + SERVER_EXIT_SLACK_MS - SERVER_EXIT_MARGIN_MS) / 1000.0;
+            start_drain(s, sig);
         }
     }
+    return NULL;
+}
+
+/* The main thread while serving: sweeps NATS subscriptions until the drain is done. */
+static void serve(struct server *s)
+{
+    for (;;) {
+        nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
+        if (atomic_load(&s->draining)) {
+            bool all = true;
+            for (size_t i = 0; i < s->nworkers; i++)
+                all = all && worker_drained(s->workers[i]);
+            if (all) {
+                atomic_store(&s->drained, true);
+                log_info("drained; exiting");
+                return;
+            }
+        }
+        bus_sweep(s->bus);
+    }
+}
+
+/* Joins the signal thread (within its 100 ms tick); after this no signal touches s. */
+static void stop_signals(struct server *s)
+{
+    if (!s->signals_started)
+        return;
+    atomic_store(&s->done, true);
+    pthread_join(s->signals, NULL);
+    s->signals_started = false;
 }
 
 int server_run(const struct config *cfg, int argc, char **argv)
 {
     int code = 1;
-    struct server s = {.cfg = cfg, .log_level = cfg->log_level};
+    struct server s = {
+        .cfg = cfg, .log_level = cfg->log_level, .argc = argc, .argv = argv, .locks = {-1, -1}};
     size_t n = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     s.nworkers = n < 1 ? 1 : n > 64 ? 64 : n;
     s.workers = mem_calloc(s.nworkers, sizeof(*s.workers));
@@ -407,6 +525,12 @@ int server_run(const struct config *cfg, int argc, char **argv)
     control_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* First, so that a stop signal ends a start-up that hangs too. */
+    if (pthread_create(&s.signals, NULL, on_signals, &s) != 0) {
+        log_error("cannot start the signal thread");
+        goto out;
+    }
+    s.signals_started = true;
 
     if (make_access_control(&s) != 0)
         goto out;
@@ -418,18 +542,27 @@ int server_run(const struct config *cfg, int argc, char **argv)
     s.tls = tls_new(ssl_ctx);
     s.guard = guard_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_address,
                         (unsigned)cfg->ipv6_prefix_bits);
+    s.admission = admission_new(&(struct admission_params){
+        .max_open = (size_t)cfg->max_streams_total,
+        .rate = (unsigned)cfg->stream_admission_rate,
+        .retry_min_ms = (unsigned)cfg->overload_retry_min_ms,
+        .retry_max_ms = (unsigned)cfg->overload_retry_max_ms,
+        .high_water_pct = SERVER_READY_HIGH_WATER_PCT,
+    });
     if (access_open(cfg->access_log, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out_tls;
     }
-    if (net_listen(cfg->listen, fds, s.nworkers, bound, sizeof(bound), err, sizeof(err)) != 0) {
+    bool share = cfg->reuse_port != 0;
+    if (net_listen(cfg->listen, fds, s.nworkers, share, &s.locks[0], bound, sizeof(bound), err,
+                   sizeof(err)) != 0) {
         log_error("listen: %s", err);
         goto out_access;
     }
     for (size_t i = 0; i < s.nworkers; i++)
         plain[i] = -1;
-    if (has_plain && net_listen(cfg->listen_plain, plain, s.nworkers, plain_bound,
-                                sizeof(plain_bound), err, sizeof(err)) != 0) {
+    if (has_plain && net_listen(cfg->listen_plain, plain, s.nworkers, share, &s.locks[1],
+                                plain_bound, sizeof(plain_bound), err, sizeof(err)) != 0) {
         log_error("listen-plain: %s", err);
         for (size_t i = 0; i < s.nworkers; i++)
             close(fds[i]);
@@ -438,8 +571,8 @@ int server_run(const struct config *cfg, int argc, char **argv)
     size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
     for (size_t i = 0; i < s.nworkers; i++)
-        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, fds[i], plain[i],
-                                  queue_total / s.nworkers);
+        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, s.admission, fds[i],
+                                  plain[i], queue_total / s.nworkers);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -471,11 +604,13 @@ int server_run(const struct config *cfg, int argc, char **argv)
             goto out_stop;
     }
     log_info("sluice %s listening on https://%s (h2), plain %s%s, admin %s%s, %zu workers, "
-             "nats %s, auth %s, max-streams %d, heartbeat %d ms",
+             "nats %s, auth %s, max-streams %d, heartbeat %d ms%s",
              SLUICE_VERSION, bound, has_plain ? "on http://" : "", plain_bound,
              admin ? "on http://" : "", admin_bound, s.nworkers, cfg->nats_url, cfg->auth,
-             cfg->max_streams, cfg->heartbeat_ms);
-    run_signals(&s, argc, argv);
+             cfg->max_streams, cfg->heartbeat_ms,
+             share ? ", port shared with other gateways (--reuse-port 1)" : "");
+    atomic_store(&s.running, true);
+    serve(&s);
     code = 0;
 out_stop:
     for (size_t i = 0; i < s.nworkers; i++)
@@ -487,11 +622,17 @@ out_workers:
     for (size_t i = 0; i < s.nworkers; i++)
         worker_free(s.workers[i]);
 out_access:
+    stop_signals(&s);
     access_close();
 out_tls:
     guard_free(s.guard);
+    admission_free(s.admission);
     tls_free(s.tls);
 out:
+    stop_signals(&s);
+    for (size_t i = 0; i < 2; i++)
+        if (s.locks[i] >= 0)
+            close(s.locks[i]);
     auth_free(s.auth);
     cors_free(s.cors);
     free(s.workers);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "sluice/access.h"
+#include "sluice/admission.h"
 #include "sluice/auth.h"
 #include "sluice/bus.h"
 #include "sluice/config.h"
@@ -163,6 +164,8 @@ void session_req_dispose(struct session_req *r, const char *protocol, const char
         uncharge(r, r->charged);
     }
     stream_free(r->stream);
+    if (r->slot)
+        admission_put(r->slot);
     free(r->method);
     free(r->path);
     free(r->last_event_id);
@@ -376,6 +379,42 @@ int session_admit(struct session_req *r, const struct session_env *env,
     auth_www_authenticate(www, wlen, why);
     *text = why;
     return 401;
+}
+
+bool session_admit_stream(struct session_req *r, const struct session_env *env, unsigned *retry_ms)
+{
+    struct admission *a = env->admission;
+    if (!a)
+        return true;
+    double now = stream_now_s();
+    enum admission_verdict v = admission_take(a, now);
+    if (v == ADMISSION_OK) {
+        r->slot = a;
+        return true;
+    }
+    *retry_ms = admission_retry_ms(a);
+    if (admission_log_due(a, now)) {
+        const struct admission_stats *st = admission_stats(a);
+        log_warn("overload: refusing new streams (%s); %zu open; refused so far: %" PRIu64
+                 " at max-streams-total, %" PRIu64 " at stream-admission-rate; "
+                 "clients retry in %u ms (this one)",
+                 v == ADMISSION_FULL ? "max-streams-total reached" : "stream-admission-rate",
+                 admission_open(a), (uint64_t)atomic_load(&st->full),
+                 (uint64_t)atomic_load(&st->rate), *retry_ms);
+    }
+    return false;
+}
+
+char *session_refusal(unsigned retry_ms, size_t *len)
+{
+    char line[SSE_LINE_MAX];
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, line, sse_format_retry(line, retry_ms));
+    buf_append(&b, line, sse_format_comment(line, "over capacity, reconnect later"));
+    buf_append(&b, "", 1); /* a NUL after the body; not counted in len */
+    *len = b.len - 1;
+    return (char *)b.data;
 }
 
 /* Counts a refusal of a connection's caps; logs the first of the connection only. */

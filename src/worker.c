@@ -156,6 +156,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
 
 #define LAG_INTERVAL 0.25
 #define DRAIN_TICK 0.1
+#define WORKER_DRAIN_GRACE_S 3.0 /* connections may take this long past the window to close */
 
 static void on_lag(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -225,7 +226,8 @@ static void on_drain(struct ev_loop *loop, ev_async *a, int revents)
     w->drain_start = ev_now(loop);
     w->drain_end = w->drain_start + (window > 0 ? window : 0.001);
     w->drain_open = stream_env_open(&w->streams);
-    w->drain_deadline = w->drain_end + 5.0;
+    /* Before the process's own exit deadline (window + 5 s), leaving it time to tear down. */
+    w->drain_deadline = w->drain_end + WORKER_DRAIN_GRACE_S;
     ev_timer_init(&w->drain_timer, on_drain_tick, 0, DRAIN_TICK);
     ev_timer_start(loop, &w->drain_timer);
 }
@@ -264,7 +266,8 @@ void worker_post_replay(void *ctx, struct bus_replay *r)
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
                           struct guard *guard, const struct auth *auth, const struct cors *cors,
-                          int listen_fd, int plain_fd, size_t queue_bytes)
+                          struct admission *admission, int listen_fd, int plain_fd,
+                          size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
     w->index = index;
@@ -279,6 +282,7 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.session.auth = auth;
     w->env.session.cors = cors;
     w->env.session.stats = &w->env.stats.session;
+    w->env.session.admission = admission;
     list_init(&w->env.all);
     list_init(&w->env.dirty);
     w->env.session.cfg = cfg;

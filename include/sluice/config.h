@@ -66,6 +66,11 @@ struct config {
     char *allow_subjects;            /* reserved subject patterns clients may use, or "" */
     char *allowed_hosts;             /* Host names besides localhost and IP literals, or "" */
     int ipv6_prefix_bits;            /* IPv6 clients are counted per this prefix */
+    int reuse_port;                  /* 1: listen ports may be shared with other gateways */
+    int max_streams_total;           /* SSE streams open process-wide; 0 = no cap */
+    int stream_admission_rate;       /* new SSE streams per second process-wide; 0 = none */
+    int overload_retry_min_ms;       /* `retry:` of a stream refused for capacity: */
+    int overload_retry_max_ms;       /*   drawn from [min, max] */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -25,6 +25,7 @@
 #include "sluice/rate.h"
 #include "sluice/stream.h"
 
+struct admission;
 struct auth;
 struct auth_grant;
 struct bus;
@@ -59,6 +60,7 @@ struct session_env {
     struct stream_env *streams;
     struct session_stats *stats;
     struct filecache *files;    /* static files shared by this worker's responses */
+    struct admission *admission; /* the process's stream capacity; NULL: unlimited */
 };
 
 /*
@@ -125,6 +127,7 @@ struct session_req {
     struct session_conn *conn;  /* what patterns and charged are counted in; NULL: nothing */
     bool counted;               /* stream's subjects are counted in conn->patterns */
     size_t charged;             /* bytes counted in conn->budget and its worker's */
+    struct admission *slot;     /* holds one admission slot until disposed; NULL: none */
 };
 
 void session_req_init(struct session_req *r);
@@ -156,6 +159,19 @@ int session_admit(struct session_req *r, const struct session_env *env,
 /* The CORS response headers for r (none for a request without a foreign Origin). */
 size_t session_cors(const struct session_req *r, const struct session_env *env, bool secure,
                     enum cors_kind kind, struct cors_header out[CORS_HEADERS_MAX]);
+/*
+ * The process's capacity for one more SSE stream (max-streams-total,
+ * stream-admission-rate). true: admitted, and r holds a slot until
+ * session_req_dispose(). false: refused, counted and logged (at most once
+ * a second); answer 200 with session_refusal(*retry_ms) as the body.
+ */
+bool session_admit_stream(struct session_req *r, const struct session_env *env, unsigned *retry_ms);
+/*
+ * The SSE body of a refused stream: `retry: retry_ms`, a comment, and
+ * nothing else (no id: line, so the client keeps its Last-Event-ID).
+ * malloc'ed; its length in *len.
+ */
+char *session_refusal(unsigned retry_ms, size_t *len);
 /*
  * Opens r->stream for an HTTP_EVENTS or HTTP_POLL route, its subject
  * patterns counted in conn until r is disposed. 0, or the status to answer

@@ -22,17 +22,20 @@ struct tls;
 struct guard;
 struct auth;
 struct cors;
+struct admission;
 struct config;
 struct worker;
 
 /*
  * A stopped worker. Takes ownership of listen_fd (TLS) and plain_fd
- * (cleartext, or -1); cfg, tls, guard, auth and cors are borrowed.
+ * (cleartext, or -1); cfg, tls, guard, auth, cors and admission (the
+ * process's stream capacity, may be NULL) are borrowed.
  * queue_bytes: this worker's share of the process queue cap.
  */
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
                           struct guard *guard, const struct auth *auth, const struct cors *cors,
-                          int listen_fd, int plain_fd, size_t queue_bytes);
+                          struct admission *admission, int listen_fd, int plain_fd,
+                          size_t queue_bytes);
 /* The counters of this worker's streams and connections; read from any thread. */
 const struct stream_stats *worker_stream_stats(const struct worker *w);
 const struct conn_stats *worker_conn_stats(const struct worker *w);
@@ -43,7 +46,8 @@ double worker_lag(const struct worker *w);
  * connection gets the GOAWAY shutdown notice, open streams are ended in
  * batches spread evenly over drain_ms, each with a `retry:` jittered
  * across the window, then the final GOAWAY. worker_drained() turns true
- * once every connection has closed or the window plus 5 s has passed.
+ * once every connection has closed or the window plus 3 s has passed
+ * (the process exits by the window plus 5 s; see server.c).
  */
 void worker_drain(struct worker *w, int drain_ms);
 bool worker_drained(const struct worker *w);
