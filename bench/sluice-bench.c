@@ -75,6 +75,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "cl_buf.h"
+#include "cl_conn.h"
 #include "cl_h1.h"
 #include "cl_h2.h"
 #include "cl_log.h"
@@ -85,8 +86,6 @@
 #include "cl_time.h"
 #include "cl_tls.h"
 
-#define BENCH_READ_CHUNK 16384       /* bytes per read; one TLS record */
-#define BENCH_READS_PER_WAKE 16      /* bounds one connection's turn */
 #define BENCH_OUT_SOFT_BYTES 65536   /* stop pulling frames from nghttp2 */
 #define BENCH_CONN_WINDOW (16 << 20) /* bytes; h2 connection-level window */
 #define BENCH_TICK_S 0.01            /* phase, churn, reopen and connect pump */
@@ -169,24 +168,15 @@ struct stream {
     struct cl_sse sse;  /* the WHATWG parser; its last event id is sent as Last-Event-ID */
 };
 
-enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN };
-
 struct conn {
-    ev_io io;
-    int io_events; /* what io watches */
-    int fd;
-    enum conn_state state;
+    struct cl_conn net;    /* socket, TLS, pending output; net.state is the conn's */
     bool dirty;            /* on the dirty list: flush before sleeping */
-    bool read_wants_write; /* SSL_read returned WANT_WRITE */
     bool queued;           /* in the connect queue */
     struct client *client;
     uint32_t no;
-    SSL *ssl;
     nghttp2_session *session;
     struct stream *streams; /* this connection's slice */
     unsigned nstreams;
-    struct cl_buf out;      /* pending bytes; an unfinished SSL_write retries all of it */
-    uint32_t out_off;       /* cleartext partial writes; out_off <= out.len */
     uint64_t retry_ns;      /* monotonic time a reconnect may start */
     struct cl_h1 h1;        /* the HTTP/1.1 response */
 };
@@ -680,27 +670,28 @@ static void h1_request(struct conn *c)
     struct stream *s = &c->streams[0];
     char path[BENCH_PATH_MAX];
     render(path, sizeof path, o->path_tmpl, s->subject, s->idx, c->no);
-    c->out.len = c->out_off = 0;
+    struct cl_buf *out = &c->net.out;
+    out->len = c->net.out_off = 0;
     char line[BENCH_PATH_MAX + 512];
     int n = snprintf(line, sizeof line,
                      "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n"
                      "Cache-Control: no-cache\r\n",
                      path, o->authority);
-    cl_buf_append(&c->out, line, (size_t)n);
+    cl_buf_append(out, line, (size_t)n);
     size_t last_len = 0;
     const char *last = cl_sse_last_id(&s->sse, &last_len);
     if (o->resume && last && last_len > 0) {
-        cl_buf_append(&c->out, "Last-Event-ID: ", 15);
-        cl_buf_append(&c->out, last, last_len);
-        cl_buf_append(&c->out, "\r\n", 2);
+        cl_buf_append(out, "Last-Event-ID: ", 15);
+        cl_buf_append(out, last, last_len);
+        cl_buf_append(out, "\r\n", 2);
     }
     for (size_t i = 0; i < o->nheaders; i++) {
-        cl_buf_append(&c->out, o->headers[i].name, o->headers[i].namelen);
-        cl_buf_append(&c->out, ": ", 2);
-        cl_buf_append(&c->out, o->headers[i].value, o->headers[i].valuelen);
-        cl_buf_append(&c->out, "\r\n", 2);
+        cl_buf_append(out, o->headers[i].name, o->headers[i].namelen);
+        cl_buf_append(out, ": ", 2);
+        cl_buf_append(out, o->headers[i].value, o->headers[i].valuelen);
+        cl_buf_append(out, "\r\n", 2);
     }
-    cl_buf_append(&c->out, "\r\n", 2);
+    cl_buf_append(out, "\r\n", 2);
     reset_parser(s);
     s->req_ns = cl_time_mono_ns();
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
@@ -731,16 +722,6 @@ static const struct cl_h1_callbacks h1_callbacks = {
 
 /* ---------------------------------------------------------- connections */
 
-static void set_io(struct conn *c, int events)
-{
-    if (events == c->io_events)
-        return;
-    ev_io_stop(c->client->loop, &c->io);
-    ev_io_set(&c->io, c->fd, events);
-    ev_io_start(c->client->loop, &c->io);
-    c->io_events = events;
-}
-
 static void enqueue_connect(struct conn *c, uint64_t due_ns)
 {
     if (!c->queued) {
@@ -752,25 +733,15 @@ static void enqueue_connect(struct conn *c, uint64_t due_ns)
 static void conn_close(struct conn *c)
 {
     struct client *cl = c->client;
-    if (c->state == CONN_IDLE)
+    if (c->net.state == CL_CONN_IDLE)
         return;
-    if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE)
+    if (c->net.state == CL_CONN_CONNECTING || c->net.state == CL_CONN_HANDSHAKE)
         cl->inflight--;
-    ev_io_stop(cl->loop, &c->io);
-    c->io_events = 0;
     if (c->session) {
         nghttp2_session_del(c->session);
         c->session = NULL;
     }
-    if (c->ssl) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->out.len = c->out_off = 0;
-    c->state = CONN_IDLE;
+    cl_conn_close(&c->net, false);
 }
 
 /* The connection is gone: its active streams are over, and it reconnects
@@ -779,8 +750,8 @@ static void conn_down(struct conn *c, bool by_server, const char *why)
 {
     struct client *cl = c->client;
     bool churn = false;
-    bool was_open = c->state == CONN_OPEN;
-    if (c->state == CONN_IDLE)
+    bool was_open = c->net.state == CL_CONN_OPEN;
+    if (c->net.state == CL_CONN_IDLE)
         return;
     conn_close(c);
     if (cl->phase == PHASE_DONE)
@@ -805,94 +776,73 @@ static void conn_down(struct conn *c, bool by_server, const char *why)
     enqueue_connect(c, cl_time_mono_ns() + (churn ? 0 : (uint64_t)(cl->o.reopen_s * 1e9)));
 }
 
-/* Bytes out; -1 when the connection is gone. */
-static int conn_send(struct conn *c)
-{
-    while (c->out_off < c->out.len) {
-        ssize_t n = cl_tls_write(c->ssl, c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
-        if (n == CL_TLS_AGAIN)
-            return 0;
-        if (n < 0)
-            return -1;
-        c->out_off += (uint32_t)n;
-    }
-    c->out.len = c->out_off = 0;
-    return 0;
-}
-
 static void fill_h2_output(struct conn *c)
 {
-    int rv = cl_h2_pull(c->session, &c->out, BENCH_OUT_SOFT_BYTES);
+    int rv = cl_h2_pull(c->session, &c->net.out, BENCH_OUT_SOFT_BYTES);
     if (rv != 0)
         conn_down(c, true, nghttp2_strerror(rv));
 }
 
 static void flush_output(struct conn *c)
 {
-    while (c->state == CONN_OPEN) {
-        if (c->out.len == 0 && c->session)
+    while (c->net.state == CL_CONN_OPEN) {
+        if (c->net.out.len == 0 && c->session)
             fill_h2_output(c);
-        if (c->state != CONN_OPEN || c->out.len == 0)
+        if (c->net.state != CL_CONN_OPEN || c->net.out.len == 0)
             break;
-        uint32_t before = c->out.len;
-        if (conn_send(c) < 0) {
-            conn_down(c, true, c->ssl ? cl_tls_error() : strerror(errno));
+        if (cl_conn_send(&c->net) < 0) {
+            conn_down(c, true, cl_conn_error(&c->net));
             return;
         }
-        if (c->out.len != 0 && c->out.len == before)
+        if (cl_conn_pending(&c->net))
             break; /* would block */
     }
-    if (c->state != CONN_OPEN)
+    if (c->net.state != CL_CONN_OPEN)
         return;
-    if (c->session && c->out.len == 0 && !nghttp2_session_want_read(c->session) &&
+    if (c->session && c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session)) {
         conn_down(c, true, "session over");
         return;
     }
-    set_io(c, EV_READ | (c->out.len > 0 || c->read_wants_write ? EV_WRITE : 0));
+    cl_conn_watch(&c->net, EV_READ | (c->net.out.len > 0 || c->net.read_wants_write ? EV_WRITE : 0));
+}
+
+static bool on_read(struct cl_conn *net, const char *buf, size_t n)
+{
+    struct conn *c = container_of(net, struct conn, net);
+    if (c->session) {
+        ssize_t rv = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf, n);
+        if (rv < 0) {
+            conn_down(c, true, nghttp2_strerror((int)rv));
+            return false;
+        }
+        return true;
+    }
+    if (cl_h1_feed(&c->h1, buf, n) < 0) {
+        conn_down(c, true, "malformed HTTP/1.1 response");
+        return false;
+    }
+    if (cl_h1_done(&c->h1)) {
+        conn_down(c, true, "response complete");
+        return false;
+    }
+    return true;
 }
 
 static void read_input(struct conn *c)
 {
-    char buf[BENCH_READ_CHUNK];
-    c->read_wants_write = false;
-    /* Bytes OpenSSL already holds do not make the socket readable again,
-     * so the per-wake bound only applies once they are drained. */
-    for (int i = 0; i < BENCH_READS_PER_WAKE || (c->ssl && SSL_has_pending(c->ssl)); i++) {
-        ssize_t n = cl_tls_read(c->ssl, c->fd, buf, sizeof buf, &c->read_wants_write);
-        if (n == CL_TLS_AGAIN)
-            return;
-        if (n <= 0) {
-            conn_down(c, true, n == 0 ? "peer closed" : c->ssl ? cl_tls_error() : strerror(errno));
-            return;
-        }
-        if (c->session) {
-            ssize_t rv = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf, (size_t)n);
-            if (rv < 0) {
-                conn_down(c, true, nghttp2_strerror((int)rv));
-                return;
-            }
-        } else {
-            if (cl_h1_feed(&c->h1, buf, (size_t)n) < 0) {
-                conn_down(c, true, "malformed HTTP/1.1 response");
-                return;
-            }
-            if (cl_h1_done(&c->h1)) {
-                conn_down(c, true, "response complete");
-                return;
-            }
-        }
-    }
+    ssize_t rc = cl_conn_read(&c->net);
+    if (rc == CL_TLS_AGAIN || rc == CL_CONN_STOPPED)
+        return;
+    conn_down(c, true, rc == 0 ? "peer closed" : cl_conn_error(&c->net));
 }
 
 static void start_protocol(struct conn *c)
 {
     struct client *cl = c->client;
-    c->state = CONN_OPEN;
-    cl->inflight--;
     if (cl->o.proto == PROTO_H1) {
         h1_request(c);
-        set_io(c, EV_READ);
+        cl_conn_watch(&c->net, EV_READ);
         return;
     }
     struct cl_h2_settings settings = {
@@ -912,26 +862,17 @@ static void start_protocol(struct conn *c)
         h2_submit(c, s);
     }
     mark_dirty(c);
-    set_io(c, EV_READ);
+    cl_conn_watch(&c->net, EV_READ);
 }
 
-static void do_handshake(struct conn *c)
+static void on_open(struct cl_conn *net)
 {
-    const struct opts *o = &c->client->o;
+    struct conn *c = container_of(net, struct conn, net);
     char alpn[16];
-    bool want_write = false;
-    const char *why = NULL;
-    int r = cl_tls_handshake(c->ssl, &want_write, &why);
-    if (r == CL_TLS_AGAIN) {
-        set_io(c, want_write ? EV_WRITE : EV_READ);
-        return;
-    }
-    if (r != 1) {
-        conn_down(c, true, why);
-        return;
-    }
-    cl_tls_alpn(c->ssl, alpn, sizeof alpn);
-    if (o->proto == PROTO_H2 && strcmp(alpn, "h2") != 0) {
+    c->client->inflight--;
+    if (net->ssl)
+        cl_tls_alpn(net->ssl, alpn, sizeof alpn);
+    if (net->ssl && c->client->o.proto == PROTO_H2 && strcmp(alpn, "h2") != 0) {
         fprintf(stderr, "sluice-bench: conn %u: server did not select h2\n", c->no);
         c->client->fatal = true;
         conn_close(c);
@@ -941,65 +882,38 @@ static void do_handshake(struct conn *c)
     start_protocol(c);
 }
 
-static void finish_connect(struct conn *c)
+static void on_fail(struct cl_conn *net, const char *what, const char *why)
 {
-    const struct opts *o = &c->client->o;
-    int err = cl_net_connect_result(c->fd);
-    if (err != 0) {
-        conn_down(c, true, strerror(err));
-        return;
-    }
-    if (o->plain) {
-        start_protocol(c);
-        return;
-    }
-    c->ssl = cl_tls_new(c->client->ssl_ctx, c->fd, o->servername ? o->servername : o->host,
-                        !o->insecure);
-    if (!c->ssl) {
-        conn_down(c, true, cl_tls_error());
-        return;
-    }
-    c->state = CONN_HANDSHAKE;
-    do_handshake(c);
+    (void)what;
+    conn_down(container_of(net, struct conn, net), true, why);
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+static void on_ready(struct cl_conn *net, int revents)
 {
-    struct conn *c = container_of(w, struct conn, io);
-    (void)loop;
-    switch (c->state) {
-    case CONN_CONNECTING:
-        finish_connect(c);
-        break;
-    case CONN_HANDSHAKE:
-        do_handshake(c);
-        break;
-    case CONN_OPEN:
-        if ((revents & EV_READ) || c->read_wants_write)
-            read_input(c);
-        if (c->state == CONN_OPEN && (c->session || (revents & EV_WRITE)))
-            mark_dirty(c);
-        break;
-    case CONN_IDLE:
-        break;
-    }
+    struct conn *c = container_of(net, struct conn, net);
+    if ((revents & EV_READ) || net->read_wants_write)
+        read_input(c);
+    if (net->state == CL_CONN_OPEN && (c->session || (revents & EV_WRITE)))
+        mark_dirty(c);
 }
+
+static const struct cl_conn_callbacks conn_callbacks = {
+    .on_open = on_open,
+    .on_fail = on_fail,
+    .on_ready = on_ready,
+    .on_read = on_read,
+};
 
 static void conn_start(struct conn *c)
 {
     struct client *cl = c->client;
-    c->fd = cl_net_connect(cl->addr);
-    if (c->fd < 0) {
+    if (cl_conn_start(&c->net, cl->addr) < 0) {
         cl_log_debug("conn %u: %s", c->no, strerror(errno));
         cl->connect_errors++;
         enqueue_connect(c, cl_time_mono_ns() + (uint64_t)(cl->o.reopen_s * 1e9));
         return;
     }
     cl->inflight++;
-    c->state = CONN_CONNECTING;
-    c->io_events = EV_WRITE;
-    ev_io_init(&c->io, on_io, c->fd, EV_WRITE);
-    ev_io_start(cl->loop, &c->io);
 }
 
 static void pump_connects(struct client *cl, uint64_t now)
@@ -1010,7 +924,7 @@ static void pump_connects(struct client *cl, uint64_t now)
             return;
         struct conn *c = &cl->conns[i];
         c->queued = false;
-        if (c->state == CONN_IDLE)
+        if (c->net.state == CL_CONN_IDLE)
             conn_start(c);
     }
 }
@@ -1022,7 +936,7 @@ static void process_reopens(struct client *cl, uint64_t now)
         struct stream *s = &cl->streams[i];
         struct conn *c = s->conn;
         s->queued = false;
-        if (s->active || c->state != CONN_OPEN)
+        if (s->active || c->net.state != CL_CONN_OPEN)
             continue; /* a reconnecting connection reopens its streams itself */
         if (cl->o.proto == PROTO_H2)
             h2_submit(c, s);
@@ -1037,7 +951,7 @@ static void churn(struct client *cl)
     for (size_t tries = 0; cl->churn_due >= 1 && tries < cl->nstreams; tries++) {
         struct stream *s = &cl->streams[cl->churn_cursor++ % cl->nstreams];
         struct conn *c = s->conn;
-        if (!s->active || s->churning || c->state != CONN_OPEN || s->status != 200)
+        if (!s->active || s->churning || c->net.state != CL_CONN_OPEN || s->status != 200)
             continue;
         cl->churn_due -= 1;
         cl->churned++;
@@ -1462,7 +1376,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     while (cl->ndirty > 0) {
         struct conn *c = cl->dirty[--cl->ndirty];
         c->dirty = false;
-        if (c->state == CONN_OPEN)
+        if (c->net.state == CL_CONN_OPEN)
             flush_output(c);
     }
     if (cl->phase == PHASE_DRAIN && cl->events >= cl->expected)
@@ -1860,7 +1774,8 @@ static int setup(struct client *cl)
         struct conn *c = &cl->conns[i];
         c->client = cl;
         c->no = i;
-        c->fd = -1;
+        cl_conn_init(&c->net, cl->loop, &conn_callbacks, cl->ssl_ctx,
+                     o->servername ? o->servername : o->host, !o->insecure);
         cl_h1_init(&c->h1, &h1_callbacks, c, BENCH_H1_HEADER_MAX);
         c->nstreams = o->streams;
         c->streams = &cl->streams[(size_t)i * o->streams];
@@ -1889,11 +1804,11 @@ static void teardown(struct client *cl)
 {
     for (unsigned i = 0; cl->conns && i < cl->o.connections; i++) {
         struct conn *c = &cl->conns[i];
-        if (c->state == CONN_OPEN && c->session) {
+        if (c->net.state == CL_CONN_OPEN && c->session) {
             nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
             fill_h2_output(c);
-            if (c->state == CONN_OPEN)
-                conn_send(c);
+            if (c->net.state == CL_CONN_OPEN)
+                cl_conn_send(&c->net);
         }
         conn_close(c);
     }
@@ -1908,7 +1823,7 @@ static void dispose(struct client *cl)
         cl_sse_dispose(&cl->streams[i].sse);
     }
     for (unsigned i = 0; cl->conns && i < o->connections; i++) {
-        cl_buf_dispose(&cl->conns[i].out);
+        cl_conn_dispose(&cl->conns[i].net);
         cl_h1_dispose(&cl->conns[i].h1);
     }
     free(cl->streams);

@@ -50,6 +50,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "cl_buf.h"
+#include "cl_conn.h"
 #include "cl_h2.h"
 #include "cl_log.h"
 #include "cl_mem.h"
@@ -59,8 +60,6 @@
 #include "cl_time.h"
 #include "cl_tls.h"
 
-#define CLIENT_READ_CHUNK 16384            /* bytes per SSL_read; one TLS record */
-#define CLIENT_READS_PER_WAKE 16           /* bounds one connection's turn */
 #define CLIENT_OUT_SOFT_BYTES 65536        /* stop pulling frames from nghttp2 */
 #define CLIENT_CONN_WINDOW (16 << 20)      /* bytes; connection-level window */
 #define CLIENT_PER_STREAM_MAX 50           /* per_stream is reported up to this */
@@ -115,20 +114,12 @@ struct stream {
     struct cl_buf headers; /* --verbose only: "name\0value\0" pairs */
 };
 
-enum conn_state { CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN, CONN_CLOSED };
-
 struct conn {
-    ev_io io;
-    int io_events;         /* what io watches; EV_READ and/or EV_WRITE */
-    int fd;
-    enum conn_state state;
-    bool dirty;            /* nghttp2 may have output: flush before sleeping */
-    bool read_wants_write; /* SSL_read returned WANT_WRITE */
+    struct cl_conn net;     /* socket, TLS, pending output; net.state is the conn's */
+    bool dirty;             /* nghttp2 may have output: flush before sleeping */
     struct client *client;
-    SSL *ssl;
     nghttp2_session *session;
     struct stream *streams; /* this connection's slice, opts.npaths long */
-    struct cl_buf out;      /* pending plaintext; an unfinished SSL_write retries all of it */
 };
 
 struct client {
@@ -143,7 +134,7 @@ struct client {
     struct conn *conns;     /* o.connections entries */
     struct stream *streams; /* nstreams entries, in opening order */
     size_t nstreams;
-    unsigned conns_open;    /* not yet CONN_CLOSED */
+    unsigned conns_open;    /* not CL_CONN_IDLE */
     unsigned conns_lost;    /* closed by an error after the handshake */
     size_t settled, closed, ended, reset, met;
     uint64_t events, comments;
@@ -418,34 +409,13 @@ static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *fram
     return 0;
 }
 
-static void set_io(struct conn *c, int events)
-{
-    if (events == c->io_events)
-        return;
-    ev_io_stop(c->client->loop, &c->io);
-    ev_io_set(&c->io, c->fd, events);
-    ev_io_start(c->client->loop, &c->io);
-    c->io_events = events;
-}
-
 static void conn_close(struct conn *c)
 {
-    if (c->state == CONN_CLOSED)
+    if (c->net.state == CL_CONN_IDLE)
         return;
-    ev_io_stop(c->client->loop, &c->io);
     nghttp2_session_del(c->session);
     c->session = NULL;
-    if (c->ssl) {
-        if (c->state == CONN_OPEN)
-            SSL_shutdown(c->ssl);
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    cl_buf_dispose(&c->out);
-    c->state = CONN_CLOSED;
+    cl_conn_close(&c->net, true);
     c->client->conns_open--;
 }
 
@@ -473,58 +443,51 @@ static void conn_fail(struct conn *c, const char *what, const char *why)
 
 static void fill_output(struct conn *c)
 {
-    int rv = cl_h2_pull(c->session, &c->out, CLIENT_OUT_SOFT_BYTES);
+    int rv = cl_h2_pull(c->session, &c->net.out, CLIENT_OUT_SOFT_BYTES);
     if (rv != 0)
         conn_lost(c, nghttp2_strerror(rv));
 }
 
 static void flush_output(struct conn *c)
 {
-    while (c->state == CONN_OPEN) {
-        if (c->out.len == 0)
+    while (c->net.state == CL_CONN_OPEN) {
+        if (c->net.out.len == 0)
             fill_output(c);
-        if (c->state != CONN_OPEN || c->out.len == 0)
+        if (c->net.state != CL_CONN_OPEN || c->net.out.len == 0)
             break;
-        ssize_t n = cl_tls_write(c->ssl, c->fd, c->out.p, c->out.len);
-        if (n > 0) {
-            c->out.len = 0;
-            continue;
-        }
-        if (n == CL_TLS_AGAIN)
+        if (cl_conn_send(&c->net) < 0)
+            conn_lost(c, cl_conn_error(&c->net));
+        else if (cl_conn_pending(&c->net))
             break;
-        conn_lost(c, cl_tls_error());
     }
-    if (c->state != CONN_OPEN)
+    if (c->net.state != CL_CONN_OPEN)
         return;
-    if (c->out.len == 0 && !nghttp2_session_want_read(c->session) &&
+    if (c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session)) {
         cl_log_debug("conn %u: session over", conn_no(c));
         conn_close(c);
         return;
     }
-    set_io(c, EV_READ | (c->out.len > 0 || c->read_wants_write ? EV_WRITE : 0));
+    cl_conn_watch(&c->net, EV_READ | (c->net.out.len > 0 || c->net.read_wants_write ? EV_WRITE : 0));
+}
+
+static bool on_read(struct cl_conn *net, const char *buf, size_t n)
+{
+    struct conn *c = container_of(net, struct conn, net);
+    ssize_t rv = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf, n);
+    if (rv < 0) {
+        conn_lost(c, nghttp2_strerror((int)rv));
+        return false;
+    }
+    return true;
 }
 
 static void read_input(struct conn *c)
 {
-    char buf[CLIENT_READ_CHUNK];
-    c->read_wants_write = false;
-    /* Bytes OpenSSL already holds do not make the socket readable again,
-     * so the per-wake bound only applies once they are drained. */
-    for (int i = 0; i < CLIENT_READS_PER_WAKE || SSL_has_pending(c->ssl); i++) {
-        ssize_t n = cl_tls_read(c->ssl, c->fd, buf, sizeof buf, &c->read_wants_write);
-        if (n == CL_TLS_AGAIN)
-            return;
-        if (n <= 0) {
-            conn_lost(c, n == 0 ? "peer closed the connection" : cl_tls_error());
-            return;
-        }
-        ssize_t rv = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf, (size_t)n);
-        if (rv < 0) {
-            conn_lost(c, nghttp2_strerror((int)rv));
-            return;
-        }
-    }
+    ssize_t rc = cl_conn_read(&c->net);
+    if (rc == CL_TLS_AGAIN || rc == CL_CONN_STOPPED)
+        return;
+    conn_lost(c, rc == 0 ? "peer closed the connection" : cl_conn_error(&c->net));
 }
 
 static void submit_requests(struct conn *c)
@@ -567,86 +530,51 @@ static void start_session(struct conn *c)
         conn_fail(c, "nghttp2", nghttp2_strerror(rv));
         return;
     }
-    c->state = CONN_OPEN;
     submit_requests(c);
     c->dirty = true;
-    set_io(c, EV_READ);
+    cl_conn_watch(&c->net, EV_READ);
 }
 
-static void do_handshake(struct conn *c)
+static void on_open(struct cl_conn *net)
 {
+    struct conn *c = container_of(net, struct conn, net);
     char alpn[16];
-    bool want_write = false;
-    const char *why = NULL;
-    int r = cl_tls_handshake(c->ssl, &want_write, &why);
-    if (r == CL_TLS_AGAIN) {
-        set_io(c, want_write ? EV_WRITE : EV_READ);
-        return;
-    }
-    if (r != 1) {
-        conn_fail(c, "TLS handshake", why);
-        return;
-    }
-    cl_tls_alpn(c->ssl, alpn, sizeof alpn);
+    cl_tls_alpn(net->ssl, alpn, sizeof alpn);
     if (strcmp(alpn, "h2") != 0) {
         conn_fail(c, "ALPN", "server did not select h2");
         return;
     }
-    cl_log_debug("conn %u: %s, ALPN h2", conn_no(c), SSL_get_version(c->ssl));
+    cl_log_debug("conn %u: %s, ALPN h2", conn_no(c), SSL_get_version(net->ssl));
     start_session(c);
 }
 
-static void finish_connect(struct conn *c)
+static void on_fail(struct cl_conn *net, const char *what, const char *why)
 {
-    const struct opts *o = &c->client->o;
-    int err = cl_net_connect_result(c->fd);
-    if (err != 0) {
-        conn_fail(c, "connect", strerror(err));
-        return;
-    }
-    c->ssl = cl_tls_new(c->client->ssl_ctx, c->fd, o->servername ? o->servername : o->host,
-                        !o->insecure);
-    if (!c->ssl) {
-        conn_fail(c, "TLS", cl_tls_error());
-        return;
-    }
-    c->state = CONN_HANDSHAKE;
-    do_handshake(c);
+    conn_fail(container_of(net, struct conn, net), what, why);
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+static void on_ready(struct cl_conn *net, int revents)
 {
-    struct conn *c = container_of(w, struct conn, io);
-    (void)loop;
-    switch (c->state) {
-    case CONN_CONNECTING:
-        finish_connect(c);
-        break;
-    case CONN_HANDSHAKE:
-        do_handshake(c);
-        break;
-    case CONN_OPEN:
-        if ((revents & EV_READ) || c->read_wants_write)
-            read_input(c);
-        c->dirty = true;
-        break;
-    case CONN_CLOSED:
-        break;
-    }
+    struct conn *c = container_of(net, struct conn, net);
+    if ((revents & EV_READ) || net->read_wants_write)
+        read_input(c);
+    c->dirty = true;
 }
+
+static const struct cl_conn_callbacks conn_callbacks = {
+    .on_open = on_open,
+    .on_fail = on_fail,
+    .on_ready = on_ready,
+    .on_read = on_read,
+};
 
 static int conn_connect(struct conn *c)
 {
-    c->fd = cl_net_connect(c->client->addr);
-    if (c->fd < 0) {
+    if (cl_conn_start(&c->net, c->client->addr) < 0) {
         fprintf(stderr, "sluice-client: conn %u: connect: %s\n", conn_no(c), strerror(errno));
         return -1;
     }
     c->client->conns_open++;
-    c->state = CONN_CONNECTING;
-    c->io_events = EV_WRITE;
-    ev_io_init(&c->io, on_io, c->fd, EV_WRITE);
-    ev_io_start(c->client->loop, &c->io);
     return 0;
 }
 
@@ -690,7 +618,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
         return;
     for (unsigned i = 0; i < cl->o.connections; i++) {
         struct conn *c = &cl->conns[i];
-        if (c->state == CONN_OPEN && c->dirty) {
+        if (c->net.state == CL_CONN_OPEN && c->dirty) {
             c->dirty = false;
             flush_output(c);
         }
@@ -728,7 +656,7 @@ static void finish(struct client *cl)
     cl->finishing = true;
     for (unsigned i = 0; i < cl->o.connections; i++) {
         struct conn *c = &cl->conns[i];
-        if (c->state == CONN_OPEN) {
+        if (c->net.state == CL_CONN_OPEN) {
             nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
             flush_output(c);
         }
@@ -1059,8 +987,6 @@ static int setup(struct client *cl)
     for (unsigned i = 0; i < o->connections; i++) {
         struct conn *c = &cl->conns[i];
         c->client = cl;
-        c->fd = -1;
-        c->state = CONN_CLOSED;
         c->streams = &cl->streams[(size_t)i * o->npaths];
         for (size_t j = 0; j < o->npaths; j++) {
             c->streams[j].conn = c;
@@ -1081,6 +1007,9 @@ static int setup(struct client *cl)
         fputs("sluice-client: cannot start libev\n", stderr);
         return -1;
     }
+    for (unsigned i = 0; i < o->connections; i++)
+        cl_conn_init(&cl->conns[i].net, cl->loop, &conn_callbacks, cl->ssl_ctx,
+                     o->servername ? o->servername : o->host, !o->insecure);
     cl->start_ms = cl_time_mono_ms();
     ev_timer_init(&cl->timer, on_timeout, (double)o->timeout_ms / 1e3, 0.);
     ev_timer_start(cl->loop, &cl->timer);
@@ -1097,8 +1026,10 @@ static void dispose(struct client *cl)
 {
     struct opts *o = &cl->o;
     if (cl->conns) {
-        for (unsigned i = 0; i < o->connections; i++)
+        for (unsigned i = 0; i < o->connections; i++) {
             conn_close(&cl->conns[i]);
+            cl_conn_dispose(&cl->conns[i].net);
+        }
     }
     for (size_t i = 0; cl->streams && i < cl->nstreams; i++) {
         struct stream *s = &cl->streams[i];
