@@ -68,6 +68,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "cl_buf.h"
+#include "cl_conn.h"
 #include "cl_h1.h"
 #include "cl_h2.h"
 #include "cl_log.h"
@@ -78,8 +79,6 @@
 #include "cl_time.h"
 #include "cl_tls.h"
 
-#define PROBE_READ_CHUNK 16384        /* bytes per read; one TLS record */
-#define PROBE_READS_PER_WAKE 16       /* bounds one connection's turn */
 #define PROBE_HEAD_MAX (64 * 1024)    /* bytes of an HTTP/1.1 response head */
 #define PROBE_HEADERS_MAX 64          /* response header fields kept for the report */
 #define PROBE_EVENTS_MAX 1000         /* --events upper bound */
@@ -120,7 +119,6 @@ struct opts {
 struct probe;
 
 enum link_role { ROLE_STREAM, ROLE_PUBLISH };
-enum link_state { LINK_IDLE, LINK_CONNECTING, LINK_HANDSHAKE, LINK_OPEN, LINK_CLOSED };
 
 /* One POST queued for --publish-url. */
 struct pub_req {
@@ -132,22 +130,16 @@ struct pub_req {
 };
 
 struct link {
-    ev_io io;
-    int io_events;
-    int fd;
+    struct cl_conn net; /* socket, TLS, pending output; net.state is the link's */
     enum link_role role;
-    enum link_state state;
     struct probe *probe;
     const struct url *url;
     struct addrinfo *addrs;      /* owned */
     const struct addrinfo *addr; /* the one being tried */
-    SSL *ssl;
     bool h2;
-    bool dirty;            /* may have output: flush before the loop sleeps */
-    bool read_wants_write; /* SSL_read returned WANT_WRITE */
+    bool dirty; /* may have output: flush before the loop sleeps */
     nghttp2_session *session;
-    struct cl_buf out; /* pending bytes; an unfinished SSL_write retries all of it */
-    struct cl_h1 h1;   /* the HTTP/1.1 response */
+    struct cl_h1 h1; /* the HTTP/1.1 response */
     int32_t stream_id;     /* the GET, on the stream link */
     struct pub_req *queue; /* publish link: requests not yet answered, oldest first */
     bool settings_seen;
@@ -465,16 +457,6 @@ static void on_stream_closed(struct probe *p, bool clean, const char *why)
 /* ------------------------------------------------------------------ */
 /* Connections */
 
-static void set_io(struct link *l, int events)
-{
-    if (events == l->io_events)
-        return;
-    ev_io_stop(l->probe->loop, &l->io);
-    ev_io_set(&l->io, l->fd, events);
-    ev_io_start(l->probe->loop, &l->io);
-    l->io_events = events;
-}
-
 static void pub_req_free(struct pub_req *r)
 {
     if (!r)
@@ -485,28 +467,12 @@ static void pub_req_free(struct pub_req *r)
 
 static void link_close(struct link *l)
 {
-    if (l->state == LINK_CLOSED || l->state == LINK_IDLE) {
-        l->state = LINK_CLOSED;
-        return;
-    }
-    ev_io_stop(l->probe->loop, &l->io);
-    l->io_events = 0;
     if (l->session) {
         nghttp2_session_del(l->session);
         l->session = NULL;
     }
-    if (l->ssl) {
-        if (l->state == LINK_OPEN)
-            SSL_shutdown(l->ssl);
-        SSL_free(l->ssl);
-        l->ssl = NULL;
-    }
-    if (l->fd >= 0)
-        close(l->fd);
-    l->fd = -1;
-    l->out.len = 0;
+    cl_conn_close(&l->net, true);
     cl_h1_dispose(&l->h1);
-    l->state = LINK_CLOSED;
 }
 
 __attribute__((format(printf, 2, 3))) static void publish_failed(struct probe *p, const char *fmt,
@@ -525,7 +491,7 @@ __attribute__((format(printf, 2, 3))) static void publish_failed(struct probe *p
 static void link_lost(struct link *l, const char *why)
 {
     struct probe *p = l->probe;
-    bool opened = l->state == LINK_OPEN;
+    bool opened = l->net.state == CL_CONN_OPEN;
     cl_log_debug("%s connection lost: %s", l->role == ROLE_STREAM ? "stream" : "publish", why);
     if (l->role == ROLE_STREAM) {
         if (!opened && p->connect_error[0] == '\0')
@@ -544,40 +510,29 @@ static void link_lost(struct link *l, const char *why)
     link_close(l);
 }
 
-/* Bytes read, 0 at the end (with or without close_notify: HTTP/1.1 peers
- * often skip it), CL_TLS_AGAIN, or CL_TLS_ERROR. */
-static ssize_t link_read(struct link *l, char *buf, size_t n)
-{
-    ssize_t r = cl_tls_read(l->ssl, l->fd, buf, n, &l->read_wants_write);
-    return r == CL_TLS_EOF_UNCLEAN ? 0 : r;
-}
-
 static void flush_link(struct link *l)
 {
-    while (l->state == LINK_OPEN) {
-        if (l->out.len == 0 && l->session) {
-            int rv = cl_h2_pull(l->session, &l->out, SIZE_MAX);
+    struct cl_buf *out = &l->net.out;
+    while (l->net.state == CL_CONN_OPEN) {
+        if (out->len == 0 && l->session) {
+            int rv = cl_h2_pull(l->session, out, SIZE_MAX);
             if (rv != 0) {
                 link_lost(l, nghttp2_strerror(rv));
                 return;
             }
         }
-        if (l->out.len == 0)
+        if (out->len == 0)
             break;
-        /* SSL_write must be retried with the same buffer and length, so the
-         * whole pending buffer goes in one call (partial writes enabled). */
-        ssize_t w = cl_tls_write(l->ssl, l->fd, l->out.p, l->out.len);
-        if (w == CL_TLS_AGAIN)
-            break;
-        if (w < 0) {
-            link_lost(l, l->ssl ? cl_tls_error() : strerror(errno));
+        if (cl_conn_send(&l->net) < 0) {
+            link_lost(l, cl_conn_error(&l->net));
             return;
         }
-        cl_buf_consume(&l->out, (size_t)w);
+        if (cl_conn_pending(&l->net))
+            break;
     }
-    if (l->state != LINK_OPEN)
+    if (l->net.state != CL_CONN_OPEN)
         return;
-    set_io(l, EV_READ | (l->out.len > 0 || l->read_wants_write ? EV_WRITE : 0));
+    cl_conn_watch(&l->net, EV_READ | (out->len > 0 || l->net.read_wants_write ? EV_WRITE : 0));
 }
 
 /* ---- HTTP/1.1 ---- */
@@ -588,24 +543,24 @@ static void h1_request(struct link *l, const char *method, const char *body, siz
     char line[512];
     int n = snprintf(line, sizeof line, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, l->url->path,
                      l->url->authority);
-    cl_buf_append(&l->out, line, (size_t)n);
+    cl_buf_append(&l->net.out, line, (size_t)n);
     if (l->role == ROLE_STREAM) {
         static const char sse[] = "Accept: text/event-stream\r\nCache-Control: no-cache\r\n"
                                   "Accept-Encoding: gzip, deflate, br\r\n";
-        cl_buf_append(&l->out, sse, sizeof sse - 1);
+        cl_buf_append(&l->net.out, sse, sizeof sse - 1);
     } else {
         n = snprintf(line, sizeof line, "Content-Type: text/plain\r\nContent-Length: %zu\r\n",
                      blen);
-        cl_buf_append(&l->out, line, (size_t)n);
+        cl_buf_append(&l->net.out, line, (size_t)n);
     }
     n = snprintf(line, sizeof line, "User-Agent: sluice-probe/%s\r\n", SLUICE_VERSION);
-    cl_buf_append(&l->out, line, (size_t)n);
+    cl_buf_append(&l->net.out, line, (size_t)n);
     for (size_t i = 0; i < p->o.nextra; i++) {
-        cl_buf_append(&l->out, p->o.extra_headers[i], strlen(p->o.extra_headers[i]));
-        cl_buf_append(&l->out, "\r\n", 2);
+        cl_buf_append(&l->net.out, p->o.extra_headers[i], strlen(p->o.extra_headers[i]));
+        cl_buf_append(&l->net.out, "\r\n", 2);
     }
-    cl_buf_append(&l->out, "\r\n", 2);
-    cl_buf_append(&l->out, body, blen);
+    cl_buf_append(&l->net.out, "\r\n", 2);
+    cl_buf_append(&l->net.out, body, blen);
     l->dirty = true;
 }
 
@@ -688,7 +643,7 @@ static bool h1_feed(struct link *l, const char *s, size_t n)
             if (l->role == ROLE_STREAM)
                 return true;
         }
-        if (l->state != LINK_OPEN)
+        if (l->net.state != CL_CONN_OPEN)
             return false;
     }
     return true;
@@ -899,17 +854,17 @@ static void h2_start(struct link *l)
 
 /* ---- connection set-up ---- */
 
-static void link_ready(struct link *l)
+static void on_open(struct cl_conn *net)
 {
+    struct link *l = container_of(net, struct link, net);
     struct probe *p = l->probe;
-    l->state = LINK_OPEN;
-    if (l->ssl) {
-        cl_tls_alpn(l->ssl, l->alpn, sizeof l->alpn);
-        snprintf(l->tls_version, sizeof l->tls_version, "%s", SSL_get_version(l->ssl));
+    if (net->ssl) {
+        cl_tls_alpn(net->ssl, l->alpn, sizeof l->alpn);
+        snprintf(l->tls_version, sizeof l->tls_version, "%s", SSL_get_version(net->ssl));
     }
-    if ((l->ssl && strcmp(l->alpn, "h2") == 0) || (!l->ssl && p->o.h2c)) {
+    if ((net->ssl && strcmp(l->alpn, "h2") == 0) || (!net->ssl && p->o.h2c)) {
         h2_start(l);
-        if (l->state != LINK_OPEN)
+        if (net->state != CL_CONN_OPEN)
             return;
     }
     if (l->role == ROLE_STREAM) {
@@ -925,8 +880,8 @@ static void link_ready(struct link *l)
             h1_request(l, "GET", NULL, 0);
         }
         enter(p, PH_HEAD, p->t_request + (double)p->o.head_wait_ms);
-        cl_log_debug("connected (%s%s%s), request sent", l->ssl ? l->tls_version : "cleartext",
-             l->ssl ? ", ALPN " : "", l->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
+        cl_log_debug("connected (%s%s%s), request sent", net->ssl ? l->tls_version : "cleartext",
+                     net->ssl ? ", ALPN " : "", net->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
     } else {
         for (struct pub_req *r = l->queue; r; r = r->next) {
             if (l->h2) {
@@ -939,124 +894,76 @@ static void link_ready(struct link *l)
         }
     }
     l->dirty = true;
-    set_io(l, EV_READ);
+    cl_conn_watch(net, EV_READ);
 }
 
-static void do_handshake(struct link *l)
+static void on_connected(struct cl_conn *net)
 {
-    bool want_write = false;
-    const char *why = NULL;
-    int r = cl_tls_handshake(l->ssl, &want_write, &why);
-    if (r == 1) {
-        link_ready(l);
-    } else if (r == CL_TLS_AGAIN) {
-        set_io(l, want_write ? EV_WRITE : EV_READ);
-    } else {
-        char msg[300];
-        snprintf(msg, sizeof msg, "TLS handshake: %s", why);
-        link_lost(l, msg);
-    }
+    struct link *l = container_of(net, struct link, net);
+    if (l->role == ROLE_STREAM)
+        l->probe->t_connected = cl_time_mono_ms();
 }
 
-static int link_start_connect(struct link *l);
-
-static void finish_connect(struct link *l)
+static void on_fail(struct cl_conn *net, const char *what, const char *why)
 {
-    struct probe *p = l->probe;
-    int err = cl_net_connect_result(l->fd);
-    if (err != 0) {
+    struct link *l = container_of(net, struct link, net);
+    char msg[300];
+    if (strcmp(what, "connect") == 0) {
         /* Try the next address of the name before giving up. */
-        ev_io_stop(p->loop, &l->io);
-        l->io_events = 0;
-        close(l->fd);
-        l->fd = -1;
+        cl_conn_close(net, false);
         if (l->addr && l->addr->ai_next) {
             l->addr = l->addr->ai_next;
-            if (link_start_connect(l) == 0)
+            if (cl_conn_start(net, l->addr) == 0)
                 return;
         }
-        char why[300];
-        snprintf(why, sizeof why, "connect: %s", strerror(err));
-        l->state = LINK_HANDSHAKE; /* so link_lost closes nothing twice */
-        link_lost(l, why);
-        return;
     }
-    if (l->role == ROLE_STREAM)
-        p->t_connected = cl_time_mono_ms();
-    if (!l->url->tls) {
-        link_ready(l);
-        return;
+    snprintf(msg, sizeof msg, "%s: %s", what, why);
+    link_lost(l, msg);
+}
+
+static bool on_read(struct cl_conn *net, const char *buf, size_t n)
+{
+    struct link *l = container_of(net, struct link, net);
+    if (l->h2) {
+        ssize_t rv = nghttp2_session_mem_recv(l->session, (const uint8_t *)buf, n);
+        if (rv < 0) {
+            link_lost(l, nghttp2_strerror((int)rv));
+            return false;
+        }
+    } else if (!h1_feed(l, buf, n)) {
+        return false;
     }
-    l->ssl = cl_tls_new(p->ssl_ctx, l->fd, l->url->host, !p->o.insecure);
-    if (!l->ssl) {
-        link_lost(l, cl_tls_error());
-        return;
-    }
-    l->state = LINK_HANDSHAKE;
-    do_handshake(l);
+    return net->state == CL_CONN_OPEN;
 }
 
 static void read_input(struct link *l)
 {
-    char buf[PROBE_READ_CHUNK];
-    l->read_wants_write = false;
-    for (int i = 0; i < PROBE_READS_PER_WAKE || (l->ssl && SSL_has_pending(l->ssl)); i++) {
-        ssize_t n = link_read(l, buf, sizeof buf);
-        if (n == CL_TLS_AGAIN)
-            return;
-        if (n < 0) {
-            link_lost(l, l->ssl ? cl_tls_error() : strerror(errno));
-            return;
-        }
-        if (n == 0) {
-            if (l->h2)
-                link_lost(l, "the peer closed the connection");
-            else
-                h1_eof(l);
-            return;
-        }
-        if (l->h2) {
-            ssize_t rv = nghttp2_session_mem_recv(l->session, (const uint8_t *)buf, (size_t)n);
-            if (rv < 0) {
-                link_lost(l, nghttp2_strerror((int)rv));
-                return;
-            }
-        } else if (!h1_feed(l, buf, (size_t)n)) {
-            return;
-        }
-        if (l->state != LINK_OPEN)
-            return;
-    }
+    ssize_t n = cl_conn_read(&l->net);
+    if (n == CL_TLS_AGAIN || n == CL_CONN_STOPPED)
+        return;
+    if (n == CL_TLS_ERROR)
+        link_lost(l, cl_conn_error(&l->net));
+    else if (l->h2)
+        link_lost(l, "the peer closed the connection");
+    else
+        h1_eof(l); /* with or without close_notify: HTTP/1.1 peers often skip it */
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+static void on_ready(struct cl_conn *net, int revents)
 {
-    struct link *l = container_of(w, struct link, io);
-    (void)loop;
-    switch (l->state) {
-    case LINK_CONNECTING: finish_connect(l); break;
-    case LINK_HANDSHAKE: do_handshake(l); break;
-    case LINK_OPEN:
-        if ((revents & EV_READ) || l->read_wants_write)
-            read_input(l);
-        l->dirty = true;
-        break;
-    case LINK_IDLE:
-    case LINK_CLOSED: break;
-    }
+    struct link *l = container_of(net, struct link, net);
+    if ((revents & EV_READ) || net->read_wants_write)
+        read_input(l);
+    l->dirty = true;
 }
 
-static int link_start_connect(struct link *l)
-{
-    l->fd = cl_net_connect(l->addr);
-    if (l->fd < 0)
-        return -1;
-    l->state = LINK_CONNECTING;
-    l->io_events = EV_WRITE;
-    ev_io_init(&l->io, on_io, l->fd, EV_WRITE);
-    ev_io_start(l->probe->loop, &l->io);
-    return 0;
-}
+static const struct cl_conn_callbacks conn_callbacks = {
+    .on_connected = on_connected,
+    .on_open = on_open,
+    .on_fail = on_fail,
+    .on_ready = on_ready,
+    .on_read = on_read,
+};
 
 /* Resolves (once) and connects; failures are reported through link_lost. */
 static void link_connect(struct link *l, const char *connect_to)
@@ -1085,7 +992,6 @@ static void link_connect(struct link *l, const char *connect_to)
             l->addrs = NULL;
             free(host);
             free(port);
-            l->state = LINK_HANDSHAKE;
             link_lost(l, why);
             return;
         }
@@ -1093,12 +999,11 @@ static void link_connect(struct link *l, const char *connect_to)
         free(port);
     }
     for (l->addr = l->addrs; l->addr; l->addr = l->addr->ai_next) {
-        if (link_start_connect(l) == 0)
+        if (cl_conn_start(&l->net, l->addr) == 0)
             return;
     }
     char why[300];
     snprintf(why, sizeof why, "connect: %s", strerror(errno));
-    l->state = LINK_HANDSHAKE;
     link_lost(l, why);
 }
 
@@ -1142,12 +1047,11 @@ static void publish(struct probe *p, size_t seq)
     while (*tail)
         tail = &(*tail)->next;
     *tail = r;
-    if (l->state == LINK_CLOSED || l->state == LINK_IDLE) {
-        l->state = LINK_IDLE;
+    if (l->net.state == CL_CONN_IDLE) {
         link_connect(l, NULL);
         return;
     }
-    if (l->state != LINK_OPEN)
+    if (l->net.state != CL_CONN_OPEN)
         return; /* sent once the connection is up */
     if (l->h2) {
         if (h2_submit(l, "POST", r) < 0)
@@ -1320,12 +1224,12 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     struct link *links[2] = {&p->stream, &p->publisher};
     for (int i = 0; i < 2; i++) {
         struct link *l = links[i];
-        if (l->state == LINK_OPEN && l->dirty) {
+        if (l->net.state == CL_CONN_OPEN && l->dirty) {
             l->dirty = false;
             flush_link(l);
         }
     }
-    if (p->stream.state != LINK_OPEN && p->phase <= PH_HEAD && p->connect_error[0])
+    if (p->stream.net.state != CL_CONN_OPEN && p->phase <= PH_HEAD && p->connect_error[0])
         ev_break(p->loop, EVBREAK_ALL);
 }
 
@@ -1429,9 +1333,9 @@ static void judge(struct probe *p)
                   p->connect_error[0] ? p->connect_error : "no connection", timeout_note);
         return;
     }
-    add_check(p, "connect", V_PASS, "%s in %.1f ms%s%s", l->ssl ? l->tls_version : "cleartext",
-              p->t_request - p->t0, l->ssl ? ", ALPN " : "",
-              l->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
+    bool tls = l->net.ssl != NULL;
+    add_check(p, "connect", V_PASS, "%s in %.1f ms%s%s", tls ? l->tls_version : "cleartext",
+              p->t_request - p->t0, tls ? ", ALPN " : "", tls ? (l->alpn[0] ? l->alpn : "none") : "");
     if (l->h2) {
         char streams[64];
         if (l->settings_seen && l->max_streams != UINT32_MAX)
@@ -2008,8 +1912,12 @@ static int setup(struct probe *p)
         fputs("sluice-probe: cannot start libev\n", stderr);
         return -1;
     }
-    p->stream = (struct link){.fd = -1, .role = ROLE_STREAM, .probe = p, .url = &p->url};
-    p->publisher = (struct link){.fd = -1, .role = ROLE_PUBLISH, .probe = p, .url = &p->pub_url};
+    p->stream = (struct link){.role = ROLE_STREAM, .probe = p, .url = &p->url};
+    p->publisher = (struct link){.role = ROLE_PUBLISH, .probe = p, .url = &p->pub_url};
+    cl_conn_init(&p->stream.net, p->loop, &conn_callbacks, p->url.tls ? p->ssl_ctx : NULL,
+                 p->url.host, !p->o.insecure);
+    cl_conn_init(&p->publisher.net, p->loop, &conn_callbacks, p->pub_url.tls ? p->ssl_ctx : NULL,
+                 p->pub_url.host, !p->o.insecure);
     cl_h1_init(&p->stream.h1, &h1_callbacks, &p->stream, PROBE_HEAD_MAX);
     cl_h1_init(&p->publisher.h1, &h1_callbacks, &p->publisher, PROBE_HEAD_MAX);
     cl_sse_init(&p->sse, &sse_callbacks, p);
@@ -2040,7 +1948,7 @@ static void dispose(struct probe *p)
         }
         if (l->addrs)
             freeaddrinfo(l->addrs);
-        cl_buf_dispose(&l->out);
+        cl_conn_dispose(&l->net);
     }
     if (p->nc) {
         natsConnection_FlushTimeout(p->nc, 1000);
@@ -2075,7 +1983,7 @@ int main(int argc, char **argv)
     }
     ev_run(p.loop, 0);
     /* Hand back the stream politely: GOAWAY on h2, then close. */
-    if (p.stream.state == LINK_OPEN && p.stream.session) {
+    if (p.stream.net.state == CL_CONN_OPEN && p.stream.session) {
         nghttp2_session_terminate_session(p.stream.session, NGHTTP2_NO_ERROR);
         flush_link(&p.stream);
     }
