@@ -76,6 +76,7 @@
 
 #include "cl_buf.h"
 #include "cl_conn.h"
+#include "cl_file.h"
 #include "cl_h1.h"
 #include "cl_h2.h"
 #include "cl_log.h"
@@ -1192,12 +1193,10 @@ static int pub_setup(struct client *cl)
         return -1;
     }
     *colon = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rv = getaddrinfo(p->authority, colon + 1, &hints, &p->ai);
+    const char *why = cl_net_resolve(p->authority, colon + 1, &p->ai);
     *colon = ':';
-    if (rv != 0) {
-        fprintf(stderr, "sluice-bench: %s: %s\n", p->authority, gai_strerror(rv));
-        p->ai = NULL;
+    if (why) {
+        cl_log_error("%s: %s", p->authority, why);
         return -1;
     }
     if (http_connect(p) < 0) {
@@ -1246,19 +1245,6 @@ static void pub_dispose(struct pub *p)
 
 /* ---------------------------------------------------------------- phases */
 
-static void write_ready_file(struct client *cl)
-{
-    size_t n = strlen(cl->o.ready_file);
-    char *tmp = cl_mem_realloc(NULL, n + 5);
-    memcpy(tmp, cl->o.ready_file, n);
-    memcpy(tmp + n, ".tmp", 5);
-    /* Written aside and renamed, so a poller never reads a partial file. */
-    FILE *f = fopen(tmp, "w");
-    if (!f || fputs("ready\n", f) == EOF || fclose(f) != 0 || rename(tmp, cl->o.ready_file) != 0)
-        fprintf(stderr, "sluice-bench: %s: %s\n", cl->o.ready_file, strerror(errno));
-    free(tmp);
-}
-
 static void start_window(struct client *cl, uint64_t now)
 {
     cl->phase = PHASE_WINDOW;
@@ -1275,7 +1261,7 @@ static void start_window(struct client *cl, uint64_t now)
     getrusage(RUSAGE_SELF, &cl->ru0);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cl->th0);
     if (cl->o.ready_file)
-        write_ready_file(cl);
+        cl_file_write_ready(cl->o.ready_file);
     pub_start(cl);
 }
 
@@ -1553,14 +1539,6 @@ static int add_pid(struct opts *o, const char *arg)
     return 0;
 }
 
-static int split_host_port(struct opts *o, const char *arg)
-{
-    if (!cl_opt_host_port(arg, &o->host, &o->port))
-        return -1;
-    o->authority = arg;
-    return 0;
-}
-
 enum {
     OPT_CONNECT = 256, OPT_PROTO, OPT_PLAIN, OPT_CACERT, OPT_INSECURE, OPT_SERVERNAME,
     OPT_CONNECTIONS, OPT_STREAMS, OPT_PATH, OPT_SUBJECTS, OPT_HEADER, OPT_WINDOW_SIZE,
@@ -1623,7 +1601,10 @@ static int parse_options(struct opts *o, int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         bool bad = false;
         switch (ch) {
-        case OPT_CONNECT: bad = o->host || split_host_port(o, optarg) < 0; break;
+        case OPT_CONNECT:
+            bad = o->host || !cl_opt_host_port(optarg, &o->host, &o->port);
+            o->authority = optarg;
+            break;
         case OPT_PROTO:
             bad = strcmp(optarg, "h2") != 0 && strcmp(optarg, "h1") != 0;
             o->proto = strcmp(optarg, "h1") == 0 ? PROTO_H1 : PROTO_H2;
@@ -1729,11 +1710,9 @@ static int setup_tls(struct client *cl)
 static int setup(struct client *cl)
 {
     struct opts *o = &cl->o;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rv = getaddrinfo(o->host, o->port, &hints, &cl->addr);
-    if (rv != 0) {
-        fprintf(stderr, "sluice-bench: %s:%s: %s\n", o->host, o->port, gai_strerror(rv));
-        cl->addr = NULL;
+    const char *why = cl_net_resolve(o->host, o->port, &cl->addr);
+    if (why) {
+        cl_log_error("%s:%s: %s", o->host, o->port, why);
         return -1;
     }
     /* Thousands of connections: take the hard fd limit. */
@@ -1758,11 +1737,13 @@ static int setup(struct client *cl)
     queue_init(&cl->connect_q, o->connections);
     queue_init(&cl->reopen_q, cl->nstreams);
 
-    nghttp2_session_callbacks_new(&cl->callbacks);
-    nghttp2_session_callbacks_set_on_header_callback(cl->callbacks, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cl->callbacks, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cl->callbacks, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cl->callbacks, on_stream_close);
+    static const struct cl_h2_handlers handlers = {
+        .on_header = on_header,
+        .on_frame_recv = on_frame_recv,
+        .on_data_chunk_recv = on_data_chunk_recv,
+        .on_stream_close = on_stream_close,
+    };
+    cl->callbacks = cl_h2_callbacks_new(&handlers);
 
     cl->loop = ev_default_loop(EVFLAG_AUTO);
     if (!cl->loop) {

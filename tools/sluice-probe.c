@@ -984,12 +984,10 @@ static void link_connect(struct link *l, const char *connect_to)
             h = host;
             pt = port;
         }
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-        int rv = getaddrinfo(h, pt, &hints, &l->addrs);
-        if (rv != 0) {
+        const char *err = cl_net_resolve(h, pt, &l->addrs);
+        if (err) {
             char why[300];
-            snprintf(why, sizeof why, "resolve %s:%s: %s", h, pt, gai_strerror(rv));
-            l->addrs = NULL;
+            snprintf(why, sizeof why, "resolve %s:%s: %s", h, pt, err);
             free(host);
             free(port);
             link_lost(l, why);
@@ -1901,11 +1899,13 @@ static int setup(struct probe *p)
         abort();
     p->last_seq = -1;
 
-    nghttp2_session_callbacks_new(&p->callbacks);
-    nghttp2_session_callbacks_set_on_header_callback(p->callbacks, on_h2_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(p->callbacks, on_h2_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(p->callbacks, on_h2_data);
-    nghttp2_session_callbacks_set_on_stream_close_callback(p->callbacks, on_h2_stream_close);
+    static const struct cl_h2_handlers handlers = {
+        .on_header = on_h2_header,
+        .on_frame_recv = on_h2_frame_recv,
+        .on_data_chunk_recv = on_h2_data,
+        .on_stream_close = on_h2_stream_close,
+    };
+    p->callbacks = cl_h2_callbacks_new(&handlers);
 
     p->loop = ev_default_loop(EVFLAG_AUTO);
     if (!p->loop) {

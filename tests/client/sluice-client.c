@@ -51,6 +51,7 @@
 
 #include "cl_buf.h"
 #include "cl_conn.h"
+#include "cl_file.h"
 #include "cl_h2.h"
 #include "cl_log.h"
 #include "cl_mem.h"
@@ -578,19 +579,6 @@ static int conn_connect(struct conn *c)
     return 0;
 }
 
-static void write_ready_file(struct client *cl)
-{
-    size_t n = strlen(cl->o.ready_file);
-    char *tmp = cl_mem_realloc(NULL, n + 5);
-    memcpy(tmp, cl->o.ready_file, n);
-    memcpy(tmp + n, ".tmp", 5);
-    /* Written aside and renamed, so a poller never reads a partial file. */
-    FILE *f = fopen(tmp, "w");
-    if (!f || fputs("ready\n", f) == EOF || fclose(f) != 0 || rename(tmp, cl->o.ready_file) != 0)
-        fprintf(stderr, "sluice-client: %s: %s\n", cl->o.ready_file, strerror(errno));
-    free(tmp);
-}
-
 /* Whether the run is decided; sets ok. */
 static bool run_decided(struct client *cl)
 {
@@ -630,7 +618,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     }
     if (cl->o.ready_file && !cl->ready_written && cl->settled == cl->nstreams) {
         cl->ready_written = true;
-        write_ready_file(cl);
+        cl_file_write_ready(cl->o.ready_file);
     }
     if (run_decided(cl)) {
         cl->elapsed_ms = cl_time_mono_ms() - cl->start_ms;
@@ -832,14 +820,6 @@ static int add_header(struct opts *o, const char *arg)
     return 0;
 }
 
-static int split_host_port(struct opts *o, const char *arg)
-{
-    if (!cl_opt_host_port(arg, &o->host, &o->port))
-        return -1;
-    o->authority = arg;
-    return 0;
-}
-
 enum {
     OPT_CONNECT = 256, OPT_CACERT, OPT_INSECURE, OPT_SERVERNAME, OPT_CONNECTIONS, OPT_PATH,
     OPT_PATHS_FILE, OPT_REPEAT_PATH, OPT_HEADER, OPT_EXPECT_EVENTS, OPT_EXPECT_TOTAL,
@@ -881,7 +861,10 @@ static int parse_options(struct opts *o, int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         bool bad = false;
         switch (ch) {
-        case OPT_CONNECT: bad = o->host || split_host_port(o, optarg) < 0; break;
+        case OPT_CONNECT:
+            bad = o->host || !cl_opt_host_port(optarg, &o->host, &o->port);
+            o->authority = optarg;
+            break;
         case OPT_CACERT: o->cacert = optarg; break;
         case OPT_INSECURE: o->insecure = true; break;
         case OPT_SERVERNAME: o->servername = optarg; break;
@@ -967,11 +950,9 @@ static FILE *open_out(const char *path)
 static int setup(struct client *cl)
 {
     struct opts *o = &cl->o;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rv = getaddrinfo(o->host, o->port, &hints, &cl->addr);
-    if (rv != 0) {
-        fprintf(stderr, "sluice-client: %s:%s: %s\n", o->host, o->port, gai_strerror(rv));
-        cl->addr = NULL;
+    const char *why = cl_net_resolve(o->host, o->port, &cl->addr);
+    if (why) {
+        cl_log_error("%s:%s: %s", o->host, o->port, why);
         return -1;
     }
     if (setup_tls(cl) < 0)
@@ -995,12 +976,14 @@ static int setup(struct client *cl)
         }
     }
 
-    nghttp2_session_callbacks_new(&cl->callbacks);
-    nghttp2_session_callbacks_set_on_header_callback(cl->callbacks, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cl->callbacks, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cl->callbacks, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cl->callbacks, on_stream_close);
-    nghttp2_session_callbacks_set_on_frame_not_send_callback(cl->callbacks, on_frame_not_send);
+    static const struct cl_h2_handlers handlers = {
+        .on_header = on_header,
+        .on_frame_recv = on_frame_recv,
+        .on_data_chunk_recv = on_data_chunk_recv,
+        .on_stream_close = on_stream_close,
+        .on_frame_not_send = on_frame_not_send,
+    };
+    cl->callbacks = cl_h2_callbacks_new(&handlers);
 
     cl->loop = ev_default_loop(EVFLAG_AUTO);
     if (!cl->loop) {

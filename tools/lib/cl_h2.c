@@ -40,6 +40,24 @@ int cl_h2_session_new(nghttp2_session **session, const nghttp2_session_callbacks
     return rv;
 }
 
+nghttp2_session_callbacks *cl_h2_callbacks_new(const struct cl_h2_handlers *h)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    if (h->on_header)
+        nghttp2_session_callbacks_set_on_header_callback(cb, h->on_header);
+    if (h->on_frame_recv)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cb, h->on_frame_recv);
+    if (h->on_data_chunk_recv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, h->on_data_chunk_recv);
+    if (h->on_stream_close)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cb, h->on_stream_close);
+    if (h->on_frame_not_send)
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, h->on_frame_not_send);
+    return cb;
+}
+
 int cl_h2_pull(nghttp2_session *session, struct cl_buf *out, size_t soft_max)
 {
     while (out->len < soft_max) {

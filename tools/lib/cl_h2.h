@@ -38,6 +38,18 @@ struct cl_h2_settings {
  */
 int cl_h2_session_new(nghttp2_session **session, const nghttp2_session_callbacks *callbacks,
                       void *user_data, const struct cl_h2_settings *s);
+/* The session callbacks the programs set; any may be NULL. */
+struct cl_h2_handlers {
+    nghttp2_on_header_callback on_header;
+    nghttp2_on_frame_recv_callback on_frame_recv;
+    nghttp2_on_data_chunk_recv_callback on_data_chunk_recv;
+    nghttp2_on_stream_close_callback on_stream_close;
+    nghttp2_on_frame_not_send_callback on_frame_not_send;
+};
+
+/* A callbacks object with h's handlers; the caller deletes it
+ * (nghttp2_session_callbacks_del). NULL when out of memory. */
+nghttp2_session_callbacks *cl_h2_callbacks_new(const struct cl_h2_handlers *h);
 /* Appends what nghttp2 has to send to out until out holds soft_max bytes
  * or nghttp2 has nothing. 0, or an nghttp2 error code. */
 int cl_h2_pull(nghttp2_session *session, struct cl_buf *out, size_t soft_max);

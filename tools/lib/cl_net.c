@@ -9,6 +9,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+const char *cl_net_resolve(const char *host, const char *port, struct addrinfo **ai)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rv = getaddrinfo(host, port, &hints, ai);
+    if (rv == 0)
+        return NULL;
+    *ai = NULL;
+    return gai_strerror(rv);
+}
+
 int cl_net_connect(const struct addrinfo *ai)
 {
     int one = 1;

@@ -8,6 +8,9 @@
 
 #include <netdb.h>
 
+/* Resolves host and port (TCP, any family) into *ai, which the caller
+ * frees with freeaddrinfo(): NULL, or the resolver's message (*ai NULL). */
+const char *cl_net_resolve(const char *host, const char *port, struct addrinfo **ai);
 /* A socket connecting to ai: the fd, or -1 with errno set (the socket is
  * then closed). EINPROGRESS is not a failure. */
 int cl_net_connect(const struct addrinfo *ai);
