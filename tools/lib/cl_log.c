@@ -21,7 +21,8 @@ void cl_log_set_origin(double origin_ms) { log_origin_ms = origin_ms; }
 
 const char *cl_log_prog(void) { return log_prog; }
 
-static void write_line(const char *fmt, va_list ap, bool stamped)
+__attribute__((format(printf, 1, 0))) static void write_line(const char *fmt, va_list ap,
+                                                             bool stamped)
 {
     fprintf(stderr, "%s: ", log_prog);
     if (stamped)
