@@ -42,26 +42,20 @@ static void put(struct record *r, char tag, const void *p, size_t n)
     r->in_body = false;
 }
 
-static void on_status(void *ctx, int status)
-{
-    put(ctx, 'S', &status, sizeof status);
-}
+static void on_status(void *ctx, int status) { put(ctx, 'S', &status, sizeof status); }
 
 static void on_header(void *ctx, int status, const char *name, size_t nlen, const char *value,
                       size_t vlen)
 {
     (void)status;
-    if (vlen > 0 && (value[0] == ' ' || value[0] == '\t' || value[vlen - 1] == ' ' ||
-                     value[vlen - 1] == '\t'))
+    if (vlen > 0 &&
+        (value[0] == ' ' || value[0] == '\t' || value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
         __builtin_trap(); /* values come trimmed */
     put(ctx, 'N', name, nlen);
     put(ctx, 'V', value, vlen);
 }
 
-static void on_head(void *ctx, int status)
-{
-    put(ctx, 'H', &status, sizeof status);
-}
+static void on_head(void *ctx, int status) { put(ctx, 'H', &status, sizeof status); }
 
 static void on_body(void *ctx, const char *p, size_t n)
 {

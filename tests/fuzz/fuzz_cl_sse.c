@@ -124,8 +124,8 @@ static void check_restart(const uint8_t *data, size_t size)
     char *kept = last ? strndup(last, len) : NULL;
     cl_sse_restart(&p);
     const char *again = cl_sse_last_id(&p, &len);
-    if ((kept == NULL) != (again == NULL) || (kept && (strlen(kept) != len ||
-                                                     memcmp(kept, again, len) != 0)))
+    if ((kept == NULL) != (again == NULL) ||
+        (kept && (strlen(kept) != len || memcmp(kept, again, len) != 0)))
         __builtin_trap();
     /* A blank line right after a restart dispatches nothing. */
     size_t before = a.events.len;

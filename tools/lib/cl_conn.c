@@ -16,7 +16,11 @@ void cl_conn_init(struct cl_conn *c, struct ev_loop *loop, const struct cl_conn_
                   SSL_CTX *tls, const char *tls_name, bool tls_verify)
 {
     *c = (struct cl_conn){
-        .loop = loop, .cb = cb, .tls = tls, .tls_name = tls_name, .tls_verify = tls_verify,
+        .loop = loop,
+        .cb = cb,
+        .tls = tls,
+        .tls_name = tls_name,
+        .tls_verify = tls_verify,
         .fd = -1,
     };
 }

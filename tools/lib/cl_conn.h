@@ -65,8 +65,8 @@ struct cl_conn {
     SSL_CTX *tls;                       /* borrowed; NULL: cleartext */
     const char *tls_name;               /* SNI and verified name; borrowed */
     bool tls_verify;
-    int fd;                /* -1 unless connecting or connected */
-    int io_events;         /* what io watches: EV_READ and/or EV_WRITE; 0: stopped */
+    int fd;        /* -1 unless connecting or connected */
+    int io_events; /* what io watches: EV_READ and/or EV_WRITE; 0: stopped */
     enum cl_conn_state state;
     bool read_wants_write; /* SSL_read wants the socket writable */
     SSL *ssl;              /* owned; NULL before the handshake and for cleartext */

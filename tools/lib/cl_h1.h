@@ -63,7 +63,7 @@ enum cl_h1_state {
 struct cl_h1 {
     const struct cl_h1_callbacks *cb; /* borrowed */
     void *ctx;
-    size_t head_max;    /* bytes */
+    size_t head_max; /* bytes */
     enum cl_h1_state state;
     int status;         /* of the last head; 0 before one */
     struct cl_buf head; /* the head so far; head_max at most */

@@ -25,10 +25,10 @@
 #include "cl_buf.h"
 
 struct cl_h2_settings {
-    uint32_t window_size;      /* SETTINGS_INITIAL_WINDOW_SIZE, bytes */
-    uint32_t conn_window;      /* connection receive window, bytes; 0: the default 65535 */
-    bool manual_window;        /* no automatic WINDOW_UPDATE: the caller consumes */
-    bool wait_peer_settings;   /* submit no request before the server's SETTINGS */
+    uint32_t window_size;    /* SETTINGS_INITIAL_WINDOW_SIZE, bytes */
+    uint32_t conn_window;    /* connection receive window, bytes; 0: the default 65535 */
+    bool manual_window;      /* no automatic WINDOW_UPDATE: the caller consumes */
+    bool wait_peer_settings; /* submit no request before the server's SETTINGS */
 };
 
 /*

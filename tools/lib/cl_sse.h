@@ -43,10 +43,10 @@ struct cl_sse_callbacks {
 struct cl_sse {
     const struct cl_sse_callbacks *cb; /* borrowed, static in practice */
     void *ctx;
-    uint8_t bom;      /* leading BOM bytes matched; 3 once past the start */
-    bool cr_pending;  /* the previous piece ended in CR: a leading LF is its pair */
-    bool has_id;      /* an id field was accepted since the last restart */
-    bool has_last_id; /* a dispatch took the id buffer */
+    uint8_t bom;           /* leading BOM bytes matched; 3 once past the start */
+    bool cr_pending;       /* the previous piece ended in CR: a leading LF is its pair */
+    bool has_id;           /* an id field was accepted since the last restart */
+    bool has_last_id;      /* a dispatch took the id buffer */
     struct cl_buf line;    /* a line split across pieces */
     struct cl_buf data;    /* data lines of the event being parsed, each + LF */
     struct cl_buf type;    /* the event type being parsed */

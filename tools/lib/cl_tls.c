@@ -35,8 +35,8 @@ SSL_CTX *cl_tls_ctx_new(const char *alpn, bool insecure, const char *cacert, boo
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     if (partial_write)
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (alpn && SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)alpn,
-                                        (unsigned)strlen(alpn)) != 0)
+    if (alpn &&
+        SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)alpn, (unsigned)strlen(alpn)) != 0)
         goto fail;
     if (insecure) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);

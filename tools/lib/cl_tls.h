@@ -24,8 +24,8 @@
 #include <openssl/ssl.h>
 
 /* Results of the calls below besides byte counts. */
-#define CL_TLS_AGAIN (-1)      /* would block; wait for the socket (see want_write) */
-#define CL_TLS_ERROR (-2)      /* the connection failed: cl_tls_error() says why */
+#define CL_TLS_AGAIN (-1)       /* would block; wait for the socket (see want_write) */
+#define CL_TLS_ERROR (-2)       /* the connection failed: cl_tls_error() says why */
 #define CL_TLS_EOF_UNCLEAN (-3) /* TCP closed without close_notify */
 
 /*
