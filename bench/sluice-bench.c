@@ -37,13 +37,16 @@
  * publisher location, Pushpin's /publish/ JSON). Message n goes to subject
  * n mod K with seq n div K; stream i listens on subject i mod K.
  *
+ * TLS, the nghttp2 session glue, the SSE parser, the HTTP/1.1 response
+ * parser (streams and publisher alike) and the option helpers come from
+ * the client library in tools/lib/ (cl_*), shared with sluice-client and
+ * sluice-probe.
+ *
  * Rejected alternatives: several client threads (on a 2-core machine a
  * second client thread competes with the server it measures; scenarios run
  * several processes when fds or CPU demand it and merge the histograms
  * printed by --hist); h2load (no SSE parsing, no latency from payload).
  */
-#include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -53,7 +56,6 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -71,12 +73,20 @@
 #include <ev.h>
 #include <nats/nats.h>
 #include <nghttp2/nghttp2.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
-#define BENCH_READ_CHUNK 16384       /* bytes per read; one TLS record */
-#define BENCH_READS_PER_WAKE 16      /* bounds one connection's turn */
+#include "cl_buf.h"
+#include "cl_conn.h"
+#include "cl_file.h"
+#include "cl_h1.h"
+#include "cl_h2.h"
+#include "cl_log.h"
+#include "cl_mem.h"
+#include "cl_net.h"
+#include "cl_opt.h"
+#include "cl_sse.h"
+#include "cl_time.h"
+#include "cl_tls.h"
+
 #define BENCH_OUT_SOFT_BYTES 65536   /* stop pulling frames from nghttp2 */
 #define BENCH_CONN_WINDOW (16 << 20) /* bytes; h2 connection-level window */
 #define BENCH_TICK_S 0.01            /* phase, churn, reopen and connect pump */
@@ -94,12 +104,6 @@
 #define HIST_BUCKETS ((64 - HIST_SUB_BITS + 1) * HIST_SUB)
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
-struct sbuf {
-    char *p;
-    uint32_t len; /* bytes used; len <= cap */
-    uint32_t cap;
-};
 
 /* Log-bucketed: values below HIST_SUB exact, then HIST_SUB buckets per
  * power of two. Values are nanoseconds. */
@@ -152,9 +156,6 @@ struct stream {
     uint32_t subject; /* idx mod subjects */
     int32_t id;       /* h2 stream id while active */
     uint16_t status;  /* last status; 0 before any */
-    uint8_t bom;      /* leading BOM bytes matched; 3 once past the start */
-    bool cr_pending;  /* previous chunk ended in CR: a leading LF is its pair */
-    bool has_id;      /* an id field was seen since the last dispatch */
     bool active;      /* a request is in flight */
     bool opened;      /* ever answered 200 */
     bool failed;      /* answered something else before ever opening */
@@ -165,38 +166,20 @@ struct stream {
     uint64_t last_seq;
     uint64_t req_ns;  /* monotonic time the request was submitted */
     uint64_t events;
-    struct sbuf line;   /* a line split across chunks */
-    struct sbuf data;   /* data lines of the event being parsed */
-    struct sbuf id_buf; /* the id field of the event being parsed */
-    struct sbuf last_id; /* the last event id: sent as Last-Event-ID */
+    struct cl_sse sse;  /* the WHATWG parser; its last event id is sent as Last-Event-ID */
 };
 
-enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN };
-enum h1_state { H1_HEAD, H1_CHUNK_SIZE, H1_CHUNK_EXT, H1_CHUNK_DATA, H1_CHUNK_END, H1_TRAILER,
-                H1_LENGTH, H1_CLOSE_DELIMITED, H1_DONE };
-
 struct conn {
-    ev_io io;
-    int io_events; /* what io watches */
-    int fd;
-    enum conn_state state;
+    struct cl_conn net;    /* socket, TLS, pending output; net.state is the conn's */
     bool dirty;            /* on the dirty list: flush before sleeping */
-    bool read_wants_write; /* SSL_read returned WANT_WRITE */
     bool queued;           /* in the connect queue */
     struct client *client;
     uint32_t no;
-    SSL *ssl;
     nghttp2_session *session;
     struct stream *streams; /* this connection's slice */
     unsigned nstreams;
-    struct sbuf out;        /* pending bytes; an unfinished SSL_write retries all of it */
-    uint32_t out_off;       /* cleartext partial writes; out_off <= out.len */
     uint64_t retry_ns;      /* monotonic time a reconnect may start */
-    /* HTTP/1.1 response */
-    enum h1_state h1;
-    struct sbuf head;
-    uint64_t left;          /* bytes left in this chunk or body */
-    uint32_t trailer_line;  /* bytes on the current trailer line */
+    struct cl_h1 h1;        /* the HTTP/1.1 response */
 };
 
 /* A FIFO of indices with due times; each index is in it at most once. */
@@ -215,7 +198,8 @@ struct pub {
     int fd;                 /* HTTP */
     struct addrinfo *ai;
     char *authority;
-    struct sbuf in;         /* HTTP response bytes */
+    struct cl_h1 h1;        /* HTTP response parser */
+    bool close_after;       /* the response said "Connection: close" */
     pthread_t thread;
     bool started;
     atomic_bool stop;
@@ -274,84 +258,6 @@ struct client {
 
 /* ---------------------------------------------------------------- utils */
 
-static void *must_realloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) {
-        fputs("sluice-bench: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static void *must_calloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) {
-        fputs("sluice-bench: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static char *must_strndup(const char *s, size_t n)
-{
-    char *p = must_realloc(NULL, n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-static void sbuf_append(struct sbuf *b, const void *data, size_t n)
-{
-    if (n == 0)
-        return;
-    if (n > UINT32_MAX - b->len) {
-        fputs("sluice-bench: buffer over 4 GiB\n", stderr);
-        abort();
-    }
-    if (b->len + n > b->cap) {
-        uint64_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n)
-            cap *= 2;
-        if (cap > UINT32_MAX)
-            cap = UINT32_MAX;
-        b->p = must_realloc(b->p, (size_t)cap);
-        b->cap = (uint32_t)cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += (uint32_t)n;
-}
-
-static void sbuf_set(struct sbuf *b, const void *data, size_t n)
-{
-    b->len = 0;
-    sbuf_append(b, data, n);
-}
-
-static void sbuf_dispose(struct sbuf *b)
-{
-    free(b->p);
-    *b = (struct sbuf){0};
-}
-
-static uint64_t clock_ns(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mono_ns(void)
-{
-    return clock_ns(CLOCK_MONOTONIC);
-}
-
-static uint64_t real_ns(void)
-{
-    return clock_ns(CLOCK_REALTIME);
-}
-
 static double tv_s(struct timeval tv)
 {
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
@@ -360,28 +266,6 @@ static double tv_s(struct timeval tv)
 static double ts_s(struct timespec ts)
 {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-__attribute__((format(printf, 2, 3))) static void logv(const struct client *cl, const char *fmt, ...)
-{
-    va_list ap;
-    if (!cl->o.verbose)
-        return;
-    va_start(ap, fmt);
-    fputs("sluice-bench: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static const char *tls_error(void)
-{
-    static char msg[256];
-    unsigned long e = ERR_get_error();
-    if (e == 0)
-        return errno ? strerror(errno) : "connection closed";
-    ERR_error_string_n(e, msg, sizeof msg);
-    return msg;
 }
 
 /* Expands {s} (subject index), {i} (stream index) and {c} (connection
@@ -482,8 +366,8 @@ static void print_hist_ms(const char *name, const struct hist *h, bool raw)
 
 static void queue_init(struct queue *q, size_t cap)
 {
-    q->idx = must_calloc(cap, sizeof *q->idx);
-    q->due_ns = must_calloc(cap, sizeof *q->due_ns);
+    q->idx = cl_mem_calloc(cap, sizeof *q->idx);
+    q->due_ns = cl_mem_calloc(cap, sizeof *q->due_ns);
     q->cap = cap;
 }
 
@@ -561,20 +445,21 @@ static void sample_servers(const struct client *cl, struct cpu_sample *out)
 
 /* ----------------------------------------------------------- SSE parser */
 
-static void on_event(struct stream *s)
+static void on_sse_event(void *ctx, const struct cl_sse_event *ev)
 {
+    struct stream *s = ctx;
     struct client *cl = s->conn->client;
-    const char *p = s->data.p;
-    size_t n = s->data.len, i = 0;
+    const char *p = ev->data;
+    size_t n = ev->data_len, i = 0;
     uint64_t ts = 0, seq = 0;
     bool has_seq = false;
-    uint64_t now_real = real_ns();
+    uint64_t now_real = cl_time_real_ns();
     if (!s->got_event) {
         s->got_event = true;
         /* Only requests made during the window: an initial stream's first
          * event waits for the publisher to start. */
         if (cl->phase >= PHASE_WINDOW && s->req_ns >= cl->window_ns)
-            hist_add(&cl->ttfe, mono_ns() - s->req_ns);
+            hist_add(&cl->ttfe, cl_time_mono_ns() - s->req_ns);
     }
     while (i < n && i < 20 && p[i] >= '0' && p[i] <= '9')
         ts = ts * 10 + (uint64_t)(p[i++] - '0');
@@ -605,125 +490,37 @@ static void on_event(struct stream *s)
     s->has_seq = true;
 }
 
-static void dispatch_event(struct stream *s)
+static void on_sse_comment(void *ctx, const char *text, size_t len)
 {
-    /* The last event id is taken even when no event follows (WHATWG). */
-    if (s->has_id) {
-        sbuf_set(&s->last_id, s->id_buf.p, s->id_buf.len);
-        s->has_id = false;
-    }
-    if (s->data.len > 0) {
-        s->data.len--; /* the LF after the last data line */
-        on_event(s);
-    }
-    s->data.len = 0;
+    struct stream *s = ctx;
+    (void)text;
+    (void)len;
+    if (s->conn->client->phase >= PHASE_WINDOW)
+        s->conn->client->comments++;
 }
 
-static bool field_is(const char *name, size_t len, const char *want)
-{
-    return len == strlen(want) && memcmp(name, want, len) == 0;
-}
+/* event: only names the DOM event; retry: is the server's reconnect
+ * hint, which --reopen-ms replaces in a benchmark. */
+static const struct cl_sse_callbacks sse_callbacks = {
+    .on_event = on_sse_event,
+    .on_comment = on_sse_comment,
+};
 
-static void process_line(struct stream *s, const char *line, size_t len)
-{
-    if (len == 0) {
-        dispatch_event(s);
-        return;
-    }
-    if (line[0] == ':') {
-        if (s->conn->client->phase >= PHASE_WINDOW)
-            s->conn->client->comments++;
-        return;
-    }
-    const char *colon = memchr(line, ':', len);
-    size_t name_len = colon ? (size_t)(colon - line) : len;
-    const char *v = colon ? colon + 1 : line + len;
-    size_t vlen = (size_t)(line + len - v);
-    if (vlen > 0 && v[0] == ' ') {
-        v++;
-        vlen--;
-    }
-    if (field_is(line, name_len, "data")) {
-        sbuf_append(&s->data, v, vlen);
-        sbuf_append(&s->data, "\n", 1);
-    } else if (field_is(line, name_len, "id")) {
-        if (!memchr(v, '\0', vlen)) {
-            sbuf_set(&s->id_buf, v, vlen);
-            s->has_id = true;
-        }
-    }
-    /* event: only names the DOM event; retry: is the server's reconnect
-     * hint, which --reopen-ms replaces in a benchmark. */
-}
-
-static void end_line(struct stream *s, const char *p, size_t n)
-{
-    if (s->line.len == 0) {
-        process_line(s, p, n);
-        return;
-    }
-    sbuf_append(&s->line, p, n);
-    process_line(s, s->line.p, s->line.len);
-    s->line.len = 0;
-}
-
-/* Lines end in CRLF, LF or CR; a CR that ends one chunk pairs with an LF
- * that starts the next, so that split is still one line end. */
-static void parse_bytes(struct stream *s, const char *p, size_t n)
-{
-    size_t i = 0;
-    if (s->cr_pending && n > 0) {
-        s->cr_pending = false;
-        if (p[0] == '\n')
-            i = 1;
-    }
-    size_t start = i;
-    for (; i < n; i++) {
-        if (p[i] != '\r' && p[i] != '\n')
-            continue;
-        end_line(s, p + start, i - start);
-        if (p[i] == '\r') {
-            if (i + 1 == n)
-                s->cr_pending = true;
-            else if (p[i + 1] == '\n')
-                i++;
-        }
-        start = i + 1;
-    }
-    if (start < n)
-        sbuf_append(&s->line, p + start, n - start);
-}
-
-/* One leading U+FEFF is not part of the stream (WHATWG); its bytes may be
- * split across chunks, so a partial match is held and replayed. */
 static void feed_body(struct stream *s, const char *p, size_t n)
 {
-    static const char bom[3] = {'\xEF', '\xBB', '\xBF'};
     struct client *cl = s->conn->client;
     if (cl->phase >= PHASE_WINDOW)
         cl->bytes += n;
     cl->bytes_total += n;
-    while (s->bom < 3 && n > 0) {
-        if (p[0] == bom[s->bom]) {
-            s->bom++;
-            p++;
-            n--;
-            continue;
-        }
-        uint8_t held = s->bom;
-        s->bom = 3;
-        parse_bytes(s, bom, held);
-    }
-    parse_bytes(s, p, n);
+    cl_sse_feed(&s->sse, p, n);
 }
 
 /* A new response starts: the parser forgets the old one's partial state,
  * but not the last event id or seq, which a resume continues from. */
 static void reset_parser(struct stream *s)
 {
-    s->line.len = s->data.len = s->id_buf.len = 0;
-    s->has_id = s->cr_pending = s->got_event = false;
-    s->bom = 0;
+    cl_sse_restart(&s->sse);
+    s->got_event = false;
     s->status = 0;
 }
 
@@ -750,7 +547,7 @@ static void on_status(struct stream *s)
             s->failed = false;
             cl->failed--;
         }
-        hist_add(&cl->open_lat, mono_ns() - s->req_ns);
+        hist_add(&cl->open_lat, cl_time_mono_ns() - s->req_ns);
     } else if (s->status != 200 && !s->opened && !s->failed) {
         s->failed = true;
         cl->failed++;
@@ -772,13 +569,13 @@ static void stream_over(struct stream *s, bool by_server, uint32_t code)
             if (code != 0)
                 cl->server_reset++;
         }
-        logv(cl, "stream %u ended by the server (status %u, code %u)", s->idx, s->status, code);
+        cl_log_debug("stream %u ended by the server (status %u, code %u)", s->idx, s->status, code);
     }
     uint64_t delay = s->churning ? 0 : (uint64_t)(cl->o.reopen_s * 1e9);
     s->churning = false;
     if (!s->queued) {
         s->queued = true;
-        queue_push(&cl->reopen_q, s->idx, mono_ns() + delay);
+        queue_push(&cl->reopen_q, s->idx, cl_time_mono_ns() + delay);
     }
 }
 
@@ -792,19 +589,19 @@ static void h2_submit(struct conn *c, struct stream *s)
     nghttp2_nv nv[6 + BENCH_HEADERS_MAX];
     size_t n = 0;
     size_t plen = render(path, sizeof path, o->path_tmpl, s->subject, s->idx, c->no);
-#define NV(nm, v, vl) ((nghttp2_nv){(uint8_t *)(nm), (uint8_t *)(v), strlen(nm), (vl), NGHTTP2_NV_FLAG_NONE})
-    nv[n++] = NV(":method", "GET", 3);
-    nv[n++] = NV(":scheme", "https", 5);
-    nv[n++] = NV(":authority", o->authority, strlen(o->authority));
-    nv[n++] = NV(":path", path, plen);
-    nv[n++] = NV("accept", "text/event-stream", 17);
-    if (o->resume && s->last_id.len > 0)
-        nv[n++] = NV("last-event-id", s->last_id.p, s->last_id.len);
-#undef NV
+    size_t last_len = 0;
+    const char *last = cl_sse_last_id(&s->sse, &last_len);
+    nv[n++] = cl_h2_nv(":method", "GET");
+    nv[n++] = cl_h2_nv(":scheme", "https");
+    nv[n++] = cl_h2_nv(":authority", o->authority);
+    nv[n++] = cl_h2_nv_len(":path", path, plen);
+    nv[n++] = cl_h2_nv("accept", "text/event-stream");
+    if (o->resume && last && last_len > 0)
+        nv[n++] = cl_h2_nv_len("last-event-id", last, last_len);
     memcpy(nv + n, o->headers, o->nheaders * sizeof *nv);
     n += o->nheaders;
     reset_parser(s);
-    s->req_ns = mono_ns();
+    s->req_ns = cl_time_mono_ns();
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
     int32_t id = nghttp2_submit_request(c->session, NULL, nv, n, NULL, s);
     if (id < 0) {
@@ -825,12 +622,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     struct stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-    if (s && field_is((const char *)name, namelen, ":status")) {
-        unsigned st = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            st = st * 10 + (unsigned)(value[i] - '0');
-        s->status = (uint16_t)st;
-    }
+    if (s && cl_h2_name_is(name, namelen, ":status"))
+        s->status = (uint16_t)cl_h2_status(value, valuelen);
     return 0;
 }
 
@@ -842,7 +635,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (s && s->status >= 200 && frame->headers.cat == NGHTTP2_HCAT_RESPONSE)
             on_status(s);
     } else if (frame->hd.type == NGHTTP2_GOAWAY) {
-        logv(c->client, "conn %u: GOAWAY last_stream_id=%d error=%s", c->no,
+        cl_log_debug("conn %u: GOAWAY last_stream_id=%d error=%s", c->no,
              frame->goaway.last_stream_id, nghttp2_http2_strerror(frame->goaway.error_code));
     }
     return 0;
@@ -878,190 +671,57 @@ static void h1_request(struct conn *c)
     struct stream *s = &c->streams[0];
     char path[BENCH_PATH_MAX];
     render(path, sizeof path, o->path_tmpl, s->subject, s->idx, c->no);
-    c->out.len = c->out_off = 0;
+    struct cl_buf *out = &c->net.out;
+    out->len = c->net.out_off = 0;
     char line[BENCH_PATH_MAX + 512];
     int n = snprintf(line, sizeof line,
                      "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n"
                      "Cache-Control: no-cache\r\n",
                      path, o->authority);
-    sbuf_append(&c->out, line, (size_t)n);
-    if (o->resume && s->last_id.len > 0) {
-        sbuf_append(&c->out, "Last-Event-ID: ", 15);
-        sbuf_append(&c->out, s->last_id.p, s->last_id.len);
-        sbuf_append(&c->out, "\r\n", 2);
+    cl_buf_append(out, line, (size_t)n);
+    size_t last_len = 0;
+    const char *last = cl_sse_last_id(&s->sse, &last_len);
+    if (o->resume && last && last_len > 0) {
+        cl_buf_append(out, "Last-Event-ID: ", 15);
+        cl_buf_append(out, last, last_len);
+        cl_buf_append(out, "\r\n", 2);
     }
     for (size_t i = 0; i < o->nheaders; i++) {
-        sbuf_append(&c->out, o->headers[i].name, o->headers[i].namelen);
-        sbuf_append(&c->out, ": ", 2);
-        sbuf_append(&c->out, o->headers[i].value, o->headers[i].valuelen);
-        sbuf_append(&c->out, "\r\n", 2);
+        cl_buf_append(out, o->headers[i].name, o->headers[i].namelen);
+        cl_buf_append(out, ": ", 2);
+        cl_buf_append(out, o->headers[i].value, o->headers[i].valuelen);
+        cl_buf_append(out, "\r\n", 2);
     }
-    sbuf_append(&c->out, "\r\n", 2);
+    cl_buf_append(out, "\r\n", 2);
     reset_parser(s);
-    s->req_ns = mono_ns();
+    s->req_ns = cl_time_mono_ns();
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
     s->active = true;
-    c->h1 = H1_HEAD;
-    c->head.len = 0;
+    cl_h1_reset(&c->h1);
     mark_dirty(c);
 }
 
-static bool header_is(const char *line, size_t len, const char *name, const char **value)
+/* An interim (1xx) head is not the response's status. */
+static void on_h1_head(void *ctx, int status)
 {
-    size_t nl = strlen(name);
-    if (len <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
-        return false;
-    const char *v = line + nl + 1;
-    while (v < line + len && (*v == ' ' || *v == '\t'))
-        v++;
-    *value = v;
-    return true;
-}
-
-/* Parses the response head in c->head; -1 if malformed. */
-static int h1_parse_head(struct conn *c, size_t head_len)
-{
-    struct stream *s = &c->streams[0];
-    const char *p = c->head.p, *end = p + head_len;
-    if (head_len < 12 || strncmp(p, "HTTP/1.", 7) != 0)
-        return -1;
-    s->status = (uint16_t)atoi(p + 9);
-    bool chunked = false, has_length = false;
-    uint64_t length = 0;
-    const char *line = memchr(p, '\n', head_len);
-    while (line && ++line < end) {
-        const char *eol = memchr(line, '\n', (size_t)(end - line));
-        size_t len = (size_t)((eol ? eol : end) - line);
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
-        const char *v;
-        if (header_is(line, len, "transfer-encoding", &v))
-            chunked = strncasecmp(v, "chunked", 7) == 0;
-        else if (header_is(line, len, "content-length", &v)) {
-            has_length = true;
-            length = strtoull(v, NULL, 10);
-        }
-        line = eol;
-    }
+    struct stream *s = &((struct conn *)ctx)->streams[0];
+    if (status < 200)
+        return;
+    s->status = (uint16_t)status;
     on_status(s);
-    c->left = length;
-    c->h1 = chunked ? H1_CHUNK_SIZE : has_length ? H1_LENGTH : H1_CLOSE_DELIMITED;
-    if (c->h1 == H1_LENGTH && length == 0)
-        c->h1 = H1_DONE;
-    return 0;
 }
 
-static int hexval(char ch)
+static void on_h1_body(void *ctx, const char *data, size_t len)
 {
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch = (char)tolower((unsigned char)ch);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+    feed_body(&((struct conn *)ctx)->streams[0], data, len);
 }
 
-/* Feeds response bytes; returns -1 on a malformed response. */
-static int h1_input(struct conn *c, const char *p, size_t n)
-{
-    struct stream *s = &c->streams[0];
-    while (n > 0) {
-        switch (c->h1) {
-        case H1_HEAD: {
-            uint32_t before = c->head.len;
-            size_t take = n < BENCH_H1_HEADER_MAX ? n : BENCH_H1_HEADER_MAX;
-            sbuf_append(&c->head, p, take);
-            char *e = NULL;
-            for (uint32_t i = before >= 3 ? before - 3 : 0; i + 3 < c->head.len; i++) {
-                if (memcmp(c->head.p + i, "\r\n\r\n", 4) == 0) {
-                    e = c->head.p + i + 4;
-                    break;
-                }
-            }
-            if (!e) {
-                if (c->head.len >= BENCH_H1_HEADER_MAX)
-                    return -1;
-                return 0;
-            }
-            size_t head_len = (size_t)(e - c->head.p);
-            size_t used = head_len - before;
-            if (h1_parse_head(c, head_len) < 0)
-                return -1;
-            p += used;
-            n -= used;
-            break;
-        }
-        case H1_CHUNK_SIZE: {
-            int h = hexval(*p);
-            if (h >= 0) {
-                if (c->left > (UINT64_MAX >> 4))
-                    return -1;
-                c->left = c->left * 16 + (uint64_t)h;
-            } else if (*p == ';' || *p == ' ' || *p == '\t') {
-                c->h1 = H1_CHUNK_EXT;
-            } else if (*p == '\n') {
-                c->h1 = c->left ? H1_CHUNK_DATA : H1_TRAILER;
-                c->trailer_line = 0;
-            } else if (*p != '\r') {
-                return -1;
-            }
-            p++, n--;
-            break;
-        }
-        case H1_CHUNK_EXT:
-            if (*p == '\n') {
-                c->h1 = c->left ? H1_CHUNK_DATA : H1_TRAILER;
-                c->trailer_line = 0;
-            }
-            p++, n--;
-            break;
-        case H1_CHUNK_DATA:
-        case H1_LENGTH: {
-            size_t k = n < c->left ? n : (size_t)c->left;
-            feed_body(s, p, k);
-            p += k, n -= k;
-            c->left -= k;
-            if (c->left == 0)
-                c->h1 = c->h1 == H1_LENGTH ? H1_DONE : H1_CHUNK_END;
-            break;
-        }
-        case H1_CHUNK_END:
-            if (*p == '\n')
-                c->h1 = H1_CHUNK_SIZE;
-            else if (*p != '\r')
-                return -1;
-            p++, n--;
-            break;
-        case H1_TRAILER:
-            if (*p == '\n') {
-                if (c->trailer_line == 0)
-                    c->h1 = H1_DONE;
-                c->trailer_line = 0;
-            } else if (*p != '\r') {
-                c->trailer_line++;
-            }
-            p++, n--;
-            break;
-        case H1_CLOSE_DELIMITED:
-            feed_body(s, p, n);
-            n = 0;
-            break;
-        case H1_DONE:
-            return 0;
-        }
-    }
-    return 0;
-}
+static const struct cl_h1_callbacks h1_callbacks = {
+    .on_head = on_h1_head,
+    .on_body = on_h1_body,
+};
 
 /* ---------------------------------------------------------- connections */
-
-static void set_io(struct conn *c, int events)
-{
-    if (events == c->io_events)
-        return;
-    ev_io_stop(c->client->loop, &c->io);
-    ev_io_set(&c->io, c->fd, events);
-    ev_io_start(c->client->loop, &c->io);
-    c->io_events = events;
-}
 
 static void enqueue_connect(struct conn *c, uint64_t due_ns)
 {
@@ -1074,25 +734,15 @@ static void enqueue_connect(struct conn *c, uint64_t due_ns)
 static void conn_close(struct conn *c)
 {
     struct client *cl = c->client;
-    if (c->state == CONN_IDLE)
+    if (c->net.state == CL_CONN_IDLE)
         return;
-    if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE)
+    if (c->net.state == CL_CONN_CONNECTING || c->net.state == CL_CONN_HANDSHAKE)
         cl->inflight--;
-    ev_io_stop(cl->loop, &c->io);
-    c->io_events = 0;
     if (c->session) {
         nghttp2_session_del(c->session);
         c->session = NULL;
     }
-    if (c->ssl) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->out.len = c->out_off = 0;
-    c->state = CONN_IDLE;
+    cl_conn_close(&c->net, false);
 }
 
 /* The connection is gone: its active streams are over, and it reconnects
@@ -1101,8 +751,8 @@ static void conn_down(struct conn *c, bool by_server, const char *why)
 {
     struct client *cl = c->client;
     bool churn = false;
-    bool was_open = c->state == CONN_OPEN;
-    if (c->state == CONN_IDLE)
+    bool was_open = c->net.state == CL_CONN_OPEN;
+    if (c->net.state == CL_CONN_IDLE)
         return;
     conn_close(c);
     if (cl->phase == PHASE_DONE)
@@ -1122,154 +772,86 @@ static void conn_down(struct conn *c, bool by_server, const char *why)
             cl->conns_lost++;
         else
             cl->connect_errors++;
-        logv(cl, "conn %u: %s", c->no, why);
+        cl_log_debug("conn %u: %s", c->no, why);
     }
-    enqueue_connect(c, mono_ns() + (churn ? 0 : (uint64_t)(cl->o.reopen_s * 1e9)));
-}
-
-/* Bytes out; -1 when the connection is gone. */
-static int conn_send(struct conn *c)
-{
-    while (c->out_off < c->out.len) {
-        int n;
-        if (c->ssl) {
-            ERR_clear_error();
-            n = SSL_write(c->ssl, c->out.p + c->out_off, (int)(c->out.len - c->out_off));
-            if (n <= 0) {
-                int err = SSL_get_error(c->ssl, n);
-                if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
-                    return 0;
-                return -1;
-            }
-        } else {
-            ssize_t w = send(c->fd, c->out.p + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-            if (w < 0)
-                return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
-            n = (int)w;
-        }
-        c->out_off += (uint32_t)n;
-    }
-    c->out.len = c->out_off = 0;
-    return 0;
+    enqueue_connect(c, cl_time_mono_ns() + (churn ? 0 : (uint64_t)(cl->o.reopen_s * 1e9)));
 }
 
 static void fill_h2_output(struct conn *c)
 {
-    while (c->out.len < BENCH_OUT_SOFT_BYTES) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->session, &data);
-        if (n < 0) {
-            conn_down(c, true, nghttp2_strerror((int)n));
-            return;
-        }
-        if (n == 0)
-            return;
-        sbuf_append(&c->out, data, (size_t)n);
-    }
+    int rv = cl_h2_pull(c->session, &c->net.out, BENCH_OUT_SOFT_BYTES);
+    if (rv != 0)
+        conn_down(c, true, nghttp2_strerror(rv));
 }
 
 static void flush_output(struct conn *c)
 {
-    while (c->state == CONN_OPEN) {
-        if (c->out.len == 0 && c->session)
+    while (c->net.state == CL_CONN_OPEN) {
+        if (c->net.out.len == 0 && c->session)
             fill_h2_output(c);
-        if (c->state != CONN_OPEN || c->out.len == 0)
+        if (c->net.state != CL_CONN_OPEN || c->net.out.len == 0)
             break;
-        uint32_t before = c->out.len;
-        if (conn_send(c) < 0) {
-            conn_down(c, true, c->ssl ? tls_error() : strerror(errno));
+        if (cl_conn_send(&c->net) < 0) {
+            conn_down(c, true, cl_conn_error(&c->net));
             return;
         }
-        if (c->out.len != 0 && c->out.len == before)
+        if (cl_conn_pending(&c->net))
             break; /* would block */
     }
-    if (c->state != CONN_OPEN)
+    if (c->net.state != CL_CONN_OPEN)
         return;
-    if (c->session && c->out.len == 0 && !nghttp2_session_want_read(c->session) &&
+    if (c->session && c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session)) {
         conn_down(c, true, "session over");
         return;
     }
-    set_io(c, EV_READ | (c->out.len > 0 || c->read_wants_write ? EV_WRITE : 0));
+    cl_conn_watch(&c->net, EV_READ | (c->net.out.len > 0 || c->net.read_wants_write ? EV_WRITE : 0));
+}
+
+static bool on_read(struct cl_conn *net, const char *buf, size_t n)
+{
+    struct conn *c = container_of(net, struct conn, net);
+    if (c->session) {
+        ssize_t rv = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf, n);
+        if (rv < 0) {
+            conn_down(c, true, nghttp2_strerror((int)rv));
+            return false;
+        }
+        return true;
+    }
+    if (cl_h1_feed(&c->h1, buf, n) < 0) {
+        conn_down(c, true, "malformed HTTP/1.1 response");
+        return false;
+    }
+    if (cl_h1_done(&c->h1)) {
+        conn_down(c, true, "response complete");
+        return false;
+    }
+    return true;
 }
 
 static void read_input(struct conn *c)
 {
-    char buf[BENCH_READ_CHUNK];
-    c->read_wants_write = false;
-    /* Bytes OpenSSL already holds do not make the socket readable again,
-     * so the per-wake bound only applies once they are drained. */
-    for (int i = 0; i < BENCH_READS_PER_WAKE || (c->ssl && SSL_has_pending(c->ssl)); i++) {
-        int n;
-        if (c->ssl) {
-            ERR_clear_error();
-            errno = 0;
-            n = SSL_read(c->ssl, buf, sizeof buf);
-            if (n <= 0) {
-                int err = SSL_get_error(c->ssl, n);
-                if (err == SSL_ERROR_WANT_READ)
-                    return;
-                if (err == SSL_ERROR_WANT_WRITE) {
-                    c->read_wants_write = true;
-                    return;
-                }
-                conn_down(c, true, err == SSL_ERROR_ZERO_RETURN ? "peer closed" : tls_error());
-                return;
-            }
-        } else {
-            ssize_t r = recv(c->fd, buf, sizeof buf, 0);
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-                return;
-            if (r <= 0) {
-                conn_down(c, true, r == 0 ? "peer closed" : strerror(errno));
-                return;
-            }
-            n = (int)r;
-        }
-        if (c->session) {
-            ssize_t rv = nghttp2_session_mem_recv(c->session, (const uint8_t *)buf, (size_t)n);
-            if (rv < 0) {
-                conn_down(c, true, nghttp2_strerror((int)rv));
-                return;
-            }
-        } else {
-            if (h1_input(c, buf, (size_t)n) < 0) {
-                conn_down(c, true, "malformed HTTP/1.1 response");
-                return;
-            }
-            if (c->h1 == H1_DONE) {
-                conn_down(c, true, "response complete");
-                return;
-            }
-        }
-    }
+    ssize_t rc = cl_conn_read(&c->net);
+    if (rc == CL_TLS_AGAIN || rc == CL_CONN_STOPPED)
+        return;
+    conn_down(c, true, rc == 0 ? "peer closed" : cl_conn_error(&c->net));
 }
 
 static void start_protocol(struct conn *c)
 {
     struct client *cl = c->client;
-    c->state = CONN_OPEN;
-    cl->inflight--;
     if (cl->o.proto == PROTO_H1) {
         h1_request(c);
-        set_io(c, EV_READ);
+        cl_conn_watch(&c->net, EV_READ);
         return;
     }
-    nghttp2_option *opt;
-    nghttp2_settings_entry iv[2] = {
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cl->o.window_size},
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    struct cl_h2_settings settings = {
+        .window_size = cl->o.window_size,
+        .conn_window = BENCH_CONN_WINDOW,
+        .wait_peer_settings = true,
     };
-    nghttp2_option_new(&opt);
-    /* Hold requests until the server's SETTINGS state its real limit. */
-    nghttp2_option_set_peer_max_concurrent_streams(opt, 0);
-    int rv = nghttp2_session_client_new2(&c->session, cl->callbacks, c, opt);
-    nghttp2_option_del(opt);
-    if (rv == 0)
-        rv = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
-    if (rv == 0)
-        rv = nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
-                                                   BENCH_CONN_WINDOW);
+    int rv = cl_h2_session_new(&c->session, cl->callbacks, c, &settings);
     if (rv != 0) {
         conn_down(c, true, nghttp2_strerror(rv));
         return;
@@ -1281,31 +863,17 @@ static void start_protocol(struct conn *c)
         h2_submit(c, s);
     }
     mark_dirty(c);
-    set_io(c, EV_READ);
+    cl_conn_watch(&c->net, EV_READ);
 }
 
-static void do_handshake(struct conn *c)
+static void on_open(struct cl_conn *net)
 {
-    const struct opts *o = &c->client->o;
-    ERR_clear_error();
-    errno = 0;
-    int r = SSL_do_handshake(c->ssl);
-    if (r != 1) {
-        int err = SSL_get_error(c->ssl, r);
-        if (err == SSL_ERROR_WANT_READ) {
-            set_io(c, EV_READ);
-        } else if (err == SSL_ERROR_WANT_WRITE) {
-            set_io(c, EV_WRITE);
-        } else {
-            long vr = SSL_get_verify_result(c->ssl);
-            conn_down(c, true, vr != X509_V_OK ? X509_verify_cert_error_string(vr) : tls_error());
-        }
-        return;
-    }
-    const unsigned char *alpn = NULL;
-    unsigned alpn_len = 0;
-    SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-    if (o->proto == PROTO_H2 && (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0)) {
+    struct conn *c = container_of(net, struct conn, net);
+    char alpn[16];
+    c->client->inflight--;
+    if (net->ssl)
+        cl_tls_alpn(net->ssl, alpn, sizeof alpn);
+    if (net->ssl && c->client->o.proto == PROTO_H2 && strcmp(alpn, "h2") != 0) {
         fprintf(stderr, "sluice-bench: conn %u: server did not select h2\n", c->no);
         c->client->fatal = true;
         conn_close(c);
@@ -1315,89 +883,38 @@ static void do_handshake(struct conn *c)
     start_protocol(c);
 }
 
-static bool is_ip_literal(const char *host)
+static void on_fail(struct cl_conn *net, const char *what, const char *why)
 {
-    unsigned char addr[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    (void)what;
+    conn_down(container_of(net, struct conn, net), true, why);
 }
 
-static void finish_connect(struct conn *c)
+static void on_ready(struct cl_conn *net, int revents)
 {
-    const struct opts *o = &c->client->o;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err != 0) {
-        conn_down(c, true, strerror(err));
-        return;
-    }
-    if (o->plain) {
-        start_protocol(c);
-        return;
-    }
-    c->ssl = SSL_new(c->client->ssl_ctx);
-    if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) {
-        conn_down(c, true, tls_error());
-        return;
-    }
-    const char *name = o->servername ? o->servername : o->host;
-    /* An IP address is not a valid SNI name (RFC 6066 section 3). */
-    if (!is_ip_literal(name))
-        SSL_set_tlsext_host_name(c->ssl, name);
-    if (!o->insecure) {
-        if (is_ip_literal(name))
-            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name);
-        else
-            SSL_set1_host(c->ssl, name);
-    }
-    SSL_set_connect_state(c->ssl);
-    c->state = CONN_HANDSHAKE;
-    do_handshake(c);
+    struct conn *c = container_of(net, struct conn, net);
+    if ((revents & EV_READ) || net->read_wants_write)
+        read_input(c);
+    if (net->state == CL_CONN_OPEN && (c->session || (revents & EV_WRITE)))
+        mark_dirty(c);
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct conn *c = container_of(w, struct conn, io);
-    (void)loop;
-    switch (c->state) {
-    case CONN_CONNECTING:
-        finish_connect(c);
-        break;
-    case CONN_HANDSHAKE:
-        do_handshake(c);
-        break;
-    case CONN_OPEN:
-        if ((revents & EV_READ) || c->read_wants_write)
-            read_input(c);
-        if (c->state == CONN_OPEN && (c->session || (revents & EV_WRITE)))
-            mark_dirty(c);
-        break;
-    case CONN_IDLE:
-        break;
-    }
-}
+static const struct cl_conn_callbacks conn_callbacks = {
+    .on_open = on_open,
+    .on_fail = on_fail,
+    .on_ready = on_ready,
+    .on_read = on_read,
+};
 
 static void conn_start(struct conn *c)
 {
     struct client *cl = c->client;
-    const struct addrinfo *ai = cl->addr;
-    int one = 1;
-    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        fprintf(stderr, "sluice-bench: socket: %s\n", strerror(errno));
+    if (cl_conn_start(&c->net, cl->addr) < 0) {
+        cl_log_debug("conn %u: %s", c->no, strerror(errno));
         cl->connect_errors++;
-        enqueue_connect(c, mono_ns() + (uint64_t)(cl->o.reopen_s * 1e9));
+        enqueue_connect(c, cl_time_mono_ns() + (uint64_t)(cl->o.reopen_s * 1e9));
         return;
     }
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     cl->inflight++;
-    c->state = CONN_CONNECTING;
-    c->io_events = EV_WRITE;
-    ev_io_init(&c->io, on_io, c->fd, EV_WRITE);
-    ev_io_start(cl->loop, &c->io);
-    if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
-        conn_down(c, true, strerror(errno));
 }
 
 static void pump_connects(struct client *cl, uint64_t now)
@@ -1408,7 +925,7 @@ static void pump_connects(struct client *cl, uint64_t now)
             return;
         struct conn *c = &cl->conns[i];
         c->queued = false;
-        if (c->state == CONN_IDLE)
+        if (c->net.state == CL_CONN_IDLE)
             conn_start(c);
     }
 }
@@ -1420,7 +937,7 @@ static void process_reopens(struct client *cl, uint64_t now)
         struct stream *s = &cl->streams[i];
         struct conn *c = s->conn;
         s->queued = false;
-        if (s->active || c->state != CONN_OPEN)
+        if (s->active || c->net.state != CL_CONN_OPEN)
             continue; /* a reconnecting connection reopens its streams itself */
         if (cl->o.proto == PROTO_H2)
             h2_submit(c, s);
@@ -1435,7 +952,7 @@ static void churn(struct client *cl)
     for (size_t tries = 0; cl->churn_due >= 1 && tries < cl->nstreams; tries++) {
         struct stream *s = &cl->streams[cl->churn_cursor++ % cl->nstreams];
         struct conn *c = s->conn;
-        if (!s->active || s->churning || c->state != CONN_OPEN || s->status != 200)
+        if (!s->active || s->churning || c->net.state != CL_CONN_OPEN || s->status != 200)
             continue;
         cl->churn_due -= 1;
         cl->churned++;
@@ -1468,7 +985,6 @@ static int http_connect(struct pub *p)
         p->fd = -1;
         return -1;
     }
-    p->in.len = 0;
     return 0;
 }
 
@@ -1486,59 +1002,40 @@ static int send_all(int fd, const char *b, size_t n)
     return 0;
 }
 
-/* Reads one response (Content-Length or chunked body, discarded); returns
- * its status, or -1. Sets *close_after for "Connection: close". */
+static void on_pub_header(void *ctx, int status, const char *name, size_t nlen, const char *value,
+                          size_t vlen)
+{
+    struct pub *p = ctx;
+    (void)status;
+    if (nlen == 10 && strncasecmp(name, "connection", 10) == 0)
+        p->close_after = vlen >= 5 && strncasecmp(value, "close", 5) == 0;
+}
+
+/* The answer's body is discarded: only its status counts. */
+static const struct cl_h1_callbacks pub_h1_callbacks = {.on_header = on_pub_header};
+
+/* Reads one response (its body discarded); returns its status, or -1.
+ * Sets *close_after for "Connection: close". The socket has a receive
+ * timeout (http_connect), so a silent peer cannot hold the thread. */
 static int http_response(struct pub *p, bool *close_after)
 {
     char buf[8192];
-    size_t head = 0;
-    *close_after = false;
-    for (;;) {
-        char *e = p->in.len >= 4 ? memmem(p->in.p, p->in.len, "\r\n\r\n", 4) : NULL;
-        if (e) {
-            head = (size_t)(e - p->in.p) + 4;
-            break;
-        }
+    cl_h1_reset(&p->h1);
+    p->close_after = false;
+    while (!cl_h1_done(&p->h1)) {
         ssize_t r = recv(p->fd, buf, sizeof buf, 0);
-        if (r <= 0 || p->in.len > 65536)
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0 && cl_h1_eof(&p->h1))
+                break;
             return -1;
-        sbuf_append(&p->in, buf, (size_t)r);
-    }
-    int status = p->in.len > 12 ? atoi(p->in.p + 9) : -1;
-    uint64_t length = 0;
-    bool chunked = false;
-    for (const char *l = p->in.p; l && l < p->in.p + head;) {
-        const char *eol = memchr(l, '\n', head - (size_t)(l - p->in.p));
-        size_t len = (size_t)((eol ? eol : p->in.p + head) - l);
-        const char *v;
-        if (header_is(l, len, "content-length", &v))
-            length = strtoull(v, NULL, 10);
-        else if (header_is(l, len, "transfer-encoding", &v))
-            chunked = strncasecmp(v, "chunked", 7) == 0;
-        else if (header_is(l, len, "connection", &v))
-            *close_after = strncasecmp(v, "close", 5) == 0;
-        l = eol ? eol + 1 : NULL;
-    }
-    size_t have = p->in.len - head;
-    if (chunked) {
-        /* Publish answers are short: read until the last-chunk marker. */
-        while (!memmem(p->in.p + head, p->in.len - head, "0\r\n\r\n", 5)) {
-            ssize_t r = recv(p->fd, buf, sizeof buf, 0);
-            if (r <= 0 || p->in.len > 1 << 20)
-                return -1;
-            sbuf_append(&p->in, buf, (size_t)r);
         }
-        p->in.len = 0;
-        return status;
-    }
-    while (have < length) {
-        ssize_t r = recv(p->fd, buf, sizeof buf, 0);
-        if (r <= 0)
+        if (cl_h1_feed(&p->h1, buf, (size_t)r) < 0)
             return -1;
-        have += (size_t)r;
     }
-    p->in.len = 0;
-    return status;
+    *close_after = p->close_after;
+    return p->h1.status;
 }
 
 static int http_publish(struct pub *p, const char *path, const char *ctype, const char *body,
@@ -1569,7 +1066,7 @@ static int http_publish(struct pub *p, const char *path, const char *ctype, cons
 /* "<19-digit CLOCK_REALTIME ns> <seq> " padded with 'x' to the payload size. */
 static size_t make_payload(char *buf, size_t size, uint64_t seq)
 {
-    int n = snprintf(buf, size + 64, "%019" PRIu64 " %" PRIu64 " ", real_ns(), seq);
+    int n = snprintf(buf, size + 64, "%019" PRIu64 " %" PRIu64 " ", cl_time_real_ns(), seq);
     size_t len = (size_t)n < size ? size : (size_t)n;
     if ((size_t)n < size)
         memset(buf + n, 'x', size - (size_t)n);
@@ -1614,13 +1111,13 @@ static void *pub_main(void *arg)
     struct pub *p = arg;
     struct timespec c0, c1;
     size_t body_cap = (size_t)p->payload + 512;
-    char *payload = must_realloc(NULL, (size_t)p->payload + 64);
-    char *body = must_realloc(NULL, body_cap);
+    char *payload = cl_mem_realloc(NULL, (size_t)p->payload + 64);
+    char *body = cl_mem_realloc(NULL, body_cap);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
-    uint64_t t0 = mono_ns(), n = 0;
+    uint64_t t0 = cl_time_mono_ns(), n = 0;
     double ns_per_msg = 1e9 / p->rate;
     while (!atomic_load(&p->stop)) {
-        uint64_t now = mono_ns();
+        uint64_t now = cl_time_mono_ns();
         uint64_t due = (uint64_t)((double)(now - t0) / ns_per_msg) + 1;
         if (due > n && due - n > p->max_behind)
             p->max_behind = due - n;
@@ -1629,14 +1126,14 @@ static void *pub_main(void *arg)
             atomic_store(&p->published, n);
         }
         uint64_t next = t0 + (uint64_t)((double)n * ns_per_msg);
-        now = mono_ns();
+        now = cl_time_mono_ns();
         if (next > now) {
             uint64_t until = next - now > BENCH_PUB_SLEEP_MAX_NS ? now + BENCH_PUB_SLEEP_MAX_NS : next;
             struct timespec ts = {(time_t)(until / 1000000000ull), (long)(until % 1000000000ull)};
             clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
         }
     }
-    p->elapsed_s = (double)(mono_ns() - t0) / 1e9;
+    p->elapsed_s = (double)(cl_time_mono_ns() - t0) / 1e9;
     if (p->kind == PUB_NATS)
         natsConnection_FlushTimeout(p->nc, 2000);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
@@ -1655,13 +1152,14 @@ static int pub_setup(struct client *cl)
     p->payload = o->payload;
     p->subjects = o->subjects;
     p->fd = -1;
+    cl_h1_init(&p->h1, &pub_h1_callbacks, p, 65536);
     if (p->kind == PUB_NONE || p->rate <= 0)
         return 0;
-    p->subjects_s = must_calloc(o->subjects, sizeof *p->subjects_s);
+    p->subjects_s = cl_mem_calloc(o->subjects, sizeof *p->subjects_s);
     for (unsigned k = 0; k < o->subjects; k++) {
         char b[BENCH_PATH_MAX];
         render(b, sizeof b, o->subject_tmpl, k, k, 0);
-        p->subjects_s[k] = must_strndup(b, strlen(b));
+        p->subjects_s[k] = cl_mem_strndup(b, strlen(b));
     }
     if (p->kind == PUB_NATS) {
         natsOptions *no = NULL;
@@ -1688,19 +1186,17 @@ static int pub_setup(struct client *cl)
     u += 7;
     const char *slash = strchr(u, '/');
     size_t alen = slash ? (size_t)(slash - u) : strlen(u);
-    p->authority = must_strndup(u, alen);
+    p->authority = cl_mem_strndup(u, alen);
     char *colon = strrchr(p->authority, ':');
     if (!colon) {
         fprintf(stderr, "sluice-bench: --pub-url needs a port\n");
         return -1;
     }
     *colon = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rv = getaddrinfo(p->authority, colon + 1, &hints, &p->ai);
+    const char *why = cl_net_resolve(p->authority, colon + 1, &p->ai);
     *colon = ':';
-    if (rv != 0) {
-        fprintf(stderr, "sluice-bench: %s: %s\n", p->authority, gai_strerror(rv));
-        p->ai = NULL;
+    if (why) {
+        cl_log_error("%s: %s", p->authority, why);
         return -1;
     }
     if (http_connect(p) < 0) {
@@ -1744,31 +1240,18 @@ static void pub_dispose(struct pub *p)
         free(p->subjects_s[k]);
     free(p->subjects_s);
     free(p->authority);
-    sbuf_dispose(&p->in);
+    cl_h1_dispose(&p->h1);
 }
 
 /* ---------------------------------------------------------------- phases */
-
-static void write_ready_file(struct client *cl)
-{
-    size_t n = strlen(cl->o.ready_file);
-    char *tmp = must_realloc(NULL, n + 5);
-    memcpy(tmp, cl->o.ready_file, n);
-    memcpy(tmp + n, ".tmp", 5);
-    /* Written aside and renamed, so a poller never reads a partial file. */
-    FILE *f = fopen(tmp, "w");
-    if (!f || fputs("ready\n", f) == EOF || fclose(f) != 0 || rename(tmp, cl->o.ready_file) != 0)
-        fprintf(stderr, "sluice-bench: %s: %s\n", cl->o.ready_file, strerror(errno));
-    free(tmp);
-}
 
 static void start_window(struct client *cl, uint64_t now)
 {
     cl->phase = PHASE_WINDOW;
     cl->window_ns = now;
-    cl->window_real_ns = real_ns();
+    cl->window_real_ns = cl_time_real_ns();
     cl->window_end_ns = now + (uint64_t)(cl->o.duration_s * 1e9);
-    cl->open_per_subject = must_calloc(cl->o.subjects, sizeof *cl->open_per_subject);
+    cl->open_per_subject = cl_mem_calloc(cl->o.subjects, sizeof *cl->open_per_subject);
     for (size_t i = 0; i < cl->nstreams; i++) {
         const struct stream *s = &cl->streams[i];
         if (s->active && s->status == 200)
@@ -1778,7 +1261,7 @@ static void start_window(struct client *cl, uint64_t now)
     getrusage(RUSAGE_SELF, &cl->ru0);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cl->th0);
     if (cl->o.ready_file)
-        write_ready_file(cl);
+        cl_file_write_ready(cl->o.ready_file);
     pub_start(cl);
 }
 
@@ -1791,14 +1274,14 @@ static void end_window(struct client *cl, uint64_t now)
     for (unsigned j = 0; j < k; j++)
         cl->expected += (uint64_t)cl->open_per_subject[j] * (n / k + (j < n % k ? 1 : 0));
     cl->phase = PHASE_DRAIN;
-    cl->drain_end_ns = mono_ns() + (uint64_t)(cl->o.drain_s * 1e9);
+    cl->drain_end_ns = cl_time_mono_ns() + (uint64_t)(cl->o.drain_s * 1e9);
     (void)now;
 }
 
 static void finish_run(struct client *cl)
 {
     cl->phase = PHASE_DONE;
-    cl->done_ns = mono_ns();
+    cl->done_ns = cl_time_mono_ns();
     sample_servers(cl, &cl->srv1);
     getrusage(RUSAGE_SELF, &cl->ru1);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cl->th1);
@@ -1822,7 +1305,7 @@ static void advance(struct client *cl, uint64_t now)
             cl->open_ns = now;
             cl->phase = PHASE_SETTLING;
             sample_servers(cl, &cl->srv_open);
-            logv(cl, "%zu of %zu streams open after %.3f s", cl->opened, cl->nstreams,
+            cl_log_debug("%zu of %zu streams open after %.3f s", cl->opened, cl->nstreams,
                  (double)(now - cl->start_ns) / 1e9);
         }
         break;
@@ -1846,7 +1329,7 @@ static void advance(struct client *cl, uint64_t now)
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct client *cl = container_of(w, struct client, tick);
-    uint64_t now = mono_ns();
+    uint64_t now = cl_time_mono_ns();
     (void)loop;
     (void)revents;
     pump_connects(cl, now);
@@ -1863,9 +1346,9 @@ static void on_hard_limit(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     cl->timed_out = true;
     if (cl->phase < PHASE_WINDOW)
-        start_window(cl, mono_ns());
+        start_window(cl, cl_time_mono_ns());
     if (cl->phase < PHASE_DRAIN)
-        end_window(cl, mono_ns());
+        end_window(cl, cl_time_mono_ns());
     finish_run(cl);
 }
 
@@ -1879,7 +1362,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     while (cl->ndirty > 0) {
         struct conn *c = cl->dirty[--cl->ndirty];
         c->dirty = false;
-        if (c->state == CONN_OPEN)
+        if (c->net.state == CL_CONN_OPEN)
             flush_output(c);
     }
     if (cl->phase == PHASE_DRAIN && cl->events >= cl->expected)
@@ -2034,46 +1517,12 @@ static const char usage_text[] =
     "Prints one JSON line. Exit 0 when every stream opened, 1 otherwise, 2 on\n"
     "usage or setup errors.\n";
 
-static bool parse_num(const char *s, unsigned long long max, unsigned long long *out)
-{
-    char *end;
-    if (!s || !isdigit((unsigned char)s[0]))
-        return false;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_real(const char *s, double max, double *out)
-{
-    char *end;
-    if (!s || !(isdigit((unsigned char)s[0]) || s[0] == '.'))
-        return false;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || v < 0 || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int add_header(struct opts *o, const char *arg)
 {
-    const char *colon = strchr(arg, ':');
-    if (!colon || colon == arg || o->nheaders == BENCH_HEADERS_MAX)
+    char *name, *value;
+    if (o->nheaders == BENCH_HEADERS_MAX || !cl_opt_header(arg, &name, &value))
         return -1;
-    size_t nlen = (size_t)(colon - arg);
-    char *name = must_strndup(arg, nlen);
-    for (size_t i = 0; i < nlen; i++)
-        name[i] = (char)tolower((unsigned char)name[i]);
-    const char *v = colon + 1;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    o->headers[o->nheaders++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)must_strndup(v, strlen(v)),
-                                             nlen, strlen(v), NGHTTP2_NV_FLAG_NONE};
+    o->headers[o->nheaders++] = cl_h2_nv(name, value);
     return 0;
 }
 
@@ -2082,37 +1531,11 @@ static int add_pid(struct opts *o, const char *arg)
     const char *eq = strchr(arg, '=');
     unsigned long long pid;
     if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof o->pids[0].name ||
-        o->npids == BENCH_PIDS_MAX || !parse_num(eq + 1, INT32_MAX, &pid))
+        o->npids == BENCH_PIDS_MAX || !cl_opt_num(eq + 1, INT32_MAX, &pid))
         return -1;
     memcpy(o->pids[o->npids].name, arg, (size_t)(eq - arg));
     o->pids[o->npids].name[eq - arg] = '\0';
     o->pids[o->npids++].pid = (int)pid;
-    return 0;
-}
-
-static int split_host_port(struct opts *o, const char *arg)
-{
-    const char *host = arg, *port;
-    size_t hlen;
-    if (arg[0] == '[') {
-        const char *close_br = strchr(arg, ']');
-        if (!close_br || close_br[1] != ':')
-            return -1;
-        host = arg + 1;
-        hlen = (size_t)(close_br - host);
-        port = close_br + 2;
-    } else {
-        const char *colon = strrchr(arg, ':');
-        if (!colon)
-            return -1;
-        hlen = (size_t)(colon - arg);
-        port = colon + 1;
-    }
-    if (hlen == 0 || port[0] == '\0')
-        return -1;
-    o->host = must_strndup(host, hlen);
-    o->port = must_strndup(port, strlen(port));
-    o->authority = arg;
     return 0;
 }
 
@@ -2178,7 +1601,10 @@ static int parse_options(struct opts *o, int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         bool bad = false;
         switch (ch) {
-        case OPT_CONNECT: bad = o->host || split_host_port(o, optarg) < 0; break;
+        case OPT_CONNECT:
+            bad = o->host || !cl_opt_host_port(optarg, &o->host, &o->port);
+            o->authority = optarg;
+            break;
         case OPT_PROTO:
             bad = strcmp(optarg, "h2") != 0 && strcmp(optarg, "h1") != 0;
             o->proto = strcmp(optarg, "h1") == 0 ? PROTO_H1 : PROTO_H2;
@@ -2188,25 +1614,25 @@ static int parse_options(struct opts *o, int argc, char **argv)
         case OPT_INSECURE: o->insecure = true; break;
         case OPT_SERVERNAME: o->servername = optarg; break;
         case OPT_CONNECTIONS:
-            bad = !parse_num(optarg, 1000000, &v) || v == 0;
+            bad = !cl_opt_num(optarg, 1000000, &v) || v == 0;
             o->connections = (unsigned)v;
             break;
         case OPT_STREAMS:
-            bad = !parse_num(optarg, 1000000, &v) || v == 0;
+            bad = !cl_opt_num(optarg, 1000000, &v) || v == 0;
             o->streams = (unsigned)v;
             break;
         case OPT_PATH: o->path_tmpl = optarg; break;
         case OPT_SUBJECTS:
-            bad = !parse_num(optarg, 10000000, &v) || v == 0;
+            bad = !cl_opt_num(optarg, 10000000, &v) || v == 0;
             o->subjects = (unsigned)v;
             break;
         case OPT_HEADER: bad = add_header(o, optarg) < 0; break;
         case OPT_WINDOW_SIZE:
-            bad = !parse_num(optarg, NGHTTP2_MAX_WINDOW_SIZE, &v);
+            bad = !cl_opt_num(optarg, NGHTTP2_MAX_WINDOW_SIZE, &v);
             o->window_size = (uint32_t)v;
             break;
         case OPT_CONNECT_INFLIGHT:
-            bad = !parse_num(optarg, 100000, &v) || v == 0;
+            bad = !cl_opt_num(optarg, 100000, &v) || v == 0;
             o->connect_inflight = (unsigned)v;
             break;
         case OPT_PUB:
@@ -2223,17 +1649,17 @@ static int parse_options(struct opts *o, int argc, char **argv)
             break;
         case OPT_PUB_URL: o->pub_url = optarg; break;
         case OPT_SUBJECT: o->subject_tmpl = optarg; break;
-        case OPT_RATE: bad = !parse_real(optarg, 1e8, &o->rate); break;
+        case OPT_RATE: bad = !cl_opt_real(optarg, 1e8, &o->rate); break;
         case OPT_PAYLOAD:
-            bad = !parse_num(optarg, 1 << 20, &v) || v < 40;
+            bad = !cl_opt_num(optarg, 1 << 20, &v) || v < 40;
             o->payload = (unsigned)v;
             break;
-        case OPT_DURATION: bad = !parse_real(optarg, 86400, &o->duration_s); break;
-        case OPT_OPEN_TIMEOUT: bad = !parse_real(optarg, 86400, &o->open_timeout_s); break;
-        case OPT_SETTLE: bad = !parse_real(optarg, 3600, &o->settle_s); break;
-        case OPT_DRAIN: bad = !parse_real(optarg, 3600, &o->drain_s); break;
-        case OPT_CHURN: bad = !parse_real(optarg, 1e6, &o->churn_rate); break;
-        case OPT_REOPEN_MS: bad = !parse_real(optarg, 600000, &reopen_ms); break;
+        case OPT_DURATION: bad = !cl_opt_real(optarg, 86400, &o->duration_s); break;
+        case OPT_OPEN_TIMEOUT: bad = !cl_opt_real(optarg, 86400, &o->open_timeout_s); break;
+        case OPT_SETTLE: bad = !cl_opt_real(optarg, 3600, &o->settle_s); break;
+        case OPT_DRAIN: bad = !cl_opt_real(optarg, 3600, &o->drain_s); break;
+        case OPT_CHURN: bad = !cl_opt_real(optarg, 1e6, &o->churn_rate); break;
+        case OPT_REOPEN_MS: bad = !cl_opt_real(optarg, 600000, &reopen_ms); break;
         case OPT_NO_RESUME: o->resume = false; break;
         case OPT_SERVER_PID: bad = add_pid(o, optarg) < 0; break;
         case OPT_READY_FILE: o->ready_file = optarg; break;
@@ -2276,39 +1702,17 @@ static int setup_tls(struct client *cl)
 {
     if (cl->o.plain)
         return 0;
-    cl->ssl_ctx = SSL_CTX_new(TLS_client_method());
-    if (!cl->ssl_ctx)
-        goto fail;
-    SSL_CTX_set_min_proto_version(cl->ssl_ctx, TLS1_2_VERSION);
-    const char *alpn = cl->o.proto == PROTO_H2 ? "\x02h2" : "\x08http/1.1";
-    if (SSL_CTX_set_alpn_protos(cl->ssl_ctx, (const unsigned char *)alpn,
-                                (unsigned)strlen(alpn)) != 0)
-        goto fail;
-    if (cl->o.insecure) {
-        SSL_CTX_set_verify(cl->ssl_ctx, SSL_VERIFY_NONE, NULL);
-        return 0;
-    }
-    SSL_CTX_set_verify(cl->ssl_ctx, SSL_VERIFY_PEER, NULL);
-    if (cl->o.cacert ? SSL_CTX_load_verify_locations(cl->ssl_ctx, cl->o.cacert, NULL) != 1
-                     : SSL_CTX_set_default_verify_paths(cl->ssl_ctx) != 1) {
-        fprintf(stderr, "sluice-bench: %s: %s\n", cl->o.cacert ? cl->o.cacert : "CA paths",
-                tls_error());
-        return -1;
-    }
-    return 0;
-fail:
-    fprintf(stderr, "sluice-bench: TLS setup: %s\n", tls_error());
-    return -1;
+    cl->ssl_ctx = cl_tls_ctx_new(cl->o.proto == PROTO_H2 ? "\x02h2" : "\x08http/1.1",
+                                 cl->o.insecure, cl->o.cacert, false);
+    return cl->ssl_ctx ? 0 : -1;
 }
 
 static int setup(struct client *cl)
 {
     struct opts *o = &cl->o;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rv = getaddrinfo(o->host, o->port, &hints, &cl->addr);
-    if (rv != 0) {
-        fprintf(stderr, "sluice-bench: %s:%s: %s\n", o->host, o->port, gai_strerror(rv));
-        cl->addr = NULL;
+    const char *why = cl_net_resolve(o->host, o->port, &cl->addr);
+    if (why) {
+        cl_log_error("%s:%s: %s", o->host, o->port, why);
         return -1;
     }
     /* Thousands of connections: take the hard fd limit. */
@@ -2327,29 +1731,33 @@ static int setup(struct client *cl)
         return -1;
 
     cl->nstreams = (size_t)o->connections * o->streams;
-    cl->streams = must_calloc(cl->nstreams, sizeof *cl->streams);
-    cl->conns = must_calloc(o->connections, sizeof *cl->conns);
-    cl->dirty = must_calloc(o->connections, sizeof *cl->dirty);
+    cl->streams = cl_mem_calloc(cl->nstreams, sizeof *cl->streams);
+    cl->conns = cl_mem_calloc(o->connections, sizeof *cl->conns);
+    cl->dirty = cl_mem_calloc(o->connections, sizeof *cl->dirty);
     queue_init(&cl->connect_q, o->connections);
     queue_init(&cl->reopen_q, cl->nstreams);
 
-    nghttp2_session_callbacks_new(&cl->callbacks);
-    nghttp2_session_callbacks_set_on_header_callback(cl->callbacks, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cl->callbacks, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cl->callbacks, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cl->callbacks, on_stream_close);
+    static const struct cl_h2_handlers handlers = {
+        .on_header = on_header,
+        .on_frame_recv = on_frame_recv,
+        .on_data_chunk_recv = on_data_chunk_recv,
+        .on_stream_close = on_stream_close,
+    };
+    cl->callbacks = cl_h2_callbacks_new(&handlers);
 
     cl->loop = ev_default_loop(EVFLAG_AUTO);
     if (!cl->loop) {
         fputs("sluice-bench: cannot start libev\n", stderr);
         return -1;
     }
-    cl->start_ns = mono_ns();
+    cl->start_ns = cl_time_mono_ns();
     for (unsigned i = 0; i < o->connections; i++) {
         struct conn *c = &cl->conns[i];
         c->client = cl;
         c->no = i;
-        c->fd = -1;
+        cl_conn_init(&c->net, cl->loop, &conn_callbacks, cl->ssl_ctx,
+                     o->servername ? o->servername : o->host, !o->insecure);
+        cl_h1_init(&c->h1, &h1_callbacks, c, BENCH_H1_HEADER_MAX);
         c->nstreams = o->streams;
         c->streams = &cl->streams[(size_t)i * o->streams];
         for (unsigned j = 0; j < o->streams; j++) {
@@ -2357,6 +1765,7 @@ static int setup(struct client *cl)
             s->conn = c;
             s->idx = (uint32_t)((size_t)i * o->streams + j);
             s->subject = s->idx % o->subjects;
+            cl_sse_init(&s->sse, &sse_callbacks, s);
         }
         enqueue_connect(c, 0);
     }
@@ -2376,11 +1785,11 @@ static void teardown(struct client *cl)
 {
     for (unsigned i = 0; cl->conns && i < cl->o.connections; i++) {
         struct conn *c = &cl->conns[i];
-        if (c->state == CONN_OPEN && c->session) {
+        if (c->net.state == CL_CONN_OPEN && c->session) {
             nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
             fill_h2_output(c);
-            if (c->state == CONN_OPEN)
-                conn_send(c);
+            if (c->net.state == CL_CONN_OPEN)
+                cl_conn_send(&c->net);
         }
         conn_close(c);
     }
@@ -2392,15 +1801,11 @@ static void dispose(struct client *cl)
     teardown(cl);
     pub_dispose(&cl->pub);
     for (size_t i = 0; cl->streams && i < cl->nstreams; i++) {
-        struct stream *s = &cl->streams[i];
-        sbuf_dispose(&s->line);
-        sbuf_dispose(&s->data);
-        sbuf_dispose(&s->id_buf);
-        sbuf_dispose(&s->last_id);
+        cl_sse_dispose(&cl->streams[i].sse);
     }
     for (unsigned i = 0; cl->conns && i < o->connections; i++) {
-        sbuf_dispose(&cl->conns[i].out);
-        sbuf_dispose(&cl->conns[i].head);
+        cl_conn_dispose(&cl->conns[i].net);
+        cl_h1_dispose(&cl->conns[i].h1);
     }
     free(cl->streams);
     free(cl->conns);
@@ -2426,11 +1831,13 @@ static void dispose(struct client *cl)
 int main(int argc, char **argv)
 {
     static struct client cl; /* large (histograms): not on the stack */
+    cl_log_init("sluice-bench");
     int rc = parse_options(&cl.o, argc, argv);
     if (rc != 0) {
         dispose(&cl);
         return rc > 0 ? 0 : 2;
     }
+    cl_log_set_verbose(cl.o.verbose);
     signal(SIGPIPE, SIG_IGN);
     if (setup(&cl) < 0) {
         bool nats_used = cl.pub.nc != NULL;

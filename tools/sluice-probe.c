@@ -38,18 +38,19 @@
  * failed, 2 for a usage error or a local set-up error (bad CA file, NATS
  * unreachable).
  *
+ * TLS, the nghttp2 session glue, the SSE parser, the HTTP/1.1 response
+ * parser and the option helpers come from the client library in
+ * tools/lib/ (cl_*), shared with sluice-client and sluice-bench.
+ *
  * Rejected alternative: driving curl. curl cannot report the server's
  * SETTINGS, and a second process puts a pipe and a scheduler between the
  * receipt of an event and its timestamp.
  */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -59,19 +60,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
 #include <nats/nats.h>
 #include <nghttp2/nghttp2.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
-#define PROBE_READ_CHUNK 16384        /* bytes per read; one TLS record */
-#define PROBE_READS_PER_WAKE 16       /* bounds one connection's turn */
+#include "cl_buf.h"
+#include "cl_conn.h"
+#include "cl_h1.h"
+#include "cl_h2.h"
+#include "cl_log.h"
+#include "cl_mem.h"
+#include "cl_net.h"
+#include "cl_opt.h"
+#include "cl_sse.h"
+#include "cl_time.h"
+#include "cl_tls.h"
+
 #define PROBE_HEAD_MAX (64 * 1024)    /* bytes of an HTTP/1.1 response head */
 #define PROBE_HEADERS_MAX 64          /* response header fields kept for the report */
 #define PROBE_EVENTS_MAX 1000         /* --events upper bound */
@@ -85,12 +92,6 @@
 #define PROBE_STALLS_MAX 256
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
-struct sbuf {
-    char *p;
-    size_t len; /* bytes used; len <= cap */
-    size_t cap;
-};
 
 struct url {
     char *scheme;    /* "http" or "https"; owned */
@@ -118,26 +119,6 @@ struct opts {
 struct probe;
 
 enum link_role { ROLE_STREAM, ROLE_PUBLISH };
-enum link_state { LINK_IDLE, LINK_CONNECTING, LINK_HANDSHAKE, LINK_OPEN, LINK_CLOSED };
-
-/* HTTP/1.1 response framing, incremental. */
-enum h1_state {
-    H1_HEAD,
-    H1_BODY_LEN,
-    H1_BODY_EOF,
-    H1_CHUNK_SIZE,
-    H1_CHUNK_DATA,
-    H1_CHUNK_END,
-    H1_TRAILERS,
-    H1_DONE
-};
-
-struct h1 {
-    enum h1_state state;
-    struct sbuf head;   /* response head so far; PROBE_HEAD_MAX at most */
-    struct sbuf line;   /* a chunk-size or trailer line split across reads */
-    uint64_t remaining; /* bytes left in the body (BODY_LEN) or chunk (CHUNK_DATA) */
-};
 
 /* One POST queued for --publish-url. */
 struct pub_req {
@@ -149,22 +130,16 @@ struct pub_req {
 };
 
 struct link {
-    ev_io io;
-    int io_events;
-    int fd;
+    struct cl_conn net; /* socket, TLS, pending output; net.state is the link's */
     enum link_role role;
-    enum link_state state;
     struct probe *probe;
     const struct url *url;
     struct addrinfo *addrs;      /* owned */
     const struct addrinfo *addr; /* the one being tried */
-    SSL *ssl;
     bool h2;
-    bool dirty;            /* may have output: flush before the loop sleeps */
-    bool read_wants_write; /* SSL_read returned WANT_WRITE */
+    bool dirty; /* may have output: flush before the loop sleeps */
     nghttp2_session *session;
-    struct sbuf out; /* pending bytes; an unfinished SSL_write retries all of it */
-    struct h1 h1;
+    struct cl_h1 h1; /* the HTTP/1.1 response */
     int32_t stream_id;     /* the GET, on the stream link */
     struct pub_req *queue; /* publish link: requests not yet answered, oldest first */
     bool settings_seen;
@@ -231,9 +206,7 @@ struct probe {
     int status;
     struct header headers[PROBE_HEADERS_MAX];
     size_t nheaders;
-    /* SSE parsing of the stream body */
-    struct sbuf line, data;
-    bool cr_pending;
+    struct cl_sse sse; /* the stream body's parser */
     uint64_t body_bytes, comments, idle_comments, foreign_events, retry_fields;
     /* published events: 0..events-1 in the publish phase, events = the one after idle */
     struct event_rec *ev;
@@ -251,64 +224,6 @@ struct probe {
     struct check checks[16];
     size_t nchecks;
 };
-
-static void *must_realloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) {
-        fputs("sluice-probe: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static char *must_strndup(const char *s, size_t n)
-{
-    char *p = must_realloc(NULL, n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-static void sbuf_append(struct sbuf *b, const void *data, size_t n)
-{
-    if (n == 0)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
-        b->p = must_realloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-static void sbuf_dispose(struct sbuf *b)
-{
-    free(b->p);
-    *b = (struct sbuf){0};
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-__attribute__((format(printf, 2, 3))) static void logv(const struct probe *p, const char *fmt, ...)
-{
-    va_list ap;
-    if (!p->o.verbose)
-        return;
-    va_start(ap, fmt);
-    fprintf(stderr, "sluice-probe: [%8.1f ms] ", now_ms() - p->t0);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
 
 __attribute__((format(printf, 4, 5))) static void add_check(struct probe *p, const char *name,
                                                             enum verdict v, const char *fmt, ...)
@@ -349,7 +264,7 @@ static void add_header(struct probe *p, const char *name, size_t nlen, const cha
     if (p->nheaders == PROBE_HEADERS_MAX)
         return;
     struct header *h = &p->headers[p->nheaders++];
-    h->name = must_strndup(name, nlen);
+    h->name = cl_mem_strndup(name, nlen);
     for (char *c = h->name; *c; c++)
         *c = (char)tolower((unsigned char)*c);
     while (vlen > 0 && (*value == ' ' || *value == '\t')) {
@@ -358,7 +273,7 @@ static void add_header(struct probe *p, const char *name, size_t nlen, const cha
     }
     while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
         vlen--;
-    h->value = must_strndup(value, vlen);
+    h->value = cl_mem_strndup(value, vlen);
 }
 
 static void enter(struct probe *p, enum phase ph, double end)
@@ -391,24 +306,24 @@ static int url_parse(struct url *u, const char *s)
     } else {
         return -1;
     }
-    u->scheme = must_strndup(u->tls ? "https" : "http", u->tls ? 5 : 4);
+    u->scheme = cl_mem_strndup(u->tls ? "https" : "http", u->tls ? 5 : 4);
     size_t alen = strcspn(rest, "/?#");
     if (alen == 0)
         return -1;
-    u->authority = must_strndup(rest, alen);
+    u->authority = cl_mem_strndup(rest, alen);
     const char *a = u->authority, *port = NULL;
     if (a[0] == '[') {
         const char *close_br = strchr(a, ']');
         if (!close_br)
             return -1;
-        u->host = must_strndup(a + 1, (size_t)(close_br - a - 1));
+        u->host = cl_mem_strndup(a + 1, (size_t)(close_br - a - 1));
         if (close_br[1] == ':')
             port = close_br + 2;
         else if (close_br[1] != '\0')
             return -1;
     } else {
         const char *colon = strchr(a, ':');
-        u->host = must_strndup(a, colon ? (size_t)(colon - a) : strlen(a));
+        u->host = cl_mem_strndup(a, colon ? (size_t)(colon - a) : strlen(a));
         if (colon)
             port = colon + 1;
     }
@@ -417,36 +332,33 @@ static int url_parse(struct url *u, const char *s)
     if (port) {
         if (*port == '\0' || strspn(port, "0123456789") != strlen(port))
             return -1;
-        u->port = must_strndup(port, strlen(port));
+        u->port = cl_mem_strndup(port, strlen(port));
     } else {
-        u->port = must_strndup(u->tls ? "443" : "80", u->tls ? 3 : 2);
+        u->port = cl_mem_strndup(u->tls ? "443" : "80", u->tls ? 3 : 2);
     }
     const char *path = rest + alen;
     size_t plen = strcspn(path, "#");
     if (plen == 0 || path[0] != '/') {
-        struct sbuf b = {0};
-        sbuf_append(&b, "/", 1);
-        sbuf_append(&b, path, plen);
-        sbuf_append(&b, "", 1);
+        struct cl_buf b = {0};
+        cl_buf_append(&b, "/", 1);
+        cl_buf_append(&b, path, plen);
+        cl_buf_append(&b, "", 1);
         u->path = b.p;
     } else {
-        u->path = must_strndup(path, plen);
+        u->path = cl_mem_strndup(path, plen);
     }
     return 0;
-}
-
-static bool is_ip_literal(const char *host)
-{
-    unsigned char addr[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
 }
 
 /* ------------------------------------------------------------------ */
 /* The SSE body of the stream */
 
-static void on_probe_event(struct probe *p, const char *data, size_t len)
+static void on_probe_event(void *ctx, const struct cl_sse_event *ev)
 {
-    double t = now_ms();
+    struct probe *p = ctx;
+    const char *data = ev->data;
+    size_t len = ev->data_len;
+    double t = cl_time_mono_ms();
     char prefix[64];
     int n = snprintf(prefix, sizeof prefix, "sluice-probe %s ", p->run_id);
     if (len <= (size_t)n || memcmp(data, prefix, (size_t)n) != 0) {
@@ -470,75 +382,36 @@ static void on_probe_event(struct probe *p, const char *data, size_t len)
     if ((long long)seq < p->last_seq)
         p->out_of_order++;
     p->last_seq = (long long)seq;
-    logv(p, "event %llu after %.1f ms", seq, t - p->ev[seq].pub_ms);
+    cl_log_debug("event %llu after %.1f ms", seq, t - p->ev[seq].pub_ms);
 }
 
-static void process_line(struct probe *p, const char *line, size_t len)
+static void on_probe_comment(void *ctx, const char *text, size_t len)
 {
-    if (len == 0) {
-        if (p->data.len > 0)
-            on_probe_event(p, p->data.p, p->data.len - 1); /* without the last LF */
-        p->data.len = 0;
-        return;
-    }
-    if (line[0] == ':') {
-        p->comments++;
-        if (p->phase == PH_IDLE)
-            p->idle_comments++;
-        return;
-    }
-    const char *colon = memchr(line, ':', len);
-    size_t nlen = colon ? (size_t)(colon - line) : len;
-    const char *v = colon ? colon + 1 : line + len;
-    size_t vlen = (size_t)(line + len - v);
-    if (vlen > 0 && v[0] == ' ') {
-        v++;
-        vlen--;
-    }
-    if (nlen == 4 && memcmp(line, "data", 4) == 0) {
-        sbuf_append(&p->data, v, vlen);
-        sbuf_append(&p->data, "\n", 1);
-    } else if (nlen == 5 && memcmp(line, "retry", 5) == 0) {
-        p->retry_fields++;
-    }
+    struct probe *p = ctx;
+    (void)text;
+    (void)len;
+    p->comments++;
+    if (p->phase == PH_IDLE)
+        p->idle_comments++;
 }
 
-/* Lines end in CRLF, LF or CR (the SSE grammar); a CR that ends one read
- * pairs with an LF that starts the next. */
-static void feed_sse(struct probe *p, const char *s, size_t n)
+static void on_probe_retry(void *ctx, const char *value, size_t len)
 {
-    size_t i = 0;
-    if (p->cr_pending && n > 0) {
-        p->cr_pending = false;
-        if (s[0] == '\n')
-            i = 1;
-    }
-    size_t start = i;
-    for (; i < n; i++) {
-        if (s[i] != '\r' && s[i] != '\n')
-            continue;
-        if (p->line.len == 0) {
-            process_line(p, s + start, i - start);
-        } else {
-            sbuf_append(&p->line, s + start, i - start);
-            process_line(p, p->line.p, p->line.len);
-            p->line.len = 0;
-        }
-        if (s[i] == '\r') {
-            if (i + 1 == n)
-                p->cr_pending = true;
-            else if (s[i + 1] == '\n')
-                i++;
-        }
-        start = i + 1;
-    }
-    if (start < n)
-        sbuf_append(&p->line, s + start, n - start);
+    struct probe *p = ctx;
+    (void)value;
+    (void)len;
+    p->retry_fields++;
 }
+
+static const struct cl_sse_callbacks sse_callbacks = {
+    .on_event = on_probe_event,
+    .on_comment = on_probe_comment,
+    .on_retry = on_probe_retry,
+};
 
 static void on_stream_body(struct probe *p, const char *data, size_t len)
 {
-    double t = now_ms();
+    double t = cl_time_mono_ms();
     if (len == 0)
         return;
     if (p->t_first_body == 0)
@@ -550,14 +423,14 @@ static void on_stream_body(struct probe *p, const char *data, size_t len)
     }
     p->last_body_ms = t;
     p->body_bytes += len;
-    feed_sse(p, data, len);
+    cl_sse_feed(&p->sse, data, len);
 }
 
 static void start_lag(struct probe *p)
 {
     if (p->lag_due > 0)
         return;
-    p->lag_due = now_ms() + PROBE_LAG_PERIOD_MS;
+    p->lag_due = cl_time_mono_ms() + PROBE_LAG_PERIOD_MS;
     ev_timer_set(&p->lag, PROBE_LAG_PERIOD_MS / 1e3, 0.);
     ev_timer_start(p->loop, &p->lag);
 }
@@ -565,8 +438,8 @@ static void start_lag(struct probe *p)
 static void on_stream_head(struct probe *p, int status)
 {
     p->status = status;
-    p->t_head = now_ms();
-    logv(p, "response head: status %d", status);
+    p->t_head = cl_time_mono_ms();
+    cl_log_debug("response head: status %d", status);
 }
 
 static void on_stream_closed(struct probe *p, bool clean, const char *why)
@@ -575,34 +448,14 @@ static void on_stream_closed(struct probe *p, bool clean, const char *why)
         return;
     p->stream_closed = true;
     p->stream_ended_cleanly = clean;
-    p->closed_ms = now_ms();
+    p->closed_ms = cl_time_mono_ms();
     p->closed_phase = p->phase;
     snprintf(p->close_reason, sizeof p->close_reason, "%s", why);
-    logv(p, "stream closed: %s", why);
+    cl_log_debug("stream closed: %s", why);
 }
 
 /* ------------------------------------------------------------------ */
 /* Connections */
-
-static const char *tls_error(void)
-{
-    static char msg[256];
-    unsigned long e = ERR_get_error();
-    if (e == 0)
-        return errno ? strerror(errno) : "connection closed by peer";
-    ERR_error_string_n(e, msg, sizeof msg);
-    return msg;
-}
-
-static void set_io(struct link *l, int events)
-{
-    if (events == l->io_events)
-        return;
-    ev_io_stop(l->probe->loop, &l->io);
-    ev_io_set(&l->io, l->fd, events);
-    ev_io_start(l->probe->loop, &l->io);
-    l->io_events = events;
-}
 
 static void pub_req_free(struct pub_req *r)
 {
@@ -614,30 +467,12 @@ static void pub_req_free(struct pub_req *r)
 
 static void link_close(struct link *l)
 {
-    if (l->state == LINK_CLOSED || l->state == LINK_IDLE) {
-        l->state = LINK_CLOSED;
-        return;
-    }
-    ev_io_stop(l->probe->loop, &l->io);
-    l->io_events = 0;
     if (l->session) {
         nghttp2_session_del(l->session);
         l->session = NULL;
     }
-    if (l->ssl) {
-        if (l->state == LINK_OPEN)
-            SSL_shutdown(l->ssl);
-        SSL_free(l->ssl);
-        l->ssl = NULL;
-    }
-    if (l->fd >= 0)
-        close(l->fd);
-    l->fd = -1;
-    l->out.len = 0;
-    sbuf_dispose(&l->h1.head);
-    sbuf_dispose(&l->h1.line);
-    l->h1 = (struct h1){0};
-    l->state = LINK_CLOSED;
+    cl_conn_close(&l->net, true);
+    cl_h1_dispose(&l->h1);
 }
 
 __attribute__((format(printf, 2, 3))) static void publish_failed(struct probe *p, const char *fmt,
@@ -656,8 +491,8 @@ __attribute__((format(printf, 2, 3))) static void publish_failed(struct probe *p
 static void link_lost(struct link *l, const char *why)
 {
     struct probe *p = l->probe;
-    bool opened = l->state == LINK_OPEN;
-    logv(p, "%s connection lost: %s", l->role == ROLE_STREAM ? "stream" : "publish", why);
+    bool opened = l->net.state == CL_CONN_OPEN;
+    cl_log_debug("%s connection lost: %s", l->role == ROLE_STREAM ? "stream" : "publish", why);
     if (l->role == ROLE_STREAM) {
         if (!opened && p->connect_error[0] == '\0')
             snprintf(p->connect_error, sizeof p->connect_error, "%s", why);
@@ -675,89 +510,29 @@ static void link_lost(struct link *l, const char *why)
     link_close(l);
 }
 
-static ssize_t link_read(struct link *l, char *buf, size_t n)
-{
-    if (l->ssl) {
-        ERR_clear_error();
-        errno = 0;
-        int r = SSL_read(l->ssl, buf, (int)n);
-        if (r > 0)
-            return r;
-        int err = SSL_get_error(l->ssl, r);
-        if (err == SSL_ERROR_WANT_READ)
-            return -1;
-        if (err == SSL_ERROR_WANT_WRITE) {
-            l->read_wants_write = true;
-            return -1;
-        }
-        if (err == SSL_ERROR_ZERO_RETURN)
-            return 0;
-        if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)
-            return 0; /* EOF without close_notify: HTTP/1.1 peers do this */
-        return -2;
-    }
-    ssize_t r = read(l->fd, buf, n);
-    if (r > 0)
-        return r;
-    if (r == 0)
-        return 0;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return -1;
-    return -2;
-}
-
-/* Returns bytes written, -1 when the socket is full, -2 on error. */
-static ssize_t link_write(struct link *l, const char *buf, size_t n)
-{
-    if (l->ssl) {
-        ERR_clear_error();
-        errno = 0;
-        int r = SSL_write(l->ssl, buf, (int)n);
-        if (r > 0)
-            return r;
-        int err = SSL_get_error(l->ssl, r);
-        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
-            return -1;
-        return -2;
-    }
-    ssize_t r = write(l->fd, buf, n);
-    if (r >= 0)
-        return r;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return -1;
-    return -2;
-}
-
 static void flush_link(struct link *l)
 {
-    while (l->state == LINK_OPEN) {
-        if (l->out.len == 0 && l->session) {
-            const uint8_t *data;
-            ssize_t n;
-            while ((n = nghttp2_session_mem_send(l->session, &data)) > 0)
-                sbuf_append(&l->out, data, (size_t)n);
-            if (n < 0) {
-                link_lost(l, nghttp2_strerror((int)n));
+    struct cl_buf *out = &l->net.out;
+    while (l->net.state == CL_CONN_OPEN) {
+        if (out->len == 0 && l->session) {
+            int rv = cl_h2_pull(l->session, out, SIZE_MAX);
+            if (rv != 0) {
+                link_lost(l, nghttp2_strerror(rv));
                 return;
             }
         }
-        if (l->out.len == 0)
+        if (out->len == 0)
             break;
-        /* SSL_write must be retried with the same buffer and length, so the
-         * whole pending buffer goes in one call (partial writes enabled). */
-        ssize_t w = link_write(l, l->out.p, l->out.len);
-        if (w == -1)
-            break;
-        if (w < 0) {
-            link_lost(l, l->ssl ? tls_error() : strerror(errno));
+        if (cl_conn_send(&l->net) < 0) {
+            link_lost(l, cl_conn_error(&l->net));
             return;
         }
-        memmove(l->out.p, l->out.p + w, l->out.len - (size_t)w);
-        l->out.len -= (size_t)w;
+        if (cl_conn_pending(&l->net))
+            break;
     }
-    if (l->state != LINK_OPEN)
+    if (l->net.state != CL_CONN_OPEN)
         return;
-    set_io(l, EV_READ | (l->out.len > 0 || l->read_wants_write ? EV_WRITE : 0));
+    cl_conn_watch(&l->net, EV_READ | (out->len > 0 || l->net.read_wants_write ? EV_WRITE : 0));
 }
 
 /* ---- HTTP/1.1 ---- */
@@ -768,24 +543,24 @@ static void h1_request(struct link *l, const char *method, const char *body, siz
     char line[512];
     int n = snprintf(line, sizeof line, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, l->url->path,
                      l->url->authority);
-    sbuf_append(&l->out, line, (size_t)n);
+    cl_buf_append(&l->net.out, line, (size_t)n);
     if (l->role == ROLE_STREAM) {
         static const char sse[] = "Accept: text/event-stream\r\nCache-Control: no-cache\r\n"
                                   "Accept-Encoding: gzip, deflate, br\r\n";
-        sbuf_append(&l->out, sse, sizeof sse - 1);
+        cl_buf_append(&l->net.out, sse, sizeof sse - 1);
     } else {
         n = snprintf(line, sizeof line, "Content-Type: text/plain\r\nContent-Length: %zu\r\n",
                      blen);
-        sbuf_append(&l->out, line, (size_t)n);
+        cl_buf_append(&l->net.out, line, (size_t)n);
     }
     n = snprintf(line, sizeof line, "User-Agent: sluice-probe/%s\r\n", SLUICE_VERSION);
-    sbuf_append(&l->out, line, (size_t)n);
+    cl_buf_append(&l->net.out, line, (size_t)n);
     for (size_t i = 0; i < p->o.nextra; i++) {
-        sbuf_append(&l->out, p->o.extra_headers[i], strlen(p->o.extra_headers[i]));
-        sbuf_append(&l->out, "\r\n", 2);
+        cl_buf_append(&l->net.out, p->o.extra_headers[i], strlen(p->o.extra_headers[i]));
+        cl_buf_append(&l->net.out, "\r\n", 2);
     }
-    sbuf_append(&l->out, "\r\n", 2);
-    sbuf_append(&l->out, body, blen);
+    cl_buf_append(&l->net.out, "\r\n", 2);
+    cl_buf_append(&l->net.out, body, blen);
     l->dirty = true;
 }
 
@@ -804,214 +579,71 @@ static void h1_response_done(struct link *l)
         }
         pub_req_free(r);
     }
-    l->h1.state = H1_HEAD;
-    l->h1.head.len = 0;
+    cl_h1_reset(&l->h1);
     if (l->queue) {
         h1_request(l, "POST", l->queue->body, l->queue->len);
     }
 }
 
-/* Parses the completed head in l->h1.head; returns false on a malformed one. */
-static bool h1_parse_head(struct link *l, int *status_out)
+/* A final head replaces the headers an earlier one left. */
+static void on_h1_status(void *ctx, int status)
 {
-    struct probe *p = l->probe;
-    char *s = l->h1.head.p;
-    size_t n = l->h1.head.len;
-    char *eol = memchr(s, '\n', n);
-    if (!eol || n < 12 || memcmp(s, "HTTP/1.", 7) != 0 || s[8] != ' ')
-        return false;
-    int status = 0;
-    for (int i = 9; i < 12; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return false;
-        status = status * 10 + (s[i] - '0');
-    }
-    *status_out = status;
-    bool chunked = false, have_len = false, keep = l->role == ROLE_STREAM && status >= 200;
-    uint64_t clen = 0;
-    if (keep)
-        clear_headers(p);
-    char *line = eol + 1;
-    while (line < s + n) {
-        char *end = memchr(line, '\n', (size_t)(s + n - line));
-        if (!end)
-            break;
-        size_t len = (size_t)(end - line);
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
-        if (len == 0)
-            break;
-        char *colon = memchr(line, ':', len);
-        if (colon) {
-            size_t nlen = (size_t)(colon - line);
-            const char *v = colon + 1;
-            size_t vlen = len - nlen - 1;
-            if (keep)
-                add_header(p, line, nlen, v, vlen);
-            if (nlen == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
-                for (size_t i = 0; i + 7 <= vlen; i++)
-                    if (strncasecmp(v + i, "chunked", 7) == 0)
-                        chunked = true;
-            } else if (nlen == 14 && strncasecmp(line, "content-length", 14) == 0) {
-                while (vlen > 0 && (*v == ' ' || *v == '\t')) {
-                    v++;
-                    vlen--;
-                }
-                clen = 0;
-                for (size_t i = 0; i < vlen && isdigit((unsigned char)v[i]); i++)
-                    clen = clen * 10 + (uint64_t)(v[i] - '0');
-                have_len = true;
-            }
-        }
-        line = end + 1;
-    }
-    if (status < 200 || status == 204 || status == 304) {
-        l->h1.state = status < 200 ? H1_HEAD : H1_DONE;
-    } else if (chunked) {
-        l->h1.state = H1_CHUNK_SIZE;
-    } else if (have_len) {
-        l->h1.state = clen ? H1_BODY_LEN : H1_DONE;
-        l->h1.remaining = clen;
-    } else {
-        l->h1.state = H1_BODY_EOF;
-    }
-    return true;
+    struct link *l = ctx;
+    if (l->role == ROLE_STREAM && status >= 200)
+        clear_headers(l->probe);
 }
 
-static void h1_body(struct link *l, const char *data, size_t n)
+static void on_h1_header(void *ctx, int status, const char *name, size_t nlen, const char *value,
+                         size_t vlen)
 {
+    struct link *l = ctx;
+    if (l->role == ROLE_STREAM && status >= 200)
+        add_header(l->probe, name, nlen, value, vlen);
+}
+
+static void on_h1_head(void *ctx, int status)
+{
+    struct link *l = ctx;
+    if (status < 200)
+        return;
+    if (l->role == ROLE_STREAM)
+        on_stream_head(l->probe, status);
+    else if (l->queue)
+        l->queue->status = status;
+}
+
+static void on_h1_body(void *ctx, const char *data, size_t n)
+{
+    struct link *l = ctx;
     if (l->role == ROLE_STREAM)
         on_stream_body(l->probe, data, n);
 }
 
+static const struct cl_h1_callbacks h1_callbacks = {
+    .on_status = on_h1_status,
+    .on_header = on_h1_header,
+    .on_head = on_h1_head,
+    .on_body = on_h1_body,
+};
+
 /* Feeds response bytes; returns false when the connection must close. */
 static bool h1_feed(struct link *l, const char *s, size_t n)
 {
-    struct h1 *h = &l->h1;
     while (n > 0) {
-        switch (h->state) {
-        case H1_HEAD: {
-            size_t old = h->head.len;
-            size_t take = n;
-            if (old + take > PROBE_HEAD_MAX)
-                take = PROBE_HEAD_MAX - old;
-            sbuf_append(&h->head, s, take);
-            size_t from = old >= 3 ? old - 3 : 0;
-            char *end = NULL;
-            for (size_t i = from; i + 1 < h->head.len; i++) {
-                if (h->head.p[i] == '\n' &&
-                    (h->head.p[i + 1] == '\n' || (i + 2 < h->head.len && h->head.p[i + 1] == '\r' &&
-                                                  h->head.p[i + 2] == '\n'))) {
-                    end = h->head.p + i + (h->head.p[i + 1] == '\n' ? 2 : 3);
-                    break;
-                }
-            }
-            if (!end) {
-                if (h->head.len >= PROBE_HEAD_MAX) {
-                    link_lost(l, "HTTP/1.1 response head over 64 KiB");
-                    return false;
-                }
-                return true;
-            }
-            size_t used = (size_t)(end - h->head.p) - old;
-            h->head.len = (size_t)(end - h->head.p);
-            int status = 0;
-            if (!h1_parse_head(l, &status)) {
-                link_lost(l, "malformed HTTP/1.1 response head");
-                return false;
-            }
-            h->head.len = 0;
-            s += used;
-            n -= used;
-            if (status >= 200) {
-                if (l->role == ROLE_STREAM)
-                    on_stream_head(l->probe, status);
-                else if (l->queue)
-                    l->queue->status = status;
-            }
-            if (h->state == H1_DONE)
-                h1_response_done(l);
-            break;
+        ssize_t k = cl_h1_feed(&l->h1, s, n);
+        if (k < 0) {
+            link_lost(l, cl_h1_strerror((int)k));
+            return false;
         }
-        case H1_BODY_LEN: {
-            size_t take = n < h->remaining ? n : (size_t)h->remaining;
-            h1_body(l, s, take);
-            s += take;
-            n -= take;
-            h->remaining -= take;
-            if (h->remaining == 0) {
-                h->state = H1_DONE;
-                h1_response_done(l);
-            }
-            break;
-        }
-        case H1_BODY_EOF: h1_body(l, s, n); return true;
-        case H1_CHUNK_SIZE:
-        case H1_CHUNK_END:
-        case H1_TRAILERS: {
-            const char *nl = memchr(s, '\n', n);
-            size_t take = nl ? (size_t)(nl - s) + 1 : n;
-            sbuf_append(&h->line, s, take);
-            s += take;
-            n -= take;
-            if (h->line.len > 4096) {
-                link_lost(l, "HTTP/1.1 chunk line over 4 KiB");
-                return false;
-            }
-            if (!nl)
-                break;
-            size_t len = h->line.len - 1;
-            if (len > 0 && h->line.p[len - 1] == '\r')
-                len--;
-            h->line.len = 0;
-            if (h->state == H1_CHUNK_END) {
-                if (len != 0) {
-                    link_lost(l, "HTTP/1.1 chunk not followed by CRLF");
-                    return false;
-                }
-                h->state = H1_CHUNK_SIZE;
-            } else if (h->state == H1_TRAILERS) {
-                if (len == 0) {
-                    h->state = H1_DONE;
-                    h1_response_done(l);
-                }
-            } else {
-                uint64_t size = 0;
-                size_t i = 0;
-                for (; i < len && isxdigit((unsigned char)h->line.p[i]) && size < (1ull << 40);
-                     i++) {
-                    char c = h->line.p[i];
-                    size =
-                        size * 16 +
-                        (uint64_t)(isdigit((unsigned char)c) ? c - '0' : (tolower(c) - 'a' + 10));
-                }
-                if (i == 0) {
-                    link_lost(l, "malformed HTTP/1.1 chunk size");
-                    return false;
-                }
-                h->remaining = size;
-                h->state = size ? H1_CHUNK_DATA : H1_TRAILERS;
-            }
-            break;
-        }
-        case H1_CHUNK_DATA: {
-            size_t take = n < h->remaining ? n : (size_t)h->remaining;
-            h1_body(l, s, take);
-            s += take;
-            n -= take;
-            h->remaining -= take;
-            if (h->remaining == 0)
-                h->state = H1_CHUNK_END;
-            break;
-        }
-        case H1_DONE:
+        s += k;
+        n -= (size_t)k;
+        if (cl_h1_done(&l->h1)) {
+            h1_response_done(l);
             /* Bytes after a complete response the probe did not ask for. */
             if (l->role == ROLE_STREAM)
                 return true;
-            h->state = H1_HEAD;
-            break;
         }
-        if (l->state != LINK_OPEN)
+        if (l->net.state != CL_CONN_OPEN)
             return false;
     }
     return true;
@@ -1019,8 +651,8 @@ static bool h1_feed(struct link *l, const char *s, size_t n)
 
 static void h1_eof(struct link *l)
 {
-    if (l->h1.state == H1_BODY_EOF) {
-        l->h1.state = H1_DONE;
+    if (l->h1.state == CL_H1_BODY_EOF) {
+        cl_h1_eof(&l->h1);
         if (l->role == ROLE_STREAM) {
             on_stream_closed(l->probe, true, "the connection closed (HTTP/1.1 body until close)");
             link_close(l);
@@ -1055,9 +687,6 @@ static ssize_t on_pub_body_read(nghttp2_session *session, int32_t stream_id, uin
     return (ssize_t)n;
 }
 
-#define NV(n, v)                                                                                   \
-    ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE})
-
 static int32_t h2_submit(struct link *l, const char *method, struct pub_req *r)
 {
     struct probe *p = l->probe;
@@ -1066,25 +695,25 @@ static int32_t h2_submit(struct link *l, const char *method, struct pub_req *r)
     char ua[64], clen[32];
     char *extra = NULL;
     snprintf(ua, sizeof ua, "sluice-probe/%s", SLUICE_VERSION);
-    nv[n++] = NV(":method", method);
-    nv[n++] = NV(":scheme", l->url->scheme);
-    nv[n++] = NV(":authority", l->url->authority);
-    nv[n++] = NV(":path", l->url->path);
+    nv[n++] = cl_h2_nv(":method", method);
+    nv[n++] = cl_h2_nv(":scheme", l->url->scheme);
+    nv[n++] = cl_h2_nv(":authority", l->url->authority);
+    nv[n++] = cl_h2_nv(":path", l->url->path);
     if (l->role == ROLE_STREAM) {
-        nv[n++] = NV("accept", "text/event-stream");
-        nv[n++] = NV("cache-control", "no-cache");
-        nv[n++] = NV("accept-encoding", "gzip, deflate, br");
+        nv[n++] = cl_h2_nv("accept", "text/event-stream");
+        nv[n++] = cl_h2_nv("cache-control", "no-cache");
+        nv[n++] = cl_h2_nv("accept-encoding", "gzip, deflate, br");
     } else {
         snprintf(clen, sizeof clen, "%zu", r->len);
-        nv[n++] = NV("content-type", "text/plain");
-        nv[n++] = NV("content-length", clen);
+        nv[n++] = cl_h2_nv("content-type", "text/plain");
+        nv[n++] = cl_h2_nv("content-length", clen);
     }
-    nv[n++] = NV("user-agent", ua);
+    nv[n++] = cl_h2_nv("user-agent", ua);
     /* Extra headers: lowercase names (HTTP/2), split at the first colon. */
     size_t total = 0;
     for (size_t i = 0; i < p->o.nextra; i++)
         total += strlen(p->o.extra_headers[i]) + 1;
-    extra = must_realloc(NULL, total + 1);
+    extra = cl_mem_realloc(NULL, total + 1);
     char *w = extra;
     for (size_t i = 0; i < p->o.nextra && n < sizeof nv / sizeof nv[0]; i++) {
         const char *h = p->o.extra_headers[i];
@@ -1113,10 +742,8 @@ static int on_h2_header(nghttp2_session *session, const nghttp2_frame *frame, co
     (void)flags;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-        int st = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            st = st * 10 + (value[i] - '0');
+    if (cl_h2_name_is(name, namelen, ":status")) {
+        int st = cl_h2_status(value, valuelen);
         if (l->role == ROLE_PUBLISH) {
             struct pub_req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
             if (r)
@@ -1154,7 +781,7 @@ static int on_h2_frame_recv(nghttp2_session *session, const nghttp2_frame *frame
             on_stream_head(p, p->status);
         break;
     case NGHTTP2_GOAWAY:
-        logv(p, "GOAWAY on the %s connection: %s", l->role == ROLE_STREAM ? "stream" : "publish",
+        cl_log_debug("GOAWAY on the %s connection: %s", l->role == ROLE_STREAM ? "stream" : "publish",
              nghttp2_http2_strerror(frame->goaway.error_code));
         break;
     default: break;
@@ -1210,14 +837,13 @@ static int on_h2_stream_close(nghttp2_session *session, int32_t stream_id, uint3
 
 static void h2_start(struct link *l)
 {
-    struct probe *p = l->probe;
-    nghttp2_settings_entry iv[2] = {
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PROBE_STREAM_WINDOW},
+    /* The stream's connection window matches its stream window, so that
+     * a hop's burst is never held back by us. */
+    struct cl_h2_settings settings = {
+        .window_size = PROBE_STREAM_WINDOW,
+        .conn_window = l->role == ROLE_STREAM ? PROBE_STREAM_WINDOW : 0,
     };
-    int rv = nghttp2_session_client_new(&l->session, p->callbacks, l);
-    if (rv == 0)
-        rv = nghttp2_submit_settings(l->session, NGHTTP2_FLAG_NONE, iv, 2);
+    int rv = cl_h2_session_new(&l->session, l->probe->callbacks, l, &settings);
     if (rv != 0) {
         link_lost(l, nghttp2_strerror(rv));
         return;
@@ -1228,27 +854,21 @@ static void h2_start(struct link *l)
 
 /* ---- connection set-up ---- */
 
-static void link_ready(struct link *l)
+static void on_open(struct cl_conn *net)
 {
+    struct link *l = container_of(net, struct link, net);
     struct probe *p = l->probe;
-    l->state = LINK_OPEN;
-    const unsigned char *alpn = NULL;
-    unsigned alpn_len = 0;
-    if (l->ssl) {
-        SSL_get0_alpn_selected(l->ssl, &alpn, &alpn_len);
-        snprintf(l->tls_version, sizeof l->tls_version, "%s", SSL_get_version(l->ssl));
-        if (alpn_len > 0 && alpn_len < sizeof l->alpn) {
-            memcpy(l->alpn, alpn, alpn_len);
-            l->alpn[alpn_len] = '\0';
-        }
+    if (net->ssl) {
+        cl_tls_alpn(net->ssl, l->alpn, sizeof l->alpn);
+        snprintf(l->tls_version, sizeof l->tls_version, "%s", SSL_get_version(net->ssl));
     }
-    if ((alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) || (!l->ssl && p->o.h2c)) {
+    if ((net->ssl && strcmp(l->alpn, "h2") == 0) || (!net->ssl && p->o.h2c)) {
         h2_start(l);
-        if (l->state != LINK_OPEN)
+        if (net->state != CL_CONN_OPEN)
             return;
     }
     if (l->role == ROLE_STREAM) {
-        p->t_tls = now_ms();
+        p->t_tls = cl_time_mono_ms();
         p->t_request = p->t_tls;
         if (l->h2) {
             l->stream_id = h2_submit(l, "GET", NULL);
@@ -1256,14 +876,12 @@ static void link_ready(struct link *l)
                 link_lost(l, nghttp2_strerror(l->stream_id));
                 return;
             }
-            nghttp2_session_set_local_window_size(l->session, NGHTTP2_FLAG_NONE, 0,
-                                                  PROBE_STREAM_WINDOW);
         } else {
             h1_request(l, "GET", NULL, 0);
         }
         enter(p, PH_HEAD, p->t_request + (double)p->o.head_wait_ms);
-        logv(p, "connected (%s%s%s), request sent", l->ssl ? l->tls_version : "cleartext",
-             l->ssl ? ", ALPN " : "", l->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
+        cl_log_debug("connected (%s%s%s), request sent", net->ssl ? l->tls_version : "cleartext",
+                     net->ssl ? ", ALPN " : "", net->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
     } else {
         for (struct pub_req *r = l->queue; r; r = r->next) {
             if (l->h2) {
@@ -1276,161 +894,76 @@ static void link_ready(struct link *l)
         }
     }
     l->dirty = true;
-    set_io(l, EV_READ);
+    cl_conn_watch(net, EV_READ);
 }
 
-static void do_handshake(struct link *l)
+static void on_connected(struct cl_conn *net)
 {
-    ERR_clear_error();
-    errno = 0;
-    int r = SSL_do_handshake(l->ssl);
-    if (r == 1) {
-        link_ready(l);
-        return;
-    }
-    int err = SSL_get_error(l->ssl, r);
-    if (err == SSL_ERROR_WANT_READ) {
-        set_io(l, EV_READ);
-    } else if (err == SSL_ERROR_WANT_WRITE) {
-        set_io(l, EV_WRITE);
-    } else {
-        char why[300];
-        long vr = SSL_get_verify_result(l->ssl);
-        snprintf(why, sizeof why, "TLS handshake: %s",
-                 vr != X509_V_OK ? X509_verify_cert_error_string(vr) : tls_error());
-        link_lost(l, why);
-    }
+    struct link *l = container_of(net, struct link, net);
+    if (l->role == ROLE_STREAM)
+        l->probe->t_connected = cl_time_mono_ms();
 }
 
-static int link_start_connect(struct link *l);
-
-static void finish_connect(struct link *l)
+static void on_fail(struct cl_conn *net, const char *what, const char *why)
 {
-    struct probe *p = l->probe;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err != 0) {
+    struct link *l = container_of(net, struct link, net);
+    char msg[300];
+    if (strcmp(what, "connect") == 0) {
         /* Try the next address of the name before giving up. */
-        ev_io_stop(p->loop, &l->io);
-        l->io_events = 0;
-        close(l->fd);
-        l->fd = -1;
+        cl_conn_close(net, false);
         if (l->addr && l->addr->ai_next) {
             l->addr = l->addr->ai_next;
-            if (link_start_connect(l) == 0)
+            if (cl_conn_start(net, l->addr) == 0)
                 return;
         }
-        char why[300];
-        snprintf(why, sizeof why, "connect: %s", strerror(err));
-        l->state = LINK_HANDSHAKE; /* so link_lost closes nothing twice */
-        link_lost(l, why);
-        return;
     }
-    if (l->role == ROLE_STREAM)
-        p->t_connected = now_ms();
-    if (!l->url->tls) {
-        link_ready(l);
-        return;
+    snprintf(msg, sizeof msg, "%s: %s", what, why);
+    link_lost(l, msg);
+}
+
+static bool on_read(struct cl_conn *net, const char *buf, size_t n)
+{
+    struct link *l = container_of(net, struct link, net);
+    if (l->h2) {
+        ssize_t rv = nghttp2_session_mem_recv(l->session, (const uint8_t *)buf, n);
+        if (rv < 0) {
+            link_lost(l, nghttp2_strerror((int)rv));
+            return false;
+        }
+    } else if (!h1_feed(l, buf, n)) {
+        return false;
     }
-    l->ssl = SSL_new(p->ssl_ctx);
-    if (!l->ssl || !SSL_set_fd(l->ssl, l->fd)) {
-        link_lost(l, tls_error());
-        return;
-    }
-    const char *name = l->url->host;
-    static const unsigned char both[] = "\x02h2\x08http/1.1";
-    static const unsigned char h1only[] = "\x08http/1.1";
-    if (p->o.http1)
-        SSL_set_alpn_protos(l->ssl, h1only, sizeof h1only - 1);
-    else
-        SSL_set_alpn_protos(l->ssl, both, sizeof both - 1);
-    /* An IP address is not a valid SNI name (RFC 6066 section 3). */
-    if (!is_ip_literal(name))
-        SSL_set_tlsext_host_name(l->ssl, name);
-    if (!p->o.insecure) {
-        if (is_ip_literal(name))
-            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(l->ssl), name);
-        else
-            SSL_set1_host(l->ssl, name);
-    }
-    SSL_set_connect_state(l->ssl);
-    l->state = LINK_HANDSHAKE;
-    do_handshake(l);
+    return net->state == CL_CONN_OPEN;
 }
 
 static void read_input(struct link *l)
 {
-    char buf[PROBE_READ_CHUNK];
-    l->read_wants_write = false;
-    for (int i = 0; i < PROBE_READS_PER_WAKE || (l->ssl && SSL_has_pending(l->ssl)); i++) {
-        ssize_t n = link_read(l, buf, sizeof buf);
-        if (n == -1)
-            return;
-        if (n == -2) {
-            link_lost(l, l->ssl ? tls_error() : strerror(errno));
-            return;
-        }
-        if (n == 0) {
-            if (l->h2)
-                link_lost(l, "the peer closed the connection");
-            else
-                h1_eof(l);
-            return;
-        }
-        if (l->h2) {
-            ssize_t rv = nghttp2_session_mem_recv(l->session, (const uint8_t *)buf, (size_t)n);
-            if (rv < 0) {
-                link_lost(l, nghttp2_strerror((int)rv));
-                return;
-            }
-        } else if (!h1_feed(l, buf, (size_t)n)) {
-            return;
-        }
-        if (l->state != LINK_OPEN)
-            return;
-    }
+    ssize_t n = cl_conn_read(&l->net);
+    if (n == CL_TLS_AGAIN || n == CL_CONN_STOPPED)
+        return;
+    if (n == CL_TLS_ERROR)
+        link_lost(l, cl_conn_error(&l->net));
+    else if (l->h2)
+        link_lost(l, "the peer closed the connection");
+    else
+        h1_eof(l); /* with or without close_notify: HTTP/1.1 peers often skip it */
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+static void on_ready(struct cl_conn *net, int revents)
 {
-    struct link *l = container_of(w, struct link, io);
-    (void)loop;
-    switch (l->state) {
-    case LINK_CONNECTING: finish_connect(l); break;
-    case LINK_HANDSHAKE: do_handshake(l); break;
-    case LINK_OPEN:
-        if ((revents & EV_READ) || l->read_wants_write)
-            read_input(l);
-        l->dirty = true;
-        break;
-    case LINK_IDLE:
-    case LINK_CLOSED: break;
-    }
+    struct link *l = container_of(net, struct link, net);
+    if ((revents & EV_READ) || net->read_wants_write)
+        read_input(l);
+    l->dirty = true;
 }
 
-static int link_start_connect(struct link *l)
-{
-    const struct addrinfo *ai = l->addr;
-    int one = 1;
-    l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (l->fd < 0)
-        return -1;
-    setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    l->state = LINK_CONNECTING;
-    l->io_events = EV_WRITE;
-    ev_io_init(&l->io, on_io, l->fd, EV_WRITE);
-    ev_io_start(l->probe->loop, &l->io);
-    if (connect(l->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-        ev_io_stop(l->probe->loop, &l->io);
-        l->io_events = 0;
-        close(l->fd);
-        l->fd = -1;
-        return -1;
-    }
-    return 0;
-}
+static const struct cl_conn_callbacks conn_callbacks = {
+    .on_connected = on_connected,
+    .on_open = on_open,
+    .on_fail = on_fail,
+    .on_ready = on_ready,
+    .on_read = on_read,
+};
 
 /* Resolves (once) and connects; failures are reported through link_lost. */
 static void link_connect(struct link *l, const char *connect_to)
@@ -1446,20 +979,17 @@ static void link_connect(struct link *l, const char *connect_to)
                 hs++;
                 hl -= 2;
             }
-            host = must_strndup(hs, hl);
-            port = must_strndup(colon + 1, strlen(colon + 1));
+            host = cl_mem_strndup(hs, hl);
+            port = cl_mem_strndup(colon + 1, strlen(colon + 1));
             h = host;
             pt = port;
         }
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-        int rv = getaddrinfo(h, pt, &hints, &l->addrs);
-        if (rv != 0) {
+        const char *err = cl_net_resolve(h, pt, &l->addrs);
+        if (err) {
             char why[300];
-            snprintf(why, sizeof why, "resolve %s:%s: %s", h, pt, gai_strerror(rv));
-            l->addrs = NULL;
+            snprintf(why, sizeof why, "resolve %s:%s: %s", h, pt, err);
             free(host);
             free(port);
-            l->state = LINK_HANDSHAKE;
             link_lost(l, why);
             return;
         }
@@ -1467,12 +997,11 @@ static void link_connect(struct link *l, const char *connect_to)
         free(port);
     }
     for (l->addr = l->addrs; l->addr; l->addr = l->addr->ai_next) {
-        if (link_start_connect(l) == 0)
+        if (cl_conn_start(&l->net, l->addr) == 0)
             return;
     }
     char why[300];
     snprintf(why, sizeof why, "connect: %s", strerror(errno));
-    l->state = LINK_HANDSHAKE;
     link_lost(l, why);
 }
 
@@ -1489,7 +1018,7 @@ static void publish(struct probe *p, size_t seq)
     /* Padding to --event-bytes: hops that flush per N bytes show up only
      * with events of realistic size. */
     size_t len = (size_t)hn < p->o.event_bytes ? p->o.event_bytes : (size_t)hn;
-    char *body = must_realloc(NULL, len + 1);
+    char *body = cl_mem_realloc(NULL, len + 1);
     memcpy(body, head, (size_t)hn);
     if (len > (size_t)hn) {
         body[hn] = ' ';
@@ -1498,9 +1027,9 @@ static void publish(struct probe *p, size_t seq)
     }
     body[len] = '\0';
     int n = (int)len;
-    p->ev[seq].pub_ms = now_ms();
+    p->ev[seq].pub_ms = cl_time_mono_ms();
     p->npub++;
-    logv(p, "publish %zu", seq);
+    cl_log_debug("publish %zu", seq);
     if (p->nc) {
         natsStatus s = natsConnection_Publish(p->nc, p->o.subject, body, n);
         if (s != NATS_OK)
@@ -1509,19 +1038,18 @@ static void publish(struct probe *p, size_t seq)
         return;
     }
     struct link *l = &p->publisher;
-    struct pub_req *r = must_realloc(NULL, sizeof *r);
+    struct pub_req *r = cl_mem_realloc(NULL, sizeof *r);
     *r = (struct pub_req){.link = l, .body = body, .len = (size_t)n};
     bool was_empty = l->queue == NULL;
     struct pub_req **tail = &l->queue;
     while (*tail)
         tail = &(*tail)->next;
     *tail = r;
-    if (l->state == LINK_CLOSED || l->state == LINK_IDLE) {
-        l->state = LINK_IDLE;
+    if (l->net.state == CL_CONN_IDLE) {
         link_connect(l, NULL);
         return;
     }
-    if (l->state != LINK_OPEN)
+    if (l->net.state != CL_CONN_OPEN)
         return; /* sent once the connection is up */
     if (l->h2) {
         if (h2_submit(l, "POST", r) < 0)
@@ -1545,7 +1073,7 @@ static double drain_ms(const struct probe *p)
 /* Moves the run forward; called after every wake-up. */
 static void advance(struct probe *p)
 {
-    double t = now_ms();
+    double t = cl_time_mono_ms();
     for (;;) {
         enum phase before = p->phase;
         if (p->phase != PH_DONE && (p->stream_closed || (p->t_head > 0 && p->status != 200))) {
@@ -1641,7 +1169,7 @@ static void advance(struct probe *p)
         return;
     }
     if (p->phase_end > 0 && p->phase >= PH_HEAD) {
-        double wait = (p->phase_end - now_ms()) / 1e3;
+        double wait = (p->phase_end - cl_time_mono_ms()) / 1e3;
         ev_timer_set(&p->tick, wait > 0 ? wait : 0, 0);
         ev_timer_start(p->loop, &p->tick);
     }
@@ -1662,7 +1190,7 @@ static void on_lag(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct probe *p = container_of(w, struct probe, lag);
     (void)revents;
-    double t = now_ms();
+    double t = cl_time_mono_ms();
     double late = t - p->lag_due;
     if (late > PROBE_STALL_MS) {
         if (p->nstalls < PROBE_STALLS_MAX)
@@ -1694,12 +1222,12 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     struct link *links[2] = {&p->stream, &p->publisher};
     for (int i = 0; i < 2; i++) {
         struct link *l = links[i];
-        if (l->state == LINK_OPEN && l->dirty) {
+        if (l->net.state == CL_CONN_OPEN && l->dirty) {
             l->dirty = false;
             flush_link(l);
         }
     }
-    if (p->stream.state != LINK_OPEN && p->phase <= PH_HEAD && p->connect_error[0])
+    if (p->stream.net.state != CL_CONN_OPEN && p->phase <= PH_HEAD && p->connect_error[0])
         ev_break(p->loop, EVBREAK_ALL);
 }
 
@@ -1803,9 +1331,9 @@ static void judge(struct probe *p)
                   p->connect_error[0] ? p->connect_error : "no connection", timeout_note);
         return;
     }
-    add_check(p, "connect", V_PASS, "%s in %.1f ms%s%s", l->ssl ? l->tls_version : "cleartext",
-              p->t_request - p->t0, l->ssl ? ", ALPN " : "",
-              l->ssl ? (l->alpn[0] ? l->alpn : "none") : "");
+    bool tls = l->net.ssl != NULL;
+    add_check(p, "connect", V_PASS, "%s in %.1f ms%s%s", tls ? l->tls_version : "cleartext",
+              p->t_request - p->t0, tls ? ", ALPN " : "", tls ? (l->alpn[0] ? l->alpn : "none") : "");
     if (l->h2) {
         char streams[64];
         if (l->settings_seen && l->max_streams != UINT32_MAX)
@@ -1822,7 +1350,7 @@ static void judge(struct probe *p)
     bool compressed = false;
     if (p->t_head == 0) {
         add_check(p, "response", V_FAIL, "no response head in %.0f ms%s%s%s%s",
-                  now_ms() - p->t_request, p->npub ? " although events were published" : "",
+                  cl_time_mono_ms() - p->t_request, p->npub ? " although events were published" : "",
                   p->stream_closed ? ": " : "", p->stream_closed ? p->close_reason : "",
                   timeout_note);
         if (p->npub == 0)
@@ -1942,7 +1470,7 @@ static void judge_stream(struct probe *p, bool compressed, const char *timeout_n
                   "the idle period never began%s%s%s", p->stream_closed ? ": " : "",
                   p->stream_closed ? p->close_reason : "", timeout_note);
     } else {
-        double end = p->idle_end > 0 ? p->idle_end : (p->stream_closed ? p->closed_ms : now_ms());
+        double end = p->idle_end > 0 ? p->idle_end : (p->stream_closed ? p->closed_ms : cl_time_mono_ms());
         bool survived = p->idle_end > 0 && (!p->stream_closed || p->closed_ms >= p->idle_end);
         if (!survived)
             add_check(p, "heartbeat", V_FAIL,
@@ -1985,7 +1513,7 @@ static void judge_stream(struct probe *p, bool compressed, const char *timeout_n
                   p->close_reason);
     else
         add_check(p, "stream", V_PASS, "open until the probe ended it after %.0f ms",
-                  now_ms() - p->t0);
+                  cl_time_mono_ms() - p->t0);
     if (p->timed_out)
         add_check(p, "timeout", V_FAIL, "--timeout-ms %llu reached before the checks finished",
                   p->o.timeout_ms);
@@ -2187,19 +1715,6 @@ static const char usage_text[] =
     "Exit status: 0 every check passed (warnings allowed), 1 a check failed,\n"
     "2 usage or local set-up error.\n";
 
-static bool parse_num(const char *s, unsigned long long max, unsigned long long *out)
-{
-    char *end;
-    if (!s || !isdigit((unsigned char)s[0]))
-        return false;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 enum {
     OPT_CACERT = 256,
     OPT_INSECURE,
@@ -2278,19 +1793,19 @@ static int parse_options(struct opts *o, int argc, char **argv)
         case OPT_SUBJECT: o->subject = optarg; break;
         case OPT_PUBLISH_URL: o->publish_url = optarg; break;
         case OPT_EVENTS:
-            bad = !parse_num(optarg, PROBE_EVENTS_MAX, &o->events) || o->events < 2;
+            bad = !cl_opt_num(optarg, PROBE_EVENTS_MAX, &o->events) || o->events < 2;
             break;
         case OPT_INTERVAL:
-            bad = !parse_num(optarg, 60000, &o->interval_ms) || o->interval_ms < 10;
+            bad = !cl_opt_num(optarg, 60000, &o->interval_ms) || o->interval_ms < 10;
             break;
-        case OPT_MAX_DELAY: bad = !parse_num(optarg, 600000, &o->max_delay_ms); break;
+        case OPT_MAX_DELAY: bad = !cl_opt_num(optarg, 600000, &o->max_delay_ms); break;
         case OPT_HEAD_WAIT:
-            bad = !parse_num(optarg, 600000, &o->head_wait_ms) || o->head_wait_ms == 0;
+            bad = !cl_opt_num(optarg, 600000, &o->head_wait_ms) || o->head_wait_ms == 0;
             break;
-        case OPT_EVENT_BYTES: bad = !parse_num(optarg, 1 << 20, &o->event_bytes); break;
-        case OPT_IDLE: bad = !parse_num(optarg, 86400000, &o->idle_ms); break;
+        case OPT_EVENT_BYTES: bad = !cl_opt_num(optarg, 1 << 20, &o->event_bytes); break;
+        case OPT_IDLE: bad = !cl_opt_num(optarg, 86400000, &o->idle_ms); break;
         case OPT_TIMEOUT:
-            bad = !parse_num(optarg, 86400000, &o->timeout_ms) || o->timeout_ms == 0;
+            bad = !cl_opt_num(optarg, 86400000, &o->timeout_ms) || o->timeout_ms == 0;
             break;
         case OPT_JSON: o->json = true; break;
         case OPT_VERBOSE: o->verbose = true; break;
@@ -2329,26 +1844,11 @@ static int parse_options(struct opts *o, int argc, char **argv)
 
 static int setup_tls(struct probe *p)
 {
-    p->ssl_ctx = SSL_CTX_new(TLS_client_method());
-    if (!p->ssl_ctx) {
-        fprintf(stderr, "sluice-probe: TLS setup: %s\n", tls_error());
-        return -1;
-    }
-    SSL_CTX_set_min_proto_version(p->ssl_ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(p->ssl_ctx,
-                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (p->o.insecure) {
-        SSL_CTX_set_verify(p->ssl_ctx, SSL_VERIFY_NONE, NULL);
-        return 0;
-    }
-    SSL_CTX_set_verify(p->ssl_ctx, SSL_VERIFY_PEER, NULL);
-    if (p->o.cacert ? SSL_CTX_load_verify_locations(p->ssl_ctx, p->o.cacert, NULL) != 1
-                    : SSL_CTX_set_default_verify_paths(p->ssl_ctx) != 1) {
-        fprintf(stderr, "sluice-probe: %s: %s\n", p->o.cacert ? p->o.cacert : "CA paths",
-                tls_error());
-        return -1;
-    }
-    return 0;
+    /* Proxies in front of sluice may speak either protocol: offer both
+     * unless --http1.1 asks for the HTTP/1.1 path alone. */
+    const char *alpn = p->o.http1 ? "\x08http/1.1" : "\x02h2\x08http/1.1";
+    p->ssl_ctx = cl_tls_ctx_new(alpn, p->o.insecure, p->o.cacert, true);
+    return p->ssl_ctx ? 0 : -1;
 }
 
 static int setup_nats(struct probe *p)
@@ -2399,26 +1899,36 @@ static int setup(struct probe *p)
         abort();
     p->last_seq = -1;
 
-    nghttp2_session_callbacks_new(&p->callbacks);
-    nghttp2_session_callbacks_set_on_header_callback(p->callbacks, on_h2_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(p->callbacks, on_h2_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(p->callbacks, on_h2_data);
-    nghttp2_session_callbacks_set_on_stream_close_callback(p->callbacks, on_h2_stream_close);
+    static const struct cl_h2_handlers handlers = {
+        .on_header = on_h2_header,
+        .on_frame_recv = on_h2_frame_recv,
+        .on_data_chunk_recv = on_h2_data,
+        .on_stream_close = on_h2_stream_close,
+    };
+    p->callbacks = cl_h2_callbacks_new(&handlers);
 
     p->loop = ev_default_loop(EVFLAG_AUTO);
     if (!p->loop) {
         fputs("sluice-probe: cannot start libev\n", stderr);
         return -1;
     }
-    p->stream = (struct link){.fd = -1, .role = ROLE_STREAM, .probe = p, .url = &p->url};
-    p->publisher = (struct link){.fd = -1, .role = ROLE_PUBLISH, .probe = p, .url = &p->pub_url};
+    p->stream = (struct link){.role = ROLE_STREAM, .probe = p, .url = &p->url};
+    p->publisher = (struct link){.role = ROLE_PUBLISH, .probe = p, .url = &p->pub_url};
+    cl_conn_init(&p->stream.net, p->loop, &conn_callbacks, p->url.tls ? p->ssl_ctx : NULL,
+                 p->url.host, !p->o.insecure);
+    cl_conn_init(&p->publisher.net, p->loop, &conn_callbacks, p->pub_url.tls ? p->ssl_ctx : NULL,
+                 p->pub_url.host, !p->o.insecure);
+    cl_h1_init(&p->stream.h1, &h1_callbacks, &p->stream, PROBE_HEAD_MAX);
+    cl_h1_init(&p->publisher.h1, &h1_callbacks, &p->publisher, PROBE_HEAD_MAX);
+    cl_sse_init(&p->sse, &sse_callbacks, p);
     ev_timer_init(&p->tick, on_tick, 0., 0.);
     ev_timer_init(&p->lag, on_lag, 0., 0.);
     ev_timer_init(&p->deadline, on_deadline, (double)p->o.timeout_ms / 1e3, 0.);
     ev_timer_start(p->loop, &p->deadline);
     ev_prepare_init(&p->prepare, on_prepare);
     ev_prepare_start(p->loop, &p->prepare);
-    p->t0 = now_ms();
+    p->t0 = cl_time_mono_ms();
+    cl_log_set_origin(p->t0);
     p->phase = PH_CONNECT;
     link_connect(&p->stream, p->o.connect_to);
     return 0;
@@ -2438,7 +1948,7 @@ static void dispose(struct probe *p)
         }
         if (l->addrs)
             freeaddrinfo(l->addrs);
-        sbuf_dispose(&l->out);
+        cl_conn_dispose(&l->net);
     }
     if (p->nc) {
         natsConnection_FlushTimeout(p->nc, 1000);
@@ -2447,8 +1957,7 @@ static void dispose(struct probe *p)
     if (p->o.nats_url)
         nats_Close();
     clear_headers(p);
-    sbuf_dispose(&p->line);
-    sbuf_dispose(&p->data);
+    cl_sse_dispose(&p->sse);
     free(p->ev);
     if (p->callbacks)
         nghttp2_session_callbacks_del(p->callbacks);
@@ -2462,9 +1971,11 @@ static void dispose(struct probe *p)
 int main(int argc, char **argv)
 {
     static struct probe p; /* large; zeroed */
+    cl_log_init("sluice-probe");
     int rc = parse_options(&p.o, argc, argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
+    cl_log_set_verbose(p.o.verbose);
     signal(SIGPIPE, SIG_IGN);
     if (setup(&p) < 0) {
         dispose(&p);
@@ -2472,7 +1983,7 @@ int main(int argc, char **argv)
     }
     ev_run(p.loop, 0);
     /* Hand back the stream politely: GOAWAY on h2, then close. */
-    if (p.stream.state == LINK_OPEN && p.stream.session) {
+    if (p.stream.net.state == CL_CONN_OPEN && p.stream.session) {
         nghttp2_session_terminate_session(p.stream.session, NGHTTP2_NO_ERROR);
         flush_link(&p.stream);
     }
