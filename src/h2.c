@@ -69,6 +69,7 @@ struct h2 {
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
     unsigned refused_in_row;     /* streams refused by the rate limit since one was taken */
+    double refused_logged;       /* when that was last logged, monotonic seconds; 0: never */
     uint64_t requests;
     struct list reqs;            /* every req not yet closed */
     size_t nstreams;
@@ -441,9 +442,13 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     int32_t id = frame->hd.stream_id;
     if (!take_stream_token(h2)) {
         metrics_add(&h2->io.env->stats->stream_rate, 1);
-        if (++h2->refused_in_row == 1)
+        /* Once a second at most: a client alternating taken and refused must not flood the log. */
+        double now = stream_now_s();
+        if (++h2->refused_in_row == 1 && now - h2->refused_logged >= 1.0) {
+            h2->refused_logged = now;
             log_info("conn %" PRIu64 ": more than %d new streams per second; refusing",
                      h2->io.conn_id, h2->io.env->cfg->stream_rate);
+        }
         /* A client that keeps opening streams into a closed bucket is not a browser. */
         if (h2->refused_in_row > 1000) {
             /* Counted and logged where the GOAWAY is sent (on_frame_send). */

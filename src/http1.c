@@ -434,6 +434,14 @@ static int read_body(struct http1 *h)
     if (h->body_keep)
         h->req.body.len += made;
     buf_consume(&h->in, used);
+    /* A publish body waiting in memory shares the connection's and worker's caps, as on h2. */
+    if (h->body_keep && made && !session_charge(&h->req, &h->conn, made, false)) {
+        h->body_active = false;
+        h->keep_alive = false;
+        h->drop_input = true; /* the rest of the body cannot be framed as requests */
+        respond_text(h, 503, "too many bytes buffered, retry");
+        return ERR_PROTO;
+    }
     if (rc == ERR_AGAIN)
         return 0;
     h->body_active = false;

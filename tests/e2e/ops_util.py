@@ -594,8 +594,9 @@ class H2Conn:
     def close(self):
         with self.cond:
             if not self._stop and self.eof_at is None:
-                last = max(self.streams) if self.streams else 0
-                self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">II", last, 0)))
+                # A client's GOAWAY names the last stream the SERVER opened (none:
+                # 0); one of the client's own ids is a PROTOCOL_ERROR to nghttp2.
+                self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0)))
             self._stop = True
         self.thread.join(timeout=5)
         try:
