@@ -141,6 +141,10 @@ static void on_metrics(void *ctx, struct buf *out)
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label,
                       sum_at(s, true, limits[i].off));
+    struct bus_stats bs;
+    bus_stats(s->bus, &bs);
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"jetstream_consumers\"",
+                  (double)bs.js_limit_hits);
 
     metric(out, "sluice_streams_open", "gauge", "SSE streams open.", STREAMS(open));
     metric(out, "sluice_streams_opened_total", "counter", "SSE streams opened.", STREAMS(opened));
@@ -178,8 +182,6 @@ static void on_metrics(void *ctx, struct buf *out)
               "From a stream's request to its first event written.", false,
               offsetof(struct stream_stats, first_event));
 
-    struct bus_stats bs;
-    bus_stats(s->bus, &bs);
     metric(out, "sluice_nats_connected", "gauge", "1 while the NATS connection is up.",
            bs.connected);
     metric(out, "sluice_nats_reconnects_total", "counter", "NATS reconnections.",
@@ -200,6 +202,12 @@ static void on_metrics(void *ctx, struct buf *out)
            "JetStream replays queued or running.", (double)bs.replays_active);
     metric(out, "sluice_jetstream_replayed_events_total", "counter",
            "Events fetched from JetStream by replays.", (double)bs.replayed_events);
+    metric(out, "sluice_jetstream_consumers", "gauge",
+           "JetStream consumers held: one per followed pattern (made or queued) and replays'.",
+           (double)bs.js_consumers);
+    metric(out, "sluice_jetstream_consumer_resets_total", "counter",
+           "Live JetStream consumers remade after a lost message, silence or a reconnect.",
+           (double)bs.js_resets);
 
     metrics_header(out, "sluice_event_loop_lag_seconds", "gauge",
                    "How late each worker's loop last ran a 250 ms timer.");
@@ -434,6 +442,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .jetstream = cfg->jetstream_streams,
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,
+        .max_consumers = (size_t)cfg->jetstream_max_consumers,
         .replayed = worker_post_replay,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
