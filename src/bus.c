@@ -48,8 +48,9 @@
  * costs a call per pause. A new pattern not followed within
  * BUS_JS_FOLLOW_MS fails (BUS_NOTICE_FAILED); a followed one is remade
  * until it works. Patterns that hold a consumer are capped
- * (max_consumers less one per replay thread): past it, bus_subscribe()
- * refuses a new JetStream-backed pattern.
+ * (max_consumers less one per replay thread): at the cap, a new
+ * JetStream-backed pattern takes the slot of the one unwatched longest,
+ * and when every slot is watched, bus_subscribe() refuses it.
  *
  * A replay job fetches from the resume position with a consumer of its
  * own, read synchronously on its replay thread (the same checks: a lost
@@ -179,8 +180,8 @@ struct bus {
     bool js_running;
     size_t js_live;           /* subscriptions holding a consumer slot; under lock */
     size_t js_live_max;       /* jetstream-max-consumers less the replays' */
-    int64_t js_pause_ms;      /* after the last failure; JetStream thread only */
-    int64_t js_resume_ms;     /* no call before; JetStream thread only */
+    int64_t js_pause_ms;      /* after the last failure; under lock */
+    int64_t js_resume_ms;     /* no JetStream call before; under lock */
     atomic_uint_fast64_t js_replaying; /* replay consumers in use */
     atomic_uint_fast64_t js_resets, js_limit_hits;
     atomic_int_fast64_t js_limit_logged_ms;
@@ -778,12 +779,17 @@ static void *run_jetstream(void *arg)
             pthread_mutex_unlock(&bus->lock);
             jsErrCode jerr = 0;
             natsStatus s = js_DeleteConsumer(bus->js, g->stream, g->name, NULL, &jerr);
-            if (s != NATS_OK && jerr != JSConsumerNotFoundErr)
+            bool failed = s != NATS_OK && jerr != JSConsumerNotFoundErr;
+            if (failed)
                 log_debug("jetstream: consumer %s not deleted: %s", g->name,
                           natsStatus_GetText(s));
             free(g->name);
             free(g);
             pthread_mutex_lock(&bus->lock);
+            if (failed) { /* it expires anyway; a slow server is not asked again at once */
+                bus->js_pause_ms = next_pause(bus->js_pause_ms);
+                bus->js_resume_ms = now_ms() + bus->js_pause_ms;
+            }
             continue;
         }
         if (!bs) {
@@ -813,14 +819,27 @@ static void *run_jetstream(void *arg)
     return NULL;
 }
 
+static void drop_sub(struct bus *bus, struct bus_sub *bs);
+
 /*
- * Whether one more JetStream-backed pattern may have a consumer; counts
- * and logs (once a second) a refusal. Under bus->lock.
+ * Whether one more JetStream-backed pattern may have a consumer. At the
+ * cap, the one unwatched the longest (lingering for a reconnect) gives
+ * its slot up: a resume on it is then served by a replay. Only when every
+ * slot is watched is the pattern refused, counted and logged (once a
+ * second). Under bus->lock.
  */
 static bool js_admit(struct bus *bus, const char *pattern)
 {
     if (bus->js_live < bus->js_live_max)
         return true;
+    for (struct list *n = bus->idle.next; n != &bus->idle; n = n->next) {
+        struct bus_sub *bs = container_of(n, struct bus_sub, idle_node);
+        if (bs->js_slot) {
+            log_debug("jetstream: %s gives its consumer up to %s", bs->pattern, pattern);
+            drop_sub(bus, bs);
+            return true;
+        }
+    }
     atomic_fetch_add(&bus->js_limit_hits, 1);
     int64_t now = now_ms(), logged = atomic_load(&bus->js_limit_logged_ms);
     if (now - logged >= 1000 && atomic_compare_exchange_strong(&bus->js_limit_logged_ms,
