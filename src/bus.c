@@ -23,10 +23,13 @@
  * never runs on a worker thread.
  *
  * Lifetime: a subscription's record is reference-counted: the table
- * holds one reference, its NATS subscription one (dropped in cnats's
- * on-complete callback, which runs after its last message callback has
- * returned), and so does every replay job and the flusher while it works
- * on it.
+ * holds one reference, each of its NATS subscriptions one (dropped in
+ * cnats's on-complete callback, which runs after its last message
+ * callback has returned; a JetStream pattern's old inbox may still be
+ * completing when the next is made), and so does every replay job, and
+ * the flusher or the JetStream thread while it works on it. A
+ * JetStream-backed pattern is confirmed by the JetStream thread once its
+ * consumer exists, not by the flusher.
  *
  * JetStream: the live consumer of a JetStream-backed pattern is ours, not
  * cnats's ordered consumer (which remakes itself on a new thread per
