@@ -89,9 +89,13 @@ def body_after(s, off):
 
 
 def check_outage(gw, conn, streams, kill, restart, what):
-    """Kills NATS for OUTAGE_S, sampling threads; checks the bound and open streams."""
+    """Kills NATS for OUTAGE_S, sampling threads, and restarts it; checks the streams.
+
+    Returns the body offsets before the outage and the sampler, still running
+    (the recovery is sampled too; check_threads() stops it)."""
     before = threads(gw.proc.pid)
     sampler = Sampler(gw.proc.pid)
+    sampler.before = before
     sampler.start()
     mark = len(gw.log())
     offs = [len(s.body) for s in streams]
@@ -109,7 +113,12 @@ def check_outage(gw, conn, streams, kill, restart, what):
     mark = len(gw.log())
     restart()
     gw.wait_log(r"nats: reconnected", timeout=20, start=mark)
+    return offs, sampler
+
+
+def check_threads(sampler, what):
     samples = sampler.stop()
+    before = sampler.before
     peak = max(samples)
     h.log("%s: threads %d before the outage, peak %d over %d samples (bound %d)"
           % (what, before, peak, len(samples), BOUND))
@@ -117,7 +126,6 @@ def check_outage(gw, conn, streams, kill, restart, what):
            "before %d; samples %r)" % (what, peak, BOUND, before, samples))
     expect(peak <= before + 4, "%s: threads grew from %d to %d during a NATS outage"
            % (what, before, peak))
-    return offs
 
 
 def publish_each(c, subjects, tag):
@@ -157,7 +165,7 @@ def case_jetstream():
               % (N, threads(gw.proc.pid)))
 
         c.close()
-        offs = check_outage(gw, conn, streams, node.kill, node.start, "JetStream")
+        offs, sampler = check_outage(gw, conn, streams, node.kill, node.start, "JetStream")
 
         # Every subject is served again: an event on each reaches its stream.
         with j.NatsClient(ports) as c2:
@@ -175,17 +183,24 @@ def case_jetstream():
                 except h.TestFailure:
                     expect(time.monotonic() < deadline, "subject %s is not served 30 s after "
                            "NATS came back" % subjects[0])
-            time.sleep(1.5)  # the other consumers are remade by the same thread, in order
+            # Three more on one subject: a resume from before the outage must get them all.
+            k = 7
+            for i in range(1, 4):
+                j.js_publish(c2, subjects[k], "mid%d-%s" % (i, subjects[k]))
+            conn.wait_body(streams[k], ("data: mid3-%s\n\n" % subjects[k]).encode(), 20,
+                           offs[k])
+            # Published while the other consumers may still wait to be remade: they are
+            # remade from their last sequence, so the stored events still reach them.
             offs = [len(s.body) for s in streams]
             publish_each(c2, subjects, "after")
             after = wait_each(conn, streams, subjects, "after", offs, 20)
+            check_threads(sampler, "JetStream")
             bad = [i for i in range(N) if not after[i] > before[i]]
             expect(not bad, "ids after the outage not above those before: %r"
                    % [(before[i], after[i]) for i in bad[:5]])
             h.log("JetStream: every stream got its event after the outage")
 
             # Resume across the outage: from the id before it, on this gateway and another.
-            k = 7
             subj = subjects[k]
             want = [m.decode() for m in re.findall(
                 rb"data: ([^\n]*)\n\n", bytes(streams[k].body[streams[k].body.find(
@@ -236,11 +251,12 @@ def case_core():
         h.publish(nats.url, subjects[0], "before-%s" % subjects[0])
         conn.wait_body(streams[0], ("data: before-%s\n\n" % subjects[0]).encode(), 10,
                        offs[0])
-        offs = check_outage(gw, conn, streams, nats.kill, nats.start, "core NATS")
+        offs, sampler = check_outage(gw, conn, streams, nats.kill, nats.start, "core NATS")
         nats.wait_subscriptions(subjects[:1] + subjects[-1:], timeout=10)
         h.publish(nats.url, subjects[-1], "after-%s" % subjects[-1])
         conn.wait_body(streams[-1], ("data: after-%s\n\n" % subjects[-1]).encode(), 10,
                        offs[-1])
+        check_threads(sampler, "core NATS")
         conn.close()
         gw.stop()
 
