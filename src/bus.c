@@ -955,6 +955,7 @@ struct bus_fetch {
     struct sse_event **events; /* fetched, oldest first */
     size_t nevents;
     uint64_t upto;             /* every match up to here is fetched, or there is none */
+    bool positioned;           /* BUS_FROM_TIME: what is wanted starts after upto */
 };
 
 /* The index of the first fetched event that waiter r asked for. */
@@ -1142,7 +1143,7 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
         goto out;
     jsConsumerConfig cc;
     consumer_config(&cc, bs, inbox);
-    if (job->start.from == BUS_FROM_ID || f->nevents > 0) {
+    if (job->start.from == BUS_FROM_ID || f->nevents > 0 || f->positioned) {
         cc.DeliverPolicy = js_DeliverByStartSequence;
         cc.OptStartSeq = f->upto + 1;
     } else if (job->start.from == BUS_FROM_TIME) {
@@ -1155,6 +1156,9 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
     if (s != NATS_OK)
         goto out;
     atomic_fetch_add(&bus->js_replaying, 1);
+    log_debug("jetstream: replay of %s: consumer %s after %llu, %llu pending", bs->pattern,
+              ci->Name, (unsigned long long)ci->Delivered.Stream,
+              (unsigned long long)ci->NumPending);
     bool caught_up = ci->NumPending == 0;
     uint64_t cseq = 0;
     if (f->nevents + ci->NumPending > bus->p.replay_max) {
@@ -1211,6 +1215,34 @@ out:
 }
 
 /*
+ * The first sequence of stream in [first, last] stored at or after
+ * since_ns (last + 1: none), by binary search over stored times (a
+ * server assigns them in order). Not nats-server's own start-by-time:
+ * 2.9 skips messages it has not cached (seen: a since= replay that got
+ * only the newest event). NATS_NOT_FOUND: a sequence in the way was
+ * deleted; the caller falls back to the server's.
+ */
+static natsStatus seq_from_time(struct bus *bus, const char *stream, int64_t since_ns,
+                                uint64_t first, uint64_t last, uint64_t *out, jsErrCode *jerr)
+{
+    uint64_t lo = first ? first : 1, hi = last + 1;
+    while (lo < hi && !stopping(bus)) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        natsMsg *msg = NULL;
+        natsStatus s = js_GetMsg(&msg, bus->js, stream, mid, NULL, jerr);
+        if (s != NATS_OK)
+            return *jerr == JSNoMessageFoundErr ? NATS_NOT_FOUND : s;
+        if (natsMsg_GetTime(msg) >= since_ns)
+            hi = mid;
+        else
+            lo = mid + 1;
+        natsMsg_Destroy(msg);
+    }
+    *out = lo;
+    return stopping(bus) ? NATS_CONNECTION_CLOSED : NATS_OK;
+}
+
+/*
  * Fetches what job asks from JetStream until history holds the rest, and
  * answers (see the top). A consumer that fails (a NATS node or the
  * stream's leader going away; right after a node dies, nats-server may
@@ -1231,6 +1263,19 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
         natsStatus s = NATS_OK;
         if (!have_info) {
             s = stream_bounds(bus, bs->stream, &f->first, &f->last, &jerr);
+            uint64_t seq = 0;
+            if (s == NATS_OK && job->start.from == BUS_FROM_TIME) {
+                s = seq_from_time(bus, bs->stream, job->start.since_ns, f->first, f->last, &seq,
+                                  &jerr);
+                if (s == NATS_OK) {
+                    f->upto = seq - 1;
+                    f->positioned = true;
+                } else if (s == NATS_NOT_FOUND) {
+                    log_debug("jetstream: replay of %s: a hole in the stream; starting by time",
+                              bs->pattern);
+                    s = NATS_OK;
+                }
+            }
             if (s == NATS_OK) {
                 have_info = true;
                 if (job->start.from == BUS_FROM_ID && f->upto >= f->last) {
