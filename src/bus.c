@@ -1218,9 +1218,10 @@ out:
  * The first sequence of stream in [first, last] stored at or after
  * since_ns (last + 1: none), by binary search over stored times (a
  * server assigns them in order). Not nats-server's own start-by-time:
- * 2.9 skips messages it has not cached (seen: a since= replay that got
- * only the newest event). NATS_NOT_FOUND: a sequence in the way was
- * deleted; the caller falls back to the server's.
+ * 2.9's GetSeqFromTime skips any message whose lookup fails (its cache
+ * under load), seen as a since= replay that got only the newest event.
+ * NATS_NOT_FOUND: a sequence in the way was deleted; the caller falls
+ * back to the server's.
  */
 static natsStatus seq_from_time(struct bus *bus, const char *stream, int64_t since_ns,
                                 uint64_t first, uint64_t last, uint64_t *out, jsErrCode *jerr)
