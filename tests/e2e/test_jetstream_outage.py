@@ -11,7 +11,9 @@ was down (one synchronous consumer delete per subscription).
    connection), one event each. nats-server is SIGKILLed for ~10 s; the
    gateway's thread count (/proc/PID/status), sampled every 0.5 s, stays
    within a constant (workers + replay threads + 14, and no more than a
-   few above what it was before). Every stream stays open with heartbeats.
+   few above what it was before). Every stream stays open with heartbeats;
+   a stream opened during the outage on a subject nobody follows yet ends
+   cleanly (its consumer cannot be made) without an event.
    nats-server comes back on the same port and store: an event published
    on each subject afterwards reaches every stream exactly once, with an
    id above the one before; a stream resuming from the id before the
@@ -88,7 +90,7 @@ def body_after(s, off):
     return bytes(s.body[off:])
 
 
-def check_outage(gw, conn, streams, kill, restart, what):
+def check_outage(gw, conn, streams, kill, restart, what, fresh_path=None):
     """Kills NATS for OUTAGE_S, sampling threads, and restarts it; checks the streams.
 
     Returns the body offsets before the outage and the sampler, still running
@@ -101,8 +103,17 @@ def check_outage(gw, conn, streams, kill, restart, what):
     offs = [len(s.body) for s in streams]
     kill()
     gw.wait_log(r"nats: disconnected", timeout=10, start=mark)
+    # A stream on a subject nobody follows yet, opened during the outage.
+    fresh = h.CurlStream(gw, fresh_path, max_time=30) if fresh_path else None
     time.sleep(OUTAGE_S)
     gw.check_alive("during the NATS outage (%s)" % what)
+    if fresh:
+        # Its consumer cannot be made: it ends cleanly (8 s), without an event.
+        h.wait_until(lambda: not fresh.alive(), 5, "the stream opened during the outage to end")
+        expect(b"data:" not in fresh.data() and b"event:" not in fresh.data(),
+               "%s: the stream opened during the outage got %r" % (what, fresh.data()))
+        h.log("%s: a stream on a new subject opened during the outage ended cleanly (%r)"
+              % (what, fresh.data()[:60]))
     # Heartbeats went on, and no stream ended or was reset.
     closed = [s for s in streams if s.closed]
     expect(not closed, "%s: %d streams ended during the outage: %r" % (what, len(closed),
@@ -165,7 +176,8 @@ def case_jetstream():
               % (N, threads(gw.proc.pid)))
 
         c.close()
-        offs, sampler = check_outage(gw, conn, streams, node.kill, node.start, "JetStream")
+        offs, sampler = check_outage(gw, conn, streams, node.kill, node.start, "JetStream",
+                                     fresh_path="/events/out.fresh")
 
         # Every subject is served again: an event on each reaches its stream.
         with j.NatsClient(ports) as c2:
