@@ -311,12 +311,21 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
 
 static void js_lost(struct bus *bus, struct bus_sub *bs);
 
-/* A consumer's status message (idle heartbeat): true, and *last its newest consumer sequence. */
+/*
+ * A consumer's status message: true, and *last the newest consumer
+ * sequence it says was sent. An idle heartbeat (100) carries it; any
+ * other status (409: the consumer was deleted) sets it to UINT64_MAX, so
+ * that the consumer counts as lost at once.
+ */
 static bool js_status(natsMsg *msg, uint64_t *last)
 {
     const char *v = NULL;
     if (natsMsgHeader_Get(msg, "Status", &v) != NATS_OK)
         return false;
+    if (!v || strcmp(v, "100") != 0) {
+        *last = UINT64_MAX;
+        return true;
+    }
     *last = 0;
     if (natsMsgHeader_Get(msg, "Nats-Last-Consumer", &v) == NATS_OK && v)
         *last = strtoull(v, NULL, 10);
