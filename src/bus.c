@@ -185,6 +185,8 @@ struct bus {
     size_t js_live_max;       /* jetstream-max-consumers less the replays' */
     int64_t js_pause_ms;      /* after the last failure; under lock */
     int64_t js_resume_ms;     /* no JetStream call before; under lock */
+    uint64_t js_failures;     /* consumers not made, in all; under lock */
+    int64_t js_fail_logged_ms; /* under lock */
     atomic_uint_fast64_t js_replaying; /* replay consumers in use */
     atomic_uint_fast64_t js_resets, js_limit_hits;
     atomic_int_fast64_t js_limit_logged_ms;
@@ -691,8 +693,13 @@ static void js_made(struct bus *bus, struct bus_sub *bs, natsSubscription *ns, c
     for (unsigned i = 0; i < bs->js_tries && pause < BUS_JS_PAUSE_MAX_MS; i++)
         pause *= 2;
     bs->js_tries++;
-    if (bs->js_tries == 1 || bs->js_tries % 16 == 0)
-        log_info("jetstream: %s: no consumer yet (%s), trying again", bs->pattern, why);
+    /* One line a second at most: after a reconnect every pattern may fail once. */
+    bus->js_failures++;
+    if (now - bus->js_fail_logged_ms >= 1000) {
+        log_info("jetstream: %s: no consumer yet (%s), trying again (%llu failed calls)",
+                 bs->pattern, why, (unsigned long long)bus->js_failures);
+        bus->js_fail_logged_ms = now;
+    }
     js_queue(bus, bs, now + (pause > BUS_JS_PAUSE_MAX_MS ? BUS_JS_PAUSE_MAX_MS : pause));
 }
 
