@@ -38,10 +38,11 @@
  * threshold so that nats-server deletes one we abandon) delivering to a
  * fresh inbox that a plain subscription reads on cnats's delivery pool.
  * Only the current inbox's messages count (bs->live). A consumer sequence
- * that skips, a heartbeat that says more was sent, silence past
- * BUS_JS_STALL_MS or a NATS reconnect mean the consumer is remade on a
- * new inbox after the last stream sequence recorded; redeliveries at or
- * below it are dropped. The first consumer of a pattern starts at the
+ * that skips, a heartbeat that says more was sent, or silence past
+ * BUS_JS_STALL_MS (BUS_JS_REJOIN_MS after a NATS reconnect: a restarted
+ * server restores consumers, so they are not remade blindly)
+ * mean the consumer is remade on a new inbox after the last stream
+ * sequence recorded; redeliveries at or below it are dropped. The first consumer of a pattern starts at the
  * stream's end, the floor: history holds every matching event above it.
  *
  * One JetStream thread makes, remakes and deletes every consumer, one API
@@ -95,6 +96,7 @@
 #define BUS_JS_HEARTBEAT_NS 1000000000 /* consumer idle heartbeat */
 #define BUS_JS_STALL_MS 3500           /* no message nor heartbeat for this long: remade */
 #define BUS_JS_CHECK_MS 1000           /* how often the JetStream thread looks for stalls */
+#define BUS_JS_REJOIN_MS 2000          /* after a reconnect, silence this long is a stall */
 #define BUS_JS_INACTIVE_NS 10000000000LL /* nats-server deletes a consumer nobody hears after */
 #define BUS_JS_GONE_MAX 1024           /* abandoned consumers queued for deletion */
 #define BUS_REPLAY_NEXT_MS 3000        /* a replay waits this long for its next message */
@@ -411,8 +413,6 @@ static void on_disconnected(natsConnection *nc, void *closure)
         log_warn("nats: disconnected; streams stay open, reconnecting");
 }
 
-static void js_queue(struct bus *bus, struct bus_sub *bs, int64_t due_ms);
-
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     struct bus *bus = closure;
@@ -421,12 +421,23 @@ static void on_reconnected(natsConnection *nc, void *closure)
     atomic_store(&bus->connected, true);
     atomic_fetch_add(&bus->reconnects, 1);
     log_info("nats: reconnected to %s", url);
-    /* The server may have lost our consumers, or sent into the void meanwhile: remake them. */
+    /*
+     * Consumers usually survive (a restarted nats-server restores them
+     * from disk) and go on where they stopped; one that was lost falls
+     * silent and one that sent into the void skips a sequence: both are
+     * remade then. Remaking all of them here would double the consumers on
+     * the server after every reconnect. A live one speaks within a
+     * heartbeat: silence is judged BUS_JS_REJOIN_MS from now.
+     */
+    int64_t now = now_ms() - BUS_JS_STALL_MS + BUS_JS_REJOIN_MS;
     pthread_mutex_lock(&bus->lock);
     for (struct list *n = bus->all.next; n != &bus->all; n = n->next) {
         struct bus_sub *bs = container_of(n, struct bus_sub, node);
-        if (bs->stream && bs->ns)
-            js_queue(bus, bs, 0);
+        if (!bs->stream)
+            continue;
+        pthread_mutex_lock(&bs->lock);
+        bs->seen_ms = now;
+        pthread_mutex_unlock(&bs->lock);
     }
     bus->js_resume_ms = 0;
     pthread_cond_signal(&bus->wake_js);

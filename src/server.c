@@ -206,7 +206,7 @@ static void on_metrics(void *ctx, struct buf *out)
            "JetStream consumers held: one per followed pattern (made or queued) and replays'.",
            (double)bs.js_consumers);
     metric(out, "sluice_jetstream_consumer_resets_total", "counter",
-           "Live JetStream consumers remade after a lost message, silence or a reconnect.",
+           "Live JetStream consumers remade after a lost message or silence.",
            (double)bs.js_resets);
 
     metrics_header(out, "sluice_event_loop_lag_seconds", "gauge",

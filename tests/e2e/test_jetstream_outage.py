@@ -182,7 +182,7 @@ def case_jetstream():
         # Every subject is served again: an event on each reaches its stream.
         with j.NatsClient(ports) as c2:
             deadline = time.monotonic() + 30
-            # The consumers are remade after the reconnect: fence on subject 0 first.
+            # JetStream is back once an acknowledged publish reaches subject 0's stream.
             probe = 0
             while True:
                 probe += 1
@@ -201,8 +201,8 @@ def case_jetstream():
                 j.js_publish(c2, subjects[k], "mid%d-%s" % (i, subjects[k]))
             conn.wait_body(streams[k], ("data: mid3-%s\n\n" % subjects[k]).encode(), 20,
                            offs[k])
-            # Published while the other consumers may still wait to be remade: they are
-            # remade from their last sequence, so the stored events still reach them.
+            # Published while other consumers may still be silent after the restart: a
+            # lost one is remade from its last sequence, so the stored events reach it.
             offs = [len(s.body) for s in streams]
             publish_each(c2, subjects, "after")
             after = wait_each(conn, streams, subjects, "after", offs, 20)
