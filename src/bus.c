@@ -23,21 +23,51 @@
  * never runs on a worker thread.
  *
  * Lifetime: a subscription's record is reference-counted: the table
- * holds one reference, its NATS subscription one (dropped in cnats's
- * on-complete callback, which runs after its last message callback has
- * returned), and so does every replay job and the flusher while it works
- * on it.
+ * holds one reference, each of its NATS subscriptions one (dropped in
+ * cnats's on-complete callback, which runs after its last message
+ * callback has returned; a JetStream pattern's old inbox may still be
+ * completing when the next is made), and so does every replay job, and
+ * the flusher or the JetStream thread while it works on it. A
+ * JetStream-backed pattern is confirmed by the JetStream thread once its
+ * consumer exists, not by the flusher.
  *
- * JetStream: the live consumer of a JetStream-backed pattern is made on
- * the flusher thread (it takes API round trips) from the stream's last
- * sequence at that moment, the floor: history holds every matching event
- * above it. A replay job fetches from the resume position with its own
- * ordered consumer until a message says nothing more is pending (so it
- * has everything up to at least the floor) and history has evicted
- * nothing above the last message fetched; then, under the subscription
- * lock, it hands each waiting request the fetched events after its
- * position plus history's newer ones. Events delivered live after that
- * hand-off are newer, or duplicates the stream drops by sequence.
+ * JetStream: the live consumer of a JetStream-backed pattern is ours, not
+ * cnats's ordered consumer (which remakes itself on a new thread per
+ * reset: an outage with 10,000 patterns made 10,000 threads). It is an
+ * ephemeral push consumer (no acks, idle heartbeat, an inactivity
+ * threshold so that nats-server deletes one we abandon) delivering to a
+ * fresh inbox that a plain subscription reads on cnats's delivery pool.
+ * Only the current inbox's messages count (bs->live). A consumer sequence
+ * that skips, a heartbeat that says more was sent, or silence past
+ * BUS_JS_STALL_MS (BUS_JS_REJOIN_MS after a NATS reconnect: a restarted
+ * server restores consumers, so they are not remade blindly)
+ * mean the consumer is remade on a new inbox after the last stream
+ * sequence recorded; redeliveries at or below it are dropped. The first consumer of a pattern starts at the
+ * stream's end, the floor: history holds every matching event above it.
+ *
+ * One JetStream thread makes, remakes and deletes every consumer, one API
+ * call at a time, from a FIFO queue in which a pattern appears once
+ * (coalesced): no thread per consumer or per reset, and a call that fails
+ * makes every call pause (growing to BUS_JS_PAUSE_MAX_MS), so an outage
+ * costs a call per pause. A new pattern not followed within
+ * BUS_JS_FOLLOW_MS fails (BUS_NOTICE_FAILED); a followed one is remade
+ * until it works. Patterns that hold a consumer are capped
+ * (max_consumers less one per replay thread): at the cap, a new
+ * JetStream-backed pattern takes the slot of the one unwatched longest,
+ * and when every slot is watched, bus_subscribe() refuses it.
+ *
+ * A replay job fetches from the resume position with a consumer of its
+ * own, read synchronously on its replay thread (the same checks: a lost
+ * message or silence makes a new consumer from the last one fetched),
+ * until a message says nothing more is pending (so it has everything up
+ * to at least the floor) and history has evicted nothing above the last
+ * message fetched; then, under the subscription lock, it hands each
+ * waiting request the fetched events after its position plus history's
+ * newer ones. Events delivered live after that hand-off are newer, or
+ * duplicates the stream drops by sequence.
+ *
+ * Shutdown never waits for NATS beyond one API call per thread: consumers
+ * are not deleted then (they expire on the server).
  */
 #include "sluice/bus.h"
 
@@ -58,11 +88,17 @@
 #include "sluice/subject.h"
 
 #define BUS_MAX_WORKERS 64
-#define BUS_JS_WAIT_MS 1000            /* one JetStream API request (retried) */
-#define BUS_JS_FOLLOW_MS 8000          /* making a live consumer gives up after */
-#define BUS_JS_PAUSE_MS 250            /* between two tries */
+#define BUS_JS_WAIT_MS 1000            /* one JetStream API request */
+#define BUS_JS_FOLLOW_MS 8000          /* a new pattern's first consumer gives up after */
+#define BUS_JS_PAUSE_MS 250            /* first pause after a failed JetStream call */
+#define BUS_JS_PAUSE_MAX_MS 2000       /* longest pause between failing calls */
 #define BUS_JS_START_MS 15000          /* start-up waits this long for a stream's answer */
-#define BUS_JS_HEARTBEAT_NS 1000000000 /* consumer idle heartbeat: a lost consumer is remade */
+#define BUS_JS_HEARTBEAT_NS 1000000000 /* consumer idle heartbeat */
+#define BUS_JS_STALL_MS 3500           /* no message nor heartbeat for this long: remade */
+#define BUS_JS_CHECK_MS 1000           /* how often the JetStream thread looks for stalls */
+#define BUS_JS_REJOIN_MS 2000          /* after a reconnect, silence this long is a stall */
+#define BUS_JS_INACTIVE_NS 10000000000LL /* nats-server deletes a consumer nobody hears after */
+#define BUS_JS_GONE_MAX 1024           /* abandoned consumers queued for deletion */
 #define BUS_REPLAY_NEXT_MS 3000        /* a replay waits this long for its next message */
 #define BUS_REPLAY_BUDGET_MS 30000     /* a replay gives up making new consumers after */
 
@@ -90,6 +126,18 @@ struct bus_sub {
     struct history *history; /* under lock */
     size_t interested;       /* workers with count > 0; under lock */
     int64_t idle_since_ms;   /* when interested fell to 0; under lock */
+    /* JetStream (stream != NULL): the consumer feeding ns, see the top. */
+    natsSubscription *live;  /* the inbox whose messages count (NULL: none); under lock */
+    uint64_t cseq;           /* consumer sequence last taken from live; under lock */
+    int64_t seen_ms;         /* last message or heartbeat on live; under lock */
+    bool has_floor;          /* history's floor is set; under lock */
+    struct list js_node;     /* bus->js_todo while queued; under bus->lock */
+    bool js_queued;          /* in bus->js_todo; under bus->lock */
+    bool js_slot;            /* counted in bus->js_live; under bus->lock */
+    int64_t js_due_ms;       /* not tried before; under bus->lock */
+    int64_t js_give_up_ms;   /* not confirmed by then: fails; under bus->lock */
+    unsigned js_tries;       /* failures in a row; under bus->lock */
+    char *consumer;          /* name of the consumer feeding ns; under bus->lock */
     unsigned counts[];       /* per worker; under lock */
 };
 
@@ -101,6 +149,13 @@ struct bus_job {
     bool running;
     bool closed;                /* answering: joins make a new job */
     struct bus_replay *waiters; /* under bus->lock */
+};
+
+/* A consumer we no longer listen to, deleted when NATS is idle (else it expires). */
+struct bus_gone {
+    struct list node;   /* bus->js_gone; under bus->lock */
+    const char *stream; /* bus->streams' */
+    char *name;
 };
 
 struct bus {
@@ -121,6 +176,22 @@ struct bus {
     pthread_cond_t wake_flusher;
     pthread_t flusher;
     bool flusher_running;
+    /* The JetStream thread: makes, remakes and deletes every consumer, one at a time. */
+    struct list js_todo;      /* bus_sub.js_node, oldest first; under lock */
+    struct list js_gone;      /* bus_gone.node; under lock */
+    size_t js_ngone;          /* under lock */
+    pthread_cond_t wake_js;
+    pthread_t jsthread;
+    bool js_running;
+    size_t js_live;           /* subscriptions holding a consumer slot; under lock */
+    size_t js_live_max;       /* jetstream-max-consumers less the replays' */
+    int64_t js_pause_ms;      /* after the last failure; under lock */
+    int64_t js_resume_ms;     /* no JetStream call before; under lock */
+    uint64_t js_failures;     /* consumers not made, in all; under lock */
+    int64_t js_fail_logged_ms; /* under lock */
+    atomic_uint_fast64_t js_replaying; /* replay consumers in use */
+    atomic_uint_fast64_t js_resets, js_limit_hits;
+    atomic_int_fast64_t js_limit_logged_ms;
     bool stopping;    /* under lock */
     uint64_t next_id;
     struct bus_params p;
@@ -158,6 +229,7 @@ static void sub_unref(struct bus_sub *bs)
         return;
     history_free(bs->history);
     pthread_mutex_destroy(&bs->lock);
+    free(bs->consumer);
     free(bs->pattern);
     free(bs);
 }
@@ -191,32 +263,34 @@ static void end_sub(natsSubscription *ns)
 }
 
 /*
- * Numbers (core NATS: seq 0 takes the next process-wide number), encodes,
- * records and hands out one message of bs. A JetStream sequence at or
- * below history's newest is a consumer's redelivery after a reset: dropped.
+ * Numbers (core NATS: seq 0 takes the next process-wide number), encodes
+ * and records one message of bs, noting the workers to hand it to; under
+ * bs->lock. NULL: a JetStream sequence at or below history's newest (a
+ * remade consumer's redelivery), dropped.
  */
-static void record(struct bus_sub *bs, natsMsg *msg, uint64_t seq, int64_t time_ns)
+static struct sse_event *push_locked(struct bus_sub *bs, natsMsg *msg, uint64_t seq,
+                                     int64_t time_ns, size_t *targets, size_t *ntargets)
 {
     struct bus *bus = bs->bus;
-    size_t targets[BUS_MAX_WORKERS];
-    size_t ntargets = 0;
-
     atomic_fetch_add_explicit(&bus->messages, 1, memory_order_relaxed);
-    pthread_mutex_lock(&bs->lock);
-    if (seq == 0) {
+    if (seq == 0)
         seq = atomic_fetch_add_explicit(&bus->seq, 1, memory_order_relaxed) + 1;
-    } else if (seq <= history_last(bs->history)) {
-        pthread_mutex_unlock(&bs->lock);
-        return;
-    }
+    else if (seq <= history_last(bs->history))
+        return NULL;
     struct sse_event *ev = event_of(bs, msg, seq, time_ns);
     history_push(bs->history, sse_event_ref(ev));
+    *ntargets = 0;
     for (size_t w = 0; w < bus->p.nworkers; w++) {
         if (bs->counts[w])
-            targets[ntargets++] = w;
+            targets[(*ntargets)++] = w;
     }
-    pthread_mutex_unlock(&bs->lock);
+    return ev;
+}
 
+/* Hands ev to its workers, outside the lock; drops the caller's reference. */
+static void hand_out(struct bus *bus, struct sse_event *ev, const size_t *targets,
+                     size_t ntargets)
+{
     for (size_t i = 0; i < ntargets; i++)
         bus->p.deliver(bus->p.worker_ctxs[targets[i]], sse_event_ref(ev));
     sse_event_unref(ev);
@@ -246,22 +320,96 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
 {
     (void)nc;
     (void)ns;
-    if (!reserved_leak(closure, msg))
-        record(closure, msg, 0, wall_ns());
+    struct bus_sub *bs = closure;
+    if (reserved_leak(bs, msg)) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    size_t targets[BUS_MAX_WORKERS], ntargets = 0;
+    pthread_mutex_lock(&bs->lock);
+    struct sse_event *ev = push_locked(bs, msg, 0, wall_ns(), targets, &ntargets);
+    pthread_mutex_unlock(&bs->lock);
+    if (ev)
+        hand_out(bs->bus, ev, targets, ntargets);
     natsMsg_Destroy(msg);
 }
 
+static void js_lost(struct bus *bus, struct bus_sub *bs);
+
+/*
+ * A consumer's status message: true, and *last the newest consumer
+ * sequence it says was sent. An idle heartbeat (100) carries it; any
+ * other status (409: the consumer was deleted) sets it to UINT64_MAX, so
+ * that the consumer counts as lost at once.
+ */
+static bool js_status(natsMsg *msg, uint64_t *last)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get(msg, "Status", &v) != NATS_OK)
+        return false;
+    if (!v || strcmp(v, "100") != 0) {
+        *last = UINT64_MAX;
+        return true;
+    }
+    *last = 0;
+    if (natsMsgHeader_Get(msg, "Nats-Last-Consumer", &v) == NATS_OK && v)
+        *last = strtoull(v, NULL, 10);
+    return true;
+}
+
+/*
+ * A message on a consumer's inbox. Only the current consumer's count
+ * (bs->live); a consumer sequence that skips, or a heartbeat that says
+ * more was sent than we got, means a message was lost: the consumer is
+ * remade after the last one recorded, on the JetStream thread.
+ */
 static void on_js_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
     (void)nc;
-    (void)ns;
+    struct bus_sub *bs = closure;
+    size_t targets[BUS_MAX_WORKERS], ntargets = 0;
+    struct sse_event *ev = NULL;
     jsMsgMetaData *meta = NULL;
-    if (!reserved_leak(closure, msg) && natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-        record(closure, msg, meta->Sequence.Stream, meta->Timestamp);
-        jsMsgMetaData_Destroy(meta);
+    uint64_t said = 0;
+    bool status = js_status(msg, &said);
+    if (!status && natsMsg_GetMetaData(&meta, msg) != NATS_OK) {
+        natsMsg_Destroy(msg); /* not from a consumer: someone published on our inbox */
+        return;
     }
+    bool lost = false;
+    pthread_mutex_lock(&bs->lock);
+    if (ns == bs->live) {
+        bs->seen_ms = now_ms();
+        if (status) {
+            lost = said > bs->cseq;
+        } else if (meta->Sequence.Consumer != bs->cseq + 1) {
+            lost = true;
+        } else {
+            bs->cseq = meta->Sequence.Consumer;
+            uint64_t seq = meta->Sequence.Stream;
+            /* A first consumer: nothing matched between where it began and its first message. */
+            if (!bs->has_floor) {
+                history_set_floor(bs->history, seq - 1);
+                bs->has_floor = true;
+            }
+            /* Counted in the consumer's sequence, but never shown to a wildcard's streams. */
+            if (!reserved_leak(bs, msg))
+                ev = push_locked(bs, msg, seq, meta->Timestamp, targets, &ntargets);
+        }
+        if (lost)
+            bs->live = NULL;
+    }
+    pthread_mutex_unlock(&bs->lock);
+    if (ev)
+        hand_out(bs->bus, ev, targets, ntargets);
+    if (lost)
+        js_lost(bs->bus, bs);
+    if (meta)
+        jsMsgMetaData_Destroy(meta);
     natsMsg_Destroy(msg);
 }
+
+static void js_drop(struct bus *bus, struct bus_sub *bs);
 
 /* Removes bs from the table and ends its NATS subscription; under bus->lock. */
 static void drop_sub(struct bus *bus, struct bus_sub *bs)
@@ -273,6 +421,9 @@ static void drop_sub(struct bus *bus, struct bus_sub *bs)
     bs->dropped = true;
     log_debug("nats: unsubscribed from %s", bs->pattern);
     end_sub(bs->ns);
+    bs->ns = NULL;
+    if (bs->stream)
+        js_drop(bus, bs);
     sub_unref(bs); /* the table's */
 }
 
@@ -293,6 +444,27 @@ static void on_reconnected(natsConnection *nc, void *closure)
     atomic_store(&bus->connected, true);
     atomic_fetch_add(&bus->reconnects, 1);
     log_info("nats: reconnected to %s", url);
+    /*
+     * Consumers usually survive (a restarted nats-server restores them
+     * from disk) and go on where they stopped; one that was lost falls
+     * silent and one that sent into the void skips a sequence: both are
+     * remade then. Remaking all of them here would double the consumers on
+     * the server after every reconnect. A live one speaks within a
+     * heartbeat: silence is judged BUS_JS_REJOIN_MS from now.
+     */
+    int64_t now = now_ms() - BUS_JS_STALL_MS + BUS_JS_REJOIN_MS;
+    pthread_mutex_lock(&bus->lock);
+    for (struct list *n = bus->all.next; n != &bus->all; n = n->next) {
+        struct bus_sub *bs = container_of(n, struct bus_sub, node);
+        if (!bs->stream)
+            continue;
+        pthread_mutex_lock(&bs->lock);
+        bs->seen_ms = now;
+        pthread_mutex_unlock(&bs->lock);
+    }
+    bus->js_resume_ms = 0;
+    pthread_cond_signal(&bus->wake_js);
+    pthread_mutex_unlock(&bus->lock);
 }
 
 static void on_closed(natsConnection *nc, void *closure)
@@ -340,15 +512,6 @@ static void js_why(char *out, size_t len, const char *what, natsStatus s, jsErrC
     snprintf(out, len, "%s: %s", what, text && *text ? text : natsStatus_GetText(s));
 }
 
-/* Options of an ordered consumer of bs's pattern in its stream; the caller sets where it starts. */
-static void ordered(jsSubOptions *so, const struct bus_sub *bs)
-{
-    jsSubOptions_Init(so);
-    so->Stream = bs->stream;
-    so->Ordered = true;
-    so->Config.Heartbeat = BUS_JS_HEARTBEAT_NS;
-}
-
 /* The first and last sequence of stream; NATS_OK or why not. */
 static natsStatus stream_bounds(struct bus *bus, const char *stream, uint64_t *first,
                                 uint64_t *last, jsErrCode *jerr)
@@ -363,80 +526,380 @@ static natsStatus stream_bounds(struct bus *bus, const char *stream, uint64_t *f
     return s;
 }
 
-/* The live consumer of bs after floor, or NULL with why set. */
-static natsSubscription *follow(struct bus *bus, struct bus_sub *bs, uint64_t floor, char *why,
-                                size_t whylen)
+/*
+ * A push consumer of bs's pattern in its stream delivering to inbox:
+ * no acks, an idle heartbeat (so a lost consumer shows), and an
+ * inactivity threshold, so that nats-server deletes one we abandoned
+ * without asking (a NATS outage, a killed gateway). The caller sets
+ * where it starts.
+ */
+static void consumer_config(jsConsumerConfig *cc, const struct bus_sub *bs, const char *inbox)
 {
-    jsErrCode jerr = 0;
-    jsSubOptions so;
-    ordered(&so, bs);
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = floor + 1;
-    natsSubscription *ns = NULL;
-    atomic_fetch_add(&bs->refs, 1); /* the subscription's, dropped on complete */
-    natsStatus s = js_Subscribe(&ns, bus->js, bs->pattern, on_js_msg, bs, NULL, &so, &jerr);
-    bool completes = s == NATS_OK &&
-                     (s = natsSubscription_SetOnCompleteCB(ns, on_sub_complete, bs)) == NATS_OK;
-    if (s == NATS_OK)
-        s = natsSubscription_SetPendingLimits(ns, -1, -1);
-    if (s == NATS_OK)
-        return ns;
-    js_why(why, whylen, bs->stream, s, jerr);
-    end_sub(ns);
-    if (!completes)
-        sub_unref(bs);
-    return NULL;
+    jsConsumerConfig_Init(cc);
+    cc->DeliverSubject = inbox;
+    cc->FilterSubject = bs->pattern;
+    cc->AckPolicy = js_AckNone;
+    cc->Heartbeat = BUS_JS_HEARTBEAT_NS;
+    cc->InactiveThreshold = BUS_JS_INACTIVE_NS;
+}
+
+/* Queues bs to get a consumer (again) from due_ms on; under bus->lock. */
+static void js_queue(struct bus *bus, struct bus_sub *bs, int64_t due_ms)
+{
+    if (bs->js_queued || bs->dropped || bs->failed)
+        return;
+    bs->js_queued = true;
+    bs->js_due_ms = due_ms;
+    list_insert_tail(&bus->js_todo, &bs->js_node);
+    pthread_cond_signal(&bus->wake_js);
+}
+
+/* bs's consumer lost a message or went silent: remade. Not under a lock. */
+static void js_lost(struct bus *bus, struct bus_sub *bs)
+{
+    pthread_mutex_lock(&bus->lock);
+    if (!bs->js_queued && !bs->dropped)
+        atomic_fetch_add(&bus->js_resets, 1);
+    js_queue(bus, bs, 0);
+    pthread_mutex_unlock(&bus->lock);
+}
+
+/* Queues consumer name (taken) of stream for deletion; under bus->lock. */
+static void js_forget(struct bus *bus, const char *stream, char *name)
+{
+    if (!name)
+        return;
+    /* Past the bound, or shutting down: the inactivity threshold deletes it. */
+    if (bus->stopping || bus->js_ngone >= BUS_JS_GONE_MAX) {
+        free(name);
+        return;
+    }
+    struct bus_gone *g = mem_calloc(1, sizeof(*g));
+    g->stream = stream;
+    g->name = name;
+    list_insert_tail(&bus->js_gone, &g->node);
+    bus->js_ngone++;
+    pthread_cond_signal(&bus->wake_js);
+}
+
+/* bs leaves the table: its consumer goes, its slot is free; under bus->lock. */
+static void js_drop(struct bus *bus, struct bus_sub *bs)
+{
+    if (bs->js_queued) {
+        list_remove(&bs->js_node);
+        bs->js_queued = false;
+    }
+    if (bs->js_slot) {
+        bs->js_slot = false;
+        bus->js_live--;
+    }
+    js_forget(bus, bs->stream, bs->consumer);
+    bs->consumer = NULL;
+}
+
+/* bs's first consumer could not be made: its streams are told; under bus->lock. */
+static void js_fail(struct bus *bus, struct bus_sub *bs, const char *why)
+{
+    log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
+    if (bs->js_queued) {
+        list_remove(&bs->js_node);
+        bs->js_queued = false;
+    }
+    if (bs->js_slot) {
+        bs->js_slot = false;
+        bus->js_live--;
+    }
+    confirm(bus, bs); /* no ns: BUS_NOTICE_FAILED, and bs->failed */
 }
 
 /*
- * Makes bs's live JetStream consumer from the stream's last sequence;
- * called by the flusher without the bus lock, holding a reference to bs.
- * Tried again for BUS_JS_FOLLOW_MS: right after a NATS node dies,
- * nats-server may still place a new consumer on it, and the request
- * times out. On failure bs
- * keeps no subscription and its confirmation says so.
+ * Makes a consumer for bs on a fresh inbox: the first one from the
+ * stream's end (its floor becomes history's), a later one after the last
+ * sequence recorded. From here on only the new inbox's messages count.
+ * On the JetStream thread, no lock held. True with *out and *name set,
+ * else why says why.
  */
-static void make_js_sub(struct bus *bus, struct bus_sub *bs)
+static bool js_make(struct bus *bus, struct bus_sub *bs, natsSubscription **out, char **name,
+                    char *why, size_t whylen)
 {
-    char why[256] = "";
+    natsInbox *inbox = NULL;
     natsSubscription *ns = NULL;
-    bool have_floor = false;
-    uint64_t floor = 0;
-    int64_t give_up = now_ms() + BUS_JS_FOLLOW_MS;
-    for (bool first = true; !ns && !stopping(bus) && (first || now_ms() < give_up);
-         first = false) {
-        if (!first)
-            pause_ms(BUS_JS_PAUSE_MS);
-        if (!have_floor) {
-            jsErrCode jerr = 0;
-            uint64_t oldest;
-            natsStatus s = stream_bounds(bus, bs->stream, &oldest, &floor, &jerr);
-            if (s != NATS_OK) {
-                js_why(why, sizeof(why), bs->stream, s, jerr);
-                continue;
-            }
-            pthread_mutex_lock(&bs->lock);
-            history_set_floor(bs->history, floor);
-            pthread_mutex_unlock(&bs->lock);
-            have_floor = true;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s == NATS_OK) {
+        atomic_fetch_add(&bs->refs, 1); /* the subscription's, dropped on complete */
+        s = natsConnection_Subscribe(&ns, bus->nc, inbox, on_js_msg, bs);
+        bool completes = s == NATS_OK && (s = natsSubscription_SetOnCompleteCB(
+                                              ns, on_sub_complete, bs)) == NATS_OK;
+        if (!completes)
+            sub_unref(bs);
+    }
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(ns, -1, -1);
+    if (s != NATS_OK) {
+        snprintf(why, whylen, "%s: inbox: %s", bs->stream, natsStatus_GetText(s));
+        goto out;
+    }
+    pthread_mutex_lock(&bs->lock);
+    bs->live = ns;
+    bs->cseq = 0;
+    bs->seen_ms = now_ms();
+    bool first = !bs->has_floor;
+    uint64_t from = history_last(bs->history) + 1;
+    pthread_mutex_unlock(&bs->lock);
+
+    jsConsumerConfig cc;
+    consumer_config(&cc, bs, inbox);
+    cc.DeliverPolicy = first ? js_DeliverNew : js_DeliverByStartSequence;
+    if (!first)
+        cc.OptStartSeq = from;
+    s = js_AddConsumer(&ci, bus->js, bs->stream, &cc, NULL, &jerr);
+    if (s == NATS_OK) {
+        pthread_mutex_lock(&bs->lock);
+        /* Where a new consumer begins: every match above it reaches history. */
+        if (!bs->has_floor) {
+            history_set_floor(bs->history, ci->Delivered.Stream);
+            bs->has_floor = true;
         }
-        ns = follow(bus, bs, floor, why, sizeof(why));
+        pthread_mutex_unlock(&bs->lock);
+        *name = mem_strdup(ci->Name);
+        *out = ns;
+        ns = NULL;
+    } else {
+        js_why(why, whylen, bs->stream, s, jerr);
+        pthread_mutex_lock(&bs->lock);
+        if (bs->live == ns)
+            bs->live = NULL;
+        pthread_mutex_unlock(&bs->lock);
     }
-    if (!ns) {
-        log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
-        return;
-    }
-    pthread_mutex_lock(&bus->lock);
-    bool dropped = bs->dropped;
-    if (!dropped)
-        bs->ns = ns;
-    pthread_mutex_unlock(&bus->lock);
-    if (dropped) {
+out:
+    jsConsumerInfo_Destroy(ci);
+    end_sub(ns);
+    natsInbox_Destroy(inbox);
+    return s == NATS_OK;
+}
+
+/* The pause after a failed call: doubled each time, up to BUS_JS_PAUSE_MAX_MS. */
+static int64_t next_pause(int64_t pause)
+{
+    pause = pause ? pause * 2 : BUS_JS_PAUSE_MS;
+    return pause > BUS_JS_PAUSE_MAX_MS ? BUS_JS_PAUSE_MAX_MS : pause;
+}
+
+/* Takes what js_make() did for bs; under bus->lock. */
+static void js_made(struct bus *bus, struct bus_sub *bs, natsSubscription *ns, char *name,
+                    const char *why)
+{
+    int64_t now = now_ms();
+    if (ns && (bs->dropped || bus->stopping)) {
         end_sub(ns);
+        js_forget(bus, bs->stream, name);
         return;
     }
-    log_debug("jetstream: %s follows stream %s after sequence %llu", bs->pattern, bs->stream,
-              (unsigned long long)floor);
+    if (ns) {
+        natsSubscription *old = bs->ns;
+        bs->ns = ns;
+        end_sub(old);
+        js_forget(bus, bs->stream, bs->consumer);
+        bs->consumer = name;
+        bs->js_tries = 0;
+        bus->js_pause_ms = 0;
+        if (!bs->confirmed) {
+            confirm(bus, bs);
+            log_debug("jetstream: %s follows stream %s (consumer %s)", bs->pattern, bs->stream,
+                      name);
+        } else {
+            log_debug("jetstream: %s: consumer remade (%s)", bs->pattern, name);
+        }
+        return;
+    }
+    /* Every call waits while NATS fails: one client's subjects cannot keep the thread busy. */
+    bus->js_pause_ms = next_pause(bus->js_pause_ms);
+    bus->js_resume_ms = now + bus->js_pause_ms;
+    if (bs->dropped)
+        return;
+    if (!bs->confirmed && now >= bs->js_give_up_ms) {
+        js_fail(bus, bs, why);
+        return;
+    }
+    int64_t pause = BUS_JS_PAUSE_MS;
+    for (unsigned i = 0; i < bs->js_tries && pause < BUS_JS_PAUSE_MAX_MS; i++)
+        pause *= 2;
+    bs->js_tries++;
+    /* One line a second at most: after a reconnect every pattern may fail once. */
+    bus->js_failures++;
+    if (now - bus->js_fail_logged_ms >= 1000) {
+        log_info("jetstream: %s: no consumer yet (%s), trying again (%llu failed calls)",
+                 bs->pattern, why, (unsigned long long)bus->js_failures);
+        bus->js_fail_logged_ms = now;
+    }
+    js_queue(bus, bs, now + (pause > BUS_JS_PAUSE_MAX_MS ? BUS_JS_PAUSE_MAX_MS : pause));
+}
+
+/* New patterns that waited past their give-up time (NATS away) fail; under bus->lock. */
+static void js_expire(struct bus *bus, int64_t now)
+{
+    for (struct list *n = bus->js_todo.next, *next; n != &bus->js_todo; n = next) {
+        next = n->next;
+        struct bus_sub *bs = container_of(n, struct bus_sub, js_node);
+        if (!bs->confirmed && now >= bs->js_give_up_ms)
+            js_fail(bus, bs, "NATS unavailable");
+    }
+}
+
+/* Queues every followed pattern whose consumer went silent; under bus->lock. */
+static void js_check(struct bus *bus, int64_t now)
+{
+    for (struct list *n = bus->all.next; n != &bus->all; n = n->next) {
+        struct bus_sub *bs = container_of(n, struct bus_sub, node);
+        if (!bs->stream || !bs->ns || bs->js_queued)
+            continue;
+        pthread_mutex_lock(&bs->lock);
+        bool stalled = !bs->live || now - bs->seen_ms > BUS_JS_STALL_MS;
+        pthread_mutex_unlock(&bs->lock);
+        if (stalled) {
+            atomic_fetch_add(&bus->js_resets, 1);
+            js_queue(bus, bs, now);
+        }
+    }
+}
+
+/* The first queued pattern that is due, or NULL with *wake lowered to the next due time. */
+static struct bus_sub *js_next(struct bus *bus, int64_t now, int64_t *wake)
+{
+    for (struct list *n = bus->js_todo.next; n != &bus->js_todo; n = n->next) {
+        struct bus_sub *bs = container_of(n, struct bus_sub, js_node);
+        if (bs->js_due_ms <= now)
+            return bs;
+        if (bs->js_due_ms < *wake)
+            *wake = bs->js_due_ms;
+    }
+    return NULL;
+}
+
+static void wait_until_ms(pthread_cond_t *cond, pthread_mutex_t *lock, int64_t wake_ms)
+{
+    int64_t left = wake_ms - now_ms();
+    if (left <= 0)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(cond, lock, &ts);
+}
+
+/*
+ * The JetStream thread: the one place consumers are made, remade and
+ * deleted, in queue order, one API call at a time. While NATS is away it
+ * only waits (new patterns fail after BUS_JS_FOLLOW_MS); when a call
+ * fails, every call waits a growing pause, so an outage costs a call
+ * per pause, not one per pattern, and never a thread.
+ */
+static void *run_jetstream(void *arg)
+{
+    struct bus *bus = arg;
+    int64_t next_check = 0;
+    pthread_mutex_lock(&bus->lock);
+    while (!bus->stopping) {
+        int64_t now = now_ms();
+        bool up = atomic_load(&bus->connected);
+        js_expire(bus, now);
+        if (up && now >= next_check) {
+            js_check(bus, now);
+            next_check = now + BUS_JS_CHECK_MS;
+        }
+        int64_t wake = up ? next_check : now + BUS_JS_PAUSE_MS;
+        struct bus_sub *bs = NULL;
+        struct bus_gone *g = NULL;
+        if (up && now < bus->js_resume_ms) {
+            if (bus->js_resume_ms < wake)
+                wake = bus->js_resume_ms;
+        } else if (up) {
+            bs = js_next(bus, now, &wake);
+            if (!bs && !list_empty(&bus->js_gone)) {
+                g = container_of(bus->js_gone.next, struct bus_gone, node);
+                list_remove(&g->node);
+                bus->js_ngone--;
+            }
+        }
+        if (g) {
+            pthread_mutex_unlock(&bus->lock);
+            jsErrCode jerr = 0;
+            natsStatus s = js_DeleteConsumer(bus->js, g->stream, g->name, NULL, &jerr);
+            bool failed = s != NATS_OK && jerr != JSConsumerNotFoundErr;
+            if (failed)
+                log_debug("jetstream: consumer %s not deleted: %s", g->name,
+                          natsStatus_GetText(s));
+            free(g->name);
+            free(g);
+            pthread_mutex_lock(&bus->lock);
+            if (failed) { /* it expires anyway; a slow server is not asked again at once */
+                bus->js_pause_ms = next_pause(bus->js_pause_ms);
+                bus->js_resume_ms = now_ms() + bus->js_pause_ms;
+            }
+            continue;
+        }
+        if (!bs) {
+            wait_until_ms(&bus->wake_js, &bus->lock, wake);
+            continue;
+        }
+        list_remove(&bs->js_node);
+        bs->js_queued = false;
+        atomic_fetch_add(&bs->refs, 1);
+        pthread_mutex_unlock(&bus->lock);
+        natsSubscription *ns = NULL;
+        char *name = NULL;
+        char why[256] = "";
+        js_make(bus, bs, &ns, &name, why, sizeof(why));
+        pthread_mutex_lock(&bus->lock);
+        js_made(bus, bs, ns, name, why);
+        sub_unref(bs);
+    }
+    while (!list_empty(&bus->js_gone)) {
+        struct bus_gone *g = container_of(bus->js_gone.next, struct bus_gone, node);
+        list_remove(&g->node);
+        free(g->name);
+        free(g);
+    }
+    bus->js_ngone = 0;
+    pthread_mutex_unlock(&bus->lock);
+    return NULL;
+}
+
+static void drop_sub(struct bus *bus, struct bus_sub *bs);
+
+/*
+ * Whether one more JetStream-backed pattern may have a consumer. At the
+ * cap, the one unwatched the longest (lingering for a reconnect) gives
+ * its slot up: a resume on it is then served by a replay. Only when every
+ * slot is watched is the pattern refused, counted and logged (once a
+ * second). Under bus->lock.
+ */
+static bool js_admit(struct bus *bus, const char *pattern)
+{
+    if (bus->js_live < bus->js_live_max)
+        return true;
+    for (struct list *n = bus->idle.next; n != &bus->idle; n = n->next) {
+        struct bus_sub *bs = container_of(n, struct bus_sub, idle_node);
+        if (bs->js_slot) {
+            log_debug("jetstream: %s gives its consumer up to %s", bs->pattern, pattern);
+            drop_sub(bus, bs);
+            return true;
+        }
+    }
+    atomic_fetch_add(&bus->js_limit_hits, 1);
+    int64_t now = now_ms(), logged = atomic_load(&bus->js_limit_logged_ms);
+    if (now - logged >= 1000 && atomic_compare_exchange_strong(&bus->js_limit_logged_ms,
+                                                               &logged, now))
+        log_warn("jetstream: %zu consumers (jetstream-max-consumers less the replays'): "
+                 "refusing %s", bus->js_live, pattern);
+    return false;
 }
 
 /* Adds one stream's subjects to the table; 0 or ERR_NATS with err set. */
@@ -542,6 +1005,7 @@ struct bus_fetch {
     struct sse_event **events; /* fetched, oldest first */
     size_t nevents;
     uint64_t upto;             /* every match up to here is fetched, or there is none */
+    bool positioned;           /* BUS_FROM_TIME: what is wanted starts after upto */
 };
 
 /* The index of the first fetched event that waiter r asked for. */
@@ -689,38 +1153,65 @@ static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f
     return done;
 }
 
+/* The next message of a replay's inbox, waiting up to BUS_REPLAY_NEXT_MS; quits on bus_free(). */
+static natsStatus next_msg(struct bus *bus, natsSubscription *sub, natsMsg **msg)
+{
+    int64_t give_up = now_ms() + BUS_REPLAY_NEXT_MS;
+    for (;;) {
+        if (stopping(bus))
+            return NATS_CONNECTION_CLOSED;
+        int64_t left = give_up - now_ms();
+        if (left <= 0)
+            return NATS_TIMEOUT;
+        natsStatus s = natsSubscription_NextMsg(msg, sub, left < 250 ? left : 250);
+        if (s != NATS_TIMEOUT)
+            return s;
+    }
+}
+
 /*
- * One ordered consumer from where f stands, read until history holds the
+ * One consumer of ours from where f stands, read until history holds the
  * rest and the waiters are answered (NATS_OK, f->status OK), or there is
  * too much (NATS_OK, f->status LIMIT). Another status: the consumer
- * failed; f keeps what was fetched, and a new call goes on from there.
+ * failed, lost a message (NATS_MISMATCH) or went silent; f keeps what was
+ * fetched, and a new call goes on from there. Not cnats's ordered
+ * consumer: that one remakes itself on a new thread per reset.
  */
 static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch *f,
-                          jsErrCode *jerr)
+                          int64_t give_up, jsErrCode *jerr)
 {
     struct bus_sub *bs = job->bs;
+    natsInbox *inbox = NULL;
     natsSubscription *sub = NULL;
     jsConsumerInfo *ci = NULL;
-    jsSubOptions so;
-    ordered(&so, bs);
-    if (job->start.from == BUS_FROM_ID || f->nevents > 0) {
-        so.Config.DeliverPolicy = js_DeliverByStartSequence;
-        so.Config.OptStartSeq = f->upto + 1;
-    } else if (job->start.from == BUS_FROM_TIME) {
-        so.Config.DeliverPolicy = js_DeliverByStartTime;
-        so.Config.OptStartTime = job->start.since_ns;
-    } else {
-        so.Config.DeliverPolicy = js_DeliverAll;
-    }
-    natsStatus s = js_SubscribeSync(&sub, bus->js, bs->pattern, NULL, &so, jerr);
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s == NATS_OK)
+        s = natsConnection_SubscribeSync(&sub, bus->nc, inbox);
     if (s == NATS_OK)
         s = natsSubscription_SetPendingLimits(sub, -1, -1);
-    if (s == NATS_OK)
-        s = natsSubscription_GetConsumerInfo(&ci, sub, NULL, jerr);
     if (s != NATS_OK)
         goto out;
-    bool caught_up = ci->NumPending == 0 && ci->Delivered.Consumer == 0;
-    if (f->nevents + ci->NumPending + ci->Delivered.Consumer > bus->p.replay_max) {
+    jsConsumerConfig cc;
+    consumer_config(&cc, bs, inbox);
+    if (job->start.from == BUS_FROM_ID || f->nevents > 0 || f->positioned) {
+        cc.DeliverPolicy = js_DeliverByStartSequence;
+        cc.OptStartSeq = f->upto + 1;
+    } else if (job->start.from == BUS_FROM_TIME) {
+        cc.DeliverPolicy = js_DeliverByStartTime;
+        cc.OptStartTime = job->start.since_ns;
+    } else {
+        cc.DeliverPolicy = js_DeliverAll;
+    }
+    s = js_AddConsumer(&ci, bus->js, bs->stream, &cc, NULL, jerr);
+    if (s != NATS_OK)
+        goto out;
+    atomic_fetch_add(&bus->js_replaying, 1);
+    log_debug("jetstream: replay of %s: consumer %s after %llu, %llu pending", bs->pattern,
+              ci->Name, (unsigned long long)ci->Delivered.Stream,
+              (unsigned long long)ci->NumPending);
+    bool caught_up = ci->NumPending == 0;
+    uint64_t cseq = 0;
+    if (f->nevents + ci->NumPending > bus->p.replay_max) {
         f->status = BUS_RESUME_LIMIT;
         goto out;
     }
@@ -729,33 +1220,77 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
         f->upto = f->last;
     while (!caught_up || !try_finish(bus, job, f)) {
         natsMsg *msg = NULL;
-        s = stopping(bus) ? NATS_CONNECTION_CLOSED
-                          : natsSubscription_NextMsg(&msg, sub, BUS_REPLAY_NEXT_MS);
+        s = now_ms() < give_up ? next_msg(bus, sub, &msg) : NATS_TIMEOUT;
         if (s != NATS_OK)
             goto out;
+        uint64_t said = 0;
         jsMsgMetaData *meta = NULL;
-        if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-            uint64_t seq = meta->Sequence.Stream;
-            /* An ordered consumer that was remade may send a message again. */
-            if (seq > f->upto) {
-                f->events = mem_realloc(f->events, (f->nevents + 1) * sizeof(*f->events));
-                f->events[f->nevents++] = event_of(bs, msg, seq, meta->Timestamp);
-                atomic_fetch_add(&bus->replayed_events, 1);
-                f->upto = seq;
+        if (js_status(msg, &said)) {
+            if (said > cseq)
+                s = NATS_MISMATCH;
+        } else if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+            if (meta->Sequence.Consumer != ++cseq) {
+                s = NATS_MISMATCH;
+            } else {
+                uint64_t seq = meta->Sequence.Stream;
+                if (seq > f->upto) {
+                    f->events = mem_realloc(f->events, (f->nevents + 1) * sizeof(*f->events));
+                    f->events[f->nevents++] = event_of(bs, msg, seq, meta->Timestamp);
+                    atomic_fetch_add(&bus->replayed_events, 1);
+                    f->upto = seq;
+                }
+                caught_up = meta->NumPending == 0;
             }
-            caught_up = meta->NumPending == 0;
             jsMsgMetaData_Destroy(meta);
         }
         natsMsg_Destroy(msg);
+        if (s != NATS_OK)
+            goto out;
         if (f->nevents > bus->p.replay_max) {
             f->status = BUS_RESUME_LIMIT;
             goto out;
         }
     }
 out:
-    jsConsumerInfo_Destroy(ci);
     end_sub(sub);
+    if (ci) {
+        atomic_fetch_sub(&bus->js_replaying, 1);
+        pthread_mutex_lock(&bus->lock);
+        js_forget(bus, bs->stream, mem_strdup(ci->Name));
+        pthread_mutex_unlock(&bus->lock);
+    }
+    jsConsumerInfo_Destroy(ci);
+    natsInbox_Destroy(inbox);
     return f->status == BUS_RESUME_LIMIT ? NATS_OK : s;
+}
+
+/*
+ * The first sequence of stream in [first, last] stored at or after
+ * since_ns (last + 1: none), by binary search over stored times (a
+ * server assigns them in order). Not nats-server's own start-by-time:
+ * 2.9's GetSeqFromTime skips any message whose lookup fails (its cache
+ * under load), seen as a since= replay that got only the newest event.
+ * NATS_NOT_FOUND: a sequence in the way was deleted; the caller falls
+ * back to the server's.
+ */
+static natsStatus seq_from_time(struct bus *bus, const char *stream, int64_t since_ns,
+                                uint64_t first, uint64_t last, uint64_t *out, jsErrCode *jerr)
+{
+    uint64_t lo = first ? first : 1, hi = last + 1;
+    while (lo < hi && !stopping(bus)) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        natsMsg *msg = NULL;
+        natsStatus s = js_GetMsg(&msg, bus->js, stream, mid, NULL, jerr);
+        if (s != NATS_OK)
+            return *jerr == JSNoMessageFoundErr ? NATS_NOT_FOUND : s;
+        if (natsMsg_GetTime(msg) >= since_ns)
+            hi = mid;
+        else
+            lo = mid + 1;
+        natsMsg_Destroy(msg);
+    }
+    *out = lo;
+    return stopping(bus) ? NATS_CONNECTION_CLOSED : NATS_OK;
 }
 
 /*
@@ -779,6 +1314,19 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
         natsStatus s = NATS_OK;
         if (!have_info) {
             s = stream_bounds(bus, bs->stream, &f->first, &f->last, &jerr);
+            uint64_t seq = 0;
+            if (s == NATS_OK && job->start.from == BUS_FROM_TIME) {
+                s = seq_from_time(bus, bs->stream, job->start.since_ns, f->first, f->last, &seq,
+                                  &jerr);
+                if (s == NATS_OK) {
+                    f->upto = seq - 1;
+                    f->positioned = true;
+                } else if (s == NATS_NOT_FOUND) {
+                    log_debug("jetstream: replay of %s: a hole in the stream; starting by time",
+                              bs->pattern);
+                    s = NATS_OK;
+                }
+            }
             if (s == NATS_OK) {
                 have_info = true;
                 if (job->start.from == BUS_FROM_ID && f->upto >= f->last) {
@@ -789,9 +1337,12 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
                 }
             }
         }
-        if (s == NATS_OK && (s = consume(bus, job, f, &jerr)) == NATS_OK)
+        if (s == NATS_OK && (s = consume(bus, job, f, give_up, &jerr)) == NATS_OK)
             return;
-        js_why(why, sizeof(why), bs->stream, s, jerr);
+        if (s == NATS_MISMATCH)
+            snprintf(why, sizeof(why), "%s: a message was lost", bs->stream);
+        else
+            js_why(why, sizeof(why), bs->stream, s, jerr);
         if (now_ms() >= give_up || stopping(bus)) {
             log_warn("jetstream: replay of %s failed: %s", bs->pattern, why);
             return;
@@ -918,10 +1469,6 @@ static void *run_flusher(void *arg)
             batch[i] = bs;
         }
         pthread_mutex_unlock(&bus->lock);
-        for (size_t i = 0; i < n; i++) {
-            if (batch[i]->stream)
-                make_js_sub(bus, batch[i]);
-        }
         natsStatus s = natsConnection_FlushTimeout(bus->nc, 2000);
         if (s != NATS_OK)
             log_debug("nats: subscription round trip: %s; answering anyway",
@@ -972,6 +1519,9 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     list_init(&bus->unconfirmed);
     list_init(&bus->idle);
     list_init(&bus->jobs);
+    list_init(&bus->js_todo);
+    list_init(&bus->js_gone);
+    pthread_cond_init(&bus->wake_js, NULL);
     pthread_cond_init(&bus->wake_flusher, NULL);
     pthread_cond_init(&bus->wake_replays, NULL);
     bus->p = *p;
@@ -1024,6 +1574,15 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
             return ERR_NATS;
         }
         size_t n = p->replays ? p->replays : 1;
+        /* Each replay thread holds at most one consumer at a time: theirs come first. */
+        size_t max = p->max_consumers ? p->max_consumers : SIZE_MAX;
+        bus->js_live_max = max > n ? max - n : 1;
+        if (pthread_create(&bus->jsthread, NULL, run_jetstream, bus) != 0) {
+            snprintf(err, errlen, "cannot start the JetStream thread");
+            bus_free(bus);
+            return ERR_NATS;
+        }
+        bus->js_running = true;
         bus->replayers = mem_calloc(n, sizeof(*bus->replayers));
         for (; bus->nreplayers < n; bus->nreplayers++) {
             if (pthread_create(&bus->replayers[bus->nreplayers], NULL, run_replays, bus) != 0) {
@@ -1046,9 +1605,13 @@ void bus_free(struct bus *bus)
     bus->stopping = true;
     pthread_cond_signal(&bus->wake_flusher);
     pthread_cond_broadcast(&bus->wake_replays);
+    pthread_cond_signal(&bus->wake_js);
     pthread_mutex_unlock(&bus->lock);
+    /* Each ends within one JetStream wait: no consumer is deleted now (they expire). */
     if (bus->flusher_running)
         pthread_join(bus->flusher, NULL);
+    if (bus->js_running)
+        pthread_join(bus->jsthread, NULL);
     /* A running job ends within one JetStream wait and answers its waiters. */
     for (size_t i = 0; i < bus->nreplayers; i++)
         pthread_join(bus->replayers[i], NULL);
@@ -1086,8 +1649,18 @@ void bus_free(struct bus *bus)
     map_free(bus->subs);
     pthread_cond_destroy(&bus->wake_replays);
     pthread_cond_destroy(&bus->wake_flusher);
+    pthread_cond_destroy(&bus->wake_js);
     pthread_mutex_destroy(&bus->lock);
     free(bus);
+}
+
+/* Queues a new JetStream-backed pattern's first consumer, holding a slot; under bus->lock. */
+static void js_follow(struct bus *bus, struct bus_sub *bs)
+{
+    bs->js_slot = true;
+    bus->js_live++;
+    bs->js_give_up_ms = now_ms() + BUS_JS_FOLLOW_MS;
+    js_queue(bus, bs, 0);
 }
 
 int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id,
@@ -1119,14 +1692,20 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         drop_sub(bus, container_of(bus->idle.next, struct bus_sub, idle_node));
     }
     if (!bs) {
+        const char *stream = covering_stream(bus, pattern);
+        if (stream && !js_admit(bus, pattern)) {
+            rc = ERR_NATS;
+            goto out;
+        }
         bs = mem_calloc(1, sizeof(*bs) + bus->p.nworkers * sizeof(bs->counts[0]));
         bs->bus = bus;
         atomic_init(&bs->refs, 1); /* the table's */
         bs->id = ++bus->next_id;
         bs->pattern = mem_strdup(pattern);
-        bs->stream = covering_stream(bus, pattern);
+        bs->stream = stream;
         list_init(&bs->confirm_node);
         list_init(&bs->idle_node);
+        list_init(&bs->js_node);
         pthread_mutex_init(&bs->lock, NULL);
         /*
          * A fresh number for the floor: the last id of an earlier, lapsed
@@ -1158,8 +1737,12 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         }
         map_put(bus->subs, pattern, plen, bs);
         list_insert_tail(&bus->all, &bs->node);
-        list_insert_tail(&bus->unconfirmed, &bs->confirm_node);
-        pthread_cond_signal(&bus->wake_flusher);
+        if (bs->stream)
+            js_follow(bus, bs);
+        else {
+            list_insert_tail(&bus->unconfirmed, &bs->confirm_node);
+            pthread_cond_signal(&bus->wake_flusher);
+        }
         log_debug("nats: subscribed to %s (sub %llu%s%s)", pattern, (unsigned long long)bs->id,
                   bs->stream ? ", JetStream stream " : "", bs->stream ? bs->stream : "");
     }
@@ -1334,6 +1917,11 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     out->replay_requests = atomic_load(&bus->replay_requests);
     out->replays_active = atomic_load(&bus->replays_active);
     out->replayed_events = atomic_load(&bus->replayed_events);
+    pthread_mutex_lock(&bus->lock);
+    out->js_consumers = bus->js_live + (size_t)atomic_load(&bus->js_replaying);
+    pthread_mutex_unlock(&bus->lock);
+    out->js_resets = atomic_load(&bus->js_resets);
+    out->js_limit_hits = atomic_load(&bus->js_limit_hits);
 }
 
 int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,

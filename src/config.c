@@ -88,6 +88,7 @@ static const struct key keys[] = {
     OPT("jetstream-streams", jetstream_streams),
     INT("jetstream-replays", jetstream_replays, 1, 64),
     INT("jetstream-replay-max", jetstream_replay_max, 1, 10000000),
+    INT("jetstream-max-consumers", jetstream_max_consumers, 2, 1000000),
     {"log-level", K_LEVEL, offsetof(struct config, log_level), 0, 0},
     INT("reuse-port", reuse_port, 0, 1),
     INT("max-streams-total", max_streams_total, 0, 100000000),
@@ -143,6 +144,8 @@ static const char USAGE[] =
     "  --jetstream-replays N    replays from JetStream run at once (default 4)\n"
     "  --jetstream-replay-max N events one replay may send, else event: reset\n"
     "                           (default 10000)\n"
+    "  --jetstream-max-consumers N  JetStream consumers at once, live and replays;\n"
+    "                           a new subject past it is refused (default 10000)\n"
     "  --max-connections N      client connections, process-wide (default 100000)\n"
     "  --max-connections-per-address N  per client IP (default 1000)\n"
     "  --handshake-timeout-ms N TLS handshake deadline (default 10000)\n"
@@ -239,6 +242,7 @@ void config_init(struct config *c)
     c->jetstream_streams = mem_strdup("");
     c->jetstream_replays = 4;
     c->jetstream_replay_max = 10000;
+    c->jetstream_max_consumers = 10000;
     c->log_level = LOG_INFO;
     c->max_streams_total = 250000;
     c->overload_retry_min_ms = 5000;

@@ -194,6 +194,8 @@ static void on_metrics(void *ctx, struct buf *out)
                   (double)atomic_load(&as->full));
     metrics_value(out, "sluice_limit_hits_total", "limit=\"stream_admission_rate\"",
                   (double)atomic_load(&as->rate));
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"jetstream_consumers\"",
+                  (double)bs.js_limit_hits);
     metric(out, "sluice_stream_capacity", "gauge",
            "max-streams-total: SSE streams the process admits at once (0: no cap).",
            (double)admission_max(s->admission));
@@ -263,6 +265,12 @@ static void on_metrics(void *ctx, struct buf *out)
            "JetStream replays queued or running.", (double)bs.replays_active);
     metric(out, "sluice_jetstream_replayed_events_total", "counter",
            "Events fetched from JetStream by replays.", (double)bs.replayed_events);
+    metric(out, "sluice_jetstream_consumers", "gauge",
+           "JetStream consumers held: one per followed pattern (made or queued) and replays'.",
+           (double)bs.js_consumers);
+    metric(out, "sluice_jetstream_consumer_resets_total", "counter",
+           "Live JetStream consumers remade after a lost message or silence.",
+           (double)bs.js_resets);
 
     metrics_header(out, "sluice_event_loop_lag_seconds", "gauge",
                    "How late each worker's loop last ran a 250 ms timer.");
@@ -586,6 +594,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .jetstream = cfg->jetstream_streams,
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,
+        .max_consumers = (size_t)cfg->jetstream_max_consumers,
         .replayed = worker_post_replay,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {

@@ -331,9 +331,9 @@ static const char *reset_reason(enum bus_status st)
     switch (st) {
     case BUS_RESUME_GONE: return "history-expired";
     case BUS_RESUME_LIMIT: return "replay-limit";
+    case BUS_RESUME_FAILED: return "replay-failed";
     case BUS_RESUME_UNKNOWN:
     case BUS_RESUME_OK:
-    case BUS_RESUME_FAILED:
     case BUS_RESUME_PENDING: break;
     }
     return "unknown-id";
@@ -351,15 +351,19 @@ static void drop_starts(struct stream *s)
 
 /*
  * Every start has answered: sets every position and queues the start —
- * retry + id, any reset, the replay merged in sequence order. A start
- * that JetStream could not answer ends the stream, keeping the client's
- * position so that its reconnect resumes.
+ * retry + id, any reset, the replay merged in sequence order. A resume
+ * from an id that JetStream could not answer ends the stream, keeping the
+ * client's position so that its reconnect resumes. A failed `earliest` or
+ * `since=` start has no position to keep (an id of "now" would make the
+ * reconnect skip what it asked for, silently): it is a reset
+ * (`replay-failed`), then live.
  */
 static void finish(struct stream *s)
 {
     bool *reset = mem_calloc(s->nsubjects, sizeof(*reset));
     const char *reason = NULL;
     bool failed = false;
+    bool by_id = s->start_id && strcmp(s->start_id, "earliest") != 0;
     struct replay *replay = NULL;
     size_t nreplay = 0;
 
@@ -378,7 +382,7 @@ static void finish(struct stream *s)
             free(r->events); /* these references move to the queue below */
             r->events = NULL;
             r->nevents = 0;
-        } else if (r->status == BUS_RESUME_FAILED) {
+        } else if (r->status == BUS_RESUME_FAILED && by_id) {
             s->seqs[i] = r->before;
             failed = true;
         } else if (!reset[i]) {

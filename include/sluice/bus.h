@@ -12,11 +12,12 @@
  * subscription: 10,000 subjects must not mean 10,000 threads.
  *
  * JetStream: a pattern covered by a subject of one of the configured
- * JetStream streams is served from that stream instead: one ordered push
- * consumer per pattern per process carries the live events, whose
- * sequences are the stream's own, so an id means the same on every
- * gateway. A resume that memory cannot serve becomes a replay job: a
- * short-lived ordered consumer from the resume position to where the live
+ * JetStream streams is served from that stream instead: one push
+ * consumer per pattern per process (made and remade on one JetStream
+ * thread, at most max_consumers with the replays') carries the live
+ * events, whose sequences are the stream's own, so an id means the same
+ * on every gateway. A resume that memory cannot serve becomes a replay
+ * job: a short-lived consumer from the resume position to where the live
  * consumer began, run by one of `replays` threads and shared by every
  * request on the same pattern from a nearby position.
  */
@@ -123,6 +124,7 @@ struct bus_params {
     const char *jetstream;      /* stream names, comma-separated, or "*": all; NULL/"": none */
     size_t replays;             /* replay jobs run at once */
     size_t replay_max;          /* events one replay may send */
+    size_t max_consumers;       /* JetStream consumers at once, live and replays; 0: no cap */
     bus_replayed_fn *replayed;
 };
 
@@ -142,11 +144,12 @@ void bus_free(struct bus *bus);
  * yet, the worker is sent a notice (BUS_NOTICE_READY) once a PING round
  * trip has confirmed it (or failed, at most 2 s later), so that a client
  * is told it is subscribed only when a message published from then on
- * cannot miss it. A JetStream subscription is made on the flusher thread
- * and may end in BUS_NOTICE_FAILED. With max_subs patterns held, a new
- * pattern first evicts the lingering (unwatched) subscription that lapsed
- * longest ago; with none lingering it is refused. Thread-safe. 0,
- * ERR_NATS, or ERR_LIMIT (max_subs, nothing to evict).
+ * cannot miss it. A JetStream subscription is made on the JetStream
+ * thread and may end in BUS_NOTICE_FAILED. With max_subs patterns held, a
+ * new pattern first evicts the lingering (unwatched) subscription that
+ * lapsed longest ago; with none lingering it is refused. Thread-safe. 0,
+ * ERR_NATS (also for a new JetStream-backed pattern past max_consumers),
+ * or ERR_LIMIT (max_subs, nothing to evict).
  */
 int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id,
                   bool *confirmed);
@@ -206,6 +209,9 @@ struct bus_stats {
     uint64_t replay_requests; /* starts answered by a replay job */
     uint64_t replays_active;  /* jobs queued or running */
     uint64_t replayed_events; /* events fetched from JetStream by replays */
+    size_t js_consumers;      /* JetStream consumers held: live (made or queued) and replays */
+    uint64_t js_resets;       /* live consumers remade after a loss, silence or reconnect */
+    uint64_t js_limit_hits;   /* JetStream-backed patterns refused at max_consumers */
 };
 /* A snapshot of the bus's counters. Thread-safe. */
 void bus_stats(struct bus *bus, struct bus_stats *out);

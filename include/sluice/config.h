@@ -40,6 +40,7 @@ struct config {
     char *jetstream_streams;   /* "NAME,NAME", "*", or "" for none */
     int jetstream_replays;     /* replay jobs at once */
     int jetstream_replay_max;  /* events per replay */
+    int jetstream_max_consumers; /* JetStream consumers at once, live and replays */
     enum log_level log_level;
     char *admin;         /* admin listener host:port, or "off" */
     int drain_ms;        /* SIGTERM: streams are ended over this window */
