@@ -1,5 +1,5 @@
 /*
- * test_session: the long-poll answer's cut at max-poll-bytes.
+ * test_request: the long-poll answer's cut at max-poll-bytes.
  *
  * A poll answer stops at the last whole event that fits and names it in
  * `next`, so that polling again from there collects every event exactly
@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "sluice/buf.h"
-#include "sluice/session.h"
+#include "sluice/request.h"
 
 #define NEVENTS 50
 #define PAYLOAD 300
@@ -62,7 +62,7 @@ static void test_whole_answer_when_it_fits(void **state)
     buf_init(&json);
     sse_after(&sse, 0);
     bool cut = true;
-    size_t n = session_poll_json((const char *)sse.data, sse.len, true, 1 << 20, &json, &cut);
+    size_t n = request_poll_json((const char *)sse.data, sse.len, true, 1 << 20, &json, &cut);
     assert_int_equal(n, NEVENTS);
     assert_false(cut);
     int ids[NEVENTS];
@@ -82,7 +82,7 @@ static void test_cut_at_last_whole_event(void **state)
     sse_after(&sse, 0);
     size_t max = 8000; /* about four events of 1.8 KB of JSON */
     bool cut = false;
-    size_t n = session_poll_json((const char *)sse.data, sse.len, true, max, &json, &cut);
+    size_t n = request_poll_json((const char *)sse.data, sse.len, true, max, &json, &cut);
     assert_true(cut);
     assert_true(n >= 1 && n < NEVENTS);
     assert_true(json.len <= max);
@@ -102,7 +102,7 @@ static void test_one_event_always_goes(void **state)
     buf_init(&json);
     sse_after(&sse, 0);
     bool cut = false;
-    size_t n = session_poll_json((const char *)sse.data, sse.len, true, 100, &json, &cut);
+    size_t n = request_poll_json((const char *)sse.data, sse.len, true, 100, &json, &cut);
     assert_int_equal(n, 1);
     assert_true(cut);
     int ids[NEVENTS];
@@ -127,7 +127,7 @@ static void test_polling_from_next_collects_every_event_once(void **state)
         buf_init(&json);
         sse_after(&sse, after);
         bool cut;
-        session_poll_json((const char *)sse.data, sse.len, true, 9000, &json, &cut);
+        request_poll_json((const char *)sse.data, sse.len, true, 9000, &json, &cut);
         int ids[NEVENTS];
         char next[32];
         size_t n = parse(&json, ids, next, sizeof(next));
@@ -151,7 +151,7 @@ static void test_partial_copy_keeps_next_at_last_whole_event(void **state)
     struct buf json;
     buf_init(&json);
     bool cut;
-    size_t n = session_poll_json(sse, strlen(sse), false, 1 << 20, &json, &cut);
+    size_t n = request_poll_json(sse, strlen(sse), false, 1 << 20, &json, &cut);
     assert_int_equal(n, 2);
     int ids[4];
     char next[32];
