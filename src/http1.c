@@ -1,5 +1,13 @@
 /*
- * http1: HTTP/1.1 server connection (see http1.h).
+ * http1: the HTTP/1.1 front end (see http1.h).
+ *
+ * It frames requests and their bodies and hands each request to the
+ * request pipeline (request.h), which decides everything about it; the
+ * pipeline's answers come back through `front` (on_respond,
+ * on_start_stream) as a head of fields, serialised here with this
+ * connection's own connection and transfer-encoding fields. A stream's
+ * wake only marks the connection dirty: its head, a poll's answer and its
+ * chunks are written by http1_fill(), never while a write is pending.
  *
  * States: reading a head; reading a publish body; streaming an SSE
  * response. Pipelined requests wait in `in` until the current response is
