@@ -170,7 +170,7 @@ static ssize_t io_write(struct conn *c, bool *want_read)
     return -1;
 }
 
-/* The protocol is known: start its session; the idle timer replaces the handshake deadline. */
+/* The protocol is known: start its front end; the idle timer replaces the handshake deadline. */
 static void start_front(struct conn *c, bool h2)
 {
     c->ops = h2 ? &h2_front_ops : &http1_front_ops;
@@ -218,7 +218,7 @@ static int http1_first_line(const uint8_t *p, size_t n)
 
 /*
  * Cleartext: buffers the first bytes until they are, or cannot be, the
- * start of the HTTP/2 client preface; then starts the session and feeds it
+ * start of the HTTP/2 client preface; then starts the front end and feeds it
  * what was buffered. A client whose first bytes are the preface's request
  * line speaks HTTP/2 whatever follows: nghttp2 checks the rest, and a wrong
  * preface gets an HTTP/2 connection error (GOAWAY PROTOCOL_ERROR), not an

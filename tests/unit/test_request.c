@@ -1,5 +1,7 @@
 /*
- * test_request: the long-poll answer's cut at max-poll-bytes.
+ * test_request: the request pipeline through a recording front end (the
+ * heads it decides, whatever the protocol), and the long-poll answer's
+ * cut at max-poll-bytes.
  *
  * A poll answer stops at the last whole event that fits and names it in
  * `next`, so that polling again from there collects every event exactly
@@ -20,6 +22,10 @@
 #include <string.h>
 
 #include "sluice/buf.h"
+#include "sluice/config.h"
+#include "sluice/cors.h"
+#include "sluice/fanout.h"
+#include "sluice/filecache.h"
 #include "sluice/request.h"
 
 #define NEVENTS 50
@@ -160,6 +166,202 @@ static void test_partial_copy_keeps_next_at_last_whole_event(void **state)
     buf_dispose(&json);
 }
 
+/* ---- the pipeline, driven by a front end that records what it is asked ---- */
+
+struct recorded {
+    int calls;          /* respond + start_stream + reset */
+    int status;         /* of the last answer; -1 for a reset */
+    bool has_body;
+    char body[256];
+    char fields[1024];  /* "name: value\n" each, in order */
+};
+
+static struct recorded rec;
+
+static void record_head(const struct request_head *head)
+{
+    rec.calls++;
+    rec.status = head->status;
+    rec.fields[0] = '\0';
+    for (size_t i = 0; i < head->n; i++) {
+        size_t used = strlen(rec.fields);
+        snprintf(rec.fields + used, sizeof(rec.fields) - used, "%.*s: %.*s\n",
+                 (int)head->f[i].name_len, head->f[i].name, (int)head->f[i].value_len,
+                 head->f[i].value);
+    }
+}
+
+/* Whether the last head has a field name (at a line's start: values may name fields too). */
+static bool has_field(const char *name)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "%s: ", name);
+    if (strncmp(rec.fields, want, strlen(want)) == 0)
+        return true;
+    snprintf(want, sizeof(want), "\n%s: ", name);
+    return strstr(rec.fields, want) != NULL;
+}
+
+static int fake_respond(struct request *r, const struct request_head *head,
+                        struct request_body *body)
+{
+    (void)r;
+    record_head(head);
+    rec.has_body = body != NULL;
+    rec.body[0] = '\0';
+    if (body) {
+        snprintf(rec.body, sizeof(rec.body), "%.*s", (int)body->len, body->data);
+        free(body->owned);
+    }
+    return 0;
+}
+
+static int fake_start_stream(struct request *r, const struct request_head *head)
+{
+    (void)r;
+    record_head(head);
+    return 0;
+}
+
+static void fake_wake(struct request *r) { (void)r; }
+
+static int fake_reset(struct request *r, enum request_reset why)
+{
+    (void)r;
+    rec.calls++;
+    rec.status = why == REQUEST_RESET_PROTOCOL ? -1 : -2;
+    return 0;
+}
+
+static const struct request_front fake = {"test", fake_respond, fake_start_stream, fake_wake,
+                                          fake_reset};
+
+struct world {
+    struct config cfg;
+    struct fanout *fanout;
+    struct stream_env streams;
+    struct request_stats stats;
+    struct cors *cors;
+    struct request_env env;
+    struct buf out;
+    struct front_io io;
+    struct conn_quota quota;
+};
+
+static int world_up(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    config_init(&w->cfg);
+    w->fanout = fanout_new(NULL, 0, stream_on_event, stream_on_ready, stream_on_replayed);
+    stream_env_init(&w->streams, w->fanout, w->cfg.heartbeat_ms, 1 << 20);
+    const char *origins[] = {"https://app.example.com"};
+    char err[128];
+    assert_int_equal(cors_new(&w->cors, origins, 1, false, err, sizeof(err)), 0);
+    w->env = (struct request_env){.cfg = &w->cfg, .cors = w->cors, .streams = &w->streams,
+                                  .stats = &w->stats};
+    buf_init(&w->out);
+    w->io = (struct front_io){&w->env, &w->out, 4096, NULL, NULL, 1, "127.0.0.1:1", true};
+    conn_quota_init(&w->quota, &w->env, 1);
+    memset(&rec, 0, sizeof(rec));
+    *state = w;
+    return 0;
+}
+
+static int world_down(void **state)
+{
+    struct world *w = *state;
+    conn_quota_dispose(&w->quota);
+    buf_dispose(&w->out);
+    cors_free(w->cors);
+    fanout_free(w->fanout);
+    config_dispose(&w->cfg);
+    free(w);
+    return 0;
+}
+
+/* Serves one request of header pairs (name, value, …, NULL). */
+static void serve(struct world *w, const char *const *headers)
+{
+    struct request r;
+    request_init(&r, &fake, &w->io, &w->quota, 1);
+    for (; headers[0]; headers += 2)
+        request_header(&r, headers[0], strlen(headers[0]), headers[1], strlen(headers[1]));
+    assert_int_equal(request_process(&r), 0);
+    request_dispose(&r);
+}
+
+static void test_preflight_is_204_with_cors_fields_only(void **state)
+{
+    struct world *w = *state;
+    serve(w, (const char *const[]){":method", "OPTIONS", ":path", "/events/a", "origin",
+                                   "https://app.example.com", "access-control-request-method",
+                                   "GET", "x-request-id", "rid-1", NULL});
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(rec.status, 204);
+    assert_false(rec.has_body);
+    assert_non_null(strstr(rec.fields, "x-request-id: rid-1\n"));
+    assert_non_null(strstr(rec.fields, "access-control-allow-origin: https://app.example.com\n"));
+    assert_non_null(strstr(rec.fields, "access-control-max-age: "));
+    /* A 204 has no content: nothing that describes one. */
+    assert_false(has_field("content-length"));
+    assert_false(has_field("content-type"));
+    assert_false(has_field("cache-control"));
+    assert_true(has_field("vary"));
+}
+
+static void test_refused_preflight_is_a_403_text(void **state)
+{
+    struct world *w = *state;
+    serve(w, (const char *const[]){":method", "OPTIONS", ":path", "/events/a", "origin",
+                                   "https://evil.test", "access-control-request-method", "GET",
+                                   NULL});
+    assert_int_equal(rec.status, 403);
+    assert_string_equal(rec.body, "origin not allowed\n");
+    assert_non_null(strstr(rec.fields, "content-type: text/plain; charset=utf-8\n"));
+    assert_non_null(strstr(rec.fields, "content-length: 19\n"));
+    assert_false(has_field("access-control-allow-origin"));
+}
+
+static void test_unknown_route_is_a_text_with_length(void **state)
+{
+    struct world *w = *state;
+    serve(w, (const char *const[]){":method", "GET", ":path", "/nowhere", NULL});
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(rec.status, 404);
+    char want[64];
+    snprintf(want, sizeof(want), "content-length: %zu\n", strlen(rec.body));
+    assert_non_null(strstr(rec.fields, want));
+    assert_non_null(strstr(rec.fields, "cache-control: no-store\n"));
+    assert_non_null(strstr(rec.fields, "x-request-id: "));
+}
+
+static void test_header_too_large_is_431(void **state)
+{
+    struct world *w = *state;
+    char big[300];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    serve(w, (const char *const[]){":method", "GET", ":path", "/events/a", ":authority", big,
+                                   NULL});
+    assert_int_equal(rec.status, 431);
+}
+
+static void test_no_path_is_a_stream_error(void **state)
+{
+    struct world *w = *state;
+    serve(w, (const char *const[]){":method", "GET", NULL});
+    assert_int_equal(rec.calls, 1);
+    assert_int_equal(rec.status, -1);
+}
+
+static void test_reserved_subject_is_403(void **state)
+{
+    struct world *w = *state;
+    serve(w, (const char *const[]){":method", "GET", ":path", "/events/_INBOX.x", NULL});
+    assert_int_equal(rec.status, 403);
+    assert_int_equal(atomic_load(&w->stats.reserved), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +370,15 @@ int main(void)
         cmocka_unit_test(test_one_event_always_goes),
         cmocka_unit_test(test_polling_from_next_collects_every_event_once),
         cmocka_unit_test(test_partial_copy_keeps_next_at_last_whole_event),
+        cmocka_unit_test_setup_teardown(test_preflight_is_204_with_cors_fields_only, world_up,
+                                        world_down),
+        cmocka_unit_test_setup_teardown(test_refused_preflight_is_a_403_text, world_up,
+                                        world_down),
+        cmocka_unit_test_setup_teardown(test_unknown_route_is_a_text_with_length, world_up,
+                                        world_down),
+        cmocka_unit_test_setup_teardown(test_header_too_large_is_431, world_up, world_down),
+        cmocka_unit_test_setup_teardown(test_no_path_is_a_stream_error, world_up, world_down),
+        cmocka_unit_test_setup_teardown(test_reserved_subject_is_403, world_up, world_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
