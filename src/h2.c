@@ -1,21 +1,4 @@
 /*
- * h2: nghttp2 server session glue (see h2.h).
- *
- * Each request is a `struct req` hung on the nghttp2 stream as user data.
- * It is answered as soon as its headers are complete: a request body on
- * GET is never waited for, and nghttp2 keeps consuming (and crediting)
- * whatever DATA still arrives. A req is freed only in on_stream_close, the
- * one place nghttp2 promises never to touch the stream again.
- *
- * Output is bounded by out_max: the send callbacks answer
- * NGHTTP2_ERR_WOULDBLOCK when the connection's buffer is full, and nghttp2
- * keeps the frame for the next h2_fill(). A DATA frame is sized (by
- * stream_pending(), in on_read_events) before it may be written, so the
- * bytes it promised survive a slow-consumer cut until they are copied. Waking a deferred stream never
- * sends anything by itself; it marks the connection dirty and the
- * worker's pre-sleep flush does the writing, once per loop iteration.
- */
-/*
  * h2: the HTTP/2 front end, nghttp2 server session glue (see h2.h).
  *
  * Each request is a `struct req` hung on the nghttp2 stream as user data,
@@ -85,7 +68,7 @@ struct h2 {
     unsigned nskipped;            /* ranges in skipped; the oldest first */
     bool bad_preface;             /* the client's preface was wrong: its input is ignored */
     struct front_io io;
-    struct conn_quota quota;      /* bytes and subject patterns held by this connection */
+    struct request_quota quota;      /* bytes and subject patterns held by this connection */
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
     unsigned refused_in_row;     /* streams refused by the rate limit since one was taken */
@@ -226,7 +209,7 @@ static void on_wake(struct request *s)
     struct req *r = req_of(s);
     struct h2 *h2 = r->h2;
     if (!r->streaming) {
-        /* A response waiting for its stream (the 200 held for NATS, a poll): nghttp2 only queues. */
+        /* A response waiting for its stream (the 200 held for NATS, a poll): nghttp2 queues. */
         if (request_resume(s) != 0)
             on_reset(s, REQUEST_RESET_INTERNAL);
     } else if (stream_ended(s->stream) != STREAM_END_NONE &&
@@ -395,8 +378,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     if (rv == 0 && body_end)
         rv = request_body_end(&r->s);
     if (rv != 0) {
-        log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->io.conn_id, (int)r->s.stream_id,
-                 nghttp2_strerror(rv));
+        log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->io.conn_id,
+                 (int)r->s.stream_id, nghttp2_strerror(rv));
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return 0;
@@ -450,7 +433,7 @@ static void *h2_new(const struct front_io *io)
     h2->io = *io;
     h2->tokens = env->cfg->stream_rate;
     h2->tokens_at = stream_now_s();
-    conn_quota_init(&h2->quota, env, io->conn_id);
+    request_quota_init(&h2->quota, env, io->conn_id);
     list_init(&h2->reqs);
 
     nghttp2_session_callbacks *cbs;
@@ -498,7 +481,7 @@ static void h2_free(void *f)
     /* nghttp2_session_del() calls no callbacks: streams still open are freed here. */
     while (!list_empty(&h2->reqs))
         free_req(h2, container_of(h2->reqs.next, struct req, node));
-    conn_quota_dispose(&h2->quota);
+    request_quota_dispose(&h2->quota);
     nghttp2_session_del(h2->session);
     free(h2);
 }

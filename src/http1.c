@@ -60,7 +60,7 @@ enum state { READ_HEAD, READ_BODY, STREAM };
 
 struct http1 {
     struct front_io io;
-    struct conn_quota quota;  /* bytes and subject patterns held by this connection */
+    struct request_quota quota;  /* bytes and subject patterns held by this connection */
     struct buf in;            /* received, not yet consumed */
     struct h1_parser parser;
     enum state state;
@@ -445,7 +445,7 @@ static void *http1_new(const struct front_io *io)
 {
     struct http1 *h = mem_calloc(1, sizeof(*h));
     h->io = *io;
-    conn_quota_init(&h->quota, io->env, io->conn_id);
+    request_quota_init(&h->quota, io->env, io->conn_id);
     buf_init(&h->in);
     h1_parser_init(&h->parser, NULL);
     return h;
@@ -458,7 +458,7 @@ static void http1_free(void *f)
         return;
     if (h->active)
         request_dispose(&h->req);
-    conn_quota_dispose(&h->quota);
+    request_quota_dispose(&h->quota);
     buf_dispose(&h->in);
     drop_rest(h);
     free(h);

@@ -54,7 +54,7 @@
 #define REQUEST_ID_MAX 128
 
 void request_init(struct request *r, const struct request_front *front,
-                  const struct front_io *io, struct conn_quota *quota, int32_t stream_id)
+                  const struct front_io *io, struct request_quota *quota, int32_t stream_id)
 {
     memset(r, 0, sizeof(*r));
     r->front = front;
@@ -109,7 +109,7 @@ static void log_access(const struct request *r)
     free(path);
 }
 
-void conn_quota_init(struct conn_quota *c, const struct request_env *env, uint64_t conn_id)
+void request_quota_init(struct request_quota *c, const struct request_env *env, uint64_t conn_id)
 {
     memset(c, 0, sizeof(*c));
     c->id = conn_id;
@@ -119,7 +119,7 @@ void conn_quota_init(struct conn_quota *c, const struct request_env *env, uint64
     rate_init(&c->subscribes, env->cfg->subscribe_rate, stream_now_s());
 }
 
-static void refuse(struct conn_quota *conn, atomic_uint_fast64_t *counter, const char *why);
+static void refuse(struct request_quota *conn, atomic_uint_fast64_t *counter, const char *why);
 
 /*
  * Charges n bytes of a private body of r (a response text, a publish body
@@ -130,7 +130,7 @@ static void refuse(struct conn_quota *conn, atomic_uint_fast64_t *counter, const
  */
 static bool charge(struct request *r, size_t n, bool force)
 {
-    struct conn_quota *q = r->quota;
+    struct request_quota *q = r->quota;
     if (!stream_budget_take(&q->budget, q->worker, n, force)) {
         refuse(q, &q->stats->queue_bytes, "conn-queue-bytes or process-queue-bytes full");
         return false;
@@ -139,20 +139,20 @@ static bool charge(struct request *r, size_t n, bool force)
     return true;
 }
 
-void conn_quota_dispose(struct conn_quota *c)
+void request_quota_dispose(struct request_quota *c)
 {
     map_free(c->patterns);
     c->patterns = NULL;
 }
 
 /* Streams on pattern held by c. */
-static uintptr_t holders(const struct conn_quota *c, const char *pattern)
+static uintptr_t holders(const struct request_quota *c, const char *pattern)
 {
     return c->patterns ? (uintptr_t)map_get(c->patterns, pattern, strlen(pattern)) : 0;
 }
 
 /* Counts s's subjects in c (values are counts stored as pointers). */
-static void hold_patterns(struct conn_quota *c, char *const *subjects, size_t n)
+static void hold_patterns(struct request_quota *c, char *const *subjects, size_t n)
 {
     if (!c->patterns)
         c->patterns = map_new();
@@ -162,7 +162,7 @@ static void hold_patterns(struct conn_quota *c, char *const *subjects, size_t n)
     }
 }
 
-static void forget_patterns(struct conn_quota *c, const struct stream *s)
+static void forget_patterns(struct request_quota *c, const struct stream *s)
 {
     size_t n;
     char *const *subjects = stream_subjects(s, &n);
@@ -560,7 +560,7 @@ static char *refusal(unsigned retry_ms, size_t *len)
 }
 
 /* Counts a refusal of a connection's caps; logs the first of the connection only. */
-static void refuse(struct conn_quota *conn, atomic_uint_fast64_t *counter, const char *why)
+static void refuse(struct request_quota *conn, atomic_uint_fast64_t *counter, const char *why)
 {
     metrics_add(counter, 1);
     if (!conn->logged)
@@ -574,7 +574,7 @@ static void refuse(struct conn_quota *conn, atomic_uint_fast64_t *counter, const
  * pattern the process does not hold yet (those cost a NATS SUB and a
  * PING round trip; joining one held is a table lookup). 0 or a status.
  */
-static int admit_patterns(const struct request_env *env, struct conn_quota *conn,
+static int admit_patterns(const struct request_env *env, struct request_quota *conn,
                           const struct http_route *route, const char **text)
 {
     const struct config *cfg = env->cfg;
@@ -618,7 +618,7 @@ static int open_stream(struct request *r, const char **text)
 {
     const struct request_env *env = r->io->env;
     const struct config *cfg = env->cfg;
-    struct conn_quota *conn = r->quota;
+    struct request_quota *conn = r->quota;
     const struct http_route *route = r->route;
     int status = admit_patterns(env, conn, route, text);
     if (status != 0)
@@ -808,7 +808,7 @@ static bool has_event(const char *sse, size_t len)
 static int poll_answer(struct request *r, struct buf *json)
 {
     const struct request_env *env = r->io->env;
-    struct conn_quota *conn = r->quota;
+    struct request_quota *conn = r->quota;
     size_t room = stream_budget_room(&conn->budget, conn->worker);
     size_t max = env->cfg->max_poll_bytes < room ? env->cfg->max_poll_bytes : room;
     /*

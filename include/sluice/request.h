@@ -24,7 +24,7 @@
  * where it may write (h2: at once, as nghttp2 only queues; HTTP/1.1: from
  * its fill, never while a write is pending).
  *
- * What one connection holds is counted in its conn_quota, whatever the
+ * What one connection holds is counted in its request_quota, whatever the
  * protocol: the distinct subject patterns of its open streams
  * (max-subjects-per-connection), the patterns new to the process it may
  * subscribe per second (subscribe-rate), and the bytes of private bodies
@@ -63,7 +63,7 @@ struct filecache_entry;
 struct http_route;
 struct map;
 
-/* Limits the pipeline and front ends enforce, counted; one writer (the worker), read from any thread. */
+/* Limits the pipeline and front ends enforce, counted; one writer (the worker), any reader. */
 struct request_stats {
     atomic_uint_fast64_t stream_rate;  /* streams refused: too many new ones per second */
     atomic_uint_fast64_t requests;     /* connections sent GOAWAY at max-requests */
@@ -93,10 +93,10 @@ struct request_env {
 
 /*
  * What one connection holds, whatever its protocol: embedded in the front
- * end's connection state, initialised by conn_quota_init(), and charged by
+ * end's connection state, initialised by request_quota_init(), and charged by
  * the requests on it until each is disposed.
  */
-struct conn_quota {
+struct request_quota {
     struct stream_budget budget;   /* conn-queue-bytes: live stream bytes and private bodies */
     struct stream_budget *worker;  /* the worker's share of process-queue-bytes, borrowed */
     struct map *patterns;          /* pattern -> open streams and polls on it; NULL until one */
@@ -106,9 +106,9 @@ struct conn_quota {
     struct request_stats *stats;   /* the worker's, borrowed */
 };
 
-void conn_quota_init(struct conn_quota *q, const struct request_env *env, uint64_t conn_id);
+void request_quota_init(struct request_quota *q, const struct request_env *env, uint64_t conn_id);
 /* After every request charged to q has been disposed. */
-void conn_quota_dispose(struct conn_quota *q);
+void request_quota_dispose(struct request_quota *q);
 
 #define REQUEST_HEAD_MAX 16 /* fields of a response head, CORS ones included */
 
@@ -181,7 +181,7 @@ struct request_front {
 struct request {
     const struct request_front *front;
     const struct front_io *io;
-    struct conn_quota *quota;   /* what patterns and charged are counted in */
+    struct request_quota *quota;   /* what patterns and charged are counted in */
     int32_t stream_id;          /* h2's; 0 on HTTP/1.1 */
     char *method;
     char *path;
@@ -213,7 +213,7 @@ struct request {
 
 /* Starts r for a request of io's connection; stream_id labels log lines (0: none). */
 void request_init(struct request *r, const struct request_front *front,
-                  const struct front_io *io, struct conn_quota *quota, int32_t stream_id);
+                  const struct front_io *io, struct request_quota *quota, int32_t stream_id);
 /* Writes the access log line (if the request got as far as a method) and frees. */
 void request_dispose(struct request *r);
 /*

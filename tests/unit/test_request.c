@@ -245,7 +245,7 @@ struct world {
     struct request_env env;
     struct buf out;
     struct front_io io;
-    struct conn_quota quota;
+    struct request_quota quota;
 };
 
 static int world_up(void **state)
@@ -261,7 +261,7 @@ static int world_up(void **state)
                                   .stats = &w->stats};
     buf_init(&w->out);
     w->io = (struct front_io){&w->env, &w->out, 4096, NULL, NULL, 1, "127.0.0.1:1", true};
-    conn_quota_init(&w->quota, &w->env, 1);
+    request_quota_init(&w->quota, &w->env, 1);
     memset(&rec, 0, sizeof(rec));
     *state = w;
     return 0;
@@ -270,7 +270,7 @@ static int world_up(void **state)
 static int world_down(void **state)
 {
     struct world *w = *state;
-    conn_quota_dispose(&w->quota);
+    request_quota_dispose(&w->quota);
     buf_dispose(&w->out);
     cors_free(w->cors);
     fanout_free(w->fanout);
