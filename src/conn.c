@@ -5,8 +5,9 @@
  * none for HTTP/1.1), by the first bytes in cleartext (the request line
  * of the HTTP/2 client preface means h2 with prior knowledge, anything
  * else HTTP/1.1). h2c Upgrade is not offered: such a request is answered
- * as HTTP/1.1, its body read or the connection closed like any other. The rest
- * of the file calls the chosen session through the small sess_* switch.
+ * as HTTP/1.1, its body read or the connection closed like any other. The
+ * chosen front end is then reached only through its front_ops table
+ * (front.h); nothing else here knows which protocol it is.
  *
  * One io watcher per connection. Reads are bounded per wake-up so one
  * busy client cannot starve the rest of the worker; when the socket will
@@ -39,6 +40,7 @@
 #include "sluice/config.h"
 #include "sluice/guard.h"
 #include "sluice/h1.h"
+#include "sluice/h2.h"
 #include "sluice/http1.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
@@ -55,9 +57,8 @@ struct conn {
     ev_io io;
     int fd;
     SSL *ssl;               /* NULL for cleartext */
-    enum { PROTO_NONE, PROTO_H2, PROTO_H1 } proto; /* NONE: handshake or preface pending */
-    struct h2 *h2;          /* when PROTO_H2 */
-    struct http1 *h1;       /* when PROTO_H1 */
+    const struct front_ops *ops; /* the protocol's; NULL: handshake or preface pending */
+    void *front;            /* ops->new's, when ops is set */
     struct buf sniff;       /* cleartext: first bytes, until the protocol is known */
     struct buf out;         /* frames not yet accepted by SSL_write */
     uint64_t id;
@@ -117,34 +118,6 @@ static const char *ssl_reason(int err)
     return text;
 }
 
-static int sess_recv(struct conn *c, const uint8_t *data, size_t n)
-{
-    return c->proto == PROTO_H2 ? h2_recv(c->h2, data, n) : http1_recv(c->h1, data, n);
-}
-
-static int sess_fill(struct conn *c)
-{
-    return c->proto == PROTO_H2 ? h2_fill(c->h2) : http1_fill(c->h1);
-}
-
-static bool sess_finished(const struct conn *c)
-{
-    return c->proto == PROTO_H2 ? h2_finished(c->h2) : http1_finished(c->h1);
-}
-
-static size_t sess_streams(const struct conn *c)
-{
-    return c->proto == PROTO_H2 ? h2_streams(c->h2) : http1_streams(c->h1);
-}
-
-static void sess_goaway(struct conn *c)
-{
-    if (c->proto == PROTO_H2)
-        h2_goaway(c->h2);
-    else if (c->proto == PROTO_H1)
-        http1_goaway(c->h1);
-}
-
 /* Reads into data: bytes read, 0 when nothing more now, -1 when closed or failed. */
 static ssize_t io_read(struct conn *c, uint8_t *data, size_t n)
 {
@@ -197,21 +170,18 @@ static ssize_t io_write(struct conn *c, bool *want_read)
     return -1;
 }
 
-/* The protocol is known: start its session; the idle timer replaces the handshake deadline. */
-static void start_session(struct conn *c, bool h2)
+/* The protocol is known: start its front end; the idle timer replaces the handshake deadline. */
+static void start_front(struct conn *c, bool h2)
 {
-    c->proto = h2 ? PROTO_H2 : PROTO_H1;
+    c->ops = h2 ? &h2_front_ops : &http1_front_ops;
     c->active = ev_now(c->env->loop);
     ev_timer_stop(c->env->loop, &c->timer);
-    ev_timer_set(&c->timer, c->env->session.cfg->idle_timeout_ms / 1000.0, 0);
+    ev_timer_set(&c->timer, c->env->requests.cfg->idle_timeout_ms / 1000.0, 0);
     ev_timer_start(c->env->loop, &c->timer);
     metrics_add(h2 ? &c->env->stats.open_h2 : &c->env->stats.open_h1, 1);
-    struct session_io io = {&c->env->session, &c->out, CONN_OUT_MAX, mark_dirty, c,
-                            c->id,            c->peer, c->ssl != NULL};
-    if (h2)
-        c->h2 = h2_new(&io);
-    else
-        c->h1 = http1_new(&io);
+    struct front_io io = {&c->env->requests, &c->out, CONN_OUT_MAX, mark_dirty, c,
+                          c->id,             c->peer, c->ssl != NULL};
+    c->front = c->ops->new(&io);
     mark_dirty(c);
 }
 
@@ -248,7 +218,7 @@ static int http1_first_line(const uint8_t *p, size_t n)
 
 /*
  * Cleartext: buffers the first bytes until they are, or cannot be, the
- * start of the HTTP/2 client preface; then starts the session and feeds it
+ * start of the HTTP/2 client preface; then starts the front end and feeds it
  * what was buffered. A client whose first bytes are the preface's request
  * line speaks HTTP/2 whatever follows: nghttp2 checks the rest, and a wrong
  * preface gets an HTTP/2 connection error (GOAWAY PROTOCOL_ERROR), not an
@@ -271,8 +241,8 @@ static void sniff(struct conn *c, const uint8_t *data, size_t n)
             return;
         h2 = h1 == 0;
     }
-    start_session(c, h2);
-    if (sess_recv(c, c->sniff.data, c->sniff.len) != 0)
+    start_front(c, h2);
+    if (c->ops->recv(c->front, c->sniff.data, c->sniff.len) != 0)
         close_conn(c, "protocol error");
     buf_dispose(&c->sniff);
 }
@@ -286,9 +256,9 @@ static void do_read(struct conn *c)
         ssize_t n = io_read(c, data, sizeof(data));
         if (n <= 0)
             break;
-        if (c->proto == PROTO_NONE)
+        if (!c->ops)
             sniff(c, data, (size_t)n);
-        else if (sess_recv(c, data, (size_t)n) != 0)
+        else if (c->ops->recv(c->front, data, (size_t)n) != 0)
             close_conn(c, "protocol error");
         if (budget <= (size_t)n) {
             /* More may wait inside OpenSSL where the io watcher cannot see it. */
@@ -319,7 +289,7 @@ static void do_handshake(struct conn *c)
         return;
     }
     set_events(c, EV_READ);
-    start_session(c, tls_is_h2(c->ssl));
+    start_front(c, tls_is_h2(c->ssl));
     do_read(c);
 }
 
@@ -371,7 +341,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
     struct conn *c = container_of(w, struct conn, io);
     if (c->lingering)
         linger_read(c);
-    else if (c->ssl && c->proto == PROTO_NONE)
+    else if (c->ssl && !c->ops)
         do_handshake(c);
     else if (c->write_blocked)
         mark_dirty(c); /* the flush retries the pending write */
@@ -391,10 +361,10 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     struct conn *c = container_of(t, struct conn, timer);
-    double idle = c->env->session.cfg->idle_timeout_ms / 1000.0;
+    double idle = c->env->requests.cfg->idle_timeout_ms / 1000.0;
     if (c->lingering) {
         close_conn(c, "lingering close timed out");
-    } else if (c->proto == PROTO_NONE) {
+    } else if (!c->ops) {
         log_info("conn %" PRIu64 " %s: %s timed out", c->id, c->peer,
                  c->ssl ? "TLS handshake" : "first request");
         metrics_add(&c->env->stats.handshake_timeouts, 1);
@@ -402,12 +372,12 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     } else if (c->goaway_at) {
         if (ev_now(loop) - c->goaway_at >= 5.0)
             close_conn(c, "idle, GOAWAY not taken");
-    } else if (sess_streams(c) > 0) {
+    } else if (c->ops->streams(c->front) > 0) {
         c->active = ev_now(loop);
     } else if (ev_now(loop) - c->active >= idle) {
         log_info("conn %" PRIu64 " %s: idle for %.0f s; GOAWAY", c->id, c->peer, idle);
         metrics_add(&c->env->stats.idle_timeouts, 1);
-        sess_goaway(c);
+        c->ops->goaway(c->front);
         mark_dirty(c);
         c->goaway_at = ev_now(loop);
     }
@@ -457,7 +427,7 @@ struct conn *conn_new(struct conn_env *env, int fd, bool tls, const char *addres
     }
     ev_io_init(&c->io, on_io, fd, EV_READ);
     ev_io_start(env->loop, &c->io);
-    ev_timer_init(&c->timer, on_timer, env->session.cfg->handshake_timeout_ms / 1000.0, 0);
+    ev_timer_init(&c->timer, on_timer, env->requests.cfg->handshake_timeout_ms / 1000.0, 0);
     ev_timer_start(env->loop, &c->timer);
     log_debug("conn %" PRIu64 " %s: accepted", c->id, c->peer);
     return c;
@@ -471,16 +441,16 @@ void conn_free(struct conn *c)
     ev_timer_stop(c->env->loop, &c->timer);
     guard_release(c->env->guard, c->address);
     metrics_add(&c->env->stats.open, -1);
-    if (c->proto != PROTO_NONE)
-        metrics_add(c->proto == PROTO_H2 ? &c->env->stats.open_h2 : &c->env->stats.open_h1, -1);
+    if (c->ops)
+        metrics_add(c->ops == &h2_front_ops ? &c->env->stats.open_h2 : &c->env->stats.open_h1, -1);
     metrics_observe(&c->env->stats.age, ev_now(c->env->loop) - c->opened);
     list_remove(&c->node);
     list_remove(&c->dirty_node);
     /* close_notify, best effort: a clean end for the peer, not an unexpected EOF. */
-    if (c->ssl && c->proto != PROTO_NONE && !c->write_blocked && !c->lingering)
+    if (c->ssl && c->ops && !c->write_blocked && !c->lingering)
         SSL_shutdown(c->ssl);
-    h2_free(c->h2);
-    http1_free(c->h1);
+    if (c->ops)
+        c->ops->free(c->front);
     ERR_clear_error();
     SSL_free(c->ssl);
     buf_dispose(&c->sniff);
@@ -492,19 +462,19 @@ void conn_free(struct conn *c)
 void conn_flush(struct conn *c)
 {
     list_remove(&c->dirty_node);
-    while (!c->closing && !c->lingering && c->proto != PROTO_NONE) {
+    while (!c->closing && !c->lingering && c->ops) {
         if (buf_pending(&c->out) == 0) {
-            if (sess_fill(c) != 0) {
+            if (c->ops->fill(c->front) != 0) {
                 close_conn(c, "protocol error");
                 break;
             }
             if (buf_pending(&c->out) == 0) {
                 c->write_blocked = false;
                 set_events(c, EV_READ);
-                if (sess_finished(c) && c->proto == PROTO_H1 && http1_unread_input(c->h1))
+                if (c->ops->finished(c->front) && c->ops->unread_input(c->front))
                     start_linger(c);
-                else if (sess_finished(c))
-                    close_conn(c, "session finished");
+                else if (c->ops->finished(c->front))
+                    close_conn(c, "front end finished");
                 break;
             }
         }
@@ -528,20 +498,19 @@ void conn_flush(struct conn *c)
 
 void conn_drain_notice(struct conn *c)
 {
-    if (c->proto == PROTO_NONE || c->lingering) {
+    if (!c->ops || c->lingering) {
         close_conn(c, "draining");
         conn_free(c);
         return;
     }
-    if (c->proto == PROTO_H2)
-        h2_shutdown_notice(c->h2);
+    c->ops->shutdown_notice(c->front);
     mark_dirty(c);
 }
 
 void conn_drain_final(struct conn *c)
 {
-    if (c->lingering)
+    if (c->lingering || !c->ops)
         return;
-    sess_goaway(c);
+    c->ops->goaway(c->front);
     mark_dirty(c);
 }

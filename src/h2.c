@@ -1,19 +1,26 @@
 /*
- * h2: nghttp2 server session glue (see h2.h).
+ * h2: the HTTP/2 front end, nghttp2 server session glue (see h2.h).
  *
- * Each request is a `struct req` hung on the nghttp2 stream as user data.
- * It is answered as soon as its headers are complete: a request body on
- * GET is never waited for, and nghttp2 keeps consuming (and crediting)
- * whatever DATA still arrives. A req is freed only in on_stream_close, the
- * one place nghttp2 promises never to touch the stream again.
+ * Each request is a `struct req` hung on the nghttp2 stream as user data,
+ * around the protocol-neutral `struct request` that the request pipeline
+ * serves (request.h). It is handed over as soon as its headers are
+ * complete: a request body on GET is never waited for, and nghttp2 keeps
+ * consuming (and crediting) whatever DATA still arrives. A req is freed
+ * only in on_stream_close, the one place nghttp2 promises never to touch
+ * the stream again. What is h2's own stays here: stream ids (HEADERS on
+ * skipped ids), the stream-rate bucket, max-requests, frame floods, flow
+ * control, and turning the pipeline's heads into nghttp2_nv.
  *
  * Output is bounded by out_max: the send callbacks answer
  * NGHTTP2_ERR_WOULDBLOCK when the connection's buffer is full, and nghttp2
- * keeps the frame for the next h2_fill(). A DATA frame is sized (by
+ * keeps the frame for the next fill. A DATA frame is sized (by
  * stream_pending(), in on_read_events) before it may be written, so the
- * bytes it promised survive a slow-consumer cut until they are copied. Waking a deferred stream never
- * sends anything by itself; it marks the connection dirty and the
- * worker's pre-sleep flush does the writing, once per loop iteration.
+ * bytes it promised survive a slow-consumer cut until they are copied.
+ * Bodies are never copied into nghttp2 (NGHTTP2_DATA_FLAG_NO_COPY): SSE
+ * straight from the stream queue, whole bodies from the shared file or
+ * the request's own block. Waking a deferred stream never sends anything
+ * by itself; it marks the connection dirty and the worker's pre-sleep
+ * flush does the writing, once per loop iteration.
  */
 #include "sluice/h2.h"
 
@@ -24,27 +31,23 @@
 #include <string.h>
 
 #include "sluice/config.h"
-#include "sluice/cors.h"
 #include "sluice/err.h"
 #include "sluice/filecache.h"
-#include "sluice/http.h"
 #include "sluice/list.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/mem.h"
+#include "sluice/request.h"
 #include "sluice/stream.h"
 
 struct req {
     struct h2 *h2;
     struct list node;      /* h2->reqs */
-    int32_t id;
-    struct session_req s;
-    bool waiting;          /* SSE response held until the stream is ready */
-    bool poll;             /* a long-poll: answered once, as JSON */
-    bool answered;         /* a response was submitted */
-    char status[4];
-    char *text;            /* plain response body, owned; text_off <= text_len */
-    struct filecache_entry *file; /* or a shared static file body (then text is NULL) */
+    struct request s;
+    bool streaming;        /* the body is s.stream's (SSE); else a whole body below */
+    char *text;            /* a whole body's own block, or NULL; text_off <= text_len */
+    struct filecache_entry *file; /* or the shared file it lies in, referenced */
+    const char *body;      /* the whole body: in text or file */
     size_t text_len, text_off;
 };
 
@@ -64,8 +67,8 @@ struct h2 {
     } skipped[SKIPPED_MAX];
     unsigned nskipped;            /* ranges in skipped; the oldest first */
     bool bad_preface;             /* the client's preface was wrong: its input is ignored */
-    struct session_io io;
-    struct session_conn conn;    /* bytes and subject patterns held by this connection */
+    struct front_io io;
+    struct request_quota quota;      /* bytes and subject patterns held by this connection */
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
     unsigned refused_in_row;     /* streams refused by the rate limit since one was taken */
@@ -74,6 +77,8 @@ struct h2 {
     struct list reqs;            /* every req not yet closed */
     size_t nstreams;
 };
+
+static struct req *req_of(struct request *s) { return container_of(s, struct req, s); }
 
 static bool has_room(const struct h2 *h2, size_t n)
 {
@@ -106,11 +111,10 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
         return NGHTTP2_ERR_WOULDBLOCK;
     buf_append(h2->io.out, framehd, 9);
     uint8_t *dst = buf_reserve(h2->io.out, length);
-    if (r->s.stream && !r->poll) {
+    if (r->streaming) {
         stream_copy(r->s.stream, dst, length);
     } else {
-        /* A plain body (on_read_text): written straight from the shared file or our text. */
-        memcpy(dst, (r->file ? r->file->data : r->text) + r->text_off, length);
+        memcpy(dst, r->body + r->text_off, length);
         r->text_off += length;
         r->s.body_bytes = r->text_off;
     }
@@ -156,224 +160,82 @@ static ssize_t on_read_text(nghttp2_session *session, int32_t id, uint8_t *buf, 
     return (ssize_t)n;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
-#define HEADERS_MAX 16
-
-/* Appends the CORS headers for r to nv (n used so far); returns the new count. */
-static size_t add_cors(struct h2 *h2, struct req *r, nghttp2_nv *nv, size_t n, enum cors_kind kind)
+/* Submits head (as nghttp2_nv, nghttp2 copies them) with dp's body, or none. */
+static int submit(struct req *r, const struct request_head *head, nghttp2_data_provider *dp)
 {
-    struct cors_header ch[CORS_HEADERS_MAX];
-    size_t k = session_cors(&r->s, h2->io.env, h2->io.secure, kind, ch);
-    for (size_t i = 0; i < k && n < HEADERS_MAX; i++)
-        nv[n++] = (nghttp2_nv){(uint8_t *)ch[i].name, (uint8_t *)ch[i].value, ch[i].name_len,
-                               ch[i].value_len, NGHTTP2_NV_FLAG_NONE};
-    return n;
+    nghttp2_nv nv[REQUEST_HEAD_MAX + 1];
+    char status[4];
+    snprintf(status, sizeof(status), "%d", head->status);
+    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status),
+                         NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < head->n; i++)
+        nv[i + 1] = (nghttp2_nv){(uint8_t *)head->f[i].name, (uint8_t *)head->f[i].value,
+                                 head->f[i].name_len, head->f[i].value_len, NGHTTP2_NV_FLAG_NONE};
+    return nghttp2_submit_response(r->h2->session, r->s.stream_id, nv, head->n + 1, dp);
 }
 
-/* A whole response; takes body (malloc'ed); www (may be NULL) becomes www-authenticate. */
-static int respond_body(struct h2 *h2, struct req *r, int status, const char *ctype, char *body,
-                        size_t len_bytes, const char *www)
+static int on_respond(struct request *s, const struct request_head *head,
+                      struct request_body *body)
 {
-    char len[24];
-    r->text = body;
-    r->text_len = len_bytes;
-    snprintf(r->status, sizeof(r->status), "%d", status);
-    snprintf(len, sizeof(len), "%zu", r->text_len);
-    nghttp2_nv hdrs[HEADERS_MAX] = {
-        NV(":status", r->status),
-        NV("content-type", ctype),
-        NV("content-length", len),
-        NV("cache-control", "no-store"),
-        NV("x-request-id", r->s.request_id),
-    };
-    size_t n = 5;
-    if (www)
-        hdrs[n++] = (nghttp2_nv)NV("www-authenticate", www);
-    n = add_cors(h2, r, hdrs, n, CORS_ACTUAL);
+    struct req *r = req_of(s);
+    if (!body)
+        return submit(r, head, NULL);
+    r->text = body->owned;
+    r->file = body->file;
+    r->body = body->data;
+    r->text_len = body->len;
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_text};
-    r->answered = true;
-    r->s.status = status;
-    /* Paths without their query: it may carry an access_token. */
-    log_debug("conn %" PRIu64 " stream %d: %s %.*s -> %d", h2->io.conn_id, (int)r->id, r->s.method,
-              (int)strcspn(r->s.path, "?"), r->s.path, status);
-    /* 204 has no body. */
-    return nghttp2_submit_response(h2->session, r->id, hdrs, n, status == 204 ? NULL : &dp);
+    return submit(r, head, &dp);
 }
 
-/* A text/plain response of one line; www (may be NULL) becomes www-authenticate. */
-static int respond_text_www(struct h2 *h2, struct req *r, int status, const char *text,
-                            const char *www)
+static int on_start_stream(struct request *s, const struct request_head *head)
 {
-    size_t n = (size_t)snprintf(NULL, 0, "%s\n", text);
-    /* Charged, but never refused: one short line per stream, and max-streams bounds those. */
-    session_charge(&r->s, &h2->conn, n + 1, true);
-    char *body = mem_alloc(n + 1);
-    snprintf(body, n + 1, "%s\n", text);
-    return respond_body(h2, r, status, "text/plain; charset=utf-8", body, n, www);
-}
-
-static int respond_text(struct h2 *h2, struct req *r, int status, const char *text)
-{
-    return respond_text_www(h2, r, status, text, NULL);
-}
-
-/* The answer to a CORS preflight: 204 with the preflight headers, or 403. */
-static int respond_preflight(struct h2 *h2, struct req *r, int status)
-{
-    if (status != 204)
-        return respond_text(h2, r, status, "origin not allowed");
-    nghttp2_nv hdrs[HEADERS_MAX] = {NV(":status", "204"), NV("x-request-id", r->s.request_id)};
-    size_t n = add_cors(h2, r, hdrs, 2, CORS_PREFLIGHT);
-    r->answered = true;
-    r->s.status = 204;
-    return nghttp2_submit_response(h2->session, r->id, hdrs, n, NULL);
-}
-
-static int submit_events(struct h2 *h2, struct req *r)
-{
-    nghttp2_nv hdrs[HEADERS_MAX] = {
-        NV(":status", "200"),
-        NV("content-type", "text/event-stream"),
-        NV("cache-control", "no-cache"),
-        NV("x-accel-buffering", "no"),
-        NV("x-request-id", r->s.request_id),
-    };
-    size_t n = add_cors(h2, r, hdrs, 5, CORS_ACTUAL);
+    struct req *r = req_of(s);
     nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_read_events};
-    r->waiting = false;
-    r->answered = true;
-    r->s.status = 200;
-    return nghttp2_submit_response(h2->session, r->id, hdrs, n, &dp);
+    r->streaming = true;
+    return submit(r, head, &dp);
 }
 
-/* The long-poll's JSON answer, from what its stream has queued. */
-static int answer_poll(struct h2 *h2, struct req *r)
+static int on_reset(struct request *s, enum request_reset why)
 {
-    struct buf json;
-    buf_init(&json);
-    r->waiting = false;
-    if (session_poll_answer(&r->s, h2->io.env, &json) != 0) {
-        buf_dispose(&json);
-        return respond_text(h2, r, 503, "too many bytes queued on this connection, retry");
-    }
-    /* The buffer's bytes become the body; respond_body frees them with the req. */
-    return respond_body(h2, r, 200, "application/json", (char *)json.data, json.len, NULL);
+    struct req *r = req_of(s);
+    return nghttp2_submit_rst_stream(r->h2->session, NGHTTP2_FLAG_NONE, s->stream_id,
+                                     why == REQUEST_RESET_PROTOCOL ? NGHTTP2_PROTOCOL_ERROR
+                                                                   : NGHTTP2_INTERNAL_ERROR);
 }
 
-static void on_stream_wake(void *ctx)
+static void on_wake(struct request *s)
 {
-    struct req *r = ctx;
+    struct req *r = req_of(s);
     struct h2 *h2 = r->h2;
-    if (r->poll) {
-        if (r->waiting && session_poll_ready(&r->s) && answer_poll(h2, r) != 0)
-            nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
-                                      NGHTTP2_INTERNAL_ERROR);
-        h2->io.dirty(h2->io.dirty_ctx);
-        return;
-    }
-    if (r->waiting) {
-        if (stream_ready(r->s.stream) && submit_events(h2, r) != 0)
-            nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
-                                      NGHTTP2_INTERNAL_ERROR);
-        h2->io.dirty(h2->io.dirty_ctx);
-        return;
-    }
-    /*
-     * A stream ended while its client keeps its window shut can never send
-     * its final comment: reset it instead, which an EventSource also takes
-     * as "reconnect", so that nothing of it lingers.
-     */
-    if (stream_ended(r->s.stream) != STREAM_END_NONE &&
-        (nghttp2_session_get_stream_remote_window_size(h2->session, r->id) <= 0 ||
-         nghttp2_session_get_remote_window_size(h2->session) <= 0)) {
+    if (!r->streaming) {
+        /* A response waiting for its stream (the 200 held for NATS, a poll): nghttp2 queues. */
+        if (request_resume(s) != 0)
+            on_reset(s, REQUEST_RESET_INTERNAL);
+    } else if (stream_ended(s->stream) != STREAM_END_NONE &&
+               (nghttp2_session_get_stream_remote_window_size(h2->session, s->stream_id) <= 0 ||
+                nghttp2_session_get_remote_window_size(h2->session) <= 0)) {
+        /*
+         * A stream ended while its client keeps its window shut can never
+         * send its final comment: reset it instead, which an EventSource
+         * also takes as "reconnect", so that nothing of it lingers.
+         */
         log_debug("conn %" PRIu64 " stream %d: window shut; resetting ended stream",
-                  h2->io.conn_id, (int)r->id);
-        nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id, NGHTTP2_CANCEL);
+                  h2->io.conn_id, (int)s->stream_id);
+        nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, s->stream_id, NGHTTP2_CANCEL);
     } else {
-        nghttp2_session_resume_data(h2->session, r->id);
+        nghttp2_session_resume_data(h2->session, s->stream_id);
     }
     h2->io.dirty(h2->io.dirty_ctx);
 }
 
-static int respond_events(struct h2 *h2, struct req *r, const struct http_route *route)
-{
-    unsigned retry_ms;
-    if (route->kind == HTTP_EVENTS && !session_admit_stream(&r->s, h2->io.env, &retry_ms)) {
-        /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
-        size_t n;
-        char *body = session_refusal(retry_ms, &n);
-        session_charge(&r->s, &h2->conn, n + 1, true);
-        return respond_body(h2, r, 200, "text/event-stream", body, n, NULL);
-    }
-    const char *text;
-    int status = session_open_stream(&r->s, h2->io.env, &h2->conn, route, on_stream_wake, r,
-                                     h2->io.conn_id, r->id, &text);
-    if (status != 0)
-        return respond_text(h2, r, status, text);
-    log_debug("conn %" PRIu64 " stream %d: GET %.*s -> 200 (%zu subjects)", h2->io.conn_id,
-              (int)r->id, (int)strcspn(r->s.path, "?"), r->s.path, route->nsubjects);
-    /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
-    r->waiting = true;
-    r->poll = route->kind == HTTP_POLL;
-    if (r->poll)
-        return session_poll_ready(&r->s) ? answer_poll(h2, r) : 0;
-    return stream_ready(r->s.stream) ? submit_events(h2, r) : 0;
-}
-
-static int finish_publish(struct h2 *h2, struct req *r)
-{
-    const char *text;
-    int status = session_publish(&r->s, h2->io.env, &text);
-    return respond_text(h2, r, status, text);
-}
-
-static int handle_request(struct h2 *h2, struct req *r)
-{
-    session_req_ensure_id(&r->s);
-    if (r->s.header_too_long) {
-        metrics_add(&h2->io.env->stats->header_bytes, 1);
-        return respond_text(h2, r, 431, "request header too large");
-    }
-    if (!r->s.method || !r->s.path)
-        return nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, r->id,
-                                         NGHTTP2_PROTOCOL_ERROR);
-    int status;
-    if (session_preflight(&r->s, h2->io.env, h2->io.secure, &status))
-        return respond_preflight(h2, r, status);
-    struct http_route route;
-    http_route(&route, r->s.method, strlen(r->s.method), r->s.path, strlen(r->s.path));
-    if (route.kind != HTTP_ERROR) {
-        char www[256];
-        const char *text;
-        status = session_admit(&r->s, h2->io.env, &route, h2->io.secure, www, sizeof(www), &text);
-        if (status != 0) {
-            http_route_dispose(&route);
-            return respond_text_www(h2, r, status, text, status == 401 ? www : NULL);
-        }
-    }
-    if (route.kind == HTTP_FILE) {
-        int rc = session_file(h2->io.env, route.file, &r->file);
-        const char *ctype = http_content_type(route.file);
-        http_route_dispose(&route);
-        if (rc == ERR_AGAIN)
-            return respond_text(h2, r, 503, "busy, retry");
-        if (rc != 0)
-            return respond_text(h2, r, 404, "not found");
-        /* Sent from the worker's shared copy: nothing of it is this request's own. */
-        return respond_body(h2, r, 200, ctype, NULL, r->file->len, NULL);
-    }
-    if (route.kind == HTTP_PUBLISH) {
-        /* Answered when the body is complete (on_data_chunk, on_frame_recv). */
-        r->s.publish = mem_alloc(sizeof(route));
-        *r->s.publish = route;
-        return 0;
-    }
-    int rv = route.kind == HTTP_EVENTS || route.kind == HTTP_POLL
-                 ? respond_events(h2, r, &route)
-                 : respond_text(h2, r, route.status, route.reason);
-    http_route_dispose(&route);
-    return rv;
-}
+static const struct request_front front = {
+    .protocol = "h2",
+    .respond = on_respond,
+    .start_stream = on_start_stream,
+    .wake = on_wake,
+    .reset = on_reset,
+};
 
 /* Token bucket: stream-rate per second, bursting up to the same number. */
 static bool take_stream_token(struct h2 *h2)
@@ -468,8 +330,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     struct req *r = mem_calloc(1, sizeof(*r));
     r->h2 = h2;
-    r->id = id;
-    session_req_init(&r->s);
+    request_init(&r->s, &front, &h2->io, &h2->quota, id);
     list_insert_tail(&h2->reqs, &r->node);
     nghttp2_session_set_stream_user_data(session, id, r);
     h2->nstreams++;
@@ -481,13 +342,12 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      void *user)
 {
     (void)flags;
-    struct h2 *h2 = user;
+    (void)user;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct req *r = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
     if (r)
-        session_req_header(&r->s, h2->io.env, (const char *)name, namelen, (const char *)value,
-                           valuelen);
+        request_header(&r->s, (const char *)name, namelen, (const char *)value, valuelen);
     return 0;
 }
 
@@ -495,21 +355,11 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id,
                          const uint8_t *data, size_t len, void *user)
 {
     (void)flags;
-    struct h2 *h2 = user;
+    (void)user;
     struct req *r = nghttp2_session_get_stream_user_data(session, id);
     /* A body on anything but a pending publish (a GET with a body) is dropped. */
-    if (!r || !r->s.publish || r->answered)
-        return 0;
-    if (r->s.body.len + len > h2->io.env->cfg->max_publish_bytes) {
-        respond_text(h2, r, 413, "body larger than max-publish-bytes");
-        return 0;
-    }
-    /* Bodies being received on many streams at once share the connection's and worker's caps. */
-    if (!session_charge(&r->s, &h2->conn, len, false)) {
-        respond_text(h2, r, 503, "too many bytes buffered on this connection, retry");
-        return 0;
-    }
-    buf_append(&r->s.body, data, len);
+    if (r)
+        request_body(&r->s, data, len);
     return 0;
 }
 
@@ -524,12 +374,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         return 0;
     int rv = 0;
     if (request)
-        rv = handle_request(h2, r);
-    if (rv == 0 && body_end && r->s.publish && !r->answered)
-        rv = finish_publish(h2, r);
+        rv = request_process(&r->s);
+    if (rv == 0 && body_end)
+        rv = request_body_end(&r->s);
     if (rv != 0) {
-        log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->io.conn_id, (int)r->id,
-                 nghttp2_strerror(rv));
+        log_warn("conn %" PRIu64 " stream %d: cannot respond: %s", h2->io.conn_id,
+                 (int)r->s.stream_id, nghttp2_strerror(rv));
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return 0;
@@ -557,7 +407,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 static void free_req(struct h2 *h2, struct req *r)
 {
     list_remove(&r->node);
-    session_req_dispose(&r->s, "h2", h2->io.peer);
+    request_dispose(&r->s);
     free(r->text);
     filecache_unref(h2->io.env->files, r->file);
     free(r);
@@ -576,14 +426,14 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     return 0;
 }
 
-struct h2 *h2_new(const struct session_io *io)
+static void *h2_new(const struct front_io *io)
 {
-    const struct session_env *env = io->env;
+    const struct request_env *env = io->env;
     struct h2 *h2 = mem_calloc(1, sizeof(*h2));
     h2->io = *io;
     h2->tokens = env->cfg->stream_rate;
     h2->tokens_at = stream_now_s();
-    session_conn_init(&h2->conn, env, io->conn_id);
+    request_quota_init(&h2->quota, env, io->conn_id);
     list_init(&h2->reqs);
 
     nghttp2_session_callbacks *cbs;
@@ -623,20 +473,22 @@ struct h2 *h2_new(const struct session_io *io)
     return h2;
 }
 
-void h2_free(struct h2 *h2)
+static void h2_free(void *f)
 {
+    struct h2 *h2 = f;
     if (!h2)
         return;
     /* nghttp2_session_del() calls no callbacks: streams still open are freed here. */
     while (!list_empty(&h2->reqs))
         free_req(h2, container_of(h2->reqs.next, struct req, node));
-    session_conn_dispose(&h2->conn);
+    request_quota_dispose(&h2->quota);
     nghttp2_session_del(h2->session);
     free(h2);
 }
 
-int h2_recv(struct h2 *h2, const uint8_t *data, size_t len)
+static int h2_recv(void *f, const uint8_t *data, size_t len)
 {
+    struct h2 *h2 = f;
     if (h2->bad_preface)
         return 0;
     ssize_t n = nghttp2_session_mem_recv(h2->session, data, len);
@@ -661,8 +513,9 @@ int h2_recv(struct h2 *h2, const uint8_t *data, size_t len)
     return 0;
 }
 
-int h2_fill(struct h2 *h2)
+static int h2_fill(void *f)
 {
+    struct h2 *h2 = f;
     int rv = nghttp2_session_send(h2->session);
     if (rv != 0) {
         log_info("conn %" PRIu64 ": closing: %s", h2->io.conn_id, nghttp2_strerror(rv));
@@ -671,18 +524,42 @@ int h2_fill(struct h2 *h2)
     return 0;
 }
 
-bool h2_finished(const struct h2 *h2)
+static bool h2_finished(const void *f)
 {
+    const struct h2 *h2 = f;
     return !nghttp2_session_want_read(h2->session) && !nghttp2_session_want_write(h2->session);
 }
 
-size_t h2_streams(const struct h2 *h2) { return h2->nstreams; }
-
-void h2_shutdown_notice(struct h2 *h2) { nghttp2_submit_shutdown_notice(h2->session); }
-
-void h2_goaway(struct h2 *h2)
+static bool h2_unread_input(const void *f)
 {
+    (void)f; /* nghttp2 reads every frame to its end */
+    return false;
+}
+
+static size_t h2_streams(const void *f) { return ((const struct h2 *)f)->nstreams; }
+
+static void h2_shutdown_notice(void *f)
+{
+    nghttp2_submit_shutdown_notice(((struct h2 *)f)->session);
+}
+
+static void h2_goaway(void *f)
+{
+    struct h2 *h2 = f;
     nghttp2_submit_goaway(h2->session, NGHTTP2_FLAG_NONE,
                           nghttp2_session_get_last_proc_stream_id(h2->session), NGHTTP2_NO_ERROR,
                           NULL, 0);
 }
+
+const struct front_ops h2_front_ops = {
+    .name = "h2",
+    .new = h2_new,
+    .free = h2_free,
+    .recv = h2_recv,
+    .fill = h2_fill,
+    .finished = h2_finished,
+    .unread_input = h2_unread_input,
+    .streams = h2_streams,
+    .shutdown_notice = h2_shutdown_notice,
+    .goaway = h2_goaway,
+};

@@ -1,5 +1,13 @@
 /*
- * http1: HTTP/1.1 server connection (see http1.h).
+ * http1: the HTTP/1.1 front end (see http1.h).
+ *
+ * It frames requests and their bodies and hands each request to the
+ * request pipeline (request.h), which decides everything about it; the
+ * pipeline's answers come back through `front` (on_respond,
+ * on_start_stream) as a head of fields, serialised here with this
+ * connection's own connection and transfer-encoding fields. A stream's
+ * wake only marks the connection dirty: its head, a poll's answer and its
+ * chunks are written by http1_fill(), never while a write is pending.
  *
  * States: reading a head; reading a publish body; streaming an SSE
  * response. Pipelined requests wait in `in` until the current response is
@@ -35,14 +43,13 @@
 #include <string.h>
 
 #include "sluice/config.h"
-#include "sluice/cors.h"
 #include "sluice/err.h"
 #include "sluice/filecache.h"
 #include "sluice/h1.h"
-#include "sluice/http.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
+#include "sluice/request.h"
 #include "sluice/stream.h"
 
 #define CHUNK_MAX 16384           /* bytes of stream data per chunk */
@@ -52,21 +59,21 @@
 enum state { READ_HEAD, READ_BODY, STREAM };
 
 struct http1 {
-    struct session_io io;
-    struct session_conn conn; /* bytes and subject patterns held by this connection */
+    struct front_io io;
+    struct request_quota quota;  /* bytes and subject patterns held by this connection */
     struct buf in;            /* received, not yet consumed */
     struct h1_parser parser;
     enum state state;
-    struct session_req req;   /* the request in progress */
+    struct request req;       /* the request in progress */
     bool active;              /* req holds a request */
     bool keep_alive;          /* of the request in progress */
     bool chunked_out;         /* the SSE response is chunked (HTTP/1.1); else close-delimited */
     bool head_sent;           /* of the SSE response */
-    bool poll;                /* the request in progress is a long-poll */
     bool close;               /* close once out is written */
     bool draining;
     bool body_active;         /* a request body is being read (its response may be out already) */
-    bool body_keep;           /* that body is a publish's, kept in req.body; else dropped */
+    bool body_keep;           /* that body is a publish's, handed to the pipeline; else dropped */
+    bool expect_continue;     /* the request announced a body with Expect: 100-continue */
     bool drop_input;          /* a body was not read: input is dropped unparsed, close after */
     struct h1_body_reader body;
     const char *rest;         /* a plain response body not yet in out; NULL when none */
@@ -75,44 +82,48 @@ struct http1 {
     size_t rest_off, rest_len; /* bytes; rest_off < rest_len while rest != NULL */
 };
 
-#define FIELDS_MAX 40 /* name, value, …, NULL */
+static struct http1 *http1_of(struct request *r) { return container_of(r, struct http1, req); }
+
+#define HEAD_BYTES 2048
 
 /*
- * Writes the head: fields (name, value, …, NULL), then the CORS headers of
- * the request (kind), then the blank line.
+ * Writes the head: the pipeline's fields, then this connection's own
+ * (name, value, …, NULL: connection, transfer-encoding), then the blank
+ * line. Values are copied to be NUL-terminated for h1_format_head.
  */
-static void append_head(struct http1 *h, int status, const char *const *fields,
-                        enum cors_kind kind)
+static void append_head(struct http1 *h, const struct request_head *head,
+                        const char *const *own)
 {
-    const char *all[FIELDS_MAX];
-    char cors[CORS_HEADERS_MAX][2][256];
-    size_t n = 0;
-    for (; fields[n] && n < FIELDS_MAX - 2 * CORS_HEADERS_MAX - 1; n++)
-        all[n] = fields[n];
-    struct cors_header ch[CORS_HEADERS_MAX];
-    size_t k = h->active ? session_cors(&h->req, h->io.env, h->io.secure, kind, ch) : 0;
-    for (size_t i = 0; i < k; i++) {
-        snprintf(cors[i][0], sizeof(cors[i][0]), "%.*s", (int)ch[i].name_len, ch[i].name);
-        snprintf(cors[i][1], sizeof(cors[i][1]), "%.*s", (int)ch[i].value_len, ch[i].value);
-        all[n++] = cors[i][0];
-        all[n++] = cors[i][1];
+    const char *all[2 * (REQUEST_HEAD_MAX + 4) + 1];
+    char text[HEAD_BYTES];
+    size_t n = 0, used = 0;
+    for (size_t i = 0; i < head->n; i++) {
+        const struct request_field *f = &head->f[i];
+        int k = snprintf(text + used, sizeof(text) - used, "%.*s", (int)f->value_len, f->value);
+        if (k < 0 || (size_t)k >= sizeof(text) - used)
+            break;
+        all[n++] = f->name;
+        all[n++] = text + used;
+        used += (size_t)k + 1;
+    }
+    for (; own[0] && n < 2 * (REQUEST_HEAD_MAX + 3); own += 2) {
+        all[n++] = own[0];
+        all[n++] = own[1];
     }
     all[n] = NULL;
-    fields = all;
-    char head[2048];
-    int len = h1_format_head(head, sizeof(head), status, fields);
+    char out[HEAD_BYTES];
+    int len = h1_format_head(out, sizeof(out), head->status, all);
     if (len < 0) /* a field we made ourselves cannot be invalid; keep the connection honest */
-        len = h1_format_head(head, sizeof(head), 500, (const char *const[]){"content-length", "0", NULL});
-    buf_append(h->io.out, head, (size_t)len);
+        len = h1_format_head(out, sizeof(out), 500, (const char *const[]){"content-length", "0", NULL});
+    buf_append(h->io.out, out, (size_t)len);
 }
 
 /* Ends the request in progress: access log, then the next one may start. */
 static void finish(struct http1 *h)
 {
-    session_req_dispose(&h->req, "http/1.1", h->io.peer);
+    request_dispose(&h->req);
     h->active = false;
     h->head_sent = false;
-    h->poll = false;
     h->state = READ_HEAD;
     h1_parser_init(&h->parser, NULL);
     if (!h->keep_alive || h->draining)
@@ -146,126 +157,114 @@ static void write_rest(struct http1 *h)
 
 /*
  * A plain response body: what out has room for now, the rest kept for
- * http1_fill(). owned (may be NULL) is body's own malloc'ed block, taken;
- * file (may be NULL) is the shared file body lies in, whose reference is
- * taken; otherwise body is borrowed and copied.
+ * http1_fill(). Takes body's owned block and file reference; a borrowed
+ * body is copied.
  */
-static void append_body(struct http1 *h, const char *body, size_t n, char *owned,
-                        struct filecache_entry *file)
+static void append_body(struct http1 *h, const struct request_body *body)
 {
     size_t pending = buf_pending(h->io.out);
     size_t room = pending < h->io.out_max ? h->io.out_max - pending : 0;
+    size_t n = body->len;
     if (n <= SMALL_BODY || n <= room) {
-        buf_append(h->io.out, body, n);
-        free(owned);
-        filecache_unref(h->io.env->files, file);
+        buf_append(h->io.out, body->data, n);
+        free(body->owned);
+        filecache_unref(h->io.env->files, body->file);
         return;
     }
-    if (owned || file) {
-        h->rest = body;
-        h->rest_owned = owned;
-        h->rest_file = file;
+    if (body->owned || body->file) {
+        h->rest = body->data;
+        h->rest_owned = body->owned;
+        h->rest_file = body->file;
     } else {
         h->rest = h->rest_owned = mem_alloc(n);
-        memcpy(h->rest_owned, body, n);
+        memcpy(h->rest_owned, body->data, n);
     }
     h->rest_off = 0;
     h->rest_len = n;
     write_rest(h);
 }
 
-/*
- * A whole response; www (may be NULL) becomes www-authenticate. 204 has no
- * body. owned, file: as for append_body().
- */
-static void respond_owned(struct http1 *h, int status, const char *ctype, const char *body,
-                          size_t n, char *owned, struct filecache_entry *file, const char *www)
+static void stop_reading(struct http1 *h, const char *why);
+
+static int on_respond(struct request *r, const struct request_head *head,
+                      struct request_body *body)
 {
-    char len[24];
-    snprintf(len, sizeof(len), "%zu", n);
-    const char *fields[] = {
-        "content-type", ctype,
-        "content-length", len,
-        "cache-control", "no-store",
-        "x-request-id", h->req.request_id ? h->req.request_id : "-",
-        "connection", h->keep_alive && !h->draining ? "keep-alive" : "close",
-        www ? "www-authenticate" : NULL, www,
-        NULL,
-    };
-    append_head(h, status, fields, status == 204 ? CORS_PREFLIGHT : CORS_ACTUAL);
-    append_body(h, body, n, owned, file);
-    h->req.status = status;
-    h->req.body_bytes = (uint64_t)n;
-    /* Paths without their query: it may carry an access_token. */
-    const char *path = h->req.path ? h->req.path : "-";
-    log_debug("conn %" PRIu64 ": %s %.*s -> %d", h->io.conn_id, h->req.method ? h->req.method : "-",
-              (int)strcspn(path, "?"), path, status);
+    struct http1 *h = http1_of(r);
+    if (h->body_active && h->body_keep) {
+        /* A publish answered before its body is read was refused. */
+        if (h->state == READ_BODY) {
+            /* Partway: the rest of the body cannot be framed as requests. */
+            h->body_active = false;
+            h->keep_alive = false;
+            h->drop_input = true;
+        } else if (h->expect_continue) {
+            /* Not sent until 100 Continue, which it will never get. */
+            stop_reading(h, "publish refused before 100 Continue");
+        } else {
+            h->body_keep = false; /* read and dropped */
+        }
+    }
+    const char *own[] = {"connection", h->keep_alive && !h->draining ? "keep-alive" : "close",
+                         NULL};
+    append_head(h, head, own);
+    if (body) {
+        append_body(h, body);
+        r->body_bytes = (uint64_t)body->len;
+    }
     finish(h);
+    return 0;
 }
 
-static void respond_body(struct http1 *h, int status, const char *ctype, const void *body,
-                         size_t n, const char *www)
+static int on_start_stream(struct request *r, const struct request_head *head)
 {
-    respond_owned(h, status, ctype, body, n, NULL, NULL, www);
-}
-
-static void respond_text_www(struct http1 *h, int status, const char *text, const char *www)
-{
-    char body[200];
-    int n = status == 204 ? 0 : snprintf(body, sizeof(body), "%s\n", text);
-    respond_body(h, status, "text/plain; charset=utf-8", body, (size_t)n, www);
-}
-
-static void respond_text(struct http1 *h, int status, const char *text)
-{
-    respond_text_www(h, status, text, NULL);
-}
-
-static void answer_poll(struct http1 *h)
-{
-    struct buf json;
-    buf_init(&json);
-    if (session_poll_answer(&h->req, h->io.env, &json) == 0)
-        respond_body(h, 200, "application/json", json.data, json.len, NULL);
-    else
-        respond_text(h, 503, "too many bytes queued on this connection, retry");
-    buf_dispose(&json);
-}
-
-static void send_stream_head(struct http1 *h)
-{
+    struct http1 *h = http1_of(r);
     /* HTTP/1.0 has no chunked encoding: the body then ends when the connection does. */
-    const char *fields[] = {
-        "content-type", "text/event-stream",
-        "cache-control", "no-cache",
-        "x-accel-buffering", "no",
-        "x-request-id", h->req.request_id,
+    const char *own[] = {
         "connection", h->keep_alive && h->chunked_out ? "keep-alive" : "close",
         h->chunked_out ? "transfer-encoding" : NULL, "chunked",
         NULL,
     };
     if (!h->chunked_out)
         h->keep_alive = false;
-    append_head(h, 200, fields, CORS_ACTUAL);
-    h->req.status = 200;
+    append_head(h, head, own);
     h->head_sent = true;
+    return 0;
 }
 
-static void on_stream_wake(void *ctx)
+static void on_wake(struct request *r)
 {
-    struct http1 *h = ctx;
+    /* Written by http1_fill(): never while a write of out is pending. */
+    struct http1 *h = http1_of(r);
     h->io.dirty(h->io.dirty_ctx);
 }
+
+static int on_reset(struct request *r, enum request_reset why)
+{
+    (void)why; /* HTTP/1.1 has no stream to reset: the connection ends */
+    struct http1 *h = http1_of(r);
+    h->keep_alive = false;
+    h->drop_input = true;
+    finish(h);
+    return 0;
+}
+
+static const struct request_front front = {
+    .protocol = "http/1.1",
+    .respond = on_respond,
+    .start_stream = on_start_stream,
+    .wake = on_wake,
+    .reset = on_reset,
+};
 
 /* Copies a whole request head's interesting parts into req (the buffer moves on). */
 static void take_head(struct http1 *h, const struct h1_request *rq)
 {
-    session_req_init(&h->req);
+    request_init(&h->req, &front, &h->io, &h->quota, 0);
     h->active = true;
     h->keep_alive = rq->keep_alive;
     h->chunked_out = rq->minor >= 1;
-    session_req_header(&h->req, h->io.env, ":method", 7, rq->method.p, rq->method.len);
-    session_req_header(&h->req, h->io.env, ":path", 5, rq->target.p, rq->target.len);
+    request_header(&h->req, ":method", 7, rq->method.p, rq->method.len);
+    request_header(&h->req, ":path", 5, rq->target.p, rq->target.len);
     for (size_t i = 0; i < rq->nheaders; i++) {
         char name[32];
         const struct h1_header *f = &rq->headers[i];
@@ -274,13 +273,11 @@ static void take_head(struct http1 *h, const struct h1_request *rq)
         for (size_t k = 0; k < f->name.len; k++)
             name[k] = (char)((f->name.p[k] >= 'A' && f->name.p[k] <= 'Z') ? f->name.p[k] + 32
                                                                          : f->name.p[k]);
-        session_req_header(&h->req, h->io.env, name, f->name.len, f->value.p, f->value.len);
+        request_header(&h->req, name, f->name.len, f->value.p, f->value.len);
     }
     /* RFC 9112 3.2.2: an absolute-form target's authority replaces Host (the Host rule reads it). */
     if (rq->authority.p)
-        session_req_header(&h->req, h->io.env, ":authority", 10, rq->authority.p,
-                           rq->authority.len);
-    session_req_ensure_id(&h->req);
+        request_header(&h->req, ":authority", 10, rq->authority.p, rq->authority.len);
 }
 
 /*
@@ -338,125 +335,63 @@ static void expect_body(struct http1 *h, const struct h1_request *rq, bool keep,
 static void start_request(struct http1 *h, const struct h1_request *rq)
 {
     take_head(h, rq);
+    h->expect_continue = rq->expect_continue && rq->body != H1_BODY_NONE;
+    uint64_t max = HTTP1_DISCARD_MAX;
+    bool publish = false;
     if (h->req.header_too_long) {
-        metrics_add(&h->io.env->stats->header_bytes, 1);
         h->keep_alive = false;
         h->drop_input = true;
-        respond_text(h, 431, "request header too large");
-        return;
-    }
-    /* Routing is pure, so the body's fate is known before any answer names the connection's. */
-    struct http_route route;
-    http_route(&route, h->req.method, strlen(h->req.method), h->req.path, strlen(h->req.path));
-    bool publish = route.kind == HTTP_PUBLISH;
-    expect_body(h, rq, publish, publish ? h->io.env->cfg->max_publish_bytes : HTTP1_DISCARD_MAX);
-    int status;
-    if (session_preflight(&h->req, h->io.env, h->io.secure, &status)) {
-        respond_text(h, status, status == 204 ? "" : "origin not allowed");
-        http_route_dispose(&route);
-        return;
-    }
-    if (route.kind != HTTP_ERROR) {
-        char www[256];
-        const char *text;
-        status = session_admit(&h->req, h->io.env, &route, h->io.secure, www, sizeof(www), &text);
-        if (status != 0) {
-            /* A refused publish's body is read and dropped; one not sent until 100 is never. */
-            if (publish && rq->body != H1_BODY_NONE && rq->expect_continue)
-                stop_reading(h, "publish refused before 100 Continue");
-            h->body_keep = false;
-            respond_text_www(h, status, text, status == 401 ? www : NULL);
-            http_route_dispose(&route);
-            return;
-        }
-    }
-    unsigned retry_ms;
-    if (route.kind == HTTP_EVENTS && !session_admit_stream(&h->req, h->io.env, &retry_ms)) {
-        /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
-        size_t n;
-        char *body = session_refusal(retry_ms, &n);
-        respond_body(h, 200, "text/event-stream", body, n, NULL);
-        free(body);
-    } else if (route.kind == HTTP_EVENTS || route.kind == HTTP_POLL) {
-        const char *text;
-        status = session_open_stream(&h->req, h->io.env, &h->conn, &route, on_stream_wake, h,
-                                     h->io.conn_id, 0, &text);
-        if (status != 0) {
-            respond_text(h, status, text);
-            http_route_dispose(&route);
-            return;
-        }
-        h->state = STREAM;
-        h->poll = route.kind == HTTP_POLL;
-        if (h->poll && session_poll_ready(&h->req))
-            answer_poll(h);
-        else if (!h->poll && stream_ready(h->req.stream))
-            send_stream_head(h);
-    } else if (route.kind == HTTP_FILE) {
-        struct filecache_entry *file = NULL;
-        int rc = session_file(h->io.env, route.file, &file);
-        if (rc == 0)
-            respond_owned(h, 200, http_content_type(route.file), file->data, file->len, NULL,
-                          file, NULL);
-        else if (rc == ERR_AGAIN)
-            respond_text(h, 503, "busy, retry");
-        else
-            respond_text(h, 404, "not found");
-    } else if (route.kind == HTTP_PUBLISH) {
-        if (h->drop_input) {
-            respond_text(h, 413, "body larger than max-publish-bytes");
-        } else {
-            h->req.publish = mem_alloc(sizeof(route));
-            *h->req.publish = route;
-            memset(&route, 0, sizeof(route));
-            h->state = READ_BODY; /* an empty body is published by process() at once */
-            if (rq->expect_continue)
-                buf_append(h->io.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        }
     } else {
-        respond_text(h, route.status, route.reason);
+        /* Routing is pure, so the body's fate is known before any answer names the connection's. */
+        publish = request_wants_body(&h->req, &max);
+        expect_body(h, rq, publish, publish ? max : HTTP1_DISCARD_MAX);
     }
-    http_route_dispose(&route);
+    request_process(&h->req);
+    if (!h->active)
+        return; /* answered */
+    if (h->req.stream) {
+        h->state = STREAM; /* its head or answer waits for NATS, or streams */
+        return;
+    }
+    if (request_publishing(&h->req)) {
+        if (h->drop_input) {
+            request_fail(&h->req, 413, "body larger than max-publish-bytes");
+            return;
+        }
+        h->state = READ_BODY; /* an empty body is published by process() at once */
+        if (rq->expect_continue)
+            buf_append(h->io.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
 }
 
 /*
- * Consumes body bytes from in: a publish's into req.body, published and
- * answered when complete; any other is dropped where it lies (decoded in
- * place). ERR_PROTO when the body is malformed or too large: then the
- * connection stops reading.
+ * Consumes body bytes from in, decoded where they lie: a publish's handed
+ * to the pipeline, published and answered when complete; any other
+ * dropped. ERR_PROTO when the body is malformed, too large or refused:
+ * then the connection stops reading.
  */
 static int read_body(struct http1 *h)
 {
     char *in = (char *)h->in.data + h->in.off;
     size_t avail = buf_pending(&h->in), used = 0, made = 0;
-    char *out = h->body_keep ? (char *)buf_reserve(&h->req.body, avail) : in;
-    int rc = h1_body_read(&h->body, in, avail, &used, out, &made);
-    if (h->body_keep)
-        h->req.body.len += made;
+    int rc = h1_body_read(&h->body, in, avail, &used, in, &made);
+    /* Refused (connection's or worker's bytes full): answered, and on_respond stops reading. */
+    bool refused = h->body_keep && made && request_body(&h->req, in, made) != 0;
     buf_consume(&h->in, used);
-    /* A publish body waiting in memory shares the connection's and worker's caps, as on h2. */
-    if (h->body_keep && made && !session_charge(&h->req, &h->conn, made, false)) {
-        h->body_active = false;
-        h->keep_alive = false;
-        h->drop_input = true; /* the rest of the body cannot be framed as requests */
-        respond_text(h, 503, "too many bytes buffered, retry");
+    if (refused)
         return ERR_PROTO;
-    }
     if (rc == ERR_AGAIN)
         return 0;
     h->body_active = false;
     if (rc == 0) {
-        if (h->body_keep) {
-            const char *text;
-            int status = session_publish(&h->req, h->io.env, &text);
-            respond_text(h, status, text);
-        }
+        if (h->body_keep)
+            request_body_end(&h->req);
         return 0;
     }
     if (h->body_keep) {
         h->keep_alive = false;
         h->drop_input = true;
-        respond_text(h, h->body.status, h->body.reason);
+        request_fail(&h->req, h->body.status, h->body.reason);
     } else {
         /* The response may be out already; the connection cannot go on. */
         stop_reading(h, h->body.reason);
@@ -489,12 +424,11 @@ static int process(struct http1 *h)
         if (rc == ERR_AGAIN)
             return 0;
         if (rc != 0) {
-            session_req_init(&h->req);
+            request_init(&h->req, &front, &h->io, &h->quota, 0);
             h->active = true;
             h->keep_alive = false;
             h->drop_input = true;
-            session_req_ensure_id(&h->req);
-            respond_text(h, h->parser.status, h->parser.reason);
+            request_fail(&h->req, h->parser.status, h->parser.reason);
             return 0;
         }
         /* start_request() copies what it keeps of the head: the bytes can go after it. */
@@ -507,30 +441,32 @@ static int process(struct http1 *h)
     return 0;
 }
 
-struct http1 *http1_new(const struct session_io *io)
+static void *http1_new(const struct front_io *io)
 {
     struct http1 *h = mem_calloc(1, sizeof(*h));
     h->io = *io;
-    session_conn_init(&h->conn, io->env, io->conn_id);
+    request_quota_init(&h->quota, io->env, io->conn_id);
     buf_init(&h->in);
     h1_parser_init(&h->parser, NULL);
     return h;
 }
 
-void http1_free(struct http1 *h)
+static void http1_free(void *f)
 {
+    struct http1 *h = f;
     if (!h)
         return;
     if (h->active)
-        session_req_dispose(&h->req, "http/1.1", h->io.peer);
-    session_conn_dispose(&h->conn);
+        request_dispose(&h->req);
+    request_quota_dispose(&h->quota);
     buf_dispose(&h->in);
     drop_rest(h);
     free(h);
 }
 
-int http1_recv(struct http1 *h, const uint8_t *data, size_t len)
+static int http1_recv(void *f, const uint8_t *data, size_t len)
 {
+    struct http1 *h = f;
     /* After a body that was not read, nothing the client sends can be framed: dropped. */
     if (h->close || h->drop_input)
         return 0;
@@ -542,8 +478,9 @@ int http1_recv(struct http1 *h, const uint8_t *data, size_t len)
     return process(h);
 }
 
-int http1_fill(struct http1 *h)
+static int http1_fill(void *f)
 {
+    struct http1 *h = f;
     if (h->rest) {
         write_rest(h);
         if (h->rest)
@@ -554,17 +491,16 @@ int http1_fill(struct http1 *h)
         process(h);
         return 0;
     }
-    if (h->poll) {
-        if (session_poll_ready(&h->req)) {
-            answer_poll(h);
-            process(h);
-        }
-        return 0;
-    }
     if (!h->head_sent) {
-        if (!stream_ready(h->req.stream))
+        /* The SSE head, or a poll's whole answer, once the stream is ready. */
+        request_resume(&h->req);
+        if (!h->active) {
+            /* A pipelined request may have waited for this answer. */
+            process(h);
             return 0;
-        send_stream_head(h);
+        }
+        if (!h->head_sent)
+            return 0;
     }
     for (;;) {
         size_t pending = buf_pending(h->io.out);
@@ -600,19 +536,46 @@ int http1_fill(struct http1 *h)
     }
 }
 
-bool http1_finished(const struct http1 *h) { return h->close && !h->rest; }
-
-bool http1_unread_input(const struct http1 *h)
+static bool http1_finished(const void *f)
 {
+    const struct http1 *h = f;
+    return h->close && !h->rest;
+}
+
+static bool http1_unread_input(const void *f)
+{
+    const struct http1 *h = f;
     /* Also a body still being dropped when the connection ends (HTTP/1.0, Connection: close). */
     return h->drop_input || h->body_active;
 }
 
-size_t http1_streams(const struct http1 *h) { return h->state == STREAM ? 1 : 0; }
-
-void http1_goaway(struct http1 *h)
+static size_t http1_streams(const void *f)
 {
+    return ((const struct http1 *)f)->state == STREAM ? 1 : 0;
+}
+
+static void http1_shutdown_notice(void *f)
+{
+    (void)f; /* HTTP/1.1 has no way to announce a drain before it happens */
+}
+
+static void http1_goaway(void *f)
+{
+    struct http1 *h = f;
     h->draining = true;
     if (!h->active)
         h->close = true;
 }
+
+const struct front_ops http1_front_ops = {
+    .name = "http/1.1",
+    .new = http1_new,
+    .free = http1_free,
+    .recv = http1_recv,
+    .fill = http1_fill,
+    .finished = http1_finished,
+    .unread_input = http1_unread_input,
+    .streams = http1_streams,
+    .shutdown_notice = http1_shutdown_notice,
+    .goaway = http1_goaway,
+};

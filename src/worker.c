@@ -279,15 +279,15 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.loop = w->loop;
     w->env.tls = tls;
     w->env.guard = guard;
-    w->env.session.auth = auth;
-    w->env.session.cors = cors;
-    w->env.session.stats = &w->env.stats.session;
-    w->env.session.admission = admission;
+    w->env.requests.auth = auth;
+    w->env.requests.cors = cors;
+    w->env.requests.stats = &w->env.stats.requests;
+    w->env.requests.admission = admission;
     list_init(&w->env.all);
     list_init(&w->env.dirty);
-    w->env.session.cfg = cfg;
-    w->env.session.streams = &w->streams;
-    w->env.session.files = filecache_new(cfg->file_cache_bytes);
+    w->env.requests.cfg = cfg;
+    w->env.requests.streams = &w->streams;
+    w->env.requests.files = filecache_new(cfg->file_cache_bytes);
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     ev_io_start(w->loop, &w->accept_io);
@@ -330,7 +330,7 @@ int worker_start(struct worker *w, struct bus *bus)
 {
     w->fanout = fanout_new(bus, w->index, stream_on_event, stream_on_ready,
                            stream_on_replayed);
-    w->env.session.bus = bus;
+    w->env.requests.bus = bus;
     w->streams.fanout = w->fanout;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
         log_error("worker %zu: cannot start thread: %s", w->index, strerror(errno));
@@ -362,7 +362,7 @@ void worker_free(struct worker *w)
     free(w->inbox);
     free(w->draining);
     fanout_free(w->fanout);
-    filecache_free(w->env.session.files); /* after the connections: their responses held entries */
+    filecache_free(w->env.requests.files); /* after the connections: their responses held entries */
     ev_loop_destroy(w->loop);
     if (w->listen_fd >= 0)
         close(w->listen_fd);

@@ -6,7 +6,7 @@
  * A stream past either is not an error: an EventSource that sees any
  * status but 200 stops for good, so the refusal is a 200 with the SSE
  * head, a long jittered `retry:` and the end of the body (see
- * session_refusal()); the browser comes back later, spread out, with its
+ * the request pipeline's refusal()); the browser comes back later, spread out, with its
  * Last-Event-ID unchanged (the refusal has no `id:` line).
  *
  * Thread-safe: workers call admission_take()/admission_put() from their

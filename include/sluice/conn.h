@@ -1,6 +1,6 @@
 /*
  * conn: one accepted TCP connection — TLS or cleartext, bytes in and out,
- * and the protocol session on top, h2 or HTTP/1.1 (single-threaded, owned
+ * and the protocol front end on top, h2 or HTTP/1.1 (single-threaded, owned
  * by its worker).
  *
  * Producers never write to the socket: they mark the connection dirty,
@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "sluice/h2.h"
+#include "sluice/request.h"
 #include "sluice/list.h"
 #include "sluice/metrics.h"
 
@@ -25,7 +25,7 @@
 
 /* Counters of one worker's connections; one writer, read from any thread. */
 struct conn_stats {
-    struct session_stats session;       /* limits the sessions enforce */
+    struct request_stats requests;      /* limits the front ends and the pipeline enforce */
     atomic_uint_fast64_t refused;       /* connections refused at accept (max-connections…) */
     atomic_uint_fast64_t refused_per_address;
     atomic_uint_fast64_t handshake_timeouts;
@@ -45,7 +45,7 @@ struct conn_env {
     struct ev_loop *loop;
     struct tls *tls;
     struct guard *guard;
-    struct session_env session;
+    struct request_env requests;
     struct list all;   /* conn.node */
     struct list dirty; /* conn.dirty_node: to flush before sleeping */
 };

@@ -29,7 +29,7 @@
  * JetStream replay batch; what a stream adds per replayed event is its
  * queue slot and id line, charged to the worker cap only. The connection
  * and worker budgets are shared with the private bodies of plain
- * responses and request bodies (session_charge()), so that those and
+ * responses and request bodies (request.c's charge()), so that those and
  * live events together stay under conn-queue-bytes and
  * process-queue-bytes. A replay the
  * worker cap cannot take whole is refused with `event: reset`

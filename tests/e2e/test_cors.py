@@ -117,6 +117,31 @@ def check_preflight(p, origin, credentials):
     return hdrs
 
 
+CONNECTION_SPECIFIC = ("connection", "keep-alive", "transfer-encoding")
+
+
+def preflight_same_over_h2_and_http1(gw, path, origin):
+    """Regression: the preflight answer drifted between the front ends (HTTP/1.1
+    added content-type, content-length and cache-control to its 204). The same
+    preflight must get the same status and headers over both, minus HTTP/1.1's
+    connection-specific ones."""
+    # The same request id on both, so that every header value can be compared.
+    extra = ["-H", "X-Request-Id: preflight-drift", "-H", "Access-Control-Request-Method: GET",
+             "-H", "Access-Control-Request-Headers: last-event-id"]
+    heads = []
+    for http1 in (False, True):
+        p = req(gw, path, origin, http1, method="OPTIONS", extra=extra)
+        heads.append((p.status, sorted((n, v) for n, v in p.headers
+                                       if n not in CONNECTION_SPECIFIC)))
+    expect(heads[0] == heads[1], "preflight %s Origin %s: h2 answered %r, HTTP/1.1 %r"
+           % (path, origin, heads[0], heads[1]))
+    if heads[0][0] == 204:
+        names = [n for n, _ in heads[0][1]]
+        for banned in ("content-length", "content-type"):
+            expect(banned not in names, "preflight 204 carries %s: %r" % (banned, heads[0][1]))
+    return heads[0]
+
+
 def test():
     nats = h.Nats()
     keys = u.Keys()
@@ -191,6 +216,13 @@ def test():
     p = preflight(open_gw, path, "https://evil.test", http1=True)
     expect(p.status == 403, "%s: status %d, expected 403" % (p.what, p.status))
     h.log("refused preflights ok")
+    for gw, origin, status in ((open_gw, "https://app.example.com", 204),
+                               (jwt_gw, "https://app.example.com", 204),
+                               (open_gw, "https://evil.test", 403)):
+        got = preflight_same_over_h2_and_http1(gw, path, origin)
+        expect(got[0] == status, "preflight Origin %s: status %d, expected %d"
+               % (origin, got[0], status))
+    h.log("preflight answers are the same over h2 and HTTP/1.1")
 
     # A 401 is readable cross-origin.
     p = req(jwt_gw, path, "https://app.example.com")

@@ -16,7 +16,7 @@
 #include "sluice/fanout.h"
 #include "sluice/filecache.h"
 #include "sluice/h2.h"
-#include "sluice/session.h"
+#include "sluice/request.h"
 #include "sluice/stream.h"
 
 #define OUT_MAX 4096
@@ -35,22 +35,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fanout_new(NULL, 0, stream_on_event, stream_on_ready, stream_on_replayed);
     struct stream_env streams;
     stream_env_init(&streams, fanout, cfg.heartbeat_ms, 1 << 20);
-    struct session_stats stats;
+    struct request_stats stats;
     memset(&stats, 0, sizeof(stats));
     struct filecache *files = filecache_new(cfg.file_cache_bytes);
-    struct session_env env = {.cfg = &cfg, .streams = &streams, .stats = &stats, .files = files};
+    struct request_env env = {.cfg = &cfg, .streams = &streams, .stats = &stats, .files = files};
     struct buf out;
     buf_init(&out);
-    struct session_io io = {&env, &out, OUT_MAX, on_dirty, NULL, 1, "127.0.0.1:1", true};
-    struct h2 *h2 = h2_new(&io);
+    struct front_io io = {&env, &out, OUT_MAX, on_dirty, NULL, 1, "127.0.0.1:1", true};
+    const struct front_ops *ops = &h2_front_ops;
+    void *h2 = ops->new(&io);
 
     size_t piece = size ? (data[0] % 64) + 1 : 1;
-    int rc = h2_recv(h2, (const uint8_t *)preface, sizeof(preface) - 1);
+    int rc = ops->recv(h2, (const uint8_t *)preface, sizeof(preface) - 1);
     for (size_t off = size ? 1 : 0; rc == 0 && off < size; off += piece) {
         size_t n = size - off < piece ? size - off : piece;
-        rc = h2_recv(h2, data + off, n);
+        rc = ops->recv(h2, data + off, n);
         for (int i = 0; rc == 0 && i < 8; i++) {
-            rc = h2_fill(h2);
+            rc = ops->fill(h2);
             if (out.len > OUT_MAX + 16384 + 9)
                 __builtin_trap();
             buf_consume(&out, buf_pending(&out)); /* the socket took it all */
@@ -58,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* Time passes: heartbeats and expiries run as the worker would run them. */
         stream_env_tick(&streams, stream_now_ms() + 60000);
     }
-    h2_free(h2);
+    ops->free(h2);
     filecache_free(files);
     buf_dispose(&out);
     fanout_free(fanout);

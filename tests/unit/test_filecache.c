@@ -40,7 +40,7 @@ static void write_file(const char *name, char fill, size_t n)
     fclose(f);
 }
 
-/* filecache_get() as session_file() calls it. */
+/* filecache_get() as the request pipeline (request.c open_file()) calls it. */
 static int get(struct filecache *c, const char *name, struct filecache_entry **e)
 {
     char p[128];

@@ -1,9 +1,26 @@
 /*
- * session: request state shared by the h2 and http1 front ends (see
- * session.h), so that both read the same headers, open streams the same
- * way, publish the same way and write the same access log line.
+ * request: the request pipeline (see request.h) — routes, Host, CORS,
+ * reserved subjects, authorization, admission, dispatch, the response
+ * heads of every kind of answer, and the access log line, for h2 and
+ * HTTP/1.1 alike.
+ *
+ * A request goes: headers (request_header) -> request_process: 431, then
+ * a preflight's answer, then route -> admit (Host, CORS, subjects, auth)
+ * -> dispatch: a file (a shared, reference-counted cache entry: never
+ * copied per request), a publish (wait for the body, then bus_publish),
+ * an SSE stream or a long poll (the stream is opened with the process's
+ * and the connection's admission; its 200 or its answer waits until NATS
+ * has the subscription). Every answer leaves through the front end's
+ * table (struct request_front) as a head of fields and a body; nothing
+ * here knows how those become bytes.
+ *
+ * Preflight answer, chosen once for both protocols: 204 with x-request-id
+ * and the CORS preflight headers only. No content-type, content-length or
+ * cache-control: RFC 9110 15.3.5 forbids content-length on a 204, and
+ * there is no content to type or cache (HTTP/1.1 adds only its
+ * connection header).
  */
-#include "sluice/session.h"
+#include "sluice/request.h"
 
 #include <inttypes.h>
 #include <fcntl.h>
@@ -36,9 +53,14 @@
 #define LAST_EVENT_ID_MAX 1024
 #define REQUEST_ID_MAX 128
 
-void session_req_init(struct session_req *r)
+void request_init(struct request *r, const struct request_front *front,
+                  const struct front_io *io, struct request_quota *quota, int32_t stream_id)
 {
     memset(r, 0, sizeof(*r));
+    r->front = front;
+    r->io = io;
+    r->quota = quota;
+    r->stream_id = stream_id;
     r->started = stream_now_s();
     buf_init(&r->body);
 }
@@ -60,14 +82,14 @@ static char *redact(const char *path)
     return out;
 }
 
-static void log_access(const struct session_req *r, const char *protocol, const char *peer)
+static void log_access(const struct request *r)
 {
     char *path = redact(r->path ? r->path : "");
     struct access_entry e = {
         .request_id = r->request_id ? r->request_id : "-",
         .traceparent = r->traceparent,
-        .client = peer,
-        .protocol = protocol,
+        .client = r->io->peer,
+        .protocol = r->front->protocol,
         .method = r->method,
         .path = path,
         .status = r->status,
@@ -87,7 +109,7 @@ static void log_access(const struct session_req *r, const char *protocol, const 
     free(path);
 }
 
-void session_conn_init(struct session_conn *c, const struct session_env *env, uint64_t conn_id)
+void request_quota_init(struct request_quota *c, const struct request_env *env, uint64_t conn_id)
 {
     memset(c, 0, sizeof(*c));
     c->id = conn_id;
@@ -97,33 +119,40 @@ void session_conn_init(struct session_conn *c, const struct session_env *env, ui
     rate_init(&c->subscribes, env->cfg->subscribe_rate, stream_now_s());
 }
 
-static void refuse(struct session_conn *conn, atomic_uint_fast64_t *counter, const char *why);
+static void refuse(struct request_quota *conn, atomic_uint_fast64_t *counter, const char *why);
 
-bool session_charge(struct session_req *r, struct session_conn *conn, size_t n, bool force)
+/*
+ * Charges n bytes of a private body of r (a response text, a publish body
+ * being received) to its connection and worker until r is disposed.
+ * False, with nothing charged, when that would pass conn-queue-bytes or
+ * the worker's share of process-queue-bytes, unless force (a short text
+ * that must go); a refusal is counted and the first on a connection logged.
+ */
+static bool charge(struct request *r, size_t n, bool force)
 {
-    if (!stream_budget_take(&conn->budget, conn->worker, n, force)) {
-        refuse(conn, &conn->stats->queue_bytes, "conn-queue-bytes or process-queue-bytes full");
+    struct request_quota *q = r->quota;
+    if (!stream_budget_take(&q->budget, q->worker, n, force)) {
+        refuse(q, &q->stats->queue_bytes, "conn-queue-bytes or process-queue-bytes full");
         return false;
     }
-    r->conn = conn;
     r->charged += n;
     return true;
 }
 
-void session_conn_dispose(struct session_conn *c)
+void request_quota_dispose(struct request_quota *c)
 {
     map_free(c->patterns);
     c->patterns = NULL;
 }
 
 /* Streams on pattern held by c. */
-static uintptr_t holders(const struct session_conn *c, const char *pattern)
+static uintptr_t holders(const struct request_quota *c, const char *pattern)
 {
     return c->patterns ? (uintptr_t)map_get(c->patterns, pattern, strlen(pattern)) : 0;
 }
 
 /* Counts s's subjects in c (values are counts stored as pointers). */
-static void hold_patterns(struct session_conn *c, char *const *subjects, size_t n)
+static void hold_patterns(struct request_quota *c, char *const *subjects, size_t n)
 {
     if (!c->patterns)
         c->patterns = map_new();
@@ -133,7 +162,7 @@ static void hold_patterns(struct session_conn *c, char *const *subjects, size_t 
     }
 }
 
-static void forget_patterns(struct session_conn *c, const struct stream *s)
+static void forget_patterns(struct request_quota *c, const struct stream *s)
 {
     size_t n;
     char *const *subjects = stream_subjects(s, &n);
@@ -147,22 +176,20 @@ static void forget_patterns(struct session_conn *c, const struct stream *s)
 }
 
 /* Gives back n of the bytes r has charged. */
-static void uncharge(struct session_req *r, size_t n)
+static void uncharge(struct request *r, size_t n)
 {
     if (n)
-        stream_budget_give(&r->conn->budget, r->conn->worker, n);
+        stream_budget_give(&r->quota->budget, r->quota->worker, n);
     r->charged -= n;
 }
 
-void session_req_dispose(struct session_req *r, const char *protocol, const char *peer)
+void request_dispose(struct request *r)
 {
     if (r->method)
-        log_access(r, protocol, peer);
-    if (r->conn) {
-        if (r->counted)
-            forget_patterns(r->conn, r->stream);
-        uncharge(r, r->charged);
-    }
+        log_access(r);
+    if (r->counted)
+        forget_patterns(r->quota, r->stream);
+    uncharge(r, r->charged);
     stream_free(r->stream);
     if (r->slot)
         admission_put(r->slot);
@@ -176,9 +203,9 @@ void session_req_dispose(struct session_req *r, const char *protocol, const char
     free(r->authorization);
     free(r->cookie);
     auth_grant_free(r->grant);
-    if (r->publish) {
-        http_route_dispose(r->publish);
-        free(r->publish);
+    if (r->route) {
+        http_route_dispose(r->route);
+        free(r->route);
     }
     buf_dispose(&r->body);
     memset(r, 0, sizeof(*r));
@@ -189,7 +216,7 @@ static bool is(const char *name, size_t nlen, const char *want)
     return nlen == strlen(want) && memcmp(name, want, nlen) == 0;
 }
 
-static void keep(struct session_req *r, char **slot, const char *value, size_t len, size_t max)
+static void keep(struct request *r, char **slot, const char *value, size_t len, size_t max)
 {
     if (len > max) {
         r->header_too_long = true;
@@ -199,9 +226,10 @@ static void keep(struct session_req *r, char **slot, const char *value, size_t l
     *slot = mem_strndup(value, len);
 }
 
-void session_req_header(struct session_req *r, const struct session_env *env, const char *name,
-                        size_t nlen, const char *value, size_t vlen)
+void request_header(struct request *r, const char *name, size_t nlen, const char *value,
+                    size_t vlen)
 {
+    const struct request_env *env = r->io->env;
     r->header_bytes += nlen + vlen + 32;
     if (r->header_bytes > (size_t)env->cfg->max_header_bytes) {
         r->header_too_long = true;
@@ -244,7 +272,8 @@ void session_req_header(struct session_req *r, const struct session_env *env, co
         keep(r, &r->traceparent, value, vlen, REQUEST_ID_MAX);
 }
 
-void session_req_ensure_id(struct session_req *r)
+/* Makes up a request id unless the client sent one. */
+static void ensure_id(struct request *r)
 {
     /* 16 hex digits: unique enough to find one request in the logs, not a secret. */
     static _Thread_local uint64_t state;
@@ -261,40 +290,136 @@ void session_req_ensure_id(struct session_req *r)
 }
 
 /* A browser's Origin for its own page's origin is not cross-origin (POSTs always carry one). */
-static bool same_origin(const struct session_req *r, bool secure)
+static bool same_origin(const struct request *r)
 {
     if (!r->origin || !r->authority)
         return false;
-    const char *scheme = secure ? "https://" : "http://";
+    const char *scheme = r->io->secure ? "https://" : "http://";
     size_t sl = strlen(scheme);
     return strncmp(r->origin, scheme, sl) == 0 && strcmp(r->origin + sl, r->authority) == 0;
 }
 
-static enum cors_result cors_of(const struct session_req *r, const struct session_env *env,
-                                bool secure)
+static enum cors_result cors_of(const struct request *r)
 {
-    if (!r->origin || same_origin(r, secure))
+    if (!r->origin || same_origin(r))
         return r->origins > 1 ? CORS_DENIED : CORS_NO_ORIGIN;
     if (r->origins > 1)
         return CORS_DENIED;
-    return cors_check(env->cors, r->origin, strlen(r->origin));
+    return cors_check(r->io->env->cors, r->origin, strlen(r->origin));
 }
 
-bool session_preflight(const struct session_req *r, const struct session_env *env, bool secure,
-                       int *status)
+/* Whether r is a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method). */
+static bool is_preflight(const struct request *r)
 {
-    if (!r->method || strcmp(r->method, "OPTIONS") != 0 || !r->origin || !r->preflight_method)
-        return false;
-    *status = cors_of(r, env, secure) == CORS_DENIED ? 403 : 204;
-    return true;
+    return strcmp(r->method, "OPTIONS") == 0 && r->origin && r->preflight_method;
 }
 
-size_t session_cors(const struct session_req *r, const struct session_env *env, bool secure,
-                    enum cors_kind kind, struct cors_header out[CORS_HEADERS_MAX])
+/* Every response head is made by these: the one place that decides header fields. */
+
+static void add(struct request_head *h, const char *name, const char *value)
 {
-    if (!r->origin || same_origin(r, secure) || r->origins > 1)
-        return 0;
-    return cors_headers(env->cors, kind, r->origin, strlen(r->origin), out);
+    if (h->n < REQUEST_HEAD_MAX)
+        h->f[h->n++] = (struct request_field){name, value, strlen(name), strlen(value)};
+}
+
+/* The CORS headers for r (none for a request without a foreign Origin); values point into r. */
+static void add_cors(const struct request *r, struct request_head *h, enum cors_kind kind)
+{
+    if (!r->origin || same_origin(r) || r->origins > 1)
+        return;
+    struct cors_header ch[CORS_HEADERS_MAX];
+    size_t k = cors_headers(r->io->env->cors, kind, r->origin, strlen(r->origin), ch);
+    for (size_t i = 0; i < k && h->n < REQUEST_HEAD_MAX; i++)
+        h->f[h->n++] = (struct request_field){ch[i].name, ch[i].value, ch[i].name_len,
+                                              ch[i].value_len};
+}
+
+/* A route no longer needed once r is answered: a long stream should not hold it. */
+static void unroute(struct request *r)
+{
+    if (r->route && !r->publishing) {
+        http_route_dispose(r->route);
+        free(r->route);
+        r->route = NULL;
+    }
+}
+
+static void log_answer(const struct request *r, int status)
+{
+    /* Paths without their query: it may carry an access_token. */
+    const char *path = r->path ? r->path : "-";
+    log_debug("conn %" PRIu64 " stream %d: %s %.*s -> %d", r->io->conn_id, (int)r->stream_id,
+              r->method ? r->method : "-", (int)strcspn(path, "?"), path, status);
+}
+
+/*
+ * A whole response: status, ctype, and body (taken; see struct
+ * request_body); www (may be NULL) becomes www-authenticate. Returns what
+ * the front end did: r may be gone after it.
+ */
+static int respond(struct request *r, int status, const char *ctype, struct request_body *body,
+                   const char *www)
+{
+    struct request_head h = {.status = status};
+    ensure_id(r);
+    snprintf(h.length, sizeof(h.length), "%zu", body->len);
+    add(&h, "content-type", ctype);
+    add(&h, "content-length", h.length);
+    add(&h, "cache-control", "no-store");
+    add(&h, "x-request-id", r->request_id);
+    if (www)
+        add(&h, "www-authenticate", www);
+    add_cors(r, &h, CORS_ACTUAL);
+    r->status = status;
+    r->publishing = false;
+    unroute(r);
+    log_answer(r, status);
+    return r->front->respond(r, &h, body);
+}
+
+/* A text/plain response of one line; www (may be NULL) becomes www-authenticate. */
+static int respond_text(struct request *r, int status, const char *text, const char *www)
+{
+    size_t n = (size_t)snprintf(NULL, 0, "%s\n", text);
+    char *line = mem_alloc(n + 1);
+    snprintf(line, n + 1, "%s\n", text);
+    /* Charged, but never refused: one short line per request, and max-streams bounds those. */
+    charge(r, n + 1, true);
+    struct request_body body = {line, n, line, NULL};
+    return respond(r, status, "text/plain; charset=utf-8", &body, www);
+}
+
+int request_fail(struct request *r, int status, const char *text)
+{
+    return respond_text(r, status, text, NULL);
+}
+
+/* The answer to a CORS preflight: 204 with the preflight headers only, or 403. */
+static int respond_preflight(struct request *r)
+{
+    if (cors_of(r) == CORS_DENIED)
+        return respond_text(r, 403, "origin not allowed", NULL);
+    struct request_head h = {.status = 204};
+    add(&h, "x-request-id", r->request_id);
+    add_cors(r, &h, CORS_PREFLIGHT);
+    r->status = 204;
+    unroute(r);
+    log_answer(r, 204);
+    return r->front->respond(r, &h, NULL);
+}
+
+/* The head of an SSE response; its body is r->stream's. */
+static int start_stream(struct request *r)
+{
+    struct request_head h = {.status = 200};
+    add(&h, "content-type", "text/event-stream");
+    add(&h, "cache-control", "no-cache");
+    add(&h, "x-accel-buffering", "no");
+    add(&h, "x-request-id", r->request_id);
+    add_cors(r, &h, CORS_ACTUAL);
+    r->waiting = false;
+    r->status = 200;
+    return r->front->start_stream(r, &h);
 }
 
 /* Copies tok (n bytes) into out, NUL-terminated; 0 or ERR_LIMIT. */
@@ -309,7 +434,7 @@ static int copy_token(const char *tok, size_t n, char *out, size_t outsz, size_t
 }
 
 /* The token, from Authorization: Bearer, the cookie, or ?access_token=, in that order. */
-static int find_token(const struct session_req *r, const struct session_env *env, char *out,
+static int find_token(const struct request *r, const struct request_env *env, char *out,
                       size_t outsz, size_t *len)
 {
     const char *tok;
@@ -324,10 +449,16 @@ static int find_token(const struct session_req *r, const struct session_env *env
     return q ? auth_token_from_query(q + 1, strlen(q + 1), out, outsz, len) : ERR_NOTFOUND;
 }
 
-int session_admit(struct session_req *r, const struct session_env *env,
-                  const struct http_route *route, bool secure, char *www, size_t wlen,
-                  const char **text)
+/*
+ * Host (with auth none), CORS, max-subjects, reserved subjects and
+ * authorization for a routed request. 0 to serve it; otherwise the status
+ * to answer (400, 401, 403, 421) with *text, and for a 401 the
+ * www-authenticate value in www. Keeps the grant in r for its expiry.
+ */
+static int admit(struct request *r, char *www, size_t wlen, const char **text)
 {
+    const struct request_env *env = r->io->env;
+    const struct http_route *route = r->route;
     /* Without a token, a rebound DNS name is the only thing between a web page and us. */
     if (!auth_required(env->auth) && r->authority &&
         !host_allowed(r->authority, strlen(r->authority), env->cfg->allowed_hosts)) {
@@ -335,7 +466,7 @@ int session_admit(struct session_req *r, const struct session_env *env,
         *text = "Host is not a name of this gateway (allowed-hosts)";
         return 421;
     }
-    if (cors_of(r, env, secure) == CORS_DENIED) {
+    if (cors_of(r) == CORS_DENIED) {
         *text = "origin not allowed";
         return 403;
     }
@@ -381,9 +512,15 @@ int session_admit(struct session_req *r, const struct session_env *env,
     return 401;
 }
 
-bool session_admit_stream(struct session_req *r, const struct session_env *env, unsigned *retry_ms)
+/*
+ * The process's capacity for one more SSE stream (max-streams-total,
+ * stream-admission-rate). true: admitted, and r holds a slot until
+ * disposed. false: refused, counted and logged (at most once a second);
+ * answer 200 with refusal(*retry_ms) as the body.
+ */
+static bool admit_stream(struct request *r, unsigned *retry_ms)
 {
-    struct admission *a = env->admission;
+    struct admission *a = r->io->env->admission;
     if (!a)
         return true;
     double now = stream_now_s();
@@ -405,7 +542,12 @@ bool session_admit_stream(struct session_req *r, const struct session_env *env, 
     return false;
 }
 
-char *session_refusal(unsigned retry_ms, size_t *len)
+/*
+ * The SSE body of a refused stream: `retry: retry_ms`, a comment, and
+ * nothing else (no id: line, so the client keeps its Last-Event-ID).
+ * malloc'ed; its length in *len.
+ */
+static char *refusal(unsigned retry_ms, size_t *len)
 {
     char line[SSE_LINE_MAX];
     struct buf b;
@@ -418,7 +560,7 @@ char *session_refusal(unsigned retry_ms, size_t *len)
 }
 
 /* Counts a refusal of a connection's caps; logs the first of the connection only. */
-static void refuse(struct session_conn *conn, atomic_uint_fast64_t *counter, const char *why)
+static void refuse(struct request_quota *conn, atomic_uint_fast64_t *counter, const char *why)
 {
     metrics_add(counter, 1);
     if (!conn->logged)
@@ -432,7 +574,7 @@ static void refuse(struct session_conn *conn, atomic_uint_fast64_t *counter, con
  * pattern the process does not hold yet (those cost a NATS SUB and a
  * PING round trip; joining one held is a table lookup). 0 or a status.
  */
-static int admit_patterns(const struct session_env *env, struct session_conn *conn,
+static int admit_patterns(const struct request_env *env, struct request_quota *conn,
                           const struct http_route *route, const char **text)
 {
     const struct config *cfg = env->cfg;
@@ -456,16 +598,31 @@ static int admit_patterns(const struct session_env *env, struct session_conn *co
     return 0;
 }
 
-int session_open_stream(struct session_req *r, const struct session_env *env,
-                        struct session_conn *conn, const struct http_route *route,
-                        stream_wake_fn *wake, void *wake_ctx, uint64_t conn_id,
-                        int32_t stream_id, const char **text)
+static void on_stream_wake(void *ctx)
 {
+    struct request *r = ctx;
+    r->front->wake(r);
+}
+
+/*
+ * Opens r->stream for an HTTP_EVENTS or HTTP_POLL route, its subject
+ * patterns counted in r's connection until r is disposed. 0, or the
+ * status to answer instead with *text: 403 when the connection would hold
+ * more distinct patterns than max-subjects-per-connection (more streams on
+ * a pattern it holds are free: max-streams bounds those), 429 when its
+ * subscribe-rate bucket lacks a token per pattern new to the process
+ * (joining a pattern already subscribed is free). Each refusal is
+ * counted; the first on a connection is logged. Never wakes from inside.
+ */
+static int open_stream(struct request *r, const char **text)
+{
+    const struct request_env *env = r->io->env;
     const struct config *cfg = env->cfg;
+    struct request_quota *conn = r->quota;
+    const struct http_route *route = r->route;
     int status = admit_patterns(env, conn, route, text);
     if (status != 0)
         return status;
-    r->conn = conn;
     r->counted = true;
     hold_patterns(conn, route->subjects, route->nsubjects);
     struct stream_params p = {
@@ -479,10 +636,10 @@ int session_open_stream(struct session_req *r, const struct session_env *env,
         .retry_ms = (unsigned)cfg->retry_ms,
         .jitter_pct = (unsigned)cfg->retry_jitter_pct,
         .queue_max = cfg->stream_queue_bytes,
-        .wake = wake,
-        .wake_ctx = wake_ctx,
-        .conn_id = conn_id,
-        .stream_id = stream_id,
+        .wake = on_stream_wake,
+        .wake_ctx = r,
+        .conn_id = r->io->conn_id,
+        .stream_id = r->stream_id,
     };
     int64_t expires = r->grant ? auth_grant_expires(r->grant) : 0;
     if (expires > 0) {
@@ -504,22 +661,62 @@ int session_open_stream(struct session_req *r, const struct session_env *env,
     return 0;
 }
 
-int session_publish(struct session_req *r, const struct session_env *env, const char **text)
+/* Parses r's route once. */
+static void route(struct request *r)
 {
-    const struct http_route *route = r->publish;
-    int rc = env->bus ? bus_publish(env->bus, route->subjects[0], route->event, r->body.data,
-                                    r->body.len)
+    if (r->route)
+        return;
+    r->route = mem_alloc(sizeof(*r->route));
+    http_route(r->route, r->method, strlen(r->method), r->path, strlen(r->path));
+}
+
+bool request_wants_body(struct request *r, uint64_t *max)
+{
+    if (!r->method || !r->path)
+        return false;
+    route(r);
+    *max = r->route->kind == HTTP_PUBLISH ? r->io->env->cfg->max_publish_bytes : 0;
+    return r->route->kind == HTTP_PUBLISH;
+}
+
+bool request_publishing(const struct request *r) { return r->publishing && r->status == 0; }
+
+int request_body(struct request *r, const void *data, size_t len)
+{
+    if (!request_publishing(r))
+        return 0;
+    if (r->body.len + len > r->io->env->cfg->max_publish_bytes) {
+        respond_text(r, 413, "body larger than max-publish-bytes", NULL);
+        return ERR_LIMIT;
+    }
+    /* Bodies being received on many streams at once share the connection's and worker's caps. */
+    if (!charge(r, len, false)) {
+        respond_text(r, 503, "too many bytes buffered on this connection, retry", NULL);
+        return ERR_LIMIT;
+    }
+    buf_append(&r->body, data, len);
+    return 0;
+}
+
+int request_body_end(struct request *r)
+{
+    if (!request_publishing(r))
+        return 0;
+    const struct request_env *env = r->io->env;
+    const struct http_route *rt = r->route;
+    int rc = env->bus ? bus_publish(env->bus, rt->subjects[0], rt->event, r->body.data, r->body.len)
                       : ERR_NATS;
-    *text = rc == 0 ? "published" : "NATS unavailable, try again";
     /* The body is in cnats's buffer now; the response may wait long for the client's window. */
     buf_dispose(&r->body);
     buf_init(&r->body);
-    if (r->conn)
-        uncharge(r, r->charged);
-    return rc == 0 ? 202 : 503;
+    uncharge(r, r->charged);
+    r->publishing = false;
+    return rc == 0 ? respond_text(r, 202, "published", NULL)
+                   : respond_text(r, 503, "NATS unavailable, try again", NULL);
 }
 
-bool session_poll_ready(const struct session_req *r)
+/* For a poll: true when it has its answer (an event, a reset, or its end). */
+static bool poll_ready(const struct request *r)
 {
     return stream_ready(r->stream) &&
            (stream_dispatchable(r->stream) > 0 || stream_ended(r->stream) != STREAM_END_NONE);
@@ -562,7 +759,7 @@ static void on_poll_event(void *ctx, const struct sse_parsed *ev)
     pj->last_id = mem_strndup(ev->id, ev->id_len);
 }
 
-size_t session_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
+size_t request_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
                          bool *cut)
 {
     size_t start = json->len;
@@ -599,9 +796,19 @@ static bool has_event(const char *sse, size_t len)
     return n > 0;
 }
 
-int session_poll_answer(struct session_req *r, const struct session_env *env, struct buf *json)
+/*
+ * Drains r->stream into the JSON answer {"events":[{id,event,data}…],"next":"<id>"},
+ * at most max-poll-bytes and what r's connection can still be charged, and
+ * charges it there. Whole events only: past the cap the answer ends with
+ * the last event that fits (the first always goes) and next is its id, so
+ * that polling again from next continues without loss or duplicate. 0, or
+ * ERR_LIMIT (json left empty) when not even the first event fits the
+ * connection's or worker's room (answer 503; counted).
+ */
+static int poll_answer(struct request *r, struct buf *json)
 {
-    struct session_conn *conn = r->conn;
+    const struct request_env *env = r->io->env;
+    struct request_quota *conn = r->quota;
     size_t room = stream_budget_room(&conn->budget, conn->worker);
     size_t max = env->cfg->max_poll_bytes < room ? env->cfg->max_poll_bytes : room;
     /*
@@ -624,11 +831,11 @@ int session_poll_answer(struct session_req *r, const struct session_env *env, st
         want *= 2;
     }
     bool cut = false;
-    session_poll_json((const char *)sse.data, sse.len, whole, max, json, &cut);
+    request_poll_json((const char *)sse.data, sse.len, whole, max, json, &cut);
     buf_dispose(&sse);
     if (cut || !whole)
         metrics_add(&env->stats->poll_bytes, 1);
-    if (!session_charge(r, conn, json->len, false)) {
+    if (!charge(r, json->len, false)) {
         json->len = 0;
         return ERR_LIMIT;
     }
@@ -637,7 +844,14 @@ int session_poll_answer(struct session_req *r, const struct session_env *env, st
 
 #define FILE_MAX (4 * 1024 * 1024)
 
-int session_file(const struct session_env *env, const char *file, struct filecache_entry **out)
+/*
+ * The static file from the configured directory, as a shared entry of
+ * env->files (one reference, for filecache_unref()). 0, or ERR_NOTFOUND
+ * for anything but a regular file inside the directory (symbolic links
+ * leading out of it included) or past 4 MiB, or ERR_AGAIN when the file
+ * cache is full of files being sent (answer 503; counted).
+ */
+static int open_file(const struct request_env *env, const char *file, struct filecache_entry **out)
 {
     char root[PATH_MAX], path[PATH_MAX], real[PATH_MAX];
     if (!realpath(env->cfg->www, root))
@@ -670,4 +884,102 @@ int session_file(const struct session_env *env, const char *file, struct filecac
     }
     close(fd);
     return rc;
+}
+
+/* The long poll's JSON answer, from what its stream has queued. */
+static int answer_poll(struct request *r)
+{
+    struct buf json;
+    buf_init(&json);
+    r->waiting = false;
+    if (poll_answer(r, &json) != 0) {
+        buf_dispose(&json);
+        return respond_text(r, 503, "too many bytes queued on this connection, retry", NULL);
+    }
+    /* The buffer's bytes become the body, taken by the front end. */
+    struct request_body body = {(const char *)json.data, json.len, (char *)json.data, NULL};
+    return respond(r, 200, "application/json", &body, NULL);
+}
+
+bool request_waiting(const struct request *r) { return r->waiting; }
+
+int request_resume(struct request *r)
+{
+    if (!r->waiting)
+        return 0;
+    if (r->poll)
+        return poll_ready(r) ? answer_poll(r) : 0;
+    return stream_ready(r->stream) ? start_stream(r) : 0;
+}
+
+static int serve_events(struct request *r)
+{
+    unsigned retry_ms;
+    if (r->route->kind == HTTP_EVENTS && !admit_stream(r, &retry_ms)) {
+        /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
+        struct request_body body = {NULL, 0, NULL, NULL};
+        body.owned = refusal(retry_ms, &body.len);
+        body.data = body.owned;
+        charge(r, body.len + 1, true);
+        return respond(r, 200, "text/event-stream", &body, NULL);
+    }
+    const char *text;
+    int status = open_stream(r, &text);
+    if (status != 0)
+        return respond_text(r, status, text, NULL);
+    log_debug("conn %" PRIu64 " stream %d: GET %.*s -> 200 (%zu subjects)", r->io->conn_id,
+              (int)r->stream_id, (int)strcspn(r->path, "?"), r->path, r->route->nsubjects);
+    /* Held until nats-server has the subscriptions: a 200 promises that nothing is missed. */
+    r->waiting = true;
+    r->poll = r->route->kind == HTTP_POLL;
+    unroute(r);
+    return request_resume(r);
+}
+
+static int serve_file(struct request *r)
+{
+    struct request_body body = {NULL, 0, NULL, NULL};
+    int rc = open_file(r->io->env, r->route->file, &body.file);
+    if (rc == ERR_AGAIN)
+        return respond_text(r, 503, "busy, retry", NULL);
+    if (rc != 0)
+        return respond_text(r, 404, "not found", NULL);
+    /* Sent from the worker's shared copy: nothing of it is this request's own. */
+    body.data = (const char *)body.file->data;
+    body.len = body.file->len;
+    return respond(r, 200, http_content_type(r->route->file), &body, NULL);
+}
+
+int request_process(struct request *r)
+{
+    ensure_id(r);
+    if (r->header_too_long) {
+        metrics_add(&r->io->env->stats->header_bytes, 1);
+        return respond_text(r, 431, "request header too large", NULL);
+    }
+    if (!r->method || !r->path)
+        return r->front->reset(r, REQUEST_RESET_PROTOCOL);
+    if (is_preflight(r))
+        return respond_preflight(r);
+    route(r);
+    if (r->route->kind != HTTP_ERROR) {
+        char www[256];
+        const char *text;
+        int status = admit(r, www, sizeof(www), &text);
+        if (status != 0)
+            return respond_text(r, status, text, status == 401 ? www : NULL);
+    }
+    switch (r->route->kind) {
+    case HTTP_FILE:
+        return serve_file(r);
+    case HTTP_PUBLISH:
+        /* Answered when the body is complete (request_body_end). */
+        r->publishing = true;
+        return 0;
+    case HTTP_EVENTS:
+    case HTTP_POLL:
+        return serve_events(r);
+    default:
+        return respond_text(r, r->route->status, r->route->reason, NULL);
+    }
 }

@@ -1,0 +1,273 @@
+/*
+ * request: the one request pipeline behind every front end (h2, http1).
+ *
+ * A front end turns bytes into a `struct request` (request_init(), then
+ * request_header() per field), hands it over with request_process(), feeds
+ * a publish body with request_body()/request_body_end(), and turns the
+ * calls of its `struct request_front` into bytes. Everything between is
+ * decided here, once, whatever the protocol: routes, the Host rule, CORS,
+ * reserved subjects, authorization, admission (max-streams-total and the
+ * overload refusal as 200 + retry:, the connection's subject caps,
+ * subscribe-rate), dispatch (static files from the worker's shared cache,
+ * publish, SSE streams, long-poll answers), the response head fields of
+ * every kind of answer, and the access log line. A front end never
+ * decides a route, an auth result or a limit; the pipeline never knows
+ * which protocol carries it.
+ *
+ * Data flow: headers in -> request_process() -> one of
+ *   front->respond(head, body)   a whole response (text, file, poll JSON);
+ *   front->start_stream(head)    an SSE head, the body then read from
+ *                                r->stream by the front end as it fills;
+ *   front->reset()               no response possible (stream error).
+ * The 200 of a stream and the answer of a poll wait for NATS: the stream's
+ * wake calls front->wake(), and the front end calls request_resume() from
+ * where it may write (h2: at once, as nghttp2 only queues; HTTP/1.1: from
+ * its fill, never while a write is pending).
+ *
+ * What one connection holds is counted in its request_quota, whatever the
+ * protocol: the distinct subject patterns of its open streams
+ * (max-subjects-per-connection), the patterns new to the process it may
+ * subscribe per second (subscribe-rate), and the bytes of private bodies
+ * (poll answers, texts, publish bodies being received), charged with live
+ * stream bytes to conn-queue-bytes and the worker's share of
+ * process-queue-bytes. A request charges its connection and gives all
+ * back when it is disposed.
+ *
+ * Rejected: a pipeline that writes protocol bytes itself (h2o's early
+ * shape, with a switch on the protocol per response): every new header
+ * had to be added per protocol, which is how the preflight answers of h2
+ * and HTTP/1.1 drifted apart. Here the head is a list of fields made in
+ * one place; the front ends only serialise it.
+ */
+#ifndef SLUICE_REQUEST_H
+#define SLUICE_REQUEST_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/buf.h"
+#include "sluice/cors.h"
+#include "sluice/front.h"
+#include "sluice/rate.h"
+#include "sluice/stream.h"
+
+struct admission;
+struct auth;
+struct auth_grant;
+struct bus;
+struct config;
+struct filecache;
+struct filecache_entry;
+struct http_route;
+struct map;
+
+/* Limits the pipeline and front ends enforce, counted; one writer (the worker), any reader. */
+struct request_stats {
+    atomic_uint_fast64_t stream_rate;  /* streams refused: too many new ones per second */
+    atomic_uint_fast64_t requests;     /* connections sent GOAWAY at max-requests */
+    atomic_uint_fast64_t header_bytes; /* requests answered 431 */
+    atomic_uint_fast64_t flood;        /* connections cut for a frame flood or protocol abuse */
+    atomic_uint_fast64_t reserved;     /* requests refused for a reserved NATS subject (403) */
+    atomic_uint_fast64_t host;         /* requests refused for a foreign Host (421) */
+    atomic_uint_fast64_t unread_body;  /* HTTP/1.1 bodies not read (too large to drop…): closed */
+    atomic_uint_fast64_t subjects;     /* streams refused (403) at max-subjects-per-connection */
+    atomic_uint_fast64_t subscribe_rate; /* streams refused (429) at subscribe-rate */
+    atomic_uint_fast64_t queue_bytes;  /* bodies refused (503): conn- or process-queue-bytes full */
+    atomic_uint_fast64_t poll_bytes;   /* poll answers cut short at max-poll-bytes */
+    atomic_uint_fast64_t file_cache;   /* static files refused (503): the file cache is in use */
+};
+
+/* What every request of one worker is served with; borrowed for the worker's life. */
+struct request_env {
+    const struct config *cfg;
+    const struct auth *auth;    /* token checks; mode none allows all */
+    const struct cors *cors;    /* allowed cross-origin callers; NULL: none */
+    struct bus *bus;            /* for POST /publish; may be NULL (answers 503) */
+    struct stream_env *streams;
+    struct request_stats *stats;
+    struct filecache *files;    /* static files shared by this worker's responses */
+    struct admission *admission; /* the process's stream capacity; NULL: unlimited */
+};
+
+/*
+ * What one connection holds, whatever its protocol: embedded in the front
+ * end's connection state, initialised by request_quota_init(), and charged by
+ * the requests on it until each is disposed.
+ */
+struct request_quota {
+    struct stream_budget budget;   /* conn-queue-bytes: live stream bytes and private bodies */
+    struct stream_budget *worker;  /* the worker's share of process-queue-bytes, borrowed */
+    struct map *patterns;          /* pattern -> open streams and polls on it; NULL until one */
+    struct rate_bucket subscribes; /* subscribe-rate: patterns new to the process */
+    bool logged;                   /* a refusal was logged: one line per connection */
+    uint64_t id;                   /* the connection's, for log lines */
+    struct request_stats *stats;   /* the worker's, borrowed */
+};
+
+void request_quota_init(struct request_quota *q, const struct request_env *env, uint64_t conn_id);
+/* After every request charged to q has been disposed. */
+void request_quota_dispose(struct request_quota *q);
+
+#define REQUEST_HEAD_MAX 16 /* fields of a response head, CORS ones included */
+
+/* One response header field; name lower case. Both point at storage that outlives the call. */
+struct request_field {
+    const char *name;
+    const char *value;
+    size_t name_len, value_len;
+};
+
+/*
+ * A response head as the pipeline decided it: status and fields, every
+ * one of them. A front end adds only what its framing needs (":status" on
+ * h2; the status line, connection and transfer-encoding on HTTP/1.1).
+ * content-length is among the fields for a whole response (none for 204).
+ */
+struct request_head {
+    int status;
+    size_t n;
+    struct request_field f[REQUEST_HEAD_MAX];
+    char length[24]; /* content-length's value */
+};
+
+/*
+ * A whole response's body: len bytes at data. owned (may be NULL) is the
+ * malloc'ed block data lies in, file (may be NULL) the shared file it lies
+ * in (one reference); the front end takes both and lets go of them when
+ * the body is sent. With neither, data is borrowed: copy it during the call.
+ */
+struct request_body {
+    const char *data;
+    size_t len;
+    char *owned;
+    struct filecache_entry *file;
+};
+
+struct request;
+
+enum request_reset {
+    REQUEST_RESET_PROTOCOL, /* the request itself is malformed */
+    REQUEST_RESET_INTERNAL, /* we could not answer it */
+};
+
+/*
+ * What a front end implements. The pipeline calls these from inside
+ * request_process(), request_body*() and request_resume(), and returns at
+ * once after respond, start_stream and reset: the front end may dispose r
+ * inside them. Each returns 0 or a front-end error that the pipeline hands
+ * back to the front end's caller.
+ */
+struct request_front {
+    const char *protocol; /* for the access log: "h2", "http/1.1" */
+    /* A whole response; takes body->owned and body->file. */
+    int (*respond)(struct request *r, const struct request_head *head, struct request_body *body);
+    /* The head of an SSE response; the body is r->stream's, sent as it fills. */
+    int (*start_stream)(struct request *r, const struct request_head *head);
+    /* r->stream has bytes, has ended, or its waiting response may go (request_resume()). */
+    void (*wake)(struct request *r);
+    /* No response: end the request as a stream error. */
+    int (*reset)(struct request *r, enum request_reset why);
+};
+
+/*
+ * One request, whatever the protocol: the headers sluice reads, what it
+ * answered, and the stream or publish body it owns. Embedded in the front
+ * end's per-request state; request_dispose() logs it to the access log
+ * and frees what it owns. Front ends read the fields, never write them
+ * (body_bytes excepted: the bytes of a whole body actually sent).
+ */
+struct request {
+    const struct request_front *front;
+    const struct front_io *io;
+    struct request_quota *quota;   /* what patterns and charged are counted in */
+    int32_t stream_id;          /* h2's; 0 on HTTP/1.1 */
+    char *method;
+    char *path;
+    char *last_event_id;
+    char *request_id;           /* the client's x-request-id, or one made up */
+    char *traceparent;
+    double started;             /* monotonic seconds */
+    size_t header_bytes;        /* name + value + 32 per field */
+    bool header_too_long;       /* answer 431 */
+    int status;                 /* answered; 0 before */
+    uint64_t body_bytes;        /* of a whole response */
+    char *authority;            /* :authority or Host, for same-origin checks */
+    char *origin;               /* the first Origin */
+    unsigned origins;           /* Origin fields seen (more than one is refused) */
+    bool preflight_method;      /* Access-Control-Request-Method was sent */
+    char *authorization;
+    char *cookie;               /* every Cookie field, joined with "; " */
+    struct auth_grant *grant;   /* after admission with auth jwt; NULL with none */
+    struct http_route *route;   /* owned; from routing until answered (a publish: its body) */
+    bool publishing;            /* route is a publish waiting for its body */
+    struct buf body;            /* that body so far */
+    struct stream *stream;      /* SSE responses and polls */
+    bool waiting;               /* the response waits for the stream (NATS confirms, poll) */
+    bool poll;                  /* the stream answers a long poll, once, as JSON */
+    bool counted;               /* stream's subjects are counted in quota->patterns */
+    size_t charged;             /* bytes counted in quota->budget and its worker's */
+    struct admission *slot;     /* holds one admission slot until disposed; NULL: none */
+};
+
+/* Starts r for a request of io's connection; stream_id labels log lines (0: none). */
+void request_init(struct request *r, const struct request_front *front,
+                  const struct front_io *io, struct request_quota *quota, int32_t stream_id);
+/* Writes the access log line (if the request got as far as a method) and frees. */
+void request_dispose(struct request *r);
+/*
+ * Counts a request header and keeps those sluice uses (name lower-case,
+ * pseudo-headers ":method", ":path", ":authority"). Sets header_too_long
+ * past max-header-bytes or a field's own bound.
+ */
+void request_header(struct request *r, const char *name, size_t nlen, const char *value,
+                    size_t vlen);
+/*
+ * Whether r's body is wanted (a publish route), and then at most how many
+ * bytes in *max. Routes r if it is not yet: a front end that must frame
+ * the body before it answers (HTTP/1.1) asks first.
+ */
+bool request_wants_body(struct request *r, uint64_t *max);
+/*
+ * Serves r once its head is complete: answers it (through r->front), or
+ * opens its stream, or waits for its publish body. Returns what a front
+ * call returned (0 when none failed).
+ */
+int request_process(struct request *r);
+/*
+ * Answers r with a one-line text/plain response (a front end's own
+ * refusals: a malformed head, a body that breaks its framing).
+ */
+int request_fail(struct request *r, int status, const char *text);
+/*
+ * Takes len bytes of a publish body (ignored unless r is publishing and
+ * unanswered). 0, or ERR_LIMIT when the body was refused (answered 413
+ * past max-publish-bytes, 503 when the connection's or worker's bytes are
+ * full): the rest of it is not wanted.
+ */
+int request_body(struct request *r, const void *data, size_t len);
+/* The publish body is complete: publishes it and answers (202 or 503). 0 or a front error. */
+int request_body_end(struct request *r);
+/* True while r publishes and its body is still wanted. */
+bool request_publishing(const struct request *r);
+/* True while r's response waits for its stream. */
+bool request_waiting(const struct request *r);
+/*
+ * Sends r's waiting response if its stream is ready now (the SSE head, or
+ * the poll's answer). 0, or what the front call returned.
+ */
+int request_resume(struct request *r);
+
+/*
+ * Exposed for tests. The poll JSON of SSE text sse (len bytes), ending
+ * before the first event that would take json past max bytes (the first
+ * event always goes). whole: sse is everything the stream had, so its
+ * last id is the position to continue from; else (or when cut) next is the
+ * id of the last event included. Appends to json; returns the events
+ * included and sets *cut when events were left out. Pure.
+ */
+size_t request_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
+                         bool *cut);
+
+#endif
