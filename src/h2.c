@@ -71,8 +71,8 @@ struct h2 {
     struct request_quota quota;      /* bytes and subject patterns held by this connection */
     double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
     double tokens_at;            /* when tokens was last refilled, monotonic seconds */
-    unsigned refused_in_row;     /* streams refused by the rate limit since one was taken */
-    double refused_logged;       /* when that was last logged, monotonic seconds; 0: never */
+    unsigned refused_burst;      /* streams refused by the rate limit with no quiet second between */
+    double refused_at;           /* the last refusal, monotonic seconds; 0: never */
     uint64_t requests;
     struct list reqs;            /* every req not yet closed */
     size_t nstreams;
@@ -304,15 +304,21 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     int32_t id = frame->hd.stream_id;
     if (!take_stream_token(h2)) {
         metrics_add(&h2->io.env->stats->stream_rate, 1);
-        /* Once a second at most: a client alternating taken and refused must not flood the log. */
+        /*
+         * A burst ends only with a quiet second, not with the odd stream a
+         * refilled token lets through: a client opening streams just above
+         * the rate (or a slow gateway refilling between its frames) would
+         * otherwise never trip the cut. One log line per burst.
+         */
         double now = stream_now_s();
-        if (++h2->refused_in_row == 1 && now - h2->refused_logged >= 1.0) {
-            h2->refused_logged = now;
+        if (now - h2->refused_at >= 1.0)
+            h2->refused_burst = 0;
+        h2->refused_at = now;
+        if (++h2->refused_burst == 1)
             log_info("conn %" PRIu64 ": more than %d new streams per second; refusing",
                      h2->io.conn_id, h2->io.env->cfg->stream_rate);
-        }
         /* A client that keeps opening streams into a closed bucket is not a browser. */
-        if (h2->refused_in_row > 1000) {
+        if (h2->refused_burst > 1000) {
             /* Counted and logged where the GOAWAY is sent (on_frame_send). */
             nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
             return 0;
@@ -321,7 +327,6 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
-    h2->refused_in_row = 0;
     if (++h2->requests == (uint64_t)h2->io.env->cfg->max_requests) {
         /* This one is served; the client opens a new connection for the next. */
         log_info("conn %" PRIu64 ": %d requests; GOAWAY", h2->io.conn_id, h2->io.env->cfg->max_requests);
