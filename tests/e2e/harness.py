@@ -197,6 +197,8 @@ class Block:
         self.event = event  # str or None
         self.data = data  # list of str lines, or None if no data field
         self.comments = list(comments)
+        self.retry = None  # str: the retry field's value, or None
+        self.unknown = []  # lines a strict parse would have failed on (strict=False only)
         self.raw = raw
 
     @property
@@ -211,8 +213,11 @@ def parse_blocks(body, strict=True):
     """Parses an SSE body as the gateway writes it: LF line ends, fields in order.
 
     Returns (blocks, rest): rest is an unterminated tail. With strict, a
-    field other than id/event/data, a repeated id or event, or 'retry' after
-    the start fails the test: the gateway never writes them.
+    field other than id/event/data, a repeated id or event, an id after
+    data, or 'retry' after the start fails the test: the gateway never
+    writes them. Without strict, such lines are kept in the block's
+    unknown list (a retry in a later block, as a drain writes it, is
+    recorded as its retry), for the caller to judge.
     """
     blocks = []
     pos = 0
@@ -234,13 +239,33 @@ def parse_blocks(body, strict=True):
                 b.id = value
             elif name == "event" and b.event is None:
                 b.event = value
-            elif name == "retry" and not blocks:
-                pass
+            elif name == "retry" and b.retry is None and (not blocks or not strict):
+                b.retry = value
             elif strict:
                 raise TestFailure("unexpected line %r in block %r" % (ln, raw[:200]))
+            else:
+                b.unknown.append(ln)
         blocks.append(b)
         pos = end + 2
     return blocks, body[pos:]
+
+
+def events_of(body):
+    """The events (blocks with data) of an SSE body, strictly parsed."""
+    blocks, _ = parse_blocks(body)
+    return [b for b in blocks if b.is_event]
+
+
+class SseFeed:
+    """parse_blocks for a body that arrives in pieces: feed() returns the blocks
+    completed so far, parsed with strict=False (the caller judges each block)."""
+
+    def __init__(self):
+        self.buf = b""
+
+    def feed(self, data):
+        blocks, self.buf = parse_blocks(self.buf + data, strict=False)
+        return blocks
 
 
 _fences = [0]

@@ -828,38 +828,6 @@ class AckPublisher(threading.Thread):
 # SSE over curl, resuming across gateways
 
 
-class SseParser:
-    """Incremental SSE parser: fields id, event, data, retry; ':' comments."""
-
-    def __init__(self):
-        self.buf = b""
-
-    def feed(self, data):
-        """Returns the complete blocks in data so far, each a dict."""
-        self.buf += data
-        out = []
-        while True:
-            end = self.buf.find(b"\n\n")
-            if end < 0:
-                return out
-            raw, self.buf = self.buf[:end], self.buf[end + 2:]
-            b = {"id": None, "event": None, "data": None, "retry": None, "comments": [],
-                 "raw": raw}
-            for ln in raw.decode("utf-8", "replace").split("\n"):
-                if ln.startswith(":"):
-                    b["comments"].append(ln[1:].lstrip(" "))
-                    continue
-                name, _, value = ln.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "data":
-                    b["data"] = value if b["data"] is None else b["data"] + "\n" + value
-                elif name in ("id", "event", "retry"):
-                    b[name] = value
-                else:
-                    b.setdefault("unknown", []).append(ln)
-            out.append(b)
-
-
 class Connection:
     """One curl run of a ResumingClient."""
 
@@ -965,7 +933,7 @@ class ResumingClient:
         p = h.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self.lock:
             self.proc = p
-        parser = SseParser()
+        parser = h.SseFeed()
         fd = p.stdout.fileno()
         while True:
             try:
@@ -995,34 +963,34 @@ class ResumingClient:
         h.log("client connection %s" % conn.describe())
 
     def _block(self, conn, b, now):
-        conn.notes += [c for c in b["comments"] if c]
+        conn.notes += [c for c in b.comments if c]
         if conn.t_start is None:
             # The start item: "retry: N\nid: P\n\n".
-            if b["retry"] is not None and b["data"] is None and b["event"] is None:
+            if b.retry is not None and b.data is None and b.event is None:
                 conn.t_start = now
-                conn.start_id = b["id"]
-                if b["id"] is not None:
-                    self.last_id = b["id"]
+                conn.start_id = b.id
+                if b.id is not None:
+                    self.last_id = b.id
                 return
             # Not the start item: recorded as a defect, then handled as any block.
             conn.t_start = now
             conn.bad_start = True
             self.others.append((b, conn.index))
-        if b["id"] is not None:
-            self.last_id = b["id"]
-        if b["event"] == "reset":
+        if b.id is not None:
+            self.last_id = b.id
+        if b.event == "reset":
             self.resets.append((b, conn.index))
             return
-        if b["retry"] is not None:
-            conn.retries.append(b["retry"])
-        if b["data"] is not None:
-            if b["event"] is not None or b["id"] is None:
+        if b.retry is not None:
+            conn.retries.append(b.retry)
+        if b.data is not None:
+            if b.event is not None or b.id is None:
                 self.others.append((b, conn.index))
             conn.events += 1
-            self.events.append((b["id"], b["data"], now, conn.index))
+            self.events.append((b.id, "\n".join(b.data), now, conn.index))
             return
-        if b["id"] is None and b["event"] is None and not b.get("unknown") and (
-                b["comments"] or b["retry"] is not None):
+        if b.id is None and b.event is None and not b.unknown and (
+                b.comments or b.retry is not None):
             return  # a heartbeat, a comment, a drain's retry hint
         self.others.append((b, conn.index))
 

@@ -1,11 +1,10 @@
 """Helpers for the security tests (test_auth, test_cors, test_floods).
 
-Three things the shared harness does not have:
+What the shared harness does not have:
 
   - JWTs built here: HS256/384/512 with hmac, RS256 and ES256 signed by
     the openssl command line with keys generated into a temp dir (the
     ES256 DER signature is turned into the raw r || s that JWS wants);
-  - the admin /metrics page parsed into numbers;
   - a raw HTTP/2 client over TLS: hand-built frames, HPACK literals
     without indexing (no Huffman, no dynamic table), and enough of a
     frame reader to see SETTINGS, RST_STREAM, GOAWAY and a response's
@@ -22,7 +21,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import select
 import socket
 import ssl
@@ -166,40 +164,6 @@ class Keys:
         if self.kind[name] == "ec":
             sig = der_to_raw(sig)
         return signing.decode() + "." + b64u(sig)
-
-
-# ---------------------------------------------------------------------------
-# admin /metrics
-
-_METRIC_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$")
-
-
-def metrics(gw, timeout=5):
-    """The admin page as {"name{labels}": value}."""
-    expect(gw.admin_port, "the gateway printed no admin port")
-    url = "http://%s:%d/metrics" % (HOST, gw.admin_port)
-    with h._NO_PROXY.open(url, timeout=timeout) as r:
-        text = r.read().decode()
-    out = {}
-    for ln in text.splitlines():
-        m = _METRIC_RE.match(ln.strip())
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
-
-
-def limit_hits(gw):
-    """{limit label: count} of sluice_limit_hits_total."""
-    out = {}
-    for k, v in metrics(gw).items():
-        m = re.match(r'sluice_limit_hits_total\{limit="([^"]+)"\}$', k)
-        if m:
-            out[m.group(1)] = v
-    return out
-
-
-def metric(gw, key):
-    return metrics(gw).get(key, 0.0)
 
 
 # ---------------------------------------------------------------------------

@@ -103,10 +103,10 @@ def analyse(client, pub, fence):
         defects.append("%d events never published/acked, first %r"
                        % (len(not_acked), not_acked[:5]))
     if resets:
-        defects.append("%d resets: %r" % (len(resets), [(b["raw"], ci) for b, ci in resets[:3]]))
+        defects.append("%d resets: %r" % (len(resets), [(b.raw, ci) for b, ci in resets[:3]]))
     if others:
         defects.append("%d unexpected blocks: %r" % (len(others),
-                                                    [(b["raw"], ci) for b, ci in others[:3]]))
+                                                    [(b.raw, ci) for b, ci in others[:3]]))
     fig = {"published": len(acked), "received": len(events), "lost": len(lost),
            "duplicated": len(dups), "out_of_order": len(ooo), "gap": gap,
            "gap_at": gap_at, "reconnects": max(0, len(conns) - 1)}

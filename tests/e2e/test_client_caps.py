@@ -46,6 +46,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import ops_util as ou  # noqa: E402
 from harness import expect  # noqa: E402
 
@@ -74,7 +75,7 @@ def within(grown, bound, what):
 
 
 def hits(gw, limit):
-    return ou.value(ou.scrape(gw), "sluice_limit_hits_total", limit=limit)
+    return mu.value(mu.scrape(gw), "sluice_limit_hits_total", limit=limit)
 
 
 def started(s):
@@ -112,15 +113,15 @@ def subscriptions_lru(nats):
         expect(not started(s5), "a refused stream must not start: %r" % s5)
         c5.close()
         expect(hits(gw, "subscriptions") == 1, "limit=subscriptions not counted once")
-        expect(ou.value(ou.scrape(gw), "sluice_nats_subscriptions") == 4,
+        expect(mu.value(mu.scrape(gw), "sluice_nats_subscriptions") == 4,
                "the refused pattern was subscribed")
         expect("lru.w4" not in gateway_subs(nats), "nats-server has the refused pattern")
 
         # w1 lapses first, then w2: both linger (history-keep-ms 60 s).
         conns[1][0].close()
-        ou.wait_metric(gw, "sluice_streams_open", 3)
+        mu.wait_metric(gw, "sluice_streams_open", 3)
         conns[2][0].close()
-        ou.wait_metric(gw, "sluice_streams_open", 2)
+        mu.wait_metric(gw, "sluice_streams_open", 2)
         c6, s6 = watch(gw, "lru.w5")
         expect(started(s6), "a new pattern at the cap with two lingering did not start: %r" % s6)
         h.wait_until(lambda: gateway_subs(nats) == {"lru.w0", "lru.w2", "lru.w3", "lru.w5"}, 10,
@@ -130,9 +131,9 @@ def subscriptions_lru(nats):
         expect(started(s7), "the second eviction did not let a stream start: %r" % s7)
         h.wait_until(lambda: gateway_subs(nats) == {"lru.w0", "lru.w3", "lru.w5", "lru.w6"}, 10,
                      "nats-server to drop lru.w2 next; has %r" % gateway_subs(nats))
-        fams = ou.scrape(gw)
-        expect(ou.value(fams, "sluice_nats_subscriptions_evicted_total") == 2,
-               "evictions: %r" % ou.value(fams, "sluice_nats_subscriptions_evicted_total"))
+        fams = mu.scrape(gw)
+        expect(mu.value(fams, "sluice_nats_subscriptions_evicted_total") == 2,
+               "evictions: %r" % mu.value(fams, "sluice_nats_subscriptions_evicted_total"))
         # Nothing lingers now: refused again.
         c8, s8 = watch(gw, "lru.w7")
         c8.wait(lambda _: s8.closed, 10, "lru.w7 to be refused")
@@ -164,7 +165,7 @@ def connection_caps(nats, gw):
         ss = open_all(c, part)
         expect(all(started(s) for s in ss), "priming %d patterns: %r" % (len(part), ss[:2]))
         c.close()
-    ou.wait_metric(gw, "sluice_streams_open", 0)
+    mu.wait_metric(gw, "sluice_streams_open", 0)
 
     # Joining held patterns costs no token; the 41st distinct one is refused.
     before = hits(gw, "subjects_per_connection")
@@ -261,7 +262,7 @@ def churn(nats, gw, cap):
     t.start()
     try:
         # Let the churn fill the process to its cap first.
-        h.wait_until(lambda: ou.value(ou.scrape(gw), "sluice_nats_subscriptions") >= cap, 20,
+        h.wait_until(lambda: mu.value(mu.scrape(gw), "sluice_nats_subscriptions") >= cap, 20,
                      "churn to fill the process to max-subscriptions")
         t0 = time.monotonic()
         live_c, live_s = watch(gw, "legit.live")
@@ -280,9 +281,9 @@ def churn(nats, gw, cap):
         stop.set()
         t.join(timeout=30)
     expect(not errors, "churner failed: %r" % errors)
-    fams = ou.scrape(gw)
-    n = ou.value(fams, "sluice_nats_subscriptions")
-    evicted = ou.value(fams, "sluice_nats_subscriptions_evicted_total")
+    fams = mu.scrape(gw)
+    n = mu.value(fams, "sluice_nats_subscriptions")
+    evicted = mu.value(fams, "sluice_nats_subscriptions_evicted_total")
     expect(n <= cap and evicted > 0, "after churn: %d subscriptions (cap %d), %d evicted"
            % (n, cap, evicted))
     h.wait_until(lambda: len(gateway_subs(nats)) <= cap, 10,

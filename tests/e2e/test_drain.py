@@ -49,6 +49,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
@@ -63,7 +64,7 @@ def wait_draining_ready(gw, t0, within):
     last = [None]
 
     def ok():
-        st, text, _ = u.admin_get(gw, "/readyz")
+        st, text, _ = mu.admin_get(gw, "/readyz")
         last[0] = (st, text.strip())
         return last[0] == (503, "not ready: draining")
     try:
@@ -122,7 +123,7 @@ def drain_spreads_streams_over_the_window(nats):
         raw.wait(lambda c: all(s.body.count(b"data: b") == 2 for s in rs), 10,
                  "2 events on every raw stream")
         total = CLIENT_STREAMS + RAW_STREAMS + 1
-        u.wait_metric(gw, "sluice_streams_open", total, timeout=5)
+        mu.wait_metric(gw, "sluice_streams_open", total, timeout=5)
 
         mark = len(gw.log())
         wall0, t0 = time.time(), time.monotonic()
@@ -133,8 +134,8 @@ def drain_spreads_streams_over_the_window(nats):
         t_refused = time.monotonic() - t0
         expect(all(connect_refused(gw.port) for _ in range(20)),
                "some new connections were accepted after the listeners closed")
-        fams = u.scrape(gw)
-        expect(u.value(fams, "sluice_draining") == 1, "sluice_draining is not 1 while draining")
+        fams = mu.scrape(gw)
+        expect(mu.value(fams, "sluice_draining") == 1, "sluice_draining is not 1 while draining")
         h.log("SIGTERM: /readyz 503 after %.3f s, connections refused after %.3f s"
               % (t_ready, t_refused))
 
@@ -292,12 +293,12 @@ def stuck_client_does_not_hold_the_exit(nats):
         oks = ok.open_many(["/events/dr.t"] * 10)
         ok.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in oks), 10,
                 "the healthy connection's start items")
-        before = u.scrape(gw)
+        before = mu.scrape(gw)
         t0 = time.monotonic()
         gw.proc.send_signal(signal.SIGTERM)
         ok.wait(lambda c: all(s.closed for s in oks) and c.eof_at is not None,
                 drain_ms / 1000.0 + 2, "the healthy connection's streams to end and close")
-        fams = u.scrape(gw)
+        fams = mu.scrape(gw)
         # The stuck connection's streams were cut, but cannot close while its output is
         # blocked: they stay counted as open, and are not counted as ended yet.
         for name, labels, want in (
@@ -306,14 +307,14 @@ def stuck_client_does_not_hold_the_exit(nats):
                 ("sluice_slow_consumer_cuts_total", {}, 0),
                 ("sluice_draining", {}, 1),
                 ("sluice_connections_open", {"protocol": "h2"}, -1)):
-            got = u.value(fams, name, **labels) - u.value(before, name, **labels)
+            got = mu.value(fams, name, **labels) - mu.value(before, name, **labels)
             if name == "sluice_draining":
-                got = u.value(fams, name)
+                got = mu.value(fams, name)
             expect(got == want, "during the drain %s%s changed by %r, expected %r"
                    % (name, labels, got, want))
-        expect(u.value(before, "sluice_slow_consumer_cuts_total") == 20,
+        expect(mu.value(before, "sluice_slow_consumer_cuts_total") == 20,
                "the stuck connection's 20 streams were not all cut: %r"
-               % u.value(before, "sluice_slow_consumer_cuts_total"))
+               % mu.value(before, "sluice_slow_consumer_cuts_total"))
         ok.close()
         t_exit, rc = wait_exit(gw, t0, drain_ms / 1000.0 + 5 + 1.5)
         h.log("a client that reads nothing: exited %s %.2f s after SIGTERM (window %d ms + 5 s)"

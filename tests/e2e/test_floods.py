@@ -53,6 +53,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import sec_util as u  # noqa: E402
 from harness import HOST, expect  # noqa: E402
 from sec_util import (ACK, CANCEL, CONTINUATION, END_STREAM,  # noqa: E402
@@ -74,7 +75,7 @@ class Hits:
 
     def __init__(self, gw):
         self.gw = gw
-        self.before = u.limit_hits(gw)
+        self.before = mu.limit_hits(gw)
         self.log_at = len(gw.log())
 
     def logged(self, what, timeout=1.0):
@@ -89,7 +90,7 @@ class Hits:
     def grew(self, label, what, at_least=1, timeout=1.5, exactly=None):
         """Waits (bounded) for the counter to grow; a soft check. Returns the growth."""
         def delta():
-            return u.limit_hits(self.gw).get(label, 0) - self.before.get(label, 0)
+            return mu.limit_hits(self.gw).get(label, 0) - self.before.get(label, 0)
         want = exactly if exactly is not None else at_least
         deadline = time.monotonic() + timeout
         d = delta()
@@ -403,7 +404,7 @@ def idle(gw):
 
 
 def open_h2(gw):
-    return u.metric(gw, 'sluice_connections_open{protocol="h2"}')
+    return mu.metric(gw, "sluice_connections_open", protocol="h2")
 
 
 def ping_no_read(gw, idle_s):
@@ -454,14 +455,14 @@ def ping_no_read(gw, idle_s):
         h.log("the held-back connection %s %.1f s after it opened (open h2 connections %d, "
               "baseline %d); idle_timeout hits +%d"
               % ("was closed" if gone else "is STILL OPEN", time.monotonic() - t0, open_h2(gw),
-                 baseline, u.limit_hits(gw)["idle_timeout"] - hits.before["idle_timeout"]))
+                 baseline, mu.limit_hits(gw)["idle_timeout"] - hits.before["idle_timeout"]))
         soft(gone, "a connection that never reads and has no stream was not closed: still open "
              "%.1f s after it opened (--idle-timeout-ms %d; GOAWAY, then close)"
              % (time.monotonic() - t0, idle_s * 1000))
     elif state == "closed":
         h.log("(closed before it was held back: %s)" % (
-            "flood detected" if u.limit_hits(gw)["flood"] > hits.before["flood"] else
-            "idle timeout" if u.limit_hits(gw)["idle_timeout"] > hits.before["idle_timeout"]
+            "flood detected" if mu.limit_hits(gw)["flood"] > hits.before["flood"] else
+            "idle timeout" if mu.limit_hits(gw)["idle_timeout"] > hits.before["idle_timeout"]
             else "by the gateway"))
     else:
         soft(False, "PINGs without reading: after %.0f s the gateway neither closed the "
@@ -525,7 +526,7 @@ def test():
     n = steady.finish()
     h.log("the well-behaved clients received all %d events in order on both gateways" % n)
     for gw in (a, b):
-        hits = {k: int(v) for k, v in u.limit_hits(gw).items() if v}
+        hits = {k: int(v) for k, v in mu.limit_hits(gw).items() if v}
         h.log("gateway %d limit hits: %r" % (gw.port, hits))
         gw.stop(timeout=15)
     expect(not problems, "%d check(s) failed: %s" % (len(problems), " | ".join(problems)))

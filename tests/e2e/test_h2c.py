@@ -27,6 +27,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
@@ -177,12 +178,12 @@ def many_streams(gw, nats, pub):
     expect(first.status == 200 and first.version == "2", "first poll: %r" % first)
     after = json.loads(first.body)["next"]
     nats.wait_subscriptions([subject])
-    opened_before = u.metric(gw, "sluice_streams_open") or 0
+    opened_before = mu.metric(gw, "sluice_streams_open")
     url = u.plain_url(gw, "/poll?subject=%s&after=%s&timeout=15" % (subject, after))
     p = h.spawn(["nghttp", "-v", "--no-dep", "-m", str(NSTREAMS), url],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        h.wait_until(lambda: (u.metric(gw, "sluice_streams_open") or 0) >= opened_before + NSTREAMS,
+        h.wait_until(lambda: mu.metric(gw, "sluice_streams_open") >= opened_before + NSTREAMS,
                      10, "%d streams open on the gateway" % NSTREAMS, interval=0.1)
         expect(p.poll() is None, "nghttp ended before the event was published")
         t0 = time.monotonic()

@@ -54,7 +54,7 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
 from harness import expect  # noqa: E402
 
 STREAMS = "JS,SMALL"
@@ -133,7 +133,7 @@ def pub_pairs(c, subj, noise, names):
 
 
 def metric(gw, name):
-    return u.value(u.scrape(gw), name)
+    return mu.value(mu.scrape(gw), name)
 
 
 def rfc3339(t, offset_h=0, digits=3):

@@ -27,6 +27,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
@@ -37,7 +38,7 @@ CHURN = 40
 
 
 def metric(gw, name, **labels):
-    return u.value(u.scrape(gw), name, **labels)
+    return mu.value(mu.scrape(gw), name, **labels)
 
 
 def hits(gw):

@@ -31,6 +31,7 @@ import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
@@ -170,7 +171,7 @@ def test():
             f.write("# test_reload\nlog-level = info\n")
         mark = hup(gw, r"SIGHUP: certificate \S+ reloaded", "log-level = info")
         idx = len(gw.log())
-        conns = u.value(u.scrape(gw), "sluice_connections_open", protocol="h2")
+        conns = mu.value(mu.scrape(gw), "sluice_connections_open", protocol="h2")
         r = h.curl(gw, "/nope/quiet")
         rid = r.header("x-request-id")
         h.wait_until(lambda: any(e.get("request_id") == rid
@@ -179,7 +180,7 @@ def test():
         # Fence (a 0.2 s sleep stood here): the last debug line a request can
         # leave is its connection's "closing", after the access line. Once
         # the gateway counts curl's connection closed, it would be written.
-        u.wait_metric(gw, "sluice_connections_open", conns, protocol="h2")
+        mu.wait_metric(gw, "sluice_connections_open", conns, protocol="h2")
         late = gw.log()[idx:]
         expect(not re.search(DEBUG_RE, late),
                "debug lines after the level went back to info:\n%s" % h.tail(late, 5))

@@ -59,6 +59,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import h1_util as h1  # noqa: E402
 import js_util as js  # noqa: E402
 import sec_util as u  # noqa: E402
@@ -150,7 +151,7 @@ def subscribes_refused(gw, token=None):
 
 def wildcards_see_no_reserved(gw, node):
     """>, *.y and * match reserved subjects in NATS itself: the bus must drop them."""
-    before = u.metric(gw, "sluice_nats_reserved_dropped_total")
+    before = mu.metric(gw, "sluice_nats_reserved_dropped_total")
     streams = {p: h.CurlStream(gw, "/events/" + q, max_time=60)
                for p, q in ((">", "%3E"), ("*.y", "*.y"), ("*", "*"))}
     try:
@@ -174,7 +175,7 @@ def wildcards_see_no_reserved(gw, node):
         for s in streams.values():
             s.close()
     # > drops all six, *.y drops $X.y, * drops _INBOX and $; the gateway's own replies may add.
-    after = u.metric(gw, "sluice_nats_reserved_dropped_total")
+    after = mu.metric(gw, "sluice_nats_reserved_dropped_total")
     expect(after - before >= 9, "sluice_nats_reserved_dropped_total grew by %g, expected >= 9"
            % (after - before))
     h.log("streams on >, *.y and * got their fences and none of the reserved messages")
@@ -300,7 +301,7 @@ def ipv6_loopback(node):
             r = c.read_response(5)
             expect(r.status == 202, "publish over [::1] with Host [::1]:%d: %d %r"
                    % (port, r.status, r.body))
-        before = u.limit_hits(gw).get("connections_per_address", 0)
+        before = mu.limit_hits(gw).get("connections_per_address", 0)
         third = conn()
         held.append(third)
         try:
@@ -310,7 +311,7 @@ def ipv6_loopback(node):
         expect(third.wait_closed(5) and b"HTTP/1.1" not in third.buf,
                "a third connection from ::1 was served past max-connections-per-address 2: %r"
                % third.buf[:200])
-        after = u.limit_hits(gw).get("connections_per_address", 0)
+        after = mu.limit_hits(gw).get("connections_per_address", 0)
         expect(after == before + 1, "connections_per_address went %g -> %g" % (before, after))
     finally:
         for c in held:
@@ -340,7 +341,7 @@ def test():
     hosts(gw, gwj)
     ipv6_loopback(node)
 
-    hits = u.limit_hits(gw)
+    hits = mu.limit_hits(gw)
     expect(hits.get("reserved_subject", 0) >= 2 * 5 + 2 * len(SUBSCRIBE_REFUSED) + 2,
            "limit_hits reserved_subject = %r" % hits.get("reserved_subject"))
     expect(hits.get("host", 0) >= 7, "limit_hits host = %r" % hits.get("host"))

@@ -46,6 +46,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import edge_util as eu  # noqa: E402
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
 import sec_util as s  # noqa: E402
 from harness import expect  # noqa: E402
@@ -160,7 +161,7 @@ def events_case(gw, conn, where, nats_sub, pub, tok_for_fence):
 def closing_cases(gw, conn, where, tok):
     """Bodies that are not read: the answer says close and the connection ends, and
     each is counted in sluice_limit_hits_total{limit="unread_body"}."""
-    hits = s.limit_hits(gw).get("unread_body", 0)
+    hits = mu.limit_hits(gw).get("unread_body", 0)
     cases = [
         ("a declared body over 64 KiB", 100000, ""),
         ("Expect: 100-continue on a route without a body", None, "Expect: 100-continue\r\n"),
@@ -194,7 +195,7 @@ def closing_cases(gw, conn, where, tok):
         check_one(r, 200, "real-1", w)
         expect(r.header("connection") == "close", "%s: connection %r" % (w, r.header("connection")))
         expect(c.wait_closed(5), "%s: the connection was not closed" % w)
-    now = s.limit_hits(gw).get("unread_body", 0)
+    now = mu.limit_hits(gw).get("unread_body", 0)
     expect(now == hits + 3, "%s: unread_body counted %d bodies, expected 3" % (where, now - hits))
     h.log("%s: bodies not read end the connection after the answer" % where)
 
@@ -260,7 +261,7 @@ def pipelining(gw):
         last, since = None, time.monotonic()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            now = u.metric(gw, "sluice_bytes_written_total")
+            now = mu.metric(gw, "sluice_bytes_written_total")
             if now != last:
                 last, since = now, time.monotonic()
             elif time.monotonic() - since >= 0.5:

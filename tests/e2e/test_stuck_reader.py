@@ -39,7 +39,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
 from harness import expect  # noqa: E402
 
 SUBJECTS = ["stuck.%d" % i for i in range(10)]
@@ -227,8 +227,8 @@ def test():
         # The raw client cannot tell us its streams are answered; the gateway
         # can: a bounded wait until it counts every stream open (a 0.3 s
         # sleep stood here).
-        u.wait_metric(gw, "sluice_streams_open", 2 * STUCK_STREAMS + len(SUBJECTS))
-        delivered = u.value(u.scrape(gw), "sluice_events_delivered_total")
+        mu.wait_metric(gw, "sluice_streams_open", 2 * STUCK_STREAMS + len(SUBJECTS))
+        delivered = mu.value(mu.scrape(gw), "sluice_events_delivered_total")
 
         with h.NatsConn(nats.port) as pub:
             # Warm-up: every connection has carried data before the freeze.
@@ -239,7 +239,7 @@ def test():
             # Every stream's warm-up written out before the freeze: a bounded
             # wait on the gateway's count (a 0.5 s sleep stood here).
             warm = WARM * (2 * STUCK_STREAMS + len(SUBJECTS))
-            h.wait_until(lambda: u.value(u.scrape(gw), "sluice_events_delivered_total")
+            h.wait_until(lambda: mu.value(mu.scrape(gw), "sluice_events_delivered_total")
                          >= delivered + warm, 15, "the %d warm-up events written" % warm)
             os.kill(stuck.proc.pid, signal.SIGSTOP)
             h.log("sluice-client pid %d stopped with SIGSTOP; the raw client never reads"
