@@ -45,9 +45,9 @@ import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
-import ops_util as ou  # noqa: E402
 from harness import expect  # noqa: E402
 
 MiB = 1 << 20
@@ -89,7 +89,7 @@ def answered(s):
 
 def watch(gw, subject, timeout=10):
     """A new connection with one stream on subject; waits for its start or end."""
-    c = ou.H2Conn(gw)
+    c = h2.H2Conn(gw)
     s = c.request("/events/" + subject)
     c.wait(lambda _: answered(s), timeout, "stream on %s to start or end" % subject)
     return c, s
@@ -161,7 +161,7 @@ def connection_caps(nats, gw):
     # 50 patterns the process holds (lingering): three connections, each within its burst.
     pre = ["pre.%d" % i for i in range(50)]
     for part in (pre[:17], pre[17:34], pre[34:]):
-        c = ou.H2Conn(gw)
+        c = h2.H2Conn(gw)
         ss = open_all(c, part)
         expect(all(started(s) for s in ss), "priming %d patterns: %r" % (len(part), ss[:2]))
         c.close()
@@ -169,7 +169,7 @@ def connection_caps(nats, gw):
 
     # Joining held patterns costs no token; the 41st distinct one is refused.
     before = hits(gw, "subjects_per_connection")
-    c = ou.H2Conn(gw)
+    c = h2.H2Conn(gw)
     ss = open_all(c, pre)
     ok = [s for s in ss if started(s)]
     refused = [s for s in ss if REFUSED_CONN in s.body]
@@ -184,7 +184,7 @@ def connection_caps(nats, gw):
 
     # Fresh patterns cost a token each: 20 a second, burst 20.
     before = hits(gw, "subscribe_rate")
-    c2 = ou.H2Conn(gw)
+    c2 = h2.H2Conn(gw)
     ss = open_all(c2, ["rate.%d" % i for i in range(50)])
     ok = [s for s in ss if started(s)]
     refused = [s for s in ss if REFUSED_RATE in s.body]
@@ -202,7 +202,7 @@ def connection_caps(nats, gw):
 
 def one_connection_churn(gw):
     """One connection churning fresh subjects meets both caps, and closing streams gives back."""
-    c = ou.H2Conn(gw)
+    c = h2.H2Conn(gw)
     k = [0]
 
     def fresh(n):
@@ -251,7 +251,7 @@ def churn(nats, gw, cap):
         k = 0
         try:
             while not stop.is_set():
-                with ou.H2Conn(gw) as c:
+                with h2.H2Conn(gw) as c:
                     ss = open_all(c, ["churn.%d" % (k + i) for i in range(20)])
                     refusals[0] += sum(1 for s in ss if not started(s))
                 k += 20
@@ -326,7 +326,7 @@ def poll_all(gw, subject, max_poll):
     got = []
     after = "earliest"
     deadline = time.monotonic() + 30
-    with ou.H2Conn(gw) as c:
+    with h2.H2Conn(gw) as c:
         while time.monotonic() < deadline:
             s = c.request("/poll?subject=%s&after=%s&timeout=1" % (subject, after))
             c.wait(lambda _: s.closed, 10, "a poll answer")
@@ -389,7 +389,7 @@ def file_memory(nats):
             cl.wait_ready(timeout=20)
             peak = hwm_bytes(gw.proc.pid)
             # The cache holds big1 for 30 responses: big2 cannot be taken in.
-            r = ou.H2Conn(gw)
+            r = h2.H2Conn(gw)
             s = r.request("/big2.bin")
             r.wait(lambda _: s.closed, 10, "big2.bin answered")
             expect(bytes(s.body) == b"busy, retry\n", "big2 while the cache is in use: %r" % s)
@@ -399,7 +399,7 @@ def file_memory(nats):
               % ((peak - rss0) / MiB))
         within(peak - rss0, 24 * MiB, "30 zero-window GETs of a 3 MiB file")
         # Once those responses are gone, big2 replaces big1 and is served whole.
-        with ou.H2Conn(gw) as c:
+        with h2.H2Conn(gw) as c:
             s = c.request("/big2.bin")
             c.wait(lambda _: s.closed, 20, "big2.bin served")
             with open(os.path.join(www, "big2.bin"), "rb") as f:
@@ -414,7 +414,7 @@ def publish_memory(nats):
         body = b"x" * (900 * 1024)
         # The body waits on the server's 64 KiB windows: hand the GIL over quickly.
         sys.setswitchinterval(0.0002)
-        with ou.H2Conn(gw, window=0) as c:
+        with h2.H2Conn(gw, window=0) as c:
             for i in range(20):
                 c.post("/publish/mem.pub", body, end=True)
             for i in range(20):

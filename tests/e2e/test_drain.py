@@ -48,6 +48,7 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
@@ -106,7 +107,7 @@ def drain_spreads_streams_over_the_window(nats):
         client = h.Client(gw, ["--connections", "3",
                                "--repeat-path", "/events/dr.a:%d" % (CLIENT_STREAMS // 3)],
                           timeout_ms=40000, events_out=False)
-        raw = u.H2Conn(gw)
+        raw = h2.H2Conn(gw)
         rs = raw.open_many(["/events/dr.b"] * RAW_STREAMS)
         curl = h.CurlStream(gw, "/events/dr.a", max_time=40)
         client.wait_ready(timeout=20)
@@ -166,7 +167,7 @@ def drain_spreads_streams_over_the_window(nats):
                              client.stderr())
         for conn in range(3):
             first = [(last, err) for c, last, err in notices if int(c) == conn][:1]
-            expect(first == [(str(u.MAX_WINDOW), "NO_ERROR")],
+            expect(first == [(str(h2.MAX_WINDOW), "NO_ERROR")],
                    "sluice-client connection %d: first GOAWAY %r, expected the shutdown notice "
                    "(last_stream_id=2147483647, NO_ERROR)" % (conn, first))
 
@@ -175,7 +176,7 @@ def drain_spreads_streams_over_the_window(nats):
         expect(raw.goaways, "the raw connection got no GOAWAY")
         t_notice, last, code = raw.goaways[0]
         first_end = min(s.closed_at for s in rs if s.closed)
-        expect(last == u.MAX_WINDOW and code == 0 and t_notice <= first_end,
+        expect(last == h2.MAX_WINDOW and code == 0 and t_notice <= first_end,
                "the first GOAWAY was %r at +%.3f s (first stream end +%.3f s), expected the "
                "shutdown notice (2^31-1, NO_ERROR) before any stream ends"
                % ((last, code), t_notice - t0, first_end - t0))
@@ -226,7 +227,7 @@ def drain_spreads_streams_over_the_window(nats):
 
 def second_signal_exits_at_once(nats):
     with h.Gateway(nats.url, drain_ms=20000, heartbeat_ms=60000) as gw:
-        raw = u.H2Conn(gw)
+        raw = h2.H2Conn(gw)
         rs = raw.open_many(["/events/dr.c"] * 20)
         raw.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in rs), 10,
                  "every stream's start item")
@@ -249,7 +250,7 @@ def second_signal_exits_at_once(nats):
 
 def few_streams_spread_over_the_window(nats):
     with h.Gateway(nats.url, workers=1, drain_ms=DRAIN_MS, heartbeat_ms=60000) as gw:
-        raw = u.H2Conn(gw)
+        raw = h2.H2Conn(gw)
         rs = raw.open_many(["/events/dr.f"] * 6)
         raw.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in rs), 10,
                  "every stream's start item")
@@ -271,7 +272,7 @@ def few_streams_spread_over_the_window(nats):
 def stuck_client_does_not_hold_the_exit(nats):
     drain_ms = 1000
     with h.Gateway(nats.url, drain_ms=drain_ms, heartbeat_ms=60000) as gw:
-        stuck = u.H2Conn(gw, rcvbuf=4096)
+        stuck = h2.H2Conn(gw, rcvbuf=4096)
         ss = stuck.open_many(["/events/dr.s"] * 20)
         stuck.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in ss), 10,
                    "the start items")
@@ -289,7 +290,7 @@ def stuck_client_does_not_hold_the_exit(nats):
         gw.wait_log(r"slow consumer", timeout=10, start=mark)
         # A healthy connection too; its streams end by the drain while the stuck one
         # keeps the process up, which leaves time to read the counters.
-        ok = u.H2Conn(gw)
+        ok = h2.H2Conn(gw)
         oks = ok.open_many(["/events/dr.t"] * 10)
         ok.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in oks), 10,
                 "the healthy connection's start items")

@@ -25,10 +25,10 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
 import metrics_util as mu  # noqa: E402
-import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
 MAX = 12
@@ -62,7 +62,7 @@ def test():
 
         mark = len(gw.log())
         t0 = time.monotonic()
-        conn = u.H2Conn(gw, timeout=10)
+        conn = h2.H2Conn(gw, timeout=10)
         churn = conn.open_many(["/events/cap.c%d" % i for i in range(CHURN)])
         conn.wait(lambda _: all(b"\n\n" in s.body or s.closed for s in churn), 30,
                   "every churning stream started or ended")

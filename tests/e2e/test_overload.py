@@ -27,9 +27,9 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import h1_util as h1u  # noqa: E402
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
-import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
 CAP = 50
@@ -57,7 +57,7 @@ def streams_total(nats):
                      heartbeat_ms=60000) as gw:
         st, body, _ = readyz(gw)
         expect(st == 200, "/readyz before any stream: %d %s" % (st, body))
-        main = u.H2Conn(gw)
+        main = h2.H2Conn(gw)
         ok = main.open_many(["/events/ov.a"] * CAP)
         main.wait(lambda _: all(h.START_RE.match(bytes(s.body)) for s in ok), 15,
                   "the %d admitted streams' start items" % CAP)
@@ -67,7 +67,7 @@ def streams_total(nats):
                "/readyz with %d of %d streams open: %d %r" % (CAP, CAP, st, body))
 
         mark = len(gw.log())
-        burst = u.H2Conn(gw)
+        burst = h2.H2Conn(gw)
         over = burst.open_many(["/events/ov.a"] * 20, headers=[("last-event-id", "123")])
         t0 = time.monotonic()
         fams = mu.scrape(gw)  # the admin listener answers while the burst is served
@@ -118,7 +118,7 @@ def streams_total(nats):
         burst.close()
         h.wait_until(lambda: readyz(gw)[0] == 200, 10, "/readyz 200 after the streams closed")
         expect(mu.value(mu.scrape(gw), "sluice_streams_admitted") == 0, "slots not given back")
-        again = u.H2Conn(gw)
+        again = h2.H2Conn(gw)
         s = again.open_many(["/events/ov.a"])[0]
         again.wait(lambda _: h.START_RE.match(bytes(s.body)), 10, "a stream after the storm")
         again.close()
@@ -128,7 +128,7 @@ def admission_rate(nats):
     with h.Gateway(nats.url, workers=2, stream_admission_rate=10,
                    overload_retry_min_ms=RETRY_MIN, overload_retry_max_ms=RETRY_MAX,
                    heartbeat_ms=60000) as gw:
-        c = u.H2Conn(gw)
+        c = h2.H2Conn(gw)
         ss = c.open_many(["/events/ov.r"] * 30)
         c.wait(lambda _: all(h.START_RE.match(bytes(s.body)) or s.closed for s in ss), 10,
                "every stream to start or be refused")

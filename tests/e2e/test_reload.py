@@ -30,6 +30,7 @@ import sys
 import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
@@ -90,7 +91,7 @@ def test():
         served(gw, fp_a, "at start")
         expect(not re.search(DEBUG_RE, gw.log()), "debug lines at log-level info")
 
-        keep = u.H2Conn(gw)
+        keep = h2.H2Conn(gw)
         expect(keep.fingerprint == fp_a, "the first connection was not served A")
         curl = h.CurlStream(gw, "/events/rl.a", max_time=60)
         w = Watch(nats, keep, curl)
@@ -127,7 +128,7 @@ def test():
         w.streams.append(keep.request("/events/rl.a"))
         keep.wait(lambda c: h.START_RE.match(bytes(w.streams[1].body)), 10,
                   "the start item of a new stream on the old connection")
-        with u.H2Conn(gw) as fresh:
+        with h2.H2Conn(gw) as fresh:
             expect(fresh.fingerprint == fp_b, "a new h2 connection was not served B")
             fs = fresh.request("/events/rl.a")
             fresh.wait(lambda c: h.START_RE.match(bytes(fs.body)), 10, "the start item (B)")
