@@ -21,6 +21,7 @@ import threading
 import time
 
 import harness as h
+import nats_util as nu
 from harness import HOST, TestFailure, expect
 
 # ---------------------------------------------------------------------------
@@ -180,7 +181,7 @@ class Steady:
         self.seq = 0
         self.stop_flag = threading.Event()
         self.error = None
-        self.pub = h.NatsConn(nats.port)
+        self.pub = nu.NatsClient(nats.port)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 

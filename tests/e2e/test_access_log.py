@@ -35,6 +35,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import ops_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -214,7 +215,7 @@ def test():
                         timeout_ms=15000)
         slow.wait_ready(timeout=10)
         nats.wait_subscriptions(["al.slow"])
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for i in range(4):
                 pub.pub("al.slow", ("s%d " % i).ljust(600, "x"))
             pub.flush()

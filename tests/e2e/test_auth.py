@@ -44,6 +44,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
 import sec_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import TestFailure, expect  # noqa: E402
 
 SECRET = b"e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -293,7 +294,7 @@ def test():
     s = h.CurlStream(exp_gw, "/events/orders.exp", max_time=20,
                      extra=["-H", "Authorization: Bearer " + etok])
     _, _, off = s.wait_start()
-    pub = h.NatsConn(nats.port)
+    pub = nu.NatsClient(nats.port)
     pub.pub("orders.exp", "before-expiry")
     pub.flush()
     s.wait_bytes(b"data: before-expiry\n\n", 5, off)

@@ -34,6 +34,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 COUNT = 10000
@@ -196,7 +197,7 @@ def test():
         # gap-filler arrives before it; once it is in, nothing more may come.
         # (A sleep here let a duplicate later than the sleep pass.)
         marker = "fence"
-        with j.NatsClient(cluster.ports, name="sluice-e2e-fence") as fc:
+        with nu.NatsClient(cluster.ports, name="sluice-e2e-fence") as fc:
             marker_seq = j.js_publish(fc, SUBJECT, marker, timeout=30)
         expect(marker_seq > last_seq, "the marker's sequence %d is not above the last "
                "event's %d" % (marker_seq, last_seq))

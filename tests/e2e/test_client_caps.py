@@ -48,6 +48,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 MiB = 1 << 20
@@ -140,7 +141,7 @@ def subscriptions_lru(nats):
         expect(b"limit reached" in s8.body and hits(gw, "subscriptions") == 2,
                "a pattern with every subscription watched was not refused: %r" % s8)
         # The streams that got in are live.
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             pub.pub("lru.w5", "after-eviction")
             pub.flush()
         c6.wait_body(s6, b"data: after-eviction\n\n", 10)
@@ -268,7 +269,7 @@ def churn(nats, gw, cap):
         live_c, live_s = watch(gw, "legit.live")
         loaded = time.monotonic() - t0
         expect(started(live_s), "a legitimate stream during churn did not start: %r" % live_s)
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             pub.pub("legit.live", "still-served")
             pub.flush()
         live_c.wait_body(live_s, b"data: still-served\n\n", 10)
@@ -314,7 +315,7 @@ def fill_history(nats, gw, subject):
     """1,000 events of PAYLOAD and a fence in subject's history; returns when stored."""
     c, s = watch(gw, subject)  # the subscription, then it lingers with its history
     c.close()
-    with h.NatsConn(nats.port) as pub:
+    with nu.NatsClient(nats.port) as pub:
         for _ in range(NEVENTS):
             pub.pub(subject, PAYLOAD)
         pub.pub(subject, "fence")

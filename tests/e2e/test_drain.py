@@ -52,6 +52,7 @@ import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 DRAIN_MS = 3000
@@ -115,7 +116,7 @@ def drain_spreads_streams_over_the_window(nats):
         raw.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in rs), 10,
                  "every raw stream's start item")
         nats.wait_subscriptions(["dr.a", "dr.b"])
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for i in range(2):
                 pub.pub("dr.a", "a%d" % i)
                 pub.pub("dr.b", "b%d" % i)
@@ -283,7 +284,7 @@ def stuck_client_does_not_hold_the_exit(nats):
         # already queued (several MiB) is more than the socket buffers hold, so the
         # connection's output stays blocked in the gateway, not in the kernel.
         big = "x" * (512 * 1024)
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for _ in range(8):
                 pub.pub("dr.s", big)
             pub.flush()

@@ -30,6 +30,7 @@ import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 NSTREAMS = 50
@@ -205,7 +206,7 @@ def many_streams(gw, nats, pub):
 
 def test():
     with h.Nats() as nats, u.gateway(nats.url, heartbeat_ms=300) as gw, \
-            h.NatsConn(nats.port) as pub:
+            nu.NatsClient(nats.port) as pub:
         curl_prior_knowledge(gw, nats, pub)
         nghttp_prior_knowledge(gw)
         upgrade_not_supported(gw, nats, pub)

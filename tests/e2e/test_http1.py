@@ -41,6 +41,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import h1_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 HEARTBEAT_MS = 300
@@ -416,7 +417,7 @@ def test():
     with h.Nats() as nats, u.gateway(nats.url, heartbeat_ms=HEARTBEAT_MS,
                                      stream_queue_bytes=STREAM_QUEUE,
                                      history_events=4000, history_bytes=32 << 20) as gw, \
-            h.NatsConn(nats.port) as pub:
+            nu.NatsClient(nats.port) as pub:
         c = u.Conn.tls(gw, alpn=("http/1.1",))
         expect(c.alpn() == "http/1.1", "ALPN http/1.1 selected %r" % c.alpn())
         sse_basics(gw, nats, pub, c, "h1.tls.alpn")

@@ -29,6 +29,7 @@ import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
 import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 MAX = 12
@@ -53,7 +54,7 @@ def test():
     node = j.single_node()
     ports = [node.port]
     j.create_stream(ports, "CAP", ["cap.>"])
-    with j.NatsClient(ports) as c, \
+    with nu.NatsClient(ports) as c, \
             h.Gateway(node.url, jetstream_streams="CAP", jetstream_replays=REPLAYS,
                       jetstream_max_consumers=MAX, history_keep_ms=60000) as gw:
         legit = h.CurlStream(gw, "/events/cap.legit", max_time=60)

@@ -17,6 +17,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
 import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def test():
     node = j.single_node()
     ports = [node.port]
     j.create_stream(ports, "LOST", ["lost.>"])
-    with j.NatsClient(ports) as c, \
+    with nu.NatsClient(ports) as c, \
             h.Gateway(node.url, jetstream_streams="LOST", heartbeat_ms=1000) as gw:
         s = h.CurlStream(gw, "/events/lost.a", max_time=60)
         _, (start,), off = s.wait_start(timeout=10)

@@ -33,6 +33,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 N = 200
@@ -164,7 +165,7 @@ def case_jetstream():
     ports = [node.port]
     j.create_stream(ports, "OUT", ["out.>"])
     subjects = ["out.s%d" % i for i in range(N)]
-    with j.NatsClient(ports) as c, \
+    with nu.NatsClient(ports) as c, \
             h.Gateway(node.url, jetstream_streams="OUT", jetstream_replays=REPLAYS,
                       workers=WORKERS, heartbeat_ms=500, drain_ms=DRAIN_MS) as gw:
         conn, streams = open_all(gw, subjects)
@@ -179,7 +180,7 @@ def case_jetstream():
                                      fresh_path="/events/out.fresh")
 
         # Every subject is served again: an event on each reaches its stream.
-        with j.NatsClient(ports) as c2:
+        with nu.NatsClient(ports) as c2:
             deadline = time.monotonic() + 30
             # JetStream is back once an acknowledged publish reaches subject 0's stream.
             probe = 0

@@ -35,6 +35,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 # Every metric in the README's table, with its type.
@@ -165,7 +166,7 @@ def test():
         expect(mu.value(fams, "sluice_connections_open", protocol="h2") == 2,
                "sluice_connections_open{protocol=\"h2\"} is %r with 2 connections open"
                % mu.value(fams, "sluice_connections_open", protocol="h2"))
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for i in range(1, 11):
                 pub.pub("m.a", "e%d" % i)
             pub.flush()
@@ -196,7 +197,7 @@ def test():
                           "--stall-stream", "0"], timeout_ms=20000)
         d.wait_ready(timeout=10)
         nats.wait_subscriptions(["m.slow"])
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for i in range(4):
                 pub.pub("m.slow", ("s%d " % i).ljust(SLOW_PAYLOAD, "x"))
             pub.flush()

@@ -30,6 +30,7 @@ import h1_util as h1u  # noqa: E402
 import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 CAP = 50
@@ -107,7 +108,7 @@ def streams_total(nats):
         expect(st == 503, "/readyz turned %d while still at capacity" % st)
 
         # The admitted streams are untouched.
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             pub.pub("ov.a", "after the burst")
             pub.flush()
         main.wait(lambda _: all(b"data: after the burst\n" in bytes(s.body) for s in ok), 10,

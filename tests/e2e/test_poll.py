@@ -31,6 +31,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 HEARTBEAT_MS = 1000
@@ -353,7 +354,7 @@ def pipelined_after_poll(gw):
 def test():
     with h.Nats() as nats, u.gateway(nats.url, heartbeat_ms=HEARTBEAT_MS,
                                      history_bytes=64 << 10) as gw, \
-            h.NatsConn(nats.port) as pub:
+            nu.NatsClient(nats.port) as pub:
         for p, tag in ((H1Poller(gw), "h1"), (H2Poller(gw), "h2")):
             subject = "poll.basic." + tag
             nxt = first_and_immediate(gw, nats, pub, p, subject)

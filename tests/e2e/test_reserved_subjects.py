@@ -63,6 +63,7 @@ import metrics_util as mu  # noqa: E402
 import h1_util as h1  # noqa: E402
 import js_util as js  # noqa: E402
 import sec_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import HOST, expect  # noqa: E402
 
 SECRET = b"e2e-reserved-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -108,7 +109,7 @@ def request(gw, path, status, method="GET", data=None, token=None, http1=False, 
 
 
 def stream_exists(node, name):
-    with js.NatsClient(node.port) as c:
+    with nu.NatsClient(node.port) as c:
         try:
             js.js_api(c, "STREAM.INFO." + name)
             return True
@@ -157,7 +158,7 @@ def wildcards_see_no_reserved(gw, node):
     try:
         for s in streams.values():
             s.wait_start(timeout=10)  # the 200 comes once nats-server has the subscription
-        with js.NatsClient(node.port) as c:
+        with nu.NatsClient(node.port) as c:
             for subj in ("_INBOX.foo", "$X.y", "_INBOX", "$", "$KV.cfg.a", "_INBOX.a.y"):
                 c.pub(subj, "leak " + subj)
             c.pub("a.y", "fence-a.y")
@@ -185,7 +186,7 @@ def allow_list_open(gw, node):
     s = h.CurlStream(gw, "/events/%24KV.cfg.%3E", max_time=60)
     try:
         s.wait_start(timeout=10)
-        with js.NatsClient(node.port) as c:
+        with nu.NatsClient(node.port) as c:
             c.pub("$KV.cfg.a", "allowed-from-nats")
             c.flush()
         s.wait_bytes(b"data: allowed-from-nats\n", 10)
@@ -202,7 +203,7 @@ def jetstream_still_streams(gw, node):
     s = h.CurlStream(gw, "/events/orders.%3E", max_time=60)
     try:
         s.wait_start(timeout=10)
-        with js.NatsClient(node.port) as c:
+        with nu.NatsClient(node.port) as c:
             js.js_publish(c, "orders.eu", "order-1")
         s.wait_bytes(b"data: order-1\n", 10)
     finally:

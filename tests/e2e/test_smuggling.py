@@ -50,6 +50,7 @@ import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
 import h2_util as h2  # noqa: E402
 import sec_util as s  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 SECRET = b"smuggling-e2e-secret-0123456789abcdefghijklmn"
@@ -359,7 +360,7 @@ def test():
     with open(big, "wb") as f:
         f.write(bytes(range(256)) * (BIG // 256))
     tok = token()
-    with h.Nats() as nats, h.NatsConn(nats.port) as pub, h.NatsConn(nats.port) as nats_sub, \
+    with h.Nats() as nats, nu.NatsClient(nats.port) as pub, nu.NatsClient(nats.port) as nats_sub, \
             u.gateway(nats.url, www=www, auth="jwt", jwt_secret_file=secret,
                       jwt_leeway_s=0) as gw:
         gw.big_path = big

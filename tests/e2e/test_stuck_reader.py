@@ -38,6 +38,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 SUBJECTS = ["stuck.%d" % i for i in range(10)]
@@ -168,7 +169,7 @@ def test():
         mu.wait_metric(gw, "sluice_streams_open", 2 * STUCK_STREAMS + len(SUBJECTS))
         delivered = mu.value(mu.scrape(gw), "sluice_events_delivered_total")
 
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             # Warm-up: every connection has carried data before the freeze.
             for n in range(1, WARM + 1):
                 for i, s in enumerate(SUBJECTS):
