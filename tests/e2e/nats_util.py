@@ -174,7 +174,9 @@ class NatsClient:
                         self.pongs += 1
                         self.cond.notify_all()
                 elif line.startswith(b"-ERR"):
-                    self.errors.append(line.decode("utf-8", "replace"))
+                    with self.cond:
+                        self.errors.append(line.decode("utf-8", "replace"))
+                        self.cond.notify_all()
                 # INFO (cluster updates) and +OK need nothing.
         except (OSError, ConnectionLost, ValueError, IndexError) as e:
             self._die("reader: %s" % e)
@@ -274,6 +276,10 @@ class NatsClient:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
+                errors = self.errors[self.errors_seen:]
+                if errors:  # as flush(): the server refused something
+                    self.errors_seen = len(self.errors)
+                    raise TestFailure("NATS said %r" % errors)
                 for i, (_, data) in enumerate(self.msgs):
                     if data == payload:
                         before, self.msgs = self.msgs[:i], self.msgs[i + 1:]
