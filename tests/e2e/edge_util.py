@@ -26,6 +26,7 @@ import subprocess
 import time
 
 import harness as h
+import nats_util as nu
 from harness import HOST, TestFailure, expect
 
 EDGE_DIR = os.path.join(h.SRC, "conf", "edge")
@@ -499,7 +500,7 @@ def _curl_stream_once(nats, edge, subject, count, interval, limit_ms, heartbeats
         s.wait_for(lambda b: b[off:].count(b":\n\n") >= heartbeats, 5,
                    "%d heartbeats through %s" % (heartbeats, where))
         arrivals = []
-        with h.NatsConn(nats.port) as nc:
+        with nu.NatsClient(nats.port) as nc:
             for i in range(1, count + 1):
                 start = len(s.data())
                 t_pub = time.monotonic()

@@ -20,13 +20,12 @@ import ssl
 import subprocess
 import threading
 import time
-import urllib.request
 
 import harness as h
+import metrics_util as mu
 from harness import expect
 
 HOST = h.HOST
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _PLAIN_RE = re.compile(r"plain on http://127\.0\.0\.1:(\d+)")
 _STATUS_RE = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r\n]*)")
 _CHUNK_SIZE_RE = re.compile(rb"([0-9a-fA-F]+)\r\n")
@@ -43,17 +42,9 @@ def gateway(nats_url, **flags):
     return gw
 
 
-def metric(gw, name):
-    """A metric's value from the admin listener (labels ignored: the first series), or None."""
-    with _NO_PROXY.open("http://%s:%d/metrics" % (HOST, gw.admin_port), timeout=5) as r:
-        text = r.read().decode()
-    m = re.search(r"^%s(?:\{[^}]*\})? (\S+)$" % re.escape(name), text, re.M)
-    return float(m.group(1)) if m else None
-
-
 def wait_nats_messages(gw, at_least, timeout=10):
     """Waits until the gateway has received at least that many NATS messages in total."""
-    return h.wait_until(lambda: (metric(gw, "sluice_nats_messages_total") or 0) >= at_least,
+    return h.wait_until(lambda: mu.metric(gw, "sluice_nats_messages_total") >= at_least,
                         timeout, "%d NATS messages received by the gateway" % at_least,
                         interval=0.02)
 
@@ -425,9 +416,3 @@ class PlainCurlStream(h.CurlStream):
         self.chunks = []
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
-
-
-def events_of(body):
-    """The events (blocks with data) of an SSE body, as harness Blocks."""
-    blocks, _ = h.parse_blocks(body)
-    return [b for b in blocks if b.is_event]

@@ -197,6 +197,8 @@ class Block:
         self.event = event  # str or None
         self.data = data  # list of str lines, or None if no data field
         self.comments = list(comments)
+        self.retry = None  # str: the retry field's value, or None
+        self.unknown = []  # lines a strict parse would have failed on (strict=False only)
         self.raw = raw
 
     @property
@@ -211,8 +213,11 @@ def parse_blocks(body, strict=True):
     """Parses an SSE body as the gateway writes it: LF line ends, fields in order.
 
     Returns (blocks, rest): rest is an unterminated tail. With strict, a
-    field other than id/event/data, a repeated id or event, or 'retry' after
-    the start fails the test: the gateway never writes them.
+    field other than id/event/data, a repeated id or event, an id after
+    data, or 'retry' after the start fails the test: the gateway never
+    writes them. Without strict, such lines are kept in the block's
+    unknown list (a retry in a later block, as a drain writes it, is
+    recorded as its retry), for the caller to judge.
     """
     blocks = []
     pos = 0
@@ -234,13 +239,33 @@ def parse_blocks(body, strict=True):
                 b.id = value
             elif name == "event" and b.event is None:
                 b.event = value
-            elif name == "retry" and not blocks:
-                pass
+            elif name == "retry" and b.retry is None and (not blocks or not strict):
+                b.retry = value
             elif strict:
                 raise TestFailure("unexpected line %r in block %r" % (ln, raw[:200]))
+            else:
+                b.unknown.append(ln)
         blocks.append(b)
         pos = end + 2
     return blocks, body[pos:]
+
+
+def events_of(body):
+    """The events (blocks with data) of an SSE body, strictly parsed."""
+    blocks, _ = parse_blocks(body)
+    return [b for b in blocks if b.is_event]
+
+
+class SseFeed:
+    """parse_blocks for a body that arrives in pieces: feed() returns the blocks
+    completed so far, parsed with strict=False (the caller judges each block)."""
+
+    def __init__(self):
+        self.buf = b""
+
+    def feed(self, data):
+        blocks, self.buf = parse_blocks(self.buf + data, strict=False)
+        return blocks
 
 
 _fences = [0]
@@ -253,7 +278,7 @@ def read_until_marker(stream, publish, start=0, timeout=15, what="the fence", ma
     the subject (or one of the subjects) under test, AFTER the thing under
     test: a message and the marker published in that order on one NATS
     connection (or on two, the first flushed before the second is sent:
-    sluice-pub and NatsConn.flush wait for the server) reach the gateway
+    sluice-pub and nats_util.NatsClient.flush wait for the server) reach the gateway
     in that order, so anything the thing under
     test caused (a late duplicate, a split-off event, a replayed one) is on
     the stream before the marker, and an event that never arrives is a gap
@@ -403,117 +428,6 @@ class Nats:
 
     def __exit__(self, *exc):
         kill_proc(self.proc)
-        return False
-
-
-class NatsConn:
-    """A minimal NATS text-protocol publisher (and subscriber, sub()) over a raw socket.
-
-    Fast for bulk: pub() only buffers; flush() sends everything followed by
-    PING and waits for PONG, so on return the server has processed every
-    PUB before it (NATS handles a connection's protocol in order).
-    """
-
-    def __init__(self, port, timeout=10):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.sock.settimeout(timeout)
-        self.timeout = timeout
-        self.msgs = []  # (subject, payload) of subscribed messages, oldest first
-        self.rbuf = b""
-        info = self._line()
-        expect(info.startswith(b"INFO "), "NATS greeting was %r" % info[:80])
-        self.out = [b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'
-                    b'"name":"sluice-e2e-pub","lang":"python","version":"0"}\r\n']
-        self.flush()
-
-    def _line(self):
-        while b"\r\n" not in self.rbuf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise TestFailure("NATS closed the connection")
-            self.rbuf += chunk
-        line, self.rbuf = self.rbuf.split(b"\r\n", 1)
-        return line
-
-    def pub(self, subject, payload, event=None):
-        if isinstance(payload, str):
-            payload = payload.encode()
-        if event is None:
-            self.out.append(b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload))
-        else:
-            hdr = b"NATS/1.0\r\nSse-Event: %s\r\n\r\n" % event.encode()
-            self.out.append(b"HPUB %s %d %d\r\n%s%s\r\n"
-                            % (subject.encode(), len(hdr), len(hdr) + len(payload), hdr, payload))
-
-    def flush(self):
-        self.out.append(b"PING\r\n")
-        self.sock.sendall(b"".join(self.out))
-        self.out = []
-        while True:
-            line = self._line()
-            if line == b"PONG":
-                return
-            self._other(line)
-
-    def _other(self, line):
-        """A line that is not the PONG being waited for: PING, an error, or a message."""
-        if line == b"PING":
-            self.sock.sendall(b"PONG\r\n")
-        elif line.startswith(b"-ERR"):
-            raise TestFailure("NATS said %r" % line)
-        elif line.startswith(b"MSG ") or line.startswith(b"HMSG "):
-            # MSG subject sid [reply] size / HMSG subject sid [reply] hdr_size total_size
-            parts = line.split()
-            size = int(parts[-1])
-            while len(self.rbuf) < size + 2:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise TestFailure("NATS closed the connection inside a message")
-                self.rbuf += chunk
-            data, self.rbuf = self.rbuf[:size], self.rbuf[size + 2:]
-            if line.startswith(b"HMSG "):
-                data = data[int(parts[-2]):]
-            self.msgs.append((parts[1].decode(), data))
-
-    def sub(self, subject, sid=1):
-        """Subscribes this connection to subject; messages collect in self.msgs as
-        (subject, payload) while flush() or wait_msg() read."""
-        self.out.append(b"SUB %s %d\r\n" % (subject.encode(), sid))
-        self.flush()
-
-    def wait_msg(self, payload, timeout=10):
-        """Reads until a message with exactly payload arrives (bounded); returns every
-        message received before it (a fence: what came ahead of a marker)."""
-        if isinstance(payload, str):
-            payload = payload.encode()
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, (_, data) in enumerate(self.msgs):
-                if data == payload:
-                    before, self.msgs = self.msgs[:i], self.msgs[i + 1:]
-                    return before
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TestFailure("NATS: no message %r within %.0f s; got %r"
-                                  % (payload, timeout, self.msgs[-5:]))
-            self.sock.settimeout(left)
-            try:
-                line = self._line()
-            except socket.timeout:
-                continue
-            finally:
-                self.sock.settimeout(self.timeout)
-            if line != b"PONG":
-                self._other(line)
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
         return False
 
 

@@ -13,9 +13,7 @@ temp dir.
 - JsCluster: three JsNodes routed to each other (--cluster, --routes,
   --cluster_name, --server_name); start() returns once every node agrees
   on a JetStream meta leader.
-- NatsClient: CONNECT with headers and no_responders, one wildcard inbox
-  subscription, request/reply (PUB or HPUB), plain publishes, flush. A
-  reader thread answers PING and dispatches replies by inbox token.
+- the NATS client itself is nats_util.NatsClient.
 - create_stream(), stream_info(), js_publish(): the JetStream API by
   request/reply, retried while the cluster elects leaders.
 - AckPublisher: a thread that publishes "1".."N" at a target rate as
@@ -30,8 +28,6 @@ temp dir.
 - gateway_nats_node(): which node a gateway's NATS connection is on, from
   the gateway's own sockets (/proc), not from connection names.
 
-Rejected alternative: a nats CLI or a Python NATS library. Neither is
-installed, PyPI is out of reach, and the protocol needed is a page long.
 """
 
 import collections
@@ -39,13 +35,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.request
 
 import harness as h
+import nats_util as nu
 from harness import HOST, TestFailure, expect
 
 # Loopback only: never through an http_proxy from the environment.
@@ -251,279 +247,6 @@ class JsCluster:
 
 
 # ---------------------------------------------------------------------------
-# a small NATS client
-
-
-class ConnectionLost(Exception):
-    pass
-
-
-class NoResponders(Exception):
-    pass
-
-
-class Reply:
-    def __init__(self, status, headers, data):
-        self.status = status  # int from the "NATS/1.0 503" header line, or None
-        self.headers = headers  # {lowercase name: value}
-        self.data = data  # bytes
-
-    def json(self):
-        return json.loads(self.data.decode("utf-8"))
-
-
-def _parse_headers(raw):
-    lines = raw.decode("utf-8", "replace").split("\r\n")
-    status = None
-    m = re.match(r"NATS/1\.0(?:\s+(\d{3}))?", lines[0])
-    if m and m.group(1):
-        status = int(m.group(1))
-    hdrs = {}
-    for ln in lines[1:]:
-        if ":" in ln:
-            k, v = ln.split(":", 1)
-            hdrs[k.strip().lower()] = v.strip()
-    return status, hdrs
-
-
-def encode_headers(headers):
-    return b"NATS/1.0\r\n" + b"".join(b"%s: %s\r\n" % (k.encode(), str(v).encode())
-                                      for k, v in headers.items()) + b"\r\n"
-
-
-_inbox_n = [0]
-
-
-class NatsClient:
-    """One NATS connection (text protocol) with a reader thread.
-
-    ports: the nodes' client ports; the first that answers is used (from
-    index start). Replies to requests arrive on one wildcard inbox
-    subscription and are handed to the waiter registered for their token.
-    Once the socket dies, dead is set and every waiter gets ConnectionLost;
-    a new NatsClient is the reconnect.
-    """
-
-    def __init__(self, ports, start=0, name="sluice-e2e-js", timeout=5):
-        if isinstance(ports, int):
-            ports = [ports]
-        self.sock = None
-        err = None
-        for i in range(len(ports)):
-            port = ports[(start + i) % len(ports)]
-            try:
-                self.sock = socket.create_connection((HOST, port), timeout=timeout)
-                self.port = port
-                self.index = (start + i) % len(ports)
-                break
-            except OSError as e:
-                err = e
-        if self.sock is None:
-            raise ConnectionLost("no NATS node answered on %r: %s" % (ports, err))
-        self.sock.settimeout(timeout)
-        self.rbuf = b""
-        try:
-            info = self._line()
-        except (OSError, ConnectionLost) as e:
-            self.sock.close()
-            raise ConnectionLost("no INFO from port %d: %s" % (self.port, e))
-        if not info.startswith(b"INFO "):
-            self.sock.close()
-            raise ConnectionLost("NATS greeting on port %d was %r" % (self.port, info[:80]))
-        self.info = json.loads(info[5:].decode())
-        self.wlock = threading.Lock()
-        self.cond = threading.Condition()
-        self.dead = False
-        self.why = ""
-        self.pongs = 0
-        self.pings_sent = 0
-        self.errors = []  # -ERR lines
-        self.waiters = {}  # token -> callable(Reply or Exception)
-        _inbox_n[0] += 1
-        self.inbox = "_INBOX.e2e%d.%d.%x" % (os.getpid(), _inbox_n[0], id(self) & 0xffffff)
-        self.next_token = 0
-        connect = {"verbose": False, "pedantic": False, "headers": True,
-                   "no_responders": True, "name": name, "lang": "python", "version": "0",
-                   "protocol": 1}
-        self.sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
-                          + b"SUB " + self.inbox.encode() + b".> 1\r\n")
-        self.sock.settimeout(None)
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        self.flush(timeout)
-
-    # -- reading
-
-    def _line(self):
-        while b"\r\n" not in self.rbuf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionLost("closed")
-            self.rbuf += chunk
-        line, self.rbuf = self.rbuf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.rbuf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionLost("closed")
-            self.rbuf += chunk
-        out, self.rbuf = self.rbuf[:n], self.rbuf[n:]
-        return out
-
-    def _read(self):
-        try:
-            while True:
-                line = self._line()
-                if line.startswith(b"MSG ") or line.startswith(b"HMSG "):
-                    parts = line.split()
-                    hmsg = parts[0] == b"HMSG"
-                    subject = parts[1].decode()
-                    if hmsg:
-                        hlen, total = int(parts[-2]), int(parts[-1])
-                    else:
-                        hlen, total = 0, int(parts[-1])
-                    body = self._exact(total + 2)[:total]
-                    status, hdrs = _parse_headers(body[:hlen]) if hmsg else (None, {})
-                    self._dispatch(subject, Reply(status, hdrs, body[hlen:]))
-                elif line == b"PING":
-                    self._send(b"PONG\r\n")
-                elif line == b"PONG":
-                    with self.cond:
-                        self.pongs += 1
-                        self.cond.notify_all()
-                elif line.startswith(b"-ERR"):
-                    self.errors.append(line.decode("utf-8", "replace"))
-                # INFO (cluster updates) and +OK need nothing.
-        except (OSError, ConnectionLost, ValueError, IndexError) as e:
-            self._die("reader: %s" % e)
-
-    def _dispatch(self, subject, reply):
-        prefix = self.inbox + "."
-        if not subject.startswith(prefix):
-            return
-        token = subject[len(prefix):]
-        with self.cond:
-            w = self.waiters.get(token)
-        if w is not None:
-            w(reply)
-
-    def _die(self, why):
-        with self.cond:
-            if self.dead:
-                return
-            self.dead = True
-            self.why = why
-            waiters = list(self.waiters.values())
-            self.waiters.clear()
-            self.cond.notify_all()
-        for w in waiters:
-            w(ConnectionLost(why))
-        try:
-            # shutdown wakes the reader thread's recv(); close alone would not.
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    # -- writing
-
-    def _send(self, data):
-        if self.dead:
-            raise ConnectionLost(self.why)
-        try:
-            with self.wlock:
-                self.sock.sendall(data)
-        except OSError as e:
-            self._die("send: %s" % e)
-            raise ConnectionLost(str(e))
-
-    @staticmethod
-    def pub_bytes(subject, payload, reply=None, headers=None):
-        if isinstance(payload, str):
-            payload = payload.encode()
-        r = (b" " + reply.encode()) if reply else b""
-        if headers:
-            hb = encode_headers(headers)
-            return b"HPUB %s%s %d %d\r\n%s%s\r\n" % (subject.encode(), r, len(hb),
-                                                    len(hb) + len(payload), hb, payload)
-        return b"PUB %s%s %d\r\n%s\r\n" % (subject.encode(), r, len(payload), payload)
-
-    def send_raw(self, data):
-        self._send(data)
-
-    def pub(self, subject, payload, headers=None):
-        self._send(self.pub_bytes(subject, payload, headers=headers))
-
-    def flush(self, timeout=5):
-        """PING, then waits for its PONG: the server has read everything sent before."""
-        with self.cond:
-            self.pings_sent += 1
-            want = self.pings_sent
-        self._send(b"PING\r\n")
-        with self.cond:
-            end = time.monotonic() + timeout
-            while self.pongs < want and not self.dead:
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise ConnectionLost("no PONG within %.1f s" % timeout)
-                self.cond.wait(left)
-            if self.dead:
-                raise ConnectionLost(self.why)
-
-    def new_reply(self, callback):
-        """A fresh reply subject whose replies go to callback(Reply or ConnectionLost)."""
-        with self.cond:
-            self.next_token += 1
-            token = str(self.next_token)
-            if self.dead:
-                raise ConnectionLost(self.why)
-            self.waiters[token] = callback
-        return self.inbox + "." + token, token
-
-    def forget(self, token):
-        with self.cond:
-            self.waiters.pop(token, None)
-
-    def request(self, subject, payload=b"", headers=None, timeout=2):
-        """One request; returns the Reply. Raises NoResponders, ConnectionLost, TimeoutError."""
-        box = []
-        ev = threading.Event()
-
-        def got(r):
-            box.append(r)
-            ev.set()
-        reply, token = self.new_reply(got)
-        try:
-            self._send(self.pub_bytes(subject, payload, reply, headers))
-            if not ev.wait(timeout):
-                raise TimeoutError("no reply to %s within %.1f s" % (subject, timeout))
-        finally:
-            self.forget(token)
-        r = box[0]
-        if isinstance(r, Exception):
-            raise r
-        if r.status == 503:
-            raise NoResponders(subject)
-        return r
-
-    def close(self):
-        self._die("closed by the test")
-        self.thread.join(timeout=5)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-# ---------------------------------------------------------------------------
 # the JetStream API
 
 
@@ -550,11 +273,11 @@ def _retrying(what, ports, fn, timeout):
     last = None
     while time.monotonic() < deadline:
         try:
-            with NatsClient(ports, start=start) as c:
+            with nu.NatsClient(ports, start=start) as c:
                 while time.monotonic() < deadline:
                     try:
                         return fn(c)
-                    except (NoResponders, TimeoutError) as e:
+                    except (nu.NoResponders, TimeoutError) as e:
                         last = e
                     except JsApiError as e:
                         # 503/500: no leader yet, or the cluster is still forming.
@@ -562,7 +285,7 @@ def _retrying(what, ports, fn, timeout):
                             raise
                         last = e
                     time.sleep(0.2)
-        except ConnectionLost as e:
+        except nu.ConnectionLost as e:
             last = e
             start += 1
             time.sleep(0.2)
@@ -600,7 +323,7 @@ def js_publish(conn, subject, payload, msg_id=None, timeout=10):
     while time.monotonic() < deadline:
         try:
             r = conn.request(subject, payload, headers=headers, timeout=2).json()
-        except (NoResponders, TimeoutError) as e:
+        except (nu.NoResponders, TimeoutError) as e:
             last = e
             time.sleep(0.1)
             continue
@@ -729,7 +452,7 @@ class AckPublisher(threading.Thread):
         self.conn = None
         while not self.stop_flag.is_set():
             try:
-                self.conn = NatsClient(self.ports, start=start, name="sluice-e2e-ackpub",
+                self.conn = nu.NatsClient(self.ports, start=start, name="sluice-e2e-ackpub",
                                        timeout=2)
                 self.nodes_used.append(self.conn.port)
                 with self.lock:
@@ -738,7 +461,7 @@ class AckPublisher(threading.Thread):
                     for n in self.pending:
                         self.pending[n] = RESEND_NOW
                 return
-            except ConnectionLost:
+            except nu.ConnectionLost:
                 self.conn_errors += 1
                 start += 1
                 time.sleep(0.1)
@@ -748,7 +471,7 @@ class AckPublisher(threading.Thread):
         out = []
         for n in ns:
             reply, _ = conn.new_reply(lambda r, n=n: self._on_reply(n, r))
-            out.append(NatsClient.pub_bytes(self.subject, str(n), reply,
+            out.append(nu.NatsClient.pub_bytes(self.subject, str(n), reply,
                                             {"Nats-Msg-Id": "%s-%d" % (self.prefix, n)}))
         conn.send_raw(b"".join(out))
 
@@ -805,7 +528,7 @@ class AckPublisher(threading.Thread):
             if send:
                 try:
                     self._send(send)
-                except ConnectionLost:
+                except nu.ConnectionLost:
                     continue
             time.sleep(0.001)
 
@@ -826,38 +549,6 @@ class AckPublisher(threading.Thread):
 
 # ---------------------------------------------------------------------------
 # SSE over curl, resuming across gateways
-
-
-class SseParser:
-    """Incremental SSE parser: fields id, event, data, retry; ':' comments."""
-
-    def __init__(self):
-        self.buf = b""
-
-    def feed(self, data):
-        """Returns the complete blocks in data so far, each a dict."""
-        self.buf += data
-        out = []
-        while True:
-            end = self.buf.find(b"\n\n")
-            if end < 0:
-                return out
-            raw, self.buf = self.buf[:end], self.buf[end + 2:]
-            b = {"id": None, "event": None, "data": None, "retry": None, "comments": [],
-                 "raw": raw}
-            for ln in raw.decode("utf-8", "replace").split("\n"):
-                if ln.startswith(":"):
-                    b["comments"].append(ln[1:].lstrip(" "))
-                    continue
-                name, _, value = ln.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "data":
-                    b["data"] = value if b["data"] is None else b["data"] + "\n" + value
-                elif name in ("id", "event", "retry"):
-                    b[name] = value
-                else:
-                    b.setdefault("unknown", []).append(ln)
-            out.append(b)
 
 
 class Connection:
@@ -965,7 +656,7 @@ class ResumingClient:
         p = h.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self.lock:
             self.proc = p
-        parser = SseParser()
+        parser = h.SseFeed()
         fd = p.stdout.fileno()
         while True:
             try:
@@ -995,34 +686,34 @@ class ResumingClient:
         h.log("client connection %s" % conn.describe())
 
     def _block(self, conn, b, now):
-        conn.notes += [c for c in b["comments"] if c]
+        conn.notes += [c for c in b.comments if c]
         if conn.t_start is None:
             # The start item: "retry: N\nid: P\n\n".
-            if b["retry"] is not None and b["data"] is None and b["event"] is None:
+            if b.retry is not None and b.data is None and b.event is None:
                 conn.t_start = now
-                conn.start_id = b["id"]
-                if b["id"] is not None:
-                    self.last_id = b["id"]
+                conn.start_id = b.id
+                if b.id is not None:
+                    self.last_id = b.id
                 return
             # Not the start item: recorded as a defect, then handled as any block.
             conn.t_start = now
             conn.bad_start = True
             self.others.append((b, conn.index))
-        if b["id"] is not None:
-            self.last_id = b["id"]
-        if b["event"] == "reset":
+        if b.id is not None:
+            self.last_id = b.id
+        if b.event == "reset":
             self.resets.append((b, conn.index))
             return
-        if b["retry"] is not None:
-            conn.retries.append(b["retry"])
-        if b["data"] is not None:
-            if b["event"] is not None or b["id"] is None:
+        if b.retry is not None:
+            conn.retries.append(b.retry)
+        if b.data is not None:
+            if b.event is not None or b.id is None:
                 self.others.append((b, conn.index))
             conn.events += 1
-            self.events.append((b["id"], b["data"], now, conn.index))
+            self.events.append((b.id, "\n".join(b.data), now, conn.index))
             return
-        if b["id"] is None and b["event"] is None and not b.get("unknown") and (
-                b["comments"] or b["retry"] is not None):
+        if b.id is None and b.event is None and not b.unknown and (
+                b.comments or b.retry is not None):
             return  # a heartbeat, a comment, a drain's retry hint
         self.others.append((b, conn.index))
 

@@ -1,16 +1,10 @@
 """Helpers for the security tests (test_auth, test_cors, test_floods).
 
-Three things the shared harness does not have:
+What the shared harness does not have:
 
   - JWTs built here: HS256/384/512 with hmac, RS256 and ES256 signed by
     the openssl command line with keys generated into a temp dir (the
     ES256 DER signature is turned into the raw r || s that JWS wants);
-  - the admin /metrics page parsed into numbers;
-  - a raw HTTP/2 client over TLS: hand-built frames, HPACK literals
-    without indexing (no Huffman, no dynamic table), and enough of a
-    frame reader to see SETTINGS, RST_STREAM, GOAWAY and a response's
-    first :status. One thread per connection: OpenSSL objects are not
-    shared between threads, so reading and writing interleave in pump();
   - Steady: a well-behaved publisher and curl watchers that must see
     every event, gapless, while other clients misbehave.
 
@@ -22,16 +16,12 @@ import hashlib
 import hmac
 import json
 import os
-import re
-import select
-import socket
-import ssl
-import struct
 import subprocess
 import threading
 import time
 
 import harness as h
+import nats_util as nu
 from harness import HOST, TestFailure, expect
 
 # ---------------------------------------------------------------------------
@@ -169,286 +159,6 @@ class Keys:
 
 
 # ---------------------------------------------------------------------------
-# admin /metrics
-
-_METRIC_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$")
-
-
-def metrics(gw, timeout=5):
-    """The admin page as {"name{labels}": value}."""
-    expect(gw.admin_port, "the gateway printed no admin port")
-    url = "http://%s:%d/metrics" % (HOST, gw.admin_port)
-    with h._NO_PROXY.open(url, timeout=timeout) as r:
-        text = r.read().decode()
-    out = {}
-    for ln in text.splitlines():
-        m = _METRIC_RE.match(ln.strip())
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
-
-
-def limit_hits(gw):
-    """{limit label: count} of sluice_limit_hits_total."""
-    out = {}
-    for k, v in metrics(gw).items():
-        m = re.match(r'sluice_limit_hits_total\{limit="([^"]+)"\}$', k)
-        if m:
-            out[m.group(1)] = v
-    return out
-
-
-def metric(gw, key):
-    return metrics(gw).get(key, 0.0)
-
-
-# ---------------------------------------------------------------------------
-# raw HTTP/2
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
-    CONTINUATION = range(10)
-END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
-
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, SETTINGS_TIMEOUT, STREAM_CLOSED, \
-    FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, CONNECT_ERROR, \
-    ENHANCE_YOUR_CALM = range(12)
-ERROR_NAMES = {v: k for k, v in list(globals().items())
-               if k in ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
-                        "SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR",
-                        "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR",
-                        "ENHANCE_YOUR_CALM")}
-
-
-def err_name(code):
-    return ERROR_NAMES.get(code, "0x%x" % code)
-
-
-def frame(ftype, flags, sid, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
-        struct.pack(">I", sid & 0x7FFFFFFF) + payload
-
-
-def settings_payload(pairs):
-    return b"".join(struct.pack(">HI", k, v) for k, v in pairs)
-
-
-def hpack_int(value, prefix_bits, first=0):
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = [first | limit]
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def hpack_literal(name, value):
-    """Literal header field without indexing, new name, no Huffman (RFC 7541 6.2.2)."""
-    if isinstance(name, str):
-        name = name.encode()
-    if isinstance(value, str):
-        value = value.encode()
-    return b"\x00" + hpack_int(len(name), 7) + name + hpack_int(len(value), 7) + value
-
-
-def header_block(headers):
-    return b"".join(hpack_literal(n, v) for n, v in headers)
-
-
-def request_headers(gw, path, method="GET", extra=()):
-    return [(":method", method), (":scheme", "https"), (":path", path),
-            (":authority", "localhost:%d" % gw.port)] + list(extra)
-
-
-# RFC 7541 Appendix A: the static table's :status entries.
-_STATIC_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
-
-
-def first_status(block):
-    """The :status of a response header block when it is the first field (enough for a
-    server's first answer: static index, or a literal with :status's name index and a
-    plain value); None when it cannot be told without a dynamic table or Huffman."""
-    if not block:
-        return None
-    b = block[0]
-    if b & 0x80:
-        return _STATIC_STATUS.get(b & 0x7F)
-    if (b & 0xC0) == 0x40:
-        idx = b & 0x3F
-    elif (b & 0xF0) in (0x00, 0x10):
-        idx = b & 0x0F
-    else:
-        return None
-    if idx != 8 or len(block) < 2 or block[1] & 0x80:
-        return None
-    n = block[1] & 0x7F
-    v = block[2:2 + n]
-    return int(v) if v.isdigit() else None
-
-
-class Frame:
-    def __init__(self, ftype, flags, sid, payload, t):
-        self.type, self.flags, self.sid, self.payload, self.t = ftype, flags, sid, payload, t
-
-    def __repr__(self):
-        return "Frame(type=%d flags=0x%x sid=%d len=%d)" % (self.type, self.flags, self.sid,
-                                                            len(self.payload))
-
-
-class RawH2:
-    """One TLS connection speaking hand-built HTTP/2 (ALPN h2), or with plain=True
-    cleartext h2 with prior knowledge to the gateway's --listen-plain port."""
-
-    def __init__(self, gw, source=HOST, preface=True, settings=(), timeout=5, plain=False):
-        self.gw = gw
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        raw.settimeout(timeout)
-        if source != HOST:
-            raw.bind((source, 0))
-        raw.connect((HOST, gw.plain_port if plain else gw.port))
-        self.sock = raw if plain else h.tls_context(gw).wrap_socket(raw,
-                                                                     server_hostname="localhost")
-        self.timeout = timeout
-        self.rbuf = b""
-        self.frames = []
-        self.closed = False  # reading saw the end: EOF, reset, TLS alert
-        self.send_failed = False  # a send failed: the peer is going away (reading may go on)
-        self.send_blocked = False  # a send could not complete within the timeout
-        self.bytes_in = 0
-        self.opened = time.monotonic()
-        if preface:
-            self.send(PREFACE + frame(SETTINGS, 0, 0, settings_payload(settings)))
-
-    # -- writing
-
-    def send(self, data):
-        """Sends all of data; False when the peer is gone or the send stalled (both noted).
-
-        A failed send does not end reading: what the peer sent before it
-        closed (a GOAWAY) is usually still there to read.
-        """
-        if self.closed or self.send_failed:
-            return False
-        try:
-            self.sock.settimeout(self.timeout)
-            self.sock.sendall(data)
-            return True
-        except socket.timeout:
-            self.send_blocked = True
-            return False
-        except (OSError, ssl.SSLError):
-            self.send_failed = True
-            return False
-
-    def request(self, sid, path, method="GET", extra=(), end_stream=True):
-        block = header_block(request_headers(self.gw, path, method, extra))
-        flags = END_HEADERS | (END_STREAM if end_stream else 0)
-        return frame(HEADERS, flags, sid, block)
-
-    # -- reading
-
-    def pump(self, timeout=0.0):
-        """Reads what arrives within timeout s (0: only what is there); parses frames.
-
-        Returns True while the connection is open.
-        """
-        deadline = time.monotonic() + timeout
-        while not self.closed:
-            left = deadline - time.monotonic()
-            if getattr(self.sock, "pending", lambda: 0)() == 0:
-                try:
-                    r, _, _ = select.select([self.sock], [], [], max(left, 0))
-                except (OSError, ValueError):
-                    self.closed = True
-                    break
-                if not r:
-                    break
-            try:
-                self.sock.settimeout(max(left, 0.05))
-                b = self.sock.recv(65536)
-            except (socket.timeout, ssl.SSLWantReadError):
-                if time.monotonic() >= deadline:
-                    break
-                continue
-            except (OSError, ssl.SSLError):
-                self.closed = True
-                break
-            if not b:
-                self.closed = True
-                break
-            self.bytes_in += len(b)
-            self.rbuf += b
-            self._parse()
-        return not self.closed
-
-    def _parse(self):
-        now = time.monotonic()
-        while len(self.rbuf) >= 9:
-            n = int.from_bytes(self.rbuf[:3], "big")
-            if len(self.rbuf) < 9 + n:
-                break
-            ftype, flags = self.rbuf[3], self.rbuf[4]
-            sid = struct.unpack(">I", self.rbuf[5:9])[0] & 0x7FFFFFFF
-            self.frames.append(Frame(ftype, flags, sid, self.rbuf[9:9 + n], now))
-            self.rbuf = self.rbuf[9 + n:]
-
-    def wait(self, pred, timeout):
-        """Pumps until pred(self) is truthy or the connection closes; returns pred's value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = pred(self)
-            if v or self.closed:
-                return v
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return v
-            self.pump(min(left, 0.2))
-
-    def wait_closed(self, timeout):
-        """Reads until the peer closes; True if it did within timeout s."""
-        deadline = time.monotonic() + timeout
-        while not self.closed and time.monotonic() < deadline:
-            self.pump(min(deadline - time.monotonic(), 0.2))
-        return self.closed
-
-    # -- what arrived
-
-    def of_type(self, ftype):
-        return [f for f in self.frames if f.type == ftype]
-
-    def goaway(self):
-        """(last stream id, error code) of the first GOAWAY, or None."""
-        for f in self.of_type(GOAWAY):
-            last, code = struct.unpack(">II", f.payload[:8])
-            return last & 0x7FFFFFFF, code
-        return None
-
-    def resets(self):
-        """{stream id: error code} of every RST_STREAM received."""
-        return {f.sid: struct.unpack(">I", f.payload[:4])[0] for f in self.of_type(RST_STREAM)}
-
-    def status(self, sid):
-        for f in self.frames:
-            if f.type == HEADERS and f.sid == sid:
-                return first_status(f.payload)
-        return None
-
-    def headers_on(self, sid):
-        return any(f.type == HEADERS and f.sid == sid for f in self.frames)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-# ---------------------------------------------------------------------------
 # the well-behaved client
 
 
@@ -471,7 +181,7 @@ class Steady:
         self.seq = 0
         self.stop_flag = threading.Event()
         self.error = None
-        self.pub = h.NatsConn(nats.port)
+        self.pub = nu.NatsClient(nats.port)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 

@@ -32,8 +32,10 @@ import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import ops_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -97,7 +99,7 @@ class Pacer(threading.Thread):
 
     def __init__(self, gw, prefix):
         super().__init__(daemon=True)
-        self.conn = u.H2Conn(gw)
+        self.conn = h2.H2Conn(gw)
         self.prefix = prefix
         self.done = []  # (request id, monotonic time answered)
         self.halt = threading.Event()
@@ -168,7 +170,7 @@ def test():
         r, rid = curl_req(gw, "/nope?access_token=SECRETTOKEN123456&x=1", "al-token")
         expected[rid] = "a token in the query"
         # An id with a quote, a backslash and a byte that is not UTF-8: the line stays JSON.
-        with u.H2Conn(gw) as c:
+        with h2.H2Conn(gw) as c:
             s = c.request("/nope", [("x-request-id", b'al-odd"\\\xff')])
             c.wait(lambda _: s.closed, 10, "the answer to the odd id")
         odd_id = 'al-odd"\\\ufffd'
@@ -213,7 +215,7 @@ def test():
                         timeout_ms=15000)
         slow.wait_ready(timeout=10)
         nats.wait_subscriptions(["al.slow"])
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for i in range(4):
                 pub.pub("al.slow", ("s%d " % i).ljust(600, "x"))
             pub.flush()
@@ -228,7 +230,7 @@ def test():
         across.wait_start()
         pacer = Pacer(gw, "pace")
         pacer.start()
-        conn = u.H2Conn(gw)
+        conn = h2.H2Conn(gw)
         # Each phase waits for the pacer to get requests answered in it (a
         # 0.2 s sleep stood here: on a busy machine the pacer could miss one).
         before = batch(conn, "before", 20)

@@ -42,7 +42,9 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import sec_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import TestFailure, expect  # noqa: E402
 
 SECRET = b"e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -286,13 +288,13 @@ def test():
          % [ln[:160] for ln in leaked[:2]])
 
     # A token that expires while its stream is open.
-    m0 = u.metric(exp_gw, 'sluice_streams_ended_total{reason="token_expired"}')
+    m0 = mu.metric(exp_gw, "sluice_streams_ended_total", reason="token_expired")
     exp_at = int(time.time()) + 3
     etok = u.jwt_hs({"exp": exp_at, "sluice": {"subscribe": ["orders.>"]}}, SECRET)
     s = h.CurlStream(exp_gw, "/events/orders.exp", max_time=20,
                      extra=["-H", "Authorization: Bearer " + etok])
     _, _, off = s.wait_start()
-    pub = h.NatsConn(nats.port)
+    pub = nu.NatsClient(nats.port)
     pub.pub("orders.exp", "before-expiry")
     pub.flush()
     s.wait_bytes(b"data: before-expiry\n\n", 5, off)
@@ -320,7 +322,7 @@ def test():
     # clock: a little late is expected, seconds late is not.
     expect(ended - exp_at <= 3.0, "the stream outlived its token by %.2f s (leeway 0)"
            % (ended - exp_at))
-    h.wait_until(lambda: u.metric(exp_gw, 'sluice_streams_ended_total{reason="token_expired"}')
+    h.wait_until(lambda: mu.metric(exp_gw, "sluice_streams_ended_total", reason="token_expired")
                  == m0 + 1, 5, 'sluice_streams_ended_total{reason="token_expired"} to grow by 1')
     check(exp_gw, "/events/orders.exp", 401, etok, www="invalid")
     h.wait_until(lambda: re.search(r'"path":"/events/orders.exp".*"status":200.*'

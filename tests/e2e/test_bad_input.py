@@ -17,14 +17,13 @@ The gateway is alive at the end and exits 0 on SIGTERM.
 import re
 import socket
 import ssl
-import struct
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 from harness import expect  # noqa: E402
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 GARBAGE = bytes((i * 37 + 11) % 256 for i in range(4096))
 ROUNDS = 5
 
@@ -55,33 +54,20 @@ def garbage_tcp(gw):
         expect(b"HTTP" not in got, "the gateway answered garbage with HTTP: %r" % got[:100])
 
 
-def frames(data):
-    out = []
-    while len(data) >= 9:
-        length = int.from_bytes(data[:3], "big")
-        ftype = data[3]
-        out.append((ftype, data[9:9 + length]))
-        data = data[9 + length:]
-    return out
-
-
 def preface_then_garbage(gw):
-    ctx = h.tls_context(gw)
-    with socket.create_connection((h.HOST, gw.port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            expect(s.selected_alpn_protocol() == "h2", "ALPN selected %r"
-                   % s.selected_alpn_protocol())
-            try:
-                s.sendall(PREFACE + GARBAGE)
-            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-                return
-            got, closed = h.read_until_closed(s, 5)
+    c = h2.raw_conn(gw, preface=False)
+    try:
+        if not c.send(h2.PREFACE + GARBAGE):
+            expect(not c.send_blocked, "preface+garbage: the send stalled for 5 s")
+            return None  # dropped while we were still sending: fine
+        closed = c.wait_closed(5)
+    finally:
+        c.close()
     expect(closed, "preface+garbage connection still open after 5 s")
-    goaways = [p for t, p in frames(got) if t == 0x7]
-    if goaways and len(goaways[0]) >= 8:
-        code = struct.unpack(">I", goaways[0][4:8])[0]
-        expect(code != 0, "GOAWAY with NO_ERROR for a protocol violation")
-        return code
+    ga = c.goaway()
+    if ga:
+        expect(ga[1] != 0, "GOAWAY with NO_ERROR for a protocol violation")
+        return ga[1]
     return None
 
 

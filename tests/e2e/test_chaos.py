@@ -34,6 +34,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 COUNT = 10000
@@ -103,10 +104,10 @@ def analyse(client, pub, fence):
         defects.append("%d events never published/acked, first %r"
                        % (len(not_acked), not_acked[:5]))
     if resets:
-        defects.append("%d resets: %r" % (len(resets), [(b["raw"], ci) for b, ci in resets[:3]]))
+        defects.append("%d resets: %r" % (len(resets), [(b.raw, ci) for b, ci in resets[:3]]))
     if others:
         defects.append("%d unexpected blocks: %r" % (len(others),
-                                                    [(b["raw"], ci) for b, ci in others[:3]]))
+                                                    [(b.raw, ci) for b, ci in others[:3]]))
     fig = {"published": len(acked), "received": len(events), "lost": len(lost),
            "duplicated": len(dups), "out_of_order": len(ooo), "gap": gap,
            "gap_at": gap_at, "reconnects": max(0, len(conns) - 1)}
@@ -196,7 +197,7 @@ def test():
         # gap-filler arrives before it; once it is in, nothing more may come.
         # (A sleep here let a duplicate later than the sleep pass.)
         marker = "fence"
-        with j.NatsClient(cluster.ports, name="sluice-e2e-fence") as fc:
+        with nu.NatsClient(cluster.ports, name="sluice-e2e-fence") as fc:
             marker_seq = j.js_publish(fc, SUBJECT, marker, timeout=30)
         expect(marker_seq > last_seq, "the marker's sequence %d is not above the last "
                "event's %d" % (marker_seq, last_seq))

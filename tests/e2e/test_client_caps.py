@@ -45,8 +45,10 @@ import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
-import ops_util as ou  # noqa: E402
+import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 MiB = 1 << 20
@@ -74,7 +76,7 @@ def within(grown, bound, what):
 
 
 def hits(gw, limit):
-    return ou.value(ou.scrape(gw), "sluice_limit_hits_total", limit=limit)
+    return mu.value(mu.scrape(gw), "sluice_limit_hits_total", limit=limit)
 
 
 def started(s):
@@ -88,7 +90,7 @@ def answered(s):
 
 def watch(gw, subject, timeout=10):
     """A new connection with one stream on subject; waits for its start or end."""
-    c = ou.H2Conn(gw)
+    c = h2.H2Conn(gw)
     s = c.request("/events/" + subject)
     c.wait(lambda _: answered(s), timeout, "stream on %s to start or end" % subject)
     return c, s
@@ -112,15 +114,15 @@ def subscriptions_lru(nats):
         expect(not started(s5), "a refused stream must not start: %r" % s5)
         c5.close()
         expect(hits(gw, "subscriptions") == 1, "limit=subscriptions not counted once")
-        expect(ou.value(ou.scrape(gw), "sluice_nats_subscriptions") == 4,
+        expect(mu.value(mu.scrape(gw), "sluice_nats_subscriptions") == 4,
                "the refused pattern was subscribed")
         expect("lru.w4" not in gateway_subs(nats), "nats-server has the refused pattern")
 
         # w1 lapses first, then w2: both linger (history-keep-ms 60 s).
         conns[1][0].close()
-        ou.wait_metric(gw, "sluice_streams_open", 3)
+        mu.wait_metric(gw, "sluice_streams_open", 3)
         conns[2][0].close()
-        ou.wait_metric(gw, "sluice_streams_open", 2)
+        mu.wait_metric(gw, "sluice_streams_open", 2)
         c6, s6 = watch(gw, "lru.w5")
         expect(started(s6), "a new pattern at the cap with two lingering did not start: %r" % s6)
         h.wait_until(lambda: gateway_subs(nats) == {"lru.w0", "lru.w2", "lru.w3", "lru.w5"}, 10,
@@ -130,16 +132,16 @@ def subscriptions_lru(nats):
         expect(started(s7), "the second eviction did not let a stream start: %r" % s7)
         h.wait_until(lambda: gateway_subs(nats) == {"lru.w0", "lru.w3", "lru.w5", "lru.w6"}, 10,
                      "nats-server to drop lru.w2 next; has %r" % gateway_subs(nats))
-        fams = ou.scrape(gw)
-        expect(ou.value(fams, "sluice_nats_subscriptions_evicted_total") == 2,
-               "evictions: %r" % ou.value(fams, "sluice_nats_subscriptions_evicted_total"))
+        fams = mu.scrape(gw)
+        expect(mu.value(fams, "sluice_nats_subscriptions_evicted_total") == 2,
+               "evictions: %r" % mu.value(fams, "sluice_nats_subscriptions_evicted_total"))
         # Nothing lingers now: refused again.
         c8, s8 = watch(gw, "lru.w7")
         c8.wait(lambda _: s8.closed, 10, "lru.w7 to be refused")
         expect(b"limit reached" in s8.body and hits(gw, "subscriptions") == 2,
                "a pattern with every subscription watched was not refused: %r" % s8)
         # The streams that got in are live.
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             pub.pub("lru.w5", "after-eviction")
             pub.flush()
         c6.wait_body(s6, b"data: after-eviction\n\n", 10)
@@ -160,15 +162,15 @@ def connection_caps(nats, gw):
     # 50 patterns the process holds (lingering): three connections, each within its burst.
     pre = ["pre.%d" % i for i in range(50)]
     for part in (pre[:17], pre[17:34], pre[34:]):
-        c = ou.H2Conn(gw)
+        c = h2.H2Conn(gw)
         ss = open_all(c, part)
         expect(all(started(s) for s in ss), "priming %d patterns: %r" % (len(part), ss[:2]))
         c.close()
-    ou.wait_metric(gw, "sluice_streams_open", 0)
+    mu.wait_metric(gw, "sluice_streams_open", 0)
 
     # Joining held patterns costs no token; the 41st distinct one is refused.
     before = hits(gw, "subjects_per_connection")
-    c = ou.H2Conn(gw)
+    c = h2.H2Conn(gw)
     ss = open_all(c, pre)
     ok = [s for s in ss if started(s)]
     refused = [s for s in ss if REFUSED_CONN in s.body]
@@ -183,7 +185,7 @@ def connection_caps(nats, gw):
 
     # Fresh patterns cost a token each: 20 a second, burst 20.
     before = hits(gw, "subscribe_rate")
-    c2 = ou.H2Conn(gw)
+    c2 = h2.H2Conn(gw)
     ss = open_all(c2, ["rate.%d" % i for i in range(50)])
     ok = [s for s in ss if started(s)]
     refused = [s for s in ss if REFUSED_RATE in s.body]
@@ -201,7 +203,7 @@ def connection_caps(nats, gw):
 
 def one_connection_churn(gw):
     """One connection churning fresh subjects meets both caps, and closing streams gives back."""
-    c = ou.H2Conn(gw)
+    c = h2.H2Conn(gw)
     k = [0]
 
     def fresh(n):
@@ -250,7 +252,7 @@ def churn(nats, gw, cap):
         k = 0
         try:
             while not stop.is_set():
-                with ou.H2Conn(gw) as c:
+                with h2.H2Conn(gw) as c:
                     ss = open_all(c, ["churn.%d" % (k + i) for i in range(20)])
                     refusals[0] += sum(1 for s in ss if not started(s))
                 k += 20
@@ -261,13 +263,13 @@ def churn(nats, gw, cap):
     t.start()
     try:
         # Let the churn fill the process to its cap first.
-        h.wait_until(lambda: ou.value(ou.scrape(gw), "sluice_nats_subscriptions") >= cap, 20,
+        h.wait_until(lambda: mu.value(mu.scrape(gw), "sluice_nats_subscriptions") >= cap, 20,
                      "churn to fill the process to max-subscriptions")
         t0 = time.monotonic()
         live_c, live_s = watch(gw, "legit.live")
         loaded = time.monotonic() - t0
         expect(started(live_s), "a legitimate stream during churn did not start: %r" % live_s)
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             pub.pub("legit.live", "still-served")
             pub.flush()
         live_c.wait_body(live_s, b"data: still-served\n\n", 10)
@@ -280,9 +282,9 @@ def churn(nats, gw, cap):
         stop.set()
         t.join(timeout=30)
     expect(not errors, "churner failed: %r" % errors)
-    fams = ou.scrape(gw)
-    n = ou.value(fams, "sluice_nats_subscriptions")
-    evicted = ou.value(fams, "sluice_nats_subscriptions_evicted_total")
+    fams = mu.scrape(gw)
+    n = mu.value(fams, "sluice_nats_subscriptions")
+    evicted = mu.value(fams, "sluice_nats_subscriptions_evicted_total")
     expect(n <= cap and evicted > 0, "after churn: %d subscriptions (cap %d), %d evicted"
            % (n, cap, evicted))
     h.wait_until(lambda: len(gateway_subs(nats)) <= cap, 10,
@@ -313,7 +315,7 @@ def fill_history(nats, gw, subject):
     """1,000 events of PAYLOAD and a fence in subject's history; returns when stored."""
     c, s = watch(gw, subject)  # the subscription, then it lingers with its history
     c.close()
-    with h.NatsConn(nats.port) as pub:
+    with nu.NatsClient(nats.port) as pub:
         for _ in range(NEVENTS):
             pub.pub(subject, PAYLOAD)
         pub.pub(subject, "fence")
@@ -325,7 +327,7 @@ def poll_all(gw, subject, max_poll):
     got = []
     after = "earliest"
     deadline = time.monotonic() + 30
-    with ou.H2Conn(gw) as c:
+    with h2.H2Conn(gw) as c:
         while time.monotonic() < deadline:
             s = c.request("/poll?subject=%s&after=%s&timeout=1" % (subject, after))
             c.wait(lambda _: s.closed, 10, "a poll answer")
@@ -388,7 +390,7 @@ def file_memory(nats):
             cl.wait_ready(timeout=20)
             peak = hwm_bytes(gw.proc.pid)
             # The cache holds big1 for 30 responses: big2 cannot be taken in.
-            r = ou.H2Conn(gw)
+            r = h2.H2Conn(gw)
             s = r.request("/big2.bin")
             r.wait(lambda _: s.closed, 10, "big2.bin answered")
             expect(bytes(s.body) == b"busy, retry\n", "big2 while the cache is in use: %r" % s)
@@ -398,7 +400,7 @@ def file_memory(nats):
               % ((peak - rss0) / MiB))
         within(peak - rss0, 24 * MiB, "30 zero-window GETs of a 3 MiB file")
         # Once those responses are gone, big2 replaces big1 and is served whole.
-        with ou.H2Conn(gw) as c:
+        with h2.H2Conn(gw) as c:
             s = c.request("/big2.bin")
             c.wait(lambda _: s.closed, 20, "big2.bin served")
             with open(os.path.join(www, "big2.bin"), "rb") as f:
@@ -413,7 +415,7 @@ def publish_memory(nats):
         body = b"x" * (900 * 1024)
         # The body waits on the server's 64 KiB windows: hand the GIL over quickly.
         sys.setswitchinterval(0.0002)
-        with ou.H2Conn(gw, window=0) as c:
+        with h2.H2Conn(gw, window=0) as c:
             for i in range(20):
                 c.post("/publish/mem.pub", body, end=True)
             for i in range(20):

@@ -17,7 +17,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
 from harness import expect  # noqa: E402
 
 
@@ -115,7 +115,7 @@ def test():
         check_single_stream(nats, gw)
         # Bounded poll, not a sleep: the gateway has handled the close once
         # it counts no open stream; it must still be running then.
-        u.wait_metric(gw, "sluice_streams_open", 0)
+        mu.wait_metric(gw, "sluice_streams_open", 0)
         gw.check_alive("after its first stream closed")
         check_multi_subject(nats, gw)
         check_nghttp(gw)

@@ -48,8 +48,11 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 DRAIN_MS = 3000
@@ -63,7 +66,7 @@ def wait_draining_ready(gw, t0, within):
     last = [None]
 
     def ok():
-        st, text, _ = u.admin_get(gw, "/readyz")
+        st, text, _ = mu.admin_get(gw, "/readyz")
         last[0] = (st, text.strip())
         return last[0] == (503, "not ready: draining")
     try:
@@ -105,7 +108,7 @@ def drain_spreads_streams_over_the_window(nats):
         client = h.Client(gw, ["--connections", "3",
                                "--repeat-path", "/events/dr.a:%d" % (CLIENT_STREAMS // 3)],
                           timeout_ms=40000, events_out=False)
-        raw = u.H2Conn(gw)
+        raw = h2.H2Conn(gw)
         rs = raw.open_many(["/events/dr.b"] * RAW_STREAMS)
         curl = h.CurlStream(gw, "/events/dr.a", max_time=40)
         client.wait_ready(timeout=20)
@@ -113,7 +116,7 @@ def drain_spreads_streams_over_the_window(nats):
         raw.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in rs), 10,
                  "every raw stream's start item")
         nats.wait_subscriptions(["dr.a", "dr.b"])
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for i in range(2):
                 pub.pub("dr.a", "a%d" % i)
                 pub.pub("dr.b", "b%d" % i)
@@ -122,7 +125,7 @@ def drain_spreads_streams_over_the_window(nats):
         raw.wait(lambda c: all(s.body.count(b"data: b") == 2 for s in rs), 10,
                  "2 events on every raw stream")
         total = CLIENT_STREAMS + RAW_STREAMS + 1
-        u.wait_metric(gw, "sluice_streams_open", total, timeout=5)
+        mu.wait_metric(gw, "sluice_streams_open", total, timeout=5)
 
         mark = len(gw.log())
         wall0, t0 = time.time(), time.monotonic()
@@ -133,8 +136,8 @@ def drain_spreads_streams_over_the_window(nats):
         t_refused = time.monotonic() - t0
         expect(all(connect_refused(gw.port) for _ in range(20)),
                "some new connections were accepted after the listeners closed")
-        fams = u.scrape(gw)
-        expect(u.value(fams, "sluice_draining") == 1, "sluice_draining is not 1 while draining")
+        fams = mu.scrape(gw)
+        expect(mu.value(fams, "sluice_draining") == 1, "sluice_draining is not 1 while draining")
         h.log("SIGTERM: /readyz 503 after %.3f s, connections refused after %.3f s"
               % (t_ready, t_refused))
 
@@ -165,7 +168,7 @@ def drain_spreads_streams_over_the_window(nats):
                              client.stderr())
         for conn in range(3):
             first = [(last, err) for c, last, err in notices if int(c) == conn][:1]
-            expect(first == [(str(u.MAX_WINDOW), "NO_ERROR")],
+            expect(first == [(str(h2.MAX_WINDOW), "NO_ERROR")],
                    "sluice-client connection %d: first GOAWAY %r, expected the shutdown notice "
                    "(last_stream_id=2147483647, NO_ERROR)" % (conn, first))
 
@@ -174,7 +177,7 @@ def drain_spreads_streams_over_the_window(nats):
         expect(raw.goaways, "the raw connection got no GOAWAY")
         t_notice, last, code = raw.goaways[0]
         first_end = min(s.closed_at for s in rs if s.closed)
-        expect(last == u.MAX_WINDOW and code == 0 and t_notice <= first_end,
+        expect(last == h2.MAX_WINDOW and code == 0 and t_notice <= first_end,
                "the first GOAWAY was %r at +%.3f s (first stream end +%.3f s), expected the "
                "shutdown notice (2^31-1, NO_ERROR) before any stream ends"
                % ((last, code), t_notice - t0, first_end - t0))
@@ -225,7 +228,7 @@ def drain_spreads_streams_over_the_window(nats):
 
 def second_signal_exits_at_once(nats):
     with h.Gateway(nats.url, drain_ms=20000, heartbeat_ms=60000) as gw:
-        raw = u.H2Conn(gw)
+        raw = h2.H2Conn(gw)
         rs = raw.open_many(["/events/dr.c"] * 20)
         raw.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in rs), 10,
                  "every stream's start item")
@@ -248,7 +251,7 @@ def second_signal_exits_at_once(nats):
 
 def few_streams_spread_over_the_window(nats):
     with h.Gateway(nats.url, workers=1, drain_ms=DRAIN_MS, heartbeat_ms=60000) as gw:
-        raw = u.H2Conn(gw)
+        raw = h2.H2Conn(gw)
         rs = raw.open_many(["/events/dr.f"] * 6)
         raw.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in rs), 10,
                  "every stream's start item")
@@ -270,7 +273,7 @@ def few_streams_spread_over_the_window(nats):
 def stuck_client_does_not_hold_the_exit(nats):
     drain_ms = 1000
     with h.Gateway(nats.url, drain_ms=drain_ms, heartbeat_ms=60000) as gw:
-        stuck = u.H2Conn(gw, rcvbuf=4096)
+        stuck = h2.H2Conn(gw, rcvbuf=4096)
         ss = stuck.open_many(["/events/dr.s"] * 20)
         stuck.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in ss), 10,
                    "the start items")
@@ -281,23 +284,23 @@ def stuck_client_does_not_hold_the_exit(nats):
         # already queued (several MiB) is more than the socket buffers hold, so the
         # connection's output stays blocked in the gateway, not in the kernel.
         big = "x" * (512 * 1024)
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for _ in range(8):
                 pub.pub("dr.s", big)
             pub.flush()
         gw.wait_log(r"slow consumer", timeout=10, start=mark)
         # A healthy connection too; its streams end by the drain while the stuck one
         # keeps the process up, which leaves time to read the counters.
-        ok = u.H2Conn(gw)
+        ok = h2.H2Conn(gw)
         oks = ok.open_many(["/events/dr.t"] * 10)
         ok.wait(lambda c: all(h.START_RE.match(bytes(s.body)) for s in oks), 10,
                 "the healthy connection's start items")
-        before = u.scrape(gw)
+        before = mu.scrape(gw)
         t0 = time.monotonic()
         gw.proc.send_signal(signal.SIGTERM)
         ok.wait(lambda c: all(s.closed for s in oks) and c.eof_at is not None,
                 drain_ms / 1000.0 + 2, "the healthy connection's streams to end and close")
-        fams = u.scrape(gw)
+        fams = mu.scrape(gw)
         # The stuck connection's streams were cut, but cannot close while its output is
         # blocked: they stay counted as open, and are not counted as ended yet.
         for name, labels, want in (
@@ -306,14 +309,14 @@ def stuck_client_does_not_hold_the_exit(nats):
                 ("sluice_slow_consumer_cuts_total", {}, 0),
                 ("sluice_draining", {}, 1),
                 ("sluice_connections_open", {"protocol": "h2"}, -1)):
-            got = u.value(fams, name, **labels) - u.value(before, name, **labels)
+            got = mu.value(fams, name, **labels) - mu.value(before, name, **labels)
             if name == "sluice_draining":
-                got = u.value(fams, name)
+                got = mu.value(fams, name)
             expect(got == want, "during the drain %s%s changed by %r, expected %r"
                    % (name, labels, got, want))
-        expect(u.value(before, "sluice_slow_consumer_cuts_total") == 20,
+        expect(mu.value(before, "sluice_slow_consumer_cuts_total") == 20,
                "the stuck connection's 20 streams were not all cut: %r"
-               % u.value(before, "sluice_slow_consumer_cuts_total"))
+               % mu.value(before, "sluice_slow_consumer_cuts_total"))
         ok.close()
         t_exit, rc = wait_exit(gw, t0, drain_ms / 1000.0 + 5 + 1.5)
         h.log("a client that reads nothing: exited %s %.2f s after SIGTERM (window %d ms + 5 s)"

@@ -41,9 +41,10 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
 from harness import HOST, expect  # noqa: E402
 
 SLACK_S = 5.0  # the exit promise: drain-ms + 5 s
@@ -60,7 +61,7 @@ def wait_exit(proc, t0, timeout):
 
 def open_streams(gw, paths):
     """One h2 connection with a stream on every path, each past its start item."""
-    c = u.H2Conn(gw)
+    c = h2.H2Conn(gw)
     ss = c.open_many(paths)
     c.wait(lambda _: all(h.START_RE.match(bytes(s.body)) for s in ss), 15,
            "every stream's start item")
@@ -125,7 +126,7 @@ def second_signal_exits_at_once(_):
             js_conn.close()
             time.sleep(0.5)
             gw.proc.send_signal(signal.SIGTERM)
-            h.wait_until(lambda: u.admin_get(gw, "/readyz")[0] == 503, 2,
+            h.wait_until(lambda: mu.admin_get(gw, "/readyz")[0] == 503, 2,
                          "readyz 503 (draining) while the main thread is stuck")
             expect(gw.alive(), "the gateway exited before the 30 s drain window")
             expect(not re.search(r"drained; exiting", gw.log()[mark:]),

@@ -53,11 +53,13 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import sec_util as u  # noqa: E402
 from harness import HOST, expect  # noqa: E402
-from sec_util import (ACK, CANCEL, CONTINUATION, END_STREAM,  # noqa: E402
-                      ENHANCE_YOUR_CALM, HEADERS, NO_ERROR, PING, REFUSED_STREAM, RST_STREAM,
-                      SETTINGS, RawH2, err_name, frame)
+import h2_util as h2  # noqa: E402
+from h2_util import (ACK, CANCEL, CONTINUATION, END_STREAM,  # noqa: E402
+                     ENHANCE_YOUR_CALM, HEADERS, NO_ERROR, PING, REFUSED_STREAM, RST_STREAM,
+                     SETTINGS, err_name, frame, raw_conn)
 
 problems = []
 
@@ -74,7 +76,7 @@ class Hits:
 
     def __init__(self, gw):
         self.gw = gw
-        self.before = u.limit_hits(gw)
+        self.before = mu.limit_hits(gw)
         self.log_at = len(gw.log())
 
     def logged(self, what, timeout=1.0):
@@ -89,7 +91,7 @@ class Hits:
     def grew(self, label, what, at_least=1, timeout=1.5, exactly=None):
         """Waits (bounded) for the counter to grow; a soft check. Returns the growth."""
         def delta():
-            return u.limit_hits(self.gw).get(label, 0) - self.before.get(label, 0)
+            return mu.limit_hits(self.gw).get(label, 0) - self.before.get(label, 0)
         want = exactly if exactly is not None else at_least
         deadline = time.monotonic() + timeout
         d = delta()
@@ -116,14 +118,14 @@ def goaway_text(c):
 
 def rapid_reset(gw):
     hits = Hits(gw)
-    c = RawH2(gw)
+    c = raw_conn(gw)
     c.pump(0.3)
     sid, sent = 1, 0
     t0 = time.monotonic()
     while sent < 5000 and not c.closed and not c.send_failed and not c.goaway():
         batch = []
         for _ in range(100):
-            batch.append(c.request(sid, "/events/flood.rr%d" % (sid % 4)))
+            batch.append(c.request_frame(sid, "/events/flood.rr%d" % (sid % 4)))
             batch.append(frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL)))
             sid += 2
             sent += 1
@@ -146,7 +148,7 @@ def rapid_reset(gw):
 
 def settings_flood(gw):
     hits = Hits(gw)
-    c = RawH2(gw)
+    c = raw_conn(gw)
     c.pump(0.3)
     for _ in range(10):
         if not c.send(frame(SETTINGS, 0, 0) * 1000):
@@ -162,9 +164,9 @@ def settings_flood(gw):
 
 def settings_entries(gw):
     hits = Hits(gw)
-    c = RawH2(gw)
+    c = raw_conn(gw)
     c.pump(0.3)
-    c.send(frame(SETTINGS, 0, 0, u.settings_payload([(0x4, 65535)] * 40)))
+    c.send(frame(SETTINGS, 0, 0, h2.settings_payload([(0x4, 65535)] * 40)))
     closed = c.wait_closed(5)
     h.log("SETTINGS with 40 entries: closed %s, %s" % (closed, goaway_text(c)))
     expect(c.goaway() and c.goaway()[1] == ENHANCE_YOUR_CALM,
@@ -178,7 +180,7 @@ def settings_entries(gw):
 
 def ping_flood(gw):
     hits = Hits(gw)
-    c = RawH2(gw)
+    c = raw_conn(gw)
     c.pump(0.3)
     n = 0
     c.timeout = 2
@@ -197,11 +199,11 @@ def ping_flood(gw):
 
 def continuation_flood(gw):
     hits = Hits(gw)
-    c = RawH2(gw)
+    c = raw_conn(gw)
     c.pump(0.3)
-    first = u.header_block(u.request_headers(gw, "/events/flood.cont"))
+    first = h2.header_block(h2.request_headers(gw, "/events/flood.cont"))
     data = frame(HEADERS, END_STREAM, 1, first)
-    data += b"".join(frame(CONTINUATION, 0, 1, u.hpack_literal("x-c%d" % i, "v"))
+    data += b"".join(frame(CONTINUATION, 0, 1, h2.hpack_literal("x-c%d" % i, "v"))
                      for i in range(100))
     c.send(data)
     closed = c.wait_closed(5)
@@ -216,11 +218,11 @@ def continuation_flood(gw):
 
 def oversized_headers(gw):
     hits = Hits(gw)
-    c = RawH2(gw)
+    c = raw_conn(gw)
     c.pump(0.3)
-    c.send(c.request(1, "/events/flood.big", extra=[("x-big", "a" * 5000)]))
-    c.send(c.request(3, "/nope"))
-    c.send(c.request(5, "/nope", extra=[("x-fits", "a" * 3000)]))
+    c.send(c.request_frame(1, "/events/flood.big", extra=[("x-big", "a" * 5000)]))
+    c.send(c.request_frame(3, "/nope"))
+    c.send(c.request_frame(5, "/nope", extra=[("x-fits", "a" * 3000)]))
     c.wait(lambda x: all(x.headers_on(s) or s in x.resets() for s in (1, 3, 5)), 5)
     st = {s: c.status(s) for s in (1, 3, 5)}
     h.log("oversized headers (max 4096): statuses %r, resets %r, %s"
@@ -232,8 +234,8 @@ def oversized_headers(gw):
     c.close()
     # Many small fields: the list size counts 32 bytes per field (a fresh connection, so
     # that the :status is the first one HPACK encodes and needs no dynamic table).
-    c = RawH2(gw)
-    c.send(c.request(1, "/events/flood.many", extra=[("x-h%03d" % i, "v" * 20)
+    c = raw_conn(gw)
+    c.send(c.request_frame(1, "/events/flood.many", extra=[("x-h%03d" % i, "v" * 20)
                                                       for i in range(120)]))
     c.wait(lambda x: x.headers_on(1) or 1 in x.resets(), 5)
     h.log("120 fields of ~60 bytes: status %r, resets %r" % (c.status(1), c.resets()))
@@ -252,14 +254,14 @@ def oversized_headers(gw):
 
 def stream_rate(gw):
     hits = Hits(gw)
-    c = RawH2(gw, source="127.0.0.11")
+    c = raw_conn(gw, source="127.0.0.11")
     c.pump(0.3)
     # Stream 1 stays open (an SSE stream), so that the idle timeout keeps out of this.
-    c.send(c.request(1, "/events/flood.keep"))
+    c.send(c.request_frame(1, "/events/flood.keep"))
     c.wait(lambda x: x.headers_on(1), 5)
     expect(c.status(1) == 200, "the SSE stream kept open got %r" % c.status(1))
     sids = list(range(3, 63, 2))
-    c.send(b"".join(c.request(s, "/nope") for s in sids))
+    c.send(b"".join(c.request_frame(s, "/nope") for s in sids))
     c.wait(lambda x: all(x.headers_on(s) or s in x.resets() for s in sids), 5)
     rs = c.resets()
     served = [s for s in sids if c.headers_on(s)]
@@ -278,7 +280,7 @@ def stream_rate(gw):
     hits = Hits(gw)
     sid = sids[-1] + 2
     for _ in range(11):
-        if not c.send(b"".join(c.request(sid + 2 * i, "/nope") for i in range(100))):
+        if not c.send(b"".join(c.request_frame(sid + 2 * i, "/nope") for i in range(100))):
             break
         sid += 200
         c.pump(0)
@@ -294,8 +296,8 @@ def stream_rate(gw):
     # The burst that trips the cut began with the refusals above (no quiet second since).
     hits.grew("stream_rate", "stream rate", at_least=1001 - len(refused))
 
-    c = RawH2(gw, source="127.0.0.11")
-    c.send(c.request(1, "/nope"))
+    c = raw_conn(gw, source="127.0.0.11")
+    c.send(c.request_frame(1, "/nope"))
     c.wait(lambda x: x.headers_on(1) or 1 in x.resets(), 5)
     expect(c.status(1) == 404, "a new connection after the flood: stream 1 got %r, resets %r"
            % (c.status(1), c.resets()))
@@ -303,9 +305,9 @@ def stream_rate(gw):
 
 
 def try_connect(gw, source):
-    """A RawH2 that completed TLS and got the server's SETTINGS, or None if refused."""
+    """An adversarial h2 connection that completed TLS and got the server's SETTINGS, or None if refused."""
     try:
-        c = RawH2(gw, source=source, timeout=3)
+        c = raw_conn(gw, source=source, timeout=3)
     except (OSError, ssl.SSLError) as e:
         return None, repr(e)
     c.wait(lambda x: x.of_type(SETTINGS), 3)
@@ -379,9 +381,9 @@ def slowloris(gw):
 
 def idle(gw):
     hits = Hits(gw)
-    fresh = RawH2(gw, source="127.0.0.15")
-    used = RawH2(gw, source="127.0.0.15")
-    used.send(used.request(1, "/nope"))
+    fresh = raw_conn(gw, source="127.0.0.15")
+    used = raw_conn(gw, source="127.0.0.15")
+    used.send(used.request_frame(1, "/nope"))
     t0 = time.monotonic()
     deadline = t0 + 6
     while time.monotonic() < deadline and not (fresh.closed and used.closed):
@@ -395,7 +397,7 @@ def idle(gw):
                "idle connection (%s): expected GOAWAY(NO_ERROR), got %s" % (name, goaway_text(c)))
         expect(c.closed, "idle connection (%s): still open after 6 s (--idle-timeout-ms 1500)"
                % name)
-        t = c.of_type(u.GOAWAY)[0].t - c.opened
+        t = c.of_type(h2.GOAWAY)[0].t - c.opened
         expect(1.3 <= t <= 4.0, "idle connection (%s): GOAWAY after %.2f s, expected 1.5 to 3 s"
                % (name, t))
         c.close()
@@ -404,7 +406,7 @@ def idle(gw):
 
 
 def open_h2(gw):
-    return u.metric(gw, 'sluice_connections_open{protocol="h2"}')
+    return mu.metric(gw, "sluice_connections_open", protocol="h2")
 
 
 def ping_no_read(gw, idle_s):
@@ -433,7 +435,7 @@ def ping_no_read(gw, idle_s):
     raw.connect((HOST, gw.port))
     s = h.tls_context(gw).wrap_socket(raw, server_hostname="localhost")
     t0 = time.monotonic()
-    s.sendall(u.PREFACE + frame(SETTINGS, 0, 0))
+    s.sendall(h2.PREFACE + frame(SETTINGS, 0, 0))
     s.settimeout(1)
     n, state = 0, "still sending"
     try:
@@ -455,14 +457,14 @@ def ping_no_read(gw, idle_s):
         h.log("the held-back connection %s %.1f s after it opened (open h2 connections %d, "
               "baseline %d); idle_timeout hits +%d"
               % ("was closed" if gone else "is STILL OPEN", time.monotonic() - t0, open_h2(gw),
-                 baseline, u.limit_hits(gw)["idle_timeout"] - hits.before["idle_timeout"]))
+                 baseline, mu.limit_hits(gw)["idle_timeout"] - hits.before["idle_timeout"]))
         soft(gone, "a connection that never reads and has no stream was not closed: still open "
              "%.1f s after it opened (--idle-timeout-ms %d; GOAWAY, then close)"
              % (time.monotonic() - t0, idle_s * 1000))
     elif state == "closed":
         h.log("(closed before it was held back: %s)" % (
-            "flood detected" if u.limit_hits(gw)["flood"] > hits.before["flood"] else
-            "idle timeout" if u.limit_hits(gw)["idle_timeout"] > hits.before["idle_timeout"]
+            "flood detected" if mu.limit_hits(gw)["flood"] > hits.before["flood"] else
+            "idle timeout" if mu.limit_hits(gw)["idle_timeout"] > hits.before["idle_timeout"]
             else "by the gateway"))
     else:
         soft(False, "PINGs without reading: after %.0f s the gateway neither closed the "
@@ -481,10 +483,10 @@ def busy_not_idle(gw, idle_s):
     README: "a connection with no open stream gets GOAWAY after this"; this
     one is never without a stream for more than 0.2 s.
     """
-    c = RawH2(gw, source="127.0.0.17")
+    c = raw_conn(gw, source="127.0.0.17")
     sid, t0 = 1, time.monotonic()
     while time.monotonic() - t0 < 2 * idle_s + 1 and not c.closed and not c.goaway():
-        c.send(c.request(sid, "/nope"))
+        c.send(c.request_frame(sid, "/nope"))
         sid += 2
         c.pump(0.2)
     h.log("a connection with a request every 0.2 s for %.1f s: %d requests, %s"
@@ -526,7 +528,7 @@ def test():
     n = steady.finish()
     h.log("the well-behaved clients received all %d events in order on both gateways" % n)
     for gw in (a, b):
-        hits = {k: int(v) for k, v in u.limit_hits(gw).items() if v}
+        hits = {k: int(v) for k, v in mu.limit_hits(gw).items() if v}
         h.log("gateway %d limit hits: %r" % (gw.port, hits))
         gw.stop(timeout=15)
     expect(not problems, "%d check(s) failed: %s" % (len(problems), " | ".join(problems)))

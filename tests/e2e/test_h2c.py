@@ -26,13 +26,14 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 NSTREAMS = 50
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 def run(cmd, timeout=20):
@@ -122,29 +123,21 @@ def upgrade_not_supported(gw, nats, pub):
 
 def preface_detection(gw):
     # Split preface: the listener must wait for all 24 bytes.
-    s = u.connect_plain(gw)
-    with s:
+    c = h2.raw_conn(gw, plain=True, preface=False)
+    try:
         # The pauses are the test: three separate segments (no Nagle
         # coalescing), so the listener reads the preface in parts.
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(PREFACE[:7])
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.send(h2.PREFACE[:7])
         time.sleep(0.2)
-        s.sendall(PREFACE[7:16])
+        c.send(h2.PREFACE[7:16])
         time.sleep(0.2)
-        s.sendall(PREFACE[16:] + EMPTY_SETTINGS)
-        got, _ = b"", None
-        deadline = time.monotonic() + 5
-        while len(got) < 9 and time.monotonic() < deadline:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                b = s.recv(4096)
-            except socket.timeout:
-                break
-            if not b:
-                break
-            got += b
-        expect(len(got) >= 9 and got[3] == 0x4 and got[5:9] == b"\0\0\0\0",
-               "a preface split over three writes got %r, not a SETTINGS frame" % got[:40])
+        c.send(h2.PREFACE[16:] + h2.frame(h2.SETTINGS, 0, 0))
+        c.wait(lambda x: x.frames, 5)
+        expect(c.frames and c.frames[0].type == h2.SETTINGS and c.frames[0].sid == 0,
+               "a preface split over three writes got %r, not a SETTINGS frame" % c.frames[:3])
+    finally:
+        c.close()
     # Almost the preface: "PRI * HTTP/2.0" is HTTP/2's line, so the rest is judged as
     # HTTP/2 (a connection error), while "PRI * HTTP/1.1" is HTTP/1.1's (400).
     s = u.connect_plain(gw)
@@ -177,12 +170,12 @@ def many_streams(gw, nats, pub):
     expect(first.status == 200 and first.version == "2", "first poll: %r" % first)
     after = json.loads(first.body)["next"]
     nats.wait_subscriptions([subject])
-    opened_before = u.metric(gw, "sluice_streams_open") or 0
+    opened_before = mu.metric(gw, "sluice_streams_open")
     url = u.plain_url(gw, "/poll?subject=%s&after=%s&timeout=15" % (subject, after))
     p = h.spawn(["nghttp", "-v", "--no-dep", "-m", str(NSTREAMS), url],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        h.wait_until(lambda: (u.metric(gw, "sluice_streams_open") or 0) >= opened_before + NSTREAMS,
+        h.wait_until(lambda: mu.metric(gw, "sluice_streams_open") >= opened_before + NSTREAMS,
                      10, "%d streams open on the gateway" % NSTREAMS, interval=0.1)
         expect(p.poll() is None, "nghttp ended before the event was published")
         t0 = time.monotonic()
@@ -213,7 +206,7 @@ def many_streams(gw, nats, pub):
 
 def test():
     with h.Nats() as nats, u.gateway(nats.url, heartbeat_ms=300) as gw, \
-            h.NatsConn(nats.port) as pub:
+            nu.NatsClient(nats.port) as pub:
         curl_prior_knowledge(gw, nats, pub)
         nghttp_prior_knowledge(gw)
         upgrade_not_supported(gw, nats, pub)

@@ -41,6 +41,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import h1_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 HEARTBEAT_MS = 300
@@ -101,7 +102,7 @@ def resume(gw, nats, pub):
             pub.pub(subject, "r%d" % i)
         pub.flush()
         end = c.stream_bytes(b"data: r5\n\n", 10, off)
-        evs = u.events_of(c.stream_body[off:end])
+        evs = h.events_of(c.stream_body[off:end])
         expect([e.data for e in evs] == [["r%d" % i] for i in range(1, 6)],
                "before the reconnect: %r" % evs)
         ids = [int(e.id) for e in evs]
@@ -162,7 +163,7 @@ def slow_consumer(gw, nats, pub):
         body = c.stream_end(timeout=20)
         expect(body.endswith(b": slow consumer, reconnect to resume\n\n"),
                "the cut response does not end with the slow-consumer comment: %r" % body[-200:])
-        evs = u.events_of(body[off:])
+        evs = h.events_of(body[off:])
         got = [int(e.data[0].split()[0]) for e in evs]
         expect(got == list(range(1, len(got) + 1)),
                "what arrived before the cut is not an in-order prefix: %r..." % got[:20])
@@ -177,7 +178,7 @@ def slow_consumer(gw, nats, pub):
         c.stream_open(timeout=10)
         c.stream_wait(lambda b: b.endswith(b"\ndata: %d %s\n\n" % (n, pad.encode())),
                       20, "event %d" % n)
-        evs2 = u.events_of(c.stream_body)
+        evs2 = h.events_of(c.stream_body)
         got2 = [int(e.data[0].split()[0]) for e in evs2]
         expect(got2 == list(range(len(got) + 1, n + 1)),
                "resume on the same connection replayed %d events %r..., expected %d..%d"
@@ -342,7 +343,7 @@ def smuggling(gw, nats, pub):
         pub.pub(subject, "sentinel")
         pub.flush()
         end = s.stream_bytes(b"data: sentinel\n\n", 10, off)
-        evs = u.events_of(s.stream_body[off:end])
+        evs = h.events_of(s.stream_body[off:end])
         if len(evs) != 1:
             bad.append("smuggled events reached the stream: %r" % evs)
         expect(not bad, "smuggling attempts not refused:\n  " + "\n  ".join(bad))
@@ -416,7 +417,7 @@ def test():
     with h.Nats() as nats, u.gateway(nats.url, heartbeat_ms=HEARTBEAT_MS,
                                      stream_queue_bytes=STREAM_QUEUE,
                                      history_events=4000, history_bytes=32 << 20) as gw, \
-            h.NatsConn(nats.port) as pub:
+            nu.NatsClient(nats.port) as pub:
         c = u.Conn.tls(gw, alpn=("http/1.1",))
         expect(c.alpn() == "http/1.1", "ALPN http/1.1 selected %r" % c.alpn())
         sse_basics(gw, nats, pub, c, "h1.tls.alpn")

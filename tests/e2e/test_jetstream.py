@@ -54,7 +54,8 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 STREAMS = "JS,SMALL"
@@ -133,7 +134,7 @@ def pub_pairs(c, subj, noise, names):
 
 
 def metric(gw, name):
-    return u.value(u.scrape(gw), name)
+    return mu.value(mu.scrape(gw), name)
 
 
 def rfc3339(t, offset_h=0, digits=3):
@@ -397,7 +398,7 @@ def case_replay_limit(c, nats_url):
 
 
 def case_core(c, ga, nats_port):
-    with h.NatsConn(nats_port) as pub:
+    with nu.NatsClient(nats_port) as pub:
         s, (start,), off = open_stream(ga, "/events/core.x")
         ga.check_start_id([start])
         for i in range(1, 4):
@@ -484,7 +485,7 @@ def test():
     j.create_stream(ports, "JS", ["js.>"])
     j.create_stream(ports, "SMALL", ["small.>"], max_msgs=SMALL_MAX)
     timings = []
-    with j.NatsClient(ports, name="sluice-e2e-js") as c, \
+    with nu.NatsClient(ports, name="sluice-e2e-js") as c, \
             h.Gateway(node.url, jetstream_streams=STREAMS) as ga, \
             h.Gateway(node.url, jetstream_streams=STREAMS) as gb:
         for name, fn in (("resume on the other gateway",

@@ -25,9 +25,11 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 MAX = 12
@@ -37,7 +39,7 @@ CHURN = 40
 
 
 def metric(gw, name, **labels):
-    return u.value(u.scrape(gw), name, **labels)
+    return mu.value(mu.scrape(gw), name, **labels)
 
 
 def hits(gw):
@@ -52,7 +54,7 @@ def test():
     node = j.single_node()
     ports = [node.port]
     j.create_stream(ports, "CAP", ["cap.>"])
-    with j.NatsClient(ports) as c, \
+    with nu.NatsClient(ports) as c, \
             h.Gateway(node.url, jetstream_streams="CAP", jetstream_replays=REPLAYS,
                       jetstream_max_consumers=MAX, history_keep_ms=60000) as gw:
         legit = h.CurlStream(gw, "/events/cap.legit", max_time=60)
@@ -61,7 +63,7 @@ def test():
 
         mark = len(gw.log())
         t0 = time.monotonic()
-        conn = u.H2Conn(gw, timeout=10)
+        conn = h2.H2Conn(gw, timeout=10)
         churn = conn.open_many(["/events/cap.c%d" % i for i in range(CHURN)])
         conn.wait(lambda _: all(b"\n\n" in s.body or s.closed for s in churn), 30,
                   "every churning stream started or ended")

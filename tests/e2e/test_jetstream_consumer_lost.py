@@ -16,7 +16,8 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def test():
     node = j.single_node()
     ports = [node.port]
     j.create_stream(ports, "LOST", ["lost.>"])
-    with j.NatsClient(ports) as c, \
+    with nu.NatsClient(ports) as c, \
             h.Gateway(node.url, jetstream_streams="LOST", heartbeat_ms=1000) as gw:
         s = h.CurlStream(gw, "/events/lost.a", max_time=60)
         _, (start,), off = s.wait_start(timeout=10)
@@ -46,7 +47,7 @@ def test():
         got = re.findall(rb"id: (\d+)\ndata: (e\d)\n\n", s.data()[off:])
         want = [(str(first).encode(), b"e0")] + [(str(q).encode(), d.encode()) for q, d in sent]
         expect(got == want, "after the consumer was deleted: got %r, expected %r" % (got, want))
-        resets = u.value(u.scrape(gw), "sluice_jetstream_consumer_resets_total")
+        resets = mu.value(mu.scrape(gw), "sluice_jetstream_consumer_resets_total")
         expect(resets >= 1, "no consumer reset counted: %r" % resets)
         now = consumer_names(c, "LOST")
         expect(len(now) == 1 and now[0] != names[0],

@@ -24,16 +24,16 @@ was down (one synchronous consumer delete per subscription).
 3. Core NATS mode: the same 200 streams and outage keep the thread count
    bounded the same way.
 """
-import os
 import re
 import sys
 import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
-import ops_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 N = 200
@@ -79,7 +79,7 @@ class Sampler(threading.Thread):
 
 
 def open_all(gw, subjects):
-    conn = u.H2Conn(gw, timeout=10)
+    conn = h2.H2Conn(gw, timeout=10)
     streams = conn.open_many(["/events/%s" % s for s in subjects])
     conn.wait(lambda c: all(b"\n\n" in s.body for s in streams), 30,
               "every stream's start (retry and id)")
@@ -165,7 +165,7 @@ def case_jetstream():
     ports = [node.port]
     j.create_stream(ports, "OUT", ["out.>"])
     subjects = ["out.s%d" % i for i in range(N)]
-    with j.NatsClient(ports) as c, \
+    with nu.NatsClient(ports) as c, \
             h.Gateway(node.url, jetstream_streams="OUT", jetstream_replays=REPLAYS,
                       workers=WORKERS, heartbeat_ms=500, drain_ms=DRAIN_MS) as gw:
         conn, streams = open_all(gw, subjects)
@@ -180,7 +180,7 @@ def case_jetstream():
                                      fresh_path="/events/out.fresh")
 
         # Every subject is served again: an event on each reaches its stream.
-        with j.NatsClient(ports) as c2:
+        with nu.NatsClient(ports) as c2:
             deadline = time.monotonic() + 30
             # JetStream is back once an acknowledged publish reaches subject 0's stream.
             probe = 0

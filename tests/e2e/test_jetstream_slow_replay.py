@@ -34,6 +34,7 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 SUBJ = "slow.a"
@@ -143,7 +144,7 @@ def test():
     node = j.single_node()
     ports = [node.port]
     j.create_stream(ports, "SLOW", ["slow.>"])
-    with j.NatsClient(ports) as c:
+    with nu.NatsClient(ports) as c:
         hist = []
         for i in range(1, 4):
             hist.append((j.js_publish(c, SUBJ, "h%d" % i), "h%d" % i, time.time()))
@@ -156,7 +157,7 @@ def test():
         short = run_case(node, c, hist, t_since, 4, "short stall")
         expect(all(v == "exact" for v in short.values()),
                "a 4 s stall should still replay exactly: %r" % short)
-    with j.NatsClient(ports) as c:
+    with nu.NatsClient(ports) as c:
         long_ = run_case(node, c, hist, t_since, 34, "long stall")
         h.log("long stall outcomes: %r" % long_)
     node.kill()

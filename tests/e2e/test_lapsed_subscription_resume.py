@@ -24,6 +24,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def expect_reset_then_live(gw, pub, subj, last_id, what):
 
 
 def test():
-    with h.Nats() as nats, h.NatsConn(nats.port) as pub:
+    with h.Nats() as nats, nu.NatsClient(nats.port) as pub:
         with h.Gateway(nats.url, history_keep_ms=200) as gw:
             other = h.CurlStream(gw, "/events/lapse.other", max_time=30)
             other.wait_start(timeout=10)

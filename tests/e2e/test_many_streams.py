@@ -22,6 +22,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 N = 2000
@@ -72,7 +73,7 @@ def test():
         expect(set(subs) == set(subjects) | {"load.shared"}, "unexpected subjects: %r"
                % sorted(set(subs) - set(subjects))[:10])
 
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for s in subjects:
                 pub.pub(s, s)
             for n in range(1, SHARED + 1):

@@ -23,6 +23,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 CONNECTIONS = 10
@@ -75,7 +76,7 @@ def test():
             print("rss_per_stream_bytes=%d" % per_stream, flush=True)
 
             nats.wait_subscriptions(subjects, timeout=30)
-            with h.NatsConn(nats.port) as pub:
+            with nu.NatsClient(nats.port) as pub:
                 for s in subjects:
                     pub.pub(s, s)
                 pub.flush()

@@ -6,7 +6,7 @@ killed, /readyz is 503 "not ready: NATS disconnected" (and
 sluice_nats_connected 0), and 200 again after it restarts on the same port
 (sluice_nats_reconnects_total 1).
 
-Every scrape is parsed strictly (ops_util.parse_prometheus: HELP/TYPE,
+Every scrape is parsed strictly (metrics_util.parse_prometheus: HELP/TYPE,
 sample syntax, contiguous families, histograms cumulative and ending in
 +Inf == _count), and every metric the README lists must be there with its
 type. A second restart makes sluice_nats_reconnects_total 2.
@@ -33,7 +33,9 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 # Every metric in the README's table, with its type.
@@ -80,16 +82,16 @@ def check_catalogue(fams):
                % (name, fams[name]["type"], typ))
     for name in fams:
         expect(name.startswith("sluice_"), "metric %s lacks the sluice_ prefix" % name)
-    reasons = set(u.labelled(fams, "sluice_streams_ended_total", "reason"))
+    reasons = set(mu.labelled(fams, "sluice_streams_ended_total", "reason"))
     expect(END_REASONS <= reasons, "sluice_streams_ended_total reasons %r lack %r"
            % (sorted(reasons), sorted(END_REASONS - reasons)))
-    limits = set(u.labelled(fams, "sluice_limit_hits_total", "limit"))
+    limits = set(mu.labelled(fams, "sluice_limit_hits_total", "limit"))
     expect(LIMITS <= limits, "sluice_limit_hits_total limits %r lack %r"
            % (sorted(limits), sorted(LIMITS - limits)))
-    results = set(u.labelled(fams, "sluice_resumes_total", "result"))
+    results = set(mu.labelled(fams, "sluice_resumes_total", "result"))
     expect({"replayed", "reset"} <= results, "sluice_resumes_total results are %r" % results)
-    u.value(fams, "sluice_connections_open", protocol="h2")
-    lag = u.labelled(fams, "sluice_event_loop_lag_seconds", "worker")
+    mu.value(fams, "sluice_connections_open", protocol="h2")
+    lag = mu.labelled(fams, "sluice_event_loop_lag_seconds", "worker")
     expect(set(lag) == {str(i) for i in range(WORKERS)},
            "sluice_event_loop_lag_seconds has workers %r, expected 0..%d"
            % (sorted(lag), WORKERS - 1))
@@ -98,11 +100,11 @@ def check_catalogue(fams):
 
 
 def hist_count(fams, name):
-    return u.value(fams, name + "_count")
+    return mu.value(fams, name + "_count")
 
 
 def check_readyz(gw, status, body):
-    st, text, _ = u.admin_get(gw, "/readyz")
+    st, text, _ = mu.admin_get(gw, "/readyz")
     expect((st, text.strip()) == (status, body), "/readyz answered %d %r, expected %d %r"
            % (st, text.strip(), status, body))
 
@@ -111,7 +113,7 @@ def wait_readyz(gw, status, body, timeout):
     last = [None]
 
     def ok():
-        st, text, _ = u.admin_get(gw, "/readyz")
+        st, text, _ = mu.admin_get(gw, "/readyz")
         last[0] = (st, text.strip())
         return last[0] == (status, body)
     try:
@@ -124,9 +126,9 @@ def wait_readyz(gw, status, body, timeout):
 def wait_quiet(gw, timeout=10):
     """Waits until no stream and no connection is open; returns that scrape."""
     def ok():
-        fams = u.scrape(gw)
-        if (u.value(fams, "sluice_streams_open") == 0
-                and u.value(fams, "sluice_connections_open", protocol="h2") == 0):
+        fams = mu.scrape(gw)
+        if (mu.value(fams, "sluice_streams_open") == 0
+                and mu.value(fams, "sluice_connections_open", protocol="h2") == 0):
             return fams
         return None
     return h.wait_until(ok, timeout, "streams_open and connections_open{h2} back to 0", 0.1)
@@ -136,35 +138,35 @@ def test():
     with h.Nats() as nats, h.Gateway(nats.url, workers=WORKERS, stream_queue_bytes=STREAM_CAP,
                                      heartbeat_ms=60000, retry_jitter_pct=0) as gw:
         # -- health and readiness, then a clean baseline
-        st, text, hdrs = u.admin_get(gw, "/healthz")
+        st, text, hdrs = mu.admin_get(gw, "/healthz")
         expect((st, text.strip()) == (200, "ok"), "/healthz answered %d %r" % (st, text))
         check_readyz(gw, 200, "ready")
-        st, _, _ = u.admin_get(gw, "/nope")
+        st, _, _ = mu.admin_get(gw, "/nope")
         expect(st == 404, "admin /nope answered %d, expected 404" % st)
-        st, _, _ = u.admin_get(gw, "/metrics", method="POST")
+        st, _, _ = mu.admin_get(gw, "/metrics", method="POST")
         expect(st == 405, "admin POST /metrics answered %d, expected 405" % st)
-        fams = u.scrape(gw)
+        fams = mu.scrape(gw)
         check_catalogue(fams)
         for name in ("sluice_streams_opened_total", "sluice_events_delivered_total",
                      "sluice_connections_accepted_total", "sluice_nats_reconnects_total",
                      "sluice_slow_consumer_cuts_total"):
-            expect(u.value(fams, name) == 0, "%s is %r before any traffic"
-                   % (name, u.value(fams, name)))
-        expect(u.value(fams, "sluice_nats_connected") == 1, "sluice_nats_connected is not 1")
-        expect(u.value(fams, "sluice_draining") == 0, "sluice_draining is not 0")
+            expect(mu.value(fams, name) == 0, "%s is %r before any traffic"
+                   % (name, mu.value(fams, name)))
+        expect(mu.value(fams, "sluice_nats_connected") == 1, "sluice_nats_connected is not 1")
+        expect(mu.value(fams, "sluice_draining") == 0, "sluice_draining is not 0")
 
         # -- A: 20 streams, 10 events each
         a = h.Client(gw, ["--connections", "2", "--repeat-path", "/events/m.a:10",
                           "--expect-events", "10"], timeout_ms=20000)
         a.wait_ready(timeout=15)
         nats.wait_subscriptions(["m.a"])
-        fams = u.scrape(gw)
-        expect(u.value(fams, "sluice_streams_open") == 20, "sluice_streams_open is %r with 20 "
-               "streams open" % u.value(fams, "sluice_streams_open"))
-        expect(u.value(fams, "sluice_connections_open", protocol="h2") == 2,
+        fams = mu.scrape(gw)
+        expect(mu.value(fams, "sluice_streams_open") == 20, "sluice_streams_open is %r with 20 "
+               "streams open" % mu.value(fams, "sluice_streams_open"))
+        expect(mu.value(fams, "sluice_connections_open", protocol="h2") == 2,
                "sluice_connections_open{protocol=\"h2\"} is %r with 2 connections open"
-               % u.value(fams, "sluice_connections_open", protocol="h2"))
-        with h.NatsConn(nats.port) as pub:
+               % mu.value(fams, "sluice_connections_open", protocol="h2"))
+        with nu.NatsClient(nats.port) as pub:
             for i in range(1, 11):
                 pub.pub("m.a", "e%d" % i)
             pub.flush()
@@ -195,7 +197,7 @@ def test():
                           "--stall-stream", "0"], timeout_ms=20000)
         d.wait_ready(timeout=10)
         nats.wait_subscriptions(["m.slow"])
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             for i in range(4):
                 pub.pub("m.slow", ("s%d " % i).ljust(SLOW_PAYLOAD, "x"))
             pub.flush()
@@ -209,23 +211,23 @@ def test():
         nats.kill()
         h.log("nats-server killed")
         wait_readyz(gw, 503, "not ready: NATS disconnected", 10)
-        fams = u.scrape(gw)
-        expect(u.value(fams, "sluice_nats_connected") == 0, "sluice_nats_connected is %r while "
-               "NATS is down" % u.value(fams, "sluice_nats_connected"))
-        st, text, _ = u.admin_get(gw, "/healthz")
+        fams = mu.scrape(gw)
+        expect(mu.value(fams, "sluice_nats_connected") == 0, "sluice_nats_connected is %r while "
+               "NATS is down" % mu.value(fams, "sluice_nats_connected"))
+        st, text, _ = mu.admin_get(gw, "/healthz")
         expect(st == 200, "/healthz answered %d while NATS is down (the process is alive)" % st)
         nats.start()
         h.log("nats-server restarted on port %d" % nats.port)
         wait_readyz(gw, 200, "ready", 15)
-        fams = u.wait_metric(gw, "sluice_nats_reconnects_total", 1, timeout=5)
-        expect(u.value(fams, "sluice_nats_connected") == 1, "sluice_nats_connected is not 1 "
+        fams = mu.wait_metric(gw, "sluice_nats_reconnects_total", 1, timeout=5)
+        expect(mu.value(fams, "sluice_nats_connected") == 1, "sluice_nats_connected is not 1 "
                "after the reconnect")
         # Twice: one reconnect counts one.
         nats.kill()
         wait_readyz(gw, 503, "not ready: NATS disconnected", 10)
         nats.start()
         wait_readyz(gw, 200, "ready", 15)
-        fams = u.wait_metric(gw, "sluice_nats_reconnects_total", 2, timeout=5)
+        fams = mu.wait_metric(gw, "sluice_nats_reconnects_total", 2, timeout=5)
 
         # -- the totals
         check_catalogue(fams)
@@ -258,28 +260,28 @@ def test():
         ]
         bad = []
         for name, labels, expected in want:
-            got = u.value(fams, name, **labels)
+            got = mu.value(fams, name, **labels)
             if got != expected:
                 bad.append("%s%s = %r, expected %r" % (name, labels or "", got, expected))
-        for reason, v in u.labelled(fams, "sluice_streams_ended_total", "reason").items():
+        for reason, v in mu.labelled(fams, "sluice_streams_ended_total", "reason").items():
             if reason not in ("client", "slow_consumer") and v != 0:
                 bad.append("sluice_streams_ended_total{reason=%r} = %r, expected 0" % (reason, v))
-        for limit, v in u.labelled(fams, "sluice_limit_hits_total", "limit").items():
+        for limit, v in mu.labelled(fams, "sluice_limit_hits_total", "limit").items():
             if v != 0:
                 bad.append("sluice_limit_hits_total{limit=%r} = %r, expected 0" % (limit, v))
         # Events queued: A's 200 live, B's 5 replayed, and D's at least one (it was cut
         # on a later one); the reset event is the gateway's own, not an event.
-        queued = u.value(fams, "sluice_events_queued_total")
+        queued = mu.value(fams, "sluice_events_queued_total")
         if not 206 <= queued <= 208:
             bad.append("sluice_events_queued_total = %r, expected 206..208" % queued)
-        expect(u.value(fams, "sluice_bytes_written_total")
-               >= u.value(fams, "sluice_stream_bytes_written_total") > 0,
+        expect(mu.value(fams, "sluice_bytes_written_total")
+               >= mu.value(fams, "sluice_stream_bytes_written_total") > 0,
                "bytes written to clients (%r) < SSE bytes (%r)"
-               % (u.value(fams, "sluice_bytes_written_total"),
-                  u.value(fams, "sluice_stream_bytes_written_total")))
-        expect(u.value(fams, "sluice_nats_subscriptions") >= 1,
+               % (mu.value(fams, "sluice_bytes_written_total"),
+                  mu.value(fams, "sluice_stream_bytes_written_total")))
+        expect(mu.value(fams, "sluice_nats_subscriptions") >= 1,
                "no NATS subscription while m.a and m.slow linger (history-keep-ms)")
-        expect(u.value(fams, "sluice_history_bytes") > 0, "sluice_history_bytes is 0")
+        expect(mu.value(fams, "sluice_history_bytes") > 0, "sluice_history_bytes is 0")
         # Cross-check with the access log: its per-stream events and bytes add up to
         # the counters (the log is written when a stream ends, and all have).
         streams = [e for e in u.read_jsonl(gw.access_log_path) if "subjects" in e]
@@ -289,12 +291,12 @@ def test():
             for field, name in (("events", "sluice_events_delivered_total"),
                                 ("bytes", "sluice_stream_bytes_written_total")):
                 total = sum(e[field] for e in streams)
-                if total != u.value(fams, name):
+                if total != mu.value(fams, name):
                     bad.append("access log streams' %s add up to %d, %s is %r"
-                               % (field, total, name, u.value(fams, name)))
+                               % (field, total, name, mu.value(fams, name)))
         expect(not bad, "metrics after the workload:\n  " + "\n  ".join(bad))
         h.log("all %d expected values match; e.g. delivered %r, ttfe count %r"
-              % (len(want), u.value(fams, "sluice_events_delivered_total"),
+              % (len(want), mu.value(fams, "sluice_events_delivered_total"),
                  hist_count(fams, "sluice_time_to_first_event_seconds")))
         gw.stop()
 

@@ -27,8 +27,10 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import h1_util as h1u  # noqa: E402
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 CAP = 50
@@ -47,7 +49,7 @@ def check_refusal(body, what):
 
 
 def readyz(gw):
-    return u.admin_get(gw, "/readyz")
+    return mu.admin_get(gw, "/readyz")
 
 
 def streams_total(nats):
@@ -56,7 +58,7 @@ def streams_total(nats):
                      heartbeat_ms=60000) as gw:
         st, body, _ = readyz(gw)
         expect(st == 200, "/readyz before any stream: %d %s" % (st, body))
-        main = u.H2Conn(gw)
+        main = h2.H2Conn(gw)
         ok = main.open_many(["/events/ov.a"] * CAP)
         main.wait(lambda _: all(h.START_RE.match(bytes(s.body)) for s in ok), 15,
                   "the %d admitted streams' start items" % CAP)
@@ -66,10 +68,10 @@ def streams_total(nats):
                "/readyz with %d of %d streams open: %d %r" % (CAP, CAP, st, body))
 
         mark = len(gw.log())
-        burst = u.H2Conn(gw)
+        burst = h2.H2Conn(gw)
         over = burst.open_many(["/events/ov.a"] * 20, headers=[("last-event-id", "123")])
         t0 = time.monotonic()
-        fams = u.scrape(gw)  # the admin listener answers while the burst is served
+        fams = mu.scrape(gw)  # the admin listener answers while the burst is served
         h.log("/metrics answered in %.3f s during the burst" % (time.monotonic() - t0))
         expect(fams, "no /metrics during the burst")
         burst.wait(lambda _: all(s.closed for s in over), 10, "the 20 refused h2 streams to end")
@@ -93,12 +95,12 @@ def streams_total(nats):
         h.log("30 refusals, retry: %d..%d ms" % (min(retries), max(retries)))
         expect(len(set(retries)) > 5, "refusal retries are not jittered: %r" % retries)
 
-        fams = u.scrape(gw)
-        hits = u.value(fams, "sluice_limit_hits_total", limit="streams_total")
+        fams = mu.scrape(gw)
+        hits = mu.value(fams, "sluice_limit_hits_total", limit="streams_total")
         expect(hits == 30, "sluice_limit_hits_total{limit=\"streams_total\"} is %r, expected 30"
                % hits)
-        expect(u.value(fams, "sluice_streams_admitted") == CAP,
-               "sluice_streams_admitted is %r" % u.value(fams, "sluice_streams_admitted"))
+        expect(mu.value(fams, "sluice_streams_admitted") == CAP,
+               "sluice_streams_admitted is %r" % mu.value(fams, "sluice_streams_admitted"))
         lines = re.findall(r"overload: refusing new streams.*", gw.log()[mark:])
         expect(1 <= len(lines) <= 3, "expected about one overload log line (once a second), "
                "got %d:\n%s" % (len(lines), "\n".join(lines)))
@@ -106,7 +108,7 @@ def streams_total(nats):
         expect(st == 503, "/readyz turned %d while still at capacity" % st)
 
         # The admitted streams are untouched.
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             pub.pub("ov.a", "after the burst")
             pub.flush()
         main.wait(lambda _: all(b"data: after the burst\n" in bytes(s.body) for s in ok), 10,
@@ -116,8 +118,8 @@ def streams_total(nats):
         main.close()
         burst.close()
         h.wait_until(lambda: readyz(gw)[0] == 200, 10, "/readyz 200 after the streams closed")
-        expect(u.value(u.scrape(gw), "sluice_streams_admitted") == 0, "slots not given back")
-        again = u.H2Conn(gw)
+        expect(mu.value(mu.scrape(gw), "sluice_streams_admitted") == 0, "slots not given back")
+        again = h2.H2Conn(gw)
         s = again.open_many(["/events/ov.a"])[0]
         again.wait(lambda _: h.START_RE.match(bytes(s.body)), 10, "a stream after the storm")
         again.close()
@@ -127,7 +129,7 @@ def admission_rate(nats):
     with h.Gateway(nats.url, workers=2, stream_admission_rate=10,
                    overload_retry_min_ms=RETRY_MIN, overload_retry_max_ms=RETRY_MAX,
                    heartbeat_ms=60000) as gw:
-        c = u.H2Conn(gw)
+        c = h2.H2Conn(gw)
         ss = c.open_many(["/events/ov.r"] * 30)
         c.wait(lambda _: all(h.START_RE.match(bytes(s.body)) or s.closed for s in ss), 10,
                "every stream to start or be refused")
@@ -136,7 +138,7 @@ def admission_rate(nats):
         for s in refused:
             expect(s.reset_code is None, "stream %d reset" % s.id)
             check_refusal(s.body, "stream %d" % s.id)
-        hits = u.value(u.scrape(gw), "sluice_limit_hits_total", limit="stream_admission_rate")
+        hits = mu.value(mu.scrape(gw), "sluice_limit_hits_total", limit="stream_admission_rate")
         h.log("stream-admission-rate 10: %d started, %d refused, counted %r"
               % (len(started), len(refused), hits))
         expect(10 <= len(started) <= 12, "%d of 30 streams started at 10/s" % len(started))

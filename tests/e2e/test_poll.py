@@ -29,7 +29,9 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 HEARTBEAT_MS = 1000
@@ -129,7 +131,7 @@ def first_and_immediate(gw, nats, pub, p, subject):
     start = h.parse_id(j["next"])[0]
     gw.check_start_id([start])
     nats.wait_subscriptions([subject])  # it lingers after the poll (history-keep-ms)
-    received = u.metric(gw, "sluice_nats_messages_total")
+    received = mu.metric(gw, "sluice_nats_messages_total")
     pub.pub(subject, "one", event="first")
     pub.pub(subject, "two\nlines")
     pub.pub(subject, "three\r\nmore", event="third")
@@ -266,7 +268,7 @@ def resets(gw, pub, p, subject):
     pub.flush()
     j, _ = p.poll("subject=%s&after=%s&timeout=5" % (subject, start))
     old_id = j["events"][0]["id"]
-    received = u.metric(gw, "sluice_nats_messages_total")
+    received = mu.metric(gw, "sluice_nats_messages_total")
     for i in range(20):  # 160 KB through a 64 KiB history: the old one is gone
         pub.pub(subject, "%d %s" % (i, pad))
     pub.flush()
@@ -309,15 +311,15 @@ def bad_requests(gw):
 
 def abandoned(gw):
     """Polls whose clients go away are closed at once, not left until their timeout."""
-    base = u.metric(gw, "sluice_streams_open")
+    base = mu.metric(gw, "sluice_streams_open")
     conns = [u.Conn.plain(gw) for _ in range(5)]
     for c in conns:
         c.send(u.get("/poll?subject=poll.gone&timeout=30"))
-    h.wait_until(lambda: u.metric(gw, "sluice_streams_open") >= base + 5, 5,
+    h.wait_until(lambda: mu.metric(gw, "sluice_streams_open") >= base + 5, 5,
                  "5 polls open", interval=0.05)
     for c in conns:
         c.close()
-    h.wait_until(lambda: u.metric(gw, "sluice_streams_open") <= base, 5,
+    h.wait_until(lambda: mu.metric(gw, "sluice_streams_open") <= base, 5,
                  "the abandoned polls to close (streams open back to %d)" % base, interval=0.05)
     h.log("5 abandoned polls closed with their connections")
 
@@ -352,7 +354,7 @@ def pipelined_after_poll(gw):
 def test():
     with h.Nats() as nats, u.gateway(nats.url, heartbeat_ms=HEARTBEAT_MS,
                                      history_bytes=64 << 10) as gw, \
-            h.NatsConn(nats.port) as pub:
+            nu.NatsClient(nats.port) as pub:
         for p, tag in ((H1Poller(gw), "h1"), (H2Poller(gw), "h2")):
             subject = "poll.basic." + tag
             nxt = first_and_immediate(gw, nats, pub, p, subject)

@@ -26,6 +26,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import h1_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 MAX_PUBLISH = 4096
@@ -262,7 +263,7 @@ def nats_down(gw, nats, pub, watch, sconn):
 def test():
     with h.Nats() as nats, u.gateway(nats.url, heartbeat_ms=500,
                                      max_publish_bytes=MAX_PUBLISH) as gw:
-        pub = h.NatsConn(nats.port)
+        pub = nu.NatsClient(nats.port)
         with u.Conn.plain(gw) as s:
             s.send(u.get("/events/pub.>"))
             s.stream_open()

@@ -19,6 +19,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 CURL_ROUNDS = 10
@@ -26,7 +27,7 @@ CLIENT_SUBJECTS = 200
 
 
 def test():
-    with h.Nats() as nats, h.Gateway(nats.url) as gw, h.NatsConn(nats.port) as pub:
+    with h.Nats() as nats, h.Gateway(nats.url) as gw, nu.NatsClient(nats.port) as pub:
         lost = []
         for i in range(CURL_ROUNDS):
             subj = "fresh.curl.%d" % i

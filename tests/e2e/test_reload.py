@@ -30,7 +30,9 @@ import sys
 import threading
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import ops_util as u  # noqa: E402
 from harness import expect  # noqa: E402
 
@@ -89,7 +91,7 @@ def test():
         served(gw, fp_a, "at start")
         expect(not re.search(DEBUG_RE, gw.log()), "debug lines at log-level info")
 
-        keep = u.H2Conn(gw)
+        keep = h2.H2Conn(gw)
         expect(keep.fingerprint == fp_a, "the first connection was not served A")
         curl = h.CurlStream(gw, "/events/rl.a", max_time=60)
         w = Watch(nats, keep, curl)
@@ -126,7 +128,7 @@ def test():
         w.streams.append(keep.request("/events/rl.a"))
         keep.wait(lambda c: h.START_RE.match(bytes(w.streams[1].body)), 10,
                   "the start item of a new stream on the old connection")
-        with u.H2Conn(gw) as fresh:
+        with h2.H2Conn(gw) as fresh:
             expect(fresh.fingerprint == fp_b, "a new h2 connection was not served B")
             fs = fresh.request("/events/rl.a")
             fresh.wait(lambda c: h.START_RE.match(bytes(fs.body)), 10, "the start item (B)")
@@ -170,7 +172,7 @@ def test():
             f.write("# test_reload\nlog-level = info\n")
         mark = hup(gw, r"SIGHUP: certificate \S+ reloaded", "log-level = info")
         idx = len(gw.log())
-        conns = u.value(u.scrape(gw), "sluice_connections_open", protocol="h2")
+        conns = mu.value(mu.scrape(gw), "sluice_connections_open", protocol="h2")
         r = h.curl(gw, "/nope/quiet")
         rid = r.header("x-request-id")
         h.wait_until(lambda: any(e.get("request_id") == rid
@@ -179,7 +181,7 @@ def test():
         # Fence (a 0.2 s sleep stood here): the last debug line a request can
         # leave is its connection's "closing", after the access line. Once
         # the gateway counts curl's connection closed, it would be written.
-        u.wait_metric(gw, "sluice_connections_open", conns, protocol="h2")
+        mu.wait_metric(gw, "sluice_connections_open", conns, protocol="h2")
         late = gw.log()[idx:]
         expect(not re.search(DEBUG_RE, late),
                "debug lines after the level went back to info:\n%s" % h.tail(late, 5))

@@ -59,9 +59,11 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import h1_util as h1  # noqa: E402
 import js_util as js  # noqa: E402
 import sec_util as u  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import HOST, expect  # noqa: E402
 
 SECRET = b"e2e-reserved-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -107,7 +109,7 @@ def request(gw, path, status, method="GET", data=None, token=None, http1=False, 
 
 
 def stream_exists(node, name):
-    with js.NatsClient(node.port) as c:
+    with nu.NatsClient(node.port) as c:
         try:
             js.js_api(c, "STREAM.INFO." + name)
             return True
@@ -150,13 +152,13 @@ def subscribes_refused(gw, token=None):
 
 def wildcards_see_no_reserved(gw, node):
     """>, *.y and * match reserved subjects in NATS itself: the bus must drop them."""
-    before = u.metric(gw, "sluice_nats_reserved_dropped_total")
+    before = mu.metric(gw, "sluice_nats_reserved_dropped_total")
     streams = {p: h.CurlStream(gw, "/events/" + q, max_time=60)
                for p, q in ((">", "%3E"), ("*.y", "*.y"), ("*", "*"))}
     try:
         for s in streams.values():
             s.wait_start(timeout=10)  # the 200 comes once nats-server has the subscription
-        with js.NatsClient(node.port) as c:
+        with nu.NatsClient(node.port) as c:
             for subj in ("_INBOX.foo", "$X.y", "_INBOX", "$", "$KV.cfg.a", "_INBOX.a.y"):
                 c.pub(subj, "leak " + subj)
             c.pub("a.y", "fence-a.y")
@@ -174,7 +176,7 @@ def wildcards_see_no_reserved(gw, node):
         for s in streams.values():
             s.close()
     # > drops all six, *.y drops $X.y, * drops _INBOX and $; the gateway's own replies may add.
-    after = u.metric(gw, "sluice_nats_reserved_dropped_total")
+    after = mu.metric(gw, "sluice_nats_reserved_dropped_total")
     expect(after - before >= 9, "sluice_nats_reserved_dropped_total grew by %g, expected >= 9"
            % (after - before))
     h.log("streams on >, *.y and * got their fences and none of the reserved messages")
@@ -184,7 +186,7 @@ def allow_list_open(gw, node):
     s = h.CurlStream(gw, "/events/%24KV.cfg.%3E", max_time=60)
     try:
         s.wait_start(timeout=10)
-        with js.NatsClient(node.port) as c:
+        with nu.NatsClient(node.port) as c:
             c.pub("$KV.cfg.a", "allowed-from-nats")
             c.flush()
         s.wait_bytes(b"data: allowed-from-nats\n", 10)
@@ -201,7 +203,7 @@ def jetstream_still_streams(gw, node):
     s = h.CurlStream(gw, "/events/orders.%3E", max_time=60)
     try:
         s.wait_start(timeout=10)
-        with js.NatsClient(node.port) as c:
+        with nu.NatsClient(node.port) as c:
             js.js_publish(c, "orders.eu", "order-1")
         s.wait_bytes(b"data: order-1\n", 10)
     finally:
@@ -300,7 +302,7 @@ def ipv6_loopback(node):
             r = c.read_response(5)
             expect(r.status == 202, "publish over [::1] with Host [::1]:%d: %d %r"
                    % (port, r.status, r.body))
-        before = u.limit_hits(gw).get("connections_per_address", 0)
+        before = mu.limit_hits(gw).get("connections_per_address", 0)
         third = conn()
         held.append(third)
         try:
@@ -310,7 +312,7 @@ def ipv6_loopback(node):
         expect(third.wait_closed(5) and b"HTTP/1.1" not in third.buf,
                "a third connection from ::1 was served past max-connections-per-address 2: %r"
                % third.buf[:200])
-        after = u.limit_hits(gw).get("connections_per_address", 0)
+        after = mu.limit_hits(gw).get("connections_per_address", 0)
         expect(after == before + 1, "connections_per_address went %g -> %g" % (before, after))
     finally:
         for c in held:
@@ -340,7 +342,7 @@ def test():
     hosts(gw, gwj)
     ipv6_loopback(node)
 
-    hits = u.limit_hits(gw)
+    hits = mu.limit_hits(gw)
     expect(hits.get("reserved_subject", 0) >= 2 * 5 + 2 * len(SUBSCRIBE_REFUSED) + 2,
            "limit_hits reserved_subject = %r" % hits.get("reserved_subject"))
     expect(hits.get("host", 0) >= 7, "limit_hits host = %r" % hits.get("host"))

@@ -37,6 +37,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 HISTORY = 10
@@ -165,7 +166,7 @@ def expect_replay(gw, pub, subj, last_id, want_data):
 
 
 def test():
-    with h.Nats() as nats, h.NatsConn(nats.port) as pub:
+    with h.Nats() as nats, nu.NatsClient(nats.port) as pub:
         gw0 = h.Gateway(nats.url, history_events=HISTORY)
         with gw0:
             obs, ids = collect(gw0, "reset.old", 3, pub)

@@ -25,6 +25,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 RATE = 1000
@@ -215,7 +216,7 @@ def test_no_event(nats, gw, pub):
 
 
 def test():
-    with h.Nats() as nats, h.Gateway(nats.url) as gw, h.NatsConn(nats.port) as pub:
+    with h.Nats() as nats, h.Gateway(nats.url) as gw, nu.NatsClient(nats.port) as pub:
         test_basic(nats, gw, pub)
         test_cycles(nats, gw)
         test_no_event(nats, gw, pub)

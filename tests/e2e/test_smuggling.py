@@ -46,8 +46,11 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import edge_util as eu  # noqa: E402
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 import h1_util as u  # noqa: E402
+import h2_util as h2  # noqa: E402
 import sec_util as s  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 SECRET = b"smuggling-e2e-secret-0123456789abcdefghijklmn"
@@ -160,7 +163,7 @@ def events_case(gw, conn, where, nats_sub, pub, tok_for_fence):
 def closing_cases(gw, conn, where, tok):
     """Bodies that are not read: the answer says close and the connection ends, and
     each is counted in sluice_limit_hits_total{limit="unread_body"}."""
-    hits = s.limit_hits(gw).get("unread_body", 0)
+    hits = mu.limit_hits(gw).get("unread_body", 0)
     cases = [
         ("a declared body over 64 KiB", 100000, ""),
         ("Expect: 100-continue on a route without a body", None, "Expect: 100-continue\r\n"),
@@ -194,7 +197,7 @@ def closing_cases(gw, conn, where, tok):
         check_one(r, 200, "real-1", w)
         expect(r.header("connection") == "close", "%s: connection %r" % (w, r.header("connection")))
         expect(c.wait_closed(5), "%s: the connection was not closed" % w)
-    now = s.limit_hits(gw).get("unread_body", 0)
+    now = mu.limit_hits(gw).get("unread_body", 0)
     expect(now == hits + 3, "%s: unread_body counted %d bodies, expected 3" % (where, now - hits))
     h.log("%s: bodies not read end the connection after the answer" % where)
 
@@ -260,7 +263,7 @@ def pipelining(gw):
         last, since = None, time.monotonic()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            now = u.metric(gw, "sluice_bytes_written_total")
+            now = mu.metric(gw, "sluice_bytes_written_total")
             if now != last:
                 last, since = now, time.monotonic()
             elif time.monotonic() - since >= 0.5:
@@ -289,35 +292,35 @@ def h2_lower_stream(gw, plain):
     where = "h2c" if plain else "h2 over TLS"
 
     def req(c, sid, path, end_stream=True):
-        hdrs = s.request_headers(gw, path)
+        hdrs = h2.request_headers(gw, path)
         if plain:
             hdrs = [(n, v) if n != ":scheme" else (n, "http") for n, v in hdrs]
-        flags = s.END_HEADERS | (s.END_STREAM if end_stream else 0)
-        return s.frame(s.HEADERS, flags, sid, s.header_block(hdrs))
+        flags = h2.END_HEADERS | (h2.END_STREAM if end_stream else 0)
+        return h2.frame(h2.HEADERS, flags, sid, h2.header_block(hdrs))
 
     # h2spec http2/5.1.1/2: stream 5, then HEADERS on stream 3 (never opened).
-    c = s.RawH2(gw, plain=plain)
+    c = h2.raw_conn(gw, plain=plain)
     c.send(req(c, 5, "/no-such-file"))
     c.wait(lambda x: x.headers_on(5), 5)
     c.send(req(c, 3, "/no-such-file"))
     expect(c.wait(lambda x: x.goaway(), 5), "%s: no GOAWAY after HEADERS on a lower, never "
            "opened stream id (frames %r)" % (where, c.frames))
     last, code = c.goaway()
-    expect(code == s.PROTOCOL_ERROR, "%s: GOAWAY %s, expected PROTOCOL_ERROR"
-           % (where, s.err_name(code)))
+    expect(code == h2.PROTOCOL_ERROR, "%s: GOAWAY %s, expected PROTOCOL_ERROR"
+           % (where, h2.err_name(code)))
     expect(c.wait_closed(5), "%s: the connection stayed open after the GOAWAY" % where)
     expect(not c.headers_on(3), "%s: stream 3 was answered" % where)
     c.close()
 
     # Legal: PRIORITY on idle lower ids, trailers (HEADERS) on an open stream, and
     # consecutive ids.
-    c = s.RawH2(gw, plain=plain)
+    c = h2.raw_conn(gw, plain=plain)
     prio = struct.pack(">IB", 0, 15)
-    c.send(s.frame(s.PRIORITY, 0, 9, prio) + req(c, 11, "/no-such-file") +
-           s.frame(s.PRIORITY, 0, 7, prio) + s.frame(s.PRIORITY, 0, 3, prio))
+    c.send(h2.frame(h2.PRIORITY, 0, 9, prio) + req(c, 11, "/no-such-file") +
+           h2.frame(h2.PRIORITY, 0, 7, prio) + h2.frame(h2.PRIORITY, 0, 3, prio))
     c.send(req(c, 13, "/no-such-file", end_stream=False))
-    c.send(s.frame(s.HEADERS, s.END_HEADERS | s.END_STREAM, 13,
-                   s.header_block([("x-trailer", "1")])))
+    c.send(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 13,
+                    h2.header_block([("x-trailer", "1")])))
     c.send(req(c, 15, "/no-such-file"))
     ok = c.wait(lambda x: all(x.headers_on(i) for i in (11, 13, 15)), 5)
     expect(ok and not c.goaway() and not c.resets(), "%s: legal frames were refused: GOAWAY %r, "
@@ -329,15 +332,15 @@ def h2_lower_stream(gw, plain):
 
 def h2c_bad_preface(gw):
     for what, data in (("PRI line, wrong rest", b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"),
-                       ("PRI line, then SETTINGS", b"PRI * HTTP/2.0\r\n\r\n" + s.frame(
-                           s.SETTINGS, 0, 0))):
-        c = s.RawH2(gw, plain=True, preface=False)
+                       ("PRI line, then SETTINGS", b"PRI * HTTP/2.0\r\n\r\n" + h2.frame(
+                           h2.SETTINGS, 0, 0))):
+        c = h2.raw_conn(gw, plain=True, preface=False)
         c.send(data)
         closed = c.wait_closed(5)
         expect(not c.rbuf.startswith(b"HTTP/"), "%s: answered as HTTP/1.1: %r"
                % (what, c.rbuf[:80]))
         ga = c.goaway()
-        expect(ga and ga[1] == s.PROTOCOL_ERROR and closed,
+        expect(ga and ga[1] == h2.PROTOCOL_ERROR and closed,
                "%s: expected GOAWAY PROTOCOL_ERROR and a close; got frames %r, closed %s"
                % (what, c.frames, closed))
         c.close()
@@ -357,7 +360,7 @@ def test():
     with open(big, "wb") as f:
         f.write(bytes(range(256)) * (BIG // 256))
     tok = token()
-    with h.Nats() as nats, h.NatsConn(nats.port) as pub, h.NatsConn(nats.port) as nats_sub, \
+    with h.Nats() as nats, nu.NatsClient(nats.port) as pub, nu.NatsClient(nats.port) as nats_sub, \
             u.gateway(nats.url, www=www, auth="jwt", jwt_secret_file=secret,
                       jwt_leeway_s=0) as gw:
         gw.big_path = big

@@ -36,6 +36,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 STREAMS = 2000
@@ -54,7 +55,7 @@ def payload(n):
 def publish_paced(nats, subject, rate):
     """Publishes N events at rate; returns the monotonic time the last one left NATS."""
     t0 = time.monotonic()
-    with h.NatsConn(nats.port) as pub:
+    with nu.NatsClient(nats.port) as pub:
         for i in range(1, N + 1):
             pub.pub(subject, payload(i))
             if i % 10 == 0 or i == N:

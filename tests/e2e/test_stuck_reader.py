@@ -2,7 +2,7 @@
 """Issue 3 (e): clients that stop reading cannot grow the gateway's memory.
 
 Three clients on the same 10 subjects:
-  - a raw one (python ssl socket, HTTP/2 frames by hand) that opens 20
+  - a raw one (h2_util.H2Conn, HTTP/2 frames by hand) that opens 20
     streams with the largest windows HTTP/2 allows, a small receive buffer,
     and then never reads its socket at all: the gateway's TLS writes block
     on the socket itself (the soft limit: it stops reading that connection);
@@ -30,16 +30,15 @@ an in-order prefix of its subject's events. The gateway is still alive.
 import os
 import re
 import signal
-import socket
-import ssl
-import struct
 import sys
 import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import h2_util as h2  # noqa: E402
 import harness as h  # noqa: E402
-import ops_util as u  # noqa: E402
+import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
 SUBJECTS = ["stuck.%d" % i for i in range(10)]
@@ -53,8 +52,6 @@ MARGIN = 16 << 20            # allocator arenas, TLS and NATS buffers
 STUCK_STREAMS = 2 * len(SUBJECTS)
 AHEAD = 12                   # events per subject the publisher may be ahead of the good client
 GOOD_WAIT_S = 30             # how long the good client may make no progress
-MAX_WINDOW = (1 << 31) - 1
-CANCEL = 8
 
 
 def payload(subject_no, n):
@@ -83,81 +80,23 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
-class RawStuckClient:
-    """HTTP/2 over TLS by hand: GET streams with huge windows, then no reads at all.
-
-    HPACK: indexed :method GET (2) and :scheme https (7), literal values
-    without indexing for :path (name index 4) and :authority (name index 1).
-    """
-
-    def __init__(self, gw, paths):
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # A small receive buffer: the socket, not a window, stops the gateway.
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        raw.settimeout(10)
-        raw.connect((h.HOST, gw.port))
-        self.sock = h.tls_context(gw).wrap_socket(raw, server_hostname="localhost")
-        expect(self.sock.selected_alpn_protocol() == "h2", "raw client: no h2")
-        out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-               frame(0x4, 0, 0, struct.pack(">HI", 0x2, 0) + struct.pack(">HI", 0x4, MAX_WINDOW)),
-               frame(0x8, 0, 0, struct.pack(">I", MAX_WINDOW - 65535))]
-        self.ids = []
-        for i, p in enumerate(paths):
-            sid = 2 * i + 1
-            block = b"\x82\x87" + literal(4, p.encode()) + literal(1, gw.authority.encode())
-            out.append(frame(0x1, 0x5, sid, block))  # END_STREAM | END_HEADERS
-            self.ids.append(sid)
-        self.sock.sendall(b"".join(out))
-
-    def drain(self, timeout):
-        """Reads until every stream has closed; returns {id: (body, end)} where end is
-        "ended" or "reset <code>", or None if the stream did not close in time."""
-        bodies = {sid: b"" for sid in self.ids}
-        ends = {sid: None for sid in self.ids}
-        buf = b""
-        deadline = time.monotonic() + timeout
-        while any(e is None for e in ends.values()) and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except (socket.timeout, ssl.SSLError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            buf += chunk
-            while len(buf) >= 9:
-                length = int.from_bytes(buf[:3], "big")
-                if len(buf) < 9 + length:
-                    break
-                ftype, flags = buf[3], buf[4]
-                sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-                body = buf[9:9 + length]
-                buf = buf[9 + length:]
-                if sid not in bodies:
-                    continue
-                if ftype == 0x0:  # DATA, never padded by the gateway
-                    bodies[sid] += body
-                    if flags & 0x1:
-                        ends[sid] = "ended"
-                elif ftype == 0x3:  # RST_STREAM
-                    ends[sid] = "reset %d" % struct.unpack(">I", body)[0]
-                elif ftype == 0x1 and flags & 0x1:
-                    ends[sid] = "ended"
-        return {sid: (bodies[sid], ends[sid]) for sid in self.ids}
-
-    def close(self):
-        self.sock.close()
+def stuck_h2(gw, paths):
+    """An h2 client that opens paths with the largest windows HTTP/2 allows and a small
+    receive buffer (the socket, not a window, stops the gateway), then reads nothing
+    at all until drain(). Returns (connection, its streams)."""
+    c = h2.H2Conn(gw, rcvbuf=16384, paused=True)
+    return c, c.open_many(paths)
 
 
-def frame(ftype, flags, sid, payload):
-    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) \
-        + payload
-
-
-def literal(name_index, value):
-    """Literal header field without indexing, indexed name (RFC 7541 6.2.2)."""
-    expect(name_index < 15 and len(value) < 127, "header too long for this encoder")
-    return bytes([name_index, len(value)]) + value
+def drain(c, streams, timeout):
+    """Reads again until every stream has closed; returns {id: (body, end)} where end is
+    "ended" or "reset <code>", or None if the stream did not close in time."""
+    c.paused.clear()
+    c.wait(lambda x: all(s.closed for s in streams), timeout)
+    with c.cond:
+        return {s.id: (bytes(s.body), "ended" if s.ended_at is not None else
+                       "reset %d" % s.reset_code if s.reset_code is not None else None)
+                for s in streams}
 
 
 def good_events(raw_path):
@@ -201,7 +140,7 @@ def check_ended(body, end, subject_no, what):
                and not blocks[-1].is_event,
                "%s ended without the final slow-consumer comment: %r" % (what, body[-80:]))
     else:
-        expect(end == "reset %d" % CANCEL, "%s: %s, expected END_STREAM after the final "
+        expect(end == "reset %d" % h2.CANCEL, "%s: %s, expected END_STREAM after the final "
                "comment or RST_STREAM(CANCEL)" % (what, end or "still open"))
     return len([b for b in blocks if b.is_event])
 
@@ -222,15 +161,15 @@ def test():
                         timeout_ms=60000, events_out=False)
         stuck.wait_ready(timeout=15)
         good.wait_ready(timeout=15)
-        rawc = RawStuckClient(gw, stuck_paths)
+        rawc, raw_streams = stuck_h2(gw, stuck_paths)
         nats.wait_subscriptions(SUBJECTS)
         # The raw client cannot tell us its streams are answered; the gateway
         # can: a bounded wait until it counts every stream open (a 0.3 s
         # sleep stood here).
-        u.wait_metric(gw, "sluice_streams_open", 2 * STUCK_STREAMS + len(SUBJECTS))
-        delivered = u.value(u.scrape(gw), "sluice_events_delivered_total")
+        mu.wait_metric(gw, "sluice_streams_open", 2 * STUCK_STREAMS + len(SUBJECTS))
+        delivered = mu.value(mu.scrape(gw), "sluice_events_delivered_total")
 
-        with h.NatsConn(nats.port) as pub:
+        with nu.NatsClient(nats.port) as pub:
             # Warm-up: every connection has carried data before the freeze.
             for n in range(1, WARM + 1):
                 for i, s in enumerate(SUBJECTS):
@@ -239,7 +178,7 @@ def test():
             # Every stream's warm-up written out before the freeze: a bounded
             # wait on the gateway's count (a 0.5 s sleep stood here).
             warm = WARM * (2 * STUCK_STREAMS + len(SUBJECTS))
-            h.wait_until(lambda: u.value(u.scrape(gw), "sluice_events_delivered_total")
+            h.wait_until(lambda: mu.value(mu.scrape(gw), "sluice_events_delivered_total")
                          >= delivered + warm, 15, "the %d warm-up events written" % warm)
             os.kill(stuck.proc.pid, signal.SIGSTOP)
             h.log("sluice-client pid %d stopped with SIGSTOP; the raw client never reads"
@@ -329,10 +268,10 @@ def test():
                     os.kill(stuck.proc.pid, signal.SIGCONT)
 
         h.log("the stuck clients read again")
-        got = rawc.drain(timeout=15)
+        got = drain(rawc, raw_streams, timeout=15)
         gw.check_alive("after the raw client read again")
         counts = []
-        for k, sid in enumerate(rawc.ids):
+        for k, sid in enumerate(s.id for s in raw_streams):
             body, end = got[sid]
             counts.append(check_ended(body, end, k // 2, "raw client stream %d" % sid))
         h.log("raw client: every stream ended by the gateway (%s) after %d..%d events"
@@ -348,9 +287,9 @@ def test():
                % rep)
         per = rep.get("per_stream") or []
         expect(len(per) == STUCK_STREAMS, "report lacks per_stream: %r" % rep)
-        bad = [p for p in per if not (p.get("ended") or p.get("reset_code") == CANCEL)]
+        bad = [p for p in per if not (p.get("ended") or p.get("reset_code") == h2.CANCEL)]
         expect(not bad, "stopped client's streams not ended by the gateway (END_STREAM or "
-               "CANCEL): %r" % bad[:3])
+               "h2.CANCEL): %r" % bad[:3])
         expect(max(p.get("events", 0) for p in per) < WARM + PER_SUBJECT,
                "a stopped stream got every event although it never read")
         with open(stuck_raw, "rb") as f:
