@@ -1839,33 +1839,34 @@ int bus_resume(struct bus *bus, size_t worker, const char *pattern,
     return bs ? 0 : ERR_NOTFOUND;
 }
 
-void bus_batch_unref(struct bus_batch *b)
+static int on_source_subscribe(void *ctx, size_t worker, const char *pattern, uint64_t *sub_id,
+                               bool *confirmed)
 {
-    if (!b || atomic_fetch_sub(&b->refs, 1) != 1)
-        return;
-    for (size_t i = 0; i < b->n; i++)
-        sse_event_unref(b->events[i]);
-    free(b->events);
-    free(b);
+    return bus_subscribe(ctx, worker, pattern, sub_id, confirmed);
 }
 
-void bus_resume_dispose(struct bus_resume *r)
+static void on_source_unsubscribe(void *ctx, size_t worker, const char *pattern)
 {
-    for (size_t i = 0; i < r->nevents; i++)
-        sse_event_unref(r->events[i]);
-    free(r->events);
-    r->events = NULL;
-    r->nevents = 0;
-    bus_batch_unref(r->batch);
-    r->batch = NULL;
+    bus_unsubscribe(ctx, worker, pattern);
 }
 
-void bus_replay_free(struct bus_replay *r)
+static int on_source_resume(void *ctx, size_t worker, const char *pattern,
+                            const struct bus_start *start, struct bus_resume *out,
+                            struct bus_replay **pending)
 {
-    if (!r)
-        return;
-    bus_resume_dispose(&r->result);
-    free(r);
+    return bus_resume(ctx, worker, pattern, start, out, pending);
+}
+
+static const struct fanout_source_ops source_ops = {
+    .subscribe = on_source_subscribe,
+    .unsubscribe = on_source_unsubscribe,
+    .resume = on_source_resume,
+};
+
+void bus_fanout_source(struct bus *bus, struct fanout_source *out)
+{
+    out->ops = &source_ops;
+    out->ctx = bus;
 }
 
 void bus_sweep(struct bus *bus)

@@ -328,7 +328,11 @@ static void *run(void *arg)
 
 int worker_start(struct worker *w, struct bus *bus)
 {
-    w->fanout = fanout_new(bus, w->index, stream_on_event, stream_on_ready,
+    /* The fan-out reaches NATS only through this interface: the core never calls the bus. */
+    struct fanout_source src;
+    if (bus)
+        bus_fanout_source(bus, &src);
+    w->fanout = fanout_new(bus ? &src : NULL, w->index, stream_on_event, stream_on_ready,
                            stream_on_replayed);
     w->env.requests.bus = bus;
     w->streams.fanout = w->fanout;

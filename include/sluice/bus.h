@@ -29,7 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/fanout.h"
 #include "sluice/history.h"
+#include "sluice/resume.h"
 #include "sluice/sse.h"
 
 struct bus;
@@ -40,69 +42,6 @@ struct bus;
  * ownership of one reference to ev. Must not block.
  */
 typedef void bus_deliver_fn(void *worker_ctx, struct sse_event *ev);
-
-/*
- * Notices travel as events without a body: BUS_NOTICE_READY once
- * nats-server has a subscription, BUS_NOTICE_FAILED when it could not be
- * made (a JetStream consumer the server refused or never answered for).
- */
-#define BUS_NOTICE_READY 0
-#define BUS_NOTICE_FAILED UINT64_MAX
-
-/* Where a stream joining a subscription starts. */
-enum bus_from {
-    BUS_FROM_NOW,      /* only what is published from now on */
-    BUS_FROM_ID,       /* after `after`: one part of a Last-Event-ID */
-    BUS_FROM_EARLIEST, /* everything still stored */
-    BUS_FROM_TIME,     /* everything stored at or after since_ns */
-};
-
-struct bus_start {
-    enum bus_from from;
-    uint64_t after;   /* BUS_FROM_ID */
-    int64_t since_ns; /* BUS_FROM_TIME: wall clock, ns since 1970 */
-};
-
-enum bus_status {
-    BUS_RESUME_OK,      /* every event asked for follows */
-    BUS_RESUME_GONE,    /* events after the id are no longer stored */
-    BUS_RESUME_UNKNOWN, /* the id is newer than anything stored */
-    BUS_RESUME_LIMIT,   /* more than replay_max events to replay */
-    BUS_RESUME_FAILED,  /* JetStream did not answer: try again later */
-    BUS_RESUME_PENDING, /* a replay job will answer (bus_resume only) */
-};
-
-/* The events one replay fetched from JetStream, shared by every start it answers. */
-struct bus_batch {
-    atomic_uint refs;
-    size_t n;
-    struct sse_event **events; /* oldest first */
-};
-
-/* What a stream joining a subscription starts from. */
-struct bus_resume {
-    uint64_t last;             /* newest sequence so far: where a fresh stream starts */
-    uint64_t before;           /* BUS_RESUME_OK: the position the events follow */
-    enum bus_status status;    /* of the requested start */
-    struct bus_batch *batch;   /* from a replay: batch->events[batch_from..] come first */
-    size_t batch_from;
-    struct sse_event **events; /* to replay (after the batch), oldest first */
-    size_t nevents;
-};
-
-/*
- * A start answered later by a replay job. Made by bus_resume(), handed
- * back through bus_params.replayed on the worker's inbox, freed by the
- * worker with bus_replay_free().
- */
-struct bus_replay {
-    struct bus_replay *next; /* the bus's: the job's waiters */
-    size_t worker;
-    uint64_t sub_id;
-    struct bus_start start;
-    void *owner;             /* the worker's; the bus never reads it */
-    struct bus_resume result;
-};
 
 /*
  * Called on a replay thread, under the subscription's lock so that it is
@@ -170,12 +109,12 @@ void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern);
 int bus_resume(struct bus *bus, size_t worker, const char *pattern,
                const struct bus_start *start, struct bus_resume *out,
                struct bus_replay **pending);
-/* Drops r's events and r. NULL is a no-op. */
-void bus_replay_free(struct bus_replay *r);
-/* Drops r's events and its reference to the batch. */
-void bus_resume_dispose(struct bus_resume *r);
-/* Drops one reference to b, freeing it and its events on the last. NULL is a no-op. */
-void bus_batch_unref(struct bus_batch *b);
+/* r is freed with bus_replay_free() (resume.h). */
+/*
+ * The bus as the fan-out's source of subscriptions: fills out with ops
+ * that call bus_subscribe(), bus_unsubscribe() and bus_resume() on bus.
+ */
+void bus_fanout_source(struct bus *bus, struct fanout_source *out);
 /* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
 void bus_sweep(struct bus *bus);
 /*
