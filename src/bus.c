@@ -141,7 +141,8 @@ void bus_hand_out(struct bus *bus, struct sse_event *ev, const size_t *targets,
                   size_t ntargets)
 {
     for (size_t i = 0; i < ntargets; i++)
-        bus->p.deliver(bus->p.worker_ctxs[targets[i]], sse_event_ref(ev));
+        bus->p.post(bus->p.worker_ctxs[targets[i]],
+                    (struct bus_mail){.kind = BUS_MAIL_EVENT, .ev = sse_event_ref(ev)});
     sse_event_unref(ev);
 }
 
@@ -263,10 +264,10 @@ void bus_confirm(struct bus *bus, struct bus_sub *bs)
     pthread_mutex_lock(&bs->lock);
     bs->confirmed = true;
     bs->failed = bs->stream && !bs->ns;
-    uint64_t notice = bs->failed ? BUS_NOTICE_FAILED : BUS_NOTICE_READY;
+    struct bus_mail m = {.kind = bs->failed ? BUS_MAIL_FAILED : BUS_MAIL_READY, .sub_id = bs->id};
     for (size_t w = 0; w < bus->p.nworkers; w++) {
         if (bs->counts[w])
-            bus->p.deliver(bus->p.worker_ctxs[w], sse_event_new(bs->id, notice, NULL, NULL, 0));
+            bus->p.post(bus->p.worker_ctxs[w], m);
     }
     pthread_mutex_unlock(&bs->lock);
 }

@@ -22,7 +22,7 @@
  * (coalesced): no thread per consumer or per reset, and a call that fails
  * makes every call pause (growing to BUS_JS_PAUSE_MAX_MS), so an outage
  * costs a call per pause. A new pattern not followed within
- * BUS_JS_FOLLOW_MS fails (BUS_NOTICE_FAILED); a followed one is remade
+ * BUS_JS_FOLLOW_MS fails (BUS_MAIL_FAILED); a followed one is remade
  * until it works. Patterns that hold a consumer are capped
  * (max_consumers less one per replay thread): at the cap, a new
  * JetStream-backed pattern takes the slot of the one unwatched longest,
@@ -233,7 +233,7 @@ static void js_fail(struct bus *bus, struct bus_sub *bs, const char *why)
         bs->js_slot = false;
         bus->js_live--;
     }
-    bus_confirm(bus, bs); /* no ns: BUS_NOTICE_FAILED, and bs->failed */
+    bus_confirm(bus, bs); /* no ns: BUS_MAIL_FAILED, and bs->failed */
 }
 
 /*

@@ -136,7 +136,8 @@ static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay 
                 out->before = first ? first->seq - 1 : last;
             }
         }
-        bus->p.replayed(bus->p.worker_ctxs[r->worker], r);
+        bus->p.post(bus->p.worker_ctxs[r->worker],
+                    (struct bus_mail){.kind = BUS_MAIL_REPLAY, .replay = r});
     }
 }
 

@@ -142,18 +142,9 @@ void fanout_leave(struct fanout *f, struct fanout_link *link)
     free(t);
 }
 
-void fanout_deliver(struct fanout *f, struct sse_event *ev)
+/* Calls on_event(ev) for each of t's links, or on_ready when ev is NULL. */
+static void visit(struct fanout *f, struct fanout_topic *t, struct sse_event *ev)
 {
-    struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
-    if (!t)
-        return;
-    bool notice = ev->seq == BUS_NOTICE_READY || ev->seq == BUS_NOTICE_FAILED;
-    if (notice) {
-        if (t->confirmed)
-            return;
-        t->confirmed = true;
-        t->failed = ev->seq == BUS_NOTICE_FAILED;
-    }
     /* Links appended during delivery would see this event too: stop at the current tail. */
     assert(!f->next); /* delivery is never re-entered from a callback */
     f->stop = t->links.prev;
@@ -161,14 +152,31 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev)
         f->next = n->next;
         bool final = n == f->stop;
         struct fanout_link *link = container_of(n, struct fanout_link, node);
-        if (notice)
-            f->on_ready(link);
-        else
+        if (ev)
             f->on_event(link, ev);
+        else
+            f->on_ready(link);
         if (final)
             break;
     }
     f->next = f->stop = NULL;
+}
+
+void fanout_deliver(struct fanout *f, struct sse_event *ev)
+{
+    struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
+    if (t)
+        visit(f, t, ev);
+}
+
+void fanout_confirm(struct fanout *f, uint64_t sub_id, bool failed)
+{
+    struct fanout_topic *t = map_get(f->by_id, &sub_id, sizeof(sub_id));
+    if (!t || t->confirmed)
+        return;
+    t->confirmed = true;
+    t->failed = failed;
+    visit(f, t, NULL);
 }
 
 bool fanout_ready(const struct fanout_link *link) { return link->topic && link->topic->confirmed; }

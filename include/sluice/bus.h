@@ -6,7 +6,7 @@
  * worker: a worker's first stream on a pattern subscribes, the last one
  * everywhere unsubscribes. Each message is encoded once into an sse_event
  * on the cnats thread and handed to every interested worker through the
- * deliver callback; everything after that hand-off is single-threaded.
+ * post callback (typed mail, struct bus_mail); everything after that hand-off is single-threaded.
  *
  * Subscriptions use cnats's global delivery pool, not a thread per
  * subscription: 10,000 subjects must not mean 10,000 threads.
@@ -36,24 +36,38 @@
 
 struct bus;
 
-/*
- * Called on a cnats thread, once per worker that subscribed to the
- * pattern that produced ev, in sequence order per pattern. Takes
- * ownership of one reference to ev. Must not block.
- */
-typedef void bus_deliver_fn(void *worker_ctx, struct sse_event *ev);
+/* What the bus hands a worker: typed mail, never a sentinel in an event. */
+enum bus_mail_kind {
+    BUS_MAIL_EVENT,  /* ev: a live event */
+    BUS_MAIL_READY,  /* sub_id: nats-server has the subscription */
+    BUS_MAIL_FAILED, /* sub_id: the subscription could not be made */
+    BUS_MAIL_REPLAY, /* replay: a replay job's answer to one start */
+};
+
+struct bus_mail {
+    enum bus_mail_kind kind;
+    uint64_t sub_id;               /* BUS_MAIL_READY, BUS_MAIL_FAILED */
+    union {
+        struct sse_event *ev;      /* BUS_MAIL_EVENT: one reference */
+        struct bus_replay *replay; /* BUS_MAIL_REPLAY */
+    };
+};
 
 /*
- * Called on a replay thread, under the subscription's lock so that it is
- * ordered with the live events: every event not in r->result is delivered
- * after it. Takes ownership of r. Must not block.
+ * Hands m to a worker; takes ownership of what it carries. Must not
+ * block. Events come on a cnats thread, once per worker that subscribed
+ * to the pattern that produced them, in sequence order per pattern;
+ * READY and FAILED once per interested worker when the subscription is
+ * confirmed or fails; a REPLAY on a replay thread, under the
+ * subscription's lock so that it is ordered with the live events: every
+ * event not in the replay's result is handed over after it.
  */
-typedef void bus_replayed_fn(void *worker_ctx, struct bus_replay *r);
+typedef void bus_post_fn(void *worker_ctx, struct bus_mail m);
 
 struct bus_params {
     const char *url;
     size_t nworkers;
-    bus_deliver_fn *deliver;
+    bus_post_fn *post;
     void *const *worker_ctxs;   /* nworkers entries, borrowed for the bus's life */
     size_t history_events;      /* per subscription */
     size_t history_bytes;       /* per subscription */
@@ -64,7 +78,6 @@ struct bus_params {
     size_t replays;             /* replay jobs run at once */
     size_t replay_max;          /* events one replay may send */
     size_t max_consumers;       /* JetStream consumers at once, live and replays; 0: no cap */
-    bus_replayed_fn *replayed;
 };
 
 /*
@@ -80,11 +93,11 @@ void bus_free(struct bus *bus);
  * Adds worker's interest in pattern (validated by the caller); sets
  * *sub_id, which the events of this subscription carry, and *confirmed,
  * whether nats-server is known to have the subscription. When it is not
- * yet, the worker is sent a notice (BUS_NOTICE_READY) once a PING round
+ * yet, the worker is sent BUS_MAIL_READY once a PING round
  * trip has confirmed it (or failed, at most 2 s later), so that a client
  * is told it is subscribed only when a message published from then on
  * cannot miss it. A JetStream subscription is made on the JetStream
- * thread and may end in BUS_NOTICE_FAILED. With max_subs patterns held, a
+ * thread and may end in BUS_MAIL_FAILED. With max_subs patterns held, a
  * new pattern first evicts the lingering (unwatched) subscription that
  * lapsed longest ago; with none lingering it is refused. Thread-safe. 0,
  * ERR_NATS (also for a new JetStream-backed pattern past max_consumers),
@@ -103,7 +116,7 @@ void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern);
  * For a worker already subscribed (and confirmed) to pattern: fills out
  * (zeroed first) from history, or, when history cannot serve a JetStream
  * subscription, sets out->status to BUS_RESUME_PENDING and *pending to a
- * request that a replay job answers through bus_params.replayed.
+ * request that a replay job answers through bus_params.post (BUS_MAIL_REPLAY).
  * Thread-safe. 0, or ERR_NOTFOUND when pattern is not subscribed.
  */
 int bus_resume(struct bus *bus, size_t worker, const char *pattern,

@@ -79,12 +79,13 @@ void fanout_resume(struct fanout *f, struct fanout_link *link, const struct bus_
 void fanout_replayed(struct fanout *f, struct bus_replay *r);
 /* Unlinks, dropping any replay it waits for; a link that never joined is fine. */
 void fanout_leave(struct fanout *f, struct fanout_link *link);
-/*
- * Hands ev (borrowed) to every link of its topic. Links may leave
- * meanwhile. A bus notice (BUS_NOTICE_READY or _FAILED) marks the topic
- * confirmed, or failed, and calls on_ready instead.
- */
+/* Hands ev (borrowed) to every link of its topic (by ev->sub_id). Links may leave meanwhile. */
 void fanout_deliver(struct fanout *f, struct sse_event *ev);
+/*
+ * The subscription sub_id is confirmed (or failed): marks its topic and
+ * calls on_ready for each link, once; later notices are ignored.
+ */
+void fanout_confirm(struct fanout *f, uint64_t sub_id, bool failed);
 /* True once nats-server is known to have the link's subscription, or it failed. */
 bool fanout_ready(const struct fanout_link *link);
 /* True when the link's subscription could not be made. */

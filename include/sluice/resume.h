@@ -19,14 +19,6 @@
 
 #include "sluice/sse.h"
 
-/*
- * Notices travel as events without a body: BUS_NOTICE_READY once
- * nats-server has a subscription, BUS_NOTICE_FAILED when it could not be
- * made (a JetStream consumer the server refused or never answered for).
- */
-#define BUS_NOTICE_READY 0
-#define BUS_NOTICE_FAILED UINT64_MAX
-
 /* Where a stream joining a subscription starts. */
 enum bus_from {
     BUS_FROM_NOW,      /* only what is published from now on */
