@@ -4,7 +4,7 @@
  * shared replay batch) and a start a replay job answers later.
  *
  * Pure: plain structs of sse_events, so the stream and the fan-out use
- * them without the bus (and without cnats). The bus (src/bus.c) fills
+ * them without the bus (and without cnats). The bus (src/nats/) fills
  * them; the core reads and frees them. The names keep the bus_ prefix
  * they had when bus.h defined them: they are the bus's side of the
  * interface the fan-out reaches NATS through (fanout.h, struct
