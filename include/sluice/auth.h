@@ -184,7 +184,7 @@ bool auth_token_from_cookie(const char *value, size_t len, const char *name, con
                             size_t *toklen);
 /*
  * From a query string (the bytes after '?'): the access_token parameter,
- * percent-decoded ('+' stays '+', as in http.c) into out, NUL-terminated,
+ * percent-decoded ('+' stays '+', as in route.c) into out, NUL-terminated,
  * *outlen its length. 0; ERR_NOTFOUND when absent or empty; ERR_INVALID for bad
  * percent-encoding, a decoded NUL or a second access_token; ERR_LIMIT
  * when it does not fit in outsz - 1 bytes (use AUTH_TOKEN_MAX + 1).

@@ -6,7 +6,7 @@
  * worker: a worker's first stream on a pattern subscribes, the last one
  * everywhere unsubscribes. Each message is encoded once into an sse_event
  * on the cnats thread and handed to every interested worker through the
- * deliver callback; everything after that hand-off is single-threaded.
+ * post callback (typed mail, struct bus_mail); everything after that hand-off is single-threaded.
  *
  * Subscriptions use cnats's global delivery pool, not a thread per
  * subscription: 10,000 subjects must not mean 10,000 threads.
@@ -29,92 +29,45 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/fanout.h"
 #include "sluice/history.h"
+#include "sluice/resume.h"
 #include "sluice/sse.h"
 
 struct bus;
 
-/*
- * Called on a cnats thread, once per worker that subscribed to the
- * pattern that produced ev, in sequence order per pattern. Takes
- * ownership of one reference to ev. Must not block.
- */
-typedef void bus_deliver_fn(void *worker_ctx, struct sse_event *ev);
-
-/*
- * Notices travel as events without a body: BUS_NOTICE_READY once
- * nats-server has a subscription, BUS_NOTICE_FAILED when it could not be
- * made (a JetStream consumer the server refused or never answered for).
- */
-#define BUS_NOTICE_READY 0
-#define BUS_NOTICE_FAILED UINT64_MAX
-
-/* Where a stream joining a subscription starts. */
-enum bus_from {
-    BUS_FROM_NOW,      /* only what is published from now on */
-    BUS_FROM_ID,       /* after `after`: one part of a Last-Event-ID */
-    BUS_FROM_EARLIEST, /* everything still stored */
-    BUS_FROM_TIME,     /* everything stored at or after since_ns */
+/* What the bus hands a worker: typed mail, never a sentinel in an event. */
+enum bus_mail_kind {
+    BUS_MAIL_EVENT,  /* ev: a live event */
+    BUS_MAIL_READY,  /* sub_id: nats-server has the subscription */
+    BUS_MAIL_FAILED, /* sub_id: the subscription could not be made */
+    BUS_MAIL_REPLAY, /* replay: a replay job's answer to one start */
 };
 
-struct bus_start {
-    enum bus_from from;
-    uint64_t after;   /* BUS_FROM_ID */
-    int64_t since_ns; /* BUS_FROM_TIME: wall clock, ns since 1970 */
-};
-
-enum bus_status {
-    BUS_RESUME_OK,      /* every event asked for follows */
-    BUS_RESUME_GONE,    /* events after the id are no longer stored */
-    BUS_RESUME_UNKNOWN, /* the id is newer than anything stored */
-    BUS_RESUME_LIMIT,   /* more than replay_max events to replay */
-    BUS_RESUME_FAILED,  /* JetStream did not answer: try again later */
-    BUS_RESUME_PENDING, /* a replay job will answer (bus_resume only) */
-};
-
-/* The events one replay fetched from JetStream, shared by every start it answers. */
-struct bus_batch {
-    atomic_uint refs;
-    size_t n;
-    struct sse_event **events; /* oldest first */
-};
-
-/* What a stream joining a subscription starts from. */
-struct bus_resume {
-    uint64_t last;             /* newest sequence so far: where a fresh stream starts */
-    uint64_t before;           /* BUS_RESUME_OK: the position the events follow */
-    enum bus_status status;    /* of the requested start */
-    struct bus_batch *batch;   /* from a replay: batch->events[batch_from..] come first */
-    size_t batch_from;
-    struct sse_event **events; /* to replay (after the batch), oldest first */
-    size_t nevents;
+struct bus_mail {
+    enum bus_mail_kind kind;
+    uint64_t sub_id;               /* BUS_MAIL_READY, BUS_MAIL_FAILED */
+    union {
+        struct sse_event *ev;      /* BUS_MAIL_EVENT: one reference */
+        struct bus_replay *replay; /* BUS_MAIL_REPLAY */
+    };
 };
 
 /*
- * A start answered later by a replay job. Made by bus_resume(), handed
- * back through bus_params.replayed on the worker's inbox, freed by the
- * worker with bus_replay_free().
+ * Hands m to a worker; takes ownership of what it carries. Must not
+ * block. Events come on a cnats thread, once per worker that subscribed
+ * to the pattern that produced them, in sequence order per pattern;
+ * READY and FAILED once per interested worker when the subscription is
+ * confirmed or fails; a REPLAY on a replay thread, under the
+ * subscription's lock so that it is ordered with the live events: every
+ * event not in the replay's result is handed over after it.
  */
-struct bus_replay {
-    struct bus_replay *next; /* the bus's: the job's waiters */
-    size_t worker;
-    uint64_t sub_id;
-    struct bus_start start;
-    void *owner;             /* the worker's; the bus never reads it */
-    struct bus_resume result;
-};
-
-/*
- * Called on a replay thread, under the subscription's lock so that it is
- * ordered with the live events: every event not in r->result is delivered
- * after it. Takes ownership of r. Must not block.
- */
-typedef void bus_replayed_fn(void *worker_ctx, struct bus_replay *r);
+typedef void bus_post_fn(void *worker_ctx, struct bus_mail m);
 
 struct bus_params {
     const char *url;
     size_t nworkers;
-    bus_deliver_fn *deliver;
+    bus_post_fn *post;
     void *const *worker_ctxs;   /* nworkers entries, borrowed for the bus's life */
     size_t history_events;      /* per subscription */
     size_t history_bytes;       /* per subscription */
@@ -125,7 +78,6 @@ struct bus_params {
     size_t replays;             /* replay jobs run at once */
     size_t replay_max;          /* events one replay may send */
     size_t max_consumers;       /* JetStream consumers at once, live and replays; 0: no cap */
-    bus_replayed_fn *replayed;
 };
 
 /*
@@ -141,11 +93,11 @@ void bus_free(struct bus *bus);
  * Adds worker's interest in pattern (validated by the caller); sets
  * *sub_id, which the events of this subscription carry, and *confirmed,
  * whether nats-server is known to have the subscription. When it is not
- * yet, the worker is sent a notice (BUS_NOTICE_READY) once a PING round
+ * yet, the worker is sent BUS_MAIL_READY once a PING round
  * trip has confirmed it (or failed, at most 2 s later), so that a client
  * is told it is subscribed only when a message published from then on
  * cannot miss it. A JetStream subscription is made on the JetStream
- * thread and may end in BUS_NOTICE_FAILED. With max_subs patterns held, a
+ * thread and may end in BUS_MAIL_FAILED. With max_subs patterns held, a
  * new pattern first evicts the lingering (unwatched) subscription that
  * lapsed longest ago; with none lingering it is refused. Thread-safe. 0,
  * ERR_NATS (also for a new JetStream-backed pattern past max_consumers),
@@ -164,18 +116,18 @@ void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern);
  * For a worker already subscribed (and confirmed) to pattern: fills out
  * (zeroed first) from history, or, when history cannot serve a JetStream
  * subscription, sets out->status to BUS_RESUME_PENDING and *pending to a
- * request that a replay job answers through bus_params.replayed.
+ * request that a replay job answers through bus_params.post (BUS_MAIL_REPLAY).
  * Thread-safe. 0, or ERR_NOTFOUND when pattern is not subscribed.
  */
 int bus_resume(struct bus *bus, size_t worker, const char *pattern,
                const struct bus_start *start, struct bus_resume *out,
                struct bus_replay **pending);
-/* Drops r's events and r. NULL is a no-op. */
-void bus_replay_free(struct bus_replay *r);
-/* Drops r's events and its reference to the batch. */
-void bus_resume_dispose(struct bus_resume *r);
-/* Drops one reference to b, freeing it and its events on the last. NULL is a no-op. */
-void bus_batch_unref(struct bus_batch *b);
+/* r is freed with bus_replay_free() (resume.h). */
+/*
+ * The bus as the fan-out's source of subscriptions: fills out with ops
+ * that call bus_subscribe(), bus_unsubscribe() and bus_resume() on bus.
+ */
+void bus_fanout_source(struct bus *bus, struct fanout_source *out);
 /* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
 void bus_sweep(struct bus *bus);
 /*

@@ -3,8 +3,11 @@
  * asked for them (single-threaded, owned by the worker).
  *
  * A stream embeds one fanout_link per subject. The first link on a
- * pattern takes a bus subscription for this worker, the last one gives
- * it back. Events arrive by sub_id, so an event of a subscription that
+ * pattern takes a subscription for this worker from the source, the
+ * last one gives it back. The source is an interface (struct
+ * fanout_source) the bus implements and the worker wires in: the fan-out
+ * reaches NATS through it and never includes bus.h, so it and the
+ * stream stay pure and are unit-tested without cnats. Events arrive by sub_id, so an event of a subscription that
  * was dropped and taken again meanwhile finds no topic and is ignored.
  */
 #ifndef SLUICE_FANOUT_H
@@ -15,12 +18,9 @@
 #include <stdint.h>
 
 #include "sluice/list.h"
+#include "sluice/resume.h"
 #include "sluice/sse.h"
 
-struct bus;
-struct bus_replay;
-struct bus_resume;
-struct bus_start;
 struct fanout;
 struct fanout_topic;
 
@@ -40,10 +40,29 @@ typedef void fanout_ready_fn(struct fanout_link *link);
 typedef void fanout_replayed_fn(struct fanout_link *link, struct bus_resume *r);
 
 /*
- * bus may be NULL (no NATS: topics are local only and confirmed at once,
- * for tests).
+ * Where subscriptions come from: the bus's side of the fan-out (see
+ * bus_fanout_source() in bus.h). Each call gets ctx first and the
+ * worker's index; the contracts are bus_subscribe(), bus_unsubscribe()
+ * and bus_resume().
  */
-struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event,
+struct fanout_source_ops {
+    int (*subscribe)(void *ctx, size_t worker, const char *pattern, uint64_t *sub_id,
+                     bool *confirmed);
+    void (*unsubscribe)(void *ctx, size_t worker, const char *pattern);
+    int (*resume)(void *ctx, size_t worker, const char *pattern, const struct bus_start *start,
+                  struct bus_resume *out, struct bus_replay **pending);
+};
+
+struct fanout_source {
+    const struct fanout_source_ops *ops;
+    void *ctx;
+};
+
+/*
+ * src (copied) may be NULL (no NATS: topics are local only and confirmed
+ * at once, for tests).
+ */
+struct fanout *fanout_new(const struct fanout_source *src, size_t worker, fanout_event_fn *on_event,
                           fanout_ready_fn *on_ready, fanout_replayed_fn *on_replayed);
 /* Every link must have left. fanout_free(NULL) is a no-op. */
 void fanout_free(struct fanout *f);
@@ -51,8 +70,8 @@ void fanout_free(struct fanout *f);
 int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link);
 /*
  * Where a confirmed link starts: see bus_resume(). On BUS_RESUME_PENDING
- * the answer comes later through on_replayed. Without a bus the topic has
- * no history: last is 0 and a resume from an id reports BUS_RESUME_UNKNOWN.
+ * the answer comes later through on_replayed. Without a source the topic has
+ * no history (no source): last is 0 and a resume from an id reports BUS_RESUME_UNKNOWN.
  */
 void fanout_resume(struct fanout *f, struct fanout_link *link, const struct bus_start *start,
                    struct bus_resume *out);
@@ -60,12 +79,13 @@ void fanout_resume(struct fanout *f, struct fanout_link *link, const struct bus_
 void fanout_replayed(struct fanout *f, struct bus_replay *r);
 /* Unlinks, dropping any replay it waits for; a link that never joined is fine. */
 void fanout_leave(struct fanout *f, struct fanout_link *link);
-/*
- * Hands ev (borrowed) to every link of its topic. Links may leave
- * meanwhile. A bus notice (BUS_NOTICE_READY or _FAILED) marks the topic
- * confirmed, or failed, and calls on_ready instead.
- */
+/* Hands ev (borrowed) to every link of its topic (by ev->sub_id). Links may leave meanwhile. */
 void fanout_deliver(struct fanout *f, struct sse_event *ev);
+/*
+ * The subscription sub_id is confirmed (or failed): marks its topic and
+ * calls on_ready for each link, once; later notices are ignored.
+ */
+void fanout_confirm(struct fanout *f, uint64_t sub_id, bool failed);
 /* True once nats-server is known to have the link's subscription, or it failed. */
 bool fanout_ready(const struct fanout_link *link);
 /* True when the link's subscription could not be made. */

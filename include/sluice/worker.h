@@ -3,9 +3,10 @@
  * connections, streams and fan-out that live on it.
  *
  * Nothing of a connection is touched by another thread. The only way in
- * from outside is worker_post(): the bus appends an event to the inbox
+ * from outside is worker_post(): the bus appends typed mail (an event,
+ * a subscription confirmed or failed, a replay's answer) to the inbox
  * under a short lock and wakes the loop with ev_async; the loop drains
- * the inbox in one swap and fans each event out to its streams.
+ * the inbox in one swap and hands each piece to the fan-out.
  */
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
@@ -57,10 +58,11 @@ int worker_start(struct worker *w, struct bus *bus);
 void worker_stop(struct worker *w);
 /* Frees a stopped worker. worker_free(NULL) is a no-op. */
 void worker_free(struct worker *w);
-/* bus_deliver_fn: queues ev (takes the reference) for worker ctx. Thread-safe. */
-void worker_post(void *ctx, struct sse_event *ev);
-struct bus_replay;
-/* bus_replayed_fn: queues a replay's answer behind the events posted before it. */
-void worker_post_replay(void *ctx, struct bus_replay *r);
+struct bus_mail;
+/*
+ * bus_post_fn: queues m (taking what it carries) for worker ctx, behind
+ * the mail posted before it. Thread-safe.
+ */
+void worker_post(void *ctx, struct bus_mail m);
 
 #endif

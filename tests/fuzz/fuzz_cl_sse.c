@@ -11,7 +11,7 @@
  *     event id at the end; splits tried are one byte at a time and uneven
  *     pieces drawn from the input itself;
  *   - the events agree with the server's own WHATWG parser (sse_parse in
- *     src/sse.c, which sees the body without the byte-order mark that a
+ *     src/core/sse.c, which sees the body without the byte-order mark that a
  *     browser drops);
  *   - restart keeps the last event id and forgets the partial event.
  */

@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "sluice/err.h"
-#include "sluice/h1.h"
+#include "sluice/h1_parse.h"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -293,7 +293,7 @@ struct pipeline {
 
 /*
  * Reads stream[0..size) as one connection, in pieces (step 0: at once),
- * the way src/http1.c does: a growing input buffer, each head parsed from
+ * the way src/proto/h1_conn.c does: a growing input buffer, each head parsed from
  * its start, each body read through h1_body_read and dropped in place
  * before the next head is looked at. Stops at the first error, or at a
  * body too large to drop (the front end closes the connection there).

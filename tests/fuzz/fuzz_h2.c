@@ -15,7 +15,7 @@
 #include "sluice/config.h"
 #include "sluice/fanout.h"
 #include "sluice/filecache.h"
-#include "sluice/h2.h"
+#include "sluice/h2_conn.h"
 #include "sluice/request.h"
 #include "sluice/stream.h"
 

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "sluice/http.h"
+#include "sluice/route.h"
 #include "sluice/subject.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

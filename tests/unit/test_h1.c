@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "sluice/err.h"
-#include "sluice/h1.h"
+#include "sluice/h1_parse.h"
 
 #define ESC_MAX 512
 

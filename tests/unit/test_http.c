@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/http.h"
+#include "sluice/route.h"
 
 static void *exact_copy(const char *s, size_t n)
 {

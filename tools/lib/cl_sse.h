@@ -13,7 +13,7 @@
  * data is handed to on_event, data without its final LF.
  *
  * Only pure C: no I/O, no library header, so it fuzzes alone. The server's
- * src/sse.c keeps its own whole-buffer parser for the long-poll answer
+ * src/core/sse.c keeps its own whole-buffer parser for the long-poll answer
  * (rejected here: it needs the complete body and reports no comments).
  */
 #ifndef SLUICE_CL_SSE_H

@@ -1,5 +1,7 @@
 /*
- * http1: the HTTP/1.1 front end (see http1.h).
+ * http1: the HTTP/1.1 front end (see h1_conn.h). The file is named for
+ * what it is, the HTTP/1.1 connection beside h1_parse.c's parser; its
+ * calls keep the http1_ prefix.
  *
  * It frames requests and their bodies and hands each request to the
  * request pipeline (request.h), which decides everything about it; the
@@ -35,7 +37,7 @@
  * from the stream queue into the output buffer, so an event is copied
  * once, as on h2.
  */
-#include "sluice/http1.h"
+#include "sluice/h1_conn.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -45,7 +47,7 @@
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/filecache.h"
-#include "sluice/h1.h"
+#include "sluice/h1_parse.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"

@@ -22,12 +22,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "sluice/bus.h"
 #include "sluice/buf.h"
 #include "sluice/err.h"
 #include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/resume.h"
 #include "sluice/sse.h"
 
 #define ID_PART_MAX 20 /* digits of a uint64_t */

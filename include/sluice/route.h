@@ -1,5 +1,6 @@
 /*
- * http: from a request's method and path to what sluice answers (pure).
+ * http: from a request's method and path to what sluice answers (pure;
+ * src/core/route.c, prefix http_).
  *
  * Shared by every protocol front end so that h2 and HTTP/1.1 route the
  * same way. Routes:
@@ -15,8 +16,8 @@
  * overlap ("a.*" and "a.b") are refused, since a message on both would
  * arrive twice.
  */
-#ifndef SLUICE_HTTP_H
-#define SLUICE_HTTP_H
+#ifndef SLUICE_ROUTE_H
+#define SLUICE_ROUTE_H
 
 #include <stdbool.h>
 #include <stddef.h>

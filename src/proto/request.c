@@ -41,7 +41,7 @@
 #include "sluice/err.h"
 #include "sluice/filecache.h"
 #include "sluice/host.h"
-#include "sluice/http.h"
+#include "sluice/route.h"
 #include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/map.h"

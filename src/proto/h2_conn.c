@@ -1,5 +1,6 @@
 /*
- * h2: the HTTP/2 front end, nghttp2 server session glue (see h2.h).
+ * h2: the HTTP/2 front end, nghttp2 server session glue (see
+ * h2_conn.h; named like h1_conn.c, its calls keep the h2_ prefix).
  *
  * Each request is a `struct req` hung on the nghttp2 stream as user data,
  * around the protocol-neutral `struct request` that the request pipeline
@@ -22,7 +23,7 @@
  * by itself; it marks the connection dirty and the worker's pre-sleep
  * flush does the writing, once per loop iteration.
  */
-#include "sluice/h2.h"
+#include "sluice/h2_conn.h"
 
 #include <inttypes.h>
 #include <nghttp2/nghttp2.h>

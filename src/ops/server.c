@@ -584,7 +584,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
-        .deliver = worker_post,
+        .post = worker_post,
         .worker_ctxs = (void *const *)s.workers,
         .history_events = (size_t)cfg->history_events,
         .history_bytes = cfg->history_bytes,
@@ -595,7 +595,6 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,
         .max_consumers = (size_t)cfg->jetstream_max_consumers,
-        .replayed = worker_post_replay,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);

@@ -1,6 +1,7 @@
 /*
- * h1: HTTP/1.1 request heads and chunked bodies (see h1.h for the contract
- * and the strictness rules).
+ * h1: HTTP/1.1 request heads and chunked bodies (see h1_parse.h for the
+ * contract and the strictness rules). The file is named for what it is,
+ * the parser; its calls keep the short h1_ prefix.
  *
  * The head is cut into lines first, then each complete line is judged. The
  * line scanner is the only place that looks at CR and LF and the only
@@ -13,7 +14,7 @@
  * bulk copy for chunk data, so that splitting the body anywhere cannot
  * change what it decodes.
  */
-#include "sluice/h1.h"
+#include "sluice/h1_parse.h"
 
 #include <assert.h>
 #include <string.h>

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/bus.h"
 #include "sluice/err.h"
 #include "sluice/map.h"
 #include "sluice/mem.h"
@@ -30,23 +29,24 @@ struct fanout_topic {
 };
 
 struct fanout {
-    struct bus *bus;
+    struct fanout_source src; /* src.ops NULL: no NATS */
     size_t worker;
     fanout_event_fn *on_event;
     fanout_ready_fn *on_ready;
     fanout_replayed_fn *on_replayed;
     struct map *by_pattern;
     struct map *by_id; /* key: the uint64_t sub_id's bytes */
-    uint64_t local_ids; /* sub ids when there is no bus */
+    uint64_t local_ids; /* sub ids when there is no source */
     struct list *next;  /* during fanout_deliver: the link to visit next; else NULL */
     struct list *stop;  /* during fanout_deliver: the last link to visit */
 };
 
-struct fanout *fanout_new(struct bus *bus, size_t worker, fanout_event_fn *on_event,
+struct fanout *fanout_new(const struct fanout_source *src, size_t worker, fanout_event_fn *on_event,
                           fanout_ready_fn *on_ready, fanout_replayed_fn *on_replayed)
 {
     struct fanout *f = mem_calloc(1, sizeof(*f));
-    f->bus = bus;
+    if (src)
+        f->src = *src;
     f->worker = worker;
     f->on_event = on_event;
     f->on_ready = on_ready;
@@ -73,7 +73,7 @@ int fanout_join(struct fanout *f, const char *pattern, struct fanout_link *link)
     if (!t) {
         uint64_t id = ++f->local_ids;
         bool confirmed = true;
-        int rc = f->bus ? bus_subscribe(f->bus, f->worker, pattern, &id, &confirmed) : 0;
+        int rc = f->src.ops ? f->src.ops->subscribe(f->src.ctx, f->worker, pattern, &id, &confirmed) : 0;
         if (rc != 0)
             return rc;
         t = mem_calloc(1, sizeof(*t));
@@ -93,7 +93,8 @@ void fanout_resume(struct fanout *f, struct fanout_link *link, const struct bus_
                    struct bus_resume *out)
 {
     struct bus_replay *r = NULL;
-    if (!f->bus || bus_resume(f->bus, f->worker, link->topic->pattern, start, out, &r) != 0) {
+    if (!f->src.ops ||
+        f->src.ops->resume(f->src.ctx, f->worker, link->topic->pattern, start, out, &r) != 0) {
         memset(out, 0, sizeof(*out));
         out->status = start->from == BUS_FROM_ID ? BUS_RESUME_UNKNOWN : BUS_RESUME_OK;
     }
@@ -135,24 +136,15 @@ void fanout_leave(struct fanout *f, struct fanout_link *link)
         return;
     map_del(f->by_pattern, t->pattern, strlen(t->pattern));
     map_del(f->by_id, &t->sub_id, sizeof(t->sub_id));
-    if (f->bus)
-        bus_unsubscribe(f->bus, f->worker, t->pattern);
+    if (f->src.ops)
+        f->src.ops->unsubscribe(f->src.ctx, f->worker, t->pattern);
     free(t->pattern);
     free(t);
 }
 
-void fanout_deliver(struct fanout *f, struct sse_event *ev)
+/* Calls on_event(ev) for each of t's links, or on_ready when ev is NULL. */
+static void visit(struct fanout *f, struct fanout_topic *t, struct sse_event *ev)
 {
-    struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
-    if (!t)
-        return;
-    bool notice = ev->seq == BUS_NOTICE_READY || ev->seq == BUS_NOTICE_FAILED;
-    if (notice) {
-        if (t->confirmed)
-            return;
-        t->confirmed = true;
-        t->failed = ev->seq == BUS_NOTICE_FAILED;
-    }
     /* Links appended during delivery would see this event too: stop at the current tail. */
     assert(!f->next); /* delivery is never re-entered from a callback */
     f->stop = t->links.prev;
@@ -160,14 +152,31 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev)
         f->next = n->next;
         bool final = n == f->stop;
         struct fanout_link *link = container_of(n, struct fanout_link, node);
-        if (notice)
-            f->on_ready(link);
-        else
+        if (ev)
             f->on_event(link, ev);
+        else
+            f->on_ready(link);
         if (final)
             break;
     }
     f->next = f->stop = NULL;
+}
+
+void fanout_deliver(struct fanout *f, struct sse_event *ev)
+{
+    struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
+    if (t)
+        visit(f, t, ev);
+}
+
+void fanout_confirm(struct fanout *f, uint64_t sub_id, bool failed)
+{
+    struct fanout_topic *t = map_get(f->by_id, &sub_id, sizeof(sub_id));
+    if (!t || t->confirmed)
+        return;
+    t->confirmed = true;
+    t->failed = failed;
+    visit(f, t, NULL);
 }
 
 bool fanout_ready(const struct fanout_link *link) { return link->topic && link->topic->confirmed; }

@@ -1,5 +1,7 @@
 /*
- * http: request routing shared by every front end (see http.h).
+ * http: request routing shared by every front end (see route.h). The
+ * file is named for what it does; its calls keep the http_ prefix
+ * (http_route(), HTTP_EVENTS …), which every caller and test uses.
  *
  * Works on the raw :path so that h2 and HTTP/1.1 agree byte for byte.
  * Percent-decoding happens after splitting the query at '&' and '=', so
@@ -7,7 +9,7 @@
  * subjects cannot hold spaces, so form-style '+' decoding could only turn
  * a valid subject into an invalid one.
  */
-#include "sluice/http.h"
+#include "sluice/route.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -1,6 +1,7 @@
 /*
  * h2: the HTTP/2 front end, one server session over nghttp2 (no I/O of
- * its own), driven by its connection through h2_front_ops (front.h).
+ * its own), driven by its connection through h2_front_ops (front.h);
+ * src/proto/h2_conn.c, prefix h2_.
  *
  * Bytes in through recv; frames out through fill, which appends them to
  * the connection's output buffer until it holds out_max bytes. Requests
@@ -10,8 +11,8 @@
  * queues (or the whole body) into that buffer. A stream with nothing to
  * send is deferred and resumed when its queue wakes it.
  */
-#ifndef SLUICE_H2_H
-#define SLUICE_H2_H
+#ifndef SLUICE_H2_CONN_H
+#define SLUICE_H2_CONN_H
 
 #include "sluice/front.h"
 

@@ -1,7 +1,8 @@
 /*
  * http1: the HTTP/1.1 front end, one server connection (no I/O of its
  * own), the fallback for clients, proxies and load balancers that do not
- * speak h2; driven by its connection through http1_front_ops (front.h).
+ * speak h2; driven by its connection through http1_front_ops (front.h);
+ * src/proto/h1_conn.c, prefix http1_.
  *
  * Bytes in with recv, response bytes appended to the connection's output
  * buffer by fill. Requests go to the request pipeline (request.h) one at
@@ -20,8 +21,8 @@
  * next request. unread_input is then true (the close lingers); goaway
  * finishes the response in progress, then closes; streams is 0 or 1.
  */
-#ifndef SLUICE_HTTP1_H
-#define SLUICE_HTTP1_H
+#ifndef SLUICE_H1_CONN_H
+#define SLUICE_H1_CONN_H
 
 #include "sluice/front.h"
 

@@ -47,7 +47,7 @@
 #endif
 
 #include "sluice/err.h"
-#include "sluice/http.h"
+#include "sluice/route.h"
 #include "sluice/mem.h"
 #include "sluice/subject.h"
 

@@ -1,6 +1,6 @@
 /*
  * h1: strict, bounded HTTP/1.1 request heads and chunked bodies (pure: no
- * I/O, no allocation, no library headers).
+ * I/O, no allocation, no library headers; src/core/h1_parse.c, prefix h1_).
  *
  * The connection layer appends received bytes to its own buffer and calls
  * h1_parse() with the whole buffered head each time; the parser answers
@@ -55,8 +55,8 @@
  * An Expect other than 100-continue is ignored (RFC 9110 allows 417 but
  * does not require it), as is Expect on HTTP/1.0, which the RFC demands.
  */
-#ifndef SLUICE_H1_H
-#define SLUICE_H1_H
+#ifndef SLUICE_H1_PARSE_H
+#define SLUICE_H1_PARSE_H
 
 #include <stdbool.h>
 #include <stddef.h>

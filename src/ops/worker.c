@@ -33,12 +33,6 @@
 
 #define ACCEPT_BUDGET 64 /* connections per wake-up */
 
-/* One item of a worker's inbox: a live event or notice, or a replay's answer. */
-struct mail {
-    struct sse_event *ev;
-    struct bus_replay *replay;
-};
-
 struct worker {
     size_t index;
     const struct config *cfg;
@@ -71,9 +65,9 @@ struct worker {
     struct conn_env env;
 
     pthread_mutex_t inbox_lock;
-    struct mail *inbox; /* under inbox_lock */
+    struct bus_mail *inbox; /* under inbox_lock */
     size_t inbox_len, inbox_cap;
-    struct mail *draining; /* loop thread only: the swapped-out inbox */
+    struct bus_mail *draining; /* loop thread only: the swapped-out inbox */
     size_t draining_cap;
 };
 
@@ -119,20 +113,27 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     (void)revents;
     struct worker *w = container_of(a, struct worker, inbox_async);
     pthread_mutex_lock(&w->inbox_lock);
-    struct mail *events = w->inbox;
+    struct bus_mail *mail = w->inbox;
     size_t n = w->inbox_len, cap = w->inbox_cap;
     w->inbox = w->draining;
     w->inbox_cap = w->draining_cap;
     w->inbox_len = 0;
     pthread_mutex_unlock(&w->inbox_lock);
-    w->draining = events;
+    w->draining = mail;
     w->draining_cap = cap;
     for (size_t i = 0; i < n; i++) {
-        if (events[i].replay) {
-            fanout_replayed(w->fanout, events[i].replay);
-        } else {
-            fanout_deliver(w->fanout, events[i].ev);
-            sse_event_unref(events[i].ev);
+        switch (mail[i].kind) {
+        case BUS_MAIL_EVENT:
+            fanout_deliver(w->fanout, mail[i].ev);
+            sse_event_unref(mail[i].ev);
+            break;
+        case BUS_MAIL_READY:
+        case BUS_MAIL_FAILED:
+            fanout_confirm(w->fanout, mail[i].sub_id, mail[i].kind == BUS_MAIL_FAILED);
+            break;
+        case BUS_MAIL_REPLAY:
+            fanout_replayed(w->fanout, mail[i].replay);
+            break;
         }
     }
 }
@@ -242,8 +243,9 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
 }
 
 /* Appends one piece of mail; the first of a batch wakes the loop. */
-static void post(struct worker *w, struct mail m)
+void worker_post(void *ctx, struct bus_mail m)
 {
+    struct worker *w = ctx;
     pthread_mutex_lock(&w->inbox_lock);
     if (w->inbox_len == w->inbox_cap) {
         w->inbox_cap = w->inbox_cap ? w->inbox_cap * 2 : 256;
@@ -257,12 +259,6 @@ static void post(struct worker *w, struct mail m)
         ev_async_send(w->loop, &w->inbox_async);
 }
 
-void worker_post(void *ctx, struct sse_event *ev) { post(ctx, (struct mail){.ev = ev}); }
-
-void worker_post_replay(void *ctx, struct bus_replay *r)
-{
-    post(ctx, (struct mail){.replay = r});
-}
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
                           struct guard *guard, const struct auth *auth, const struct cors *cors,
@@ -328,7 +324,11 @@ static void *run(void *arg)
 
 int worker_start(struct worker *w, struct bus *bus)
 {
-    w->fanout = fanout_new(bus, w->index, stream_on_event, stream_on_ready,
+    /* The fan-out reaches NATS only through this interface: the core never calls the bus. */
+    struct fanout_source src;
+    if (bus)
+        bus_fanout_source(bus, &src);
+    w->fanout = fanout_new(bus ? &src : NULL, w->index, stream_on_event, stream_on_ready,
                            stream_on_replayed);
     w->env.requests.bus = bus;
     w->streams.fanout = w->fanout;
@@ -356,8 +356,10 @@ void worker_free(struct worker *w)
     while (!list_empty(&w->env.all))
         conn_free(conn_of_node(w->env.all.next));
     for (size_t i = 0; i < w->inbox_len; i++) {
-        sse_event_unref(w->inbox[i].ev);
-        bus_replay_free(w->inbox[i].replay);
+        if (w->inbox[i].kind == BUS_MAIL_EVENT)
+            sse_event_unref(w->inbox[i].ev);
+        else if (w->inbox[i].kind == BUS_MAIL_REPLAY)
+            bus_replay_free(w->inbox[i].replay);
     }
     free(w->inbox);
     free(w->draining);

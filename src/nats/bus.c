@@ -1,0 +1,760 @@
+/*
+ * bus: NATS connection and shared subscriptions (see bus.h; the
+ * JetStream consumers are in bus_js.c, replay jobs in bus_replay.c,
+ * what they share in bus_int.h).
+ *
+ * Locking: `lock` guards the pattern table; each subscription has its own
+ * lock for its counts, sequence and history, so message callbacks of
+ * different subjects never contend. Order: table lock, then subscription
+ * lock. A message is numbered, encoded, recorded in history and its
+ * targets noted under the subscription lock, all as one step: a stream
+ * that joins takes its history snapshot under the same lock, so every
+ * event is either in its snapshot or delivered to its worker afterwards
+ * (or both; streams drop what they have already seen by sequence).
+ *
+ * Sequence numbers come from one process-wide counter that starts at the
+ * wall clock in microseconds. They increase within a subscription, and a
+ * restarted gateway starts above the ids its predecessor handed out, so
+ * an old id reads as "older than history" and is answered with a reset.
+ *
+ * Confirmation: a NATS SUB is only a buffered line until nats-server has
+ * read it; a message published before then is not delivered. A flusher
+ * thread batches new subscriptions, does one PING round trip
+ * (natsConnection_FlushTimeout) for the whole batch and then notifies the
+ * interested workers, which answer their waiting requests. The round trip
+ * never runs on a worker thread.
+ *
+ * Lifetime: a subscription's record is reference-counted: the table
+ * holds one reference, each of its NATS subscriptions one (dropped in
+ * cnats's on-complete callback, which runs after its last message
+ * callback has returned; a JetStream pattern's old inbox may still be
+ * completing when the next is made), and so does every replay job, and
+ * the flusher or the JetStream thread while it works on it. A
+ * JetStream-backed pattern is confirmed by the JetStream thread once its
+ * consumer exists, not by the flusher.
+ *
+ * Shutdown never waits for NATS beyond one API call per thread: consumers
+ * are not deleted then (they expire on the server).
+ */
+#include "sluice/bus.h"
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sluice/err.h"
+#include "sluice/list.h"
+#include "sluice/log.h"
+#include "sluice/map.h"
+#include "sluice/mem.h"
+#include "sluice/subject.h"
+
+#include "bus_int.h"
+
+/* bus_free() has begun: long JetStream retries give up. */
+bool bus_stopping(struct bus *bus) { return atomic_load(&bus->closing); }
+
+void bus_pause_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+int64_t bus_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void bus_sub_unref(struct bus_sub *bs)
+{
+    if (atomic_fetch_sub(&bs->refs, 1) != 1)
+        return;
+    history_free(bs->history);
+    pthread_mutex_destroy(&bs->lock);
+    free(bs->consumer);
+    free(bs->pattern);
+    free(bs);
+}
+
+void bus_on_sub_complete(void *closure) { bus_sub_unref(closure); }
+
+/* The message's Sse-Event header, or NULL. */
+static const char *event_name(natsMsg *msg)
+{
+    const char *name = NULL;
+    return natsMsgHeader_Get(msg, "Sse-Event", &name) == NATS_OK ? name : NULL;
+}
+
+/* msg encoded once as event seq of bs, stored at time_ns. */
+struct sse_event *bus_event_of(const struct bus_sub *bs, natsMsg *msg, uint64_t seq,
+                               int64_t time_ns)
+{
+    struct sse_event *ev = sse_event_new(bs->id, seq, event_name(msg), natsMsg_GetData(msg),
+                                         (size_t)natsMsg_GetDataLength(msg));
+    ev->time_ns = time_ns;
+    return ev;
+}
+
+/* Ends a NATS subscription of ours; NULL is a no-op. */
+void bus_end_sub(natsSubscription *ns)
+{
+    if (!ns)
+        return;
+    natsSubscription_Unsubscribe(ns);
+    natsSubscription_Destroy(ns);
+}
+
+/*
+ * Numbers (core NATS: seq 0 takes the next process-wide number), encodes
+ * and records one message of bs, noting the workers to hand it to; under
+ * bs->lock. NULL: a JetStream sequence at or below history's newest (a
+ * remade consumer's redelivery), dropped.
+ */
+struct sse_event *bus_push_locked(struct bus_sub *bs, natsMsg *msg, uint64_t seq,
+                                  int64_t time_ns, size_t *targets, size_t *ntargets)
+{
+    struct bus *bus = bs->bus;
+    atomic_fetch_add_explicit(&bus->messages, 1, memory_order_relaxed);
+    if (seq == 0)
+        seq = atomic_fetch_add_explicit(&bus->seq, 1, memory_order_relaxed) + 1;
+    else if (seq <= history_last(bs->history))
+        return NULL;
+    struct sse_event *ev = bus_event_of(bs, msg, seq, time_ns);
+    history_push(bs->history, sse_event_ref(ev));
+    *ntargets = 0;
+    for (size_t w = 0; w < bus->p.nworkers; w++) {
+        if (bs->counts[w])
+            targets[(*ntargets)++] = w;
+    }
+    return ev;
+}
+
+/* Hands ev to its workers, outside the lock; drops the caller's reference. */
+void bus_hand_out(struct bus *bus, struct sse_event *ev, const size_t *targets,
+                  size_t ntargets)
+{
+    for (size_t i = 0; i < ntargets; i++)
+        bus->p.post(bus->p.worker_ctxs[targets[i]],
+                    (struct bus_mail){.kind = BUS_MAIL_EVENT, .ev = sse_event_ref(ev)});
+    sse_event_unref(ev);
+}
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * NATS's '>' and '*' match "$JS.API.X" and "_INBOX.x" too: a client's ">"
+ * must not see JetStream API traffic or anyone's replies. Only a pattern
+ * that names a reserved token itself (allow-subjects) may carry them.
+ */
+bool bus_reserved_leak(struct bus_sub *bs, natsMsg *msg)
+{
+    if (!subject_reserved(natsMsg_GetSubject(msg)) || subject_reserved(bs->pattern))
+        return false;
+    atomic_fetch_add_explicit(&bs->bus->reserved_dropped, 1, memory_order_relaxed);
+    return true;
+}
+
+static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)ns;
+    struct bus_sub *bs = closure;
+    if (bus_reserved_leak(bs, msg)) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    size_t targets[BUS_MAX_WORKERS], ntargets = 0;
+    pthread_mutex_lock(&bs->lock);
+    struct sse_event *ev = bus_push_locked(bs, msg, 0, wall_ns(), targets, &ntargets);
+    pthread_mutex_unlock(&bs->lock);
+    if (ev)
+        bus_hand_out(bs->bus, ev, targets, ntargets);
+    natsMsg_Destroy(msg);
+}
+
+/* Removes bs from the table and ends its NATS subscription; under bus->lock. */
+void bus_drop_sub(struct bus *bus, struct bus_sub *bs)
+{
+    map_del(bus->subs, bs->pattern, strlen(bs->pattern));
+    list_remove(&bs->node);
+    list_remove(&bs->confirm_node);
+    list_remove(&bs->idle_node);
+    bs->dropped = true;
+    log_debug("nats: unsubscribed from %s", bs->pattern);
+    bus_end_sub(bs->ns);
+    bs->ns = NULL;
+    if (bs->stream)
+        bus_js_drop(bus, bs);
+    bus_sub_unref(bs); /* the table's */
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct bus *bus = closure;
+    atomic_store(&bus->connected, false);
+    if (!atomic_load(&bus->closing))
+        log_warn("nats: disconnected; streams stay open, reconnecting");
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    struct bus *bus = closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+    atomic_store(&bus->connected, true);
+    atomic_fetch_add(&bus->reconnects, 1);
+    log_info("nats: reconnected to %s", url);
+    /*
+     * Consumers usually survive (a restarted nats-server restores them
+     * from disk) and go on where they stopped; one that was lost falls
+     * silent and one that sent into the void skips a sequence: both are
+     * remade then. Remaking all of them here would double the consumers on
+     * the server after every reconnect. A live one speaks within a
+     * heartbeat: silence is judged BUS_JS_REJOIN_MS from now.
+     */
+    int64_t now = bus_now_ms() - BUS_JS_STALL_MS + BUS_JS_REJOIN_MS;
+    pthread_mutex_lock(&bus->lock);
+    for (struct list *n = bus->all.next; n != &bus->all; n = n->next) {
+        struct bus_sub *bs = container_of(n, struct bus_sub, node);
+        if (!bs->stream)
+            continue;
+        pthread_mutex_lock(&bs->lock);
+        bs->seen_ms = now;
+        pthread_mutex_unlock(&bs->lock);
+    }
+    bus->js_resume_ms = 0;
+    pthread_cond_signal(&bus->wake_js);
+    pthread_mutex_unlock(&bus->lock);
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    struct bus *bus = closure;
+    atomic_store(&bus->connected, false);
+    log_debug("nats: connection closed");
+}
+
+static void on_async_error(natsConnection *nc, natsSubscription *ns, natsStatus s, void *closure)
+{
+    (void)nc;
+    (void)ns; /* may be freed already: cnats reports errors of closing subscriptions late */
+    struct bus *bus = closure;
+    if (!atomic_load(&bus->closing))
+        log_warn("nats: asynchronous error: %s", natsStatus_GetText(s));
+}
+
+/* Sends the confirmation (or failure) notice to every worker interested in bs; under bus->lock. */
+void bus_confirm(struct bus *bus, struct bus_sub *bs)
+{
+    list_remove(&bs->confirm_node);
+    pthread_mutex_lock(&bs->lock);
+    bs->confirmed = true;
+    bs->failed = bs->stream && !bs->ns;
+    struct bus_mail m = {.kind = bs->failed ? BUS_MAIL_FAILED : BUS_MAIL_READY, .sub_id = bs->id};
+    for (size_t w = 0; w < bus->p.nworkers; w++) {
+        if (bs->counts[w])
+            bus->p.post(bus->p.worker_ctxs[w], m);
+    }
+    pthread_mutex_unlock(&bs->lock);
+}
+
+static void *run_flusher(void *arg)
+{
+    struct bus *bus = arg;
+    pthread_mutex_lock(&bus->lock);
+    for (;;) {
+        while (list_empty(&bus->unconfirmed) && !bus->stopping)
+            pthread_cond_wait(&bus->wake_flusher, &bus->lock);
+        if (bus->stopping)
+            break;
+        /* Take the whole batch: one round trip confirms every SUB sent before it. */
+        size_t n = 0;
+        for (struct list *l = bus->unconfirmed.next; l != &bus->unconfirmed; l = l->next)
+            n++;
+        struct bus_sub **batch = mem_alloc(n * sizeof(*batch));
+        for (size_t i = 0; i < n; i++) {
+            struct bus_sub *bs = container_of(bus->unconfirmed.next, struct bus_sub, confirm_node);
+            list_remove(&bs->confirm_node);
+            atomic_fetch_add(&bs->refs, 1);
+            batch[i] = bs;
+        }
+        pthread_mutex_unlock(&bus->lock);
+        natsStatus s = natsConnection_FlushTimeout(bus->nc, 2000);
+        if (s != NATS_OK)
+            log_debug("nats: subscription round trip: %s; answering anyway",
+                      natsStatus_GetText(s));
+        pthread_mutex_lock(&bus->lock);
+        for (size_t i = 0; i < n; i++) {
+            if (!batch[i]->dropped)
+                bus_confirm(bus, batch[i]);
+            bus_sub_unref(batch[i]);
+        }
+        free(batch);
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return NULL;
+}
+
+/* One URL, or a comma-separated list of them (the nodes of a cluster). */
+static natsStatus set_servers(natsOptions *opts, const char *urls)
+{
+    char *copy = mem_strdup(urls);
+    const char *list[64];
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok && n < 64;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (*tok)
+            list[n++] = tok;
+    }
+    natsStatus s = n ? natsOptions_SetServers(opts, list, n) : NATS_INVALID_ARG;
+    free(copy);
+    return s;
+}
+
+int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errlen)
+{
+    if (p->nworkers > BUS_MAX_WORKERS) {
+        snprintf(err, errlen, "at most %d workers", BUS_MAX_WORKERS);
+        return ERR_INVALID;
+    }
+    struct bus *bus = mem_calloc(1, sizeof(*bus));
+    natsOptions *opts = NULL;
+    natsStatus s;
+
+    pthread_mutex_init(&bus->lock, NULL);
+    bus->subs = map_new();
+    list_init(&bus->all);
+    list_init(&bus->unconfirmed);
+    list_init(&bus->idle);
+    list_init(&bus->jobs);
+    list_init(&bus->js_todo);
+    list_init(&bus->js_gone);
+    pthread_cond_init(&bus->wake_js, NULL);
+    pthread_cond_init(&bus->wake_flusher, NULL);
+    pthread_cond_init(&bus->wake_replays, NULL);
+    bus->p = *p;
+    bus->budget.max = p->history_total_bytes;
+    atomic_init(&bus->seq, (uint64_t)wall_ns() / 1000u);
+
+    s = natsOptions_Create(&opts);
+    if (s == NATS_OK)
+        s = set_servers(opts, p->url);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(opts, "sluice");
+    if (s == NATS_OK)
+        s = natsOptions_UseGlobalMessageDelivery(opts, true);
+    /* Forever: the gateway outlives any NATS outage; streams wait it out. */
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(opts, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(opts, 250);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectJitter(opts, 250, 1000);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(opts, 2000);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(opts, on_disconnected, bus);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(opts, on_reconnected, bus);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(opts, on_closed, bus);
+    if (s == NATS_OK)
+        s = natsOptions_SetErrorHandler(opts, on_async_error, bus);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&bus->nc, opts);
+    natsOptions_Destroy(opts);
+    if (s != NATS_OK) {
+        snprintf(err, errlen, "cannot connect to NATS at %s: %s", p->url, natsStatus_GetText(s));
+        bus->nc = NULL;
+        bus_free(bus);
+        return ERR_NATS;
+    }
+    atomic_store(&bus->connected, true);
+    if (pthread_create(&bus->flusher, NULL, run_flusher, bus) != 0) {
+        snprintf(err, errlen, "cannot start the NATS flusher thread");
+        bus_free(bus);
+        return ERR_NATS;
+    }
+    bus->flusher_running = true;
+    if (p->jetstream && *p->jetstream) {
+        if (bus_load_streams(bus, p->jetstream, err, errlen) != 0) {
+            bus_free(bus);
+            return ERR_NATS;
+        }
+        size_t n = p->replays ? p->replays : 1;
+        /* Each replay thread holds at most one consumer at a time: theirs come first. */
+        size_t max = p->max_consumers ? p->max_consumers : SIZE_MAX;
+        bus->js_live_max = max > n ? max - n : 1;
+        if (pthread_create(&bus->jsthread, NULL, bus_run_jetstream, bus) != 0) {
+            snprintf(err, errlen, "cannot start the JetStream thread");
+            bus_free(bus);
+            return ERR_NATS;
+        }
+        bus->js_running = true;
+        bus->replayers = mem_calloc(n, sizeof(*bus->replayers));
+        for (; bus->nreplayers < n; bus->nreplayers++) {
+            if (pthread_create(&bus->replayers[bus->nreplayers], NULL, bus_run_replays, bus) != 0) {
+                snprintf(err, errlen, "cannot start the JetStream replay threads");
+                bus_free(bus);
+                return ERR_NATS;
+            }
+        }
+    }
+    *out = bus;
+    return 0;
+}
+
+void bus_free(struct bus *bus)
+{
+    if (!bus)
+        return;
+    atomic_store(&bus->closing, true);
+    pthread_mutex_lock(&bus->lock);
+    bus->stopping = true;
+    pthread_cond_signal(&bus->wake_flusher);
+    pthread_cond_broadcast(&bus->wake_replays);
+    pthread_cond_signal(&bus->wake_js);
+    pthread_mutex_unlock(&bus->lock);
+    /* Each ends within one JetStream wait: no consumer is deleted now (they expire). */
+    if (bus->flusher_running)
+        pthread_join(bus->flusher, NULL);
+    if (bus->js_running)
+        pthread_join(bus->jsthread, NULL);
+    /* A running job ends within one JetStream wait and answers its waiters. */
+    for (size_t i = 0; i < bus->nreplayers; i++)
+        pthread_join(bus->replayers[i], NULL);
+    free(bus->replayers);
+    while (!list_empty(&bus->jobs)) { /* queued, never run: nobody reads the answers now */
+        struct bus_job *job = container_of(bus->jobs.next, struct bus_job, node);
+        list_remove(&job->node);
+        while (job->waiters) {
+            struct bus_replay *r = job->waiters;
+            job->waiters = r->next;
+            bus_replay_free(r);
+        }
+        bus_sub_unref(job->bs);
+        free(job);
+    }
+    pthread_mutex_lock(&bus->lock);
+    while (!list_empty(&bus->all))
+        bus_drop_sub(bus, container_of(bus->all.next, struct bus_sub, node));
+    pthread_mutex_unlock(&bus->lock);
+    if (bus->nc) {
+        natsConnection_Close(bus->nc);
+        natsConnection_Destroy(bus->nc);
+    }
+    /* Waits for the delivery threads, so every on-complete callback has run. */
+    jsCtx_Destroy(bus->js);
+    natsStatus s = nats_CloseAndWait(2000);
+    log_debug("nats: library closed: %s", natsStatus_GetText(s));
+    for (size_t i = 0; i < bus->nstreams; i++) {
+        for (size_t k = 0; k < bus->streams[i].nsubjects; k++)
+            free(bus->streams[i].subjects[k]);
+        free(bus->streams[i].subjects);
+        free(bus->streams[i].name);
+    }
+    free(bus->streams);
+    map_free(bus->subs);
+    pthread_cond_destroy(&bus->wake_replays);
+    pthread_cond_destroy(&bus->wake_flusher);
+    pthread_cond_destroy(&bus->wake_js);
+    pthread_mutex_destroy(&bus->lock);
+    free(bus);
+}
+
+int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t *sub_id,
+                  bool *confirmed)
+{
+    int rc = 0;
+    size_t plen = strlen(pattern);
+    pthread_mutex_lock(&bus->lock);
+    struct bus_sub *bs = map_get(bus->subs, pattern, plen);
+    if (!bs && bus->p.max_subs && map_count(bus->subs) >= bus->p.max_subs) {
+        /*
+         * Full: the subscription that lapsed longest ago makes room (the
+         * idle list is in lapse order, so its head is the least recently
+         * used); one that somebody watches is never taken away.
+         */
+        bool none = list_empty(&bus->idle);
+        int64_t now = bus_now_ms();
+        if (now - bus->cap_logged_ms >= 1000) { /* a churn storm logs once a second */
+            bus->cap_logged_ms = now;
+            log_warn("nats: %zu subscriptions (max-subscriptions): %s", bus->p.max_subs,
+                     none ? "refusing new subject patterns" : "evicting lingering ones");
+        }
+        if (none) {
+            atomic_fetch_add(&bus->subs_refused, 1);
+            rc = ERR_LIMIT;
+            goto out;
+        }
+        atomic_fetch_add(&bus->subs_evicted, 1);
+        bus_drop_sub(bus, container_of(bus->idle.next, struct bus_sub, idle_node));
+    }
+    if (!bs) {
+        const char *stream = bus_covering_stream(bus, pattern);
+        if (stream && !bus_js_admit(bus, pattern)) {
+            rc = ERR_NATS;
+            goto out;
+        }
+        bs = mem_calloc(1, sizeof(*bs) + bus->p.nworkers * sizeof(bs->counts[0]));
+        bs->bus = bus;
+        atomic_init(&bs->refs, 1); /* the table's */
+        bs->id = ++bus->next_id;
+        bs->pattern = mem_strdup(pattern);
+        bs->stream = stream;
+        list_init(&bs->confirm_node);
+        list_init(&bs->idle_node);
+        list_init(&bs->js_node);
+        pthread_mutex_init(&bs->lock, NULL);
+        /*
+         * A fresh number for the floor: the last id of an earlier, lapsed
+         * subscription on this pattern is below it, so resuming from it
+         * reads as expired even when nothing else was numbered meanwhile
+         * (messages published while nobody subscribed are lost to us).
+         * A JetStream subscription sets its floor when its consumer is made.
+         */
+        bs->history = history_new(bus->p.history_events, bus->p.history_bytes, &bus->budget,
+                                  bs->stream ? 0 : atomic_fetch_add(&bus->seq, 1) + 1);
+        if (!bs->stream) {
+            atomic_fetch_add(&bs->refs, 1); /* the subscription's, dropped on complete */
+            natsStatus s = natsConnection_Subscribe(&bs->ns, bus->nc, pattern, on_nats_msg, bs);
+            bool completes =
+                s == NATS_OK &&
+                (s = natsSubscription_SetOnCompleteCB(bs->ns, bus_on_sub_complete, bs)) == NATS_OK;
+            /* No silent drops at cnats's default 65k pending: the workers' caps bound memory. */
+            if (s == NATS_OK)
+                s = natsSubscription_SetPendingLimits(bs->ns, -1, -1);
+            if (s != NATS_OK) {
+                log_error("nats: cannot subscribe to %s: %s", pattern, natsStatus_GetText(s));
+                bus_end_sub(bs->ns);
+                if (!completes)
+                    bus_sub_unref(bs);
+                bus_sub_unref(bs);
+                rc = ERR_NATS;
+                goto out;
+            }
+        }
+        map_put(bus->subs, pattern, plen, bs);
+        list_insert_tail(&bus->all, &bs->node);
+        if (bs->stream)
+            bus_js_follow(bus, bs);
+        else {
+            list_insert_tail(&bus->unconfirmed, &bs->confirm_node);
+            pthread_cond_signal(&bus->wake_flusher);
+        }
+        log_debug("nats: subscribed to %s (sub %llu%s%s)", pattern, (unsigned long long)bs->id,
+                  bs->stream ? ", JetStream stream " : "", bs->stream ? bs->stream : "");
+    }
+    pthread_mutex_lock(&bs->lock);
+    if (bs->failed) {
+        pthread_mutex_unlock(&bs->lock);
+        rc = ERR_NATS;
+        goto out;
+    }
+    if (bs->counts[worker]++ == 0 && bs->interested++ == 0)
+        list_remove(&bs->idle_node); /* watched again: no longer lingering */
+    *confirmed = bs->confirmed;
+    pthread_mutex_unlock(&bs->lock);
+    *sub_id = bs->id;
+out:
+    pthread_mutex_unlock(&bus->lock);
+    return rc;
+}
+
+void bus_unsubscribe(struct bus *bus, size_t worker, const char *pattern)
+{
+    pthread_mutex_lock(&bus->lock);
+    struct bus_sub *bs = map_get(bus->subs, pattern, strlen(pattern));
+    if (bs) {
+        pthread_mutex_lock(&bs->lock);
+        bool idle = bs->counts[worker] > 0 && --bs->counts[worker] == 0 && --bs->interested == 0;
+        if (idle) {
+            bs->idle_since_ms = bus_now_ms();
+            list_insert_tail(&bus->idle, &bs->idle_node);
+        }
+        bool failed = bs->failed; /* nothing to keep: the next stream tries afresh */
+        pthread_mutex_unlock(&bs->lock);
+        if (idle && (bus->p.keep_ms <= 0 || failed))
+            bus_drop_sub(bus, bs);
+    }
+    pthread_mutex_unlock(&bus->lock);
+}
+
+/* Fills out from history alone; under the subscription's lock. False: a replay job must. */
+static bool resume_from_history(const struct bus_sub *bs, const struct bus_start *start,
+                                struct bus_resume *out)
+{
+    const struct history *h = bs->history;
+    out->last = out->before = history_last(h);
+    enum history_resume st = HISTORY_RESUME_OK;
+    switch (start->from) {
+    case BUS_FROM_NOW: return true;
+    case BUS_FROM_ID:
+        st = history_since(h, start->after, &out->events, &out->nevents);
+        out->before = start->after;
+        break;
+    case BUS_FROM_EARLIEST:
+    case BUS_FROM_TIME:
+        /* JetStream holds more than memory does. */
+        if (bs->stream)
+            return false;
+        history_since_time(h, start->from == BUS_FROM_TIME ? start->since_ns : INT64_MIN,
+                           &out->events, &out->nevents);
+        if (out->nevents)
+            out->before = out->events[0]->seq - 1;
+        break;
+    }
+    if (st == HISTORY_RESUME_OK)
+        return true;
+    if (bs->stream) /* older than memory, or newer: JetStream knows */
+        return false;
+    out->status = st == HISTORY_RESUME_GONE ? BUS_RESUME_GONE : BUS_RESUME_UNKNOWN;
+    return true;
+}
+
+int bus_resume(struct bus *bus, size_t worker, const char *pattern,
+               const struct bus_start *start, struct bus_resume *out,
+               struct bus_replay **pending)
+{
+    memset(out, 0, sizeof(*out));
+    *pending = NULL;
+    pthread_mutex_lock(&bus->lock);
+    struct bus_sub *bs = map_get(bus->subs, pattern, strlen(pattern));
+    if (bs) {
+        pthread_mutex_lock(&bs->lock);
+        bool done = resume_from_history(bs, start, out);
+        pthread_mutex_unlock(&bs->lock);
+        if (!done) {
+            struct bus_replay *r = mem_calloc(1, sizeof(*r));
+            r->worker = worker;
+            r->sub_id = bs->id;
+            r->start = *start;
+            bus_add_waiter(bus, bs, r);
+            out->status = BUS_RESUME_PENDING;
+            *pending = r;
+        }
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return bs ? 0 : ERR_NOTFOUND;
+}
+
+static int on_source_subscribe(void *ctx, size_t worker, const char *pattern, uint64_t *sub_id,
+                               bool *confirmed)
+{
+    return bus_subscribe(ctx, worker, pattern, sub_id, confirmed);
+}
+
+static void on_source_unsubscribe(void *ctx, size_t worker, const char *pattern)
+{
+    bus_unsubscribe(ctx, worker, pattern);
+}
+
+static int on_source_resume(void *ctx, size_t worker, const char *pattern,
+                            const struct bus_start *start, struct bus_resume *out,
+                            struct bus_replay **pending)
+{
+    return bus_resume(ctx, worker, pattern, start, out, pending);
+}
+
+static const struct fanout_source_ops source_ops = {
+    .subscribe = on_source_subscribe,
+    .unsubscribe = on_source_unsubscribe,
+    .resume = on_source_resume,
+};
+
+void bus_fanout_source(struct bus *bus, struct fanout_source *out)
+{
+    out->ops = &source_ops;
+    out->ctx = bus;
+}
+
+void bus_sweep(struct bus *bus)
+{
+    int64_t now = bus_now_ms();
+    pthread_mutex_lock(&bus->lock);
+    /* Lingering subscriptions are kept in the order they lapsed: stop at the first still young. */
+    while (!list_empty(&bus->idle)) {
+        struct bus_sub *bs = container_of(bus->idle.next, struct bus_sub, idle_node);
+        pthread_mutex_lock(&bs->lock);
+        bool expired = now - bs->idle_since_ms >= bus->p.keep_ms;
+        pthread_mutex_unlock(&bs->lock);
+        if (!expired)
+            break;
+        bus_drop_sub(bus, bs);
+    }
+    pthread_mutex_unlock(&bus->lock);
+}
+
+bool bus_connected(const struct bus *bus) { return atomic_load(&bus->connected); }
+
+bool bus_subscribed(struct bus *bus, const char *pattern)
+{
+    pthread_mutex_lock(&bus->lock);
+    bool found = map_get(bus->subs, pattern, strlen(pattern)) != NULL;
+    pthread_mutex_unlock(&bus->lock);
+    return found;
+}
+
+size_t bus_subscriptions(struct bus *bus)
+{
+    pthread_mutex_lock(&bus->lock);
+    size_t n = map_count(bus->subs);
+    pthread_mutex_unlock(&bus->lock);
+    return n;
+}
+
+void bus_stats(struct bus *bus, struct bus_stats *out)
+{
+    out->connected = atomic_load(&bus->connected);
+    out->reconnects = atomic_load(&bus->reconnects);
+    out->messages = atomic_load(&bus->messages);
+    out->reserved_dropped = atomic_load(&bus->reserved_dropped);
+    out->subscriptions = bus_subscriptions(bus);
+    out->history_bytes = atomic_load(&bus->budget.used);
+    out->subs_evicted = atomic_load(&bus->subs_evicted);
+    out->subs_refused = atomic_load(&bus->subs_refused);
+    out->replays = atomic_load(&bus->replays);
+    out->replay_requests = atomic_load(&bus->replay_requests);
+    out->replays_active = atomic_load(&bus->replays_active);
+    out->replayed_events = atomic_load(&bus->replayed_events);
+    pthread_mutex_lock(&bus->lock);
+    out->js_consumers = bus->js_live + (size_t)atomic_load(&bus->js_replaying);
+    pthread_mutex_unlock(&bus->lock);
+    out->js_resets = atomic_load(&bus->js_resets);
+    out->js_limit_hits = atomic_load(&bus->js_limit_hits);
+}
+
+int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
+                size_t len)
+{
+    if (!atomic_load(&bus->connected))
+        return ERR_NATS;
+    natsMsg *msg = NULL;
+    natsStatus s = natsMsg_Create(&msg, subject, NULL, data, (int)len);
+    if (s == NATS_OK && event)
+        s = natsMsgHeader_Set(msg, "Sse-Event", event);
+    if (s == NATS_OK)
+        s = natsConnection_PublishMsg(bus->nc, msg);
+    natsMsg_Destroy(msg);
+    if (s != NATS_OK) {
+        log_warn("nats: publish to %s failed: %s", subject, natsStatus_GetText(s));
+        return ERR_NATS;
+    }
+    return 0;
+}
