@@ -425,7 +425,6 @@ static void start_drain(struct server *s, int sig)
     log_info("%s: draining over %d ms (send it again to exit at once; exit is forced "
              "%d ms after the window)",
              signame(sig), s->cfg->drain_ms, SERVER_EXIT_SLACK_MS);
-    atomic_store(&s->draining, true);
     for (size_t i = 0; i < s->nworkers; i++)
         worker_drain(s->workers[i], s->cfg->drain_ms);
     /* The listeners close now: a replacement gateway may take the port. */
@@ -434,6 +433,12 @@ static void start_drain(struct server *s, int sig)
             close(s->locks[i]);
         s->locks[i] = -1;
     }
+    /*
+     * Last: the main thread's serve() returns, and frees the workers, only
+     * once it sees draining; set earlier, it freed a worker this thread was
+     * still telling to drain (a data race TSan caught at shutdown).
+     */
+    atomic_store(&s->draining, true);
 }
 
 /*

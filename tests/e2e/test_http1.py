@@ -21,7 +21,7 @@ One gateway with the cleartext listener (--listen-plain 127.0.0.1:0),
     drains, the response ended with the final ': slow consumer' comment and
     the last chunk, what arrived is an in-order prefix, and a new request on
     the SAME connection with Last-Event-ID replays everything after it.
-  - Every strictness rule of include/sluice/h1.h with its exact status, the
+  - Every strictness rule of include/sluice/h1_parse.h with its exact status, the
     connection closed after the answer.
   - Pipelining: a 404, a publish and a 404 sent in one write are answered in
     order, and the publish reaches a stream.
