@@ -102,13 +102,50 @@ struct sse_event *bus_event_of(const struct bus_sub *bs, natsMsg *msg, uint64_t 
     return ev;
 }
 
-/* Ends a NATS subscription of ours; NULL is a no-op. */
-void bus_end_sub(natsSubscription *ns)
+/*
+ * Why an ended subscription is destroyed later: cnats 3.4 (Debian's)
+ * looks a message's subscription up under the connection's lock, lets go
+ * of the lock, and only then locks the subscription, without holding a
+ * reference (natsConn_processMsg; newer cnats retains it). A subscription
+ * destroyed in that window is used after it is freed: an ASan run of the
+ * JetStream test crashed there once, with replay consumers ending while
+ * their last messages arrived. Unsubscribed at once, it is out of the
+ * lookup; its memory waits BUS_GRAVE_MS, far longer than the reader
+ * thread holds a stale pointer, and bus_free() destroys the rest once
+ * the connection (and its reader thread) is gone.
+ */
+#define BUS_GRAVE_MS 2000
+
+void bus_end_sub(struct bus *bus, natsSubscription *ns)
 {
     if (!ns)
         return;
     natsSubscription_Unsubscribe(ns);
-    natsSubscription_Destroy(ns);
+    pthread_mutex_lock(&bus->grave_lock);
+    if (bus->ngraves == bus->graves_cap) {
+        bus->graves_cap = bus->graves_cap ? bus->graves_cap * 2 : 16;
+        bus->graves = mem_realloc(bus->graves, bus->graves_cap * sizeof(*bus->graves));
+    }
+    bus->graves[bus->ngraves++] = (struct bus_grave){ns, bus_now_ms()};
+    pthread_mutex_unlock(&bus->grave_lock);
+}
+
+/* Destroys the ended subscriptions ended at or before cutoff_ms (bus_now_ms clock). */
+static void bury(struct bus *bus, int64_t cutoff_ms)
+{
+    pthread_mutex_lock(&bus->grave_lock);
+    size_t n = 0;
+    while (n < bus->ngraves && bus->graves[n].at_ms <= cutoff_ms)
+        n++;
+    natsSubscription **dead = n ? mem_alloc(n * sizeof(*dead)) : NULL;
+    for (size_t i = 0; i < n; i++)
+        dead[i] = bus->graves[i].ns;
+    memmove(bus->graves, bus->graves + n, (bus->ngraves - n) * sizeof(*bus->graves));
+    bus->ngraves -= n;
+    pthread_mutex_unlock(&bus->grave_lock);
+    for (size_t i = 0; i < n; i++)
+        natsSubscription_Destroy(dead[i]);
+    free(dead);
 }
 
 /*
@@ -193,7 +230,7 @@ void bus_drop_sub(struct bus *bus, struct bus_sub *bs)
     list_remove(&bs->idle_node);
     bs->dropped = true;
     log_debug("nats: unsubscribed from %s", bs->pattern);
-    bus_end_sub(bs->ns);
+    bus_end_sub(bus, bs->ns);
     bs->ns = NULL;
     if (bs->stream)
         bus_js_drop(bus, bs);
@@ -338,6 +375,7 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     natsStatus s;
 
     pthread_mutex_init(&bus->lock, NULL);
+    pthread_mutex_init(&bus->grave_lock, NULL);
     bus->subs = map_new();
     list_init(&bus->all);
     list_init(&bus->unconfirmed);
@@ -459,6 +497,8 @@ void bus_free(struct bus *bus)
         natsConnection_Close(bus->nc);
         natsConnection_Destroy(bus->nc);
     }
+    bury(bus, INT64_MAX); /* no reader thread is left to hold a stale pointer */
+    free(bus->graves);
     /* Waits for the delivery threads, so every on-complete callback has run. */
     jsCtx_Destroy(bus->js);
     natsStatus s = nats_CloseAndWait(2000);
@@ -475,6 +515,7 @@ void bus_free(struct bus *bus)
     pthread_cond_destroy(&bus->wake_flusher);
     pthread_cond_destroy(&bus->wake_js);
     pthread_mutex_destroy(&bus->lock);
+    pthread_mutex_destroy(&bus->grave_lock);
     free(bus);
 }
 
@@ -542,7 +583,7 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
                 s = natsSubscription_SetPendingLimits(bs->ns, -1, -1);
             if (s != NATS_OK) {
                 log_error("nats: cannot subscribe to %s: %s", pattern, natsStatus_GetText(s));
-                bus_end_sub(bs->ns);
+                bus_end_sub(bus, bs->ns);
                 if (!completes)
                     bus_sub_unref(bs);
                 bus_sub_unref(bs);
@@ -687,6 +728,7 @@ void bus_fanout_source(struct bus *bus, struct fanout_source *out)
 void bus_sweep(struct bus *bus)
 {
     int64_t now = bus_now_ms();
+    bury(bus, now - BUS_GRAVE_MS);
     pthread_mutex_lock(&bus->lock);
     /* Lingering subscriptions are kept in the order they lapsed: stop at the first still young. */
     while (!list_empty(&bus->idle)) {

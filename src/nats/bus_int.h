@@ -100,8 +100,17 @@ struct bus_gone {
     char *name;
 };
 
+/* A subscription ended but not yet destroyed (see bus_end_sub). */
+struct bus_grave {
+    natsSubscription *ns;
+    int64_t at_ms; /* when it was ended, bus_now_ms() */
+};
+
 struct bus {
     natsConnection *nc;
+    pthread_mutex_t grave_lock;  /* a leaf lock: taken with or without bus->lock */
+    struct bus_grave *graves;    /* ended subscriptions, oldest first; under grave_lock */
+    size_t ngraves, graves_cap;
     jsCtx *js;                   /* NULL without JetStream streams */
     struct bus_jstream *streams;
     size_t nstreams;
@@ -160,7 +169,12 @@ void bus_on_sub_complete(void *closure);
 struct sse_event *bus_event_of(const struct bus_sub *bs, natsMsg *msg, uint64_t seq,
                                int64_t time_ns);
 /* Ends a NATS subscription of ours; NULL is a no-op. */
-void bus_end_sub(natsSubscription *ns);
+/*
+ * Ends a NATS subscription of ours (NULL is a no-op): unsubscribed now,
+ * its memory destroyed by bus_sweep() once BUS_GRAVE_MS have passed. Any
+ * lock may be held.
+ */
+void bus_end_sub(struct bus *bus, natsSubscription *ns);
 /*
  * Numbers (core NATS: seq 0 takes the next process-wide number), encodes
  * and records one message of bs, noting the workers to hand it to; under

@@ -299,7 +299,7 @@ static bool js_make(struct bus *bus, struct bus_sub *bs, natsSubscription **out,
     }
 out:
     jsConsumerInfo_Destroy(ci);
-    bus_end_sub(ns);
+    bus_end_sub(bus, ns);
     natsInbox_Destroy(inbox);
     return s == NATS_OK;
 }
@@ -317,14 +317,14 @@ static void js_made(struct bus *bus, struct bus_sub *bs, natsSubscription *ns, c
 {
     int64_t now = bus_now_ms();
     if (ns && (bs->dropped || bus->stopping)) {
-        bus_end_sub(ns);
+        bus_end_sub(bus, ns);
         bus_js_forget(bus, bs->stream, name);
         return;
     }
     if (ns) {
         natsSubscription *old = bs->ns;
         bs->ns = ns;
-        bus_end_sub(old);
+        bus_end_sub(bus, old);
         bus_js_forget(bus, bs->stream, bs->consumer);
         bs->consumer = name;
         bs->js_tries = 0;

@@ -287,7 +287,7 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
         }
     }
 out:
-    bus_end_sub(sub);
+    bus_end_sub(bus, sub);
     if (ci) {
         atomic_fetch_sub(&bus->js_replaying, 1);
         pthread_mutex_lock(&bus->lock);
