@@ -668,8 +668,11 @@ async function testRestartResets(env) {
  */
 async function testJetStreamRestartResumes(env) {
   const JS_N = 20;
-  const COUNT = 250;
-  const RATE = 25;          // per subject: COUNT / RATE = 10 s of publishing
+  const COUNT = 500;
+  // per subject: COUNT / RATE = 20 s of publishing, so that the outage overlaps it
+  // even when a loaded machine makes the waits before the kill take seconds
+  // (with 10 s, a loaded run saw the publishers finish before the restart)
+  const RATE = 25;
   const DOWN_MS = 2500;     // no gateway at all for this long
   const STREAM = 'DEMO';
   const streamSpec = `${STREAM}:demo.>`;
