@@ -137,7 +137,11 @@ static void bury(struct bus *bus, int64_t cutoff_ms)
     size_t n = 0;
     while (n < bus->ngraves && bus->graves[n].at_ms <= cutoff_ms)
         n++;
-    natsSubscription **dead = n ? mem_alloc(n * sizeof(*dead)) : NULL;
+    if (n == 0) { /* the common case, and graves may still be NULL */
+        pthread_mutex_unlock(&bus->grave_lock);
+        return;
+    }
+    natsSubscription **dead = mem_alloc(n * sizeof(*dead));
     for (size_t i = 0; i < n; i++)
         dead[i] = bus->graves[i].ns;
     memmove(bus->graves, bus->graves + n, (bus->ngraves - n) * sizeof(*bus->graves));
