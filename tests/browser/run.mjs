@@ -668,10 +668,11 @@ async function testRestartResets(env) {
  */
 async function testJetStreamRestartResumes(env) {
   const JS_N = 20;
-  const COUNT = 500;
-  // per subject: COUNT / RATE = 20 s of publishing, so that the outage overlaps it
-  // even when a loaded machine makes the waits before the kill take seconds
-  // (with 10 s, a loaded run saw the publishers finish before the restart)
+  // per subject: COUNT / RATE = 40 s of publishing, so that the outage overlaps
+  // it even when a loaded machine makes the waits before the kill take tens of
+  // seconds (a loaded run needed 28 s from the first publish to the restart).
+  // COUNT stays within the page's 1,000 recent events per stream.
+  const COUNT = 1000;
   const RATE = 25;
   const DOWN_MS = 2500;     // no gateway at all for this long
   const STREAM = 'DEMO';
@@ -714,7 +715,7 @@ async function testJetStreamRestartResumes(env) {
       return x.open === JS_N && x.reconnects >= JS_N;
     }, 20_000, `all ${JS_N} streams to reconnect to the new gateway`);
     for (const p of pubs) {
-      const r = await Promise.race([p.exited, sleep(15_000).then(() => null)]);
+      const r = await Promise.race([p.exited, sleep(60_000).then(() => null)]);
       expect(r && r.code === 0, `${p.label} did not finish: ${r ? JSON.stringify(r) : 'timeout'} ${tail(p.out, 5)}`);
     }
     await waitUntil(async () => (await streams(page)).every((st) => st.lastData === String(COUNT)), 15_000,
