@@ -5,7 +5,7 @@
  * admitting at once can never both take the last slot: the cap is exact,
  * not "about" (summing the workers' stream gauges was rejected for that
  * reason — it lags and overshoots by up to one stream per worker). The
- * rate is a token bucket of `rate` tokens refilled continuously, under a
+ * rate is the shared token bucket (rate.h) of `rate` tokens, under a
  * mutex: it is touched once per new stream, never per event.
  */
 #include "sluice/admission.h"
@@ -16,13 +16,13 @@
 #include <time.h>
 
 #include "sluice/mem.h"
+#include "sluice/rate.h"
 
 struct admission {
     struct admission_params p;
     atomic_size_t open;       /* slots held; <= p.max_open when it is set */
-    pthread_mutex_t lock;     /* guards tokens and tokens_at */
-    double tokens;            /* 0 .. p.rate */
-    double tokens_at;         /* monotonic s of the last refill */
+    pthread_mutex_t lock;     /* guards bucket */
+    struct rate_bucket bucket; /* p.rate a second, burst p.rate */
     _Atomic double logged_at; /* monotonic s of the last refusal log line */
     struct admission_stats stats;
 };
@@ -33,8 +33,7 @@ struct admission *admission_new(const struct admission_params *p)
     a->p = *p;
     if (a->p.retry_max_ms < a->p.retry_min_ms)
         a->p.retry_max_ms = a->p.retry_min_ms;
-    a->tokens = p->rate;
-    a->tokens_at = -1; /* first take fills the bucket from its own clock */
+    rate_init(&a->bucket, p->rate, 0); /* full; the first take refills from 0, clamped */
     atomic_init(&a->logged_at, -1e9);
     pthread_mutex_init(&a->lock, NULL);
     return a;
@@ -53,14 +52,7 @@ static bool take_token(struct admission *a, double now_s)
     if (!a->p.rate)
         return true;
     pthread_mutex_lock(&a->lock);
-    if (a->tokens_at >= 0 && now_s > a->tokens_at)
-        a->tokens += (now_s - a->tokens_at) * a->p.rate;
-    if (a->tokens > a->p.rate)
-        a->tokens = a->p.rate;
-    a->tokens_at = now_s;
-    bool ok = a->tokens >= 1;
-    if (ok)
-        a->tokens -= 1;
+    bool ok = rate_take(&a->bucket, a->p.rate, a->p.rate, now_s, 1);
     pthread_mutex_unlock(&a->lock);
     return ok;
 }

@@ -37,6 +37,7 @@
 #include "sluice/list.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/rate.h"
 #include "sluice/mem.h"
 #include "sluice/request.h"
 #include "sluice/stream.h"
@@ -70,8 +71,7 @@ struct h2 {
     bool bad_preface;             /* the client's preface was wrong: its input is ignored */
     struct front_io io;
     struct request_quota quota;      /* bytes and subject patterns held by this connection */
-    double tokens;               /* stream-rate bucket; at most cfg->stream_rate */
-    double tokens_at;            /* when tokens was last refilled, monotonic seconds */
+    struct rate_bucket streams;  /* stream-rate: new streams per second, burst of the same */
     unsigned refused_burst;      /* streams refused by the rate limit with no quiet second between */
     double refused_at;           /* the last refusal, monotonic seconds; 0: never */
     uint64_t requests;
@@ -241,15 +241,8 @@ static const struct request_front front = {
 /* Token bucket: stream-rate per second, bursting up to the same number. */
 static bool take_stream_token(struct h2 *h2)
 {
-    double rate = h2->io.env->cfg->stream_rate, now = stream_now_s();
-    h2->tokens += (now - h2->tokens_at) * rate;
-    if (h2->tokens > rate)
-        h2->tokens = rate;
-    h2->tokens_at = now;
-    if (h2->tokens < 1)
-        return false;
-    h2->tokens -= 1;
-    return true;
+    double rate = h2->io.env->cfg->stream_rate;
+    return rate_take(&h2->streams, rate, rate, stream_now_s(), 1);
 }
 
 static bool was_skipped(const struct h2 *h2, int32_t id)
@@ -437,8 +430,7 @@ static void *h2_new(const struct front_io *io)
     const struct request_env *env = io->env;
     struct h2 *h2 = mem_calloc(1, sizeof(*h2));
     h2->io = *io;
-    h2->tokens = env->cfg->stream_rate;
-    h2->tokens_at = stream_now_s();
+    rate_init(&h2->streams, env->cfg->stream_rate, stream_now_s());
     request_quota_init(&h2->quota, env, io->conn_id);
     list_init(&h2->reqs);
 
