@@ -206,8 +206,8 @@ void bus_js_forget(struct bus *bus, const char *stream, char *name)
     pthread_cond_signal(&bus->wake_js);
 }
 
-/* bs leaves the table: its consumer goes, its slot is free; under bus->lock. */
-void bus_js_drop(struct bus *bus, struct bus_sub *bs)
+/* Takes bs off the JetStream thread's queue and frees its consumer slot; under bus->lock. */
+static void js_release(struct bus *bus, struct bus_sub *bs)
 {
     if (bs->js_queued) {
         list_remove(&bs->js_node);
@@ -217,6 +217,12 @@ void bus_js_drop(struct bus *bus, struct bus_sub *bs)
         bs->js_slot = false;
         bus->js_live--;
     }
+}
+
+/* bs leaves the table: its consumer goes, its slot is free; under bus->lock. */
+void bus_js_drop(struct bus *bus, struct bus_sub *bs)
+{
+    js_release(bus, bs);
     bus_js_forget(bus, bs->stream, bs->consumer);
     bs->consumer = NULL;
 }
@@ -225,14 +231,7 @@ void bus_js_drop(struct bus *bus, struct bus_sub *bs)
 static void js_fail(struct bus *bus, struct bus_sub *bs, const char *why)
 {
     log_warn("jetstream: cannot subscribe to %s: %s", bs->pattern, why);
-    if (bs->js_queued) {
-        list_remove(&bs->js_node);
-        bs->js_queued = false;
-    }
-    if (bs->js_slot) {
-        bs->js_slot = false;
-        bus->js_live--;
-    }
+    js_release(bus, bs);
     bus_confirm(bus, bs); /* no ns: BUS_MAIL_FAILED, and bs->failed */
 }
 
