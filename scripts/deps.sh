@@ -17,6 +17,12 @@ for opt in "$@"; do
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
         ;;
+    # The openai client test (tests/e2e/test_openai_client.py): node and npm;
+    # tests/openai/setup.sh then runs npm ci for npm's openai and undici.
+    --openai)
+        command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+        command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+        ;;
     esac
 done
 missing=""
