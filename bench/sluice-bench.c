@@ -42,6 +42,14 @@
  * the client library in tools/lib/ (cl_*), shared with sluice-client and
  * sluice-probe.
  *
+ * Request streams (--post-body): each stream is a POST with that JSON body
+ * (a request route, e.g. /v1/chat/completions answered by tools/sluice-llm)
+ * instead of a GET; nothing needs publishing. The stamp then sits inside
+ * the event (sluice-llm --stamp writes it as the token's text), so
+ * --stamp-after names what precedes it, and ttfe_ms is the request -> first
+ * stamped event (time to first token) of every POST, made in the opening
+ * phase as much as in the window.
+ *
  * Rejected alternatives: several client threads (on a 2-core machine a
  * second client thread competes with the server it measures; scenarios run
  * several processes when fds or CPU demand it and merge the histograms
@@ -145,6 +153,10 @@ struct opts {
     struct server_pid pids[BENCH_PIDS_MAX];
     unsigned npids;
     const char *ready_file, *label;
+    const char *post_body;   /* --post-body: streams are POSTs of this; NULL: GETs */
+    size_t post_len;
+    const char *stamp_after; /* the stamp follows this in an event's data; NULL: data starts */
+    size_t stamp_after_len;
 };
 
 struct client;
@@ -166,6 +178,7 @@ struct stream {
     uint64_t last_seq;
     uint64_t req_ns;  /* monotonic time the request was submitted */
     uint64_t events;
+    size_t body_off;  /* bytes of --post-body nghttp2 has taken for this request */
     struct cl_sse sse;  /* the WHATWG parser; its last event id is sent as Last-Event-ID */
 };
 
@@ -454,15 +467,28 @@ static void on_sse_event(void *ctx, const struct cl_sse_event *ev)
     uint64_t ts = 0, seq = 0;
     bool has_seq = false;
     uint64_t now_real = cl_time_real_ns();
-    if (!s->got_event) {
+    if (cl->o.stamp_after) {
+        const char *at = memmem(p, n, cl->o.stamp_after, cl->o.stamp_after_len);
+        size_t skip = at ? (size_t)(at - p) + cl->o.stamp_after_len : n;
+        p += skip;
+        n -= skip;
+    }
+    while (i < n && i < 20 && p[i] >= '0' && p[i] <= '9')
+        ts = ts * 10 + (uint64_t)(p[i++] - '0');
+    if (!s->got_event && cl->o.post_body) {
+        /* A request stream's first token: its request was the POST itself,
+         * in whichever phase it was made. */
+        if (ts) {
+            s->got_event = true;
+            hist_add(&cl->ttfe, cl_time_mono_ns() - s->req_ns);
+        }
+    } else if (!s->got_event) {
         s->got_event = true;
         /* Only requests made during the window: an initial stream's first
          * event waits for the publisher to start. */
         if (cl->phase >= PHASE_WINDOW && s->req_ns >= cl->window_ns)
             hist_add(&cl->ttfe, cl_time_mono_ns() - s->req_ns);
     }
-    while (i < n && i < 20 && p[i] >= '0' && p[i] <= '9')
-        ts = ts * 10 + (uint64_t)(p[i++] - '0');
     if (i > 0 && i < n && p[i] == ' ') {
         size_t j = ++i;
         while (i < n && i - j < 20 && p[i] >= '0' && p[i] <= '9')
@@ -581,29 +607,56 @@ static void stream_over(struct stream *s, bool by_server, uint32_t code)
 
 /* ------------------------------------------------------------- HTTP/2 */
 
+static ssize_t on_body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                            void *user_data)
+{
+    struct stream *s = source->ptr;
+    const struct opts *o = &s->conn->client->o;
+    (void)session;
+    (void)stream_id;
+    (void)user_data;
+    size_t n = o->post_len - s->body_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, o->post_body + s->body_off, n);
+    s->body_off += n;
+    if (s->body_off == o->post_len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
 static void h2_submit(struct conn *c, struct stream *s)
 {
     struct client *cl = c->client;
     const struct opts *o = &cl->o;
     char path[BENCH_PATH_MAX];
-    nghttp2_nv nv[6 + BENCH_HEADERS_MAX];
+    nghttp2_nv nv[8 + BENCH_HEADERS_MAX];
+    char clen[24];
     size_t n = 0;
     size_t plen = render(path, sizeof path, o->path_tmpl, s->subject, s->idx, c->no);
     size_t last_len = 0;
     const char *last = cl_sse_last_id(&s->sse, &last_len);
-    nv[n++] = cl_h2_nv(":method", "GET");
+    nv[n++] = cl_h2_nv(":method", o->post_body ? "POST" : "GET");
     nv[n++] = cl_h2_nv(":scheme", "https");
     nv[n++] = cl_h2_nv(":authority", o->authority);
     nv[n++] = cl_h2_nv_len(":path", path, plen);
     nv[n++] = cl_h2_nv("accept", "text/event-stream");
-    if (o->resume && last && last_len > 0)
+    if (o->resume && last && last_len > 0 && !o->post_body)
         nv[n++] = cl_h2_nv_len("last-event-id", last, last_len);
+    if (o->post_body) {
+        snprintf(clen, sizeof clen, "%zu", o->post_len);
+        nv[n++] = cl_h2_nv("content-type", "application/json");
+        nv[n++] = cl_h2_nv("content-length", clen);
+    }
     memcpy(nv + n, o->headers, o->nheaders * sizeof *nv);
     n += o->nheaders;
     reset_parser(s);
     s->req_ns = cl_time_mono_ns();
+    s->body_off = 0;
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
-    int32_t id = nghttp2_submit_request(c->session, NULL, nv, n, NULL, s);
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = on_body_read};
+    int32_t id = nghttp2_submit_request(c->session, NULL, nv, n, o->post_body ? &dp : NULL, s);
     if (id < 0) {
         fprintf(stderr, "sluice-bench: conn %u stream %u: %s\n", c->no, s->idx, nghttp2_strerror(id));
         return;
@@ -675,13 +728,18 @@ static void h1_request(struct conn *c)
     out->len = c->net.out_off = 0;
     char line[BENCH_PATH_MAX + 512];
     int n = snprintf(line, sizeof line,
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n"
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n"
                      "Cache-Control: no-cache\r\n",
-                     path, o->authority);
+                     o->post_body ? "POST" : "GET", path, o->authority);
     cl_buf_append(out, line, (size_t)n);
+    if (o->post_body) {
+        n = snprintf(line, sizeof line,
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n", o->post_len);
+        cl_buf_append(out, line, (size_t)n);
+    }
     size_t last_len = 0;
     const char *last = cl_sse_last_id(&s->sse, &last_len);
-    if (o->resume && last && last_len > 0) {
+    if (o->resume && last && last_len > 0 && !o->post_body) {
         cl_buf_append(out, "Last-Event-ID: ", 15);
         cl_buf_append(out, last, last_len);
         cl_buf_append(out, "\r\n", 2);
@@ -693,6 +751,8 @@ static void h1_request(struct conn *c)
         cl_buf_append(out, "\r\n", 2);
     }
     cl_buf_append(out, "\r\n", 2);
+    if (o->post_body)
+        cl_buf_append(out, o->post_body, o->post_len);
     reset_parser(s);
     s->req_ns = cl_time_mono_ns();
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
@@ -1514,6 +1574,11 @@ static const char usage_text[] =
     "  --label TEXT            copied into the report\n"
     "  --hist                  include raw histogram buckets (for merging runs)\n"
     "  --verbose\n"
+    "request streams\n"
+    "  --post-body JSON        each stream is a POST of JSON to --path (a request\n"
+    "                          route); a stream the server ends is POSTed again\n"
+    "  --stamp-after TEXT      the \"<ns> <seq> \" stamp follows TEXT in an event's\n"
+    "                          data (sluice-llm --stamp: '\"content\":\"')\n"
     "Prints one JSON line. Exit 0 when every stream opened, 1 otherwise, 2 on\n"
     "usage or setup errors.\n";
 
@@ -1544,7 +1609,8 @@ enum {
     OPT_CONNECTIONS, OPT_STREAMS, OPT_PATH, OPT_SUBJECTS, OPT_HEADER, OPT_WINDOW_SIZE,
     OPT_CONNECT_INFLIGHT, OPT_PUB, OPT_PUB_URL, OPT_SUBJECT, OPT_RATE, OPT_PAYLOAD, OPT_DURATION,
     OPT_OPEN_TIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_CHURN, OPT_REOPEN_MS, OPT_NO_RESUME,
-    OPT_SERVER_PID, OPT_READY_FILE, OPT_LABEL, OPT_HIST, OPT_VERBOSE, OPT_HELP,
+    OPT_SERVER_PID, OPT_READY_FILE, OPT_LABEL, OPT_HIST, OPT_VERBOSE, OPT_POST_BODY,
+    OPT_STAMP_AFTER, OPT_HELP,
 };
 
 static int parse_options(struct opts *o, int argc, char **argv)
@@ -1580,6 +1646,8 @@ static int parse_options(struct opts *o, int argc, char **argv)
         {"label", required_argument, NULL, OPT_LABEL},
         {"hist", no_argument, NULL, OPT_HIST},
         {"verbose", no_argument, NULL, OPT_VERBOSE},
+        {"post-body", required_argument, NULL, OPT_POST_BODY},
+        {"stamp-after", required_argument, NULL, OPT_STAMP_AFTER},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1666,6 +1734,15 @@ static int parse_options(struct opts *o, int argc, char **argv)
         case OPT_LABEL: o->label = optarg; break;
         case OPT_HIST: o->hist = true; break;
         case OPT_VERBOSE: o->verbose = true; break;
+        case OPT_POST_BODY:
+            o->post_body = optarg;
+            o->post_len = strlen(optarg);
+            break;
+        case OPT_STAMP_AFTER:
+            o->stamp_after = optarg;
+            o->stamp_after_len = strlen(optarg);
+            bad = o->stamp_after_len == 0;
+            break;
         case OPT_HELP: fputs(usage_text, stdout); return 1;
         default: bad = true; break;
         }

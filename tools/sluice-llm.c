@@ -6,7 +6,7 @@
  *
  *   sluice-llm [--nats URL] [--subject S] [--queue Q] [--rate TOKENS_PER_S]
  *              [--tokens N] [--max-tokens N] [--max-answers N]
- *              [--max-body BYTES] [--text lorem|echo] [--model NAME]
+ *              [--max-body BYTES] [--text lorem|echo] [--model NAME] [--stamp]
  *
  * The contract with sluice (README "Request routes"): a request arrives on
  * the service subject (queue group Q, so several copies share the load)
@@ -32,6 +32,11 @@
  * --text echo it is the prompt's words in turn. The request's max_tokens
  * (or max_completion_tokens) sets the number of tokens, up to --max-tokens;
  * --tokens is the default.
+ *
+ * --stamp (for bench/requests.py) starts each token's text with
+ * "<CLOCK_REALTIME ns> <n> ", its publishing time and its number from 1, so
+ * sluice-bench measures each token's latency and counts lost or doubled
+ * tokens per stream, as it does for its own publisher's messages.
  *
  * Threads: the main thread runs one libev loop that owns every answer and
  * its token timer. cnats delivers requests and cancel notices on its one
@@ -92,6 +97,7 @@ struct options {
     unsigned long long max_answers;  /* requests held at once (queued + answering) */
     unsigned long long max_body;     /* bytes of a request body */
     enum text_mode text;
+    bool stamp;                      /* tokens start with "<realtime ns> <n> " */
 };
 
 /* One answer in progress; lives in the slot table, owned by the loop thread. */
@@ -237,10 +243,19 @@ static void send_chunk(struct service *svc, struct answer *a, const char *role,
     free(c);
 }
 
-static void token_text(const struct answer *a, unsigned long long i, char *out, size_t cap)
+static void token_text(const struct service *svc, const struct answer *a, unsigned long long i,
+                       char *out, size_t cap)
 {
     const char *w = a->nwords ? a->words[i % a->nwords] : LOREM[(a->seed + i) % LOREM_WORDS];
-    snprintf(out, cap, "%s ", w);
+    if (svc->opt.stamp) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(out, cap, "%llu %llu %s ",
+                 (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec,
+                 i + 1, w);
+    } else {
+        snprintf(out, cap, "%s ", w);
+    }
 }
 
 /* Ends an answer: the stop chunk, [DONE] with Sse-End, and the slot is free. */
@@ -280,8 +295,8 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     if (!a->busy)
         return;
     if (a->next < a->ntokens) {
-        char tok[LLM_WORD_MAX + 2];
-        token_text(a, a->next, tok, sizeof tok);
+        char tok[LLM_WORD_MAX + 48];
+        token_text(svc, a, a->next, tok, sizeof tok);
         send_chunk(svc, a, NULL, tok, NULL);
         a->next++;
         svc->n.tokens++;
@@ -590,6 +605,8 @@ static void usage(FILE *f)
           "  --text lorem|echo   answer words: lorem ipsum from a prompt-chosen start,\n"
           "                      or the prompt's words in turn (default lorem)\n"
           "  --model NAME        model name when the request names none (default sluice-llm)\n"
+          "  --stamp             start each token with \"<CLOCK_REALTIME ns> <n> \" (for\n"
+          "                      bench/requests.py's latency and loss counts)\n"
           "  --help              this text\n",
           f);
 }
@@ -597,7 +614,7 @@ static void usage(FILE *f)
 static int parse_options(int argc, char **argv, struct options *o)
 {
     enum { O_NATS = 1, O_SUBJECT, O_QUEUE, O_RATE, O_TOKENS, O_MAX_TOKENS, O_MAX_ANSWERS,
-           O_MAX_BODY, O_TEXT, O_MODEL, O_HELP };
+           O_MAX_BODY, O_TEXT, O_MODEL, O_STAMP, O_HELP };
     static const struct option longopts[] = {
         {"nats", required_argument, NULL, O_NATS},
         {"subject", required_argument, NULL, O_SUBJECT},
@@ -609,6 +626,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"max-body", required_argument, NULL, O_MAX_BODY},
         {"text", required_argument, NULL, O_TEXT},
         {"model", required_argument, NULL, O_MODEL},
+        {"stamp", no_argument, NULL, O_STAMP},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -644,6 +662,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->model = optarg;
             bad = !*optarg || strlen(optarg) > LLM_MODEL_MAX;
             break;
+        case O_STAMP: o->stamp = true; break;
         case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
