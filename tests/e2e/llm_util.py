@@ -68,14 +68,16 @@ class Service:
             return f.read().decode("utf-8", "replace")
 
     def stop(self, timeout=10):
-        """SIGTERM; returns the exit status (bounded wait)."""
+        """SIGTERM; the service must exit 0 (a sanitizer's report is an exit 1)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=timeout)
+            rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             h.kill_proc(self.proc)
             raise h.TestFailure("sluice-llm did not exit within %d s of SIGTERM" % timeout)
+        expect(rc == 0, "sluice-llm exited %s after SIGTERM:\n%s" % (rc, h.tail(self.log(), 30)))
+        return rc
 
     def __enter__(self):
         return self
