@@ -178,7 +178,7 @@ struct stream {
     uint64_t last_seq;
     uint64_t req_ns;  /* monotonic time the request was submitted */
     uint64_t events;
-    size_t body_off;  /* bytes of --post-body nghttp2 has taken for this request */
+    struct cl_h2_body body; /* --post-body, as nghttp2 sends it for this request */
     struct cl_sse sse;  /* the WHATWG parser; its last event id is sent as Last-Event-ID */
 };
 
@@ -607,25 +607,6 @@ static void stream_over(struct stream *s, bool by_server, uint32_t code)
 
 /* ------------------------------------------------------------- HTTP/2 */
 
-static ssize_t on_body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-                            void *user_data)
-{
-    struct stream *s = source->ptr;
-    const struct opts *o = &s->conn->client->o;
-    (void)session;
-    (void)stream_id;
-    (void)user_data;
-    size_t n = o->post_len - s->body_off;
-    if (n > length)
-        n = length;
-    memcpy(buf, o->post_body + s->body_off, n);
-    s->body_off += n;
-    if (s->body_off == o->post_len)
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 static void h2_submit(struct conn *c, struct stream *s)
 {
     struct client *cl = c->client;
@@ -653,9 +634,9 @@ static void h2_submit(struct conn *c, struct stream *s)
     n += o->nheaders;
     reset_parser(s);
     s->req_ns = cl_time_mono_ns();
-    s->body_off = 0;
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
-    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = on_body_read};
+    s->body = (struct cl_h2_body){.data = o->post_body, .len = o->post_len};
+    nghttp2_data_provider dp = cl_h2_body_provider(&s->body);
     int32_t id = nghttp2_submit_request(c->session, NULL, nv, n, o->post_body ? &dp : NULL, s);
     if (id < 0) {
         fprintf(stderr, "sluice-bench: conn %u stream %u: %s\n", c->no, s->idx, nghttp2_strerror(id));

@@ -125,7 +125,8 @@ struct pub_req {
     struct pub_req *next;
     struct link *link;
     char *body; /* owned */
-    size_t len, off;
+    size_t len;
+    struct cl_h2_body h2body; /* body as nghttp2 sends it */
     int status;
 };
 
@@ -669,24 +670,6 @@ static void h1_eof(struct link *l)
 
 /* ---- HTTP/2 ---- */
 
-static ssize_t on_pub_body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                                size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-                                void *user_data)
-{
-    struct pub_req *r = source->ptr;
-    (void)session;
-    (void)stream_id;
-    (void)user_data;
-    size_t n = r->len - r->off;
-    if (n > length)
-        n = length;
-    memcpy(buf, r->body + r->off, n);
-    r->off += n;
-    if (r->off == r->len)
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
-}
-
 static int32_t h2_submit(struct link *l, const char *method, struct pub_req *r)
 {
     struct probe *p = l->probe;
@@ -727,7 +710,11 @@ static int32_t h2_submit(struct link *l, const char *method, struct pub_req *r)
         nv[n++] = (nghttp2_nv){(uint8_t *)w, (uint8_t *)v, nlen, strlen(v), NGHTTP2_NV_FLAG_NONE};
         w += nlen;
     }
-    nghttp2_data_provider dp = {.source.ptr = r, .read_callback = on_pub_body_read};
+    nghttp2_data_provider dp;
+    if (r) {
+        r->h2body = (struct cl_h2_body){.data = r->body, .len = r->len};
+        dp = cl_h2_body_provider(&r->h2body);
+    }
     int32_t id = nghttp2_submit_request(l->session, NULL, nv, n, r ? &dp : NULL, r);
     free(extra); /* nghttp2 copies header names and values on submission */
     l->dirty = true;

@@ -17,17 +17,4 @@ else
     echo "browser setup: not root and no password-less sudo: not installing chromium"
 fi
 
-version() { # version of playwright-core in a package-lock.json or a package.json
-    node -e 'const j = require(process.argv[1]);
-             console.log(j.packages ? j.packages["node_modules/playwright-core"].version : j.version)' "$1" 2>/dev/null
-}
-want=$(version "$here/package-lock.json")
-have=$(version "$here/node_modules/playwright-core/package.json")
-if [ -n "$want" ] && [ "$want" = "$have" ]; then
-    echo "browser setup: playwright-core $have present"
-elif (cd "$here" && npm ci --no-audit --no-fund --loglevel=error); then
-    echo "browser setup: playwright-core $want installed by npm ci"
-else
-    echo "browser setup: npm ci failed; the browser test fails without playwright-core"
-fi
-exit 0
+sh "$root/scripts/npm-ci.sh" "$here" "browser setup" playwright-core

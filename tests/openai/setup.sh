@@ -16,22 +16,4 @@ else
     echo "openai setup: not root and no password-less sudo: not installing node"
 fi
 
-version() { # version of package $2 in a package-lock.json, or in a package.json
-    node -e 'const j = require(process.argv[1]);
-             console.log(j.packages ? j.packages["node_modules/" + process.argv[2]].version : j.version)' \
-        "$1" "$2" 2>/dev/null
-}
-ok=1
-for p in openai undici; do
-    [ -n "$(version "$here/package-lock.json" $p)" ] &&
-        [ "$(version "$here/package-lock.json" $p)" = "$(version "$here/node_modules/$p/package.json" $p)" ] ||
-        ok=0
-done
-if [ $ok -eq 1 ]; then
-    echo "openai setup: openai and undici present"
-elif (cd "$here" && npm ci --no-audit --no-fund --loglevel=error); then
-    echo "openai setup: openai and undici installed by npm ci"
-else
-    echo "openai setup: npm ci failed; the openai client test fails without them"
-fi
-exit 0
+sh "$root/scripts/npm-ci.sh" "$here" "openai setup" openai undici

@@ -95,3 +95,27 @@ nghttp2_nv cl_h2_nv_len(const char *name, const char *value, size_t vlen)
     return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), vlen,
                         NGHTTP2_NV_FLAG_NONE};
 }
+
+static ssize_t on_body_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                            void *user_data)
+{
+    struct cl_h2_body *b = source->ptr;
+    (void)session;
+    (void)stream_id;
+    (void)user_data;
+    size_t n = b->len - b->off;
+    if (n > length)
+        n = length;
+    memcpy(buf, b->data + b->off, n);
+    b->off += n;
+    if (b->off == b->len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+nghttp2_data_provider cl_h2_body_provider(struct cl_h2_body *b)
+{
+    b->off = 0;
+    return (nghttp2_data_provider){.source.ptr = b, .read_callback = on_body_read};
+}

@@ -62,4 +62,14 @@ nghttp2_nv cl_h2_nv(const char *name, const char *value);
 /* The same with a value of vlen bytes. */
 nghttp2_nv cl_h2_nv_len(const char *name, const char *value, size_t vlen);
 
+/* A request body sent from memory: data is borrowed; off <= len is what
+ * nghttp2 has taken so far. */
+struct cl_h2_body {
+    const char *data;
+    size_t len, off;
+};
+/* A data provider that sends b to its end, then END_STREAM; b must live
+ * until the request is closed. Sets b->off to 0. */
+nghttp2_data_provider cl_h2_body_provider(struct cl_h2_body *b);
+
 #endif
