@@ -92,12 +92,29 @@ static const char *event_name(natsMsg *msg)
     return natsMsgHeader_Get(msg, "Sse-Event", &name) == NATS_OK ? name : NULL;
 }
 
-/* msg encoded once as event seq of bs, stored at time_ns. */
+bool bus_msg_ends(natsMsg *msg)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(msg, "Sse-End", &v) == NATS_OK;
+}
+
+/*
+ * msg encoded once as event seq of bs, stored at time_ns. An Sse-End
+ * message ends the subject it was published on: only a pattern that is
+ * that subject carries the end (a wildcard's streams watch many subjects
+ * and get its body, if any, as an ordinary event). An empty end is a
+ * marker with no event.
+ */
 struct sse_event *bus_event_of(const struct bus_sub *bs, natsMsg *msg, uint64_t seq,
                                int64_t time_ns)
 {
-    struct sse_event *ev = sse_event_new(bs->id, seq, event_name(msg), natsMsg_GetData(msg),
-                                         (size_t)natsMsg_GetDataLength(msg));
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    bool ends = bus_msg_ends(msg);
+    struct sse_event *ev = ends && len == 0
+                               ? sse_event_new_end(bs->id, seq)
+                               : sse_event_new(bs->id, seq, event_name(msg),
+                                               natsMsg_GetData(msg), len);
+    ev->end = ends && strcmp(natsMsg_GetSubject(msg), bs->pattern) == 0;
     ev->time_ns = time_ns;
     return ev;
 }
@@ -647,6 +664,7 @@ static bool resume_from_history(const struct bus_sub *bs, const struct bus_start
 {
     const struct history *h = bs->history;
     out->last = out->before = history_last(h);
+    out->end = history_end(h);
     enum history_resume st = HISTORY_RESUME_OK;
     switch (start->from) {
     case BUS_FROM_NOW: return true;

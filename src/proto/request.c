@@ -903,10 +903,29 @@ static int answer_poll(struct request *r)
 
 bool request_waiting(const struct request *r) { return r->waiting; }
 
+/*
+ * A stream or poll on subjects that had all ended where it starts: 204,
+ * the one answer that makes an EventSource stop reconnecting for good.
+ * No content-length (RFC 9110 15.3.5), nothing to type.
+ */
+static int respond_finished(struct request *r)
+{
+    struct request_head h = {.status = 204};
+    add(&h, "cache-control", "no-store");
+    add(&h, "x-request-id", r->request_id);
+    add_cors(r, &h, CORS_ACTUAL);
+    r->waiting = false;
+    r->status = 204;
+    log_answer(r, 204);
+    return r->front->respond(r, &h, NULL);
+}
+
 int request_resume(struct request *r)
 {
     if (!r->waiting)
         return 0;
+    if (stream_ready(r->stream) && stream_over(r->stream))
+        return respond_finished(r);
     if (r->poll)
         return poll_ready(r) ? answer_poll(r) : 0;
     return stream_ready(r->stream) ? start_stream(r) : 0;
