@@ -32,6 +32,7 @@ struct sse_event {
     uint64_t seq;    /* per-subscription sequence, from 1, increasing */
     int64_t time_ns; /* when it was stored (wall clock, ns since 1970); 0: unknown */
     bool end;        /* the publisher ended its subject with it (Sse-End); len 0: no event */
+    bool refused;    /* NATS's "no responders" to a request with this reply subject (an end) */
     char body[];     /* "event: …\ndata: …\n\n", not NUL-terminated */
 };
 

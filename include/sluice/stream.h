@@ -182,6 +182,10 @@ void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms);
  * which stops an EventSource for good, not an empty stream.
  */
 bool stream_over(const struct stream *s);
+/* True when the stream's subject answered "no responders" (a request nobody took). */
+bool stream_refused(const struct stream *s);
+/* Sets when the stream ends by itself (0: never) and why; after it ended, nothing. */
+void stream_set_expiry(struct stream *s, int64_t expires_ms, enum stream_end why);
 /* Why the stream ended, or STREAM_END_NONE. */
 enum stream_end stream_ended(const struct stream *s);
 

@@ -71,6 +71,7 @@ struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
     ev->seq = seq;
     ev->time_ns = 0;
     ev->end = false;
+    ev->refused = false;
     ev->len = (uint32_t)total;
     char *o = ev->body;
     size_t nl = name_len(name);
@@ -94,6 +95,7 @@ struct sse_event *sse_event_new_end(uint64_t sub_id, uint64_t seq)
     ev->seq = seq;
     ev->time_ns = 0;
     ev->end = true;
+    ev->refused = false;
     ev->len = 0;
     return ev;
 }

@@ -81,6 +81,7 @@ struct stream {
     bool *done;               /* per subject: its end was queued or predates the start */
     size_t ndone;             /* subjects done; == nsubjects: the stream has finished */
     bool over;                /* finished at its start with no event: answer 204 */
+    bool refused;             /* a "no responders" notice ended it */
 
     /* Until started: where the client asked to start, and the answers so far. */
     char *start_id;           /* Last-Event-ID, "earliest", or NULL */
@@ -715,6 +716,19 @@ enum stream_end stream_ended(const struct stream *s) { return s->end; }
 
 bool stream_over(const struct stream *s) { return s->over; }
 
+bool stream_refused(const struct stream *s) { return s->refused; }
+
+void stream_set_expiry(struct stream *s, int64_t expires_ms, enum stream_end why)
+{
+    if (s->end != STREAM_END_NONE)
+        return;
+    list_remove(&s->expiry_node);
+    s->expires_ms = expires_ms;
+    s->expire_end = why;
+    if (expires_ms)
+        list_insert_tail(&s->env->expiring, &s->expiry_node);
+}
+
 bool stream_ready(const struct stream *s) { return s->end != STREAM_END_NONE || s->started; }
 
 void stream_on_ready(struct fanout_link *link)
@@ -759,6 +773,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         s->done[link->index])
         return;
     if (ev->len == 0) { /* an end with no event, or an empty end on a wildcard: no event */
+        s->refused |= ev->refused;
         if (ev->end) {
             s->seqs[link->index] = ev->seq;
             push_end_id(s);

@@ -39,6 +39,7 @@
 #include "sluice/filecache.h"
 #include "sluice/host.h"
 #include "sluice/route.h"
+#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/map.h"
 #include "sluice/metrics.h"
@@ -47,8 +48,10 @@
 #include "sluice/static_file.h"
 #include "sluice/subject.h"
 #include "sluice/mem.h"
+#include "sluice/reply.h"
 
 #define LAST_EVENT_ID_MAX 1024
+#define REPLY_URL "/streams/r/" /* + "<tag>.<id>": a request stream's URL */
 #define REQUEST_ID_MAX 128
 
 void request_init(struct request *r, const struct request_front *front,
@@ -94,6 +97,7 @@ static void log_access(const struct request *r)
         .duration_s = stream_now_s() - r->started,
         .bytes = r->body_bytes,
         .reason = "complete",
+        .stream = r->token ? r->token + sizeof(REPLY_URL) - 1 : NULL,
     };
     if (r->stream) {
         struct stream_info info;
@@ -185,6 +189,9 @@ void request_dispose(struct request *r)
 {
     if (r->method)
         log_access(r);
+    if (r->token && r->stream && r->status == 200 &&
+        stream_ended(r->stream) == STREAM_END_FINISHED)
+        metrics_add(&r->io->env->stats->req_finished, 1);
     if (r->counted)
         forget_patterns(r->quota, r->stream);
     uncharge(r, r->charged);
@@ -196,6 +203,11 @@ void request_dispose(struct request *r)
     free(r->last_event_id);
     free(r->request_id);
     free(r->traceparent);
+    free(r->tracestate);
+    for (size_t i = 0; i < r->nfwd; i++)
+        free(r->fwd[i]);
+    free(r->service);
+    free(r->token);
     free(r->authority);
     free(r->origin);
     free(r->authorization);
@@ -268,6 +280,15 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         keep(r, &r->request_id, value, vlen, REQUEST_ID_MAX);
     else if (is(name, nlen, "traceparent") && vlen <= REQUEST_ID_MAX)
         keep(r, &r->traceparent, value, vlen, REQUEST_ID_MAX);
+    else if (is(name, nlen, "tracestate") && vlen <= 512)
+        keep(r, &r->tracestate, value, vlen, 512);
+    else if (r->nfwd < 2 * REQUEST_FORWARD_MAX &&
+             reply_header_listed(env->cfg->request_forward_headers, name, nlen)) {
+        /* Bounded by max-header-bytes like every field; checked before it is forwarded. */
+        r->fwd[r->nfwd++] = mem_strndup(name, nlen);
+        r->fwd[r->nfwd++] = mem_strndup(value, vlen);
+        r->fwd_bad |= !reply_header_value_ok(value, vlen);
+    }
 }
 
 /* Makes up a request id unless the client sent one. */
@@ -414,6 +435,9 @@ static int start_stream(struct request *r)
     add(&h, "cache-control", "no-cache");
     add(&h, "x-accel-buffering", "no");
     add(&h, "x-request-id", r->request_id);
+    /* Where a client that lost the connection resumes, from any gateway. */
+    if (r->token)
+        add(&h, "content-location", r->token);
     add_cors(r, &h, CORS_ACTUAL);
     r->waiting = false;
     r->status = 200;
@@ -448,6 +472,27 @@ static int find_token(const struct request *r, const struct request_env *env, ch
 }
 
 /*
+ * Whether a client's subject (pattern) reaches the reply or cancel
+ * subjects of request streams. Those are read only through /streams/r/,
+ * by their owner. With a reserved prefix (the default, "$SLUICE…") a
+ * client's wildcard never sees them (the bus drops reserved subjects from
+ * patterns that do not name them), so only a pattern inside the prefix
+ * is refused; with a plain prefix, any pattern that could match one is.
+ */
+static bool in_reply_space(const struct config *cfg, const char *subject)
+{
+    const char *prefixes[2] = {cfg->request_reply_prefix, cfg->request_cancel_prefix};
+    for (size_t i = 0; i < 2; i++) {
+        char space[REPLY_PREFIX_MAX + 3];
+        snprintf(space, sizeof(space), "%s.>", prefixes[i]);
+        if (subject_overlaps(subject, space) &&
+            (subject_reserved(subject) || !subject_reserved(prefixes[i])))
+            return true;
+    }
+    return false;
+}
+
+/*
  * Host (with auth none), CORS, max-subjects, reserved subjects and
  * authorization for a routed request. 0 to serve it; otherwise the status
  * to answer (400, 401, 403, 421) with *text, and for a 401 the
@@ -478,6 +523,11 @@ static int admit(struct request *r, char *www, size_t wlen, const char **text)
             *text = "reserved NATS subject ($... or _INBOX) not allowed (allow-subjects)";
             return 403;
         }
+        if (in_reply_space(env->cfg, route->subjects[i])) {
+            metrics_add(&env->stats->reserved, 1);
+            *text = "request stream subjects are read only through /streams/r/";
+            return 403;
+        }
     }
     if (!auth_required(env->auth))
         return 0; /* no grant to keep: nothing expires */
@@ -491,11 +541,12 @@ static int admit(struct request *r, char *www, size_t wlen, const char **text)
         why = "malformed access_token";
     if (rc == 0 && auth_verify(env->auth, token, len, (int64_t)time(NULL), &r->grant, &why) == 0) {
         for (size_t i = 0; i < route->nsubjects; i++) {
-            bool ok = route->kind == HTTP_PUBLISH ? auth_can_publish(r->grant, route->subjects[i])
-                                                  : auth_can_subscribe(r->grant, route->subjects[i]);
+            bool pub = route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST;
+            bool ok = pub ? auth_can_publish(r->grant, route->subjects[i])
+                          : auth_can_subscribe(r->grant, route->subjects[i]);
             if (!ok) {
-                *text = route->kind == HTTP_PUBLISH ? "token does not allow publishing there"
-                                                    : "token does not allow that subject";
+                *text = pub ? "token does not allow publishing there"
+                            : "token does not allow that subject";
                 return 403;
             }
         }
@@ -602,6 +653,19 @@ static void on_stream_wake(void *ctx)
     r->front->wake(r);
 }
 
+/* When r's token expires, on the streams' monotonic clock; 0: never. */
+static int64_t token_end_ms(const struct request *r)
+{
+    int64_t expires = r->grant ? auth_grant_expires(r->grant) : 0;
+    if (expires <= 0)
+        return 0;
+    /* The token's wall-clock end, on the streams' monotonic clock. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t left_ms = expires * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+    return stream_now_ms() + (left_ms > 0 ? left_ms : 0);
+}
+
 /*
  * Opens r->stream for an HTTP_EVENTS or HTTP_POLL route, its subject
  * patterns counted in r's connection until r is disposed. 0, or the
@@ -639,15 +703,8 @@ static int open_stream(struct request *r, const char **text)
         .conn_id = r->io->conn_id,
         .stream_id = r->stream_id,
     };
-    int64_t expires = r->grant ? auth_grant_expires(r->grant) : 0;
-    if (expires > 0) {
-        /* The token's wall-clock end, on the streams' monotonic clock. */
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        int64_t left_ms = expires * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
-        p.expires_ms = stream_now_ms() + (left_ms > 0 ? left_ms : 0);
-        p.expire_end = STREAM_END_TOKEN_EXPIRED;
-    }
+    p.expires_ms = token_end_ms(r);
+    p.expire_end = STREAM_END_TOKEN_EXPIRED;
     if (route->kind == HTTP_POLL) {
         int64_t deadline = stream_now_ms() + route->timeout_ms;
         if (!p.expires_ms || deadline < p.expires_ms) {
@@ -666,6 +723,253 @@ static void route(struct request *r)
         return;
     r->route = mem_alloc(sizeof(*r->route));
     http_route(r->route, r->method, strlen(r->method), r->path, strlen(r->path));
+    r->route_index = REQUEST_ROUTES_MAX; /* the generic POST /streams/<subject> */
+    const char *routes = r->io->env->cfg->request_routes;
+    char service[256];
+    int i;
+    if (*routes && strcmp(r->method, "POST") == 0 &&
+        (i = reply_route_find(routes, r->path, strcspn(r->path, "?"), service,
+                              sizeof(service))) >= 0) {
+        http_route_request(r->route, service);
+        r->route_index = i < REQUEST_ROUTES_MAX ? i : REQUEST_ROUTES_MAX;
+    }
+}
+
+/*
+ * Request streams: POST to a request route -> serve_request() once the
+ * body is complete: a fresh id, the reply subject joined (subscribed
+ * first), then, once nats-server has the subscription, the body
+ * published to the service with the reply subject and the Sse-* headers
+ * (resume_request()). The 200 waits for the first reply: a "no
+ * responders" before it is a 503, no reply within request-first-event-ms
+ * a 504, both as JSON before any stream byte. GET /streams/r/<token>
+ * reads the same subject (resumable), DELETE sends a cancel notice; both
+ * only for the owner (reply.h).
+ */
+
+static int serve_events(struct request *r);
+
+/* A JSON error in the OpenAI shape, which the openai client and others show as it is. */
+static int respond_error(struct request *r, int status, const char *type, const char *message)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, "{\"error\":{\"message\":", 20);
+    json_string(&b, message, strlen(message));
+    buf_append(&b, ",\"type\":", 8);
+    json_string(&b, type, strlen(type));
+    buf_append(&b, ",\"code\":", 8);
+    json_string(&b, type, strlen(type));
+    buf_append(&b, "}}\n", 3);
+    charge(r, b.len, true);
+    r->waiting = false;
+    struct request_body body = {(const char *)b.data, b.len, (char *)b.data, NULL};
+    return respond(r, status, "application/json", &body, NULL);
+}
+
+/* The authenticated principal (the token's sub), or "" without auth. */
+static const char *principal_of(const struct request *r)
+{
+    const char *p = r->grant ? auth_grant_subject(r->grant) : NULL;
+    return p ? p : "";
+}
+
+/* "<prefix>.<tag>.<id>" for r's token ("/streams/r/<tag>.<id>"), malloc'ed. */
+static char *subject_of(const char *prefix, const char *token)
+{
+    const char *name = token + sizeof(REPLY_URL) - 1;
+    size_t n = strlen(prefix) + 1 + strlen(name) + 1;
+    char *out = mem_alloc(n);
+    snprintf(out, n, "%s.%s", prefix, name);
+    return out;
+}
+
+/* r's route now reads the request stream's reply subject. */
+static void read_reply(struct request *r)
+{
+    struct http_route *rt = r->route;
+    for (size_t i = 0; i < rt->nsubjects; i++)
+        free(rt->subjects[i]);
+    rt->subjects[0] = subject_of(r->io->env->cfg->request_reply_prefix, r->token);
+    rt->nsubjects = 1;
+}
+
+static int serve_request(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    const char *principal = principal_of(r);
+    r->publishing = false;
+    if (!env->bus)
+        return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+    if (auth_required(env->auth) && !*principal)
+        return respond_error(r, 403, "forbidden", "request streams need a token with a sub claim");
+    if (r->fwd_bad || (r->traceparent && !reply_header_value_ok(r->traceparent,
+                                                                 strlen(r->traceparent))) ||
+        (r->tracestate && !reply_header_value_ok(r->tracestate, strlen(r->tracestate))))
+        return respond_error(r, 400, "invalid_request", "a forwarded header holds CR, LF or NUL");
+    char id[REPLY_ID_LEN + 1], tag[REPLY_TAG_LEN + 1];
+    if (reply_new_id(id) != 0)
+        return respond_error(r, 503, "unavailable", "no randomness for a stream id, retry");
+    reply_owner_tag(principal, tag);
+    size_t n = sizeof(REPLY_URL) + REPLY_TAG_LEN + 1 + REPLY_ID_LEN;
+    r->token = mem_alloc(n);
+    snprintf(r->token, n, "%s%s.%s", REPLY_URL, tag, id);
+    r->service = r->route->subjects[0];
+    r->route->subjects[0] = NULL;
+    read_reply(r);
+    unsigned retry_ms;
+    if (!admit_stream(r, &retry_ms))
+        return respond_error(r, 503, "overloaded", "over capacity, retry later");
+    const char *text;
+    int status = open_stream(r, &text);
+    if (status != 0)
+        return respond_error(r, status, "limit", text);
+    stream_set_expiry(r->stream, stream_now_ms() + env->cfg->request_first_event_ms,
+                      STREAM_END_TIMEOUT);
+    log_debug("conn %" PRIu64 " stream %d: request stream %s for %s", r->io->conn_id,
+              (int)r->stream_id, r->token + sizeof(REPLY_URL) - 1, r->service);
+    r->asking = true;
+    r->waiting = true;
+    unroute(r);
+    return request_resume(r);
+}
+
+/* Publishes r's body to its service, the reply subject subscribed; 0 or ERR_NATS. */
+static int publish_request(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    const char *name = r->token + sizeof(REPLY_URL) - 1;
+    char *cancel = subject_of(env->cfg->request_cancel_prefix, r->token);
+    size_t ns;
+    const char *reply = stream_subjects(r->stream, &ns)[0];
+    const char *h[2 * (REQUEST_FORWARD_MAX + 5)];
+    size_t n = 0;
+    h[n++] = "Sse-Stream-Id";
+    h[n++] = name + REPLY_TAG_LEN + 1;
+    h[n++] = "Sse-Principal";
+    h[n++] = principal_of(r);
+    h[n++] = "Sse-Cancel";
+    h[n++] = cancel;
+    if (r->traceparent) {
+        h[n++] = "traceparent";
+        h[n++] = r->traceparent;
+    }
+    if (r->tracestate) {
+        h[n++] = "tracestate";
+        h[n++] = r->tracestate;
+    }
+    for (size_t i = 0; i < r->nfwd; i++)
+        h[n++] = r->fwd[i];
+    int rc = bus_send(env->bus, r->service, reply, h, n / 2, r->body.data, r->body.len);
+    free(cancel);
+    return rc;
+}
+
+static int resume_request(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    struct stream *s = r->stream;
+    if (!stream_ready(s))
+        return 0;
+    enum stream_end end = stream_ended(s);
+    if (!r->asked) {
+        if (end != STREAM_END_NONE)
+            return respond_error(r, 503, "unavailable", "reply subscription unavailable, retry");
+        int rc = publish_request(r);
+        /* The body is in cnats's buffer now. */
+        buf_dispose(&r->body);
+        buf_init(&r->body);
+        uncharge(r, r->charged);
+        r->asked = true;
+        if (rc != 0)
+            return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+        metrics_add(&env->stats->req_started, 1);
+        return 0;
+    }
+    if (stream_refused(s)) {
+        metrics_add(&env->stats->req_no_responders, 1);
+        return respond_error(r, 503, "no_responders", "no service answers on that subject");
+    }
+    if (stream_dispatchable(s) == 0) {
+        if (end == STREAM_END_NONE)
+            return 0;
+        if (end == STREAM_END_TIMEOUT) {
+            metrics_add(&env->stats->req_timeouts, 1);
+            return respond_error(r, 504, "timeout",
+                                 "no reply from the service within request-first-event-ms");
+        }
+    }
+    metrics_observe(&env->stats->req_first[r->route_index], stream_now_s() - r->started);
+    stream_set_expiry(s, token_end_ms(r), STREAM_END_TOKEN_EXPIRED);
+    return start_stream(r);
+}
+
+/* GET or DELETE /streams/r/<token>: only its owner may. */
+static int serve_reply(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    const char *principal = principal_of(r);
+    if (auth_required(env->auth) && !*principal)
+        return respond_error(r, 403, "forbidden", "request streams need a token with a sub claim");
+    if (!reply_owner_is(r->route->stream, principal))
+        return respond_error(r, 403, "forbidden", "not your stream");
+    size_t n = sizeof(REPLY_URL) + HTTP_STREAM_TOKEN_LEN;
+    r->token = mem_alloc(n);
+    snprintf(r->token, n, "%s%s", REPLY_URL, r->route->stream);
+    read_reply(r);
+    if (r->route->kind == HTTP_REPLY)
+        return serve_events(r);
+    if (!env->bus)
+        return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+    const char *name = r->token + sizeof(REPLY_URL) - 1;
+    char *cancel = subject_of(env->cfg->request_cancel_prefix, r->token);
+    const char *h[] = {"Sse-Stream-Id", name + REPLY_TAG_LEN + 1, "Sse-Principal", principal};
+    int rc = bus_send(env->bus, cancel, NULL, h, 2, NULL, 0);
+    free(cancel);
+    if (rc != 0)
+        return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+    metrics_add(&env->stats->req_cancelled, 1);
+    struct request_cancels *c = env->cancels;
+    if (c && c->n < REQUEST_CANCELS_MAX) {
+        c->item[c->n++] = (struct request_cancel){
+            stream_now_ms() + env->cfg->request_cancel_wait_ms, r->route->subjects[0]};
+        r->route->subjects[0] = NULL;
+        r->route->nsubjects = 0;
+    } else {
+        log_warn("conn %" PRIu64 ": %d cancels pending on this worker; %s is left to its "
+                 "service", r->io->conn_id, REQUEST_CANCELS_MAX, name);
+    }
+    struct request_body body = {"{\"cancelled\":true}\n", 19, NULL, NULL};
+    return respond(r, 202, "application/json", &body, NULL);
+}
+
+void request_env_tick(struct request_env *env, int64_t now_ms)
+{
+    struct request_cancels *c = env->cancels;
+    size_t done = 0;
+    static const char why[] = "{\"reason\":\"cancelled\"}";
+    static const char *const h[] = {"Sse-End", "cancelled", "Sse-Event", "error"};
+    while (c && done < c->n && c->item[done].due_ms <= now_ms) {
+        struct request_cancel *k = &c->item[done++];
+        /* The service ended it meanwhile (as far as this process can tell): first end wins. */
+        if (env->bus && !bus_subject_ended(env->bus, k->reply) &&
+            bus_send(env->bus, k->reply, NULL, h, 2, why, sizeof(why) - 1) == 0)
+            metrics_add(&env->stats->req_cancel_forced, 1);
+        free(k->reply);
+    }
+    if (done) {
+        memmove(c->item, c->item + done, (c->n - done) * sizeof(c->item[0]));
+        c->n -= done;
+    }
+}
+
+void request_env_dispose(struct request_env *env)
+{
+    struct request_cancels *c = env->cancels;
+    for (size_t i = 0; c && i < c->n; i++)
+        free(c->item[i].reply);
+    free(c);
+    env->cancels = NULL;
 }
 
 bool request_wants_body(struct request *r, uint64_t *max)
@@ -673,8 +977,11 @@ bool request_wants_body(struct request *r, uint64_t *max)
     if (!r->method || !r->path)
         return false;
     route(r);
-    *max = r->route->kind == HTTP_PUBLISH ? r->io->env->cfg->max_publish_bytes : 0;
-    return r->route->kind == HTTP_PUBLISH;
+    const struct config *cfg = r->io->env->cfg;
+    *max = r->route->kind == HTTP_PUBLISH   ? cfg->max_publish_bytes
+           : r->route->kind == HTTP_REQUEST ? cfg->max_request_body_bytes
+                                            : 0;
+    return r->route->kind == HTTP_PUBLISH || r->route->kind == HTTP_REQUEST;
 }
 
 bool request_publishing(const struct request *r) { return r->publishing && r->status == 0; }
@@ -683,6 +990,12 @@ int request_body(struct request *r, const void *data, size_t len)
 {
     if (!request_publishing(r))
         return 0;
+    if (r->route->kind == HTTP_REQUEST &&
+        r->body.len + len > r->io->env->cfg->max_request_body_bytes) {
+        metrics_add(&r->io->env->stats->request_body, 1);
+        respond_error(r, 413, "request_too_large", "body larger than max-request-body-bytes");
+        return ERR_LIMIT;
+    }
     if (r->body.len + len > r->io->env->cfg->max_publish_bytes) {
         respond_text(r, 413, "body larger than max-publish-bytes", NULL);
         return ERR_LIMIT;
@@ -700,6 +1013,8 @@ int request_body_end(struct request *r)
 {
     if (!request_publishing(r))
         return 0;
+    if (r->route->kind == HTTP_REQUEST)
+        return serve_request(r);
     const struct request_env *env = r->io->env;
     const struct http_route *rt = r->route;
     int rc = env->bus ? bus_publish(env->bus, rt->subjects[0], rt->event, r->body.data, r->body.len)
@@ -777,6 +1092,8 @@ int request_resume(struct request *r)
 {
     if (!r->waiting)
         return 0;
+    if (r->asking)
+        return resume_request(r);
     if (stream_ready(r->stream) && stream_over(r->stream))
         return respond_finished(r);
     if (r->poll)
@@ -787,7 +1104,8 @@ int request_resume(struct request *r)
 static int serve_events(struct request *r)
 {
     unsigned retry_ms;
-    if (r->route->kind == HTTP_EVENTS && !admit_stream(r, &retry_ms)) {
+    if ((r->route->kind == HTTP_EVENTS || r->route->kind == HTTP_REPLY) &&
+        !admit_stream(r, &retry_ms)) {
         /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
         struct request_body body = {NULL, 0, NULL, NULL};
         body.owned = refusal(retry_ms, &body.len);
@@ -851,6 +1169,13 @@ int request_process(struct request *r)
     case HTTP_EVENTS:
     case HTTP_POLL:
         return serve_events(r);
+    case HTTP_REQUEST:
+        /* Started when the body is complete (request_body_end). */
+        r->publishing = true;
+        return 0;
+    case HTTP_REPLY:
+    case HTTP_CANCEL:
+        return serve_reply(r);
     default:
         return respond_text(r, r->route->status, r->route->reason, NULL);
     }
