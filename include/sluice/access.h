@@ -27,6 +27,7 @@ struct access_entry {
     uint64_t events;
     uint64_t bytes;
     const char *reason;       /* why it ended: "client", "slow_consumer", … or "complete" */
+    const char *stream;       /* a request stream's "<tag>.<id>", or NULL */
 };
 
 /* "-" for stderr, "off" for none, else a file opened for append. 0 or ERR_IO. */

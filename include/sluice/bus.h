@@ -138,6 +138,19 @@ void bus_sweep(struct bus *bus);
  */
 int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
                 size_t len);
+/*
+ * Publishes data on subject with reply (NULL: none) and nheaders header
+ * fields (headers: name, value, name, value, …; values checked by the
+ * caller: no CR, LF or NUL). Buffered by cnats, never blocks.
+ * Thread-safe. 0, or ERR_NATS.
+ */
+int bus_send(struct bus *bus, const char *subject, const char *reply,
+             const char *const *headers, size_t nheaders, const void *data, size_t len);
+/*
+ * True when the process holds a subscription on subject whose history
+ * says it has ended (Sse-End, or no responders). Thread-safe.
+ */
+bool bus_subject_ended(struct bus *bus, const char *subject);
 /* True while the NATS connection is up. Thread-safe. */
 bool bus_connected(const struct bus *bus);
 /*

@@ -72,6 +72,14 @@ struct config {
     int stream_admission_rate;       /* new SSE streams per second process-wide; 0 = none */
     int overload_retry_min_ms;       /* `retry:` of a stream refused for capacity: */
     int overload_retry_max_ms;       /*   drawn from [min, max] */
+    char *request_routes;            /* request-route entries "PATH SUBJECT", joined by ',' */
+    size_t max_request_body_bytes;   /* POST body of a request stream */
+    char *request_reply_prefix;      /* reply subjects: <prefix>.<owner tag>.<id> */
+    char *request_cancel_prefix;     /* cancel notices: <prefix>.<owner tag>.<id> */
+    int request_first_event_ms;      /* no first reply within: 504 */
+    int request_cancel_wait_ms;      /* after DELETE, the service has this long to end */
+    char *request_forward_headers;   /* request headers passed to the service, or "" */
+    char *request_secret_file;       /* key binding stream ids to principals, or "" */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

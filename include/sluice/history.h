@@ -73,6 +73,18 @@ bool history_after(const struct history *h, uint64_t after, struct sse_event ***
  * subscription, the stream sequence its live consumer starts after.
  */
 void history_set_floor(struct history *h, uint64_t floor);
+/*
+ * The sequence at which the subject ended (an end marker, sse_event.end)
+ * with nothing pushed after it, or 0: the subject is live. A later event
+ * (a publisher reusing the subject) makes it live again.
+ */
+uint64_t history_end(const struct history *h);
+/*
+ * For a history that holds nothing yet: the subject ended at seq (at or
+ * below the floor) before this subscription began, as JetStream says.
+ * Ignored once an event was pushed: what came live is newer.
+ */
+void history_set_end(struct history *h, uint64_t seq);
 /* The floor: nothing at or below it was ever pushed. */
 uint64_t history_floor(const struct history *h);
 size_t history_count(const struct history *h);

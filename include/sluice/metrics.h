@@ -45,5 +45,8 @@ void metrics_value(struct buf *out, const char *name, const char *labels, double
 /* The _bucket, _sum and _count lines of the sum of n histograms. */
 void metrics_histogram_write(struct buf *out, const char *name,
                              const struct metrics_histogram *const *hs, size_t n);
+/* The same with labels (`k="v",…`, NULL or "" for none) on every line. */
+void metrics_histogram_write_labelled(struct buf *out, const char *name, const char *labels,
+                                      const struct metrics_histogram *const *hs, size_t n);
 
 #endif

@@ -50,6 +50,7 @@
 #include "sluice/buf.h"
 #include "sluice/cors.h"
 #include "sluice/front.h"
+#include "sluice/metrics.h"
 #include "sluice/rate.h"
 #include "sluice/stream.h"
 
@@ -62,6 +63,22 @@ struct filecache;
 struct filecache_entry;
 struct http_route;
 struct map;
+
+#define REQUEST_ROUTES_MAX 16  /* request-route entries with their own metric */
+#define REQUEST_CANCELS_MAX 1024 /* cancels one worker waits on at once */
+#define REQUEST_FORWARD_MAX 16 /* request headers forwarded to a service */
+
+/* A cancelled request stream the gateway ends itself unless its service does first. */
+struct request_cancel {
+    int64_t due_ms;          /* stream_now_ms() clock */
+    char *reply;             /* the reply subject; owned */
+};
+
+/* One worker's pending cancels, oldest first (one cancel wait for all: due in order). */
+struct request_cancels {
+    size_t n;
+    struct request_cancel item[REQUEST_CANCELS_MAX];
+};
 
 /* Limits the pipeline and front ends enforce, counted; one writer (the worker), any reader. */
 struct request_stats {
@@ -77,6 +94,16 @@ struct request_stats {
     atomic_uint_fast64_t queue_bytes;  /* bodies refused (503): conn- or process-queue-bytes full */
     atomic_uint_fast64_t poll_bytes;   /* poll answers cut short at max-poll-bytes */
     atomic_uint_fast64_t file_cache;   /* static files refused (503): the file cache is in use */
+    atomic_uint_fast64_t request_body; /* request stream bodies refused (413) */
+    /* Request streams (POST to a request route). */
+    atomic_uint_fast64_t req_started;       /* requests published to a service */
+    atomic_uint_fast64_t req_finished;      /* answered streams the service ended (Sse-End) */
+    atomic_uint_fast64_t req_cancelled;     /* DELETEs accepted: cancel notices sent */
+    atomic_uint_fast64_t req_cancel_forced; /* of those, ended by the gateway after the wait */
+    atomic_uint_fast64_t req_no_responders; /* answered 503: nobody on the service subject */
+    atomic_uint_fast64_t req_timeouts;      /* answered 504: no first reply in time */
+    /* Time to first reply, per request-route (index in the config list), the last generic. */
+    struct metrics_histogram req_first[REQUEST_ROUTES_MAX + 1];
 };
 
 /* What every request of one worker is served with; borrowed for the worker's life. */
@@ -89,6 +116,7 @@ struct request_env {
     struct request_stats *stats;
     struct filecache *files;    /* static files shared by this worker's responses */
     struct admission *admission; /* the process's stream capacity; NULL: unlimited */
+    struct request_cancels *cancels; /* the worker's; request_env_dispose() frees */
 };
 
 /*
@@ -209,6 +237,16 @@ struct request {
     bool counted;               /* stream's subjects are counted in quota->patterns */
     size_t charged;             /* bytes counted in quota->budget and its worker's */
     struct admission *slot;     /* holds one admission slot until disposed; NULL: none */
+    /* Request streams (HTTP_REQUEST, HTTP_REPLY, HTTP_CANCEL). */
+    char *tracestate;
+    char *fwd[2 * REQUEST_FORWARD_MAX]; /* request-forward-headers seen: name, value, … */
+    size_t nfwd;                /* entries used in fwd (twice the headers) */
+    bool fwd_bad;               /* a forwarded value holds CR, LF or NUL: 400 */
+    char *service;              /* HTTP_REQUEST: the service subject; owned */
+    int route_index;            /* its request-route, or REQUEST_ROUTES_MAX: generic */
+    char *token;                /* "<tag>.<id>": the stream's name in /streams/r/; owned */
+    bool asking;                /* a POST stream: 200 waits for the first reply */
+    bool asked;                 /* its request was published */
 };
 
 /* Starts r for a request of io's connection; stream_id labels log lines (0: none). */
@@ -260,14 +298,11 @@ bool request_waiting(const struct request *r);
 int request_resume(struct request *r);
 
 /*
- * Exposed for tests. The poll JSON of SSE text sse (len bytes), ending
- * before the first event that would take json past max bytes (the first
- * event always goes). whole: sse is everything the stream had, so its
- * last id is the position to continue from; else (or when cut) next is the
- * id of the last event included. Appends to json; returns the events
- * included and sets *cut when events were left out. Pure.
+ * Ends the cancelled request streams whose service did not end them
+ * within request-cancel-wait-ms (see README): on the worker's tick.
  */
-size_t request_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
-                         bool *cut);
+void request_env_tick(struct request_env *env, int64_t now_ms);
+/* Frees what env holds for pending cancels. */
+void request_env_dispose(struct request_env *env);
 
 #endif

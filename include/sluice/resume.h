@@ -53,6 +53,7 @@ struct bus_batch {
 struct bus_resume {
     uint64_t last;             /* newest sequence so far: where a fresh stream starts */
     uint64_t before;           /* BUS_RESUME_OK: the position the events follow */
+    uint64_t end;              /* the subject ended at this sequence, nothing after; 0: live */
     enum bus_status status;    /* of the requested start */
     struct bus_batch *batch;   /* from a replay: batch->events[batch_from..] come first */
     size_t batch_from;

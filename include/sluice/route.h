@@ -11,6 +11,9 @@
  *   optional ?since=RFC3339           first connect: events stored from then on
  *   POST /publish/<subject>           publish the body; ?event=NAME sets Sse-Event
  *   GET /poll?subject=A&after=ID&timeout=S   long-poll: JSON events after ID
+ *   POST /streams/<service-subject>   start a request stream (the body is the request)
+ *   GET /streams/r/<token>            read a request stream (Last-Event-ID resumes)
+ *   DELETE /streams/r/<token>         cancel it (a notice to its service)
  *   GET /<file>                       a static file (the demo page); "/" is index.html
  * Subjects are validated and de-duplicated in request order; two that
  * overlap ("a.*" and "a.b") are refused, since a message on both would
@@ -33,7 +36,13 @@ enum http_kind {
     HTTP_PUBLISH, /* publish the request body on subjects[0] (a literal subject) */
     HTTP_POLL,    /* answer the events after last_event_id as JSON, waiting up to timeout_ms */
     HTTP_FILE,    /* serve file (a safe relative path) from the static directory */
+    HTTP_REQUEST, /* start a request stream: the body to service subject subjects[0] */
+    HTTP_REPLY,   /* GET a request stream by its token (stream), resumable */
+    HTTP_CANCEL,  /* DELETE a request stream by its token: a cancel notice to its service */
 };
+
+/* "<16 hex owner tag>.<32 hex id>": a request stream's token in /streams/r/<token>. */
+#define HTTP_STREAM_TOKEN_LEN 49
 
 struct http_route {
     enum http_kind kind;
@@ -46,6 +55,7 @@ struct http_route {
     char *event;          /* owned; HTTP_PUBLISH's ?event=, NULL when absent */
     int timeout_ms;       /* HTTP_POLL: 1 to 60 s, default 25 s */
     char *file;           /* owned; HTTP_FILE: relative, no "..", no empty segment */
+    char stream[HTTP_STREAM_TOKEN_LEN + 1]; /* HTTP_REPLY, HTTP_CANCEL: the token, checked */
 };
 
 /* The content type for a file name, by extension; application/octet-stream otherwise. */
@@ -62,6 +72,11 @@ const char *http_content_type(const char *file);
 void http_route(struct http_route *route, const char *method, size_t mlen,
                 const char *path, size_t plen);
 void http_route_dispose(struct http_route *route);
+/*
+ * Turns route into an HTTP_REQUEST to service (a literal subject, checked
+ * by the caller): an operator's request-route path matched the request.
+ */
+void http_route_request(struct http_route *route, const char *service);
 
 /*
  * Parses an RFC 3339 time ("2026-11-24T08:00:00.5Z", "...+01:00"; from

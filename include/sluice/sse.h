@@ -31,6 +31,8 @@ struct sse_event {
     uint64_t sub_id; /* the bus subscription that produced it */
     uint64_t seq;    /* per-subscription sequence, from 1, increasing */
     int64_t time_ns; /* when it was stored (wall clock, ns since 1970); 0: unknown */
+    bool end;        /* the publisher ended its subject with it (Sse-End); len 0: no event */
+    bool refused;    /* NATS's "no responders" to a request with this reply subject (an end) */
     char body[];     /* "event: …\ndata: …\n\n", not NUL-terminated */
 };
 
@@ -41,6 +43,12 @@ struct sse_event {
  */
 struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
                                 const void *data, size_t len);
+/*
+ * An end marker with no event of its own (an empty Sse-End message): one
+ * reference, end set, len 0. A stream writes only its id line for it, so
+ * a client's Last-Event-ID still moves to the end.
+ */
+struct sse_event *sse_event_new_end(uint64_t sub_id, uint64_t seq);
 /* True when name (len bytes) may be an `event:` value: 1 to SSE_EVENT_NAME_MAX bytes, no CR, LF or NUL. */
 bool sse_event_name_valid(const char *name, size_t len);
 /* Returns ev. Thread-safe. */

@@ -20,6 +20,15 @@
  * gateway process, or malformed), the stream begins with one
  * `event: reset` naming them and continues live.
  *
+ * Finite streams: an event marked end (sse_event.end, the publisher's
+ * Sse-End) ends its subject for the stream after it is queued (an end
+ * without a body queues only its id line, so that a reconnect's
+ * Last-Event-ID is at the end). Once every subject has ended, the stream
+ * ends cleanly after what is queued, with nothing added: no comment, no
+ * error (STREAM_END_FINISHED). A multi-subject stream goes on while any
+ * subject is live; events of an ended subject are ignored. A start at or
+ * past every subject's end with nothing to replay is stream_over().
+ *
  * Slow-consumer policy (the one place it lives): live bytes queued are
  * charged to the stream, its connection and its worker; when any of the
  * three would pass its cap, the stream drops what it has not started to
@@ -57,6 +66,7 @@ enum stream_end {
     STREAM_END_TOKEN_EXPIRED, /* the client's token expired */
     STREAM_END_LIMIT,         /* a configured limit ended it */
     STREAM_END_TIMEOUT,       /* a long-poll's wait ran out */
+    STREAM_END_FINISHED,      /* every subject was ended by its publisher (Sse-End) */
     STREAM_END_COUNT
 };
 
@@ -165,6 +175,17 @@ void stream_end(struct stream *s, enum stream_end why);
  * client comes back after that long (drain spreads reconnects this way).
  */
 void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms);
+/*
+ * True when every subject had already ended at the stream's start (the
+ * client's position at or past each end, or a fresh start on ended
+ * subjects) and there is no event to send: the answer is 204 No Content,
+ * which stops an EventSource for good, not an empty stream.
+ */
+bool stream_over(const struct stream *s);
+/* True when the stream's subject answered "no responders" (a request nobody took). */
+bool stream_refused(const struct stream *s);
+/* Sets when the stream ends by itself (0: never) and why; after it ended, nothing. */
+void stream_set_expiry(struct stream *s, int64_t expires_ms, enum stream_end why);
 /* Why the stream ended, or STREAM_END_NONE. */
 enum stream_end stream_ended(const struct stream *s);
 

@@ -22,6 +22,7 @@ struct history {
     uint64_t evicted; /* newest sequence evicted, or 0 */
     uint64_t lost;    /* highest sequence that cannot be replayed: max(floor, evicted) */
     uint64_t last;    /* newest sequence pushed, or the floor */
+    uint64_t end;     /* the newest event's sequence if it ended the subject, else 0 */
 };
 
 struct history *history_new(size_t max_events, size_t max_bytes, struct history_budget *budget,
@@ -83,6 +84,7 @@ void history_push(struct history *h, struct sse_event *ev)
     h->bytes += ev->len;
     atomic_fetch_add_explicit(&h->budget->used, ev->len, memory_order_relaxed);
     h->last = ev->seq;
+    h->end = ev->end ? ev->seq : 0;
     while (h->count > 1 && over_bounds(h))
         evict_oldest(h);
 }
@@ -98,6 +100,14 @@ void history_set_floor(struct history *h, uint64_t floor)
 }
 
 uint64_t history_floor(const struct history *h) { return h->floor; }
+
+uint64_t history_end(const struct history *h) { return h->end; }
+
+void history_set_end(struct history *h, uint64_t seq)
+{
+    if (h->count == 0 && seq <= h->last)
+        h->end = seq;
+}
 
 /* Appends a reference to each event from ring index lo on. */
 static void append_from(const struct history *h, size_t lo, struct sse_event ***out, size_t *n)

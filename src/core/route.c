@@ -23,6 +23,8 @@
 static const char EVENTS[] = "/events";
 static const char PUBLISH[] = "/publish/";
 static const char POLL[] = "/poll";
+static const char STREAMS[] = "/streams/";
+static const char REPLY[] = "/streams/r/";
 
 static int hexval(char c)
 {
@@ -180,6 +182,7 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
         const char *v = eq ? eq + 1 : q + plen;
         size_t vlen = plen - klen - (eq ? 1 : 0);
         bool many = r->kind == HTTP_EVENTS || r->kind == HTTP_POLL;
+        bool resumes = many || r->kind == HTTP_REPLY;
         const char *key = q;
         if (klen == 5 && memcmp(key, "after", 5) == 0 && r->kind == HTTP_POLL) {
             /* after= is the poll's Last-Event-ID */
@@ -212,7 +215,7 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
             name[len] = '\0';
             free(r->event);
             r->event = name;
-        } else if (klen == 13 && memcmp(key, "last_event_id", 13) == 0 && many) {
+        } else if (klen == 13 && memcmp(key, "last_event_id", 13) == 0 && resumes) {
             char *id = mem_strndup(v, vlen);
             long len = http_percent_decode(id, vlen);
             if (len < 0) {
@@ -289,6 +292,42 @@ static void route_file(struct http_route *r, const char *method, size_t mlen, co
     r->status = 200;
 }
 
+/*
+ * A request stream's URL: /streams/r/<owner tag>.<id>, 16 and 32 lower-case
+ * hex digits (see reply.h). Anything else names no stream: 404, whoever
+ * asks, so a malformed id tells nothing.
+ */
+static void route_reply(struct http_route *r, const char *method, size_t mlen, const char *tok,
+                        size_t n)
+{
+    bool get = is_method(method, mlen, "GET"), del = is_method(method, mlen, "DELETE");
+    if (!get && !del) {
+        fail(r, 405, "method not allowed (use GET or DELETE)");
+        return;
+    }
+    bool ok = n == HTTP_STREAM_TOKEN_LEN && tok[16] == '.';
+    for (size_t i = 0; ok && i < n; i++)
+        ok = i == 16 || (tok[i] >= '0' && tok[i] <= '9') || (tok[i] >= 'a' && tok[i] <= 'f');
+    if (!ok) {
+        fail(r, 404, "no such stream");
+        return;
+    }
+    r->kind = get ? HTTP_REPLY : HTTP_CANCEL;
+    r->status = get ? 200 : 202;
+    memcpy(r->stream, tok, n);
+    r->stream[n] = '\0';
+}
+
+void http_route_request(struct http_route *r, const char *service)
+{
+    http_route_dispose(r);
+    memset(r, 0, sizeof(*r));
+    r->kind = HTTP_REQUEST;
+    r->status = 200;
+    r->subjects[0] = mem_strdup(service);
+    r->nsubjects = 1;
+}
+
 const char *http_content_type(const char *file)
 {
     static const char *const types[][2] = {
@@ -319,7 +358,24 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
                   (base == sizeof(EVENTS) - 1 || path[sizeof(EVENTS) - 1] == '/');
     bool publish = base >= sizeof(PUBLISH) - 1 && memcmp(path, PUBLISH, sizeof(PUBLISH) - 1) == 0;
     bool poll = base == sizeof(POLL) - 1 && memcmp(path, POLL, base) == 0;
-    if (poll) {
+    bool reply = base >= sizeof(REPLY) - 1 && memcmp(path, REPLY, sizeof(REPLY) - 1) == 0;
+    bool request = !reply && base > sizeof(STREAMS) - 1 &&
+                   memcmp(path, STREAMS, sizeof(STREAMS) - 1) == 0;
+    if (reply) {
+        route_reply(r, method, mlen, path + sizeof(REPLY) - 1, base - (sizeof(REPLY) - 1));
+        if (r->kind == HTTP_REPLY && qmark)
+            parse_query(r, qmark + 1, plen - base - 1);
+        return;
+    } else if (request) {
+        if (!is_method(method, mlen, "POST")) {
+            fail(r, 405, "method not allowed (use POST)");
+            return;
+        }
+        r->kind = HTTP_REQUEST;
+        /* A request goes to one service subject: a wildcard names no single one. */
+        if (!add_subject(r, path + sizeof(STREAMS) - 1, base - (sizeof(STREAMS) - 1), false))
+            return;
+    } else if (poll) {
         if (!is_method(method, mlen, "GET")) {
             fail(r, 405, "method not allowed (use GET)");
             return;

@@ -70,6 +70,8 @@ struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
     ev->sub_id = sub_id;
     ev->seq = seq;
     ev->time_ns = 0;
+    ev->end = false;
+    ev->refused = false;
     ev->len = (uint32_t)total;
     char *o = ev->body;
     size_t nl = name_len(name);
@@ -82,6 +84,19 @@ struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
     }
     o += walk_lines(data, len, o);
     *o = '\n';
+    return ev;
+}
+
+struct sse_event *sse_event_new_end(uint64_t sub_id, uint64_t seq)
+{
+    struct sse_event *ev = mem_alloc(sizeof(*ev));
+    atomic_init(&ev->refs, 1);
+    ev->sub_id = sub_id;
+    ev->seq = seq;
+    ev->time_ns = 0;
+    ev->end = true;
+    ev->refused = false;
+    ev->len = 0;
     return ev;
 }
 

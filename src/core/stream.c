@@ -78,6 +78,10 @@ struct stream {
     char **subjects;
     uint64_t *seqs;           /* position per subject: last sequence queued */
     struct fanout_link *links;
+    bool *done;               /* per subject: its end was queued or predates the start */
+    size_t ndone;             /* subjects done; == nsubjects: the stream has finished */
+    bool over;                /* finished at its start with no event: answer 204 */
+    bool refused;             /* a "no responders" notice ended it */
 
     /* Until started: where the client asked to start, and the answers so far. */
     char *start_id;           /* Last-Event-ID, "earliest", or NULL */
@@ -350,6 +354,43 @@ static void drop_starts(struct stream *s)
 }
 
 /*
+ * Every subject has ended: the stream ends after what is queued, adding
+ * nothing (no comment: a finished stream is not an error). May be called
+ * while the fan-out delivers to the stream.
+ */
+static void finish_subjects(struct stream *s)
+{
+    if (s->end != STREAM_END_NONE)
+        return;
+    s->end = STREAM_END_FINISHED;
+    for (size_t i = 0; i < s->nsubjects; i++)
+        fanout_leave(s->env->fanout, &s->links[i]);
+    list_remove(&s->idle_node);
+    list_remove(&s->expiry_node);
+    s->wake(s->wake_ctx);
+}
+
+static void mark_done(struct stream *s, size_t i)
+{
+    if (!s->done[i]) {
+        s->done[i] = true;
+        s->ndone++;
+    }
+}
+
+/*
+ * An end with no event: only "id: …" and a blank line, which moves a
+ * client's Last-Event-ID to the end without dispatching anything. Once
+ * per subject, so it is not charged.
+ */
+static void push_end_id(struct stream *s)
+{
+    size_t head = append_id(s);
+    buf_append(&s->own, "\n", 1);
+    push(s, NULL, head + 1, CHARGE_NONE);
+}
+
+/*
  * Every start has answered: sets every position and queues the start —
  * retry + id, any reset, the replay merged in sequence order. A resume
  * from an id that JetStream could not answer ends the stream, keeping the
@@ -406,6 +447,11 @@ static void finish(struct stream *s)
         nreplay = 0;
         reason = reset_reason(BUS_RESUME_LIMIT);
     }
+    /* A subject whose end is at or before where the stream starts has nothing more. */
+    for (size_t i = 0; i < s->nsubjects; i++) {
+        if (s->starts[i].end && s->seqs[i] >= s->starts[i].end)
+            mark_done(s, i);
+    }
     drop_starts(s);
 
     char line[SSE_LINE_MAX];
@@ -420,9 +466,23 @@ static void finish(struct stream *s)
         push_reset(s, reset, reason);
     if (nreplay > 1)
         qsort(replay, nreplay, sizeof(*replay), by_seq);
+    size_t dispatched = s->dispatchable;
     for (size_t k = 0; k < nreplay; k++) {
-        s->seqs[replay[k].index] = replay[k].ev->seq;
-        push(s, replay[k].ev, append_id(s), CHARGE_REPLAY);
+        size_t i = replay[k].index;
+        if (s->done[i] || (replay[k].ev->len == 0 && !replay[k].ev->end)) {
+            sse_event_unref(replay[k].ev); /* after its subject's end, or no event at all */
+            continue;
+        }
+        s->seqs[i] = replay[k].ev->seq;
+        bool end = replay[k].ev->end;
+        if (replay[k].ev->len == 0) {
+            push_end_id(s);
+            sse_event_unref(replay[k].ev);
+        } else {
+            push(s, replay[k].ev, append_id(s), CHARGE_REPLAY);
+        }
+        if (end)
+            mark_done(s, i);
     }
     if (s->start_id && strcmp(s->start_id, "earliest") != 0 && !reason)
         metrics_add(&s->env->stats.resumes, 1);
@@ -432,8 +492,12 @@ static void finish(struct stream *s)
     free(s->start_id);
     s->start_id = NULL;
     s->started = true;
-    if (failed)
+    if (s->ndone == s->nsubjects) {
+        s->over = s->dispatchable == dispatched && !reason;
+        finish_subjects(s);
+    } else if (failed) {
         stream_end(s, STREAM_END_UNAVAILABLE);
+    }
 }
 
 /*
@@ -525,11 +589,13 @@ struct stream *stream_new(const struct stream_params *p)
     for (size_t i = 0; i < p->nsubjects; i++)
         strings += strlen(p->subjects[i]) + 1;
     char *block = mem_calloc(1, p->nsubjects * (sizeof(*s->links) + sizeof(*s->seqs) +
-                                                sizeof(*s->subjects)) + strings);
+                                                sizeof(*s->subjects) + sizeof(*s->done)) +
+                                    strings);
     s->links = (struct fanout_link *)(void *)block;
     s->seqs = (uint64_t *)(void *)(block + p->nsubjects * sizeof(*s->links));
     s->subjects = (char **)(void *)((char *)s->seqs + p->nsubjects * sizeof(*s->seqs));
-    char *text = (char *)(s->subjects + p->nsubjects);
+    s->done = (bool *)(s->subjects + p->nsubjects);
+    char *text = (char *)(s->done + p->nsubjects);
     metrics_add(&s->env->stats.opened, 1);
     metrics_add(&s->env->stats.open, 1);
     touch(s, stream_now_ms());
@@ -593,6 +659,7 @@ static const char *end_text(enum stream_end why)
     case STREAM_END_TOKEN_EXPIRED: return "token expired, reconnect with a fresh one";
     case STREAM_END_LIMIT: return "limit reached, reconnect later";
     case STREAM_END_TIMEOUT: return "no events";
+    case STREAM_END_FINISHED:
     case STREAM_END_NONE:
     case STREAM_END_COUNT: break;
     }
@@ -603,6 +670,7 @@ const char *stream_end_label(enum stream_end why)
 {
     static const char *const labels[STREAM_END_COUNT] = {
         "client", "slow_consumer", "unavailable", "drain", "token_expired", "limit", "timeout",
+        "finished",
     };
     return why < STREAM_END_COUNT ? labels[why] : "unknown";
 }
@@ -646,6 +714,21 @@ void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
 
 enum stream_end stream_ended(const struct stream *s) { return s->end; }
 
+bool stream_over(const struct stream *s) { return s->over; }
+
+bool stream_refused(const struct stream *s) { return s->refused; }
+
+void stream_set_expiry(struct stream *s, int64_t expires_ms, enum stream_end why)
+{
+    if (s->end != STREAM_END_NONE)
+        return;
+    list_remove(&s->expiry_node);
+    s->expires_ms = expires_ms;
+    s->expire_end = why;
+    if (expires_ms)
+        list_insert_tail(&s->env->expiring, &s->expiry_node);
+}
+
 bool stream_ready(const struct stream *s) { return s->end != STREAM_END_NONE || s->started; }
 
 void stream_on_ready(struct fanout_link *link)
@@ -670,6 +753,14 @@ static const char *over_cap(const struct stream *s, size_t n)
     return NULL;
 }
 
+/* A live end was queued for subject i: the stream finishes once every subject has. */
+static void end_subject(struct stream *s, size_t i)
+{
+    mark_done(s, i);
+    if (s->ndone == s->nsubjects)
+        finish_subjects(s);
+}
+
 void stream_on_event(struct fanout_link *link, struct sse_event *ev)
 {
     struct stream *s = link->owner;
@@ -678,8 +769,18 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
      * At or below the position: already replayed, or from before this
      * stream joined.
      */
-    if (s->end != STREAM_END_NONE || !s->started || ev->seq <= s->seqs[link->index])
+    if (s->end != STREAM_END_NONE || !s->started || ev->seq <= s->seqs[link->index] ||
+        s->done[link->index])
         return;
+    if (ev->len == 0) { /* an end with no event, or an empty end on a wildcard: no event */
+        s->refused |= ev->refused;
+        if (ev->end) {
+            s->seqs[link->index] = ev->seq;
+            push_end_id(s);
+            end_subject(s, link->index);
+        }
+        return;
+    }
     uint64_t was = s->seqs[link->index];
     s->seqs[link->index] = ev->seq;
     size_t before = s->own.len;
@@ -697,6 +798,8 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
     }
     push(s, sse_event_ref(ev), head, CHARGE_LIVE);
     touch(s, stream_now_ms());
+    if (ev->end)
+        end_subject(s, link->index);
 }
 
 size_t stream_pending(struct stream *s, size_t max, bool *eof)

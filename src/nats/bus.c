@@ -92,12 +92,32 @@ static const char *event_name(natsMsg *msg)
     return natsMsgHeader_Get(msg, "Sse-Event", &name) == NATS_OK ? name : NULL;
 }
 
-/* msg encoded once as event seq of bs, stored at time_ns. */
+bool bus_msg_ends(natsMsg *msg)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(msg, "Sse-End", &v) == NATS_OK;
+}
+
+/*
+ * msg encoded once as event seq of bs, stored at time_ns. An Sse-End
+ * message ends the subject it was published on: only a pattern that is
+ * that subject carries the end (a wildcard's streams watch many subjects
+ * and get its body, if any, as an ordinary event). An empty end is a
+ * marker with no event.
+ */
 struct sse_event *bus_event_of(const struct bus_sub *bs, natsMsg *msg, uint64_t seq,
                                int64_t time_ns)
 {
-    struct sse_event *ev = sse_event_new(bs->id, seq, event_name(msg), natsMsg_GetData(msg),
-                                         (size_t)natsMsg_GetDataLength(msg));
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    /* A request's "no responders" comes to its reply subject as a 503 status with no body. */
+    bool refused = natsMsg_IsNoResponders(msg);
+    bool ends = refused || bus_msg_ends(msg);
+    struct sse_event *ev = ends && len == 0
+                               ? sse_event_new_end(bs->id, seq)
+                               : sse_event_new(bs->id, seq, event_name(msg),
+                                               natsMsg_GetData(msg), len);
+    ev->end = ends && strcmp(natsMsg_GetSubject(msg), bs->pattern) == 0;
+    ev->refused = refused && ev->end;
     ev->time_ns = time_ns;
     return ev;
 }
@@ -163,6 +183,13 @@ struct sse_event *bus_push_locked(struct bus_sub *bs, natsMsg *msg, uint64_t seq
 {
     struct bus *bus = bs->bus;
     atomic_fetch_add_explicit(&bus->messages, 1, memory_order_relaxed);
+    /*
+     * The first end wins: an end after an end (a gateway ending a
+     * cancelled request its service had just ended) changes nothing for
+     * anyone and is not numbered.
+     */
+    if (history_end(bs->history) && bus_msg_ends(msg))
+        return NULL;
     if (seq == 0)
         seq = atomic_fetch_add_explicit(&bus->seq, 1, memory_order_relaxed) + 1;
     else if (seq <= history_last(bs->history))
@@ -647,6 +674,7 @@ static bool resume_from_history(const struct bus_sub *bs, const struct bus_start
 {
     const struct history *h = bs->history;
     out->last = out->before = history_last(h);
+    out->end = history_end(h);
     enum history_resume st = HISTORY_RESUME_OK;
     switch (start->from) {
     case BUS_FROM_NOW: return true;
@@ -784,6 +812,39 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     pthread_mutex_unlock(&bus->lock);
     out->js_resets = atomic_load(&bus->js_resets);
     out->js_limit_hits = atomic_load(&bus->js_limit_hits);
+}
+
+int bus_send(struct bus *bus, const char *subject, const char *reply,
+             const char *const *headers, size_t nheaders, const void *data, size_t len)
+{
+    if (!atomic_load(&bus->connected))
+        return ERR_NATS;
+    natsMsg *msg = NULL;
+    natsStatus s = natsMsg_Create(&msg, subject, reply, data, (int)len);
+    for (size_t i = 0; s == NATS_OK && i + 1 < 2 * nheaders; i += 2)
+        s = natsMsgHeader_Add(msg, headers[i], headers[i + 1]);
+    if (s == NATS_OK)
+        s = natsConnection_PublishMsg(bus->nc, msg);
+    natsMsg_Destroy(msg);
+    if (s != NATS_OK) {
+        log_warn("nats: publish to %s failed: %s", subject, natsStatus_GetText(s));
+        return ERR_NATS;
+    }
+    return 0;
+}
+
+bool bus_subject_ended(struct bus *bus, const char *subject)
+{
+    bool ended = false;
+    pthread_mutex_lock(&bus->lock);
+    struct bus_sub *bs = map_get(bus->subs, subject, strlen(subject));
+    if (bs) {
+        pthread_mutex_lock(&bs->lock);
+        ended = history_end(bs->history) != 0;
+        pthread_mutex_unlock(&bs->lock);
+    }
+    pthread_mutex_unlock(&bus->lock);
+    return ended;
 }
 
 int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,

@@ -165,7 +165,9 @@ void bus_pause_ms(long ms);
 int64_t bus_now_ms(void);
 void bus_sub_unref(struct bus_sub *bs);
 void bus_on_sub_complete(void *closure);
-/* msg encoded once as event seq of bs, stored at time_ns. */
+/* Whether msg carries the Sse-End header: its publisher ends its subject. */
+bool bus_msg_ends(natsMsg *msg);
+/* msg encoded once as event seq of bs, stored at time_ns (an end: see bus.c). */
 struct sse_event *bus_event_of(const struct bus_sub *bs, natsMsg *msg, uint64_t seq,
                                int64_t time_ns);
 /* Ends a NATS subscription of ours; NULL is a no-op. */

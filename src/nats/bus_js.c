@@ -236,6 +236,29 @@ static void js_fail(struct bus *bus, struct bus_sub *bs, const char *why)
 }
 
 /*
+ * A literal pattern's first consumer begins at the stream's end: a subject
+ * its publisher ended before then (Sse-End) would look live to us. Its
+ * last stored message says; history learns the end unless something
+ * newer arrived meanwhile. One JetStream call, on the JetStream thread; a
+ * failure (or no message) leaves the subject live, as before.
+ */
+static void js_find_end(struct bus *bus, struct bus_sub *bs)
+{
+    if (strpbrk(bs->pattern, "*>"))
+        return;
+    natsMsg *msg = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetLastMsg(&msg, bus->js, bs->stream, bs->pattern, NULL, &jerr) != NATS_OK)
+        return;
+    if (bus_msg_ends(msg)) {
+        pthread_mutex_lock(&bs->lock);
+        history_set_end(bs->history, natsMsg_GetSequence(msg));
+        pthread_mutex_unlock(&bs->lock);
+    }
+    natsMsg_Destroy(msg);
+}
+
+/*
  * Makes a consumer for bs on a fresh inbox: the first one from the
  * stream's end (its floor becomes history's), a later one after the last
  * sequence recorded. From here on only the new inbox's messages count.
@@ -286,6 +309,8 @@ static bool js_make(struct bus *bus, struct bus_sub *bs, natsSubscription **out,
             bs->has_floor = true;
         }
         pthread_mutex_unlock(&bs->lock);
+        if (first)
+            js_find_end(bus, bs);
         *name = mem_strdup(ci->Name);
         *out = ns;
         ns = NULL;

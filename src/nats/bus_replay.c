@@ -111,6 +111,7 @@ static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay 
         struct bus_resume *out = &r->result;
         out->status = f->status;
         out->last = last;
+        out->end = history_end(bs->history);
         out->before = r->start.from == BUS_FROM_ID ? r->start.after : last;
         if (f->status == BUS_RESUME_OK && r->start.from == BUS_FROM_ID) {
             if (f->first > 1 && r->start.after + 1 < f->first)

@@ -22,7 +22,7 @@
 #include "sluice/mem.h"
 #include "sluice/subject.h"
 
-enum kind { K_STR, K_INT, K_SIZE, K_LEVEL };
+enum kind { K_STR, K_INT, K_SIZE, K_LEVEL, K_LIST };
 
 struct key {
     const char *name;
@@ -95,6 +95,15 @@ static const struct key keys[] = {
     INT("stream-admission-rate", stream_admission_rate, 0, 10000000),
     INT("overload-retry-min-ms", overload_retry_min_ms, 1000, 3600000),
     INT("overload-retry-max-ms", overload_retry_max_ms, 1000, 3600000),
+    /* Repeatable: each one adds an entry; an empty value clears the list. */
+    {"request-route", K_LIST, offsetof(struct config, request_routes), 0, 0},
+    SIZE("max-request-body-bytes", max_request_body_bytes, 1, 64L << 20),
+    STR("request-reply-prefix", request_reply_prefix),
+    STR("request-cancel-prefix", request_cancel_prefix),
+    INT("request-first-event-ms", request_first_event_ms, 100, 3600000),
+    INT("request-cancel-wait-ms", request_cancel_wait_ms, 0, 3600000),
+    OPT("request-forward-headers", request_forward_headers),
+    OPT("request-secret-file", request_secret_file),
 };
 
 static const char USAGE[] =
@@ -180,6 +189,18 @@ static const char USAGE[] =
     "                           refusal past it; 0 = no limit (default 0)\n"
     "  --overload-retry-min-ms N, --overload-retry-max-ms N  the retry: such a refusal\n"
     "                           carries, drawn per stream (default 5000 and 30000)\n"
+    "  --request-route 'PATH SUBJECT'  POST PATH starts a request stream answered by the\n"
+    "                           NATS service on SUBJECT; repeatable (default: none;\n"
+    "                           POST /streams/SUBJECT always works)\n"
+    "  --max-request-body-bytes N  request stream body limit, else 413 (default 65536)\n"
+    "  --request-reply-prefix P reply subjects P.<owner>.<id> (default $SLUICE.reply)\n"
+    "  --request-cancel-prefix P  cancel notices on P.<owner>.<id> (default $SLUICE.cancel)\n"
+    "  --request-first-event-ms N  no reply within N ms: 504 (default 30000)\n"
+    "  --request-cancel-wait-ms N  after DELETE, end the stream with event: error if the\n"
+    "                           service has not ended it within N ms (default 5000)\n"
+    "  --request-forward-headers LIST  request headers passed to the service (default: none)\n"
+    "  --request-secret-file FILE  key binding stream ids to principals; the same on every\n"
+    "                           gateway of a fleet (default: none)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -247,12 +268,20 @@ void config_init(struct config *c)
     c->max_streams_total = 250000;
     c->overload_retry_min_ms = 5000;
     c->overload_retry_max_ms = 30000;
+    c->request_routes = mem_strdup("");
+    c->max_request_body_bytes = 64 * 1024;
+    c->request_reply_prefix = mem_strdup("$SLUICE.reply");
+    c->request_cancel_prefix = mem_strdup("$SLUICE.cancel");
+    c->request_first_event_ms = 30000;
+    c->request_cancel_wait_ms = 5000;
+    c->request_forward_headers = mem_strdup("");
+    c->request_secret_file = mem_strdup("");
 }
 
 void config_dispose(struct config *c)
 {
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        if (keys[i].kind == K_STR) {
+        if (keys[i].kind == K_STR || keys[i].kind == K_LIST) {
             char **p = (char **)(void *)((char *)c + keys[i].offset);
             free(*p);
             *p = NULL;
@@ -286,6 +315,19 @@ int config_set(struct config *c, const char *name, const char *value, char *err,
         free(*(char **)field);
         *(char **)field = mem_strdup(value);
         return 0;
+    case K_LIST: {
+        char **list = (char **)field;
+        size_t have = strlen(*list), n = strlen(value);
+        if (!n || !have) {
+            free(*list);
+            *list = mem_strdup(value);
+            return 0;
+        }
+        *list = mem_realloc(*list, have + n + 2);
+        (*list)[have] = ',';
+        memcpy(*list + have + 1, value, n + 1);
+        return 0;
+    }
     case K_LEVEL:
         if (log_level_parse(value, field) != 0) {
             set_err(err, errlen, "'%s' must be debug, info, warn or error, not '%s'", name, value);

@@ -46,6 +46,7 @@
 #include "sluice/cors.h"
 #include "sluice/guard.h"
 #include "sluice/log.h"
+#include "sluice/reply.h"
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
 #include "sluice/net.h"
@@ -142,6 +143,49 @@ static void histogram(struct buf *out, const struct server *s, const char *name,
 #define STREAMS(field) sum_at(s, false, offsetof(struct stream_stats, field))
 #define CONNS(field) sum_at(s, true, offsetof(struct conn_stats, field))
 
+/* Request streams (POST to a request route): counters, and time to first reply per route. */
+static void request_metrics(struct buf *out, const struct server *s)
+{
+    metrics_header(out, "sluice_request_streams_total", "counter",
+                   "Request streams, by what happened: started (published to the service), "
+                   "finished (ended by the service), cancelled (DELETE), cancel_forced (ended "
+                   "by the gateway after request-cancel-wait-ms), no_responders (503), "
+                   "timeout (504).");
+    static const struct {
+        const char *label;
+        size_t off;
+    } what[] = {
+        {"result=\"started\"", offsetof(struct conn_stats, requests.req_started)},
+        {"result=\"finished\"", offsetof(struct conn_stats, requests.req_finished)},
+        {"result=\"cancelled\"", offsetof(struct conn_stats, requests.req_cancelled)},
+        {"result=\"cancel_forced\"", offsetof(struct conn_stats, requests.req_cancel_forced)},
+        {"result=\"no_responders\"", offsetof(struct conn_stats, requests.req_no_responders)},
+        {"result=\"timeout\"", offsetof(struct conn_stats, requests.req_timeouts)},
+    };
+    for (size_t i = 0; i < sizeof(what) / sizeof(what[0]); i++)
+        metrics_value(out, "sluice_request_streams_total", what[i].label,
+                      sum_at(s, true, what[i].off));
+    static const char name[] = "sluice_request_first_event_seconds";
+    metrics_header(out, name, "histogram",
+                   "From a request stream's POST to its first reply, by request route "
+                   "(/streams: the generic POST /streams/<subject>).");
+    for (int r = 0; r <= REQUEST_ROUTES_MAX; r++) {
+        char path[256], label[300];
+        if (r < REQUEST_ROUTES_MAX && !reply_route_path(s->cfg->request_routes, r, path,
+                                                        sizeof(path)))
+            r = REQUEST_ROUTES_MAX;
+        if (r == REQUEST_ROUTES_MAX)
+            snprintf(path, sizeof(path), "/streams");
+        snprintf(label, sizeof(label), "route=\"%s\"", path);
+        const struct metrics_histogram *h[64];
+        for (size_t i = 0; i < s->nworkers; i++)
+            h[i] = (const struct metrics_histogram *)(const void *)(
+                stats_of(s, i, true) + offsetof(struct conn_stats, requests.req_first) +
+                (size_t)r * sizeof(struct metrics_histogram));
+        metrics_histogram_write_labelled(out, name, label, h, s->nworkers);
+    }
+}
+
 static void on_metrics(void *ctx, struct buf *out)
 {
     struct server *s = ctx;
@@ -180,6 +224,7 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"queue_bytes\"", offsetof(struct conn_stats, requests.queue_bytes)},
         {"limit=\"poll_bytes\"", offsetof(struct conn_stats, requests.poll_bytes)},
         {"limit=\"file_cache\"", offsetof(struct conn_stats, requests.file_cache)},
+        {"limit=\"request_body\"", offsetof(struct conn_stats, requests.request_body)},
     };
     for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
         metrics_value(out, "sluice_limit_hits_total", limits[i].label,
@@ -202,6 +247,8 @@ static void on_metrics(void *ctx, struct buf *out)
     metric(out, "sluice_streams_admitted", "gauge",
            "SSE streams holding an admission slot (what max-streams-total caps).",
            (double)admission_open(s->admission));
+
+    request_metrics(out, s);
 
     metric(out, "sluice_streams_open", "gauge", "SSE streams open.", STREAMS(open));
     metric(out, "sluice_streams_opened_total", "counter", "SSE streams opened.", STREAMS(opened));
@@ -385,6 +432,8 @@ static int make_access_control(struct server *s)
     int rc = auth_new(&s->auth, &ap, err, sizeof(err));
     if (rc != 0)
         log_error("auth: %s", err);
+    if (rc == 0 && (rc = reply_init(cfg, err, sizeof(err))) != 0)
+        log_error("request streams: %s", err);
     if (rc == 0 && (rc = cors_new(&s->cors, (const char *const *)origins, norigins,
                                   cfg->cors_credentials != 0, err, sizeof(err))) != 0)
         log_error("cors-origins: %s", err);

@@ -153,6 +153,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct worker *w = container_of(t, struct worker, tick);
     stream_env_tick(&w->streams, stream_now_ms());
+    request_env_tick(&w->env.requests, stream_now_ms());
 }
 
 #define LAG_INTERVAL 0.25
@@ -284,6 +285,7 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.requests.cfg = cfg;
     w->env.requests.streams = &w->streams;
     w->env.requests.files = filecache_new(cfg->file_cache_bytes);
+    w->env.requests.cancels = mem_calloc(1, sizeof(*w->env.requests.cancels));
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     ev_io_start(w->loop, &w->accept_io);
@@ -364,6 +366,7 @@ void worker_free(struct worker *w)
     free(w->inbox);
     free(w->draining);
     fanout_free(w->fanout);
+    request_env_dispose(&w->env.requests);
     filecache_free(w->env.requests.files); /* after the connections: their responses held entries */
     ev_loop_destroy(w->loop);
     if (w->listen_fd >= 0)

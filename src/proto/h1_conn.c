@@ -357,7 +357,7 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
     }
     if (request_publishing(&h->req)) {
         if (h->drop_input) {
-            request_fail(&h->req, 413, "body larger than max-publish-bytes");
+            request_fail(&h->req, 413, "body too large (max-publish-bytes, max-request-body-bytes)");
             return;
         }
         h->state = READ_BODY; /* an empty body is published by process() at once */
@@ -388,6 +388,9 @@ static int read_body(struct http1 *h)
     if (rc == 0) {
         if (h->body_keep)
             request_body_end(&h->req);
+        /* A request stream: its 200 waits for the service's first reply, then streams. */
+        if (h->active && h->req.stream)
+            h->state = STREAM;
         return 0;
     }
     if (h->body_keep) {

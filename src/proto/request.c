@@ -6,11 +6,12 @@
  *
  * A request goes: headers (request_header) -> request_process: 431, then
  * a preflight's answer, then route -> admit (Host, CORS, subjects, auth)
- * -> dispatch: a file (a shared, reference-counted cache entry: never
- * copied per request), a publish (wait for the body, then bus_publish),
- * an SSE stream or a long poll (the stream is opened with the process's
- * and the connection's admission; its 200 or its answer waits until NATS
- * has the subscription). Every answer leaves through the front end's
+ * -> dispatch: a file (static_file.c: a shared, reference-counted cache
+ * entry, never copied per request), a publish (wait for the body, then
+ * bus_publish), an SSE stream or a long poll (the stream is opened with
+ * the process's and the connection's admission; its 200 or its answer
+ * waits until NATS has the subscription; poll.c turns a poll's queue into
+ * its JSON, charged here to the connection). Every answer leaves through the front end's
  * table (struct request_front) as a head of fields and a body; nothing
  * here knows how those become bytes.
  *
@@ -23,15 +24,11 @@
 #include "sluice/request.h"
 
 #include <inttypes.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "sluice/access.h"
 #include "sluice/admission.h"
@@ -46,11 +43,15 @@
 #include "sluice/log.h"
 #include "sluice/map.h"
 #include "sluice/metrics.h"
+#include "sluice/poll.h"
 #include "sluice/sse.h"
+#include "sluice/static_file.h"
 #include "sluice/subject.h"
 #include "sluice/mem.h"
+#include "sluice/reply.h"
 
 #define LAST_EVENT_ID_MAX 1024
+#define REPLY_URL "/streams/r/" /* + "<tag>.<id>": a request stream's URL */
 #define REQUEST_ID_MAX 128
 
 void request_init(struct request *r, const struct request_front *front,
@@ -96,6 +97,7 @@ static void log_access(const struct request *r)
         .duration_s = stream_now_s() - r->started,
         .bytes = r->body_bytes,
         .reason = "complete",
+        .stream = r->token ? r->token + sizeof(REPLY_URL) - 1 : NULL,
     };
     if (r->stream) {
         struct stream_info info;
@@ -187,6 +189,9 @@ void request_dispose(struct request *r)
 {
     if (r->method)
         log_access(r);
+    if (r->token && r->stream && r->status == 200 &&
+        stream_ended(r->stream) == STREAM_END_FINISHED)
+        metrics_add(&r->io->env->stats->req_finished, 1);
     if (r->counted)
         forget_patterns(r->quota, r->stream);
     uncharge(r, r->charged);
@@ -198,6 +203,11 @@ void request_dispose(struct request *r)
     free(r->last_event_id);
     free(r->request_id);
     free(r->traceparent);
+    free(r->tracestate);
+    for (size_t i = 0; i < r->nfwd; i++)
+        free(r->fwd[i]);
+    free(r->service);
+    free(r->token);
     free(r->authority);
     free(r->origin);
     free(r->authorization);
@@ -270,6 +280,15 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         keep(r, &r->request_id, value, vlen, REQUEST_ID_MAX);
     else if (is(name, nlen, "traceparent") && vlen <= REQUEST_ID_MAX)
         keep(r, &r->traceparent, value, vlen, REQUEST_ID_MAX);
+    else if (is(name, nlen, "tracestate") && vlen <= 512)
+        keep(r, &r->tracestate, value, vlen, 512);
+    else if (r->nfwd < 2 * REQUEST_FORWARD_MAX &&
+             reply_header_listed(env->cfg->request_forward_headers, name, nlen)) {
+        /* Bounded by max-header-bytes like every field; checked before it is forwarded. */
+        r->fwd[r->nfwd++] = mem_strndup(name, nlen);
+        r->fwd[r->nfwd++] = mem_strndup(value, vlen);
+        r->fwd_bad |= !reply_header_value_ok(value, vlen);
+    }
 }
 
 /* Makes up a request id unless the client sent one. */
@@ -416,6 +435,9 @@ static int start_stream(struct request *r)
     add(&h, "cache-control", "no-cache");
     add(&h, "x-accel-buffering", "no");
     add(&h, "x-request-id", r->request_id);
+    /* Where a client that lost the connection resumes, from any gateway. */
+    if (r->token)
+        add(&h, "content-location", r->token);
     add_cors(r, &h, CORS_ACTUAL);
     r->waiting = false;
     r->status = 200;
@@ -450,6 +472,27 @@ static int find_token(const struct request *r, const struct request_env *env, ch
 }
 
 /*
+ * Whether a client's subject (pattern) reaches the reply or cancel
+ * subjects of request streams. Those are read only through /streams/r/,
+ * by their owner. With a reserved prefix (the default, "$SLUICE…") a
+ * client's wildcard never sees them (the bus drops reserved subjects from
+ * patterns that do not name them), so only a pattern inside the prefix
+ * is refused; with a plain prefix, any pattern that could match one is.
+ */
+static bool in_reply_space(const struct config *cfg, const char *subject)
+{
+    const char *prefixes[2] = {cfg->request_reply_prefix, cfg->request_cancel_prefix};
+    for (size_t i = 0; i < 2; i++) {
+        char space[REPLY_PREFIX_MAX + 3];
+        snprintf(space, sizeof(space), "%s.>", prefixes[i]);
+        if (subject_overlaps(subject, space) &&
+            (subject_reserved(subject) || !subject_reserved(prefixes[i])))
+            return true;
+    }
+    return false;
+}
+
+/*
  * Host (with auth none), CORS, max-subjects, reserved subjects and
  * authorization for a routed request. 0 to serve it; otherwise the status
  * to answer (400, 401, 403, 421) with *text, and for a 401 the
@@ -480,6 +523,11 @@ static int admit(struct request *r, char *www, size_t wlen, const char **text)
             *text = "reserved NATS subject ($... or _INBOX) not allowed (allow-subjects)";
             return 403;
         }
+        if (in_reply_space(env->cfg, route->subjects[i])) {
+            metrics_add(&env->stats->reserved, 1);
+            *text = "request stream subjects are read only through /streams/r/";
+            return 403;
+        }
     }
     if (!auth_required(env->auth))
         return 0; /* no grant to keep: nothing expires */
@@ -493,11 +541,12 @@ static int admit(struct request *r, char *www, size_t wlen, const char **text)
         why = "malformed access_token";
     if (rc == 0 && auth_verify(env->auth, token, len, (int64_t)time(NULL), &r->grant, &why) == 0) {
         for (size_t i = 0; i < route->nsubjects; i++) {
-            bool ok = route->kind == HTTP_PUBLISH ? auth_can_publish(r->grant, route->subjects[i])
-                                                  : auth_can_subscribe(r->grant, route->subjects[i]);
+            bool pub = route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST;
+            bool ok = pub ? auth_can_publish(r->grant, route->subjects[i])
+                          : auth_can_subscribe(r->grant, route->subjects[i]);
             if (!ok) {
-                *text = route->kind == HTTP_PUBLISH ? "token does not allow publishing there"
-                                                    : "token does not allow that subject";
+                *text = pub ? "token does not allow publishing there"
+                            : "token does not allow that subject";
                 return 403;
             }
         }
@@ -604,6 +653,19 @@ static void on_stream_wake(void *ctx)
     r->front->wake(r);
 }
 
+/* When r's token expires, on the streams' monotonic clock; 0: never. */
+static int64_t token_end_ms(const struct request *r)
+{
+    int64_t expires = r->grant ? auth_grant_expires(r->grant) : 0;
+    if (expires <= 0)
+        return 0;
+    /* The token's wall-clock end, on the streams' monotonic clock. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t left_ms = expires * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+    return stream_now_ms() + (left_ms > 0 ? left_ms : 0);
+}
+
 /*
  * Opens r->stream for an HTTP_EVENTS or HTTP_POLL route, its subject
  * patterns counted in r's connection until r is disposed. 0, or the
@@ -641,15 +703,8 @@ static int open_stream(struct request *r, const char **text)
         .conn_id = r->io->conn_id,
         .stream_id = r->stream_id,
     };
-    int64_t expires = r->grant ? auth_grant_expires(r->grant) : 0;
-    if (expires > 0) {
-        /* The token's wall-clock end, on the streams' monotonic clock. */
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        int64_t left_ms = expires * 1000 - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
-        p.expires_ms = stream_now_ms() + (left_ms > 0 ? left_ms : 0);
-        p.expire_end = STREAM_END_TOKEN_EXPIRED;
-    }
+    p.expires_ms = token_end_ms(r);
+    p.expire_end = STREAM_END_TOKEN_EXPIRED;
     if (route->kind == HTTP_POLL) {
         int64_t deadline = stream_now_ms() + route->timeout_ms;
         if (!p.expires_ms || deadline < p.expires_ms) {
@@ -668,6 +723,253 @@ static void route(struct request *r)
         return;
     r->route = mem_alloc(sizeof(*r->route));
     http_route(r->route, r->method, strlen(r->method), r->path, strlen(r->path));
+    r->route_index = REQUEST_ROUTES_MAX; /* the generic POST /streams/<subject> */
+    const char *routes = r->io->env->cfg->request_routes;
+    char service[256];
+    int i;
+    if (*routes && strcmp(r->method, "POST") == 0 &&
+        (i = reply_route_find(routes, r->path, strcspn(r->path, "?"), service,
+                              sizeof(service))) >= 0) {
+        http_route_request(r->route, service);
+        r->route_index = i < REQUEST_ROUTES_MAX ? i : REQUEST_ROUTES_MAX;
+    }
+}
+
+/*
+ * Request streams: POST to a request route -> serve_request() once the
+ * body is complete: a fresh id, the reply subject joined (subscribed
+ * first), then, once nats-server has the subscription, the body
+ * published to the service with the reply subject and the Sse-* headers
+ * (resume_request()). The 200 waits for the first reply: a "no
+ * responders" before it is a 503, no reply within request-first-event-ms
+ * a 504, both as JSON before any stream byte. GET /streams/r/<token>
+ * reads the same subject (resumable), DELETE sends a cancel notice; both
+ * only for the owner (reply.h).
+ */
+
+static int serve_events(struct request *r);
+
+/* A JSON error in the OpenAI shape, which the openai client and others show as it is. */
+static int respond_error(struct request *r, int status, const char *type, const char *message)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, "{\"error\":{\"message\":", 20);
+    json_string(&b, message, strlen(message));
+    buf_append(&b, ",\"type\":", 8);
+    json_string(&b, type, strlen(type));
+    buf_append(&b, ",\"code\":", 8);
+    json_string(&b, type, strlen(type));
+    buf_append(&b, "}}\n", 3);
+    charge(r, b.len, true);
+    r->waiting = false;
+    struct request_body body = {(const char *)b.data, b.len, (char *)b.data, NULL};
+    return respond(r, status, "application/json", &body, NULL);
+}
+
+/* The authenticated principal (the token's sub), or "" without auth. */
+static const char *principal_of(const struct request *r)
+{
+    const char *p = r->grant ? auth_grant_subject(r->grant) : NULL;
+    return p ? p : "";
+}
+
+/* "<prefix>.<tag>.<id>" for r's token ("/streams/r/<tag>.<id>"), malloc'ed. */
+static char *subject_of(const char *prefix, const char *token)
+{
+    const char *name = token + sizeof(REPLY_URL) - 1;
+    size_t n = strlen(prefix) + 1 + strlen(name) + 1;
+    char *out = mem_alloc(n);
+    snprintf(out, n, "%s.%s", prefix, name);
+    return out;
+}
+
+/* r's route now reads the request stream's reply subject. */
+static void read_reply(struct request *r)
+{
+    struct http_route *rt = r->route;
+    for (size_t i = 0; i < rt->nsubjects; i++)
+        free(rt->subjects[i]);
+    rt->subjects[0] = subject_of(r->io->env->cfg->request_reply_prefix, r->token);
+    rt->nsubjects = 1;
+}
+
+static int serve_request(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    const char *principal = principal_of(r);
+    r->publishing = false;
+    if (!env->bus)
+        return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+    if (auth_required(env->auth) && !*principal)
+        return respond_error(r, 403, "forbidden", "request streams need a token with a sub claim");
+    if (r->fwd_bad || (r->traceparent && !reply_header_value_ok(r->traceparent,
+                                                                 strlen(r->traceparent))) ||
+        (r->tracestate && !reply_header_value_ok(r->tracestate, strlen(r->tracestate))))
+        return respond_error(r, 400, "invalid_request", "a forwarded header holds CR, LF or NUL");
+    char id[REPLY_ID_LEN + 1], tag[REPLY_TAG_LEN + 1];
+    if (reply_new_id(id) != 0)
+        return respond_error(r, 503, "unavailable", "no randomness for a stream id, retry");
+    reply_owner_tag(principal, tag);
+    size_t n = sizeof(REPLY_URL) + REPLY_TAG_LEN + 1 + REPLY_ID_LEN;
+    r->token = mem_alloc(n);
+    snprintf(r->token, n, "%s%s.%s", REPLY_URL, tag, id);
+    r->service = r->route->subjects[0];
+    r->route->subjects[0] = NULL;
+    read_reply(r);
+    unsigned retry_ms;
+    if (!admit_stream(r, &retry_ms))
+        return respond_error(r, 503, "overloaded", "over capacity, retry later");
+    const char *text;
+    int status = open_stream(r, &text);
+    if (status != 0)
+        return respond_error(r, status, "limit", text);
+    stream_set_expiry(r->stream, stream_now_ms() + env->cfg->request_first_event_ms,
+                      STREAM_END_TIMEOUT);
+    log_debug("conn %" PRIu64 " stream %d: request stream %s for %s", r->io->conn_id,
+              (int)r->stream_id, r->token + sizeof(REPLY_URL) - 1, r->service);
+    r->asking = true;
+    r->waiting = true;
+    unroute(r);
+    return request_resume(r);
+}
+
+/* Publishes r's body to its service, the reply subject subscribed; 0 or ERR_NATS. */
+static int publish_request(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    const char *name = r->token + sizeof(REPLY_URL) - 1;
+    char *cancel = subject_of(env->cfg->request_cancel_prefix, r->token);
+    size_t ns;
+    const char *reply = stream_subjects(r->stream, &ns)[0];
+    const char *h[2 * (REQUEST_FORWARD_MAX + 5)];
+    size_t n = 0;
+    h[n++] = "Sse-Stream-Id";
+    h[n++] = name + REPLY_TAG_LEN + 1;
+    h[n++] = "Sse-Principal";
+    h[n++] = principal_of(r);
+    h[n++] = "Sse-Cancel";
+    h[n++] = cancel;
+    if (r->traceparent) {
+        h[n++] = "traceparent";
+        h[n++] = r->traceparent;
+    }
+    if (r->tracestate) {
+        h[n++] = "tracestate";
+        h[n++] = r->tracestate;
+    }
+    for (size_t i = 0; i < r->nfwd; i++)
+        h[n++] = r->fwd[i];
+    int rc = bus_send(env->bus, r->service, reply, h, n / 2, r->body.data, r->body.len);
+    free(cancel);
+    return rc;
+}
+
+static int resume_request(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    struct stream *s = r->stream;
+    if (!stream_ready(s))
+        return 0;
+    enum stream_end end = stream_ended(s);
+    if (!r->asked) {
+        if (end != STREAM_END_NONE)
+            return respond_error(r, 503, "unavailable", "reply subscription unavailable, retry");
+        int rc = publish_request(r);
+        /* The body is in cnats's buffer now. */
+        buf_dispose(&r->body);
+        buf_init(&r->body);
+        uncharge(r, r->charged);
+        r->asked = true;
+        if (rc != 0)
+            return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+        metrics_add(&env->stats->req_started, 1);
+        return 0;
+    }
+    if (stream_refused(s)) {
+        metrics_add(&env->stats->req_no_responders, 1);
+        return respond_error(r, 503, "no_responders", "no service answers on that subject");
+    }
+    if (stream_dispatchable(s) == 0) {
+        if (end == STREAM_END_NONE)
+            return 0;
+        if (end == STREAM_END_TIMEOUT) {
+            metrics_add(&env->stats->req_timeouts, 1);
+            return respond_error(r, 504, "timeout",
+                                 "no reply from the service within request-first-event-ms");
+        }
+    }
+    metrics_observe(&env->stats->req_first[r->route_index], stream_now_s() - r->started);
+    stream_set_expiry(s, token_end_ms(r), STREAM_END_TOKEN_EXPIRED);
+    return start_stream(r);
+}
+
+/* GET or DELETE /streams/r/<token>: only its owner may. */
+static int serve_reply(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    const char *principal = principal_of(r);
+    if (auth_required(env->auth) && !*principal)
+        return respond_error(r, 403, "forbidden", "request streams need a token with a sub claim");
+    if (!reply_owner_is(r->route->stream, principal))
+        return respond_error(r, 403, "forbidden", "not your stream");
+    size_t n = sizeof(REPLY_URL) + HTTP_STREAM_TOKEN_LEN;
+    r->token = mem_alloc(n);
+    snprintf(r->token, n, "%s%s", REPLY_URL, r->route->stream);
+    read_reply(r);
+    if (r->route->kind == HTTP_REPLY)
+        return serve_events(r);
+    if (!env->bus)
+        return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+    const char *name = r->token + sizeof(REPLY_URL) - 1;
+    char *cancel = subject_of(env->cfg->request_cancel_prefix, r->token);
+    const char *h[] = {"Sse-Stream-Id", name + REPLY_TAG_LEN + 1, "Sse-Principal", principal};
+    int rc = bus_send(env->bus, cancel, NULL, h, 2, NULL, 0);
+    free(cancel);
+    if (rc != 0)
+        return respond_error(r, 503, "unavailable", "NATS unavailable, try again");
+    metrics_add(&env->stats->req_cancelled, 1);
+    struct request_cancels *c = env->cancels;
+    if (c && c->n < REQUEST_CANCELS_MAX) {
+        c->item[c->n++] = (struct request_cancel){
+            stream_now_ms() + env->cfg->request_cancel_wait_ms, r->route->subjects[0]};
+        r->route->subjects[0] = NULL;
+        r->route->nsubjects = 0;
+    } else {
+        log_warn("conn %" PRIu64 ": %d cancels pending on this worker; %s is left to its "
+                 "service", r->io->conn_id, REQUEST_CANCELS_MAX, name);
+    }
+    struct request_body body = {"{\"cancelled\":true}\n", 19, NULL, NULL};
+    return respond(r, 202, "application/json", &body, NULL);
+}
+
+void request_env_tick(struct request_env *env, int64_t now_ms)
+{
+    struct request_cancels *c = env->cancels;
+    size_t done = 0;
+    static const char why[] = "{\"reason\":\"cancelled\"}";
+    static const char *const h[] = {"Sse-End", "cancelled", "Sse-Event", "error"};
+    while (c && done < c->n && c->item[done].due_ms <= now_ms) {
+        struct request_cancel *k = &c->item[done++];
+        /* The service ended it meanwhile (as far as this process can tell): first end wins. */
+        if (env->bus && !bus_subject_ended(env->bus, k->reply) &&
+            bus_send(env->bus, k->reply, NULL, h, 2, why, sizeof(why) - 1) == 0)
+            metrics_add(&env->stats->req_cancel_forced, 1);
+        free(k->reply);
+    }
+    if (done) {
+        memmove(c->item, c->item + done, (c->n - done) * sizeof(c->item[0]));
+        c->n -= done;
+    }
+}
+
+void request_env_dispose(struct request_env *env)
+{
+    struct request_cancels *c = env->cancels;
+    for (size_t i = 0; c && i < c->n; i++)
+        free(c->item[i].reply);
+    free(c);
+    env->cancels = NULL;
 }
 
 bool request_wants_body(struct request *r, uint64_t *max)
@@ -675,8 +977,11 @@ bool request_wants_body(struct request *r, uint64_t *max)
     if (!r->method || !r->path)
         return false;
     route(r);
-    *max = r->route->kind == HTTP_PUBLISH ? r->io->env->cfg->max_publish_bytes : 0;
-    return r->route->kind == HTTP_PUBLISH;
+    const struct config *cfg = r->io->env->cfg;
+    *max = r->route->kind == HTTP_PUBLISH   ? cfg->max_publish_bytes
+           : r->route->kind == HTTP_REQUEST ? cfg->max_request_body_bytes
+                                            : 0;
+    return r->route->kind == HTTP_PUBLISH || r->route->kind == HTTP_REQUEST;
 }
 
 bool request_publishing(const struct request *r) { return r->publishing && r->status == 0; }
@@ -685,6 +990,12 @@ int request_body(struct request *r, const void *data, size_t len)
 {
     if (!request_publishing(r))
         return 0;
+    if (r->route->kind == HTTP_REQUEST &&
+        r->body.len + len > r->io->env->cfg->max_request_body_bytes) {
+        metrics_add(&r->io->env->stats->request_body, 1);
+        respond_error(r, 413, "request_too_large", "body larger than max-request-body-bytes");
+        return ERR_LIMIT;
+    }
     if (r->body.len + len > r->io->env->cfg->max_publish_bytes) {
         respond_text(r, 413, "body larger than max-publish-bytes", NULL);
         return ERR_LIMIT;
@@ -702,6 +1013,8 @@ int request_body_end(struct request *r)
 {
     if (!request_publishing(r))
         return 0;
+    if (r->route->kind == HTTP_REQUEST)
+        return serve_request(r);
     const struct request_env *env = r->io->env;
     const struct http_route *rt = r->route;
     int rc = env->bus ? bus_publish(env->bus, rt->subjects[0], rt->event, r->body.data, r->body.len)
@@ -713,87 +1026,6 @@ int request_body_end(struct request *r)
     r->publishing = false;
     return rc == 0 ? respond_text(r, 202, "published", NULL)
                    : respond_text(r, 503, "NATS unavailable, try again", NULL);
-}
-
-/* For a poll: true when it has its answer (an event, a reset, or its end). */
-static bool poll_ready(const struct request *r)
-{
-    return stream_ready(r->stream) &&
-           (stream_dispatchable(r->stream) > 0 || stream_ended(r->stream) != STREAM_END_NONE);
-}
-
-/* What closes the JSON after an event of id length n: `],"next":"<id>"}` and a newline. */
-#define POLL_TAIL(n) (6 * (n) + 16)
-
-struct poll_json {
-    struct buf *out;
-    size_t n;      /* events included */
-    size_t max;    /* json bytes */
-    bool cut;      /* an event did not fit: the rest are left out */
-    char *last_id; /* of the last event included */
-};
-
-static void on_poll_event(void *ctx, const struct sse_parsed *ev)
-{
-    struct poll_json *pj = ctx;
-    if (pj->cut)
-        return;
-    size_t mark = pj->out->len;
-    if (pj->n)
-        buf_append(pj->out, ",", 1);
-    buf_append(pj->out, "{\"id\":", 6);
-    json_string(pj->out, ev->id, ev->id_len);
-    buf_append(pj->out, ",\"event\":", 9);
-    json_string(pj->out, ev->event_len ? ev->event : "message", ev->event_len ? ev->event_len : 7);
-    buf_append(pj->out, ",\"data\":", 8);
-    json_string(pj->out, ev->data, ev->data_len);
-    buf_append(pj->out, "}", 1);
-    /* Whole events only, and never none: one event larger than the cap goes alone. */
-    if (pj->n && pj->out->len + POLL_TAIL(ev->id_len) > pj->max) {
-        pj->out->len = mark;
-        pj->cut = true;
-        return;
-    }
-    pj->n++;
-    free(pj->last_id);
-    pj->last_id = mem_strndup(ev->id, ev->id_len);
-}
-
-size_t request_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
-                         bool *cut)
-{
-    size_t start = json->len;
-    struct poll_json pj = {json, 0, start + max, false, NULL};
-    char *next = NULL;
-    buf_append(json, "{\"events\":[", 11);
-    sse_parse(sse, len, on_poll_event, &pj, &next);
-    /*
-     * Cut, or from a partial copy of the queue, the position is the last
-     * event included: an id line of an event left out (or not complete)
-     * must not move it past that event.
-     */
-    const char *pos = (pj.cut || !whole) && pj.last_id ? pj.last_id : next;
-    buf_append(json, "],\"next\":", 9);
-    json_string(json, pos, strlen(pos));
-    buf_append(json, "}\n", 2);
-    free(next);
-    free(pj.last_id);
-    *cut = pj.cut;
-    return pj.n;
-}
-
-static void on_count(void *ctx, const struct sse_parsed *ev)
-{
-    (void)ev;
-    ++*(size_t *)ctx;
-}
-
-/* Whether sse holds one whole event (retry and comment blocks are not events). */
-static bool has_event(const char *sse, size_t len)
-{
-    size_t n = 0;
-    sse_parse(sse, len, on_count, &n, NULL);
-    return n > 0;
 }
 
 /*
@@ -811,79 +1043,15 @@ static int poll_answer(struct request *r, struct buf *json)
     struct request_quota *conn = r->quota;
     size_t room = stream_budget_room(&conn->budget, conn->worker);
     size_t max = env->cfg->max_poll_bytes < room ? env->cfg->max_poll_bytes : room;
-    /*
-     * The queue is this stream's SSE text; parsing it back keeps one
-     * encoder for both. Only about as much as the answer can hold is
-     * copied out (more while not one event is whole): the rest is left
-     * for the next poll, and dropped with the stream.
-     */
-    struct buf sse;
-    buf_init(&sse);
-    size_t want = max > 4096 ? max : 4096;
-    bool eof = false, whole = false;
-    for (;;) {
-        size_t n = stream_pending(r->stream, want - sse.len, &eof);
-        stream_copy(r->stream, buf_reserve(&sse, n), n);
-        sse.len += n;
-        whole = eof || stream_pending(r->stream, 1, &eof) == 0;
-        if (whole || has_event((const char *)sse.data, sse.len))
-            break;
-        want *= 2;
-    }
-    bool cut = false;
-    request_poll_json((const char *)sse.data, sse.len, whole, max, json, &cut);
-    buf_dispose(&sse);
-    if (cut || !whole)
+    bool partial = false;
+    poll_drain(r->stream, max, json, &partial);
+    if (partial)
         metrics_add(&env->stats->poll_bytes, 1);
     if (!charge(r, json->len, false)) {
         json->len = 0;
         return ERR_LIMIT;
     }
     return 0;
-}
-
-#define FILE_MAX (4 * 1024 * 1024)
-
-/*
- * The static file from the configured directory, as a shared entry of
- * env->files (one reference, for filecache_unref()). 0, or ERR_NOTFOUND
- * for anything but a regular file inside the directory (symbolic links
- * leading out of it included) or past 4 MiB, or ERR_AGAIN when the file
- * cache is full of files being sent (answer 503; counted).
- */
-static int open_file(const struct request_env *env, const char *file, struct filecache_entry **out)
-{
-    char root[PATH_MAX], path[PATH_MAX], real[PATH_MAX];
-    if (!realpath(env->cfg->www, root))
-        return ERR_NOTFOUND;
-    int n = snprintf(path, sizeof(path), "%s/%s", root, file);
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return ERR_NOTFOUND;
-    size_t rl = strlen(root);
-    /* Resolved, the file must still be inside the directory. */
-    if (!realpath(path, real) || strncmp(real, root, rl) != 0 || real[rl] != '/')
-        return ERR_NOTFOUND;
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return ERR_NOTFOUND;
-    struct stat st;
-    int rc = ERR_NOTFOUND;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= FILE_MAX) {
-        rc = filecache_get(env->files, real, fd, &st, out);
-        if (rc == ERR_LIMIT) {
-            static _Thread_local int64_t logged_ms; /* one line a second per worker */
-            metrics_add(&env->stats->file_cache, 1);
-            if (stream_now_ms() - logged_ms >= 1000) {
-                logged_ms = stream_now_ms();
-                log_warn("static file %s: file-cache-bytes full of files being sent; 503", file);
-            }
-            rc = ERR_AGAIN;
-        } else if (rc != 0) {
-            rc = ERR_NOTFOUND;
-        }
-    }
-    close(fd);
-    return rc;
 }
 
 /* The long poll's JSON answer, from what its stream has queued. */
@@ -903,19 +1071,41 @@ static int answer_poll(struct request *r)
 
 bool request_waiting(const struct request *r) { return r->waiting; }
 
+/*
+ * A stream or poll on subjects that had all ended where it starts: 204,
+ * the one answer that makes an EventSource stop reconnecting for good.
+ * No content-length (RFC 9110 15.3.5), nothing to type.
+ */
+static int respond_finished(struct request *r)
+{
+    struct request_head h = {.status = 204};
+    add(&h, "cache-control", "no-store");
+    add(&h, "x-request-id", r->request_id);
+    add_cors(r, &h, CORS_ACTUAL);
+    r->waiting = false;
+    r->status = 204;
+    log_answer(r, 204);
+    return r->front->respond(r, &h, NULL);
+}
+
 int request_resume(struct request *r)
 {
     if (!r->waiting)
         return 0;
+    if (r->asking)
+        return resume_request(r);
+    if (stream_ready(r->stream) && stream_over(r->stream))
+        return respond_finished(r);
     if (r->poll)
-        return poll_ready(r) ? answer_poll(r) : 0;
+        return poll_ready(r->stream) ? answer_poll(r) : 0;
     return stream_ready(r->stream) ? start_stream(r) : 0;
 }
 
 static int serve_events(struct request *r)
 {
     unsigned retry_ms;
-    if (r->route->kind == HTTP_EVENTS && !admit_stream(r, &retry_ms)) {
+    if ((r->route->kind == HTTP_EVENTS || r->route->kind == HTTP_REPLY) &&
+        !admit_stream(r, &retry_ms)) {
         /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
         struct request_body body = {NULL, 0, NULL, NULL};
         body.owned = refusal(retry_ms, &body.len);
@@ -939,7 +1129,7 @@ static int serve_events(struct request *r)
 static int serve_file(struct request *r)
 {
     struct request_body body = {NULL, 0, NULL, NULL};
-    int rc = open_file(r->io->env, r->route->file, &body.file);
+    int rc = static_file_open(r->io->env, r->route->file, &body.file);
     if (rc == ERR_AGAIN)
         return respond_text(r, 503, "busy, retry", NULL);
     if (rc != 0)
@@ -979,6 +1169,13 @@ int request_process(struct request *r)
     case HTTP_EVENTS:
     case HTTP_POLL:
         return serve_events(r);
+    case HTTP_REQUEST:
+        /* Started when the body is complete (request_body_end). */
+        r->publishing = true;
+        return 0;
+    case HTTP_REPLY:
+    case HTTP_CANCEL:
+        return serve_reply(r);
     default:
         return respond_text(r, r->route->status, r->route->reason, NULL);
     }

@@ -102,6 +102,8 @@ void access_write(const struct access_entry *e)
                  e->duration_s, (unsigned long long)e->events, (unsigned long long)e->bytes);
     buf_append(&b, num, (size_t)n);
     field(&b, "reason", e->reason);
+    if (e->stream)
+        field(&b, "stream_id", e->stream);
     buf_append(&b, "}\n", 2);
     ssize_t w = write(fd, b.data, b.len);
     (void)w;

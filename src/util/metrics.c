@@ -47,18 +47,30 @@ void metrics_value(struct buf *out, const char *name, const char *labels, double
 void metrics_histogram_write(struct buf *out, const char *name,
                              const struct metrics_histogram *const *hs, size_t n)
 {
+    metrics_histogram_write_labelled(out, name, NULL, hs, n);
+}
+
+void metrics_histogram_write_labelled(struct buf *out, const char *name, const char *labels,
+                                      const struct metrics_histogram *const *hs, size_t n)
+{
     uint64_t cumulative = 0, sum_us = 0;
+    const char *l = labels && *labels ? labels : "", *comma = *l ? "," : "";
     for (size_t b = 0; b <= METRICS_BUCKETS; b++) {
         for (size_t i = 0; i < n; i++)
             cumulative += atomic_load_explicit(&hs[i]->counts[b], memory_order_relaxed);
         if (b < METRICS_BUCKETS)
-            printf_buf(out, "%s_bucket{le=\"%g\"} %llu\n", name, metrics_bounds[b],
+            printf_buf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, l, comma, metrics_bounds[b],
                        (unsigned long long)cumulative);
         else
-            printf_buf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
+            printf_buf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, l, comma,
+                       (unsigned long long)cumulative);
     }
     for (size_t i = 0; i < n; i++)
         sum_us += atomic_load_explicit(&hs[i]->sum_us, memory_order_relaxed);
-    printf_buf(out, "%s_sum %.6f\n%s_count %llu\n", name, (double)sum_us / 1e6, name,
-               (unsigned long long)cumulative);
+    if (*l)
+        printf_buf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, l, (double)sum_us / 1e6,
+                   name, l, (unsigned long long)cumulative);
+    else
+        printf_buf(out, "%s_sum %.6f\n%s_count %llu\n", name, (double)sum_us / 1e6, name,
+                   (unsigned long long)cumulative);
 }

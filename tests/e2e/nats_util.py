@@ -123,6 +123,7 @@ class NatsClient:
         self.timeout = timeout
         self.sids = {}  # sid -> subject, of sub()
         self.msgs = []  # (subject, payload) of messages on sub() subjects, oldest first
+        self.full = []  # the same messages as Reply objects (subject, reply_to, headers, data)
         connect = {"verbose": False, "pedantic": False, "headers": True,
                    "no_responders": True, "name": name, "lang": "python", "version": "0",
                    "protocol": 1}
@@ -166,7 +167,10 @@ class NatsClient:
                         hlen, total = 0, int(parts[-1])
                     body = self._exact(total + 2)[:total]
                     status, hdrs = _parse_headers(body[:hlen]) if hmsg else (None, {})
-                    self._dispatch(subject, parts[2], Reply(status, hdrs, body[hlen:]))
+                    reply = Reply(status, hdrs, body[hlen:])
+                    reply.subject = subject
+                    reply.reply_to = parts[3].decode() if len(parts) == (6 if hmsg else 5) else None
+                    self._dispatch(subject, parts[2], reply)
                 elif line == b"PING":
                     self._send(b"PONG\r\n")
                 elif line == b"PONG":
@@ -187,6 +191,7 @@ class NatsClient:
             with self.cond:
                 if int(sid) in self.sids:
                     self.msgs.append((subject, reply.data))
+                    self.full.append(reply)  # with reply_to and headers: for a test's service
                     self.cond.notify_all()
             return
         token = subject[len(prefix):]
@@ -266,6 +271,21 @@ class NatsClient:
             self.sids[sid] = subject
         self._send(b"SUB %s %d\r\n" % (subject.encode(), sid))
         self.flush()
+
+    def wait_full(self, pred, timeout=10, what="a message"):
+        """Waits (bounded) for a message on a sub() subject with pred(Reply) true; takes it."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i, m in enumerate(self.full):
+                    if pred(m):
+                        del self.full[i]
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or self.dead:
+                    raise TestFailure("NATS: no %s within %.0f s (%s)"
+                                      % (what, timeout, self.why or "connected"))
+                self.cond.wait(left)
 
     def wait_msg(self, payload, timeout=10):
         """Waits (bounded) until a message with exactly payload has arrived on a sub()
