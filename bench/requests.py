@@ -36,7 +36,7 @@ import benchlib as b  # noqa: E402
 SUBJECT = "llm.chat"
 ROUTE = "/v1/chat/completions"
 # The gateway's request route to the service (README, "Request routes").
-ROUTE_FLAGS = ["--request-route", "%s=%s" % (ROUTE, SUBJECT)]
+ROUTE_FLAGS = ["--request-route", "%s %s" % (ROUTE, SUBJECT)]
 
 
 def extra(ap):

@@ -272,6 +272,7 @@ def demo_ctrl_c_leaves_nothing(_):
     env = dict(os.environ, DEMO_DIR=h.tempdir("sluice-demo-"),
                SLUICE_BIN=h.tool("SLUICE_BIN", "sluice"), SLUICE_PUB=h.tool("SLUICE_PUB",
                                                                            "sluice-pub"),
+               SLUICE_LLM=h.tool("SLUICE_LLM", "sluice-llm"),
                **{k: str(v) for k, v in ports.items()})
     out = os.path.join(env["DEMO_DIR"], "demo.out")
     with open(out, "wb") as f:
@@ -290,8 +291,8 @@ def demo_ctrl_c_leaves_nothing(_):
         group = pids_in_group(p.pid)
         names = sorted(n for _, n in group)
         h.log("scripts/demo (pid %d) serves; its processes: %s" % (p.pid, group))
-        expect("sluice" in names and "nats-server" in names,
-               "the demo's process group has no sluice or nats-server: %r" % names)
+        expect("sluice" in names and "nats-server" in names and "sluice-llm" in names,
+               "the demo's process group has no sluice, nats-server or sluice-llm: %r" % names)
         expect(all(not port_free(port) for port in ports.values()),
                "the demo does not hold all its ports")
         # A stream on the demo's JetStream subject: its subscription has to be ended
