@@ -32,6 +32,7 @@
   var ROUTE = '/v1/chat/completions';
   var AUTO_RESUME_MAX = 5;      /* unexpected ends in a row before giving up */
   var AUTO_RESUME_MS = 500;
+  var STARVED_MS = 3000;        /* no response head by then: say why it may wait */
 
   var LOREM = ('lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ' +
     'incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud ' +
@@ -162,13 +163,28 @@
     }
   }
 
+  /* Over HTTP/1.1 the browser allows six connections per host, and the
+   * page's EventSources above may hold them all: the request then waits. */
+  function warnIfStarved(gen) {
+    return setTimeout(function () {
+      if (gen !== st.gen) return;
+      var proto = (performance.getEntriesByType('navigation')[0] || {}).nextHopProtocol || '';
+      say('no answer yet' + (proto === 'http/1.1'
+        ? ': over HTTP/1.1 the streams above may hold all six connections the browser ' +
+          'allows per host; close them ("Close all") or use the https (HTTP/2) page'
+        : ''), 'warn');
+    }, STARVED_MS);
+  }
+
   async function run(req) {
     var gen = ++st.gen, ctl = new AbortController();
     st.ctl = ctl;
     buttons();
+    var starved = warnIfStarved(gen);
     try {
       var resp = await fetch(req.url, { method: req.method, headers: req.headers,
                                         body: req.body, signal: ctl.signal, cache: 'no-store' });
+      clearTimeout(starved);
       if (gen !== st.gen) return;
       if (resp.status === 204) {
         st.phase = 'done';
@@ -188,6 +204,7 @@
         if (st.phase === 'streaming') return unexpectedEnd('the stream ended before [DONE]');
       }
     } catch (e) {
+      clearTimeout(starved);
       if (gen !== st.gen) return;
       if (ctl.signal.aborted) return;
       return unexpectedEnd(String(e && e.message || e));
