@@ -6,9 +6,12 @@ POST /v1/chat/completions that the gateway's request route hands to
 tools/sluice-llm on llm.chat, answered at 50 tokens/s for 20 s (50,000
 tokens/s through 1,000 POST-started streams). Then the same load through
 plain subscriptions: 1,000 GET /events/bench.{s} streams, each on its own
-subject, with sluice-bench's publisher sending 50 messages/s to each
-(50,000/s round robin). --quick: 200 streams for 10 s (the size the shared
-development machine takes; --streams and --duration set any other).
+subject, and once they are all open the script sends sluice-llm 1,000
+requests over NATS itself, each with one of those subjects as its reply
+subject: the same service publishing the same tokens at the same pace, so
+the two cases differ only in how the stream reached the gateway.
+--quick: 200 streams for 10 s (the size the shared development machine
+takes; --streams and --duration set any other).
 
 Per case: time to first token p50/p99 (POST sent -> first token parsed;
 request streams only), token latency p50/p99/max (sluice-llm --stamp and
@@ -27,8 +30,10 @@ No peers: nchan and Pushpin have no request routes.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as b  # noqa: E402
@@ -61,6 +66,53 @@ def start_llm(nats, streams, rate, tokens):
     s = b.Server("llm", p)
     s.out = out
     return s
+
+
+def nats_requests(url, subject, replies, body):
+    """Publishes body to subject once per reply subject (raw NATS protocol),
+    then waits for the server's PONG: every request has reached nats-server."""
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sk:
+        f = sk.makefile("rb")
+        f.readline()  # INFO
+        data = body.encode()
+        out = [b'CONNECT {"verbose":false,"pedantic":false,"name":"bench-requests"}\r\n']
+        for r in replies:
+            out.append(b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), r.encode(), len(data), data))
+        out.append(b"PING\r\n")
+        sk.sendall(b"".join(out))
+        while True:
+            line = f.readline()
+            if not line:
+                raise b.BenchError("nats-server closed the connection: requests not confirmed")
+            if line.startswith(b"-ERR"):
+                raise b.BenchError("nats-server refused the requests: %r" % line)
+            if line.startswith(b"PONG"):
+                return
+
+
+def bench_then(args, timeout, label, after_ready):
+    """b.bench(), but calls after_ready() once the window starts (all streams open)."""
+    ready = os.path.join(b.tempdir("sluice-bench-ready-"), "ready")
+    cmd = [b.binary("SLUICE_BENCH", "bench/sluice-bench")] + [str(a) for a in args] + [
+        "--ready-file", ready, "--label=" + label]
+    p = b.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    b.wait_until(lambda: os.path.exists(ready) or p.poll() is not None, timeout,
+                 "every stream open")
+    if p.poll() is None:
+        after_ready()
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        b.stop(p)
+        raise b.BenchError("sluice-bench did not finish within %.0f s" % timeout)
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise b.BenchError("sluice-bench exited %d without a report:\n%s"
+                           % (p.returncode, err.decode()[-2000:]))
+    r = json.loads(lines[-1])
+    r["exit"] = p.returncode
+    return r
 
 
 def summary(kind, r, streams, rate, dur, service):
@@ -120,18 +172,20 @@ def main():
     doc["rows"][-1]["report"] = r
     llm.stop()
 
-    # 2. The same load through plain subscriptions, one subject per stream.
+    # 2. The same load through plain subscriptions, one subject per stream:
+    # sluice-llm answers requests the script sends with those subjects as replies.
     gw = fleet.start("sluice", fresh=True)
+    llm = start_llm(fleet.nats, streams, a.rate, tokens)
     args = ["--connect", "%s:%d" % (b.HOST, gw.port)] + ca + common + [
-        "--path", "/events/bench.{s}", "--subjects", streams, "--pub", "nats",
-        "--pub-url", fleet.nats.url, "--subject", "bench.{s}", "--rate", streams * a.rate,
-        "--payload", 200] + gw.pid_args() + fleet.nats.pid_args()
-    b.log("run: %d subscriptions at %g messages/s each for %g s" % (streams, a.rate, dur))
-    r = b.bench(args, timeout=dur + 90, label="subscriptions")
-    # sluice-bench's own publisher thread is the service here: its CPU is the
-    # client's, not listed per token.
-    doc["rows"].append(summary("plain subscriptions (GET)", r, streams, a.rate, dur, "-"))
+        "--path", "/events/bench.{s}", "--subjects", streams, "--pub", "none",
+        "--stamp-after", '"content":"'] + gw.pid_args() + fleet.nats.pid_args() + \
+        llm.pid_args()
+    b.log("run: %d subscriptions answered at %g tokens/s for %g s" % (streams, a.rate, dur))
+    r = bench_then(args, dur + 90, "subscriptions", lambda: nats_requests(
+        fleet.nats.url, SUBJECT, ["bench.%d" % i for i in range(streams)], body))
+    doc["rows"].append(summary("plain subscriptions (GET)", r, streams, a.rate, dur, "llm"))
     doc["rows"][-1]["report"] = r
+    llm.stop()
     fleet.stop_all()
     print_table(doc)
     b.save("requests-quick" if a.quick else "requests", doc)
