@@ -19,7 +19,15 @@
 //      started with --jetstream-streams): ids are stream sequences, so after
 //      the SIGKILL and restart every stream resumes with no reset and has
 //      every event exactly once, those published while no gateway ran too.
-//   4. Screenshots (PNG) of the page in the build directory; paths printed.
+//   4. The chat panel: a POST to the request route /v1/chat/completions (a
+//      gateway started with --request-route, tools/sluice-llm answering on
+//      llm.chat) streams tokens through fetch; "Kill connection & resume"
+//      aborts it mid-answer and GETs the Content-Location URL with
+//      Last-Event-ID, and the page ends with every token of the reference
+//      answer exactly once (checked here against the answer computed in this
+//      file, and in DevTools: one POST, one GET carrying Last-Event-ID); "Stop"
+//      sends DELETE and the answer ends early with finish_reason stop.
+//   5. Screenshots (PNG) of the page in the build directory; paths printed.
 //
 // Closing line: `browser: N passed, M failed`. Exit 0 when all pass, 1 on a
 // failure, 77 when Chromium or playwright-core is missing or Chromium cannot
@@ -30,9 +38,10 @@
 // or `ctest --test-dir BUILD -L browser -V`, which also installs what is missing.
 //
 // Environment (set by ctest; a developer sets them by hand):
-//   SLUICE_BIN, SLUICE_PUB, SLUICE_SRC     as for the e2e tests
+//   SLUICE_BIN, SLUICE_PUB, SLUICE_LLM, SLUICE_SRC     as for the e2e tests
 //   SLUICE_BROWSER_OUT                     where screenshots go (default: $TMPDIR/sluice-browser-out)
 //   SLUICE_CHROMIUM                        the browser (default /usr/bin/chromium)
+//   SLUICE_BROWSER_ONLY                    a regex: run only the tests whose names match
 //
 // Every wait is bounded, every process is started here and killed by its PID
 // (setpriv --pdeathsig makes the children die with this process even when it
@@ -654,6 +663,93 @@ async function testRestartResets(env) {
   }
 }
 
+// tools/sluice-llm.c's LOREM: its answer to a prompt is a function of the prompt.
+const LOREM = ('lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ' +
+  'incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud ' +
+  'exercitation ullamco laboris nisi aliquip ex ea commodo consequat duis aute irure in ' +
+  'reprehenderit voluptate velit esse cillum fugiat nulla pariatur excepteur sint').split(' ');
+
+function llmAnswer(prompt, n) {
+  let h = 2166136261;
+  for (const b of Buffer.from(prompt, 'utf8')) h = Math.imul(h ^ b, 16777619) >>> 0;
+  return Array.from({ length: n }, (_, i) => LOREM[(h + i) % LOREM.length] + ' ');
+}
+
+/**
+ * (4) The chat panel against the reference service: kill & resume, then stop.
+ * A gateway of its own with the request route; the page with autostart=0, so
+ * no EventSource competes with the chat's fetch.
+ */
+async function testChatPanel(env) {
+  const llm = start(tool('SLUICE_LLM', 'sluice-llm'), ['--nats', env.nats.url, '--rate', '40'], 'sluice-llm');
+  await waitUntil(() => llm.done || /ready on/.test(llm.out), 10_000, 'sluice-llm to subscribe');
+  expect(!llm.done, `sluice-llm exited:\n${tail(llm.out)}`);
+  const g = await startSluice(env, undefined, { args: ['--request-route', '/v1/chat/completions llm.chat'] });
+  const { page, cdp, errors } = await openDemo(env.ctx, `${g.origin}/?autostart=0`);
+  const requests = [];
+  cdp.on('Network.requestWillBeSent', (p) => {
+    const u = new URL(p.request.url);
+    if (u.pathname.startsWith('/v1/') || u.pathname.startsWith('/streams/')) {
+      const h = Object.fromEntries(Object.entries(p.request.headers).map(([k, v]) => [k.toLowerCase(), v]));
+      requests.push({ method: p.request.method, path: u.pathname, lastEventId: h['last-event-id'] });
+    }
+  });
+  const chat = () => page.evaluate(() => {
+    const s = window.sluiceChat.state;
+    return { phase: s.phase, tokens: s.tokens.slice(), resumes: s.resumes, url: s.url, finish: s.finish,
+      lastId: s.lastId };
+  });
+  try {
+    const prompt = 'Why does a token stream need to resume?';
+    await page.fill('#chat-prompt', prompt);
+    await page.fill('#chat-tokens', '120');
+    await page.click('#chat-send');
+    await waitUntil(async () => (await chat()).tokens.length >= 30, 15_000, '30 tokens in the chat panel');
+    const before = await chat();
+    await page.click('#chat-kill');
+    const done = await waitUntil(async () => {
+      const c = await chat();
+      return c.phase === 'done' || c.phase === 'failed' ? c : null;
+    }, 20_000, 'the resumed answer to end');
+    expect(done.phase === 'done', `the answer ended ${done.phase}: ${await page.textContent('#chat-status')}`);
+    const want = llmAnswer(prompt, 120);
+    const k = done.tokens.findIndex((t, i) => t !== want[i]);
+    expect(k < 0 && done.tokens.length === 120,
+      `the page holds ${done.tokens.length} tokens; first difference at ${k}: ` +
+      `${JSON.stringify(done.tokens[k])} for ${JSON.stringify(want[k])}`);
+    expect(done.resumes === 1 && done.finish === 'stop', `resumes ${done.resumes}, finish ${done.finish}`);
+    expect(/each exactly once/.test(await page.textContent('#chat-check')), 'the panel does not say every token came once');
+    const posts = requests.filter((r) => r.method === 'POST');
+    const gets = requests.filter((r) => r.method === 'GET');
+    expect(posts.length === 1 && posts[0].path === '/v1/chat/completions', `POSTs: ${JSON.stringify(posts)}`);
+    expect(gets.length === 1 && gets[0].path === new URL(done.url).pathname && gets[0].lastEventId,
+      `the resume: ${JSON.stringify(gets)} (Content-Location ${done.url})`);
+    log(`  killed after ${before.tokens.length} tokens (event id ${before.lastId}), resumed by GET ${gets[0].path} ` +
+      `with Last-Event-ID ${gets[0].lastEventId}: all 120 tokens exactly once`);
+
+    await page.fill('#chat-tokens', '2000');
+    await page.click('#chat-send');
+    await waitUntil(async () => (await chat()).tokens.length >= 10, 15_000, '10 tokens of the second answer');
+    await page.click('#chat-stop');
+    const stopped = await waitUntil(async () => {
+      const c = await chat();
+      return c.phase === 'done' || c.phase === 'failed' ? c : null;
+    }, 15_000, 'the stopped answer to end');
+    expect(stopped.phase === 'done' && stopped.finish === 'stop' && stopped.tokens.length < 2000,
+      `after Stop: ${stopped.phase}, finish ${stopped.finish}, ${stopped.tokens.length} tokens`);
+    const want2 = llmAnswer(prompt, stopped.tokens.length);
+    expect(stopped.tokens.every((t, i) => t === want2[i]), 'the stopped answer is not a prefix of the answer');
+    expect(requests.some((r) => r.method === 'DELETE' && r.path === new URL(stopped.url).pathname), 'no DELETE was sent');
+    log(`  Stop (DELETE) ended the second answer after ${stopped.tokens.length} of 2000 tokens`);
+    env.shots.push(await screenshot(env, page, 'browser-chat.png'));
+    expect(!errors.length, `page errors: ${errors.join('; ')}`);
+  } finally {
+    await page.close();
+    await kill(g.proc);
+    await kill(llm);
+  }
+}
+
 /**
  * (d) Resume across a gateway restart with JetStream. A nats-server of its
  * own (-js, a store directory in the temp dir), the stream DEMO on demo.>
@@ -819,9 +915,12 @@ async function main() {
     ['page reconnect with ?last_event_id= mid-flow: no gap', testPageReconnectNoGap],
     ['gateway SIGKILL + restart on the same ports: reset reported, live events continue', testRestartResets],
     ['JetStream: gateway SIGKILL + restart on the same ports: every stream resumes, no reset, no gap', testJetStreamRestartResumes],
+    ['chat panel: a POST stream killed mid-answer resumes with every token once; Stop ends it', testChatPanel],
   ];
   let passed = 0, failed = 0;
-  for (const [name, fn] of tests) {
+  // SLUICE_BROWSER_ONLY=REGEX runs the tests whose names match (by hand, while working on one).
+  const only = process.env.SLUICE_BROWSER_ONLY ? new RegExp(process.env.SLUICE_BROWSER_ONLY) : null;
+  for (const [name, fn] of tests.filter(([n]) => !only || only.test(n))) {
     log(`RUN  ${name}`);
     try {
       await fn(env);
