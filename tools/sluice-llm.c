@@ -431,6 +431,37 @@ static const char *parse_request(struct service *svc, struct answer *a, natsMsg 
     return NULL;
 }
 
+/*
+ * A request header's value, or NULL. cnats 3.4.1 (Debian's) reads a header
+ * with an empty value ("Sse-Principal:" when the gateway runs without auth)
+ * as taking the next line, "Sse-Stream-Id: …", for its value, and the next
+ * header is then not found; so a header that is missing is also looked for
+ * as "Name: value" inside another header's value.
+ */
+static const char *header_of(natsMsg *msg, const char *name)
+{
+    const char *v = NULL;
+    if (natsMsgHeader_Get(msg, name, &v) == NATS_OK)
+        return v;
+    const char **keys = NULL;
+    int n = 0;
+    if (natsMsgHeader_Keys(msg, &keys, &n) != NATS_OK)
+        return NULL;
+    size_t len = strlen(name);
+    const char *found = NULL;
+    for (int i = 0; i < n && !found; i++) {
+        const char *w = NULL;
+        if (natsMsgHeader_Get(msg, keys[i], &w) == NATS_OK && w && strncmp(w, name, len) == 0 &&
+            w[len] == ':') {
+            found = w + len + 1;
+            while (*found == ' ' || *found == '\t')
+                found++;
+        }
+    }
+    free((void *)keys);
+    return found;
+}
+
 static bool subject_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -463,9 +494,7 @@ static void answer_start(struct service *svc, natsMsg *msg)
         publish_error(svc, reply, "invalid_request_error", why);
         goto release;
     }
-    const char *sid = NULL, *cancel = NULL;
-    natsMsgHeader_Get(msg, "Sse-Stream-Id", &sid);
-    natsMsgHeader_Get(msg, "Sse-Cancel", &cancel);
+    const char *sid = header_of(msg, "Sse-Stream-Id"), *cancel = header_of(msg, "Sse-Cancel");
     bool sid_ok = sid && *sid && strlen(sid) <= LLM_STREAM_ID_MAX;
     for (const char *p = sid; sid_ok && *p; p++)
         sid_ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||

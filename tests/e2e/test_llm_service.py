@@ -204,6 +204,23 @@ def echo(nats, nc):
         svc.stop()
 
 
+def empty_header_swallows_next(nats, nc):
+    """cnats 3.4.1 reads an empty header value ("Sse-Principal:", as the gateway
+    sends without auth) as the next header line: Sse-Stream-Id and Sse-Cancel
+    must still be found."""
+    with lu.Service(nats.url, "--rate", 20) as svc:
+        a = lu.Answer(nc).send(SUBJECT, lu.chat_body("empty", max_tokens=2000), {
+            "Sse-Principal": "", "Sse-Cancel": "llm.cancel.empty", "Sse-Stream-Id": "abc"})
+        a.wait_count(3)
+        nc.pub("llm.cancel.empty", b"")
+        nc.flush()
+        msgs = a.wait_end(timeout=5)
+        toks = check_answer(msgs, "empty", sid="abc")
+        expect(len(toks) < 2000, "the cancel was lost: %d tokens" % len(toks))
+        svc.stop()
+        h.log("an empty Sse-Principal before them: Sse-Cancel and Sse-Stream-Id still read")
+
+
 def sigterm(nats, nc):
     svc = lu.Service(nats.url, "--rate", 10)
     a = lu.Answer(nc).send(SUBJECT, lu.chat_body("long", max_tokens=2000))
@@ -221,6 +238,7 @@ def test():
         cap(nats, nc)
         bad_input(nats, nc)
         echo(nats, nc)
+        empty_header_swallows_next(nats, nc)
         sigterm(nats, nc)
         nc.close()
 
