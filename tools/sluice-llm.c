@@ -8,7 +8,8 @@
  *              [--tokens N] [--max-tokens N] [--max-answers N]
  *              [--max-body BYTES] [--text lorem|echo] [--model NAME] [--stamp]
  *
- * The contract with sluice (README "Request routes"): a request arrives on
+ * The contract with sluice (README: the request routes, and "The reference
+ * LLM service"): a request arrives on
  * the service subject (queue group Q, so several copies share the load)
  * with its reply subject naming the stream, and the headers Sse-Stream-Id
  * and Sse-Cancel. The answer is one NATS message per SSE event on the reply
