@@ -649,6 +649,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,
         .max_consumers = (size_t)cfg->jetstream_max_consumers,
+        .reply_prefix = cfg->request_reply_prefix,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);
