@@ -904,18 +904,6 @@ bool bus_subject_ended(struct bus *bus, const char *subject)
 int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
                 size_t len)
 {
-    if (!atomic_load(&bus->connected))
-        return ERR_NATS;
-    natsMsg *msg = NULL;
-    natsStatus s = natsMsg_Create(&msg, subject, NULL, data, (int)len);
-    if (s == NATS_OK && event)
-        s = natsMsgHeader_Set(msg, "Sse-Event", event);
-    if (s == NATS_OK)
-        s = natsConnection_PublishMsg(bus->nc, msg);
-    natsMsg_Destroy(msg);
-    if (s != NATS_OK) {
-        log_warn("nats: publish to %s failed: %s", subject, natsStatus_GetText(s));
-        return ERR_NATS;
-    }
-    return 0;
+    const char *h[] = {"Sse-Event", event};
+    return bus_send(bus, subject, NULL, h, event ? 1 : 0, data, len);
 }
