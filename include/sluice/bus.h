@@ -78,6 +78,7 @@ struct bus_params {
     size_t replays;             /* replay jobs run at once */
     size_t replay_max;          /* events one replay may send */
     size_t max_consumers;       /* JetStream consumers at once, live and replays; 0: no cap */
+    const char *reply_prefix;   /* request streams' reply subjects (see probe in bus.c); NULL */
 };
 
 /*

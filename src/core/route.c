@@ -366,14 +366,15 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
         if (r->kind == HTTP_REPLY && qmark)
             parse_query(r, qmark + 1, plen - base - 1);
         return;
-    } else if (request) {
+    } else if (request || publish) {
         if (!is_method(method, mlen, "POST")) {
             fail(r, 405, "method not allowed (use POST)");
             return;
         }
-        r->kind = HTTP_REQUEST;
-        /* A request goes to one service subject: a wildcard names no single one. */
-        if (!add_subject(r, path + sizeof(STREAMS) - 1, base - (sizeof(STREAMS) - 1), false))
+        r->kind = request ? HTTP_REQUEST : HTTP_PUBLISH;
+        size_t skip = request ? sizeof(STREAMS) - 1 : sizeof(PUBLISH) - 1;
+        /* One literal subject to publish on or send a request to: a wildcard names none. */
+        if (!add_subject(r, path + skip, base - skip, false))
             return;
     } else if (poll) {
         if (!is_method(method, mlen, "GET")) {
@@ -390,15 +391,6 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
         r->kind = HTTP_EVENTS;
         if (base > sizeof(EVENTS) &&
             !add_subject(r, path + sizeof(EVENTS), base - sizeof(EVENTS), true))
-            return;
-    } else if (publish) {
-        if (!is_method(method, mlen, "POST")) {
-            fail(r, 405, "method not allowed (use POST)");
-            return;
-        }
-        r->kind = HTTP_PUBLISH;
-        /* Publishing goes to one literal subject: a wildcard names no single one. */
-        if (!add_subject(r, path + sizeof(PUBLISH) - 1, base - (sizeof(PUBLISH) - 1), false))
             return;
     } else {
         route_file(r, method, mlen, path, base);

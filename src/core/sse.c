@@ -61,18 +61,25 @@ size_t sse_encoded_len(const char *name, const void *data, size_t len)
     return ev + walk_lines(data, len, NULL) + 1;
 }
 
-struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
-                                const void *data, size_t len)
+/* An event with one reference and room for len body bytes, not yet written. */
+static struct sse_event *event_alloc(uint64_t sub_id, uint64_t seq, size_t len)
 {
-    size_t total = sse_encoded_len(name, data, len);
-    struct sse_event *ev = mem_alloc(sizeof(*ev) + total);
+    struct sse_event *ev = mem_alloc(sizeof(*ev) + len);
     atomic_init(&ev->refs, 1);
     ev->sub_id = sub_id;
     ev->seq = seq;
     ev->time_ns = 0;
     ev->end = false;
     ev->refused = false;
-    ev->len = (uint32_t)total;
+    ev->len = (uint32_t)len;
+    return ev;
+}
+
+struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
+                                const void *data, size_t len)
+{
+    size_t total = sse_encoded_len(name, data, len);
+    struct sse_event *ev = event_alloc(sub_id, seq, total);
     char *o = ev->body;
     size_t nl = name_len(name);
     if (nl) {
@@ -89,14 +96,8 @@ struct sse_event *sse_event_new(uint64_t sub_id, uint64_t seq, const char *name,
 
 struct sse_event *sse_event_new_end(uint64_t sub_id, uint64_t seq)
 {
-    struct sse_event *ev = mem_alloc(sizeof(*ev));
-    atomic_init(&ev->refs, 1);
-    ev->sub_id = sub_id;
-    ev->seq = seq;
-    ev->time_ns = 0;
+    struct sse_event *ev = event_alloc(sub_id, seq, 0);
     ev->end = true;
-    ev->refused = false;
-    ev->len = 0;
     return ev;
 }
 

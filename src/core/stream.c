@@ -353,6 +353,16 @@ static void drop_starts(struct stream *s)
     s->starts = NULL;
 }
 
+/* An ended stream leaves its subjects and the idle and expiry lists, and wakes once. */
+static void leave(struct stream *s)
+{
+    for (size_t i = 0; i < s->nsubjects; i++)
+        fanout_leave(s->env->fanout, &s->links[i]);
+    list_remove(&s->idle_node);
+    list_remove(&s->expiry_node);
+    s->wake(s->wake_ctx);
+}
+
 /*
  * Every subject has ended: the stream ends after what is queued, adding
  * nothing (no comment: a finished stream is not an error). May be called
@@ -363,11 +373,7 @@ static void finish_subjects(struct stream *s)
     if (s->end != STREAM_END_NONE)
         return;
     s->end = STREAM_END_FINISHED;
-    for (size_t i = 0; i < s->nsubjects; i++)
-        fanout_leave(s->env->fanout, &s->links[i]);
-    list_remove(&s->idle_node);
-    list_remove(&s->expiry_node);
-    s->wake(s->wake_ctx);
+    leave(s);
 }
 
 static void mark_done(struct stream *s, size_t i)
@@ -705,11 +711,7 @@ void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
         push_own(s, line, sse_format_retry(line, retry_ms));
     push_own(s, line, sse_format_comment(line, end_text(why)));
     s->wake = wake;
-    for (size_t i = 0; i < s->nsubjects; i++)
-        fanout_leave(s->env->fanout, &s->links[i]);
-    list_remove(&s->idle_node);
-    list_remove(&s->expiry_node);
-    s->wake(s->wake_ctx);
+    leave(s);
 }
 
 enum stream_end stream_ended(const struct stream *s) { return s->end; }

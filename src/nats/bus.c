@@ -252,6 +252,43 @@ static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
     natsMsg_Destroy(msg);
 }
 
+/*
+ * The probe of a JetStream-backed reply subject. nats-server answers a
+ * request nobody takes with a 503 status sent only to the requester's own
+ * subscription on the reply subject (2.9: subForReply), never through
+ * JetStream: a reply subject read from a consumer would never hear it,
+ * and the POST would wait for its 504. So such a subject also gets a core
+ * subscription that passes on that notice alone; every real reply comes
+ * through the consumer. The notice is numbered just above history's
+ * newest: nothing else arrives on a subject nobody answers.
+ */
+static void on_probe_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)ns;
+    struct bus_sub *bs = closure;
+    if (!natsMsg_IsNoResponders(msg)) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    size_t targets[BUS_MAX_WORKERS], ntargets = 0;
+    pthread_mutex_lock(&bs->lock);
+    struct sse_event *ev = bus_push_locked(bs, msg, history_last(bs->history) + 1, wall_ns(),
+                                           targets, &ntargets);
+    pthread_mutex_unlock(&bs->lock);
+    if (ev)
+        bus_hand_out(bs->bus, ev, targets, ntargets);
+    natsMsg_Destroy(msg);
+}
+
+/* Whether pattern is a request stream's reply subject (under bus_params.reply_prefix). */
+static bool is_reply_subject(const struct bus *bus, const char *pattern)
+{
+    const char *p = bus->p.reply_prefix;
+    size_t n = p ? strlen(p) : 0;
+    return n && strncmp(pattern, p, n) == 0 && pattern[n] == '.' && !strpbrk(pattern, "*>");
+}
+
 /* Removes bs from the table and ends its NATS subscription; under bus->lock. */
 void bus_drop_sub(struct bus *bus, struct bus_sub *bs)
 {
@@ -263,6 +300,8 @@ void bus_drop_sub(struct bus *bus, struct bus_sub *bs)
     log_debug("nats: unsubscribed from %s", bs->pattern);
     bus_end_sub(bus, bs->ns);
     bs->ns = NULL;
+    bus_end_sub(bus, bs->probe);
+    bs->probe = NULL;
     if (bs->stream)
         bus_js_drop(bus, bs);
     bus_sub_unref(bs); /* the table's */
@@ -622,6 +661,21 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
                 goto out;
             }
         }
+        if (bs->stream && is_reply_subject(bus, pattern)) {
+            /* Sent before the consumer is asked for: nats-server has it when that answers. */
+            atomic_fetch_add(&bs->refs, 1); /* the probe's, dropped on complete */
+            natsStatus s = natsConnection_Subscribe(&bs->probe, bus->nc, pattern, on_probe_msg, bs);
+            bool completes = s == NATS_OK && (s = natsSubscription_SetOnCompleteCB(
+                                                  bs->probe, bus_on_sub_complete, bs)) == NATS_OK;
+            if (s != NATS_OK) {
+                /* Without it a refused request is a 504, not a 503: worse, not wrong. */
+                log_warn("nats: no responders probe on %s: %s", pattern, natsStatus_GetText(s));
+                bus_end_sub(bus, bs->probe);
+                bs->probe = NULL;
+                if (!completes)
+                    bus_sub_unref(bs);
+            }
+        }
         map_put(bus->subs, pattern, plen, bs);
         list_insert_tail(&bus->all, &bs->node);
         if (bs->stream)
@@ -850,18 +904,6 @@ bool bus_subject_ended(struct bus *bus, const char *subject)
 int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
                 size_t len)
 {
-    if (!atomic_load(&bus->connected))
-        return ERR_NATS;
-    natsMsg *msg = NULL;
-    natsStatus s = natsMsg_Create(&msg, subject, NULL, data, (int)len);
-    if (s == NATS_OK && event)
-        s = natsMsgHeader_Set(msg, "Sse-Event", event);
-    if (s == NATS_OK)
-        s = natsConnection_PublishMsg(bus->nc, msg);
-    natsMsg_Destroy(msg);
-    if (s != NATS_OK) {
-        log_warn("nats: publish to %s failed: %s", subject, natsStatus_GetText(s));
-        return ERR_NATS;
-    }
-    return 0;
+    const char *h[] = {"Sse-Event", event};
+    return bus_send(bus, subject, NULL, h, event ? 1 : 0, data, len);
 }

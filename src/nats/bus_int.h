@@ -80,6 +80,7 @@ struct bus_sub {
     int64_t js_give_up_ms;   /* not confirmed by then: fails; under bus->lock */
     unsigned js_tries;       /* failures in a row; under bus->lock */
     char *consumer;          /* name of the consumer feeding ns; under bus->lock */
+    natsSubscription *probe; /* JetStream reply subject: a core subscription for "no responders" */
     unsigned counts[];       /* per worker; under lock */
 };
 

@@ -143,6 +143,20 @@ static void histogram(struct buf *out, const struct server *s, const char *name,
 #define STREAMS(field) sum_at(s, false, offsetof(struct stream_stats, field))
 #define CONNS(field) sum_at(s, true, offsetof(struct conn_stats, field))
 
+/* One sample of a labelled counter: its labels and the conn_stats field it sums. */
+struct labelled {
+    const char *label;
+    size_t off;
+};
+
+/* The samples of name: each label with its field summed over the workers. */
+static void labelled_sums(struct buf *out, const struct server *s, const char *name,
+                          const struct labelled *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        metrics_value(out, name, t[i].label, sum_at(s, true, t[i].off));
+}
+
 /* Request streams (POST to a request route): counters, and time to first reply per route. */
 static void request_metrics(struct buf *out, const struct server *s)
 {
@@ -151,10 +165,7 @@ static void request_metrics(struct buf *out, const struct server *s)
                    "finished (ended by the service), cancelled (DELETE), cancel_forced (ended "
                    "by the gateway after request-cancel-wait-ms), no_responders (503), "
                    "timeout (504).");
-    static const struct {
-        const char *label;
-        size_t off;
-    } what[] = {
+    static const struct labelled what[] = {
         {"result=\"started\"", offsetof(struct conn_stats, requests.req_started)},
         {"result=\"finished\"", offsetof(struct conn_stats, requests.req_finished)},
         {"result=\"cancelled\"", offsetof(struct conn_stats, requests.req_cancelled)},
@@ -162,9 +173,7 @@ static void request_metrics(struct buf *out, const struct server *s)
         {"result=\"no_responders\"", offsetof(struct conn_stats, requests.req_no_responders)},
         {"result=\"timeout\"", offsetof(struct conn_stats, requests.req_timeouts)},
     };
-    for (size_t i = 0; i < sizeof(what) / sizeof(what[0]); i++)
-        metrics_value(out, "sluice_request_streams_total", what[i].label,
-                      sum_at(s, true, what[i].off));
+    labelled_sums(out, s, "sluice_request_streams_total", what, sizeof(what) / sizeof(what[0]));
     static const char name[] = "sluice_request_first_event_seconds";
     metrics_header(out, name, "histogram",
                    "From a request stream's POST to its first reply, by request route "
@@ -204,10 +213,7 @@ static void on_metrics(void *ctx, struct buf *out)
 
     metrics_header(out, "sluice_limit_hits_total", "counter",
                    "Limit breaches, by limit: what was refused, reset or closed.");
-    static const struct {
-        const char *label;
-        size_t off;
-    } limits[] = {
+    static const struct labelled limits[] = {
         {"limit=\"connections\"", offsetof(struct conn_stats, refused)},
         {"limit=\"connections_per_address\"", offsetof(struct conn_stats, refused_per_address)},
         {"limit=\"handshake_timeout\"", offsetof(struct conn_stats, handshake_timeouts)},
@@ -226,9 +232,7 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"file_cache\"", offsetof(struct conn_stats, requests.file_cache)},
         {"limit=\"request_body\"", offsetof(struct conn_stats, requests.request_body)},
     };
-    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
-        metrics_value(out, "sluice_limit_hits_total", limits[i].label,
-                      sum_at(s, true, limits[i].off));
+    labelled_sums(out, s, "sluice_limit_hits_total", limits, sizeof(limits) / sizeof(limits[0]));
     struct bus_stats bs;
     bus_stats(s->bus, &bs);
     /* Process-wide, counted by the bus: new patterns refused with every subscription watched. */
@@ -649,6 +653,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,
         .max_consumers = (size_t)cfg->jetstream_max_consumers,
+        .reply_prefix = cfg->request_reply_prefix,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);

@@ -1163,16 +1163,13 @@ int request_process(struct request *r)
     case HTTP_FILE:
         return serve_file(r);
     case HTTP_PUBLISH:
-        /* Answered when the body is complete (request_body_end). */
+    case HTTP_REQUEST:
+        /* Answered (a request stream: started) when the body is complete (request_body_end). */
         r->publishing = true;
         return 0;
     case HTTP_EVENTS:
     case HTTP_POLL:
         return serve_events(r);
-    case HTTP_REQUEST:
-        /* Started when the body is complete (request_body_end). */
-        r->publishing = true;
-        return 0;
     case HTTP_REPLY:
     case HTTP_CANCEL:
         return serve_reply(r);

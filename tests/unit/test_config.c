@@ -95,6 +95,24 @@ static void test_set_values(void **state)
     config_dispose(&c);
 }
 
+/* request-route is repeatable: each one adds an entry; an empty value clears them. */
+static void test_request_route_list(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[ERRLEN] = "";
+    config_init(&c);
+    assert_string_equal(c.request_routes, "");
+    assert_int_equal(config_set(&c, "request-route", "/v1/chat/completions llm.chat", err,
+                                sizeof err), 0);
+    assert_int_equal(config_set(&c, "request-route", "/jobs jobs.run", err, sizeof err), 0);
+    assert_string_equal(c.request_routes, "/v1/chat/completions llm.chat,/jobs jobs.run");
+    assert_int_equal(config_set(&c, "request-route", "", err, sizeof err), 0);
+    assert_string_equal(c.request_routes, "");
+    assert_string_equal(c.request_reply_prefix, "$SLUICE.reply");
+    config_dispose(&c);
+}
+
 static void test_set_log_level(void **state)
 {
     (void)state;
@@ -539,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_reserved_host_ipv6_keys),
         cmocka_unit_test(test_set_values),
+        cmocka_unit_test(test_request_route_list),
         cmocka_unit_test(test_set_log_level),
         cmocka_unit_test(test_set_unknown_key),
         cmocka_unit_test(test_set_bad_integers),

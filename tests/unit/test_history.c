@@ -435,6 +435,30 @@ static void test_refcounts(void **state)
     }
 }
 
+/* The end: set by an end marker, cleared by a later event; set_end only while empty. */
+static void test_end(void **state)
+{
+    (void)state;
+    struct history_budget b;
+    budget_init(&b, BIG);
+    struct history *h = history_new(4, BIG, &b, 10);
+    history_set_end(h, 7); /* JetStream: the subject ended before we began */
+    assert_int_equal(history_end(h), 7);
+    history_set_end(h, 11); /* above the floor: not something that came before us */
+    assert_int_equal(history_end(h), 7);
+    history_push(h, mk(12, 8));
+    assert_int_equal(history_end(h), 0);
+    struct sse_event *end = sse_event_new_end(1, 13);
+    history_push(h, end);
+    assert_int_equal(history_end(h), 13);
+    history_set_end(h, 5); /* ignored once anything was pushed */
+    assert_int_equal(history_end(h), 13);
+    history_push(h, mk(14, 8)); /* the subject reused */
+    assert_int_equal(history_end(h), 0);
+    history_free(h);
+    assert_int_equal(used(&b), 0);
+}
+
 static void test_free_null_and_empty(void **state)
 {
     (void)state;
@@ -592,7 +616,7 @@ int main(void)
         cmocka_unit_test(test_boundaries_floor),   cmocka_unit_test(test_boundaries_lost),
         cmocka_unit_test(test_evict_by_count),     cmocka_unit_test(test_evict_by_bytes),
         cmocka_unit_test(test_newest_always_kept), cmocka_unit_test(test_evict_by_shared_budget),
-        cmocka_unit_test(test_refcounts),          cmocka_unit_test(test_free_null_and_empty),
+        cmocka_unit_test(test_refcounts),          cmocka_unit_test(test_free_null_and_empty),        cmocka_unit_test(test_end),
         cmocka_unit_test(test_ring_wraps),         cmocka_unit_test(test_ring_wraps_power_of_two),
         cmocka_unit_test(test_sparse_sequences),   cmocka_unit_test(test_sparse_sequences_wrapping),
         cmocka_unit_test(test_set_floor_and_after), cmocka_unit_test(test_since_time),

@@ -168,6 +168,47 @@ static void test_publish_route(void **state)
     expect_error("POST", "/events/a", 405);
 }
 
+/* Request streams: POST /streams/<subject>, GET and DELETE /streams/r/<tag>.<id>. */
+static void test_request_stream_routes(void **state)
+{
+    (void)state;
+    struct http_route r;
+    static const char tok[] = "0123456789abcdef.0123456789abcdef0123456789abcdef";
+    char path[128];
+    route(&r, "POST", "/streams/llm.chat");
+    assert_int_equal(r.kind, HTTP_REQUEST);
+    assert_string_equal(r.subjects[0], "llm.chat");
+    http_route_dispose(&r);
+    snprintf(path, sizeof(path), "/streams/r/%s?last_event_id=42", tok);
+    route(&r, "GET", path);
+    assert_int_equal(r.kind, HTTP_REPLY);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.stream, tok);
+    assert_string_equal(r.last_event_id, "42");
+    assert_int_equal(r.nsubjects, 0);
+    http_route_dispose(&r);
+    snprintf(path, sizeof(path), "/streams/r/%s", tok);
+    route(&r, "DELETE", path);
+    assert_int_equal(r.kind, HTTP_CANCEL);
+    http_route_dispose(&r);
+    expect_error("GET", "/streams/llm.chat", 405);
+    expect_error("POST", "/streams/llm.*", 400);
+    expect_error("POST", "/streams/llm.>", 400);
+    expect_error("POST", path, 405);
+    expect_error("GET", "/streams/r/", 404);
+    expect_error("GET", "/streams/r/0123456789abcdef.0123456789ABCDEF0123456789abcdef", 404);
+    expect_error("GET", "/streams/r/0123456789abcdef-0123456789abcdef0123456789abcdef", 404);
+    expect_error("GET", "/streams/r/0123456789abcdef.0123456789abcdef0123456789abcde", 404);
+    expect_error("GET", "/streams/r/0123456789abcdef.0123456789abcdef0123456789abcdef0", 404);
+    expect_error("GET", "/streams/r/../../etc/passwd", 404);
+    route(&r, "POST", "/v1/chat/completions");
+    assert_int_equal(r.kind, HTTP_ERROR);
+    http_route_request(&r, "llm.chat");
+    assert_int_equal(r.kind, HTTP_REQUEST);
+    assert_string_equal(r.subjects[0], "llm.chat");
+    http_route_dispose(&r);
+}
+
 static void test_poll_route(void **state)
 {
     (void)state;
@@ -511,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_events_query_dedup),
         cmocka_unit_test(test_overlapping_subjects_refused),
         cmocka_unit_test(test_publish_route),
+        cmocka_unit_test(test_request_stream_routes),
         cmocka_unit_test(test_poll_route),
         cmocka_unit_test(test_last_event_id),
         cmocka_unit_test(test_last_event_id_percent_decoded),

@@ -325,6 +325,62 @@ static void test_composite_ids(void **state)
     stream_free(u.s);
 }
 
+/* Delivers an end marker (Sse-End) of topic sub: with data, an event; without, none. */
+static void deliver_end(struct fx *fx, uint64_t sub, uint64_t seq, const char *data)
+{
+    struct sse_event *ev = data ? sse_event_new(sub, seq, NULL, data, strlen(data))
+                                : sse_event_new_end(sub, seq);
+    ev->end = true;
+    fanout_deliver(fx->fanout, ev);
+    sse_event_unref(ev);
+}
+
+/* A finished subject ends its stream cleanly after the end: no comment, eof. */
+static void test_end_finishes(void **state)
+{
+    struct fx *fx = *state;
+    struct ts t, u;
+    open1(fx, &t, "job", NULL, 0);
+    open1(fx, &u, "job", NULL, 0);
+    EXPECT(&t, START1);
+    EXPECT(&u, START1);
+    deliver(fx, 1, 4, "progress", "50%");
+    deliver_end(fx, 1, 5, "done");
+    deliver(fx, 1, 6, NULL, "after the end");
+    EXPECT_END(&t, "id: 4\nevent: progress\ndata: 50%\n\nid: 5\ndata: done\n\n");
+    assert_int_equal(stream_ended(t.s), STREAM_END_FINISHED);
+    assert_false(stream_over(t.s));
+    /* An end without a body moves the id only. */
+    stream_free(t.s);
+    EXPECT_END(&u, "id: 4\nevent: progress\ndata: 50%\n\nid: 5\ndata: done\n\n");
+    stream_free(u.s);
+    open1(fx, &t, "job2", NULL, 0);
+    EXPECT(&t, START1);
+    deliver_end(fx, 2, 9, NULL);
+    EXPECT_END(&t, "id: 9\n\n");
+    assert_int_equal(stream_dispatchable(t.s), 0);
+    stream_free(t.s);
+    assert_int_equal(counter(&fx->env.stats.ended[STREAM_END_FINISHED]), 3);
+}
+
+/* Two subjects: one end ends that subject only; the second end ends the stream. */
+static void test_end_two_subjects(void **state)
+{
+    struct fx *fx = *state;
+    char *ab[] = {"a", "b"};
+    struct ts t;
+    open_with(fx, &t, &(struct open_args){ab, 2, NULL, 0, 0, NULL});
+    EXPECT(&t, "retry: 1000\nid: 0-0\n\n");
+    deliver_end(fx, 1, 3, NULL);
+    deliver(fx, 2, 4, NULL, "b4");
+    deliver(fx, 1, 5, NULL, "a5, ignored");
+    EXPECT(&t, "id: 3-0\n\nid: 3-4\ndata: b4\n\n");
+    assert_int_equal(stream_ended(t.s), STREAM_END_NONE);
+    deliver_end(fx, 2, 6, "b-end");
+    EXPECT_END(&t, "id: 3-6\ndata: b-end\n\n");
+    stream_free(t.s);
+}
+
 static void test_dedupe(void **state)
 {
     struct fx *fx = *state;
@@ -993,6 +1049,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_event_name_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_composite_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_end_finishes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_end_two_subjects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_without_bus, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_escapes_subjects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_ids, setup, teardown),
