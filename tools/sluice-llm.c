@@ -56,13 +56,13 @@
  * thousand of them.
  */
 #include <ev.h>
-#include <stddef.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,12 +79,22 @@
 #define LLM_BODY_LIMIT (1 << 20) /* NATS's default max_payload: --max-body's ceiling */
 
 static const char *const LOREM[] = {
-    "lorem",  "ipsum",   "dolor",  "sit",    "amet",    "consectetur", "adipiscing", "elit",
-    "sed",    "do",      "eiusmod", "tempor", "incididunt", "ut",       "labore",     "et",
-    "dolore", "magna",   "aliqua", "enim",   "ad",      "minim",       "veniam",     "quis",
-    "nostrud", "exercitation", "ullamco", "laboris", "nisi", "aliquip", "ex",       "ea",
-    "commodo", "consequat", "duis", "aute",  "irure",   "in",          "reprehenderit", "voluptate",
-    "velit",  "esse",    "cillum", "fugiat", "nulla",   "pariatur",    "excepteur",  "sint",
+    "lorem",      "ipsum",        "dolor",
+    "sit",        "amet",         "consectetur",
+    "adipiscing", "elit",         "sed",
+    "do",         "eiusmod",      "tempor",
+    "incididunt", "ut",           "labore",
+    "et",         "dolore",       "magna",
+    "aliqua",     "enim",         "ad",
+    "minim",      "veniam",       "quis",
+    "nostrud",    "exercitation", "ullamco",
+    "laboris",    "nisi",         "aliquip",
+    "ex",         "ea",           "commodo",
+    "consequat",  "duis",         "aute",
+    "irure",      "in",           "reprehenderit",
+    "voluptate",  "velit",        "esse",
+    "cillum",     "fugiat",       "nulla",
+    "pariatur",   "excepteur",    "sint",
 };
 #define LOREM_WORDS (sizeof LOREM / sizeof LOREM[0])
 
@@ -92,28 +102,28 @@ enum text_mode { TEXT_LOREM, TEXT_ECHO };
 
 struct options {
     const char *nats_url, *subject, *queue, *model;
-    double rate;                     /* tokens per second per answer; > 0 */
-    unsigned long long tokens;       /* default tokens per answer; <= max_tokens */
-    unsigned long long max_tokens;   /* a request's max_tokens ceiling */
-    unsigned long long max_answers;  /* requests held at once (queued + answering) */
-    unsigned long long max_body;     /* bytes of a request body */
+    double rate;                    /* tokens per second per answer; > 0 */
+    unsigned long long tokens;      /* default tokens per answer; <= max_tokens */
+    unsigned long long max_tokens;  /* a request's max_tokens ceiling */
+    unsigned long long max_answers; /* requests held at once (queued + answering) */
+    unsigned long long max_body;    /* bytes of a request body */
     enum text_mode text;
-    bool stamp;                      /* tokens start with "<realtime ns> <n> " */
+    bool stamp; /* tokens start with "<realtime ns> <n> " */
 };
 
 /* One answer in progress; lives in the slot table, owned by the loop thread. */
 struct answer {
     bool busy;
-    uint32_t gen;                 /* bumped when the slot is freed: stale cancels miss */
+    uint32_t gen; /* bumped when the slot is freed: stale cancels miss */
     uint32_t slot;
-    char *reply;                  /* the stream's subject; owned */
-    natsSubscription *cancel;     /* NULL when the request named no Sse-Cancel */
+    char *reply;              /* the stream's subject; owned */
+    natsSubscription *cancel; /* NULL when the request named no Sse-Cancel */
     char id[16 + LLM_STREAM_ID_MAX];
     char model[LLM_MODEL_MAX + 1];
-    long long created;            /* unix seconds */
-    unsigned long long ntokens;   /* tokens to send */
-    unsigned long long next;      /* tokens sent; next <= ntokens */
-    uint32_t seed;                /* lorem offset: fnv1a(prompt) */
+    long long created;               /* unix seconds */
+    unsigned long long ntokens;      /* tokens to send */
+    unsigned long long next;         /* tokens sent; next <= ntokens */
+    uint32_t seed;                   /* lorem offset: fnv1a(prompt) */
     char (*words)[LLM_WORD_MAX + 1]; /* echo words, nwords of them; owned */
     size_t nwords;
     ev_timer tick;
@@ -122,8 +132,8 @@ struct answer {
 /* Mail from cnats's delivery thread to the loop. */
 struct mail {
     struct mail *next;
-    natsMsg *msg;     /* a request; NULL for a cancel notice */
-    uint64_t cancel;  /* slot << 32 | gen, for a cancel notice */
+    natsMsg *msg;    /* a request; NULL for a cancel notice */
+    uint64_t cancel; /* slot << 32 | gen, for a cancel notice */
 };
 
 struct counters {
@@ -203,8 +213,7 @@ static void publish(struct service *svc, const char *subject, const char *data, 
 static void publish_error(struct service *svc, const char *reply, const char *type,
                           const char *message)
 {
-    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", message, "type", type,
-                          "code");
+    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", message, "type", type, "code");
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (body)
         publish(svc, reply, body, true, "error");
@@ -236,8 +245,8 @@ static char *chunk_json(const struct answer *a, const char *role, const char *co
     return out;
 }
 
-static void send_chunk(struct service *svc, struct answer *a, const char *role,
-                       const char *content, const char *finish)
+static void send_chunk(struct service *svc, struct answer *a, const char *role, const char *content,
+                       const char *finish)
 {
     char *c = chunk_json(a, role, content, finish);
     publish(svc, a->reply, c, false, NULL);
@@ -498,8 +507,8 @@ static void answer_start(struct service *svc, natsMsg *msg)
     const char *sid = header_of(msg, "Sse-Stream-Id"), *cancel = header_of(msg, "Sse-Cancel");
     bool sid_ok = sid && *sid && strlen(sid) <= LLM_STREAM_ID_MAX;
     for (const char *p = sid; sid_ok && *p; p++)
-        sid_ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-                 (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_';
+        sid_ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                 *p == '-' || *p == '_';
     static unsigned long long serial;
     if (sid_ok)
         snprintf(a->id, sizeof a->id, "chatcmpl-%s", sid);
@@ -643,8 +652,20 @@ static void usage(FILE *f)
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { O_NATS = 1, O_SUBJECT, O_QUEUE, O_RATE, O_TOKENS, O_MAX_TOKENS, O_MAX_ANSWERS,
-           O_MAX_BODY, O_TEXT, O_MODEL, O_STAMP, O_HELP };
+    enum {
+        O_NATS = 1,
+        O_SUBJECT,
+        O_QUEUE,
+        O_RATE,
+        O_TOKENS,
+        O_MAX_TOKENS,
+        O_MAX_ANSWERS,
+        O_MAX_BODY,
+        O_TEXT,
+        O_MODEL,
+        O_STAMP,
+        O_HELP
+    };
     static const struct option longopts[] = {
         {"nats", required_argument, NULL, O_NATS},
         {"subject", required_argument, NULL, O_SUBJECT},
@@ -660,10 +681,16 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
-    *o = (struct options){.nats_url = "nats://127.0.0.1:4222", .subject = "llm.chat",
-                          .queue = "sluice-llm", .model = "sluice-llm", .rate = 20,
-                          .tokens = 32, .max_tokens = 4096, .max_answers = 1024,
-                          .max_body = 65536, .text = TEXT_LOREM};
+    *o = (struct options){.nats_url = "nats://127.0.0.1:4222",
+                          .subject = "llm.chat",
+                          .queue = "sluice-llm",
+                          .model = "sluice-llm",
+                          .rate = 20,
+                          .tokens = 32,
+                          .max_tokens = 4096,
+                          .max_answers = 1024,
+                          .max_body = 65536,
+                          .text = TEXT_LOREM};
     int ch;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -674,7 +701,10 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->subject = optarg;
             bad = !*optarg || strpbrk(optarg, " \t\r\n") != NULL;
             break;
-        case O_QUEUE: o->queue = optarg; bad = !*optarg; break;
+        case O_QUEUE:
+            o->queue = optarg;
+            bad = !*optarg;
+            break;
         case O_RATE: bad = !cl_opt_real(optarg, 10000, &o->rate) || o->rate <= 0; break;
         case O_TOKENS: bad = !cl_opt_num(optarg, 1000000, &o->tokens) || o->tokens == 0; break;
         case O_MAX_TOKENS:
@@ -754,8 +784,8 @@ int main(int argc, char **argv)
                 natsStatus_GetText(s));
         return 2;
     }
-    s = natsConnection_QueueSubscribe(&svc.sub, svc.nc, svc.opt.subject, svc.opt.queue,
-                                      on_request, &svc);
+    s = natsConnection_QueueSubscribe(&svc.sub, svc.nc, svc.opt.subject, svc.opt.queue, on_request,
+                                      &svc);
     if (s == NATS_OK)
         s = natsConnection_FlushTimeout(svc.nc, 5000);
     if (s != NATS_OK) {
@@ -763,7 +793,8 @@ int main(int argc, char **argv)
                 natsStatus_GetText(s));
         return 2;
     }
-    fprintf(stderr, "sluice-llm: ready on %s (queue %s) at %s, %.6g tokens/s, %llu answers at once\n",
+    fprintf(stderr,
+            "sluice-llm: ready on %s (queue %s) at %s, %.6g tokens/s, %llu answers at once\n",
             svc.opt.subject, svc.opt.queue, svc.opt.nats_url, svc.opt.rate, svc.opt.max_answers);
 
     ev_run(svc.loop, 0);
