@@ -14,7 +14,8 @@
  * URL with Last-Event-ID set to the id of the last event received; the
  * gateway replays what was missed and the answer continues. An unexpected
  * end (the gateway restarted, the network dropped) resumes the same way by
- * itself. A 204 means the stream had already finished. "Stop" sends DELETE
+ * itself, after a pause that doubles per failure in a row (a gateway that
+ * is restarting). A 204 means the stream had already finished. "Stop" sends DELETE
  * to the same URL: the gateway tells the service, which ends the answer
  * with its last chunk and [DONE].
  *
@@ -30,8 +31,8 @@
   'use strict';
 
   var ROUTE = '/v1/chat/completions';
-  var AUTO_RESUME_MAX = 5;      /* unexpected ends in a row before giving up */
-  var AUTO_RESUME_MS = 500;
+  var AUTO_RESUME_MAX = 6;      /* unexpected ends in a row before giving up */
+  var AUTO_RESUME_MS = 500;     /* the first pause; it doubles per failure in a row (~30 s in all) */
   var STARVED_MS = 3000;        /* no response head by then: say why it may wait */
 
   var LOREM = ('lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ' +
@@ -225,10 +226,11 @@
       buttons();
       return;
     }
+    var pause = AUTO_RESUME_MS << st.autoResumes;
     st.autoResumes++;
     st.phase = 'resuming';
-    say('the stream broke (' + why + '); resuming in ' + AUTO_RESUME_MS + ' ms', 'warn');
-    setTimeout(resume, AUTO_RESUME_MS);
+    say('the stream broke (' + why + '); resuming in ' + pause + ' ms', 'warn');
+    setTimeout(resume, pause);
   }
 
   function resume() {

@@ -26,7 +26,10 @@
 //      Last-Event-ID, and the page ends with every token of the reference
 //      answer exactly once (checked here against the answer computed in this
 //      file, and in DevTools: one POST, one GET carrying Last-Event-ID); "Stop"
-//      sends DELETE and the answer ends early with finish_reason stop.
+//      sends DELETE and the answer ends early with finish_reason stop. Then,
+//      with the answers in JetStream (a stream on $SLUICE.reply.>), the
+//      gateway is SIGKILLed mid-answer and restarted on the same ports: the
+//      page resumes by itself and again holds every token exactly once.
 //   5. Screenshots (PNG) of the page in the build directory; paths printed.
 //
 // Closing line: `browser: N passed, M failed`. Exit 0 when all pass, 1 on a
@@ -751,6 +754,66 @@ async function testChatPanel(env) {
 }
 
 /**
+ * (4, cont.) The gateway SIGKILLed mid-answer, its answers in JetStream: a
+ * nats-server with -js, the stream REPLIES on $SLUICE.reply.> (the default
+ * reply prefix), a gateway with --jetstream-streams REPLIES and the request
+ * route. The page's fetch breaks; the panel resumes by itself (GET
+ * Content-Location with Last-Event-ID) once a new gateway listens on the
+ * same ports, and ends with every token of the answer exactly once.
+ */
+async function testChatGatewayKilled(env) {
+  const storeDir = path.join(env.tmp, 'jetstream-chat');
+  fs.mkdirSync(storeDir, { recursive: true });
+  let nats, llm, g, page, errors;
+  try {
+    nats = await startNats(['-js', '--store_dir', storeDir]);
+    const mk = start(env.pub, ['--nats', nats.url, '--stream', 'REPLIES:$SLUICE.reply.>'], 'sluice-pub --stream');
+    const mkr = await Promise.race([mk.exited, sleep(10_000).then(() => null)]);
+    expect(mkr && mkr.code === 0, `sluice-pub --stream REPLIES failed: ${tail(mk.out, 5)}`);
+    llm = start(tool('SLUICE_LLM', 'sluice-llm'), ['--nats', nats.url, '--rate', '30'], 'sluice-llm');
+    await waitUntil(() => llm.done || /ready on/.test(llm.out), 10_000, 'sluice-llm to subscribe');
+    const args = ['--jetstream-streams', 'REPLIES', '--request-route', '/v1/chat/completions llm.chat'];
+    g = await startSluice(env, undefined, { nats, args });
+    ({ page, errors } = await openDemo(env.ctx, `${g.origin}/?autostart=0`));
+    const chat = () => page.evaluate(() => {
+      const s = window.sluiceChat.state;
+      return { phase: s.phase, tokens: s.tokens.slice(), resumes: s.resumes, finish: s.finish, lastId: s.lastId };
+    });
+    const prompt = 'the gateway goes away';
+    const n = 240;
+    await page.fill('#chat-prompt', prompt);
+    await page.fill('#chat-tokens', String(n));
+    await page.click('#chat-send');
+    await waitUntil(async () => (await chat()).tokens.length >= 30, 15_000, '30 tokens');
+    const old = g;
+    process.kill(old.proc.pid, 'SIGKILL');
+    await Promise.race([old.proc.exited, sleep(5000)]);
+    expect(old.proc.done, 'sluice did not die on SIGKILL');
+    const atKill = await chat();
+    g = await startSluice(env, { tls: old.tls, plain: old.plain, admin: old.admin }, { nats, args });
+    log(`  sluice SIGKILLed after ${atKill.tokens.length} tokens (event id ${atKill.lastId}), restarted on the same ports`);
+    const done = await waitUntil(async () => {
+      const c = await chat();
+      return c.phase === 'done' || c.phase === 'failed' ? c : null;
+    }, 40_000, 'the answer to end after the restart');
+    expect(done.phase === 'done', `the answer ended ${done.phase}: ${await page.textContent('#chat-status')}`);
+    expect(atKill.tokens.length < n, `the answer had ended (${atKill.tokens.length} tokens) before the kill`);
+    const want = llmAnswer(prompt, n);
+    const k = done.tokens.findIndex((t, i) => t !== want[i]);
+    expect(k < 0 && done.tokens.length === n,
+      `the page holds ${done.tokens.length} tokens; first difference at ${k}`);
+    expect(done.resumes >= 1 && done.finish === 'stop', `resumes ${done.resumes}, finish ${done.finish}`);
+    log(`  resumed by itself (resumes: ${done.resumes}) from JetStream: all ${n} tokens exactly once`);
+    expect(!errors.length, `page errors: ${errors.join('; ')}`);
+  } finally {
+    if (page) await page.close();
+    if (g) await kill(g.proc);
+    await kill(llm);
+    if (nats) await kill(nats.proc);
+  }
+}
+
+/**
  * (d) Resume across a gateway restart with JetStream. A nats-server of its
  * own (-js, a store directory in the temp dir), the stream DEMO on demo.>
  * made before the gateway starts (it reads its streams at start-up), and a
@@ -916,6 +979,7 @@ async function main() {
     ['gateway SIGKILL + restart on the same ports: reset reported, live events continue', testRestartResets],
     ['JetStream: gateway SIGKILL + restart on the same ports: every stream resumes, no reset, no gap', testJetStreamRestartResumes],
     ['chat panel: a POST stream killed mid-answer resumes with every token once; Stop ends it', testChatPanel],
+    ['chat panel, JetStream: gateway SIGKILL mid-answer, restart: the answer resumes, every token once', testChatGatewayKilled],
   ];
   let passed = 0, failed = 0;
   // SLUICE_BROWSER_ONLY=REGEX runs the tests whose names match (by hand, while working on one).
