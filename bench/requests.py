@@ -14,7 +14,11 @@ the two cases differ only in how the stream reached the gateway.
 takes; --streams and --duration set any other).
 
 Per case: time to first token p50/p99 (POST sent -> first token parsed;
-request streams only), token latency p50/p99/max (sluice-llm --stamp and
+request streams only) for the S POSTs sent at once at the start (their
+connections' TLS handshakes share the client's one thread, so these
+include queueing behind the other handshakes) and, the figure for a new
+request under load, for 20 more POSTs on one fresh connection made while
+the S streams are streaming (a second sluice-bench, "ttft under load"), token latency p50/p99/max (sluice-llm --stamp and
 the publisher write the wall clock into each token; the difference at
 parsing is the end-to-end latency: service -> NATS -> gateway -> TLS ->
 parser), tokens/s delivered against those asked for, lost or doubled tokens
@@ -41,6 +45,7 @@ import benchlib as b  # noqa: E402
 SUBJECT = "llm.chat"
 ROUTE = "/v1/chat/completions"
 # The gateway's request route to the service (README, "Request routes").
+PROBES = 20  # POSTs of the "ttft under load" probe
 ROUTE_FLAGS = ["--request-route", "%s %s" % (ROUTE, SUBJECT)]
 
 
@@ -54,7 +59,7 @@ def extra(ap):
 def start_llm(nats, streams, rate, tokens):
     exe = b.binary("SLUICE_LLM", "sluice-llm")
     p = b.spawn([exe, "--nats", nats.url, "--subject", SUBJECT, "--rate", str(rate), "--stamp",
-                 "--max-answers", str(streams + 16), "--max-tokens", str(tokens),
+                 "--max-answers", str(streams + PROBES + 16), "--max-tokens", str(tokens),
                  "--tokens", str(tokens)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     out = b.Output(p.stderr)
 
@@ -167,9 +172,26 @@ def main():
         "--path", ROUTE, "--post-body", body, "--stamp-after", '"content":"', "--pub", "none",
         "--reopen-ms", 600000] + gw.pid_args() + fleet.nats.pid_args() + llm.pid_args()
     b.log("run: %d request streams at %g tokens/s for %g s" % (streams, a.rate, dur))
-    r = b.bench(args, timeout=dur + 90, label="requests")
+    probe = {}
+
+    def probe_under_load():
+        # 20 more POSTs on one connection, its handshake done before they go,
+        # while the S streams stream: time to first token of a new request.
+        small = json.dumps({"model": "sluice-llm", "stream": True, "max_tokens": 5,
+                            "messages": [{"role": "user", "content": "probe"}]},
+                           separators=(",", ":"))
+        probe["report"] = b.bench(["--connect", "%s:%d" % (b.HOST, gw.port)] + ca + [
+            "--connections", 1, "--streams", PROBES, "--path", ROUTE, "--post-body", small,
+            "--stamp-after", '"content":"', "--pub", "none", "--duration", 1, "--drain", 1,
+            "--open-timeout", 10, "--settle", 0, "--reopen-ms", 600000],
+            timeout=30, label="ttft probe")
+    r = bench_then(args, dur + 90, "requests", probe_under_load)
     doc["rows"].append(summary("request streams (POST)", r, streams, a.rate, dur, "llm"))
     doc["rows"][-1]["report"] = r
+    pr = probe.get("report") or {}
+    doc["rows"][-1]["ttft_under_load_ms"] = {k: (pr.get("ttfe_ms") or {}).get(k)
+                                             for k in ("n", "p50", "p99", "max")}
+    doc["rows"][-1]["probe_report"] = pr
     llm.stop()
 
     # 2. The same load through plain subscriptions, one subject per stream:
@@ -194,14 +216,16 @@ def main():
 def print_table(doc):
     rows = []
     for r in doc["rows"]:
+        load = r.get("ttft_under_load_ms") or {}
         rows.append([r["case"], "%s/%s" % (r["streams_open"], r["streams"]), r["asked_tokens_per_s"],
                      r["tokens_per_s"], r["delivered_ratio"], r["ttft_ms"].get("p50"),
-                     r["ttft_ms"].get("p99"), r["latency_ms"].get("p50"),
+                     r["ttft_ms"].get("p99"), load.get("p50"), load.get("p99"),
+                     r["latency_ms"].get("p50"),
                      r["latency_ms"].get("p99"), r["lost"], r["doubled"],
                      r["gateway_us_per_token"], r["nats_us_per_token"],
                      r["service_us_per_token"], r["client_limited"]])
     print(b.table(["case", "open", "asked tok/s", "tok/s", "delivered", "ttft p50 ms",
-                   "ttft p99 ms", "lat p50 ms", "lat p99 ms", "lost", "doubled",
+                   "ttft p99 ms", "ttft@load p50", "ttft@load p99", "lat p50 ms", "lat p99 ms", "lost", "doubled",
                    "gw µs/tok", "nats µs/tok", "svc µs/tok", "client-bound"], rows))
 
 

@@ -77,6 +77,7 @@
 #define LLM_ECHO_WORDS_MAX 256   /* words of the prompt kept for --text echo */
 #define LLM_WORD_MAX 48          /* bytes of one echoed word; longer ones are cut */
 #define LLM_BODY_LIMIT (1 << 20) /* NATS's default max_payload: --max-body's ceiling */
+#define LLM_CATCHUP_MAX 8        /* tokens one late tick may send to get back on pace */
 
 static const char *const LOREM[] = {
     "lorem",      "ipsum",        "dolor",
@@ -120,10 +121,11 @@ struct answer {
     natsSubscription *cancel; /* NULL when the request named no Sse-Cancel */
     char id[16 + LLM_STREAM_ID_MAX];
     char model[LLM_MODEL_MAX + 1];
-    long long created;               /* unix seconds */
-    unsigned long long ntokens;      /* tokens to send */
-    unsigned long long next;         /* tokens sent; next <= ntokens */
-    uint32_t seed;                   /* lorem offset: fnv1a(prompt) */
+    long long created;          /* unix seconds */
+    unsigned long long ntokens; /* tokens to send */
+    unsigned long long next;    /* tokens sent; next <= ntokens */
+    ev_tstamp start; /* loop time of the first token: token i is due at start + i / rate */
+    uint32_t seed;   /* lorem offset: fnv1a(prompt) */
     char (*words)[LLM_WORD_MAX + 1]; /* echo words, nwords of them; owned */
     size_t nwords;
     ev_timer tick;
@@ -298,13 +300,20 @@ static void answer_finish(struct service *svc, struct answer *a, bool cancelled)
 
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct answer *a = (struct answer *)((char *)w - offsetof(struct answer, tick));
     struct service *svc = the_service;
     if (!a->busy)
         return;
-    if (a->next < a->ntokens) {
+    /* libev drops the ticks of a loop that ran late (a busy machine), so
+     * the tokens due by now are counted from the start, not per tick: the
+     * answer keeps --rate on average. Half a period of slack keeps an
+     * on-time tick from finding its token not quite due yet. */
+    unsigned long long due =
+        (unsigned long long)((ev_now(loop) - a->start) * svc->opt.rate + 0.5) + 1;
+    if (due > a->ntokens)
+        due = a->ntokens;
+    for (int k = 0; a->next < due && k < LLM_CATCHUP_MAX; k++) {
         char tok[LLM_WORD_MAX + 48];
         token_text(svc, a, a->next, tok, sizeof tok);
         send_chunk(svc, a, NULL, tok, NULL);
@@ -531,6 +540,7 @@ static void answer_start(struct service *svc, natsMsg *msg)
     send_chunk(svc, a, "assistant", "", NULL);
     /* The first token goes out now, the rest every 1/rate s: a client's time
      * to first token is the gateway's and NATS's, not ours. */
+    a->start = ev_now(svc->loop);
     ev_timer_init(&a->tick, on_tick, 0., 1.0 / svc->opt.rate);
     ev_timer_start(svc->loop, &a->tick);
     natsMsg_Destroy(msg);
