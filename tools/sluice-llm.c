@@ -395,6 +395,10 @@ static void echo_words(struct answer *a, const char *prompt)
         if (n == 0)
             break;
         size_t keep = n < LLM_WORD_MAX ? n : LLM_WORD_MAX;
+        /* A long word is cut on a UTF-8 boundary: jansson refuses a broken
+         * sequence, and the token would lose its text. */
+        while (keep < n && keep > 0 && ((unsigned char)p[keep] & 0xc0) == 0x80)
+            keep--;
         memcpy(a->words[a->nwords], p, keep);
         a->words[a->nwords][keep] = '\0';
         a->nwords++;

@@ -201,6 +201,11 @@ def echo(nats, nc):
         msgs = lu.Answer(nc).send(SUBJECT, lu.chat_body("one two  three", max_tokens=5)).wait_end()
         toks = [c["choices"][0]["delta"].get("content") for c in chunks_of(msgs)[1:-1]]
         expect(toks == ["one ", "two ", "three ", "one ", "two "], "echo tokens %r" % toks)
+        # A word past 48 bytes is cut on a UTF-8 boundary (47 "a" and a 2-byte letter).
+        long_word = "a" * 47 + "\u00e9" + "z"
+        msgs = lu.Answer(nc).send(SUBJECT, lu.chat_body(long_word, max_tokens=1)).wait_end()
+        toks = [c["choices"][0]["delta"].get("content") for c in chunks_of(msgs)[1:-1]]
+        expect(toks == ["a" * 47 + " "], "a long word's token is %r" % toks)
         svc.stop()
 
 
