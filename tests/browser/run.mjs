@@ -705,7 +705,7 @@ async function testChatPanel(env) {
   try {
     const prompt = 'Why does a token stream need to resume?';
     await page.fill('#chat-prompt', prompt);
-    await page.fill('#chat-tokens', '120');
+    await page.fill('#chat-tokens', '200');
     await page.click('#chat-send');
     await waitUntil(async () => (await chat()).tokens.length >= 30, 15_000, '30 tokens in the chat panel');
     const before = await chat();
@@ -715,9 +715,9 @@ async function testChatPanel(env) {
       return c.phase === 'done' || c.phase === 'failed' ? c : null;
     }, 20_000, 'the resumed answer to end');
     expect(done.phase === 'done', `the answer ended ${done.phase}: ${await page.textContent('#chat-status')}`);
-    const want = llmAnswer(prompt, 120);
+    const want = llmAnswer(prompt, 200);
     const k = done.tokens.findIndex((t, i) => t !== want[i]);
-    expect(k < 0 && done.tokens.length === 120,
+    expect(k < 0 && done.tokens.length === 200,
       `the page holds ${done.tokens.length} tokens; first difference at ${k}: ` +
       `${JSON.stringify(done.tokens[k])} for ${JSON.stringify(want[k])}`);
     expect(done.resumes === 1 && done.finish === 'stop', `resumes ${done.resumes}, finish ${done.finish}`);
@@ -728,7 +728,7 @@ async function testChatPanel(env) {
     expect(gets.length === 1 && gets[0].path === new URL(done.url).pathname && gets[0].lastEventId,
       `the resume: ${JSON.stringify(gets)} (Content-Location ${done.url})`);
     log(`  killed after ${before.tokens.length} tokens (event id ${before.lastId}), resumed by GET ${gets[0].path} ` +
-      `with Last-Event-ID ${gets[0].lastEventId}: all 120 tokens exactly once`);
+      `with Last-Event-ID ${gets[0].lastEventId}: all 200 tokens exactly once`);
 
     await page.fill('#chat-tokens', '2000');
     await page.click('#chat-send');
