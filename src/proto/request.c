@@ -408,8 +408,14 @@ static int respond_text(struct request *r, int status, const char *text, const c
     return respond(r, status, "text/plain; charset=utf-8", &body, www);
 }
 
+static int respond_error(struct request *r, int status, const char *type, const char *message);
+
 int request_fail(struct request *r, int status, const char *text)
 {
+    /* A request stream's client reads JSON errors (the OpenAI shape), whoever refuses. */
+    if (r->route && r->route->kind == HTTP_REQUEST)
+        return respond_error(r, status, status == 413 ? "request_too_large" : "invalid_request",
+                             text);
     return respond_text(r, status, text, NULL);
 }
 

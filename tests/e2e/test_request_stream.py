@@ -176,6 +176,9 @@ def refusals(gw, svc):
     take_request(svc, "svc.slow")
     r = h.curl(gw, "/v1/chat/completions", method="POST", data="x" * 1001)
     expect(r.status == 413, "1001-byte body: %r" % r)
+    resp, _ = u.one(gw, u.post("/v1/chat/completions", "y" * 2000), tls=True)
+    expect(resp.head.status == 413 and resp.json()["error"]["type"] == "request_too_large",
+           "HTTP/1.1 Content-Length past the limit: %r" % resp)
     r = h.curl(gw, "/v1/chat/completions", method="POST", data="x" * 1000, max_time=5)
     expect(r.status in (504,), "1000-byte body goes through (then times out): %r" % r)
     take_request(svc, "svc.chat")
