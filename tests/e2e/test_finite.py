@@ -250,7 +250,7 @@ def test():
         core_poll(gw, end_id)
         n = mu.metric(gw, "sluice_streams_ended_total", reason="finished")
         expect(n >= 8, "finished streams counted: %r" % n)
-        gw.check_alive("after the finite-stream cases")
+        gw.stop()  # exit 0: under ASan, a leak or a bad access fails it
         pub.close()
     jetstream()
 

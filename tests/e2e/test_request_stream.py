@@ -330,8 +330,9 @@ def test():
         gwb = auth_case(nats, svc)
         expect(mu.metric(gwb, "sluice_request_streams_total", result="cancel_forced") == 1,
                "forced cancel not counted")
-        gw.check_alive("after the request-stream cases")
-        gwb.check_alive("after the auth cases")
+        # SIGTERM and exit 0: under ASan, a leak or a bad access fails the exit code.
+        gw.stop()
+        gwb.stop()
         svc.close()
 
 
