@@ -11,9 +11,12 @@
  * bus_publish), an SSE stream or a long poll (the stream is opened with
  * the process's and the connection's admission; its 200 or its answer
  * waits until NATS has the subscription; poll.c turns a poll's queue into
- * its JSON, charged here to the connection). Every answer leaves through the front end's
- * table (struct request_front) as a head of fields and a body; nothing
- * here knows how those become bytes.
+ * its JSON, charged here to the connection), or a request stream (a POST
+ * whose body goes to a NATS service once the stream on its fresh reply
+ * subject is subscribed; its 200 waits for the first reply: see "Request
+ * streams" below, names in reply.c). Every answer leaves through the
+ * front end's table (struct request_front) as a head of fields and a
+ * body; nothing here knows how those become bytes.
  *
  * Preflight answer, chosen once for both protocols: 204 with x-request-id
  * and the CORS preflight headers only. No content-type, content-length or
