@@ -132,14 +132,6 @@ void bus_fanout_source(struct bus *bus, struct fanout_source *out);
 /* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
 void bus_sweep(struct bus *bus);
 /*
- * Publishes data on subject (literal, validated by the caller) with the
- * Sse-Event header set to event unless NULL. Buffered by cnats, never
- * blocks. Thread-safe. 0, or ERR_NATS when NATS is not connected or
- * refuses (the caller answers 503).
- */
-int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
-                size_t len);
-/*
  * Publishes data on subject with reply (NULL: none) and nheaders header
  * fields (headers: name, value, name, value, …; values checked by the
  * caller: no CR, LF or NUL). Buffered by cnats, never blocks.

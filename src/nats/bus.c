@@ -900,10 +900,3 @@ bool bus_subject_ended(struct bus *bus, const char *subject)
     pthread_mutex_unlock(&bus->lock);
     return ended;
 }
-
-int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
-                size_t len)
-{
-    const char *h[] = {"Sse-Event", event};
-    return bus_send(bus, subject, NULL, h, event ? 1 : 0, data, len);
-}
