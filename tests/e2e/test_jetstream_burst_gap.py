@@ -10,11 +10,18 @@ bench runs). The gateway now reads each JetStream stream with one
 unfiltered consumer, routes by subject, and fills any stream-sequence jump
 from the stream itself.
 
-Set-up: stream BURST on `burst.>` with 20,000 messages stored, a gateway with --history-events 10 (so
-memory history cannot hide a gap), one open stream per subject on 10
-subjects, then 15,000 plain NATS publishes at full speed across them and a
-fence per subject. Each stream must see exactly the stream sequences the
-stream stored for its subject, in order, with no reset.
+Set-up: stream BURST on `burst.>` with 55,000 messages stored (so the
+burst crosses a file-store block boundary, where the bench saw
+nats-server 2.9.10's filtered reads misbehave), a gateway with
+--history-events 10 (so memory history cannot hide a gap), one open stream
+per subject on 10 subjects, then 15,000 plain NATS publishes at full speed
+across them and a fence per subject. Each stream must get every message of
+its subject and the fence exactly once, in order, with no reset.
+
+The skip depends on nats-server's timing: the build with per-pattern
+consumers passed this test in all 29 runs made on the development machine
+(the bench had seen it in 6 of 11), so a pass here does not prove the old
+design right; test_jetstream_gap_fill.py drives the gap path itself.
 """
 import re
 import sys
@@ -27,8 +34,9 @@ from harness import expect  # noqa: E402
 
 SUBJECTS = 10
 PER_SUBJECT = 1500
-CHUNK = 200       # publishes per write: at full speed, yet interleaved with delivery
-PRELOAD = 20000   # stored on burst.s0 first, as the bench does
+PAD = 100          # payload bytes, as the bench's
+CHUNK = 2000       # publishes per write: full speed, as the bench's publisher
+PRELOAD = 55000    # stored round robin first: the burst crosses a file-store block boundary
 EVENT = re.compile(rb"id: (\d+)\ndata: ([^\n]*)\n\n")
 
 
@@ -38,7 +46,7 @@ def test():
     j.create_stream(ports, "BURST", ["burst.>"])
     with nu.NatsClient(ports) as pre:
         for k in range(PRELOAD):
-            pre.pub("burst.s0", "p%d" % k)
+            pre.pub("burst.s%d" % (k % SUBJECTS), "p%d " % k + "x" * (PAD - 8))
         pre.flush(60)
         j.js_publish(pre, "burst.s0", "preloaded")
     with nu.NatsClient(ports) as c, \
@@ -51,7 +59,8 @@ def test():
         out = []
         for k in range(PER_SUBJECT):
             for i in range(SUBJECTS):
-                out.append(c.pub_bytes("burst.s%d" % i, "m%d.%d" % (i, k)))
+                body = "m%d.%d " % (i, k)
+                out.append(c.pub_bytes("burst.s%d" % i, body + "x" * (PAD - len(body))))
             if len(out) >= CHUNK:
                 c.send_raw(b"".join(out))
                 out = []
@@ -71,7 +80,7 @@ def test():
             except h.TestFailure:
                 pass  # judged below, with what arrived
             got = EVENT.findall(s.data()[off:])
-            payloads = [d.decode() for _, d in got]
+            payloads = [d.decode().split(" ")[0] for _, d in got]
             want = ["m%d.%d" % (i, k) for k in range(PER_SUBJECT)] + ["fence%d" % i]
             ids = [int(q) for q, _ in got]
             expect(b"event: reset" not in s.data()[off:], "burst.s%d: a reset was sent" % i)
