@@ -15,8 +15,8 @@
  * JetStream streams is served from that stream instead: one unfiltered
  * push consumer per stream per process, routed by subject (made and
  * remade on one JetStream thread, at most max_consumers with the
- * replays'), carries the live events, whose sequences are the stream's own, so an id means the same
- * on every gateway. A resume that memory cannot serve becomes a replay
+ * replays'), carries the live events, whose sequences are the stream's
+ * own, so an id means the same on every gateway. A resume that memory cannot serve becomes a replay
  * job: a short-lived consumer from the resume position to where the live
  * consumer began, run by one of `replays` threads and shared by every
  * request on the same pattern from a nearby position.

@@ -25,13 +25,14 @@
  * never runs on a worker thread.
  *
  * Lifetime: a subscription's record is reference-counted: the table
- * holds one reference, each of its NATS subscriptions one (dropped in
+ * holds one reference, its core NATS subscription one (dropped in
  * cnats's on-complete callback, which runs after its last message
- * callback has returned; a JetStream pattern's old inbox may still be
- * completing when the next is made), and so does every replay job, and
- * the flusher or the JetStream thread while it works on it. A
- * JetStream-backed pattern is confirmed by the JetStream thread once its
- * consumer exists, not by the flusher.
+ * callback has returned), and so does every replay job, and the flusher
+ * while it works on it. A JetStream-backed pattern has no NATS
+ * subscription of its own: its stream's feed (bus_js.c) routes to it
+ * under the feed's lock, and forgets it before the table lets go. It is
+ * confirmed once the feed has a position (at once, or by the JetStream
+ * thread when the feed's first consumer is made), not by the flusher.
  *
  * Shutdown never waits for NATS beyond one API call per thread: consumers
  * are not deleted then (they expire on the server).

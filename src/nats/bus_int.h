@@ -82,7 +82,7 @@ struct bus_jstream {
 
 struct bus_sub {
     struct bus *bus;
-    natsSubscription *ns; /* under bus->lock once made */
+    natsSubscription *ns; /* core NATS only; under bus->lock once made */
     atomic_uint refs;
     const char *stream;   /* JetStream stream (bus->streams'), or NULL for core NATS */
     struct bus_jstream *js; /* the same stream's record, or NULL */
