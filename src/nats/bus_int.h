@@ -43,8 +43,17 @@
 #define BUS_JS_INACTIVE_NS 10000000000LL /* nats-server deletes a consumer nobody hears after */
 #define BUS_JS_GONE_MAX 1024           /* abandoned consumers queued for deletion */
 #define BUS_JS_GAP_MAX 1000           /* missing sequences fetched per pass of the JetStream thread */
+#define BUS_JS_HOLD_MAX 4096          /* messages a feed holds after a gap while it is filled */
+#define BUS_JS_HOLD_BYTES (8u << 20)  /* and their payload bytes */
 #define BUS_REPLAY_NEXT_MS 3000        /* a replay waits this long for its next message */
 #define BUS_REPLAY_BUDGET_MS 30000     /* a replay gives up making new consumers after */
+
+/* A message a feed received after a gap, held until the gap is filled. */
+struct bus_held {
+    natsMsg *msg;
+    uint64_t seq;
+    int64_t time_ns;
+};
 
 /*
  * The live feed of one JetStream stream (see bus_js.c): one unfiltered
@@ -60,7 +69,10 @@ struct bus_feed {
     uint64_t cseq;           /* consumer sequence last taken from live; under lock */
     uint64_t last;           /* every stream message up to here was routed or is gone; under lock */
     bool has_pos;            /* last is set; under lock */
-    uint64_t gap_to;         /* missing up to here: fetched before a new consumer; under lock */
+    uint64_t gap_to;         /* missing up to here: fetched by the JetStream thread; under lock */
+    struct bus_held *held;   /* received after the gap, in order; under lock */
+    size_t nheld, held_cap;  /* under lock */
+    size_t held_bytes;       /* their payloads; under lock */
     int64_t seen_ms;         /* last message or heartbeat on live; under lock */
     natsSubscription *ns;    /* the current consumer's inbox; under bus->lock */
     char *consumer;          /* its name; under bus->lock */

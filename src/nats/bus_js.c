@@ -26,14 +26,17 @@
  * NATS reconnect: a restarted server restores consumers, so they are not
  * remade blindly) mean the consumer is remade on a new inbox after the
  * last stream sequence routed; redeliveries at or below a pattern's
- * newest are dropped. A stream sequence that jumps past last + 1 (or a
- * heartbeat whose stream sequence is past it) stops the inbox too: the
- * JetStream thread fetches each missing sequence with STREAM.MSG.GET
- * (at most BUS_JS_GAP_MAX per pass, so other feeds are not held up;
- * below the stream's first sequence nothing is fetched) and routes, in
- * order, what still exists — a removed one is simply gone, as it is for a
- * resume — and only then makes the next consumer. Never a silent skip: a
- * failed fetch is retried like a failed consumer. Counted in
+ * newest are dropped. A stream sequence that jumps past last + 1 opens a
+ * gap: that message and the ones after it are held (BUS_JS_HOLD_MAX,
+ * BUS_JS_HOLD_BYTES; past that the inbox stops and the consumer is made
+ * again after the gap) while the JetStream thread fetches each missing
+ * sequence with STREAM.MSG.GET (at most BUS_JS_GAP_MAX per pass, so
+ * other feeds are not held up; below the stream's first sequence nothing
+ * is fetched) and routes, in order, what still exists — a removed one is
+ * simply gone, as it is for a resume — then what was held. A heartbeat
+ * whose stream sequence is past what was routed (a skip at the end)
+ * stops the inbox, and the gap is filled before the next consumer. Never
+ * a silent skip: a failed fetch is retried like a failed consumer. Counted in
  * sluice_jetstream_gaps_total and sluice_jetstream_gap_events_total.
  *
  * Floors: a feed's first consumer starts at the stream's end; a pattern
@@ -150,11 +153,67 @@ static void position(struct bus_feed *f, uint64_t last)
     }
 }
 
+/* Drops what f holds (its consumer is remade after the gap: they come again); under f->lock. */
+static void drop_held(struct bus_feed *f)
+{
+    for (size_t i = 0; i < f->nheld; i++)
+        natsMsg_Destroy(f->held[i].msg);
+    f->nheld = 0;
+    f->held_bytes = 0;
+}
+
+/*
+ * Holds msg (taken) until f's gap is filled; false when BUS_JS_HOLD_MAX
+ * messages or BUS_JS_HOLD_BYTES are held. Under f->lock.
+ */
+static bool hold(struct bus_feed *f, natsMsg *msg, uint64_t seq, int64_t time_ns)
+{
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    if (f->nheld >= BUS_JS_HOLD_MAX || f->held_bytes + len > BUS_JS_HOLD_BYTES)
+        return false;
+    f->held_bytes += len;
+    if (f->nheld == f->held_cap) {
+        f->held_cap = f->held_cap ? f->held_cap * 2 : 64;
+        f->held = mem_realloc(f->held, f->held_cap * sizeof(*f->held));
+    }
+    f->held[f->nheld++] = (struct bus_held){msg, seq, time_ns};
+    return true;
+}
+
+/*
+ * Routes what f held once its gap is filled, in order, up to the next
+ * jump among them (which becomes the gap, counted). True when nothing is
+ * held any more. On the JetStream thread, under f->lock.
+ */
+static bool drain(struct bus *bus, struct bus_feed *f)
+{
+    size_t i = 0;
+    for (; i < f->nheld; i++) {
+        struct bus_held *h = &f->held[i];
+        if (h->seq > f->last + 1) {
+            f->gap_to = h->seq - 1;
+            atomic_fetch_add(&bus->js_gaps, 1);
+            break;
+        }
+        if (h->seq > f->last) {
+            f->last = h->seq;
+            route(f, h->msg, h->seq, h->time_ns);
+        }
+        f->held_bytes -= (size_t)natsMsg_GetDataLength(h->msg);
+        natsMsg_Destroy(h->msg);
+    }
+    memmove(f->held, f->held + i, (f->nheld - i) * sizeof(*f->held));
+    f->nheld -= i;
+    return f->nheld == 0;
+}
+
 /*
  * A message on a feed's inbox. Only the current consumer's count
- * (feed->live); a lost message (consumer sequence), a stream sequence
- * that jumps, or a heartbeat that says more was sent stops the inbox:
- * the JetStream thread fills and remakes it (see the top).
+ * (feed->live). A stream sequence that jumps starts a gap: what follows
+ * is held (up to BUS_JS_HOLD_MAX) while the JetStream thread fills it,
+ * and the consumer goes on. A lost message (consumer sequence), too much
+ * held, or a heartbeat that says more was sent stops the inbox: the
+ * JetStream thread fills and remakes it (see the top).
  */
 static void on_feed_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
@@ -172,11 +231,12 @@ static void on_feed_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
     pthread_mutex_lock(&f->lock);
     if (ns == f->live) {
         f->seen_ms = bus_now_ms();
+        bool filling = f->nheld > 0 || f->gap_to > f->last;
         if (status) {
             uint64_t passed = heartbeat_stream(msg);
             lost = said > f->cseq;
             /* Nothing more was sent, yet the consumer is past what we routed: a skip at the end. */
-            if (!lost && f->has_pos && passed > f->last) {
+            if (!lost && !filling && f->has_pos && passed > f->last) {
                 f->gap_to = passed;
                 gap = lost = true;
             }
@@ -186,22 +246,29 @@ static void on_feed_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
             uint64_t seq = meta->Sequence.Stream;
             if (!f->has_pos) /* a first consumer: it began right before its first message */
                 position(f, seq - 1);
-            if (seq > f->last + 1) {
+            f->cseq = meta->Sequence.Consumer;
+            if (!filling && seq > f->last + 1) { /* skipped, or removed before it was sent */
                 f->gap_to = seq - 1;
-                gap = lost = true;
-            } else {
-                f->cseq = meta->Sequence.Consumer;
+                filling = gap = true;
+            }
+            if (!filling) {
                 if (seq > f->last) {
                     f->last = seq;
                     route(f, msg, seq, meta->Timestamp);
                 }
+            } else if (hold(f, msg, seq, meta->Timestamp)) {
+                msg = NULL;
+            } else {
+                lost = true; /* too much held: made again after the gap */
             }
         }
-        if (lost)
+        if (lost) {
             f->live = NULL;
+            drop_held(f);
+        }
     }
     pthread_mutex_unlock(&f->lock);
-    if (lost) {
+    if (lost || gap) {
         struct bus *bus = js->bus;
         pthread_mutex_lock(&bus->lock);
         if (gap)
@@ -213,7 +280,8 @@ static void on_feed_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, 
     }
     if (meta)
         jsMsgMetaData_Destroy(meta);
-    natsMsg_Destroy(msg);
+    if (msg)
+        natsMsg_Destroy(msg);
 }
 
 /* "stream X: reason" for a failed JetStream call. */
@@ -308,6 +376,7 @@ static void feed_release(struct bus *bus, struct bus_jstream *js)
     f->js_tries = 0;
     pthread_mutex_lock(&f->lock);
     f->live = NULL;
+    drop_held(f);
     f->has_pos = false;
     f->last = f->gap_to = 0;
     pthread_mutex_unlock(&f->lock);
@@ -364,7 +433,8 @@ static void feed_expire(struct bus *bus, struct bus_feed *f, int64_t now, const 
 static bool advance(struct bus_feed *f, uint64_t seq, natsMsg *msg)
 {
     pthread_mutex_lock(&f->lock);
-    bool still = f->has_pos && !f->live && f->last < seq && f->gap_to >= seq;
+    /* While the gap is open the delivery thread holds, never moves the position. */
+    bool still = f->has_pos && f->last < seq && f->gap_to >= seq;
     if (still) {
         if (msg)
             route(f, msg, seq, natsMsg_GetTime(msg));
@@ -451,6 +521,7 @@ static bool js_make(struct bus *bus, struct bus_jstream *js, natsSubscription **
     }
     pthread_mutex_lock(&f->lock);
     f->live = ns;
+    drop_held(f); /* the old consumer's: the new one sends them again */
     f->cseq = 0;
     f->seen_ms = bus_now_ms();
     bool first = !f->has_pos;
@@ -559,6 +630,10 @@ static void js_check(struct bus *bus, int64_t now)
             continue;
         pthread_mutex_lock(&f->lock);
         bool stalled = !f->live || now - f->seen_ms > BUS_JS_STALL_MS;
+        if (stalled) { /* made again after the last sequence routed */
+            f->live = NULL;
+            drop_held(f);
+        }
         pthread_mutex_unlock(&f->lock);
         if (stalled) {
             atomic_fetch_add(&bus->js_resets, 1);
@@ -660,12 +735,19 @@ void *bus_run_jetstream(void *arg)
         char *name = NULL;
         char why[256] = "";
         int filled = fill(bus, js, why, sizeof(why));
-        if (filled > 0)
+        bool more = filled == 0, make = false;
+        if (filled > 0) {
+            pthread_mutex_lock(&f->lock);
+            more = !drain(bus, f);
+            make = !more && !f->live; /* a live consumer that only jumped goes on */
+            pthread_mutex_unlock(&f->lock);
+        }
+        if (make)
             js_make(bus, js, &ns, &name, why, sizeof(why));
         pthread_mutex_lock(&bus->lock);
-        if (filled == 0) /* a long gap: the rest after other feeds' turns */
+        if (more) /* a long gap, or another among the held: after other feeds' turns */
             feed_queue(bus, f, 0);
-        else
+        else if (filled < 0 || make)
             js_made(bus, js, ns, name, why);
     }
     while (!list_empty(&bus->js_gone)) {
@@ -866,6 +948,8 @@ void bus_js_dispose(struct bus *bus)
 {
     for (size_t i = 0; i < bus->nstreams; i++) {
         struct bus_feed *f = &bus->streams[i].feed;
+        drop_held(f);
+        free(f->held);
         free(f->consumer);
         map_free(f->exact);
         pthread_mutex_destroy(&f->lock);

@@ -18,8 +18,10 @@ not skip on demand, so both paths are driven deterministically:
 2. Deleted: the consumer is deleted again, five events are stored and the
    2nd and 4th deleted (STREAM.MSG.DELETE). The consumer remade after the
    silence jumps over each deleted sequence: the stream gets the 1st, 3rd
-   and 5th exactly once, in order, no `event: reset`, and nothing more is
-   fetched (gap events unchanged).
+   and 5th exactly once, in order, no `event: reset`, nothing more is
+   fetched (gap events unchanged), and the consumer is not remade for
+   them: what follows a jump is held while it is filled (the debug log
+   shows one remake, the one after the silence).
 """
 import re
 import sys
@@ -54,7 +56,8 @@ def test():
     ports = [node.port]
     j.create_stream(ports, "GAP", ["gap.>"])
     with nu.NatsClient(ports) as c, \
-            h.Gateway(node.url, jetstream_streams="GAP", heartbeat_ms=1000) as gw:
+            h.Gateway(node.url, jetstream_streams="GAP", heartbeat_ms=1000,
+                      log_level="debug") as gw:
         s = h.CurlStream(gw, "/events/gap.a", max_time=60)
         _, _, off = s.wait_start(timeout=10)
         first = j.js_publish(c, "gap.a", "e0")
@@ -82,6 +85,7 @@ def test():
 
         # 2. Deleted messages are passed over, without a reset.
         info = the_consumer(c)
+        mark = len(gw.log())
         j.js_api(c, "CONSUMER.DELETE.GAP." + info["name"])
         more = [(j.js_publish(c, "gap.a", "d%d" % i), "d%d" % i) for i in range(1, 6)]
         for q, _ in (more[1], more[3]):
@@ -98,6 +102,9 @@ def test():
         gaps2 = metric(gw, "sluice_jetstream_gaps_total")
         expect(gaps2 >= gaps + 2, "gaps %r after two deleted sequences, expected >= %d"
                % (gaps2, gaps + 2))
+        remade = re.findall(r"jetstream: stream GAP: consumer \S+ remade", gw.log()[mark:])
+        expect(len(remade) == 1, "the consumer was remade %d times after the deletes, "
+                                 "expected once (after the silence): %r" % (len(remade), remade))
         h.log("deleted sequences passed over (gaps %d), no reset, d1 d3 d5 delivered" % gaps2)
         s.close()
         gw.stop()
