@@ -202,7 +202,8 @@ static bool drain(struct bus *bus, struct bus_feed *f)
         f->held_bytes -= (size_t)natsMsg_GetDataLength(h->msg);
         natsMsg_Destroy(h->msg);
     }
-    memmove(f->held, f->held + i, (f->nheld - i) * sizeof(*f->held));
+    if (i > 0 && i < f->nheld) /* held is NULL until the first gap */
+        memmove(f->held, f->held + i, (f->nheld - i) * sizeof(*f->held));
     f->nheld -= i;
     return f->nheld == 0;
 }
