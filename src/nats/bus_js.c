@@ -740,7 +740,8 @@ void *bus_run_jetstream(void *arg)
         if (filled > 0) {
             pthread_mutex_lock(&f->lock);
             more = !drain(bus, f);
-            make = !more && !f->live; /* a live consumer that only jumped goes on */
+            /* A live consumer that only jumped goes on; a released feed needs none. */
+            make = !more && !f->live && !list_empty(&f->subs);
             pthread_mutex_unlock(&f->lock);
         }
         if (make)
