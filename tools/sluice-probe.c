@@ -48,7 +48,6 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <signal.h>
@@ -196,7 +195,6 @@ struct probe {
     double max_stall_ms;
     ev_prepare prepare;
     SSL_CTX *ssl_ctx;
-    nghttp2_session_callbacks *callbacks;
     natsConnection *nc;
     struct link stream, publisher;
     enum phase phase;
@@ -835,6 +833,13 @@ static int on_h2_stream_close(nghttp2_session *session, int32_t stream_id, uint3
     return 0;
 }
 
+static const struct cl_h2_handlers h2_handlers = {
+    .on_header = on_h2_header,
+    .on_frame_recv = on_h2_frame_recv,
+    .on_data_chunk_recv = on_h2_data,
+    .on_stream_close = on_h2_stream_close,
+};
+
 static void h2_start(struct link *l)
 {
     /* The stream's connection window matches its stream window, so that
@@ -843,7 +848,7 @@ static void h2_start(struct link *l)
         .window_size = PROBE_STREAM_WINDOW,
         .conn_window = l->role == ROLE_STREAM ? PROBE_STREAM_WINDOW : 0,
     };
-    int rv = cl_h2_session_new(&l->session, l->probe->callbacks, l, &settings);
+    int rv = cl_h2_session_new(&l->session, &h2_handlers, l, &settings);
     if (rv != 0) {
         link_lost(l, nghttp2_strerror(rv));
         return;
@@ -1686,151 +1691,84 @@ static void report_text(const struct probe *p, bool ok, size_t failed, size_t wa
 /* ------------------------------------------------------------------ */
 /* Options and main */
 
-static const char usage_text[] =
-    "usage: sluice-probe URL [options]\n"
-    "Certifies that URL streams Server-Sent Events end to end, unbuffered.\n"
-    "  --cacert FILE         verify TLS against this CA file (default: system CAs)\n"
-    "  --insecure            do not verify certificates\n"
-    "  --connect HOST:PORT   connect here instead of the stream URL's host (its name,\n"
-    "                        SNI and Host still come from the URL)\n"
-    "  --http1.1             offer only http/1.1 in ALPN\n"
-    "  --h2c                 http:// URLs: HTTP/2 with prior knowledge, not HTTP/1.1\n"
-    "  --require-h2          fail, not warn, when the stream is not HTTP/2\n"
-    "  --header 'N: V'       extra request header, e.g. Authorization (repeatable)\n"
-    "  --nats URL            publish the probe's events to NATS ...\n"
-    "  --subject S           ... on this subject (one the stream URL receives)\n"
-    "  --publish-url URL     or POST them to this URL (e.g. .../publish/<subject>)\n"
-    "  --events N            events to publish (default 10)\n"
-    "  --interval-ms N       between two events (default 100)\n"
-    "  --max-delay-ms N      publish-to-receive limit per event (default 250)\n"
-    "  --event-bytes N       pad each event's payload to N bytes (default: ~40)\n"
-    "  --head-wait-ms N      wait this long for the response head before publishing\n"
-    "                        blind to find a hop that holds it (default 3000)\n"
-    "  --idle-ms N           then publish nothing for N ms: the stream must stay\n"
-    "                        open and receive ':' heartbeats (default 0: skipped)\n"
-    "  --timeout-ms N        hard bound on the whole run (default: enough for the\n"
-    "                        phases plus 10 s)\n"
-    "  --json                one JSON object on stdout instead of the report\n"
-    "  --verbose             progress on stderr\n"
-    "Exit status: 0 every check passed (warnings allowed), 1 a check failed,\n"
-    "2 usage or local set-up error.\n";
+static bool on_opt_connect(void *ctx, const char *arg)
+{
+    struct opts *o = ctx;
+    o->connect_to = arg;
+    return strrchr(arg, ':') != NULL;
+}
 
-enum {
-    OPT_CACERT = 256,
-    OPT_INSECURE,
-    OPT_CONNECT,
-    OPT_HTTP1,
-    OPT_H2C,
-    OPT_REQUIRE_H2,
-    OPT_HEADER,
-    OPT_NATS,
-    OPT_SUBJECT,
-    OPT_PUBLISH_URL,
-    OPT_EVENTS,
-    OPT_INTERVAL,
-    OPT_MAX_DELAY,
-    OPT_HEAD_WAIT,
-    OPT_EVENT_BYTES,
-    OPT_IDLE,
-    OPT_TIMEOUT,
-    OPT_JSON,
-    OPT_VERBOSE,
-    OPT_HELP,
-};
+/* Kept as written, "Name: value": both protocols' requests are made from it. */
+static bool on_opt_header(void *ctx, const char *arg)
+{
+    struct opts *o = ctx;
+    const char *colon = strchr(arg, ':');
+    if (!colon || colon == arg ||
+        o->nextra == sizeof o->extra_headers / sizeof o->extra_headers[0] || strpbrk(arg, "\r\n"))
+        return false;
+    o->extra_headers[o->nextra++] = arg;
+    return true;
+}
 
+/* 0, 1 after --help, -1 after a usage error (said on stderr). */
 static int parse_options(struct opts *o, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"cacert", required_argument, NULL, OPT_CACERT},
-        {"insecure", no_argument, NULL, OPT_INSECURE},
-        {"connect", required_argument, NULL, OPT_CONNECT},
-        {"http1.1", no_argument, NULL, OPT_HTTP1},
-        {"h2c", no_argument, NULL, OPT_H2C},
-        {"require-h2", no_argument, NULL, OPT_REQUIRE_H2},
-        {"header", required_argument, NULL, OPT_HEADER},
-        {"nats", required_argument, NULL, OPT_NATS},
-        {"subject", required_argument, NULL, OPT_SUBJECT},
-        {"publish-url", required_argument, NULL, OPT_PUBLISH_URL},
-        {"events", required_argument, NULL, OPT_EVENTS},
-        {"interval-ms", required_argument, NULL, OPT_INTERVAL},
-        {"max-delay-ms", required_argument, NULL, OPT_MAX_DELAY},
-        {"head-wait-ms", required_argument, NULL, OPT_HEAD_WAIT},
-        {"event-bytes", required_argument, NULL, OPT_EVENT_BYTES},
-        {"idle-ms", required_argument, NULL, OPT_IDLE},
-        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"verbose", no_argument, NULL, OPT_VERBOSE},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
+    const struct cl_opt opts[] = {
+        CL_OPT_STR("cacert", &o->cacert, "FILE",
+                   "verify TLS against this CA file (default: system CAs)"),
+        CL_OPT_FLAG("insecure", &o->insecure, "do not verify certificates"),
+        CL_OPT_CALL("connect", on_opt_connect, o, "HOST:PORT",
+                    "connect here instead of the stream URL's host (its name,\n"
+                    "SNI and Host still come from the URL)"),
+        CL_OPT_FLAG("http1.1", &o->http1, "offer only http/1.1 in ALPN"),
+        CL_OPT_FLAG("h2c", &o->h2c, "http:// URLs: HTTP/2 with prior knowledge, not HTTP/1.1"),
+        CL_OPT_FLAG("require-h2", &o->require_h2, "fail, not warn, when the stream is not HTTP/2"),
+        CL_OPT_CALL("header", on_opt_header, o, "'N: V'",
+                    "extra request header, e.g. Authorization (repeatable)"),
+        CL_OPT_STR("nats", &o->nats_url, "URL", "publish the probe's events to NATS ..."),
+        CL_OPT_STR("subject", &o->subject, "S",
+                   "... on this subject (one the stream URL receives)"),
+        CL_OPT_STR("publish-url", &o->publish_url, "URL",
+                   "or POST them to this URL (e.g. .../publish/<subject>)"),
+        CL_OPT_ULL("events", &o->events, 2, PROBE_EVENTS_MAX, "N", "events to publish (default 10)"),
+        CL_OPT_ULL("interval-ms", &o->interval_ms, 10, 60000, "N",
+                   "between two events (default 100)"),
+        CL_OPT_ULL("max-delay-ms", &o->max_delay_ms, 0, 600000, "N",
+                   "publish-to-receive limit per event (default 250)"),
+        CL_OPT_ULL("head-wait-ms", &o->head_wait_ms, 1, 600000, "N",
+                   "wait this long for the response head before publishing\n"
+                   "blind to find a hop that holds it (default 3000)"),
+        CL_OPT_ULL("event-bytes", &o->event_bytes, 0, 1 << 20, "N",
+                   "pad each event's payload to N bytes (default: ~40)"),
+        CL_OPT_ULL("idle-ms", &o->idle_ms, 0, 86400000, "N",
+                   "then publish nothing for N ms: the stream must stay\n"
+                   "open and receive ':' heartbeats (default 0: skipped)"),
+        CL_OPT_ULL("timeout-ms", &o->timeout_ms, 1, 86400000, "N",
+                   "hard bound on the whole run (default: enough for the\n"
+                   "phases plus 10 s)"),
+        CL_OPT_FLAG("json", &o->json, "one JSON object on stdout instead of the report"),
+        CL_OPT_FLAG("verbose", &o->verbose, "progress on stderr"),
     };
-    int ch;
+    const struct cl_opt_spec spec = {
+        .synopsis = "usage: sluice-probe URL [options]\n"
+                    "Certifies that URL streams Server-Sent Events end to end, unbuffered.\n",
+        .opts = opts,
+        .nopts = sizeof opts / sizeof opts[0],
+        .epilogue = "Exit status: 0 every check passed (warnings allowed), 1 a check failed,\n"
+                    "2 usage or local set-up error.\n",
+        .operand = "URL",
+    };
     o->events = 10;
     o->interval_ms = 100;
     o->max_delay_ms = 250;
     o->head_wait_ms = 3000;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        bool bad = false;
-        switch (ch) {
-        case OPT_CACERT: o->cacert = optarg; break;
-        case OPT_INSECURE: o->insecure = true; break;
-        case OPT_CONNECT:
-            o->connect_to = optarg;
-            bad = !strrchr(optarg, ':');
-            break;
-        case OPT_HTTP1: o->http1 = true; break;
-        case OPT_H2C: o->h2c = true; break;
-        case OPT_REQUIRE_H2: o->require_h2 = true; break;
-        case OPT_HEADER: {
-            const char *colon = strchr(optarg, ':');
-            bad = !colon || colon == optarg ||
-                  o->nextra == sizeof o->extra_headers / sizeof o->extra_headers[0] ||
-                  strpbrk(optarg, "\r\n");
-            if (!bad)
-                o->extra_headers[o->nextra++] = optarg;
-            break;
-        }
-        case OPT_NATS: o->nats_url = optarg; break;
-        case OPT_SUBJECT: o->subject = optarg; break;
-        case OPT_PUBLISH_URL: o->publish_url = optarg; break;
-        case OPT_EVENTS:
-            bad = !cl_opt_num(optarg, PROBE_EVENTS_MAX, &o->events) || o->events < 2;
-            break;
-        case OPT_INTERVAL:
-            bad = !cl_opt_num(optarg, 60000, &o->interval_ms) || o->interval_ms < 10;
-            break;
-        case OPT_MAX_DELAY: bad = !cl_opt_num(optarg, 600000, &o->max_delay_ms); break;
-        case OPT_HEAD_WAIT:
-            bad = !cl_opt_num(optarg, 600000, &o->head_wait_ms) || o->head_wait_ms == 0;
-            break;
-        case OPT_EVENT_BYTES: bad = !cl_opt_num(optarg, 1 << 20, &o->event_bytes); break;
-        case OPT_IDLE: bad = !cl_opt_num(optarg, 86400000, &o->idle_ms); break;
-        case OPT_TIMEOUT:
-            bad = !cl_opt_num(optarg, 86400000, &o->timeout_ms) || o->timeout_ms == 0;
-            break;
-        case OPT_JSON: o->json = true; break;
-        case OPT_VERBOSE: o->verbose = true; break;
-        case OPT_HELP: fputs(usage_text, stdout); return 1;
-        default: bad = true; break;
-        }
-        if (bad) {
-            if (ch >= OPT_CACERT && ch < OPT_HELP)
-                fprintf(stderr, "sluice-probe: bad value for --%s: %s\n",
-                        longopts[ch - OPT_CACERT].name, optarg ? optarg : "");
-            fputs(usage_text, stderr);
-            return -1;
-        }
-    }
-    const char *err = NULL;
-    if (optind + 1 != argc)
-        err = "exactly one URL is required";
-    else if ((o->nats_url != NULL) != (o->subject != NULL))
-        err = "--nats and --subject go together";
-    else if (o->nats_url && o->publish_url)
-        err = "--nats and --publish-url exclude each other";
-    if (err) {
-        fprintf(stderr, "sluice-probe: %s\n%s", err, usage_text);
-        return -1;
-    }
+    int rc = cl_opt_parse(&spec, argc, argv);
+    if (rc != 0)
+        return rc;
+    if ((o->nats_url != NULL) != (o->subject != NULL))
+        return cl_opt_fail(&spec, "--nats and --subject go together");
+    if (o->nats_url && o->publish_url)
+        return cl_opt_fail(&spec, "--nats and --publish-url exclude each other");
     o->url_arg = argv[optind];
     if (o->timeout_ms == 0) {
         double max_delay = (double)o->max_delay_ms * 2 > PROBE_DRAIN_MIN_MS
@@ -1899,14 +1837,6 @@ static int setup(struct probe *p)
         abort();
     p->last_seq = -1;
 
-    static const struct cl_h2_handlers handlers = {
-        .on_header = on_h2_header,
-        .on_frame_recv = on_h2_frame_recv,
-        .on_data_chunk_recv = on_h2_data,
-        .on_stream_close = on_h2_stream_close,
-    };
-    p->callbacks = cl_h2_callbacks_new(&handlers);
-
     p->loop = ev_default_loop(EVFLAG_AUTO);
     if (!p->loop) {
         fputs("sluice-probe: cannot start libev\n", stderr);
@@ -1959,8 +1889,6 @@ static void dispose(struct probe *p)
     clear_headers(p);
     cl_sse_dispose(&p->sse);
     free(p->ev);
-    if (p->callbacks)
-        nghttp2_session_callbacks_del(p->callbacks);
     if (p->loop)
         ev_loop_destroy(p->loop);
     SSL_CTX_free(p->ssl_ctx);
