@@ -38,7 +38,7 @@
  * n mod K with seq n div K; stream i listens on subject i mod K.
  *
  * TLS, the nghttp2 session glue, the SSE parser, the HTTP/1.1 response
- * parser (streams and publisher alike) and the option helpers come from
+ * parser (streams and publisher alike) and the option parser come from
  * the client library in tools/lib/ (cl_*), shared with sluice-client and
  * sluice-probe.
  *
@@ -79,6 +79,7 @@
 #include "cl_h1.h"
 #include "cl_h2.h"
 #include "cl_log.h"
+#include "cl_nats.h"
 #include "cl_mem.h"
 #include "cl_net.h"
 #include "cl_opt.h"
@@ -1158,20 +1159,9 @@ static int pub_setup(struct client *cl)
         p->subjects_s[k] = cl_mem_strndup(b, strlen(b));
     }
     if (p->kind == PUB_NATS) {
-        natsOptions *no = NULL;
-        natsStatus st = natsOptions_Create(&no);
-        if (st == NATS_OK)
-            st = natsOptions_SetURL(no, o->pub_url);
-        if (st == NATS_OK)
-            st = natsOptions_SetSendAsap(no, true);
-        if (st == NATS_OK)
-            st = natsConnection_Connect(&p->nc, no);
-        natsOptions_Destroy(no);
-        if (st != NATS_OK) {
-            fprintf(stderr, "sluice-bench: NATS %s: %s\n", o->pub_url, natsStatus_GetText(st));
-            return -1;
-        }
-        return 0;
+        /* SendAsap: each message leaves at once, so its timestamp is its send time. */
+        p->nc = cl_nats_connect(o->pub_url, true);
+        return p->nc ? 0 : -1;
     }
     /* http://HOST:PORT */
     const char *u = o->pub_url;

@@ -39,7 +39,7 @@
  * unreachable).
  *
  * TLS, the nghttp2 session glue, the SSE parser, the HTTP/1.1 response
- * parser and the option helpers come from the client library in
+ * parser and the option parser come from the client library in
  * tools/lib/ (cl_*), shared with sluice-client and sluice-bench.
  *
  * Rejected alternative: driving curl. curl cannot report the server's
@@ -71,6 +71,7 @@
 #include "cl_h1.h"
 #include "cl_h2.h"
 #include "cl_log.h"
+#include "cl_nats.h"
 #include "cl_mem.h"
 #include "cl_net.h"
 #include "cl_opt.h"
@@ -1789,28 +1790,6 @@ static int setup_tls(struct probe *p)
     return p->ssl_ctx ? 0 : -1;
 }
 
-static int setup_nats(struct probe *p)
-{
-    natsOptions *no = NULL;
-    natsStatus s = natsOptions_Create(&no);
-    if (s == NATS_OK)
-        s = natsOptions_SetURL(no, p->o.nats_url);
-    if (s == NATS_OK)
-        s = natsOptions_SetTimeout(no, 3000);
-    if (s == NATS_OK)
-        s = natsOptions_SetName(no, "sluice-probe");
-    if (s == NATS_OK)
-        s = natsConnection_Connect(&p->nc, no);
-    natsOptions_Destroy(no);
-    if (s != NATS_OK) {
-        fprintf(stderr, "sluice-probe: cannot connect to NATS at %s: %s\n", p->o.nats_url,
-                natsStatus_GetText(s));
-        p->nc = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 static int setup(struct probe *p)
 {
     if (url_parse(&p->url, p->o.url_arg) < 0) {
@@ -1824,7 +1803,7 @@ static int setup(struct probe *p)
     }
     if (setup_tls(p) < 0)
         return -1;
-    if (p->o.nats_url && setup_nats(p) < 0)
+    if (p->o.nats_url && !(p->nc = cl_nats_connect(p->o.nats_url, false)))
         return -1;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -24,7 +24,7 @@
  * connection. The connection window is widened to CLIENT_CONN_WINDOW so
  * that it never limits 4,000 streams.
  *
- * TLS, the nghttp2 session glue, the SSE parser and the option helpers
+ * TLS, the nghttp2 session glue, the SSE parser and the option parser
  * come from the client library in tools/lib/ (cl_*), shared with
  * sluice-bench and sluice-probe.
  *
