@@ -592,8 +592,8 @@ static void h2_submit(struct conn *c, struct stream *s)
     nv[n++] = cl_h2_nv("accept", "text/event-stream");
     if (!o->no_resume && last && last_len > 0)
         nv[n++] = cl_h2_nv_len("last-event-id", last, last_len);
-    memcpy(nv + n, o->headers.nv, o->headers.n * sizeof *nv);
-    n += o->headers.n;
+    for (size_t i = 0; i < o->headers.n; i++)
+        nv[n++] = o->headers.nv[i];
     reset_parser(s);
     s->req_ns = cl_time_mono_ns();
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
