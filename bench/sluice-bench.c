@@ -788,26 +788,12 @@ static void fill_h2_output(struct conn *c)
 
 static void flush_output(struct conn *c)
 {
-    while (c->net.state == CL_CONN_OPEN) {
-        if (c->net.out.len == 0 && c->session)
-            fill_h2_output(c);
-        if (c->net.state != CL_CONN_OPEN || c->net.out.len == 0)
-            break;
-        if (cl_conn_send(&c->net) < 0) {
-            conn_down(c, true, cl_conn_error(&c->net));
-            return;
-        }
-        if (cl_conn_pending(&c->net))
-            break; /* would block */
-    }
-    if (c->net.state != CL_CONN_OPEN)
-        return;
-    if (c->session && c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
-        !nghttp2_session_want_write(c->session)) {
+    const char *why = cl_h2_flush(c->session, &c->net, BENCH_OUT_SOFT_BYTES);
+    if (why)
+        conn_down(c, true, why);
+    else if (c->session && c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
+             !nghttp2_session_want_write(c->session))
         conn_down(c, true, "session over");
-        return;
-    }
-    cl_conn_watch(&c->net, EV_READ | (c->net.out.len > 0 || c->net.read_wants_write ? EV_WRITE : 0));
 }
 
 static bool on_read(struct cl_conn *net, const char *buf, size_t n)

@@ -511,27 +511,9 @@ static void link_lost(struct link *l, const char *why)
 
 static void flush_link(struct link *l)
 {
-    struct cl_buf *out = &l->net.out;
-    while (l->net.state == CL_CONN_OPEN) {
-        if (out->len == 0 && l->session) {
-            int rv = cl_h2_pull(l->session, out, SIZE_MAX);
-            if (rv != 0) {
-                link_lost(l, nghttp2_strerror(rv));
-                return;
-            }
-        }
-        if (out->len == 0)
-            break;
-        if (cl_conn_send(&l->net) < 0) {
-            link_lost(l, cl_conn_error(&l->net));
-            return;
-        }
-        if (cl_conn_pending(&l->net))
-            break;
-    }
-    if (l->net.state != CL_CONN_OPEN)
-        return;
-    cl_conn_watch(&l->net, EV_READ | (out->len > 0 || l->net.read_wants_write ? EV_WRITE : 0));
+    const char *why = cl_h2_flush(l->session, &l->net, SIZE_MAX);
+    if (why)
+        link_lost(l, why);
 }
 
 /* ---- HTTP/1.1 ---- */

@@ -439,34 +439,18 @@ static void conn_fail(struct conn *c, const char *what, const char *why)
     ev_break(cl->loop, EVBREAK_ALL);
 }
 
-static void fill_output(struct conn *c)
-{
-    int rv = cl_h2_pull(c->session, &c->net.out, CLIENT_OUT_SOFT_BYTES);
-    if (rv != 0)
-        conn_lost(c, nghttp2_strerror(rv));
-}
-
 static void flush_output(struct conn *c)
 {
-    while (c->net.state == CL_CONN_OPEN) {
-        if (c->net.out.len == 0)
-            fill_output(c);
-        if (c->net.state != CL_CONN_OPEN || c->net.out.len == 0)
-            break;
-        if (cl_conn_send(&c->net) < 0)
-            conn_lost(c, cl_conn_error(&c->net));
-        else if (cl_conn_pending(&c->net))
-            break;
-    }
-    if (c->net.state != CL_CONN_OPEN)
+    const char *why = cl_h2_flush(c->session, &c->net, CLIENT_OUT_SOFT_BYTES);
+    if (why) {
+        conn_lost(c, why);
         return;
+    }
     if (c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session)) {
         cl_log_debug("conn %u: session over", conn_no(c));
         conn_close(c);
-        return;
     }
-    cl_conn_watch(&c->net, EV_READ | (c->net.out.len > 0 || c->net.read_wants_write ? EV_WRITE : 0));
 }
 
 static bool on_read(struct cl_conn *net, const char *buf, size_t n)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cl_conn.h"
 #include "cl_mem.h"
 #include "cl_opt.h"
 
@@ -125,4 +126,25 @@ void cl_h2_headers_dispose(struct cl_h2_headers *h)
     free(h->nv);
     h->nv = NULL;
     h->n = 0;
+}
+
+const char *cl_h2_flush(nghttp2_session *s, struct cl_conn *c, size_t soft_max)
+{
+    if (c->state != CL_CONN_OPEN)
+        return NULL;
+    for (;;) {
+        if (c->out.len == 0 && s) {
+            int rv = cl_h2_pull(s, &c->out, soft_max);
+            if (rv != 0)
+                return nghttp2_strerror(rv);
+        }
+        if (c->out.len == 0)
+            break;
+        if (cl_conn_send(c) < 0)
+            return cl_conn_error(c);
+        if (cl_conn_pending(c))
+            break; /* the socket is full: the rest goes when it is writable */
+    }
+    cl_conn_watch(c, EV_READ | (c->out.len > 0 || c->read_wants_write ? EV_WRITE : 0));
+    return NULL;
 }

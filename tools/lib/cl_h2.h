@@ -24,6 +24,8 @@
 
 #include "cl_buf.h"
 
+struct cl_conn;
+
 struct cl_h2_settings {
     uint32_t window_size;    /* SETTINGS_INITIAL_WINDOW_SIZE, bytes */
     uint32_t conn_window;    /* connection receive window, bytes; 0: the default 65535 */
@@ -51,6 +53,16 @@ int cl_h2_session_new(nghttp2_session **session, const struct cl_h2_handlers *h,
 /* Appends what nghttp2 has to send to out until out holds soft_max bytes
  * or nghttp2 has nothing. 0, or an nghttp2 error code. */
 int cl_h2_pull(nghttp2_session *session, struct cl_buf *out, size_t soft_max);
+/*
+ * Writes what c has pending and what the session s has to send (s may be
+ * NULL: c's output only, as for HTTP/1.1) until the socket is full or
+ * nothing is left: frames are pulled, up to soft_max bytes at a time, only
+ * once c's output has gone (cl_conn.h's write rule). Then c watches for
+ * reading, and for writing while output waits or a read wants the socket
+ * writable. Does nothing unless c is OPEN. NULL, or why the connection
+ * failed (an nghttp2 or TLS error): the caller takes it down.
+ */
+const char *cl_h2_flush(nghttp2_session *s, struct cl_conn *c, size_t soft_max);
 /* The :status value as a number (first three digits; 0 when none). */
 int cl_h2_status(const uint8_t *value, size_t len);
 /* Whether header name (len bytes) is want. */
