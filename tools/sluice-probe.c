@@ -1541,6 +1541,32 @@ static void json_ms(FILE *f, const char *name, double from, double to, bool comm
         fputs("null", f);
 }
 
+/* Which time of each event a report array holds. */
+enum event_time { EV_DELAY, EV_PUBLISHED, EV_RECEIVED };
+
+/* One time of every event as a JSON array of ms (since t0, or publish to receive), null where
+ * the event lacks it. */
+static void json_event_times(FILE *f, const struct probe *p, enum event_time what)
+{
+    putc('[', f);
+    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
+        const struct event_rec *e = &p->ev[i];
+        bool have = what == EV_DELAY       ? e->pub_ms > 0 && e->recv_ms > 0
+                    : what == EV_PUBLISHED ? e->pub_ms > 0
+                                           : e->recv_ms > 0;
+        double ms = what == EV_DELAY       ? e->recv_ms - e->pub_ms
+                    : what == EV_PUBLISHED ? e->pub_ms - p->t0
+                                           : e->recv_ms - p->t0;
+        if (i)
+            putc(',', f);
+        if (have)
+            fprintf(f, "%.3f", ms);
+        else
+            fputs("null", f);
+    }
+    putc(']', f);
+}
+
 static void report_json(const struct probe *p, bool ok, size_t failed, size_t warned)
 {
     const struct link *l = &p->stream;
@@ -1604,34 +1630,13 @@ static void report_json(const struct probe *p, bool ok, size_t failed, size_t wa
     if (st.n > 0)
         fprintf(f, ",\"min_delay_ms\":%.3f,\"median_delay_ms\":%.3f,\"max_delay_ms\":%.3f", st.min,
                 st.median, st.max);
-    fputs(",\"delays_ms\":[", f);
-    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
-        if (i)
-            putc(',', f);
-        if (p->ev[i].pub_ms > 0 && p->ev[i].recv_ms > 0)
-            fprintf(f, "%.3f", p->ev[i].recv_ms - p->ev[i].pub_ms);
-        else
-            fputs("null", f);
-    }
-    fputs("],\"published_at_ms\":[", f);
-    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
-        if (i)
-            putc(',', f);
-        if (p->ev[i].pub_ms > 0)
-            fprintf(f, "%.3f", p->ev[i].pub_ms - p->t0);
-        else
-            fputs("null", f);
-    }
-    fputs("],\"received_at_ms\":[", f);
-    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
-        if (i)
-            putc(',', f);
-        if (p->ev[i].recv_ms > 0)
-            fprintf(f, "%.3f", p->ev[i].recv_ms - p->t0);
-        else
-            fputs("null", f);
-    }
-    fputs("]}", f);
+    fputs(",\"delays_ms\":", f);
+    json_event_times(f, p, EV_DELAY);
+    fputs(",\"published_at_ms\":", f);
+    json_event_times(f, p, EV_PUBLISHED);
+    fputs(",\"received_at_ms\":", f);
+    json_event_times(f, p, EV_RECEIVED);
+    putc('}', f);
     fprintf(f,
             ",\"heartbeat\":{\"idle_ms\":%llu,\"comments\":%" PRIu64 ",\"idle_comments\":%" PRIu64
             ",\"longest_silence_ms\":%.3f}",
