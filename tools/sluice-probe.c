@@ -1059,6 +1059,17 @@ static double drain_ms(const struct probe *p)
 }
 
 /* Moves the run forward; called after every wake-up. */
+/* After the events: the idle phase when --idle-ms asks for one, else the end. */
+static void enter_idle_or_done(struct probe *p, double t)
+{
+    if (p->o.idle_ms > 0) {
+        p->idle_start = t;
+        enter(p, PH_IDLE, t + (double)p->o.idle_ms);
+    } else {
+        enter(p, PH_DONE, 0);
+    }
+}
+
 static void advance(struct probe *p)
 {
     double t = cl_time_mono_ms();
@@ -1091,12 +1102,7 @@ static void advance(struct probe *p)
             break;
         case PH_OBSERVE:
             if (p->t_first_body > 0 || t >= p->phase_end) {
-                if (p->o.idle_ms > 0) {
-                    p->idle_start = t;
-                    enter(p, PH_IDLE, t + (double)p->o.idle_ms);
-                } else {
-                    enter(p, PH_DONE, 0);
-                }
+                enter_idle_or_done(p, t);
             }
             break;
         case PH_WARMUP:
@@ -1118,12 +1124,7 @@ static void advance(struct probe *p)
             break;
         case PH_DRAIN:
             if (p->nrecv == p->npub || t >= p->phase_end) {
-                if (p->o.idle_ms > 0) {
-                    p->idle_start = t;
-                    enter(p, PH_IDLE, t + (double)p->o.idle_ms);
-                } else {
-                    enter(p, PH_DONE, 0);
-                }
+                enter_idle_or_done(p, t);
             }
             break;
         case PH_IDLE:
