@@ -259,15 +259,4 @@ bool request_waiting(const struct request *r);
  */
 int request_resume(struct request *r);
 
-/*
- * Exposed for tests. The poll JSON of SSE text sse (len bytes), ending
- * before the first event that would take json past max bytes (the first
- * event always goes). whole: sse is everything the stream had, so its
- * last id is the position to continue from; else (or when cut) next is the
- * id of the last event included. Appends to json; returns the events
- * included and sets *cut when events were left out. Pure.
- */
-size_t request_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
-                         bool *cut);
-
 #endif

@@ -6,11 +6,12 @@
  *
  * A request goes: headers (request_header) -> request_process: 431, then
  * a preflight's answer, then route -> admit (Host, CORS, subjects, auth)
- * -> dispatch: a file (a shared, reference-counted cache entry: never
- * copied per request), a publish (wait for the body, then bus_publish),
- * an SSE stream or a long poll (the stream is opened with the process's
- * and the connection's admission; its 200 or its answer waits until NATS
- * has the subscription). Every answer leaves through the front end's
+ * -> dispatch: a file (static_file.c: a shared, reference-counted cache
+ * entry, never copied per request), a publish (wait for the body, then
+ * bus_publish), an SSE stream or a long poll (the stream is opened with
+ * the process's and the connection's admission; its 200 or its answer
+ * waits until NATS has the subscription; poll.c turns a poll's queue into
+ * its JSON, charged here to the connection). Every answer leaves through the front end's
  * table (struct request_front) as a head of fields and a body; nothing
  * here knows how those become bytes.
  *
@@ -23,15 +24,11 @@
 #include "sluice/request.h"
 
 #include <inttypes.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "sluice/access.h"
 #include "sluice/admission.h"
@@ -42,11 +39,12 @@
 #include "sluice/filecache.h"
 #include "sluice/host.h"
 #include "sluice/route.h"
-#include "sluice/json.h"
 #include "sluice/log.h"
 #include "sluice/map.h"
 #include "sluice/metrics.h"
+#include "sluice/poll.h"
 #include "sluice/sse.h"
+#include "sluice/static_file.h"
 #include "sluice/subject.h"
 #include "sluice/mem.h"
 
@@ -715,87 +713,6 @@ int request_body_end(struct request *r)
                    : respond_text(r, 503, "NATS unavailable, try again", NULL);
 }
 
-/* For a poll: true when it has its answer (an event, a reset, or its end). */
-static bool poll_ready(const struct request *r)
-{
-    return stream_ready(r->stream) &&
-           (stream_dispatchable(r->stream) > 0 || stream_ended(r->stream) != STREAM_END_NONE);
-}
-
-/* What closes the JSON after an event of id length n: `],"next":"<id>"}` and a newline. */
-#define POLL_TAIL(n) (6 * (n) + 16)
-
-struct poll_json {
-    struct buf *out;
-    size_t n;      /* events included */
-    size_t max;    /* json bytes */
-    bool cut;      /* an event did not fit: the rest are left out */
-    char *last_id; /* of the last event included */
-};
-
-static void on_poll_event(void *ctx, const struct sse_parsed *ev)
-{
-    struct poll_json *pj = ctx;
-    if (pj->cut)
-        return;
-    size_t mark = pj->out->len;
-    if (pj->n)
-        buf_append(pj->out, ",", 1);
-    buf_append(pj->out, "{\"id\":", 6);
-    json_string(pj->out, ev->id, ev->id_len);
-    buf_append(pj->out, ",\"event\":", 9);
-    json_string(pj->out, ev->event_len ? ev->event : "message", ev->event_len ? ev->event_len : 7);
-    buf_append(pj->out, ",\"data\":", 8);
-    json_string(pj->out, ev->data, ev->data_len);
-    buf_append(pj->out, "}", 1);
-    /* Whole events only, and never none: one event larger than the cap goes alone. */
-    if (pj->n && pj->out->len + POLL_TAIL(ev->id_len) > pj->max) {
-        pj->out->len = mark;
-        pj->cut = true;
-        return;
-    }
-    pj->n++;
-    free(pj->last_id);
-    pj->last_id = mem_strndup(ev->id, ev->id_len);
-}
-
-size_t request_poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf *json,
-                         bool *cut)
-{
-    size_t start = json->len;
-    struct poll_json pj = {json, 0, start + max, false, NULL};
-    char *next = NULL;
-    buf_append(json, "{\"events\":[", 11);
-    sse_parse(sse, len, on_poll_event, &pj, &next);
-    /*
-     * Cut, or from a partial copy of the queue, the position is the last
-     * event included: an id line of an event left out (or not complete)
-     * must not move it past that event.
-     */
-    const char *pos = (pj.cut || !whole) && pj.last_id ? pj.last_id : next;
-    buf_append(json, "],\"next\":", 9);
-    json_string(json, pos, strlen(pos));
-    buf_append(json, "}\n", 2);
-    free(next);
-    free(pj.last_id);
-    *cut = pj.cut;
-    return pj.n;
-}
-
-static void on_count(void *ctx, const struct sse_parsed *ev)
-{
-    (void)ev;
-    ++*(size_t *)ctx;
-}
-
-/* Whether sse holds one whole event (retry and comment blocks are not events). */
-static bool has_event(const char *sse, size_t len)
-{
-    size_t n = 0;
-    sse_parse(sse, len, on_count, &n, NULL);
-    return n > 0;
-}
-
 /*
  * Drains r->stream into the JSON answer {"events":[{id,event,data}…],"next":"<id>"},
  * at most max-poll-bytes and what r's connection can still be charged, and
@@ -811,79 +728,15 @@ static int poll_answer(struct request *r, struct buf *json)
     struct request_quota *conn = r->quota;
     size_t room = stream_budget_room(&conn->budget, conn->worker);
     size_t max = env->cfg->max_poll_bytes < room ? env->cfg->max_poll_bytes : room;
-    /*
-     * The queue is this stream's SSE text; parsing it back keeps one
-     * encoder for both. Only about as much as the answer can hold is
-     * copied out (more while not one event is whole): the rest is left
-     * for the next poll, and dropped with the stream.
-     */
-    struct buf sse;
-    buf_init(&sse);
-    size_t want = max > 4096 ? max : 4096;
-    bool eof = false, whole = false;
-    for (;;) {
-        size_t n = stream_pending(r->stream, want - sse.len, &eof);
-        stream_copy(r->stream, buf_reserve(&sse, n), n);
-        sse.len += n;
-        whole = eof || stream_pending(r->stream, 1, &eof) == 0;
-        if (whole || has_event((const char *)sse.data, sse.len))
-            break;
-        want *= 2;
-    }
-    bool cut = false;
-    request_poll_json((const char *)sse.data, sse.len, whole, max, json, &cut);
-    buf_dispose(&sse);
-    if (cut || !whole)
+    bool partial = false;
+    poll_drain(r->stream, max, json, &partial);
+    if (partial)
         metrics_add(&env->stats->poll_bytes, 1);
     if (!charge(r, json->len, false)) {
         json->len = 0;
         return ERR_LIMIT;
     }
     return 0;
-}
-
-#define FILE_MAX (4 * 1024 * 1024)
-
-/*
- * The static file from the configured directory, as a shared entry of
- * env->files (one reference, for filecache_unref()). 0, or ERR_NOTFOUND
- * for anything but a regular file inside the directory (symbolic links
- * leading out of it included) or past 4 MiB, or ERR_AGAIN when the file
- * cache is full of files being sent (answer 503; counted).
- */
-static int open_file(const struct request_env *env, const char *file, struct filecache_entry **out)
-{
-    char root[PATH_MAX], path[PATH_MAX], real[PATH_MAX];
-    if (!realpath(env->cfg->www, root))
-        return ERR_NOTFOUND;
-    int n = snprintf(path, sizeof(path), "%s/%s", root, file);
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return ERR_NOTFOUND;
-    size_t rl = strlen(root);
-    /* Resolved, the file must still be inside the directory. */
-    if (!realpath(path, real) || strncmp(real, root, rl) != 0 || real[rl] != '/')
-        return ERR_NOTFOUND;
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return ERR_NOTFOUND;
-    struct stat st;
-    int rc = ERR_NOTFOUND;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= FILE_MAX) {
-        rc = filecache_get(env->files, real, fd, &st, out);
-        if (rc == ERR_LIMIT) {
-            static _Thread_local int64_t logged_ms; /* one line a second per worker */
-            metrics_add(&env->stats->file_cache, 1);
-            if (stream_now_ms() - logged_ms >= 1000) {
-                logged_ms = stream_now_ms();
-                log_warn("static file %s: file-cache-bytes full of files being sent; 503", file);
-            }
-            rc = ERR_AGAIN;
-        } else if (rc != 0) {
-            rc = ERR_NOTFOUND;
-        }
-    }
-    close(fd);
-    return rc;
 }
 
 /* The long poll's JSON answer, from what its stream has queued. */
@@ -908,7 +761,7 @@ int request_resume(struct request *r)
     if (!r->waiting)
         return 0;
     if (r->poll)
-        return poll_ready(r) ? answer_poll(r) : 0;
+        return poll_ready(r->stream) ? answer_poll(r) : 0;
     return stream_ready(r->stream) ? start_stream(r) : 0;
 }
 
@@ -939,7 +792,7 @@ static int serve_events(struct request *r)
 static int serve_file(struct request *r)
 {
     struct request_body body = {NULL, 0, NULL, NULL};
-    int rc = open_file(r->io->env, r->route->file, &body.file);
+    int rc = static_file_open(r->io->env, r->route->file, &body.file);
     if (rc == ERR_AGAIN)
         return respond_text(r, 503, "busy, retry", NULL);
     if (rc != 0)

@@ -26,6 +26,7 @@
 #include "sluice/cors.h"
 #include "sluice/fanout.h"
 #include "sluice/filecache.h"
+#include "sluice/poll.h"
 #include "sluice/request.h"
 
 #define NEVENTS 50
@@ -68,7 +69,7 @@ static void test_whole_answer_when_it_fits(void **state)
     buf_init(&json);
     sse_after(&sse, 0);
     bool cut = true;
-    size_t n = request_poll_json((const char *)sse.data, sse.len, true, 1 << 20, &json, &cut);
+    size_t n = poll_json((const char *)sse.data, sse.len, true, 1 << 20, &json, &cut);
     assert_int_equal(n, NEVENTS);
     assert_false(cut);
     int ids[NEVENTS];
@@ -88,7 +89,7 @@ static void test_cut_at_last_whole_event(void **state)
     sse_after(&sse, 0);
     size_t max = 8000; /* about four events of 1.8 KB of JSON */
     bool cut = false;
-    size_t n = request_poll_json((const char *)sse.data, sse.len, true, max, &json, &cut);
+    size_t n = poll_json((const char *)sse.data, sse.len, true, max, &json, &cut);
     assert_true(cut);
     assert_true(n >= 1 && n < NEVENTS);
     assert_true(json.len <= max);
@@ -108,7 +109,7 @@ static void test_one_event_always_goes(void **state)
     buf_init(&json);
     sse_after(&sse, 0);
     bool cut = false;
-    size_t n = request_poll_json((const char *)sse.data, sse.len, true, 100, &json, &cut);
+    size_t n = poll_json((const char *)sse.data, sse.len, true, 100, &json, &cut);
     assert_int_equal(n, 1);
     assert_true(cut);
     int ids[NEVENTS];
@@ -133,7 +134,7 @@ static void test_polling_from_next_collects_every_event_once(void **state)
         buf_init(&json);
         sse_after(&sse, after);
         bool cut;
-        request_poll_json((const char *)sse.data, sse.len, true, 9000, &json, &cut);
+        poll_json((const char *)sse.data, sse.len, true, 9000, &json, &cut);
         int ids[NEVENTS];
         char next[32];
         size_t n = parse(&json, ids, next, sizeof(next));
@@ -157,7 +158,7 @@ static void test_partial_copy_keeps_next_at_last_whole_event(void **state)
     struct buf json;
     buf_init(&json);
     bool cut;
-    size_t n = request_poll_json(sse, strlen(sse), false, 1 << 20, &json, &cut);
+    size_t n = poll_json(sse, strlen(sse), false, 1 << 20, &json, &cut);
     assert_int_equal(n, 2);
     int ids[4];
     char next[32];
