@@ -12,11 +12,11 @@
  * subscription: 10,000 subjects must not mean 10,000 threads.
  *
  * JetStream: a pattern covered by a subject of one of the configured
- * JetStream streams is served from that stream instead: one push
- * consumer per pattern per process (made and remade on one JetStream
- * thread, at most max_consumers with the replays') carries the live
- * events, whose sequences are the stream's own, so an id means the same
- * on every gateway. A resume that memory cannot serve becomes a replay
+ * JetStream streams is served from that stream instead: one unfiltered
+ * push consumer per stream per process, routed by subject (made and
+ * remade on one JetStream thread, at most max_consumers with the
+ * replays'), carries the live events, whose sequences are the stream's
+ * own, so an id means the same on every gateway. A resume that memory cannot serve becomes a replay
  * job: a short-lived consumer from the resume position to where the live
  * consumer began, run by one of `replays` threads and shared by every
  * request on the same pattern from a nearby position.
@@ -170,6 +170,8 @@ struct bus_stats {
     size_t js_consumers;      /* JetStream consumers held: live (made or queued) and replays */
     uint64_t js_resets;       /* live consumers remade after a loss, silence or reconnect */
     uint64_t js_limit_hits;   /* JetStream-backed patterns refused at max_consumers */
+    uint64_t js_gaps;         /* stream-sequence jumps a live feed saw (each filled) */
+    uint64_t js_gap_filled;   /* messages fetched one by one to fill them */
 };
 /* A snapshot of the bus's counters. Thread-safe. */
 void bus_stats(struct bus *bus, struct bus_stats *out);
