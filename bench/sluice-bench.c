@@ -38,7 +38,7 @@
  * n mod K with seq n div K; stream i listens on subject i mod K.
  *
  * TLS, the nghttp2 session glue, the SSE parser, the HTTP/1.1 response
- * parser (streams and publisher alike) and the option helpers come from
+ * parser (streams and publisher alike) and the option parser come from
  * the client library in tools/lib/ (cl_*), shared with sluice-client and
  * sluice-probe.
  *
@@ -56,7 +56,6 @@
  * printed by --hist); h2load (no SSE parsing, no latency from payload).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <netdb.h>
@@ -88,10 +87,12 @@
 #include "cl_h1.h"
 #include "cl_h2.h"
 #include "cl_log.h"
+#include "cl_nats.h"
 #include "cl_mem.h"
 #include "cl_net.h"
 #include "cl_opt.h"
 #include "cl_sse.h"
+#include "cl_target.h"
 #include "cl_time.h"
 #include "cl_tls.h"
 
@@ -131,23 +132,19 @@ struct server_pid {
 };
 
 struct opts {
-    char *host;            /* without brackets; owned */
-    char *port;            /* owned */
-    const char *authority; /* the --connect argument as given */
-    const char *cacert, *servername;
-    bool insecure, plain, verbose, hist, resume;
+    struct cl_target target; /* --connect and TLS: the server */
+    bool plain, verbose, hist, no_resume;
     enum proto proto;
     unsigned connections, streams; /* streams per connection */
     unsigned subjects;             /* stream i listens on subject i mod subjects */
     const char *path_tmpl, *subject_tmpl;
-    nghttp2_nv headers[BENCH_HEADERS_MAX]; /* owned names and values, lowercase names */
-    size_t nheaders;
+    struct cl_h2_headers headers; /* --header; at most BENCH_HEADERS_MAX */
     double duration_s, open_timeout_s, settle_s, drain_s, reopen_s;
     double rate;       /* messages per second; 0: none */
     unsigned payload;  /* bytes per message */
     double churn_rate; /* streams closed and reopened per second */
     unsigned connect_inflight;
-    uint32_t window_size; /* bytes; h2 SETTINGS_INITIAL_WINDOW_SIZE */
+    struct cl_h2_settings h2; /* --window-size (a stream's), and the connection window */
     enum pub_kind pub;
     const char *pub_url;
     struct server_pid pids[BENCH_PIDS_MAX];
@@ -236,9 +233,6 @@ struct client {
     struct ev_loop *loop;
     ev_timer tick, hard;
     ev_prepare prepare;
-    SSL_CTX *ssl_ctx;
-    struct addrinfo *addr;
-    nghttp2_session_callbacks *callbacks;
     struct conn *conns;
     struct stream *streams;
     size_t nstreams;
@@ -620,18 +614,18 @@ static void h2_submit(struct conn *c, struct stream *s)
     const char *last = cl_sse_last_id(&s->sse, &last_len);
     nv[n++] = cl_h2_nv(":method", o->post_body ? "POST" : "GET");
     nv[n++] = cl_h2_nv(":scheme", "https");
-    nv[n++] = cl_h2_nv(":authority", o->authority);
+    nv[n++] = cl_h2_nv(":authority", o->target.authority);
     nv[n++] = cl_h2_nv_len(":path", path, plen);
     nv[n++] = cl_h2_nv("accept", "text/event-stream");
-    if (o->resume && last && last_len > 0 && !o->post_body)
+    if (!o->no_resume && last && last_len > 0 && !o->post_body)
         nv[n++] = cl_h2_nv_len("last-event-id", last, last_len);
     if (o->post_body) {
         snprintf(clen, sizeof clen, "%zu", o->post_len);
         nv[n++] = cl_h2_nv("content-type", "application/json");
         nv[n++] = cl_h2_nv("content-length", clen);
     }
-    memcpy(nv + n, o->headers, o->nheaders * sizeof *nv);
-    n += o->nheaders;
+    for (size_t i = 0; i < o->headers.n; i++)
+        nv[n++] = o->headers.nv[i];
     reset_parser(s);
     s->req_ns = cl_time_mono_ns();
     cl->reopened += s->opened && cl->phase >= PHASE_WINDOW;
@@ -696,6 +690,13 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     return 0;
 }
 
+static const struct cl_h2_handlers h2_handlers = {
+    .on_header = on_header,
+    .on_frame_recv = on_frame_recv,
+    .on_data_chunk_recv = on_data_chunk_recv,
+    .on_stream_close = on_stream_close,
+};
+
 /* ------------------------------------------------------------- HTTP/1.1 */
 
 static void h1_request(struct conn *c)
@@ -711,7 +712,7 @@ static void h1_request(struct conn *c)
     int n = snprintf(line, sizeof line,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n"
                      "Cache-Control: no-cache\r\n",
-                     o->post_body ? "POST" : "GET", path, o->authority);
+                     o->post_body ? "POST" : "GET", path, o->target.authority);
     cl_buf_append(out, line, (size_t)n);
     if (o->post_body) {
         n = snprintf(line, sizeof line,
@@ -720,15 +721,16 @@ static void h1_request(struct conn *c)
     }
     size_t last_len = 0;
     const char *last = cl_sse_last_id(&s->sse, &last_len);
-    if (o->resume && last && last_len > 0 && !o->post_body) {
+    if (!o->no_resume && last && last_len > 0 && !o->post_body) {
         cl_buf_append(out, "Last-Event-ID: ", 15);
         cl_buf_append(out, last, last_len);
         cl_buf_append(out, "\r\n", 2);
     }
-    for (size_t i = 0; i < o->nheaders; i++) {
-        cl_buf_append(out, o->headers[i].name, o->headers[i].namelen);
+    for (size_t i = 0; i < o->headers.n; i++) {
+        const nghttp2_nv *h = &o->headers.nv[i];
+        cl_buf_append(out, h->name, h->namelen);
         cl_buf_append(out, ": ", 2);
-        cl_buf_append(out, o->headers[i].value, o->headers[i].valuelen);
+        cl_buf_append(out, h->value, h->valuelen);
         cl_buf_append(out, "\r\n", 2);
     }
     cl_buf_append(out, "\r\n", 2);
@@ -827,26 +829,12 @@ static void fill_h2_output(struct conn *c)
 
 static void flush_output(struct conn *c)
 {
-    while (c->net.state == CL_CONN_OPEN) {
-        if (c->net.out.len == 0 && c->session)
-            fill_h2_output(c);
-        if (c->net.state != CL_CONN_OPEN || c->net.out.len == 0)
-            break;
-        if (cl_conn_send(&c->net) < 0) {
-            conn_down(c, true, cl_conn_error(&c->net));
-            return;
-        }
-        if (cl_conn_pending(&c->net))
-            break; /* would block */
-    }
-    if (c->net.state != CL_CONN_OPEN)
-        return;
-    if (c->session && c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
-        !nghttp2_session_want_write(c->session)) {
+    const char *why = cl_h2_flush(c->session, &c->net, BENCH_OUT_SOFT_BYTES);
+    if (why)
+        conn_down(c, true, why);
+    else if (c->session && c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
+             !nghttp2_session_want_write(c->session))
         conn_down(c, true, "session over");
-        return;
-    }
-    cl_conn_watch(&c->net, EV_READ | (c->net.out.len > 0 || c->net.read_wants_write ? EV_WRITE : 0));
 }
 
 static bool on_read(struct cl_conn *net, const char *buf, size_t n)
@@ -887,12 +875,7 @@ static void start_protocol(struct conn *c)
         cl_conn_watch(&c->net, EV_READ);
         return;
     }
-    struct cl_h2_settings settings = {
-        .window_size = cl->o.window_size,
-        .conn_window = BENCH_CONN_WINDOW,
-        .wait_peer_settings = true,
-    };
-    int rv = cl_h2_session_new(&c->session, cl->callbacks, c, &settings);
+    int rv = cl_h2_session_new(&c->session, &h2_handlers, c, &cl->o.h2);
     if (rv != 0) {
         conn_down(c, true, nghttp2_strerror(rv));
         return;
@@ -949,7 +932,7 @@ static const struct cl_conn_callbacks conn_callbacks = {
 static void conn_start(struct conn *c)
 {
     struct client *cl = c->client;
-    if (cl_conn_start(&c->net, cl->addr) < 0) {
+    if (cl_conn_start(&c->net, cl->o.target.addr) < 0) {
         cl_log_debug("conn %u: %s", c->no, strerror(errno));
         cl->connect_errors++;
         enqueue_connect(c, cl_time_mono_ns() + (uint64_t)(cl->o.reopen_s * 1e9));
@@ -1203,20 +1186,9 @@ static int pub_setup(struct client *cl)
         p->subjects_s[k] = cl_mem_strndup(b, strlen(b));
     }
     if (p->kind == PUB_NATS) {
-        natsOptions *no = NULL;
-        natsStatus st = natsOptions_Create(&no);
-        if (st == NATS_OK)
-            st = natsOptions_SetURL(no, o->pub_url);
-        if (st == NATS_OK)
-            st = natsOptions_SetSendAsap(no, true);
-        if (st == NATS_OK)
-            st = natsConnection_Connect(&p->nc, no);
-        natsOptions_Destroy(no);
-        if (st != NATS_OK) {
-            fprintf(stderr, "sluice-bench: NATS %s: %s\n", o->pub_url, natsStatus_GetText(st));
-            return -1;
-        }
-        return 0;
+        /* SendAsap: each message leaves at once, so its timestamp is its send time. */
+        p->nc = cl_nats_connect(o->pub_url, true);
+        return p->nc ? 0 : -1;
     }
     /* http://HOST:PORT */
     const char *u = o->pub_url;
@@ -1517,262 +1489,146 @@ static void print_report(const struct client *cl)
 
 /* ------------------------------------------------------------- options */
 
-static const char usage_text[] =
-    "usage: sluice-bench --connect HOST:PORT [options]\n"
-    "target\n"
-    "  --connect HOST:PORT     server; also the :authority / Host\n"
-    "  --proto h2|h1           TLS h2 with S streams per connection (default), or\n"
-    "                          HTTP/1.1 with one stream per connection\n"
-    "  --plain                 cleartext (HTTP/1.1 only)\n"
-    "  --cacert FILE | --insecure   --servername NAME\n"
-    "  --connections C         connections (default 1)\n"
-    "  --streams S             streams per connection (h2; default 1)\n"
-    "  --path TEMPLATE         request path; {s} subject index, {i} stream index,\n"
-    "                          {c} connection index (default /events/bench.{s})\n"
-    "  --subjects K            stream i listens on subject i mod K (default 1)\n"
-    "  --header 'name: value'  extra request header (repeatable)\n"
-    "  --window-size BYTES     h2 stream window (default 262144)\n"
-    "  --connect-inflight N    handshakes under way at once (default 128)\n"
-    "publisher\n"
-    "  --pub nats|http|pushpin|none  (default none)\n"
-    "  --pub-url URL           nats://HOST:PORT, or http://HOST:PORT\n"
-    "  --subject TEMPLATE      NATS subject, HTTP path or Pushpin channel of\n"
-    "                          subject {s} (default bench.{s})\n"
-    "  --rate R                messages per second, round robin over subjects\n"
-    "                          (0: nothing is published; streams are held idle)\n"
-    "  --payload BYTES         message size, at least 40 (default 100)\n"
-    "run\n"
-    "  --duration S            publishing window (default 10)\n"
-    "  --open-timeout S        streams must open within this (default 30)\n"
-    "  --settle S              pause between open and publish (default 0.25)\n"
-    "  --drain S               wait for in-flight events after the window (default 2)\n"
-    "  --churn R               streams closed and reopened per second\n"
-    "  --reopen-ms N           delay before reopening a stream the server ended\n"
-    "                          (default 100)\n"
-    "  --no-resume             reopen without Last-Event-ID\n"
-    "  --server-pid NAME=PID   sample CPU and RSS of PID (repeatable; summed per NAME)\n"
-    "  --ready-file FILE       written when the window starts (all streams open)\n"
-    "  --label TEXT            copied into the report\n"
-    "  --hist                  include raw histogram buckets (for merging runs)\n"
-    "  --verbose\n"
-    "request streams\n"
-    "  --post-body JSON        each stream is a POST of JSON to --path (a request\n"
-    "                          route); a stream the server ends is POSTed again\n"
-    "  --stamp-after TEXT      the \"<ns> <seq> \" stamp follows TEXT in an event's\n"
-    "                          data (sluice-llm --stamp: '\"content\":\"')\n"
-    "Prints one JSON line. Exit 0 when every stream opened, 1 otherwise, 2 on\n"
-    "usage or setup errors.\n";
-
-static int add_header(struct opts *o, const char *arg)
+static bool on_opt_pid(void *ctx, const char *arg)
 {
-    char *name, *value;
-    if (o->nheaders == BENCH_HEADERS_MAX || !cl_opt_header(arg, &name, &value))
-        return -1;
-    o->headers[o->nheaders++] = cl_h2_nv(name, value);
-    return 0;
-}
-
-static int add_pid(struct opts *o, const char *arg)
-{
+    struct opts *o = ctx;
     const char *eq = strchr(arg, '=');
     unsigned long long pid;
     if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof o->pids[0].name ||
         o->npids == BENCH_PIDS_MAX || !cl_opt_num(eq + 1, INT32_MAX, &pid))
-        return -1;
+        return false;
     memcpy(o->pids[o->npids].name, arg, (size_t)(eq - arg));
     o->pids[o->npids].name[eq - arg] = '\0';
     o->pids[o->npids++].pid = (int)pid;
-    return 0;
+    return true;
 }
 
-enum {
-    OPT_CONNECT = 256, OPT_PROTO, OPT_PLAIN, OPT_CACERT, OPT_INSECURE, OPT_SERVERNAME,
-    OPT_CONNECTIONS, OPT_STREAMS, OPT_PATH, OPT_SUBJECTS, OPT_HEADER, OPT_WINDOW_SIZE,
-    OPT_CONNECT_INFLIGHT, OPT_PUB, OPT_PUB_URL, OPT_SUBJECT, OPT_RATE, OPT_PAYLOAD, OPT_DURATION,
-    OPT_OPEN_TIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_CHURN, OPT_REOPEN_MS, OPT_NO_RESUME,
-    OPT_SERVER_PID, OPT_READY_FILE, OPT_LABEL, OPT_HIST, OPT_VERBOSE, OPT_POST_BODY,
-    OPT_STAMP_AFTER, OPT_HELP,
-};
+static bool on_opt_proto(void *ctx, const char *arg)
+{
+    struct opts *o = ctx;
+    o->proto = strcmp(arg, "h1") == 0 ? PROTO_H1 : PROTO_H2;
+    return strcmp(arg, "h2") == 0 || strcmp(arg, "h1") == 0;
+}
 
+static bool on_opt_pub(void *ctx, const char *arg)
+{
+    static const char *const names[] = {[PUB_NONE] = "none", [PUB_NATS] = "nats",
+                                        [PUB_HTTP] = "http", [PUB_PUSHPIN] = "pushpin"};
+    struct opts *o = ctx;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(arg, names[i]) == 0) {
+            o->pub = (enum pub_kind)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* 0, 1 after --help, -1 after a usage error (said on stderr). */
 static int parse_options(struct opts *o, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"connect", required_argument, NULL, OPT_CONNECT},
-        {"proto", required_argument, NULL, OPT_PROTO},
-        {"plain", no_argument, NULL, OPT_PLAIN},
-        {"cacert", required_argument, NULL, OPT_CACERT},
-        {"insecure", no_argument, NULL, OPT_INSECURE},
-        {"servername", required_argument, NULL, OPT_SERVERNAME},
-        {"connections", required_argument, NULL, OPT_CONNECTIONS},
-        {"streams", required_argument, NULL, OPT_STREAMS},
-        {"path", required_argument, NULL, OPT_PATH},
-        {"subjects", required_argument, NULL, OPT_SUBJECTS},
-        {"header", required_argument, NULL, OPT_HEADER},
-        {"window-size", required_argument, NULL, OPT_WINDOW_SIZE},
-        {"connect-inflight", required_argument, NULL, OPT_CONNECT_INFLIGHT},
-        {"pub", required_argument, NULL, OPT_PUB},
-        {"pub-url", required_argument, NULL, OPT_PUB_URL},
-        {"subject", required_argument, NULL, OPT_SUBJECT},
-        {"rate", required_argument, NULL, OPT_RATE},
-        {"payload", required_argument, NULL, OPT_PAYLOAD},
-        {"duration", required_argument, NULL, OPT_DURATION},
-        {"open-timeout", required_argument, NULL, OPT_OPEN_TIMEOUT},
-        {"settle", required_argument, NULL, OPT_SETTLE},
-        {"drain", required_argument, NULL, OPT_DRAIN},
-        {"churn", required_argument, NULL, OPT_CHURN},
-        {"reopen-ms", required_argument, NULL, OPT_REOPEN_MS},
-        {"no-resume", no_argument, NULL, OPT_NO_RESUME},
-        {"server-pid", required_argument, NULL, OPT_SERVER_PID},
-        {"ready-file", required_argument, NULL, OPT_READY_FILE},
-        {"label", required_argument, NULL, OPT_LABEL},
-        {"hist", no_argument, NULL, OPT_HIST},
-        {"verbose", no_argument, NULL, OPT_VERBOSE},
-        {"post-body", required_argument, NULL, OPT_POST_BODY},
-        {"stamp-after", required_argument, NULL, OPT_STAMP_AFTER},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    unsigned long long v = 0;
     double reopen_ms = 100;
-    int ch;
+    const struct cl_opt opts[] = {
+        CL_OPT_GROUP("target"),
+        CL_TARGET_OPTS(&o->target),
+        CL_OPT_CALL("proto", on_opt_proto, o, "h2|h1",
+                    "TLS h2 with S streams per connection (default), or\n"
+                    "HTTP/1.1 with one stream per connection"),
+        CL_OPT_FLAG("plain", &o->plain, "cleartext (HTTP/1.1 only)"),
+        CL_OPT_UINT("connections", &o->connections, 1, 1000000, "C", "connections (default 1)"),
+        CL_OPT_UINT("streams", &o->streams, 1, 1000000, "S",
+                    "streams per connection (h2; default 1)"),
+        CL_OPT_STR("path", &o->path_tmpl, "TEMPLATE",
+                   "request path; {s} subject index, {i} stream index,\n"
+                   "{c} connection index (default /events/bench.{s})"),
+        CL_OPT_UINT("subjects", &o->subjects, 1, 10000000, "K",
+                    "stream i listens on subject i mod K (default 1)"),
+        CL_OPT_CALL("header", cl_h2_headers_add, &o->headers, "'name: value'",
+                    "extra request header (repeatable)"),
+        CL_OPT_UINT("window-size", &o->h2.window_size, 0, NGHTTP2_MAX_WINDOW_SIZE, "BYTES",
+                    "h2 stream window (default 262144)"),
+        CL_OPT_UINT("connect-inflight", &o->connect_inflight, 1, 100000, "N",
+                    "handshakes under way at once (default 128)"),
+        CL_OPT_GROUP("publisher"),
+        CL_OPT_CALL("pub", on_opt_pub, o, "nats|http|pushpin|none", "(default none)"),
+        CL_OPT_STR("pub-url", &o->pub_url, "URL", "nats://HOST:PORT, or http://HOST:PORT"),
+        CL_OPT_STR("subject", &o->subject_tmpl, "TEMPLATE",
+                   "NATS subject, HTTP path or Pushpin channel of\n"
+                   "subject {s} (default bench.{s})"),
+        CL_OPT_REAL("rate", &o->rate, 1e8, "R",
+                    "messages per second, round robin over subjects\n"
+                    "(0: nothing is published; streams are held idle)"),
+        CL_OPT_UINT("payload", &o->payload, 40, 1 << 20, "BYTES",
+                    "message size, at least 40 (default 100)"),
+        CL_OPT_GROUP("run"),
+        CL_OPT_REAL("duration", &o->duration_s, 86400, "S", "publishing window (default 10)"),
+        CL_OPT_REAL("open-timeout", &o->open_timeout_s, 86400, "S",
+                    "streams must open within this (default 30)"),
+        CL_OPT_REAL("settle", &o->settle_s, 3600, "S",
+                    "pause between open and publish (default 0.25)"),
+        CL_OPT_REAL("drain", &o->drain_s, 3600, "S",
+                    "wait for in-flight events after the window (default 2)"),
+        CL_OPT_REAL("churn", &o->churn_rate, 1e6, "R", "streams closed and reopened per second"),
+        CL_OPT_REAL("reopen-ms", &reopen_ms, 600000, "N",
+                    "delay before reopening a stream the server ended\n(default 100)"),
+        CL_OPT_FLAG("no-resume", &o->no_resume, "reopen without Last-Event-ID"),
+        CL_OPT_CALL("server-pid", on_opt_pid, o, "NAME=PID",
+                    "sample CPU and RSS of PID (repeatable; summed per NAME)"),
+        CL_OPT_STR("ready-file", &o->ready_file, "FILE",
+                   "written when the window starts (all streams open)"),
+        CL_OPT_STR("label", &o->label, "TEXT", "copied into the report"),
+        CL_OPT_FLAG("hist", &o->hist, "include raw histogram buckets (for merging runs)"),
+        CL_OPT_FLAG("verbose", &o->verbose, NULL),
+        CL_OPT_GROUP("request streams"),
+        CL_OPT_STR("post-body", &o->post_body, "JSON",
+                   "each stream is a POST of JSON to --path (a request\n"
+                   "route); a stream the server ends is POSTed again"),
+        CL_OPT_STR("stamp-after", &o->stamp_after, "TEXT",
+                   "the \"<ns> <seq> \" stamp follows TEXT in an event's\n"
+                   "data (sluice-llm --stamp: '\"content\":\"')"),
+    };
+    const struct cl_opt_spec spec = {
+        .synopsis = "usage: sluice-bench --connect HOST:PORT [options]\n",
+        .opts = opts,
+        .nopts = sizeof opts / sizeof opts[0],
+        .epilogue = "Prints one JSON line. Exit 0 when every stream opened, 1 otherwise, 2 on\n"
+                    "usage or setup errors.\n",
+    };
     o->connections = o->streams = o->subjects = 1;
     o->path_tmpl = "/events/bench.{s}";
     o->subject_tmpl = "bench.{s}";
-    o->window_size = 262144;
+    o->headers.max = BENCH_HEADERS_MAX;
+    o->h2 = (struct cl_h2_settings){
+        .window_size = 262144, .conn_window = BENCH_CONN_WINDOW, .wait_peer_settings = true};
     o->connect_inflight = 128;
     o->duration_s = 10;
     o->open_timeout_s = 30;
     o->settle_s = 0.25;
     o->drain_s = 2;
     o->payload = 100;
-    o->resume = true;
     o->pub_url = "nats://127.0.0.1:4222";
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        bool bad = false;
-        switch (ch) {
-        case OPT_CONNECT:
-            bad = o->host || !cl_opt_host_port(optarg, &o->host, &o->port);
-            o->authority = optarg;
-            break;
-        case OPT_PROTO:
-            bad = strcmp(optarg, "h2") != 0 && strcmp(optarg, "h1") != 0;
-            o->proto = strcmp(optarg, "h1") == 0 ? PROTO_H1 : PROTO_H2;
-            break;
-        case OPT_PLAIN: o->plain = true; break;
-        case OPT_CACERT: o->cacert = optarg; break;
-        case OPT_INSECURE: o->insecure = true; break;
-        case OPT_SERVERNAME: o->servername = optarg; break;
-        case OPT_CONNECTIONS:
-            bad = !cl_opt_num(optarg, 1000000, &v) || v == 0;
-            o->connections = (unsigned)v;
-            break;
-        case OPT_STREAMS:
-            bad = !cl_opt_num(optarg, 1000000, &v) || v == 0;
-            o->streams = (unsigned)v;
-            break;
-        case OPT_PATH: o->path_tmpl = optarg; break;
-        case OPT_SUBJECTS:
-            bad = !cl_opt_num(optarg, 10000000, &v) || v == 0;
-            o->subjects = (unsigned)v;
-            break;
-        case OPT_HEADER: bad = add_header(o, optarg) < 0; break;
-        case OPT_WINDOW_SIZE:
-            bad = !cl_opt_num(optarg, NGHTTP2_MAX_WINDOW_SIZE, &v);
-            o->window_size = (uint32_t)v;
-            break;
-        case OPT_CONNECT_INFLIGHT:
-            bad = !cl_opt_num(optarg, 100000, &v) || v == 0;
-            o->connect_inflight = (unsigned)v;
-            break;
-        case OPT_PUB:
-            if (strcmp(optarg, "nats") == 0)
-                o->pub = PUB_NATS;
-            else if (strcmp(optarg, "http") == 0)
-                o->pub = PUB_HTTP;
-            else if (strcmp(optarg, "pushpin") == 0)
-                o->pub = PUB_PUSHPIN;
-            else if (strcmp(optarg, "none") == 0)
-                o->pub = PUB_NONE;
-            else
-                bad = true;
-            break;
-        case OPT_PUB_URL: o->pub_url = optarg; break;
-        case OPT_SUBJECT: o->subject_tmpl = optarg; break;
-        case OPT_RATE: bad = !cl_opt_real(optarg, 1e8, &o->rate); break;
-        case OPT_PAYLOAD:
-            bad = !cl_opt_num(optarg, 1 << 20, &v) || v < 40;
-            o->payload = (unsigned)v;
-            break;
-        case OPT_DURATION: bad = !cl_opt_real(optarg, 86400, &o->duration_s); break;
-        case OPT_OPEN_TIMEOUT: bad = !cl_opt_real(optarg, 86400, &o->open_timeout_s); break;
-        case OPT_SETTLE: bad = !cl_opt_real(optarg, 3600, &o->settle_s); break;
-        case OPT_DRAIN: bad = !cl_opt_real(optarg, 3600, &o->drain_s); break;
-        case OPT_CHURN: bad = !cl_opt_real(optarg, 1e6, &o->churn_rate); break;
-        case OPT_REOPEN_MS: bad = !cl_opt_real(optarg, 600000, &reopen_ms); break;
-        case OPT_NO_RESUME: o->resume = false; break;
-        case OPT_SERVER_PID: bad = add_pid(o, optarg) < 0; break;
-        case OPT_READY_FILE: o->ready_file = optarg; break;
-        case OPT_LABEL: o->label = optarg; break;
-        case OPT_HIST: o->hist = true; break;
-        case OPT_VERBOSE: o->verbose = true; break;
-        case OPT_POST_BODY:
-            o->post_body = optarg;
-            o->post_len = strlen(optarg);
-            break;
-        case OPT_STAMP_AFTER:
-            o->stamp_after = optarg;
-            o->stamp_after_len = strlen(optarg);
-            bad = o->stamp_after_len == 0;
-            break;
-        case OPT_HELP: fputs(usage_text, stdout); return 1;
-        default: bad = true; break;
-        }
-        if (bad) {
-            if (ch >= OPT_CONNECT && ch < OPT_HELP)
-                fprintf(stderr, "sluice-bench: bad value for --%s: %s\n",
-                        longopts[ch - OPT_CONNECT].name, optarg ? optarg : "");
-            fputs(usage_text, stderr);
-            return -1;
-        }
-    }
+    int rc = cl_opt_parse(&spec, argc, argv);
+    if (rc != 0)
+        return rc;
     o->reopen_s = reopen_ms / 1e3;
-    const char *err = NULL;
-    if (optind < argc)
-        err = "unexpected argument";
-    else if (!o->host)
-        err = "--connect is required";
-    else if (o->proto == PROTO_H1 && o->streams != 1)
-        err = "HTTP/1.1 carries one stream per connection: --streams 1";
-    else if (o->proto == PROTO_H2 && o->plain)
-        err = "--plain is for HTTP/1.1 (h2 here is TLS only)";
-    else if ((uint64_t)o->connections * o->streams > 10000000)
-        err = "too many streams";
-    if (err) {
-        fprintf(stderr, "sluice-bench: %s\n%s", err, usage_text);
-        return -1;
-    }
+    o->post_len = o->post_body ? strlen(o->post_body) : 0;
+    o->stamp_after_len = o->stamp_after ? strlen(o->stamp_after) : 0;
+    if (o->stamp_after && o->stamp_after_len == 0)
+        return cl_opt_fail(&spec, "--stamp-after wants some text");
+    if (o->proto == PROTO_H1 && o->streams != 1)
+        return cl_opt_fail(&spec, "HTTP/1.1 carries one stream per connection: --streams 1");
+    if (o->proto == PROTO_H2 && o->plain)
+        return cl_opt_fail(&spec, "--plain is for HTTP/1.1 (h2 here is TLS only)");
+    if ((uint64_t)o->connections * o->streams > 10000000)
+        return cl_opt_fail(&spec, "too many streams");
     return 0;
 }
 
 /* ---------------------------------------------------------------- setup */
 
-static int setup_tls(struct client *cl)
-{
-    if (cl->o.plain)
-        return 0;
-    cl->ssl_ctx = cl_tls_ctx_new(cl->o.proto == PROTO_H2 ? "\x02h2" : "\x08http/1.1",
-                                 cl->o.insecure, cl->o.cacert, false);
-    return cl->ssl_ctx ? 0 : -1;
-}
-
 static int setup(struct client *cl)
 {
     struct opts *o = &cl->o;
-    const char *why = cl_net_resolve(o->host, o->port, &cl->addr);
-    if (why) {
-        cl_log_error("%s:%s: %s", o->host, o->port, why);
-        return -1;
-    }
     /* Thousands of connections: take the hard fd limit. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -1785,7 +1641,8 @@ static int setup(struct client *cl)
                 o->connections, (unsigned long long)rl.rlim_cur);
         return -1;
     }
-    if (setup_tls(cl) < 0 || pub_setup(cl) < 0)
+    const char *alpn = o->plain ? NULL : o->proto == PROTO_H2 ? "\x02h2" : "\x08http/1.1";
+    if (cl_target_open(&o->target, alpn) < 0 || pub_setup(cl) < 0)
         return -1;
 
     cl->nstreams = (size_t)o->connections * o->streams;
@@ -1794,14 +1651,6 @@ static int setup(struct client *cl)
     cl->dirty = cl_mem_calloc(o->connections, sizeof *cl->dirty);
     queue_init(&cl->connect_q, o->connections);
     queue_init(&cl->reopen_q, cl->nstreams);
-
-    static const struct cl_h2_handlers handlers = {
-        .on_header = on_header,
-        .on_frame_recv = on_frame_recv,
-        .on_data_chunk_recv = on_data_chunk_recv,
-        .on_stream_close = on_stream_close,
-    };
-    cl->callbacks = cl_h2_callbacks_new(&handlers);
 
     cl->loop = ev_default_loop(EVFLAG_AUTO);
     if (!cl->loop) {
@@ -1813,8 +1662,8 @@ static int setup(struct client *cl)
         struct conn *c = &cl->conns[i];
         c->client = cl;
         c->no = i;
-        cl_conn_init(&c->net, cl->loop, &conn_callbacks, cl->ssl_ctx,
-                     o->servername ? o->servername : o->host, !o->insecure);
+        cl_conn_init(&c->net, cl->loop, &conn_callbacks, o->target.tls,
+                     cl_target_tls_name(&o->target), !o->target.insecure);
         cl_h1_init(&c->h1, &h1_callbacks, c, BENCH_H1_HEADER_MAX);
         c->nstreams = o->streams;
         c->streams = &cl->streams[(size_t)i * o->streams];
@@ -1873,17 +1722,22 @@ static void dispose(struct client *cl)
     queue_dispose(&cl->reopen_q);
     if (cl->loop)
         ev_loop_destroy(cl->loop);
-    if (cl->callbacks)
-        nghttp2_session_callbacks_del(cl->callbacks);
-    SSL_CTX_free(cl->ssl_ctx);
-    if (cl->addr)
-        freeaddrinfo(cl->addr);
-    for (size_t i = 0; i < o->nheaders; i++) {
-        free(o->headers[i].name);
-        free(o->headers[i].value);
-    }
-    free(o->host);
-    free(o->port);
+    cl_h2_headers_dispose(&o->headers);
+    cl_target_dispose(&o->target);
+}
+
+/* Sets up, runs and reports: 0 when every stream opened, 1 when not, 2 on a set-up error. */
+static int run(struct client *cl)
+{
+    cl_log_set_verbose(cl->o.verbose);
+    signal(SIGPIPE, SIG_IGN);
+    if (setup(cl) < 0)
+        return 2;
+    ev_run(cl->loop, 0);
+    if (cl->fatal)
+        return 2;
+    print_report(cl);
+    return cl->opened == cl->nstreams ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -1891,26 +1745,7 @@ int main(int argc, char **argv)
     static struct client cl; /* large (histograms): not on the stack */
     cl_log_init("sluice-bench");
     int rc = parse_options(&cl.o, argc, argv);
-    if (rc != 0) {
-        dispose(&cl);
-        return rc > 0 ? 0 : 2;
-    }
-    cl_log_set_verbose(cl.o.verbose);
-    signal(SIGPIPE, SIG_IGN);
-    if (setup(&cl) < 0) {
-        bool nats_used = cl.pub.nc != NULL;
-        dispose(&cl);
-        if (nats_used)
-            nats_Close();
-        return 2;
-    }
-    ev_run(cl.loop, 0);
-    if (cl.fatal) {
-        rc = 2;
-    } else {
-        print_report(&cl);
-        rc = cl.opened == cl.nstreams ? 0 : 1;
-    }
+    rc = rc == 0 ? run(&cl) : rc > 0 ? 0 : 2;
     bool nats_used = cl.pub.nc != NULL;
     dispose(&cl);
     if (nats_used)

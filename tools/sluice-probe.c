@@ -39,7 +39,7 @@
  * unreachable).
  *
  * TLS, the nghttp2 session glue, the SSE parser, the HTTP/1.1 response
- * parser and the option helpers come from the client library in
+ * parser and the option parser come from the client library in
  * tools/lib/ (cl_*), shared with sluice-client and sluice-bench.
  *
  * Rejected alternative: driving curl. curl cannot report the server's
@@ -48,7 +48,6 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <signal.h>
@@ -72,6 +71,7 @@
 #include "cl_h1.h"
 #include "cl_h2.h"
 #include "cl_log.h"
+#include "cl_nats.h"
 #include "cl_mem.h"
 #include "cl_net.h"
 #include "cl_opt.h"
@@ -197,7 +197,6 @@ struct probe {
     double max_stall_ms;
     ev_prepare prepare;
     SSL_CTX *ssl_ctx;
-    nghttp2_session_callbacks *callbacks;
     natsConnection *nc;
     struct link stream, publisher;
     enum phase phase;
@@ -513,27 +512,9 @@ static void link_lost(struct link *l, const char *why)
 
 static void flush_link(struct link *l)
 {
-    struct cl_buf *out = &l->net.out;
-    while (l->net.state == CL_CONN_OPEN) {
-        if (out->len == 0 && l->session) {
-            int rv = cl_h2_pull(l->session, out, SIZE_MAX);
-            if (rv != 0) {
-                link_lost(l, nghttp2_strerror(rv));
-                return;
-            }
-        }
-        if (out->len == 0)
-            break;
-        if (cl_conn_send(&l->net) < 0) {
-            link_lost(l, cl_conn_error(&l->net));
-            return;
-        }
-        if (cl_conn_pending(&l->net))
-            break;
-    }
-    if (l->net.state != CL_CONN_OPEN)
-        return;
-    cl_conn_watch(&l->net, EV_READ | (out->len > 0 || l->net.read_wants_write ? EV_WRITE : 0));
+    const char *why = cl_h2_flush(l->session, &l->net, SIZE_MAX);
+    if (why)
+        link_lost(l, why);
 }
 
 /* ---- HTTP/1.1 ---- */
@@ -822,6 +803,13 @@ static int on_h2_stream_close(nghttp2_session *session, int32_t stream_id, uint3
     return 0;
 }
 
+static const struct cl_h2_handlers h2_handlers = {
+    .on_header = on_h2_header,
+    .on_frame_recv = on_h2_frame_recv,
+    .on_data_chunk_recv = on_h2_data,
+    .on_stream_close = on_h2_stream_close,
+};
+
 static void h2_start(struct link *l)
 {
     /* The stream's connection window matches its stream window, so that
@@ -830,7 +818,7 @@ static void h2_start(struct link *l)
         .window_size = PROBE_STREAM_WINDOW,
         .conn_window = l->role == ROLE_STREAM ? PROBE_STREAM_WINDOW : 0,
     };
-    int rv = cl_h2_session_new(&l->session, l->probe->callbacks, l, &settings);
+    int rv = cl_h2_session_new(&l->session, &h2_handlers, l, &settings);
     if (rv != 0) {
         link_lost(l, nghttp2_strerror(rv));
         return;
@@ -1058,6 +1046,17 @@ static double drain_ms(const struct probe *p)
 }
 
 /* Moves the run forward; called after every wake-up. */
+/* After the events: the idle phase when --idle-ms asks for one, else the end. */
+static void enter_idle_or_done(struct probe *p, double t)
+{
+    if (p->o.idle_ms > 0) {
+        p->idle_start = t;
+        enter(p, PH_IDLE, t + (double)p->o.idle_ms);
+    } else {
+        enter(p, PH_DONE, 0);
+    }
+}
+
 static void advance(struct probe *p)
 {
     double t = cl_time_mono_ms();
@@ -1090,12 +1089,7 @@ static void advance(struct probe *p)
             break;
         case PH_OBSERVE:
             if (p->t_first_body > 0 || t >= p->phase_end) {
-                if (p->o.idle_ms > 0) {
-                    p->idle_start = t;
-                    enter(p, PH_IDLE, t + (double)p->o.idle_ms);
-                } else {
-                    enter(p, PH_DONE, 0);
-                }
+                enter_idle_or_done(p, t);
             }
             break;
         case PH_WARMUP:
@@ -1117,12 +1111,7 @@ static void advance(struct probe *p)
             break;
         case PH_DRAIN:
             if (p->nrecv == p->npub || t >= p->phase_end) {
-                if (p->o.idle_ms > 0) {
-                    p->idle_start = t;
-                    enter(p, PH_IDLE, t + (double)p->o.idle_ms);
-                } else {
-                    enter(p, PH_DONE, 0);
-                }
+                enter_idle_or_done(p, t);
             }
             break;
         case PH_IDLE:
@@ -1540,6 +1529,32 @@ static void json_ms(FILE *f, const char *name, double from, double to, bool comm
         fputs("null", f);
 }
 
+/* Which time of each event a report array holds. */
+enum event_time { EV_DELAY, EV_PUBLISHED, EV_RECEIVED };
+
+/* One time of every event as a JSON array of ms (since t0, or publish to receive), null where
+ * the event lacks it. */
+static void json_event_times(FILE *f, const struct probe *p, enum event_time what)
+{
+    putc('[', f);
+    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
+        const struct event_rec *e = &p->ev[i];
+        bool have = what == EV_DELAY       ? e->pub_ms > 0 && e->recv_ms > 0
+                    : what == EV_PUBLISHED ? e->pub_ms > 0
+                                           : e->recv_ms > 0;
+        double ms = what == EV_DELAY       ? e->recv_ms - e->pub_ms
+                    : what == EV_PUBLISHED ? e->pub_ms - p->t0
+                                           : e->recv_ms - p->t0;
+        if (i)
+            putc(',', f);
+        if (have)
+            fprintf(f, "%.3f", ms);
+        else
+            fputs("null", f);
+    }
+    putc(']', f);
+}
+
 static void report_json(const struct probe *p, bool ok, size_t failed, size_t warned)
 {
     const struct link *l = &p->stream;
@@ -1603,34 +1618,13 @@ static void report_json(const struct probe *p, bool ok, size_t failed, size_t wa
     if (st.n > 0)
         fprintf(f, ",\"min_delay_ms\":%.3f,\"median_delay_ms\":%.3f,\"max_delay_ms\":%.3f", st.min,
                 st.median, st.max);
-    fputs(",\"delays_ms\":[", f);
-    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
-        if (i)
-            putc(',', f);
-        if (p->ev[i].pub_ms > 0 && p->ev[i].recv_ms > 0)
-            fprintf(f, "%.3f", p->ev[i].recv_ms - p->ev[i].pub_ms);
-        else
-            fputs("null", f);
-    }
-    fputs("],\"published_at_ms\":[", f);
-    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
-        if (i)
-            putc(',', f);
-        if (p->ev[i].pub_ms > 0)
-            fprintf(f, "%.3f", p->ev[i].pub_ms - p->t0);
-        else
-            fputs("null", f);
-    }
-    fputs("],\"received_at_ms\":[", f);
-    for (size_t i = 0; i <= p->o.events && p->ev; i++) {
-        if (i)
-            putc(',', f);
-        if (p->ev[i].recv_ms > 0)
-            fprintf(f, "%.3f", p->ev[i].recv_ms - p->t0);
-        else
-            fputs("null", f);
-    }
-    fputs("]}", f);
+    fputs(",\"delays_ms\":", f);
+    json_event_times(f, p, EV_DELAY);
+    fputs(",\"published_at_ms\":", f);
+    json_event_times(f, p, EV_PUBLISHED);
+    fputs(",\"received_at_ms\":", f);
+    json_event_times(f, p, EV_RECEIVED);
+    putc('}', f);
     fprintf(f,
             ",\"heartbeat\":{\"idle_ms\":%llu,\"comments\":%" PRIu64 ",\"idle_comments\":%" PRIu64
             ",\"longest_silence_ms\":%.3f}",
@@ -1673,151 +1667,84 @@ static void report_text(const struct probe *p, bool ok, size_t failed, size_t wa
 /* ------------------------------------------------------------------ */
 /* Options and main */
 
-static const char usage_text[] =
-    "usage: sluice-probe URL [options]\n"
-    "Certifies that URL streams Server-Sent Events end to end, unbuffered.\n"
-    "  --cacert FILE         verify TLS against this CA file (default: system CAs)\n"
-    "  --insecure            do not verify certificates\n"
-    "  --connect HOST:PORT   connect here instead of the stream URL's host (its name,\n"
-    "                        SNI and Host still come from the URL)\n"
-    "  --http1.1             offer only http/1.1 in ALPN\n"
-    "  --h2c                 http:// URLs: HTTP/2 with prior knowledge, not HTTP/1.1\n"
-    "  --require-h2          fail, not warn, when the stream is not HTTP/2\n"
-    "  --header 'N: V'       extra request header, e.g. Authorization (repeatable)\n"
-    "  --nats URL            publish the probe's events to NATS ...\n"
-    "  --subject S           ... on this subject (one the stream URL receives)\n"
-    "  --publish-url URL     or POST them to this URL (e.g. .../publish/<subject>)\n"
-    "  --events N            events to publish (default 10)\n"
-    "  --interval-ms N       between two events (default 100)\n"
-    "  --max-delay-ms N      publish-to-receive limit per event (default 250)\n"
-    "  --event-bytes N       pad each event's payload to N bytes (default: ~40)\n"
-    "  --head-wait-ms N      wait this long for the response head before publishing\n"
-    "                        blind to find a hop that holds it (default 3000)\n"
-    "  --idle-ms N           then publish nothing for N ms: the stream must stay\n"
-    "                        open and receive ':' heartbeats (default 0: skipped)\n"
-    "  --timeout-ms N        hard bound on the whole run (default: enough for the\n"
-    "                        phases plus 10 s)\n"
-    "  --json                one JSON object on stdout instead of the report\n"
-    "  --verbose             progress on stderr\n"
-    "Exit status: 0 every check passed (warnings allowed), 1 a check failed,\n"
-    "2 usage or local set-up error.\n";
+static bool on_opt_connect(void *ctx, const char *arg)
+{
+    struct opts *o = ctx;
+    o->connect_to = arg;
+    return strrchr(arg, ':') != NULL;
+}
 
-enum {
-    OPT_CACERT = 256,
-    OPT_INSECURE,
-    OPT_CONNECT,
-    OPT_HTTP1,
-    OPT_H2C,
-    OPT_REQUIRE_H2,
-    OPT_HEADER,
-    OPT_NATS,
-    OPT_SUBJECT,
-    OPT_PUBLISH_URL,
-    OPT_EVENTS,
-    OPT_INTERVAL,
-    OPT_MAX_DELAY,
-    OPT_HEAD_WAIT,
-    OPT_EVENT_BYTES,
-    OPT_IDLE,
-    OPT_TIMEOUT,
-    OPT_JSON,
-    OPT_VERBOSE,
-    OPT_HELP,
-};
+/* Kept as written, "Name: value": both protocols' requests are made from it. */
+static bool on_opt_header(void *ctx, const char *arg)
+{
+    struct opts *o = ctx;
+    const char *colon = strchr(arg, ':');
+    if (!colon || colon == arg ||
+        o->nextra == sizeof o->extra_headers / sizeof o->extra_headers[0] || strpbrk(arg, "\r\n"))
+        return false;
+    o->extra_headers[o->nextra++] = arg;
+    return true;
+}
 
+/* 0, 1 after --help, -1 after a usage error (said on stderr). */
 static int parse_options(struct opts *o, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"cacert", required_argument, NULL, OPT_CACERT},
-        {"insecure", no_argument, NULL, OPT_INSECURE},
-        {"connect", required_argument, NULL, OPT_CONNECT},
-        {"http1.1", no_argument, NULL, OPT_HTTP1},
-        {"h2c", no_argument, NULL, OPT_H2C},
-        {"require-h2", no_argument, NULL, OPT_REQUIRE_H2},
-        {"header", required_argument, NULL, OPT_HEADER},
-        {"nats", required_argument, NULL, OPT_NATS},
-        {"subject", required_argument, NULL, OPT_SUBJECT},
-        {"publish-url", required_argument, NULL, OPT_PUBLISH_URL},
-        {"events", required_argument, NULL, OPT_EVENTS},
-        {"interval-ms", required_argument, NULL, OPT_INTERVAL},
-        {"max-delay-ms", required_argument, NULL, OPT_MAX_DELAY},
-        {"head-wait-ms", required_argument, NULL, OPT_HEAD_WAIT},
-        {"event-bytes", required_argument, NULL, OPT_EVENT_BYTES},
-        {"idle-ms", required_argument, NULL, OPT_IDLE},
-        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"verbose", no_argument, NULL, OPT_VERBOSE},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
+    const struct cl_opt opts[] = {
+        CL_OPT_STR("cacert", &o->cacert, "FILE",
+                   "verify TLS against this CA file (default: system CAs)"),
+        CL_OPT_FLAG("insecure", &o->insecure, "do not verify certificates"),
+        CL_OPT_CALL("connect", on_opt_connect, o, "HOST:PORT",
+                    "connect here instead of the stream URL's host (its name,\n"
+                    "SNI and Host still come from the URL)"),
+        CL_OPT_FLAG("http1.1", &o->http1, "offer only http/1.1 in ALPN"),
+        CL_OPT_FLAG("h2c", &o->h2c, "http:// URLs: HTTP/2 with prior knowledge, not HTTP/1.1"),
+        CL_OPT_FLAG("require-h2", &o->require_h2, "fail, not warn, when the stream is not HTTP/2"),
+        CL_OPT_CALL("header", on_opt_header, o, "'N: V'",
+                    "extra request header, e.g. Authorization (repeatable)"),
+        CL_OPT_STR("nats", &o->nats_url, "URL", "publish the probe's events to NATS ..."),
+        CL_OPT_STR("subject", &o->subject, "S",
+                   "... on this subject (one the stream URL receives)"),
+        CL_OPT_STR("publish-url", &o->publish_url, "URL",
+                   "or POST them to this URL (e.g. .../publish/<subject>)"),
+        CL_OPT_ULL("events", &o->events, 2, PROBE_EVENTS_MAX, "N", "events to publish (default 10)"),
+        CL_OPT_ULL("interval-ms", &o->interval_ms, 10, 60000, "N",
+                   "between two events (default 100)"),
+        CL_OPT_ULL("max-delay-ms", &o->max_delay_ms, 0, 600000, "N",
+                   "publish-to-receive limit per event (default 250)"),
+        CL_OPT_ULL("head-wait-ms", &o->head_wait_ms, 1, 600000, "N",
+                   "wait this long for the response head before publishing\n"
+                   "blind to find a hop that holds it (default 3000)"),
+        CL_OPT_ULL("event-bytes", &o->event_bytes, 0, 1 << 20, "N",
+                   "pad each event's payload to N bytes (default: ~40)"),
+        CL_OPT_ULL("idle-ms", &o->idle_ms, 0, 86400000, "N",
+                   "then publish nothing for N ms: the stream must stay\n"
+                   "open and receive ':' heartbeats (default 0: skipped)"),
+        CL_OPT_ULL("timeout-ms", &o->timeout_ms, 1, 86400000, "N",
+                   "hard bound on the whole run (default: enough for the\n"
+                   "phases plus 10 s)"),
+        CL_OPT_FLAG("json", &o->json, "one JSON object on stdout instead of the report"),
+        CL_OPT_FLAG("verbose", &o->verbose, "progress on stderr"),
     };
-    int ch;
+    const struct cl_opt_spec spec = {
+        .synopsis = "usage: sluice-probe URL [options]\n"
+                    "Certifies that URL streams Server-Sent Events end to end, unbuffered.\n",
+        .opts = opts,
+        .nopts = sizeof opts / sizeof opts[0],
+        .epilogue = "Exit status: 0 every check passed (warnings allowed), 1 a check failed,\n"
+                    "2 usage or local set-up error.\n",
+        .operand = "URL",
+    };
     o->events = 10;
     o->interval_ms = 100;
     o->max_delay_ms = 250;
     o->head_wait_ms = 3000;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        bool bad = false;
-        switch (ch) {
-        case OPT_CACERT: o->cacert = optarg; break;
-        case OPT_INSECURE: o->insecure = true; break;
-        case OPT_CONNECT:
-            o->connect_to = optarg;
-            bad = !strrchr(optarg, ':');
-            break;
-        case OPT_HTTP1: o->http1 = true; break;
-        case OPT_H2C: o->h2c = true; break;
-        case OPT_REQUIRE_H2: o->require_h2 = true; break;
-        case OPT_HEADER: {
-            const char *colon = strchr(optarg, ':');
-            bad = !colon || colon == optarg ||
-                  o->nextra == sizeof o->extra_headers / sizeof o->extra_headers[0] ||
-                  strpbrk(optarg, "\r\n");
-            if (!bad)
-                o->extra_headers[o->nextra++] = optarg;
-            break;
-        }
-        case OPT_NATS: o->nats_url = optarg; break;
-        case OPT_SUBJECT: o->subject = optarg; break;
-        case OPT_PUBLISH_URL: o->publish_url = optarg; break;
-        case OPT_EVENTS:
-            bad = !cl_opt_num(optarg, PROBE_EVENTS_MAX, &o->events) || o->events < 2;
-            break;
-        case OPT_INTERVAL:
-            bad = !cl_opt_num(optarg, 60000, &o->interval_ms) || o->interval_ms < 10;
-            break;
-        case OPT_MAX_DELAY: bad = !cl_opt_num(optarg, 600000, &o->max_delay_ms); break;
-        case OPT_HEAD_WAIT:
-            bad = !cl_opt_num(optarg, 600000, &o->head_wait_ms) || o->head_wait_ms == 0;
-            break;
-        case OPT_EVENT_BYTES: bad = !cl_opt_num(optarg, 1 << 20, &o->event_bytes); break;
-        case OPT_IDLE: bad = !cl_opt_num(optarg, 86400000, &o->idle_ms); break;
-        case OPT_TIMEOUT:
-            bad = !cl_opt_num(optarg, 86400000, &o->timeout_ms) || o->timeout_ms == 0;
-            break;
-        case OPT_JSON: o->json = true; break;
-        case OPT_VERBOSE: o->verbose = true; break;
-        case OPT_HELP: fputs(usage_text, stdout); return 1;
-        default: bad = true; break;
-        }
-        if (bad) {
-            if (ch >= OPT_CACERT && ch < OPT_HELP)
-                fprintf(stderr, "sluice-probe: bad value for --%s: %s\n",
-                        longopts[ch - OPT_CACERT].name, optarg ? optarg : "");
-            fputs(usage_text, stderr);
-            return -1;
-        }
-    }
-    const char *err = NULL;
-    if (optind + 1 != argc)
-        err = "exactly one URL is required";
-    else if ((o->nats_url != NULL) != (o->subject != NULL))
-        err = "--nats and --subject go together";
-    else if (o->nats_url && o->publish_url)
-        err = "--nats and --publish-url exclude each other";
-    if (err) {
-        fprintf(stderr, "sluice-probe: %s\n%s", err, usage_text);
-        return -1;
-    }
+    int rc = cl_opt_parse(&spec, argc, argv);
+    if (rc != 0)
+        return rc;
+    if ((o->nats_url != NULL) != (o->subject != NULL))
+        return cl_opt_fail(&spec, "--nats and --subject go together");
+    if (o->nats_url && o->publish_url)
+        return cl_opt_fail(&spec, "--nats and --publish-url exclude each other");
     o->url_arg = argv[optind];
     if (o->timeout_ms == 0) {
         double max_delay = (double)o->max_delay_ms * 2 > PROBE_DRAIN_MIN_MS
@@ -1838,28 +1765,6 @@ static int setup_tls(struct probe *p)
     return p->ssl_ctx ? 0 : -1;
 }
 
-static int setup_nats(struct probe *p)
-{
-    natsOptions *no = NULL;
-    natsStatus s = natsOptions_Create(&no);
-    if (s == NATS_OK)
-        s = natsOptions_SetURL(no, p->o.nats_url);
-    if (s == NATS_OK)
-        s = natsOptions_SetTimeout(no, 3000);
-    if (s == NATS_OK)
-        s = natsOptions_SetName(no, "sluice-probe");
-    if (s == NATS_OK)
-        s = natsConnection_Connect(&p->nc, no);
-    natsOptions_Destroy(no);
-    if (s != NATS_OK) {
-        fprintf(stderr, "sluice-probe: cannot connect to NATS at %s: %s\n", p->o.nats_url,
-                natsStatus_GetText(s));
-        p->nc = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 static int setup(struct probe *p)
 {
     if (url_parse(&p->url, p->o.url_arg) < 0) {
@@ -1873,7 +1778,7 @@ static int setup(struct probe *p)
     }
     if (setup_tls(p) < 0)
         return -1;
-    if (p->o.nats_url && setup_nats(p) < 0)
+    if (p->o.nats_url && !(p->nc = cl_nats_connect(p->o.nats_url, false)))
         return -1;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -1885,14 +1790,6 @@ static int setup(struct probe *p)
     if (!p->ev)
         abort();
     p->last_seq = -1;
-
-    static const struct cl_h2_handlers handlers = {
-        .on_header = on_h2_header,
-        .on_frame_recv = on_h2_frame_recv,
-        .on_data_chunk_recv = on_h2_data,
-        .on_stream_close = on_h2_stream_close,
-    };
-    p->callbacks = cl_h2_callbacks_new(&handlers);
 
     p->loop = ev_default_loop(EVFLAG_AUTO);
     if (!p->loop) {
@@ -1946,8 +1843,6 @@ static void dispose(struct probe *p)
     clear_headers(p);
     cl_sse_dispose(&p->sse);
     free(p->ev);
-    if (p->callbacks)
-        nghttp2_session_callbacks_del(p->callbacks);
     if (p->loop)
         ev_loop_destroy(p->loop);
     SSL_CTX_free(p->ssl_ctx);

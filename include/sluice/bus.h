@@ -12,11 +12,11 @@
  * subscription: 10,000 subjects must not mean 10,000 threads.
  *
  * JetStream: a pattern covered by a subject of one of the configured
- * JetStream streams is served from that stream instead: one push
- * consumer per pattern per process (made and remade on one JetStream
- * thread, at most max_consumers with the replays') carries the live
- * events, whose sequences are the stream's own, so an id means the same
- * on every gateway. A resume that memory cannot serve becomes a replay
+ * JetStream streams is served from that stream instead: one unfiltered
+ * push consumer per stream per process, routed by subject (made and
+ * remade on one JetStream thread, at most max_consumers with the
+ * replays'), carries the live events, whose sequences are the stream's
+ * own, so an id means the same on every gateway. A resume that memory cannot serve becomes a replay
  * job: a short-lived consumer from the resume position to where the live
  * consumer began, run by one of `replays` threads and shared by every
  * request on the same pattern from a nearby position.
@@ -132,14 +132,6 @@ void bus_fanout_source(struct bus *bus, struct fanout_source *out);
 /* Ends the subscriptions unwatched for keep_ms. Call about once a second. Thread-safe. */
 void bus_sweep(struct bus *bus);
 /*
- * Publishes data on subject (literal, validated by the caller) with the
- * Sse-Event header set to event unless NULL. Buffered by cnats, never
- * blocks. Thread-safe. 0, or ERR_NATS when NATS is not connected or
- * refuses (the caller answers 503).
- */
-int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
-                size_t len);
-/*
  * Publishes data on subject with reply (NULL: none) and nheaders header
  * fields (headers: name, value, name, value, …; values checked by the
  * caller: no CR, LF or NUL). Buffered by cnats, never blocks.
@@ -178,6 +170,8 @@ struct bus_stats {
     size_t js_consumers;      /* JetStream consumers held: live (made or queued) and replays */
     uint64_t js_resets;       /* live consumers remade after a loss, silence or reconnect */
     uint64_t js_limit_hits;   /* JetStream-backed patterns refused at max_consumers */
+    uint64_t js_gaps;         /* stream-sequence jumps a live feed saw (each filled) */
+    uint64_t js_gap_filled;   /* messages fetched one by one to fill them */
 };
 /* A snapshot of the bus's counters. Thread-safe. */
 void bus_stats(struct bus *bus, struct bus_stats *out);

@@ -9,7 +9,8 @@
  *   optional ?last_event_id=ID        resume position for a first connect;
  *                                     "earliest": everything still stored
  *   optional ?since=RFC3339           first connect: events stored from then on
- *   POST /publish/<subject>           publish the body; ?event=NAME sets Sse-Event
+ *   POST /publish/<subject>           publish the body; ?event=NAME sets Sse-Event,
+ *                                     ?end sets Sse-End (the subject's last message)
  *   GET /poll?subject=A&after=ID&timeout=S   long-poll: JSON events after ID
  *   POST /streams/<service-subject>   start a request stream (the body is the request)
  *   GET /streams/r/<token>            read a request stream (Last-Event-ID resumes)
@@ -53,6 +54,7 @@ struct http_route {
     char *last_event_id;  /* owned; NULL when absent */
     int64_t since_ns;     /* HTTP_EVENTS ?since=, ns since 1970; 0 when absent */
     char *event;          /* owned; HTTP_PUBLISH's ?event=, NULL when absent */
+    bool end;             /* HTTP_PUBLISH's ?end (any value): the message ends its subject */
     int timeout_ms;       /* HTTP_POLL: 1 to 60 s, default 25 s */
     char *file;           /* owned; HTTP_FILE: relative, no "..", no empty segment */
     char stream[HTTP_STREAM_TOKEN_LEN + 1]; /* HTTP_REPLY, HTTP_CANCEL: the token, checked */

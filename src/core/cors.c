@@ -311,8 +311,12 @@ size_t cors_headers(const struct cors *c, enum cors_kind kind, const char *origi
         add(out, &k, "access-control-allow-origin", origin, len);
         if (c->credentials)
             ADD_LIT(out, &k, "access-control-allow-credentials", "true");
+        /* A request stream's resumable URL, which a page on another origin must read. */
+        if (kind == CORS_ACTUAL)
+            ADD_LIT(out, &k, "access-control-expose-headers", "content-location");
         if (kind == CORS_PREFLIGHT) {
-            ADD_LIT(out, &k, "access-control-allow-methods", "GET, POST, OPTIONS");
+            /* DELETE cancels a request stream (/streams/r/…). */
+            ADD_LIT(out, &k, "access-control-allow-methods", "GET, POST, DELETE, OPTIONS");
             /* last-event-id: EventSource polyfills send it as a header on reconnect. */
             ADD_LIT(out, &k, "access-control-allow-headers",
                     "authorization, cache-control, content-type, last-event-id");

@@ -215,6 +215,8 @@ static bool parse_query(struct http_route *r, const char *q, size_t n)
             name[len] = '\0';
             free(r->event);
             r->event = name;
+        } else if (klen == 3 && memcmp(key, "end", 3) == 0 && r->kind == HTTP_PUBLISH) {
+            r->end = true;
         } else if (klen == 13 && memcmp(key, "last_event_id", 13) == 0 && resumes) {
             char *id = mem_strndup(v, vlen);
             long len = http_percent_decode(id, vlen);
@@ -418,4 +420,5 @@ void http_route_dispose(struct http_route *r)
     r->last_event_id = NULL;
     r->since_ns = 0;
     r->event = NULL;
+    r->end = false;
 }

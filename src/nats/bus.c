@@ -25,13 +25,14 @@
  * never runs on a worker thread.
  *
  * Lifetime: a subscription's record is reference-counted: the table
- * holds one reference, each of its NATS subscriptions one (dropped in
+ * holds one reference, its core NATS subscription one (dropped in
  * cnats's on-complete callback, which runs after its last message
- * callback has returned; a JetStream pattern's old inbox may still be
- * completing when the next is made), and so does every replay job, and
- * the flusher or the JetStream thread while it works on it. A
- * JetStream-backed pattern is confirmed by the JetStream thread once its
- * consumer exists, not by the flusher.
+ * callback has returned), and so does every replay job, and the flusher
+ * while it works on it. A JetStream-backed pattern has no NATS
+ * subscription of its own: its stream's feed (bus_js.c) routes to it
+ * under the feed's lock, and forgets it before the table lets go. It is
+ * confirmed once the feed has a position (at once, or by the JetStream
+ * thread when the feed's first consumer is made), not by the flusher.
  *
  * Shutdown never waits for NATS beyond one API call per thread: consumers
  * are not deleted then (they expire on the server).
@@ -78,7 +79,6 @@ void bus_sub_unref(struct bus_sub *bs)
         return;
     history_free(bs->history);
     pthread_mutex_destroy(&bs->lock);
-    free(bs->consumer);
     free(bs->pattern);
     free(bs);
 }
@@ -334,14 +334,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
      */
     int64_t now = bus_now_ms() - BUS_JS_STALL_MS + BUS_JS_REJOIN_MS;
     pthread_mutex_lock(&bus->lock);
-    for (struct list *n = bus->all.next; n != &bus->all; n = n->next) {
-        struct bus_sub *bs = container_of(n, struct bus_sub, node);
-        if (!bs->stream)
-            continue;
-        pthread_mutex_lock(&bs->lock);
-        bs->seen_ms = now;
-        pthread_mutex_unlock(&bs->lock);
-    }
+    bus_js_rejoin(bus, now);
     bus->js_resume_ms = 0;
     pthread_cond_signal(&bus->wake_js);
     pthread_mutex_unlock(&bus->lock);
@@ -370,7 +363,7 @@ void bus_confirm(struct bus *bus, struct bus_sub *bs)
     list_remove(&bs->confirm_node);
     pthread_mutex_lock(&bs->lock);
     bs->confirmed = true;
-    bs->failed = bs->stream && !bs->ns;
+    bs->failed = bs->stream && !bs->has_floor; /* the feed has no position for it */
     struct bus_mail m = {.kind = bs->failed ? BUS_MAIL_FAILED : BUS_MAIL_READY, .sub_id = bs->id};
     for (size_t w = 0; w < bus->p.nworkers; w++) {
         if (bs->counts[w])
@@ -573,6 +566,7 @@ void bus_free(struct bus *bus)
     jsCtx_Destroy(bus->js);
     natsStatus s = nats_CloseAndWait(2000);
     log_debug("nats: library closed: %s", natsStatus_GetText(s));
+    bus_js_dispose(bus);
     for (size_t i = 0; i < bus->nstreams; i++) {
         for (size_t k = 0; k < bus->streams[i].nsubjects; k++)
             free(bus->streams[i].subjects[k]);
@@ -618,8 +612,8 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         bus_drop_sub(bus, container_of(bus->idle.next, struct bus_sub, idle_node));
     }
     if (!bs) {
-        const char *stream = bus_covering_stream(bus, pattern);
-        if (stream && !bus_js_admit(bus, pattern)) {
+        struct bus_jstream *js = bus_covering_stream(bus, pattern);
+        if (js && !bus_js_admit(bus, js, pattern)) {
             rc = ERR_NATS;
             goto out;
         }
@@ -628,10 +622,12 @@ int bus_subscribe(struct bus *bus, size_t worker, const char *pattern, uint64_t 
         atomic_init(&bs->refs, 1); /* the table's */
         bs->id = ++bus->next_id;
         bs->pattern = mem_strdup(pattern);
-        bs->stream = stream;
+        bs->stream = js ? js->name : NULL;
+        bs->js = js;
         list_init(&bs->confirm_node);
         list_init(&bs->idle_node);
-        list_init(&bs->js_node);
+        list_init(&bs->feed_node);
+        list_init(&bs->wild_node);
         pthread_mutex_init(&bs->lock, NULL);
         /*
          * A fresh number for the floor: the last id of an earlier, lapsed
@@ -866,6 +862,8 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     pthread_mutex_unlock(&bus->lock);
     out->js_resets = atomic_load(&bus->js_resets);
     out->js_limit_hits = atomic_load(&bus->js_limit_hits);
+    out->js_gaps = atomic_load(&bus->js_gaps);
+    out->js_gap_filled = atomic_load(&bus->js_gap_filled);
 }
 
 int bus_send(struct bus *bus, const char *subject, const char *reply,
@@ -899,11 +897,4 @@ bool bus_subject_ended(struct bus *bus, const char *subject)
     }
     pthread_mutex_unlock(&bus->lock);
     return ended;
-}
-
-int bus_publish(struct bus *bus, const char *subject, const char *event, const void *data,
-                size_t len)
-{
-    const char *h[] = {"Sse-Event", event};
-    return bus_send(bus, subject, NULL, h, event ? 1 : 0, data, len);
 }

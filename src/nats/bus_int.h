@@ -5,9 +5,10 @@
  *   bus.c         the connection, the pattern table, core NATS
  *                 subscriptions and their confirmation (the flusher
  *                 thread), resume from history, publish, stats
- *   bus_js.c      JetStream: the streams' subjects, the live push
- *                 consumers and the one JetStream thread that makes,
- *                 remakes and deletes them
+ *   bus_js.c      JetStream: the streams' subjects, each stream's one
+ *                 live feed (an unfiltered push consumer routed by
+ *                 subject) and the one JetStream thread that makes,
+ *                 remakes, fills and deletes them
  *   bus_replay.c  replay jobs: short-lived consumers from a resume
  *                 position, run on the replay threads
  *
@@ -41,25 +42,68 @@
 #define BUS_JS_REJOIN_MS 2000          /* after a reconnect, silence this long is a stall */
 #define BUS_JS_INACTIVE_NS 10000000000LL /* nats-server deletes a consumer nobody hears after */
 #define BUS_JS_GONE_MAX 1024           /* abandoned consumers queued for deletion */
+#define BUS_JS_ENDS_MAX 64            /* subjects' ends looked up per pass of the JetStream thread */
+#define BUS_JS_GAP_MAX 1000           /* missing sequences fetched per pass of the JetStream thread */
+#define BUS_JS_HOLD_MAX 4096          /* messages a feed holds after a gap while it is filled */
+#define BUS_JS_HOLD_BYTES (8u << 20)  /* and their payload bytes */
 #define BUS_REPLAY_NEXT_MS 3000        /* a replay waits this long for its next message */
 #define BUS_REPLAY_BUDGET_MS 30000     /* a replay gives up making new consumers after */
 
+/* A message a feed received after a gap, held until the gap is filled. */
+struct bus_held {
+    natsMsg *msg;
+    uint64_t seq;
+    int64_t time_ns;
+};
+
+/*
+ * The live feed of one JetStream stream (see bus_js.c): one unfiltered
+ * push consumer for every pattern the stream serves, routed by subject.
+ * Lock order: bus->lock, then lock, then a bus_sub's lock.
+ */
+struct bus_feed {
+    pthread_mutex_t lock;
+    struct map *exact;       /* literal pattern -> bus_sub; under lock */
+    struct list wild;        /* bus_sub.wild_node, wildcard patterns; under lock */
+    struct list subs;        /* bus_sub.feed_node, every pattern; changed under bus->lock and lock */
+    natsSubscription *live;  /* the inbox whose messages count (NULL: none); under lock */
+    uint64_t cseq;           /* consumer sequence last taken from live; under lock */
+    uint64_t last;           /* every stream message up to here was routed or is gone; under lock */
+    bool has_pos;            /* last is set; under lock */
+    uint64_t gap_to;         /* missing up to here: fetched by the JetStream thread; under lock */
+    struct bus_held *held;   /* received after the gap, in order; under lock */
+    size_t nheld, held_cap;  /* under lock */
+    size_t held_bytes;       /* their payloads; under lock */
+    int64_t seen_ms;         /* last message or heartbeat on live; under lock */
+    natsSubscription *ns;    /* the current consumer's inbox; under bus->lock */
+    char *consumer;          /* its name; under bus->lock */
+    struct list js_node;     /* bus->js_todo while queued; under bus->lock */
+    bool js_queued;          /* under bus->lock */
+    bool js_slot;            /* counted in bus->js_live; under bus->lock */
+    int64_t js_due_ms;       /* not tried before; under bus->lock */
+    unsigned js_tries;       /* failures in a row; under bus->lock */
+    struct list ends;        /* bus_sub.confirm_node: literal patterns to look up before confirming; under bus->lock */
+};
+
 /* A JetStream stream whose subjects are served from it. */
 struct bus_jstream {
+    struct bus *bus;
     char *name;
     char **subjects;
     size_t nsubjects;
+    struct bus_feed feed;
 };
 
 struct bus_sub {
     struct bus *bus;
-    natsSubscription *ns; /* under bus->lock once made */
+    natsSubscription *ns; /* core NATS only; under bus->lock once made */
     atomic_uint refs;
     const char *stream;   /* JetStream stream (bus->streams'), or NULL for core NATS */
+    struct bus_jstream *js; /* the same stream's record, or NULL */
     bool dropped;         /* out of the table; under bus->lock */
     bool failed;          /* the JetStream consumer could not be made; under lock */
     struct list node;   /* bus->all; under bus->lock */
-    struct list confirm_node; /* bus->unconfirmed or the flusher's batch; under bus->lock */
+    struct list confirm_node; /* bus->unconfirmed, the flusher's batch or a feed's ends; under bus->lock */
     struct list idle_node;    /* bus->idle while nobody watches; under bus->lock */
     bool confirmed;     /* under lock */
     uint64_t id;
@@ -68,18 +112,11 @@ struct bus_sub {
     struct history *history; /* under lock */
     size_t interested;       /* workers with count > 0; under lock */
     int64_t idle_since_ms;   /* when interested fell to 0; under lock */
-    /* JetStream (stream != NULL): the consumer feeding ns, see the top. */
-    natsSubscription *live;  /* the inbox whose messages count (NULL: none); under lock */
-    uint64_t cseq;           /* consumer sequence last taken from live; under lock */
-    int64_t seen_ms;         /* last message or heartbeat on live; under lock */
-    bool has_floor;          /* history's floor is set; under lock */
-    struct list js_node;     /* bus->js_todo while queued; under bus->lock */
-    bool js_queued;          /* in bus->js_todo; under bus->lock */
-    bool js_slot;            /* counted in bus->js_live; under bus->lock */
-    int64_t js_due_ms;       /* not tried before; under bus->lock */
+    /* JetStream (stream != NULL): fed by js->feed, see bus_js.c. */
+    bool has_floor;          /* history's floor is set: the feed routes to it; under lock */
+    struct list feed_node;   /* js->feed.subs */
+    struct list wild_node;   /* js->feed.wild, for a wildcard pattern */
     int64_t js_give_up_ms;   /* not confirmed by then: fails; under bus->lock */
-    unsigned js_tries;       /* failures in a row; under bus->lock */
-    char *consumer;          /* name of the consumer feeding ns; under bus->lock */
     natsSubscription *probe; /* JetStream reply subject: a core subscription for "no responders" */
     unsigned counts[];       /* per worker; under lock */
 };
@@ -135,7 +172,7 @@ struct bus {
     pthread_cond_t wake_js;
     pthread_t jsthread;
     bool js_running;
-    size_t js_live;           /* subscriptions holding a consumer slot; under lock */
+    size_t js_live;           /* feeds holding a consumer slot; under lock */
     size_t js_live_max;       /* jetstream-max-consumers less the replays' */
     int64_t js_pause_ms;      /* after the last failure; under lock */
     int64_t js_resume_ms;     /* no JetStream call before; under lock */
@@ -143,6 +180,7 @@ struct bus {
     int64_t js_fail_logged_ms; /* under lock */
     atomic_uint_fast64_t js_replaying; /* replay consumers in use */
     atomic_uint_fast64_t js_resets, js_limit_hits;
+    atomic_uint_fast64_t js_gaps, js_gap_filled; /* sequence jumps seen; messages fetched for them */
     atomic_int_fast64_t js_limit_logged_ms;
     bool stopping;    /* under lock */
     uint64_t next_id;
@@ -214,17 +252,21 @@ void bus_js_why(char *out, size_t len, const char *what, natsStatus s, jsErrCode
 natsStatus bus_stream_bounds(struct bus *bus, const char *stream, uint64_t *first,
                              uint64_t *last, jsErrCode *jerr);
 /*
- * A push consumer of bs's pattern in its stream delivering to inbox:
- * no acks, an idle heartbeat (so a lost consumer shows), and an
- * inactivity threshold, so that nats-server deletes one we abandoned
- * without asking (a NATS outage, a killed gateway). The caller sets
- * where it starts.
+ * A push consumer delivering to inbox, filtered on filter (NULL: the
+ * whole stream): no acks, an idle heartbeat (so a lost consumer shows),
+ * and an inactivity threshold, so that nats-server deletes one we
+ * abandoned without asking (a NATS outage, a killed gateway). The caller
+ * sets where it starts.
  */
-void bus_consumer_config(jsConsumerConfig *cc, const struct bus_sub *bs, const char *inbox);
+void bus_consumer_config(jsConsumerConfig *cc, const char *filter, const char *inbox);
 /* Queues consumer name (taken) of stream for deletion; under bus->lock. */
 void bus_js_forget(struct bus *bus, const char *stream, char *name);
-/* bs leaves the table: its consumer goes, its slot is free; under bus->lock. */
+/* bs leaves the table and its feed; the feed's last pattern frees its consumer. Under bus->lock. */
 void bus_js_drop(struct bus *bus, struct bus_sub *bs);
+/* After a NATS reconnect: every feed's silence is judged from seen_ms on; under bus->lock. */
+void bus_js_rejoin(struct bus *bus, int64_t seen_ms);
+/* Frees the feeds' own memory, once no NATS thread can call back. */
+void bus_js_dispose(struct bus *bus);
 /*
  * The JetStream thread: the one place consumers are made, remade and
  * deleted, in queue order, one API call at a time. While NATS is away it
@@ -234,18 +276,23 @@ void bus_js_drop(struct bus *bus, struct bus_sub *bs);
  */
 void *bus_run_jetstream(void *arg);
 /*
- * Whether one more JetStream-backed pattern may have a consumer. At the
- * cap, the one unwatched the longest (lingering for a reconnect) gives
- * its slot up: a resume on it is then served by a replay. Only when every
- * slot is watched is the pattern refused, counted and logged (once a
+ * Whether a pattern of js may be followed: its stream's feed exists, or
+ * one more feed fits the cap. At the cap, the feed whose patterns are
+ * all unwatched (lingering for a reconnect), found from the one unwatched
+ * longest, gives its slot up: resumes on them are then served by
+ * replays. Otherwise the pattern is refused, counted and logged (once a
  * second). Under bus->lock.
  */
-bool bus_js_admit(struct bus *bus, const char *pattern);
+bool bus_js_admit(struct bus *bus, struct bus_jstream *js, const char *pattern);
 /* Reads the subjects of the streams in list ("A,B" or "*"); 0 or ERR_NATS. */
 int bus_load_streams(struct bus *bus, const char *list, char *err, size_t errlen);
 /* The JetStream stream with a subject covering pattern, or NULL: core NATS. */
-const char *bus_covering_stream(const struct bus *bus, const char *pattern);
-/* Queues a new JetStream-backed pattern's first consumer, holding a slot; under bus->lock. */
+struct bus_jstream *bus_covering_stream(const struct bus *bus, const char *pattern);
+/*
+ * Adds a new JetStream-backed pattern to its stream's feed: confirmed at
+ * once when the feed has a position, else when its consumer is made (the
+ * feed queued, holding a slot). Under bus->lock.
+ */
 void bus_js_follow(struct bus *bus, struct bus_sub *bs);
 
 /* bus_replay.c */

@@ -228,7 +228,7 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
     if (s != NATS_OK)
         goto out;
     jsConsumerConfig cc;
-    bus_consumer_config(&cc, bs, inbox);
+    bus_consumer_config(&cc, bs->pattern, inbox);
     if (job->start.from == BUS_FROM_ID || f->nevents > 0 || f->positioned) {
         cc.DeliverPolicy = js_DeliverByStartSequence;
         cc.OptStartSeq = f->upto + 1;

@@ -317,11 +317,17 @@ static void on_metrics(void *ctx, struct buf *out)
     metric(out, "sluice_jetstream_replayed_events_total", "counter",
            "Events fetched from JetStream by replays.", (double)bs.replayed_events);
     metric(out, "sluice_jetstream_consumers", "gauge",
-           "JetStream consumers held: one per followed pattern (made or queued) and replays'.",
+           "JetStream consumers held: one per followed stream (made or queued) and replays'.",
            (double)bs.js_consumers);
     metric(out, "sluice_jetstream_consumer_resets_total", "counter",
            "Live JetStream consumers remade after a lost message or silence.",
            (double)bs.js_resets);
+    metric(out, "sluice_jetstream_gaps_total", "counter",
+           "Stream-sequence jumps a live JetStream consumer made, each filled from the stream.",
+           (double)bs.js_gaps);
+    metric(out, "sluice_jetstream_gap_events_total", "counter",
+           "Messages fetched one by one from JetStream to fill those jumps.",
+           (double)bs.js_gap_filled);
 
     metrics_header(out, "sluice_event_loop_lag_seconds", "gauge",
                    "How late each worker's loop last ran a 250 ms timer.");

@@ -8,12 +8,15 @@
  * a preflight's answer, then route -> admit (Host, CORS, subjects, auth)
  * -> dispatch: a file (static_file.c: a shared, reference-counted cache
  * entry, never copied per request), a publish (wait for the body, then
- * bus_publish), an SSE stream or a long poll (the stream is opened with
+ * bus_send), an SSE stream or a long poll (the stream is opened with
  * the process's and the connection's admission; its 200 or its answer
  * waits until NATS has the subscription; poll.c turns a poll's queue into
- * its JSON, charged here to the connection). Every answer leaves through the front end's
- * table (struct request_front) as a head of fields and a body; nothing
- * here knows how those become bytes.
+ * its JSON, charged here to the connection), or a request stream (a POST
+ * whose body goes to a NATS service once the stream on its fresh reply
+ * subject is subscribed; its 200 waits for the first reply: see "Request
+ * streams" below, names in reply.c). Every answer leaves through the
+ * front end's table (struct request_front) as a head of fields and a
+ * body; nothing here knows how those become bytes.
  *
  * Preflight answer, chosen once for both protocols: 204 with x-request-id
  * and the CORS preflight headers only. No content-type, content-length or
@@ -408,8 +411,14 @@ static int respond_text(struct request *r, int status, const char *text, const c
     return respond(r, status, "text/plain; charset=utf-8", &body, www);
 }
 
+static int respond_error(struct request *r, int status, const char *type, const char *message);
+
 int request_fail(struct request *r, int status, const char *text)
 {
+    /* A request stream's client reads JSON errors (the OpenAI shape), whoever refuses. */
+    if (r->route && r->route->kind == HTTP_REQUEST)
+        return respond_error(r, status, status == 413 ? "request_too_large" : "invalid_request",
+                             text);
     return respond_text(r, status, text, NULL);
 }
 
@@ -1017,7 +1026,18 @@ int request_body_end(struct request *r)
         return serve_request(r);
     const struct request_env *env = r->io->env;
     const struct http_route *rt = r->route;
-    int rc = env->bus ? bus_publish(env->bus, rt->subjects[0], rt->event, r->body.data, r->body.len)
+    const char *h[4];
+    size_t n = 0;
+    if (rt->event) {
+        h[n++] = "Sse-Event";
+        h[n++] = rt->event;
+    }
+    if (rt->end) {
+        h[n++] = "Sse-End";
+        h[n++] = "1";
+    }
+    int rc = env->bus ? bus_send(env->bus, rt->subjects[0], NULL, h, n / 2, r->body.data,
+                                 r->body.len)
                       : ERR_NATS;
     /* The body is in cnats's buffer now; the response may wait long for the client's window. */
     buf_dispose(&r->body);

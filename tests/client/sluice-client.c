@@ -24,7 +24,7 @@
  * connection. The connection window is widened to CLIENT_CONN_WINDOW so
  * that it never limits 4,000 streams.
  *
- * TLS, the nghttp2 session glue, the SSE parser and the option helpers
+ * TLS, the nghttp2 session glue, the SSE parser and the option parser
  * come from the client library in tools/lib/ (cl_*), shared with
  * sluice-bench and sluice-probe.
  *
@@ -34,9 +34,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,9 +53,9 @@
 #include "cl_h2.h"
 #include "cl_log.h"
 #include "cl_mem.h"
-#include "cl_net.h"
 #include "cl_opt.h"
 #include "cl_sse.h"
+#include "cl_target.h"
 #include "cl_time.h"
 #include "cl_tls.h"
 
@@ -70,18 +68,12 @@
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 struct opts {
-    char *host;            /* without brackets; owned */
-    char *port;            /* owned */
-    const char *authority; /* the --connect argument as given */
-    const char *cacert;
-    const char *servername;
-    bool insecure;
+    struct cl_target target; /* --connect and TLS: the server */
     bool verbose;
     unsigned connections;
     char **paths; /* owned; npaths <= paths_cap */
     size_t npaths, paths_cap;
-    nghttp2_nv *headers; /* owned names and values, lowercase names */
-    size_t nheaders;
+    struct cl_h2_headers headers; /* --header */
     long long expect_events; /* -1: not set */
     long long expect_total;  /* -1: not set */
     long long stall_stream;  /* stream index; -1: none */
@@ -89,7 +81,7 @@ struct opts {
     const char *ready_file;
     const char *events_out;
     const char *raw_out;
-    uint32_t window_size;   /* bytes */
+    struct cl_h2_settings h2; /* --window-size, and this program's constants */
     unsigned long long timeout_ms;
 };
 
@@ -128,9 +120,6 @@ struct client {
     struct ev_loop *loop;
     ev_timer timer;
     ev_prepare prepare;
-    SSL_CTX *ssl_ctx;
-    struct addrinfo *addr;
-    nghttp2_session_callbacks *callbacks;
     FILE *events_out, *raw_out;
     struct conn *conns;     /* o.connections entries */
     struct stream *streams; /* nstreams entries, in opening order */
@@ -410,6 +399,14 @@ static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *fram
     return 0;
 }
 
+static const struct cl_h2_handlers h2_handlers = {
+    .on_header = on_header,
+    .on_frame_recv = on_frame_recv,
+    .on_data_chunk_recv = on_data_chunk_recv,
+    .on_stream_close = on_stream_close,
+    .on_frame_not_send = on_frame_not_send,
+};
+
 static void conn_close(struct conn *c)
 {
     if (c->net.state == CL_CONN_IDLE)
@@ -442,34 +439,18 @@ static void conn_fail(struct conn *c, const char *what, const char *why)
     ev_break(cl->loop, EVBREAK_ALL);
 }
 
-static void fill_output(struct conn *c)
-{
-    int rv = cl_h2_pull(c->session, &c->net.out, CLIENT_OUT_SOFT_BYTES);
-    if (rv != 0)
-        conn_lost(c, nghttp2_strerror(rv));
-}
-
 static void flush_output(struct conn *c)
 {
-    while (c->net.state == CL_CONN_OPEN) {
-        if (c->net.out.len == 0)
-            fill_output(c);
-        if (c->net.state != CL_CONN_OPEN || c->net.out.len == 0)
-            break;
-        if (cl_conn_send(&c->net) < 0)
-            conn_lost(c, cl_conn_error(&c->net));
-        else if (cl_conn_pending(&c->net))
-            break;
-    }
-    if (c->net.state != CL_CONN_OPEN)
+    const char *why = cl_h2_flush(c->session, &c->net, CLIENT_OUT_SOFT_BYTES);
+    if (why) {
+        conn_lost(c, why);
         return;
+    }
     if (c->net.out.len == 0 && !nghttp2_session_want_read(c->session) &&
         !nghttp2_session_want_write(c->session)) {
         cl_log_debug("conn %u: session over", conn_no(c));
         conn_close(c);
-        return;
     }
-    cl_conn_watch(&c->net, EV_READ | (c->net.out.len > 0 || c->net.read_wants_write ? EV_WRITE : 0));
 }
 
 static bool on_read(struct cl_conn *net, const char *buf, size_t n)
@@ -483,25 +464,17 @@ static bool on_read(struct cl_conn *net, const char *buf, size_t n)
     return true;
 }
 
-static void read_input(struct conn *c)
-{
-    ssize_t rc = cl_conn_read(&c->net);
-    if (rc == CL_TLS_AGAIN || rc == CL_CONN_STOPPED)
-        return;
-    conn_lost(c, rc == 0 ? "peer closed the connection" : cl_conn_error(&c->net));
-}
-
 static void submit_requests(struct conn *c)
 {
     const struct opts *o = &c->client->o;
-    size_t nnv = 5 + o->nheaders;
+    size_t nnv = 5 + o->headers.n;
     nghttp2_nv *nv = cl_mem_realloc(NULL, nnv * sizeof *nv);
     nv[0] = cl_h2_nv(":method", "GET");
     nv[1] = cl_h2_nv(":scheme", "https");
-    nv[2] = cl_h2_nv(":authority", o->authority);
+    nv[2] = cl_h2_nv(":authority", o->target.authority);
     nv[4] = cl_h2_nv("accept", "text/event-stream");
-    if (o->nheaders > 0)
-        memcpy(nv + 5, o->headers, o->nheaders * sizeof *nv);
+    if (o->headers.n > 0)
+        memcpy(nv + 5, o->headers.nv, o->headers.n * sizeof *nv);
     for (size_t i = 0; i < o->npaths; i++) {
         struct stream *s = &c->streams[i];
         nv[3] = cl_h2_nv(":path", s->path);
@@ -520,13 +493,7 @@ static void submit_requests(struct conn *c)
 static void start_session(struct conn *c)
 {
     struct client *cl = c->client;
-    struct cl_h2_settings settings = {
-        .window_size = cl->o.window_size,
-        .conn_window = CLIENT_CONN_WINDOW,
-        .manual_window = true,
-        .wait_peer_settings = true,
-    };
-    int rv = cl_h2_session_new(&c->session, cl->callbacks, c, &settings);
+    int rv = cl_h2_session_new(&c->session, &h2_handlers, c, &cl->o.h2);
     if (rv != 0) {
         conn_fail(c, "nghttp2", nghttp2_strerror(rv));
         return;
@@ -554,12 +521,16 @@ static void on_fail(struct cl_conn *net, const char *what, const char *why)
     conn_fail(container_of(net, struct conn, net), what, why);
 }
 
+/* Reads what is ready; the peer's close or a read error loses the connection. */
 static void on_ready(struct cl_conn *net, int revents)
 {
     struct conn *c = container_of(net, struct conn, net);
-    if ((revents & EV_READ) || net->read_wants_write)
-        read_input(c);
     c->dirty = true;
+    if (!(revents & EV_READ) && !net->read_wants_write)
+        return;
+    ssize_t rc = cl_conn_read(net);
+    if (rc != CL_TLS_AGAIN && rc != CL_CONN_STOPPED)
+        conn_lost(c, rc == 0 ? "peer closed the connection" : cl_conn_error(net));
 }
 
 static const struct cl_conn_callbacks conn_callbacks = {
@@ -571,7 +542,7 @@ static const struct cl_conn_callbacks conn_callbacks = {
 
 static int conn_connect(struct conn *c)
 {
-    if (cl_conn_start(&c->net, c->client->addr) < 0) {
+    if (cl_conn_start(&c->net, c->client->o.target.addr) < 0) {
         fprintf(stderr, "sluice-client: conn %u: connect: %s\n", conn_no(c), strerror(errno));
         return -1;
     }
@@ -740,35 +711,6 @@ static void print_report(const struct client *cl)
     fflush(stdout);
 }
 
-static const char usage_text[] =
-    "usage: sluice-client --connect HOST:PORT --path PATH [options]\n"
-    "  --connect HOST:PORT       server; also the :authority ([v6addr]:PORT works)\n"
-    "  --cacert FILE             verify the server against this CA file\n"
-    "  --insecure                do not verify the server certificate\n"
-    "  --servername NAME         SNI and verified name (default HOST)\n"
-    "  --connections N           TLS connections (default 1)\n"
-    "  --path PATH               open PATH once per connection (repeatable)\n"
-    "  --paths-file FILE         more paths, one a line (blank and # lines skipped)\n"
-    "  --repeat-path PATH:COUNT  open PATH COUNT times per connection (repeatable)\n"
-    "  --header 'name: value'    extra request header (repeatable)\n"
-    "  --expect-events N         done when every stream has received >= N events\n"
-    "  --expect-total N          done when all streams together have >= N events\n"
-    "  --ready-file FILE         write \"ready\\n\" once every stream has its status\n"
-    "                            (or has closed without one)\n"
-    "  --window-size BYTES       SETTINGS_INITIAL_WINDOW_SIZE (default 65535)\n"
-    "  --stall-stream INDEX      never reopen the flow-control window of stream INDEX\n"
-    "  --timeout-ms N            hard limit on the whole run (default 10000)\n"
-    "  --events-out FILE         each event as a JSON line {stream,id,event?,data}\n"
-    "  --dump-raw INDEX          write the raw body of stream INDEX to --raw-out FILE\n"
-    "  --raw-out FILE\n"
-    "  --verbose                 log to stderr; per_stream gets \"headers\"\n"
-    "Streams are numbered in opening order: connection 0's paths, then 1's, ...\n"
-    "Paths keep their command-line order. Without --expect-*, the run ends once\n"
-    "every stream has closed, and is ok if all ended with END_STREAM (none reset).\n"
-    "Prints one JSON line on stdout.\n"
-    "Exit status: 0 ok, 1 not ok (timeout, expectation unmet), 2 usage,\n"
-    "connection or TLS error.\n";
-
 static void add_path(struct opts *o, const char *path, size_t len)
 {
     if (o->npaths == o->paths_cap) {
@@ -778,7 +720,13 @@ static void add_path(struct opts *o, const char *path, size_t len)
     o->paths[o->npaths++] = cl_mem_strndup(path, len);
 }
 
-static int read_paths_file(struct opts *o, const char *file)
+static bool on_opt_path(void *ctx, const char *arg)
+{
+    add_path(ctx, arg, strlen(arg));
+    return true;
+}
+
+static bool on_opt_paths_file(void *ctx, const char *file)
 {
     FILE *f = fopen(file, "r");
     char *line = NULL;
@@ -786,157 +734,96 @@ static int read_paths_file(struct opts *o, const char *file)
     ssize_t n;
     if (!f) {
         fprintf(stderr, "sluice-client: %s: %s\n", file, strerror(errno));
-        return -1;
+        return false;
     }
     while ((n = getline(&line, &cap, f)) >= 0) {
         while (n > 0 && isspace((unsigned char)line[n - 1]))
             n--;
         if (n > 0 && line[0] != '#')
-            add_path(o, line, (size_t)n);
+            add_path(ctx, line, (size_t)n);
     }
     free(line);
     fclose(f);
-    return 0;
+    return true;
 }
 
-static int add_repeat_path(struct opts *o, const char *arg)
+static bool on_opt_repeat_path(void *ctx, const char *arg)
 {
     const char *colon = strrchr(arg, ':');
     unsigned long long count;
     if (!colon || colon == arg || !cl_opt_num(colon + 1, 1000000, &count))
-        return -1;
+        return false;
     for (unsigned long long i = 0; i < count; i++)
-        add_path(o, arg, (size_t)(colon - arg));
-    return 0;
+        add_path(ctx, arg, (size_t)(colon - arg));
+    return true;
 }
 
-static int add_header(struct opts *o, const char *arg)
-{
-    char *name, *value;
-    if (!cl_opt_header(arg, &name, &value))
-        return -1;
-    o->headers = cl_mem_realloc(o->headers, (o->nheaders + 1) * sizeof *o->headers);
-    o->headers[o->nheaders++] = cl_h2_nv(name, value);
-    return 0;
-}
-
-enum {
-    OPT_CONNECT = 256, OPT_CACERT, OPT_INSECURE, OPT_SERVERNAME, OPT_CONNECTIONS, OPT_PATH,
-    OPT_PATHS_FILE, OPT_REPEAT_PATH, OPT_HEADER, OPT_EXPECT_EVENTS, OPT_EXPECT_TOTAL,
-    OPT_READY_FILE, OPT_WINDOW_SIZE, OPT_STALL_STREAM, OPT_TIMEOUT_MS, OPT_EVENTS_OUT,
-    OPT_DUMP_RAW, OPT_RAW_OUT, OPT_VERBOSE, OPT_HELP,
-};
-
+/* 0, 1 after --help, -1 after a usage error (said on stderr). */
 static int parse_options(struct opts *o, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"connect", required_argument, NULL, OPT_CONNECT},
-        {"cacert", required_argument, NULL, OPT_CACERT},
-        {"insecure", no_argument, NULL, OPT_INSECURE},
-        {"servername", required_argument, NULL, OPT_SERVERNAME},
-        {"connections", required_argument, NULL, OPT_CONNECTIONS},
-        {"path", required_argument, NULL, OPT_PATH},
-        {"paths-file", required_argument, NULL, OPT_PATHS_FILE},
-        {"repeat-path", required_argument, NULL, OPT_REPEAT_PATH},
-        {"header", required_argument, NULL, OPT_HEADER},
-        {"expect-events", required_argument, NULL, OPT_EXPECT_EVENTS},
-        {"expect-total", required_argument, NULL, OPT_EXPECT_TOTAL},
-        {"ready-file", required_argument, NULL, OPT_READY_FILE},
-        {"window-size", required_argument, NULL, OPT_WINDOW_SIZE},
-        {"stall-stream", required_argument, NULL, OPT_STALL_STREAM},
-        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS},
-        {"events-out", required_argument, NULL, OPT_EVENTS_OUT},
-        {"dump-raw", required_argument, NULL, OPT_DUMP_RAW},
-        {"raw-out", required_argument, NULL, OPT_RAW_OUT},
-        {"verbose", no_argument, NULL, OPT_VERBOSE},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
+    const struct cl_opt opts[] = {
+        CL_TARGET_OPTS(&o->target),
+        CL_OPT_UINT("connections", &o->connections, 1, 100000, "N", "TLS connections (default 1)"),
+        CL_OPT_CALL("path", on_opt_path, o, "PATH", "open PATH once per connection (repeatable)"),
+        CL_OPT_CALL("paths-file", on_opt_paths_file, o, "FILE",
+                    "more paths, one a line (blank and # lines skipped)"),
+        CL_OPT_CALL("repeat-path", on_opt_repeat_path, o, "PATH:COUNT",
+                    "open PATH COUNT times per connection (repeatable)"),
+        CL_OPT_CALL("header", cl_h2_headers_add, &o->headers, "'name: value'",
+                    "extra request header (repeatable)"),
+        CL_OPT_LL("expect-events", &o->expect_events, 0, INT64_MAX, "N",
+                  "done when every stream has received >= N events"),
+        CL_OPT_LL("expect-total", &o->expect_total, 0, INT64_MAX, "N",
+                  "done when all streams together have >= N events"),
+        CL_OPT_STR("ready-file", &o->ready_file, "FILE",
+                   "write \"ready\\n\" once every stream has its status\n"
+                   "(or has closed without one)"),
+        CL_OPT_UINT("window-size", &o->h2.window_size, 0, NGHTTP2_MAX_WINDOW_SIZE, "BYTES",
+                    "SETTINGS_INITIAL_WINDOW_SIZE (default 65535)"),
+        CL_OPT_LL("stall-stream", &o->stall_stream, 0, INT64_MAX, "INDEX",
+                  "never reopen the flow-control window of stream INDEX"),
+        CL_OPT_ULL("timeout-ms", &o->timeout_ms, 0, 86400000, "N",
+                   "hard limit on the whole run (default 10000)"),
+        CL_OPT_STR("events-out", &o->events_out, "FILE",
+                   "each event as a JSON line {stream,id,event?,data}"),
+        CL_OPT_LL("dump-raw", &o->dump_raw, 0, INT64_MAX, "INDEX",
+                  "write the raw body of stream INDEX to --raw-out FILE"),
+        CL_OPT_STR("raw-out", &o->raw_out, "FILE", NULL),
+        CL_OPT_FLAG("verbose", &o->verbose, "log to stderr; per_stream gets \"headers\""),
     };
-    unsigned long long v = 0;
-    int ch;
+    const struct cl_opt_spec spec = {
+        .synopsis = "usage: sluice-client --connect HOST:PORT --path PATH [options]\n",
+        .opts = opts,
+        .nopts = sizeof opts / sizeof opts[0],
+        .epilogue =
+            "Streams are numbered in opening order: connection 0's paths, then 1's, ...\n"
+            "Paths keep their command-line order. Without --expect-*, the run ends once\n"
+            "every stream has closed, and is ok if all ended with END_STREAM (none reset).\n"
+            "Prints one JSON line on stdout.\n"
+            "Exit status: 0 ok, 1 not ok (timeout, expectation unmet), 2 usage,\n"
+            "connection or TLS error.\n",
+    };
     o->connections = 1;
-    o->window_size = NGHTTP2_INITIAL_WINDOW_SIZE;
+    /* Flow control is manual (see the top); the connection window never limits. */
+    o->h2 = (struct cl_h2_settings){.window_size = NGHTTP2_INITIAL_WINDOW_SIZE,
+                                    .conn_window = CLIENT_CONN_WINDOW,
+                                    .manual_window = true,
+                                    .wait_peer_settings = true};
     o->timeout_ms = 10000;
     o->expect_events = o->expect_total = o->stall_stream = o->dump_raw = -1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        bool bad = false;
-        switch (ch) {
-        case OPT_CONNECT:
-            bad = o->host || !cl_opt_host_port(optarg, &o->host, &o->port);
-            o->authority = optarg;
-            break;
-        case OPT_CACERT: o->cacert = optarg; break;
-        case OPT_INSECURE: o->insecure = true; break;
-        case OPT_SERVERNAME: o->servername = optarg; break;
-        case OPT_CONNECTIONS:
-            bad = !cl_opt_num(optarg, 100000, &v) || v == 0;
-            o->connections = (unsigned)v;
-            break;
-        case OPT_PATH: add_path(o, optarg, strlen(optarg)); break;
-        case OPT_PATHS_FILE: bad = read_paths_file(o, optarg) < 0; break;
-        case OPT_REPEAT_PATH: bad = add_repeat_path(o, optarg) < 0; break;
-        case OPT_HEADER: bad = add_header(o, optarg) < 0; break;
-        case OPT_EXPECT_EVENTS:
-            bad = !cl_opt_num(optarg, INT64_MAX, &v);
-            o->expect_events = (long long)v;
-            break;
-        case OPT_EXPECT_TOTAL:
-            bad = !cl_opt_num(optarg, INT64_MAX, &v);
-            o->expect_total = (long long)v;
-            break;
-        case OPT_READY_FILE: o->ready_file = optarg; break;
-        case OPT_WINDOW_SIZE:
-            bad = !cl_opt_num(optarg, NGHTTP2_MAX_WINDOW_SIZE, &v);
-            o->window_size = (uint32_t)v;
-            break;
-        case OPT_STALL_STREAM:
-            bad = !cl_opt_num(optarg, INT64_MAX, &v);
-            o->stall_stream = (long long)v;
-            break;
-        case OPT_TIMEOUT_MS: bad = !cl_opt_num(optarg, 86400000, &o->timeout_ms); break;
-        case OPT_EVENTS_OUT: o->events_out = optarg; break;
-        case OPT_DUMP_RAW:
-            bad = !cl_opt_num(optarg, INT64_MAX, &v);
-            o->dump_raw = (long long)v;
-            break;
-        case OPT_RAW_OUT: o->raw_out = optarg; break;
-        case OPT_VERBOSE: o->verbose = true; break;
-        case OPT_HELP: fputs(usage_text, stdout); return 1;
-        default: bad = true; break;
-        }
-        if (bad) {
-            if (ch >= OPT_CONNECT && ch < OPT_HELP)
-                fprintf(stderr, "sluice-client: bad value for --%s: %s\n",
-                        longopts[ch - OPT_CONNECT].name, optarg ? optarg : "");
-            fputs(usage_text, stderr);
-            return -1;
-        }
-    }
-    const char *err = NULL;
+    int rc = cl_opt_parse(&spec, argc, argv);
+    if (rc != 0)
+        return rc;
     size_t nstreams = (size_t)o->connections * o->npaths;
-    if (optind < argc)
-        err = "unexpected argument";
-    else if (!o->host)
-        err = "--connect is required";
-    else if (o->npaths == 0)
-        err = "at least one path is required";
-    else if (o->stall_stream >= (long long)nstreams)
-        err = "--stall-stream is not a stream index";
-    else if (o->dump_raw >= (long long)nstreams)
-        err = "--dump-raw is not a stream index";
-    else if ((o->dump_raw >= 0) != (o->raw_out != NULL))
-        err = "--dump-raw and --raw-out go together";
-    if (err) {
-        fprintf(stderr, "sluice-client: %s\n%s", err, usage_text);
-        return -1;
-    }
+    if (o->npaths == 0)
+        return cl_opt_fail(&spec, "at least one path is required");
+    if (o->stall_stream >= (long long)nstreams)
+        return cl_opt_fail(&spec, "--stall-stream is not a stream index");
+    if (o->dump_raw >= (long long)nstreams)
+        return cl_opt_fail(&spec, "--dump-raw is not a stream index");
+    if ((o->dump_raw >= 0) != (o->raw_out != NULL))
+        return cl_opt_fail(&spec, "--dump-raw and --raw-out go together");
     return 0;
-}
-
-static int setup_tls(struct client *cl)
-{
-    cl->ssl_ctx = cl_tls_ctx_new("\x02h2", cl->o.insecure, cl->o.cacert, false);
-    return cl->ssl_ctx ? 0 : -1;
 }
 
 static FILE *open_out(const char *path)
@@ -950,12 +837,7 @@ static FILE *open_out(const char *path)
 static int setup(struct client *cl)
 {
     struct opts *o = &cl->o;
-    const char *why = cl_net_resolve(o->host, o->port, &cl->addr);
-    if (why) {
-        cl_log_error("%s:%s: %s", o->host, o->port, why);
-        return -1;
-    }
-    if (setup_tls(cl) < 0)
+    if (cl_target_open(&o->target, "\x02h2") < 0)
         return -1;
     if (o->events_out && !(cl->events_out = open_out(o->events_out)))
         return -1;
@@ -976,23 +858,14 @@ static int setup(struct client *cl)
         }
     }
 
-    static const struct cl_h2_handlers handlers = {
-        .on_header = on_header,
-        .on_frame_recv = on_frame_recv,
-        .on_data_chunk_recv = on_data_chunk_recv,
-        .on_stream_close = on_stream_close,
-        .on_frame_not_send = on_frame_not_send,
-    };
-    cl->callbacks = cl_h2_callbacks_new(&handlers);
-
     cl->loop = ev_default_loop(EVFLAG_AUTO);
     if (!cl->loop) {
         fputs("sluice-client: cannot start libev\n", stderr);
         return -1;
     }
     for (unsigned i = 0; i < o->connections; i++)
-        cl_conn_init(&cl->conns[i].net, cl->loop, &conn_callbacks, cl->ssl_ctx,
-                     o->servername ? o->servername : o->host, !o->insecure);
+        cl_conn_init(&cl->conns[i].net, cl->loop, &conn_callbacks, o->target.tls,
+                     cl_target_tls_name(&o->target), !o->target.insecure);
     cl->start_ms = cl_time_mono_ms();
     ev_timer_init(&cl->timer, on_timeout, (double)o->timeout_ms / 1e3, 0.);
     ev_timer_start(cl->loop, &cl->timer);
@@ -1024,25 +897,15 @@ static void dispose(struct client *cl)
     free(cl->conns);
     if (cl->loop)
         ev_loop_destroy(cl->loop);
-    if (cl->callbacks)
-        nghttp2_session_callbacks_del(cl->callbacks);
     if (cl->events_out)
         fclose(cl->events_out);
     if (cl->raw_out)
         fclose(cl->raw_out);
-    SSL_CTX_free(cl->ssl_ctx);
-    if (cl->addr)
-        freeaddrinfo(cl->addr);
     for (size_t i = 0; i < o->npaths; i++)
         free(o->paths[i]);
     free(o->paths);
-    for (size_t i = 0; i < o->nheaders; i++) {
-        free(o->headers[i].name);
-        free(o->headers[i].value);
-    }
-    free(o->headers);
-    free(o->host);
-    free(o->port);
+    cl_h2_headers_dispose(&o->headers);
+    cl_target_dispose(&o->target);
 }
 
 int main(int argc, char **argv)

@@ -12,8 +12,10 @@ was down (one synchronous consumer delete per subscription).
    gateway's thread count (/proc/PID/status), sampled every 0.5 s, stays
    within a constant (workers + replay threads + 14, and no more than a
    few above what it was before). Every stream stays open with heartbeats;
-   a stream opened during the outage on a subject nobody follows yet ends
-   cleanly (its consumer cannot be made) without an event.
+   a stream opened during the outage on a subject nobody follows yet, of
+   the same JetStream stream, starts at once (the stream's one consumer
+   has a position to start it from) and gets the first event published on
+   its subject after the outage.
    nats-server comes back on the same port and store: an event published
    on each subject afterwards reaches every stream exactly once, with an
    id above the one before; a stream resuming from the id before the
@@ -108,12 +110,15 @@ def check_outage(gw, conn, streams, kill, restart, what, fresh_path=None):
     time.sleep(OUTAGE_S)
     gw.check_alive("during the NATS outage (%s)" % what)
     if fresh:
-        # Its consumer cannot be made: it ends cleanly (8 s), without an event.
-        h.wait_until(lambda: not fresh.alive(), 5, "the stream opened during the outage to end")
+        # Its stream's feed has a position: it starts at once and stays, without an event.
+        fresh.wait_start(timeout=5)
+        expect(fresh.alive(), "%s: the stream opened during the outage ended: %r"
+               % (what, fresh.data()))
         expect(b"data:" not in fresh.data() and b"event:" not in fresh.data(),
                "%s: the stream opened during the outage got %r" % (what, fresh.data()))
-        h.log("%s: a stream on a new subject opened during the outage ended cleanly (%r)"
+        h.log("%s: a stream on a new subject opened during the outage started (%r)"
               % (what, fresh.data()[:60]))
+        sampler.fresh = fresh
     # Heartbeats went on, and no stream ended or was reset.
     closed = [s for s in streams if s.closed]
     expect(not closed, "%s: %d streams ended during the outage: %r" % (what, len(closed),
@@ -211,6 +216,10 @@ def case_jetstream():
             expect(not bad, "ids after the outage not above those before: %r"
                    % [(before[i], after[i]) for i in bad[:5]])
             h.log("JetStream: every stream got its event after the outage")
+            seq = j.js_publish(c2, "out.fresh", "fresh")
+            sampler.fresh.wait_bytes(b"id: %d\ndata: fresh\n\n" % seq, 10)
+            sampler.fresh.close()
+            h.log("JetStream: the stream opened during the outage got its event")
 
             # Resume across the outage: from the id before it, on this gateway and another.
             subj = subjects[k]

@@ -74,7 +74,7 @@ def test():
         expect(r.status == 503 and json.loads(r.body)["error"]["type"] == "no_responders",
                "no responders with a JetStream-backed reply subject: %r" % r)
         h.log("JetStream-backed reply subject: no responders is a 503")
-        gwb.check_alive("after the JetStream request streams")
+        gwb.stop()  # exit 0: under ASan, a leak or a bad access fails it
         svc.close()
 
 

@@ -229,9 +229,10 @@ static void test_headers_actual(void **state)
     const struct want_header allowed[] = {
         {"access-control-allow-origin", "https://a.example.com"},
         {"access-control-allow-credentials", "true"},
+        {"access-control-expose-headers", "content-location"},
         {"vary", "origin"},
     };
-    expect_headers(c, CORS_ACTUAL, "https://a.example.com", allowed, 3);
+    expect_headers(c, CORS_ACTUAL, "https://a.example.com", allowed, 4);
     const struct want_header vary_only[] = {{"vary", "origin"}};
     expect_headers(c, CORS_ACTUAL, "https://evil.example.net", vary_only, 1);
     expect_headers(c, CORS_ACTUAL, NULL, vary_only, 1);
@@ -243,9 +244,10 @@ static void test_headers_actual(void **state)
     c = make(any, 1, false);
     const struct want_header echoed[] = {
         {"access-control-allow-origin", "http://localhost:5173"},
+        {"access-control-expose-headers", "content-location"},
         {"vary", "origin"},
     };
-    expect_headers(c, CORS_ACTUAL, "http://localhost:5173", echoed, 2);
+    expect_headers(c, CORS_ACTUAL, "http://localhost:5173", echoed, 3);
     cors_free(c);
 }
 
@@ -257,7 +259,7 @@ static void test_headers_preflight(void **state)
     const struct want_header want[] = {
         {"access-control-allow-origin", "https://app.example.com"},
         {"access-control-allow-credentials", "true"},
-        {"access-control-allow-methods", "GET, POST, OPTIONS"},
+        {"access-control-allow-methods", "GET, POST, DELETE, OPTIONS"},
         {"access-control-allow-headers",
          "authorization, cache-control, content-type, last-event-id"},
         {"access-control-max-age", "600"},
@@ -276,7 +278,7 @@ static void test_echo_borrows_exact_bytes(void **state)
     const char buf[] = "https://app.example.comGARBAGE";
     struct cors_header out[CORS_HEADERS_MAX];
     size_t n = cors_headers(c, CORS_ACTUAL, buf, 23, out);
-    assert_int_equal(n, 2);
+    assert_int_equal(n, 3);
     assert_ptr_equal(out[0].value, buf);
     assert_int_equal(out[0].value_len, 23);
     assert_int_equal(cors_check(c, buf, sizeof(buf) - 1), CORS_DENIED);

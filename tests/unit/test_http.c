@@ -157,6 +157,11 @@ static void test_publish_route(void **state)
     route(&r, "POST", "/publish/orders.eu");
     assert_int_equal(r.kind, HTTP_PUBLISH);
     assert_null(r.event);
+    assert_false(r.end);
+    http_route_dispose(&r);
+    route(&r, "POST", "/publish/job.7?end=1&event=done");
+    assert_true(r.end);
+    assert_string_equal(r.event, "done");
     http_route_dispose(&r);
     expect_error("GET", "/publish/orders.eu", 405);
     expect_error("POST", "/publish/orders.*", 400);
