@@ -56,7 +56,6 @@
  * thousand of them.
  */
 #include <ev.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <nats/nats.h>
 #include <pthread.h>
@@ -69,6 +68,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cl_log.h"
 #include "cl_opt.h"
 
 #define LLM_MODEL_MAX 64         /* bytes of a model name */
@@ -642,59 +642,16 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* ---- options ---- */
 
-static void usage(FILE *f)
+static bool on_opt_text(void *dst, const char *value)
 {
-    fputs("usage: sluice-llm [options]\n"
-          "  --nats URL          NATS server (default nats://127.0.0.1:4222)\n"
-          "  --subject S         service subject (default llm.chat)\n"
-          "  --queue Q           queue group, shared by every copy (default sluice-llm)\n"
-          "  --rate R            tokens per second per answer (default 20; up to 10000)\n"
-          "  --tokens N          tokens per answer when the request names no max_tokens\n"
-          "                      (default 32)\n"
-          "  --max-tokens N      largest max_tokens a request may ask for (default 4096)\n"
-          "  --max-answers N     requests answered at once; more are refused with an\n"
-          "                      error event (default 1024)\n"
-          "  --max-body BYTES    largest request body (default 65536; up to 1 MiB)\n"
-          "  --text lorem|echo   answer words: lorem ipsum from a prompt-chosen start,\n"
-          "                      or the prompt's words in turn (default lorem)\n"
-          "  --model NAME        model name when the request names none (default sluice-llm)\n"
-          "  --stamp             start each token with \"<CLOCK_REALTIME ns> <n> \" (for\n"
-          "                      bench/requests.py's latency and loss counts)\n"
-          "  --help              this text\n",
-          f);
+    enum text_mode *t = dst;
+    *t = strcmp(value, "echo") == 0 ? TEXT_ECHO : TEXT_LOREM;
+    return strcmp(value, "lorem") == 0 || strcmp(value, "echo") == 0;
 }
 
+/* 0, 1 after --help, -1 after a usage error (said on stderr). */
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum {
-        O_NATS = 1,
-        O_SUBJECT,
-        O_QUEUE,
-        O_RATE,
-        O_TOKENS,
-        O_MAX_TOKENS,
-        O_MAX_ANSWERS,
-        O_MAX_BODY,
-        O_TEXT,
-        O_MODEL,
-        O_STAMP,
-        O_HELP
-    };
-    static const struct option longopts[] = {
-        {"nats", required_argument, NULL, O_NATS},
-        {"subject", required_argument, NULL, O_SUBJECT},
-        {"queue", required_argument, NULL, O_QUEUE},
-        {"rate", required_argument, NULL, O_RATE},
-        {"tokens", required_argument, NULL, O_TOKENS},
-        {"max-tokens", required_argument, NULL, O_MAX_TOKENS},
-        {"max-answers", required_argument, NULL, O_MAX_ANSWERS},
-        {"max-body", required_argument, NULL, O_MAX_BODY},
-        {"text", required_argument, NULL, O_TEXT},
-        {"model", required_argument, NULL, O_MODEL},
-        {"stamp", no_argument, NULL, O_STAMP},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
     *o = (struct options){.nats_url = "nats://127.0.0.1:4222",
                           .subject = "llm.chat",
                           .queue = "sluice-llm",
@@ -705,50 +662,47 @@ static int parse_options(int argc, char **argv, struct options *o)
                           .max_answers = 1024,
                           .max_body = 65536,
                           .text = TEXT_LOREM};
-    int ch;
-    opterr = 0;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        bool bad = false;
-        switch (ch) {
-        case O_NATS: o->nats_url = optarg; break;
-        case O_SUBJECT:
-            o->subject = optarg;
-            bad = !*optarg || strpbrk(optarg, " \t\r\n") != NULL;
-            break;
-        case O_QUEUE:
-            o->queue = optarg;
-            bad = !*optarg;
-            break;
-        case O_RATE: bad = !cl_opt_real(optarg, 10000, &o->rate) || o->rate <= 0; break;
-        case O_TOKENS: bad = !cl_opt_num(optarg, 1000000, &o->tokens) || o->tokens == 0; break;
-        case O_MAX_TOKENS:
-            bad = !cl_opt_num(optarg, 1000000, &o->max_tokens) || o->max_tokens == 0;
-            break;
-        case O_MAX_ANSWERS:
-            bad = !cl_opt_num(optarg, 1000000, &o->max_answers) || o->max_answers == 0;
-            break;
-        case O_MAX_BODY: bad = !cl_opt_num(optarg, LLM_BODY_LIMIT, &o->max_body); break;
-        case O_TEXT:
-            bad = strcmp(optarg, "lorem") != 0 && strcmp(optarg, "echo") != 0;
-            o->text = strcmp(optarg, "echo") == 0 ? TEXT_ECHO : TEXT_LOREM;
-            break;
-        case O_MODEL:
-            o->model = optarg;
-            bad = !*optarg || strlen(optarg) > LLM_MODEL_MAX;
-            break;
-        case O_STAMP: o->stamp = true; break;
-        case O_HELP: usage(stdout); exit(0);
-        default: usage(stderr); return -1;
-        }
-        if (bad) {
-            fprintf(stderr, "sluice-llm: bad value for %s: %s\n", argv[optind - 1], optarg);
-            return -1;
-        }
-    }
-    if (optind < argc) {
-        usage(stderr);
-        return -1;
-    }
+    const struct cl_opt opts[] = {
+        CL_OPT_STR("nats", &o->nats_url, "URL", "NATS server (default nats://127.0.0.1:4222)"),
+        CL_OPT_STR("subject", &o->subject, "S", "service subject (default llm.chat)"),
+        CL_OPT_STR("queue", &o->queue, "Q",
+                   "queue group, shared by every copy (default sluice-llm)"),
+        CL_OPT_REAL("rate", &o->rate, 10000, "R",
+                    "tokens per second per answer (default 20; up to 10000)"),
+        CL_OPT_ULL("tokens", &o->tokens, 1, 1000000, "N",
+                   "tokens per answer when the request names no max_tokens\n(default 32)"),
+        CL_OPT_ULL("max-tokens", &o->max_tokens, 1, 1000000, "N",
+                   "largest max_tokens a request may ask for (default 4096)"),
+        CL_OPT_ULL("max-answers", &o->max_answers, 1, 1000000, "N",
+                   "requests answered at once; more are refused with an\n"
+                   "error event (default 1024)"),
+        CL_OPT_ULL("max-body", &o->max_body, 0, LLM_BODY_LIMIT, "BYTES",
+                   "largest request body (default 65536; up to 1 MiB)"),
+        CL_OPT_CALL("text", on_opt_text, &o->text, "lorem|echo",
+                    "answer words: lorem ipsum from a prompt-chosen start,\n"
+                    "or the prompt's words in turn (default lorem)"),
+        CL_OPT_STR("model", &o->model, "NAME",
+                   "model name when the request names none (default sluice-llm)"),
+        CL_OPT_FLAG("stamp", &o->stamp,
+                    "start each token with \"<CLOCK_REALTIME ns> <n> \" (for\n"
+                    "bench/requests.py's latency and loss counts)"),
+    };
+    const struct cl_opt_spec spec = {
+        .synopsis = "usage: sluice-llm [options]\n",
+        .opts = opts,
+        .nopts = sizeof opts / sizeof opts[0],
+    };
+    int rc = cl_opt_parse(&spec, argc, argv);
+    if (rc != 0)
+        return rc;
+    if (o->rate <= 0)
+        return cl_opt_fail(&spec, "--rate must be above 0");
+    if (!*o->subject || strpbrk(o->subject, " \t\r\n"))
+        return cl_opt_fail(&spec, "--subject must be a NATS subject");
+    if (!*o->queue)
+        return cl_opt_fail(&spec, "--queue must not be empty");
+    if (!*o->model || strlen(o->model) > LLM_MODEL_MAX)
+        return cl_opt_fail(&spec, "--model must be 1 to 64 bytes");
     if (o->tokens > o->max_tokens)
         o->tokens = o->max_tokens;
     return 0;
@@ -757,8 +711,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 int main(int argc, char **argv)
 {
     static struct service svc;
-    if (parse_options(argc, argv, &svc.opt) != 0)
-        return 2;
+    cl_log_init("sluice-llm");
+    int rc = parse_options(argc, argv, &svc.opt);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
     the_service = &svc;
     signal(SIGPIPE, SIG_IGN);
     pthread_mutex_init(&svc.lock, NULL);
