@@ -10,6 +10,9 @@ client runs by default). Each must complete normally (the client ends at
 data: [DONE]) and receive every chunk of the answer: the role chunk, every
 expected token exactly once and in order, and the stop chunk. The ALPN
 protocol undici negotiated proves which protocol carried the stream.
+An answer the service refuses (max_tokens past its --max-tokens) is its
+one `event: error` with Sse-End after the 200: the client must raise it
+with the service's reason, over both protocols.
 
 tests/openai/setup.sh installs node and the npm packages when missing; if
 they cannot be had the test fails with the reason (a skip would hide a
@@ -45,7 +48,7 @@ def setup():
     return node
 
 
-def chat(node, gw, proto, prompt, ntokens):
+def chat(node, gw, proto, prompt, ntokens, ok=True):
     env = dict(os.environ, NODE_EXTRA_CA_CERTS=gw.ca, SLUICE_CA=gw.ca)
     env.pop("http_proxy", None)
     env.pop("https_proxy", None)
@@ -62,8 +65,9 @@ def chat(node, gw, proto, prompt, ntokens):
     except (ValueError, IndexError):
         raise h.TestFailure("the openai client (%s) exited %d without a result: %s %s"
                             % (proto, p.returncode, text[-500:], err.decode(errors="replace")[-800:]))
-    expect(p.returncode == 0 and res.get("completed"),
-           "the openai client (%s) failed: %s" % (proto, res.get("error")))
+    if ok:
+        expect(p.returncode == 0 and res.get("completed"),
+               "the openai client (%s) failed: %s" % (proto, res.get("error")))
     return res
 
 
@@ -101,6 +105,12 @@ def test():
             check(res, proto, alpn, prompt, n)
             h.log("%s: the openai client received all %d chunks and completed; Content-Location %s"
                   % (proto, n + 2, res["contentLocation"]))
+        for proto in ("h2", "h1"):
+            res = chat(node, gw, proto, "too long", 5000, ok=False)
+            expect(res["status"] == 200 and not res["completed"] and not res["chunks"] and
+                   "max_tokens out of range" in (res.get("error") or ""),
+                   "%s: a refused answer came to the client as %r" % (proto, res))
+            h.log("%s: the service's error event reached the client as %r" % (proto, res["error"]))
         gw.check_alive()
         gw.stop()
 
