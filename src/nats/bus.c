@@ -873,8 +873,11 @@ int bus_send(struct bus *bus, const char *subject, const char *reply,
         return ERR_NATS;
     natsMsg *msg = NULL;
     natsStatus s = natsMsg_Create(&msg, subject, reply, data, (int)len);
-    for (size_t i = 0; s == NATS_OK && i + 1 < 2 * nheaders; i += 2)
-        s = natsMsgHeader_Add(msg, headers[i], headers[i + 1]);
+    /* An empty value is left out: cnats 3.4 reads the next header line as its value. */
+    for (size_t i = 0; s == NATS_OK && i + 1 < 2 * nheaders; i += 2) {
+        if (headers[i + 1] && *headers[i + 1])
+            s = natsMsgHeader_Add(msg, headers[i], headers[i + 1]);
+    }
     if (s == NATS_OK)
         s = natsConnection_PublishMsg(bus->nc, msg);
     natsMsg_Destroy(msg);
