@@ -79,7 +79,10 @@ def run(nats, gw, subject, stall, rate):
         args += ["--stall-stream", "0", "--expect-total", str((STREAMS - 1) * N + k)]
     else:
         args += ["--expect-events", str(N)]
-    c = h.Client(gw, args, timeout_ms=45000, events_out=False)
+    # The client's bound: the publishing time plus the 20 s of slack (set-up
+    # and the final lag) that the slowest rate always had. A fixed 45 s made a
+    # baseline that cannot keep up (TSan, a busy machine) wait 39 s at 100/s.
+    c = h.Client(gw, args, timeout_ms=int(1000 * N / rate) + 20000, events_out=False)
     c.wait_ready(timeout=30)
     nats.wait_subscriptions([subject])
     mark = len(gw.log())
