@@ -162,16 +162,17 @@ def certify(url, args, ca, connect, events, where, limit_ms=100.0):
     """Runs sluice-probe on url and fails unless it certifies the path unbuffered.
 
     On a shared machine a scheduler hiccup in any process on the path can
-    push one event past 100 ms; a hop that buffers misses every time. So a
-    run that misses the bar only marginally (see _marginal) is repeated
-    once, and the repeat decides. Returns the passing report.
+    push one event past 100 ms (and the next one with it); a hop that
+    buffers misses every time. So a run that misses the bar only marginally
+    (see _marginal) is repeated, up to twice, and the last run decides.
+    Returns the passing report.
     """
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         rc, report, _ = run_probe(url, ca=ca, connect=connect, args=args)
         problems = unbuffered_problems(rc, report, events, limit_ms)
         if not problems:
             return report
-        if attempt == 1 and _marginal(report):
+        if attempt < 3 and _marginal(report):
             h.log("%s: marginal timing miss, running the probe once more: %s"
                   % (where, "; ".join(problems)))
             continue
@@ -472,14 +473,14 @@ def check_curl_stream(nats, edge, subject, count=5, interval=0.1, limit_ms=100.0
 
     Publishes with the harness's raw NATS connection, then timestamps curl's
     reads of the stream. As in certify(), a marginal timing miss (every event
-    arrived, within a second) is repeated once, on a fresh stream.
+    arrived, within a second) is repeated, up to twice, on a fresh stream.
     """
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         problems, marginal = _curl_stream_once(nats, edge, "%s.%d" % (subject, attempt), count,
                                                interval, limit_ms, heartbeats, where)
         if not problems:
             return
-        if attempt == 1 and marginal:
+        if attempt < 3 and marginal:
             h.log("%s: marginal timing miss with curl, once more: %s"
                   % (where, "; ".join(problems)))
             continue
