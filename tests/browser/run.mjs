@@ -30,13 +30,13 @@
 //      with the answers in JetStream (a stream on $SLUICE.reply.>), the
 //      gateway is SIGKILLed mid-answer and restarted on the same ports: the
 //      page resumes by itself and again holds every token exactly once.
-//   6. A finished job: a plain EventSource on a job subject (a gateway with
+//   5. A finished job: a plain EventSource on a job subject (a gateway with
 //      retry: 500 ms, no jitter) gets progress events, the last one with
 //      Sse-End; the stream ends, the browser reconnects once with
 //      Last-Event-ID = the end's id, gets 204 and closes (readyState CLOSED);
 //      DevTools (and the access log) show exactly those two requests, 200
 //      then 204, and no third one within 4 × retry:.
-//   7. Screenshots (PNG) of the page in the build directory; paths printed.
+//   6. Screenshots (PNG) of the page in the build directory; paths printed.
 //
 // Closing line: `browser: N passed, M failed`. Exit 0 when all pass, 1 on a
 // failure, 77 when Chromium or playwright-core is missing or Chromium cannot
@@ -822,7 +822,7 @@ async function testChatGatewayKilled(env) {
 }
 
 /**
- * (6) A finished job stops its EventSource for good. A gateway of its own
+ * (5) A finished job stops its EventSource for good. A gateway of its own
  * with retry: 500 ms and no jitter; a plain EventSource on a job subject gets
  * progress events, the last one carrying Sse-End. The stream ends cleanly
  * (error event, readyState CONNECTING), the browser reconnects once after
