@@ -85,6 +85,7 @@ struct stream {
 
     /* Until started: where the client asked to start, and the answers so far. */
     char *start_id;           /* Last-Event-ID, "earliest", or NULL */
+    bool bad_id;              /* start_id is malformed: every subject resets, ended or not */
     int64_t since_ns;         /* ?since=, 0: none */
     bool begun;               /* starts asked for */
     bool started;             /* start queued: live events count from now on */
@@ -432,6 +433,15 @@ static void finish(struct stream *s)
         } else if (r->status == BUS_RESUME_FAILED && by_id) {
             s->seqs[i] = r->before;
             failed = true;
+        } else if (r->status == BUS_RESUME_UNKNOWN && by_id && !s->bad_id && r->end) {
+            /*
+             * An id past the end of a finished subject (newer than anything
+             * stored, and the newest is the end): the client is at or past the
+             * end, so nothing is missing and nothing follows. No reset, so a
+             * stream with every subject like this is over: 204, and the
+             * EventSource stops instead of reconnecting forever.
+             */
+            s->seqs[i] = r->last;
         } else if (!reset[i]) {
             reset[i] = true;
             reason = reset_reason(r->status);
@@ -528,7 +538,7 @@ static void begin(struct stream *s)
         start.from = BUS_FROM_EARLIEST;
     } else if (s->start_id) {
         start.from = BUS_FROM_ID;
-        bad_id = !parse_id(s->start_id, s->nsubjects, after);
+        bad_id = s->bad_id = !parse_id(s->start_id, s->nsubjects, after);
         metrics_add(&s->env->stats.with_last_id, 1);
     } else if (s->since_ns) {
         start.from = BUS_FROM_TIME;

@@ -30,7 +30,13 @@
 //      with the answers in JetStream (a stream on $SLUICE.reply.>), the
 //      gateway is SIGKILLed mid-answer and restarted on the same ports: the
 //      page resumes by itself and again holds every token exactly once.
-//   5. Screenshots (PNG) of the page in the build directory; paths printed.
+//   5. A finished job: a plain EventSource on a job subject (a gateway with
+//      retry: 500 ms, no jitter) gets progress events, the last one with
+//      Sse-End; the stream ends, the browser reconnects once with
+//      Last-Event-ID = the end's id, gets 204 and closes (readyState CLOSED);
+//      DevTools (and the access log) show exactly those two requests, 200
+//      then 204, and no third one within 4 × retry:.
+//   6. Screenshots (PNG) of the page in the build directory; paths printed.
 //
 // Closing line: `browser: N passed, M failed`. Exit 0 when all pass, 1 on a
 // failure, 77 when Chromium or playwright-core is missing or Chromium cannot
@@ -244,7 +250,7 @@ async function metrics(g) {
 
 /**
  * A minimal NATS publisher over the text protocol (CONNECT, PUB, HPUB for the
- * Sse-Event header, PING/PONG to flush), for publishing to 200 subjects at
+ * Sse-Event and Sse-End headers, PING/PONG to flush), for publishing to 200 subjects at
  * once without 200 processes.
  */
 class Nats {
@@ -279,10 +285,12 @@ class Nats {
     });
   }
 
-  publish(subject, data, event) {
+  /** extra: more headers, e.g. { 'Sse-End': '1' } to end the subject. */
+  publish(subject, data, event, extra = {}) {
     const payload = Buffer.from(data);
-    if (event) {
-      const hdr = Buffer.from(`NATS/1.0\r\nSse-Event: ${event}\r\n\r\n`);
+    const lines = Object.entries(event ? { 'Sse-Event': event, ...extra } : extra).map(([k, v]) => `${k}: ${v}\r\n`);
+    if (lines.length) {
+      const hdr = Buffer.from(`NATS/1.0\r\n${lines.join('')}\r\n`);
       this.sock.write(`HPUB ${subject} ${hdr.length} ${hdr.length + payload.length}\r\n`);
       this.sock.write(Buffer.concat([hdr, payload, Buffer.from('\r\n')]));
     } else {
@@ -814,6 +822,95 @@ async function testChatGatewayKilled(env) {
 }
 
 /**
+ * (5) A finished job stops its EventSource for good. A gateway of its own
+ * with retry: 500 ms and no jitter; a plain EventSource on a job subject gets
+ * progress events, the last one carrying Sse-End. The stream ends cleanly
+ * (error event, readyState CONNECTING), the browser reconnects once after
+ * retry: with Last-Event-ID = the end's id, gets 204 and closes
+ * (readyState CLOSED, a second error event). DevTools must then show exactly
+ * those two requests and no third one for a wait of 4 × retry:. A gateway
+ * that answered the reconnect 200 (a stream that ends at once, as one did for
+ * an id it did not know) would make Chromium reconnect every 500 ms.
+ */
+async function testFinishedJobStops(env) {
+  const RETRY_MS = 500;
+  const subject = 'job.browser';
+  const progress = ['10%', '40%', '70%'];
+  const g = await startSluice(env, undefined, { args: ['--retry-ms', String(RETRY_MS), '--retry-jitter-pct', '0'] });
+  const { page, cdp, errors } = await openDemo(env.ctx, `${g.origin}/?autostart=0`);
+  const reqs = new Map(); // DevTools request id -> { lastEventId, status }
+  const isJob = (url) => new URL(url).pathname === `/events/${subject}`;
+  const lower = (hs) => Object.fromEntries(Object.entries(hs || {}).map(([k, v]) => [k.toLowerCase(), v]));
+  cdp.on('Network.requestWillBeSent', (p) => {
+    if (!isJob(p.request.url)) return;
+    reqs.set(p.requestId, { lastEventId: lower(p.request.headers)['last-event-id'] || null, status: null });
+  });
+  cdp.on('Network.requestWillBeSentExtraInfo', (p) => {
+    // the headers as sent on the wire; EventSource adds Last-Event-ID itself
+    const r = reqs.get(p.requestId);
+    const id = lower(p.headers)['last-event-id'];
+    if (r && id) r.lastEventId = id;
+  });
+  cdp.on('Network.responseReceived', (p) => {
+    const r = reqs.get(p.requestId);
+    if (r) r.status = p.response.status;
+  });
+  const state = () => page.evaluate(() => window.jobTest);
+  try {
+    await page.evaluate((url) => {
+      const t = { events: [], errors: [], opens: 0, readyState: 0, closedAt: null };
+      window.jobTest = t;
+      const es = new EventSource(url);
+      es.onopen = () => { t.opens++; t.readyState = es.readyState; };
+      es.addEventListener('progress', (e) => t.events.push({ data: e.data, id: e.lastEventId }));
+      es.onerror = () => {
+        t.errors.push(es.readyState);
+        t.readyState = es.readyState;
+        if (es.readyState === EventSource.CLOSED && t.closedAt === null) t.closedAt = Date.now();
+      };
+    }, `/events/${subject}`);
+    await waitUntil(async () => (await state()).opens === 1, 10_000, 'the EventSource to open');
+    for (const p of progress) env.nc.publish(subject, p, 'progress');
+    env.nc.publish(subject, '100%', 'progress', { 'Sse-End': '1' });
+    await env.nc.flush();
+    const closed = await waitUntil(async () => {
+      const t = await state();
+      return t.readyState === 2 ? t : null;
+    }, 15_000, 'the EventSource to close (readyState 2) after the end and the reconnect').catch((e) => {
+      throw new TestFailure(`${e.message}; DevTools saw ${reqs.size} requests for /events/${subject}, statuses ` +
+        JSON.stringify([...reqs.values()].map((r) => r.status)));
+    });
+    const got = closed.events.map((e) => e.data);
+    expect(JSON.stringify(got) === JSON.stringify([...progress, '100%']), `progress events received: ${JSON.stringify(got)}`);
+    const endId = closed.events[closed.events.length - 1].id;
+    expect(/^\d+$/.test(endId), `the end's id: ${JSON.stringify(endId)}`);
+    // error 1: the stream ended (CONNECTING, reconnect pending); error 2: the 204 (CLOSED)
+    expect(JSON.stringify(closed.errors) === '[0,2]', `error events at readyStates ${JSON.stringify(closed.errors)}, expected [0,2]`);
+    const quiet = 4 * RETRY_MS;
+    await sleep(quiet);
+    const t = await state();
+    expect(t.readyState === 2 && t.errors.length === 2 && t.opens === 1,
+      `after ${quiet} ms: readyState ${t.readyState}, errors ${JSON.stringify(t.errors)}, opens ${t.opens}`);
+    const list = [...reqs.values()];
+    expect(list.length === 2, `DevTools saw ${list.length} requests for /events/${subject} ` +
+      `(expected the first GET and one reconnect, nothing after ${quiet} ms): ${JSON.stringify(list)}`);
+    const [first, again] = list;
+    expect(first.status === 200 && !first.lastEventId, `the first GET: ${JSON.stringify(first)}`);
+    expect(again.status === 204 && again.lastEventId === endId,
+      `the reconnect: ${JSON.stringify(again)}, expected 204 with Last-Event-ID ${endId}`);
+    // the gateway's own account agrees: two requests for the subject, 200 then 204
+    const acc = accessLines(g).filter((l) => l.path === `/events/${subject}`).map((l) => l.status);
+    expect(JSON.stringify(acc) === '[200,204]', `the access log's statuses for /events/${subject}: ${JSON.stringify(acc)}`);
+    log(`  ${got.length} progress events, end id ${endId}; reconnect with Last-Event-ID ${endId} -> 204, ` +
+      `readyState CLOSED; no further request in ${quiet} ms (DevTools and the access log: 200, 204)`);
+    expect(!errors.length, `page errors: ${errors.join('; ')}`);
+  } finally {
+    await page.close();
+    await kill(g.proc);
+  }
+}
+
+/**
  * (d) Resume across a gateway restart with JetStream. A nats-server of its
  * own (-js, a store directory in the temp dir), the stream DEMO on demo.>
  * made before the gateway starts (it reads its streams at start-up), and a
@@ -980,6 +1077,7 @@ async function main() {
     ['JetStream: gateway SIGKILL + restart on the same ports: every stream resumes, no reset, no gap', testJetStreamRestartResumes],
     ['chat panel: a POST stream killed mid-answer resumes with every token once; Stop ends it', testChatPanel],
     ['chat panel, JetStream: gateway SIGKILL mid-answer, restart: the answer resumes, every token once', testChatGatewayKilled],
+    ['finished job: progress events, the end, 204 on the reconnect, then no further request', testFinishedJobStops],
   ];
   let passed = 0, failed = 0;
   // SLUICE_BROWSER_ONLY=REGEX runs the tests whose names match (by hand, while working on one).

@@ -5,8 +5,9 @@ Core NATS (one gateway with a plain listener):
  1. h2 (the project's raw client): a stream on job.h2 gets two progress
     events, then the end message (body "done", Sse-Event "done") as its
     last event, then END_STREAM with nothing after it. A reconnect with
-    Last-Event-ID = the end's id and a plain GET with no id both get 204
-    (no body); a reconnect from the first event replays the second and the
+    Last-Event-ID = the end's id, one past the end and a plain GET with no
+    id all get 204 (no body); malformed ids (not a number, two parts for one
+    subject) still get event: reset (unknown-id); a reconnect from the first event replays the second and the
     end, then ends; ?last_event_id=earliest replays all three and ends.
  2. curl --http2 -N: an empty end (no body) adds no event but an id-only
     block ("id: N\\n\\n") and the stream ends; curl exits 0. curl with
@@ -16,18 +17,18 @@ Core NATS (one gateway with a plain listener):
     open for the next request, which (same subject, no id) is a 204.
  4. Two subjects: ending one does not end the stream; events of the other
     still arrive; ending the second ends it; a reconnect with the final
-    composite id is 204, one with the position before the second end gets
+    composite id is 204 (also with parts past the ends), one with the position before the second end gets
     that end and ends. A message on an ended subject makes it live again.
  5. A wildcard stream (w.*) gets an end message's body as an ordinary
     event and does not end; an empty end adds nothing to it.
- 6. Long-poll on a finished subject: 204. POST /publish/<subject>?end=1
+ 6. Long-poll on a finished subject: 204 (at and past the end). POST /publish/<subject>?end=1
     ends a subject from HTTP.
  7. Metrics: sluice_streams_ended_total{reason="finished"} counts.
 JetStream (a second NATS node with -js, stream JS on js.>):
  8. A stream open on gateway A sees the end live and ends. A fresh gateway
     B (never subscribed to the subject) answers a plain GET with 204 (it
     asks JetStream for the subject's last message), Last-Event-ID = the
-    end with 204, Last-Event-ID = the first event with the rest + end,
+    end and past it with 204 (also as a fresh gateway's first request), Last-Event-ID = the first event with the rest + end,
     earliest with all of it + end.
 """
 import re
@@ -92,6 +93,17 @@ def core_h2(gw, pub):
         expect(st == 204 and body == b"", "reconnect at the end: %r %r" % (st, body))
         st, body, _ = h2_get(c, "/events/" + subj)
         expect(st == 204 and body == b"", "plain GET on a finished subject: %r %r" % (st, body))
+        # An id past the end (made up, or from a gateway that numbered further) is finished
+        # too: it once got 200 + event: reset (unknown-id) + the end, and the EventSource
+        # reconnected after it.
+        past = str(int(end_id) + 1000)
+        st, body, _ = h2_get(c, "/events/" + subj, [("last-event-id", past)])
+        expect(st == 204 and body == b"", "reconnect past the end: %r %r" % (st, body))
+        # Malformed ids are not positions: a reset as before, then the end.
+        for bad in ("x" + end_id, end_id + "-" + end_id):
+            st, body, _ = h2_get(c, "/events/" + subj, [("last-event-id", bad)])
+            expect(st == 200 and b"event: reset\n" in body and b'"unknown-id"' in body,
+                   "malformed id %r: %r %r" % (bad, st, body))
         st, body, _ = h2_get(c, "/events/" + subj, [("last-event-id", first)])
         got2 = ids_and_data(body)
         expect(st == 200 and [d for _, _, d in got2] == ["60%", "done"] and
@@ -170,6 +182,10 @@ def core_multi(gw, pub):
         before_b_end, final = got[1][0], got[2][0]
         st, body, _ = h2_get(c, path, [("last-event-id", final)])
         expect(st == 204, "two ended subjects, final id: %r %r" % (st, body))
+        a_end, b_end = (int(x) for x in final.split("-"))
+        for past in ("%d-%d" % (a_end + 50, b_end), "%d-%d" % (a_end + 50, b_end + 50)):
+            st, body, _ = h2_get(c, path, [("last-event-id", past)])
+            expect(st == 204, "two ended subjects, id %s past the ends: %r %r" % (past, st, body))
         st, body, _ = h2_get(c, path, [("last-event-id", before_b_end)])
         expect(st == 200 and [d for _, _, d in ids_and_data(body)] == ["b-end"],
                "from before the second end: %r %r" % (st, body))
@@ -214,6 +230,8 @@ def publish_end_over_http(gw):
 def core_poll(gw, end_id):
     r = h.curl(gw, "/poll?subject=job.h2&after=" + end_id)
     expect(r.status == 204, "poll after the end: %r" % r)
+    r = h.curl(gw, "/poll?subject=job.h2&after=%d" % (int(end_id) + 1000))
+    expect(r.status == 204, "poll past the end: %r" % r)
     h.log("long-poll on a finished subject: 204")
 
 
@@ -241,6 +259,9 @@ def jetstream():
                    % (st, body))
             st, body, _ = h2_get(c, "/events/" + subj, [("last-event-id", str(seqs[2]))])
             expect(st == 204, "fresh gateway, id at the end: %r %r" % (st, body))
+            st, body, _ = h2_get(c, "/events/" + subj, [("last-event-id", str(seqs[2] + 1000))],
+                                 timeout=15)
+            expect(st == 204, "fresh gateway, id past the end: %r %r" % (st, body))
             st, body, _ = h2_get(c, "/events/" + subj, [("last-event-id", str(seqs[0]))],
                                  timeout=15)
             got = ids_and_data(body)
@@ -249,6 +270,13 @@ def jetstream():
             st, body, _ = h2_get(c, "/events/%s?last_event_id=earliest" % subj, timeout=15)
             expect(st == 200 and [d for _, _, d in ids_and_data(body)] == ["one", "two", "end"],
                    "JetStream earliest: %r %r" % (st, body))
+        # A gateway whose first request on the subject is an id past the end: the
+        # answer comes from JetStream (the subject's last message is the end).
+        gwc = h.Gateway(node.url, jetstream_streams="JS")
+        with h2.H2Conn(gwc) as c:
+            st, body, _ = h2_get(c, "/events/" + subj, [("last-event-id", str(seqs[2] + 7))],
+                                 timeout=15)
+            expect(st == 204, "fresh gateway, first request past the end: %r %r" % (st, body))
         pubc.close()
     h.log("JetStream: live end, 204 on a fresh gateway, resume and earliest to the end")
 
