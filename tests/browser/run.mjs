@@ -540,7 +540,7 @@ async function testNetworkDropResumes(env) {
     await waitOpen(page, N, 20_000, `${N} streams to open through the relay`);
     const m0 = await metrics(env.g);
     pub = publishNumbered(env, subject, { count: COUNT, rate: 50, event: 'tick' });
-    await waitUntil(async () => (await streams(page)).every((st) => st.events >= 30), 10_000, 'the flow to reach every stream');
+    await waitUntil(async () => (await streams(page)).every((st) => st.events >= 30), 30_000, 'the flow to reach every stream');
     const dropped = relay.drop();
     log(`  relay reset ${dropped} connection(s) mid-flow`);
     expect(dropped >= 1, 'the relay had no connection to drop');
@@ -582,7 +582,7 @@ async function testPageReconnectNoGap(env) {
   try {
     await waitOpen(page, N, 20_000, `${N} streams to open`);
     pub = publishNumbered(env, subject, { count: COUNT, rate: 50 });
-    await waitUntil(async () => (await streams(page)).every((st) => st.events >= 30), 10_000, 'the flow to reach every stream');
+    await waitUntil(async () => (await streams(page)).every((st) => st.events >= 30), 30_000, 'the flow to reach every stream');
     await page.evaluate(() => window.sluiceDemo.reconnectAll());
     await waitUntil(async () => {
       const s = await summary(page);
@@ -951,7 +951,7 @@ async function testJetStreamRestartResumes(env) {
     for (let i = 0; i < JS_N; i++) {
       pubs.push(publishNumbered(env, `demo.s${i}`, { count: COUNT, rate: RATE, nats, stream: streamSpec }));
     }
-    await waitUntil(async () => (await streams(page)).every((st) => st.events >= 20), 10_000, 'the flow to reach every stream');
+    await waitUntil(async () => (await streams(page)).every((st) => st.events >= 20), 30_000, 'the flow to reach every stream');
 
     const m0 = await metrics(g);
     const old = g;

@@ -216,7 +216,11 @@ def test_no_event(nats, gw, pub):
 
 
 def test():
-    with h.Nats() as nats, h.Gateway(nats.url) as gw, nu.NatsClient(nats.port) as pub:
+    # 1 kHz for several seconds: the default 1,000 events of history are one second, and
+    # a loaded machine can take longer than that to reconnect (a reset, rightly, not a
+    # resume). 60,000 keep a minute, so every reconnect here must be exact.
+    with h.Nats() as nats, h.Gateway(nats.url, ["--history-events", "60000"]) as gw, \
+            nu.NatsClient(nats.port) as pub:
         test_basic(nats, gw, pub)
         test_cycles(nats, gw)
         test_no_event(nats, gw, pub)
