@@ -924,12 +924,12 @@ async function testFinishedJobStops(env) {
  */
 async function testJetStreamRestartResumes(env) {
   const JS_N = 20;
-  // per subject: COUNT / RATE = 40 s of publishing, so that the outage overlaps
+  // per subject: COUNT / RATE = 67 s of publishing, so that the outage overlaps
   // it even when a loaded machine makes the waits before the kill take tens of
-  // seconds (a loaded run needed 28 s from the first publish to the restart).
-  // COUNT stays within the page's 1,000 recent events per stream.
+  // seconds (loaded runs needed 28 s, then over 40 s, from the first publish to
+  // the restart). COUNT stays within the page's 1,000 recent events per stream.
   const COUNT = 1000;
-  const RATE = 25;
+  const RATE = 15;
   const DOWN_MS = 2500;     // no gateway at all for this long
   const STREAM = 'DEMO';
   const streamSpec = `${STREAM}:demo.>`;
