@@ -951,6 +951,8 @@ async function testJetStreamRestartResumes(env) {
     for (let i = 0; i < JS_N; i++) {
       pubs.push(publishNumbered(env, `demo.s${i}`, { count: COUNT, rate: RATE, nats, stream: streamSpec }));
     }
+    // the publishers are paced: they cannot finish before COUNT / RATE seconds
+    const pubDeadline = Date.now() + (COUNT / RATE) * 1000 + 45_000;
     await waitUntil(async () => (await streams(page)).every((st) => st.events >= 20), 30_000, 'the flow to reach every stream');
 
     const m0 = await metrics(g);
@@ -971,7 +973,7 @@ async function testJetStreamRestartResumes(env) {
       return x.open === JS_N && x.reconnects >= JS_N;
     }, 20_000, `all ${JS_N} streams to reconnect to the new gateway`);
     for (const p of pubs) {
-      const r = await Promise.race([p.exited, sleep(60_000).then(() => null)]);
+      const r = await Promise.race([p.exited, sleep(Math.max(0, pubDeadline - Date.now())).then(() => null)]);
       expect(r && r.code === 0, `${p.label} did not finish: ${r ? JSON.stringify(r) : 'timeout'} ${tail(p.out, 5)}`);
     }
     await waitUntil(async () => (await streams(page)).every((st) => st.lastData === String(COUNT)), 15_000,
