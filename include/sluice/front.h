@@ -66,4 +66,16 @@ struct front_ops {
     void (*goaway)(void *f);
 };
 
+/*
+ * A front end's table, from functions named PREFIX_new, PREFIX_free, … after
+ * the members above: a front end that lacks one does not compile.
+ */
+#define FRONT_OPS(prefix, label)                                                              \
+    {                                                                                          \
+        .name = (label), .new = prefix##_new, .free = prefix##_free, .recv = prefix##_recv,    \
+        .fill = prefix##_fill, .finished = prefix##_finished,                                  \
+        .unread_input = prefix##_unread_input, .streams = prefix##_streams,                    \
+        .shutdown_notice = prefix##_shutdown_notice, .goaway = prefix##_goaway,                \
+    }
+
 #endif

@@ -572,15 +572,4 @@ static void http1_goaway(void *f)
         h->close = true;
 }
 
-const struct front_ops http1_front_ops = {
-    .name = "http/1.1",
-    .new = http1_new,
-    .free = http1_free,
-    .recv = http1_recv,
-    .fill = http1_fill,
-    .finished = http1_finished,
-    .unread_input = http1_unread_input,
-    .streams = http1_streams,
-    .shutdown_notice = http1_shutdown_notice,
-    .goaway = http1_goaway,
-};
+const struct front_ops http1_front_ops = FRONT_OPS(http1, "http/1.1");

@@ -549,15 +549,4 @@ static void h2_goaway(void *f)
                           NULL, 0);
 }
 
-const struct front_ops h2_front_ops = {
-    .name = "h2",
-    .new = h2_new,
-    .free = h2_free,
-    .recv = h2_recv,
-    .fill = h2_fill,
-    .finished = h2_finished,
-    .unread_input = h2_unread_input,
-    .streams = h2_streams,
-    .shutdown_notice = h2_shutdown_notice,
-    .goaway = h2_goaway,
-};
+const struct front_ops h2_front_ops = FRONT_OPS(h2, "h2");
