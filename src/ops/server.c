@@ -250,7 +250,6 @@ static void on_metrics(void *ctx, struct buf *out)
                    "Limit breaches, by limit: what was refused, reset or closed.");
     static const struct labelled limits[] = {
         {"limit=\"connections\"", offsetof(struct conn_stats, refused)},
-        {"limit=\"connections_per_address\"", offsetof(struct conn_stats, refused_per_address)},
         {"limit=\"handshake_timeout\"", offsetof(struct conn_stats, handshake_timeouts)},
         {"limit=\"idle_timeout\"", offsetof(struct conn_stats, idle_timeouts)},
         {"limit=\"stream_rate\"", offsetof(struct conn_stats, requests.stream_rate)},
@@ -266,10 +265,13 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"poll_bytes\"", offsetof(struct conn_stats, requests.poll_bytes)},
         {"limit=\"file_cache\"", offsetof(struct conn_stats, requests.file_cache)},
         {"limit=\"request_body\"", offsetof(struct conn_stats, requests.request_body)},
-        /* A stream through a trusted proxy, for its forwarded client. */
-        {"limit=\"connections_per_address\"", offsetof(struct conn_stats, requests.per_address)},
     };
     labelled_sums(out, s, "sluice_limit_hits_total", limits, sizeof(limits) / sizeof(limits[0]));
+    /* Connections closed at accept (or at their PROXY header), and streams through a trusted
+       proxy refused for their forwarded client: one limit. */
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"connections_per_address\"",
+                  sum_at(s, true, offsetof(struct conn_stats, refused_per_address)) +
+                      sum_at(s, true, offsetof(struct conn_stats, requests.per_address)));
     struct bus_stats bs;
     bus_stats(s->bus, &bs);
     /* Process-wide, counted by the bus: new patterns refused with every subscription watched. */
