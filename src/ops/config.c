@@ -530,7 +530,7 @@ int config_proxy_protocol(const struct config *c, bool *tls, bool *plain)
     const char *p = c->proxy_protocol;
     if (strcmp(p, "off") == 0)
         return 0;
-    while (*p) {
+    for (;;) {
         size_t n = strcspn(p, ",");
         const char *e = p;
         while (n && *e == ' ') {
@@ -544,9 +544,11 @@ int config_proxy_protocol(const struct config *c, bool *tls, bool *plain)
         else if (n == 12 && strncmp(e, "listen-plain", 12) == 0)
             *plain = true;
         else
-            return ERR_INVALID;
+            return ERR_INVALID; /* an empty entry too: "listen," is a typo, not a list */
         p += strcspn(p, ",");
-        p += *p == ',';
+        if (!*p)
+            break;
+        p++;
     }
     return *tls || *plain ? 0 : ERR_INVALID;
 }
