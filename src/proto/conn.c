@@ -353,7 +353,8 @@ static void read_proxy(struct conn *c)
 {
     uint8_t data[PROXY_HEADER_MAX];
     size_t have = c->sniff.len;
-    memcpy(data, c->sniff.data, have);
+    if (have) /* sniff.data is NULL until the first append */
+        memcpy(data, c->sniff.data, have);
     ssize_t r = recv(c->fd, data + have, sizeof(data) - have, MSG_PEEK);
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return;
