@@ -21,6 +21,14 @@
  * bounded time, so that the client's body bytes do not draw a reset that
  * destroys the answer.
  *
+ * On a listener marked proxy-protocol, a PROXY v1/v2 header comes first,
+ * before TLS or HTTP (read_proxy): peeked, parsed (proxy.h), and exactly
+ * its bytes taken off the socket, under the handshake deadline. The
+ * client it names replaces the peer as the connection's address and is
+ * charged per address then; until then the connection counts in the total
+ * only, as a trusted proxy's own connections always do (their requests
+ * are charged to the clients they forward; request.c).
+ *
  * Freeing: callbacks only mark a connection closing; the outermost
  * handler (the io callback or the worker's flush) frees it at its end.
  */
