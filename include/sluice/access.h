@@ -16,7 +16,8 @@
 struct access_entry {
     const char *request_id;
     const char *traceparent;  /* NULL when absent */
-    const char *client;       /* "ip:port" */
+    const char *client;       /* "ip:port", or the ip a trusted proxy's header named */
+    const char *via;          /* the proxy's "ip:port" when client came through one; or NULL */
     const char *protocol;     /* "h2", "http/1.1" */
     const char *method;
     const char *path;

@@ -9,6 +9,7 @@
 #ifndef SLUICE_CONFIG_H
 #define SLUICE_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "sluice/log.h"
@@ -80,6 +81,11 @@ struct config {
     int request_cancel_wait_ms;      /* after DELETE, the service has this long to end */
     char *request_forward_headers;   /* request headers passed to the service, or "" */
     char *request_secret_file;       /* key binding stream ids to principals, or "" */
+    char *proxy_protocol;            /* listeners that take a PROXY header: "off", "listen",
+                                        "listen-plain" or both, comma-separated */
+    char *trusted_proxies;           /* CIDRs whose Forwarded / X-Forwarded-For is believed */
+    int max_streams_per_principal;   /* SSE streams open per principal; 0 = no cap */
+    int principal_stream_rate;       /* new SSE streams per second per principal; 0 = none */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };
@@ -98,6 +104,12 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
                       char *err, size_t errlen);
 /* Checks values that only make sense together; 0 or ERR_INVALID with err. */
 int config_check(const struct config *c, char *err, size_t errlen);
+/*
+ * Which listeners proxy-protocol marks: *tls for listen, *plain for
+ * listen-plain. 0, or ERR_INVALID for a value that is not off or a list
+ * of those two names.
+ */
+int config_proxy_protocol(const struct config *c, bool *tls, bool *plain);
 /* The --help text. */
 const char *config_usage(void);
 

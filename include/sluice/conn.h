@@ -36,6 +36,13 @@ struct conn_stats {
     atomic_uint_fast64_t accepted;
     atomic_uint_fast64_t tls_failures;  /* handshakes that failed */
     atomic_uint_fast64_t bytes_written; /* TLS payload bytes */
+    /* PROXY protocol listeners: headers taken, and connections closed for a bad one. */
+    atomic_uint_fast64_t proxy_headers;
+    atomic_uint_fast64_t proxy_missing;   /* the first bytes were no PROXY header */
+    atomic_uint_fast64_t proxy_malformed; /* a broken or cut-short header */
+    atomic_uint_fast64_t proxy_oversized; /* longer than PROXY_HEADER_MAX (v1: 107) */
+    atomic_uint_fast64_t proxy_timeout;   /* not complete within handshake-timeout-ms */
+    atomic_uint_fast64_t proxy_untrusted; /* the peer is not in trusted-proxies */
     struct metrics_histogram age;       /* at close */
 };
 
@@ -56,11 +63,15 @@ struct tls;
 
 /*
  * Takes ownership of fd (non-blocking) and admits it through env->guard
- * (address: the peer's IP); starts the TLS handshake (tls) or waits for
- * the first bytes (cleartext: HTTP/1.1 or h2 with prior knowledge), or
- * closes fd and returns NULL when a connection limit is reached.
+ * (address: the peer's IP); with proxied (a proxy-protocol listener)
+ * first reads the PROXY header that names the client; starts the TLS
+ * handshake (tls) or waits for the first bytes (cleartext: HTTP/1.1 or h2
+ * with prior knowledge), or closes fd and returns NULL when a connection
+ * limit is reached or a proxied peer is not in trusted-proxies (when
+ * that list is set). A peer in trusted-proxies counts only in
+ * max-connections: its requests are charged to their forwarded clients.
  */
-struct conn *conn_new(struct conn_env *env, int fd, bool tls, const char *address,
+struct conn *conn_new(struct conn_env *env, int fd, bool tls, bool proxied, const char *address,
                       const char *peer);
 /* Closes the socket and frees everything. conn_free(NULL) is a no-op. */
 void conn_free(struct conn *c);

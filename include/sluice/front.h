@@ -36,8 +36,15 @@ struct front_io {
     front_dirty_fn *dirty;
     void *dirty_ctx;
     uint64_t conn_id;              /* labels log lines */
-    const char *peer;              /* "ip:port" for the access log, borrowed */
+    const char *peer;              /* "ip:port" for the access log, borrowed: the client's
+                                      (a PROXY header's when one named it) */
     bool secure;                   /* TLS: an https:// Origin is then same-origin */
+    const char *address;           /* the connection's client IP (no port), borrowed */
+    const char *via;               /* the proxy's "ip:port" when a PROXY header named the
+                                      client; NULL for a direct connection */
+    bool trusted;                  /* address is a trusted proxy: its requests' Forwarded /
+                                      X-Forwarded-For name the client, and each is charged
+                                      to that client's per-address count (request.h) */
 };
 
 /* One protocol's front end; f is what new returned. Single-threaded, the worker's. */

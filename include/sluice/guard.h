@@ -28,15 +28,27 @@ void guard_free(struct guard *g);
 /*
  * Counts a new connection from address (an IP, no port), or refuses it:
  * false with *limit set to "connections" or "connections_per_address".
- * Thread-safe.
+ * A NULL address counts the connection in the total only: a connection
+ * from a trusted proxy, whose clients are charged per request or once its
+ * PROXY header names them (guard_hold()). Thread-safe.
  */
 bool guard_admit(struct guard *g, const char *address, const char **limit);
+/*
+ * Charges one more holder to address's per-address count alone (not the
+ * total), within max_per_address: a connection admitted with a NULL
+ * address once its PROXY header names the client, or a request through a
+ * trusted proxy for its forwarded client. False, nothing charged, at the
+ * cap. Thread-safe.
+ */
+bool guard_hold(struct guard *g, const char *address);
+/* Gives back what guard_hold() charged. Thread-safe. */
+void guard_drop(struct guard *g, const char *address);
 /*
  * Writes address's bucket to out (NUL-terminated, cut to outlen): the IPv4
  * address, or "prefix/bits" for IPv6; anything unparsable as given.
  */
 void guard_bucket(const char *address, unsigned ipv6_prefix_bits, char *out, size_t outlen);
-/* Uncounts a connection guard_admit() took. Thread-safe. */
+/* Uncounts a connection guard_admit() took (with the same address, NULL too). Thread-safe. */
 void guard_release(struct guard *g, const char *address);
 
 #endif

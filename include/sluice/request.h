@@ -60,6 +60,9 @@ struct auth_grant;
 struct bus;
 struct config;
 struct filecache;
+struct forwarded_nets;
+struct guard;
+struct principals;
 struct filecache_entry;
 struct http_route;
 struct map;
@@ -95,6 +98,13 @@ struct request_stats {
     atomic_uint_fast64_t poll_bytes;   /* poll answers cut short at max-poll-bytes */
     atomic_uint_fast64_t file_cache;   /* static files refused (503): the file cache is in use */
     atomic_uint_fast64_t request_body; /* request stream bodies refused (413) */
+    atomic_uint_fast64_t per_address;  /* requests through a trusted proxy refused at
+                                          max-connections-per-address for their client */
+    /* Forwarded / X-Forwarded-For: what became of a request that carried one. */
+    atomic_uint_fast64_t fwd_applied;   /* its client address was used */
+    atomic_uint_fast64_t fwd_untrusted; /* ignored: the peer is not a trusted proxy */
+    atomic_uint_fast64_t fwd_malformed; /* ignored: malformed where it was read */
+    atomic_uint_fast64_t fwd_unusable;  /* ignored: it named no usable address ("unknown") */
     /* Request streams (POST to a request route). */
     atomic_uint_fast64_t req_started;       /* requests published to a service */
     atomic_uint_fast64_t req_finished;      /* answered streams the service ended (Sse-End) */
@@ -117,6 +127,9 @@ struct request_env {
     struct filecache *files;    /* static files shared by this worker's responses */
     struct admission *admission; /* the process's stream capacity; NULL: unlimited */
     struct request_cancels *cancels; /* the worker's; request_env_dispose() frees */
+    const struct forwarded_nets *trusted; /* trusted-proxies; NULL: none */
+    struct guard *guard;        /* per-address counts, for requests through a trusted proxy */
+    struct principals *principals; /* per-principal stream limits; NULL: none */
 };
 
 /*
@@ -227,6 +240,13 @@ struct request {
     bool preflight_method;      /* Access-Control-Request-Method was sent */
     char *authorization;
     char *cookie;               /* every Cookie field, joined with "; " */
+    char *forwarded;            /* every Forwarded field, joined with ", "; NULL: none */
+    char *xff;                  /* every X-Forwarded-For field, joined with ", "; NULL: none */
+    bool fwd_too_long;          /* one of those passed FORWARDED_HEADER_MAX: not believed */
+    char client[48];            /* the client's IP (request_client_address) */
+    bool forwarded_client;      /* client came from a Forwarded / X-Forwarded-For header */
+    bool address_held;          /* client is charged in env->guard until disposed */
+    char *principal;            /* the stream's principal, counted in env->principals; owned */
     struct auth_grant *grant;   /* after admission with auth jwt; NULL with none */
     struct http_route *route;   /* owned; from routing until answered (a publish: its body) */
     bool publishing;            /* route is a publish waiting for its body */
@@ -252,6 +272,16 @@ struct request {
 /* Starts r for a request of io's connection; stream_id labels log lines (0: none). */
 void request_init(struct request *r, const struct request_front *front,
                   const struct front_io *io, struct request_quota *quota, int32_t stream_id);
+/*
+ * The client's IP address (text, no port) as every decision about r sees
+ * it: per-address limits, the access log, CORS, authorization and the
+ * auth callout. It is the TCP peer's, or the client a PROXY protocol
+ * header named for the connection, or — on a connection from a
+ * trusted-proxies address — the client its Forwarded / X-Forwarded-For
+ * header names (forwarded.h). Set by request_process() before routing;
+ * the connection's address before that. Borrowed from r.
+ */
+const char *request_client_address(const struct request *r);
 /* Writes the access log line (if the request got as far as a method) and frees. */
 void request_dispose(struct request *r);
 /*

@@ -25,17 +25,21 @@ struct auth;
 struct cors;
 struct admission;
 struct config;
+struct forwarded_nets;
+struct principals;
 struct worker;
 
 /*
  * A stopped worker. Takes ownership of listen_fd (TLS) and plain_fd
- * (cleartext, or -1); cfg, tls, guard, auth, cors and admission (the
- * process's stream capacity, may be NULL) are borrowed.
+ * (cleartext, or -1); cfg, tls, guard, auth, cors, admission (the
+ * process's stream capacity, may be NULL), trusted (trusted-proxies, may
+ * be NULL) and principals (per-principal limits, may be NULL) are borrowed.
  * queue_bytes: this worker's share of the process queue cap.
  */
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
                           struct guard *guard, const struct auth *auth, const struct cors *cors,
-                          struct admission *admission, int listen_fd, int plain_fd,
+                          struct admission *admission, const struct forwarded_nets *trusted,
+                          struct principals *principals, int listen_fd, int plain_fd,
                           size_t queue_bytes);
 /* The counters of this worker's streams and connections; read from any thread. */
 const struct stream_stats *worker_stream_stats(const struct worker *w);

@@ -65,20 +65,41 @@ void guard_free(struct guard *g)
     free(g);
 }
 
+/* address's count, under g->lock. */
+static uintptr_t count_of(struct guard *g, const char *address, size_t len)
+{
+    return (uintptr_t)map_get(g->per_address, address, len);
+}
+
+/* Adds delta (+1 or -1) to address's count, under g->lock; a count of 0 leaves the map. */
+static void add_count(struct guard *g, const char *address, size_t len, int delta)
+{
+    uintptr_t n = count_of(g, address, len);
+    if (delta > 0)
+        map_put(g->per_address, address, len, (void *)(n + 1));
+    else if (n > 1)
+        map_put(g->per_address, address, len, (void *)(n - 1));
+    else
+        map_del(g->per_address, address, len);
+}
+
 bool guard_admit(struct guard *g, const char *ip, const char **limit)
 {
     char address[GUARD_BUCKET_MAX];
-    guard_bucket(ip, g->ipv6_prefix_bits, address, sizeof(address));
-    size_t len = strlen(address);
+    size_t len = 0;
+    if (ip) {
+        guard_bucket(ip, g->ipv6_prefix_bits, address, sizeof(address));
+        len = strlen(address);
+    }
     bool ok = false;
     pthread_mutex_lock(&g->lock);
-    uintptr_t n = (uintptr_t)map_get(g->per_address, address, len);
     if (g->total >= g->max_total) {
         *limit = "connections";
-    } else if (n >= g->max_per_address) {
+    } else if (ip && count_of(g, address, len) >= g->max_per_address) {
         *limit = "connections_per_address";
     } else {
-        map_put(g->per_address, address, len, (void *)(n + 1));
+        if (ip)
+            add_count(g, address, len, 1);
         g->total++;
         ok = true;
     }
@@ -88,16 +109,34 @@ bool guard_admit(struct guard *g, const char *ip, const char **limit)
 
 void guard_release(struct guard *g, const char *ip)
 {
+    if (ip)
+        guard_drop(g, ip);
+    pthread_mutex_lock(&g->lock);
+    if (g->total > 0)
+        g->total--;
+    pthread_mutex_unlock(&g->lock);
+}
+
+bool guard_hold(struct guard *g, const char *ip)
+{
     char address[GUARD_BUCKET_MAX];
     guard_bucket(ip, g->ipv6_prefix_bits, address, sizeof(address));
     size_t len = strlen(address);
     pthread_mutex_lock(&g->lock);
-    uintptr_t n = (uintptr_t)map_get(g->per_address, address, len);
-    if (n > 1)
-        map_put(g->per_address, address, len, (void *)(n - 1));
-    else
-        map_del(g->per_address, address, len);
-    if (n > 0)
-        g->total--;
+    bool ok = count_of(g, address, len) < g->max_per_address;
+    if (ok)
+        add_count(g, address, len, 1);
+    pthread_mutex_unlock(&g->lock);
+    return ok;
+}
+
+void guard_drop(struct guard *g, const char *ip)
+{
+    char address[GUARD_BUCKET_MAX];
+    guard_bucket(ip, g->ipv6_prefix_bits, address, sizeof(address));
+    size_t len = strlen(address);
+    pthread_mutex_lock(&g->lock);
+    if (count_of(g, address, len) > 0)
+        add_count(g, address, len, -1);
     pthread_mutex_unlock(&g->lock);
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "sluice/err.h"
+#include "sluice/forwarded.h"
 #include "sluice/mem.h"
 #include "sluice/subject.h"
 
@@ -104,6 +105,10 @@ static const struct key keys[] = {
     INT("request-cancel-wait-ms", request_cancel_wait_ms, 0, 3600000),
     OPT("request-forward-headers", request_forward_headers),
     OPT("request-secret-file", request_secret_file),
+    STR("proxy-protocol", proxy_protocol),
+    OPT("trusted-proxies", trusted_proxies),
+    INT("max-streams-per-principal", max_streams_per_principal, 0, 100000000),
+    INT("principal-stream-rate", principal_stream_rate, 0, 1000000),
 };
 
 static const char USAGE[] =
@@ -201,6 +206,15 @@ static const char USAGE[] =
     "  --request-forward-headers LIST  request headers passed to the service (default: none)\n"
     "  --request-secret-file FILE  key binding stream ids to principals; the same on every\n"
     "                           gateway of a fleet (default: none)\n"
+    "  --proxy-protocol LIST    listeners whose peers must open with a PROXY protocol\n"
+    "                           v1/v2 header naming the client: listen, listen-plain,\n"
+    "                           both comma-separated, or off (default off)\n"
+    "  --trusted-proxies LIST   CIDRs of proxies whose Forwarded / X-Forwarded-For is\n"
+    "                           believed: 10.0.0.0/8,2001:db8::/32 (default: none)\n"
+    "  --max-streams-per-principal N  SSE streams open per authenticated principal;\n"
+    "                           past it 200 + retry: + end; 0 = no cap (default 0)\n"
+    "  --principal-stream-rate N  new SSE streams per second per principal, the same\n"
+    "                           refusal past it; 0 = no limit (default 0)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -276,6 +290,8 @@ void config_init(struct config *c)
     c->request_cancel_wait_ms = 5000;
     c->request_forward_headers = mem_strdup("");
     c->request_secret_file = mem_strdup("");
+    c->proxy_protocol = mem_strdup("off");
+    c->trusted_proxies = mem_strdup("");
 }
 
 void config_dispose(struct config *c)
@@ -483,10 +499,56 @@ int config_check(const struct config *c, char *err, size_t errlen)
                              "max-subjects (%d)", c->max_subjects);
         return ERR_INVALID;
     }
+    bool tls_proxied, plain_proxied;
+    if (config_proxy_protocol(c, &tls_proxied, &plain_proxied) != 0) {
+        set_err(err, errlen, "proxy-protocol must be off, or listen and/or listen-plain "
+                             "comma-separated, not '%s'", c->proxy_protocol);
+        return ERR_INVALID;
+    }
+    if (plain_proxied && strcmp(c->listen_plain, "off") == 0) {
+        set_err(err, errlen, "proxy-protocol names listen-plain, which is off");
+        return ERR_INVALID;
+    }
+    struct forwarded_nets *nets;
+    char why2[200];
+    if (forwarded_nets_parse(c->trusted_proxies, &nets, why2, sizeof(why2)) != 0) {
+        set_err(err, errlen, "trusted-proxies: %s", why2);
+        return ERR_INVALID;
+    }
+    forwarded_nets_free(nets);
     if (c->overload_retry_min_ms > c->overload_retry_max_ms) {
         set_err(err, errlen, "overload-retry-min-ms (%d) is above overload-retry-max-ms (%d)",
                 c->overload_retry_min_ms, c->overload_retry_max_ms);
         return ERR_INVALID;
     }
     return 0;
+}
+
+int config_proxy_protocol(const struct config *c, bool *tls, bool *plain)
+{
+    *tls = *plain = false;
+    const char *p = c->proxy_protocol;
+    if (strcmp(p, "off") == 0)
+        return 0;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        const char *e = p;
+        while (n && *e == ' ') {
+            e++;
+            n--;
+        }
+        while (n && e[n - 1] == ' ')
+            n--;
+        if (n == 6 && strncmp(e, "listen", 6) == 0)
+            *tls = true;
+        else if (n == 12 && strncmp(e, "listen-plain", 12) == 0)
+            *plain = true;
+        else
+            return ERR_INVALID; /* an empty entry too: "listen," is a typo, not a list */
+        p += strcspn(p, ",");
+        if (!*p)
+            break;
+        p++;
+    }
+    return *tls || *plain ? 0 : ERR_INVALID;
 }

@@ -44,7 +44,9 @@
 #include "sluice/config.h"
 #include "sluice/conn.h"
 #include "sluice/cors.h"
+#include "sluice/forwarded.h"
 #include "sluice/guard.h"
+#include "sluice/principal.h"
 #include "sluice/log.h"
 #include "sluice/reply.h"
 #include "sluice/mem.h"
@@ -63,6 +65,8 @@ struct server {
     struct bus *bus;
     struct tls *tls;
     struct guard *guard;
+    struct forwarded_nets *trusted;   /* trusted-proxies */
+    struct principals *principals;    /* per-principal stream limits */
     struct admission *admission; /* SSE stream capacity, process-wide */
     enum log_level log_level; /* as set now (SIGHUP may change it) */
     atomic_bool draining;
@@ -195,6 +199,37 @@ static void request_metrics(struct buf *out, const struct server *s)
     }
 }
 
+/* PROXY protocol headers and Forwarded / X-Forwarded-For: what the gateway made of them. */
+static void client_address_metrics(struct buf *out, const struct server *s)
+{
+    static const char proxy[] = "sluice_proxy_protocol_total";
+    metrics_header(out, proxy, "counter",
+                   "Connections on proxy-protocol listeners, by result: accepted (a valid "
+                   "header), or closed for a missing, malformed, oversized or late header, or "
+                   "a peer not in trusted-proxies.");
+    static const struct labelled pp[] = {
+        {"result=\"accepted\"", offsetof(struct conn_stats, proxy_headers)},
+        {"result=\"missing\"", offsetof(struct conn_stats, proxy_missing)},
+        {"result=\"malformed\"", offsetof(struct conn_stats, proxy_malformed)},
+        {"result=\"oversized\"", offsetof(struct conn_stats, proxy_oversized)},
+        {"result=\"timeout\"", offsetof(struct conn_stats, proxy_timeout)},
+        {"result=\"untrusted\"", offsetof(struct conn_stats, proxy_untrusted)},
+    };
+    labelled_sums(out, s, proxy, pp, sizeof(pp) / sizeof(pp[0]));
+    static const char fwd[] = "sluice_forwarded_headers_total";
+    metrics_header(out, fwd, "counter",
+                   "Requests with a Forwarded or X-Forwarded-For header, by result: applied "
+                   "(its client used), untrusted (ignored: the peer is not in trusted-proxies), "
+                   "malformed or unusable (ignored: the proxy's address is used).");
+    static const struct labelled fw[] = {
+        {"result=\"applied\"", offsetof(struct conn_stats, requests.fwd_applied)},
+        {"result=\"untrusted\"", offsetof(struct conn_stats, requests.fwd_untrusted)},
+        {"result=\"malformed\"", offsetof(struct conn_stats, requests.fwd_malformed)},
+        {"result=\"unusable\"", offsetof(struct conn_stats, requests.fwd_unusable)},
+    };
+    labelled_sums(out, s, fwd, fw, sizeof(fw) / sizeof(fw[0]));
+}
+
 static void on_metrics(void *ctx, struct buf *out)
 {
     struct server *s = ctx;
@@ -215,7 +250,6 @@ static void on_metrics(void *ctx, struct buf *out)
                    "Limit breaches, by limit: what was refused, reset or closed.");
     static const struct labelled limits[] = {
         {"limit=\"connections\"", offsetof(struct conn_stats, refused)},
-        {"limit=\"connections_per_address\"", offsetof(struct conn_stats, refused_per_address)},
         {"limit=\"handshake_timeout\"", offsetof(struct conn_stats, handshake_timeouts)},
         {"limit=\"idle_timeout\"", offsetof(struct conn_stats, idle_timeouts)},
         {"limit=\"stream_rate\"", offsetof(struct conn_stats, requests.stream_rate)},
@@ -233,6 +267,11 @@ static void on_metrics(void *ctx, struct buf *out)
         {"limit=\"request_body\"", offsetof(struct conn_stats, requests.request_body)},
     };
     labelled_sums(out, s, "sluice_limit_hits_total", limits, sizeof(limits) / sizeof(limits[0]));
+    /* Connections closed at accept (or at their PROXY header), and streams through a trusted
+       proxy refused for their forwarded client: one limit. */
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"connections_per_address\"",
+                  sum_at(s, true, offsetof(struct conn_stats, refused_per_address)) +
+                      sum_at(s, true, offsetof(struct conn_stats, requests.per_address)));
     struct bus_stats bs;
     bus_stats(s->bus, &bs);
     /* Process-wide, counted by the bus: new patterns refused with every subscription watched. */
@@ -245,6 +284,12 @@ static void on_metrics(void *ctx, struct buf *out)
                   (double)atomic_load(&as->rate));
     metrics_value(out, "sluice_limit_hits_total", "limit=\"jetstream_consumers\"",
                   (double)bs.js_limit_hits);
+    const struct principal_stats *ps = principal_stats(s->principals);
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"streams_per_principal\"",
+                  (double)atomic_load(&ps->full));
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"principal_stream_rate\"",
+                  (double)atomic_load(&ps->rate));
+    client_address_metrics(out, s);
     metric(out, "sluice_stream_capacity", "gauge",
            "max-streams-total: SSE streams the process admits at once (0: no cap).",
            (double)admission_max(s->admission));
@@ -614,6 +659,11 @@ int server_run(const struct config *cfg, int argc, char **argv)
     s.tls = tls_new(ssl_ctx);
     s.guard = guard_new((size_t)cfg->max_connections, (size_t)cfg->max_connections_per_address,
                         (unsigned)cfg->ipv6_prefix_bits);
+    forwarded_nets_parse(cfg->trusted_proxies, &s.trusted, err, sizeof(err)); /* checked */
+    s.principals = principal_new(&(struct principal_params){
+        .max_open = (size_t)cfg->max_streams_per_principal,
+        .rate = (unsigned)cfg->principal_stream_rate,
+    });
     s.admission = admission_new(&(struct admission_params){
         .max_open = (size_t)cfg->max_streams_total,
         .rate = (unsigned)cfg->stream_admission_rate,
@@ -643,8 +693,9 @@ int server_run(const struct config *cfg, int argc, char **argv)
     size_t memory = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     size_t queue_total = cfg->process_queue_bytes ? cfg->process_queue_bytes : memory / 4;
     for (size_t i = 0; i < s.nworkers; i++)
-        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, s.admission, fds[i],
-                                  plain[i], queue_total / s.nworkers);
+        s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, s.admission,
+                                  s.trusted, s.principals, fds[i], plain[i],
+                                  queue_total / s.nworkers);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -700,6 +751,8 @@ out_access:
 out_tls:
     guard_free(s.guard);
     admission_free(s.admission);
+    principal_free(s.principals);
+    forwarded_nets_free(s.trusted);
     tls_free(s.tls);
 out:
     stop_signals(&s);

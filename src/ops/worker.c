@@ -42,6 +42,7 @@ struct worker {
     int listen_fd;
     ev_io accept_io;
     int plain_fd;             /* -1 when there is no cleartext listener */
+    bool proxy_tls, proxy_plain; /* proxy-protocol marks the listener */
     ev_io plain_io;
     ev_async inbox_async;
     ev_async stop_async;
@@ -71,7 +72,7 @@ struct worker {
     size_t draining_cap;
 };
 
-static void accept_some(struct worker *w, int listen_fd, bool tls)
+static void accept_some(struct worker *w, int listen_fd, bool tls, bool proxied)
 {
     for (int i = 0; i < ACCEPT_BUDGET; i++) {
         struct sockaddr_storage ss;
@@ -87,7 +88,7 @@ static void accept_some(struct worker *w, int listen_fd, bool tls)
         char peer[64], address[48];
         net_name((struct sockaddr *)&ss, peer, sizeof(peer));
         net_ip((struct sockaddr *)&ss, address, sizeof(address));
-        conn_new(&w->env, fd, tls, address, peer);
+        conn_new(&w->env, fd, tls, proxied, address, peer);
     }
 }
 
@@ -96,7 +97,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     (void)revents;
     struct worker *w = container_of(io, struct worker, accept_io);
-    accept_some(w, w->listen_fd, true);
+    accept_some(w, w->listen_fd, true, w->proxy_tls);
 }
 
 static void on_accept_plain(struct ev_loop *loop, ev_io *io, int revents)
@@ -104,7 +105,7 @@ static void on_accept_plain(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     (void)revents;
     struct worker *w = container_of(io, struct worker, plain_io);
-    accept_some(w, w->plain_fd, false);
+    accept_some(w, w->plain_fd, false, w->proxy_plain);
 }
 
 static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
@@ -263,7 +264,8 @@ void worker_post(void *ctx, struct bus_mail m)
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
                           struct guard *guard, const struct auth *auth, const struct cors *cors,
-                          struct admission *admission, int listen_fd, int plain_fd,
+                          struct admission *admission, const struct forwarded_nets *trusted,
+                          struct principals *principals, int listen_fd, int plain_fd,
                           size_t queue_bytes)
 {
     struct worker *w = mem_calloc(1, sizeof(*w));
@@ -280,6 +282,11 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.requests.cors = cors;
     w->env.requests.stats = &w->env.stats.requests;
     w->env.requests.admission = admission;
+    w->env.requests.trusted = trusted;
+    w->env.requests.guard = guard;
+    w->env.requests.principals = principals;
+    /* Checked by config_check() before any worker exists. */
+    config_proxy_protocol(cfg, &w->proxy_tls, &w->proxy_plain);
     list_init(&w->env.all);
     list_init(&w->env.dirty);
     w->env.requests.cfg = cfg;

@@ -21,6 +21,14 @@
  * bounded time, so that the client's body bytes do not draw a reset that
  * destroys the answer.
  *
+ * On a listener marked proxy-protocol, a PROXY v1/v2 header comes first,
+ * before TLS or HTTP (read_proxy): peeked, parsed (proxy.h), and exactly
+ * its bytes taken off the socket, under the handshake deadline. The
+ * client it names replaces the peer as the connection's address and is
+ * charged per address then; until then the connection counts in the total
+ * only, as a trusted proxy's own connections always do (their requests
+ * are charged to the clients they forward; request.c).
+ *
  * Freeing: callbacks only mark a connection closing; the outermost
  * handler (the io callback or the worker's flush) frees it at its end.
  */
@@ -38,12 +46,15 @@
 
 #include "sluice/buf.h"
 #include "sluice/config.h"
+#include "sluice/err.h"
+#include "sluice/forwarded.h"
 #include "sluice/guard.h"
 #include "sluice/h1_parse.h"
 #include "sluice/h2_conn.h"
 #include "sluice/h1_conn.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/proxy.h"
 #include "sluice/tls.h"
 
 #define READ_BUDGET (256 * 1024) /* bytes per wake-up */
@@ -70,8 +81,12 @@ struct conn {
     bool lingering;         /* answered and shut for writing; dropping what still arrives */
     size_t lingered;        /* bytes dropped while lingering; <= LINGER_BYTES */
     bool closing;
-    char peer[64];          /* "ip:port" */
-    char address[48];       /* ip, for the guard */
+    bool awaiting_proxy;    /* a PROXY header must come first (sniff holds its bytes so far) */
+    bool trusted;           /* address is a trusted proxy: requests name their clients */
+    bool charged;           /* address is counted per address in the guard */
+    char peer[64];          /* "ip:port": the client's (a PROXY header's when it named one) */
+    char address[48];       /* ip, for the guard: the client's, as peer */
+    char via[64];           /* the proxy's "ip:port" when a PROXY header named the client */
 };
 
 static atomic_uint_fast64_t next_id;
@@ -179,8 +194,19 @@ static void start_front(struct conn *c, bool h2)
     ev_timer_set(&c->timer, c->env->requests.cfg->idle_timeout_ms / 1000.0, 0);
     ev_timer_start(c->env->loop, &c->timer);
     metrics_add(h2 ? &c->env->stats.open_h2 : &c->env->stats.open_h1, 1);
-    struct front_io io = {&c->env->requests, &c->out, CONN_OUT_MAX, mark_dirty, c,
-                          c->id,             c->peer, c->ssl != NULL};
+    struct front_io io = {
+        .env = &c->env->requests,
+        .out = &c->out,
+        .out_max = CONN_OUT_MAX,
+        .dirty = mark_dirty,
+        .dirty_ctx = c,
+        .conn_id = c->id,
+        .peer = c->peer,
+        .address = c->address,
+        .via = c->via[0] ? c->via : NULL,
+        .trusted = c->trusted,
+        .secure = c->ssl != NULL,
+    };
     c->front = c->ops->new(&io);
     mark_dirty(c);
 }
@@ -270,6 +296,105 @@ static void do_read(struct conn *c)
     mark_dirty(c);
 }
 
+/* At most one line a second per worker: a flood must not become a log flood. */
+static bool log_due(struct conn *c)
+{
+    static _Thread_local ev_tstamp last_log = -1e9;
+    if (ev_now(c->env->loop) - last_log < 1.0)
+        return false;
+    last_log = ev_now(c->env->loop);
+    return true;
+}
+
+/* Closes a connection whose PROXY header is missing, bad or late: counted, logged at most 1/s. */
+static void refuse_proxy(struct conn *c, atomic_uint_fast64_t *counter, const char *why)
+{
+    metrics_add(counter, 1);
+    if (log_due(c))
+        log_info("conn %" PRIu64 " %s: PROXY protocol header %s; closing (at most one line a "
+                 "second)", c->id, c->peer, why);
+    close_conn(c, why);
+}
+
+/*
+ * The PROXY header is complete: the connection is now its client's
+ * (unless LOCAL: the proxy's own), counted per address as a direct one
+ * would have been at accept, unless that client is itself a trusted proxy.
+ */
+static void proxy_ready(struct conn *c, const struct proxy_header *ph)
+{
+    c->awaiting_proxy = false;
+    buf_dispose(&c->sniff);
+    buf_init(&c->sniff);
+    metrics_add(&c->env->stats.proxy_headers, 1);
+    if (!ph->local) {
+        snprintf(c->via, sizeof(c->via), "%s", c->peer);
+        snprintf(c->address, sizeof(c->address), "%s", ph->address);
+        snprintf(c->peer, sizeof(c->peer), strchr(ph->address, ':') ? "[%s]:%u" : "%s:%u",
+                 ph->address, ph->port);
+    }
+    c->trusted = forwarded_nets_contains(c->env->requests.trusted, c->address);
+    if (!c->trusted) {
+        if (!guard_hold(c->env->guard, c->address)) {
+            if (log_due(c))
+                log_info("%s (via %s): connection refused: connections_per_address limit",
+                         c->peer, c->via);
+            metrics_add(&c->env->stats.refused_per_address, 1);
+            close_conn(c, "connections_per_address");
+            return;
+        }
+        c->charged = true;
+    }
+    log_debug("conn %" PRIu64 " %s: PROXY v%d header%s%s", c->id, c->peer, ph->version,
+              c->via[0] ? " via " : " LOCAL", c->via);
+}
+
+/*
+ * A listener marked proxy-protocol: the header first, before TLS or HTTP.
+ * Peeks at what has arrived and takes off the socket only bytes that are
+ * surely the header's (all of them while it is incomplete: a v1 line
+ * lasts until its LF, a v2 header its declared length), so whatever
+ * follows it stays there for OpenSSL or the HTTP sniffing. The wait is
+ * bounded by the handshake timer.
+ */
+static void read_proxy(struct conn *c)
+{
+    uint8_t data[PROXY_HEADER_MAX];
+    size_t have = c->sniff.len;
+    if (have) /* sniff.data is NULL until the first append */
+        memcpy(data, c->sniff.data, have);
+    ssize_t r = recv(c->fd, data + have, sizeof(data) - have, MSG_PEEK);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r <= 0) {
+        if (have)
+            refuse_proxy(c, &c->env->stats.proxy_malformed, "cut short");
+        else
+            close_conn(c, r == 0 ? "peer closed" : strerror(errno));
+        return;
+    }
+    struct proxy_header ph;
+    int rc = proxy_parse(data, have + (size_t)r, &ph);
+    if (rc == ERR_NOTFOUND)
+        refuse_proxy(c, &c->env->stats.proxy_missing, "missing");
+    else if (rc == ERR_LIMIT)
+        refuse_proxy(c, &c->env->stats.proxy_oversized, "too long");
+    else if (rc != 0 && rc != ERR_AGAIN)
+        refuse_proxy(c, &c->env->stats.proxy_malformed, "malformed");
+    if (rc != 0 && rc != ERR_AGAIN)
+        return;
+    size_t take = rc == 0 ? ph.len - have : (size_t)r;
+    ssize_t got = recv(c->fd, data + have, take, 0);
+    if (got != (ssize_t)take) {
+        close_conn(c, "PROXY header read failed");
+        return;
+    }
+    if (rc == ERR_AGAIN)
+        buf_append(&c->sniff, data + have, take);
+    else
+        proxy_ready(c, &ph);
+}
+
 static void do_handshake(struct conn *c)
 {
     ERR_clear_error();
@@ -341,6 +466,8 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
     struct conn *c = container_of(w, struct conn, io);
     if (c->lingering)
         linger_read(c);
+    else if (c->awaiting_proxy)
+        read_proxy(c);
     else if (c->ssl && !c->ops)
         do_handshake(c);
     else if (c->write_blocked)
@@ -364,6 +491,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     double idle = c->env->requests.cfg->idle_timeout_ms / 1000.0;
     if (c->lingering) {
         close_conn(c, "lingering close timed out");
+    } else if (c->awaiting_proxy) {
+        refuse_proxy(c, &c->env->stats.proxy_timeout, "not complete within handshake-timeout-ms");
     } else if (!c->ops) {
         log_info("conn %" PRIu64 " %s: %s timed out", c->id, c->peer,
                  c->ssl ? "TLS handshake" : "first request");
@@ -390,11 +519,29 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     ev_timer_start(loop, t);
 }
 
-struct conn *conn_new(struct conn_env *env, int fd, bool tls, const char *address,
+struct conn *conn_new(struct conn_env *env, int fd, bool tls, bool proxied, const char *address,
                       const char *peer)
 {
     const char *limit;
-    if (!guard_admit(env->guard, address, &limit)) {
+    bool trusted = forwarded_nets_contains(env->requests.trusted, address);
+    if (proxied && forwarded_nets_count(env->requests.trusted) && !trusted) {
+        metrics_add(&env->stats.proxy_untrusted, 1);
+        static _Thread_local ev_tstamp last_untrusted = -1e9;
+        if (ev_now(env->loop) - last_untrusted >= 1.0) {
+            last_untrusted = ev_now(env->loop);
+            log_info("%s: connection refused: a proxy-protocol listener, and the peer is not "
+                     "in trusted-proxies", peer);
+        }
+        close(fd);
+        return NULL;
+    }
+    /*
+     * A trusted proxy's connection carries many clients (nginx: one per
+     * request over keep-alive), and a PROXY header's names its client
+     * later: both count in the total only until a client is known.
+     */
+    bool per_address = !proxied && !trusted;
+    if (!guard_admit(env->guard, per_address ? address : NULL, &limit)) {
         /* At most one line a second per worker: a flood must not become a log flood. */
         static _Thread_local ev_tstamp last_log;
         if (ev_now(env->loop) - last_log >= 1.0) {
@@ -409,6 +556,9 @@ struct conn *conn_new(struct conn_env *env, int fd, bool tls, const char *addres
     }
     struct conn *c = mem_calloc(1, sizeof(*c));
     snprintf(c->address, sizeof(c->address), "%s", address);
+    c->charged = per_address;
+    c->trusted = trusted && !proxied;
+    c->awaiting_proxy = proxied;
     c->env = env;
     c->fd = fd;
     c->id = atomic_fetch_add(&next_id, 1) + 1;
@@ -439,7 +589,7 @@ void conn_free(struct conn *c)
         return;
     ev_io_stop(c->env->loop, &c->io);
     ev_timer_stop(c->env->loop, &c->timer);
-    guard_release(c->env->guard, c->address);
+    guard_release(c->env->guard, c->charged ? c->address : NULL);
     metrics_add(&c->env->stats.open, -1);
     if (c->ops)
         metrics_add(c->ops == &h2_front_ops ? &c->env->stats.open_h2 : &c->env->stats.open_h1, -1);

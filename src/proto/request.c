@@ -40,6 +40,8 @@
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/filecache.h"
+#include "sluice/forwarded.h"
+#include "sluice/guard.h"
 #include "sluice/host.h"
 #include "sluice/route.h"
 #include "sluice/json.h"
@@ -47,6 +49,7 @@
 #include "sluice/map.h"
 #include "sluice/metrics.h"
 #include "sluice/poll.h"
+#include "sluice/principal.h"
 #include "sluice/sse.h"
 #include "sluice/static_file.h"
 #include "sluice/subject.h"
@@ -66,8 +69,11 @@ void request_init(struct request *r, const struct request_front *front,
     r->quota = quota;
     r->stream_id = stream_id;
     r->started = stream_now_s();
+    snprintf(r->client, sizeof(r->client), "%s", io->address ? io->address : "");
     buf_init(&r->body);
 }
+
+const char *request_client_address(const struct request *r) { return r->client; }
 
 /* The path with any access_token value replaced, so tokens never reach the logs. */
 static char *redact(const char *path)
@@ -92,7 +98,8 @@ static void log_access(const struct request *r)
     struct access_entry e = {
         .request_id = r->request_id ? r->request_id : "-",
         .traceparent = r->traceparent,
-        .client = r->io->peer,
+        .client = r->forwarded_client ? r->client : r->io->peer,
+        .via = r->forwarded_client ? r->io->peer : r->io->via,
         .protocol = r->front->protocol,
         .method = r->method,
         .path = path,
@@ -201,6 +208,13 @@ void request_dispose(struct request *r)
     stream_free(r->stream);
     if (r->slot)
         admission_put(r->slot);
+    if (r->address_held)
+        guard_drop(r->io->env->guard, r->client);
+    if (r->principal)
+        principal_put(r->io->env->principals, r->principal, stream_now_s());
+    free(r->principal);
+    free(r->forwarded);
+    free(r->xff);
     free(r->method);
     free(r->path);
     free(r->last_event_id);
@@ -239,6 +253,28 @@ static void keep(struct request *r, char **slot, const char *value, size_t len, 
     *slot = mem_strndup(value, len);
 }
 
+/*
+ * Appends one field of a list header to *slot, joined with ", " as RFC 9110
+ * 5.3 combines repeated fields. Past FORWARDED_HEADER_MAX the header is
+ * dropped and not believed (fwd_too_long): a cut list would name the
+ * wrong hop.
+ */
+static void join_field(struct request *r, char **slot, const char *value, size_t vlen)
+{
+    size_t have = *slot ? strlen(*slot) : 0;
+    if (r->fwd_too_long || have + vlen + 2 > FORWARDED_HEADER_MAX || memchr(value, '\0', vlen)) {
+        r->fwd_too_long = true;
+        return;
+    }
+    *slot = mem_realloc(*slot, have + vlen + 3);
+    if (have) {
+        memcpy(*slot + have, ", ", 2);
+        have += 2;
+    }
+    memcpy(*slot + have, value, vlen);
+    (*slot)[have + vlen] = '\0';
+}
+
 void request_header(struct request *r, const char *name, size_t nlen, const char *value,
                     size_t vlen)
 {
@@ -248,6 +284,10 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         r->header_too_long = true;
         return;
     }
+    if (is(name, nlen, "forwarded"))
+        join_field(r, &r->forwarded, value, vlen);
+    else if (is(name, nlen, "x-forwarded-for"))
+        join_field(r, &r->xff, value, vlen);
     if (is(name, nlen, ":method"))
         keep(r, &r->method, value, vlen, 16);
     else if (is(name, nlen, ":path"))
@@ -601,17 +641,77 @@ static bool admit_stream(struct request *r, unsigned *retry_ms)
 }
 
 /*
- * The SSE body of a refused stream: `retry: retry_ms`, a comment, and
+ * A refusal's retry: for the client's own limits, drawn like the
+ * process's capacity refusal (overload-retry-min-ms to -max-ms).
+ */
+static unsigned refusal_retry_ms(const struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    return env->admission ? admission_retry_ms(env->admission)
+                          : (unsigned)env->cfg->overload_retry_min_ms;
+}
+
+/*
+ * The client's own shares of one more stream or poll, before the
+ * process's: through a trusted proxy (whose connections are not charged
+ * per address at accept, since one carries many clients), one unit of
+ * max-connections-per-address for the forwarded client, held while r
+ * lives; with principal_limits, max-streams-per-principal and
+ * principal-stream-rate for the grant's principal. NULL when admitted
+ * (what was taken is given back when r is disposed); else the refusal's
+ * reason, counted and logged at most once a second.
+ */
+static const char *admit_client(struct request *r, bool principal_limits)
+{
+    const struct request_env *env = r->io->env;
+    double now = stream_now_s();
+    if (r->io->trusted && env->guard) {
+        if (!guard_hold(env->guard, r->client)) {
+            metrics_add(&env->stats->per_address, 1);
+            static _Thread_local double last_log = -1e9;
+            if (now - last_log >= 1.0) {
+                last_log = now;
+                log_info("conn %" PRIu64 " %s: client %s: stream refused: "
+                         "max-connections-per-address reached (at most one line a second)",
+                         r->io->conn_id, r->io->peer, r->client);
+            }
+            return "too many streams from this address, reconnect later";
+        }
+        r->address_held = true;
+    }
+    const char *principal = r->grant ? auth_grant_subject(r->grant) : NULL;
+    if (!principal_limits || !principal || !*principal || !principal_enabled(env->principals))
+        return NULL;
+    enum principal_verdict v = principal_take(env->principals, principal, now);
+    if (v == PRINCIPAL_OK) {
+        r->principal = mem_strdup(principal);
+        return NULL;
+    }
+    if (principal_log_due(env->principals, now)) {
+        const struct principal_stats *st = principal_stats(env->principals);
+        log_info("principal %s: stream refused: %s; refused so far: %" PRIu64
+                 " at max-streams-per-principal, %" PRIu64 " at principal-stream-rate "
+                 "(at most one line a second)",
+                 principal,
+                 v == PRINCIPAL_FULL ? "max-streams-per-principal reached" : "principal-stream-rate",
+                 (uint64_t)atomic_load(&st->full), (uint64_t)atomic_load(&st->rate));
+    }
+    return v == PRINCIPAL_FULL ? "too many streams for this principal, reconnect later"
+                               : "too many new streams for this principal, reconnect later";
+}
+
+/*
+ * The SSE body of a refused stream: `retry: retry_ms`, the comment why, and
  * nothing else (no id: line, so the client keeps its Last-Event-ID).
  * malloc'ed; its length in *len.
  */
-static char *refusal(unsigned retry_ms, size_t *len)
+static char *refusal(unsigned retry_ms, const char *why, size_t *len)
 {
     char line[SSE_LINE_MAX];
     struct buf b;
     buf_init(&b);
     buf_append(&b, line, sse_format_retry(line, retry_ms));
-    buf_append(&b, line, sse_format_comment(line, "over capacity, reconnect later"));
+    buf_append(&b, line, sse_format_comment(line, why));
     buf_append(&b, "", 1); /* a NUL after the body; not counted in len */
     *len = b.len - 1;
     return (char *)b.data;
@@ -826,6 +926,9 @@ static int serve_request(struct request *r)
     r->service = r->route->subjects[0];
     r->route->subjects[0] = NULL;
     read_reply(r);
+    const char *why = admit_client(r, true);
+    if (why)
+        return respond_error(r, 429, "limit", why);
     unsigned retry_ms;
     if (!admit_stream(r, &retry_ms))
         return respond_error(r, 503, "overloaded", "over capacity, retry later");
@@ -1123,12 +1226,19 @@ int request_resume(struct request *r)
 
 static int serve_events(struct request *r)
 {
-    unsigned retry_ms;
-    if ((r->route->kind == HTTP_EVENTS || r->route->kind == HTTP_REPLY) &&
-        !admit_stream(r, &retry_ms)) {
-        /* Over capacity: 200, a long retry: and the end; any other status stops an EventSource. */
+    unsigned retry_ms = 0;
+    bool sse = r->route->kind == HTTP_EVENTS || r->route->kind == HTTP_REPLY;
+    const char *why = admit_client(r, sse);
+    if (why && !sse)
+        return respond_text(r, 429, why, NULL);
+    if (why)
+        retry_ms = refusal_retry_ms(r);
+    else if (sse && !admit_stream(r, &retry_ms))
+        why = "over capacity, reconnect later";
+    if (why) {
+        /* 200, a long retry: and the end; any other status stops an EventSource. */
         struct request_body body = {NULL, 0, NULL, NULL};
-        body.owned = refusal(retry_ms, &body.len);
+        body.owned = refusal(retry_ms, why, &body.len);
         body.data = body.owned;
         charge(r, body.len + 1, true);
         return respond(r, 200, "text/event-stream", &body, NULL);
@@ -1160,9 +1270,47 @@ static int serve_file(struct request *r)
     return respond(r, 200, http_content_type(r->route->file), &body, NULL);
 }
 
+/*
+ * The client behind a trusted proxy: the address its Forwarded or
+ * X-Forwarded-For names (forwarded.h), once per request, since a proxy's
+ * keep-alive connection carries different clients' requests one after
+ * the other. From any other peer the headers are ignored, and counted.
+ */
+static void resolve_client(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    if (!r->forwarded && !r->xff && !r->fwd_too_long)
+        return;
+    if (!r->io->trusted) {
+        metrics_add(&env->stats->fwd_untrusted, 1);
+        return;
+    }
+    char client[FORWARDED_ADDRESS_MAX];
+    int rc = r->fwd_too_long ? ERR_INVALID
+                             : forwarded_client(env->trusted, r->forwarded, r->xff, client,
+                                                sizeof(client));
+    if (rc == 0) {
+        snprintf(r->client, sizeof(r->client), "%s", client);
+        r->forwarded_client = true;
+        metrics_add(&env->stats->fwd_applied, 1);
+        return;
+    }
+    metrics_add(rc == ERR_INVALID ? &env->stats->fwd_malformed : &env->stats->fwd_unusable, 1);
+    static _Thread_local double last_log;
+    double now = stream_now_s();
+    if (now - last_log >= 1.0) {
+        last_log = now;
+        log_info("conn %" PRIu64 " %s: %s %s header ignored; the client is the proxy's address "
+                 "(at most one line a second)", r->io->conn_id, r->io->peer,
+                 rc == ERR_INVALID ? "malformed" : "addressless",
+                 r->forwarded ? "Forwarded" : "X-Forwarded-For");
+    }
+}
+
 int request_process(struct request *r)
 {
     ensure_id(r);
+    resolve_client(r);
     if (r->header_too_long) {
         metrics_add(&r->io->env->stats->header_bytes, 1);
         return respond_text(r, 431, "request header too large", NULL);

@@ -85,6 +85,8 @@ void access_write(const struct access_entry *e)
     if (e->traceparent)
         field(&b, "traceparent", e->traceparent);
     field(&b, "client", e->client);
+    if (e->via)
+        field(&b, "via", e->via);
     field(&b, "protocol", e->protocol);
     field(&b, "method", e->method);
     field(&b, "path", e->path);

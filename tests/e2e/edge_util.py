@@ -435,7 +435,7 @@ class HAProxy(Proxy):
                             "haproxy to mark the gateway %s" % state)
 
 
-def curl_status(edge, path, max_time=1.0):
+def curl_status(edge, path, max_time=1.0, extra=()):
     """The status of one streaming request through the proxy, or None.
 
     curl keeps reading a stream until --max-time, so its exit status says
@@ -443,8 +443,8 @@ def curl_status(edge, path, max_time=1.0):
     """
     d = h.tempdir("sluice-curl-")
     hdr = os.path.join(d, "headers")
-    cmd = h.curl_base(edge) + ["-N", "-D", hdr, "-o", "/dev/null", "--max-time", str(max_time),
-                               edge.url(path)]
+    cmd = h.curl_base(edge) + ["-N", "-D", hdr, "-o", "/dev/null", "--max-time", str(max_time)]
+    cmd += list(extra) + [edge.url(path)]
     p = h.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         p.wait(timeout=max_time + 5)
@@ -536,3 +536,60 @@ def _chunk_ends(chunks, buf, needle):
         if pos >= end:
             yield t, chunk
             return
+
+
+# ---------------------------------------------------------------------------
+# the client's address through a proxy (issue 17)
+
+# Other hosts, as far as the proxy and the gateway can tell: loopback is a /8.
+CLIENTS = ("127.0.0.2", "127.0.0.3")
+
+
+def client_stream(edge, src, rid, extra=()):
+    """curl --http2 -N through the proxy from source address src, tagged X-Request-Id rid."""
+    return h.CurlStream(edge, "/events/edge.clients", max_time=30,
+                        extra=["--interface", src, "-H", "X-Request-Id: %s" % rid] + list(extra))
+
+
+def open_client_streams(edge, cap, where):
+    """cap streams from each of CLIENTS through one proxy: all must start (2 x cap in
+    total, past a per-address cap of cap for the proxy's own address). The first of
+    each client carries a spoofed X-Forwarded-For of its own. Returns the streams."""
+    streams = []
+    for src in CLIENTS:
+        for i in range(cap):
+            spoof = ["-H", "X-Forwarded-For: 192.0.2.66"] if i == 0 else []
+            streams.append(client_stream(edge, src, "edge-%s-%d" % (src, i), spoof))
+    for s in streams:
+        s.wait_start(timeout=15)
+    h.log("%s: %d streams from %d clients through one proxy, each client at its cap of %d"
+          % (where, len(streams), len(CLIENTS), cap))
+    return streams
+
+
+def access_entry(gw, rid, timeout=10):
+    """The gateway's access log line for the request with X-Request-Id rid."""
+    def find():
+        try:
+            with open(gw.access_log_path) as f:
+                for ln in f:
+                    if ln.startswith("{") and '"request_id":"%s"' % rid in ln:
+                        return json.loads(ln)
+        except OSError:
+            pass
+        return None
+    return h.wait_until(find, timeout, "the access log line of %s" % rid)
+
+
+def check_logged_clients(gw, cap, where):
+    """Each client stream's access log line names its client (never the proxy, never the
+    client's own spoofed X-Forwarded-For) and, as via, the proxy's address."""
+    for src in CLIENTS:
+        for i in range(cap):
+            e = access_entry(gw, "edge-%s-%d" % (src, i))
+            client = e["client"]
+            expect(client == src or client.startswith(src + ":"),
+                   "%s: stream from %s logged as client %r" % (where, src, client))
+            expect(e.get("via", "").startswith(HOST + ":"),
+                   "%s: no proxy address as via: %r" % (where, e))
+    h.log("%s: the access log names each client, via the proxy" % where)

@@ -17,27 +17,84 @@ of a real sluice, streams SSE unbuffered with HTTP/2 on both sides.
 - The /readyz check is wired: SIGTERM on sluice makes HAProxy mark the
   gateway DOWN within a few seconds while the open stream is left to the
   gateway's own drain.
+
+Issue 17, the client's address: the certified file sends a PROXY v2 header
+(send-proxy-v2), so the gateway runs with --proxy-protocol listen and
+--trusted-proxies 127.0.0.1. With --max-connections-per-address 3, 3 streams
+from each of two clients (127.0.0.2, 127.0.0.3, each stream its own browser
+connection) pass through HAProxy's one address; client 127.0.0.2's 4th
+connection is refused by the gateway at its PROXY header, so HAProxy cannot
+give it a 200; the access log shows the clients, via HAProxy, never a
+client's own spoofed X-Forwarded-For; and a PROXY header sent straight to
+the gateway by a peer outside trusted-proxies (127.0.0.4) is refused.
 """
 import json
 import os
 import re
 import signal
+import socket
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import edge_util as eu  # noqa: E402
 import harness as h  # noqa: E402
+import metrics_util as mu  # noqa: E402
 from harness import expect  # noqa: E402
 
 HEARTBEAT_MS = 300
 EVENTS = 10
 
 
+# What the certified file needs of the gateway: its send-proxy-v2 header is believed.
+PROXIED = dict(proxy_protocol="listen", trusted_proxies="127.0.0.1")
+
+
+def client_addresses(nats):
+    cap = 3
+    where = "haproxy, client addresses"
+    # Heartbeats make HAProxy notice a closed client at once (its next write fails), so
+    # the streams end and are logged within the test's time.
+    with h.Gateway(nats.url, max_connections_per_address=cap, heartbeat_ms=HEARTBEAT_MS,
+                   **PROXIED) as gw, \
+            eu.HAProxy(gw, eu.admin_port(gw)) as hap:
+        edge = hap.edge(gw.ca)
+        eu.wait_through(edge)
+        streams = eu.open_client_streams(edge, cap, where)
+        try:
+            # HAProxy retries the refused connection (3 times, a second apart), then says 503.
+            status = eu.curl_status(edge, "/events/edge.clients", max_time=8,
+                                    extra=["--interface", eu.CLIENTS[0]])
+            expect(status != 200, "%s: %s's connection past its cap got a 200"
+                   % (where, eu.CLIENTS[0]))
+            expect(mu.metric(gw, "sluice_limit_hits_total", limit="connections_per_address") >= 1,
+                   "%s: the refusal was not counted" % where)
+            h.log("%s: %s's 4th connection refused (HAProxy answered %s)"
+                  % (where, eu.CLIENTS[0], status))
+        finally:
+            for s in streams:
+                s.close()
+        eu.check_logged_clients(gw, cap, where)
+        # A PROXY header straight from a peer outside trusted-proxies: refused unanswered.
+        raw = socket.socket()
+        raw.bind(("127.0.0.4", 0))
+        raw.settimeout(5)
+        raw.connect((h.HOST, gw.port))
+        try:
+            raw.sendall(b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n")
+            got = raw.recv(100)
+        except ConnectionResetError:
+            got = b""  # closed at accept, the header unread: a reset
+        expect(got == b"", "%s: a PROXY header from 127.0.0.4 was answered: %r" % (where, got))
+        raw.close()
+        mu.wait_metric(gw, "sluice_proxy_protocol_total", 1, result="untrusted")
+        gw.check_alive()
+
+
 def test():
     eu.need("haproxy")
     access_log = os.path.join(h.tempdir(), "access.log")
     with h.Nats() as nats, h.Gateway(nats.url, heartbeat_ms=HEARTBEAT_MS, admin="127.0.0.1:0",
-                                     access_log=access_log, drain_ms=3000) as gw:
+                                     access_log=access_log, drain_ms=3000, **PROXIED) as gw:
         admin = eu.admin_port(gw)
         with eu.HAProxy(gw, admin) as hap:
             edge = hap.edge(gw.ca)
@@ -71,6 +128,9 @@ def test():
 
             # 3. curl --http2 -N, a real client that is not ours.
             eu.check_curl_stream(nats, edge, "edge.curl", where="haproxy")
+
+            # 3b. The client's address, on a gateway of its own with a small per-address cap.
+            client_addresses(nats)
 
             # 4. Many streams on one browser connection.
             n = 150

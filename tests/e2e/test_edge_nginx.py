@@ -22,6 +22,15 @@ Per way:
   read, under 100 ms after publication.
 - 150 streams on one browser connection each receive an event (past
   nginx's default limit of 128).
+
+Issue 17, the client's address (a gateway with --trusted-proxies 127.0.0.1,
+nginx's address, and --max-connections-per-address 3): nginx's
+X-Forwarded-For names each browser, so 3 streams from each of two clients
+(127.0.0.2, 127.0.0.3) pass through nginx, 6 from nginx's one address;
+client 127.0.0.2's 4th is refused the EventSource way (200, retry:, end);
+the access log shows the clients, via nginx, never a client's own spoofed
+X-Forwarded-For; and a spoofed header sent straight to sluice from an
+untrusted peer (127.0.0.4) is ignored.
 """
 import json
 import sys
@@ -75,6 +84,38 @@ def certify_way(nats, gw, upstream_port, scheme):
         expect(not errors, "%s: nginx logged errors:\n%s" % (where, "\n".join(errors[-10:])))
 
 
+def client_addresses(nats):
+    cap = 3
+    flags = dict(listen_plain="127.0.0.1:0", trusted_proxies="127.0.0.1",
+                 max_connections_per_address=cap)
+    where = "nginx, client addresses"
+    with h.Gateway(nats.url, **flags) as gw, eu.Nginx(gw, eu.plain_port(gw), "http") as ngx:
+        edge = ngx.edge(gw.ca)
+        eu.wait_through(edge)
+        streams = eu.open_client_streams(edge, cap, where)
+        try:
+            with eu.client_stream(edge, eu.CLIENTS[0], "edge-over") as over:
+                over.wait_for(lambda b: over.eof, 10, "the end of the refused stream")
+                version, status, _ = over.headers()
+                expect(status == 200 and over.data().startswith(b"retry: ") and
+                       b": too many streams from this address" in over.data(),
+                       "%s: %s's stream past its cap: HTTP/%s %d %r"
+                       % (where, eu.CLIENTS[0], version, status, over.data()))
+        finally:
+            for s in streams:
+                s.close()
+        eu.check_logged_clients(gw, cap, where)
+        # Straight to sluice from a peer that is no trusted proxy: the header is ignored.
+        r = h.curl(gw, "/nowhere", extra=["--interface", "127.0.0.4", "-H",
+                                          "X-Forwarded-For: 192.0.2.99", "-H",
+                                          "X-Request-Id: edge-direct-spoof"])
+        expect(r.status == 404, "direct request: %r" % r.status)
+        e = eu.access_entry(gw, "edge-direct-spoof")
+        expect(e["client"].startswith("127.0.0.4:") and "via" not in e,
+               "a spoofed X-Forwarded-For from an untrusted peer was believed: %r" % e)
+        gw.check_alive()
+
+
 def test():
     eu.need("nginx")
     flags = dict(heartbeat_ms=HEARTBEAT_MS, admin="127.0.0.1:0", listen_plain="127.0.0.1:0")
@@ -90,6 +131,7 @@ def test():
             certify_way(nats, gw, port, scheme)
             h.log("certified: nginx -> sluice over %s" % scheme)
         gw.check_alive()
+        client_addresses(nats)
 
 
 if __name__ == "__main__":

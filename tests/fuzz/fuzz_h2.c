@@ -41,7 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct request_env env = {.cfg = &cfg, .streams = &streams, .stats = &stats, .files = files};
     struct buf out;
     buf_init(&out);
-    struct front_io io = {&env, &out, OUT_MAX, on_dirty, NULL, 1, "127.0.0.1:1", true};
+    struct front_io io = {&env, &out, OUT_MAX, on_dirty, NULL, 1, "127.0.0.1:1", true,
+                               "127.0.0.1", NULL, false};
     const struct front_ops *ops = &h2_front_ops;
     void *h2 = ops->new(&io);
 

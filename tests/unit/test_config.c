@@ -551,10 +551,60 @@ static void test_reserved_host_ipv6_keys(void **state)
     config_dispose(&c);
 }
 
+/* proxy-protocol names listeners; trusted-proxies is a CIDR list; both checked at start. */
+static void test_client_address_keys(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[256], cert[512], key[512];
+    data_path(cert, "placeholder-cert.txt");
+    data_path(key, "placeholder-key.txt");
+    config_init(&c);
+    assert_string_equal(c.proxy_protocol, "off");
+    assert_string_equal(c.trusted_proxies, "");
+    assert_int_equal(c.max_streams_per_principal, 0);
+    assert_int_equal(c.principal_stream_rate, 0);
+    assert_int_equal(config_set(&c, "cert", cert, err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "key", key, err, sizeof err), 0);
+    bool tls, plain;
+    assert_int_equal(config_set(&c, "proxy-protocol", "listen", err, sizeof err), 0);
+    assert_int_equal(config_check(&c, err, sizeof err), 0);
+    assert_int_equal(config_proxy_protocol(&c, &tls, &plain), 0);
+    assert_true(tls && !plain);
+    /* listen-plain is off by default: marking it is a mistake. */
+    assert_int_equal(config_set(&c, "proxy-protocol", "listen, listen-plain", err, sizeof err), 0);
+    assert_int_equal(config_check(&c, err, sizeof err), ERR_INVALID);
+    expect_one_line(err);
+    assert_int_equal(config_set(&c, "listen-plain", "127.0.0.1:0", err, sizeof err), 0);
+    assert_int_equal(config_check(&c, err, sizeof err), 0);
+    assert_int_equal(config_proxy_protocol(&c, &tls, &plain), 0);
+    assert_true(tls && plain);
+    static const char *const bad_pp[] = {"on", "listen,", "tls", ",", "listen;listen-plain"};
+    for (size_t i = 0; i < sizeof(bad_pp) / sizeof(bad_pp[0]); i++) {
+        assert_int_equal(config_set(&c, "proxy-protocol", bad_pp[i], err, sizeof err), 0);
+        if (config_check(&c, err, sizeof err) != ERR_INVALID)
+            fail_msg("proxy-protocol '%s' passed config_check", bad_pp[i]);
+        assert_non_null(strstr(err, "proxy-protocol"));
+    }
+    assert_int_equal(config_set(&c, "proxy-protocol", "off", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "trusted-proxies", "10.0.0.0/8, ::1", err, sizeof err), 0);
+    assert_int_equal(config_check(&c, err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "trusted-proxies", "10.0.0.0/40", err, sizeof err), 0);
+    assert_int_equal(config_check(&c, err, sizeof err), ERR_INVALID);
+    assert_non_null(strstr(err, "trusted-proxies"));
+    expect_one_line(err);
+    assert_int_equal(config_set(&c, "max-streams-per-principal", "5", err, sizeof err), 0);
+    assert_int_equal(config_set(&c, "principal-stream-rate", "2", err, sizeof err), 0);
+    expect_bad_value("max-streams-per-principal", "-1");
+    expect_bad_value("principal-stream-rate", "x");
+    config_dispose(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_client_address_keys),
         cmocka_unit_test(test_reserved_host_ipv6_keys),
         cmocka_unit_test(test_set_values),
         cmocka_unit_test(test_request_route_list),

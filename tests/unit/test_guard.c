@@ -93,6 +93,47 @@ static void test_prefix_128(void **state)
     guard_free(g);
 }
 
+/*
+ * A trusted proxy's connection counts in the total only; its clients are
+ * charged one unit each (a PROXY header's client, or a request's
+ * forwarded client) against the same per-address cap.
+ */
+static void test_proxy_total_only_clients_held(void **state)
+{
+    (void)state;
+    struct guard *g = guard_new(3, 2, 64);
+    const char *limit = NULL;
+    /* Three proxy connections: the per-address cap of 2 does not apply to them... */
+    assert_true(guard_admit(g, NULL, &limit));
+    assert_true(guard_admit(g, NULL, &limit));
+    assert_true(guard_admit(g, NULL, &limit));
+    /* ...the total does. */
+    assert_false(guard_admit(g, NULL, &limit));
+    assert_string_equal(limit, "connections");
+    /* Clients behind them: two each, whatever the total. */
+    assert_true(guard_hold(g, "192.0.2.1"));
+    assert_true(guard_hold(g, "192.0.2.1"));
+    assert_false(guard_hold(g, "192.0.2.1"));
+    assert_true(guard_hold(g, "192.0.2.2"));
+    guard_drop(g, "192.0.2.1");
+    assert_true(guard_hold(g, "192.0.2.1"));
+    /* A direct connection from a held client meets the same count. */
+    guard_release(g, NULL);
+    assert_false(guard_admit(g, "192.0.2.1", &limit));
+    assert_string_equal(limit, "connections_per_address");
+    assert_true(guard_admit(g, "192.0.2.3", &limit));
+    guard_release(g, "192.0.2.3");
+    guard_drop(g, "192.0.2.1");
+    guard_drop(g, "192.0.2.1");
+    guard_drop(g, "192.0.2.2");
+    guard_drop(g, "192.0.2.2"); /* one too many: harmless */
+    guard_release(g, NULL);
+    guard_release(g, NULL);
+    assert_true(guard_admit(g, "192.0.2.1", &limit));
+    guard_release(g, "192.0.2.1");
+    guard_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -100,6 +141,7 @@ int main(void)
         cmocka_unit_test(test_one_prefix_one_limit),
         cmocka_unit_test(test_mapped_counts_as_ipv4),
         cmocka_unit_test(test_prefix_128),
+        cmocka_unit_test(test_proxy_total_only_clients_held),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

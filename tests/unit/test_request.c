@@ -261,7 +261,8 @@ static int world_up(void **state)
     w->env = (struct request_env){.cfg = &w->cfg, .cors = w->cors, .streams = &w->streams,
                                   .stats = &w->stats};
     buf_init(&w->out);
-    w->io = (struct front_io){&w->env, &w->out, 4096, NULL, NULL, 1, "127.0.0.1:1", true};
+    w->io = (struct front_io){&w->env, &w->out, 4096, NULL, NULL, 1, "127.0.0.1:1", true,
+                               "127.0.0.1", NULL, false};
     request_quota_init(&w->quota, &w->env, 1);
     memset(&rec, 0, sizeof(rec));
     *state = w;
