@@ -86,6 +86,8 @@ struct server {
     char **argv;
     int locks[2]; /* the listeners' port locks (net_listen), -1 when none */
     char ready_status[1024]; /* STATUS= sent with READY=1: the listeners */
+    atomic_bool ready;              /* /readyz's answer at the signal thread's last tick */
+    atomic_uint_fast64_t ready_changes; /* times that answer flipped (flapping) */
 };
 
 /* Exit by drain-ms + this after the first stop signal, whatever a library call is doing. */
@@ -322,6 +324,10 @@ static void on_metrics(void *ctx, struct buf *out)
     metric(out, "sluice_jetstream_replays_total", "counter",
            "Replays from JetStream run (each may answer many resuming streams).",
            (double)bs.replays);
+    metric(out, "sluice_jetstream_replay_failures_total", "counter",
+           "JetStream replays that failed (NATS gone, a lost message, past their time): "
+           "their streams got event: reset or ended with their id.",
+           (double)bs.replay_failures);
     metric(out, "sluice_jetstream_replay_requests_total", "counter",
            "Stream starts answered by a JetStream replay.", (double)bs.replay_requests);
     metric(out, "sluice_jetstream_replays_active", "gauge",
@@ -350,6 +356,11 @@ static void on_metrics(void *ctx, struct buf *out)
     }
     metric(out, "sluice_draining", "gauge", "1 while draining for shutdown.",
            atomic_load(&s->draining));
+    const char *why = NULL;
+    metric(out, "sluice_ready", "gauge", "1 while /readyz answers 200.", on_ready(s, &why));
+    metric(out, "sluice_readiness_changes_total", "counter",
+           "Times /readyz's answer flipped (checked every 100 ms; the first ready counts one).",
+           (double)atomic_load(&s->ready_changes));
 }
 
 /* SIGHUP: the certificate and key, and the log level, from the same sources as at start. */
@@ -546,6 +557,12 @@ static void tend_liveness(struct server *s, struct liveness *l)
         return;
     int64_t now = stream_now_ms();
     bool draining = atomic_load(&s->draining);
+    const char *why = NULL;
+    bool ready = on_ready(s, &why);
+    if (ready != atomic_load(&s->ready)) {
+        atomic_store(&s->ready, ready);
+        atomic_fetch_add(&s->ready_changes, 1);
+    }
     if (!l->ready_sent && !draining && bus_connected(s->bus) &&
         stuck_worker(s, now, INT64_MAX) == 0) {
         notify_ready(s->ready_status);
