@@ -5,7 +5,7 @@ set -eu
 pkgs="build-essential cmake pkg-config openssl ca-certificates curl python3
       libnghttp2-dev libssl-dev libev-dev libnats-dev libinih-dev libjwt-dev
       libjansson-dev libcmocka-dev libsystemd-dev
-      nats-server nghttp2-client nginx haproxy prometheus"
+      nats-server nghttp2-client nginx haproxy prometheus groff-base"
 for opt in "$@"; do
     case $opt in
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;

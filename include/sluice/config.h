@@ -100,5 +100,10 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
 int config_check(const struct config *c, char *err, size_t errlen);
 /* The --help text. */
 const char *config_usage(void);
+/*
+ * The name of the i-th setting (a config key, and its flag without "--"),
+ * or NULL past the last: the man page and README tests start from these.
+ */
+const char *config_key_name(size_t i);
 
 #endif
