@@ -9,6 +9,8 @@ pkgs="build-essential cmake pkg-config openssl ca-certificates curl python3
 for opt in "$@"; do
     case $opt in
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+    # The Debian package and its test (scripts/package, tests/e2e/test_package.py).
+    --package) pkgs="$pkgs dpkg-dev debhelper fakeroot lintian systemd" ;;
     # The browser tests: Debian's Chromium driven by npm's playwright-core
     # (tests/browser/setup.sh runs npm ci). A node that is already there (from
     # Debian or elsewhere) is kept: its own package may bundle npm.
