@@ -15,8 +15,9 @@
  * receiver can check order, gaps and duplicates. --count 0 publishes
  * until killed. --cycle N replaces a '#' in the subject with 0, 1, …
  * N-1, 0, … in turn (the demo feeds every one of the page's demo.s<i>
- * streams with `--subject 'demo.s#' --cycle 200`). Payload escapes: \n, \r and \\ in --data are decoded so
- * tests can send line breaks from a shell.
+ * streams with `--subject 'demo.s#' --cycle 200`). Payload escapes:
+ * \n, \r and \\ in --data are decoded so tests can send line breaks
+ * from a shell.
  */
 #include <nats/nats.h>
 #include <stdio.h>

@@ -18,15 +18,9 @@
 
 bool notify_supported(void) { return true; }
 
-void notify_ready(const char *status)
-{
-    sd_notifyf(0, "READY=1\nSTATUS=%s", status);
-}
+void notify_ready(const char *status) { sd_notifyf(0, "READY=1\nSTATUS=%s", status); }
 
-void notify_stopping(const char *status)
-{
-    sd_notifyf(0, "STOPPING=1\nSTATUS=%s", status);
-}
+void notify_stopping(const char *status) { sd_notifyf(0, "STOPPING=1\nSTATUS=%s", status); }
 
 void notify_watchdog(void) { sd_notify(0, "WATCHDOG=1"); }
 

@@ -85,8 +85,8 @@ struct server {
     int argc;
     char **argv;
     int locks[2]; /* the listeners' port locks (net_listen), -1 when none */
-    char ready_status[1024]; /* STATUS= sent with READY=1: the listeners */
-    atomic_bool ready;              /* /readyz's answer at the signal thread's last tick */
+    char ready_status[1024];            /* STATUS= sent with READY=1: the listeners */
+    atomic_bool ready;                  /* /readyz's answer at the signal thread's last tick */
     atomic_uint_fast64_t ready_changes; /* times that answer flipped (flapping) */
 };
 

@@ -568,8 +568,7 @@ static void test_every_key_in_help(void **state)
         char flag_comma[80];
         snprintf(flag_comma, sizeof(flag_comma), "--%s,", name);
         if (!strstr(usage, flag) && !strstr(usage, flag_comma))
-            fail_msg("config key '%s' has no '--%s' line in --help (config.c USAGE)", name,
-                     name);
+            fail_msg("config key '%s' has no '--%s' line in --help (config.c USAGE)", name, name);
     }
     assert_true(n > 50);
 }
