@@ -356,8 +356,9 @@ static void on_metrics(void *ctx, struct buf *out)
     }
     metric(out, "sluice_draining", "gauge", "1 while draining for shutdown.",
            atomic_load(&s->draining));
-    const char *why = NULL;
-    metric(out, "sluice_ready", "gauge", "1 while /readyz answers 200.", on_ready(s, &why));
+    /* The signal thread's view, so that the gauge and the flip count agree. */
+    metric(out, "sluice_ready", "gauge", "1 while /readyz answers 200 (checked every 100 ms).",
+           atomic_load(&s->ready));
     metric(out, "sluice_readiness_changes_total", "counter",
            "Times /readyz's answer flipped (checked every 100 ms; the first ready counts one).",
            (double)atomic_load(&s->ready_changes));

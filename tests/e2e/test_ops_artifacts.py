@@ -11,6 +11,11 @@ the truth the operator artifacts are checked against:
 - conf/grafana/sluice.json: valid JSON, panels each with at least one
   query, every sluice_* metric a query uses is a family on /metrics.
 
+Readiness, which SluiceReadinessFlapping watches: sluice_ready is 1 and
+sluice_readiness_changes_total 1 once started; nats-server stopped, they
+turn 0 and 2 (and /readyz says 503), the flips counted by the signal
+thread's 100 ms check, not by scrapes.
+
 The gateway exposes every family from its start (counters at 0, one
 histogram series with zero counts), so no event has to happen first.
 `promtool test rules` (the rules' behaviour on synthetic series) is a test
@@ -97,9 +102,19 @@ def check_dashboard(families):
 
 def test():
     with h.Nats() as nats, h.Gateway(nats.url, workers=2) as gw:
-        families = m.scrape(gw)
+        families = m.wait_metric(gw, "sluice_ready", 1)
         check_rules(families)
         check_dashboard(families)
+        expect(m.value(families, "sluice_readiness_changes_total") == 1,
+               "sluice_readiness_changes_total %r after start, expected 1"
+               % m.value(families, "sluice_readiness_changes_total"))
+        nats.stop()
+        m.wait_metric(gw, "sluice_ready", 0)
+        st, body, _ = m.admin_get(gw, "/readyz")
+        expect(st == 503, "/readyz with NATS stopped: %d %r" % (st, body))
+        changes = m.metric(gw, "sluice_readiness_changes_total")
+        expect(changes == 2, "sluice_readiness_changes_total %r after NATS stopped, expected 2"
+               % changes)
         gw.stop()
 
 
