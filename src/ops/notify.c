@@ -6,12 +6,10 @@
  * socket names, $WATCHDOG_PID matching the pid, unsetting nothing so
  * that a re-exec keeps them). Optional at build time: a system without
  * it gets no-ops, and a unit with Type=notify then fails to start, which
- * is the right loud failure (the start-up line says the build lacks it).
+ * is the right loud failure (server.c logs that the build lacks it when
+ * NOTIFY_SOCKET is set).
  */
 #include "sluice/notify.h"
-
-#include <stdio.h>
-#include <stdlib.h>
 
 #ifdef SLUICE_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
