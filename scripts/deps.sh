@@ -4,11 +4,13 @@
 set -eu
 pkgs="build-essential cmake pkg-config openssl ca-certificates curl python3
       libnghttp2-dev libssl-dev libev-dev libnats-dev libinih-dev libjwt-dev
-      libjansson-dev libcmocka-dev
-      nats-server nghttp2-client nginx haproxy"
+      libjansson-dev libcmocka-dev libsystemd-dev
+      nats-server nghttp2-client nginx haproxy prometheus groff-base"
 for opt in "$@"; do
     case $opt in
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+    # The Debian package and its test (scripts/package, tests/e2e/test_package.py).
+    --package) pkgs="$pkgs dpkg-dev debhelper fakeroot lintian systemd" ;;
     # The browser tests: Debian's Chromium driven by npm's playwright-core
     # (tests/browser/setup.sh runs npm ci). A node that is already there (from
     # Debian or elsewhere) is kept: its own package may bundle npm.

@@ -3,6 +3,7 @@
  *
  *   sluice-pub --nats URL --subject S [--event NAME] [--data TEXT]
  *              [--count N] [--rate PER_SECOND] [--seq] [--stream NAME:SUBJECTS]
+ *              [--cycle N]
  *
  * --stream makes sure a JetStream stream NAME exists on SUBJECTS (comma-
  * separated; file storage, one replica) before publishing, and publishes
@@ -12,8 +13,11 @@
  *
  * --seq makes each payload "<n>" (1, 2, …) followed by --data, so a
  * receiver can check order, gaps and duplicates. --count 0 publishes
- * until killed. Payload escapes: \n, \r and \\ in --data are decoded so
- * tests can send line breaks from a shell.
+ * until killed. --cycle N replaces a '#' in the subject with 0, 1, …
+ * N-1, 0, … in turn (the demo feeds every one of the page's demo.s<i>
+ * streams with `--subject 'demo.s#' --cycle 200`). Payload escapes:
+ * \n, \r and \\ in --data are decoded so tests can send line breaks
+ * from a shell.
  */
 #include <nats/nats.h>
 #include <stdio.h>
@@ -24,7 +28,7 @@
 static void usage(void)
 {
     fputs("usage: sluice-pub --nats URL --subject S [--event NAME] [--data TEXT] [--count N]\n"
-          "                  [--rate PER_SECOND] [--seq] [--stream NAME:SUBJECTS]\n",
+          "                  [--rate PER_SECOND] [--seq] [--stream NAME:SUBJECTS] [--cycle N]\n",
           stderr);
     exit(2);
 }
@@ -88,6 +92,7 @@ int main(int argc, char **argv)
     long count = 1;
     double rate = 0;
     int seq = 0;
+    long cycle = 0;
     char *stream = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -112,6 +117,8 @@ int main(int argc, char **argv)
             rate = atof(v);
         else if (strcmp(a, "--stream") == 0)
             stream = strdup(v);
+        else if (strcmp(a, "--cycle") == 0 && (cycle = atol(v)) > 0)
+            continue;
         else
             usage();
     }
@@ -130,6 +137,13 @@ int main(int argc, char **argv)
         return 1;
     if (!subject)
         count = -1; /* only the stream */
+    /* With --cycle: the subject's text before and after its '#'. */
+    const char *hash = subject && cycle > 0 ? strchr(subject, '#') : NULL;
+    if (cycle > 0 && !hash) {
+        fprintf(stderr, "sluice-pub: --cycle needs a '#' in the subject\n");
+        return 2;
+    }
+    char *subj = subject ? malloc(strlen(subject) + 24) : NULL;
     char *payload = malloc(dlen + 32);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -141,7 +155,10 @@ int main(int argc, char **argv)
             memcpy(payload + plen, data, dlen);
         plen += dlen;
         natsMsg *m = NULL;
-        s = natsMsg_Create(&m, subject, NULL, payload, (int)plen);
+        if (hash)
+            snprintf(subj, strlen(subject) + 24, "%.*s%ld%s", (int)(hash - subject), subject,
+                     (n - 1) % cycle, hash + 1);
+        s = natsMsg_Create(&m, hash ? subj : subject, NULL, payload, (int)plen);
         if (s == NATS_OK && event)
             s = natsMsgHeader_Set(m, "Sse-Event", event);
         if (s == NATS_OK && js) /* acknowledged: stored before the next one */
@@ -170,6 +187,7 @@ int main(int argc, char **argv)
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     free(payload);
+    free(subj);
     free(data);
     free(stream);
     return s == NATS_OK ? 0 : 1;

@@ -112,5 +112,10 @@ int config_check(const struct config *c, char *err, size_t errlen);
 int config_proxy_protocol(const struct config *c, bool *tls, bool *plain);
 /* The --help text. */
 const char *config_usage(void);
+/*
+ * The name of the i-th setting (a config key, and its flag without "--"),
+ * or NULL past the last: the man page and README tests start from these.
+ */
+const char *config_key_name(size_t i);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sluice/sse.h"
 
@@ -56,6 +57,16 @@ double worker_lag(const struct worker *w);
  */
 void worker_drain(struct worker *w, int drain_ms);
 bool worker_drained(const struct worker *w);
+/*
+ * stream_now_ms() when the loop last went round (it stamps every
+ * iteration, at least every 250 ms when idle); 0 before its first.
+ * Read from any thread.
+ */
+uint64_t worker_alive_ms(const struct worker *w);
+#ifdef SLUICE_TEST_HOOKS
+/* Test hook: the loop blocks inside a callback until worker_drain() or worker_stop(). */
+void worker_stall(struct worker *w);
+#endif
 /* Starts the thread. bus (borrowed) may be NULL. 0 or ERR_IO. */
 int worker_start(struct worker *w, struct bus *bus);
 /* Closes every connection, ends the thread and joins it. Call from another thread. */

@@ -854,6 +854,7 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     out->subs_evicted = atomic_load(&bus->subs_evicted);
     out->subs_refused = atomic_load(&bus->subs_refused);
     out->replays = atomic_load(&bus->replays);
+    out->replay_failures = atomic_load(&bus->replay_failures);
     out->replay_requests = atomic_load(&bus->replay_requests);
     out->replays_active = atomic_load(&bus->replays_active);
     out->replayed_events = atomic_load(&bus->replayed_events);

@@ -157,6 +157,7 @@ struct bus {
     pthread_t *replayers;
     size_t nreplayers;
     atomic_uint_fast64_t replays, replay_requests, replays_active, replayed_events;
+    atomic_uint_fast64_t replay_failures; /* jobs that answered their waiters with a failure */
     pthread_mutex_t lock;
     struct map *subs; /* pattern -> bus_sub; under lock */
     struct list all;  /* bus_sub.node; under lock */

@@ -395,8 +395,10 @@ static void run_job(struct bus *bus, struct bus_job *job)
     struct bus_fetch f = {0};
     atomic_fetch_add(&bus->replays, 1);
     fetch(bus, job, &f);
-    if (f.status != BUS_RESUME_OK) /* not answered: a failure, for all of them */
+    if (f.status != BUS_RESUME_OK) { /* not answered: a failure, for all of them */
+        atomic_fetch_add(&bus->replay_failures, 1);
         fail_waiters(bus, job, &f);
+    }
     pthread_mutex_lock(&bus->lock);
     list_remove(&job->node);
     pthread_mutex_unlock(&bus->lock);

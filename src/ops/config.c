@@ -220,6 +220,11 @@ static const char USAGE[] =
 
 const char *config_usage(void) { return USAGE; }
 
+const char *config_key_name(size_t i)
+{
+    return i < sizeof(keys) / sizeof(keys[0]) ? keys[i].name : NULL;
+}
+
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...)

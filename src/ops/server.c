@@ -22,6 +22,16 @@
  * still not gone (rejected: alarm(), whose handler would run on an
  * arbitrary thread, and a per-call timeout, which cannot cover calls made
  * inside libraries).
+ *
+ * systemd (Type=notify, notify.h): the signal thread also speaks to the
+ * service manager, because it is the one thread that never blocks in a
+ * library call. READY=1 goes once every listener is bound, NATS is
+ * connected and every worker loop has gone round once (its accept
+ * watcher is armed); STOPPING=1 as a drain begins; WATCHDOG=1 every
+ * quarter of WATCHDOG_USEC, but only while every worker loop has gone
+ * round within half of it, so one stuck worker loop lets systemd restart
+ * the process. Rejected: pinging from the main thread, which may wait on
+ * NATS inside bus_sweep() while every worker serves clients fine.
  */
 #include "sluice/server.h"
 
@@ -52,6 +62,7 @@
 #include "sluice/mem.h"
 #include "sluice/metrics.h"
 #include "sluice/net.h"
+#include "sluice/notify.h"
 #include "sluice/stream.h"
 #include "sluice/tls.h"
 #include "sluice/worker.h"
@@ -78,6 +89,9 @@ struct server {
     int argc;
     char **argv;
     int locks[2]; /* the listeners' port locks (net_listen), -1 when none */
+    char ready_status[1024];            /* STATUS= sent with READY=1: the listeners */
+    atomic_bool ready;                  /* /readyz's answer at the signal thread's last tick */
+    atomic_uint_fast64_t ready_changes; /* times that answer flipped (flapping) */
 };
 
 /* Exit by drain-ms + this after the first stop signal, whatever a library call is doing. */
@@ -355,6 +369,10 @@ static void on_metrics(void *ctx, struct buf *out)
     metric(out, "sluice_jetstream_replays_total", "counter",
            "Replays from JetStream run (each may answer many resuming streams).",
            (double)bs.replays);
+    metric(out, "sluice_jetstream_replay_failures_total", "counter",
+           "JetStream replays that failed (NATS gone, a lost message, past their time): "
+           "their streams got event: reset or ended with their id.",
+           (double)bs.replay_failures);
     metric(out, "sluice_jetstream_replay_requests_total", "counter",
            "Stream starts answered by a JetStream replay.", (double)bs.replay_requests);
     metric(out, "sluice_jetstream_replays_active", "gauge",
@@ -383,6 +401,12 @@ static void on_metrics(void *ctx, struct buf *out)
     }
     metric(out, "sluice_draining", "gauge", "1 while draining for shutdown.",
            atomic_load(&s->draining));
+    /* The signal thread's view, so that the gauge and the flip count agree. */
+    metric(out, "sluice_ready", "gauge", "1 while /readyz answers 200 (checked every 100 ms).",
+           atomic_load(&s->ready));
+    metric(out, "sluice_readiness_changes_total", "counter",
+           "Times /readyz's answer flipped (checked every 100 ms; the first ready counts one).",
+           (double)atomic_load(&s->ready_changes));
 }
 
 /* SIGHUP: the certificate and key, and the log level, from the same sources as at start. */
@@ -506,6 +530,9 @@ static void control_signals(sigset_t *set)
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGHUP);
     sigaddset(set, SIGUSR1);
+#ifdef SLUICE_TEST_HOOKS
+    sigaddset(set, SIGUSR2);
+#endif
 }
 
 static const char *signame(int sig)
@@ -526,6 +553,7 @@ static double now_s(void)
 /* The first stop signal: readiness off, listeners and their locks closed, streams ended. */
 static void start_drain(struct server *s, int sig)
 {
+    notify_stopping("draining");
     log_info("%s: draining over %d ms (send it again to exit at once; exit is forced "
              "%d ms after the window)",
              signame(sig), s->cfg->drain_ms, SERVER_EXIT_SLACK_MS);
@@ -545,6 +573,68 @@ static void start_drain(struct server *s, int sig)
     atomic_store(&s->draining, true);
 }
 
+/* Watchdog pings and readiness for systemd (see the top of the file). */
+struct liveness {
+    uint64_t watchdog_ms;  /* WATCHDOG_USEC / 1000; 0: no watchdog */
+    int64_t last_ping_ms;  /* stream_now_ms() of the last WATCHDOG=1 */
+    bool ready_sent;
+    size_t stuck_logged;   /* 1 + the worker last logged as stuck; 0: none */
+};
+
+/* The index + 1 of a worker whose loop has not gone round within limit_ms (0: none). */
+static size_t stuck_worker(const struct server *s, int64_t now, int64_t limit_ms)
+{
+    for (size_t i = 0; i < s->nworkers; i++) {
+        int64_t alive = (int64_t)worker_alive_ms(s->workers[i]);
+        if (alive == 0 || now - alive > limit_ms)
+            return i + 1;
+    }
+    return 0;
+}
+
+/*
+ * Called from the signal thread every tick. The workers may be read while
+ * running and not draining: the main thread frees them only after a drain
+ * (which this thread starts) or a failed start (running never set).
+ */
+static void tend_liveness(struct server *s, struct liveness *l)
+{
+    if (!atomic_load(&s->running))
+        return;
+    int64_t now = stream_now_ms();
+    bool draining = atomic_load(&s->draining);
+    const char *why = NULL;
+    bool ready = on_ready(s, &why);
+    if (ready != atomic_load(&s->ready)) {
+        atomic_store(&s->ready, ready);
+        atomic_fetch_add(&s->ready_changes, 1);
+    }
+    if (!l->ready_sent && !draining && bus_connected(s->bus) &&
+        stuck_worker(s, now, INT64_MAX) == 0) {
+        notify_ready(s->ready_status);
+        l->ready_sent = true;
+    }
+    if (!l->watchdog_ms || now - l->last_ping_ms < (int64_t)l->watchdog_ms / 4)
+        return;
+    /*
+     * While draining the exit deadline bounds the process instead: a loop
+     * busy ending streams is no reason to be killed mid-drain.
+     */
+    int64_t limit = (int64_t)l->watchdog_ms / 2 > 1000 ? (int64_t)l->watchdog_ms / 2 : 1000;
+    size_t stuck = draining ? 0 : stuck_worker(s, now, limit);
+    if (stuck) {
+        if (stuck != l->stuck_logged)
+            log_error("watchdog: worker %zu's loop has not gone round for over %lld ms; "
+                      "not telling systemd it is alive",
+                      stuck - 1, (long long)limit);
+        l->stuck_logged = stuck;
+        return;
+    }
+    l->stuck_logged = 0;
+    notify_watchdog();
+    l->last_ping_ms = now;
+}
+
 /*
  * The signal thread: takes every control signal, and enforces the exit
  * deadline. _exit() is the point: a thread stuck in a library call
@@ -556,9 +646,18 @@ static void *on_signals(void *arg)
     sigset_t set;
     control_signals(&set);
     double deadline = 0; /* monotonic s; 0 until the first stop signal */
+    struct liveness live = {.watchdog_ms = notify_watchdog_usec() / 1000};
     while (!atomic_load(&s->done)) {
         struct timespec tick = {0, 100 * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &tick);
+        tend_liveness(s, &live);
+#ifdef SLUICE_TEST_HOOKS
+        if (sig == SIGUSR2) {
+            if (atomic_load(&s->running) && !atomic_load(&s->draining))
+                worker_stall(s->workers[0]);
+            continue;
+        }
+#endif
         if (sig < 0) {
             if (deadline > 0 && now_s() >= deadline) {
                 bool drained = atomic_load(&s->drained);
@@ -733,6 +832,11 @@ int server_run(const struct config *cfg, int argc, char **argv)
              admin ? "on http://" : "", admin_bound, s.nworkers, cfg->nats_url, cfg->auth,
              cfg->max_streams, cfg->heartbeat_ms,
              share ? ", port shared with other gateways (--reuse-port 1)" : "");
+    snprintf(s.ready_status, sizeof(s.ready_status), "serving https://%s%s%s, admin %s", bound,
+             has_plain ? ", http://" : "", has_plain ? plain_bound : "", admin_bound);
+    if (getenv("NOTIFY_SOCKET") && !notify_supported())
+        log_warn("NOTIFY_SOCKET is set but this build has no libsystemd: systemd will not "
+                 "hear that sluice is ready (use Type=simple, or build with libsystemd-dev)");
     atomic_store(&s.running, true);
     serve(&s);
     code = 0;

@@ -5,6 +5,13 @@
  * tick (ev_timer) and the flush (ev_prepare, run just before the loop
  * sleeps: every connection made dirty during this iteration is written
  * once, with everything it has ready, instead of once per event).
+ *
+ * Liveness: the flush also stamps the time (alive_ms) on every loop
+ * iteration, so another thread can tell a loop that still turns from one
+ * stuck inside a callback; the signal thread feeds systemd's watchdog
+ * only while every worker's stamp is fresh (server.c). The lag timer
+ * (every 250 ms) keeps an idle loop turning, so a fresh stamp never
+ * needs traffic.
  */
 #include "sluice/worker.h"
 
@@ -18,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sluice/bus.h"
@@ -51,6 +59,11 @@ struct worker {
     ev_timer lag_timer;
     ev_tstamp lag_expected;   /* when lag_timer should fire */
     atomic_uint_fast64_t lag_us;
+    atomic_uint_fast64_t alive_ms; /* stream_now_ms() of the last iteration; 0 before the first */
+#ifdef SLUICE_TEST_HOOKS
+    ev_async stall_async;
+    atomic_bool stall_release; /* a drain or stop ends a test stall */
+#endif
     ev_async drain_async;
     atomic_int drain_ms;      /* set before drain_async is sent */
     ev_timer drain_timer;
@@ -144,6 +157,7 @@ static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
     (void)loop;
     (void)revents;
     struct worker *w = container_of(p, struct worker, flush);
+    atomic_store_explicit(&w->alive_ms, (uint64_t)stream_now_ms(), memory_order_relaxed);
     while (!list_empty(&w->env.dirty))
         conn_flush(conn_of_dirty(w->env.dirty.next));
 }
@@ -235,6 +249,21 @@ static void on_drain(struct ev_loop *loop, ev_async *a, int revents)
     ev_timer_start(loop, &w->drain_timer);
 }
 
+#ifdef SLUICE_TEST_HOOKS
+/* Test hook: the loop stops turning, as if a callback were stuck, until a drain or stop. */
+static void on_stall(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct worker *w = container_of(a, struct worker, stall_async);
+    log_warn("worker %zu: stalled by the test hook (SIGUSR2) until a stop signal", w->index);
+    while (!atomic_load(&w->stall_release))
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+}
+
+void worker_stall(struct worker *w) { ev_async_send(w->loop, &w->stall_async); }
+#endif
+
 static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)revents;
@@ -321,6 +350,10 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->lag_expected = ev_time() + LAG_INTERVAL;
     ev_async_init(&w->drain_async, on_drain);
     ev_async_start(w->loop, &w->drain_async);
+#ifdef SLUICE_TEST_HOOKS
+    ev_async_init(&w->stall_async, on_stall);
+    ev_async_start(w->loop, &w->stall_async);
+#endif
     return w;
 }
 
@@ -353,6 +386,9 @@ void worker_stop(struct worker *w)
 {
     if (!w->started)
         return;
+#ifdef SLUICE_TEST_HOOKS
+    atomic_store(&w->stall_release, true);
+#endif
     ev_async_send(w->loop, &w->stop_async);
     pthread_join(w->thread, NULL);
     w->started = false;
@@ -394,8 +430,16 @@ double worker_lag(const struct worker *w)
 
 void worker_drain(struct worker *w, int drain_ms)
 {
+#ifdef SLUICE_TEST_HOOKS
+    atomic_store(&w->stall_release, true);
+#endif
     atomic_store(&w->drain_ms, drain_ms);
     ev_async_send(w->loop, &w->drain_async);
 }
 
 bool worker_drained(const struct worker *w) { return atomic_load(&w->drained); }
+
+uint64_t worker_alive_ms(const struct worker *w)
+{
+    return atomic_load_explicit(&w->alive_ms, memory_order_relaxed);
+}

@@ -27,7 +27,8 @@ start and the start-up line says the port is shared. Also with one worker
 
 demo_ctrl_c_leaves_nothing: scripts/demo on free ports with this build
 (SLUICE_BIN, SLUICE_PUB), in its own session; once it serves and a curl
-stream is open on its JetStream subject, SIGINT to its process group, and
+stream is open on its JetStream subject and one on demo.s199 (the demo
+page's last default stream) has received an event, SIGINT to its process group, and
 again 0.3 s later (an impatient user): the script ends, no process it
 started (by PID) remains, and its ports are free.
 """
@@ -311,6 +312,20 @@ def demo_ctrl_c_leaves_nothing(_):
                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         h.wait_until(lambda: select.select([curl.stdout], [], [], 0.1)[0] and
                      curl.stdout.read1(4096), 10, "the demo's first bytes on a stream")
+        # The page's default streams (one each: demo.s0 … demo.s199) once got
+        # nothing: the demo published on demo.ticks only (issue 18).
+        last = h.spawn(["curl", "-sN", "--http2", "--noproxy", "*", "--cacert",
+                        os.path.join(h.SRC, "certs", "dev", "ca.pem"), "--max-time", "30",
+                        "https://localhost:%d/events/demo.s199" % ports["PORT"]],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        got = [b""]
+
+        def data_on_last():
+            if select.select([last.stdout], [], [], 0.1)[0]:
+                got[0] += last.stdout.read1(4096)
+            return b"\ndata: " in got[0]
+        h.wait_until(data_on_last, 15, "an event on demo.s199, the page's last default stream")
+        h.kill_proc(last)
         t0 = time.monotonic()
         os.killpg(p.pid, signal.SIGINT)
         # An impatient user presses Ctrl-C again while the demo stops.

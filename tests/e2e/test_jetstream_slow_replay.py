@@ -34,6 +34,7 @@ import urllib.parse
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import js_util as j  # noqa: E402
+import metrics_util as m  # noqa: E402
 import nats_util as nu  # noqa: E402
 from harness import expect  # noqa: E402
 
@@ -134,6 +135,16 @@ def run_case(node, c, hist, t_since, stop_s, tag):
             outcomes[what] = check("%s %s" % (tag, what), s, wanted, live,
                                    by_id=hist[0][0] if what == "Last-Event-ID" else None)
             s.close()
+        # sluice_jetstream_replay_failures_total (the SluiceJetStreamReplayFailures
+        # alert): 0 when every replay was exact, else at least one.
+        failures = m.metric(gw, "sluice_jetstream_replay_failures_total")
+        if all(v == "exact" for v in outcomes.values()):
+            expect(failures == 0, "%s: every replay exact, yet %d counted failed"
+                   % (tag, failures))
+        else:
+            expect(failures >= 1, "%s: outcomes %r, yet no replay counted failed"
+                   % (tag, outcomes))
+        h.log("%s: sluice_jetstream_replay_failures_total %d" % (tag, failures))
         follow.close()
         gw.check_alive()
         gw.stop()

@@ -600,6 +600,28 @@ static void test_client_address_keys(void **state)
     config_dispose(&c);
 }
 
+/*
+ * Every setting of the table is in --help, so the man page (generated from
+ * --help by scripts/gen-man.py) and the README check (tests/e2e/
+ * test_man_page.py, from --help) cover every key: a key added to the table
+ * without its --help line fails here.
+ */
+static void test_every_key_in_help(void **state)
+{
+    (void)state;
+    const char *usage = config_usage();
+    size_t n = 0;
+    for (const char *name; (name = config_key_name(n)) != NULL; n++) {
+        char flag[80];
+        snprintf(flag, sizeof(flag), "--%s ", name);
+        char flag_comma[80];
+        snprintf(flag_comma, sizeof(flag_comma), "--%s,", name);
+        if (!strstr(usage, flag) && !strstr(usage, flag_comma))
+            fail_msg("config key '%s' has no '--%s' line in --help (config.c USAGE)", name, name);
+    }
+    assert_true(n > 50);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -630,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_args_flags_override_file),
         cmocka_unit_test(test_check_default_with_cert),
         cmocka_unit_test(test_negative_workers_refused),
+        cmocka_unit_test(test_every_key_in_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
