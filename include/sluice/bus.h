@@ -42,7 +42,10 @@ enum bus_mail_kind {
     BUS_MAIL_READY,  /* sub_id: nats-server has the subscription */
     BUS_MAIL_FAILED, /* sub_id: the subscription could not be made */
     BUS_MAIL_REPLAY, /* replay: a replay job's answer to one start */
+    BUS_MAIL_REVOKE, /* revoke: end the matching streams (revoke.h); not from the bus itself */
 };
+
+struct revoke;
 
 struct bus_mail {
     enum bus_mail_kind kind;
@@ -50,6 +53,7 @@ struct bus_mail {
     union {
         struct sse_event *ev;      /* BUS_MAIL_EVENT: one reference */
         struct bus_replay *replay; /* BUS_MAIL_REPLAY */
+        struct revoke *revoke;     /* BUS_MAIL_REVOKE: owned (revoke_free) */
     };
 };
 
@@ -79,6 +83,15 @@ struct bus_params {
     size_t replay_max;          /* events one replay may send */
     size_t max_consumers;       /* JetStream consumers at once, live and replays; 0: no cap */
     const char *reply_prefix;   /* request streams' reply subjects (see probe in bus.c); NULL */
+    /*
+     * The control subject (revocations), or NULL/"" for none: each
+     * message's body is handed to control(control_ctx, data, len) on a
+     * cnats thread (must not block). Subscribed at connect, kept across
+     * reconnects.
+     */
+    const char *control_subject;
+    void (*control)(void *ctx, const char *data, size_t len);
+    void *control_ctx;
 };
 
 /*

@@ -80,6 +80,18 @@ struct config {
     int request_cancel_wait_ms;      /* after DELETE, the service has this long to end */
     char *request_forward_headers;   /* request headers passed to the service, or "" */
     char *request_secret_file;       /* key binding stream ids to principals, or "" */
+    /* auth = callout (callout.h) and revocation (revoke.h) */
+    char *auth_callout_url;          /* the auth service, or "" */
+    char *auth_callout_method;       /* "GET" or "POST" */
+    char *auth_callout_headers;      /* request headers passed to it, comma-separated */
+    int auth_callout_timeout_ms;     /* whole transfer */
+    int auth_callout_connect_timeout_ms;
+    int auth_callout_max_inflight;   /* transfers at once, per worker */
+    int auth_callout_max_queue;      /* questions waiting for one, per worker */
+    int auth_callout_cache_entries;  /* decisions kept, per worker; 0: none */
+    int auth_callout_cache_ttl_s;    /* a grant without "ttl" is kept */
+    int auth_callout_negative_ttl_s; /* a 401/403 is kept */
+    char *revoke_subject;            /* NATS control subject ($SLUICE.…), or "" for none */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

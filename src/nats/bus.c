@@ -234,6 +234,17 @@ bool bus_reserved_leak(struct bus_sub *bs, natsMsg *msg)
     return true;
 }
 
+/* A control message (revocation): its body goes to the process as it is, parsed there. */
+static void on_control_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)ns;
+    struct bus *bus = closure;
+    int len = natsMsg_GetDataLength(msg);
+    bus->p.control(bus->p.control_ctx, natsMsg_GetData(msg), len > 0 ? (size_t)len : 0);
+    natsMsg_Destroy(msg);
+}
+
 static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
 {
     (void)nc;
@@ -493,6 +504,16 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
         return ERR_NATS;
     }
     bus->flusher_running = true;
+    if (p->control_subject && *p->control_subject && p->control) {
+        s = natsConnection_Subscribe(&bus->control, bus->nc, p->control_subject, on_control_msg,
+                                     bus);
+        if (s != NATS_OK) {
+            snprintf(err, errlen, "cannot subscribe to %s: %s", p->control_subject,
+                     natsStatus_GetText(s));
+            bus_free(bus);
+            return ERR_NATS;
+        }
+    }
     if (p->jetstream && *p->jetstream) {
         if (bus_load_streams(bus, p->jetstream, err, errlen) != 0) {
             bus_free(bus);
@@ -556,6 +577,10 @@ void bus_free(struct bus *bus)
     while (!list_empty(&bus->all))
         bus_drop_sub(bus, container_of(bus->all.next, struct bus_sub, node));
     pthread_mutex_unlock(&bus->lock);
+    if (bus->control) {
+        natsSubscription_Unsubscribe(bus->control);
+        natsSubscription_Destroy(bus->control);
+    }
     if (bus->nc) {
         natsConnection_Close(bus->nc);
         natsConnection_Destroy(bus->nc);

@@ -146,6 +146,7 @@ struct bus_grave {
 
 struct bus {
     natsConnection *nc;
+    natsSubscription *control;   /* the control subject's, or NULL */
     pthread_mutex_t grave_lock;  /* a leaf lock: taken with or without bus->lock */
     struct bus_grave *graves;    /* ended subscriptions, oldest first; under grave_lock */
     size_t ngraves, graves_cap;

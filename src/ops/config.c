@@ -104,6 +104,17 @@ static const struct key keys[] = {
     INT("request-cancel-wait-ms", request_cancel_wait_ms, 0, 3600000),
     OPT("request-forward-headers", request_forward_headers),
     OPT("request-secret-file", request_secret_file),
+    OPT("auth-callout-url", auth_callout_url),
+    STR("auth-callout-method", auth_callout_method),
+    OPT("auth-callout-headers", auth_callout_headers),
+    INT("auth-callout-timeout-ms", auth_callout_timeout_ms, 50, 60000),
+    INT("auth-callout-connect-timeout-ms", auth_callout_connect_timeout_ms, 50, 60000),
+    INT("auth-callout-max-inflight", auth_callout_max_inflight, 1, 10000),
+    INT("auth-callout-max-queue", auth_callout_max_queue, 0, 1000000),
+    INT("auth-callout-cache-entries", auth_callout_cache_entries, 0, 10000000),
+    INT("auth-callout-cache-ttl-s", auth_callout_cache_ttl_s, 0, 86400),
+    INT("auth-callout-negative-ttl-s", auth_callout_negative_ttl_s, 0, 3600),
+    OPT("revoke-subject", revoke_subject),
 };
 
 static const char USAGE[] =
@@ -164,7 +175,7 @@ static const char USAGE[] =
     "  --max-header-bytes N     request header list size (default 16384)\n"
     "  --max-publish-bytes N    POST /publish body limit (default 1048576)\n"
     "  --www DIR                static files served at / (the demo page; default www)\n"
-    "  --auth MODE              none or jwt (default none)\n"
+    "  --auth MODE              none, jwt or callout (default none)\n"
     "  --allow-anonymous 0|1    allow auth none on a non-loopback listener (default 0)\n"
     "  --jwt-secret-file FILE   HS256/384/512 secret\n"
     "  --jwt-keys LIST          RS256/ES256 public keys: [kid:]FILE,[kid:]FILE\n"
@@ -201,6 +212,21 @@ static const char USAGE[] =
     "  --request-forward-headers LIST  request headers passed to the service (default: none)\n"
     "  --request-secret-file FILE  key binding stream ids to principals; the same on every\n"
     "                           gateway of a fleet (default: none)\n"
+    "  --auth-callout-url URL   auth = callout: the HTTP service asked for each stream,\n"
+    "                           publish and poll (README \"Auth callout\")\n"
+    "  --auth-callout-method M  GET (headers only) or POST (also a JSON body) (default GET)\n"
+    "  --auth-callout-headers LIST  request headers passed to it\n"
+    "                           (default Cookie, Authorization)\n"
+    "  --auth-callout-timeout-ms N  whole answer within (default 2000)\n"
+    "  --auth-callout-connect-timeout-ms N  connection within (default 500)\n"
+    "  --auth-callout-max-inflight N  callouts at once per worker (default 64)\n"
+    "  --auth-callout-max-queue N  callouts waiting per worker; beyond, refused\n"
+    "                           (default 1024)\n"
+    "  --auth-callout-cache-entries N  decisions cached per worker (default 10000)\n"
+    "  --auth-callout-cache-ttl-s N  a grant without ttl is cached (default 60)\n"
+    "  --auth-callout-negative-ttl-s N  a 401/403 is cached (default 5)\n"
+    "  --revoke-subject S       NATS control subject for revocations, under $SLUICE.,\n"
+    "                           or empty for none (default $SLUICE.revoke)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -276,6 +302,17 @@ void config_init(struct config *c)
     c->request_cancel_wait_ms = 5000;
     c->request_forward_headers = mem_strdup("");
     c->request_secret_file = mem_strdup("");
+    c->auth_callout_url = mem_strdup("");
+    c->auth_callout_method = mem_strdup("GET");
+    c->auth_callout_headers = mem_strdup("Cookie, Authorization");
+    c->auth_callout_timeout_ms = 2000;
+    c->auth_callout_connect_timeout_ms = 500;
+    c->auth_callout_max_inflight = 64;
+    c->auth_callout_max_queue = 1024;
+    c->auth_callout_cache_entries = 10000;
+    c->auth_callout_cache_ttl_s = 60;
+    c->auth_callout_negative_ttl_s = 5;
+    c->revoke_subject = mem_strdup("$SLUICE.revoke");
 }
 
 void config_dispose(struct config *c)
@@ -459,8 +496,32 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
 
 int config_check(const struct config *c, char *err, size_t errlen)
 {
-    if (strcmp(c->auth, "none") != 0 && strcmp(c->auth, "jwt") != 0) {
-        set_err(err, errlen, "auth must be none or jwt, not '%s'", c->auth);
+    if (strcmp(c->auth, "none") != 0 && strcmp(c->auth, "jwt") != 0 &&
+        strcmp(c->auth, "callout") != 0) {
+        set_err(err, errlen, "auth must be none, jwt or callout, not '%s'", c->auth);
+        return ERR_INVALID;
+    }
+    if ((strcmp(c->auth, "callout") == 0) != (*c->auth_callout_url != '\0')) {
+        set_err(err, errlen, "auth = callout and auth-callout-url go together");
+        return ERR_INVALID;
+    }
+    if (*c->auth_callout_url && strncmp(c->auth_callout_url, "http://", 7) != 0 &&
+        strncmp(c->auth_callout_url, "https://", 8) != 0) {
+        set_err(err, errlen, "auth-callout-url must be an http:// or https:// URL");
+        return ERR_INVALID;
+    }
+    if (strcmp(c->auth_callout_method, "GET") != 0 && strcmp(c->auth_callout_method, "POST") != 0) {
+        set_err(err, errlen, "auth-callout-method must be GET or POST, not '%s'",
+                c->auth_callout_method);
+        return ERR_INVALID;
+    }
+    /* Clients can neither publish nor subscribe there: only the reserved prefix keeps it so. */
+    if (*c->revoke_subject &&
+        (strncmp(c->revoke_subject, "$SLUICE.", 8) != 0 ||
+         !subject_valid(c->revoke_subject, strlen(c->revoke_subject), false, NULL) ||
+         subject_allowed(c->allow_subjects, c->revoke_subject))) {
+        set_err(err, errlen, "revoke-subject '%s' must be a literal subject under $SLUICE. "
+                             "that allow-subjects does not open to clients", c->revoke_subject);
         return ERR_INVALID;
     }
     if (!c->cert_file || !c->key_file) {
