@@ -32,7 +32,9 @@ Checked, over h2 (curl --http2) and HTTP/1.1 (curl --http1.1):
     HTTP/1.1, 20 of them) leave the gateway serving (run under ASan by
     scripts/test, where a use-after-free would abort it);
   - the service restarting on its port: unavailable while it is down,
-    granted again after.
+    granted again after;
+  - with --auth jwt, a token's "default" claim chooses the subjects of
+    GET /events the same way, and POST /revoke ends its stream.
 """
 import http.server
 import json
@@ -44,6 +46,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
+import sec_util as u  # noqa: E402
 from harness import TestFailure, expect  # noqa: E402
 
 TIMEOUT_MS = 1500
@@ -393,6 +396,30 @@ def test():
 
         gw.check_alive("at the end")
         gw.stop()
+
+        # The same server-chosen subscriptions from a JWT's "default" claim, and revocation.
+        d = h.tempdir()
+        secret = d + "/hs.secret"
+        with open(secret, "wb") as f:
+            f.write(b"e2e-secret-0123456789abcdefghijklmnopqrstuvwxyz")
+        jg = h.Gateway(nats.url, auth="jwt", jwt_secret_file=secret)
+        c = u.claims(sub="zoe")
+        c["sluice"]["default"] = ["user.{sub}.>"]
+        tok = u.jwt_hs(c, open(secret, "rb").read())
+        z = h.CurlStream(jg, "/events?access_token=" + tok, max_time=30)
+        z.wait_retry()
+        h.publish(nats.url, "user.ann.inbox", "for-ann")
+        fence(nats.url, z, "user.zoe.inbox")
+        expect(b"for-ann" not in z.data(), "zoe's default stream got ann's event")
+        st, body, _ = mu.admin_get(jg, "/revoke?principal=zoe&reason=banned", method="POST")
+        expect(st == 202, "POST /revoke on the JWT gateway: %d %r" % (st, body))
+        z.wait_bytes(b"event: revoked\ndata: banned\n\n", 10)
+        wait_end(z)
+        c["sub"] = "a.b"
+        r = h.curl(jg, "/events?access_token=" + u.jwt_hs(c, open(secret, "rb").read()))
+        expect(r.status == 401, "a JWT whose sub cannot fill {sub}: %r" % r)
+        jg.stop()
+        h.log("JWT default subjects and revocation ok")
 
 
 if __name__ == "__main__":
