@@ -273,6 +273,8 @@ static void prepare(struct entry *e, const struct callout_query *q)
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)co->p.timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)co->p.connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    /* The service is internal: an http_proxy in the environment must not reroute credentials. */
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
