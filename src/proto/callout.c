@@ -70,8 +70,8 @@ struct entry {
 };
 
 struct callout_wait {
-    struct list node; /* in entry.waiters */
-    struct entry *e;
+    struct list node; /* in entry.waiters, or in complete()'s list while it answers */
+    struct entry *e;  /* NULL once complete() has taken the waiter off its entry */
     callout_done_fn *done;
     void *ctx;
 };
@@ -425,6 +425,9 @@ static void complete(struct entry *e, CURLcode rc)
         waiters.prev->next = &waiters;
         list_init(&e->waiters);
     }
+    /* Detached: a waiter cancelled meanwhile (another's answer freed its request) leaves e be. */
+    for (struct list *n = waiters.next; n != &waiters; n = n->next)
+        container_of(n, struct callout_wait, node)->e = NULL;
     struct callout_answer shared;
     copy_answer(e, &shared);
     if (keep == 0)
@@ -654,7 +657,7 @@ void callout_cancel(struct callout_wait *w)
     list_remove(&w->node);
     free(w);
     /* Nobody waits for a question not yet asked: it need not be asked at all. */
-    if (e->state == E_QUEUED && list_empty(&e->waiters))
+    if (e && e->state == E_QUEUED && list_empty(&e->waiters))
         entry_free(e);
 }
 

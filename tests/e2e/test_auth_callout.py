@@ -367,14 +367,20 @@ def test():
         h.log("renewal at expiry ok")
 
         # Clients that leave while their callout is in flight.
-        leavers = []
+        # Ten on questions of their own, ten joined on one question (coalesced): of
+        # those, six leave and four stay for the answer (a timeout: 200 + retry:).
+        leavers, stayers = [], []
         for i in range(20):
-            c = stream(gw, "/events/chat.slow%d" % i, "slow", http1=(i % 2 == 1), max_time=5)
-            leavers.append(c)
-        time.sleep(0.2)  # the questions are in flight (the service takes 3 s)
+            path = "/events/chat.slow%d" % i if i < 10 else "/events/chat.slowshared"
+            c = stream(gw, path, "slow", http1=(i % 2 == 1), max_time=10)
+            (stayers if i >= 16 else leavers).append(c)
+        time.sleep(0.3)  # the questions are in flight (the service takes 3 s)
         for c in leavers:
             c.close()
-        time.sleep(TIMEOUT_MS / 1000.0 + 0.3)  # their answers (timeouts) arrive now
+        for c in stayers:
+            c.wait_bytes(b": authorization unavailable", TIMEOUT_MS / 1000.0 + 5)
+            wait_end(c)
+        time.sleep(0.3)
         gw.check_alive("after clients left during their callouts")
         r = h.curl(gw, "/poll?subject=chat.y&timeout=1", extra=cookie("bob"))
         expect(r.status == 200, "serving after the leavers: %r" % r)
