@@ -3,6 +3,12 @@
  * go on (auth = callout), with nginx auth_request semantics, from one
  * worker's loop.
  *
+ * The same question can go as a NATS request instead (auth-callout-subject,
+ * for shops whose auth service lives on NATS): the POST JSON is the
+ * request body, the reply body the same grant JSON, its Sluice-Status
+ * header (401, 403, other) the status; no header means 200. Replies come
+ * back as worker mail; the deadline is an ev_timer per question.
+ *
  * One struct callout per worker, driven by that worker's libev loop:
  * libcurl's multi interface (CURLMOPT_SOCKETFUNCTION / TIMERFUNCTION
  * become ev_io / ev_timer watchers), so no call ever blocks the loop.
@@ -47,7 +53,8 @@ struct callout_wait;
 #define CALLOUT_HEADERS_MAX 8 /* allow-listed request headers passed on */
 
 struct callout_params {
-    const char *url;          /* http:// or https:// URL of the service */
+    const char *url;          /* http:// or https:// URL of the service; NULL with subject */
+    const char *subject;      /* or: the NATS subject of the service (the POST JSON as body) */
     bool post;                /* POST the JSON description; else GET with headers only */
     int timeout_ms;           /* whole transfer */
     int connect_timeout_ms;
@@ -119,6 +126,16 @@ int callout_new(struct callout **out, struct ev_loop *loop, const struct callout
 void callout_free(struct callout *co);
 /* libcurl's process-wide set-up: once, before any worker thread starts. 0 or ERR_IO. */
 int callout_global_init(void);
+struct bus;
+struct bus_answer;
+/* The bus the NATS variant asks through (worker's index); before the first question. */
+void callout_attach_bus(struct callout *co, struct bus *bus, size_t worker);
+/*
+ * A NATS reply (BUS_MAIL_ANSWER) for this worker's callout: the question
+ * it answers is decided (a late one, after its deadline, is dropped).
+ * Takes nothing from a. May call done callbacks.
+ */
+void callout_nats_answer(struct callout *co, const struct bus_answer *a);
 
 /*
  * Asks about q at now_ms (stream_now_ms() clock). Returns 0 with *answer

@@ -82,6 +82,7 @@ struct config {
     char *request_secret_file;       /* key binding stream ids to principals, or "" */
     /* auth = callout (callout.h) and revocation (revoke.h) */
     char *auth_callout_url;          /* the auth service, or "" */
+    char *auth_callout_subject;      /* or its NATS subject, or "" */
     char *auth_callout_method;       /* "GET" or "POST" */
     char *auth_callout_headers;      /* request headers passed to it, comma-separated */
     int auth_callout_timeout_ms;     /* whole transfer */

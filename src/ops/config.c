@@ -105,6 +105,7 @@ static const struct key keys[] = {
     OPT("request-forward-headers", request_forward_headers),
     OPT("request-secret-file", request_secret_file),
     OPT("auth-callout-url", auth_callout_url),
+    OPT("auth-callout-subject", auth_callout_subject),
     STR("auth-callout-method", auth_callout_method),
     OPT("auth-callout-headers", auth_callout_headers),
     INT("auth-callout-timeout-ms", auth_callout_timeout_ms, 50, 60000),
@@ -214,6 +215,8 @@ static const char USAGE[] =
     "                           gateway of a fleet (default: none)\n"
     "  --auth-callout-url URL   auth = callout: the HTTP service asked for each stream,\n"
     "                           publish and poll (README \"Auth callout\")\n"
+    "  --auth-callout-subject S or: the NATS subject of the auth service ($…; the\n"
+    "                           POST JSON as request, the grant JSON as reply)\n"
     "  --auth-callout-method M  GET (headers only) or POST (also a JSON body) (default GET)\n"
     "  --auth-callout-headers LIST  request headers passed to it\n"
     "                           (default Cookie, Authorization)\n"
@@ -303,6 +306,7 @@ void config_init(struct config *c)
     c->request_forward_headers = mem_strdup("");
     c->request_secret_file = mem_strdup("");
     c->auth_callout_url = mem_strdup("");
+    c->auth_callout_subject = mem_strdup("");
     c->auth_callout_method = mem_strdup("GET");
     c->auth_callout_headers = mem_strdup("Cookie, Authorization");
     c->auth_callout_timeout_ms = 2000;
@@ -501,8 +505,23 @@ int config_check(const struct config *c, char *err, size_t errlen)
         set_err(err, errlen, "auth must be none, jwt or callout, not '%s'", c->auth);
         return ERR_INVALID;
     }
-    if ((strcmp(c->auth, "callout") == 0) != (*c->auth_callout_url != '\0')) {
-        set_err(err, errlen, "auth = callout and auth-callout-url go together");
+    if ((strcmp(c->auth, "callout") == 0) !=
+        ((*c->auth_callout_url != '\0') != (*c->auth_callout_subject != '\0'))) {
+        set_err(err, errlen, "auth = callout needs exactly one of auth-callout-url and "
+                             "auth-callout-subject, and neither goes without it");
+        return ERR_INVALID;
+    }
+    /*
+     * The question carries clients' cookies: only a reserved subject is kept from
+     * clients' wildcards and publishes (and allow-subjects must not open it).
+     */
+    if (*c->auth_callout_subject &&
+        (!subject_valid(c->auth_callout_subject, strlen(c->auth_callout_subject), false, NULL) ||
+         !subject_reserved(c->auth_callout_subject) ||
+         subject_allowed(c->allow_subjects, c->auth_callout_subject))) {
+        set_err(err, errlen, "auth-callout-subject '%s' must be a literal reserved subject "
+                             "($…) that allow-subjects does not open to clients",
+                c->auth_callout_subject);
         return ERR_INVALID;
     }
     if (*c->auth_callout_url && strncmp(c->auth_callout_url, "http://", 7) != 0 &&

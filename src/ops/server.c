@@ -751,6 +751,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .control_subject = cfg->revoke_subject,
         .control = on_control,
         .control_ctx = &s,
+        .ask_inboxes = *cfg->auth_callout_subject != '\0',
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);

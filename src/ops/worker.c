@@ -155,6 +155,11 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
             revoke_here(w, mail[i].revoke);
             revoke_free(mail[i].revoke);
             break;
+        case BUS_MAIL_ANSWER:
+            if (w->env.requests.callout)
+                callout_nats_answer(w->env.requests.callout, mail[i].answer);
+            bus_answer_free(mail[i].answer);
+            break;
         }
     }
 }
@@ -309,7 +314,8 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.requests.cancels = mem_calloc(1, sizeof(*w->env.requests.cancels));
     if (strcmp(cfg->auth, "callout") == 0) {
         struct callout_params cp = {
-            .url = cfg->auth_callout_url,
+            .url = *cfg->auth_callout_url ? cfg->auth_callout_url : NULL,
+            .subject = *cfg->auth_callout_subject ? cfg->auth_callout_subject : NULL,
             .post = strcmp(cfg->auth_callout_method, "POST") == 0,
             .timeout_ms = cfg->auth_callout_timeout_ms,
             .connect_timeout_ms = cfg->auth_callout_connect_timeout_ms,
@@ -372,6 +378,8 @@ int worker_start(struct worker *w, struct bus *bus)
     w->fanout = fanout_new(bus ? &src : NULL, w->index, stream_on_event, stream_on_ready,
                            stream_on_replayed);
     w->env.requests.bus = bus;
+    if (w->env.requests.callout)
+        callout_attach_bus(w->env.requests.callout, bus, w->index);
     w->streams.fanout = w->fanout;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
         log_error("worker %zu: cannot start thread: %s", w->index, strerror(errno));
@@ -403,6 +411,8 @@ void worker_free(struct worker *w)
             bus_replay_free(w->inbox[i].replay);
         else if (w->inbox[i].kind == BUS_MAIL_REVOKE)
             revoke_free(w->inbox[i].revoke);
+        else if (w->inbox[i].kind == BUS_MAIL_ANSWER)
+            bus_answer_free(w->inbox[i].answer);
     }
     free(w->inbox);
     free(w->draining);

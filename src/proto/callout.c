@@ -38,6 +38,7 @@
 
 #include "sluice/auth.h"
 #include "sluice/buf.h"
+#include "sluice/bus.h"
 #include "sluice/err.h"
 #include "sluice/json.h"
 #include "sluice/list.h"
@@ -58,7 +59,10 @@ struct entry {
     enum entry_state state;
     struct list node;          /* in co->queue, co->flight or co->lru by state; E_ORPHAN: none */
     struct list waiters;       /* struct callout_wait.node, until answered */
-    CURL *easy;                /* E_FLIGHT */
+    CURL *easy;                /* E_FLIGHT over HTTP */
+    uint64_t ask_id;           /* E_FLIGHT over NATS: the bus_ask() id; 0 otherwise */
+    ev_timer deadline;         /* over NATS: timeout_ms after the ask (0 s: the ask failed) */
+    bool ask_failed;           /* over NATS: bus_ask() refused (NATS down): unreachable */
     struct curl_slist *headers;
     char *body;                /* POST body, NUL-terminated; NULL with GET */
     struct buf answer;         /* the service's body so far; <= AUTH_CALLOUT_BODY_MAX + 1 */
@@ -95,6 +99,9 @@ struct callout {
     struct list flight;        /* E_FLIGHT entries */
     size_t inflight;
     unsigned char salt[16];    /* keys are unguessable: no chosen collisions in the map */
+    struct bus *bus;           /* NATS variant: asked through; NULL over HTTP */
+    size_t worker;
+    uint64_t next_ask;         /* last bus_ask() id */
 };
 
 static const char *const result_labels[CALLOUT_RESULT_COUNT] = {
@@ -151,6 +158,7 @@ static void entry_free(struct entry *e)
         co->nqueued--;
         metrics_add(&co->stats->queued, -1);
     }
+    ev_timer_stop(co->loop, &e->deadline);
     if (e->easy) {
         if (e->state == E_FLIGHT) {
             curl_multi_remove_handle(co->multi, e->easy);
@@ -158,6 +166,8 @@ static void entry_free(struct entry *e)
         }
         curl_easy_cleanup(e->easy);
     }
+    else if (e->state == E_FLIGHT && e->ask_id)
+        co->inflight--;
     curl_slist_free_all(e->headers);
     free(e->body);
     buf_dispose(&e->answer);
@@ -243,6 +253,10 @@ static char *describe(const struct callout_query *q)
 static void prepare(struct entry *e, const struct callout_query *q)
 {
     struct callout *co = e->co;
+    if (co->p.subject) {
+        e->body = describe(q);
+        return;
+    }
     char subjects[2048] = "";
     size_t used = 0;
     for (size_t i = 0; i < q->nsubjects; i++) {
@@ -294,6 +308,15 @@ static void start(struct entry *e)
     e->started_s = stream_now_s();
     co->inflight++;
     list_insert_tail(&co->flight, &e->node);
+    if (co->p.subject) {
+        e->ask_id = ++co->next_ask;
+        e->ask_failed = !co->bus || bus_ask(co->bus, co->worker, co->p.subject, e->ask_id,
+                                            e->body, strlen(e->body)) != 0;
+        /* A refused ask is answered from the loop too: never from inside callout_ask(). */
+        ev_timer_set(&e->deadline, e->ask_failed ? 0 : co->p.timeout_ms / 1000.0, 0);
+        ev_timer_start(co->loop, &e->deadline);
+        return;
+    }
     /* Never called from inside a libcurl callback, so this cannot be a recursive call. */
     CURLMcode rc = curl_multi_add_handle(co->multi, e->easy);
     if (rc != CURLM_OK)
@@ -370,27 +393,23 @@ static int64_t keep_ms(const struct callout *co, const struct entry *e, int64_t 
     return ttl * 1000;
 }
 
-/* A transfer ended: decide, answer every waiter, keep or drop the decision. */
-static void complete(struct entry *e, CURLcode rc)
+/* e's answer is r: count it, answer every waiter, keep or drop the decision. */
+static void finish(struct entry *e, enum callout_result r, int64_t ttl_s, const char *detail,
+                   long status)
 {
     struct callout *co = e->co;
-    long status = 0;
-    curl_easy_getinfo(e->easy, CURLINFO_RESPONSE_CODE, &status);
     double took = stream_now_s() - e->started_s;
-    curl_multi_remove_handle(co->multi, e->easy);
-    curl_easy_cleanup(e->easy);
-    e->easy = NULL;
+    ev_timer_stop(co->loop, &e->deadline);
     co->inflight--;
-    int64_t ttl_s;
-    enum callout_result r = classify(e, rc, status, &ttl_s);
+    e->ask_id = 0;
     e->result.result = r;
     if (!e->result.reason)
         e->result.reason = reasons[r];
     metrics_add(&co->stats->results[r], 1);
     metrics_observe(&co->stats->latency, took);
     if (r != CALLOUT_GRANTED && r != CALLOUT_DENIED_401 && r != CALLOUT_DENIED_403)
-        log_warn("auth callout: %s (%s, HTTP %ld, %.0f ms)", e->result.reason,
-                 curl_easy_strerror(rc), status, took * 1000);
+        log_warn("auth callout: %s (%s, status %ld, %.0f ms)", e->result.reason, detail, status,
+                 took * 1000);
     curl_slist_free_all(e->headers);
     e->headers = NULL;
     buf_dispose(&e->answer);
@@ -443,6 +462,76 @@ static void complete(struct entry *e, CURLcode rc)
         done(ctx, &a);
     }
     auth_grant_free(shared.grant);
+}
+
+/* An HTTP transfer ended. */
+static void complete(struct entry *e, CURLcode rc)
+{
+    struct callout *co = e->co;
+    long status = 0;
+    curl_easy_getinfo(e->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(co->multi, e->easy);
+    curl_easy_cleanup(e->easy);
+    e->easy = NULL;
+    int64_t ttl_s;
+    enum callout_result r = classify(e, rc, status, &ttl_s);
+    finish(e, r, ttl_s, curl_easy_strerror(rc), status);
+}
+
+/* A NATS reply: the same rules as an HTTP status and body. */
+static enum callout_result classify_nats(struct entry *e, const struct bus_answer *a,
+                                         int64_t *ttl_s)
+{
+    *ttl_s = -1;
+    if (a->status == 503)
+        return CALLOUT_UNREACHABLE; /* no responders */
+    if (a->status == 401)
+        return CALLOUT_DENIED_401;
+    if (a->status == 403)
+        return CALLOUT_DENIED_403;
+    if (a->status < 200 || a->status > 299)
+        return CALLOUT_ERROR;
+    const char *why = NULL;
+    if (auth_grant_from_callout(a->data, a->len, (int64_t)time(NULL), &e->result.grant, ttl_s,
+                                &why) != 0) {
+        e->result.reason = why;
+        return CALLOUT_BAD_ANSWER;
+    }
+    return CALLOUT_GRANTED;
+}
+
+void callout_nats_answer(struct callout *co, const struct bus_answer *a)
+{
+    /* At most max_inflight questions in flight: a scan is cheaper than a second index. */
+    for (struct list *n = co->flight.next; n != &co->flight; n = n->next) {
+        struct entry *e = container_of(n, struct entry, node);
+        if (e->ask_id == a->id) {
+            int64_t ttl_s;
+            enum callout_result r = classify_nats(e, a, &ttl_s);
+            finish(e, r, ttl_s, "NATS reply", a->status);
+            start_queued(co);
+            return;
+        }
+    }
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct entry *e = container_of(t, struct entry, deadline);
+    struct callout *co = e->co; /* e may be gone after finish() */
+    if (e->ask_failed)
+        finish(e, CALLOUT_UNREACHABLE, -1, "NATS unavailable", 0);
+    else
+        finish(e, CALLOUT_TIMEOUT, -1, "no NATS reply", 0);
+    start_queued(co);
+}
+
+void callout_attach_bus(struct callout *co, struct bus *bus, size_t worker)
+{
+    co->bus = bus;
+    co->worker = worker;
 }
 
 static void reap(struct callout *co)
@@ -529,13 +618,15 @@ int callout_new(struct callout **out, struct ev_loop *loop, const struct callout
                 struct callout_stats *stats, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!p->url || (strncmp(p->url, "http://", 7) != 0 && strncmp(p->url, "https://", 8) != 0)) {
+    if (!p->subject &&
+        (!p->url || (strncmp(p->url, "http://", 7) != 0 && strncmp(p->url, "https://", 8) != 0))) {
         snprintf(err, errlen, "auth-callout-url must be an http:// or https:// URL");
         return ERR_INVALID;
     }
     struct callout *co = mem_calloc(1, sizeof(*co));
     co->p = *p;
-    co->p.url = mem_strdup(p->url);
+    co->p.url = p->url ? mem_strdup(p->url) : NULL;
+    co->p.subject = p->subject ? mem_strdup(p->subject) : NULL;
     if (co->p.max_inflight == 0)
         co->p.max_inflight = 1;
     co->loop = loop;
@@ -586,6 +677,7 @@ void callout_free(struct callout *co)
     curl_multi_cleanup(co->multi);
     map_free(co->entries);
     free((char *)co->p.url);
+    free((char *)co->p.subject);
     free(co);
 }
 
@@ -631,6 +723,7 @@ int callout_ask(struct callout *co, const struct callout_query *q, int64_t now_m
     }
     e = mem_calloc(1, sizeof(*e));
     e->co = co;
+    ev_init(&e->deadline, on_deadline);
     memcpy(e->key, key, KEY_LEN);
     list_init(&e->node);
     list_init(&e->waiters);

@@ -34,7 +34,11 @@ Checked, over h2 (curl --http2) and HTTP/1.1 (curl --http1.1):
   - the service restarting on its port: unavailable while it is down,
     granted again after;
   - with --auth jwt, a token's "default" claim chooses the subjects of
-    GET /events the same way, and POST /revoke ends its stream.
+    GET /events the same way, and POST /revoke ends its stream;
+  - the callout as a NATS request (auth-callout-subject): no responders
+    and no reply in time are unavailable (200 + retry: / 503), a grant
+    and a Sluice-Status 403 reply work as over HTTP, and the question is
+    the same JSON as the HTTP POST body.
 """
 import http.server
 import json
@@ -46,6 +50,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 import metrics_util as mu  # noqa: E402
+import nats_util as nu  # noqa: E402
 import sec_util as u  # noqa: E402
 from harness import TestFailure, expect  # noqa: E402
 
@@ -426,6 +431,57 @@ def test():
         expect(r.status == 401, "a JWT whose sub cannot fill {sub}: %r" % r)
         jg.stop()
         h.log("JWT default subjects and revocation ok")
+
+        # The same callout as a NATS request (auth-callout-subject).
+        ng = h.Gateway(nats.url, workers=2, auth="callout", auth_callout_subject="$SLUICE.auth",
+                       auth_callout_timeout_ms=1000, overload_retry_min_ms=1000,
+                       overload_retry_max_ms=2000)
+        check_unavailable_sse(ng, "alice", "no responders")
+        check_unavailable_other(ng, "alice", "no responders")
+        res = mu.labelled(mu.scrape(ng), "sluice_auth_callout_requests_total", "result")
+        expect(res.get("unreachable", 0) >= 1, "no responders not counted unreachable: %r" % res)
+        asked = []
+        service = nu.NatsClient(nats.port)
+        service.sub("$SLUICE.auth")
+        stop = threading.Event()
+
+        def respond():
+            while not stop.is_set():
+                try:
+                    m = service.wait_full(lambda m: True, timeout=0.5)
+                except TestFailure:
+                    continue
+                q = json.loads(m.data)
+                asked.append(q)
+                sid = q["headers"].get("cookie", "").split("sid=")[-1].split(";")[0]
+                if sid == "alice":
+                    service.send_raw(service.pub_bytes(m.reply_to, json.dumps(
+                        {"principal": "alice", "subscribe": ["chat.>"],
+                         "default": ["user.{sub}.>"]})))
+                elif sid == "mute":
+                    pass  # no reply: the gateway's deadline decides
+                else:
+                    service.send_raw(service.pub_bytes(m.reply_to, b"",
+                                                       headers={"Sluice-Status": "403"}))
+        t = threading.Thread(target=respond, daemon=True)
+        t.start()
+        try:
+            ns = h.CurlStream(ng, "/events", max_time=30, extra=cookie("alice"))
+            ns.wait_retry()
+            fence(nats.url, ns, "user.alice.nats")
+            expect(asked[-1]["subjects"] == [] and asked[-1]["action"] == "subscribe" and
+                   asked[-1]["path"] == "/events" and asked[-1]["client"] == "127.0.0.1",
+                   "the NATS question: %r" % asked[-1])
+            r = h.curl(ng, "/events/chat.x", extra=cookie("eve"))
+            expect(r.status == 403, "a 403 reply over NATS became %d" % r.status)
+            check_unavailable_sse(ng, "mute", "no NATS reply in time")
+            ns.close()
+        finally:
+            stop.set()
+            t.join(timeout=5)
+            service.close()
+        ng.stop()
+        h.log("callout over NATS ok")
 
 
 if __name__ == "__main__":
