@@ -715,7 +715,12 @@ void stream_info(const struct stream *s, struct stream_info *out)
 
 void stream_end(struct stream *s, enum stream_end why) { stream_end_retry(s, why, 0); }
 
-void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
+/*
+ * Ends s for why: drops what is not yet started, queues `retry:` (when
+ * retry_ms) and last (n bytes), leaves the fan-out, and wakes once.
+ */
+static void end_with(struct stream *s, enum stream_end why, unsigned retry_ms, const char *last,
+                     size_t n)
 {
     if (s->end != STREAM_END_NONE)
         return;
@@ -727,27 +732,25 @@ void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
     s->wake = no_wake;
     if (retry_ms)
         push_own(s, line, sse_format_retry(line, retry_ms));
-    push_own(s, line, sse_format_comment(line, end_text(why)));
+    push_own(s, last, n);
     s->wake = wake;
     leave(s);
+}
+
+void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
+{
+    char line[SSE_LINE_MAX];
+    end_with(s, why, retry_ms, line, sse_format_comment(line, end_text(why)));
 }
 
 void stream_end_event(struct stream *s, enum stream_end why, const char *event,
                       const char *data)
 {
-    if (s->end != STREAM_END_NONE)
-        return;
-    s->end = why;
-    drop_unsent(s);
-    char line[SSE_LINE_MAX];
-    stream_wake_fn *wake = s->wake;
-    s->wake = no_wake;
-    /* Both are ours or checked (revoke.h): one line each, cut to fit a line. */
-    int n = snprintf(line, sizeof(line), "event: %.64s\ndata: %.200s\n\n", event, data);
-    if (n > 0)
-        push_own(s, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-    s->wake = wake;
-    leave(s);
+    /* Both are ours or checked (revoke.h: one line, at most 200 bytes); cut, never split. */
+    char text[sizeof("event: \ndata: \n\n") + 64 + 200];
+    int n = snprintf(text, sizeof(text), "event: %.64s\ndata: %.200s\n\n", event, data);
+    if (n > 0 && (size_t)n < sizeof(text))
+        end_with(s, why, 0, text, (size_t)n);
 }
 
 const char *stream_principal(const struct stream *s) { return s->principal; }
