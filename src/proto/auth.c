@@ -621,29 +621,55 @@ static char *sanitize_sub(json_t *v)
     return s;
 }
 
+/*
+ * obj's member name: absent (NULL, nothing set), or an array of at most
+ * AUTH_MAX_PATTERNS strings, each turned by take() into a valid subject
+ * appended to *list (*n of them; the array is allocated here). NULL, or
+ * the first reason: what is wrong with the list (malformed, too_many) or
+ * with an entry (take's).
+ */
+static const char *parse_list(json_t *obj, const char *name, const char *malformed,
+                              const char *too_many, const struct auth_grant *g,
+                              const char *(*take)(const struct auth_grant *g, const char *s,
+                                                  size_t len, char **out),
+                              char ***list, size_t *n)
+{
+    json_t *arr = json_object_get(obj, name);
+    if (!arr)
+        return NULL;
+    if (!json_is_array(arr))
+        return malformed;
+    size_t count = json_array_size(arr);
+    if (count > AUTH_MAX_PATTERNS)
+        return too_many;
+    *list = mem_calloc(count ? count : 1, sizeof(char *));
+    for (size_t i = 0; i < count; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_string(v) || memchr(json_string_value(v), '\0', json_string_length(v)))
+            return malformed;
+        const char *why = take(g, json_string_value(v), json_string_length(v), &(*list)[*n]);
+        if (why)
+            return why;
+        (*n)++;
+    }
+    return NULL;
+}
+
+/* A granted pattern, as it is. */
+static const char *take_pattern(const struct auth_grant *g, const char *s, size_t len, char **out)
+{
+    (void)g;
+    if (!subject_valid(s, len, true, NULL))
+        return "invalid subject pattern in sluice claim";
+    *out = mem_strndup(s, len);
+    return NULL;
+}
+
 static const char *parse_patterns(json_t *grant, const char *name, struct auth_grant *g,
                                   enum auth_action act)
 {
-    json_t *list = json_object_get(grant, name);
-    if (!list)
-        return NULL;
-    if (!json_is_array(list))
-        return "malformed sluice claim";
-    size_t n = json_array_size(list);
-    if (n > AUTH_MAX_PATTERNS)
-        return "too many patterns in sluice claim";
-    g->patterns[act] = mem_calloc(n ? n : 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(list, i);
-        if (!json_is_string(v))
-            return "malformed sluice claim";
-        const char *s = json_string_value(v);
-        size_t len = json_string_length(v);
-        if (!subject_valid(s, len, true, NULL) || memchr(s, '\0', len))
-            return "invalid subject pattern in sluice claim";
-        g->patterns[act][g->npatterns[act]++] = mem_strndup(s, len);
-    }
-    return NULL;
+    return parse_list(grant, name, "malformed sluice claim", "too many patterns in sluice claim",
+                      g, take_pattern, &g->patterns[act], &g->npatterns[act]);
 }
 
 bool auth_principal_is_token(const char *p)
@@ -689,28 +715,22 @@ int auth_expand_template(const struct auth_grant *g, const char *tmpl, char *out
     return subject_valid(out, o, true, NULL) ? 0 : ERR_INVALID;
 }
 
+/* A default subject: the template with "{sub}" expanded from g's principal. */
+static const char *take_default(const struct auth_grant *g, const char *s, size_t len, char **out)
+{
+    (void)len; /* NUL-free (parse_list): s ends where len does */
+    char subject[SUBJECT_TEMPLATE_MAX];
+    if (auth_expand_template(g, s, subject, sizeof(subject)) != 0)
+        return "default subject invalid for this principal";
+    *out = mem_strdup(subject);
+    return NULL;
+}
+
 /* "default": templates expanded with g's principal (set before). */
 static const char *parse_defaults(json_t *obj, struct auth_grant *g)
 {
-    json_t *list = json_object_get(obj, "default");
-    if (!list)
-        return NULL;
-    if (!json_is_array(list))
-        return "malformed default subjects";
-    size_t n = json_array_size(list);
-    if (n > AUTH_MAX_PATTERNS)
-        return "too many default subjects";
-    g->defaults = mem_calloc(n ? n : 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(list, i);
-        char subject[SUBJECT_TEMPLATE_MAX];
-        if (!json_is_string(v) || memchr(json_string_value(v), '\0', json_string_length(v)))
-            return "malformed default subjects";
-        if (auth_expand_template(g, json_string_value(v), subject, sizeof(subject)) != 0)
-            return "default subject invalid for this principal";
-        g->defaults[g->ndefaults++] = mem_strdup(subject);
-    }
-    return NULL;
+    return parse_list(obj, "default", "malformed default subjects", "too many default subjects",
+                      g, take_default, &g->defaults, &g->ndefaults);
 }
 
 size_t auth_grant_defaults(const struct auth_grant *g, const char *const **subjects)
