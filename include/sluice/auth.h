@@ -41,7 +41,8 @@
  * by the principal ("sub"), which must then be one subject token of
  * letters, digits and "-_@+=:" (never ".", "*", ">", "$" or a space, so a
  * principal cannot widen or move its subject). A default that cannot be
- * expanded is refused with the token. Defaults are granted for
+ * expanded, or defaults that overlap one another (one stream carries them
+ * all), are refused with the token. Defaults are granted for
  * subscribing as they are, like "subscribe" entries.
  * "subscribe" and "publish" are each optional arrays of at most
  * AUTH_MAX_PATTERNS NATS subject patterns (wildcards allowed, the same

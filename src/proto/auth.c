@@ -729,8 +729,15 @@ static const char *take_default(const struct auth_grant *g, const char *s, size_
 /* "default": templates expanded with g's principal (set before). */
 static const char *parse_defaults(json_t *obj, struct auth_grant *g)
 {
-    return parse_list(obj, "default", "malformed default subjects", "too many default subjects",
-                      g, take_default, &g->defaults, &g->ndefaults);
+    const char *why = parse_list(obj, "default", "malformed default subjects",
+                                 "too many default subjects", g, take_default, &g->defaults,
+                                 &g->ndefaults);
+    /* One stream on them all: the rule for requested subjects (a.* with a.b is refused). */
+    for (size_t i = 0; !why && i < g->ndefaults; i++)
+        for (size_t j = i + 1; !why && j < g->ndefaults; j++)
+            if (subject_overlaps(g->defaults[i], g->defaults[j]))
+                why = "default subjects overlap";
+    return why;
 }
 
 size_t auth_grant_defaults(const struct auth_grant *g, const char *const **subjects)

@@ -8,7 +8,7 @@
  * Properties checked: an answer is refused with a one-line reason or
  * becomes a grant whose principal is 1..128 printable bytes, whose
  * patterns and default subjects are all valid subjects that allow
- * themselves, of which there are at most AUTH_MAX_PATTERNS, whose expiry
+ * themselves (defaults never overlapping one another), of which there are at most AUTH_MAX_PATTERNS, whose expiry
  * is 0 or after now and whose ttl is -1 or 0..86400; a "{sub}" template
  * never yields a subject with more tokens than the template has. A
  * revocation names a principal or a valid subject and has a one-line
@@ -60,6 +60,10 @@ static void check_grant(const struct auth_grant *g, int64_t ttl)
     check_list(g, list, k);
     k = auth_grant_defaults(g, &list);
     check_list(g, list, k);
+    for (size_t i = 0; i < k; i++)
+        for (size_t j = i + 1; j < k; j++)
+            if (subject_overlaps(list[i], list[j]))
+                abort(); /* one stream carries them all: never two links on one topic */
     /* The principal, once expanded, is one token: never a dot or wildcard more. */
     char out[512];
     if (auth_expand_template(g, "u.{sub}", out, sizeof(out)) == 0 &&

@@ -361,6 +361,8 @@ static void test_callout_answer(void **state)
         "{\"principal\":\"p\",\"expires\":1}",
         "{\"principal\":\"p.q\",\"default\":[\"u.{sub}\"]}",
         "{\"principal\":\"p\",\"default\":[\"u.{sub}..x\"]}",
+        "{\"principal\":\"p\",\"default\":[\"u.{sub}\",\"u.p\"]}",
+        "{\"principal\":\"p\",\"default\":[\"u.*\",\"u.{sub}\"]}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         g = callout_grant(bad[i], &why, &ttl);
