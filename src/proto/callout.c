@@ -102,6 +102,8 @@ struct callout {
     struct bus *bus;           /* NATS variant: asked through; NULL over HTTP */
     size_t worker;
     uint64_t next_ask;         /* last bus_ask() id */
+    int64_t logged_ms;         /* last failure logged (stream_now_ms()); 0: none yet */
+    uint64_t unlogged;         /* failures since, not logged */
 };
 
 static const char *const result_labels[CALLOUT_RESULT_COUNT] = {
@@ -393,6 +395,24 @@ static int64_t keep_ms(const struct callout *co, const struct entry *e, int64_t 
     return ttl * 1000;
 }
 
+/*
+ * One warning a second at most, naming how many failures it stands for:
+ * a dead service under a reconnect storm must not flood the log.
+ */
+static void log_failure(struct callout *co, const char *reason, const char *detail, long status,
+                        double took)
+{
+    int64_t now = stream_now_ms();
+    if (co->logged_ms && now - co->logged_ms < 1000) {
+        co->unlogged++;
+        return;
+    }
+    log_warn("auth callout: %s (%s, status %ld, %.0f ms; %" PRIu64 " more failures since the "
+             "last line)", reason, detail, status, took * 1000, co->unlogged);
+    co->logged_ms = now;
+    co->unlogged = 0;
+}
+
 /* e's answer is r: count it, answer every waiter, keep or drop the decision. */
 static void finish(struct entry *e, enum callout_result r, int64_t ttl_s, const char *detail,
                    long status)
@@ -408,8 +428,7 @@ static void finish(struct entry *e, enum callout_result r, int64_t ttl_s, const 
     metrics_add(&co->stats->results[r], 1);
     metrics_observe(&co->stats->latency, took);
     if (r != CALLOUT_GRANTED && r != CALLOUT_DENIED_401 && r != CALLOUT_DENIED_403)
-        log_warn("auth callout: %s (%s, status %ld, %.0f ms)", e->result.reason, detail, status,
-                 took * 1000);
+        log_failure(co, e->result.reason, detail, status, took);
     curl_slist_free_all(e->headers);
     e->headers = NULL;
     buf_dispose(&e->answer);
@@ -475,7 +494,7 @@ static void complete(struct entry *e, CURLcode rc)
     e->easy = NULL;
     int64_t ttl_s;
     enum callout_result r = classify(e, rc, status, &ttl_s);
-    finish(e, r, ttl_s, curl_easy_strerror(rc), status);
+    finish(e, r, ttl_s, rc == CURLE_OK ? "answered" : curl_easy_strerror(rc), status);
 }
 
 /* A NATS reply: the same rules as an HTTP status and body. */
@@ -718,6 +737,7 @@ int callout_ask(struct callout *co, const struct callout_query *q, int64_t now_m
     }
     if (co->inflight >= co->p.max_inflight && co->nqueued >= co->p.max_queue) {
         metrics_add(&co->stats->results[CALLOUT_REFUSED], 1);
+        log_failure(co, reasons[CALLOUT_REFUSED], "auth-callout-max-queue full", 0, 0);
         *answer = (struct callout_answer){CALLOUT_REFUSED, NULL, reasons[CALLOUT_REFUSED]};
         return 0;
     }

@@ -17,6 +17,9 @@ Checked, over h2 (curl --http2) and HTTP/1.1 (curl --http1.1):
   - a failing service (500, bad JSON, a misspelt member, slower than the
     timeout, stopped): an EventSource GET gets 200 with retry: and a clean
     end; POST /publish and GET /poll get 503; all counted;
+  - bounded concurrency: with one callout slot and a queue of one, a third
+    question is refused at once (200 + retry:, counted `refused`) while the
+    queued one waits for the slot;
   - storm: 24 concurrent streams and then 24 publishes with one cookie
     cost at most one callout per worker (coalescing and the cache);
   - revocation by principal through the admin listener (POST /revoke) ends
@@ -38,11 +41,14 @@ Checked, over h2 (curl --http2) and HTTP/1.1 (curl --http1.1):
   - the callout as a NATS request (auth-callout-subject): no responders
     and no reply in time are unavailable (200 + retry: / 503), a grant
     and a Sluice-Status 403 reply work as over HTTP, and the question is
-    the same JSON as the HTTP POST body.
+    the same JSON as the HTTP POST body;
+  - start-up refuses auth = callout without a service, a non-HTTP URL, a
+    callout subject or a revoke subject that clients could reach.
 """
 import http.server
 import json
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -189,6 +195,20 @@ def check_unavailable_other(gw, sid, what):
     expect(r.status == 503, "%s: POST /publish got %d, not 503: %r" % (what, r.status, r.body))
     r = h.curl(gw, "/poll?subject=chat.x&timeout=1", extra=cookie(sid))
     expect(r.status == 503, "%s: GET /poll got %d, not 503: %r" % (what, r.status, r.body))
+
+
+def refused(args, want, what):
+    """The gateway must not start: a usage error (exit 2), one line naming want."""
+    p = h.spawn([h.tool("SLUICE_BIN", "sluice")] + args, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+    try:
+        _, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        h.kill_proc(p)
+        raise TestFailure("%s: the gateway started" % what)
+    lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+    expect(p.returncode == 2 and len(lines) == 1 and want in lines[0],
+           "%s: exit %d, stderr %r" % (what, p.returncode, lines))
 
 
 def test():
@@ -408,6 +428,28 @@ def test():
         gw.check_alive("at the end")
         gw.stop()
 
+        # Bounded concurrency: one callout at a time, one waiting, the next refused at once.
+        qg = h.Gateway(nats.url, workers=1, auth="callout",
+                       auth_callout_url="http://%s:%d/auth" % (h.HOST, svc.port),
+                       auth_callout_timeout_ms=TIMEOUT_MS, auth_callout_max_inflight=1,
+                       auth_callout_max_queue=1, overload_retry_min_ms=1000,
+                       overload_retry_max_ms=2000)
+        first = stream(qg, "/events/chat.q1", "slow", max_time=10)
+        time.sleep(0.3)
+        second = stream(qg, "/events/chat.q2", "slow", max_time=10)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        check_unavailable_sse(qg, "slow", "refused past auth-callout-max-queue")
+        expect(time.monotonic() - t0 < TIMEOUT_MS / 1000.0,
+               "the refusal waited for a callout slot")
+        res = mu.labelled(mu.scrape(qg), "sluice_auth_callout_requests_total", "result")
+        expect(res.get("refused", 0) == 1, "refusals counted: %r" % res)
+        for c in (first, second):
+            c.wait_bytes(b": authorization unavailable", 2 * TIMEOUT_MS / 1000.0 + 5)
+            wait_end(c)
+        qg.stop()
+        h.log("bounded concurrency ok: one in flight, one queued, one refused")
+
         # The same server-chosen subscriptions from a JWT's "default" claim, and revocation.
         d = h.tempdir()
         secret = d + "/hs.secret"
@@ -482,6 +524,18 @@ def test():
             service.close()
         ng.stop()
         h.log("callout over NATS ok")
+
+        # Refusals at start-up: one error line each.
+        base = ["--cert", ng.cert, "--key", ng.key, "--nats", nats.url, "--admin", "off",
+                "--access-log", "off", "--listen", "127.0.0.1:0"]
+        refused(base + ["--auth", "callout"], "auth-callout-url",
+                "auth = callout without a service")
+        refused(base + ["--auth", "callout", "--auth-callout-url", "ftp://x/"], "http://",
+                "a callout URL that is not HTTP")
+        refused(base + ["--auth", "callout", "--auth-callout-subject", "auth.x"], "reserved",
+                "a callout subject clients could subscribe to")
+        refused(base + ["--revoke-subject", "revoke.all"], "$SLUICE.",
+                "a revoke subject clients could publish to")
 
 
 if __name__ == "__main__":
