@@ -72,6 +72,7 @@ class AuthService:
         self.seen = []     # (sid, headers dict) of every question
         self.answers = {}  # sid -> (status, body) or a callable
         self.conns = set()  # open connections, closed by stop() like a dying process would
+        self.opened = 0     # connections ever accepted: the gateway reuses them
         self.port = port
         self.server = None
         self.start()
@@ -89,6 +90,7 @@ class AuthService:
                 super().setup()
                 with svc.lock:
                     svc.conns.add(self.connection)
+                    svc.opened += 1
 
             def do_GET(self):
                 cookie = self.headers.get("Cookie", "")
@@ -315,6 +317,12 @@ def test():
         cache = mu.labelled(fam, "sluice_auth_callout_cache_total", "result")
         expect(cache.get("hit", 0) >= 40, "cache hits %r" % cache)
         h.log("storm: 48 requests, %d callouts, cache %r" % (asked, cache))
+        with svc.lock:
+            callouts, opened = sum(svc.asked.values()), svc.opened
+        # Keep-alive: most callouts so far went over a connection already open.
+        expect(opened * 2 <= callouts, "%d callouts opened %d connections to the service"
+               % (callouts, opened))
+        h.log("connection reuse: %d callouts over %d connections" % (callouts, opened))
         # Concurrent questions while the first is in flight (the service takes 1 s) join it.
         herd = [stream(gw, "/events/storm.y", "frank", max_time=30) for _ in range(10)]
         for c in herd:
