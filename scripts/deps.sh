@@ -4,7 +4,7 @@
 set -eu
 pkgs="build-essential cmake pkg-config openssl ca-certificates curl python3
       libnghttp2-dev libssl-dev libev-dev libnats-dev libinih-dev libjwt-dev
-      libjansson-dev libcmocka-dev libsystemd-dev
+      libjansson-dev libcmocka-dev libsystemd-dev libcurl4-openssl-dev
       nats-server nghttp2-client nginx haproxy prometheus groff-base"
 for opt in "$@"; do
     case $opt in

@@ -32,9 +32,18 @@
  *     "sub": "user-42",            optional, only for logs
  *     "sluice": {                  required
  *       "subscribe": ["orders.>", "prices.*"],
- *       "publish":   ["orders.eu"]
+ *       "publish":   ["orders.eu"],
+ *       "default":   ["user.{sub}.>"]
  *     }
  *   }
+ * "default" (optional) lists the subjects `GET /events` with no subject
+ * subscribes to (server-chosen subscriptions); "{sub}" in one is replaced
+ * by the principal ("sub"), which must then be one subject token of
+ * letters, digits and "-_@+=:" (never ".", "*", ">", "$" or a space, so a
+ * principal cannot widen or move its subject). A default that cannot be
+ * expanded, or defaults that overlap one another (one stream carries them
+ * all), are refused with the token. Defaults are granted for
+ * subscribing as they are, like "subscribe" entries.
  * "subscribe" and "publish" are each optional arrays of at most
  * AUTH_MAX_PATTERNS NATS subject patterns (wildcards allowed, the same
  * rules as requested subjects); an absent list grants nothing. A token
@@ -84,6 +93,7 @@ struct auth_grant;
 enum auth_mode {
     AUTH_NONE, /* no token needed; every request gets an allow-all grant */
     AUTH_JWT,
+    AUTH_CALLOUT, /* an HTTP service decides (callout.h); auth_verify() refuses all */
 };
 
 enum auth_action { AUTH_SUBSCRIBE, AUTH_PUBLISH };
@@ -120,7 +130,7 @@ struct auth_params {
 int auth_new(struct auth **out, const struct auth_params *p, char *err, size_t errlen);
 /* auth_free(NULL) does nothing. Grants already handed out stay valid. */
 void auth_free(struct auth *a);
-/* True in mode AUTH_JWT: requests need a token. */
+/* True in modes AUTH_JWT and AUTH_CALLOUT: requests need a credential. */
 bool auth_required(const struct auth *a);
 
 /*
@@ -140,7 +150,50 @@ int auth_verify(const struct auth *a, const char *token, size_t len, int64_t now
  * (patterns ">"), as mode AUTH_NONE hands out. Caller owns it.
  */
 struct auth_grant *auth_grant_new_all(void);
+/*
+ * Grants are reference-counted (atomically: a cached callout grant is
+ * shared by the requests of one worker, and the count costs nothing
+ * elsewhere). auth_grant_ref() adds one and returns g; auth_grant_free()
+ * drops one and frees at zero. NULL is a no-op for both.
+ */
+struct auth_grant *auth_grant_ref(struct auth_grant *g);
 void auth_grant_free(struct auth_grant *g);
+
+/*
+ * The callout's answer body (see README "Auth callout"): a JSON object of
+ * at most AUTH_CALLOUT_BODY_MAX bytes,
+ *   {"principal": "user-42",            required, 1..128 printable ASCII
+ *    "subscribe": ["user.42.>"],        optional, as the JWT claim
+ *    "publish":   ["chat.42"],          optional
+ *    "default":   ["user.{sub}.>"],     optional, as the JWT claim
+ *    "expires":   1767225600,           optional, Unix seconds: re-ask then
+ *    "ttl":       60}                   optional, seconds the answer may be cached
+ * with no other member and no duplicate (strict: a misspelt member is a
+ * service bug that must not silently grant less or more). Returns 0 with
+ * *out (caller owns it) and *ttl_s (-1 when absent), or ERR_INVALID with
+ * *reason a static one-line reason. Pure; never calls back.
+ */
+#define AUTH_CALLOUT_BODY_MAX 16384
+int auth_grant_from_callout(const char *json, size_t len, int64_t now_s,
+                            struct auth_grant **out, int64_t *ttl_s, const char **reason);
+/*
+ * True when principal (NUL-terminated) may stand for "{sub}" in a
+ * subject: 1..128 bytes of letters, digits and "-_@+=:".
+ */
+bool auth_principal_is_token(const char *principal);
+/*
+ * The grant's default subjects (expanded, valid, possibly wildcards):
+ * sets *subjects (borrowed from g) and returns how many (0: none).
+ */
+size_t auth_grant_defaults(const struct auth_grant *g, const char *const **subjects);
+/*
+ * Expands one "{sub}" template with g's principal into out (outsz
+ * bytes). 0, or ERR_INVALID when g has no principal fit for a subject
+ * (auth_principal_is_token) or the result is not a valid subject.
+ */
+int auth_expand_template(const struct auth_grant *g, const char *tmpl, char *out, size_t outsz);
+/* True for a callout's grant: at its expiry the stream asks again instead of ending. */
+bool auth_grant_renewable(const struct auth_grant *g);
 
 /*
  * True when g allows act on subject (NUL-terminated, wildcards allowed):

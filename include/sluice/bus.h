@@ -42,7 +42,20 @@ enum bus_mail_kind {
     BUS_MAIL_READY,  /* sub_id: nats-server has the subscription */
     BUS_MAIL_FAILED, /* sub_id: the subscription could not be made */
     BUS_MAIL_REPLAY, /* replay: a replay job's answer to one start */
+    BUS_MAIL_REVOKE, /* revoke: end the matching streams (revoke.h); not from the bus itself */
+    BUS_MAIL_ANSWER, /* answer: the reply to a bus_ask() (the auth callout over NATS) */
 };
+
+struct revoke;
+
+/* The reply to one bus_ask(); freed with bus_answer_free(). */
+struct bus_answer {
+    uint64_t id;    /* bus_ask()'s */
+    int status;     /* 200; the reply's Sluice-Status header (401, 403 …); 503: no responders */
+    char *data;     /* the body, NUL-terminated; owned */
+    size_t len;
+};
+void bus_answer_free(struct bus_answer *a);
 
 struct bus_mail {
     enum bus_mail_kind kind;
@@ -50,6 +63,8 @@ struct bus_mail {
     union {
         struct sse_event *ev;      /* BUS_MAIL_EVENT: one reference */
         struct bus_replay *replay; /* BUS_MAIL_REPLAY */
+        struct revoke *revoke;     /* BUS_MAIL_REVOKE: owned (revoke_free) */
+        struct bus_answer *answer; /* BUS_MAIL_ANSWER: owned (bus_answer_free) */
     };
 };
 
@@ -79,6 +94,16 @@ struct bus_params {
     size_t replay_max;          /* events one replay may send */
     size_t max_consumers;       /* JetStream consumers at once, live and replays; 0: no cap */
     const char *reply_prefix;   /* request streams' reply subjects (see probe in bus.c); NULL */
+    /*
+     * The control subject (revocations), or NULL/"" for none: each
+     * message's body is handed to control(control_ctx, data, len) on a
+     * cnats thread (must not block). Subscribed at connect, kept across
+     * reconnects.
+     */
+    const char *control_subject;
+    void (*control)(void *ctx, const char *data, size_t len);
+    void *control_ctx;
+    bool ask_inboxes;           /* one reply inbox per worker for bus_ask() */
 };
 
 /*
@@ -144,6 +169,15 @@ int bus_send(struct bus *bus, const char *subject, const char *reply,
  * says it has ended (Sse-End, or no responders). Thread-safe.
  */
 bool bus_subject_ended(struct bus *bus, const char *subject);
+/*
+ * Publishes data (len bytes) on subject as a request whose reply comes
+ * back to worker as BUS_MAIL_ANSWER with this id (needs
+ * bus_params.ask_inboxes). At most one answer per id; none when nobody
+ * replies in time (the asker keeps its own deadline). Buffered by cnats,
+ * never blocks. Thread-safe. 0, or ERR_NATS.
+ */
+int bus_ask(struct bus *bus, size_t worker, const char *subject, uint64_t id, const void *data,
+            size_t len);
 /* True while the NATS connection is up. Thread-safe. */
 bool bus_connected(const struct bus *bus);
 /*

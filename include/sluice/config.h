@@ -86,6 +86,19 @@ struct config {
     char *trusted_proxies;           /* CIDRs whose Forwarded / X-Forwarded-For is believed */
     int max_streams_per_principal;   /* SSE streams open per principal; 0 = no cap */
     int principal_stream_rate;       /* new SSE streams per second per principal; 0 = none */
+    /* auth = callout (callout.h) and revocation (revoke.h) */
+    char *auth_callout_url;          /* the auth service, or "" */
+    char *auth_callout_subject;      /* or its NATS subject, or "" */
+    char *auth_callout_method;       /* "GET" or "POST" */
+    char *auth_callout_headers;      /* request headers passed to it, comma-separated */
+    int auth_callout_timeout_ms;     /* whole transfer */
+    int auth_callout_connect_timeout_ms;
+    int auth_callout_max_inflight;   /* transfers at once, per worker */
+    int auth_callout_max_queue;      /* questions waiting for one, per worker */
+    int auth_callout_cache_entries;  /* decisions kept, per worker; 0: none */
+    int auth_callout_cache_ttl_s;    /* a grant without "ttl" is kept */
+    int auth_callout_negative_ttl_s; /* a 401/403 is kept */
+    char *revoke_subject;            /* NATS control subject ($SLUICE.…), or "" for none */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

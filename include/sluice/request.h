@@ -48,6 +48,7 @@
 #include <stdint.h>
 
 #include "sluice/buf.h"
+#include "sluice/callout.h"
 #include "sluice/cors.h"
 #include "sluice/front.h"
 #include "sluice/metrics.h"
@@ -114,6 +115,10 @@ struct request_stats {
     atomic_uint_fast64_t req_timeouts;      /* answered 504: no first reply in time */
     /* Time to first reply, per request-route (index in the config list), the last generic. */
     struct metrics_histogram req_first[REQUEST_ROUTES_MAX + 1];
+    /* auth = callout */
+    struct callout_stats callout;
+    atomic_uint_fast64_t auth_unavailable; /* requests the callout could not decide: 200+retry or 503 */
+    atomic_uint_fast64_t auth_renewed;     /* streams whose grant the callout renewed at expiry */
 };
 
 /* What every request of one worker is served with; borrowed for the worker's life. */
@@ -130,6 +135,7 @@ struct request_env {
     const struct forwarded_nets *trusted; /* trusted-proxies; NULL: none */
     struct guard *guard;        /* per-address counts, for requests through a trusted proxy */
     struct principals *principals; /* per-principal stream limits; NULL: none */
+    struct callout *callout;    /* auth = callout: the worker's; NULL otherwise */
 };
 
 /*
@@ -267,6 +273,16 @@ struct request {
     char *token;                /* "<tag>.<id>": the stream's name in /streams/r/; owned */
     bool asking;                /* a POST stream: 200 waits for the first reply */
     bool asked;                 /* its request was published */
+    /* auth = callout (request.c "Callout"). */
+    char *callout_fields[2 * CALLOUT_HEADERS_MAX]; /* allow-listed headers besides the two above */
+    size_t ncallout_fields;     /* entries used (twice the headers) */
+    bool callout_bad;           /* an allow-listed value holds CR, LF or NUL: 400 */
+    struct callout_wait *callout_wait; /* the question in flight; NULL when none */
+    struct callout_answer answer; /* an answer not yet applied (answered) */
+    bool authorizing;           /* waiting for the callout's answer */
+    bool answered;              /* answer is to be applied by request_resume() */
+    bool body_done;             /* a publish body ended while authorizing */
+    bool renewing;              /* the answer renews an open stream's grant */
 };
 
 /* Starts r for a request of io's connection; stream_id labels log lines (0: none). */

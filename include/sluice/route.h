@@ -33,7 +33,7 @@
 
 enum http_kind {
     HTTP_ERROR,  /* answer status with reason as a text/plain body */
-    HTTP_EVENTS, /* open an SSE stream on subjects */
+    HTTP_EVENTS, /* open an SSE stream on subjects (none: the grant's default subjects) */
     HTTP_PUBLISH, /* publish the request body on subjects[0] (a literal subject) */
     HTTP_POLL,    /* answer the events after last_event_id as JSON, waiting up to timeout_ms */
     HTTP_FILE,    /* serve file (a safe relative path) from the static directory */

@@ -67,6 +67,8 @@ enum stream_end {
     STREAM_END_LIMIT,         /* a configured limit ended it */
     STREAM_END_TIMEOUT,       /* a long-poll's wait ran out */
     STREAM_END_FINISHED,      /* every subject was ended by its publisher (Sse-End) */
+    STREAM_END_REVOKED,       /* an operator or service revoked it (event: revoked) */
+    STREAM_END_AUTH_UNAVAILABLE, /* re-authorization failed for want of the auth service */
     STREAM_END_COUNT
 };
 
@@ -121,6 +123,12 @@ struct stream_env {
 
 /* Called when the stream has something new to send, has become ready, or has ended. */
 typedef void stream_wake_fn(void *ctx);
+/*
+ * Called (with wake_ctx) instead of ending the stream when its token
+ * expiry comes and the grant is renewable: the owner re-authorizes and
+ * then sets a new expiry or ends the stream. The expiry is cleared first.
+ */
+typedef void stream_renew_fn(void *ctx);
 
 
 struct stream_params {
@@ -139,6 +147,8 @@ struct stream_params {
     int32_t stream_id;
     int64_t expires_ms;        /* stream_now_ms() clock; 0: never */
     enum stream_end expire_end;/* why it ends then: TOKEN_EXPIRED, or TIMEOUT for a poll */
+    stream_renew_fn *renew;    /* NULL: a TOKEN_EXPIRED expiry ends the stream */
+    const char *principal;     /* who it was granted to, for revocation; copied; may be NULL */
 };
 
 /*
@@ -186,6 +196,21 @@ bool stream_over(const struct stream *s);
 bool stream_refused(const struct stream *s);
 /* Sets when the stream ends by itself (0: never) and why; after it ended, nothing. */
 void stream_set_expiry(struct stream *s, int64_t expires_ms, enum stream_end why);
+/*
+ * Ends the stream like stream_end(why) but with a final event instead of
+ * a comment: `event: <event>` and `data: <data>` (one line, no CR/LF).
+ */
+void stream_end_event(struct stream *s, enum stream_end why, const char *event,
+                      const char *data);
+/*
+ * Ends, with `event: revoked` and reason as its data, every open stream
+ * of env granted to principal (non-NULL) or with a subject overlapping
+ * subject (non-NULL). Returns how many. May call wake.
+ */
+size_t stream_env_revoke(struct stream_env *env, const char *principal, const char *subject,
+                         const char *reason);
+/* The principal given at stream_new(), or NULL; borrowed. */
+const char *stream_principal(const struct stream *s);
 /* Why the stream ended, or STREAM_END_NONE. */
 enum stream_end stream_ended(const struct stream *s);
 

@@ -400,9 +400,9 @@ void http_route(struct http_route *r, const char *method, size_t mlen, const cha
     }
     if (qmark && !parse_query(r, qmark + 1, plen - base - 1))
         return;
-    if (r->nsubjects == 0) {
-        fail(r, 400, poll ? "no subject: use /poll?subject=<subject>"
-                          : "no subject: use /events/<subject> or /events?subject=<subject>");
+    /* `GET /events` alone: the grant's default subjects (server-chosen; request.c decides). */
+    if (r->nsubjects == 0 && r->kind != HTTP_EVENTS) {
+        fail(r, 400, "no subject: use /poll?subject=<subject>");
         return;
     }
     r->status = r->kind == HTTP_PUBLISH ? 202 : 200;

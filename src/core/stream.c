@@ -29,6 +29,7 @@
 #include "sluice/mem.h"
 #include "sluice/resume.h"
 #include "sluice/sse.h"
+#include "sluice/subject.h"
 
 #define ID_PART_MAX 20 /* digits of a uint64_t */
 
@@ -60,6 +61,8 @@ struct stream {
     double opened_s;          /* monotonic seconds, precise */
     int64_t expires_ms;       /* stream_now_ms() clock; 0: never */
     enum stream_end expire_end;
+    stream_renew_fn *renew;   /* NULL: a token expiry ends the stream */
+    char *principal;          /* owned; NULL when none */
     size_t dispatchable;      /* items with dispatch set */
     struct list expiry_node;  /* in env->expiring while expires_ms is set */
     uint64_t events_sent;     /* events fully written */
@@ -587,6 +590,8 @@ struct stream *stream_new(const struct stream_params *p)
     s->opened_s = stream_now_s();
     s->expires_ms = p->expires_ms;
     s->expire_end = p->expire_end ? p->expire_end : STREAM_END_TOKEN_EXPIRED;
+    s->renew = p->renew;
+    s->principal = p->principal ? mem_strdup(p->principal) : NULL;
     list_init(&s->expiry_node);
     if (s->expires_ms)
         list_insert_tail(&s->env->expiring, &s->expiry_node);
@@ -660,6 +665,7 @@ void stream_free(struct stream *s)
     list_remove(&s->idle_node);
     buf_dispose(&s->own);
     drop_starts(s);
+    free(s->principal);
     free(s->start_id);
     free(s->items);
     free(s->links); /* the block that also holds seqs and subjects */
@@ -675,6 +681,8 @@ static const char *end_text(enum stream_end why)
     case STREAM_END_TOKEN_EXPIRED: return "token expired, reconnect with a fresh one";
     case STREAM_END_LIMIT: return "limit reached, reconnect later";
     case STREAM_END_TIMEOUT: return "no events";
+    case STREAM_END_REVOKED: return "revoked";
+    case STREAM_END_AUTH_UNAVAILABLE: return "authorization unavailable, reconnect later";
     case STREAM_END_FINISHED:
     case STREAM_END_NONE:
     case STREAM_END_COUNT: break;
@@ -686,7 +694,7 @@ const char *stream_end_label(enum stream_end why)
 {
     static const char *const labels[STREAM_END_COUNT] = {
         "client", "slow_consumer", "unavailable", "drain", "token_expired", "limit", "timeout",
-        "finished",
+        "finished", "revoked", "auth_unavailable",
     };
     return why < STREAM_END_COUNT ? labels[why] : "unknown";
 }
@@ -707,7 +715,12 @@ void stream_info(const struct stream *s, struct stream_info *out)
 
 void stream_end(struct stream *s, enum stream_end why) { stream_end_retry(s, why, 0); }
 
-void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
+/*
+ * Ends s for why: drops what is not yet started, queues `retry:` (when
+ * retry_ms) and last (n bytes), leaves the fan-out, and wakes once.
+ */
+static void end_with(struct stream *s, enum stream_end why, unsigned retry_ms, const char *last,
+                     size_t n)
 {
     if (s->end != STREAM_END_NONE)
         return;
@@ -719,9 +732,54 @@ void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
     s->wake = no_wake;
     if (retry_ms)
         push_own(s, line, sse_format_retry(line, retry_ms));
-    push_own(s, line, sse_format_comment(line, end_text(why)));
+    push_own(s, last, n);
     s->wake = wake;
     leave(s);
+}
+
+void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
+{
+    char line[SSE_LINE_MAX];
+    end_with(s, why, retry_ms, line, sse_format_comment(line, end_text(why)));
+}
+
+void stream_end_event(struct stream *s, enum stream_end why, const char *event,
+                      const char *data)
+{
+    /* Both are ours or checked (revoke.h: one line, at most 200 bytes); cut, never split. */
+    char text[sizeof("event: \ndata: \n\n") + 64 + 200];
+    int n = snprintf(text, sizeof(text), "event: %.64s\ndata: %.200s\n\n", event, data);
+    if (n > 0 && (size_t)n < sizeof(text))
+        end_with(s, why, 0, text, (size_t)n);
+}
+
+const char *stream_principal(const struct stream *s) { return s->principal; }
+
+/* Whether s is principal's or has a subject overlapping subject. */
+static bool revoked(const struct stream *s, const char *principal, const char *subject)
+{
+    if (principal && s->principal && strcmp(principal, s->principal) == 0)
+        return true;
+    for (size_t i = 0; subject && i < s->nsubjects; i++)
+        if (subject_overlaps(s->subjects[i], subject))
+            return true;
+    return false;
+}
+
+size_t stream_env_revoke(struct stream_env *env, const char *principal, const char *subject,
+                         const char *reason)
+{
+    size_t n = 0;
+    /* Ending a stream unlinks it from env->idle: walk with the next node saved. */
+    for (struct list *l = env->idle.next, *next; l != &env->idle; l = next) {
+        next = l->next;
+        struct stream *s = container_of(l, struct stream, idle_node);
+        if (revoked(s, principal, subject)) {
+            stream_end_event(s, STREAM_END_REVOKED, "revoked", reason);
+            n++;
+        }
+    }
+    return n;
 }
 
 enum stream_end stream_ended(const struct stream *s) { return s->end; }
@@ -883,8 +941,14 @@ void stream_env_tick(struct stream_env *env, int64_t now_ms)
     for (struct list *n = env->expiring.next, *next; n != &env->expiring; n = next) {
         next = n->next;
         struct stream *s = container_of(n, struct stream, expiry_node);
-        if (now_ms >= s->expires_ms)
+        if (now_ms < s->expires_ms)
+            continue;
+        if (s->renew && s->expire_end == STREAM_END_TOKEN_EXPIRED) {
+            stream_set_expiry(s, 0, STREAM_END_TOKEN_EXPIRED);
+            s->renew(s->wake_ctx);
+        } else {
             stream_end(s, s->expire_end);
+        }
     }
     while (!list_empty(&env->idle)) {
         struct stream *s = container_of(env->idle.next, struct stream, idle_node);

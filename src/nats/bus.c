@@ -39,6 +39,7 @@
  */
 #include "sluice/bus.h"
 
+#include <inttypes.h>
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -232,6 +233,71 @@ bool bus_reserved_leak(struct bus_sub *bs, natsMsg *msg)
         return false;
     atomic_fetch_add_explicit(&bs->bus->reserved_dropped, 1, memory_order_relaxed);
     return true;
+}
+
+void bus_answer_free(struct bus_answer *a)
+{
+    if (!a)
+        return;
+    free(a->data);
+    free(a);
+}
+
+/* A reply to bus_ask(): to the asking worker, by the id in its subject's last token. */
+static void on_ask_reply(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)ns;
+    struct bus_asker *k = closure;
+    const char *subject = natsMsg_GetSubject(msg);
+    const char *dot = strrchr(subject, '.');
+    char *end = NULL;
+    unsigned long long id = dot ? strtoull(dot + 1, &end, 10) : 0;
+    if (!dot || !end || *end || id == 0) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    struct bus_answer *a = mem_calloc(1, sizeof(*a));
+    a->id = id;
+    a->status = 200;
+    const char *v = NULL;
+    if (natsMsg_IsNoResponders(msg))
+        a->status = 503;
+    else if (natsMsgHeader_Get(msg, "Sluice-Status", &v) == NATS_OK && v) {
+        long st = strtol(v, &end, 10);
+        a->status = (*end || st < 100 || st > 599) ? 500 : (int)st;
+    }
+    int len = natsMsg_GetDataLength(msg);
+    a->len = len > 0 ? (size_t)len : 0;
+    a->data = mem_alloc(a->len + 1);
+    memcpy(a->data, natsMsg_GetData(msg), a->len);
+    a->data[a->len] = '\0';
+    natsMsg_Destroy(msg);
+    struct bus_mail m = {.kind = BUS_MAIL_ANSWER};
+    m.answer = a;
+    k->bus->p.post(k->bus->p.worker_ctxs[k->worker], m);
+}
+
+int bus_ask(struct bus *bus, size_t worker, const char *subject, uint64_t id, const void *data,
+            size_t len)
+{
+    if (!bus->askers || worker >= bus->p.nworkers)
+        return ERR_NATS;
+    char reply[256];
+    snprintf(reply, sizeof(reply), "%s.%" PRIu64, bus->askers[worker].inbox, id);
+    natsStatus s = natsConnection_PublishRequest(bus->nc, subject, reply, data, (int)len);
+    return s == NATS_OK ? 0 : ERR_NATS;
+}
+
+/* A control message (revocation): its body goes to the process as it is, parsed there. */
+static void on_control_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)ns;
+    struct bus *bus = closure;
+    int len = natsMsg_GetDataLength(msg);
+    bus->p.control(bus->p.control_ctx, natsMsg_GetData(msg), len > 0 ? (size_t)len : 0);
+    natsMsg_Destroy(msg);
 }
 
 static void on_nats_msg(natsConnection *nc, natsSubscription *ns, natsMsg *msg, void *closure)
@@ -493,6 +559,39 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
         return ERR_NATS;
     }
     bus->flusher_running = true;
+    if (p->control_subject && *p->control_subject && p->control) {
+        s = natsConnection_Subscribe(&bus->control, bus->nc, p->control_subject, on_control_msg,
+                                     bus);
+        if (s != NATS_OK) {
+            snprintf(err, errlen, "cannot subscribe to %s: %s", p->control_subject,
+                     natsStatus_GetText(s));
+            bus_free(bus);
+            return ERR_NATS;
+        }
+    }
+    if (p->ask_inboxes) {
+        bus->askers = mem_calloc(p->nworkers, sizeof(*bus->askers));
+        for (size_t i = 0; i < p->nworkers && s == NATS_OK; i++) {
+            struct bus_asker *k = &bus->askers[i];
+            k->bus = bus;
+            k->worker = i;
+            natsInbox *inbox = NULL;
+            s = natsInbox_Create(&inbox);
+            if (s == NATS_OK) {
+                char wild[256];
+                k->inbox = mem_strdup(inbox);
+                snprintf(wild, sizeof(wild), "%s.*", k->inbox);
+                s = natsConnection_Subscribe(&k->sub, bus->nc, wild, on_ask_reply, k);
+            }
+            natsInbox_Destroy(inbox);
+        }
+        if (s != NATS_OK) {
+            snprintf(err, errlen, "cannot subscribe the auth callout's reply inboxes: %s",
+                     natsStatus_GetText(s));
+            bus_free(bus);
+            return ERR_NATS;
+        }
+    }
     if (p->jetstream && *p->jetstream) {
         if (bus_load_streams(bus, p->jetstream, err, errlen) != 0) {
             bus_free(bus);
@@ -556,6 +655,16 @@ void bus_free(struct bus *bus)
     while (!list_empty(&bus->all))
         bus_drop_sub(bus, container_of(bus->all.next, struct bus_sub, node));
     pthread_mutex_unlock(&bus->lock);
+    if (bus->control) {
+        natsSubscription_Unsubscribe(bus->control);
+        natsSubscription_Destroy(bus->control);
+    }
+    for (size_t i = 0; bus->askers && i < bus->p.nworkers; i++) {
+        if (bus->askers[i].sub) {
+            natsSubscription_Unsubscribe(bus->askers[i].sub);
+            natsSubscription_Destroy(bus->askers[i].sub);
+        }
+    }
     if (bus->nc) {
         natsConnection_Close(bus->nc);
         natsConnection_Destroy(bus->nc);
@@ -566,6 +675,10 @@ void bus_free(struct bus *bus)
     jsCtx_Destroy(bus->js);
     natsStatus s = nats_CloseAndWait(2000);
     log_debug("nats: library closed: %s", natsStatus_GetText(s));
+    /* After the delivery threads: a reply callback may have been running until then. */
+    for (size_t i = 0; bus->askers && i < bus->p.nworkers; i++)
+        free(bus->askers[i].inbox);
+    free(bus->askers);
     bus_js_dispose(bus);
     for (size_t i = 0; i < bus->nstreams; i++) {
         for (size_t k = 0; k < bus->streams[i].nsubjects; k++)

@@ -144,8 +144,18 @@ struct bus_grave {
     int64_t at_ms; /* when it was ended, bus_now_ms() */
 };
 
+/* One worker's reply inbox for bus_ask(): "<inbox>.<id>". */
+struct bus_asker {
+    struct bus *bus;
+    size_t worker;
+    char *inbox;              /* from natsInbox_Create */
+    natsSubscription *sub;
+};
+
 struct bus {
     natsConnection *nc;
+    natsSubscription *control;   /* the control subject's, or NULL */
+    struct bus_asker *askers;    /* nworkers entries with bus_params.ask_inboxes, else NULL */
     pthread_mutex_t grave_lock;  /* a leaf lock: taken with or without bus->lock */
     struct bus_grave *graves;    /* ended subscriptions, oldest first; under grave_lock */
     size_t ngraves, graves_cap;

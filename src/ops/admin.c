@@ -62,7 +62,8 @@ static void client_free(struct client *c)
 
 static void reply(struct client *c, int status, const char *ctype, const void *body, size_t len)
 {
-    const char *text = status == 200 ? "OK" : status == 404 ? "Not Found"
+    const char *text = status == 200 ? "OK" : status == 202 ? "Accepted"
+                     : status == 403 ? "Forbidden" : status == 404 ? "Not Found"
                      : status == 405 ? "Method Not Allowed" : status == 503 ? "Service Unavailable"
                      : status == 421 ? "Misdirected Request"
                      : "Bad Request";
@@ -108,6 +109,31 @@ static const char *host_of(const char *head, size_t *len)
     return found;
 }
 
+/* True when the head has an Origin field: a browser sent it. */
+static bool has_origin(const char *head)
+{
+    for (const char *p = strchr(head, '\n'); p; p = strchr(p + 1, '\n'))
+        if (strncasecmp(p + 1, "origin:", 7) == 0)
+            return true;
+    return false;
+}
+
+/* POST /revoke?principal=…&subject=…&reason=…: 202 once every worker has it in its inbox. */
+static void serve_revoke(struct client *c, const char *method, const char *query)
+{
+    const char *why = NULL;
+    if (strcmp(method, "POST") != 0)
+        reply_text(c, 405, "method not allowed (use POST)\n");
+    else if (has_origin((const char *)c->in.data))
+        reply_text(c, 403, "a browser's request (Origin) cannot revoke\n");
+    else if (c->a->p.revoke(c->a->p.ctx, query ? query : "", query ? strlen(query) : 0, &why) != 0) {
+        char text[256];
+        snprintf(text, sizeof(text), "%s\n", why);
+        reply_text(c, 400, text);
+    } else
+        reply_text(c, 202, "revoking\n");
+}
+
 static void route(struct client *c)
 {
     char method[8], path[256];
@@ -124,7 +150,11 @@ static void route(struct client *c)
     }
     char *q = strchr(path, '?');
     if (q)
-        *q = '\0';
+        *q++ = '\0';
+    if (strcmp(path, "/revoke") == 0 && c->a->p.revoke) {
+        serve_revoke(c, method, q);
+        return;
+    }
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     if (strcmp(path, "/metrics") == 0 || strcmp(path, "/healthz") == 0 ||
         strcmp(path, "/readyz") == 0) {

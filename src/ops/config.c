@@ -109,6 +109,18 @@ static const struct key keys[] = {
     OPT("trusted-proxies", trusted_proxies),
     INT("max-streams-per-principal", max_streams_per_principal, 0, 100000000),
     INT("principal-stream-rate", principal_stream_rate, 0, 1000000),
+    OPT("auth-callout-url", auth_callout_url),
+    OPT("auth-callout-subject", auth_callout_subject),
+    STR("auth-callout-method", auth_callout_method),
+    OPT("auth-callout-headers", auth_callout_headers),
+    INT("auth-callout-timeout-ms", auth_callout_timeout_ms, 50, 60000),
+    INT("auth-callout-connect-timeout-ms", auth_callout_connect_timeout_ms, 50, 60000),
+    INT("auth-callout-max-inflight", auth_callout_max_inflight, 1, 10000),
+    INT("auth-callout-max-queue", auth_callout_max_queue, 0, 1000000),
+    INT("auth-callout-cache-entries", auth_callout_cache_entries, 0, 10000000),
+    INT("auth-callout-cache-ttl-s", auth_callout_cache_ttl_s, 0, 86400),
+    INT("auth-callout-negative-ttl-s", auth_callout_negative_ttl_s, 0, 3600),
+    OPT("revoke-subject", revoke_subject),
 };
 
 static const char USAGE[] =
@@ -169,7 +181,7 @@ static const char USAGE[] =
     "  --max-header-bytes N     request header list size (default 16384)\n"
     "  --max-publish-bytes N    POST /publish body limit (default 1048576)\n"
     "  --www DIR                static files served at / (the demo page; default www)\n"
-    "  --auth MODE              none or jwt (default none)\n"
+    "  --auth MODE              none, jwt or callout (default none)\n"
     "  --allow-anonymous 0|1    allow auth none on a non-loopback listener (default 0)\n"
     "  --jwt-secret-file FILE   HS256/384/512 secret\n"
     "  --jwt-keys LIST          RS256/ES256 public keys: [kid:]FILE,[kid:]FILE\n"
@@ -215,6 +227,23 @@ static const char USAGE[] =
     "                           past it 200 + retry: + end; 0 = no cap (default 0)\n"
     "  --principal-stream-rate N  new SSE streams per second per principal, the same\n"
     "                           refusal past it; 0 = no limit (default 0)\n"
+    "  --auth-callout-url URL   auth = callout: the HTTP service asked for each stream,\n"
+    "                           publish and poll (README \"Auth callout\")\n"
+    "  --auth-callout-subject S or: the NATS subject of the auth service ($…; the\n"
+    "                           POST JSON as request, the grant JSON as reply)\n"
+    "  --auth-callout-method M  GET (headers only) or POST (also a JSON body) (default GET)\n"
+    "  --auth-callout-headers LIST  request headers passed to it\n"
+    "                           (default Cookie, Authorization)\n"
+    "  --auth-callout-timeout-ms N  whole answer within (default 2000)\n"
+    "  --auth-callout-connect-timeout-ms N  connection within (default 500)\n"
+    "  --auth-callout-max-inflight N  callouts at once per worker (default 64)\n"
+    "  --auth-callout-max-queue N  callouts waiting per worker; beyond, refused\n"
+    "                           (default 1024)\n"
+    "  --auth-callout-cache-entries N  decisions cached per worker (default 10000)\n"
+    "  --auth-callout-cache-ttl-s N  a grant without ttl is cached (default 60)\n"
+    "  --auth-callout-negative-ttl-s N  a 401/403 is cached (default 5)\n"
+    "  --revoke-subject S       NATS control subject for revocations, under $SLUICE.,\n"
+    "                           or empty for none (default $SLUICE.revoke)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -297,6 +326,18 @@ void config_init(struct config *c)
     c->request_secret_file = mem_strdup("");
     c->proxy_protocol = mem_strdup("off");
     c->trusted_proxies = mem_strdup("");
+    c->auth_callout_url = mem_strdup("");
+    c->auth_callout_subject = mem_strdup("");
+    c->auth_callout_method = mem_strdup("GET");
+    c->auth_callout_headers = mem_strdup("Cookie, Authorization");
+    c->auth_callout_timeout_ms = 2000;
+    c->auth_callout_connect_timeout_ms = 500;
+    c->auth_callout_max_inflight = 64;
+    c->auth_callout_max_queue = 1024;
+    c->auth_callout_cache_entries = 10000;
+    c->auth_callout_cache_ttl_s = 60;
+    c->auth_callout_negative_ttl_s = 5;
+    c->revoke_subject = mem_strdup("$SLUICE.revoke");
 }
 
 void config_dispose(struct config *c)
@@ -480,8 +521,47 @@ int config_parse_args(struct config *c, int argc, char **argv, enum config_actio
 
 int config_check(const struct config *c, char *err, size_t errlen)
 {
-    if (strcmp(c->auth, "none") != 0 && strcmp(c->auth, "jwt") != 0) {
-        set_err(err, errlen, "auth must be none or jwt, not '%s'", c->auth);
+    if (strcmp(c->auth, "none") != 0 && strcmp(c->auth, "jwt") != 0 &&
+        strcmp(c->auth, "callout") != 0) {
+        set_err(err, errlen, "auth must be none, jwt or callout, not '%s'", c->auth);
+        return ERR_INVALID;
+    }
+    if ((strcmp(c->auth, "callout") == 0) !=
+        ((*c->auth_callout_url != '\0') != (*c->auth_callout_subject != '\0'))) {
+        set_err(err, errlen, "auth = callout needs exactly one of auth-callout-url and "
+                             "auth-callout-subject, and neither goes without it");
+        return ERR_INVALID;
+    }
+    /*
+     * The question carries clients' cookies: only a reserved subject is kept from
+     * clients' wildcards and publishes (and allow-subjects must not open it).
+     */
+    if (*c->auth_callout_subject &&
+        (!subject_valid(c->auth_callout_subject, strlen(c->auth_callout_subject), false, NULL) ||
+         !subject_reserved(c->auth_callout_subject) ||
+         subject_allowed(c->allow_subjects, c->auth_callout_subject))) {
+        set_err(err, errlen, "auth-callout-subject '%s' must be a literal reserved subject "
+                             "($…) that allow-subjects does not open to clients",
+                c->auth_callout_subject);
+        return ERR_INVALID;
+    }
+    if (*c->auth_callout_url && strncmp(c->auth_callout_url, "http://", 7) != 0 &&
+        strncmp(c->auth_callout_url, "https://", 8) != 0) {
+        set_err(err, errlen, "auth-callout-url must be an http:// or https:// URL");
+        return ERR_INVALID;
+    }
+    if (strcmp(c->auth_callout_method, "GET") != 0 && strcmp(c->auth_callout_method, "POST") != 0) {
+        set_err(err, errlen, "auth-callout-method must be GET or POST, not '%s'",
+                c->auth_callout_method);
+        return ERR_INVALID;
+    }
+    /* Clients can neither publish nor subscribe there: only the reserved prefix keeps it so. */
+    if (*c->revoke_subject &&
+        (strncmp(c->revoke_subject, "$SLUICE.", 8) != 0 ||
+         !subject_valid(c->revoke_subject, strlen(c->revoke_subject), false, NULL) ||
+         subject_allowed(c->allow_subjects, c->revoke_subject))) {
+        set_err(err, errlen, "revoke-subject '%s' must be a literal subject under $SLUICE. "
+                             "that allow-subjects does not open to clients", c->revoke_subject);
         return ERR_INVALID;
     }
     if (!c->cert_file || !c->key_file) {

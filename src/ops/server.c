@@ -51,10 +51,12 @@
 #include "sluice/auth.h"
 #include "sluice/buf.h"
 #include "sluice/bus.h"
+#include "sluice/callout.h"
 #include "sluice/config.h"
 #include "sluice/conn.h"
 #include "sluice/cors.h"
 #include "sluice/forwarded.h"
+#include "sluice/err.h"
 #include "sluice/guard.h"
 #include "sluice/principal.h"
 #include "sluice/log.h"
@@ -63,6 +65,7 @@
 #include "sluice/metrics.h"
 #include "sluice/net.h"
 #include "sluice/notify.h"
+#include "sluice/revoke.h"
 #include "sluice/stream.h"
 #include "sluice/tls.h"
 #include "sluice/worker.h"
@@ -244,6 +247,85 @@ static void client_address_metrics(struct buf *out, const struct server *s)
     labelled_sums(out, s, fwd, fw, sizeof(fw) / sizeof(fw[0]));
 }
 
+/* Hands a copy of rv to every worker: each ends its own matching streams. */
+static void revoke_everywhere(struct server *s, const struct revoke *rv)
+{
+    for (size_t i = 0; i < s->nworkers; i++) {
+        struct bus_mail m = {.kind = BUS_MAIL_REVOKE};
+        m.revoke = revoke_copy(rv);
+        worker_post(s->workers[i], m);
+    }
+}
+
+/* A message on revoke-subject (a cnats thread): parsed here, handed to the workers. */
+static void on_control(void *ctx, const char *data, size_t len)
+{
+    struct server *s = ctx;
+    struct revoke rv;
+    const char *why;
+    if (revoke_from_json(data, len, &rv, &why) != 0) {
+        log_warn("%s: revocation ignored: %s", s->cfg->revoke_subject, why);
+        return;
+    }
+    log_info("%s: revoking principal %s subject %s: %s", s->cfg->revoke_subject,
+             rv.principal ? rv.principal : "-", rv.subject ? rv.subject : "-", rv.reason);
+    revoke_everywhere(s, &rv);
+    revoke_dispose(&rv);
+}
+
+/* POST /revoke?… on the admin listener: 0, or ERR_INVALID with *why. */
+static int on_admin_revoke(void *ctx, const char *query, size_t len, const char **why)
+{
+    struct server *s = ctx;
+    struct revoke rv;
+    if (revoke_from_query(query, len, &rv, why) != 0)
+        return ERR_INVALID;
+    log_info("admin: revoking principal %s subject %s: %s", rv.principal ? rv.principal : "-",
+             rv.subject ? rv.subject : "-", rv.reason);
+    revoke_everywhere(s, &rv);
+    revoke_dispose(&rv);
+    return 0;
+}
+
+/* auth = callout: results, latency, cache. */
+static void callout_metrics(struct buf *out, const struct server *s)
+{
+    if (strcmp(s->cfg->auth, "callout") != 0)
+        return;
+    metrics_header(out, "sluice_auth_callout_requests_total", "counter",
+                   "Auth callouts by result (refused: not asked, every slot and the queue full).");
+    for (int r = 0; r < CALLOUT_RESULT_COUNT; r++) {
+        char label[64];
+        snprintf(label, sizeof(label), "result=\"%s\"", callout_result_label((enum callout_result)r));
+        metrics_value(out, "sluice_auth_callout_requests_total", label,
+                      sum_at(s, true, offsetof(struct conn_stats, requests.callout.results) +
+                                          (size_t)r * sizeof(atomic_uint_fast64_t)));
+    }
+    histogram(out, s, "sluice_auth_callout_duration_seconds", "Auth callout transfer time.", true,
+              offsetof(struct conn_stats, requests.callout.latency));
+    metrics_header(out, "sluice_auth_callout_cache_total", "counter",
+                   "Auth callout cache lookups: hit, miss (of which coalesced joined a callout "
+                   "in flight), evicted at auth-callout-cache-entries, revoked.");
+    static const struct labelled cache[] = {
+        {"result=\"hit\"", offsetof(struct conn_stats, requests.callout.cache_hits)},
+        {"result=\"miss\"", offsetof(struct conn_stats, requests.callout.cache_misses)},
+        {"result=\"coalesced\"", offsetof(struct conn_stats, requests.callout.coalesced)},
+        {"result=\"evicted\"", offsetof(struct conn_stats, requests.callout.evicted)},
+        {"result=\"revoked\"", offsetof(struct conn_stats, requests.callout.revoked)},
+    };
+    labelled_sums(out, s, "sluice_auth_callout_cache_total", cache, sizeof(cache) / sizeof(cache[0]));
+    metric(out, "sluice_auth_callout_cached", "gauge", "Auth callout decisions cached.",
+           CONNS(requests.callout.cached));
+    metric(out, "sluice_auth_callout_queued", "gauge",
+           "Auth callout questions waiting for a transfer slot.", CONNS(requests.callout.queued));
+    metric(out, "sluice_auth_unavailable_total", "counter",
+           "Requests the auth callout could not decide: SSE GETs got 200 with retry:, others 503.",
+           CONNS(requests.auth_unavailable));
+    metric(out, "sluice_auth_renewed_total", "counter",
+           "Open streams whose callout grant was renewed at its expiry.",
+           CONNS(requests.auth_renewed));
+}
+
 static void on_metrics(void *ctx, struct buf *out)
 {
     struct server *s = ctx;
@@ -312,6 +394,7 @@ static void on_metrics(void *ctx, struct buf *out)
            (double)admission_open(s->admission));
 
     request_metrics(out, s);
+    callout_metrics(out, s);
 
     metric(out, "sluice_streams_open", "gauge", "SSE streams open.", STREAMS(open));
     metric(out, "sluice_streams_opened_total", "counter", "SSE streams opened.", STREAMS(opened));
@@ -475,15 +558,15 @@ static int make_access_control(struct server *s)
 {
     const struct config *cfg = s->cfg;
     char err[512];
-    bool jwt = strcmp(cfg->auth, "jwt") == 0;
-    if (!jwt && !cfg->allow_anonymous &&
+    bool jwt = strcmp(cfg->auth, "jwt") == 0, callout = strcmp(cfg->auth, "callout") == 0;
+    if (!jwt && !callout && !cfg->allow_anonymous &&
         (!loopback(cfg->listen) ||
          (strcmp(cfg->listen_plain, "off") != 0 && !loopback(cfg->listen_plain)))) {
         log_error("auth = none on a non-loopback listener: anyone could subscribe to anything; "
                   "use --auth jwt, or --allow-anonymous 1 to mean it");
         return -1;
     }
-    if (!jwt && cfg->allow_anonymous)
+    if (!jwt && !callout && cfg->allow_anonymous)
         log_warn("auth = none with --allow-anonymous: every client may subscribe and publish "
                  "to every subject");
     size_t nkeys = 0, norigins = 0;
@@ -500,7 +583,7 @@ static int make_access_control(struct server *s)
         }
     }
     struct auth_params ap = {
-        .mode = jwt ? AUTH_JWT : AUTH_NONE,
+        .mode = jwt ? AUTH_JWT : callout ? AUTH_CALLOUT : AUTH_NONE,
         .hs_secret_file = *cfg->jwt_secret_file ? cfg->jwt_secret_file : NULL,
         .keys = files,
         .nkeys = nkeys,
@@ -750,6 +833,11 @@ int server_run(const struct config *cfg, int argc, char **argv)
 
     if (make_access_control(&s) != 0)
         goto out;
+    /* libcurl's global state, before any worker thread could touch it. */
+    if (strcmp(cfg->auth, "callout") == 0 && callout_global_init() != 0) {
+        log_error("auth callout: cannot initialise libcurl");
+        goto out;
+    }
     SSL_CTX *ssl_ctx = tls_ctx_new(cfg->cert_file, cfg->key_file, err, sizeof(err));
     if (!ssl_ctx) {
         log_error("%s", err);
@@ -810,13 +898,18 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .replay_max = (size_t)cfg->jetstream_replay_max,
         .max_consumers = (size_t)cfg->jetstream_max_consumers,
         .reply_prefix = cfg->request_reply_prefix,
+        .control_subject = cfg->revoke_subject,
+        .control = on_control,
+        .control_ctx = &s,
+        .ask_inboxes = *cfg->auth_callout_subject != '\0',
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out_workers;
     }
     if (strcmp(cfg->admin, "off") != 0) {
-        struct admin_params ap = {cfg->admin, on_metrics, on_ready, &s, cfg->allowed_hosts};
+        struct admin_params ap = {cfg->admin, on_metrics, on_ready, &s, cfg->allowed_hosts,
+                                  on_admin_revoke};
         if (admin_new(&admin, &ap, admin_bound, sizeof(admin_bound), err, sizeof(err)) != 0) {
             log_error("admin: %s", err);
             goto out_bus;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "sluice/bus.h"
+#include "sluice/callout.h"
 #include "sluice/config.h"
 #include "sluice/conn.h"
 #include "sluice/err.h"
@@ -37,6 +38,7 @@
 #include "sluice/log.h"
 #include "sluice/mem.h"
 #include "sluice/net.h"
+#include "sluice/revoke.h"
 #include "sluice/stream.h"
 
 #define ACCEPT_BUDGET 64 /* connections per wake-up */
@@ -121,6 +123,21 @@ static void on_accept_plain(struct ev_loop *loop, ev_io *io, int revents)
     accept_some(w, w->plain_fd, false, w->proxy_plain);
 }
 
+/* Ends this worker's matching streams and forgets its matching callout decisions. */
+static void revoke_here(struct worker *w, const struct revoke *rv)
+{
+    /* The cache first: a client woken by its stream's end must be asked again. */
+    size_t forgotten = w->env.requests.callout
+                           ? callout_forget(w->env.requests.callout, rv->principal, rv->subject)
+                           : 0;
+    size_t ended = stream_env_revoke(&w->streams, rv->principal, rv->subject, rv->reason);
+    if (ended || forgotten)
+        log_info("worker %zu: revoked (principal %s, subject %s, reason %s): %zu streams ended, "
+                 "%zu cached decisions dropped",
+                 w->index, rv->principal ? rv->principal : "-", rv->subject ? rv->subject : "-",
+                 rv->reason, ended, forgotten);
+}
+
 static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)loop;
@@ -147,6 +164,15 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
             break;
         case BUS_MAIL_REPLAY:
             fanout_replayed(w->fanout, mail[i].replay);
+            break;
+        case BUS_MAIL_REVOKE:
+            revoke_here(w, mail[i].revoke);
+            revoke_free(mail[i].revoke);
+            break;
+        case BUS_MAIL_ANSWER:
+            if (w->env.requests.callout)
+                callout_nats_answer(w->env.requests.callout, mail[i].answer);
+            bus_answer_free(mail[i].answer);
             break;
         }
     }
@@ -322,6 +348,25 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.requests.streams = &w->streams;
     w->env.requests.files = filecache_new(cfg->file_cache_bytes);
     w->env.requests.cancels = mem_calloc(1, sizeof(*w->env.requests.cancels));
+    if (strcmp(cfg->auth, "callout") == 0) {
+        struct callout_params cp = {
+            .url = *cfg->auth_callout_url ? cfg->auth_callout_url : NULL,
+            .subject = *cfg->auth_callout_subject ? cfg->auth_callout_subject : NULL,
+            .post = strcmp(cfg->auth_callout_method, "POST") == 0,
+            .timeout_ms = cfg->auth_callout_timeout_ms,
+            .connect_timeout_ms = cfg->auth_callout_connect_timeout_ms,
+            .max_inflight = (size_t)cfg->auth_callout_max_inflight,
+            .max_queue = (size_t)cfg->auth_callout_max_queue,
+            .cache_entries = (size_t)cfg->auth_callout_cache_entries,
+            .cache_ttl_s = cfg->auth_callout_cache_ttl_s,
+            .negative_ttl_s = cfg->auth_callout_negative_ttl_s,
+        };
+        char err[256];
+        /* The URL was checked at start-up (server.c): this cannot fail then. */
+        if (callout_new(&w->env.requests.callout, w->loop, &cp, &w->env.stats.requests.callout,
+                        err, sizeof(err)) != 0)
+            log_error("worker %zu: auth callout: %s", index, err);
+    }
 
     ev_io_init(&w->accept_io, on_accept, listen_fd, EV_READ);
     ev_io_start(w->loop, &w->accept_io);
@@ -373,6 +418,8 @@ int worker_start(struct worker *w, struct bus *bus)
     w->fanout = fanout_new(bus ? &src : NULL, w->index, stream_on_event, stream_on_ready,
                            stream_on_replayed);
     w->env.requests.bus = bus;
+    if (w->env.requests.callout)
+        callout_attach_bus(w->env.requests.callout, bus, w->index);
     w->streams.fanout = w->fanout;
     if (pthread_create(&w->thread, NULL, run, w) != 0) {
         log_error("worker %zu: cannot start thread: %s", w->index, strerror(errno));
@@ -405,11 +452,16 @@ void worker_free(struct worker *w)
             sse_event_unref(w->inbox[i].ev);
         else if (w->inbox[i].kind == BUS_MAIL_REPLAY)
             bus_replay_free(w->inbox[i].replay);
+        else if (w->inbox[i].kind == BUS_MAIL_REVOKE)
+            revoke_free(w->inbox[i].revoke);
+        else if (w->inbox[i].kind == BUS_MAIL_ANSWER)
+            bus_answer_free(w->inbox[i].answer);
     }
     free(w->inbox);
     free(w->draining);
     fanout_free(w->fanout);
     request_env_dispose(&w->env.requests);
+    callout_free(w->env.requests.callout); /* after the connections: their requests cancelled */
     filecache_free(w->env.requests.files); /* after the connections: their responses held entries */
     ev_loop_destroy(w->loop);
     if (w->listen_fd >= 0)

@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <jwt.h>
 #include <math.h>
 #include <openssl/err.h>
@@ -54,6 +55,7 @@
 #define KEY_FILE_MAX (64 * 1024) /* bytes read from a key or secret file */
 #define KID_MAX 128
 #define SUB_MAX 128
+#define SUBJECT_TEMPLATE_MAX 512 /* bytes of an expanded default subject */
 #define RSA_MIN_BITS 2048
 /* NumericDate bound: keeps exp + leeway far from int64 overflow. */
 #define DATE_MAX 9007199254740992.0 /* 2^53 */
@@ -89,10 +91,14 @@ struct auth {
 };
 
 struct auth_grant {
+    atomic_int refs;    /* owners: requests, streams, a callout cache entry */
     int64_t expires;    /* Unix seconds: exp + leeway; 0 = never */
-    char *sub;          /* sanitized "sub", or NULL */
+    char *sub;          /* sanitized "sub" (the principal), or NULL */
     char **patterns[2]; /* per enum auth_action; each valid with wildcards */
     size_t npatterns[2];
+    char **defaults;    /* server-chosen subjects, "{sub}" expanded; valid */
+    size_t ndefaults;
+    bool renewable;     /* a callout's: re-asked at expiry rather than ended */
 };
 
 __attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int code,
@@ -264,8 +270,11 @@ int auth_new(struct auth **out, const struct auth_params *p, char *err, size_t e
 {
     *out = NULL;
     bool any_key = p->hs_secret_file || p->nkeys > 0;
-    if (p->mode != AUTH_NONE && p->mode != AUTH_JWT)
+    if (p->mode != AUTH_NONE && p->mode != AUTH_JWT && p->mode != AUTH_CALLOUT)
         return fail(err, errlen, ERR_INVALID, "%s", "unknown auth mode");
+    if (p->mode == AUTH_CALLOUT && any_key)
+        return fail(err, errlen, ERR_INVALID, "%s",
+                    "auth = callout, but a JWT secret or key is configured");
     if (p->mode == AUTH_NONE && any_key)
         return fail(err, errlen, ERR_INVALID, "%s",
                     "auth = none, but a JWT secret or key is configured");
@@ -330,16 +339,34 @@ void auth_free(struct auth *a)
     free(a);
 }
 
-bool auth_required(const struct auth *a) { return a && a->mode == AUTH_JWT; }
+bool auth_required(const struct auth *a)
+{
+    return a && (a->mode == AUTH_JWT || a->mode == AUTH_CALLOUT);
+}
 
 /* ---- grants ---- */
 
-static struct auth_grant *grant_new(void) { return mem_calloc(1, sizeof(struct auth_grant)); }
+static struct auth_grant *grant_new(void)
+{
+    struct auth_grant *g = mem_calloc(1, sizeof(struct auth_grant));
+    atomic_init(&g->refs, 1);
+    return g;
+}
+
+struct auth_grant *auth_grant_ref(struct auth_grant *g)
+{
+    if (g)
+        atomic_fetch_add(&g->refs, 1);
+    return g;
+}
 
 void auth_grant_free(struct auth_grant *g)
 {
-    if (!g)
+    if (!g || atomic_fetch_sub(&g->refs, 1) > 1)
         return;
+    for (size_t i = 0; i < g->ndefaults; i++)
+        free(g->defaults[i]);
+    free(g->defaults);
     for (int act = 0; act < 2; act++) {
         for (size_t i = 0; i < g->npatterns[act]; i++)
             free(g->patterns[act][i]);
@@ -368,6 +395,10 @@ bool auth_can(const struct auth_grant *g, enum auth_action act, const char *subj
         return false;
     for (size_t i = 0; i < g->npatterns[act]; i++)
         if (subject_covers(g->patterns[act][i], subject))
+            return true;
+    /* The issuer chose the defaults: they are granted for subscribing as they are. */
+    for (size_t i = 0; act == AUTH_SUBSCRIBE && i < g->ndefaults; i++)
+        if (subject_covers(g->defaults[i], subject))
             return true;
     return false;
 }
@@ -590,30 +621,132 @@ static char *sanitize_sub(json_t *v)
     return s;
 }
 
-static const char *parse_patterns(json_t *grant, const char *name, struct auth_grant *g,
-                                  enum auth_action act)
+/*
+ * obj's member name: absent (NULL, nothing set), or an array of at most
+ * AUTH_MAX_PATTERNS strings, each turned by take() into a valid subject
+ * appended to *list (*n of them; the array is allocated here). NULL, or
+ * the first reason: what is wrong with the list (malformed, too_many) or
+ * with an entry (take's).
+ */
+static const char *parse_list(json_t *obj, const char *name, const char *malformed,
+                              const char *too_many, const struct auth_grant *g,
+                              const char *(*take)(const struct auth_grant *g, const char *s,
+                                                  size_t len, char **out),
+                              char ***list, size_t *n)
 {
-    json_t *list = json_object_get(grant, name);
-    if (!list)
+    json_t *arr = json_object_get(obj, name);
+    if (!arr)
         return NULL;
-    if (!json_is_array(list))
-        return "malformed sluice claim";
-    size_t n = json_array_size(list);
-    if (n > AUTH_MAX_PATTERNS)
-        return "too many patterns in sluice claim";
-    g->patterns[act] = mem_calloc(n ? n : 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(list, i);
-        if (!json_is_string(v))
-            return "malformed sluice claim";
-        const char *s = json_string_value(v);
-        size_t len = json_string_length(v);
-        if (!subject_valid(s, len, true, NULL) || memchr(s, '\0', len))
-            return "invalid subject pattern in sluice claim";
-        g->patterns[act][g->npatterns[act]++] = mem_strndup(s, len);
+    if (!json_is_array(arr))
+        return malformed;
+    size_t count = json_array_size(arr);
+    if (count > AUTH_MAX_PATTERNS)
+        return too_many;
+    *list = mem_calloc(count ? count : 1, sizeof(char *));
+    for (size_t i = 0; i < count; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_string(v) || memchr(json_string_value(v), '\0', json_string_length(v)))
+            return malformed;
+        const char *why = take(g, json_string_value(v), json_string_length(v), &(*list)[*n]);
+        if (why)
+            return why;
+        (*n)++;
     }
     return NULL;
 }
+
+/* A granted pattern, as it is. */
+static const char *take_pattern(const struct auth_grant *g, const char *s, size_t len, char **out)
+{
+    (void)g;
+    if (!subject_valid(s, len, true, NULL))
+        return "invalid subject pattern in sluice claim";
+    *out = mem_strndup(s, len);
+    return NULL;
+}
+
+static const char *parse_patterns(json_t *grant, const char *name, struct auth_grant *g,
+                                  enum auth_action act)
+{
+    return parse_list(grant, name, "malformed sluice claim", "too many patterns in sluice claim",
+                      g, take_pattern, &g->patterns[act], &g->npatterns[act]);
+}
+
+bool auth_principal_is_token(const char *p)
+{
+    size_t n = p ? strlen(p) : 0;
+    if (n == 0 || n > SUB_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  strchr("-_@+=:", c);
+        if (!ok || c == '\0')
+            return false;
+    }
+    return true;
+}
+
+int auth_expand_template(const struct auth_grant *g, const char *tmpl, char *out, size_t outsz)
+{
+    static const char SUB[] = "{sub}";
+    size_t o = 0;
+    for (const char *p = tmpl; *p;) {
+        const char *hit = strstr(p, SUB);
+        size_t lit = hit ? (size_t)(hit - p) : strlen(p);
+        const char *add = p;
+        size_t n = lit;
+        for (int part = 0; part < 2; part++) {
+            if (o + n >= outsz)
+                return ERR_INVALID;
+            memcpy(out + o, add, n);
+            o += n;
+            if (!hit)
+                break;
+            /* A principal that is not one plain token would add dots or wildcards: refused. */
+            if (!g || !auth_principal_is_token(g->sub))
+                return ERR_INVALID;
+            add = g->sub;
+            n = strlen(g->sub);
+        }
+        p += lit + (hit ? sizeof(SUB) - 1 : 0);
+    }
+    out[o] = '\0';
+    return subject_valid(out, o, true, NULL) ? 0 : ERR_INVALID;
+}
+
+/* A default subject: the template with "{sub}" expanded from g's principal. */
+static const char *take_default(const struct auth_grant *g, const char *s, size_t len, char **out)
+{
+    (void)len; /* NUL-free (parse_list): s ends where len does */
+    char subject[SUBJECT_TEMPLATE_MAX];
+    if (auth_expand_template(g, s, subject, sizeof(subject)) != 0)
+        return "default subject invalid for this principal";
+    *out = mem_strdup(subject);
+    return NULL;
+}
+
+/* "default": templates expanded with g's principal (set before). */
+static const char *parse_defaults(json_t *obj, struct auth_grant *g)
+{
+    const char *why = parse_list(obj, "default", "malformed default subjects",
+                                 "too many default subjects", g, take_default, &g->defaults,
+                                 &g->ndefaults);
+    /* One stream on them all: the rule for requested subjects (a.* with a.b is refused). */
+    for (size_t i = 0; !why && i < g->ndefaults; i++)
+        for (size_t j = i + 1; !why && j < g->ndefaults; j++)
+            if (subject_overlaps(g->defaults[i], g->defaults[j]))
+                why = "default subjects overlap";
+    return why;
+}
+
+size_t auth_grant_defaults(const struct auth_grant *g, const char *const **subjects)
+{
+    *subjects = g ? (const char *const *)g->defaults : NULL;
+    return g ? g->ndefaults : 0;
+}
+
+bool auth_grant_renewable(const struct auth_grant *g) { return g && g->renewable; }
 
 static const char *check_claims(const struct auth *a, json_t *claims, int64_t now_s,
                                 struct auth_grant *g)
@@ -643,13 +776,15 @@ static const char *check_claims(const struct auth *a, json_t *claims, int64_t no
         return "missing sluice claim";
     if (!json_is_object(grant))
         return "malformed sluice claim";
+    g->sub = sanitize_sub(json_object_get(claims, "sub"));
     const char *why = parse_patterns(grant, "subscribe", g, AUTH_SUBSCRIBE);
     if (!why)
         why = parse_patterns(grant, "publish", g, AUTH_PUBLISH);
+    if (!why)
+        why = parse_defaults(grant, g);
     if (why)
         return why;
     g->expires = exp + a->leeway_s;
-    g->sub = sanitize_sub(json_object_get(claims, "sub"));
     return NULL;
 }
 
@@ -695,6 +830,96 @@ int auth_verify(const struct auth *a, const char *token, size_t len, int64_t now
             *reason = why;
         return ERR_INVALID;
     }
+    *out = g;
+    return 0;
+}
+
+/* ---- the callout's answer ---- */
+
+static const char *callout_members(json_t *obj)
+{
+    static const char *const known[] = {"principal", "subscribe", "publish",
+                                        "default",   "expires",   "ttl"};
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        bool ok = false;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            ok |= strcmp(key, known[i]) == 0;
+        if (!ok)
+            return "unknown member in callout answer";
+    }
+    return NULL;
+}
+
+static const char *callout_principal(json_t *v, struct auth_grant *g)
+{
+    if (!json_is_string(v))
+        return "callout answer without a principal";
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (n == 0 || n > SUB_MAX)
+        return "callout principal must be 1..128 bytes";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] >= 0x7f)
+            return "callout principal must be printable ASCII without spaces";
+    g->sub = mem_strndup(s, n);
+    return NULL;
+}
+
+/* A whole number of seconds in [lo, hi]. */
+static bool whole_seconds(json_t *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!json_is_integer(v))
+        return false;
+    json_int_t t = json_integer_value(v);
+    if (t < lo || t > hi)
+        return false;
+    *out = (int64_t)t;
+    return true;
+}
+
+int auth_grant_from_callout(const char *json, size_t len, int64_t now_s,
+                            struct auth_grant **out, int64_t *ttl_s, const char **reason)
+{
+    *out = NULL;
+    *ttl_s = -1;
+    const char *why = NULL;
+    struct auth_grant *g = NULL;
+    json_t *obj = NULL;
+    int64_t expires = 0;
+    if (len > AUTH_CALLOUT_BODY_MAX)
+        why = "callout answer too large";
+    else if (!(obj = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL)) ||
+             !json_is_object(obj))
+        why = "callout answer is not a JSON object";
+    else if ((why = callout_members(obj)))
+        ;
+    else if ((why = callout_principal(json_object_get(obj, "principal"), g = grant_new())))
+        ;
+    else if ((why = parse_patterns(obj, "subscribe", g, AUTH_SUBSCRIBE)))
+        ;
+    else if ((why = parse_patterns(obj, "publish", g, AUTH_PUBLISH)))
+        ;
+    else if ((why = parse_defaults(obj, g)))
+        ;
+    else if (json_object_get(obj, "expires") &&
+             !whole_seconds(json_object_get(obj, "expires"), now_s + 1, (int64_t)DATE_MAX,
+                            &expires))
+        why = "callout expires must be a whole Unix second in the future";
+    else if (json_object_get(obj, "ttl") &&
+             !whole_seconds(json_object_get(obj, "ttl"), 0, 86400, ttl_s))
+        why = "callout ttl must be 0..86400 seconds";
+    json_decref(obj);
+    if (why) {
+        auth_grant_free(g);
+        *ttl_s = -1;
+        *reason = why;
+        return ERR_INVALID;
+    }
+    g->expires = expires;
+    g->renewable = true;
     *out = g;
     return 0;
 }

@@ -351,8 +351,8 @@ static void start_request(struct http1 *h, const struct h1_request *rq)
     request_process(&h->req);
     if (!h->active)
         return; /* answered */
-    if (h->req.stream) {
-        h->state = STREAM; /* its head or answer waits for NATS, or streams */
+    if (h->req.stream || (request_waiting(&h->req) && !request_publishing(&h->req))) {
+        h->state = STREAM; /* its head or answer waits (NATS, the auth callout), or streams */
         return;
     }
     if (request_publishing(&h->req)) {
@@ -389,7 +389,7 @@ static int read_body(struct http1 *h)
         if (h->body_keep)
             request_body_end(&h->req);
         /* A request stream: its 200 waits for the service's first reply, then streams. */
-        if (h->active && h->req.stream)
+        if (h->active && (h->req.stream || request_waiting(&h->req)))
             h->state = STREAM;
         return 0;
     }

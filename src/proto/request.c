@@ -37,6 +37,7 @@
 #include "sluice/admission.h"
 #include "sluice/auth.h"
 #include "sluice/bus.h"
+#include "sluice/callout.h"
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/filecache.h"
@@ -229,6 +230,11 @@ void request_dispose(struct request *r)
     free(r->origin);
     free(r->authorization);
     free(r->cookie);
+    /* A question still in flight forgets r: its answer will only fill the cache. */
+    callout_cancel(r->callout_wait);
+    auth_grant_free(r->answer.grant);
+    for (size_t i = 0; i < r->ncallout_fields; i++)
+        free(r->callout_fields[i]);
     auth_grant_free(r->grant);
     if (r->route) {
         http_route_dispose(r->route);
@@ -325,8 +331,14 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         keep(r, &r->traceparent, value, vlen, REQUEST_ID_MAX);
     else if (is(name, nlen, "tracestate") && vlen <= 512)
         keep(r, &r->tracestate, value, vlen, 512);
-    else if (r->nfwd < 2 * REQUEST_FORWARD_MAX &&
-             reply_header_listed(env->cfg->request_forward_headers, name, nlen)) {
+    else if (env->callout && r->ncallout_fields < 2 * CALLOUT_HEADERS_MAX &&
+             reply_header_listed(env->cfg->auth_callout_headers, name, nlen)) {
+        /* Bounded by max-header-bytes like every field; checked before it is passed on. */
+        r->callout_fields[r->ncallout_fields++] = mem_strndup(name, nlen);
+        r->callout_fields[r->ncallout_fields++] = mem_strndup(value, vlen);
+        r->callout_bad |= !reply_header_value_ok(value, vlen);
+    } else if (r->nfwd < 2 * REQUEST_FORWARD_MAX &&
+               reply_header_listed(env->cfg->request_forward_headers, name, nlen)) {
         /* Bounded by max-header-bytes like every field; checked before it is forwarded. */
         r->fwd[r->nfwd++] = mem_strndup(name, nlen);
         r->fwd[r->nfwd++] = mem_strndup(value, vlen);
@@ -541,27 +553,11 @@ static bool in_reply_space(const struct config *cfg, const char *subject)
     return false;
 }
 
-/*
- * Host (with auth none), CORS, max-subjects, reserved subjects and
- * authorization for a routed request. 0 to serve it; otherwise the status
- * to answer (400, 401, 403, 421) with *text, and for a 401 the
- * www-authenticate value in www. Keeps the grant in r for its expiry.
- */
-static int admit(struct request *r, char *www, size_t wlen, const char **text)
+/* max-subjects, reserved subjects and the request streams' space for r's subjects: 0 or 400/403. */
+static int check_subjects(struct request *r, const char **text)
 {
     const struct request_env *env = r->io->env;
     const struct http_route *route = r->route;
-    /* Without a token, a rebound DNS name is the only thing between a web page and us. */
-    if (!auth_required(env->auth) && r->authority &&
-        !host_allowed(r->authority, strlen(r->authority), env->cfg->allowed_hosts)) {
-        metrics_add(&env->stats->host, 1);
-        *text = "Host is not a name of this gateway (allowed-hosts)";
-        return 421;
-    }
-    if (cors_of(r) == CORS_DENIED) {
-        *text = "origin not allowed";
-        return 403;
-    }
     if (route->nsubjects > (size_t)env->cfg->max_subjects) {
         *text = "too many subjects for one stream (max-subjects)";
         return 400;
@@ -578,8 +574,88 @@ static int admit(struct request *r, char *www, size_t wlen, const char **text)
             return 403;
         }
     }
-    if (!auth_required(env->auth))
+    return 0;
+}
+
+static bool publishes(const struct http_route *route)
+{
+    return route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST;
+}
+
+/*
+ * What r's grant allows: `GET /events` with no subject takes the grant's
+ * default subjects (server-chosen: the client cannot name more), then
+ * every subject must be covered. 0, or 400/403 with *text.
+ */
+static int check_grant(struct request *r, const char **text)
+{
+    struct http_route *route = r->route;
+    if (route->kind == HTTP_EVENTS && route->nsubjects == 0) {
+        const char *const *defaults;
+        size_t n = auth_grant_defaults(r->grant, &defaults);
+        if (n == 0) {
+            *text = "no subject: use /events/<subject> or /events?subject=<subject> "
+                    "(no default subjects granted)";
+            return 400;
+        }
+        for (size_t i = 0; i < n && i < HTTP_MAX_SUBJECTS; i++)
+            route->subjects[route->nsubjects++] = mem_strdup(defaults[i]);
+        int status = check_subjects(r, text);
+        if (status != 0)
+            return status;
+    }
+    for (size_t i = 0; i < route->nsubjects; i++) {
+        bool pub = publishes(route);
+        bool ok = pub ? auth_can_publish(r->grant, route->subjects[i])
+                      : auth_can_subscribe(r->grant, route->subjects[i]);
+        if (!ok) {
+            *text = pub ? "token does not allow publishing there"
+                        : "token does not allow that subject";
+            return 403;
+        }
+    }
+    return 0;
+}
+
+#define ADMIT_CALLOUT (-1) /* admit(): ask the callout, then go on (ask_callout) */
+
+/*
+ * Host (with auth none), CORS, max-subjects, reserved subjects and
+ * authorization for a routed request. 0 to serve it; ADMIT_CALLOUT to
+ * ask the auth service first; otherwise the status to answer (400, 401,
+ * 403, 421) with *text, and for a 401 the www-authenticate value in www.
+ * Keeps the grant in r for its expiry.
+ */
+static int admit(struct request *r, char *www, size_t wlen, const char **text)
+{
+    const struct request_env *env = r->io->env;
+    const struct http_route *route = r->route;
+    /* Without a token, a rebound DNS name is the only thing between a web page and us. */
+    if (!auth_required(env->auth) && r->authority &&
+        !host_allowed(r->authority, strlen(r->authority), env->cfg->allowed_hosts)) {
+        metrics_add(&env->stats->host, 1);
+        *text = "Host is not a name of this gateway (allowed-hosts)";
+        return 421;
+    }
+    if (cors_of(r) == CORS_DENIED) {
+        *text = "origin not allowed";
+        return 403;
+    }
+    int status = check_subjects(r, text);
+    if (status != 0)
+        return status;
+    if (!auth_required(env->auth)) {
+        if (route->kind == HTTP_EVENTS && route->nsubjects == 0)
+            return check_grant(r, text); /* no grant, no defaults: 400 */
         return 0; /* no grant to keep: nothing expires */
+    }
+    if (env->callout) {
+        if (r->callout_bad) {
+            *text = "a header passed to the auth service holds CR, LF or NUL";
+            return 400;
+        }
+        return ADMIT_CALLOUT;
+    }
     char token[AUTH_TOKEN_MAX + 1];
     size_t len = 0;
     const char *why = "no token";
@@ -589,16 +665,9 @@ static int admit(struct request *r, char *www, size_t wlen, const char **text)
     else if (rc == ERR_INVALID)
         why = "malformed access_token";
     if (rc == 0 && auth_verify(env->auth, token, len, (int64_t)time(NULL), &r->grant, &why) == 0) {
-        for (size_t i = 0; i < route->nsubjects; i++) {
-            bool pub = route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST;
-            bool ok = pub ? auth_can_publish(r->grant, route->subjects[i])
-                          : auth_can_subscribe(r->grant, route->subjects[i]);
-            if (!ok) {
-                *text = pub ? "token does not allow publishing there"
-                            : "token does not allow that subject";
-                return 403;
-            }
-        }
+        status = check_grant(r, text);
+        if (status != 0)
+            return status;
         /* What only admission needed goes now: a long stream should not hold it. */
         free(r->authorization);
         free(r->cookie);
@@ -756,6 +825,8 @@ static int admit_patterns(const struct request_env *env, struct request_quota *c
     return 0;
 }
 
+static void on_stream_renew(void *ctx);
+
 static void on_stream_wake(void *ctx)
 {
     struct request *r = ctx;
@@ -814,6 +885,10 @@ static int open_stream(struct request *r, const char **text)
     };
     p.expires_ms = token_end_ms(r);
     p.expire_end = STREAM_END_TOKEN_EXPIRED;
+    p.principal = r->grant ? auth_grant_subject(r->grant) : NULL;
+    /* A callout's grant is asked for again at its expiry; a poll simply ends (and is asked anew). */
+    if (auth_grant_renewable(r->grant) && route->kind != HTTP_POLL)
+        p.renew = on_stream_renew;
     if (route->kind == HTTP_POLL) {
         int64_t deadline = stream_now_ms() + route->timeout_ms;
         if (!p.expires_ms || deadline < p.expires_ms) {
@@ -1121,12 +1196,31 @@ int request_body(struct request *r, const void *data, size_t len)
     return 0;
 }
 
+static int publish_body(struct request *r);
+static int after_answer(struct request *r);
+
 int request_body_end(struct request *r)
 {
     if (!request_publishing(r))
         return 0;
+    if (r->authorizing || r->answered) {
+        /* The body is whole before the auth service has answered (or been heard): hold it. */
+        r->body_done = true;
+        r->publishing = false;
+        r->waiting = true;
+        if (!r->answered)
+            return 0;
+        r->answered = false;
+        return after_answer(r);
+    }
     if (r->route->kind == HTTP_REQUEST)
         return serve_request(r);
+    return publish_body(r);
+}
+
+/* Publishes r's whole body on its subject and answers 202 (or 503). */
+static int publish_body(struct request *r)
+{
     const struct request_env *env = r->io->env;
     const struct http_route *rt = r->route;
     const char *h[4];
@@ -1213,7 +1307,11 @@ static int respond_finished(struct request *r)
 
 int request_resume(struct request *r)
 {
-    if (!r->waiting)
+    if (r->answered) {
+        r->answered = false;
+        return after_answer(r);
+    }
+    if (!r->waiting || r->authorizing)
         return 0;
     if (r->asking)
         return resume_request(r);
@@ -1306,6 +1404,8 @@ static void resolve_client(struct request *r)
                  r->forwarded ? "Forwarded" : "X-Forwarded-For");
     }
 }
+static int ask_callout(struct request *r);
+static int dispatch(struct request *r);
 
 int request_process(struct request *r)
 {
@@ -1324,14 +1424,29 @@ int request_process(struct request *r)
         char www[256];
         const char *text;
         int status = admit(r, www, sizeof(www), &text);
+        if (status == ADMIT_CALLOUT)
+            return ask_callout(r);
         if (status != 0)
             return respond_text(r, status, text, status == 401 ? www : NULL);
     }
+    return dispatch(r);
+}
+
+/* Serves an admitted (or refused by routing) request by its kind. */
+static int dispatch(struct request *r)
+{
     switch (r->route->kind) {
     case HTTP_FILE:
         return serve_file(r);
     case HTTP_PUBLISH:
     case HTTP_REQUEST:
+        if (r->body_done) {
+            /* The body ended while the auth service was deciding. */
+            r->body_done = false;
+            r->waiting = false;
+            r->publishing = true;
+            return r->route->kind == HTTP_REQUEST ? serve_request(r) : publish_body(r);
+        }
         /* Answered (a request stream: started) when the body is complete (request_body_end). */
         r->publishing = true;
         return 0;
@@ -1344,4 +1459,203 @@ int request_process(struct request *r)
     default:
         return respond_text(r, r->route->status, r->route->reason, NULL);
     }
+}
+
+/*
+ * Callout (auth = callout; callout.h). admit() says ADMIT_CALLOUT after
+ * the checks that need no grant; ask_callout() asks the worker's callout
+ * with what the service is shown. A cached answer is applied at once;
+ * otherwise r waits (an SSE or poll: waiting, its head held; a publish or
+ * request stream: still taking its body, which is held if it ends first)
+ * and on_callout_answer() keeps the answer and wakes the front end, which
+ * applies it through request_resume() (or request_body_end()) where it
+ * may answer. Applying: a grant goes through check_grant() and dispatch()
+ * like a token's; 401 and 403 are passed on as such; any failure of the
+ * service is auth_unavailable(): an EventSource's GET gets 200 with a
+ * retry: and its end (a 5xx would stop it for good), everything else 503.
+ *
+ * An open stream with a callout's grant is asked about again at the
+ * grant's "expires" (on_stream_renew): a grant that still covers its
+ * subjects renews it, a 401/403 or a narrower grant ends it with `event:
+ * revoked`, a failure ends it with retry: (reconnect and be asked again).
+ */
+
+/* Fills q from r: its method, path, subjects, client and allow-listed headers (borrowed). */
+static void query_of(const struct request *r, struct callout_query *q)
+{
+    const struct request_env *env = r->io->env;
+    memset(q, 0, sizeof(*q));
+    q->method = r->method;
+    q->path = r->path;
+    q->client = request_client_address(r); /* the forwarded client behind a trusted proxy */
+    if (r->stream) {
+        q->action = "subscribe";
+        q->subjects = (const char *const *)stream_subjects(r->stream, &q->nsubjects);
+    } else {
+        const struct http_route *route = r->route;
+        q->action = publishes(route) ? "publish"
+                    : route->kind == HTTP_EVENTS || route->kind == HTTP_POLL ? "subscribe"
+                                                                              : "read";
+        q->subjects = (const char *const *)route->subjects;
+        q->nsubjects = route->nsubjects;
+    }
+    const char *list = env->cfg->auth_callout_headers;
+    if (r->cookie && reply_header_listed(list, "cookie", 6)) {
+        q->headers[2 * q->nheaders] = "cookie";
+        q->headers[2 * q->nheaders++ + 1] = r->cookie;
+    }
+    if (r->authorization && reply_header_listed(list, "authorization", 13)) {
+        q->headers[2 * q->nheaders] = "authorization";
+        q->headers[2 * q->nheaders++ + 1] = r->authorization;
+    }
+    for (size_t i = 0; i + 1 < r->ncallout_fields && q->nheaders < CALLOUT_HEADERS_MAX; i += 2) {
+        q->headers[2 * q->nheaders] = r->callout_fields[i];
+        q->headers[2 * q->nheaders++ + 1] = r->callout_fields[i + 1];
+    }
+}
+
+static void apply_renewal(struct request *r, struct callout_answer *a);
+
+static void on_callout_answer(void *ctx, struct callout_answer *a)
+{
+    struct request *r = ctx;
+    r->callout_wait = NULL;
+    r->authorizing = false;
+    if (r->renewing) {
+        apply_renewal(r, a);
+        return;
+    }
+    r->answer = *a;
+    r->answered = true;
+    r->front->wake(r);
+}
+
+static int ask_callout(struct request *r)
+{
+    const struct request_env *env = r->io->env;
+    struct callout_query q;
+    query_of(r, &q);
+    int rc = callout_ask(env->callout, &q, stream_now_ms(), &r->answer, on_callout_answer, r,
+                         &r->callout_wait);
+    if (rc == ERR_AGAIN) {
+        r->authorizing = true;
+        /* A body is taken (and charged) while the service decides; anything else waits. */
+        if (publishes(r->route))
+            r->publishing = true;
+        else
+            r->waiting = true;
+        return 0;
+    }
+    return after_answer(r);
+}
+
+/*
+ * The auth service could not decide (unreachable, slow, failing, or too
+ * many waiting): never a 5xx for an EventSource, which would stop it for
+ * good. Counted.
+ */
+static int auth_unavailable(struct request *r, const char *reason)
+{
+    const struct request_env *env = r->io->env;
+    metrics_add(&env->stats->auth_unavailable, 1);
+    enum http_kind kind = r->route->kind;
+    if (kind == HTTP_EVENTS || kind == HTTP_REPLY) {
+        const struct config *cfg = env->cfg;
+        unsigned spread = (unsigned)(cfg->overload_retry_max_ms - cfg->overload_retry_min_ms);
+        unsigned retry = (unsigned)cfg->overload_retry_min_ms +
+                         (spread ? (unsigned)(stream_now_ms() % (spread + 1)) : 0);
+        char line[SSE_LINE_MAX];
+        struct buf b;
+        buf_init(&b);
+        buf_append(&b, line, sse_format_retry(line, retry));
+        buf_append(&b, line, sse_format_comment(line, "authorization unavailable, reconnect later"));
+        struct request_body body = {(const char *)b.data, b.len, (char *)b.data, NULL};
+        charge(r, b.len, true);
+        return respond(r, 200, "text/event-stream", &body, NULL);
+    }
+    if (kind == HTTP_REQUEST || kind == HTTP_CANCEL)
+        return respond_error(r, 503, "unavailable", reason);
+    return respond_text(r, 503, reason, NULL);
+}
+
+/* Applies r->answer (taken): serves r, or answers 401/403/503 or 200 + retry:. */
+static int after_answer(struct request *r)
+{
+    struct callout_answer a = r->answer;
+    memset(&r->answer, 0, sizeof(r->answer));
+    r->waiting = false;
+    bool json = r->route->kind == HTTP_REQUEST || r->route->kind == HTTP_CANCEL;
+    switch (a.result) {
+    case CALLOUT_GRANTED: {
+        r->grant = a.grant;
+        const char *text;
+        int status = check_grant(r, &text);
+        if (status != 0)
+            return json ? respond_error(r, status, "forbidden", text)
+                        : respond_text(r, status, text, NULL);
+        return dispatch(r);
+    }
+    case CALLOUT_DENIED_401:
+        return json ? respond_error(r, 401, "unauthorized", a.reason)
+                    : respond_text(r, 401, a.reason, "Bearer realm=\"sluice\"");
+    case CALLOUT_DENIED_403:
+        return json ? respond_error(r, 403, "forbidden", a.reason)
+                    : respond_text(r, 403, a.reason, NULL);
+    default:
+        auth_grant_free(a.grant);
+        return auth_unavailable(r, a.reason);
+    }
+}
+
+/* Whether g covers every subject of s. */
+static bool grant_covers(const struct auth_grant *g, const struct stream *s)
+{
+    size_t n;
+    char *const *subjects = stream_subjects(s, &n);
+    for (size_t i = 0; i < n; i++)
+        if (!auth_can_subscribe(g, subjects[i]))
+            return false;
+    return true;
+}
+
+/* The renewal's answer for r's open stream (a: taken). */
+static void apply_renewal(struct request *r, struct callout_answer *a)
+{
+    const struct request_env *env = r->io->env;
+    r->renewing = false;
+    if (a->result == CALLOUT_GRANTED && grant_covers(a->grant, r->stream)) {
+        auth_grant_free(r->grant);
+        r->grant = a->grant;
+        metrics_add(&env->stats->auth_renewed, 1);
+        stream_set_expiry(r->stream, token_end_ms(r), STREAM_END_TOKEN_EXPIRED);
+        return;
+    }
+    if (a->result == CALLOUT_GRANTED || a->result == CALLOUT_DENIED_401 ||
+        a->result == CALLOUT_DENIED_403) {
+        const char *why = a->result == CALLOUT_GRANTED ? "permission withdrawn" : a->reason;
+        log_info("conn %" PRIu64 " stream %d: re-authorization refused: %s", r->io->conn_id,
+                 (int)r->stream_id, why);
+        stream_end_event(r->stream, STREAM_END_REVOKED, "revoked", why);
+    } else {
+        metrics_add(&env->stats->auth_unavailable, 1);
+        stream_end_retry(r->stream, STREAM_END_AUTH_UNAVAILABLE,
+                         (unsigned)env->cfg->overload_retry_min_ms);
+    }
+    auth_grant_free(a->grant);
+}
+
+/* An open stream's callout grant expired: ask again (stream_renew_fn). */
+static void on_stream_renew(void *ctx)
+{
+    struct request *r = ctx;
+    const struct request_env *env = r->io->env;
+    if (!env->callout || r->callout_wait || !r->stream)
+        return;
+    struct callout_query q;
+    query_of(r, &q);
+    struct callout_answer a;
+    r->renewing = true;
+    if (callout_ask(env->callout, &q, stream_now_ms(), &a, on_callout_answer, r,
+                    &r->callout_wait) == 0)
+        apply_renewal(r, &a);
 }

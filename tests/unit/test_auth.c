@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "sluice/auth.h"
+#include "sluice/revoke.h"
 #include "sluice/err.h"
 
 #define PATHLEN 1024
@@ -264,6 +265,190 @@ static void test_hs256_valid_grant(void **state)
     auth_grant_free(g);
     free(tok);
     auth_free(a);
+}
+
+/* The "default" claim: "{sub}" expanded with the principal, granted for subscribing. */
+static void test_default_subjects(void **state)
+{
+    (void)state;
+    struct auth *a = auth_hs();
+    char *tok = mint(JWT_ALG_HS256, NULL, NULL,
+                     claims_with("{\"subscribe\":[\"news.*\"],\"default\":[\"user.{sub}.>\","
+                                 "\"news.{sub}\"]}"));
+    struct auth_grant *g = grant_of(a, tok);
+    const char *const *d;
+    assert_int_equal(auth_grant_defaults(g, &d), 2);
+    assert_string_equal(d[0], "user.user-42.>");
+    assert_string_equal(d[1], "news.user-42");
+    assert_true(auth_can_subscribe(g, "user.user-42.inbox"));
+    assert_false(auth_can_subscribe(g, "user.user-43.inbox"));
+    assert_false(auth_can_publish(g, "user.user-42.inbox"));
+    assert_false(auth_grant_renewable(g));
+    auth_grant_free(g);
+    free(tok);
+    /* A principal that is not one plain token cannot be templated: the token is refused. */
+    static const char *const bad[] = {"a.b", "*", ">", "a b", "$SYS", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char claims[512];
+        snprintf(claims, sizeof(claims),
+                 "{\"exp\":%lld,\"sub\":\"%s\",\"sluice\":{\"default\":[\"user.{sub}.>\"]}}",
+                 NOW + 600, bad[i]);
+        tok = mint(JWT_ALG_HS256, NULL, NULL, claims);
+        assert_refused(a, tok, "default subject invalid for this principal");
+        free(tok);
+    }
+    auth_free(a);
+}
+
+static struct auth_grant *callout_grant(const char *json, const char **why, int64_t *ttl)
+{
+    struct auth_grant *g = NULL;
+    *why = NULL;
+    int rc = auth_grant_from_callout(json, strlen(json), NOW, &g, ttl, why);
+    assert_true((rc == 0) == (g != NULL));
+    assert_true((rc == 0) == (*why == NULL));
+    return g;
+}
+
+static void test_callout_answer(void **state)
+{
+    (void)state;
+    const char *why;
+    int64_t ttl;
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"principal\":\"u-7\",\"subscribe\":[\"chat.>\"],\"publish\":[\"chat.u-7\"],"
+             "\"default\":[\"user.{sub}.>\"],\"expires\":%lld,\"ttl\":30}",
+             NOW + 60);
+    struct auth_grant *g = callout_grant(json, &why, &ttl);
+    assert_non_null(g);
+    assert_int_equal(ttl, 30);
+    assert_string_equal(auth_grant_subject(g), "u-7");
+    assert_int_equal(auth_grant_expires(g), NOW + 60);
+    assert_true(auth_grant_renewable(g));
+    assert_true(auth_can_subscribe(g, "chat.x"));
+    assert_true(auth_can_subscribe(g, "user.u-7.inbox"));
+    assert_true(auth_can_publish(g, "chat.u-7"));
+    assert_false(auth_can_publish(g, "chat.x"));
+    assert_ptr_equal(auth_grant_ref(g), g);
+    auth_grant_free(g);
+    assert_string_equal(auth_grant_subject(g), "u-7"); /* one reference left */
+    auth_grant_free(g);
+
+    g = callout_grant("{\"principal\":\"p\"}", &why, &ttl);
+    assert_non_null(g);
+    assert_int_equal(ttl, -1);
+    assert_int_equal(auth_grant_expires(g), 0);
+    assert_false(auth_can_subscribe(g, "a"));
+    auth_grant_free(g);
+
+    /* Strict: each of these is refused whole. */
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{not json",
+        "{}",
+        "{\"principal\":\"\"}",
+        "{\"principal\":\"a b\"}",
+        "{\"principal\":7}",
+        "{\"principal\":\"p\",\"subscribes\":[\"a\"]}",
+        "{\"principal\":\"p\",\"principal\":\"q\"}",
+        "{\"principal\":\"p\",\"subscribe\":\"a\"}",
+        "{\"principal\":\"p\",\"subscribe\":[\"a..b\"]}",
+        "{\"principal\":\"p\",\"subscribe\":[7]}",
+        "{\"principal\":\"p\",\"ttl\":-1}",
+        "{\"principal\":\"p\",\"ttl\":1.5}",
+        "{\"principal\":\"p\",\"expires\":1}",
+        "{\"principal\":\"p.q\",\"default\":[\"u.{sub}\"]}",
+        "{\"principal\":\"p\",\"default\":[\"u.{sub}..x\"]}",
+        "{\"principal\":\"p\",\"default\":[\"u.{sub}\",\"u.p\"]}",
+        "{\"principal\":\"p\",\"default\":[\"u.*\",\"u.{sub}\"]}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        g = callout_grant(bad[i], &why, &ttl);
+        if (g)
+            fail_msg("accepted: %s", bad[i]);
+        assert_int_equal(ttl, -1);
+        assert_null(strchr(why, '\n'));
+    }
+    /* Too large, even if well-formed. */
+    size_t n = AUTH_CALLOUT_BODY_MAX + 64;
+    char *big = malloc(n + 1);
+    int k = snprintf(big, n + 1, "{\"principal\":\"p\",\"subscribe\":[\"");
+    memset(big + k, 'a', n - (size_t)k);
+    memcpy(big + n - 3, "\"]}", 4);
+    assert_non_null(big);
+    g = NULL;
+    assert_int_equal(auth_grant_from_callout(big, n, NOW, &g, &ttl, &why), ERR_INVALID);
+    assert_null(g);
+    free(big);
+}
+
+static void test_expand_template(void **state)
+{
+    (void)state;
+    const char *why;
+    int64_t ttl;
+    struct auth_grant *g = callout_grant("{\"principal\":\"alice@example=1\"}", &why, &ttl);
+    char out[64];
+    assert_int_equal(auth_expand_template(g, "user.{sub}.>", out, sizeof(out)), 0);
+    assert_string_equal(out, "user.alice@example=1.>");
+    assert_int_equal(auth_expand_template(g, "{sub}.{sub}", out, sizeof(out)), 0);
+    assert_string_equal(out, "alice@example=1.alice@example=1");
+    assert_int_equal(auth_expand_template(g, "plain.x", out, sizeof(out)), 0);
+    assert_string_equal(out, "plain.x");
+    assert_int_equal(auth_expand_template(g, "user.{sub}.>", out, 10), ERR_INVALID);
+    assert_int_equal(auth_expand_template(NULL, "user.{sub}", out, sizeof(out)), ERR_INVALID);
+    auth_grant_free(g);
+    assert_true(auth_principal_is_token("a-b_c@d+e=f:g"));
+    assert_false(auth_principal_is_token("a.b"));
+    assert_false(auth_principal_is_token("a*"));
+    assert_false(auth_principal_is_token("a>"));
+    assert_false(auth_principal_is_token("$a"));
+    assert_false(auth_principal_is_token(""));
+    assert_false(auth_principal_is_token(NULL));
+}
+
+/* Revocations (revoke.h) are parsed as strictly as grants. */
+static void test_revoke_parse(void **state)
+{
+    (void)state;
+    struct revoke rv;
+    const char *why;
+    static const char j1[] = "{\"principal\":\"u-1\",\"reason\":\"logout now\"}";
+    assert_int_equal(revoke_from_json(j1, sizeof(j1) - 1, &rv, &why), 0);
+    assert_string_equal(rv.principal, "u-1");
+    assert_null(rv.subject);
+    assert_string_equal(rv.reason, "logout now");
+    struct revoke *c = revoke_copy(&rv);
+    revoke_dispose(&rv);
+    assert_string_equal(c->reason, "logout now");
+    revoke_free(c);
+    static const char q1[] = "subject=orders.%3E&reason=perm%20change";
+    assert_int_equal(revoke_from_query(q1, sizeof(q1) - 1, &rv, &why), 0);
+    assert_string_equal(rv.subject, "orders.>");
+    assert_string_equal(rv.reason, "perm change");
+    revoke_dispose(&rv);
+    assert_int_equal(revoke_from_query("principal=x", 11, &rv, &why), 0);
+    assert_string_equal(rv.reason, "revoked");
+    revoke_dispose(&rv);
+    static const char *const bad_json[] = {
+        "", "{}", "[]", "{\"principal\":7}", "{\"principal\":\"a b\"}",
+        "{\"subject\":\"a..b\"}", "{\"reason\":\"x\"}", "{\"who\":\"x\"}",
+        "{\"principal\":\"a\",\"reason\":\"line\\nbreak\"}",
+        "{\"principal\":\"a\",\"principal\":\"b\"}",
+    };
+    for (size_t i = 0; i < sizeof(bad_json) / sizeof(bad_json[0]); i++) {
+        if (revoke_from_json(bad_json[i], strlen(bad_json[i]), &rv, &why) == 0)
+            fail_msg("accepted: %s", bad_json[i]);
+        assert_null(rv.principal);
+    }
+    static const char *const bad_query[] = {"", "principal", "principal=a%", "principal=a%0ab",
+                                            "subject=a.>.b", "principal=a&principal=b",
+                                            "x=1"};
+    for (size_t i = 0; i < sizeof(bad_query) / sizeof(bad_query[0]); i++)
+        if (revoke_from_query(bad_query[i], strlen(bad_query[i]), &rv, &why) == 0)
+            fail_msg("accepted: %s", bad_query[i]);
 }
 
 static void test_hs384_hs512_valid(void **state)
@@ -1164,6 +1349,10 @@ int main(void)
         cmocka_unit_test(test_token_from_cookie),
         cmocka_unit_test(test_token_from_query),
         cmocka_unit_test(test_www_authenticate),
+        cmocka_unit_test(test_default_subjects),
+        cmocka_unit_test(test_callout_answer),
+        cmocka_unit_test(test_expand_template),
+        cmocka_unit_test(test_revoke_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

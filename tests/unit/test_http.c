@@ -323,11 +323,20 @@ static void test_invalid_subject(void **state)
 static void test_missing_subject(void **state)
 {
     (void)state;
-    expect_error("GET", "/events/", 400);
-    expect_error("GET", "/events", 400);
-    expect_error("GET", "/events?", 400);
     expect_error("GET", "/events?subject=", 400);
-    expect_error("GET", "/events?last_event_id=4", 400);
+    expect_error("GET", "/poll", 400);
+    expect_error("GET", "/poll?after=4", 400);
+    /* No subject on /events: the grant's default subjects (server-chosen), decided later. */
+    static const char *const none[] = {"/events/", "/events", "/events?",
+                                       "/events?last_event_id=4"};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        struct http_route r;
+        route(&r, "GET", none[i]);
+        if (r.kind != HTTP_EVENTS || r.nsubjects != 0 || r.status != 200)
+            fail_msg("GET %s: kind %d, %zu subjects, want HTTP_EVENTS with none", none[i],
+                     (int)r.kind, r.nsubjects);
+        http_route_dispose(&r);
+    }
 }
 
 static void expect_file(const char *path, const char *file)

@@ -364,6 +364,88 @@ static void test_end_finishes(void **state)
 }
 
 /* Two subjects: one end ends that subject only; the second end ends the stream. */
+/* Revocation: by principal or by overlapping subject, with a final event naming the reason. */
+static void test_revoke(void **state)
+{
+    struct fx *fx = *state;
+    struct ts a, b, c;
+    char *one[] = {"orders.eu"}, *two[] = {"news", "prices.x"};
+    struct stream_params p = {
+        .env = &fx->env, .conn_budget = &fx->conn, .subjects = one, .nsubjects = 1,
+        .retry_ms = RETRY_MS, .queue_max = BIG, .wake = on_wake, .wake_ctx = &a,
+        .principal = "alice",
+    };
+    a.wakes = 0;
+    a.s = stream_new(&p);
+    assert_string_equal(stream_principal(a.s), "alice");
+    p.subjects = two;
+    p.nsubjects = 2;
+    p.principal = "bob";
+    p.wake_ctx = &b;
+    b.wakes = 0;
+    b.s = stream_new(&p);
+    open1(fx, &c, "orders.us", NULL, 0);
+    assert_null(stream_principal(c.s));
+    EXPECT(&a, START1);
+    EXPECT(&b, "retry: 1000\nid: 0-0\n\n");
+    EXPECT(&c, START1);
+    assert_int_equal(stream_env_revoke(&fx->env, "carol", "other.>", "x"), 0);
+    assert_int_equal(stream_env_revoke(&fx->env, "alice", NULL, "logout"), 1);
+    EXPECT_END(&a, "event: revoked\ndata: logout\n\n");
+    assert_int_equal(stream_ended(a.s), STREAM_END_REVOKED);
+    assert_true(a.wakes > 0);
+    /* A pattern overlapping one subject of several is enough; an ended stream is not counted. */
+    assert_int_equal(stream_env_revoke(&fx->env, "alice", "prices.*", "moved"), 1);
+    EXPECT_END(&b, "event: revoked\ndata: moved\n\n");
+    /* The longest reason a revocation may carry (200 bytes) arrives whole. */
+    char reason[201], want[300];
+    memset(reason, 'r', 200);
+    reason[200] = '\0';
+    snprintf(want, sizeof(want), "event: revoked\ndata: %s\n\n", reason);
+    assert_int_equal(stream_env_revoke(&fx->env, NULL, "orders.>", reason), 1);
+    expect_bytes_n(&c, want, strlen(want), true);
+    stream_free(a.s);
+    stream_free(b.s);
+    stream_free(c.s);
+    assert_int_equal(counter(&fx->env.stats.ended[STREAM_END_REVOKED]), 3);
+    assert_string_equal(stream_end_label(STREAM_END_REVOKED), "revoked");
+}
+
+static unsigned renewals;
+static void on_renew(void *ctx)
+{
+    (void)ctx;
+    renewals++;
+}
+
+/* A renewable grant's expiry asks the owner instead of ending the stream. */
+static void test_renew_at_expiry(void **state)
+{
+    struct fx *fx = *state;
+    struct ts t;
+    char *one[] = {"a"};
+    struct stream_params p = {
+        .env = &fx->env, .conn_budget = &fx->conn, .subjects = one, .nsubjects = 1,
+        .retry_ms = RETRY_MS, .queue_max = BIG, .wake = on_wake, .wake_ctx = &t,
+        .expires_ms = 1000, .expire_end = STREAM_END_TOKEN_EXPIRED, .renew = on_renew,
+    };
+    t.wakes = 0;
+    renewals = 0;
+    t.s = stream_new(&p);
+    EXPECT(&t, START1);
+    stream_env_tick(&fx->env, 999);
+    assert_int_equal(renewals, 0);
+    stream_env_tick(&fx->env, 1000);
+    assert_int_equal(renewals, 1);
+    assert_int_equal(stream_ended(t.s), STREAM_END_NONE);
+    stream_env_tick(&fx->env, 5000); /* the expiry was cleared: no second call */
+    assert_int_equal(renewals, 1);
+    stream_set_expiry(t.s, 6000, STREAM_END_TOKEN_EXPIRED);
+    stream_env_tick(&fx->env, 6000);
+    assert_int_equal(renewals, 2);
+    stream_free(t.s);
+}
+
 static void test_end_two_subjects(void **state)
 {
     struct fx *fx = *state;
@@ -1069,6 +1151,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_heartbeat_far_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tiny_reads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_eof, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_renew_at_expiry, setup, teardown),
         cmocka_unit_test(test_fanout_deliver_owner_leaves_two_links),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
