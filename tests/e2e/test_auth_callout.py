@@ -9,7 +9,8 @@ with two workers, --auth callout, a 700 ms callout timeout.
 Checked, over h2 (curl --http2) and HTTP/1.1 (curl --http1.1):
   - a granted stream starts and delivers; the service saw X-Original-URI,
     X-Original-Method, X-Sluice-Subjects, X-Real-IP and the allow-listed
-    Cookie, never a header outside the list;
+    Cookie, never a header outside the list; from a trusted proxy, X-Real-IP
+    is the client its X-Forwarded-For names;
   - server-chosen subscriptions: GET /events (no subject) streams the
     grant's "default" user.{sub}.> for alice and not bob's subject; the
     client cannot widen it (403 for a subject outside the grant);
@@ -234,7 +235,8 @@ def test():
                        auth_callout_timeout_ms=TIMEOUT_MS,
                        auth_callout_connect_timeout_ms=300,
                        auth_callout_headers="Cookie, Authorization",
-                       overload_retry_min_ms=1000, overload_retry_max_ms=2000)
+                       overload_retry_min_ms=1000, overload_retry_max_ms=2000,
+                       trusted_proxies="127.0.0.1/32")
 
         # A granted stream, and what the service was shown.
         s = stream(gw, "/events/chat.room", "alice", max_time=60)
@@ -254,6 +256,13 @@ def test():
         with svc.lock:
             leaked = [x for x in svc.seen if "x-secret" in x[1]]
         expect(not leaked, "a header outside auth-callout-headers reached the service")
+        # Behind a trusted proxy the service is shown the forwarded client.
+        r = h.curl(gw, "/poll?subject=chat.room&timeout=1",
+                   extra=cookie("alice") + ["-H", "X-Forwarded-For: 203.0.113.7"])
+        expect(r.status == 200, "poll with alice through a trusted proxy: %r" % r)
+        with svc.lock:
+            ips = [x[1].get("x-real-ip") for x in svc.seen if x[0] == "alice"]
+        expect("203.0.113.7" in ips, "X-Real-IP behind a trusted proxy: %r" % ips)
         h.log("granted stream ok; the service saw the request's facets")
 
         # Server-chosen subscriptions, and no widening.
