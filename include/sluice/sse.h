@@ -64,6 +64,14 @@ size_t sse_encoded_len(const char *name, const void *data, size_t len);
 size_t sse_format_retry(char *out, unsigned retry_ms);  /* "retry: N\n\n" */
 /* ": text\n\n"; text is truncated to fit and must hold no line end. */
 size_t sse_format_comment(char *out, const char *text);
+/*
+ * v in decimal, no sign, no padding, no NUL, into out (room for
+ * SSE_U64_DIGITS_MAX); returns the digits written (1 to 20). What
+ * snprintf("%" PRIu64) writes, at a tenth of its cost: every delivered
+ * event's id line is formatted per stream.
+ */
+#define SSE_U64_DIGITS_MAX 20
+size_t sse_format_u64(char *out, uint64_t v);
 
 /*
  * One event as a WHATWG-conformant EventSource would dispatch it: id is

@@ -131,6 +131,34 @@ size_t sse_format_comment(char *out, const char *text)
     return n + 4;
 }
 
+size_t sse_format_u64(char *out, uint64_t v)
+{
+    /* Two digits per division, from a table of the hundred pairs, written backwards. */
+    static const char pairs[] =
+        "0001020304050607080910111213141516171819"
+        "2021222324252627282930313233343536373839"
+        "4041424344454647484950515253545556575859"
+        "6061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    char tmp[SSE_U64_DIGITS_MAX];
+    char *p = tmp + sizeof(tmp);
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--p = pairs[d + 1];
+        *--p = pairs[d];
+    }
+    if (v >= 10) {
+        *--p = pairs[v * 2 + 1];
+        *--p = pairs[v * 2];
+    } else {
+        *--p = (char)('0' + v);
+    }
+    size_t n = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(out, p, n);
+    return n;
+}
+
 struct field_buf {
     char *p;
     size_t len, cap;

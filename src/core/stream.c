@@ -261,7 +261,7 @@ static size_t append_id(struct stream *s)
     for (size_t i = 0; i < s->nsubjects; i++) {
         if (i)
             *o++ = '-';
-        o += snprintf(o, ID_PART_MAX + 1, "%" PRIu64, s->seqs[i]);
+        o += sse_format_u64(o, s->seqs[i]);
     }
     *o++ = '\n';
     s->own.len += (size_t)(o - start);

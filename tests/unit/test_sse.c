@@ -15,6 +15,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -380,6 +381,41 @@ static void on_parsed(void *ctx, const struct sse_parsed *ev)
     p->n++;
 }
 
+static void expect_u64(uint64_t v)
+{
+    char want[32], got[SSE_U64_DIGITS_MAX + 1];
+    int wn = snprintf(want, sizeof(want), "%" PRIu64, v);
+    memset(got, 'x', sizeof(got));
+    size_t n = sse_format_u64(got, v);
+    assert_int_equal(n, (size_t)wn);
+    assert_memory_equal(got, want, n);
+    assert_int_equal(got[n], 'x'); /* nothing written past the digits, no NUL */
+}
+
+static void test_format_u64_matches_printf(void **state)
+{
+    (void)state;
+    /* Every length and both sides of each power of ten, then random values. */
+    uint64_t p = 1;
+    for (int i = 0; i < 20; i++) {
+        expect_u64(p - 1);
+        expect_u64(p);
+        expect_u64(p + 1);
+        if (i < 19)
+            p *= 10;
+    }
+    expect_u64(UINT64_MAX);
+    expect_u64(UINT64_MAX - 1);
+    expect_u64(1732432345123456ULL);
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        expect_u64(x >> (x & 63));
+    }
+}
+
 static void test_parse_whatwg(void **state)
 {
     (void)state;
@@ -440,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_format_retry),
         cmocka_unit_test(test_format_comment),
         cmocka_unit_test(test_format_comment_truncates),
+        cmocka_unit_test(test_format_u64_matches_printf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
