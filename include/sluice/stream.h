@@ -115,6 +115,12 @@ struct stream_env {
     struct list idle;        /* streams, least recently active first */
     struct list expiring;    /* streams whose token ends (expires_ms) */
     int64_t heartbeat_ms;    /* heartbeat after this much idleness */
+    /*
+     * stream_now_ms() as of the current batch of deliveries: the worker
+     * reads the clock once per inbox wake-up (and stream_env_tick() sets
+     * it), not once per stream per event. Coarse milliseconds either way.
+     */
+    int64_t now_ms;
     struct stream_budget budget; /* the worker's share of the process cap */
     struct stream_stats stats;
 };

@@ -809,7 +809,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         return;
     }
     push(s, sse_event_ref(ev), head, CHARGE_LIVE);
-    touch(s, stream_now_ms());
+    touch(s, s->env->now_ms);
     if (ev->end)
         end_subject(s, link->index);
 }
@@ -874,11 +874,13 @@ void stream_env_init(struct stream_env *env, struct fanout *fanout, int64_t hear
     list_init(&env->expiring);
     env->heartbeat_ms = heartbeat_ms;
     env->budget.max = budget_max;
+    env->now_ms = stream_now_ms();
 }
 
 void stream_env_tick(struct stream_env *env, int64_t now_ms)
 {
     static const char beat[] = ":\n\n";
+    env->now_ms = now_ms;
     /* Tokens end at different times; the list is short-lived and walked whole. */
     for (struct list *n = env->expiring.next, *next; n != &env->expiring; n = next) {
         next = n->next;

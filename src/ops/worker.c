@@ -121,6 +121,7 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     pthread_mutex_unlock(&w->inbox_lock);
     w->draining = mail;
     w->draining_cap = cap;
+    w->streams.now_ms = stream_now_ms(); /* once for the batch, not per stream */
     for (size_t i = 0; i < n; i++) {
         switch (mail[i].kind) {
         case BUS_MAIL_EVENT:
