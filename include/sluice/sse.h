@@ -56,6 +56,36 @@ struct sse_event *sse_event_ref(struct sse_event *ev);
 /* Drops one reference, freeing on the last. Thread-safe; NULL is a no-op. */
 void sse_event_unref(struct sse_event *ev);
 
+/*
+ * One thread's batch of reference changes (single-threaded; a worker keeps
+ * one). The streams of a worker take and drop references to the same few
+ * events in runs: one event is queued on every stream of its subject, then
+ * released by each as its frame goes out. Taken one by one, that is two
+ * locked read-modify-writes per stream per event on one shared counter,
+ * from every worker at once; here each run is summed per event and applied
+ * with one atomic operation at sse_refs_flush() (or when the event leaves
+ * its slot). An event's count is its atomic count plus the deltas pending
+ * here, and it is freed when that sum reaches zero at a flush.
+ *
+ * Safe because a thread takes a reference only to an event it already
+ * holds one of (the inbox mail's, or a queued item's): that reference
+ * stays in the atomic count until this batch is flushed, so no other
+ * thread can bring it to zero while a take is pending here.
+ */
+#define SSE_REFS_SLOTS 8
+struct sse_refs {
+    struct sse_event *ev[SSE_REFS_SLOTS]; /* NULL: free slot */
+    int64_t delta[SSE_REFS_SLOTS];        /* pending change of ev[i]'s count */
+    unsigned last;                        /* the slot used last: runs hit it first */
+    unsigned victim;                      /* the next slot to flush when all are taken */
+};
+/* Adds a reference to ev, which the calling thread must already hold one of. */
+void sse_refs_take(struct sse_refs *r, struct sse_event *ev);
+/* Drops a reference to ev (may free it at the next flush). NULL is a no-op. */
+void sse_refs_drop(struct sse_refs *r, struct sse_event *ev);
+/* Applies every pending change; frees the events that reach zero. */
+void sse_refs_flush(struct sse_refs *r);
+
 /* Bytes sse_event_new() would put in the body. */
 size_t sse_encoded_len(const char *name, const void *data, size_t len);
 

@@ -122,6 +122,14 @@ struct stream_env {
      */
     int64_t now_ms;
     struct stream_budget budget; /* the worker's share of the process cap */
+    struct sse_refs refs;    /* the streams' references to shared events, batched */
+    /*
+     * The sequence formatted last for an id line, and its digits: an event
+     * fanned out to a worker's streams is formatted once, not per stream.
+     */
+    uint64_t id_seq;
+    uint8_t id_len;          /* digits in id_text; 0: none yet */
+    char id_text[SSE_U64_DIGITS_MAX];
     struct stream_stats stats;
 };
 
@@ -237,6 +245,13 @@ void stream_env_tick(struct stream_env *env, int64_t now_ms);
  */
 size_t stream_env_end_some(struct stream_env *env, size_t n, enum stream_end why,
                            unsigned retry_min_ms, unsigned retry_max_ms);
+/*
+ * Applies the references to shared events that env's streams took and
+ * dropped since the last call (sse_refs_flush): the worker calls it after
+ * each inbox batch and each flush of its connections, and before it frees
+ * env, so events are freed at most one loop iteration late.
+ */
+void stream_env_flush(struct stream_env *env);
 /* Open (not yet ended) streams of env. */
 size_t stream_env_open(const struct stream_env *env);
 /* Monotonic milliseconds, cheap (coarse clock). */

@@ -113,6 +113,61 @@ void sse_event_unref(struct sse_event *ev)
         free(ev);
 }
 
+/* Applies slot i's pending change and frees the slot. */
+static void refs_apply(struct sse_refs *r, unsigned i)
+{
+    struct sse_event *ev = r->ev[i];
+    int64_t d = r->delta[i];
+    r->ev[i] = NULL;
+    r->delta[i] = 0;
+    if (d > 0)
+        atomic_fetch_add_explicit(&ev->refs, (unsigned)d, memory_order_relaxed);
+    else if (d < 0 &&
+             atomic_fetch_sub_explicit(&ev->refs, (unsigned)-d, memory_order_acq_rel) ==
+                 (unsigned)-d)
+        free(ev);
+}
+
+/* Adds d to ev's pending change, in its slot or a new one. */
+static void refs_change(struct sse_refs *r, struct sse_event *ev, int64_t d)
+{
+    unsigned i = r->last;
+    if (r->ev[i] != ev) {
+        unsigned free_slot = SSE_REFS_SLOTS;
+        for (i = 0; i < SSE_REFS_SLOTS && r->ev[i] != ev; i++) {
+            if (!r->ev[i] && free_slot == SSE_REFS_SLOTS)
+                free_slot = i;
+        }
+        if (i == SSE_REFS_SLOTS) {
+            if (free_slot == SSE_REFS_SLOTS) {
+                free_slot = r->victim;
+                r->victim = (r->victim + 1) % SSE_REFS_SLOTS;
+                refs_apply(r, free_slot);
+            }
+            i = free_slot;
+            r->ev[i] = ev;
+        }
+        r->last = i;
+    }
+    r->delta[i] += d;
+}
+
+void sse_refs_take(struct sse_refs *r, struct sse_event *ev) { refs_change(r, ev, 1); }
+
+void sse_refs_drop(struct sse_refs *r, struct sse_event *ev)
+{
+    if (ev)
+        refs_change(r, ev, -1);
+}
+
+void sse_refs_flush(struct sse_refs *r)
+{
+    for (unsigned i = 0; i < SSE_REFS_SLOTS; i++) {
+        if (r->ev[i])
+            refs_apply(r, i);
+    }
+}
+
 size_t sse_format_retry(char *out, unsigned retry_ms)
 {
     return (size_t)snprintf(out, SSE_LINE_MAX, "retry: %u\n\n", retry_ms);

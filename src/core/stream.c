@@ -218,7 +218,7 @@ static void release(struct stream *s, struct item *it)
         assert(s->env->budget.used >= replay_cost(it->head));
         s->env->budget.used -= replay_cost(it->head);
     }
-    sse_event_unref(it->ev);
+    sse_refs_drop(&s->env->refs, it->ev);
 }
 
 /*
@@ -258,10 +258,17 @@ static size_t append_id(struct stream *s)
     char *o = (char *)buf_reserve(&s->own, need), *start = o;
     memcpy(o, "id: ", 4);
     o += 4;
+    struct stream_env *env = s->env;
     for (size_t i = 0; i < s->nsubjects; i++) {
         if (i)
             *o++ = '-';
-        o += sse_format_u64(o, s->seqs[i]);
+        if (env->id_len == 0 || env->id_seq != s->seqs[i]) {
+            env->id_len = (uint8_t)sse_format_u64(env->id_text, s->seqs[i]);
+            env->id_seq = s->seqs[i];
+        }
+        /* All of id_text, a constant size the compiler inlines: need has room past each part. */
+        memcpy(o, env->id_text, sizeof(env->id_text));
+        o += env->id_len;
     }
     *o++ = '\n';
     s->own.len += (size_t)(o - start);
@@ -808,7 +815,8 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         stream_end(s, STREAM_END_SLOW_CONSUMER);
         return;
     }
-    push(s, sse_event_ref(ev), head, CHARGE_LIVE);
+    sse_refs_take(&s->env->refs, ev); /* the caller holds one: the inbox mail's */
+    push(s, ev, head, CHARGE_LIVE);
     touch(s, s->env->now_ms);
     if (ev->end)
         end_subject(s, link->index);
@@ -911,6 +919,8 @@ size_t stream_env_end_some(struct stream_env *env, size_t n, enum stream_end why
     }
     return stream_env_open(env);
 }
+
+void stream_env_flush(struct stream_env *env) { sse_refs_flush(&env->refs); }
 
 size_t stream_env_open(const struct stream_env *env)
 {

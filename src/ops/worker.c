@@ -126,7 +126,7 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
         switch (mail[i].kind) {
         case BUS_MAIL_EVENT:
             fanout_deliver(w->fanout, mail[i].ev);
-            sse_event_unref(mail[i].ev);
+            sse_refs_drop(&w->streams.refs, mail[i].ev);
             break;
         case BUS_MAIL_READY:
         case BUS_MAIL_FAILED:
@@ -137,6 +137,7 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
             break;
         }
     }
+    stream_env_flush(&w->streams);
 }
 
 static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -146,6 +147,8 @@ static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
     struct worker *w = container_of(p, struct worker, flush);
     while (!list_empty(&w->env.dirty))
         conn_flush(conn_of_dirty(w->env.dirty.next));
+    /* Every iteration ends here: what the streams released is freed now, not later. */
+    stream_env_flush(&w->streams);
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
@@ -358,6 +361,7 @@ void worker_free(struct worker *w)
         return;
     while (!list_empty(&w->env.all))
         conn_free(conn_of_node(w->env.all.next));
+    stream_env_flush(&w->streams); /* the loop thread has ended: this thread owns it now */
     for (size_t i = 0; i < w->inbox_len; i++) {
         if (w->inbox[i].kind == BUS_MAIL_EVENT)
             sse_event_unref(w->inbox[i].ev);

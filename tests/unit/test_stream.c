@@ -76,6 +76,7 @@ static int teardown(void **state)
     /* Every test frees its streams: nothing may stay joined or counted. */
     size_t topics = fanout_topics(fx->fanout);
     uint64_t open = atomic_load(&fx->env.stats.open);
+    stream_env_flush(&fx->env); /* frees what the streams released last */
     fanout_free(fx->fanout);
     free(fx);
     if (topics != 0 || open != 0) {
@@ -83,6 +84,13 @@ static int teardown(void **state)
         return -1;
     }
     return 0;
+}
+
+/* ev's references, once the streams' batched changes are applied. */
+static unsigned refs_of(struct fx *fx, struct sse_event *ev)
+{
+    stream_env_flush(&fx->env);
+    return atomic_load(&ev->refs);
 }
 
 /* Printable form of bytes for failure messages, cut at ESC_MAX. */
@@ -147,7 +155,8 @@ static void deliver(struct fx *fx, uint64_t sub, uint64_t seq, const char *name,
 {
     struct sse_event *ev = sse_event_new(sub, seq, name, data, strlen(data));
     fanout_deliver(fx->fanout, ev);
-    sse_event_unref(ev);
+    sse_refs_drop(&fx->env.refs, ev); /* as the worker drops its inbox mail's reference */
+    stream_env_flush(&fx->env);
 }
 
 /* Reads at most max bytes into out (room for READ_MAX); returns how many. */
@@ -332,7 +341,8 @@ static void deliver_end(struct fx *fx, uint64_t sub, uint64_t seq, const char *d
                                 : sse_event_new_end(sub, seq);
     ev->end = true;
     fanout_deliver(fx->fanout, ev);
-    sse_event_unref(ev);
+    sse_refs_drop(&fx->env.refs, ev); /* as the worker drops its inbox mail's reference */
+    stream_env_flush(&fx->env);
 }
 
 /* A finished subject ends its stream cleanly after the end: no comment, eof. */
@@ -677,12 +687,12 @@ static void test_free_with_queued_items(void **state)
     fanout_deliver(fx->fanout, ev);
     for (uint64_t s = 2; s <= 40; s++) /* enough to grow the queue's ring */
         deliver(fx, 1, s, NULL, "hello");
-    assert_int_equal(atomic_load(&ev->refs), 2);
+    assert_int_equal(refs_of(fx, ev), 2);
     expect_prefix(&t, START1 "id: 1\nev", sizeof(START1) - 1 + 8);
     assert_true(counter(&fx->env.stats.bytes_queued) > 0);
     assert_true(fx->conn.used > 0);
     stream_free(t.s);
-    assert_int_equal(atomic_load(&ev->refs), 1);
+    assert_int_equal(refs_of(fx, ev), 1);
     assert_int_equal(counter(&fx->env.stats.bytes_queued), 0);
     assert_int_equal(counter(&fx->env.stats.open), 0);
     assert_int_equal(fx->conn.used, 0);
@@ -718,9 +728,9 @@ static void test_shared_body(void **state)
     EXPECT(&c, START1);
 
     struct sse_event *ev = sse_event_new(1, 1, NULL, "hello", 5);
-    assert_int_equal(atomic_load(&ev->refs), 1);
+    assert_int_equal(refs_of(fx, ev), 1);
     fanout_deliver(fx->fanout, ev);
-    assert_int_equal(atomic_load(&ev->refs), 3);
+    assert_int_equal(refs_of(fx, ev), 3);
     assert_int_equal(counter(&fx->env.stats.events_queued), 2);
     EXPECT(&c, "");
 
@@ -728,10 +738,10 @@ static void test_shared_body(void **state)
     bool eof;
     assert_int_equal(read_some(&a, got, sizeof got, &eof), 19);
     assert_memory_equal(got + 6, ev->body, ev->len);
-    assert_int_equal(atomic_load(&ev->refs), 2);
+    assert_int_equal(refs_of(fx, ev), 2);
     /* b still has it queued; freeing b drops that reference. */
     stream_free(b.s);
-    assert_int_equal(atomic_load(&ev->refs), 1);
+    assert_int_equal(refs_of(fx, ev), 1);
     sse_event_unref(ev);
     stream_free(a.s);
     stream_free(c.s);
