@@ -968,6 +968,41 @@ static void test_tiny_reads(void **state)
     stream_free(b.s);
 }
 
+/*
+ * Events queued while a stream waits share DATA frames: one
+ * stream_pending() offers everything queued up to the frame's room, and
+ * the bytes a sequence of frames carries are the same whatever the frame
+ * size (a frame may end inside an event; the next goes on from there).
+ */
+static void test_queued_events_share_one_frame(void **state)
+{
+    struct fx *fx = *state;
+    struct ts a, b;
+    open1(fx, &a, "a", NULL, 0);
+    open1(fx, &b, "a", NULL, 0);
+    EXPECT(&a, START1);
+    EXPECT(&b, START1);
+    for (uint64_t seq = 1; seq <= 5; seq++)
+        deliver(fx, 1, seq, seq == 3 ? "n" : NULL, "hello");
+    static const char want[] = "id: 1\n" HELLO "id: 2\n" HELLO "id: 3\nevent: n\n" HELLO
+                               "id: 4\n" HELLO "id: 5\n" HELLO;
+    bool eof;
+    /* A 16 KiB frame takes all five events at once. */
+    assert_int_equal(stream_pending(a.s, 16384, &eof), sizeof(want) - 1);
+    char got[256];
+    assert_int_equal(read_some(&a, got, 16384, &eof), sizeof(want) - 1);
+    assert_memory_equal(got, want, sizeof(want) - 1);
+    /* Frames of 7 bytes carry the same bytes, cut anywhere. */
+    size_t n = 0, k;
+    while ((k = read_some(&b, got + n, 7, &eof)) > 0)
+        n += k;
+    assert_int_equal(n, sizeof(want) - 1);
+    assert_memory_equal(got, want, n);
+    assert_int_equal(counter(&fx->env.stats.delivered), 10);
+    stream_free(a.s);
+    stream_free(b.s);
+}
+
 static void test_pending_eof(void **state)
 {
     struct fx *fx = *state;
@@ -1054,6 +1089,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_start_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queued_events_share_one_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_jitter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_event_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_name_line, setup, teardown),
