@@ -79,10 +79,25 @@ struct sse_refs {
     unsigned last;                        /* the slot used last: runs hit it first */
     unsigned victim;                      /* the next slot to flush when all are taken */
 };
+/* Adds d to ev's pending change when ev is not in the slot used last. */
+void sse_refs_change(struct sse_refs *r, struct sse_event *ev, int64_t d);
 /* Adds a reference to ev, which the calling thread must already hold one of. */
-void sse_refs_take(struct sse_refs *r, struct sse_event *ev);
+static inline void sse_refs_take(struct sse_refs *r, struct sse_event *ev)
+{
+    /* Inline for the common case, a run on one event: a compare and an add. */
+    if (r->ev[r->last] == ev)
+        r->delta[r->last]++;
+    else
+        sse_refs_change(r, ev, 1);
+}
 /* Drops a reference to ev (may free it at the next flush). NULL is a no-op. */
-void sse_refs_drop(struct sse_refs *r, struct sse_event *ev);
+static inline void sse_refs_drop(struct sse_refs *r, struct sse_event *ev)
+{
+    if (ev && r->ev[r->last] == ev)
+        r->delta[r->last]--;
+    else if (ev)
+        sse_refs_change(r, ev, -1);
+}
 /* Applies every pending change; frees the events that reach zero. */
 void sse_refs_flush(struct sse_refs *r);
 

@@ -128,8 +128,7 @@ static void refs_apply(struct sse_refs *r, unsigned i)
         free(ev);
 }
 
-/* Adds d to ev's pending change, in its slot or a new one. */
-static void refs_change(struct sse_refs *r, struct sse_event *ev, int64_t d)
+void sse_refs_change(struct sse_refs *r, struct sse_event *ev, int64_t d)
 {
     unsigned i = r->last;
     if (r->ev[i] != ev) {
@@ -150,14 +149,6 @@ static void refs_change(struct sse_refs *r, struct sse_event *ev, int64_t d)
         r->last = i;
     }
     r->delta[i] += d;
-}
-
-void sse_refs_take(struct sse_refs *r, struct sse_event *ev) { refs_change(r, ev, 1); }
-
-void sse_refs_drop(struct sse_refs *r, struct sse_event *ev)
-{
-    if (ev)
-        refs_change(r, ev, -1);
 }
 
 void sse_refs_flush(struct sse_refs *r)
