@@ -95,6 +95,11 @@ class Relay:
         with self.lock:
             return [n for t, rtype, n in self.records if rtype == 23 and t >= since]
 
+    def app_times(self, since):
+        """When each application-data record after since arrived (relay clock)."""
+        with self.lock:
+            return [t for t, rtype, _ in self.records if rtype == 23 and t >= since]
+
     def close(self):
         self.done = True
         self.lsock.close()
@@ -140,9 +145,13 @@ def test():
             expect(all(n <= SMALL + OVERHEAD for n in burst[:cut]),
                    "records within the first 64 KiB after the connection opened are not all "
                    "small: %s" % burst[:cut])
-            expect(max(burst[cut:] or [0]) > SMALL + OVERHEAD,
-                   "past 64 KiB, a 32 KB event on a busy connection was still cut into small "
-                   "records: %s" % burst[cut:])
+            if max(burst[cut:] or [0]) <= SMALL + OVERHEAD:
+                # Only a pause of over a second (a stalled machine) may start the warm-up again.
+                times = relay.app_times(start)
+                gap = max((b - a for a, b in zip(times, times[1:])), default=0)
+                expect(gap >= 0.9, "past 64 KiB, a 32 KB event on a busy connection was still "
+                       "cut into small records: %s" % burst[cut:])
+                h.log("a %.1f s pause within the burst restarted the warm-up; not judged" % gap)
 
             # Idle: no write for more than a second; the next large event goes in small records.
             time.sleep(1.5)
