@@ -334,6 +334,33 @@ static void test_composite_ids(void **state)
     stream_free(u.s);
 }
 
+/*
+ * Id digits are formatted once per worker and copied whole (20 bytes) into
+ * each id line: long and short parts in any order, the largest sequence,
+ * and one value on both subjects still give exact lines.
+ */
+static void test_id_digits_of_any_length(void **state)
+{
+    struct fx *fx = *state;
+    char *ab[] = {"a", "b"};
+    struct ts t, one;
+    open_with(fx, &t, &(struct open_args){ab, 2, NULL, 0, 0, NULL});
+    open1(fx, &one, "a", NULL, 0);
+    EXPECT(&t, "retry: 1000\nid: 0-0\n\n");
+    EXPECT(&one, START1);
+    deliver(fx, 1, 1732432345123456ULL, NULL, "x");
+    deliver(fx, 2, 7, NULL, "y");
+    deliver(fx, 2, UINT64_MAX, NULL, "z");
+    deliver(fx, 1, UINT64_MAX, NULL, "w");
+    EXPECT(&t, "id: 1732432345123456-0\ndata: x\n\n"
+               "id: 1732432345123456-7\ndata: y\n\n"
+               "id: 1732432345123456-18446744073709551615\ndata: z\n\n"
+               "id: 18446744073709551615-18446744073709551615\ndata: w\n\n");
+    EXPECT(&one, "id: 1732432345123456\ndata: x\n\nid: 18446744073709551615\ndata: w\n\n");
+    stream_free(t.s);
+    stream_free(one.s);
+}
+
 /* Delivers an end marker (Sse-End) of topic sub: with data, an event; without, none. */
 static void deliver_end(struct fx *fx, uint64_t sub, uint64_t seq, const char *data)
 {
@@ -1094,6 +1121,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_live_event_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_name_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_composite_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_id_digits_of_any_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_finishes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_two_subjects, setup, teardown),
