@@ -15,10 +15,15 @@ difference in instructions over the difference in delivered events is the
 cost of one delivered event, with start-up, handshakes and stream opening
 cancelled out. Publishing is each one's native way: sluice receives from
 NATS (nats-server is not counted), nchan parses an HTTP POST.
+
+--keep DIR copies each run's callgrind files to DIR/<server>-<seconds>s/,
+for a per-function breakdown: `callgrind_annotate --inclusive=no` on the
+long run's file, minus the short run's, is the cost of the extra events.
 """
 import glob
 import os
 import re
+import shutil
 import signal
 import sys
 
@@ -39,7 +44,7 @@ def total_ir(outdir):
     return tot
 
 
-def one(fleet, name, seconds):
+def one(fleet, name, seconds, keep=None):
     d = b.tempdir("sluice-bench-cg-")
     wrap = ["valgrind", "--tool=callgrind", "--separate-threads=no",
             "--callgrind-out-file=%s/callgrind.out.%%p" % d]
@@ -57,6 +62,10 @@ def one(fleet, name, seconds):
     r = b.bench(args + flat, timeout=seconds + 120, label="callgrind %s %ss" % (name, seconds))
     b.stop(s.proc, sig=signal.SIGTERM if name == "sluice" else signal.SIGQUIT, timeout=60)
     ir = total_ir(d)
+    if keep:
+        dst = os.path.join(keep, "%s-%gs" % (name, seconds))
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(d, dst)
     b.log("%s %ss: %d events, %d instructions" % (name, seconds, r["events"], ir))
     return r["events"], ir, r
 
@@ -65,7 +74,8 @@ def main():
     a = b.flags(sys.argv[1:], lambda ap: (ap.add_argument("--short", type=float, default=3),
                                           ap.add_argument("--long", type=float, default=9),
                                           ap.add_argument("--streams", type=int, default=100),
-                                          ap.add_argument("--rate", type=float, default=10)))
+                                          ap.add_argument("--rate", type=float, default=10),
+                                          ap.add_argument("--keep", default=None)))
     if not b.shutil.which("valgrind"):
         print("valgrind is not installed (apt-get install valgrind)")
         return
@@ -80,8 +90,8 @@ def main():
             names.remove("nchan")
             doc["skipped"] = {"nchan": why}
     for name in names:
-        e1, i1, _ = one(fleet, name, a.short)
-        e2, i2, r2 = one(fleet, name, a.long)
+        e1, i1, _ = one(fleet, name, a.short, a.keep)
+        e2, i2, r2 = one(fleet, name, a.long, a.keep)
         per = (i2 - i1) / (e2 - e1) if e2 > e1 else None
         doc["results"][name] = {"events_short": e1, "events_long": e2, "ir_short": i1,
                                 "ir_long": i2, "ir_per_event": per,

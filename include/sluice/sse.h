@@ -56,6 +56,51 @@ struct sse_event *sse_event_ref(struct sse_event *ev);
 /* Drops one reference, freeing on the last. Thread-safe; NULL is a no-op. */
 void sse_event_unref(struct sse_event *ev);
 
+/*
+ * One thread's batch of reference changes (single-threaded; a worker keeps
+ * one). The streams of a worker take and drop references to the same few
+ * events in runs: one event is queued on every stream of its subject, then
+ * released by each as its frame goes out. Taken one by one, that is two
+ * locked read-modify-writes per stream per event on one shared counter,
+ * from every worker at once; here each run is summed per event and applied
+ * with one atomic operation at sse_refs_flush() (or when the event leaves
+ * its slot). An event's count is its atomic count plus the deltas pending
+ * here, and it is freed when that sum reaches zero at a flush.
+ *
+ * Safe because a thread takes a reference only to an event it already
+ * holds one of (the inbox mail's, or a queued item's): that reference
+ * stays in the atomic count until this batch is flushed, so no other
+ * thread can bring it to zero while a take is pending here.
+ */
+#define SSE_REFS_SLOTS 8
+struct sse_refs {
+    struct sse_event *ev[SSE_REFS_SLOTS]; /* NULL: free slot */
+    int64_t delta[SSE_REFS_SLOTS];        /* pending change of ev[i]'s count */
+    unsigned last;                        /* the slot used last: runs hit it first */
+    unsigned victim;                      /* the next slot to flush when all are taken */
+};
+/* Adds d to ev's pending change when ev is not in the slot used last. */
+void sse_refs_change(struct sse_refs *r, struct sse_event *ev, int64_t d);
+/* Adds a reference to ev, which the calling thread must already hold one of. */
+static inline void sse_refs_take(struct sse_refs *r, struct sse_event *ev)
+{
+    /* Inline for the common case, a run on one event: a compare and an add. */
+    if (r->ev[r->last] == ev)
+        r->delta[r->last]++;
+    else
+        sse_refs_change(r, ev, 1);
+}
+/* Drops a reference to ev (may free it at the next flush). NULL is a no-op. */
+static inline void sse_refs_drop(struct sse_refs *r, struct sse_event *ev)
+{
+    if (ev && r->ev[r->last] == ev)
+        r->delta[r->last]--;
+    else if (ev)
+        sse_refs_change(r, ev, -1);
+}
+/* Applies every pending change; frees the events that reach zero. */
+void sse_refs_flush(struct sse_refs *r);
+
 /* Bytes sse_event_new() would put in the body. */
 size_t sse_encoded_len(const char *name, const void *data, size_t len);
 
@@ -64,6 +109,14 @@ size_t sse_encoded_len(const char *name, const void *data, size_t len);
 size_t sse_format_retry(char *out, unsigned retry_ms);  /* "retry: N\n\n" */
 /* ": text\n\n"; text is truncated to fit and must hold no line end. */
 size_t sse_format_comment(char *out, const char *text);
+/*
+ * v in decimal, no sign, no padding, no NUL, into out (room for
+ * SSE_U64_DIGITS_MAX); returns the digits written (1 to 20). What
+ * snprintf("%" PRIu64) writes, at a tenth of its cost: every delivered
+ * event's id line is formatted per stream.
+ */
+#define SSE_U64_DIGITS_MAX 20
+size_t sse_format_u64(char *out, uint64_t v);
 
 /*
  * One event as a WHATWG-conformant EventSource would dispatch it: id is

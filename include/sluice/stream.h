@@ -117,7 +117,21 @@ struct stream_env {
     struct list idle;        /* streams, least recently active first */
     struct list expiring;    /* streams whose token ends (expires_ms) */
     int64_t heartbeat_ms;    /* heartbeat after this much idleness */
+    /*
+     * stream_now_ms() as of the current batch of deliveries: the worker
+     * reads the clock once per inbox wake-up (and stream_env_tick() sets
+     * it), not once per stream per event. Coarse milliseconds either way.
+     */
+    int64_t now_ms;
     struct stream_budget budget; /* the worker's share of the process cap */
+    struct sse_refs refs;    /* the streams' references to shared events, batched */
+    /*
+     * The sequence formatted last for an id line, and its digits: an event
+     * fanned out to a worker's streams is formatted once, not per stream.
+     */
+    uint64_t id_seq;
+    uint8_t id_len;          /* digits in id_text; 0: none yet */
+    char id_text[SSE_U64_DIGITS_MAX];
     struct stream_stats stats;
 };
 
@@ -256,6 +270,13 @@ void stream_env_tick(struct stream_env *env, int64_t now_ms);
  */
 size_t stream_env_end_some(struct stream_env *env, size_t n, enum stream_end why,
                            unsigned retry_min_ms, unsigned retry_max_ms);
+/*
+ * Applies the references to shared events that env's streams took and
+ * dropped since the last call (sse_refs_flush): the worker calls it after
+ * each inbox batch and each flush of its connections, and before it frees
+ * env, so events are freed at most one loop iteration late.
+ */
+void stream_env_flush(struct stream_env *env);
 /* Open (not yet ended) streams of env. */
 size_t stream_env_open(const struct stream_env *env);
 /* Monotonic milliseconds, cheap (coarse clock). */

@@ -113,6 +113,52 @@ void sse_event_unref(struct sse_event *ev)
         free(ev);
 }
 
+/* Applies slot i's pending change and frees the slot. */
+static void refs_apply(struct sse_refs *r, unsigned i)
+{
+    struct sse_event *ev = r->ev[i];
+    int64_t d = r->delta[i];
+    r->ev[i] = NULL;
+    r->delta[i] = 0;
+    if (d > 0)
+        atomic_fetch_add_explicit(&ev->refs, (unsigned)d, memory_order_relaxed);
+    else if (d < 0 &&
+             atomic_fetch_sub_explicit(&ev->refs, (unsigned)-d, memory_order_acq_rel) ==
+                 (unsigned)-d)
+        free(ev);
+}
+
+void sse_refs_change(struct sse_refs *r, struct sse_event *ev, int64_t d)
+{
+    unsigned i = r->last;
+    if (r->ev[i] != ev) {
+        unsigned free_slot = SSE_REFS_SLOTS;
+        for (i = 0; i < SSE_REFS_SLOTS && r->ev[i] != ev; i++) {
+            if (!r->ev[i] && free_slot == SSE_REFS_SLOTS)
+                free_slot = i;
+        }
+        if (i == SSE_REFS_SLOTS) {
+            if (free_slot == SSE_REFS_SLOTS) {
+                free_slot = r->victim;
+                r->victim = (r->victim + 1) % SSE_REFS_SLOTS;
+                refs_apply(r, free_slot);
+            }
+            i = free_slot;
+            r->ev[i] = ev;
+        }
+        r->last = i;
+    }
+    r->delta[i] += d;
+}
+
+void sse_refs_flush(struct sse_refs *r)
+{
+    for (unsigned i = 0; i < SSE_REFS_SLOTS; i++) {
+        if (r->ev[i])
+            refs_apply(r, i);
+    }
+}
+
 size_t sse_format_retry(char *out, unsigned retry_ms)
 {
     return (size_t)snprintf(out, SSE_LINE_MAX, "retry: %u\n\n", retry_ms);
@@ -129,6 +175,34 @@ size_t sse_format_comment(char *out, const char *text)
     out[3 + n] = '\n';
     out[4 + n] = '\0';
     return n + 4;
+}
+
+size_t sse_format_u64(char *out, uint64_t v)
+{
+    /* Two digits per division, from a table of the hundred pairs, written backwards. */
+    static const char pairs[] =
+        "0001020304050607080910111213141516171819"
+        "2021222324252627282930313233343536373839"
+        "4041424344454647484950515253545556575859"
+        "6061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    char tmp[SSE_U64_DIGITS_MAX];
+    char *p = tmp + sizeof(tmp);
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--p = pairs[d + 1];
+        *--p = pairs[d];
+    }
+    if (v >= 10) {
+        *--p = pairs[v * 2 + 1];
+        *--p = pairs[v * 2];
+    } else {
+        *--p = (char)('0' + v);
+    }
+    size_t n = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(out, p, n);
+    return n;
 }
 
 struct field_buf {

@@ -152,11 +152,12 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     pthread_mutex_unlock(&w->inbox_lock);
     w->draining = mail;
     w->draining_cap = cap;
+    w->streams.now_ms = stream_now_ms(); /* once for the batch, not per stream */
     for (size_t i = 0; i < n; i++) {
         switch (mail[i].kind) {
         case BUS_MAIL_EVENT:
             fanout_deliver(w->fanout, mail[i].ev);
-            sse_event_unref(mail[i].ev);
+            sse_refs_drop(&w->streams.refs, mail[i].ev);
             break;
         case BUS_MAIL_READY:
         case BUS_MAIL_FAILED:
@@ -176,6 +177,7 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
             break;
         }
     }
+    stream_env_flush(&w->streams);
 }
 
 static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -186,6 +188,8 @@ static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
     atomic_store_explicit(&w->alive_ms, (uint64_t)stream_now_ms(), memory_order_relaxed);
     while (!list_empty(&w->env.dirty))
         conn_flush(conn_of_dirty(w->env.dirty.next));
+    /* Every iteration ends here: what the streams released is freed now, not later. */
+    stream_env_flush(&w->streams);
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
@@ -447,6 +451,7 @@ void worker_free(struct worker *w)
         return;
     while (!list_empty(&w->env.all))
         conn_free(conn_of_node(w->env.all.next));
+    stream_env_flush(&w->streams); /* the loop thread has ended: this thread owns it now */
     for (size_t i = 0; i < w->inbox_len; i++) {
         if (w->inbox[i].kind == BUS_MAIL_EVENT)
             sse_event_unref(w->inbox[i].ev);

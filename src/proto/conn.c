@@ -58,6 +58,24 @@
 #include "sluice/tls.h"
 
 #define READ_BUDGET (256 * 1024) /* bytes per wake-up */
+/*
+ * TLS record sizes, as nghttpx sizes them (its tls-dyn-rec-* settings):
+ * after TLS_IDLE_S without a write, a connection's first TLS_WARMUP_BYTES
+ * go out in records of at most TLS_SMALL_RECORD bytes, each of which fits
+ * one TCP segment and can be decrypted as soon as it arrives; then
+ * SSL_write gets everything pending and makes full 16 KiB records. Linux
+ * restarts an idle connection's congestion window from ten segments, so a
+ * large record would otherwise sit in the client's kernel until its last
+ * segment came, a round trip or more later: the first event after a quiet
+ * spell (or a resume's replay on a new connection) is not held back by
+ * the rest of its record. 64 KiB covers the first three round trips of
+ * slow start (15 + 29 + 58 KB); under load every connection writes
+ * continuously and stays on large records, one write and one record per
+ * 16 KiB.
+ */
+#define TLS_SMALL_RECORD 1300
+#define TLS_WARMUP_BYTES (64 * 1024)
+#define TLS_IDLE_S 1.0
 #define LINGER_S 2.0                /* seconds a lingering close reads and drops */
 #define LINGER_BYTES (1024 * 1024)  /* bytes a lingering close reads and drops */
 
@@ -78,6 +96,9 @@ struct conn {
     ev_tstamp active;       /* last read, or last seen with a stream open */
     ev_tstamp goaway_at;    /* the idle GOAWAY was queued; 0 before */
     bool write_blocked;     /* SSL_write wants the socket writable */
+    size_t write_len;       /* TLS: the length of an SSL_write to repeat; 0: none pending */
+    size_t warm_bytes;      /* TLS: bytes written since the last idle spell */
+    ev_tstamp last_write;   /* TLS: ev_now of the last write that wrote bytes */
     bool lingering;         /* answered and shut for writing; dropping what still arrives */
     size_t lingered;        /* bytes dropped while lingering; <= LINGER_BYTES */
     bool closing;
@@ -172,10 +193,23 @@ static ssize_t io_write(struct conn *c, bool *want_read)
         close_conn(c, strerror(errno));
         return -1;
     }
+    /* A write that wanted the socket is repeated with the very same length (OpenSSL's rule). */
+    if (c->write_len == 0) {
+        size_t n = buf_pending(&c->out);
+        if (ev_now(c->env->loop) - c->last_write >= TLS_IDLE_S)
+            c->warm_bytes = 0;
+        if (c->warm_bytes < TLS_WARMUP_BYTES && n > TLS_SMALL_RECORD)
+            n = TLS_SMALL_RECORD;
+        c->write_len = n;
+    }
     ERR_clear_error();
-    int w = SSL_write(c->ssl, c->out.data + c->out.off, (int)buf_pending(&c->out));
-    if (w > 0)
+    int w = SSL_write(c->ssl, c->out.data + c->out.off, (int)c->write_len);
+    if (w > 0) {
+        c->write_len = 0;
+        c->warm_bytes += (size_t)w;
+        c->last_write = ev_now(c->env->loop);
         return w;
+    }
     int e = SSL_get_error(c->ssl, w);
     if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
         *want_read = e == SSL_ERROR_WANT_READ;

@@ -76,6 +76,7 @@ static int teardown(void **state)
     /* Every test frees its streams: nothing may stay joined or counted. */
     size_t topics = fanout_topics(fx->fanout);
     uint64_t open = atomic_load(&fx->env.stats.open);
+    stream_env_flush(&fx->env); /* frees what the streams released last */
     fanout_free(fx->fanout);
     free(fx);
     if (topics != 0 || open != 0) {
@@ -83,6 +84,13 @@ static int teardown(void **state)
         return -1;
     }
     return 0;
+}
+
+/* ev's references, once the streams' batched changes are applied. */
+static unsigned refs_of(struct fx *fx, struct sse_event *ev)
+{
+    stream_env_flush(&fx->env);
+    return atomic_load(&ev->refs);
 }
 
 /* Printable form of bytes for failure messages, cut at ESC_MAX. */
@@ -147,7 +155,8 @@ static void deliver(struct fx *fx, uint64_t sub, uint64_t seq, const char *name,
 {
     struct sse_event *ev = sse_event_new(sub, seq, name, data, strlen(data));
     fanout_deliver(fx->fanout, ev);
-    sse_event_unref(ev);
+    sse_refs_drop(&fx->env.refs, ev); /* as the worker drops its inbox mail's reference */
+    stream_env_flush(&fx->env);
 }
 
 /* Reads at most max bytes into out (room for READ_MAX); returns how many. */
@@ -325,6 +334,33 @@ static void test_composite_ids(void **state)
     stream_free(u.s);
 }
 
+/*
+ * Id digits are formatted once per worker and copied whole (20 bytes) into
+ * each id line: long and short parts in any order, the largest sequence,
+ * and one value on both subjects still give exact lines.
+ */
+static void test_id_digits_of_any_length(void **state)
+{
+    struct fx *fx = *state;
+    char *ab[] = {"a", "b"};
+    struct ts t, one;
+    open_with(fx, &t, &(struct open_args){ab, 2, NULL, 0, 0, NULL});
+    open1(fx, &one, "a", NULL, 0);
+    EXPECT(&t, "retry: 1000\nid: 0-0\n\n");
+    EXPECT(&one, START1);
+    deliver(fx, 1, 1732432345123456ULL, NULL, "x");
+    deliver(fx, 2, 7, NULL, "y");
+    deliver(fx, 2, UINT64_MAX, NULL, "z");
+    deliver(fx, 1, UINT64_MAX, NULL, "w");
+    EXPECT(&t, "id: 1732432345123456-0\ndata: x\n\n"
+               "id: 1732432345123456-7\ndata: y\n\n"
+               "id: 1732432345123456-18446744073709551615\ndata: z\n\n"
+               "id: 18446744073709551615-18446744073709551615\ndata: w\n\n");
+    EXPECT(&one, "id: 1732432345123456\ndata: x\n\nid: 18446744073709551615\ndata: w\n\n");
+    stream_free(t.s);
+    stream_free(one.s);
+}
+
 /* Delivers an end marker (Sse-End) of topic sub: with data, an event; without, none. */
 static void deliver_end(struct fx *fx, uint64_t sub, uint64_t seq, const char *data)
 {
@@ -332,7 +368,8 @@ static void deliver_end(struct fx *fx, uint64_t sub, uint64_t seq, const char *d
                                 : sse_event_new_end(sub, seq);
     ev->end = true;
     fanout_deliver(fx->fanout, ev);
-    sse_event_unref(ev);
+    sse_refs_drop(&fx->env.refs, ev); /* as the worker drops its inbox mail's reference */
+    stream_env_flush(&fx->env);
 }
 
 /* A finished subject ends its stream cleanly after the end: no comment, eof. */
@@ -759,12 +796,12 @@ static void test_free_with_queued_items(void **state)
     fanout_deliver(fx->fanout, ev);
     for (uint64_t s = 2; s <= 40; s++) /* enough to grow the queue's ring */
         deliver(fx, 1, s, NULL, "hello");
-    assert_int_equal(atomic_load(&ev->refs), 2);
+    assert_int_equal(refs_of(fx, ev), 2);
     expect_prefix(&t, START1 "id: 1\nev", sizeof(START1) - 1 + 8);
     assert_true(counter(&fx->env.stats.bytes_queued) > 0);
     assert_true(fx->conn.used > 0);
     stream_free(t.s);
-    assert_int_equal(atomic_load(&ev->refs), 1);
+    assert_int_equal(refs_of(fx, ev), 1);
     assert_int_equal(counter(&fx->env.stats.bytes_queued), 0);
     assert_int_equal(counter(&fx->env.stats.open), 0);
     assert_int_equal(fx->conn.used, 0);
@@ -800,9 +837,9 @@ static void test_shared_body(void **state)
     EXPECT(&c, START1);
 
     struct sse_event *ev = sse_event_new(1, 1, NULL, "hello", 5);
-    assert_int_equal(atomic_load(&ev->refs), 1);
+    assert_int_equal(refs_of(fx, ev), 1);
     fanout_deliver(fx->fanout, ev);
-    assert_int_equal(atomic_load(&ev->refs), 3);
+    assert_int_equal(refs_of(fx, ev), 3);
     assert_int_equal(counter(&fx->env.stats.events_queued), 2);
     EXPECT(&c, "");
 
@@ -810,10 +847,10 @@ static void test_shared_body(void **state)
     bool eof;
     assert_int_equal(read_some(&a, got, sizeof got, &eof), 19);
     assert_memory_equal(got + 6, ev->body, ev->len);
-    assert_int_equal(atomic_load(&ev->refs), 2);
+    assert_int_equal(refs_of(fx, ev), 2);
     /* b still has it queued; freeing b drops that reference. */
     stream_free(b.s);
-    assert_int_equal(atomic_load(&ev->refs), 1);
+    assert_int_equal(refs_of(fx, ev), 1);
     sse_event_unref(ev);
     stream_free(a.s);
     stream_free(c.s);
@@ -1040,6 +1077,41 @@ static void test_tiny_reads(void **state)
     stream_free(b.s);
 }
 
+/*
+ * Events queued while a stream waits share DATA frames: one
+ * stream_pending() offers everything queued up to the frame's room, and
+ * the bytes a sequence of frames carries are the same whatever the frame
+ * size (a frame may end inside an event; the next goes on from there).
+ */
+static void test_queued_events_share_one_frame(void **state)
+{
+    struct fx *fx = *state;
+    struct ts a, b;
+    open1(fx, &a, "a", NULL, 0);
+    open1(fx, &b, "a", NULL, 0);
+    EXPECT(&a, START1);
+    EXPECT(&b, START1);
+    for (uint64_t seq = 1; seq <= 5; seq++)
+        deliver(fx, 1, seq, seq == 3 ? "n" : NULL, "hello");
+    static const char want[] = "id: 1\n" HELLO "id: 2\n" HELLO "id: 3\nevent: n\n" HELLO
+                               "id: 4\n" HELLO "id: 5\n" HELLO;
+    bool eof;
+    /* A 16 KiB frame takes all five events at once. */
+    assert_int_equal(stream_pending(a.s, 16384, &eof), sizeof(want) - 1);
+    char got[256];
+    assert_int_equal(read_some(&a, got, 16384, &eof), sizeof(want) - 1);
+    assert_memory_equal(got, want, sizeof(want) - 1);
+    /* Frames of 7 bytes carry the same bytes, cut anywhere. */
+    size_t n = 0, k;
+    while ((k = read_some(&b, got + n, 7, &eof)) > 0)
+        n += k;
+    assert_int_equal(n, sizeof(want) - 1);
+    assert_memory_equal(got, want, n);
+    assert_int_equal(counter(&fx->env.stats.delivered), 10);
+    stream_free(a.s);
+    stream_free(b.s);
+}
+
 static void test_pending_eof(void **state)
 {
     struct fx *fx = *state;
@@ -1126,10 +1198,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_start_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queued_events_share_one_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_jitter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_event_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_name_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_composite_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_id_digits_of_any_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_finishes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_two_subjects, setup, teardown),
