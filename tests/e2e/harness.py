@@ -397,11 +397,13 @@ class Nats:
         """The subject list of every client connection that holds a subscription.
 
         Connections are not picked by name: publishers never subscribe, so
-        in these tests every subscribing connection is a gateway's.
+        in these tests every subscribing connection is a gateway's. The
+        gateway's own control subscription (revoke-subject, by default
+        $SLUICE.revoke) is left out: these lists are the clients' subjects.
         """
         out = []
         for c in self.connz().get("connections", []):
-            subs = list(c.get("subscriptions_list") or [])
+            subs = [x for x in c.get("subscriptions_list") or [] if x != "$SLUICE.revoke"]
             if subs:
                 out.append(subs)
         return out
