@@ -42,6 +42,16 @@ def sockstat():
     return None, None
 
 
+def slab_kb():
+    """The kernel's slab memory (socket, inode, file and epoll objects), KiB,
+    from /proc/meminfo: machine-wide, so only a large delta means anything."""
+    with open("/proc/meminfo") as f:
+        for ln in f:
+            if ln.startswith("Slab:"):
+                return int(ln.split()[1])
+    return None
+
+
 def watch_ready(path, srv, out):
     """Once the window starts (path written): the server's RSS and sockstat."""
     deadline = time.monotonic() + 300
@@ -50,6 +60,7 @@ def watch_ready(path, srv, out):
     if os.path.exists(path):
         out["rss_kb_idle"] = srv.rss_kb()
         out["tcp_inuse"], out["tcp_mem_pages"] = sockstat()
+        out["slab_kb"] = slab_kb()
 
 
 def main():
@@ -83,6 +94,7 @@ def main():
                 p.update({"rate": 1000, "messages": BURST_EVENTS, "payload": BURST_BYTES,
                           "duration": 1, "drain": 60, "hold": a.hold, "ready-file": ready})
                 seen["tcp_inuse_before"], seen["tcp_mem_pages_before"] = sockstat()
+                seen["slab_kb_before"] = slab_kb()
                 t = threading.Thread(target=watch_ready, args=(ready, srv, seen), daemon=True)
                 t.start()
             row = b.run_case(fleet, name, proto, p, timeout=180 + (a.hold if burst else 0))
@@ -105,6 +117,9 @@ def main():
                     # Both ends are on this machine: per connection is per socket pair.
                     row["kernel_kb_per_conn_pair"] = \
                         (seen["tcp_mem_pages"] - seen["tcp_mem_pages_before"]) * 4 / n
+                if seen.get("slab_kb") is not None:
+                    row["kernel_slab_kb_per_conn_pair"] = \
+                        (seen["slab_kb"] - seen["slab_kb_before"]) / n
             else:
                 row["rss_kb_per_stream"] = (r["servers"][name]["rss_kb_window"] - before) / n
             doc["rows"].append(row)
@@ -132,10 +147,12 @@ def print_table(doc):
                      r.get("rss_kb_per_conn_burst"), r.get("rss_kb_per_conn_held"),
                      None if r["server"] == "sluice" else
                      b.ratio(r.get("rss_kb_per_conn_held"), sl.get("rss_kb_per_conn_held")),
-                     r.get("kernel_kb_per_conn_pair"), r.get("loadavg_1m"), r.get("error")])
+                     r.get("kernel_kb_per_conn_pair"), r.get("kernel_slab_kb_per_conn_pair"),
+                     r.get("loadavg_1m"), r.get("error")])
     print(b.table(["proto", "conns", "streams/conn", "server", "open", "open s", "RSS before MiB",
                    "KiB/stream idle", "peer/sluice", "KiB/conn burst", "KiB/conn held",
-                   "peer/sluice held", "kernel KiB/pair", "load", "error"], rows))
+                   "peer/sluice held", "TCP mem KiB/pair", "slab KiB/pair", "load", "error"],
+                  rows))
     print("commit %s, %s" % (doc["meta"].get("commit"), doc["meta"].get("date")))
     for k, v in doc.get("skipped", {}).items():
         print("skipped %s: %s" % (k, v))
