@@ -18,11 +18,13 @@ connections fit the 20,000 open files a process may have here.
 The TLS h2 one-stream-per-connection case goes on: a burst of 20 events of
 8 KB to every stream (20 messages on the one subject every stream
 watches, published as fast as the publisher can), read by every client;
-RSS right after the last event arrived ("burst"), and again --hold seconds
-later ("held": what the burst left behind, the figure that sizes a fleet
-whose browsers see bursts). Kernel socket memory (/proc/net/sockstat,
-TCP "mem", in pages, both ends of every loopback connection) is read
-before and while the idle connections are open.
+the highest RSS seen while it drains ("peak"), RSS right after the last
+event arrived ("burst end"), and again --hold seconds later ("held": what
+the burst left behind, the figure that sizes a fleet whose browsers see
+bursts). Kernel memory: the slab (/proc/meminfo: socket, inode, file and
+epoll objects) with the idle connections open, and the highest TCP buffer
+memory during the burst (/proc/net/sockstat "mem", pages), both per
+loopback connection pair (both ends are on this machine).
 """
 import sys, os, threading, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,15 +54,21 @@ def slab_kb():
     return None
 
 
-def watch_ready(path, srv, out):
-    """Once the window starts (path written): the server's RSS and sockstat."""
+def watch_ready(path, srv, out, done):
+    """Once the window starts (path written, the burst about to go out): the
+    server's RSS and the kernel's slab memory; then, until done is set, the
+    highest RSS and TCP memory seen (every 0.1 s) while the burst drains."""
     deadline = time.monotonic() + 300
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if os.path.exists(path):
-        out["rss_kb_idle"] = srv.rss_kb()
-        out["tcp_inuse"], out["tcp_mem_pages"] = sockstat()
-        out["slab_kb"] = slab_kb()
+    if not os.path.exists(path):
+        return
+    out["rss_kb_idle"] = out["rss_kb_peak"] = srv.rss_kb()
+    out["tcp_inuse"], out["tcp_mem_pages_peak"] = sockstat()
+    out["slab_kb"] = slab_kb()
+    while not done.wait(0.1):
+        out["rss_kb_peak"] = max(out["rss_kb_peak"], srv.rss_kb())
+        out["tcp_mem_pages_peak"] = max(out["tcp_mem_pages_peak"], sockstat()[1])
 
 
 def main():
@@ -92,12 +100,16 @@ def main():
                 ready = os.path.join(tmp, "ready-%s-%d" % (name, c))
                 # Every stream watches subject 0: 20 messages are 20 events each.
                 p.update({"rate": 1000, "messages": BURST_EVENTS, "payload": BURST_BYTES,
-                          "duration": 1, "drain": 60, "hold": a.hold, "ready-file": ready})
+                          "duration": 30, "drain": 60, "hold": a.hold, "ready-file": ready})
                 seen["tcp_inuse_before"], seen["tcp_mem_pages_before"] = sockstat()
                 seen["slab_kb_before"] = slab_kb()
-                t = threading.Thread(target=watch_ready, args=(ready, srv, seen), daemon=True)
+                done = threading.Event()
+                t = threading.Thread(target=watch_ready, args=(ready, srv, seen, done), daemon=True)
                 t.start()
             row = b.run_case(fleet, name, proto, p, timeout=180 + (a.hold if burst else 0))
+            if burst:
+                done.set()
+                t.join(timeout=5)
             if not row or "report" not in row:
                 if row:
                     doc["rows"].append(row)
@@ -110,13 +122,14 @@ def main():
                 row["burst"] = True
                 idle = seen.get("rss_kb_idle") or r["servers"][name]["rss_kb_window"]
                 row["rss_kb_per_stream"] = (idle - before) / n
+                row["rss_kb_per_conn_peak"] = (seen.get("rss_kb_peak", before) - before) / n
                 row["rss_kb_per_conn_burst"] = (r["servers"][name]["rss_kb_end"] - before) / n
                 held = r["servers"][name].get("rss_kb_held")
                 row["rss_kb_per_conn_held"] = (held - before) / n if held else None
-                if seen.get("tcp_mem_pages") is not None:
+                if seen.get("tcp_mem_pages_peak") is not None:
                     # Both ends are on this machine: per connection is per socket pair.
-                    row["kernel_kb_per_conn_pair"] = \
-                        (seen["tcp_mem_pages"] - seen["tcp_mem_pages_before"]) * 4 / n
+                    row["tcp_kb_per_conn_pair_peak"] = \
+                        (seen["tcp_mem_pages_peak"] - seen["tcp_mem_pages_before"]) * 4 / n
                 if seen.get("slab_kb") is not None:
                     row["kernel_slab_kb_per_conn_pair"] = \
                         (seen["slab_kb"] - seen["slab_kb_before"]) / n
@@ -144,14 +157,15 @@ def print_table(doc):
         rows.append([r["proto"], key(r)[1], key(r)[2], r["server"], b.rget(r, "streams_open"),
                      b.rget(r, "open_s"), r["rss_kb_before"] / 1024, per,
                      None if r["server"] == "sluice" else b.ratio(per, sl.get("rss_kb_per_stream")),
-                     r.get("rss_kb_per_conn_burst"), r.get("rss_kb_per_conn_held"),
+                     r.get("rss_kb_per_conn_peak"), r.get("rss_kb_per_conn_burst"),
+                     r.get("rss_kb_per_conn_held"),
                      None if r["server"] == "sluice" else
                      b.ratio(r.get("rss_kb_per_conn_held"), sl.get("rss_kb_per_conn_held")),
-                     r.get("kernel_kb_per_conn_pair"), r.get("kernel_slab_kb_per_conn_pair"),
+                     r.get("tcp_kb_per_conn_pair_peak"), r.get("kernel_slab_kb_per_conn_pair"),
                      r.get("loadavg_1m"), r.get("error")])
     print(b.table(["proto", "conns", "streams/conn", "server", "open", "open s", "RSS before MiB",
-                   "KiB/stream idle", "peer/sluice", "KiB/conn burst", "KiB/conn held",
-                   "peer/sluice held", "TCP mem KiB/pair", "slab KiB/pair", "load", "error"],
+                   "KiB/stream idle", "peer/sluice", "KiB/conn peak", "KiB/conn burst end",
+                   "KiB/conn held", "peer/sluice held", "TCP KiB/pair peak", "slab KiB/pair", "load", "error"],
                   rows))
     print("commit %s, %s" % (doc["meta"].get("commit"), doc["meta"].get("date")))
     for k, v in doc.get("skipped", {}).items():

@@ -15,7 +15,7 @@ message per subject, all at once (--rate 100000 --messages SUBJECTS), so
 every stream gets exactly one event. Latency is publish -> event at the
 client (p50/p99/max: max is the round's length). CPU: the gateway's
 during the open and during the round, the client's during the round.
-Bounded: open-timeout 120 s, drain 60 s.
+Bounded: open-timeout 300 s, drain 60 s.
 """
 import sys, os, threading, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +53,7 @@ def main():
     seen = {}
 
     def watch():
-        end = time.monotonic() + 200
+        end = time.monotonic() + 320
         while not os.path.exists(ready) and time.monotonic() < end:
             time.sleep(0.02)
         seen["cpu"], seen["rss"] = gw_sample(srv)
@@ -61,8 +61,8 @@ def main():
     t.start()
     params = {"connections": conns, "streams": a.streams, "subjects": subjects,
               "rate": 100000, "messages": subjects, "duration": 2, "drain": 60,
-              "open-timeout": 120, "settle": 1, "ready-file": ready, "hist": True}
-    row = b.run_case(fleet, "sluice", "h2", params, timeout=260)
+              "open-timeout": 300, "settle": 1, "ready-file": ready, "hist": True}
+    row = b.run_case(fleet, "sluice", "h2", params, timeout=420)
     t.join(timeout=5)
     row["rss_kb_before"] = rss0
     doc = {"scenario": "million", "quick": a.quick, "meta": b.meta(), "rows": [row],

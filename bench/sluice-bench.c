@@ -1347,7 +1347,9 @@ static void advance(struct client *cl, uint64_t now)
             start_window(cl, now);
         break;
     case PHASE_WINDOW:
-        if (now >= cl->window_end_ns)
+        /* --messages: the burst is out, so the drain (and its RSS sample) follows it at once. */
+        if (now >= cl->window_end_ns ||
+            (cl->o.messages && atomic_load(&cl->pub.published) >= cl->o.messages))
             end_window(cl, now);
         break;
     case PHASE_DRAIN:
@@ -1589,8 +1591,8 @@ static int parse_options(struct opts *o, int argc, char **argv)
                     "messages per second, round robin over subjects\n"
                     "(0: nothing is published; streams are held idle)"),
         CL_OPT_ULL("messages", &o->messages, 0, ULLONG_MAX, "N",
-                   "publish at most N messages in the window (a burst:\n"
-                   "--rate high, --messages the burst's size)"),
+                   "publish at most N messages, then end the window (a\n"
+                   "burst: --rate high, --messages the burst's size)"),
         CL_OPT_UINT("payload", &o->payload, 40, 1 << 20, "BYTES",
                     "message size, at least 40 (default 100)"),
         CL_OPT_GROUP("run"),
