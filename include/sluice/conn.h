@@ -27,7 +27,7 @@
  * holds its buffer only while bytes are pending: an idle one holds none,
  * whatever a burst made it allocate.
  */
-#define CONN_OUT_POOL 8
+#define CONN_OUT_POOL 16
 
 /* Counters of one worker's connections; one writer, read from any thread. */
 struct conn_stats {

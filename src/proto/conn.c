@@ -171,13 +171,16 @@ static ssize_t io_write(struct conn *c, bool *want_read)
     return -1;
 }
 
-/* Before a fill: a pooled buffer, so that the frames of a burst need no growing. */
+/*
+ * Before a fill: a whole buffer at once, pooled or new, so that the frames
+ * of a burst never grow it by doubling (ten reallocations and copies).
+ */
 static void take_out(struct conn *c)
 {
     struct conn_env *env = c->env;
-    if (c->out.data || !env->out_pooled)
+    if (c->out.data)
         return;
-    c->out.data = env->out_pool[--env->out_pooled];
+    c->out.data = env->out_pooled ? env->out_pool[--env->out_pooled] : mem_alloc(CONN_OUT_MAX);
     c->out.cap = CONN_OUT_MAX;
 }
 
