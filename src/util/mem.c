@@ -29,11 +29,14 @@ char *mem_strndup(const char *s, size_t n)
     return d;
 }
 
-static atomic_size_t released; /* bytes noted since the last trim */
-static atomic_size_t seen;     /* released as the last mem_trim() call saw it */
+static atomic_size_t released;     /* bytes noted since the last trim */
+static atomic_size_t seen;         /* released as the last mem_trim() call saw it */
 static _Atomic double quiet_since; /* when mem_trim() last saw released change */
 
-void mem_note_released(size_t bytes) { atomic_fetch_add_explicit(&released, bytes, memory_order_relaxed); }
+void mem_note_released(size_t bytes)
+{
+    atomic_fetch_add_explicit(&released, bytes, memory_order_relaxed);
+}
 
 bool mem_trim(double now)
 {

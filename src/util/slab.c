@@ -21,9 +21,9 @@ static uint8_t *base;        /* the reservation; NULL before the first call or w
 static uint8_t *slots;       /* base + the free stack's pages */
 static uint32_t *free_stack; /* indexes of freed slots; nfree entries */
 static size_t nfree;
-static size_t high;          /* slots ever handed out; slots[high..] never touched */
+static size_t high; /* slots ever handed out; slots[high..] never touched */
 static size_t in_use;
-static bool refused;         /* the reservation failed once: never try again */
+static bool refused; /* the reservation failed once: never try again */
 
 #define STACK_BYTES (((SLAB_SLOTS_MAX * sizeof(uint32_t)) + 4095) & ~(size_t)4095)
 #define RESERVED ((size_t)STACK_BYTES + (size_t)SLAB_SLOTS_MAX * SLAB_SLOT_BYTES)
