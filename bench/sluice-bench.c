@@ -140,7 +140,9 @@ struct opts {
     const char *path_tmpl, *subject_tmpl;
     struct cl_h2_headers headers; /* --header; at most BENCH_HEADERS_MAX */
     double duration_s, open_timeout_s, settle_s, drain_s, reopen_s;
+    double hold_s;     /* streams kept open after the drain, then RSS sampled again */
     double rate;       /* messages per second; 0: none */
+    unsigned long long messages; /* --messages: the publisher stops after this many; 0: no cap */
     unsigned payload;  /* bytes per message */
     double churn_rate; /* streams closed and reopened per second */
     unsigned connect_inflight;
@@ -202,6 +204,7 @@ struct queue {
 struct pub {
     enum pub_kind kind;
     double rate;
+    uint64_t messages; /* 0: no cap */
     unsigned payload, subjects;
     char **subjects_s;      /* rendered NATS subject, HTTP path or Pushpin channel */
     natsConnection *nc;
@@ -259,7 +262,8 @@ struct client {
     struct pub pub;
     struct rusage ru0, ru1;
     struct timespec th0, th1; /* main thread CPU clock */
-    struct cpu_sample srv0, srv_open, srv1;
+    struct cpu_sample srv0, srv_open, srv1, srv_held;
+    uint64_t hold_end_ns; /* 0: not holding */
     bool timed_out, fatal;
 };
 
@@ -1145,6 +1149,8 @@ static void *pub_main(void *arg)
         uint64_t due = (uint64_t)((double)(now - t0) / ns_per_msg) + 1;
         if (due > n && due - n > p->max_behind)
             p->max_behind = due - n;
+        if (p->messages && due > p->messages)
+            due = p->messages; /* the cap reached: idle until the window ends */
         while (n < due && !atomic_load(&p->stop)) {
             publish_one(p, n++, payload, body, body_cap);
             atomic_store(&p->published, n);
@@ -1173,6 +1179,7 @@ static int pub_setup(struct client *cl)
     const struct opts *o = &cl->o;
     p->kind = o->pub;
     p->rate = o->rate;
+    p->messages = o->messages;
     p->payload = o->payload;
     p->subjects = o->subjects;
     p->fd = -1;
@@ -1298,6 +1305,19 @@ static void finish_run(struct client *cl)
     sample_servers(cl, &cl->srv1);
     getrusage(RUSAGE_SELF, &cl->ru1);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cl->th1);
+    if (cl->o.hold_s > 0 && !cl->timed_out) {
+        /* --hold: the streams stay open and idle; on_tick samples and ends. */
+        cl->hold_end_ns = cl->done_ns + (uint64_t)(cl->o.hold_s * 1e9);
+        return;
+    }
+    ev_break(cl->loop, EVBREAK_ALL);
+}
+
+/* The end of --hold: the servers' memory once the burst has long drained. */
+static void end_hold(struct client *cl)
+{
+    sample_servers(cl, &cl->srv_held);
+    cl->hold_end_ns = 0;
     ev_break(cl->loop, EVBREAK_ALL);
 }
 
@@ -1327,7 +1347,9 @@ static void advance(struct client *cl, uint64_t now)
             start_window(cl, now);
         break;
     case PHASE_WINDOW:
-        if (now >= cl->window_end_ns)
+        /* --messages: the burst is out, so the drain (and its RSS sample) follows it at once. */
+        if (now >= cl->window_end_ns ||
+            (cl->o.messages && atomic_load(&cl->pub.published) >= cl->o.messages))
             end_window(cl, now);
         break;
     case PHASE_DRAIN:
@@ -1335,6 +1357,8 @@ static void advance(struct client *cl, uint64_t now)
             finish_run(cl);
         break;
     case PHASE_DONE:
+        if (cl->hold_end_ns && now >= cl->hold_end_ns)
+            end_hold(cl);
         break;
     }
 }
@@ -1357,6 +1381,10 @@ static void on_hard_limit(struct ev_loop *loop, ev_timer *w, int revents)
     struct client *cl = container_of(w, struct client, hard);
     (void)revents;
     (void)loop;
+    if (cl->hold_end_ns) {
+        end_hold(cl);
+        return;
+    }
     cl->timed_out = true;
     if (cl->phase < PHASE_WINDOW)
         start_window(cl, cl_time_mono_ns());
@@ -1459,7 +1487,7 @@ static void print_report(const struct client *cl)
     }
     for (unsigned j = 0; j < nnames; j++) {
         double cpu = 0, sys = 0;
-        long rss_open = 0, rss0 = 0, rss1 = 0;
+        long rss_open = 0, rss0 = 0, rss1 = 0, rss_held = 0;
         bool ok = true;
         for (unsigned i = 0; i < o->npids; i++) {
             if (strcmp(o->pids[i].name, names[j]) != 0)
@@ -1470,6 +1498,7 @@ static void print_report(const struct client *cl)
             rss_open += cl->srv_open.rss_kb[i];
             rss0 += cl->srv0.rss_kb[i];
             rss1 += cl->srv1.rss_kb[i];
+            rss_held += cl->srv_held.rss_kb[i];
         }
         printf("%s\"%s\":{\"ok\":%s,\"cpu_s\":%.3f,\"sys_s\":%.3f,\"cpu_share\":%.3f,"
                "\"cpu_s_per_M_events\":",
@@ -1479,7 +1508,10 @@ static void print_report(const struct client *cl)
             printf("%.3f", cpu / (double)cl->events * 1e6);
         else
             printf("null");
-        printf(",\"rss_kb_open\":%ld,\"rss_kb_window\":%ld,\"rss_kb_end\":%ld}", rss_open, rss0, rss1);
+        printf(",\"rss_kb_open\":%ld,\"rss_kb_window\":%ld,\"rss_kb_end\":%ld", rss_open, rss0, rss1);
+        if (o->hold_s > 0)
+            printf(",\"rss_kb_held\":%ld", rss_held);
+        printf("}");
     }
     printf("}");
     printf(",\"timed_out\":%s,\"ok\":%s}\n", cl->timed_out ? "true" : "false",
@@ -1558,6 +1590,9 @@ static int parse_options(struct opts *o, int argc, char **argv)
         CL_OPT_REAL("rate", &o->rate, 1e8, "R",
                     "messages per second, round robin over subjects\n"
                     "(0: nothing is published; streams are held idle)"),
+        CL_OPT_ULL("messages", &o->messages, 0, ULLONG_MAX, "N",
+                   "publish at most N messages, then end the window (a\n"
+                   "burst: --rate high, --messages the burst's size)"),
         CL_OPT_UINT("payload", &o->payload, 40, 1 << 20, "BYTES",
                     "message size, at least 40 (default 100)"),
         CL_OPT_GROUP("run"),
@@ -1568,6 +1603,9 @@ static int parse_options(struct opts *o, int argc, char **argv)
                     "pause between open and publish (default 0.25)"),
         CL_OPT_REAL("drain", &o->drain_s, 3600, "S",
                     "wait for in-flight events after the window (default 2)"),
+        CL_OPT_REAL("hold", &o->hold_s, 3600, "S",
+                    "after the drain, keep every stream open S more seconds,\n"
+                    "then sample the servers' RSS again (rss_kb_held)"),
         CL_OPT_REAL("churn", &o->churn_rate, 1e6, "R", "streams closed and reopened per second"),
         CL_OPT_REAL("reopen-ms", &reopen_ms, 600000, "N",
                     "delay before reopening a stream the server ended\n(default 100)"),
@@ -1676,7 +1714,7 @@ static int setup(struct client *cl)
         }
         enqueue_connect(c, 0);
     }
-    double hard_s = o->open_timeout_s + o->settle_s + o->duration_s + o->drain_s + 5;
+    double hard_s = o->open_timeout_s + o->settle_s + o->duration_s + o->drain_s + o->hold_s + 5;
     ev_timer_init(&cl->tick, on_tick, BENCH_TICK_S, BENCH_TICK_S);
     ev_timer_start(cl->loop, &cl->tick);
     ev_timer_init(&cl->hard, on_hard_limit, hard_s, 0.);

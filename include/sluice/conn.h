@@ -22,6 +22,12 @@
 #include "sluice/metrics.h"
 
 #define CONN_OUT_MAX (64 * 1024)
+/*
+ * Drained output buffers a worker keeps for its next flush. A connection
+ * holds its buffer only while bytes are pending: an idle one holds none,
+ * whatever a burst made it allocate.
+ */
+#define CONN_OUT_POOL 16
 
 /* Counters of one worker's connections; one writer, read from any thread. */
 struct conn_stats {
@@ -55,6 +61,8 @@ struct conn_env {
     struct request_env requests;
     struct list all;   /* conn.node */
     struct list dirty; /* conn.dirty_node: to flush before sleeping */
+    uint8_t *out_pool[CONN_OUT_POOL]; /* drained buffers of CONN_OUT_MAX bytes */
+    size_t out_pooled;                /* entries in out_pool */
 };
 
 struct conn;
@@ -85,6 +93,8 @@ void conn_flush(struct conn *c);
 void conn_drain_notice(struct conn *c);
 /* Drain, step two: the final GOAWAY; the connection closes when its streams are done. */
 void conn_drain_final(struct conn *c);
+/* Frees the pooled output buffers (after every connection of env is freed). */
+void conn_env_dispose(struct conn_env *env);
 /* The conn of a conn.dirty_node or conn.node. */
 struct conn *conn_of_dirty(struct list *node);
 struct conn *conn_of_node(struct list *node);

@@ -265,7 +265,12 @@ struct request {
     struct admission *slot;     /* holds one admission slot until disposed; NULL: none */
     /* Request streams (HTTP_REQUEST, HTTP_REPLY, HTTP_CANCEL). */
     char *tracestate;
-    char *fwd[2 * REQUEST_FORWARD_MAX]; /* request-forward-headers seen: name, value, … */
+    /*
+     * request-forward-headers seen: name, value, …; 2 * REQUEST_FORWARD_MAX
+     * entries allocated at the first one (NULL before): a stream that
+     * forwards nothing, every SSE GET, does not carry 256 idle bytes.
+     */
+    char **fwd;
     size_t nfwd;                /* entries used in fwd (twice the headers) */
     bool fwd_bad;               /* a forwarded value holds CR, LF or NUL: 400 */
     char *service;              /* HTTP_REQUEST: the service subject; owned */

@@ -32,6 +32,8 @@
 #include "sluice/subject.h"
 
 #define ID_PART_MAX 20 /* digits of a uint64_t */
+#define ITEMS_KEEP 4   /* ring slots an empty queue keeps (shrink_drained) */
+#define OWN_KEEP 128   /* bytes of own an empty queue keeps */
 
 /* What an item is counted against. */
 enum charge {
@@ -186,7 +188,7 @@ static size_t replay_cost(size_t head) { return sizeof(struct item) + head; }
 static void push(struct stream *s, struct sse_event *ev, size_t head, enum charge how)
 {
     if (s->count == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 4;
+        size_t cap = s->cap ? s->cap * 2 : ITEMS_KEEP;
         struct item *items = mem_alloc(cap * sizeof(*items));
         for (size_t i = 0; i < s->count; i++)
             items[i] = s->items[(s->first + i) & (s->cap - 1)];
@@ -887,6 +889,26 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         end_subject(s, link->index);
 }
 
+/*
+ * An empty queue gives back what a burst made it grow: an idle stream
+ * keeps the first ring (ITEMS_KEEP slots) and no own bytes, whatever it
+ * once held. Steady traffic of one event at a time never grows past the
+ * first ring, so this frees nothing on the usual path.
+ */
+static void shrink_drained(struct stream *s)
+{
+    if (s->cap > ITEMS_KEEP) {
+        mem_note_released(s->cap * sizeof(*s->items));
+        free(s->items);
+        s->items = NULL;
+        s->cap = s->first = 0;
+    }
+    if (s->own.cap > OWN_KEEP && buf_pending(&s->own) == 0) {
+        mem_note_released(s->own.cap);
+        buf_dispose(&s->own);
+    }
+}
+
 size_t stream_pending(struct stream *s, size_t max, bool *eof)
 {
     size_t n = s->queued < max ? s->queued : max;
@@ -932,6 +954,8 @@ void stream_copy(struct stream *s, uint8_t *dst, size_t n)
             s->off = 0;
         }
     }
+    if (s->count == 0)
+        shrink_drained(s);
 }
 
 size_t stream_queued(const struct stream *s) { return s->queued; }

@@ -199,6 +199,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     struct worker *w = container_of(t, struct worker, tick);
     stream_env_tick(&w->streams, stream_now_ms());
     request_env_tick(&w->env.requests, stream_now_ms());
+    mem_trim(stream_now_s()); /* after a burst, or connections closing: free pages back to the kernel */
 }
 
 #define LAG_INTERVAL 0.25
@@ -462,6 +463,7 @@ void worker_free(struct worker *w)
         else if (w->inbox[i].kind == BUS_MAIL_ANSWER)
             bus_answer_free(w->inbox[i].answer);
     }
+    conn_env_dispose(&w->env);
     free(w->inbox);
     free(w->draining);
     fanout_free(w->fanout);

@@ -224,6 +224,7 @@ void request_dispose(struct request *r)
     free(r->tracestate);
     for (size_t i = 0; i < r->nfwd; i++)
         free(r->fwd[i]);
+    free(r->fwd);
     free(r->service);
     free(r->token);
     free(r->authority);
@@ -340,6 +341,8 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
     } else if (r->nfwd < 2 * REQUEST_FORWARD_MAX &&
                reply_header_listed(env->cfg->request_forward_headers, name, nlen)) {
         /* Bounded by max-header-bytes like every field; checked before it is forwarded. */
+        if (!r->fwd)
+            r->fwd = mem_alloc(2 * REQUEST_FORWARD_MAX * sizeof(*r->fwd));
         r->fwd[r->nfwd++] = mem_strndup(name, nlen);
         r->fwd[r->nfwd++] = mem_strndup(value, vlen);
         r->fwd_bad |= !reply_header_value_ok(value, vlen);
