@@ -138,7 +138,7 @@ void request_quota_init(struct request_quota *q, const struct request_env *env, 
 /* After every request charged to q has been disposed. */
 void request_quota_dispose(struct request_quota *q);
 
-#define REQUEST_HEAD_MAX 16 /* fields of a response head, CORS ones included */
+#define REQUEST_HEAD_MAX 24 /* fields of a response head, CORS ones included */
 
 /* One response header field; name lower case. Both point at storage that outlives the call. */
 struct request_field {
@@ -247,6 +247,7 @@ struct request {
     char *token;                /* "<tag>.<id>": the stream's name in /streams/r/; owned */
     bool asking;                /* a POST stream: 200 waits for the first reply */
     bool asked;                 /* its request was published */
+    struct ds_req *ds;          /* the Durable Streams route's state (ds.c); NULL: none */
 };
 
 /* Starts r for a request of io's connection; stream_id labels log lines (0: none). */
@@ -296,6 +297,29 @@ bool request_waiting(const struct request *r);
  * the poll's answer). 0, or what the front call returned.
  */
 int request_resume(struct request *r);
+
+/*
+ * For the protocol routes outside this file (src/proto/ds.c). They never
+ * write protocol bytes: an answer is a head of fields and a body.
+ */
+/* Adds a field to h (ignored past REQUEST_HEAD_MAX); name and value must outlive the answer. */
+void request_head_add(struct request_head *h, const char *name, const char *value);
+/*
+ * Answers r with h (x-request-id, CORS and, unless 204 or 304,
+ * content-length added here) and body (taken). r may be gone after it.
+ */
+int request_answer(struct request *r, struct request_head *h, struct request_body *body);
+/* Charges n bytes of a private body of r to its connection and worker (see charge()). */
+void request_charge(struct request *r, size_t n);
+/*
+ * Opens r->stream on r's route subjects as a notifier (stream_params.notify)
+ * ending after timeout_ms (STREAM_END_TIMEOUT), admitted like an SSE stream,
+ * and makes r wait for it (request_resume). 0, or the status to answer
+ * with *text. r's route is gone after a 0.
+ */
+int request_open_wait(struct request *r, int timeout_ms, const char **text);
+/* Sends r's SSE head h (x-request-id and CORS added); the body is r->stream's. */
+int request_start_stream(struct request *r, struct request_head *h);
 
 /*
  * Ends the cancelled request streams whose service did not end them

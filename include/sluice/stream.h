@@ -139,6 +139,13 @@ struct stream_params {
     int32_t stream_id;
     int64_t expires_ms;        /* stream_now_ms() clock; 0: never */
     enum stream_end expire_end;/* why it ends then: TOKEN_EXPIRED, or TIMEOUT for a poll */
+    /*
+     * A notifier (the Durable Streams route's live reads): queues neither
+     * the start nor events; it wakes once started and at each event after
+     * that, and an Sse-End does not end it. Its owner reads the new data
+     * itself and queues what to send with stream_push_text().
+     */
+    bool notify;
 };
 
 /*
@@ -186,6 +193,12 @@ bool stream_over(const struct stream *s);
 bool stream_refused(const struct stream *s);
 /* Sets when the stream ends by itself (0: never) and why; after it ended, nothing. */
 void stream_set_expiry(struct stream *s, int64_t expires_ms, enum stream_end why);
+/*
+ * Queues n bytes of the owner's (a notifier's SSE text), charged as live
+ * bytes. False when the stream has ended, or ends it now because they
+ * would pass a cap (the slow-consumer policy).
+ */
+bool stream_push_text(struct stream *s, const char *bytes, size_t n);
 /* Why the stream ended, or STREAM_END_NONE. */
 enum stream_end stream_ended(const struct stream *s);
 

@@ -89,6 +89,7 @@ struct stream {
     int64_t since_ns;         /* ?since=, 0: none */
     bool begun;               /* starts asked for */
     bool started;             /* start queued: live events count from now on */
+    bool notify;              /* queues nothing of its own: events only wake (stream_params) */
     size_t pending;           /* starts a replay job still has to answer */
     struct bus_resume *starts;/* per subject, while begun and not started */
 };
@@ -470,6 +471,17 @@ static void finish(struct stream *s)
     }
     drop_starts(s);
 
+    if (s->notify) {
+        for (size_t k = 0; k < nreplay; k++)
+            sse_event_unref(replay[k].ev);
+        free(replay);
+        free(reset);
+        free(s->start_id);
+        s->start_id = NULL;
+        s->started = true;
+        s->wake(s->wake_ctx);
+        return;
+    }
     char line[SSE_LINE_MAX];
     size_t n = sse_format_retry(line, s->retry_ms);
     size_t mark = s->own.len;
@@ -586,6 +598,7 @@ struct stream *stream_new(const struct stream_params *p)
     s->queue_max = p->queue_max;
     s->opened_s = stream_now_s();
     s->expires_ms = p->expires_ms;
+    s->notify = p->notify;
     s->expire_end = p->expire_end ? p->expire_end : STREAM_END_TOKEN_EXPIRED;
     list_init(&s->expiry_node);
     if (s->expires_ms)
@@ -707,6 +720,27 @@ void stream_info(const struct stream *s, struct stream_info *out)
 
 void stream_end(struct stream *s, enum stream_end why) { stream_end_retry(s, why, 0); }
 
+static const char *over_cap(const struct stream *s, size_t n);
+
+bool stream_push_text(struct stream *s, const char *bytes, size_t n)
+{
+    if (s->end != STREAM_END_NONE)
+        return false;
+    const char *cap = over_cap(s, n);
+    if (cap) {
+        log_info("conn %" PRIu64 " stream %d: slow consumer: %s full (%zu bytes queued); "
+                 "ending stream",
+                 s->conn_id, (int)s->stream_id, cap, s->charged);
+        metrics_add(&s->env->stats.cut_slow, 1);
+        stream_end(s, STREAM_END_SLOW_CONSUMER);
+        return false;
+    }
+    buf_append(&s->own, bytes, n);
+    push(s, NULL, n, CHARGE_LIVE);
+    touch(s, stream_now_ms());
+    return true;
+}
+
 void stream_end_retry(struct stream *s, enum stream_end why, unsigned retry_ms)
 {
     if (s->end != STREAM_END_NONE)
@@ -784,6 +818,12 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
     if (s->end != STREAM_END_NONE || !s->started || ev->seq <= s->seqs[link->index] ||
         s->done[link->index])
         return;
+    if (s->notify) {
+        /* Its owner reads what is new itself, and decides when it ends. */
+        s->seqs[link->index] = ev->seq;
+        s->wake(s->wake_ctx);
+        return;
+    }
     if (ev->len == 0) { /* an end with no event, or an empty end on a wildcard: no event */
         s->refused |= ev->refused;
         if (ev->end) {

@@ -493,6 +493,10 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
         return ERR_NATS;
     }
     bus->flusher_running = true;
+    if (p->ds_stream && *p->ds_stream && bus_ds_open(bus, p, err, errlen) != 0) {
+        bus_free(bus);
+        return ERR_NATS;
+    }
     if (p->jetstream && *p->jetstream) {
         if (bus_load_streams(bus, p->jetstream, err, errlen) != 0) {
             bus_free(bus);
@@ -564,6 +568,7 @@ void bus_free(struct bus *bus)
     free(bus->graves);
     /* Waits for the delivery threads, so every on-complete callback has run. */
     jsCtx_Destroy(bus->js);
+    bus_ds_close(bus);
     natsStatus s = nats_CloseAndWait(2000);
     log_debug("nats: library closed: %s", natsStatus_GetText(s));
     bus_js_dispose(bus);

@@ -645,6 +645,8 @@ int server_run(const struct config *cfg, int argc, char **argv)
     for (size_t i = 0; i < s.nworkers; i++)
         s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, s.admission, fds[i],
                                   plain[i], queue_total / s.nworkers);
+    char ds_subjects[80];
+    snprintf(ds_subjects, sizeof(ds_subjects), "%s.>", cfg->ds_subject_prefix);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -660,6 +662,9 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .replay_max = (size_t)cfg->jetstream_replay_max,
         .max_consumers = (size_t)cfg->jetstream_max_consumers,
         .reply_prefix = cfg->request_reply_prefix,
+        .ds_stream = *cfg->ds_base_path ? cfg->ds_stream : NULL,
+        .ds_subjects = ds_subjects,
+        .ds_timeout_ms = cfg->ds_timeout_ms,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);

@@ -38,6 +38,7 @@
 #include "sluice/auth.h"
 #include "sluice/bus.h"
 #include "sluice/config.h"
+#include "sluice/ds_route.h"
 #include "sluice/err.h"
 #include "sluice/filecache.h"
 #include "sluice/host.h"
@@ -216,6 +217,7 @@ void request_dispose(struct request *r)
     free(r->authorization);
     free(r->cookie);
     auth_grant_free(r->grant);
+    ds_request_dispose(r);
     if (r->route) {
         http_route_dispose(r->route);
         free(r->route);
@@ -291,6 +293,8 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         r->fwd[r->nfwd++] = mem_strndup(name, nlen);
         r->fwd[r->nfwd++] = mem_strndup(value, vlen);
         r->fwd_bad |= !reply_header_value_ok(value, vlen);
+    } else if (*env->cfg->ds_base_path) {
+        ds_request_header(r, name, nlen, value, vlen);
     }
 }
 
@@ -550,7 +554,9 @@ static int admit(struct request *r, char *www, size_t wlen, const char **text)
         why = "malformed access_token";
     if (rc == 0 && auth_verify(env->auth, token, len, (int64_t)time(NULL), &r->grant, &why) == 0) {
         for (size_t i = 0; i < route->nsubjects; i++) {
-            bool pub = route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST;
+            bool pub = route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST ||
+                       (route->kind == HTTP_DS && strcmp(r->method, "GET") != 0 &&
+                        strcmp(r->method, "HEAD") != 0);
             bool ok = pub ? auth_can_publish(r->grant, route->subjects[i])
                           : auth_can_subscribe(r->grant, route->subjects[i]);
             if (!ok) {
@@ -659,6 +665,8 @@ static int admit_patterns(const struct request_env *env, struct request_quota *c
 static void on_stream_wake(void *ctx)
 {
     struct request *r = ctx;
+    if (r->ds)
+        ds_wake(r);
     r->front->wake(r);
 }
 
@@ -685,7 +693,7 @@ static int64_t token_end_ms(const struct request *r)
  * (joining a pattern already subscribed is free). Each refusal is
  * counted; the first on a connection is logged. Never wakes from inside.
  */
-static int open_stream(struct request *r, const char **text)
+static int open_stream_as(struct request *r, const char **text, bool notify, int wait_ms)
 {
     const struct request_env *env = r->io->env;
     const struct config *cfg = env->cfg;
@@ -714,8 +722,11 @@ static int open_stream(struct request *r, const char **text)
     };
     p.expires_ms = token_end_ms(r);
     p.expire_end = STREAM_END_TOKEN_EXPIRED;
-    if (route->kind == HTTP_POLL) {
-        int64_t deadline = stream_now_ms() + route->timeout_ms;
+    p.notify = notify;
+    if (route->kind == HTTP_POLL)
+        wait_ms = route->timeout_ms;
+    if (wait_ms > 0) {
+        int64_t deadline = stream_now_ms() + wait_ms;
         if (!p.expires_ms || deadline < p.expires_ms) {
             p.expires_ms = deadline;
             p.expire_end = STREAM_END_TIMEOUT;
@@ -725,12 +736,23 @@ static int open_stream(struct request *r, const char **text)
     return 0;
 }
 
+static int open_stream(struct request *r, const char **text)
+{
+    return open_stream_as(r, text, false, 0);
+}
+
 /* Parses r's route once. */
 static void route(struct request *r)
 {
     if (r->route)
         return;
     r->route = mem_alloc(sizeof(*r->route));
+    const struct config *cfg = r->io->env->cfg;
+    if (ds_route_match(cfg, r->path)) {
+        ds_route(cfg, r->route, r->method, r->path);
+        r->route_index = REQUEST_ROUTES_MAX;
+        return;
+    }
     http_route(r->route, r->method, strlen(r->method), r->path, strlen(r->path));
     r->route_index = REQUEST_ROUTES_MAX; /* the generic POST /streams/<subject> */
     const char *routes = r->io->env->cfg->request_routes;
@@ -987,10 +1009,13 @@ bool request_wants_body(struct request *r, uint64_t *max)
         return false;
     route(r);
     const struct config *cfg = r->io->env->cfg;
+    bool ds = r->route->kind == HTTP_DS &&
+              (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0);
     *max = r->route->kind == HTTP_PUBLISH   ? cfg->max_publish_bytes
            : r->route->kind == HTTP_REQUEST ? cfg->max_request_body_bytes
+           : ds                             ? cfg->ds_max_body_bytes
                                             : 0;
-    return r->route->kind == HTTP_PUBLISH || r->route->kind == HTTP_REQUEST;
+    return r->route->kind == HTTP_PUBLISH || r->route->kind == HTTP_REQUEST || ds;
 }
 
 bool request_publishing(const struct request *r) { return r->publishing && r->status == 0; }
@@ -1005,7 +1030,11 @@ int request_body(struct request *r, const void *data, size_t len)
         respond_error(r, 413, "request_too_large", "body larger than max-request-body-bytes");
         return ERR_LIMIT;
     }
-    if (r->body.len + len > r->io->env->cfg->max_publish_bytes) {
+    if (r->route->kind == HTTP_DS && r->body.len + len > r->io->env->cfg->ds_max_body_bytes) {
+        respond_text(r, 413, "body larger than ds-max-body-bytes", NULL);
+        return ERR_LIMIT;
+    }
+    if (r->route->kind != HTTP_DS && r->body.len + len > r->io->env->cfg->max_publish_bytes) {
         respond_text(r, 413, "body larger than max-publish-bytes", NULL);
         return ERR_LIMIT;
     }
@@ -1024,6 +1053,10 @@ int request_body_end(struct request *r)
         return 0;
     if (r->route->kind == HTTP_REQUEST)
         return serve_request(r);
+    if (r->route->kind == HTTP_DS) {
+        r->publishing = false;
+        return ds_write(r);
+    }
     const struct request_env *env = r->io->env;
     const struct http_route *rt = r->route;
     const char *h[4];
@@ -1112,6 +1145,8 @@ int request_resume(struct request *r)
 {
     if (!r->waiting)
         return 0;
+    if (r->ds && r->stream)
+        return ds_resume(r);
     if (r->asking)
         return resume_request(r);
     if (stream_ready(r->stream) && stream_over(r->stream))
@@ -1193,7 +1228,64 @@ int request_process(struct request *r)
     case HTTP_REPLY:
     case HTTP_CANCEL:
         return serve_reply(r);
+    case HTTP_DS:
+        if (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0) {
+            r->publishing = true; /* answered by ds_write() when the body is complete */
+            return 0;
+        }
+        return ds_serve(r);
     default:
         return respond_text(r, r->route->status, r->route->reason, NULL);
     }
+}
+
+void request_head_add(struct request_head *h, const char *name, const char *value)
+{
+    add(h, name, value);
+}
+
+int request_answer(struct request *r, struct request_head *h, struct request_body *body)
+{
+    ensure_id(r);
+    if (h->status != 204 && h->status != 304) {
+        snprintf(h->length, sizeof(h->length), "%zu", body->len);
+        add(h, "content-length", h->length);
+    }
+    add(h, "x-request-id", r->request_id);
+    add_cors(r, h, CORS_ACTUAL);
+    r->status = h->status;
+    r->publishing = false;
+    r->waiting = false;
+    unroute(r);
+    log_answer(r, h->status);
+    if (h->status == 204 || h->status == 304)
+        return r->front->respond(r, h, NULL);
+    return r->front->respond(r, h, body);
+}
+
+void request_charge(struct request *r, size_t n) { charge(r, n, true); }
+
+int request_open_wait(struct request *r, int timeout_ms, const char **text)
+{
+    unsigned retry_ms;
+    if (!admit_stream(r, &retry_ms)) {
+        *text = "over capacity, retry later (max-streams-total)";
+        return 503;
+    }
+    int status = open_stream_as(r, text, true, timeout_ms);
+    if (status != 0)
+        return status;
+    r->waiting = true;
+    unroute(r);
+    return 0;
+}
+
+int request_start_stream(struct request *r, struct request_head *h)
+{
+    add(h, "x-request-id", r->request_id);
+    add_cors(r, h, CORS_ACTUAL);
+    r->waiting = false;
+    r->status = 200;
+    log_answer(r, 200);
+    return r->front->start_stream(r, h);
 }

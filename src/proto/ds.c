@@ -1,0 +1,1107 @@
+/*
+ * ds: the Durable Streams protocol route (see ds_route.h and the README's
+ * "Durable Streams" section), on one JetStream stream (ds-stream).
+ *
+ * Mapping: a stream path under ds-base-path becomes one escaped subject
+ * token T (ds_path_token). Its messages live on three subjects:
+ *
+ *   <prefix>.m.T        the stream's metadata: one JSON message written at
+ *                       creation (content type, TTL, expiry); its sequence
+ *                       is the empty stream's tail offset
+ *   <prefix>.d.T        the data: one message per append (JSON mode: the
+ *                       flattened messages joined by ','), the closing one
+ *                       carrying Sse-End (so /events readers see the end
+ *                       too); a close without data is an empty message
+ *                       with Sse-End and Ds-Tail (the unchanged tail)
+ *   <prefix>.p.T.<id>   an idempotent producer's state: "epoch seq"
+ *
+ * An offset is the stream sequence of the last data message read (16
+ * digits). Every write is a publish conditioned on the data subject's last
+ * sequence, read just before (JetStream refuses a stale one and the write
+ * is retried on the new tail), so closure, Stream-Seq and appends are
+ * ordered by nats-server across a fleet: no gateway holds writer state.
+ * Stream-Seq is scoped per stream and carried on every data message
+ * (Ds-Seq) so the last one is always on the last message.
+ *
+ * Calls to JetStream are synchronous on the worker, each bounded by
+ * ds-timeout-ms (bus_ds.c says why); live reads (long-poll, SSE) do not
+ * hold a worker: they wait on a notifier stream on the data subject (the
+ * worker's shared subscription, not a consumer per reader) and read the
+ * new messages when it wakes.
+ */
+#include "sluice/ds_route.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sluice/bus.h"
+#include "sluice/config.h"
+#include "sluice/ds.h"
+#include "sluice/err.h"
+#include "sluice/log.h"
+#include "sluice/mem.h"
+#include "sluice/request.h"
+#include "sluice/route.h"
+#include "sluice/stream.h"
+
+#define SUBJECT_MAX (64 + 3 + DS_TOKEN_MAX + 1 + DS_TOKEN_MAX + 1)
+#define WRITE_TRIES 16   /* appends racing on one stream before we give up with 503 */
+#define JSON_MAX_MESSAGES 100000
+
+enum mode { MODE_CATCHUP, MODE_LONG_POLL, MODE_SSE };
+
+/* The stream's configuration, from its metadata message. */
+struct meta {
+    uint64_t seq;         /* its sequence: the empty stream's tail */
+    char ct[DS_HEADER_MAX + 1];
+    uint64_t ttl_s;       /* 0: none */
+    bool has_ttl;
+    char expires[DS_HEADER_MAX + 1]; /* "" : none */
+    int64_t expires_ns;
+};
+
+/* The data subject's last message, as far as writers care. */
+struct tail {
+    uint64_t last;        /* its sequence; 0: no data message */
+    uint64_t offset;      /* the tail offset */
+    bool closed;
+    char wseq[DS_HEADER_MAX + 1];     /* the last Stream-Seq, "" */
+    char closer[2 * DS_HEADER_MAX + 48]; /* "epoch seq id" of the producer that closed it */
+};
+
+struct ds_req {
+    struct ds_headers h;
+    char token[DS_TOKEN_MAX + 1];
+    /* A live read waiting on its notifier stream. */
+    enum mode mode;
+    uint64_t offset;      /* what it has read up to */
+    char ct[DS_HEADER_MAX + 1];
+    bool json;
+    uint64_t cursor;
+    bool pumping;         /* an SSE pump is running (its pushes wake it again) */
+    bool done;            /* the SSE reader has been sent the closure */
+};
+
+static struct ds_req *req_of(struct request *r)
+{
+    if (!r->ds)
+        r->ds = mem_calloc(1, sizeof(*r->ds));
+    return r->ds;
+}
+
+bool ds_route_match(const struct config *cfg, const char *path)
+{
+    size_t n = strlen(cfg->ds_base_path);
+    return n && strncmp(path, cfg->ds_base_path, n) == 0;
+}
+
+void ds_route(const struct config *cfg, struct http_route *route, const char *method,
+              const char *path)
+{
+    (void)method;
+    memset(route, 0, sizeof(*route));
+    const char *p = path + strlen(cfg->ds_base_path);
+    char token[DS_TOKEN_MAX + 1];
+    int rc = ds_path_token(p, strcspn(p, "?#"), token);
+    if (rc != 0) {
+        route->kind = HTTP_ERROR;
+        route->status = rc == ERR_LIMIT ? 414 : 400;
+        snprintf(route->reason, sizeof(route->reason), "%s",
+                 rc == ERR_LIMIT ? "stream path longer than 256 bytes"
+                                 : "not a stream path (empty, '.' or '..' segment, bad escape)");
+        return;
+    }
+    size_t n = strlen(cfg->ds_subject_prefix) + 3 + strlen(token) + 1;
+    route->kind = HTTP_DS;
+    route->status = 200;
+    route->subjects[0] = mem_alloc(n);
+    snprintf(route->subjects[0], n, "%s.d.%s", cfg->ds_subject_prefix, token);
+    route->nsubjects = 1;
+}
+
+bool ds_request_header(struct request *r, const char *name, size_t nlen, const char *value,
+                       size_t vlen)
+{
+    /* Only names the protocol defines allocate: other requests pay nothing. */
+    struct ds_headers probe;
+    if (!r->ds) {
+        memset(&probe, 0, sizeof(probe));
+        if (!ds_header(&probe, name, nlen, value, vlen))
+            return false;
+    }
+    return ds_header(&req_of(r)->h, name, nlen, value, vlen);
+}
+
+void ds_request_dispose(struct request *r)
+{
+    free(r->ds);
+    r->ds = NULL;
+}
+
+/* The stream's token, from the data subject "<prefix>.d.<token>". */
+static const char *token_of(struct request *r)
+{
+    struct ds_req *d = req_of(r);
+    if (!d->token[0]) {
+        const char *s = r->route->subjects[0];
+        size_t pl = strlen(r->io->env->cfg->ds_subject_prefix);
+        snprintf(d->token, sizeof(d->token), "%s", s + pl + 3);
+    }
+    return d->token;
+}
+
+static void subject(struct request *r, char kind, char *out)
+{
+    snprintf(out, SUBJECT_MAX, "%s.%c.%s", r->io->env->cfg->ds_subject_prefix, kind, token_of(r));
+}
+
+/* Adds the headers every answer of the route carries. */
+static void security(struct request_head *h)
+{
+    request_head_add(h, "x-content-type-options", "nosniff");
+    request_head_add(h, "cross-origin-resource-policy", "cross-origin");
+}
+
+static int answer(struct request *r, struct request_head *h, const char *ctype, char *body,
+                  size_t len)
+{
+    security(h);
+    if (ctype)
+        request_head_add(h, "content-type", ctype);
+    struct request_body b = {body ? body : "", len, body, NULL};
+    if (body)
+        request_charge(r, len);
+    return request_answer(r, h, &b);
+}
+
+/* A refusal: status and one line of text. */
+static int fail(struct request *r, int status, const char *text)
+{
+    struct request_head h = {.status = status};
+    request_head_add(&h, "cache-control", "no-store");
+    size_t n = strlen(text);
+    char *body = mem_alloc(n + 2);
+    memcpy(body, text, n);
+    body[n] = '\n';
+    return answer(r, &h, "text/plain; charset=utf-8", body, n + 1);
+}
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Reads the metadata; 0, ERR_NOTFOUND or ERR_NATS. */
+static int read_meta(struct request *r, struct meta *m)
+{
+    char s[SUBJECT_MAX];
+    subject(r, 'm', s);
+    struct bus_ds_msg msg;
+    memset(m, 0, sizeof(*m));
+    int rc = bus_ds_get(r->io->env->bus, s, 0, true, &msg);
+    if (rc != 0)
+        return rc;
+    m->seq = msg.seq;
+    json_t *j = json_loadb(msg.data, msg.len, 0, NULL);
+    bus_ds_msg_dispose(&msg);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return ERR_NATS;
+    }
+    snprintf(m->ct, sizeof(m->ct), "%s", json_string_value(json_object_get(j, "ct")) ?: "");
+    json_t *ttl = json_object_get(j, "ttl");
+    if (json_is_integer(ttl)) {
+        m->has_ttl = true;
+        m->ttl_s = (uint64_t)json_integer_value(ttl);
+    }
+    const char *exp = json_string_value(json_object_get(j, "exp"));
+    if (exp) {
+        snprintf(m->expires, sizeof(m->expires), "%s", exp);
+        http_parse_time(exp, strlen(exp), &m->expires_ns);
+    }
+    json_decref(j);
+    return 0;
+}
+
+/* Reads the data subject's last message into t (m: the stream's metadata). 0 or ERR_NATS. */
+static int read_tail(struct request *r, const struct meta *m, struct tail *t)
+{
+    char s[SUBJECT_MAX];
+    subject(r, 'd', s);
+    memset(t, 0, sizeof(*t));
+    t->offset = m->seq;
+    struct bus_ds_msg msg;
+    int rc = bus_ds_get(r->io->env->bus, s, 0, true, &msg);
+    if (rc == ERR_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    t->last = msg.seq;
+    t->offset = msg.seq;
+    t->closed = bus_ds_header(&msg, "Sse-End") != NULL;
+    const char *v = bus_ds_header(&msg, "Ds-Tail");
+    if (v)
+        t->offset = strtoull(v, NULL, 10);
+    if ((v = bus_ds_header(&msg, "Ds-Seq")))
+        snprintf(t->wseq, sizeof(t->wseq), "%s", v);
+    if ((v = bus_ds_header(&msg, "Ds-Producer")))
+        snprintf(t->closer, sizeof(t->closer), "%s", v);
+    bus_ds_msg_dispose(&msg);
+    return 0;
+}
+
+/* Removes every message of the stream. */
+static int purge(struct request *r)
+{
+    char s[SUBJECT_MAX];
+    struct bus *bus = r->io->env->bus;
+    subject(r, 'd', s);
+    int rc = bus_ds_purge(bus, s);
+    snprintf(s, sizeof(s), "%s.p.%s.*", r->io->env->cfg->ds_subject_prefix, token_of(r));
+    if (rc == 0)
+        rc = bus_ds_purge(bus, s);
+    subject(r, 'm', s); /* last: while it is there, the stream still exists */
+    if (rc == 0)
+        rc = bus_ds_purge(bus, s);
+    return rc;
+}
+
+/*
+ * The stream's metadata, or an answer already given (*answered, its
+ * return value returned): 404 for none or an expired one (purged then),
+ * 503 without NATS.
+ */
+static int find(struct request *r, struct meta *m, struct tail *t, bool *answered)
+{
+    *answered = true;
+    if (!r->io->env->bus)
+        return fail(r, 503, "NATS unavailable, try again");
+    int rc = read_meta(r, m);
+    if (rc == ERR_NOTFOUND)
+        return fail(r, 404, "no such stream");
+    if (rc == 0 && t)
+        rc = read_tail(r, m, t);
+    if (rc != 0)
+        return fail(r, 503, "JetStream unavailable, try again");
+    int64_t now = wall_ns();
+    bool expired = m->expires_ns && now >= m->expires_ns;
+    if (!expired && m->has_ttl) {
+        /* Idle since the last write (reads do not renew it here: see the README). */
+        char s[SUBJECT_MAX];
+        subject(r, 'd', s);
+        struct bus_ds_msg msg;
+        int64_t last_ns = 0;
+        if (bus_ds_get(r->io->env->bus, s, 0, true, &msg) == 0) {
+            last_ns = msg.time_ns;
+            bus_ds_msg_dispose(&msg);
+        } else {
+            subject(r, 'm', s);
+            if (bus_ds_get(r->io->env->bus, s, 0, true, &msg) == 0) {
+                last_ns = msg.time_ns;
+                bus_ds_msg_dispose(&msg);
+            }
+        }
+        expired = last_ns && now >= last_ns + (int64_t)m->ttl_s * 1000000000;
+    }
+    if (expired) {
+        purge(r);
+        return fail(r, 404, "no such stream (expired)");
+    }
+    *answered = false;
+    return 0;
+}
+
+static void add_offset(struct request_head *h, char *buf, uint64_t off)
+{
+    ds_offset_format(off, buf);
+    request_head_add(h, "stream-next-offset", buf);
+}
+
+/*
+ * A JSON-mode body as stored: its messages joined by ',' into out.
+ * 0, or ERR_INVALID (not JSON: 400), ERR_NOTFOUND (an empty array).
+ */
+static int json_body(const char *data, size_t len, struct buf *out)
+{
+    json_error_t e;
+    json_t *j = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL,
+                           &e);
+    if (!j)
+        return ERR_INVALID;
+    json_decref(j);
+    long n = ds_json_split(data, len, NULL, 0);
+    if (n == 0)
+        return ERR_NOTFOUND;
+    if (n < 0 || n > JSON_MAX_MESSAGES)
+        return ERR_INVALID;
+    struct ds_span *sp = mem_alloc((size_t)n * sizeof(*sp));
+    ds_json_split(data, len, sp, (size_t)n);
+    for (long i = 0; i < n; i++) {
+        if (i)
+            buf_append(out, ",", 1);
+        buf_append(out, data + sp[i].off, sp[i].len);
+    }
+    free(sp);
+    return 0;
+}
+
+/* The metadata message's JSON for a new stream. */
+static char *meta_json(const char *mt, const struct ds_headers *dh)
+{
+    json_t *j = json_object();
+    /* json_stringn: sluice's own json_string (util/json.c) shadows jansson's at link time. */
+    json_object_set_new(j, "ct", json_stringn(mt, strlen(mt)));
+    if (dh->has_ttl)
+        json_object_set_new(j, "ttl", json_integer((json_int_t)strtoull(dh->ttl, NULL, 10)));
+    if (dh->has_expires_at)
+        json_object_set_new(j, "exp", json_stringn(dh->expires_at, strlen(dh->expires_at)));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+/* Whether an existing stream matches a PUT's configuration. */
+static bool same_config(const struct meta *m, const struct tail *t, const char *mt,
+                        const struct ds_headers *dh)
+{
+    if (strcmp(m->ct, mt) != 0 || t->closed != dh->closed || m->has_ttl != dh->has_ttl)
+        return false;
+    if (dh->has_ttl && m->ttl_s != strtoull(dh->ttl, NULL, 10))
+        return false;
+    if (dh->has_expires_at != (m->expires[0] != 0))
+        return false;
+    int64_t a;
+    return !dh->has_expires_at ||
+           (http_parse_time(dh->expires_at, strlen(dh->expires_at), &a) && a == m->expires_ns);
+}
+
+/* The absolute URL of r's stream, for Location. */
+static char *location(struct request *r)
+{
+    size_t plen = strcspn(r->path, "?#");
+    const char *host = r->authority ? r->authority : "localhost";
+    size_t n = strlen(host) + plen + 16;
+    char *s = mem_alloc(n);
+    snprintf(s, n, "%s://%s%.*s", r->io->secure ? "https" : "http", host, (int)plen, r->path);
+    return s;
+}
+
+static int create(struct request *r)
+{
+    struct ds_headers *dh = &req_of(r)->h;
+    struct bus *bus = r->io->env->bus;
+    char mt[DS_HEADER_MAX + 1];
+    if (dh->has_fork)
+        return fail(r, 501, "forks are not supported by this server");
+    if (ds_media_type(dh->has_content_type ? dh->content_type : "", mt, sizeof(mt)) < 0)
+        return fail(r, 400, "malformed Content-Type");
+    uint64_t ttl;
+    int64_t exp_ns;
+    if (dh->has_ttl && dh->has_expires_at)
+        return fail(r, 400, "Stream-TTL and Stream-Expires-At together");
+    if (dh->has_ttl && ds_parse_uint(dh->ttl, strlen(dh->ttl), DS_JS_INT_MAX, &ttl) != 0)
+        return fail(r, 400, "Stream-TTL is not a non-negative integer");
+    if (dh->has_expires_at && !http_parse_time(dh->expires_at, strlen(dh->expires_at), &exp_ns))
+        return fail(r, 400, "Stream-Expires-At is not an RFC 3339 time");
+    struct buf data;
+    buf_init(&data);
+    if (ds_is_json(mt) && r->body.len) {
+        int rc = json_body((const char *)r->body.data, r->body.len, &data);
+        if (rc == ERR_INVALID) {
+            buf_dispose(&data);
+            return fail(r, 400, "body is not valid JSON");
+        }
+    } else if (r->body.len) {
+        buf_append(&data, r->body.data, r->body.len);
+    }
+    if (!bus) {
+        buf_dispose(&data);
+        return fail(r, 503, "NATS unavailable, try again");
+    }
+    char ms[SUBJECT_MAX], ds[SUBJECT_MAX], off[DS_OFFSET_LEN + 1];
+    subject(r, 'm', ms);
+    subject(r, 'd', ds);
+    char *mj = meta_json(mt, dh);
+    uint64_t seq = 0;
+    bool dup;
+    int rc = bus_ds_publish(bus, ms, NULL, 0, mj, strlen(mj), 0, NULL, &seq, &dup);
+    free(mj);
+    struct request_head h = {0};
+    if (rc == ERR_AGAIN) {
+        /* It exists: the same configuration is an idempotent 200, another a 409. */
+        struct meta m;
+        struct tail t;
+        bool answered;
+        buf_dispose(&data);
+        int a = find(r, &m, &t, &answered);
+        if (answered)
+            return a;
+        if (!same_config(&m, &t, mt, dh))
+            return fail(r, 409, "the stream exists with another configuration");
+        h.status = 200;
+        request_head_add(&h, "cache-control", "no-store");
+        request_head_add(&h, "content-type", m.ct);
+        add_offset(&h, off, t.offset);
+        if (t.closed)
+            request_head_add(&h, "stream-closed", "true");
+        return answer(r, &h, NULL, NULL, 0);
+    }
+    if (rc != 0) {
+        buf_dispose(&data);
+        return fail(r, 503, "JetStream unavailable, try again");
+    }
+    uint64_t tail = seq;
+    if (data.len || dh->closed) {
+        char ts[24];
+        snprintf(ts, sizeof(ts), "%" PRIu64, seq);
+        const char *hd[] = {"Sse-End", dh->closed ? "1" : NULL, "Ds-Tail", data.len ? NULL : ts};
+        uint64_t dseq;
+        rc = bus_ds_publish(bus, ds, hd, 2, data.data, data.len, 0, NULL, &dseq, &dup);
+        if (rc != 0) {
+            buf_dispose(&data);
+            return fail(r, 503, "JetStream unavailable, try again");
+        }
+        if (data.len)
+            tail = dseq;
+    }
+    buf_dispose(&data);
+    char *loc = location(r);
+    h.status = 201;
+    request_head_add(&h, "cache-control", "no-store");
+    request_head_add(&h, "location", loc);
+    request_head_add(&h, "content-type", mt);
+    add_offset(&h, off, tail);
+    if (dh->closed)
+        request_head_add(&h, "stream-closed", "true");
+    int ret = answer(r, &h, NULL, NULL, 0);
+    free(loc);
+    return ret;
+}
+
+/* A producer's state: "epoch seq" on its subject; found false when it has none. */
+struct pstate {
+    bool found;
+    uint64_t msg_seq; /* of the state message, for the conditional update */
+    uint64_t epoch, seq;
+};
+
+static int read_producer(struct request *r, const char *ps, struct pstate *st)
+{
+    struct bus_ds_msg msg;
+    memset(st, 0, sizeof(*st));
+    int rc = bus_ds_get(r->io->env->bus, ps, 0, true, &msg);
+    if (rc == ERR_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    char tmp[64];
+    snprintf(tmp, sizeof(tmp), "%.*s", (int)(msg.len < 63 ? msg.len : 63), msg.data);
+    st->found = sscanf(tmp, "%" SCNu64 " %" SCNu64, &st->epoch, &st->seq) == 2;
+    st->msg_seq = msg.seq;
+    bus_ds_msg_dispose(&msg);
+    return 0;
+}
+
+static void add_u64(struct request_head *h, const char *name, char *buf, uint64_t v)
+{
+    snprintf(buf, 24, "%" PRIu64, v);
+    request_head_add(h, name, buf);
+}
+
+static int append(struct request *r)
+{
+    struct ds_req *d = req_of(r);
+    struct ds_headers *dh = &d->h;
+    struct bus *bus = r->io->env->bus;
+    struct ds_producer pr;
+    bool producer;
+    if (dh->has_fork)
+        return fail(r, 400, "Stream-Forked-From on an append");
+    if (ds_producer_parse(dh, &pr, &producer) != 0)
+        return fail(r, 400, "Producer-Id, Producer-Epoch and Producer-Seq: all three, integers");
+    if (r->body.len == 0 && !dh->closed)
+        return fail(r, 400, "empty append (only a close may be empty)");
+    char mt[DS_HEADER_MAX + 1];
+    if (r->body.len && (!dh->has_content_type || ds_media_type(dh->content_type, mt, sizeof(mt)) < 0))
+        return fail(r, 400, "an append needs a Content-Type");
+    struct meta m;
+    struct tail t;
+    bool answered;
+    int a = find(r, &m, &t, &answered);
+    if (answered)
+        return a;
+    char ds[SUBJECT_MAX], ps[SUBJECT_MAX] = "", off[DS_OFFSET_LEN + 1];
+    char e1[24], e2[24], e3[24];
+    subject(r, 'd', ds);
+    if (producer) {
+        snprintf(ps, sizeof(ps), "%s.p.%s.", r->io->env->cfg->ds_subject_prefix, token_of(r));
+        size_t o = strlen(ps);
+        for (const char *p = pr.id; *p && o + 4 < sizeof(ps); p++) {
+            unsigned char c = (unsigned char)*p;
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '_' || c == '-')
+                ps[o++] = (char)c;
+            else
+                o += (size_t)snprintf(ps + o, 4, "~%02X", c);
+        }
+        ps[o] = '\0';
+    }
+    struct buf data;
+    buf_init(&data);
+    bool json = ds_is_json(m.ct);
+    for (int tries = 0;; tries++) {
+        struct request_head h = {0};
+        request_head_add(&h, "cache-control", "no-store");
+        char closer[sizeof(t.closer)] = "";
+        if (producer)
+            snprintf(closer, sizeof(closer), "%" PRIu64 " %" PRIu64 " %s", pr.epoch, pr.seq, pr.id);
+        if (t.closed) {
+            buf_dispose(&data);
+            add_offset(&h, off, t.offset);
+            request_head_add(&h, "stream-closed", "true");
+            if ((r->body.len == 0 && !producer) || (producer && strcmp(closer, t.closer) == 0)) {
+                h.status = 204;
+                if (producer) {
+                    add_u64(&h, "producer-epoch", e1, pr.epoch);
+                    add_u64(&h, "producer-seq", e2, pr.seq);
+                }
+                return answer(r, &h, NULL, NULL, 0);
+            }
+            h.status = 409;
+            return answer(r, &h, "text/plain; charset=utf-8", mem_strdup("stream is closed\n"), 17);
+        }
+        if (r->body.len && strcmp(mt, m.ct) != 0) {
+            buf_dispose(&data);
+            return fail(r, 409, "Content-Type differs from the stream's");
+        }
+        if (dh->has_stream_seq && t.wseq[0] && strcmp(dh->stream_seq, t.wseq) <= 0) {
+            buf_dispose(&data);
+            return fail(r, 409, "Stream-Seq is not above the last one");
+        }
+        if (tries == 0 && r->body.len) {
+            if (json) {
+                int rc = json_body((const char *)r->body.data, r->body.len, &data);
+                if (rc != 0) {
+                    buf_dispose(&data);
+                    return fail(r, 400, rc == ERR_NOTFOUND ? "empty JSON array"
+                                                           : "body is not valid JSON");
+                }
+            } else {
+                buf_append(&data, r->body.data, r->body.len);
+            }
+        }
+        struct pstate st = {0};
+        if (producer) {
+            if (read_producer(r, ps, &st) != 0) {
+                buf_dispose(&data);
+                return fail(r, 503, "JetStream unavailable, try again");
+            }
+            if (st.found && pr.epoch < st.epoch) {
+                buf_dispose(&data);
+                h.status = 403;
+                add_u64(&h, "producer-epoch", e1, st.epoch);
+                return answer(r, &h, "text/plain; charset=utf-8", mem_strdup("stale epoch\n"), 12);
+            }
+            bool fresh = !st.found || pr.epoch > st.epoch;
+            if (fresh && pr.seq != 0) {
+                buf_dispose(&data);
+                if (st.found)
+                    return fail(r, 400, "a new Producer-Epoch starts at Producer-Seq 0");
+                h.status = 409;
+                add_u64(&h, "producer-expected-seq", e1, 0);
+                add_u64(&h, "producer-received-seq", e2, pr.seq);
+                return answer(r, &h, "text/plain; charset=utf-8", mem_strdup("sequence gap\n"), 13);
+            }
+            if (!fresh && pr.seq <= st.seq) {
+                buf_dispose(&data);
+                h.status = 204;
+                add_u64(&h, "producer-epoch", e1, st.epoch);
+                add_u64(&h, "producer-seq", e2, st.seq);
+                add_offset(&h, off, t.offset);
+                return answer(r, &h, NULL, NULL, 0);
+            }
+            if (!fresh && pr.seq > st.seq + 1) {
+                buf_dispose(&data);
+                h.status = 409;
+                add_u64(&h, "producer-expected-seq", e1, st.seq + 1);
+                add_u64(&h, "producer-received-seq", e2, pr.seq);
+                return answer(r, &h, "text/plain; charset=utf-8", mem_strdup("sequence gap\n"), 13);
+            }
+        }
+        char ts[24];
+        snprintf(ts, sizeof(ts), "%" PRIu64, t.offset);
+        const char *hd[] = {
+            "Sse-End",     dh->closed ? "1" : NULL,
+            "Ds-Tail",     data.len ? NULL : ts,
+            "Ds-Seq",      dh->has_stream_seq ? dh->stream_seq : t.wseq,
+            "Ds-Producer", producer && dh->closed ? closer : NULL,
+        };
+        uint64_t seq;
+        bool dup;
+        int rc = bus_ds_publish(bus, ds, hd, 4, data.data, data.len, (int64_t)t.last, NULL, &seq,
+                                &dup);
+        if (rc == ERR_AGAIN && tries + 1 < WRITE_TRIES) {
+            /* Another writer got there first: judge the request again on the new tail. */
+            if (read_tail(r, &m, &t) != 0)
+                rc = ERR_NATS;
+            else
+                continue;
+        }
+        if (rc != 0) {
+            buf_dispose(&data);
+            return fail(r, 503, rc == ERR_AGAIN ? "too many concurrent appends, retry"
+                                                : "JetStream unavailable, try again");
+        }
+        if (producer) {
+            char body[48];
+            int n = snprintf(body, sizeof(body), "%" PRIu64 " %" PRIu64, pr.epoch, pr.seq);
+            uint64_t pseq;
+            if (bus_ds_publish(bus, ps, NULL, 0, body, (size_t)n, st.found ? (int64_t)st.msg_seq : 0,
+                               NULL, &pseq, &dup) != 0)
+                log_warn("ds: producer state of %s on %s not updated after its append", pr.id,
+                         token_of(r));
+        }
+        buf_dispose(&data);
+        h.status = producer ? 200 : 204;
+        add_offset(&h, off, data.len || r->body.len ? seq : t.offset);
+        if (dh->closed)
+            request_head_add(&h, "stream-closed", "true");
+        if (producer) {
+            add_u64(&h, "producer-epoch", e1, pr.epoch);
+            add_u64(&h, "producer-seq", e3, pr.seq);
+        }
+        return answer(r, &h, NULL, NULL, 0);
+    }
+}
+
+int ds_write(struct request *r)
+{
+    req_of(r);
+    if (req_of(r)->h.too_long)
+        return fail(r, 400, "a protocol header is longer than 256 bytes");
+    return strcmp(r->method, "PUT") == 0 ? create(r) : append(r);
+}
+
+/* What a read found: the body and where it ends. */
+struct chunk {
+    struct buf body;
+    uint64_t next;     /* Stream-Next-Offset */
+    bool up_to_date;   /* no more data after next, when read */
+    bool closed;       /* and the stream ends there */
+    size_t messages;
+};
+
+/*
+ * Reads the data after offset (at most ds-max-read-bytes, whole messages,
+ * at least one). 0 or ERR_NATS.
+ */
+static int read_data(struct request *r, uint64_t offset, bool json, struct chunk *c)
+{
+    char ds[SUBJECT_MAX];
+    subject(r, 'd', ds);
+    size_t max = r->io->env->cfg->ds_max_read_bytes;
+    buf_init(&c->body);
+    c->next = offset;
+    c->up_to_date = c->closed = false;
+    c->messages = 0;
+    if (json)
+        buf_append(&c->body, "[", 1);
+    for (;;) {
+        struct bus_ds_msg msg;
+        int rc = bus_ds_get(r->io->env->bus, ds, c->next + 1, false, &msg);
+        if (rc == ERR_NOTFOUND) {
+            c->up_to_date = true;
+            break;
+        }
+        if (rc != 0) {
+            buf_dispose(&c->body);
+            return rc;
+        }
+        if (c->messages && c->body.len + msg.len > max) {
+            bus_ds_msg_dispose(&msg);
+            break;
+        }
+        bool end = bus_ds_header(&msg, "Sse-End") != NULL;
+        if (msg.len) {
+            if (json && c->messages)
+                buf_append(&c->body, ",", 1);
+            buf_append(&c->body, msg.data, msg.len);
+            c->messages++;
+            c->next = msg.seq;
+        }
+        bus_ds_msg_dispose(&msg);
+        if (end) {
+            c->closed = c->up_to_date = true;
+            break;
+        }
+    }
+    if (json)
+        buf_append(&c->body, "]", 1);
+    return 0;
+}
+
+static int head(struct request *r)
+{
+    struct meta m;
+    struct tail t;
+    bool answered;
+    int a = find(r, &m, &t, &answered);
+    if (answered)
+        return a;
+    char off[DS_OFFSET_LEN + 1], ttl[24];
+    struct request_head h = {.status = 200};
+    request_head_add(&h, "cache-control", "no-store");
+    request_head_add(&h, "content-type", m.ct);
+    add_offset(&h, off, t.offset);
+    if (m.has_ttl)
+        add_u64(&h, "stream-ttl", ttl, m.ttl_s);
+    if (m.expires[0])
+        request_head_add(&h, "stream-expires-at", m.expires);
+    if (t.closed)
+        request_head_add(&h, "stream-closed", "true");
+    return answer(r, &h, NULL, NULL, 0);
+}
+
+static int delete_stream(struct request *r)
+{
+    struct meta m;
+    bool answered;
+    int a = find(r, &m, NULL, &answered);
+    if (answered)
+        return a;
+    if (purge(r) != 0)
+        return fail(r, 503, "JetStream unavailable, try again");
+    struct request_head h = {.status = 204};
+    request_head_add(&h, "cache-control", "no-store");
+    return answer(r, &h, NULL, NULL, 0);
+}
+
+/* The query's value of key, percent-decoded into out; false when absent or too long. */
+static bool query(const struct request *r, const char *key, char *out, size_t outsz)
+{
+    const char *q = strchr(r->path, '?');
+    const char *v;
+    size_t n;
+    if (!q || !ds_query(q + 1, strlen(q + 1), key, &v, &n) || n >= outsz)
+        return false;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    long len = http_percent_decode(out, n);
+    if (len < 0)
+        return false;
+    out[len] = '\0';
+    return true;
+}
+
+static uint32_t rnd32(void)
+{
+    static _Thread_local uint32_t x;
+    if (!x)
+        x = (uint32_t)wall_ns() | 1;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
+/* The answer of a read with chunk c (taken). */
+static int answer_read(struct request *r, struct chunk *c, uint64_t start, bool now, bool live,
+                       const char *ct)
+{
+    struct ds_req *d = req_of(r);
+    char off[DS_OFFSET_LEN + 1], cur[24], etag[DS_TOKEN_MAX + 64];
+    struct request_head h = {.status = 200};
+    if (live && c->messages == 0)
+        h.status = 204;
+    add_offset(&h, off, c->next);
+    if (c->up_to_date)
+        request_head_add(&h, "stream-up-to-date", "true");
+    if (c->closed)
+        request_head_add(&h, "stream-closed", "true");
+    if (live && !c->closed)
+        add_u64(&h, "stream-cursor", cur, d->cursor);
+    if (now || h.status == 204) {
+        request_head_add(&h, "cache-control", "no-store");
+    } else {
+        snprintf(etag, sizeof(etag), "\"%s:%016" PRIu64 ":%016" PRIu64 "%s\"", d->token, start,
+                 c->next, c->closed ? ":c" : "");
+        request_head_add(&h, "etag", etag);
+        request_head_add(&h, "cache-control", r->grant ? "private, max-age=60, stale-while-revalidate=300"
+                                                       : "public, max-age=60, stale-while-revalidate=300");
+        if (d->h.has_if_none_match && strcmp(d->h.if_none_match, etag) == 0) {
+            buf_dispose(&c->body);
+            h.status = 304;
+            return answer(r, &h, NULL, NULL, 0);
+        }
+    }
+    if (h.status == 204) {
+        buf_dispose(&c->body);
+        return answer(r, &h, NULL, NULL, 0);
+    }
+    size_t len = c->body.len;
+    char *body = (char *)c->body.data;
+    if (len == 0) {
+        buf_dispose(&c->body);
+        body = NULL;
+    }
+    return answer(r, &h, ct, body, len);
+}
+
+
+/* Standard base64 (RFC 4648) of n bytes at in, appended to out. */
+static void base64(struct buf *out, const uint8_t *in, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        char q[4] = {t[v >> 18], t[(v >> 12) & 63], i + 1 < n ? t[(v >> 6) & 63] : '=',
+                     i + 2 < n ? t[v & 63] : '='};
+        buf_append(out, q, 4);
+    }
+}
+
+/* "data: " lines for n bytes at p, split at CR, LF and CRLF so no byte ends the event early. */
+static void data_lines(struct buf *out, const char *p, size_t n)
+{
+    for (size_t i = 0;;) {
+        size_t e = i;
+        while (e < n && p[e] != '\r' && p[e] != '\n')
+            e++;
+        buf_append(out, "data: ", 6);
+        buf_append(out, p + i, e - i);
+        buf_append(out, "\n", 1);
+        if (e == n)
+            break;
+        if (p[e] == '\r' && e + 1 < n && p[e + 1] == '\n')
+            e++;
+        i = e + 1;
+    }
+}
+
+/* The control event after a chunk (or at the start). */
+static void control(struct buf *out, const struct ds_req *d, uint64_t next, bool up_to_date,
+                    bool closed)
+{
+    char off[DS_OFFSET_LEN + 1], line[160];
+    ds_offset_format(next, off);
+    int n = snprintf(line, sizeof(line), "event: control\ndata: {\"streamNextOffset\":\"%s\"", off);
+    buf_append(out, line, (size_t)n);
+    if (!closed) {
+        n = snprintf(line, sizeof(line), ",\"streamCursor\":\"%" PRIu64 "\"", d->cursor);
+        buf_append(out, line, (size_t)n);
+    }
+    if (up_to_date)
+        buf_append(out, ",\"upToDate\":true", 16);
+    if (closed)
+        buf_append(out, ",\"streamClosed\":true", 20);
+    buf_append(out, "}\n\n", 3);
+}
+
+/*
+ * Reads what is new for an SSE reader and queues it as data and control
+ * events; at the closure, the last control event, after which the stream
+ * ends on the next tick (not here: this may run inside the fan-out's
+ * delivery). first: queue a control event even with no data.
+ */
+static void pump(struct request *r, bool first)
+{
+    struct ds_req *d = req_of(r);
+    struct stream *s = r->stream;
+    if (d->pumping || d->done || !s || stream_ended(s) != STREAM_END_NONE)
+        return;
+    d->pumping = true;
+    bool text = ds_sse_text(d->ct);
+    for (int rounds = 0; rounds < 64; rounds++) {
+        struct chunk c;
+        if (read_data(r, d->offset, d->json, &c) != 0) {
+            stream_set_expiry(s, stream_now_ms(), STREAM_END_UNAVAILABLE);
+            break;
+        }
+        if (!c.messages && !c.closed && !first) {
+            buf_dispose(&c.body);
+            break;
+        }
+        struct buf ev;
+        buf_init(&ev);
+        if (c.messages) {
+            buf_append(&ev, "event: data\n", 12);
+            if (text) {
+                data_lines(&ev, (const char *)c.body.data, c.body.len);
+            } else {
+                buf_append(&ev, "data: ", 6);
+                base64(&ev, c.body.data, c.body.len);
+                buf_append(&ev, "\n", 1);
+            }
+            buf_append(&ev, "\n", 1);
+        }
+        buf_dispose(&c.body);
+        d->offset = c.next;
+        control(&ev, d, c.next, c.up_to_date, c.closed);
+        bool ok = stream_push_text(s, (const char *)ev.data, ev.len);
+        buf_dispose(&ev);
+        first = false;
+        if (!ok)
+            break;
+        if (c.closed) {
+            d->done = true;
+            stream_set_expiry(s, stream_now_ms(), STREAM_END_FINISHED);
+            break;
+        }
+        if (c.up_to_date)
+            break;
+    }
+    d->pumping = false;
+}
+
+void ds_wake(struct request *r)
+{
+    if (r->ds && r->ds->mode == MODE_SSE && r->status == 200)
+        pump(r, false);
+}
+
+static int sse_resume(struct request *r)
+{
+    struct ds_req *d = req_of(r);
+    if (!stream_ready(r->stream))
+        return 0;
+    pump(r, true);
+    struct request_head h = {.status = 200};
+    security(&h);
+    request_head_add(&h, "content-type", "text/event-stream");
+    request_head_add(&h, "cache-control", "no-cache");
+    request_head_add(&h, "x-accel-buffering", "no");
+    if (!ds_sse_text(d->ct))
+        request_head_add(&h, "stream-sse-data-encoding", "base64");
+    return request_start_stream(r, &h);
+}
+
+static int sse_start(struct request *r, const struct tail *t)
+{
+    (void)t;
+    const char *text;
+    /* Closed about once a minute, as the protocol asks, so that readers spread over a fleet. */
+    int status = request_open_wait(r, 60000, &text);
+    if (status != 0)
+        return fail(r, status, text);
+    return request_resume(r);
+}
+
+/* A long poll's wake: data, the closure, or the end of its wait. */
+static int resume_long_poll(struct request *r)
+{
+    struct ds_req *d = req_of(r);
+    struct stream *s = r->stream;
+    if (!stream_ready(s))
+        return 0;
+    struct chunk c;
+    if (read_data(r, d->offset, d->json, &c) != 0)
+        return fail(r, 503, "JetStream unavailable, try again");
+    if (c.messages || c.closed || stream_ended(s) != STREAM_END_NONE) {
+        r->waiting = false;
+        return answer_read(r, &c, d->offset, false, true, d->ct);
+    }
+    buf_dispose(&c.body);
+    return 0; /* nothing new for this reader yet */
+}
+
+int ds_resume(struct request *r)
+{
+    if (!r->ds || !r->stream)
+        return 0;
+    if (r->ds->mode == MODE_SSE)
+        return sse_resume(r);
+    return resume_long_poll(r);
+}
+
+static int read_stream(struct request *r)
+{
+    struct ds_req *d = req_of(r);
+    char v[64], cursor[64];
+    enum ds_offset_kind kind = DS_OFFSET_START;
+    uint64_t offset = 0;
+    bool has_offset = query(r, "offset", v, sizeof(v));
+    if (has_offset && ds_offset_parse(v, strlen(v), &kind, &offset) != 0)
+        return fail(r, 400, "malformed offset");
+    const char *q = strchr(r->path, '?'), *lv;
+    size_t ln;
+    enum mode mode = MODE_CATCHUP;
+    if (q && ds_query(q + 1, strlen(q + 1), "live", &lv, &ln)) {
+        if (ln == 9 && memcmp(lv, "long-poll", 9) == 0)
+            mode = MODE_LONG_POLL;
+        else if (ln == 3 && memcmp(lv, "sse", 3) == 0)
+            mode = MODE_SSE;
+        else
+            return fail(r, 400, "live must be long-poll or sse");
+        if (!has_offset)
+            return fail(r, 400, "a live read needs an offset");
+    }
+    struct meta m;
+    struct tail t;
+    bool answered;
+    int a = find(r, &m, &t, &answered);
+    if (answered)
+        return a;
+    bool has_cursor = query(r, "cursor", cursor, sizeof(cursor));
+    d->cursor = ds_cursor((int64_t)(wall_ns() / 1000000000), has_cursor ? cursor : NULL,
+                          has_cursor ? strlen(cursor) : 0, rnd32());
+    d->json = ds_is_json(m.ct);
+    snprintf(d->ct, sizeof(d->ct), "%s", m.ct);
+    token_of(r);
+    if (kind == DS_OFFSET_NOW)
+        offset = t.offset;
+    else if (kind == DS_OFFSET_START || offset < m.seq)
+        offset = m.seq;
+    d->offset = offset;
+    d->mode = mode;
+    if (mode == MODE_SSE)
+        return sse_start(r, &t);
+    struct chunk c;
+    if (kind == DS_OFFSET_NOW && (mode == MODE_CATCHUP || t.closed)) {
+        buf_init(&c.body);
+        if (d->json)
+            buf_append(&c.body, "[]", 2);
+        c.next = t.offset;
+        c.up_to_date = true;
+        c.closed = t.closed;
+        c.messages = 0;
+        return answer_read(r, &c, offset, true, mode != MODE_CATCHUP, m.ct);
+    }
+    if (kind == DS_OFFSET_NOW) {
+        c.messages = 0;
+    } else if (read_data(r, offset, d->json, &c) != 0) {
+        return fail(r, 503, "JetStream unavailable, try again");
+    }
+    if (mode == MODE_CATCHUP || c.messages || c.closed)
+        return answer_read(r, &c, offset, false, mode != MODE_CATCHUP, m.ct);
+    if (kind != DS_OFFSET_NOW)
+        buf_dispose(&c.body);
+    const char *text;
+    int status = request_open_wait(r, r->io->env->cfg->ds_long_poll_ms, &text);
+    if (status != 0)
+        return fail(r, status, text);
+    return request_resume(r);
+}
+
+int ds_serve(struct request *r)
+{
+    req_of(r);
+    if (req_of(r)->h.too_long)
+        return fail(r, 400, "a protocol header is longer than 256 bytes");
+    if (strcmp(r->method, "GET") == 0)
+        return read_stream(r);
+    if (strcmp(r->method, "HEAD") == 0)
+        return head(r);
+    if (strcmp(r->method, "DELETE") == 0)
+        return delete_stream(r);
+    return fail(r, 405, "method not allowed on a stream");
+}
