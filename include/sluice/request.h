@@ -248,6 +248,7 @@ struct request {
     bool asking;                /* a POST stream: 200 waits for the first reply */
     bool asked;                 /* its request was published */
     struct ds_req *ds;          /* the Durable Streams route's state (ds.c); NULL: none */
+    bool no_body;               /* content-length: 0 was sent: the body is complete at once */
 };
 
 /* Starts r for a request of io's connection; stream_id labels log lines (0: none). */

@@ -172,7 +172,7 @@ int bus_ds_publish(struct bus *bus, const char *subject, const char *const *head
     return 0;
 }
 
-int bus_ds_purge(struct bus *bus, const char *subject)
+int bus_ds_purge(struct bus *bus, const char *subject, uint64_t keep)
 {
     if (!bus->ds_js)
         return ERR_NATS;
@@ -180,6 +180,7 @@ int bus_ds_purge(struct bus *bus, const char *subject)
     jsOptions_Init(&o);
     o.Wait = bus->ds_timeout_ms;
     o.Stream.Purge.Subject = subject;
+    o.Stream.Purge.Keep = keep;
     jsErrCode jerr = 0;
     natsStatus s = js_PurgeStream(bus->ds_js, bus->ds_stream, &o, &jerr);
     if (s != NATS_OK) {

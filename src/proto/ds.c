@@ -14,6 +14,7 @@
  *                       too); a close without data is an empty message
  *                       with Sse-End and Ds-Tail (the unchanged tail)
  *   <prefix>.p.T.<id>   an idempotent producer's state: "epoch seq"
+ *   <prefix>.t.T        a TTL stream's last read (empty; see touch())
  *
  * An offset is the stream sequence of the last data message read (16
  * digits). Every write is a publish conditioned on the data subject's last
@@ -62,6 +63,7 @@ struct meta {
     bool has_ttl;
     char expires[DS_HEADER_MAX + 1]; /* "" : none */
     int64_t expires_ns;
+    int64_t active_ns;    /* with a TTL: the last write or read, JetStream's clock */
 };
 
 /* The data subject's last message, as far as writers care. */
@@ -84,6 +86,7 @@ struct ds_req {
     uint64_t cursor;
     bool pumping;         /* an SSE pump is running (its pushes wake it again) */
     bool done;            /* the SSE reader has been sent the closure */
+    bool heading;         /* its SSE head is being sent */
 };
 
 static struct ds_req *req_of(struct request *r)
@@ -262,13 +265,16 @@ static int purge(struct request *r)
     char s[SUBJECT_MAX];
     struct bus *bus = r->io->env->bus;
     subject(r, 'd', s);
-    int rc = bus_ds_purge(bus, s);
+    int rc = bus_ds_purge(bus, s, 0);
     snprintf(s, sizeof(s), "%s.p.%s.*", r->io->env->cfg->ds_subject_prefix, token_of(r));
     if (rc == 0)
-        rc = bus_ds_purge(bus, s);
+        rc = bus_ds_purge(bus, s, 0);
+    subject(r, 't', s);
+    if (rc == 0)
+        rc = bus_ds_purge(bus, s, 0);
     subject(r, 'm', s); /* last: while it is there, the stream still exists */
     if (rc == 0)
-        rc = bus_ds_purge(bus, s);
+        rc = bus_ds_purge(bus, s, 0);
     return rc;
 }
 
@@ -292,21 +298,20 @@ static int find(struct request *r, struct meta *m, struct tail *t, bool *answere
     int64_t now = wall_ns();
     bool expired = m->expires_ns && now >= m->expires_ns;
     if (!expired && m->has_ttl) {
-        /* Idle since the last write (reads do not renew it here: see the README). */
-        char s[SUBJECT_MAX];
-        subject(r, 'd', s);
-        struct bus_ds_msg msg;
+        /* Idle since the last write or read: the latest of the three subjects' last messages. */
         int64_t last_ns = 0;
-        if (bus_ds_get(r->io->env->bus, s, 0, true, &msg) == 0) {
-            last_ns = msg.time_ns;
-            bus_ds_msg_dispose(&msg);
-        } else {
-            subject(r, 'm', s);
+        const char kinds[] = {'m', 'd', 't'};
+        for (size_t i = 0; i < sizeof(kinds); i++) {
+            char s[SUBJECT_MAX];
+            struct bus_ds_msg msg;
+            subject(r, kinds[i], s);
             if (bus_ds_get(r->io->env->bus, s, 0, true, &msg) == 0) {
-                last_ns = msg.time_ns;
+                if (msg.time_ns > last_ns)
+                    last_ns = msg.time_ns;
                 bus_ds_msg_dispose(&msg);
             }
         }
+        m->active_ns = last_ns;
         expired = last_ns && now >= last_ns + (int64_t)m->ttl_s * 1000000000;
     }
     if (expired) {
@@ -315,6 +320,23 @@ static int find(struct request *r, struct meta *m, struct tail *t, bool *answere
     }
     *answered = false;
     return 0;
+}
+
+/*
+ * A read renews a TTL stream: an empty message on <prefix>.t.T, the older
+ * ones purged, so the renewal is JetStream's and every gateway sees it.
+ * Skipped when the last activity is under a tenth of the TTL old.
+ */
+static void touch(struct request *r, const struct meta *m)
+{
+    if (!m->has_ttl || wall_ns() - m->active_ns < (int64_t)m->ttl_s * 100000000)
+        return;
+    char s[SUBJECT_MAX];
+    subject(r, 't', s);
+    uint64_t seq;
+    bool dup;
+    if (bus_ds_publish(r->io->env->bus, s, NULL, 0, NULL, 0, -1, NULL, &seq, &dup) == 0)
+        bus_ds_purge(r->io->env->bus, s, 1);
 }
 
 static void add_offset(struct request_head *h, char *buf, uint64_t off)
@@ -565,7 +587,7 @@ static int append(struct request *r)
             buf_dispose(&data);
             add_offset(&h, off, t.offset);
             request_head_add(&h, "stream-closed", "true");
-            if ((r->body.len == 0 && !producer) || (producer && strcmp(closer, t.closer) == 0)) {
+            if (r->body.len == 0 || (producer && strcmp(closer, t.closer) == 0)) {
                 h.status = 204;
                 if (producer) {
                     add_u64(&h, "producer-epoch", e1, pr.epoch);
@@ -579,10 +601,6 @@ static int append(struct request *r)
         if (r->body.len && strcmp(mt, m.ct) != 0) {
             buf_dispose(&data);
             return fail(r, 409, "Content-Type differs from the stream's");
-        }
-        if (dh->has_stream_seq && t.wseq[0] && strcmp(dh->stream_seq, t.wseq) <= 0) {
-            buf_dispose(&data);
-            return fail(r, 409, "Stream-Seq is not above the last one");
         }
         if (tries == 0 && r->body.len) {
             if (json) {
@@ -634,6 +652,10 @@ static int append(struct request *r)
                 return answer(r, &h, "text/plain; charset=utf-8", mem_strdup("sequence gap\n"), 13);
             }
         }
+        if (dh->has_stream_seq && t.wseq[0] && strcmp(dh->stream_seq, t.wseq) <= 0) {
+            buf_dispose(&data);
+            return fail(r, 409, "Stream-Seq is not above the last one");
+        }
         char ts[24];
         snprintf(ts, sizeof(ts), "%" PRIu64, t.offset);
         const char *hd[] = {
@@ -667,9 +689,11 @@ static int append(struct request *r)
                 log_warn("ds: producer state of %s on %s not updated after its append", pr.id,
                          token_of(r));
         }
+        bool appended = data.len != 0;
         buf_dispose(&data);
-        h.status = producer ? 200 : 204;
-        add_offset(&h, off, data.len || r->body.len ? seq : t.offset);
+        /* 200 says "new data from this producer"; a close without data is a 204 either way. */
+        h.status = producer && appended ? 200 : 204;
+        add_offset(&h, off, appended ? seq : t.offset);
         if (dh->closed)
             request_head_add(&h, "stream-closed", "true");
         if (producer) {
@@ -877,7 +901,11 @@ static void data_lines(struct buf *out, const char *p, size_t n)
         size_t e = i;
         while (e < n && p[e] != '\r' && p[e] != '\n')
             e++;
-        buf_append(out, "data: ", 6);
+        /* "data:" alone, as readers of the protocol expect; a space would be eaten by the parser. */
+        if (e > i && p[i] == ' ')
+            buf_append(out, "data: ", 6);
+        else
+            buf_append(out, "data:", 5);
         buf_append(out, p + i, e - i);
         buf_append(out, "\n", 1);
         if (e == n)
@@ -894,7 +922,7 @@ static void control(struct buf *out, const struct ds_req *d, uint64_t next, bool
 {
     char off[DS_OFFSET_LEN + 1], line[160];
     ds_offset_format(next, off);
-    int n = snprintf(line, sizeof(line), "event: control\ndata: {\"streamNextOffset\":\"%s\"", off);
+    int n = snprintf(line, sizeof(line), "event: control\ndata:{\"streamNextOffset\":\"%s\"", off);
     buf_append(out, line, (size_t)n);
     if (!closed) {
         n = snprintf(line, sizeof(line), ",\"streamCursor\":\"%" PRIu64 "\"", d->cursor);
@@ -938,7 +966,7 @@ static void pump(struct request *r, bool first)
             if (text) {
                 data_lines(&ev, (const char *)c.body.data, c.body.len);
             } else {
-                buf_append(&ev, "data: ", 6);
+                buf_append(&ev, "data:", 5);
                 base64(&ev, c.body.data, c.body.len);
                 buf_append(&ev, "\n", 1);
             }
@@ -972,8 +1000,10 @@ void ds_wake(struct request *r)
 static int sse_resume(struct request *r)
 {
     struct ds_req *d = req_of(r);
-    if (!stream_ready(r->stream))
+    /* The pump's first push wakes r again, and h2 resumes at once: one head only. */
+    if (!stream_ready(r->stream) || d->heading)
         return 0;
+    d->heading = true;
     pump(r, true);
     struct request_head h = {.status = 200};
     security(&h);
@@ -1051,6 +1081,7 @@ static int read_stream(struct request *r)
     int a = find(r, &m, &t, &answered);
     if (answered)
         return a;
+    touch(r, &m);
     bool has_cursor = query(r, "cursor", cursor, sizeof(cursor));
     d->cursor = ds_cursor((int64_t)(wall_ns() / 1000000000), has_cursor ? cursor : NULL,
                           has_cursor ? strlen(cursor) : 0, rnd32());
@@ -1077,14 +1108,14 @@ static int read_stream(struct request *r)
         return answer_read(r, &c, offset, true, mode != MODE_CATCHUP, m.ct);
     }
     if (kind == DS_OFFSET_NOW) {
-        c.messages = 0;
+        memset(&c, 0, sizeof(c));
+        buf_init(&c.body);
     } else if (read_data(r, offset, d->json, &c) != 0) {
         return fail(r, 503, "JetStream unavailable, try again");
     }
     if (mode == MODE_CATCHUP || c.messages || c.closed)
         return answer_read(r, &c, offset, false, mode != MODE_CATCHUP, m.ct);
-    if (kind != DS_OFFSET_NOW)
-        buf_dispose(&c.body);
+    buf_dispose(&c.body);
     const char *text;
     int status = request_open_wait(r, r->io->env->cfg->ds_long_poll_ms, &text);
     if (status != 0)

@@ -293,6 +293,8 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         r->fwd[r->nfwd++] = mem_strndup(name, nlen);
         r->fwd[r->nfwd++] = mem_strndup(value, vlen);
         r->fwd_bad |= !reply_header_value_ok(value, vlen);
+    } else if (is(name, nlen, "content-length")) {
+        r->no_body = vlen == 1 && value[0] == '0';
     } else if (*env->cfg->ds_base_path) {
         ds_request_header(r, name, nlen, value, vlen);
     }
@@ -433,7 +435,7 @@ static int respond_preflight(struct request *r)
         return respond_text(r, 403, "origin not allowed", NULL);
     struct request_head h = {.status = 204};
     add(&h, "x-request-id", r->request_id);
-    add_cors(r, &h, CORS_PREFLIGHT);
+    add_cors(r, &h, ds_route_match(r->io->env->cfg, r->path) ? CORS_DS_PREFLIGHT : CORS_PREFLIGHT);
     r->status = 204;
     unroute(r);
     log_answer(r, 204);
@@ -1231,7 +1233,8 @@ int request_process(struct request *r)
     case HTTP_DS:
         if (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0) {
             r->publishing = true; /* answered by ds_write() when the body is complete */
-            return 0;
+            /* undici's h2 sends END_STREAM on an empty body only after the answer. */
+            return r->no_body ? request_body_end(r) : 0;
         }
         return ds_serve(r);
     default:
@@ -1252,7 +1255,7 @@ int request_answer(struct request *r, struct request_head *h, struct request_bod
         add(h, "content-length", h->length);
     }
     add(h, "x-request-id", r->request_id);
-    add_cors(r, h, CORS_ACTUAL);
+    add_cors(r, h, CORS_DS_ACTUAL);
     r->status = h->status;
     r->publishing = false;
     r->waiting = false;
@@ -1283,7 +1286,7 @@ int request_open_wait(struct request *r, int timeout_ms, const char **text)
 int request_start_stream(struct request *r, struct request_head *h)
 {
     add(h, "x-request-id", r->request_id);
-    add_cors(r, h, CORS_ACTUAL);
+    add_cors(r, h, CORS_DS_ACTUAL);
     r->waiting = false;
     r->status = 200;
     log_answer(r, 200);
