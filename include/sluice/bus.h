@@ -210,6 +210,8 @@ void bus_ds_msg_dispose(struct bus_ds_msg *m);
 int bus_ds_publish(struct bus *bus, const char *subject, const char *const *headers,
                    size_t nheaders, const void *data, size_t len, int64_t expect_last,
                    const char *msg_id, uint64_t *seq, bool *duplicate);
+/* The largest message nats-server takes (its max_payload); 0 when unknown. */
+size_t bus_ds_max_payload(struct bus *bus);
 /* Removes the messages on subject (wildcards allowed) but the last keep. 0 or ERR_NATS. */
 int bus_ds_purge(struct bus *bus, const char *subject, uint64_t keep);
 

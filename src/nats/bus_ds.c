@@ -189,3 +189,9 @@ int bus_ds_purge(struct bus *bus, const char *subject, uint64_t keep)
     }
     return 0;
 }
+
+size_t bus_ds_max_payload(struct bus *bus)
+{
+    int64_t n = bus->nc ? natsConnection_GetMaxPayload(bus->nc) : 0;
+    return n > 0 ? (size_t)n : 0;
+}

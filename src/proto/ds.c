@@ -709,6 +709,10 @@ int ds_write(struct request *r)
     req_of(r);
     if (req_of(r)->h.too_long)
         return fail(r, 400, "a protocol header is longer than 256 bytes");
+    /* One append is one NATS message: past nats-server's max_payload it cannot be stored. */
+    size_t max = r->io->env->bus ? bus_ds_max_payload(r->io->env->bus) : 0;
+    if (max && r->body.len + 1024 > max)
+        return fail(r, 413, "body larger than one NATS message can be (nats-server max_payload)");
     return strcmp(r->method, "PUT") == 0 ? create(r) : append(r);
 }
 
