@@ -314,11 +314,12 @@ int request_answer(struct request *r, struct request_head *h, struct request_bod
 void request_charge(struct request *r, size_t n);
 /*
  * Opens r->stream on r's route subjects as a notifier (stream_params.notify)
- * ending after timeout_ms (STREAM_END_TIMEOUT), admitted like an SSE stream,
+ * ending after timeout_ms (STREAM_END_TIMEOUT), its queue capped at
+ * queue_max bytes (0: stream-queue-bytes), admitted like an SSE stream,
  * and makes r wait for it (request_resume). 0, or the status to answer
  * with *text. r's route is gone after a 0.
  */
-int request_open_wait(struct request *r, int timeout_ms, const char **text);
+int request_open_wait(struct request *r, int timeout_ms, size_t queue_max, const char **text);
 /* Sends r's SSE head h (x-request-id and CORS added); the body is r->stream's. */
 int request_start_stream(struct request *r, struct request_head *h);
 

@@ -726,14 +726,13 @@ struct chunk {
 };
 
 /*
- * Reads the data after offset (at most ds-max-read-bytes, whole messages,
- * at least one). 0 or ERR_NATS.
+ * Reads the data after offset (at most max bytes, whole messages, at
+ * least one). 0 or ERR_NATS.
  */
-static int read_data(struct request *r, uint64_t offset, bool json, struct chunk *c)
+static int read_data(struct request *r, uint64_t offset, bool json, size_t max, struct chunk *c)
 {
     char ds[SUBJECT_MAX];
     subject(r, 'd', ds);
-    size_t max = r->io->env->cfg->ds_max_read_bytes;
     buf_init(&c->body);
     c->next = offset;
     c->up_to_date = c->closed = false;
@@ -882,6 +881,13 @@ static int answer_read(struct request *r, struct chunk *c, uint64_t start, bool 
 }
 
 
+/* An SSE reader's queue: room for the largest append, base64-encoded, with its events. */
+static size_t sse_queue_max(const struct config *cfg)
+{
+    size_t one = cfg->ds_max_body_bytes / 3 * 4 + 4096;
+    return 2 * one > cfg->stream_queue_bytes ? 2 * one : cfg->stream_queue_bytes;
+}
+
 /* Standard base64 (RFC 4648) of n bytes at in, appended to out. */
 static void base64(struct buf *out, const uint8_t *in, size_t n)
 {
@@ -953,9 +959,12 @@ static void pump(struct request *r, bool first)
         return;
     d->pumping = true;
     bool text = ds_sse_text(d->ct);
-    for (int rounds = 0; rounds < 64; rounds++) {
+    /* What one wake may queue: half the stream's queue (the first append always goes). */
+    size_t budget = sse_queue_max(r->io->env->cfg) / 2, pushed = 0;
+    for (;;) {
         struct chunk c;
-        if (read_data(r, d->offset, d->json, &c) != 0) {
+        size_t room = pushed < budget ? (budget - pushed) * 3 / 4 : 0;
+        if (read_data(r, d->offset, d->json, room, &c) != 0) {
             stream_set_expiry(s, stream_now_ms(), STREAM_END_UNAVAILABLE);
             break;
         }
@@ -980,6 +989,7 @@ static void pump(struct request *r, bool first)
         d->offset = c.next;
         control(&ev, d, c.next, c.up_to_date, c.closed);
         bool ok = stream_push_text(s, (const char *)ev.data, ev.len);
+        pushed += ev.len;
         buf_dispose(&ev);
         first = false;
         if (!ok)
@@ -991,6 +1001,15 @@ static void pump(struct request *r, bool first)
         }
         if (c.up_to_date)
             break;
+        if (pushed >= budget) {
+            /*
+             * A catch-up larger than the queue: this connection ends after
+             * what is queued, and the client reconnects from the last
+             * control event's offset, as it does every minute anyway.
+             */
+            stream_set_expiry(s, stream_now_ms(), STREAM_END_LIMIT);
+            break;
+        }
     }
     d->pumping = false;
 }
@@ -1024,7 +1043,7 @@ static int sse_start(struct request *r, const struct tail *t)
     (void)t;
     const char *text;
     /* Closed about once a minute, as the protocol asks, so that readers spread over a fleet. */
-    int status = request_open_wait(r, 60000, &text);
+    int status = request_open_wait(r, 60000, sse_queue_max(r->io->env->cfg), &text);
     if (status != 0)
         return fail(r, status, text);
     return request_resume(r);
@@ -1038,7 +1057,7 @@ static int resume_long_poll(struct request *r)
     if (!stream_ready(s))
         return 0;
     struct chunk c;
-    if (read_data(r, d->offset, d->json, &c) != 0)
+    if (read_data(r, d->offset, d->json, r->io->env->cfg->ds_max_read_bytes, &c) != 0)
         return fail(r, 503, "JetStream unavailable, try again");
     if (c.messages || c.closed || stream_ended(s) != STREAM_END_NONE) {
         r->waiting = false;
@@ -1114,14 +1133,14 @@ static int read_stream(struct request *r)
     if (kind == DS_OFFSET_NOW) {
         memset(&c, 0, sizeof(c));
         buf_init(&c.body);
-    } else if (read_data(r, offset, d->json, &c) != 0) {
+    } else if (read_data(r, offset, d->json, r->io->env->cfg->ds_max_read_bytes, &c) != 0) {
         return fail(r, 503, "JetStream unavailable, try again");
     }
     if (mode == MODE_CATCHUP || c.messages || c.closed)
         return answer_read(r, &c, offset, false, mode != MODE_CATCHUP, m.ct);
     buf_dispose(&c.body);
     const char *text;
-    int status = request_open_wait(r, r->io->env->cfg->ds_long_poll_ms, &text);
+    int status = request_open_wait(r, r->io->env->cfg->ds_long_poll_ms, 0, &text);
     if (status != 0)
         return fail(r, status, text);
     return request_resume(r);

@@ -695,7 +695,8 @@ static int64_t token_end_ms(const struct request *r)
  * (joining a pattern already subscribed is free). Each refusal is
  * counted; the first on a connection is logged. Never wakes from inside.
  */
-static int open_stream_as(struct request *r, const char **text, bool notify, int wait_ms)
+static int open_stream_as(struct request *r, const char **text, bool notify, int wait_ms,
+                          size_t queue_max)
 {
     const struct request_env *env = r->io->env;
     const struct config *cfg = env->cfg;
@@ -716,7 +717,7 @@ static int open_stream_as(struct request *r, const char **text, bool notify, int
         .since_ns = route->since_ns,
         .retry_ms = (unsigned)cfg->retry_ms,
         .jitter_pct = (unsigned)cfg->retry_jitter_pct,
-        .queue_max = cfg->stream_queue_bytes,
+        .queue_max = queue_max ? queue_max : cfg->stream_queue_bytes,
         .wake = on_stream_wake,
         .wake_ctx = r,
         .conn_id = r->io->conn_id,
@@ -740,7 +741,7 @@ static int open_stream_as(struct request *r, const char **text, bool notify, int
 
 static int open_stream(struct request *r, const char **text)
 {
-    return open_stream_as(r, text, false, 0);
+    return open_stream_as(r, text, false, 0, 0);
 }
 
 /* Parses r's route once. */
@@ -1268,14 +1269,14 @@ int request_answer(struct request *r, struct request_head *h, struct request_bod
 
 void request_charge(struct request *r, size_t n) { charge(r, n, true); }
 
-int request_open_wait(struct request *r, int timeout_ms, const char **text)
+int request_open_wait(struct request *r, int timeout_ms, size_t queue_max, const char **text)
 {
     unsigned retry_ms;
     if (!admit_stream(r, &retry_ms)) {
         *text = "over capacity, retry later (max-streams-total)";
         return 503;
     }
-    int status = open_stream_as(r, text, true, timeout_ms);
+    int status = open_stream_as(r, text, true, timeout_ms, queue_max);
     if (status != 0)
         return status;
     r->waiting = true;
