@@ -136,6 +136,8 @@ def read_across_kill(node, n, mode):
               "closure at %s" % (mode, len(got), reader.switched[0].get("why"),
                                  reader.closed["offset"]))
         read_through_events(path, plain_b, BEFORE + AFTER)
+        gw_b.check_alive()
+        gw_b.stop()  # exit 0 on SIGTERM (under ASan: no leak)
 
 
 def read_through_events(path, plain, n):
