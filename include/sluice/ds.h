@@ -115,6 +115,12 @@ uint64_t ds_cursor(int64_t now_s, const char *client, size_t clen, uint32_t rnd)
  */
 bool ds_query(const char *q, size_t n, const char *key, const char **v, size_t *vlen);
 
+/*
+ * The JetStream stream list (jetstream-streams: comma-separated, "*" or
+ * "") with stream added unless it is there or the list is "*"; malloc'ed.
+ */
+char *ds_jetstream_list(const char *list, const char *stream);
+
 struct ds_span {
     size_t off, len;
 };

@@ -312,14 +312,23 @@ void request_head_add(struct request_head *h, const char *name, const char *valu
 int request_answer(struct request *r, struct request_head *h, struct request_body *body);
 /* Charges n bytes of a private body of r to its connection and worker (see charge()). */
 void request_charge(struct request *r, size_t n);
+/* How request_open() opens a stream for a protocol route. */
+struct request_wait {
+    int timeout_ms;            /* ends it then (STREAM_END_TIMEOUT); 0: never */
+    size_t queue_max;          /* its queue cap; 0: stream-queue-bytes */
+    bool notify;               /* a notifier (stream_params.notify) */
+    const char *last_event_id; /* where it starts; NULL: now */
+    stream_trailer_fn *trailer; /* see stream_params */
+    void *trailer_ctx;
+    const char *prologue;      /* copied */
+    size_t prologue_len;
+};
 /*
- * Opens r->stream on r's route subjects as a notifier (stream_params.notify)
- * ending after timeout_ms (STREAM_END_TIMEOUT), its queue capped at
- * queue_max bytes (0: stream-queue-bytes), admitted like an SSE stream,
- * and makes r wait for it (request_resume). 0, or the status to answer
- * with *text. r's route is gone after a 0.
+ * Opens r->stream on r's route subjects as w says, admitted like an SSE
+ * stream, and makes r wait for it (request_resume). 0, or the status to
+ * answer with *text. r's route is gone after a 0.
  */
-int request_open_wait(struct request *r, int timeout_ms, size_t queue_max, const char **text);
+int request_open(struct request *r, const struct request_wait *w, const char **text);
 /* Sends r's SSE head h (x-request-id and CORS added); the body is r->stream's. */
 int request_start_stream(struct request *r, struct request_head *h);
 

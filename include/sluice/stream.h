@@ -123,6 +123,15 @@ struct stream_env {
 typedef void stream_wake_fn(void *ctx);
 
 
+/*
+ * Writes at most max bytes of its owner's to follow an event of seq (end:
+ * the event ends its subject; empty: it has no data) into out; returns
+ * how many. Called from inside the stream's queueing, never after its end.
+ */
+typedef size_t stream_trailer_fn(void *ctx, uint64_t seq, bool end, bool empty, char *out,
+                                 size_t max);
+#define STREAM_TRAILER_MAX 256
+
 struct stream_params {
     struct stream_env *env;
     struct stream_budget *conn_budget;
@@ -146,6 +155,15 @@ struct stream_params {
      * itself and queues what to send with stream_push_text().
      */
     bool notify;
+    /*
+     * The Durable Streams route's SSE readers: bytes after every event
+     * (their control events; NULL: none), and bytes queued right after the
+     * start (the catch-up read before it; copied).
+     */
+    stream_trailer_fn *trailer;
+    void *trailer_ctx;
+    const char *prologue;
+    size_t prologue_len;
 };
 
 /*

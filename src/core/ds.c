@@ -16,6 +16,7 @@
 #include "sluice/ds.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sluice/err.h"
@@ -332,4 +333,23 @@ long ds_json_split(const char *s, size_t n, struct ds_span *out, size_t max)
             return ERR_INVALID;
         i++;
     }
+}
+
+char *ds_jetstream_list(const char *list, const char *stream)
+{
+    size_t n = strlen(list), sl = strlen(stream);
+    char *out = malloc(n + sl + 2);
+    if (!out)
+        abort();
+    memcpy(out, list, n + 1);
+    if (strcmp(list, "*") == 0)
+        return out;
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        if (k == sl && memcmp(p, stream, sl) == 0)
+            return out;
+        p += k + (p[k] == ',');
+    }
+    snprintf(out + n, sl + 2, "%s%s", n ? "," : "", stream);
+    return out;
 }

@@ -90,6 +90,10 @@ struct stream {
     bool begun;               /* starts asked for */
     bool started;             /* start queued: live events count from now on */
     bool notify;              /* queues nothing of its own: events only wake (stream_params) */
+    stream_trailer_fn *trailer; /* own bytes after each event (stream_params); NULL: none */
+    void *trailer_ctx;
+    char *prologue;           /* queued after the start (stream_params); freed once queued */
+    size_t prologue_len;
     size_t pending;           /* starts a replay job still has to answer */
     struct bus_resume *starts;/* per subject, while begun and not started */
 };
@@ -208,6 +212,17 @@ static void push_own(struct stream *s, const char *bytes, size_t n)
 {
     buf_append(&s->own, bytes, n);
     push(s, NULL, n, CHARGE_NONE);
+}
+
+/* The owner's bytes after an event of seq (end: it ends its subject; empty: no data). */
+static void push_trailer(struct stream *s, uint64_t seq, bool end, bool empty)
+{
+    if (!s->trailer)
+        return;
+    char out[STREAM_TRAILER_MAX];
+    size_t n = s->trailer(s->trailer_ctx, seq, end, empty, out, sizeof(out));
+    if (n)
+        push_own(s, out, n);
 }
 
 static void release(struct stream *s, struct item *it)
@@ -489,6 +504,12 @@ static void finish(struct stream *s)
     append_id(s);
     buf_append(&s->own, "\n", 1);
     push(s, NULL, s->own.len - mark, CHARGE_NONE);
+    if (s->prologue) {
+        buf_append(&s->own, s->prologue, s->prologue_len);
+        push(s, NULL, s->prologue_len, CHARGE_NONE);
+        free(s->prologue);
+        s->prologue = NULL;
+    }
 
     if (reason)
         push_reset(s, reset, reason);
@@ -503,12 +524,15 @@ static void finish(struct stream *s)
         }
         s->seqs[i] = replay[k].ev->seq;
         bool end = replay[k].ev->end;
-        if (replay[k].ev->len == 0) {
+        uint64_t seq = replay[k].ev->seq;
+        bool empty = replay[k].ev->len == 0;
+        if (empty) {
             push_end_id(s);
             sse_event_unref(replay[k].ev);
         } else {
             push(s, replay[k].ev, append_id(s), CHARGE_REPLAY);
         }
+        push_trailer(s, seq, end, empty);
         if (end)
             mark_done(s, i);
     }
@@ -599,6 +623,13 @@ struct stream *stream_new(const struct stream_params *p)
     s->opened_s = stream_now_s();
     s->expires_ms = p->expires_ms;
     s->notify = p->notify;
+    s->trailer = p->trailer;
+    s->trailer_ctx = p->trailer_ctx;
+    if (p->prologue_len) {
+        s->prologue = mem_alloc(p->prologue_len);
+        memcpy(s->prologue, p->prologue, p->prologue_len);
+        s->prologue_len = p->prologue_len;
+    }
     s->expire_end = p->expire_end ? p->expire_end : STREAM_END_TOKEN_EXPIRED;
     list_init(&s->expiry_node);
     if (s->expires_ms)
@@ -674,6 +705,7 @@ void stream_free(struct stream *s)
     buf_dispose(&s->own);
     drop_starts(s);
     free(s->start_id);
+    free(s->prologue);
     free(s->items);
     free(s->links); /* the block that also holds seqs and subjects */
     free(s);
@@ -829,6 +861,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         if (ev->end) {
             s->seqs[link->index] = ev->seq;
             push_end_id(s);
+            push_trailer(s, ev->seq, true, true);
             end_subject(s, link->index);
         }
         return;
@@ -849,6 +882,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
         return;
     }
     push(s, sse_event_ref(ev), head, CHARGE_LIVE);
+    push_trailer(s, ev->seq, ev->end, false);
     touch(s, stream_now_ms());
     if (ev->end)
         end_subject(s, link->index);

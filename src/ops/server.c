@@ -42,6 +42,7 @@
 #include "sluice/buf.h"
 #include "sluice/bus.h"
 #include "sluice/config.h"
+#include "sluice/ds.h"
 #include "sluice/conn.h"
 #include "sluice/cors.h"
 #include "sluice/guard.h"
@@ -583,6 +584,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
     int code = 1;
     struct server s = {
         .cfg = cfg, .log_level = cfg->log_level, .argc = argc, .argv = argv, .locks = {-1, -1}};
+    char *js_list = NULL; /* the bus's JetStream stream list; outlives the bus */
     size_t n = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     s.nworkers = n < 1 ? 1 : n > 64 ? 64 : n;
     s.workers = mem_calloc(s.nworkers, sizeof(*s.workers));
@@ -647,6 +649,13 @@ int server_run(const struct config *cfg, int argc, char **argv)
                                   plain[i], queue_total / s.nworkers);
     char ds_subjects[80];
     snprintf(ds_subjects, sizeof(ds_subjects), "%s.>", cfg->ds_subject_prefix);
+    /*
+     * The Durable Streams route's SSE readers follow its stream through the
+     * JetStream feed, whose event sequences are its offsets: it is always
+     * among the JetStream streams.
+     */
+    js_list = *cfg->ds_base_path ? ds_jetstream_list(cfg->jetstream_streams, cfg->ds_stream)
+                                 : mem_strdup(cfg->jetstream_streams);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -657,7 +666,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .history_total_bytes = cfg->history_total_bytes ? cfg->history_total_bytes : memory / 8,
         .keep_ms = cfg->history_keep_ms,
         .max_subs = (size_t)cfg->max_subscriptions,
-        .jetstream = cfg->jetstream_streams,
+        .jetstream = js_list,
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,
         .max_consumers = (size_t)cfg->jetstream_max_consumers,
@@ -716,5 +725,6 @@ out:
     free(s.workers);
     free(fds);
     free(plain);
+    free(js_list);
     return code;
 }

@@ -87,6 +87,7 @@ struct ds_req {
     bool pumping;         /* an SSE pump is running (its pushes wake it again) */
     bool done;            /* the SSE reader has been sent the closure */
     bool heading;         /* its SSE head is being sent */
+    bool shared;          /* an SSE reader on the shared subscription (sse_start) */
 };
 
 static struct ds_req *req_of(struct request *r)
@@ -346,7 +347,8 @@ static void add_offset(struct request_head *h, char *buf, uint64_t off)
 }
 
 /*
- * A JSON-mode body as stored: its messages joined by ',' into out.
+ * A JSON-mode body as stored: its messages, one level flattened, as one
+ * JSON array into out.
  * 0, or ERR_INVALID (not JSON: 400), ERR_NOTFOUND (an empty array).
  */
 static int json_body(const char *data, size_t len, struct buf *out)
@@ -364,11 +366,14 @@ static int json_body(const char *data, size_t len, struct buf *out)
         return ERR_INVALID;
     struct ds_span *sp = mem_alloc((size_t)n * sizeof(*sp));
     ds_json_split(data, len, sp, (size_t)n);
+    /* Stored as an array: an SSE data event (and an /events reader) gets valid JSON. */
+    buf_append(out, "[", 1);
     for (long i = 0; i < n; i++) {
         if (i)
             buf_append(out, ",", 1);
         buf_append(out, data + sp[i].off, sp[i].len);
     }
+    buf_append(out, "]", 1);
     free(sp);
     return 0;
 }
@@ -482,9 +487,10 @@ static int create(struct request *r)
     if (data.len || dh->closed) {
         char ts[24];
         snprintf(ts, sizeof(ts), "%" PRIu64, seq);
-        const char *hd[] = {"Sse-End", dh->closed ? "1" : NULL, "Ds-Tail", data.len ? NULL : ts};
+        const char *hd[] = {"Sse-End", dh->closed ? "1" : NULL, "Ds-Tail", data.len ? NULL : ts,
+                            "Sse-Event", data.len && ds_sse_text(mt) ? "data" : NULL};
         uint64_t dseq;
-        rc = bus_ds_publish(bus, ds, hd, 2, data.data, data.len, 0, NULL, &dseq, &dup);
+        rc = bus_ds_publish(bus, ds, hd, 3, data.data, data.len, 0, NULL, &dseq, &dup);
         if (rc != 0) {
             buf_dispose(&data);
             return fail(r, 503, "JetStream unavailable, try again");
@@ -663,10 +669,12 @@ static int append(struct request *r)
             "Ds-Tail",     data.len ? NULL : ts,
             "Ds-Seq",      dh->has_stream_seq ? dh->stream_seq : t.wseq,
             "Ds-Producer", producer && dh->closed ? closer : NULL,
+            /* SSE readers share the encoding of this message: it is their data event. */
+            "Sse-Event",   data.len && ds_sse_text(m.ct) ? "data" : NULL,
         };
         uint64_t seq;
         bool dup;
-        int rc = bus_ds_publish(bus, ds, hd, 4, data.data, data.len, (int64_t)t.last, NULL, &seq,
+        int rc = bus_ds_publish(bus, ds, hd, 5, data.data, data.len, (int64_t)t.last, NULL, &seq,
                                 &dup);
         if (rc == ERR_AGAIN && tries + 1 < WRITE_TRIES) {
             /* Another writer got there first: judge the request again on the new tail. */
@@ -758,7 +766,11 @@ static int read_data(struct request *r, uint64_t offset, bool json, size_t max, 
         if (msg.len) {
             if (json && c->messages)
                 buf_append(&c->body, ",", 1);
-            buf_append(&c->body, msg.data, msg.len);
+            /* A JSON append is stored as an array: its messages join the answer's. */
+            if (json && msg.len >= 2 && msg.data[0] == '[')
+                buf_append(&c->body, msg.data + 1, msg.len - 2);
+            else
+                buf_append(&c->body, msg.data, msg.len);
             c->messages++;
             c->next = msg.seq;
         }
@@ -945,79 +957,122 @@ static void control(struct buf *out, const struct ds_req *d, uint64_t next, bool
     buf_append(out, "}\n\n", 3);
 }
 
+enum catch_up { CAUGHT_UP, CLOSED, MORE, FAILED };
+
 /*
- * Reads what is new for an SSE reader and queues it as data and control
- * events; at the closure, the last control event, after which the stream
- * ends on the next tick (not here: this may run inside the fan-out's
- * delivery). first: queue a control event even with no data.
+ * Appends the SSE events of what follows d->offset to out, at most about
+ * budget bytes (the first append always goes), and moves d->offset on.
+ * first: a control event even with no data.
+ */
+static enum catch_up catch_up(struct request *r, struct buf *out, bool first, size_t budget)
+{
+    struct ds_req *d = req_of(r);
+    bool text = ds_sse_text(d->ct);
+    size_t start = out->len;
+    for (;;) {
+        struct chunk c;
+        size_t pushed = out->len - start;
+        size_t room = pushed < budget ? (budget - pushed) * 3 / 4 : 0;
+        if (read_data(r, d->offset, d->json, room, &c) != 0)
+            return FAILED;
+        if (!c.messages && !c.closed && !first) {
+            buf_dispose(&c.body);
+            return CAUGHT_UP;
+        }
+        if (c.messages) {
+            buf_append(out, "event: data\n", 12);
+            if (text) {
+                data_lines(out, (const char *)c.body.data, c.body.len);
+            } else {
+                buf_append(out, "data:", 5);
+                base64(out, c.body.data, c.body.len);
+                buf_append(out, "\n", 1);
+            }
+            buf_append(out, "\n", 1);
+        }
+        buf_dispose(&c.body);
+        d->offset = c.next;
+        control(out, d, c.next, c.up_to_date, c.closed);
+        first = false;
+        if (c.closed)
+            return CLOSED;
+        if (c.up_to_date)
+            return CAUGHT_UP;
+        if (out->len - start >= budget)
+            return MORE;
+    }
+}
+
+/*
+ * Reads what is new for an SSE reader on a notifier (a binary stream, or
+ * a closed one) and queues it; at the closure, the last control event,
+ * after which the stream ends on the next tick (not here: this may run
+ * inside the fan-out's delivery). first: queue a control event even with
+ * no data.
  */
 static void pump(struct request *r, bool first)
 {
     struct ds_req *d = req_of(r);
     struct stream *s = r->stream;
-    if (d->pumping || d->done || !s || stream_ended(s) != STREAM_END_NONE)
+    if (d->pumping || d->done || d->shared || !s || stream_ended(s) != STREAM_END_NONE)
         return;
     d->pumping = true;
-    bool text = ds_sse_text(d->ct);
-    /* What one wake may queue: half the stream's queue (the first append always goes). */
-    size_t budget = sse_queue_max(r->io->env->cfg) / 2, pushed = 0;
-    for (;;) {
-        struct chunk c;
-        size_t room = pushed < budget ? (budget - pushed) * 3 / 4 : 0;
-        if (read_data(r, d->offset, d->json, room, &c) != 0) {
-            stream_set_expiry(s, stream_now_ms(), STREAM_END_UNAVAILABLE);
-            break;
-        }
-        if (!c.messages && !c.closed && !first) {
-            buf_dispose(&c.body);
-            break;
-        }
-        struct buf ev;
-        buf_init(&ev);
-        if (c.messages) {
-            buf_append(&ev, "event: data\n", 12);
-            if (text) {
-                data_lines(&ev, (const char *)c.body.data, c.body.len);
-            } else {
-                buf_append(&ev, "data:", 5);
-                base64(&ev, c.body.data, c.body.len);
-                buf_append(&ev, "\n", 1);
-            }
-            buf_append(&ev, "\n", 1);
-        }
-        buf_dispose(&c.body);
-        d->offset = c.next;
-        control(&ev, d, c.next, c.up_to_date, c.closed);
-        bool ok = stream_push_text(s, (const char *)ev.data, ev.len);
-        pushed += ev.len;
-        buf_dispose(&ev);
-        first = false;
-        if (!ok)
-            break;
-        if (c.closed) {
-            d->done = true;
-            stream_set_expiry(s, stream_now_ms(), STREAM_END_FINISHED);
-            break;
-        }
-        if (c.up_to_date)
-            break;
-        if (pushed >= budget) {
-            /*
-             * A catch-up larger than the queue: this connection ends after
-             * what is queued, and the client reconnects from the last
-             * control event's offset, as it does every minute anyway.
-             */
-            stream_set_expiry(s, stream_now_ms(), STREAM_END_LIMIT);
-            break;
-        }
+    struct buf ev;
+    buf_init(&ev);
+    /* What one wake may queue: half the stream's queue. */
+    enum catch_up how = catch_up(r, &ev, first, sse_queue_max(r->io->env->cfg) / 2);
+    if (ev.len)
+        stream_push_text(s, (const char *)ev.data, ev.len);
+    buf_dispose(&ev);
+    if (how == FAILED) {
+        stream_set_expiry(s, stream_now_ms(), STREAM_END_UNAVAILABLE);
+    } else if (how == CLOSED) {
+        d->done = true;
+        stream_set_expiry(s, stream_now_ms(), STREAM_END_FINISHED);
+    } else if (how == MORE) {
+        /*
+         * A catch-up larger than the queue: this connection ends after what
+         * is queued, and the client reconnects from the last control
+         * event's offset, as it does every minute anyway.
+         */
+        stream_set_expiry(s, stream_now_ms(), STREAM_END_LIMIT);
     }
     d->pumping = false;
 }
 
+/*
+ * The control event after each event of a shared SSE reader (the stream's
+ * trailer): the event's offset, or for an empty closing message the
+ * unchanged one.
+ */
+static size_t on_trailer(void *ctx, uint64_t seq, bool end, bool empty, char *out, size_t max)
+{
+    struct ds_req *d = ctx;
+    if (!empty)
+        d->offset = seq;
+    struct buf b;
+    buf_init(&b);
+    control(&b, d, d->offset, true, end);
+    size_t n = b.len < max ? b.len : 0;
+    memcpy(out, b.data, n);
+    buf_dispose(&b);
+    return n;
+}
+
 void ds_wake(struct request *r)
 {
-    if (r->ds && r->ds->mode == MODE_SSE && r->status == 200)
+    if (r->ds && r->ds->mode == MODE_SSE && !r->ds->shared && r->status == 200)
         pump(r, false);
+}
+
+static void sse_head(struct request_head *h, const struct ds_req *d)
+{
+    security(h);
+    request_head_add(h, "content-type", "text/event-stream");
+    request_head_add(h, "cache-control", "no-cache");
+    request_head_add(h, "x-accel-buffering", "no");
+    if (!ds_sse_text(d->ct))
+        request_head_add(h, "stream-sse-data-encoding", "base64");
 }
 
 static int sse_resume(struct request *r)
@@ -1027,23 +1082,62 @@ static int sse_resume(struct request *r)
     if (!stream_ready(r->stream) || d->heading)
         return 0;
     d->heading = true;
-    pump(r, true);
+    if (!d->shared)
+        pump(r, true);
     struct request_head h = {.status = 200};
-    security(&h);
-    request_head_add(&h, "content-type", "text/event-stream");
-    request_head_add(&h, "cache-control", "no-cache");
-    request_head_add(&h, "x-accel-buffering", "no");
-    if (!ds_sse_text(d->ct))
-        request_head_add(&h, "stream-sse-data-encoding", "base64");
+    sse_head(&h, d);
     return request_start_stream(r, &h);
 }
 
+/*
+ * An SSE reader. An open text or JSON stream is read by direct gets up to
+ * its tail (the catch-up, queued as the stream's prologue), then follows
+ * the data subject as an ordinary sluice stream from that offset: live
+ * appends come from the worker's one subscription (the JetStream feed),
+ * encoded once for every reader (the appends carry Sse-Event: data), each
+ * followed by this reader's control event (on_trailer). A binary stream
+ * (base64 per reader) or a closed one is read on a notifier instead.
+ */
 static int sse_start(struct request *r, const struct tail *t)
 {
-    (void)t;
+    struct ds_req *d = req_of(r);
+    const struct config *cfg = r->io->env->cfg;
     const char *text;
-    /* Closed about once a minute, as the protocol asks, so that readers spread over a fleet. */
-    int status = request_open_wait(r, 60000, sse_queue_max(r->io->env->cfg), &text);
+    int status;
+    if (ds_sse_text(d->ct) && !t->closed) {
+        struct buf pro;
+        buf_init(&pro);
+        enum catch_up how = catch_up(r, &pro, true, sse_queue_max(cfg) / 2);
+        if (how == FAILED) {
+            buf_dispose(&pro);
+            return fail(r, 503, "JetStream unavailable, try again");
+        }
+        if (how != CAUGHT_UP) {
+            /* Closed meanwhile, or more than one connection's worth: a whole answer. */
+            struct request_head h = {.status = 200};
+            sse_head(&h, d);
+            size_t len = pro.len;
+            return answer(r, &h, NULL, (char *)pro.data, len);
+        }
+        char id[24];
+        snprintf(id, sizeof(id), "%" PRIu64, d->offset);
+        d->shared = true;
+        struct request_wait w = {
+            .timeout_ms = 60000,
+            .queue_max = sse_queue_max(cfg),
+            .last_event_id = id,
+            .trailer = on_trailer,
+            .trailer_ctx = d,
+            .prologue = (const char *)pro.data,
+            .prologue_len = pro.len,
+        };
+        status = request_open(r, &w, &text);
+        buf_dispose(&pro);
+    } else {
+        /* Closed about once a minute, as the protocol asks, so that readers spread over a fleet. */
+        struct request_wait w = {.timeout_ms = 60000, .queue_max = sse_queue_max(cfg), .notify = true};
+        status = request_open(r, &w, &text);
+    }
     if (status != 0)
         return fail(r, status, text);
     return request_resume(r);
@@ -1140,7 +1234,8 @@ static int read_stream(struct request *r)
         return answer_read(r, &c, offset, false, mode != MODE_CATCHUP, m.ct);
     buf_dispose(&c.body);
     const char *text;
-    int status = request_open_wait(r, r->io->env->cfg->ds_long_poll_ms, 0, &text);
+    struct request_wait w = {.timeout_ms = r->io->env->cfg->ds_long_poll_ms, .notify = true};
+    int status = request_open(r, &w, &text);
     if (status != 0)
         return fail(r, status, text);
     return request_resume(r);

@@ -695,8 +695,7 @@ static int64_t token_end_ms(const struct request *r)
  * (joining a pattern already subscribed is free). Each refusal is
  * counted; the first on a connection is logged. Never wakes from inside.
  */
-static int open_stream_as(struct request *r, const char **text, bool notify, int wait_ms,
-                          size_t queue_max)
+static int open_stream_as(struct request *r, const char **text, const struct request_wait *w)
 {
     const struct request_env *env = r->io->env;
     const struct config *cfg = env->cfg;
@@ -717,7 +716,7 @@ static int open_stream_as(struct request *r, const char **text, bool notify, int
         .since_ns = route->since_ns,
         .retry_ms = (unsigned)cfg->retry_ms,
         .jitter_pct = (unsigned)cfg->retry_jitter_pct,
-        .queue_max = queue_max ? queue_max : cfg->stream_queue_bytes,
+        .queue_max = w && w->queue_max ? w->queue_max : cfg->stream_queue_bytes,
         .wake = on_stream_wake,
         .wake_ctx = r,
         .conn_id = r->io->conn_id,
@@ -725,7 +724,15 @@ static int open_stream_as(struct request *r, const char **text, bool notify, int
     };
     p.expires_ms = token_end_ms(r);
     p.expire_end = STREAM_END_TOKEN_EXPIRED;
-    p.notify = notify;
+    int wait_ms = w ? w->timeout_ms : 0;
+    if (w) {
+        p.notify = w->notify;
+        p.last_event_id = w->last_event_id;
+        p.trailer = w->trailer;
+        p.trailer_ctx = w->trailer_ctx;
+        p.prologue = w->prologue;
+        p.prologue_len = w->prologue_len;
+    }
     if (route->kind == HTTP_POLL)
         wait_ms = route->timeout_ms;
     if (wait_ms > 0) {
@@ -741,7 +748,7 @@ static int open_stream_as(struct request *r, const char **text, bool notify, int
 
 static int open_stream(struct request *r, const char **text)
 {
-    return open_stream_as(r, text, false, 0, 0);
+    return open_stream_as(r, text, NULL);
 }
 
 /* Parses r's route once. */
@@ -1269,14 +1276,14 @@ int request_answer(struct request *r, struct request_head *h, struct request_bod
 
 void request_charge(struct request *r, size_t n) { charge(r, n, true); }
 
-int request_open_wait(struct request *r, int timeout_ms, size_t queue_max, const char **text)
+int request_open(struct request *r, const struct request_wait *w, const char **text)
 {
     unsigned retry_ms;
     if (!admit_stream(r, &retry_ms)) {
         *text = "over capacity, retry later (max-streams-total)";
         return 503;
     }
-    int status = open_stream_as(r, text, true, timeout_ms, queue_max);
+    int status = open_stream_as(r, text, w);
     if (status != 0)
         return status;
     r->waiting = true;

@@ -151,7 +151,10 @@ def read_through_events(path, plain, n):
     c.close()
     blocks, _ = h.parse_blocks(body)
     events = [e for e in blocks if e.is_event]
-    got = [json.loads("\n".join(e.data))["n"] for e in events]
+    # An append is one event: its JSON messages as one array (event: data).
+    got = [x["n"] for e in events for x in json.loads("\n".join(e.data))]
+    expect(all(e.event == "data" for e in events), "/events: event names %r"
+           % sorted(set(e.event for e in events)))
     expect(got == list(range(n)), "/events: %d events, want the %d appends once each in order"
            % (len(got), n))
     ids = [int(e.id) for e in events]
