@@ -1050,11 +1050,30 @@ static size_t on_trailer(void *ctx, uint64_t seq, bool end, bool empty, char *ou
     struct ds_req *d = ctx;
     if (!empty)
         d->offset = seq;
+    /*
+     * The readers of one append on a worker mostly share its control event
+     * (same offset, same cursor interval): the last one is kept formatted.
+     */
+    static _Thread_local struct {
+        uint64_t offset, cursor;
+        bool end;
+        size_t len;
+        char text[STREAM_TRAILER_MAX];
+    } last;
+    if (last.len && last.offset == d->offset && last.cursor == d->cursor && last.end == end) {
+        memcpy(out, last.text, last.len);
+        return last.len;
+    }
     struct buf b;
     buf_init(&b);
     control(&b, d, d->offset, true, end);
-    size_t n = b.len < max ? b.len : 0;
+    size_t n = b.len <= max && b.len <= sizeof(last.text) ? b.len : 0;
     memcpy(out, b.data, n);
+    memcpy(last.text, b.data, n);
+    last.len = n;
+    last.offset = d->offset;
+    last.cursor = d->cursor;
+    last.end = end;
     buf_dispose(&b);
     return n;
 }
