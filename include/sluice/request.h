@@ -104,6 +104,12 @@ struct request_stats {
     atomic_uint_fast64_t req_timeouts;      /* answered 504: no first reply in time */
     /* Time to first reply, per request-route (index in the config list), the last generic. */
     struct metrics_histogram req_first[REQUEST_ROUTES_MAX + 1];
+    /* The Durable Streams route (ds.c), answers by operation. */
+    atomic_uint_fast64_t ds_create, ds_append, ds_close, ds_read, ds_long_poll, ds_sse, ds_head,
+        ds_delete;
+    atomic_uint_fast64_t ds_refused;     /* answered 4xx */
+    atomic_uint_fast64_t ds_unavailable; /* answered 503: JetStream did not answer in time */
+    atomic_uint_fast64_t ds_races;       /* appends retried on a newer tail (another writer) */
 };
 
 /* What every request of one worker is served with; borrowed for the worker's life. */

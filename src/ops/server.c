@@ -175,6 +175,32 @@ static void request_metrics(struct buf *out, const struct server *s)
         {"result=\"timeout\"", offsetof(struct conn_stats, requests.req_timeouts)},
     };
     labelled_sums(out, s, "sluice_request_streams_total", what, sizeof(what) / sizeof(what[0]));
+    metrics_header(out, "sluice_ds_requests_total", "counter",
+                   "Durable Streams route requests answered, by operation (a refusal counts in "
+                   "its operation too).");
+    static const struct labelled ds_ops[] = {
+        {"op=\"create\"", offsetof(struct conn_stats, requests.ds_create)},
+        {"op=\"append\"", offsetof(struct conn_stats, requests.ds_append)},
+        {"op=\"close\"", offsetof(struct conn_stats, requests.ds_close)},
+        {"op=\"read\"", offsetof(struct conn_stats, requests.ds_read)},
+        {"op=\"long_poll\"", offsetof(struct conn_stats, requests.ds_long_poll)},
+        {"op=\"sse\"", offsetof(struct conn_stats, requests.ds_sse)},
+        {"op=\"head\"", offsetof(struct conn_stats, requests.ds_head)},
+        {"op=\"delete\"", offsetof(struct conn_stats, requests.ds_delete)},
+    };
+    labelled_sums(out, s, "sluice_ds_requests_total", ds_ops, sizeof(ds_ops) / sizeof(ds_ops[0]));
+    metrics_header(out, "sluice_ds_answers_total", "counter",
+                   "Durable Streams route answers that were not a success: refused (4xx), "
+                   "unavailable (503: JetStream did not answer within ds-timeout-ms).");
+    static const struct labelled ds_res[] = {
+        {"result=\"refused\"", offsetof(struct conn_stats, requests.ds_refused)},
+        {"result=\"unavailable\"", offsetof(struct conn_stats, requests.ds_unavailable)},
+    };
+    labelled_sums(out, s, "sluice_ds_answers_total", ds_res, sizeof(ds_res) / sizeof(ds_res[0]));
+    metric(out, "sluice_ds_append_races_total", "counter",
+           "Durable Streams appends judged again on a newer tail: another writer (any gateway) "
+           "appended between this one's read of the tail and its conditional publish.",
+           sum_at(s, true, offsetof(struct conn_stats, requests.ds_races)));
     static const char name[] = "sluice_request_first_event_seconds";
     metrics_header(out, name, "histogram",
                    "From a request stream's POST to its first reply, by request route "

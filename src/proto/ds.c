@@ -45,6 +45,7 @@
 #include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+#include "sluice/metrics.h"
 #include "sluice/request.h"
 #include "sluice/route.h"
 #include "sluice/stream.h"
@@ -170,9 +171,15 @@ static void security(struct request_head *h)
     request_head_add(h, "cross-origin-resource-policy", "cross-origin");
 }
 
+static struct request_stats *stats(struct request *r) { return r->io->env->stats; }
+
 static int answer(struct request *r, struct request_head *h, const char *ctype, char *body,
                   size_t len)
 {
+    if (h->status == 503)
+        metrics_add(&stats(r)->ds_unavailable, 1);
+    else if (h->status >= 400 && h->status < 500)
+        metrics_add(&stats(r)->ds_refused, 1);
     security(h);
     if (ctype)
         request_head_add(h, "content-type", ctype);
@@ -676,6 +683,8 @@ static int append(struct request *r)
         bool dup;
         int rc = bus_ds_publish(bus, ds, hd, 5, data.data, data.len, (int64_t)t.last, NULL, &seq,
                                 &dup);
+        if (rc == ERR_AGAIN)
+            metrics_add(&stats(r)->ds_races, 1);
         if (rc == ERR_AGAIN && tries + 1 < WRITE_TRIES) {
             /* Another writer got there first: judge the request again on the new tail. */
             if (read_tail(r, &m, &t) != 0)
@@ -721,7 +730,13 @@ int ds_write(struct request *r)
     size_t max = r->io->env->bus ? bus_ds_max_payload(r->io->env->bus) : 0;
     if (max && r->body.len + 1024 > max)
         return fail(r, 413, "body larger than one NATS message can be (nats-server max_payload)");
-    return strcmp(r->method, "PUT") == 0 ? create(r) : append(r);
+    if (strcmp(r->method, "PUT") == 0) {
+        metrics_add(&stats(r)->ds_create, 1);
+        return create(r);
+    }
+    metrics_add(r->body.len || !req_of(r)->h.closed ? &stats(r)->ds_append : &stats(r)->ds_close,
+                1);
+    return append(r);
 }
 
 /* What a read found: the body and where it ends. */
@@ -1211,6 +1226,10 @@ static int read_stream(struct request *r)
         if (!has_offset)
             return fail(r, 400, "a live read needs an offset");
     }
+    metrics_add(mode == MODE_SSE         ? &stats(r)->ds_sse
+                : mode == MODE_LONG_POLL ? &stats(r)->ds_long_poll
+                                         : &stats(r)->ds_read,
+                1);
     struct meta m;
     struct tail t;
     bool answered;
@@ -1267,9 +1286,13 @@ int ds_serve(struct request *r)
         return fail(r, 400, "a protocol header is longer than 256 bytes");
     if (strcmp(r->method, "GET") == 0)
         return read_stream(r);
-    if (strcmp(r->method, "HEAD") == 0)
+    if (strcmp(r->method, "HEAD") == 0) {
+        metrics_add(&stats(r)->ds_head, 1);
         return head(r);
-    if (strcmp(r->method, "DELETE") == 0)
+    }
+    if (strcmp(r->method, "DELETE") == 0) {
+        metrics_add(&stats(r)->ds_delete, 1);
         return delete_stream(r);
+    }
     return fail(r, 405, "method not allowed on a stream");
 }

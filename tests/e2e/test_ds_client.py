@@ -18,11 +18,13 @@ Streams client share it.
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -136,6 +138,14 @@ def read_across_kill(node, n, mode):
               "closure at %s" % (mode, len(got), reader.switched[0].get("why"),
                                  reader.closed["offset"]))
         read_through_events(path, plain_b, BEFORE + AFTER)
+        with urllib.request.urlopen("http://%s:%d/metrics" % (h.HOST, gw_b.admin_port),
+                                    timeout=10) as m:
+            text = m.read().decode()
+        got = dict(re.findall(r'^sluice_ds_requests_total\{op="(\w+)"\} (\d+)', text, re.M))
+        # B took half the first appends, all the later ones and the close.
+        expect(int(got.get("append", 0)) >= BEFORE // 2 + AFTER and int(got.get("close", 0)) == 1,
+               "%s: B's sluice_ds_requests_total: %r" % (mode, got))
+        h.log("%s: gateway B counted %s appends and %s close" % (mode, got["append"], got["close"]))
         gw_b.check_alive()
         gw_b.stop()  # exit 0 on SIGTERM (under ASan: no leak)
 
