@@ -63,6 +63,9 @@ struct ds_headers {
     char producer_seq[DS_HEADER_MAX + 1];
     char if_none_match[DS_HEADER_MAX + 1];
     char forked_from[DS_HEADER_MAX + 1];
+    char fork_offset[DS_HEADER_MAX + 1];
+    char fork_sub_offset[DS_HEADER_MAX + 1];
+    bool has_fork_offset, has_fork_sub_offset;
     bool has_content_type, has_ttl, has_expires_at, has_stream_seq, has_if_none_match;
     bool has_producer_id, has_producer_epoch, has_producer_seq, has_fork;
     bool closed;   /* Stream-Closed: true */

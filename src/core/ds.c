@@ -180,6 +180,10 @@ bool ds_header(struct ds_headers *h, const char *name, size_t nlen, const char *
         keep(h, h->if_none_match, &h->has_if_none_match, value, vlen);
     else if (is(name, nlen, "stream-forked-from"))
         keep(h, h->forked_from, &h->has_fork, value, vlen);
+    else if (is(name, nlen, "stream-fork-offset"))
+        keep(h, h->fork_offset, &h->has_fork_offset, value, vlen);
+    else if (is(name, nlen, "stream-fork-sub-offset"))
+        keep(h, h->fork_sub_offset, &h->has_fork_sub_offset, value, vlen);
     else if (is(name, nlen, "stream-closed"))
         h->closed = ds_is_true(value, vlen);
     else

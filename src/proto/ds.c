@@ -65,7 +65,18 @@ struct meta {
     char expires[DS_HEADER_MAX + 1]; /* "" : none */
     int64_t expires_ns;
     int64_t active_ns;    /* with a TTL: the last write or read, JetStream's clock */
+    char src[DS_TOKEN_MAX + 1]; /* a fork's source stream token; "" for none */
+    uint64_t fo;          /* a fork's offset: it inherits the source's data up to it */
+    uint64_t sub;         /* its Stream-Fork-Sub-Offset */
+    bool deleted;         /* soft-deleted: forks still read it (410 to everyone else) */
 };
+
+/* One stretch of a stream's data as read: a data subject's messages up to limit. */
+struct seg {
+    char tok[DS_TOKEN_MAX + 1];
+    uint64_t limit;       /* last sequence that belongs; UINT64_MAX: all */
+};
+#define FORK_DEPTH 16
 
 /* The data subject's last message, as far as writers care. */
 struct tail {
@@ -89,7 +100,21 @@ struct ds_req {
     bool done;            /* the SSE reader has been sent the closure */
     bool heading;         /* its SSE head is being sent */
     bool shared;          /* an SSE reader on the shared subscription (sse_start) */
+    struct seg *segs;     /* what a read stitches (forks: the sources first); NULL: own only */
+    size_t nsegs;
 };
+
+/* What a read found: the body and where it ends. */
+struct chunk {
+    struct buf body;
+    uint64_t next;     /* Stream-Next-Offset */
+    bool up_to_date;   /* no more data after next, when read */
+    bool closed;       /* and the stream ends there */
+    size_t messages;
+};
+
+static int read_data(struct request *r, uint64_t offset, bool json, size_t max, struct chunk *c);
+static struct seg *chain_of(struct request *r, const char *tok, const struct meta *m, size_t *nout);
 
 static struct ds_req *req_of(struct request *r)
 {
@@ -143,6 +168,8 @@ bool ds_request_header(struct request *r, const char *name, size_t nlen, const c
 
 void ds_request_dispose(struct request *r)
 {
+    if (r->ds)
+        free(r->ds->segs);
     free(r->ds);
     r->ds = NULL;
 }
@@ -208,11 +235,11 @@ static int64_t wall_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Reads the metadata; 0, ERR_NOTFOUND or ERR_NATS. */
-static int read_meta(struct request *r, struct meta *m)
+/* Reads the metadata of the stream with token tok; 0, ERR_NOTFOUND or ERR_NATS. */
+static int read_meta_of(struct request *r, const char *tok, struct meta *m)
 {
     char s[SUBJECT_MAX];
-    subject(r, 'm', s);
+    snprintf(s, sizeof(s), "%s.m.%s", r->io->env->cfg->ds_subject_prefix, tok);
     struct bus_ds_msg msg;
     memset(m, 0, sizeof(*m));
     int rc = bus_ds_get(r->io->env->bus, s, 0, true, &msg);
@@ -225,7 +252,8 @@ static int read_meta(struct request *r, struct meta *m)
         json_decref(j);
         return ERR_NATS;
     }
-    snprintf(m->ct, sizeof(m->ct), "%s", json_string_value(json_object_get(j, "ct")) ?: "");
+    const char *ct = json_string_value(json_object_get(j, "ct"));
+    snprintf(m->ct, sizeof(m->ct), "%s", ct ? ct : "");
     json_t *ttl = json_object_get(j, "ttl");
     if (json_is_integer(ttl)) {
         m->has_ttl = true;
@@ -236,17 +264,29 @@ static int read_meta(struct request *r, struct meta *m)
         snprintf(m->expires, sizeof(m->expires), "%s", exp);
         http_parse_time(exp, strlen(exp), &m->expires_ns);
     }
+    const char *src = json_string_value(json_object_get(j, "src"));
+    if (src && strlen(src) <= DS_TOKEN_MAX) {
+        snprintf(m->src, sizeof(m->src), "%s", src);
+        m->fo = (uint64_t)json_integer_value(json_object_get(j, "fo"));
+        m->sub = (uint64_t)json_integer_value(json_object_get(j, "sub"));
+    }
+    m->deleted = json_is_true(json_object_get(j, "del"));
     json_decref(j);
     return 0;
 }
 
+static int read_meta(struct request *r, struct meta *m)
+{
+    return read_meta_of(r, token_of(r), m);
+}
+
 /* Reads the data subject's last message into t (m: the stream's metadata). 0 or ERR_NATS. */
-static int read_tail(struct request *r, const struct meta *m, struct tail *t)
+static int read_tail_of(struct request *r, const char *tok, const struct meta *m, struct tail *t)
 {
     char s[SUBJECT_MAX];
-    subject(r, 'd', s);
+    snprintf(s, sizeof(s), "%s.d.%s", r->io->env->cfg->ds_subject_prefix, tok);
     memset(t, 0, sizeof(*t));
-    t->offset = m->seq;
+    t->offset = m->src[0] ? m->fo : m->seq; /* an empty fork ends where it forked */
     struct bus_ds_msg msg;
     int rc = bus_ds_get(r->io->env->bus, s, 0, true, &msg);
     if (rc == ERR_NOTFOUND)
@@ -267,23 +307,97 @@ static int read_tail(struct request *r, const struct meta *m, struct tail *t)
     return 0;
 }
 
-/* Removes every message of the stream. */
-static int purge(struct request *r)
+static int read_tail(struct request *r, const struct meta *m, struct tail *t)
+{
+    return read_tail_of(r, token_of(r), m, t);
+}
+
+/* Removes every message of the stream with token tok. */
+static int purge_tok(struct request *r, const char *tok)
 {
     char s[SUBJECT_MAX];
+    const char *p = r->io->env->cfg->ds_subject_prefix;
     struct bus *bus = r->io->env->bus;
-    subject(r, 'd', s);
-    int rc = bus_ds_purge(bus, s, 0);
-    snprintf(s, sizeof(s), "%s.p.%s.*", r->io->env->cfg->ds_subject_prefix, token_of(r));
-    if (rc == 0)
+    static const char kinds[] = "dptrm";
+    int rc = 0;
+    /* The metadata last: while it is there, the stream still exists. */
+    for (size_t i = 0; rc == 0 && kinds[i]; i++) {
+        bool many = kinds[i] == 'p' || kinds[i] == 'r'; /* per producer, per fork */
+        snprintf(s, sizeof(s), "%s.%c.%s%s", p, kinds[i], tok, many ? ".*" : "");
         rc = bus_ds_purge(bus, s, 0);
-    subject(r, 't', s);
-    if (rc == 0)
-        rc = bus_ds_purge(bus, s, 0);
-    subject(r, 'm', s); /* last: while it is there, the stream still exists */
-    if (rc == 0)
-        rc = bus_ds_purge(bus, s, 0);
+    }
     return rc;
+}
+
+/* Whether the stream with token tok still has forks (a message on <prefix>.r.<tok>.*). */
+static bool has_forks(struct request *r, const char *tok)
+{
+    char s[SUBJECT_MAX];
+    snprintf(s, sizeof(s), "%s.r.%s.*", r->io->env->cfg->ds_subject_prefix, tok);
+    struct bus_ds_msg msg;
+    if (bus_ds_get(r->io->env->bus, s, 1, false, &msg) != 0)
+        return false;
+    bus_ds_msg_dispose(&msg);
+    return true;
+}
+
+/*
+ * Deletes the stream with token tok whose metadata is m: soft (a new
+ * metadata message with "del") while forks read it, else purged, and then
+ * its own source, if this was the last fork of a soft-deleted one, and so
+ * on up the chain. 0 or ERR_NATS.
+ */
+static int remove_stream(struct request *r, const char *tok, const struct meta *m)
+{
+    struct bus *bus = r->io->env->bus;
+    const char *p = r->io->env->cfg->ds_subject_prefix;
+    char s[SUBJECT_MAX], cur[DS_TOKEN_MAX + 1];
+    struct meta cm = *m;
+    snprintf(cur, sizeof(cur), "%s", tok);
+    for (int depth = 0; depth < FORK_DEPTH; depth++) {
+        if (has_forks(r, cur)) {
+            if (cm.deleted)
+                return 0;
+            json_t *j = json_object();
+            json_object_set_new(j, "ct", json_stringn(cm.ct, strlen(cm.ct)));
+            if (cm.has_ttl)
+                json_object_set_new(j, "ttl", json_integer((json_int_t)cm.ttl_s));
+            if (cm.expires[0])
+                json_object_set_new(j, "exp", json_stringn(cm.expires, strlen(cm.expires)));
+            if (cm.src[0]) {
+                json_object_set_new(j, "src", json_stringn(cm.src, strlen(cm.src)));
+                json_object_set_new(j, "fo", json_integer((json_int_t)cm.fo));
+            }
+            json_object_set_new(j, "del", json_true());
+            char *body = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+            snprintf(s, sizeof(s), "%s.m.%s", p, cur);
+            uint64_t seq;
+            bool dup;
+            int rc = bus_ds_publish(bus, s, NULL, 0, body, strlen(body), -1, NULL, &seq, &dup);
+            free(body);
+            return rc;
+        }
+        if (purge_tok(r, cur) != 0)
+            return ERR_NATS;
+        if (!cm.src[0])
+            return 0;
+        /* This was a fork: its source loses a reference, and goes too if it was deleted. */
+        snprintf(s, sizeof(s), "%s.r.%s.%s", p, cm.src, cur);
+        if (bus_ds_purge(bus, s, 0) != 0)
+            return ERR_NATS;
+        char src[DS_TOKEN_MAX + 1];
+        snprintf(src, sizeof(src), "%s", cm.src);
+        if (read_meta_of(r, src, &cm) != 0 || !cm.deleted)
+            return 0;
+        snprintf(cur, sizeof(cur), "%s", src);
+    }
+    return 0;
+}
+
+static int purge(struct request *r, const struct meta *m)
+{
+    return remove_stream(r, token_of(r), m);
 }
 
 /*
@@ -303,6 +417,8 @@ static int find(struct request *r, struct meta *m, struct tail *t, bool *answere
         rc = read_tail(r, m, t);
     if (rc != 0)
         return fail(r, 503, "JetStream unavailable, try again");
+    if (m->deleted)
+        return fail(r, 410, "stream deleted (its forks still read it)");
     int64_t now = wall_ns();
     bool expired = m->expires_ns && now >= m->expires_ns;
     if (!expired && m->has_ttl) {
@@ -323,7 +439,7 @@ static int find(struct request *r, struct meta *m, struct tail *t, bool *answere
         expired = last_ns && now >= last_ns + (int64_t)m->ttl_s * 1000000000;
     }
     if (expired) {
-        purge(r);
+        purge(r, m);
         return fail(r, 404, "no such stream (expired)");
     }
     *answered = false;
@@ -385,8 +501,18 @@ static int json_body(const char *data, size_t len, struct buf *out)
     return 0;
 }
 
-/* The metadata message's JSON for a new stream. */
-static char *meta_json(const char *mt, const struct ds_headers *dh)
+/* A fork being created: its source and where it diverges. */
+struct fork {
+    bool on;
+    char src[DS_TOKEN_MAX + 1];
+    struct meta sm;       /* the source's metadata */
+    uint64_t fo;          /* the fork offset */
+    uint64_t sub;         /* Stream-Fork-Sub-Offset */
+    struct buf prefix;    /* the part of the next append the sub-offset inherits */
+};
+
+/* The metadata message's JSON for a new stream (fp: a fork, or off). */
+static char *meta_json(const char *mt, const struct ds_headers *dh, const struct fork *fp)
 {
     json_t *j = json_object();
     /* json_stringn: sluice's own json_string (util/json.c) shadows jansson's at link time. */
@@ -395,6 +521,16 @@ static char *meta_json(const char *mt, const struct ds_headers *dh)
         json_object_set_new(j, "ttl", json_integer((json_int_t)strtoull(dh->ttl, NULL, 10)));
     if (dh->has_expires_at)
         json_object_set_new(j, "exp", json_stringn(dh->expires_at, strlen(dh->expires_at)));
+    if (fp->on) {
+        /* A fork without its own expiry takes its source's (the protocol's table). */
+        if (!dh->has_ttl && !dh->has_expires_at && fp->sm.has_ttl)
+            json_object_set_new(j, "ttl", json_integer((json_int_t)fp->sm.ttl_s));
+        if (!dh->has_ttl && !dh->has_expires_at && fp->sm.expires[0])
+            json_object_set_new(j, "exp", json_stringn(fp->sm.expires, strlen(fp->sm.expires)));
+        json_object_set_new(j, "src", json_stringn(fp->src, strlen(fp->src)));
+        json_object_set_new(j, "fo", json_integer((json_int_t)fp->fo));
+        json_object_set_new(j, "sub", json_integer((json_int_t)fp->sub));
+    }
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
@@ -402,8 +538,12 @@ static char *meta_json(const char *mt, const struct ds_headers *dh)
 
 /* Whether an existing stream matches a PUT's configuration. */
 static bool same_config(const struct meta *m, const struct tail *t, const char *mt,
-                        const struct ds_headers *dh)
+                        const struct ds_headers *dh, const struct fork *fp)
 {
+    if (strcmp(m->src, fp->on ? fp->src : "") != 0 || (fp->on && (m->fo != fp->fo || m->sub != fp->sub)))
+        return false;
+    if (fp->on && !dh->has_ttl && !dh->has_expires_at)
+        return strcmp(m->ct, mt) == 0 && t->closed == dh->closed; /* an inherited expiry */
     if (strcmp(m->ct, mt) != 0 || t->closed != dh->closed || m->has_ttl != dh->has_ttl)
         return false;
     if (dh->has_ttl && m->ttl_s != strtoull(dh->ttl, NULL, 10))
@@ -426,15 +566,135 @@ static char *location(struct request *r)
     return s;
 }
 
+
+/*
+ * The fork a PUT asks for (dh->has_fork), checked against its source:
+ * 0 with fp filled, or the status to answer with *why.
+ */
+static int plan_fork(struct request *r, const struct ds_headers *dh, struct fork *fp,
+                     const char **why)
+{
+    const struct config *cfg = r->io->env->cfg;
+    size_t bl = strlen(cfg->ds_base_path);
+    const char *from = dh->forked_from;
+    /* The source's path, as a URL path on this server (the base path optional). */
+    if (strncmp(from, cfg->ds_base_path, bl) == 0)
+        from += bl;
+    else if (bl > 1 && strncmp(from, cfg->ds_base_path, bl - 1) == 0 && from[bl - 1] == '\0')
+        from += bl - 1;
+    while (*from == '/')
+        from++;
+    *why = "Stream-Forked-From is not a stream path";
+    if (ds_path_token(from, strcspn(from, "?#"), fp->src) != 0)
+        return 400;
+    int rc = read_meta_of(r, fp->src, &fp->sm);
+    *why = "JetStream unavailable, try again";
+    if (rc != 0 && rc != ERR_NOTFOUND)
+        return 503;
+    *why = "no such source stream";
+    if (rc == ERR_NOTFOUND || (fp->sm.expires_ns && wall_ns() >= fp->sm.expires_ns))
+        return 404;
+    *why = "the source stream is deleted";
+    if (fp->sm.deleted)
+        return 409;
+    struct tail st;
+    *why = "JetStream unavailable, try again";
+    if (read_tail_of(r, fp->src, &fp->sm, &st) != 0)
+        return 503;
+    fp->fo = st.offset;
+    if (dh->has_fork_offset) {
+        enum ds_offset_kind kind;
+        uint64_t seq;
+        *why = "malformed Stream-Fork-Offset";
+        if (ds_offset_parse(dh->fork_offset, strlen(dh->fork_offset), &kind, &seq) != 0)
+            return 400;
+        fp->fo = kind == DS_OFFSET_SEQ ? seq : kind == DS_OFFSET_START ? 0 : st.offset;
+        *why = "Stream-Fork-Offset is past the source's tail";
+        if (fp->fo > st.offset)
+            return 400;
+    }
+    if (dh->has_fork_sub_offset) {
+        *why = "malformed Stream-Fork-Sub-Offset";
+        if (ds_parse_uint(dh->fork_sub_offset, strlen(dh->fork_sub_offset), DS_JS_INT_MAX,
+                          &fp->sub) != 0)
+            return 400;
+        *why = "Stream-Fork-Sub-Offset needs Stream-Fork-Offset";
+        if (fp->sub && !dh->has_fork_offset)
+            return 400;
+    }
+    if (fp->sub) {
+        /* Materialised: the first sub bytes (JSON: messages) of the next append. */
+        struct ds_req *d = req_of(r);
+        struct seg *saved = d->segs;
+        size_t nsaved = d->nsegs;
+        d->segs = chain_of(r, fp->src, &fp->sm, &d->nsegs);
+        struct chunk c;
+        rc = read_data(r, fp->fo, false, 0, &c);
+        free(d->segs);
+        d->segs = saved;
+        d->nsegs = nsaved;
+        *why = "JetStream unavailable, try again";
+        if (rc != 0)
+            return 503;
+        *why = "Stream-Fork-Sub-Offset is past the next append";
+        if (!c.messages) {
+            buf_dispose(&c.body);
+            return 400;
+        }
+        if (ds_is_json(fp->sm.ct)) {
+            long n = ds_json_split((const char *)c.body.data, c.body.len, NULL, 0);
+            if (n < 0 || fp->sub > (uint64_t)n) {
+                buf_dispose(&c.body);
+                return 400;
+            }
+            struct ds_span *all = mem_alloc((size_t)n * sizeof(*all));
+            ds_json_split((const char *)c.body.data, c.body.len, all, (size_t)n);
+            buf_append(&fp->prefix, "[", 1);
+            for (uint64_t i = 0; i < fp->sub; i++) {
+                if (i)
+                    buf_append(&fp->prefix, ",", 1);
+                buf_append(&fp->prefix, c.body.data + all[i].off, all[i].len);
+            }
+            buf_append(&fp->prefix, "]", 1);
+            free(all);
+        } else {
+            if (fp->sub > c.body.len) {
+                buf_dispose(&c.body);
+                return 400;
+            }
+            buf_append(&fp->prefix, c.body.data, fp->sub);
+        }
+        buf_dispose(&c.body);
+    }
+    fp->on = true;
+    return 0;
+}
+
 static int create(struct request *r)
 {
     struct ds_headers *dh = &req_of(r)->h;
     struct bus *bus = r->io->env->bus;
     char mt[DS_HEADER_MAX + 1];
-    if (dh->has_fork)
-        return fail(r, 501, "forks are not supported by this server");
     if (ds_media_type(dh->has_content_type ? dh->content_type : "", mt, sizeof(mt)) < 0)
         return fail(r, 400, "malformed Content-Type");
+    if ((dh->has_fork_offset || dh->has_fork_sub_offset) && !dh->has_fork)
+        return fail(r, 400, "Stream-Fork-Offset or -Sub-Offset without Stream-Forked-From");
+    struct fork fp;
+    memset(&fp, 0, sizeof(fp));
+    buf_init(&fp.prefix);
+    if (dh->has_fork) {
+        const char *why;
+        int st = plan_fork(r, dh, &fp, &why);
+        if (st != 0) {
+            buf_dispose(&fp.prefix);
+            return fail(r, st, why);
+        }
+        if (dh->has_content_type && strcmp(mt, fp.sm.ct) != 0) {
+            buf_dispose(&fp.prefix);
+            return fail(r, 409, "Content-Type differs from the source stream's");
+        }
+        snprintf(mt, sizeof(mt), "%s", fp.sm.ct);
+    }
     uint64_t ttl;
     int64_t exp_ns;
     if (dh->has_ttl && dh->has_expires_at)
@@ -449,6 +709,7 @@ static int create(struct request *r)
         int rc = json_body((const char *)r->body.data, r->body.len, &data);
         if (rc == ERR_INVALID) {
             buf_dispose(&data);
+            buf_dispose(&fp.prefix);
             return fail(r, 400, "body is not valid JSON");
         }
     } else if (r->body.len) {
@@ -456,27 +717,33 @@ static int create(struct request *r)
     }
     if (!bus) {
         buf_dispose(&data);
+        buf_dispose(&fp.prefix);
         return fail(r, 503, "NATS unavailable, try again");
     }
     char ms[SUBJECT_MAX], ds[SUBJECT_MAX], off[DS_OFFSET_LEN + 1];
     subject(r, 'm', ms);
     subject(r, 'd', ds);
-    char *mj = meta_json(mt, dh);
+    char *mj = meta_json(mt, dh, &fp);
     uint64_t seq = 0;
     bool dup;
     int rc = bus_ds_publish(bus, ms, NULL, 0, mj, strlen(mj), 0, NULL, &seq, &dup);
     free(mj);
     struct request_head h = {0};
+    if (rc != 0 && rc != ERR_AGAIN)
+        buf_dispose(&fp.prefix);
     if (rc == ERR_AGAIN) {
         /* It exists: the same configuration is an idempotent 200, another a 409. */
         struct meta m;
         struct tail t;
         bool answered;
         buf_dispose(&data);
+        buf_dispose(&fp.prefix);
+        if (read_meta(r, &m) == 0 && m.deleted)
+            return fail(r, 409, "a deleted stream's path (its forks still read it)");
         int a = find(r, &m, &t, &answered);
         if (answered)
             return a;
-        if (!same_config(&m, &t, mt, dh))
+        if (!same_config(&m, &t, mt, dh, &fp))
             return fail(r, 409, "the stream exists with another configuration");
         h.status = 200;
         request_head_add(&h, "cache-control", "no-store");
@@ -490,14 +757,34 @@ static int create(struct request *r)
         buf_dispose(&data);
         return fail(r, 503, "JetStream unavailable, try again");
     }
-    uint64_t tail = seq;
+    uint64_t tail = fp.on ? fp.fo : seq;
+    int64_t expect = 0;
+    if (fp.on) {
+        /* The source's reference: it is soft-deleted, not purged, while this exists. */
+        char rs[SUBJECT_MAX];
+        snprintf(rs, sizeof(rs), "%s.r.%s.%s", r->io->env->cfg->ds_subject_prefix, fp.src,
+                 token_of(r));
+        uint64_t rseq;
+        rc = bus_ds_publish(bus, rs, NULL, 0, NULL, 0, -1, NULL, &rseq, &dup);
+        if (rc == 0 && fp.prefix.len) {
+            const char *ph[] = {"Sse-Event", ds_sse_text(mt) ? "data" : NULL};
+            rc = bus_ds_publish(bus, ds, ph, 1, fp.prefix.data, fp.prefix.len, 0, NULL, &tail,
+                                &dup);
+            expect = (int64_t)tail;
+        }
+        buf_dispose(&fp.prefix);
+        if (rc != 0) {
+            buf_dispose(&data);
+            return fail(r, 503, "JetStream unavailable, try again");
+        }
+    }
     if (data.len || dh->closed) {
         char ts[24];
-        snprintf(ts, sizeof(ts), "%" PRIu64, seq);
+        snprintf(ts, sizeof(ts), "%" PRIu64, tail);
         const char *hd[] = {"Sse-End", dh->closed ? "1" : NULL, "Ds-Tail", data.len ? NULL : ts,
                             "Sse-Event", data.len && ds_sse_text(mt) ? "data" : NULL};
         uint64_t dseq;
-        rc = bus_ds_publish(bus, ds, hd, 3, data.data, data.len, 0, NULL, &dseq, &dup);
+        rc = bus_ds_publish(bus, ds, hd, 3, data.data, data.len, expect, NULL, &dseq, &dup);
         if (rc != 0) {
             buf_dispose(&data);
             return fail(r, 503, "JetStream unavailable, try again");
@@ -739,14 +1026,6 @@ int ds_write(struct request *r)
     return append(r);
 }
 
-/* What a read found: the body and where it ends. */
-struct chunk {
-    struct buf body;
-    uint64_t next;     /* Stream-Next-Offset */
-    bool up_to_date;   /* no more data after next, when read */
-    bool closed;       /* and the stream ends there */
-    size_t messages;
-};
 
 /*
  * Reads the data after offset (at most max bytes, whole messages, at
@@ -754,49 +1033,110 @@ struct chunk {
  */
 static int read_data(struct request *r, uint64_t offset, bool json, size_t max, struct chunk *c)
 {
-    char ds[SUBJECT_MAX];
-    subject(r, 'd', ds);
+    struct ds_req *d = req_of(r);
+    struct seg own;
+    snprintf(own.tok, sizeof(own.tok), "%s", token_of(r));
+    own.limit = UINT64_MAX;
+    const struct seg *segs = d->segs ? d->segs : &own;
+    size_t nsegs = d->segs ? d->nsegs : 1;
     buf_init(&c->body);
     c->next = offset;
     c->up_to_date = c->closed = false;
     c->messages = 0;
     if (json)
         buf_append(&c->body, "[", 1);
-    for (;;) {
-        struct bus_ds_msg msg;
-        int rc = bus_ds_get(r->io->env->bus, ds, c->next + 1, false, &msg);
-        if (rc == ERR_NOTFOUND) {
-            c->up_to_date = true;
-            break;
-        }
-        if (rc != 0) {
-            buf_dispose(&c->body);
-            return rc;
-        }
-        if (c->messages && c->body.len + msg.len > max) {
+    bool full = false;
+    for (size_t i = 0; i < nsegs && !full && !c->closed; i++) {
+        char ds[SUBJECT_MAX];
+        bool last = i + 1 == nsegs;
+        if (c->next >= segs[i].limit)
+            continue;
+        snprintf(ds, sizeof(ds), "%s.d.%s", r->io->env->cfg->ds_subject_prefix, segs[i].tok);
+        for (;;) {
+            struct bus_ds_msg msg;
+            int rc = bus_ds_get(r->io->env->bus, ds, c->next + 1, false, &msg);
+            if (rc == ERR_NOTFOUND)
+                break;
+            if (rc != 0) {
+                buf_dispose(&c->body);
+                return rc;
+            }
+            if (msg.seq > segs[i].limit) {
+                bus_ds_msg_dispose(&msg);
+                break;
+            }
+            if (c->messages && c->body.len + msg.len > max) {
+                bus_ds_msg_dispose(&msg);
+                full = true;
+                break;
+            }
+            /* A source's closure is not its fork's: only the stream's own data ends it. */
+            bool end = last && bus_ds_header(&msg, "Sse-End") != NULL;
+            if (msg.len) {
+                if (json && c->messages)
+                    buf_append(&c->body, ",", 1);
+                /* A JSON append is stored as an array: its messages join the answer's. */
+                if (json && msg.len >= 2 && msg.data[0] == '[')
+                    buf_append(&c->body, msg.data + 1, msg.len - 2);
+                else
+                    buf_append(&c->body, msg.data, msg.len);
+                c->messages++;
+                c->next = msg.seq;
+            }
+            if (!last && msg.seq > c->next)
+                c->next = msg.seq; /* an empty closing message of a source */
             bus_ds_msg_dispose(&msg);
-            break;
-        }
-        bool end = bus_ds_header(&msg, "Sse-End") != NULL;
-        if (msg.len) {
-            if (json && c->messages)
-                buf_append(&c->body, ",", 1);
-            /* A JSON append is stored as an array: its messages join the answer's. */
-            if (json && msg.len >= 2 && msg.data[0] == '[')
-                buf_append(&c->body, msg.data + 1, msg.len - 2);
-            else
-                buf_append(&c->body, msg.data, msg.len);
-            c->messages++;
-            c->next = msg.seq;
-        }
-        bus_ds_msg_dispose(&msg);
-        if (end) {
-            c->closed = c->up_to_date = true;
-            break;
+            if (end) {
+                c->closed = true;
+                break;
+            }
         }
     }
+    if (!full)
+        c->up_to_date = true;
     if (json)
         buf_append(&c->body, "]", 1);
+    return 0;
+}
+
+/*
+ * What a read of a fork stitches: its sources' data up to where each was
+ * forked, oldest first, then its own (chain_of: malloc'ed, *nout entries).
+ * chain() keeps it in d->segs; it stays NULL for a stream that is no fork.
+ */
+static struct seg *chain_of(struct request *r, const char *tok, const struct meta *m, size_t *nout)
+{
+    struct seg *segs = mem_calloc(FORK_DEPTH, sizeof(*segs));
+    size_t n = 0;
+    snprintf(segs[n].tok, sizeof(segs[n].tok), "%s", tok);
+    segs[n++].limit = UINT64_MAX;
+    struct meta cur = *m;
+    uint64_t limit = UINT64_MAX;
+    while (cur.src[0] && n < FORK_DEPTH) {
+        limit = cur.fo < limit ? cur.fo : limit;
+        snprintf(segs[n].tok, sizeof(segs[n].tok), "%s", cur.src);
+        segs[n++].limit = limit;
+        struct meta next;
+        if (read_meta_of(r, cur.src, &next) != 0)
+            break; /* a source purged after its last fork went: nothing more to stitch */
+        cur = next;
+    }
+    /* Oldest first. */
+    for (size_t i = 0; i < n / 2; i++) {
+        struct seg t = segs[i];
+        segs[i] = segs[n - 1 - i];
+        segs[n - 1 - i] = t;
+    }
+    *nout = n;
+    return segs;
+}
+
+static int chain(struct request *r, const struct meta *m)
+{
+    struct ds_req *d = req_of(r);
+    if (!m->src[0] || d->segs)
+        return 0;
+    d->segs = chain_of(r, token_of(r), m, &d->nsegs);
     return 0;
 }
 
@@ -829,7 +1169,7 @@ static int delete_stream(struct request *r)
     int a = find(r, &m, NULL, &answered);
     if (answered)
         return a;
-    if (purge(r) != 0)
+    if (purge(r, &m) != 0)
         return fail(r, 503, "JetStream unavailable, try again");
     struct request_head h = {.status = 204};
     request_head_add(&h, "cache-control", "no-store");
@@ -1243,9 +1583,12 @@ static int read_stream(struct request *r)
     d->json = ds_is_json(m.ct);
     snprintf(d->ct, sizeof(d->ct), "%s", m.ct);
     token_of(r);
+    chain(r, &m);
     if (kind == DS_OFFSET_NOW)
         offset = t.offset;
-    else if (kind == DS_OFFSET_START || offset < m.seq)
+    else if (m.src[0] && kind == DS_OFFSET_START)
+        offset = 0; /* a fork reads its sources from their start */
+    else if (!m.src[0] && (kind == DS_OFFSET_START || offset < m.seq))
         offset = m.seq;
     d->offset = offset;
     d->mode = mode;
