@@ -41,7 +41,11 @@ enum ds_offset_kind {
 
 /* Writes seq as an offset into out (DS_OFFSET_LEN + 1 bytes). */
 void ds_offset_format(uint64_t seq, char *out);
-/* Parses an offset (n bytes); 0 with *kind and *seq (0 unless DS_OFFSET_SEQ), or ERR_INVALID. */
+/*
+ * Parses an offset (n bytes); 0 with *kind and *seq (0 unless
+ * DS_OFFSET_SEQ), or ERR_INVALID. "-1" and the reference server's
+ * "0000000000000000_0000000000000000" are the start.
+ */
 int ds_offset_parse(const char *s, size_t n, enum ds_offset_kind *kind, uint64_t *seq);
 
 /*

@@ -100,6 +100,16 @@ int ds_offset_parse(const char *s, size_t n, enum ds_offset_kind *kind, uint64_t
         *kind = DS_OFFSET_NOW;
         return 0;
     }
+    /*
+     * The reference server's first offset, which its conformance suite
+     * writes by hand as "the start" (clients should never construct one):
+     * taken as an alias of -1, never produced.
+     */
+    static const char ref_start[] = "0000000000000000_0000000000000000";
+    if (n == sizeof(ref_start) - 1 && memcmp(s, ref_start, n) == 0) {
+        *kind = DS_OFFSET_START;
+        return 0;
+    }
     if (n != DS_OFFSET_LEN)
         return ERR_INVALID;
     uint64_t v = 0;

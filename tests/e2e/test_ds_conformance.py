@@ -9,11 +9,9 @@ connection is recorded, and every one must be h2) and over the cleartext
 HTTP/1.1 listener (node's own fetch). Each run's results are printed as
 passed/failed/skipped by area (the suite's top-level describe blocks).
 
-The test fails when any case outside the fork areas fails, or when the
-suite's size is not what this test was written against. Forks are declared
-unsupported in the README (nats-server 2.9 has no way to share a prefix of
-one subject's messages with another), so their cases may fail; the count is
-printed.
+The test fails when any case fails, or when the suite's size is not what
+this test was written against (the 6 opt-in subscription cases are skipped
+by the suite itself).
 
 The gateway runs as the conformance setup in the README says: a nats-server
 whose max_payload (16 MB) takes the suite's 10 MiB append, ds-max-body-bytes
@@ -40,7 +38,6 @@ from harness import expect  # noqa: E402
 
 DS_DIR = os.path.join(h.SRC, "tests", "ds")
 SUITE_CASES = 338  # 332 + 6 opt-in (skipped) in 0.3.6
-ALLOWED_FAILING = "Fork - "  # areas declared unsupported (README, "Durable Streams")
 
 
 def setup():
@@ -140,14 +137,10 @@ def test():
                     expect(alpn and set(alpn) == {"h2"},
                            "h2: the suite's connections negotiated %r, want only h2" % alpn)
                     h.log("h2: %d connections, all h2" % alpn["h2"])
-                forks = [f for f in failed if f[0].startswith(ALLOWED_FAILING)]
-                others = [f for f in failed if not f[0].startswith(ALLOWED_FAILING)]
-                h.log("%s: %d failed in the fork areas (declared unsupported), %d elsewhere"
-                      % (label, len(forks), len(others)))
-                for f in others:
+                for f in failed:
                     h.log("%s: FAILED %s > %s: %s" % ((label,) + f))
-                bad += [(label,) + f for f in others]
-            expect(not bad, "%d conformance cases outside forks failed (listed above)" % len(bad))
+                bad += [(label,) + f for f in failed]
+            expect(not bad, "%d conformance cases failed (listed above)" % len(bad))
             gw.check_alive()
             gw.stop()
     finally:

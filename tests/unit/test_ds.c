@@ -76,6 +76,11 @@ static void test_offsets(void **state)
     assert_int_equal(k, DS_OFFSET_START);
     assert_int_equal(ds_offset_parse("now", 3, &k, &seq), 0);
     assert_int_equal(k, DS_OFFSET_NOW);
+    /* The reference server's hand-written start is accepted as -1, and nothing like it. */
+    assert_int_equal(ds_offset_parse("0000000000000000_0000000000000000", 33, &k, &seq), 0);
+    assert_int_equal(k, DS_OFFSET_START);
+    assert_int_equal(ds_offset_parse("0000000000000000_0000000000000001", 33, &k, &seq),
+                     ERR_INVALID);
     const char *bad[] = {"", "1", "-2", "NOW", "000000000000001", "00000000000000010",
                          "000000000000000a", "+000000000000001", "0000000000000001 "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
