@@ -22,8 +22,7 @@ bool ds_route_match(const struct config *cfg, const char *path);
  * Routes a matching request: HTTP_DS with subjects[0] the stream's data
  * subject, or HTTP_ERROR (400 for a path that cannot name a stream).
  */
-void ds_route(const struct config *cfg, struct http_route *route, const char *method,
-              const char *path);
+void ds_route(const struct config *cfg, struct http_route *route, const char *path);
 /* Keeps a protocol header of r (see ds_header()); false for other names. */
 bool ds_request_header(struct request *r, const char *name, size_t nlen, const char *value,
                        size_t vlen);

@@ -3,18 +3,22 @@
  * "Durable Streams" section), on one JetStream stream (ds-stream).
  *
  * Mapping: a stream path under ds-base-path becomes one escaped subject
- * token T (ds_path_token). Its messages live on three subjects:
+ * token T (ds_path_token). Its messages live on these subjects:
  *
- *   <prefix>.m.T        the stream's metadata: one JSON message written at
- *                       creation (content type, TTL, expiry); its sequence
- *                       is the empty stream's tail offset
- *   <prefix>.d.T        the data: one message per append (JSON mode: the
- *                       flattened messages joined by ','), the closing one
- *                       carrying Sse-End (so /events readers see the end
- *                       too); a close without data is an empty message
- *                       with Sse-End and Ds-Tail (the unchanged tail)
+ *   <prefix>.m.T        the stream's metadata: a JSON message written at
+ *                       creation (content type, TTL, expiry; a fork's
+ *                       source and offset), rewritten with "del" by a soft
+ *                       delete; its first sequence is the empty stream's
+ *                       tail offset
+ *   <prefix>.d.T        the data: one message per append (JSON mode: its
+ *                       messages, one level flattened, as one array), with
+ *                       Sse-Event: data for text and JSON streams, the
+ *                       closing one carrying Sse-End (so /events readers
+ *                       see the end too); a close without data is an empty
+ *                       message with Sse-End and Ds-Tail (the unchanged tail)
  *   <prefix>.p.T.<id>   an idempotent producer's state: "epoch seq"
  *   <prefix>.t.T        a TTL stream's last read (empty; see touch())
+ *   <prefix>.r.S.T      fork T's reference to its source S (remove_stream())
  *
  * An offset is the stream sequence of the last data message read (16
  * digits). Every write is a publish conditioned on the data subject's last
@@ -22,13 +26,19 @@
  * is retried on the new tail), so closure, Stream-Seq and appends are
  * ordered by nats-server across a fleet: no gateway holds writer state.
  * Stream-Seq is scoped per stream and carried on every data message
- * (Ds-Seq) so the last one is always on the last message.
+ * (Ds-Seq) so the last one is always on the last message. A fork's reads
+ * stitch its sources' data up to each fork offset (chain_of()).
  *
  * Calls to JetStream are synchronous on the worker, each bounded by
- * ds-timeout-ms (bus_ds.c says why); live reads (long-poll, SSE) do not
- * hold a worker: they wait on a notifier stream on the data subject (the
- * worker's shared subscription, not a consumer per reader) and read the
- * new messages when it wakes.
+ * ds-timeout-ms (bus_ds.c says why). Live reads do not hold a worker: an
+ * SSE reader of an open text or JSON stream follows the data subject as an
+ * ordinary sluice stream after its catch-up (the encode-once fan-out, the
+ * reader's control event as the stream's trailer: sse_start()); a long
+ * poll or a binary stream's SSE reader waits on a notifier stream on the
+ * same shared subscription and reads what is new by direct gets.
+ * Rejected: a JetStream consumer per reader (the issue's explicit no), and
+ * a per-reader direct-get pump for every live append (it was the first
+ * version: one JetStream request per reader per append).
  */
 #include "sluice/ds_route.h"
 
@@ -129,10 +139,8 @@ bool ds_route_match(const struct config *cfg, const char *path)
     return n && strncmp(path, cfg->ds_base_path, n) == 0;
 }
 
-void ds_route(const struct config *cfg, struct http_route *route, const char *method,
-              const char *path)
+void ds_route(const struct config *cfg, struct http_route *route, const char *path)
 {
-    (void)method;
     memset(route, 0, sizeof(*route));
     const char *p = path + strlen(cfg->ds_base_path);
     char token[DS_TOKEN_MAX + 1];

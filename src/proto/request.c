@@ -295,7 +295,8 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         r->fwd_bad |= !reply_header_value_ok(value, vlen);
     } else if (is(name, nlen, "content-length")) {
         r->no_body = vlen == 1 && value[0] == '0';
-    } else if (*env->cfg->ds_base_path) {
+    } else if (r->path && ds_route_match(env->cfg, r->path)) {
+        /* Pseudo-headers (h2) and the request line (HTTP/1.1) come first: the path is known. */
         ds_request_header(r, name, nlen, value, vlen);
     }
 }
@@ -435,7 +436,8 @@ static int respond_preflight(struct request *r)
         return respond_text(r, 403, "origin not allowed", NULL);
     struct request_head h = {.status = 204};
     add(&h, "x-request-id", r->request_id);
-    add_cors(r, &h, ds_route_match(r->io->env->cfg, r->path) ? CORS_DS_PREFLIGHT : CORS_PREFLIGHT);
+    bool ds = ds_route_match(r->io->env->cfg, r->path);
+    add_cors(r, &h, ds ? CORS_DS_PREFLIGHT : CORS_PREFLIGHT);
     r->status = 204;
     unroute(r);
     log_answer(r, 204);
@@ -759,7 +761,7 @@ static void route(struct request *r)
     r->route = mem_alloc(sizeof(*r->route));
     const struct config *cfg = r->io->env->cfg;
     if (ds_route_match(cfg, r->path)) {
-        ds_route(cfg, r->route, r->method, r->path);
+        ds_route(cfg, r->route, r->path);
         r->route_index = REQUEST_ROUTES_MAX;
         return;
     }
