@@ -25,6 +25,12 @@ for opt in "$@"; do
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
         ;;
+    # The Durable Streams tests (tests/e2e/test_ds_*.py): node and npm;
+    # tests/ds/setup.sh then runs npm ci for the conformance suite and client.
+    --ds)
+        command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+        command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+        ;;
     esac
 done
 missing=""

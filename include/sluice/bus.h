@@ -104,6 +104,9 @@ struct bus_params {
     void (*control)(void *ctx, const char *data, size_t len);
     void *control_ctx;
     bool ask_inboxes;           /* one reply inbox per worker for bus_ask() */
+    const char *ds_stream;      /* the Durable Streams route's stream (bus_ds.c); NULL: none */
+    const char *ds_subjects;    /* its subjects, "<prefix>.>", when it must be made */
+    int64_t ds_timeout_ms;      /* bound of each of its calls */
 };
 
 /*
@@ -211,4 +214,41 @@ struct bus_stats {
 /* A snapshot of the bus's counters. Thread-safe. */
 void bus_stats(struct bus *bus, struct bus_stats *out);
 
+/*
+ * The Durable Streams route's JetStream calls (bus_ds.c). Each is one
+ * request to nats-server that blocks its caller up to ds_timeout_ms: the
+ * route runs them on its worker (see src/proto/ds.c for why).
+ */
+struct bus_ds_msg {
+    uint64_t seq;       /* stream sequence */
+    int64_t time_ns;    /* when JetStream stored it, since 1970 */
+    const char *data;   /* len bytes, valid until bus_ds_msg_dispose */
+    size_t len;
+    void *handle;       /* the message; NULL when none */
+};
+/*
+ * The first message on subject at or after sequence from (last: the last
+ * message on subject, from ignored). 0, ERR_NOTFOUND (none), or ERR_NATS.
+ */
+int bus_ds_get(struct bus *bus, const char *subject, uint64_t from, bool last,
+               struct bus_ds_msg *out);
+/* A header of m, or NULL. */
+const char *bus_ds_header(const struct bus_ds_msg *m, const char *name);
+void bus_ds_msg_dispose(struct bus_ds_msg *m);
+/*
+ * Publishes to the stream and waits for its ack. expect_last: -1 for no
+ * condition, 0 for "subject holds nothing", else the subject's last
+ * sequence (JetStream refuses otherwise: ERR_AGAIN). msg_id (may be NULL)
+ * is deduplicated by JetStream within its window (*duplicate set). Empty
+ * header values are left out. 0 with *seq, ERR_AGAIN, or ERR_NATS.
+ */
+int bus_ds_publish(struct bus *bus, const char *subject, const char *const *headers,
+                   size_t nheaders, const void *data, size_t len, int64_t expect_last,
+                   const char *msg_id, uint64_t *seq, bool *duplicate);
+/* The largest message nats-server takes (its max_payload); 0 when unknown. */
+size_t bus_ds_max_payload(struct bus *bus);
+/* Removes the messages on subject (wildcards allowed) but the last keep. 0 or ERR_NATS. */
+int bus_ds_purge(struct bus *bus, const char *subject, uint64_t keep);
+
 #endif
+

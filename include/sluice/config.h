@@ -99,6 +99,14 @@ struct config {
     int auth_callout_cache_ttl_s;    /* a grant without "ttl" is kept */
     int auth_callout_negative_ttl_s; /* a 401/403 is kept */
     char *revoke_subject;            /* NATS control subject ($SLUICE.…), or "" for none */
+    /* The Durable Streams route (src/proto/ds.c); off while ds_base_path is "". */
+    char *ds_base_path;              /* e.g. "/v1/stream/": starts and ends with '/' */
+    char *ds_stream;                 /* the JetStream stream behind it (made when missing) */
+    char *ds_subject_prefix;         /* its subjects: <prefix>.d.<path token> and so on */
+    size_t ds_max_body_bytes;        /* one PUT or POST body */
+    size_t ds_max_read_bytes;        /* data in one catch-up or long-poll answer */
+    int ds_long_poll_ms;             /* how long a long poll waits for data */
+    int ds_timeout_ms;               /* bound of each JetStream call the route makes */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -59,6 +59,9 @@ enum cors_result {
 enum cors_kind {
     CORS_ACTUAL,    /* any response other than a preflight's */
     CORS_PREFLIGHT, /* the 204 answer to OPTIONS with Access-Control-Request-Method */
+    /* The same for the Durable Streams route: its methods and protocol headers. */
+    CORS_DS_ACTUAL,
+    CORS_DS_PREFLIGHT,
 };
 
 /* One response header; name is lower case (as HTTP/2 requires) and static. */

@@ -119,6 +119,12 @@ struct request_stats {
     struct callout_stats callout;
     atomic_uint_fast64_t auth_unavailable; /* requests the callout could not decide: 200+retry or 503 */
     atomic_uint_fast64_t auth_renewed;     /* streams whose grant the callout renewed at expiry */
+    /* The Durable Streams route (ds.c), answers by operation. */
+    atomic_uint_fast64_t ds_create, ds_append, ds_close, ds_read, ds_long_poll, ds_sse, ds_head,
+        ds_delete;
+    atomic_uint_fast64_t ds_refused;     /* answered 4xx */
+    atomic_uint_fast64_t ds_unavailable; /* answered 503: JetStream did not answer in time */
+    atomic_uint_fast64_t ds_races;       /* appends retried on a newer tail (another writer) */
 };
 
 /* What every request of one worker is served with; borrowed for the worker's life. */
@@ -157,7 +163,7 @@ void request_quota_init(struct request_quota *q, const struct request_env *env, 
 /* After every request charged to q has been disposed. */
 void request_quota_dispose(struct request_quota *q);
 
-#define REQUEST_HEAD_MAX 16 /* fields of a response head, CORS ones included */
+#define REQUEST_HEAD_MAX 24 /* fields of a response head, CORS ones included */
 
 /* One response header field; name lower case. Both point at storage that outlives the call. */
 struct request_field {
@@ -288,6 +294,8 @@ struct request {
     bool answered;              /* answer is to be applied by request_resume() */
     bool body_done;             /* a publish body ended while authorizing */
     bool renewing;              /* the answer renews an open stream's grant */
+    struct ds_req *ds;          /* the Durable Streams route's state (ds.c); NULL: none */
+    bool no_body;               /* content-length: 0 was sent: the body is complete at once */
 };
 
 /* Starts r for a request of io's connection; stream_id labels log lines (0: none). */
@@ -347,6 +355,39 @@ bool request_waiting(const struct request *r);
  * the poll's answer). 0, or what the front call returned.
  */
 int request_resume(struct request *r);
+
+/*
+ * For the protocol routes outside this file (src/proto/ds.c). They never
+ * write protocol bytes: an answer is a head of fields and a body.
+ */
+/* Adds a field to h (ignored past REQUEST_HEAD_MAX); name and value must outlive the answer. */
+void request_head_add(struct request_head *h, const char *name, const char *value);
+/*
+ * Answers r with h (x-request-id, CORS and, unless 204 or 304,
+ * content-length added here) and body (taken). r may be gone after it.
+ */
+int request_answer(struct request *r, struct request_head *h, struct request_body *body);
+/* Charges n bytes of a private body of r to its connection and worker (see charge()). */
+void request_charge(struct request *r, size_t n);
+/* How request_open() opens a stream for a protocol route. */
+struct request_wait {
+    int timeout_ms;            /* ends it then (STREAM_END_TIMEOUT); 0: never */
+    size_t queue_max;          /* its queue cap; 0: stream-queue-bytes */
+    bool notify;               /* a notifier (stream_params.notify) */
+    const char *last_event_id; /* where it starts; NULL: now */
+    stream_trailer_fn *trailer; /* see stream_params */
+    void *trailer_ctx;
+    const char *prologue;      /* copied */
+    size_t prologue_len;
+};
+/*
+ * Opens r->stream on r's route subjects as w says, admitted like an SSE
+ * stream, and makes r wait for it (request_resume). 0, or the status to
+ * answer with *text. r's route is gone after a 0.
+ */
+int request_open(struct request *r, const struct request_wait *w, const char **text);
+/* Sends r's SSE head h (x-request-id and CORS added); the body is r->stream's. */
+int request_start_stream(struct request *r, struct request_head *h);
 
 /*
  * Ends the cancelled request streams whose service did not end them

@@ -40,6 +40,7 @@ enum http_kind {
     HTTP_REQUEST, /* start a request stream: the body to service subject subjects[0] */
     HTTP_REPLY,   /* GET a request stream by its token (stream), resumable */
     HTTP_CANCEL,  /* DELETE a request stream by its token: a cancel notice to its service */
+    HTTP_DS,      /* the Durable Streams route (ds_route.h): subjects[0] is the data subject */
 };
 
 /* "<16 hex owner tag>.<32 hex id>": a request stream's token in /streams/r/<token>. */

@@ -145,6 +145,15 @@ typedef void stream_wake_fn(void *ctx);
 typedef void stream_renew_fn(void *ctx);
 
 
+/*
+ * Writes at most max bytes of its owner's to follow an event of seq (end:
+ * the event ends its subject; empty: it has no data) into out; returns
+ * how many. Called from inside the stream's queueing, never after its end.
+ */
+typedef size_t stream_trailer_fn(void *ctx, uint64_t seq, bool end, bool empty, char *out,
+                                 size_t max);
+#define STREAM_TRAILER_MAX 256
+
 struct stream_params {
     struct stream_env *env;
     struct stream_budget *conn_budget;
@@ -163,6 +172,22 @@ struct stream_params {
     enum stream_end expire_end;/* why it ends then: TOKEN_EXPIRED, or TIMEOUT for a poll */
     stream_renew_fn *renew;    /* NULL: a TOKEN_EXPIRED expiry ends the stream */
     const char *principal;     /* who it was granted to, for revocation; copied; may be NULL */
+    /*
+     * A notifier (the Durable Streams route's live reads): queues neither
+     * the start nor events; it wakes once started and at each event after
+     * that, and an Sse-End does not end it. Its owner reads the new data
+     * itself and queues what to send with stream_push_text().
+     */
+    bool notify;
+    /*
+     * The Durable Streams route's SSE readers: bytes after every event
+     * (their control events; NULL: none), and bytes queued right after the
+     * start (the catch-up read before it; copied).
+     */
+    stream_trailer_fn *trailer;
+    void *trailer_ctx;
+    const char *prologue;
+    size_t prologue_len;
 };
 
 /*
@@ -225,6 +250,12 @@ size_t stream_env_revoke(struct stream_env *env, const char *principal, const ch
                          const char *reason);
 /* The principal given at stream_new(), or NULL; borrowed. */
 const char *stream_principal(const struct stream *s);
+/*
+ * Queues n bytes of the owner's (a notifier's SSE text), charged as live
+ * bytes. False when the stream has ended, or ends it now because they
+ * would pass a cap (the slow-consumer policy).
+ */
+bool stream_push_text(struct stream *s, const char *bytes, size_t n);
 /* Why the stream ended, or STREAM_END_NONE. */
 enum stream_end stream_ended(const struct stream *s);
 

@@ -314,6 +314,22 @@ size_t cors_headers(const struct cors *c, enum cors_kind kind, const char *origi
         /* A request stream's resumable URL, which a page on another origin must read. */
         if (kind == CORS_ACTUAL)
             ADD_LIT(out, &k, "access-control-expose-headers", "content-location");
+        /* A Durable Streams client reads offsets, cursors and producer state from headers. */
+        if (kind == CORS_DS_ACTUAL)
+            ADD_LIT(out, &k, "access-control-expose-headers",
+                    "etag, location, producer-epoch, producer-expected-seq, "
+                    "producer-received-seq, producer-seq, stream-closed, stream-cursor, "
+                    "stream-expires-at, stream-next-offset, stream-sse-data-encoding, "
+                    "stream-ttl, stream-up-to-date");
+        if (kind == CORS_DS_PREFLIGHT) {
+            ADD_LIT(out, &k, "access-control-allow-methods",
+                    "GET, HEAD, POST, PUT, DELETE, OPTIONS");
+            ADD_LIT(out, &k, "access-control-allow-headers",
+                    "authorization, cache-control, content-type, if-none-match, producer-epoch, "
+                    "producer-id, producer-seq, stream-closed, stream-expires-at, stream-seq, "
+                    "stream-ttl");
+            ADD_LIT(out, &k, "access-control-max-age", STR(CORS_MAX_AGE_S));
+        }
         if (kind == CORS_PREFLIGHT) {
             /* DELETE cancels a request stream (/streams/r/…). */
             ADD_LIT(out, &k, "access-control-allow-methods", "GET, POST, DELETE, OPTIONS");

@@ -94,6 +94,11 @@ struct stream {
     int64_t since_ns;         /* ?since=, 0: none */
     bool begun;               /* starts asked for */
     bool started;             /* start queued: live events count from now on */
+    bool notify;              /* queues nothing of its own: events only wake (stream_params) */
+    stream_trailer_fn *trailer; /* own bytes after each event (stream_params); NULL: none */
+    void *trailer_ctx;
+    char *prologue;           /* queued after the start (stream_params); freed once queued */
+    size_t prologue_len;
     size_t pending;           /* starts a replay job still has to answer */
     struct bus_resume *starts;/* per subject, while begun and not started */
 };
@@ -219,6 +224,17 @@ static void push_own(struct stream *s, const char *bytes, size_t n)
 {
     buf_append(&s->own, bytes, n);
     push(s, NULL, n, CHARGE_NONE);
+}
+
+/* The owner's bytes after an event of seq (end: it ends its subject; empty: no data). */
+static void push_trailer(struct stream *s, uint64_t seq, bool end, bool empty)
+{
+    if (!s->trailer)
+        return;
+    char out[STREAM_TRAILER_MAX];
+    size_t n = s->trailer(s->trailer_ctx, seq, end, empty, out, sizeof(out));
+    if (n)
+        push_own(s, out, n);
 }
 
 static void release(struct stream *s, struct item *it)
@@ -489,6 +505,17 @@ static void finish(struct stream *s)
     }
     drop_starts(s);
 
+    if (s->notify) {
+        for (size_t k = 0; k < nreplay; k++)
+            sse_event_unref(replay[k].ev);
+        free(replay);
+        free(reset);
+        free(s->start_id);
+        s->start_id = NULL;
+        s->started = true;
+        s->wake(s->wake_ctx);
+        return;
+    }
     char line[SSE_LINE_MAX];
     size_t n = sse_format_retry(line, s->retry_ms);
     size_t mark = s->own.len;
@@ -496,6 +523,12 @@ static void finish(struct stream *s)
     append_id(s);
     buf_append(&s->own, "\n", 1);
     push(s, NULL, s->own.len - mark, CHARGE_NONE);
+    if (s->prologue) {
+        buf_append(&s->own, s->prologue, s->prologue_len);
+        push(s, NULL, s->prologue_len, CHARGE_NONE);
+        free(s->prologue);
+        s->prologue = NULL;
+    }
 
     if (reason)
         push_reset(s, reset, reason);
@@ -510,12 +543,15 @@ static void finish(struct stream *s)
         }
         s->seqs[i] = replay[k].ev->seq;
         bool end = replay[k].ev->end;
-        if (replay[k].ev->len == 0) {
+        uint64_t seq = replay[k].ev->seq;
+        bool empty = replay[k].ev->len == 0;
+        if (empty) {
             push_end_id(s);
             sse_event_unref(replay[k].ev);
         } else {
             push(s, replay[k].ev, append_id(s), CHARGE_REPLAY);
         }
+        push_trailer(s, seq, end, empty);
         if (end)
             mark_done(s, i);
     }
@@ -605,6 +641,14 @@ struct stream *stream_new(const struct stream_params *p)
     s->queue_max = p->queue_max;
     s->opened_s = stream_now_s();
     s->expires_ms = p->expires_ms;
+    s->notify = p->notify;
+    s->trailer = p->trailer;
+    s->trailer_ctx = p->trailer_ctx;
+    if (p->prologue_len) {
+        s->prologue = mem_alloc(p->prologue_len);
+        memcpy(s->prologue, p->prologue, p->prologue_len);
+        s->prologue_len = p->prologue_len;
+    }
     s->expire_end = p->expire_end ? p->expire_end : STREAM_END_TOKEN_EXPIRED;
     s->renew = p->renew;
     s->principal = p->principal ? mem_strdup(p->principal) : NULL;
@@ -683,6 +727,7 @@ void stream_free(struct stream *s)
     drop_starts(s);
     free(s->principal);
     free(s->start_id);
+    free(s->prologue);
     free(s->items);
     free(s->links); /* the block that also holds seqs and subjects */
     free(s);
@@ -730,6 +775,28 @@ void stream_info(const struct stream *s, struct stream_info *out)
 }
 
 void stream_end(struct stream *s, enum stream_end why) { stream_end_retry(s, why, 0); }
+
+static const char *over_cap(const struct stream *s, size_t n);
+
+bool stream_push_text(struct stream *s, const char *bytes, size_t n)
+{
+    if (s->end != STREAM_END_NONE)
+        return false;
+    const char *cap = over_cap(s, n);
+    if (cap) {
+        log_info("conn %" PRIu64 " stream %d: slow consumer: %s full (%zu bytes queued); "
+                 "ending stream",
+                 s->conn_id, (int)s->stream_id, cap, s->charged);
+        metrics_add(&s->env->stats.cut_slow, 1);
+        stream_end(s, STREAM_END_SLOW_CONSUMER);
+        return false;
+    }
+    buf_append(&s->own, bytes, n);
+    push(s, NULL, n, CHARGE_LIVE);
+    touch(s, stream_now_ms());
+    return true;
+}
+
 
 /*
  * Ends s for why: drops what is not yet started, queues `retry:` (when
@@ -858,11 +925,18 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
     if (s->end != STREAM_END_NONE || !s->started || ev->seq <= s->seqs[link->index] ||
         s->done[link->index])
         return;
+    if (s->notify) {
+        /* Its owner reads what is new itself, and decides when it ends. */
+        s->seqs[link->index] = ev->seq;
+        s->wake(s->wake_ctx);
+        return;
+    }
     if (ev->len == 0) { /* an end with no event, or an empty end on a wildcard: no event */
         s->refused |= ev->refused;
         if (ev->end) {
             s->seqs[link->index] = ev->seq;
             push_end_id(s);
+            push_trailer(s, ev->seq, true, true);
             end_subject(s, link->index);
         }
         return;
@@ -884,6 +958,7 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev)
     }
     sse_refs_take(&s->env->refs, ev); /* the caller holds one: the inbox mail's */
     push(s, ev, head, CHARGE_LIVE);
+    push_trailer(s, ev->seq, ev->end, false);
     touch(s, s->env->now_ms);
     if (ev->end)
         end_subject(s, link->index);

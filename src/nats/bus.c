@@ -592,6 +592,10 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
             return ERR_NATS;
         }
     }
+    if (p->ds_stream && *p->ds_stream && bus_ds_open(bus, p, err, errlen) != 0) {
+        bus_free(bus);
+        return ERR_NATS;
+    }
     if (p->jetstream && *p->jetstream) {
         if (bus_load_streams(bus, p->jetstream, err, errlen) != 0) {
             bus_free(bus);
@@ -673,6 +677,7 @@ void bus_free(struct bus *bus)
     free(bus->graves);
     /* Waits for the delivery threads, so every on-complete callback has run. */
     jsCtx_Destroy(bus->js);
+    bus_ds_close(bus);
     natsStatus s = nats_CloseAndWait(2000);
     log_debug("nats: library closed: %s", natsStatus_GetText(s));
     /* After the delivery threads: a reply callback may have been running until then. */

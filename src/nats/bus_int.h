@@ -160,6 +160,9 @@ struct bus {
     struct bus_grave *graves;    /* ended subscriptions, oldest first; under grave_lock */
     size_t ngraves, graves_cap;
     jsCtx *js;                   /* NULL without JetStream streams */
+    jsCtx *ds_js;                /* the Durable Streams route's; NULL without it */
+    char *ds_stream;             /* its stream's name */
+    int64_t ds_timeout_ms;
     struct bus_jstream *streams;
     size_t nstreams;
     struct list jobs;            /* bus_job.node, oldest first; under lock */
@@ -310,5 +313,9 @@ void bus_js_follow(struct bus *bus, struct bus_sub *bs);
 void *bus_run_replays(void *arg);
 /* Queues r on a job for bs: a joinable one, or a new one. Under bus->lock. */
 void bus_add_waiter(struct bus *bus, struct bus_sub *bs, struct bus_replay *r);
+
+/* Makes the Durable Streams route's context and stream (bus_ds.c); 0 or ERR_NATS with err. */
+int bus_ds_open(struct bus *bus, const struct bus_params *p, char *err, size_t errlen);
+void bus_ds_close(struct bus *bus);
 
 #endif

@@ -121,6 +121,13 @@ static const struct key keys[] = {
     INT("auth-callout-cache-ttl-s", auth_callout_cache_ttl_s, 0, 86400),
     INT("auth-callout-negative-ttl-s", auth_callout_negative_ttl_s, 0, 3600),
     OPT("revoke-subject", revoke_subject),
+    OPT("ds-base-path", ds_base_path),
+    STR("ds-stream", ds_stream),
+    STR("ds-subject-prefix", ds_subject_prefix),
+    SIZE("ds-max-body-bytes", ds_max_body_bytes, 1, 64L << 20),
+    SIZE("ds-max-read-bytes", ds_max_read_bytes, 1024, 64L << 20),
+    INT("ds-long-poll-ms", ds_long_poll_ms, 100, 120000),
+    INT("ds-timeout-ms", ds_timeout_ms, 100, 60000),
 };
 
 static const char USAGE[] =
@@ -244,6 +251,15 @@ static const char USAGE[] =
     "  --auth-callout-negative-ttl-s N  a 401/403 is cached (default 5)\n"
     "  --revoke-subject S       NATS control subject for revocations, under $SLUICE.,\n"
     "                           or empty for none (default $SLUICE.revoke)\n"
+    "  --ds-base-path PATH      serve the Durable Streams protocol under PATH, e.g.\n"
+    "                           /v1/stream/ (default: off)\n"
+    "  --ds-stream NAME         its JetStream stream, made when missing (default DS)\n"
+    "  --ds-subject-prefix P    its subjects P.d.<stream>, P.m.<stream>, P.p.<stream>.<producer>\n"
+    "                           (default ds)\n"
+    "  --ds-max-body-bytes N    one PUT or POST body (default 1048576)\n"
+    "  --ds-max-read-bytes N    data in one catch-up or long-poll answer (default 1048576)\n"
+    "  --ds-long-poll-ms N      a long poll's wait for data (default 20000)\n"
+    "  --ds-timeout-ms N        bound of each JetStream call of the route (default 2000)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -338,6 +354,13 @@ void config_init(struct config *c)
     c->auth_callout_cache_ttl_s = 60;
     c->auth_callout_negative_ttl_s = 5;
     c->revoke_subject = mem_strdup("$SLUICE.revoke");
+    c->ds_base_path = mem_strdup("");
+    c->ds_stream = mem_strdup("DS");
+    c->ds_subject_prefix = mem_strdup("ds");
+    c->ds_max_body_bytes = 1024 * 1024;
+    c->ds_max_read_bytes = 1024 * 1024;
+    c->ds_long_poll_ms = 20000;
+    c->ds_timeout_ms = 2000;
 }
 
 void config_dispose(struct config *c)
@@ -604,6 +627,24 @@ int config_check(const struct config *c, char *err, size_t errlen)
     if (c->overload_retry_min_ms > c->overload_retry_max_ms) {
         set_err(err, errlen, "overload-retry-min-ms (%d) is above overload-retry-max-ms (%d)",
                 c->overload_retry_min_ms, c->overload_retry_max_ms);
+        return ERR_INVALID;
+    }
+    size_t bl = strlen(c->ds_base_path);
+    if (bl && (bl < 2 || c->ds_base_path[0] != '/' || c->ds_base_path[bl - 1] != '/' ||
+               strpbrk(c->ds_base_path, "?#%"))) {
+        set_err(err, errlen, "ds-base-path '%s' must start and end with '/', without ? # %%",
+                c->ds_base_path);
+        return ERR_INVALID;
+    }
+    /* The prefix is a literal start of subjects: never a wildcard, never NATS's own space. */
+    if (!subject_valid(c->ds_subject_prefix, strlen(c->ds_subject_prefix), false, &why) ||
+        subject_reserved(c->ds_subject_prefix) || strlen(c->ds_subject_prefix) > 64) {
+        set_err(err, errlen, "ds-subject-prefix '%s': not a plain subject of at most 64 bytes",
+                c->ds_subject_prefix);
+        return ERR_INVALID;
+    }
+    if (bl && strcspn(c->ds_stream, " .*>") != strlen(c->ds_stream)) {
+        set_err(err, errlen, "ds-stream '%s' is not a JetStream stream name", c->ds_stream);
         return ERR_INVALID;
     }
     return 0;

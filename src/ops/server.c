@@ -53,6 +53,7 @@
 #include "sluice/bus.h"
 #include "sluice/callout.h"
 #include "sluice/config.h"
+#include "sluice/ds.h"
 #include "sluice/conn.h"
 #include "sluice/cors.h"
 #include "sluice/forwarded.h"
@@ -195,6 +196,32 @@ static void request_metrics(struct buf *out, const struct server *s)
         {"result=\"timeout\"", offsetof(struct conn_stats, requests.req_timeouts)},
     };
     labelled_sums(out, s, "sluice_request_streams_total", what, sizeof(what) / sizeof(what[0]));
+    metrics_header(out, "sluice_ds_requests_total", "counter",
+                   "Durable Streams route requests answered, by operation (a refusal counts in "
+                   "its operation too).");
+    static const struct labelled ds_ops[] = {
+        {"op=\"create\"", offsetof(struct conn_stats, requests.ds_create)},
+        {"op=\"append\"", offsetof(struct conn_stats, requests.ds_append)},
+        {"op=\"close\"", offsetof(struct conn_stats, requests.ds_close)},
+        {"op=\"read\"", offsetof(struct conn_stats, requests.ds_read)},
+        {"op=\"long_poll\"", offsetof(struct conn_stats, requests.ds_long_poll)},
+        {"op=\"sse\"", offsetof(struct conn_stats, requests.ds_sse)},
+        {"op=\"head\"", offsetof(struct conn_stats, requests.ds_head)},
+        {"op=\"delete\"", offsetof(struct conn_stats, requests.ds_delete)},
+    };
+    labelled_sums(out, s, "sluice_ds_requests_total", ds_ops, sizeof(ds_ops) / sizeof(ds_ops[0]));
+    metrics_header(out, "sluice_ds_answers_total", "counter",
+                   "Durable Streams route answers that were not a success: refused (4xx), "
+                   "unavailable (503: JetStream did not answer within ds-timeout-ms).");
+    static const struct labelled ds_res[] = {
+        {"result=\"refused\"", offsetof(struct conn_stats, requests.ds_refused)},
+        {"result=\"unavailable\"", offsetof(struct conn_stats, requests.ds_unavailable)},
+    };
+    labelled_sums(out, s, "sluice_ds_answers_total", ds_res, sizeof(ds_res) / sizeof(ds_res[0]));
+    metric(out, "sluice_ds_append_races_total", "counter",
+           "Durable Streams appends judged again on a newer tail: another writer (any gateway) "
+           "appended between this one's read of the tail and its conditional publish.",
+           sum_at(s, true, offsetof(struct conn_stats, requests.ds_races)));
     static const char name[] = "sluice_request_first_event_seconds";
     metrics_header(out, name, "histogram",
                    "From a request stream's POST to its first reply, by request route "
@@ -810,6 +837,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
     int code = 1;
     struct server s = {
         .cfg = cfg, .log_level = cfg->log_level, .argc = argc, .argv = argv, .locks = {-1, -1}};
+    char *js_list = NULL; /* the bus's JetStream stream list; outlives the bus */
     size_t n = cfg->workers > 0 ? (size_t)cfg->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
     s.nworkers = n < 1 ? 1 : n > 64 ? 64 : n;
     s.workers = mem_calloc(s.nworkers, sizeof(*s.workers));
@@ -883,6 +911,15 @@ int server_run(const struct config *cfg, int argc, char **argv)
         s.workers[i] = worker_new(i, cfg, s.tls, s.guard, s.auth, s.cors, s.admission,
                                   s.trusted, s.principals, fds[i], plain[i],
                                   queue_total / s.nworkers);
+    char ds_subjects[80];
+    snprintf(ds_subjects, sizeof(ds_subjects), "%s.>", cfg->ds_subject_prefix);
+    /*
+     * The Durable Streams route's SSE readers follow its stream through the
+     * JetStream feed, whose event sequences are its offsets: it is always
+     * among the JetStream streams.
+     */
+    js_list = *cfg->ds_base_path ? ds_jetstream_list(cfg->jetstream_streams, cfg->ds_stream)
+                                 : mem_strdup(cfg->jetstream_streams);
     struct bus_params bp = {
         .url = cfg->nats_url,
         .nworkers = s.nworkers,
@@ -893,7 +930,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .history_total_bytes = cfg->history_total_bytes ? cfg->history_total_bytes : memory / 8,
         .keep_ms = cfg->history_keep_ms,
         .max_subs = (size_t)cfg->max_subscriptions,
-        .jetstream = cfg->jetstream_streams,
+        .jetstream = js_list,
         .replays = (size_t)cfg->jetstream_replays,
         .replay_max = (size_t)cfg->jetstream_replay_max,
         .max_consumers = (size_t)cfg->jetstream_max_consumers,
@@ -902,6 +939,9 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .control = on_control,
         .control_ctx = &s,
         .ask_inboxes = *cfg->auth_callout_subject != '\0',
+        .ds_stream = *cfg->ds_base_path ? cfg->ds_stream : NULL,
+        .ds_subjects = ds_subjects,
+        .ds_timeout_ms = cfg->ds_timeout_ms,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);
@@ -961,5 +1001,6 @@ out:
     free(s.workers);
     free(fds);
     free(plain);
+    free(js_list);
     return code;
 }

@@ -39,6 +39,7 @@
 #include "sluice/bus.h"
 #include "sluice/callout.h"
 #include "sluice/config.h"
+#include "sluice/ds_route.h"
 #include "sluice/err.h"
 #include "sluice/filecache.h"
 #include "sluice/forwarded.h"
@@ -237,6 +238,7 @@ void request_dispose(struct request *r)
     for (size_t i = 0; i < r->ncallout_fields; i++)
         free(r->callout_fields[i]);
     auth_grant_free(r->grant);
+    ds_request_dispose(r);
     if (r->route) {
         http_route_dispose(r->route);
         free(r->route);
@@ -346,6 +348,11 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
         r->fwd[r->nfwd++] = mem_strndup(name, nlen);
         r->fwd[r->nfwd++] = mem_strndup(value, vlen);
         r->fwd_bad |= !reply_header_value_ok(value, vlen);
+    } else if (is(name, nlen, "content-length")) {
+        r->no_body = vlen == 1 && value[0] == '0';
+    } else if (r->path && ds_route_match(env->cfg, r->path)) {
+        /* Pseudo-headers (h2) and the request line (HTTP/1.1) come first: the path is known. */
+        ds_request_header(r, name, nlen, value, vlen);
     }
 }
 
@@ -484,7 +491,8 @@ static int respond_preflight(struct request *r)
         return respond_text(r, 403, "origin not allowed", NULL);
     struct request_head h = {.status = 204};
     add(&h, "x-request-id", r->request_id);
-    add_cors(r, &h, CORS_PREFLIGHT);
+    bool ds = ds_route_match(r->io->env->cfg, r->path);
+    add_cors(r, &h, ds ? CORS_DS_PREFLIGHT : CORS_PREFLIGHT);
     r->status = 204;
     unroute(r);
     log_answer(r, 204);
@@ -580,9 +588,22 @@ static int check_subjects(struct request *r, const char **text)
     return 0;
 }
 
-static bool publishes(const struct http_route *route)
+/* r writes (needs publish permission): a publish, a request stream, a Durable Streams write. */
+static bool publishes(const struct request *r)
 {
-    return route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST;
+    const struct http_route *route = r->route;
+    return route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST ||
+           (route->kind == HTTP_DS && strcmp(r->method, "GET") != 0 &&
+            strcmp(r->method, "HEAD") != 0);
+}
+
+/* r is answered once its whole body is here (body_complete()). */
+static bool takes_body(const struct request *r)
+{
+    const struct http_route *route = r->route;
+    return route->kind == HTTP_PUBLISH || route->kind == HTTP_REQUEST ||
+           (route->kind == HTTP_DS &&
+            (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0));
 }
 
 /*
@@ -608,7 +629,7 @@ static int check_grant(struct request *r, const char **text)
             return status;
     }
     for (size_t i = 0; i < route->nsubjects; i++) {
-        bool pub = publishes(route);
+        bool pub = publishes(r);
         bool ok = pub ? auth_can_publish(r->grant, route->subjects[i])
                       : auth_can_subscribe(r->grant, route->subjects[i]);
         if (!ok) {
@@ -833,6 +854,8 @@ static void on_stream_renew(void *ctx);
 static void on_stream_wake(void *ctx)
 {
     struct request *r = ctx;
+    if (r->ds)
+        ds_wake(r);
     r->front->wake(r);
 }
 
@@ -859,7 +882,7 @@ static int64_t token_end_ms(const struct request *r)
  * (joining a pattern already subscribed is free). Each refusal is
  * counted; the first on a connection is logged. Never wakes from inside.
  */
-static int open_stream(struct request *r, const char **text)
+static int open_stream_as(struct request *r, const char **text, const struct request_wait *w)
 {
     const struct request_env *env = r->io->env;
     const struct config *cfg = env->cfg;
@@ -880,7 +903,7 @@ static int open_stream(struct request *r, const char **text)
         .since_ns = route->since_ns,
         .retry_ms = (unsigned)cfg->retry_ms,
         .jitter_pct = (unsigned)cfg->retry_jitter_pct,
-        .queue_max = cfg->stream_queue_bytes,
+        .queue_max = w && w->queue_max ? w->queue_max : cfg->stream_queue_bytes,
         .wake = on_stream_wake,
         .wake_ctx = r,
         .conn_id = r->io->conn_id,
@@ -889,11 +912,22 @@ static int open_stream(struct request *r, const char **text)
     p.expires_ms = token_end_ms(r);
     p.expire_end = STREAM_END_TOKEN_EXPIRED;
     p.principal = r->grant ? auth_grant_subject(r->grant) : NULL;
-    /* A callout's grant is asked for again at its expiry; a poll simply ends (and is asked anew). */
-    if (auth_grant_renewable(r->grant) && route->kind != HTTP_POLL)
+    int wait_ms = w ? w->timeout_ms : 0;
+    if (w) {
+        p.notify = w->notify;
+        p.last_event_id = w->last_event_id;
+        p.trailer = w->trailer;
+        p.trailer_ctx = w->trailer_ctx;
+        p.prologue = w->prologue;
+        p.prologue_len = w->prologue_len;
+    }
+    if (route->kind == HTTP_POLL)
+        wait_ms = route->timeout_ms;
+    /* A callout's grant is asked for again at its expiry; a poll or a wait simply ends (and is asked anew). */
+    if (auth_grant_renewable(r->grant) && wait_ms == 0)
         p.renew = on_stream_renew;
-    if (route->kind == HTTP_POLL) {
-        int64_t deadline = stream_now_ms() + route->timeout_ms;
+    if (wait_ms > 0) {
+        int64_t deadline = stream_now_ms() + wait_ms;
         if (!p.expires_ms || deadline < p.expires_ms) {
             p.expires_ms = deadline;
             p.expire_end = STREAM_END_TIMEOUT;
@@ -903,12 +937,23 @@ static int open_stream(struct request *r, const char **text)
     return 0;
 }
 
+static int open_stream(struct request *r, const char **text)
+{
+    return open_stream_as(r, text, NULL);
+}
+
 /* Parses r's route once. */
 static void route(struct request *r)
 {
     if (r->route)
         return;
     r->route = mem_alloc(sizeof(*r->route));
+    const struct config *cfg = r->io->env->cfg;
+    if (ds_route_match(cfg, r->path)) {
+        ds_route(cfg, r->route, r->path);
+        r->route_index = REQUEST_ROUTES_MAX;
+        return;
+    }
     http_route(r->route, r->method, strlen(r->method), r->path, strlen(r->path));
     r->route_index = REQUEST_ROUTES_MAX; /* the generic POST /streams/<subject> */
     const char *routes = r->io->env->cfg->request_routes;
@@ -1168,10 +1213,13 @@ bool request_wants_body(struct request *r, uint64_t *max)
         return false;
     route(r);
     const struct config *cfg = r->io->env->cfg;
+    bool ds = r->route->kind == HTTP_DS &&
+              (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0);
     *max = r->route->kind == HTTP_PUBLISH   ? cfg->max_publish_bytes
            : r->route->kind == HTTP_REQUEST ? cfg->max_request_body_bytes
+           : ds                             ? cfg->ds_max_body_bytes
                                             : 0;
-    return r->route->kind == HTTP_PUBLISH || r->route->kind == HTTP_REQUEST;
+    return r->route->kind == HTTP_PUBLISH || r->route->kind == HTTP_REQUEST || ds;
 }
 
 bool request_publishing(const struct request *r) { return r->publishing && r->status == 0; }
@@ -1186,7 +1234,11 @@ int request_body(struct request *r, const void *data, size_t len)
         respond_error(r, 413, "request_too_large", "body larger than max-request-body-bytes");
         return ERR_LIMIT;
     }
-    if (r->body.len + len > r->io->env->cfg->max_publish_bytes) {
+    if (r->route->kind == HTTP_DS && r->body.len + len > r->io->env->cfg->ds_max_body_bytes) {
+        respond_text(r, 413, "body larger than ds-max-body-bytes", NULL);
+        return ERR_LIMIT;
+    }
+    if (r->route->kind != HTTP_DS && r->body.len + len > r->io->env->cfg->max_publish_bytes) {
         respond_text(r, 413, "body larger than max-publish-bytes", NULL);
         return ERR_LIMIT;
     }
@@ -1200,6 +1252,7 @@ int request_body(struct request *r, const void *data, size_t len)
 }
 
 static int publish_body(struct request *r);
+static int body_complete(struct request *r);
 static int after_answer(struct request *r);
 
 int request_body_end(struct request *r)
@@ -1216,8 +1269,18 @@ int request_body_end(struct request *r)
         r->answered = false;
         return after_answer(r);
     }
+    return body_complete(r);
+}
+
+/* r's whole body is here: answered by its route. */
+static int body_complete(struct request *r)
+{
     if (r->route->kind == HTTP_REQUEST)
         return serve_request(r);
+    if (r->route->kind == HTTP_DS) {
+        r->publishing = false;
+        return ds_write(r);
+    }
     return publish_body(r);
 }
 
@@ -1316,6 +1379,8 @@ int request_resume(struct request *r)
     }
     if (!r->waiting || r->authorizing)
         return 0;
+    if (r->ds && r->stream)
+        return ds_resume(r);
     if (r->asking)
         return resume_request(r);
     if (stream_ready(r->stream) && stream_over(r->stream))
@@ -1435,6 +1500,24 @@ int request_process(struct request *r)
     return dispatch(r);
 }
 
+/*
+ * A write (publish, request stream, Durable Streams PUT/POST) takes its
+ * body: answered once it is complete (request_body_end), or now when it
+ * ended while the auth service was deciding.
+ */
+static int take_body(struct request *r)
+{
+    if (r->body_done) {
+        r->body_done = false;
+        r->waiting = false;
+        r->publishing = true;
+        return body_complete(r);
+    }
+    r->publishing = true;
+    /* undici's h2 sends END_STREAM on an empty body only after the answer. */
+    return r->route->kind == HTTP_DS && r->no_body ? request_body_end(r) : 0;
+}
+
 /* Serves an admitted (or refused by routing) request by its kind. */
 static int dispatch(struct request *r)
 {
@@ -1443,22 +1526,15 @@ static int dispatch(struct request *r)
         return serve_file(r);
     case HTTP_PUBLISH:
     case HTTP_REQUEST:
-        if (r->body_done) {
-            /* The body ended while the auth service was deciding. */
-            r->body_done = false;
-            r->waiting = false;
-            r->publishing = true;
-            return r->route->kind == HTTP_REQUEST ? serve_request(r) : publish_body(r);
-        }
-        /* Answered (a request stream: started) when the body is complete (request_body_end). */
-        r->publishing = true;
-        return 0;
+        return take_body(r);
     case HTTP_EVENTS:
     case HTTP_POLL:
         return serve_events(r);
     case HTTP_REPLY:
     case HTTP_CANCEL:
         return serve_reply(r);
+    case HTTP_DS:
+        return takes_body(r) ? take_body(r) : ds_serve(r);
     default:
         return respond_text(r, r->route->status, r->route->reason, NULL);
     }
@@ -1496,8 +1572,10 @@ static void query_of(const struct request *r, struct callout_query *q)
         q->subjects = (const char *const *)stream_subjects(r->stream, &q->nsubjects);
     } else {
         const struct http_route *route = r->route;
-        q->action = publishes(route) ? "publish"
-                    : route->kind == HTTP_EVENTS || route->kind == HTTP_POLL ? "subscribe"
+        q->action = publishes(r) ? "publish"
+                    : route->kind == HTTP_EVENTS || route->kind == HTTP_POLL ||
+                            route->kind == HTTP_DS
+                        ? "subscribe"
                                                                               : "read";
         q->subjects = (const char *const *)route->subjects;
         q->nsubjects = route->nsubjects;
@@ -1543,7 +1621,7 @@ static int ask_callout(struct request *r)
     if (rc == ERR_AGAIN) {
         r->authorizing = true;
         /* A body is taken (and charged) while the service decides; anything else waits. */
-        if (publishes(r->route))
+        if (takes_body(r))
             r->publishing = true;
         else
             r->waiting = true;
@@ -1661,4 +1739,55 @@ static void on_stream_renew(void *ctx)
     if (callout_ask(env->callout, &q, stream_now_ms(), &a, on_callout_answer, r,
                     &r->callout_wait) == 0)
         apply_renewal(r, &a);
+}
+
+void request_head_add(struct request_head *h, const char *name, const char *value)
+{
+    add(h, name, value);
+}
+
+int request_answer(struct request *r, struct request_head *h, struct request_body *body)
+{
+    ensure_id(r);
+    if (h->status != 204 && h->status != 304) {
+        snprintf(h->length, sizeof(h->length), "%zu", body->len);
+        add(h, "content-length", h->length);
+    }
+    add(h, "x-request-id", r->request_id);
+    add_cors(r, h, CORS_DS_ACTUAL);
+    r->status = h->status;
+    r->publishing = false;
+    r->waiting = false;
+    unroute(r);
+    log_answer(r, h->status);
+    if (h->status == 204 || h->status == 304)
+        return r->front->respond(r, h, NULL);
+    return r->front->respond(r, h, body);
+}
+
+void request_charge(struct request *r, size_t n) { charge(r, n, true); }
+
+int request_open(struct request *r, const struct request_wait *w, const char **text)
+{
+    unsigned retry_ms;
+    if (!admit_stream(r, &retry_ms)) {
+        *text = "over capacity, retry later (max-streams-total)";
+        return 503;
+    }
+    int status = open_stream_as(r, text, w);
+    if (status != 0)
+        return status;
+    r->waiting = true;
+    unroute(r);
+    return 0;
+}
+
+int request_start_stream(struct request *r, struct request_head *h)
+{
+    add(h, "x-request-id", r->request_id);
+    add_cors(r, h, CORS_DS_ACTUAL);
+    r->waiting = false;
+    r->status = 200;
+    log_answer(r, 200);
+    return r->front->start_stream(r, h);
 }
