@@ -88,6 +88,8 @@ void http_route_request(struct http_route *route, const char *service);
  */
 bool http_parse_time(const char *s, size_t n, int64_t *ns);
 
+/* The value of one hex digit (either case), or -1. */
+int http_hex_value(char c);
 /* Decodes %XX in place over n bytes; returns the new length or -1 if malformed. */
 long http_percent_decode(char *s, size_t n);
 

@@ -20,17 +20,7 @@
 #include <string.h>
 
 #include "sluice/err.h"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "sluice/route.h"
 
 static bool plain(unsigned char c)
 {
@@ -57,8 +47,8 @@ int ds_path_token(const char *p, size_t n, char *out)
         }
         unsigned char c = (unsigned char)p[i];
         if (c == '%') {
-            int hi = i + 2 < n ? hexval(p[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(p[i + 2]) : -1;
+            int hi = i + 2 < n ? http_hex_value(p[i + 1]) : -1;
+            int lo = i + 2 < n ? http_hex_value(p[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 return ERR_INVALID;
             c = (unsigned char)(hi * 16 + lo);

@@ -26,7 +26,7 @@ static const char POLL[] = "/poll";
 static const char STREAMS[] = "/streams/";
 static const char REPLY[] = "/streams/r/";
 
-static int hexval(char c)
+int http_hex_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -47,7 +47,7 @@ long http_percent_decode(char *s, size_t n)
         }
         if (n - i < 3)
             return -1;
-        int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+        int hi = http_hex_value(s[i + 1]), lo = http_hex_value(s[i + 2]);
         if (hi < 0 || lo < 0)
             return -1;
         s[o++] = (char)(hi << 4 | lo);
