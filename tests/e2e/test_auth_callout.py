@@ -311,6 +311,7 @@ def test():
 
         # Storm: one cookie, many streams, a bounded number of callouts.
         before = svc.count("carol")
+        c0 = mu.labelled(mu.scrape(gw), "sluice_auth_callout_cache_total", "result")
         storm = [stream(gw, "/events/storm.x", "carol", max_time=30) for _ in range(24)]
         for c in storm:
             c.wait_retry(timeout=15)
@@ -324,7 +325,11 @@ def test():
         expect(asked <= 4, "48 requests with one cookie made %d callouts (at most 4)" % asked)
         fam = mu.scrape(gw)
         cache = mu.labelled(fam, "sluice_auth_callout_cache_total", "result")
-        expect(cache.get("hit", 0) >= 40, "cache hits %r" % cache)
+        # Each of the 48 not asked about is a cache hit, or joined a callout in flight
+        # (coalesced: more of those when the machine is slow, e.g. under ASan).
+        saved = sum(cache.get(k, 0) - c0.get(k, 0) for k in ("hit", "coalesced"))
+        expect(saved >= 48 - asked, "cache: %d of 48 answered without a callout of their own, "
+               "%d asked: %r" % (saved, asked, cache))
         h.log("storm: 48 requests, %d callouts, cache %r" % (asked, cache))
         with svc.lock:
             callouts, opened = sum(svc.asked.values()), svc.opened
