@@ -237,6 +237,7 @@ void request_dispose(struct request *r)
     auth_grant_free(r->answer.grant);
     for (size_t i = 0; i < r->ncallout_fields; i++)
         free(r->callout_fields[i]);
+    free(r->callout_fields);
     auth_grant_free(r->grant);
     ds_request_dispose(r);
     if (r->route) {
@@ -337,6 +338,8 @@ void request_header(struct request *r, const char *name, size_t nlen, const char
     else if (env->callout && r->ncallout_fields < 2 * CALLOUT_HEADERS_MAX &&
              reply_header_listed(env->cfg->auth_callout_headers, name, nlen)) {
         /* Bounded by max-header-bytes like every field; checked before it is passed on. */
+        if (!r->callout_fields)
+            r->callout_fields = mem_alloc(2 * CALLOUT_HEADERS_MAX * sizeof(*r->callout_fields));
         r->callout_fields[r->ncallout_fields++] = mem_strndup(name, nlen);
         r->callout_fields[r->ncallout_fields++] = mem_strndup(value, vlen);
         r->callout_bad |= !reply_header_value_ok(value, vlen);
