@@ -232,10 +232,13 @@ struct request_front {
  * (body_bytes excepted: the bytes of a whole body actually sent).
  */
 struct request {
+    /*
+     * Laid out widest first, the flags together at the end: one struct per
+     * open stream, so holes cost a million streams tens of megabytes.
+     */
     const struct request_front *front;
     const struct front_io *io;
     struct request_quota *quota;   /* what patterns and charged are counted in */
-    int32_t stream_id;          /* h2's; 0 on HTTP/1.1 */
     char *method;
     char *path;
     char *last_event_id;
@@ -243,30 +246,18 @@ struct request {
     char *traceparent;
     double started;             /* monotonic seconds */
     size_t header_bytes;        /* name + value + 32 per field */
-    bool header_too_long;       /* answer 431 */
-    int status;                 /* answered; 0 before */
     uint64_t body_bytes;        /* of a whole response */
     char *authority;            /* :authority or Host, for same-origin checks */
     char *origin;               /* the first Origin */
-    unsigned origins;           /* Origin fields seen (more than one is refused) */
-    bool preflight_method;      /* Access-Control-Request-Method was sent */
     char *authorization;
     char *cookie;               /* every Cookie field, joined with "; " */
     char *forwarded;            /* every Forwarded field, joined with ", "; NULL: none */
     char *xff;                  /* every X-Forwarded-For field, joined with ", "; NULL: none */
-    bool fwd_too_long;          /* one of those passed FORWARDED_HEADER_MAX: not believed */
-    char client[48];            /* the client's IP (request_client_address) */
-    bool forwarded_client;      /* client came from a Forwarded / X-Forwarded-For header */
-    bool address_held;          /* client is charged in env->guard until disposed */
     char *principal;            /* the stream's principal, counted in env->principals; owned */
     struct auth_grant *grant;   /* after admission with auth jwt; NULL with none */
     struct http_route *route;   /* owned; from routing until answered (a publish: its body) */
-    bool publishing;            /* route is a publish waiting for its body */
-    struct buf body;            /* that body so far */
+    struct buf body;            /* that body so far (publishing) */
     struct stream *stream;      /* SSE responses and polls */
-    bool waiting;               /* the response waits for the stream (NATS confirms, poll) */
-    bool poll;                  /* the stream answers a long poll, once, as JSON */
-    bool counted;               /* stream's subjects are counted in quota->patterns */
     size_t charged;             /* bytes counted in quota->budget and its worker's */
     struct admission *slot;     /* holds one admission slot until disposed; NULL: none */
     /* Request streams (HTTP_REQUEST, HTTP_REPLY, HTTP_CANCEL). */
@@ -278,23 +269,40 @@ struct request {
      */
     char **fwd;
     size_t nfwd;                /* entries used in fwd (twice the headers) */
-    bool fwd_bad;               /* a forwarded value holds CR, LF or NUL: 400 */
     char *service;              /* HTTP_REQUEST: the service subject; owned */
-    int route_index;            /* its request-route, or REQUEST_ROUTES_MAX: generic */
     char *token;                /* "<tag>.<id>": the stream's name in /streams/r/; owned */
-    bool asking;                /* a POST stream: 200 waits for the first reply */
-    bool asked;                 /* its request was published */
-    /* auth = callout (request.c "Callout"). */
-    char *callout_fields[2 * CALLOUT_HEADERS_MAX]; /* allow-listed headers besides the two above */
+    /*
+     * auth = callout (request.c "Callout"): allow-listed headers besides the
+     * two above, name, value, …; 2 * CALLOUT_HEADERS_MAX entries allocated at
+     * the first one (NULL before), as fwd.
+     */
+    char **callout_fields;
     size_t ncallout_fields;     /* entries used (twice the headers) */
-    bool callout_bad;           /* an allow-listed value holds CR, LF or NUL: 400 */
     struct callout_wait *callout_wait; /* the question in flight; NULL when none */
     struct callout_answer answer; /* an answer not yet applied (answered) */
+    struct ds_req *ds;          /* the Durable Streams route's state (ds.c); NULL: none */
+    int32_t stream_id;          /* h2's; 0 on HTTP/1.1 */
+    int status;                 /* answered; 0 before */
+    unsigned origins;           /* Origin fields seen (more than one is refused) */
+    int route_index;            /* its request-route, or REQUEST_ROUTES_MAX: generic */
+    char client[48];            /* the client's IP (request_client_address) */
+    bool header_too_long;       /* answer 431 */
+    bool preflight_method;      /* Access-Control-Request-Method was sent */
+    bool fwd_too_long;          /* one of those passed FORWARDED_HEADER_MAX: not believed */
+    bool forwarded_client;      /* client came from a Forwarded / X-Forwarded-For header */
+    bool address_held;          /* client is charged in env->guard until disposed */
+    bool publishing;            /* route is a publish waiting for its body */
+    bool waiting;               /* the response waits for the stream (NATS confirms, poll) */
+    bool poll;                  /* the stream answers a long poll, once, as JSON */
+    bool counted;               /* stream's subjects are counted in quota->patterns */
+    bool fwd_bad;               /* a forwarded value holds CR, LF or NUL: 400 */
+    bool asking;                /* a POST stream: 200 waits for the first reply */
+    bool asked;                 /* its request was published */
+    bool callout_bad;           /* an allow-listed value holds CR, LF or NUL: 400 */
     bool authorizing;           /* waiting for the callout's answer */
     bool answered;              /* answer is to be applied by request_resume() */
     bool body_done;             /* a publish body ended while authorizing */
     bool renewing;              /* the answer renews an open stream's grant */
-    struct ds_req *ds;          /* the Durable Streams route's state (ds.c); NULL: none */
     bool no_body;               /* content-length: 0 was sent: the body is complete at once */
 };
 

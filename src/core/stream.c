@@ -50,6 +50,7 @@ struct item {
 };
 
 struct stream {
+    /* Widest first, the small fields together at the end: one per open stream. */
     struct stream_env *env;
     struct list idle_node;    /* in env->idle, or detached once ended */
     int64_t active_ms;        /* last activity, monotonic */
@@ -57,12 +58,8 @@ struct stream {
     stream_wake_fn *wake;
     void *wake_ctx;
     uint64_t conn_id;
-    int32_t stream_id;
-    unsigned retry_ms;
-    enum stream_end end;      /* set once; nothing is queued after the final comment */
     double opened_s;          /* monotonic seconds, precise */
     int64_t expires_ms;       /* stream_now_ms() clock; 0: never */
-    enum stream_end expire_end;
     stream_renew_fn *renew;   /* NULL: a token expiry ends the stream */
     char *principal;          /* owned; NULL when none */
     size_t dispatchable;      /* items with dispatch set */
@@ -85,22 +82,27 @@ struct stream {
     struct fanout_link *links;
     bool *done;               /* per subject: its end was queued or predates the start */
     size_t ndone;             /* subjects done; == nsubjects: the stream has finished */
-    bool over;                /* finished at its start with no event: answer 204 */
-    bool refused;             /* a "no responders" notice ended it */
 
     /* Until started: where the client asked to start, and the answers so far. */
     char *start_id;           /* Last-Event-ID, "earliest", or NULL */
-    bool bad_id;              /* start_id is malformed: every subject resets, ended or not */
     int64_t since_ns;         /* ?since=, 0: none */
-    bool begun;               /* starts asked for */
-    bool started;             /* start queued: live events count from now on */
-    bool notify;              /* queues nothing of its own: events only wake (stream_params) */
     stream_trailer_fn *trailer; /* own bytes after each event (stream_params); NULL: none */
     void *trailer_ctx;
     char *prologue;           /* queued after the start (stream_params); freed once queued */
     size_t prologue_len;
     size_t pending;           /* starts a replay job still has to answer */
     struct bus_resume *starts;/* per subject, while begun and not started */
+
+    int32_t stream_id;
+    unsigned retry_ms;
+    enum stream_end end;      /* set once; nothing is queued after the final comment */
+    enum stream_end expire_end;
+    bool over;                /* finished at its start with no event: answer 204 */
+    bool refused;             /* a "no responders" notice ended it */
+    bool bad_id;              /* start_id is malformed: every subject resets, ended or not */
+    bool begun;               /* starts asked for */
+    bool started;             /* start queued: live events count from now on */
+    bool notify;              /* queues nothing of its own: events only wake (stream_params) */
 };
 
 static _Thread_local uint64_t rng_state;
