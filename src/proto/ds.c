@@ -37,8 +37,10 @@
  * goes back to the worker as mail, which answers the request if it is
  * still there (ds_job_done, request_resume), as the auth callout's answer
  * does; a request that went meanwhile only detaches (its job frees what
- * it holds). Past ds-max-inflight jobs: 503 with Retry-After. Reads still
- * make their calls on the worker. Live reads do not hold a worker: an
+ * it holds). Past ds-max-inflight jobs: 503 with Retry-After. Catch-up
+ * reads run as jobs too; a live read (long poll, SSE) still makes its
+ * calls on the worker, when it starts and when it wakes. Live reads do
+ * not hold a worker: an
  * SSE reader of an open text or JSON stream follows the data subject as an
  * ordinary sluice stream after its catch-up (the encode-once fan-out, the
  * reader's control event as the stream's trailer: sse_start()); a long
@@ -118,6 +120,7 @@ struct ds_req {
     bool done;            /* the SSE reader has been sent the closure */
     bool heading;         /* its SSE head is being sent */
     bool shared;          /* an SSE reader on the shared subscription (sse_start) */
+    bool granted;         /* r had a grant (auth jwt or callout): cached privately */
     struct seg *segs;     /* what a read stitches (forks: the sources first); NULL: own only */
     size_t nsegs;
     /* Worker only (a DS thread never reads these): */
@@ -1298,7 +1301,7 @@ static int answer_read(struct request *r, struct chunk *c, uint64_t start, bool 
         snprintf(etag, sizeof(etag), "\"%s:%016" PRIu64 ":%016" PRIu64 "%s\"", d->token, start,
                  c->next, c->closed ? ":c" : "");
         request_head_add(&h, "etag", etag);
-        request_head_add(&h, "cache-control", r->grant ? "private, max-age=60, stale-while-revalidate=300"
+        request_head_add(&h, "cache-control", d->granted ? "private, max-age=60, stale-while-revalidate=300"
                                                        : "public, max-age=60, stale-while-revalidate=300");
         if (d->h.has_if_none_match && strcmp(d->h.if_none_match, etag) == 0) {
             buf_dispose(&c->body);
@@ -1698,11 +1701,17 @@ static int read_stream(struct request *r)
 
 int ds_serve(struct request *r)
 {
-    req_of(r);
+    req_of(r)->granted = r->grant != NULL; /* what a read on a DS thread may know of the grant */
     if (req_of(r)->h.too_long)
         return fail(r, 400, "a protocol header is longer than 256 bytes");
-    if (strcmp(r->method, "GET") == 0)
-        return read_stream(r);
+    if (strcmp(r->method, "GET") == 0) {
+        /* A catch-up read answers at once: on a DS thread. A live one opens its wait here. */
+        const char *q = strchr(r->path, '?'), *lv;
+        size_t ln;
+        if (q && ds_query(q + 1, strlen(q + 1), "live", &lv, &ln))
+            return read_stream(r);
+        return offload(r, read_stream);
+    }
     if (strcmp(r->method, "HEAD") == 0) {
         metrics_add(&stats(r)->ds_head, 1);
         return offload(r, head);
@@ -1718,8 +1727,8 @@ int ds_serve(struct request *r)
  * Jobs: an operation of r run on a DS thread (see the note at the top).
  * The copy holds what the operations read of a request: method, path,
  * authority, the connection's TLS, the data subject, the protocol
- * headers (r->ds, lent) and the body (moved). No grant: no operation run
- * here reads one.
+ * headers (r->ds, lent) and the body (moved). No grant: a read knows
+ * only whether there was one (ds_req.granted).
  */
 static void job_free(struct ds_job *job)
 {
