@@ -30,22 +30,21 @@
  * stitch its sources' data up to each fork offset (chain_of()).
  *
  * Calls to JetStream are synchronous, each bounded by ds-timeout-ms
- * (bus_ds.c says why), and writes, HEAD and DELETE make them off the
- * worker's loop: the whole operation runs as a job on a DS thread
+ * (bus_ds.c says why). Writes, catch-up reads, HEAD and DELETE make them
+ * off the worker's loop: the whole operation runs as a job on a DS thread
  * (bus_ds_submit) against a copy of the request (struct ds_job: what the
  * operation reads of it, the body moved in), its answer kept there, and
  * goes back to the worker as mail, which answers the request if it is
  * still there (ds_job_done, request_resume), as the auth callout's answer
  * does; a request that went meanwhile only detaches (its job frees what
- * it holds). Past ds-max-inflight jobs: 503 with Retry-After. Catch-up
- * reads run as jobs too; a live read (long poll, SSE) still makes its
- * calls on the worker, when it starts and when it wakes. Live reads do
- * not hold a worker: an
- * SSE reader of an open text or JSON stream follows the data subject as an
- * ordinary sluice stream after its catch-up (the encode-once fan-out, the
- * reader's control event as the stream's trailer: sse_start()); a long
- * poll or a binary stream's SSE reader waits on a notifier stream on the
- * same shared subscription and reads what is new by direct gets.
+ * it holds). Past ds-max-inflight jobs: 503 with Retry-After. A live read
+ * (long poll, SSE) still makes its calls on the worker, when it starts
+ * and when it wakes. Live reads do not hold a worker: an SSE reader of
+ * an open text or JSON stream follows the data subject as an ordinary
+ * sluice stream after its catch-up (the encode-once fan-out, the reader's
+ * control event as the stream's trailer: sse_start()); a long poll or a
+ * binary stream's SSE reader waits on a notifier stream on the same
+ * shared subscription and reads what is new by direct gets.
  * Rejected: a JetStream consumer per reader (the issue's explicit no), and
  * a per-reader direct-get pump for every live append (it was the first
  * version: one JetStream request per reader per append).
