@@ -37,6 +37,19 @@ TIMEOUT_MS = 3000
 BOUND_S = 0.6
 
 
+def stop_nats(pid):
+    """SIGSTOP, then a fence: every thread of nats-server is stopped (kill() returns before)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped():
+        for t in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                    return False
+        return True
+    h.wait_until(stopped, 5, "nats-server %d stopped" % pid)
+
+
 def test():
     n = js_util.JsNode()
     n.start()
@@ -55,7 +68,7 @@ def test():
             st, _, _ = call(plain, "POST", path, b"one", tp)
             expect(st == 204, "first append: %d" % st)
 
-            os.kill(n.proc.pid, signal.SIGSTOP)
+            stop_nats(n.proc.pid)
             stopped = True
             h.log("nats-server %d stopped" % n.proc.pid)
             result = {}
@@ -133,7 +146,7 @@ def test():
             expect(line and int(float(line[0].split()[-1])) >= 2,
                    "the two 503s counted as unavailable: %r" % (line,))
 
-            os.kill(n.proc.pid, signal.SIGSTOP)
+            stop_nats(n.proc.pid)
             stopped = True
             late = http.client.HTTPConnection(h.HOST, plain, timeout=TIMEOUT_MS / 1000.0 + 10)
             late.request("POST", path, b"late", dict(tp, **{"Content-Length": "4"}))
