@@ -44,6 +44,7 @@ enum bus_mail_kind {
     BUS_MAIL_REPLAY, /* replay: a replay job's answer to one start */
     BUS_MAIL_REVOKE, /* revoke: end the matching streams (revoke.h); not from the bus itself */
     BUS_MAIL_ANSWER, /* answer: the reply to a bus_ask() (the auth callout over NATS) */
+    BUS_MAIL_DS,     /* ds_job: a Durable Streams job bus_ds_submit() ran (ds_job_done()) */
 };
 
 struct revoke;
@@ -65,6 +66,7 @@ struct bus_mail {
         struct bus_replay *replay; /* BUS_MAIL_REPLAY */
         struct revoke *revoke;     /* BUS_MAIL_REVOKE: owned (revoke_free) */
         struct bus_answer *answer; /* BUS_MAIL_ANSWER: owned (bus_answer_free) */
+        void *ds_job;              /* BUS_MAIL_DS: the job bus_ds_submit() was given */
     };
 };
 
@@ -107,6 +109,7 @@ struct bus_params {
     const char *ds_stream;      /* the Durable Streams route's stream (bus_ds.c); NULL: none */
     const char *ds_subjects;    /* its subjects, "<prefix>.>", when it must be made */
     int64_t ds_timeout_ms;      /* bound of each of its calls */
+    size_t ds_max_inflight;     /* its jobs queued or running at once (bus_ds_submit) */
 };
 
 /*
@@ -217,8 +220,16 @@ void bus_stats(struct bus *bus, struct bus_stats *out);
 /*
  * The Durable Streams route's JetStream calls (bus_ds.c). Each is one
  * request to nats-server that blocks its caller up to ds_timeout_ms: the
- * route runs them on its worker (see src/proto/ds.c for why).
+ * route makes them in jobs on the bus's DS threads (bus_ds_submit), never
+ * on a worker's loop. Once the bus is closing they fail at once (ERR_NATS).
  */
+typedef void bus_ds_run_fn(void *job);
+/*
+ * Queues run(job) for one of the DS threads; once it has returned, job
+ * goes back to worker as BUS_MAIL_DS. 0, or ERR_LIMIT when ds_max_inflight
+ * jobs are queued or running (job not taken), ERR_NATS without the route.
+ */
+int bus_ds_submit(struct bus *bus, size_t worker, bus_ds_run_fn *run, void *job);
 struct bus_ds_msg {
     uint64_t seq;       /* stream sequence */
     int64_t time_ns;    /* when JetStream stored it, since 1970 */

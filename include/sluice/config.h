@@ -107,6 +107,7 @@ struct config {
     size_t ds_max_read_bytes;        /* data in one catch-up or long-poll answer */
     int ds_long_poll_ms;             /* how long a long poll waits for data */
     int ds_timeout_ms;               /* bound of each JetStream call the route makes */
+    int ds_max_inflight;             /* its operations queued or running per process (503 past) */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -30,8 +30,18 @@ bool ds_request_header(struct request *r, const char *name, size_t nlen, const c
 int ds_serve(struct request *r);
 /* Serves PUT and POST with r->body complete. */
 int ds_write(struct request *r);
-/* r's long poll or SSE stream woke (request_resume). 0 or what the front end returned. */
+/*
+ * r's long poll or SSE stream woke, or its job's answer came (request_resume).
+ * 0 or what the front end returned.
+ */
 int ds_resume(struct request *r);
+/* Whether r waits for its job: still running, or its answer here (ds_job_done). */
+bool ds_job_waiting(const struct request *r);
+/*
+ * A job of the route (bus_ds_submit) came back to its worker as
+ * BUS_MAIL_DS: wakes its request, or frees it when the request has gone.
+ */
+void ds_job_done(void *job);
 /* r's stream woke after its head went: an SSE reader reads what is new. Never answers. */
 void ds_wake(struct request *r);
 /* Frees what r holds for the route. */

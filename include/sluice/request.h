@@ -142,6 +142,7 @@ struct request_env {
     struct guard *guard;        /* per-address counts, for requests through a trusted proxy */
     struct principals *principals; /* per-principal stream limits; NULL: none */
     struct callout *callout;    /* auth = callout: the worker's; NULL otherwise */
+    size_t worker;              /* the worker's index (bus_ds_submit() answers there) */
 };
 
 /*

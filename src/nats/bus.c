@@ -644,6 +644,8 @@ void bus_free(struct bus *bus)
     for (size_t i = 0; i < bus->nreplayers; i++)
         pthread_join(bus->replayers[i], NULL);
     free(bus->replayers);
+    /* The same for a DS job: its calls end within one wait, then fail at once. */
+    bus_ds_stop(bus);
     while (!list_empty(&bus->jobs)) { /* queued, never run: nobody reads the answers now */
         struct bus_job *job = container_of(bus->jobs.next, struct bus_job, node);
         list_remove(&job->node);

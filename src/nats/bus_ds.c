@@ -9,12 +9,20 @@
  * Reads are direct gets (AllowDirect), which any replica answers, one
  * message per request: nats-server 2.9 has no batched direct get.
  *
- * Each call is synchronous with its own bound (ds-timeout-ms). A
- * request/reply on a bus thread with a hand-back mail was the
- * alternative; rejected for now because every protocol operation is a
- * short chain of dependent calls (read the tail, then publish on it),
- * which would become a state machine per operation.
+ * Each call is synchronous with its own bound (ds-timeout-ms), made on
+ * one of BUS_DS_THREADS threads: the route hands a whole protocol
+ * operation to bus_ds_submit() as a job, which runs there and goes back
+ * to its worker as BUS_MAIL_DS mail, so a slow JetStream (or a client
+ * sending many DS requests) holds a DS thread, never a worker's loop.
+ * Why whole operations on threads rather than cnats's asynchronous calls:
+ * every operation is a short chain of dependent calls (read the tail, then
+ * publish on it), which would otherwise become a state machine per
+ * operation. Bounded: ds_max_inflight jobs queued or running per process
+ * (the route answers 503 past it). At bus_free() the threads run what is
+ * queued with every call failing at once, so shutdown waits for at most
+ * the calls in progress (one ds-timeout-ms each).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +31,77 @@
 #include "sluice/err.h"
 #include "sluice/log.h"
 #include "sluice/mem.h"
+
+#define BUS_DS_THREADS 4
+
+/* One queued job. */
+struct bus_ds_task {
+    struct list node;
+    bus_ds_run_fn *run;
+    void *job;
+    size_t worker;
+};
+
+static void *ds_thread(void *arg)
+{
+    struct bus *bus = arg;
+    pthread_mutex_lock(&bus->ds_lock);
+    for (;;) {
+        while (list_empty(&bus->ds_queue) && !bus->ds_stopping)
+            pthread_cond_wait(&bus->ds_wake, &bus->ds_lock);
+        if (list_empty(&bus->ds_queue))
+            break; /* stopping, and nothing left: every job went back to its worker */
+        struct bus_ds_task *t = container_of(bus->ds_queue.next, struct bus_ds_task, node);
+        list_remove(&t->node);
+        pthread_mutex_unlock(&bus->ds_lock);
+        t->run(t->job);
+        bus->p.post(bus->p.worker_ctxs[t->worker], (struct bus_mail){.kind = BUS_MAIL_DS,
+                                                                     .ds_job = t->job});
+        free(t);
+        pthread_mutex_lock(&bus->ds_lock);
+        bus->ds_inflight--;
+    }
+    pthread_mutex_unlock(&bus->ds_lock);
+    return NULL;
+}
+
+int bus_ds_submit(struct bus *bus, size_t worker, bus_ds_run_fn *run, void *job)
+{
+    if (!bus->ds_threads)
+        return ERR_NATS;
+    pthread_mutex_lock(&bus->ds_lock);
+    if (bus->ds_stopping || bus->ds_inflight >= bus->ds_max_inflight) {
+        pthread_mutex_unlock(&bus->ds_lock);
+        return ERR_LIMIT;
+    }
+    struct bus_ds_task *t = mem_calloc(1, sizeof(*t));
+    t->run = run;
+    t->job = job;
+    t->worker = worker;
+    list_insert_tail(&bus->ds_queue, &t->node);
+    bus->ds_inflight++;
+    pthread_cond_signal(&bus->ds_wake);
+    pthread_mutex_unlock(&bus->ds_lock);
+    return 0;
+}
+
+/* Starts the DS threads. 0 or ERR_NATS. */
+static int start_threads(struct bus *bus, const struct bus_params *p, char *err, size_t errlen)
+{
+    pthread_mutex_init(&bus->ds_lock, NULL);
+    pthread_cond_init(&bus->ds_wake, NULL);
+    list_init(&bus->ds_queue);
+    bus->ds_max_inflight = p->ds_max_inflight ? p->ds_max_inflight : 1;
+    size_t n = bus->ds_max_inflight < BUS_DS_THREADS ? bus->ds_max_inflight : BUS_DS_THREADS;
+    bus->ds_threads = mem_calloc(n, sizeof(*bus->ds_threads));
+    for (; bus->nds_threads < n; bus->nds_threads++) {
+        if (pthread_create(&bus->ds_threads[bus->nds_threads], NULL, ds_thread, bus) != 0) {
+            snprintf(err, errlen, "ds: cannot start its threads");
+            return ERR_NATS;
+        }
+    }
+    return 0;
+}
 
 int bus_ds_open(struct bus *bus, const struct bus_params *p, char *err, size_t errlen)
 {
@@ -47,7 +126,7 @@ int bus_ds_open(struct bus *bus, const struct bus_params *p, char *err, size_t e
                      "with direct gets", p->ds_stream);
             return ERR_NATS;
         }
-        return 0;
+        return start_threads(bus, p, err, errlen);
     }
     if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr) {
         snprintf(err, errlen, "ds-stream %s: %s", p->ds_stream, natsStatus_GetText(s));
@@ -69,11 +148,29 @@ int bus_ds_open(struct bus *bus, const struct bus_params *p, char *err, size_t e
     }
     jsStreamInfo_Destroy(si);
     log_info("ds: made JetStream stream %s on %s", p->ds_stream, p->ds_subjects);
-    return 0;
+    return start_threads(bus, p, err, errlen);
+}
+
+void bus_ds_stop(struct bus *bus)
+{
+    if (bus->ds_threads) {
+        /* bus->closing is set: the jobs still queued fail at their first call. */
+        pthread_mutex_lock(&bus->ds_lock);
+        bus->ds_stopping = true;
+        pthread_cond_broadcast(&bus->ds_wake);
+        pthread_mutex_unlock(&bus->ds_lock);
+        for (size_t i = 0; i < bus->nds_threads; i++)
+            pthread_join(bus->ds_threads[i], NULL);
+        free(bus->ds_threads);
+        bus->ds_threads = NULL;
+        pthread_cond_destroy(&bus->ds_wake);
+        pthread_mutex_destroy(&bus->ds_lock);
+    }
 }
 
 void bus_ds_close(struct bus *bus)
 {
+    bus_ds_stop(bus);
     jsCtx_Destroy(bus->ds_js);
     bus->ds_js = NULL;
     free(bus->ds_stream);
@@ -84,7 +181,7 @@ int bus_ds_get(struct bus *bus, const char *subject, uint64_t from, bool last,
                struct bus_ds_msg *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!bus->ds_js)
+    if (!bus->ds_js || atomic_load(&bus->closing))
         return ERR_NATS;
     jsOptions o;
     jsOptions_Init(&o);
@@ -138,7 +235,7 @@ int bus_ds_publish(struct bus *bus, const char *subject, const char *const *head
                    const char *msg_id, uint64_t *seq, bool *duplicate)
 {
     *duplicate = false;
-    if (!bus->ds_js)
+    if (!bus->ds_js || atomic_load(&bus->closing))
         return ERR_NATS;
     natsMsg *msg = NULL;
     natsStatus s = natsMsg_Create(&msg, subject, NULL, data, (int)len);
@@ -174,7 +271,7 @@ int bus_ds_publish(struct bus *bus, const char *subject, const char *const *head
 
 int bus_ds_purge(struct bus *bus, const char *subject, uint64_t keep)
 {
-    if (!bus->ds_js)
+    if (!bus->ds_js || atomic_load(&bus->closing))
         return ERR_NATS;
     jsOptions o;
     jsOptions_Init(&o);

@@ -163,6 +163,15 @@ struct bus {
     jsCtx *ds_js;                /* the Durable Streams route's; NULL without it */
     char *ds_stream;             /* its stream's name */
     int64_t ds_timeout_ms;
+    /* The DS jobs (bus_ds_submit): a FIFO under ds_lock, run by ds_threads. */
+    pthread_mutex_t ds_lock;
+    pthread_cond_t ds_wake;
+    struct list ds_queue;        /* bus_ds_task.node, oldest first */
+    size_t ds_inflight;          /* queued or running */
+    size_t ds_max_inflight;
+    bool ds_stopping;
+    pthread_t *ds_threads;
+    size_t nds_threads;
     struct bus_jstream *streams;
     size_t nstreams;
     struct list jobs;            /* bus_job.node, oldest first; under lock */
@@ -316,6 +325,8 @@ void bus_add_waiter(struct bus *bus, struct bus_sub *bs, struct bus_replay *r);
 
 /* Makes the Durable Streams route's context and stream (bus_ds.c); 0 or ERR_NATS with err. */
 int bus_ds_open(struct bus *bus, const struct bus_params *p, char *err, size_t errlen);
+/* Runs what is queued (failing: bus->closing is set) and joins the DS threads. */
+void bus_ds_stop(struct bus *bus);
 void bus_ds_close(struct bus *bus);
 
 #endif

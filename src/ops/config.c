@@ -128,6 +128,7 @@ static const struct key keys[] = {
     SIZE("ds-max-read-bytes", ds_max_read_bytes, 1024, 64L << 20),
     INT("ds-long-poll-ms", ds_long_poll_ms, 100, 120000),
     INT("ds-timeout-ms", ds_timeout_ms, 100, 60000),
+    INT("ds-max-inflight", ds_max_inflight, 1, 100000),
 };
 
 static const char USAGE[] =
@@ -260,6 +261,7 @@ static const char USAGE[] =
     "  --ds-max-read-bytes N    data in one catch-up or long-poll answer (default 1048576)\n"
     "  --ds-long-poll-ms N      a long poll's wait for data (default 20000)\n"
     "  --ds-timeout-ms N        bound of each JetStream call of the route (default 2000)\n"
+    "  --ds-max-inflight N      its operations queued or running at once (default 64)\n"
     "  --help                   this text\n"
     "  --version                print the version\n";
 
@@ -361,6 +363,7 @@ void config_init(struct config *c)
     c->ds_max_read_bytes = 1024 * 1024;
     c->ds_long_poll_ms = 20000;
     c->ds_timeout_ms = 2000;
+    c->ds_max_inflight = 64;
 }
 
 void config_dispose(struct config *c)

@@ -212,7 +212,8 @@ static void request_metrics(struct buf *out, const struct server *s)
     labelled_sums(out, s, "sluice_ds_requests_total", ds_ops, sizeof(ds_ops) / sizeof(ds_ops[0]));
     metrics_header(out, "sluice_ds_answers_total", "counter",
                    "Durable Streams route answers that were not a success: refused (4xx), "
-                   "unavailable (503: JetStream did not answer within ds-timeout-ms).");
+                   "unavailable (503: JetStream did not answer within ds-timeout-ms, or "
+                   "ds-max-inflight operations were in progress).");
     static const struct labelled ds_res[] = {
         {"result=\"refused\"", offsetof(struct conn_stats, requests.ds_refused)},
         {"result=\"unavailable\"", offsetof(struct conn_stats, requests.ds_unavailable)},
@@ -942,6 +943,7 @@ int server_run(const struct config *cfg, int argc, char **argv)
         .ds_stream = *cfg->ds_base_path ? cfg->ds_stream : NULL,
         .ds_subjects = ds_subjects,
         .ds_timeout_ms = cfg->ds_timeout_ms,
+        .ds_max_inflight = (size_t)cfg->ds_max_inflight,
     };
     if (bus_new(&s.bus, &bp, err, sizeof(err)) != 0) {
         log_error("%s", err);

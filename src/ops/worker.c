@@ -32,6 +32,7 @@
 #include "sluice/callout.h"
 #include "sluice/config.h"
 #include "sluice/conn.h"
+#include "sluice/ds_route.h"
 #include "sluice/err.h"
 #include "sluice/fanout.h"
 #include "sluice/filecache.h"
@@ -174,6 +175,9 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
             if (w->env.requests.callout)
                 callout_nats_answer(w->env.requests.callout, mail[i].answer);
             bus_answer_free(mail[i].answer);
+            break;
+        case BUS_MAIL_DS:
+            ds_job_done(mail[i].ds_job);
             break;
         }
     }
@@ -341,6 +345,7 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->env.requests.auth = auth;
     w->env.requests.cors = cors;
     w->env.requests.stats = &w->env.stats.requests;
+    w->env.requests.worker = index;
     w->env.requests.admission = admission;
     w->env.requests.trusted = trusted;
     w->env.requests.guard = guard;
@@ -462,6 +467,8 @@ void worker_free(struct worker *w)
             revoke_free(w->inbox[i].revoke);
         else if (w->inbox[i].kind == BUS_MAIL_ANSWER)
             bus_answer_free(w->inbox[i].answer);
+        else if (w->inbox[i].kind == BUS_MAIL_DS)
+            ds_job_done(w->inbox[i].ds_job); /* its request went with the connections above */
     }
     conn_env_dispose(&w->env);
     free(w->inbox);

@@ -29,13 +29,22 @@
  * (Ds-Seq) so the last one is always on the last message. A fork's reads
  * stitch its sources' data up to each fork offset (chain_of()).
  *
- * Calls to JetStream are synchronous on the worker, each bounded by
- * ds-timeout-ms (bus_ds.c says why). Live reads do not hold a worker: an
- * SSE reader of an open text or JSON stream follows the data subject as an
- * ordinary sluice stream after its catch-up (the encode-once fan-out, the
- * reader's control event as the stream's trailer: sse_start()); a long
- * poll or a binary stream's SSE reader waits on a notifier stream on the
- * same shared subscription and reads what is new by direct gets.
+ * Calls to JetStream are synchronous, each bounded by ds-timeout-ms
+ * (bus_ds.c says why). Writes, catch-up reads, HEAD and DELETE make them
+ * off the worker's loop: the whole operation runs as a job on a DS thread
+ * (bus_ds_submit) against a copy of the request (struct ds_job: what the
+ * operation reads of it, the body moved in), its answer kept there, and
+ * goes back to the worker as mail, which answers the request if it is
+ * still there (ds_job_done, request_resume), as the auth callout's answer
+ * does; a request that went meanwhile only detaches (its job frees what
+ * it holds). Past ds-max-inflight jobs: 503 with Retry-After. A live read
+ * (long poll, SSE) still makes its calls on the worker, when it starts
+ * and when it wakes. Live reads do not hold a worker: an SSE reader of
+ * an open text or JSON stream follows the data subject as an ordinary
+ * sluice stream after its catch-up (the encode-once fan-out, the reader's
+ * control event as the stream's trailer: sse_start()); a long poll or a
+ * binary stream's SSE reader waits on a notifier stream on the same
+ * shared subscription and reads what is new by direct gets.
  * Rejected: a JetStream consumer per reader (the issue's explicit no), and
  * a per-reader direct-get pump for every live append (it was the first
  * version: one JetStream request per reader per append).
@@ -110,8 +119,31 @@ struct ds_req {
     bool done;            /* the SSE reader has been sent the closure */
     bool heading;         /* its SSE head is being sent */
     bool shared;          /* an SSE reader on the shared subscription (sse_start) */
+    bool granted;         /* r had a grant (auth jwt or callout): cached privately */
     struct seg *segs;     /* what a read stitches (forks: the sources first); NULL: own only */
     size_t nsegs;
+    /* Worker only (a DS thread never reads these): */
+    struct ds_job *job;   /* the job running r's operation; NULL when none */
+    struct ds_job *result; /* that job, back with its answer for ds_resume() */
+};
+
+/*
+ * An operation run on a DS thread. The request it serves stays on the
+ * worker; the operation sees shadow, a copy of what it reads of it.
+ */
+struct ds_job {
+    struct request *owner;  /* worker only: the request; NULL once it went */
+    int (*op)(struct request *r);
+    struct request shadow;  /* front NULL: answer() keeps the answer here */
+    struct front_io io;     /* shadow's: env and secure only */
+    struct http_route route; /* shadow's: the data subject */
+    bool orphan;            /* owner went: shadow.ds is this job's to free */
+    bool answered;
+    int status;             /* the answer, kept by answer() */
+    size_t nfields;
+    char *fields[2 * REQUEST_HEAD_MAX];
+    char *body;             /* owned; NULL: none */
+    size_t len;
 };
 
 /* What a read found: the body and where it ends. */
@@ -124,6 +156,8 @@ struct chunk {
 };
 
 static int read_data(struct request *r, uint64_t offset, bool json, size_t max, struct chunk *c);
+static int offload(struct request *r, int (*op)(struct request *r));
+static int answer_job(struct request *r);
 static struct seg *chain_of(struct request *r, const char *tok, const struct meta *m, size_t *nout);
 
 static struct ds_req *req_of(struct request *r)
@@ -174,8 +208,21 @@ bool ds_request_header(struct request *r, const char *name, size_t nlen, const c
     return ds_header(&req_of(r)->h, name, nlen, value, vlen);
 }
 
+static void job_free(struct ds_job *job);
+
 void ds_request_dispose(struct request *r)
 {
+    if (r->ds && r->ds->job) {
+        /* Its job still runs with r->ds: that job frees it when it comes back (ds_job_done). */
+        struct ds_job *job = r->ds->job;
+        r->ds->job = NULL;
+        job->owner = NULL;
+        job->orphan = true;
+        r->ds = NULL;
+        return;
+    }
+    if (r->ds && r->ds->result)
+        job_free(r->ds->result);
     if (r->ds)
         free(r->ds->segs);
     free(r->ds);
@@ -208,6 +255,12 @@ static void security(struct request_head *h)
 
 static struct request_stats *stats(struct request *r) { return r->io->env->stats; }
 
+/* The job whose copy r is (a DS thread), or NULL for a request on its worker. */
+static struct ds_job *job_of(struct request *r)
+{
+    return r->front ? NULL : container_of(r, struct ds_job, shadow);
+}
+
 static int answer(struct request *r, struct request_head *h, const char *ctype, char *body,
                   size_t len)
 {
@@ -218,6 +271,19 @@ static int answer(struct request *r, struct request_head *h, const char *ctype, 
     security(h);
     if (ctype)
         request_head_add(h, "content-type", ctype);
+    struct ds_job *job = job_of(r);
+    if (job) {
+        /* On a DS thread: copied, for the worker to send (answer_job()). */
+        job->answered = true;
+        job->status = h->status;
+        for (size_t i = 0; i < h->n; i++) {
+            job->fields[job->nfields++] = mem_strndup(h->f[i].name, h->f[i].name_len);
+            job->fields[job->nfields++] = mem_strndup(h->f[i].value, h->f[i].value_len);
+        }
+        job->body = body;
+        job->len = len;
+        return 0;
+    }
     struct request_body b = {body ? body : "", len, body, NULL};
     if (body)
         request_charge(r, len);
@@ -1027,11 +1093,11 @@ int ds_write(struct request *r)
         return fail(r, 413, "body larger than one NATS message can be (nats-server max_payload)");
     if (strcmp(r->method, "PUT") == 0) {
         metrics_add(&stats(r)->ds_create, 1);
-        return create(r);
+        return offload(r, create);
     }
     metrics_add(r->body.len || !req_of(r)->h.closed ? &stats(r)->ds_append : &stats(r)->ds_close,
                 1);
-    return append(r);
+    return offload(r, append);
 }
 
 
@@ -1234,7 +1300,7 @@ static int answer_read(struct request *r, struct chunk *c, uint64_t start, bool 
         snprintf(etag, sizeof(etag), "\"%s:%016" PRIu64 ":%016" PRIu64 "%s\"", d->token, start,
                  c->next, c->closed ? ":c" : "");
         request_head_add(&h, "etag", etag);
-        request_head_add(&h, "cache-control", r->grant ? "private, max-age=60, stale-while-revalidate=300"
+        request_head_add(&h, "cache-control", d->granted ? "private, max-age=60, stale-while-revalidate=300"
                                                        : "public, max-age=60, stale-while-revalidate=300");
         if (d->h.has_if_none_match && strcmp(d->h.if_none_match, etag) == 0) {
             buf_dispose(&c->body);
@@ -1545,7 +1611,9 @@ static int resume_long_poll(struct request *r)
 
 int ds_resume(struct request *r)
 {
-    if (!r->ds || !r->stream)
+    if (r->ds && r->ds->result)
+        return answer_job(r);
+    if (!r->ds || !r->stream) /* a job still running wakes r when it is back */
         return 0;
     if (r->ds->mode == MODE_SSE)
         return sse_resume(r);
@@ -1632,18 +1700,129 @@ static int read_stream(struct request *r)
 
 int ds_serve(struct request *r)
 {
-    req_of(r);
+    req_of(r)->granted = r->grant != NULL; /* what a read on a DS thread may know of the grant */
     if (req_of(r)->h.too_long)
         return fail(r, 400, "a protocol header is longer than 256 bytes");
-    if (strcmp(r->method, "GET") == 0)
-        return read_stream(r);
+    if (strcmp(r->method, "GET") == 0) {
+        /* A catch-up read answers at once: on a DS thread. A live one opens its wait here. */
+        const char *q = strchr(r->path, '?'), *lv;
+        size_t ln;
+        if (q && ds_query(q + 1, strlen(q + 1), "live", &lv, &ln))
+            return read_stream(r);
+        return offload(r, read_stream);
+    }
     if (strcmp(r->method, "HEAD") == 0) {
         metrics_add(&stats(r)->ds_head, 1);
-        return head(r);
+        return offload(r, head);
     }
     if (strcmp(r->method, "DELETE") == 0) {
         metrics_add(&stats(r)->ds_delete, 1);
-        return delete_stream(r);
+        return offload(r, delete_stream);
     }
     return fail(r, 405, "method not allowed on a stream");
+}
+
+/*
+ * Jobs: an operation of r run on a DS thread (see the note at the top).
+ * The copy holds what the operations read of a request: method, path,
+ * authority, the connection's TLS, the data subject, the protocol
+ * headers (r->ds, lent) and the body (moved). No grant: a read knows
+ * only whether there was one (ds_req.granted).
+ */
+static void job_free(struct ds_job *job)
+{
+    for (size_t i = 0; i < job->nfields; i++)
+        free(job->fields[i]);
+    free(job->body);
+    free(job->shadow.method);
+    free(job->shadow.path);
+    free(job->shadow.authority);
+    free(job->route.subjects[0]);
+    buf_dispose(&job->shadow.body);
+    if (job->orphan) {
+        job->orphan = false;
+        struct request r = {.ds = job->shadow.ds};
+        ds_request_dispose(&r);
+    }
+    free(job);
+}
+
+static void on_job(void *arg)
+{
+    struct ds_job *job = arg;
+    job->op(&job->shadow);
+}
+
+static int offload(struct request *r, int (*op)(struct request *r))
+{
+    const struct request_env *env = r->io->env;
+    if (!env->bus)
+        return op(r); /* no NATS: its 503 needs no call */
+    struct ds_job *job = mem_calloc(1, sizeof(*job));
+    job->owner = r;
+    job->op = op;
+    job->io.env = env;
+    job->io.secure = r->io->secure;
+    job->route.kind = HTTP_DS;
+    job->route.status = 200;
+    job->route.subjects[0] = mem_strdup(r->route->subjects[0]);
+    job->route.nsubjects = 1;
+    job->shadow.io = &job->io;
+    job->shadow.route = &job->route;
+    job->shadow.method = mem_strdup(r->method);
+    job->shadow.path = mem_strdup(r->path);
+    job->shadow.authority = r->authority ? mem_strdup(r->authority) : NULL;
+    job->shadow.ds = req_of(r);
+    job->shadow.body = r->body;
+    buf_init(&r->body);
+    if (bus_ds_submit(env->bus, env->worker, on_job, job) != 0) {
+        r->body = job->shadow.body;
+        buf_init(&job->shadow.body);
+        job_free(job);
+        struct request_head h = {.status = 503};
+        request_head_add(&h, "cache-control", "no-store");
+        request_head_add(&h, "retry-after", "1");
+        static const char text[] = "too many Durable Streams operations in progress, retry\n";
+        return answer(r, &h, "text/plain; charset=utf-8", mem_strdup(text), sizeof(text) - 1);
+    }
+    r->ds->job = job;
+    r->waiting = true;
+    return 0;
+}
+
+void ds_job_done(void *arg)
+{
+    struct ds_job *job = arg;
+    struct request *r = job->owner;
+    if (!r) {
+        job_free(job);
+        return;
+    }
+    r->ds->job = NULL;
+    r->ds->result = job;
+    r->front->wake(r);
+}
+
+bool ds_job_waiting(const struct request *r) { return r->ds && (r->ds->job || r->ds->result); }
+
+/* Sends the answer r's job kept. */
+static int answer_job(struct request *r)
+{
+    struct ds_job *job = r->ds->result;
+    r->ds->result = NULL;
+    r->waiting = false;
+    if (!job->answered) {
+        job_free(job);
+        return fail(r, 503, "JetStream unavailable, try again");
+    }
+    struct request_head h = {.status = job->status};
+    for (size_t i = 0; i + 1 < job->nfields; i += 2)
+        request_head_add(&h, job->fields[i], job->fields[i + 1]);
+    if (job->body)
+        request_charge(r, job->len);
+    struct request_body b = {job->body ? job->body : "", job->len, job->body, NULL};
+    job->body = NULL;
+    int rc = request_answer(r, &h, &b);
+    job_free(job);
+    return rc;
 }

@@ -1422,7 +1422,7 @@ int request_resume(struct request *r)
     }
     if (!r->waiting || r->authorizing)
         return 0;
-    if (r->ds && r->stream)
+    if (r->ds && (r->stream || ds_job_waiting(r)))
         return ds_resume(r);
     if (r->asking)
         return resume_request(r);
