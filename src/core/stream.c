@@ -337,7 +337,7 @@ static void push_reset(struct stream *s, const bool *reset, const char *reason)
             continue;
         if (!first)
             buf_append(&s->own, ",", 1);
-        json_string(&s->own, s->subjects[i], strlen(s->subjects[i]));
+        json_put_string(&s->own, s->subjects[i], strlen(s->subjects[i]));
         first = false;
     }
     buf_append(&s->own, "]}\n\n", 4);

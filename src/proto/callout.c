@@ -226,26 +226,26 @@ static char *describe(const struct callout_query *q)
     struct buf b;
     buf_init(&b);
     buf_append(&b, "{\"method\":", 10);
-    json_string(&b, q->method, strlen(q->method));
+    json_put_string(&b, q->method, strlen(q->method));
     buf_append(&b, ",\"path\":", 8);
-    json_string(&b, q->path, strlen(q->path));
+    json_put_string(&b, q->path, strlen(q->path));
     buf_append(&b, ",\"action\":", 10);
-    json_string(&b, q->action, strlen(q->action));
+    json_put_string(&b, q->action, strlen(q->action));
     buf_append(&b, ",\"subjects\":[", 13);
     for (size_t i = 0; i < q->nsubjects; i++) {
         if (i)
             buf_append(&b, ",", 1);
-        json_string(&b, q->subjects[i], strlen(q->subjects[i]));
+        json_put_string(&b, q->subjects[i], strlen(q->subjects[i]));
     }
     buf_append(&b, "],\"client\":", 11);
-    json_string(&b, q->client, strlen(q->client));
+    json_put_string(&b, q->client, strlen(q->client));
     buf_append(&b, ",\"headers\":{", 12);
     for (size_t i = 0; i < q->nheaders; i++) {
         if (i)
             buf_append(&b, ",", 1);
-        json_string(&b, q->headers[2 * i], strlen(q->headers[2 * i]));
+        json_put_string(&b, q->headers[2 * i], strlen(q->headers[2 * i]));
         buf_append(&b, ":", 1);
-        json_string(&b, q->headers[2 * i + 1], strlen(q->headers[2 * i + 1]));
+        json_put_string(&b, q->headers[2 * i + 1], strlen(q->headers[2 * i + 1]));
     }
     buf_append(&b, "}}", 3); /* NUL included, not counted below */
     return (char *)b.data;

@@ -46,11 +46,11 @@ static void on_poll_event(void *ctx, const struct sse_parsed *ev)
     if (pj->n)
         buf_append(pj->out, ",", 1);
     buf_append(pj->out, "{\"id\":", 6);
-    json_string(pj->out, ev->id, ev->id_len);
+    json_put_string(pj->out, ev->id, ev->id_len);
     buf_append(pj->out, ",\"event\":", 9);
-    json_string(pj->out, ev->event_len ? ev->event : "message", ev->event_len ? ev->event_len : 7);
+    json_put_string(pj->out, ev->event_len ? ev->event : "message", ev->event_len ? ev->event_len : 7);
     buf_append(pj->out, ",\"data\":", 8);
-    json_string(pj->out, ev->data, ev->data_len);
+    json_put_string(pj->out, ev->data, ev->data_len);
     buf_append(pj->out, "}", 1);
     /* Whole events only, and never none: one event larger than the cap goes alone. */
     if (pj->n && pj->out->len + POLL_TAIL(ev->id_len) > pj->max) {
@@ -78,7 +78,7 @@ size_t poll_json(const char *sse, size_t len, bool whole, size_t max, struct buf
      */
     const char *pos = (pj.cut || !whole) && pj.last_id ? pj.last_id : next;
     buf_append(json, "],\"next\":", 9);
-    json_string(json, pos, strlen(pos));
+    json_put_string(json, pos, strlen(pos));
     buf_append(json, "}\n", 2);
     free(next);
     free(pj.last_id);

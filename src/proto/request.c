@@ -1030,11 +1030,11 @@ static int respond_error(struct request *r, int status, const char *type, const 
     struct buf b;
     buf_init(&b);
     buf_append(&b, "{\"error\":{\"message\":", 20);
-    json_string(&b, message, strlen(message));
+    json_put_string(&b, message, strlen(message));
     buf_append(&b, ",\"type\":", 8);
-    json_string(&b, type, strlen(type));
+    json_put_string(&b, type, strlen(type));
     buf_append(&b, ",\"code\":", 8);
-    json_string(&b, type, strlen(type));
+    json_put_string(&b, type, strlen(type));
     buf_append(&b, "}}\n", 3);
     charge(r, b.len, true);
     r->waiting = false;

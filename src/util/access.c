@@ -63,7 +63,7 @@ static void field(struct buf *b, const char *name, const char *value)
     char k[40];
     int n = snprintf(k, sizeof(k), ",\"%s\":", name);
     buf_append(b, k, (size_t)n);
-    json_string(b, value ? value : "", value ? strlen(value) : 0);
+    json_put_string(b, value ? value : "", value ? strlen(value) : 0);
 }
 
 void access_write(const struct access_entry *e)
@@ -95,7 +95,7 @@ void access_write(const struct access_entry *e)
         for (size_t i = 0; i < e->nsubjects; i++) {
             if (i)
                 buf_append(&b, ",", 1);
-            json_string(&b, e->subjects[i], strlen(e->subjects[i]));
+            json_put_string(&b, e->subjects[i], strlen(e->subjects[i]));
         }
         buf_append(&b, "]", 1);
     }

@@ -37,7 +37,7 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
-void json_string(struct buf *out, const char *s, size_t len)
+void json_put_string(struct buf *out, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     buf_append(out, "\"", 1);
