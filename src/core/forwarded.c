@@ -259,34 +259,6 @@ static int hop(const struct forwarded_nets *trusted, int node, const struct ip *
     return 0;
 }
 
-static int walk_xff(const struct forwarded_nets *trusted, const char *v, struct ip *client)
-{
-    size_t end = strlen(v), hops = 0;
-    bool have = false;
-    for (;;) {
-        if (end == 0 || hops == FORWARDED_HOPS_MAX)
-            return have && end == 0 ? 0 : ERR_NOTFOUND;
-        size_t start = end;
-        while (start > 0 && v[start - 1] != ',')
-            start--;
-        const char *e = v + start;
-        size_t n = end - start;
-        end = start ? start - 1 : 0;
-        trim(&e, &n);
-        if (!n)
-            continue;
-        hops++;
-        struct ip ip;
-        int rc = hop(trusted, parse_node(e, n, &ip), &ip, client, &have);
-        if (rc == 1) {
-            *client = ip;
-            return 0;
-        }
-        if (rc < 0)
-            return rc;
-    }
-}
-
 static bool tchar(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -366,19 +338,25 @@ static int element_for(const char *s, size_t n, struct ip *ip)
     return found ? node : 0;
 }
 
-static int walk_forwarded(const struct forwarded_nets *trusted, const char *v, struct ip *client)
+/*
+ * Walks v's comma-separated elements right to left (the hop nearest us
+ * first), each parsed by node_of: for X-Forwarded-For a bare node, for
+ * Forwarded an element whose commas inside quoted strings do not split it.
+ */
+static int walk(const struct forwarded_nets *trusted, const char *v, bool quotes,
+                int (*node_of)(const char *s, size_t n, struct ip *ip), struct ip *client)
 {
     size_t end = strlen(v), hops = 0;
     bool have = false;
     for (;;) {
         if (end == 0 || hops == FORWARDED_HOPS_MAX)
             return have && end == 0 ? 0 : ERR_NOTFOUND;
-        /* The element's start: the last comma outside a quoted string. */
+        /* The element's start: the last comma (outside a quoted string). */
         size_t start = end;
         bool quoted = false;
         while (start > 0) {
             char c = v[start - 1];
-            if (c == '"' && !(start >= 2 && v[start - 2] == '\\'))
+            if (quotes && c == '"' && !(start >= 2 && v[start - 2] == '\\'))
                 quoted = !quoted;
             else if (c == ',' && !quoted)
                 break;
@@ -394,7 +372,7 @@ static int walk_forwarded(const struct forwarded_nets *trusted, const char *v, s
             continue;
         hops++;
         struct ip ip;
-        int rc = hop(trusted, element_for(e, n, &ip), &ip, client, &have);
+        int rc = hop(trusted, node_of(e, n, &ip), &ip, client, &have);
         if (rc == 1) {
             *client = ip;
             return 0;
@@ -410,9 +388,9 @@ int forwarded_client(const struct forwarded_nets *trusted, const char *forwarded
     struct ip client;
     int rc;
     if (forwarded)
-        rc = walk_forwarded(trusted, forwarded, &client);
+        rc = walk(trusted, forwarded, true, element_for, &client);
     else if (xff)
-        rc = walk_xff(trusted, xff, &client);
+        rc = walk(trusted, xff, false, parse_node, &client);
     else
         return ERR_NOTFOUND;
     if (rc == 0)
