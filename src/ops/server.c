@@ -690,14 +690,19 @@ struct liveness {
     int64_t last_ping_ms;  /* stream_now_ms() of the last WATCHDOG=1 */
     bool ready_sent;
     size_t stuck_logged;   /* 1 + the worker last logged as stuck; 0: none */
+    int64_t running_ms;    /* when this thread first saw the server running */
 };
 
-/* The index + 1 of a worker whose loop has not gone round within limit_ms (0: none). */
-static size_t stuck_worker(const struct server *s, int64_t now, int64_t limit_ms)
+/*
+ * The index + 1 of a worker whose loop last went round before `before`
+ * (0: none). A loop that has not gone round yet counts as going round at
+ * `started`: a slow first turn is not yet a stuck loop.
+ */
+static size_t stuck_worker(const struct server *s, int64_t before, int64_t started)
 {
     for (size_t i = 0; i < s->nworkers; i++) {
         int64_t alive = (int64_t)worker_alive_ms(s->workers[i]);
-        if (alive == 0 || now - alive > limit_ms)
+        if ((alive ? alive : started) < before)
             return i + 1;
     }
     return 0;
@@ -713,6 +718,8 @@ static void tend_liveness(struct server *s, struct liveness *l)
     if (!atomic_load(&s->running))
         return;
     int64_t now = stream_now_ms();
+    if (!l->running_ms)
+        l->running_ms = now;
     bool draining = atomic_load(&s->draining);
     const char *why = NULL;
     bool ready = on_ready(s, &why);
@@ -721,7 +728,7 @@ static void tend_liveness(struct server *s, struct liveness *l)
         atomic_fetch_add(&s->ready_changes, 1);
     }
     if (!l->ready_sent && !draining && bus_connected(s->bus) &&
-        stuck_worker(s, now, INT64_MAX) == 0) {
+        stuck_worker(s, 1, 0) == 0) {
         notify_ready(s->ready_status);
         l->ready_sent = true;
     }
@@ -732,7 +739,7 @@ static void tend_liveness(struct server *s, struct liveness *l)
      * busy ending streams is no reason to be killed mid-drain.
      */
     int64_t limit = (int64_t)l->watchdog_ms / 2 > 1000 ? (int64_t)l->watchdog_ms / 2 : 1000;
-    size_t stuck = draining ? 0 : stuck_worker(s, now, limit);
+    size_t stuck = draining ? 0 : stuck_worker(s, now - limit, l->running_ms);
     if (stuck) {
         if (stuck != l->stuck_logged)
             log_error("watchdog: worker %zu's loop has not gone round for over %lld ms; "
