@@ -19,15 +19,10 @@ for opt in "$@"; do
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
         ;;
-    # The openai client test (tests/e2e/test_openai_client.py): node and npm;
-    # tests/openai/setup.sh then runs npm ci for npm's openai and undici.
-    --openai)
-        command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
-        command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
-        ;;
-    # The Durable Streams tests (tests/e2e/test_ds_*.py): node and npm;
-    # tests/ds/setup.sh then runs npm ci for the conformance suite and client.
-    --ds)
+    # The tests driven by npm clients (the openai client, the Durable Streams
+    # conformance suite and client): node and npm; their setup.sh then runs
+    # npm ci (scripts/npm-ci.sh).
+    --node)
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
         ;;

@@ -40,7 +40,7 @@ def setup():
                        stderr=subprocess.STDOUT, timeout=280)
     h.log(r.stdout.decode(errors="replace").strip())
     node = shutil.which("node")
-    expect(node, "node is not installed (scripts/deps.sh --ds)")
+    expect(node, "node is not installed (scripts/deps.sh --node)")
     expect(os.path.isdir(os.path.join(DS_DIR, "node_modules", "@durable-streams", "client")),
            "npm package @durable-streams/client is not installed in tests/ds (npm ci failed)")
     return node

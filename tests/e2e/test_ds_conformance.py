@@ -45,7 +45,7 @@ def setup():
                        stderr=subprocess.STDOUT, timeout=280)
     h.log(r.stdout.decode(errors="replace").strip())
     node = shutil.which("node")
-    expect(node, "node is not installed (scripts/deps.sh --ds)")
+    expect(node, "node is not installed (scripts/deps.sh --node)")
     for p in ("@durable-streams/server-conformance-tests", "undici", "vitest"):
         expect(os.path.isdir(os.path.join(DS_DIR, "node_modules", p)),
                "npm package %s is not installed in tests/ds (npm ci failed)" % p)

@@ -41,7 +41,7 @@ def setup():
                        stderr=subprocess.STDOUT, timeout=280)
     h.log(r.stdout.decode(errors="replace").strip())
     node = shutil.which("node")
-    expect(node, "node is not installed (scripts/deps.sh --openai)")
+    expect(node, "node is not installed (scripts/deps.sh --node)")
     for p in ("openai", "undici"):
         expect(os.path.isdir(os.path.join(OPENAI_DIR, "node_modules", p)),
                "npm package %s is not installed in tests/openai (npm ci failed)" % p)
