@@ -599,10 +599,29 @@ class Gateway:
     def __enter__(self):
         return self
 
+    def threads(self):
+        """Each thread of the live gateway: name, state and kernel wait channel."""
+        out = []
+        task = "/proc/%d/task" % self.proc.pid
+        try:
+            for tid in sorted(os.listdir(task), key=int):
+                try:
+                    with open("%s/%s/stat" % (task, tid)) as f:
+                        stat = f.read()
+                    with open("%s/%s/wchan" % (task, tid)) as f:
+                        wchan = f.read().strip() or "-"
+                except OSError:
+                    continue
+                name = stat[stat.index("(") + 1:stat.rindex(")")]
+                out.append("%s %s %s" % (name, stat[stat.rindex(")") + 2], wchan))
+        except OSError:
+            pass
+        return out
+
     def state(self):
         rc = self.proc.poll()
         if rc is None:
-            return "running"
+            return "running; threads: %s" % ", ".join(self.threads())
         if self._killed:
             return "killed at test cleanup"
         if rc < 0:
