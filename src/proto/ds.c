@@ -30,21 +30,28 @@
  * stitch its sources' data up to each fork offset (chain_of()).
  *
  * Calls to JetStream are synchronous, each bounded by ds-timeout-ms
- * (bus_ds.c says why). Writes, catch-up reads, HEAD and DELETE make them
- * off the worker's loop: the whole operation runs as a job on a DS thread
- * (bus_ds_submit) against a copy of the request (struct ds_job: what the
- * operation reads of it, the body moved in), its answer kept there, and
- * goes back to the worker as mail, which answers the request if it is
- * still there (ds_job_done, request_resume), as the auth callout's answer
- * does; a request that went meanwhile only detaches (its job frees what
- * it holds). Past ds-max-inflight jobs: 503 with Retry-After. A live read
- * (long poll, SSE) still makes its calls on the worker, when it starts
- * and when it wakes. Live reads do not hold a worker: an SSE reader of
- * an open text or JSON stream follows the data subject as an ordinary
- * sluice stream after its catch-up (the encode-once fan-out, the reader's
- * control event as the stream's trailer: sse_start()); a long poll or a
- * binary stream's SSE reader waits on a notifier stream on the same
- * shared subscription and reads what is new by direct gets.
+ * (bus_ds.c says why), and none is made on a worker's loop: an operation
+ * runs as a job on a DS thread (bus_ds_submit) against a copy of the
+ * request (struct ds_job: what the operation reads of it, the body moved
+ * in), its answer kept there, and goes back to the worker as mail, which
+ * answers the request if it is still there (ds_job_done, request_resume),
+ * as the auth callout's answer does; a request that went meanwhile only
+ * detaches (its job frees what it holds). A job may instead leave the
+ * worker a next step (job->then) with what it read: so a live read
+ * (long poll, SSE) starts as a job (find, fork chain, first read or
+ * catch-up: read_stream) and opens its wait on the worker when it is back
+ * (open_wait). Live reads do not hold a worker: an SSE reader of an open
+ * text or JSON stream follows the data subject as an ordinary sluice
+ * stream after its catch-up (the encode-once fan-out, the reader's
+ * control event as the stream's trailer: sse_start()) and makes no call
+ * after it; a long poll or a binary stream's SSE reader waits on a
+ * notifier stream on the same shared subscription, and each wake reads
+ * what is new in a job (poll_read, pump_read) that the worker then
+ * answers or queues (poll_answer, sse_pumped). One job per request at a
+ * time: a wake while it runs sets `again`, one more read once it is back,
+ * so no append is missed. Past ds-max-inflight jobs: 503 with
+ * Retry-After for a new operation or live read; an open reader's wake
+ * ends it instead (pump_or_end() says why not a retry).
  * Rejected: a JetStream consumer per reader (the issue's explicit no), and
  * a per-reader direct-get pump for every live append (it was the first
  * version: one JetStream request per reader per append).
