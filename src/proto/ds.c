@@ -1617,8 +1617,9 @@ static int sse_resume(struct request *r)
     struct ds_req *d = req_of(r);
     if (!stream_ready(r->stream) || d->heading)
         return 0;
-    if (!d->shared && stream_ended(r->stream) == STREAM_END_NONE)
-        return pump(r) == 0 ? 0 : busy(r); /* the head goes with its events: sse_pumped() */
+    /* The head goes with its first pump's events (sse_pumped), even when its stream ended meanwhile. */
+    if (!d->shared && (d->job || stream_ended(r->stream) == STREAM_END_NONE))
+        return pump(r) == 0 ? 0 : busy(r);
     d->heading = true;
     struct request_head h = {.status = 200};
     sse_head(&h, d);

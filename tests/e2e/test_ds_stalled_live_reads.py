@@ -16,9 +16,12 @@ reader) and the waiting long poll's wait ends (its read after the
 timeout). While their calls hang, ordinary requests on the same worker (a
 404 on the plain listener, a fresh connection each) must each be answered
 within 600 ms for 2.5 s. Every one of those reads is then answered (503,
-JetStream unavailable; the long poll may also have its 204). After
-SIGCONT a second append reaches both SSE readers opened before the stop,
-with control events that go on from the first with no gap.
+JetStream unavailable; the long poll may also have its 204). Two readers
+leave while their jobs run (a binary SSE reader starting, a long poll
+reading after its wait): the jobs must free what they hold (run it under
+ASan). After SIGCONT a second append reaches both SSE readers opened
+before the stop, with control events that go on from the first with no
+gap, and the gateway exits 0 on SIGTERM.
 """
 
 import base64
@@ -126,7 +129,8 @@ def test():
                        extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain),
                                    "--ds-base-path", BASE,
                                    "--ds-timeout-ms", str(TIMEOUT_MS),
-                                   "--ds-long-poll-ms", str(LONG_POLL_MS)]) as gw:
+                                   "--ds-long-poll-ms", str(LONG_POLL_MS),
+                                   "--drain-ms", "1000"]) as gw:
             tail = {}
             for name, ct in (("t", "text/plain"), ("b", "application/octet-stream")):
                 st, _, _ = call(plain, "PUT", BASE + name, b"", {"Content-Type": ct})
@@ -143,7 +147,9 @@ def test():
                    "catch-up: %r %r" % (text.events, binary.events))
             # Waiting at the tail: its wait ends (and it reads) while nats-server is stopped.
             waiting = Get(plain, BASE + "t?offset=%s&live=long-poll" % tail["t"])
-            h.wait_until(lambda: opened(gw) >= 3, 10, "the long poll waits (3 streams opened)")
+            leaving = http.client.HTTPConnection(h.HOST, plain, timeout=5)
+            leaving.request("GET", BASE + "b?offset=%s&live=long-poll" % tail["b"])
+            h.wait_until(lambda: opened(gw) >= 4, 10, "the long polls wait (4 streams opened)")
 
             stop_nats(n.proc.pid)
             stopped = True
@@ -151,13 +157,18 @@ def test():
             starts = [Get(plain, BASE + "t?offset=-1&live=long-poll"),
                       Get(plain, BASE + "t?offset=-1&live=sse"),
                       Get(plain, BASE + "b?offset=-1&live=sse")]
+            # A reader that goes while its start's job runs: the job must free what it holds.
+            gone = http.client.HTTPConnection(h.HOST, plain, timeout=5)
+            gone.request("GET", BASE + "b?offset=-1&live=sse")
             worst, probes, end = 0.0, 0, time.monotonic() + 2.5
             while time.monotonic() < end:
                 t0 = time.monotonic()
                 try:
                     st, _, _ = call(plain, "GET", "/no-such-thing")
                 except Exception as e:  # noqa: B902
-                    raise h.TestFailure("probe failed while live reads waited: %r" % e)
+                    raise h.TestFailure("a request on the same worker failed after %.0f ms while "
+                                        "live DS reads waited: %r"
+                                        % ((time.monotonic() - t0) * 1000, e))
                 took = time.monotonic() - t0
                 worst = max(worst, took)
                 probes += 1
@@ -165,6 +176,11 @@ def test():
                        "a request on the same worker took %.0f ms while live DS reads waited "
                        "on a stalled JetStream (status %d)" % (took * 1000, st))
                 time.sleep(0.05)
+                if gone:
+                    gone.close()
+                    gone = None
+            # Its wait ended 1.5 s in: its read's job hangs on nats-server until 3.5 s at least.
+            leaving.close()
             h.log("%d probes while live reads waited, the slowest %.0f ms" % (probes, worst * 1000))
             for g in starts + [waiting]:
                 g.join(TIMEOUT_MS / 1000.0 * 3 + 5)
@@ -194,6 +210,8 @@ def test():
                 offs = [c["streamNextOffset"] for c in r.controls()]
                 expect(offs == sorted(offs), "%s: offsets went back: %r" % (r.path, offs))
             h.log("after SIGCONT both SSE readers read on with no gap")
+            # Exits 0: no sanitizer report, nothing of the readers that went left behind.
+            gw.stop(timeout=TIMEOUT_MS / 1000.0 + 8)
     finally:
         if stopped:
             os.kill(n.proc.pid, signal.SIGCONT)
