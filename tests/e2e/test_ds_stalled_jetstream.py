@@ -50,6 +50,44 @@ def stop_nats(pid):
     h.wait_until(stopped, 5, "nats-server %d stopped" % pid)
 
 
+def probe(port, seconds, what, after_first=None):
+    """
+    Ordinary requests on the gateway's one worker (a 404, a fresh connection
+    each) for seconds, each answered within BOUND_S; after_first() runs after
+    the first. Returns how many, and the slowest in seconds.
+    """
+    worst, probes, end = 0.0, 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            st, _, _ = call(port, "GET", "/no-such-thing")
+        except Exception as e:  # noqa: B902
+            raise h.TestFailure("a request on the same worker failed after %.0f ms while %s: %r"
+                                % ((time.monotonic() - t0) * 1000, what, e))
+        took = time.monotonic() - t0
+        worst = max(worst, took)
+        probes += 1
+        expect(took < BOUND_S, "a request on the same worker took %.0f ms while %s (status %d)"
+               % (took * 1000, what, st))
+        time.sleep(0.1)
+        if after_first:
+            after_first()
+            after_first = None
+    return probes, worst
+
+
+def append_when_back(port, path, body, headers):
+    """An append, retried for up to 10 s while nats-server comes back; its headers."""
+    st, hd, deadline = None, {}, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st, hd, _ = call(port, "POST", path, body, headers)
+        if st == 204:
+            break
+        time.sleep(0.2)
+    expect(st == 204, "append to %s after SIGCONT: %s" % (path, st))
+    return hd
+
+
 def test():
     n = js_util.JsNode()
     n.start()
@@ -86,23 +124,8 @@ def test():
             # The second append's client leaves before its answer (a fresh HTTP/1.1 connection).
             gone = http.client.HTTPConnection(h.HOST, plain, timeout=5)
             gone.request("POST", path, b"gone", dict(tp, **{"Content-Length": "4"}))
-            worst, probes, end = 0.0, 0, time.monotonic() + 2.0
-            while time.monotonic() < end:
-                t0 = time.monotonic()
-                try:
-                    st, _, _ = call(plain, "GET", "/no-such-thing")
-                except Exception as e:  # noqa: B902
-                    raise h.TestFailure("probe failed while the append waited: %r" % e)
-                took = time.monotonic() - t0
-                worst = max(worst, took)
-                probes += 1
-                expect(took < BOUND_S,
-                       "a request on the same worker took %.0f ms while a DS append waited "
-                       "on a stalled JetStream (status %d)" % (took * 1000, st))
-                time.sleep(0.1)
-                if gone:
-                    gone.close()
-                    gone = None
+            probes, worst = probe(plain, 2.0, "a DS append waited on a stalled JetStream",
+                                  gone.close)
             h.log("%d probes while the append waited, the slowest %.0f ms" % (probes, worst * 1000))
             expect(th.is_alive(), "the append ended before the probes did: %r" % (result,))
             t0 = time.monotonic()
@@ -125,14 +148,7 @@ def test():
 
             os.kill(n.proc.pid, signal.SIGCONT)
             stopped = False
-            st = None
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                st, _, _ = call(plain, "POST", path, b"three", tp)
-                if st == 204:
-                    break
-                time.sleep(0.2)
-            expect(st == 204, "append after SIGCONT: %s" % st)
+            append_when_back(plain, path, b"three", tp)
             st, _, body = call(plain, "GET", path + "?offset=-1")
             expect(st == 200 and body.startswith(b"one") and body.endswith(b"three"),
                    "read after SIGCONT: %d %r" % (st, body))
