@@ -38,7 +38,7 @@ import harness as h  # noqa: E402
 import js_util  # noqa: E402
 from harness import expect  # noqa: E402
 from test_ds_route import call  # noqa: E402
-from test_ds_stalled_jetstream import append_when_back, probe, stop_nats  # noqa: E402
+from test_ds_stalled_jetstream import append_when_back, opened, probe, stop_nats  # noqa: E402
 
 TIMEOUT_MS = 2000
 LONG_POLL_MS = 1500
@@ -104,18 +104,6 @@ class Get(threading.Thread):
             self.status, self.headers, _ = call(self.port, "GET", self.path)
         except Exception as e:  # noqa: B902
             self.error = repr(e)
-
-
-def opened(gw):
-    """sluice_streams_opened_total: SSE readers and long polls whose wait is open."""
-    c = http.client.HTTPConnection(h.HOST, gw.admin_port, timeout=5)
-    try:
-        c.request("GET", "/metrics")
-        text = c.getresponse().read().decode()
-    finally:
-        c.close()
-    line = [x for x in text.splitlines() if x.startswith("sluice_streams_opened_total ")]
-    return int(float(line[0].split()[-1])) if line else 0
 
 
 def test():
