@@ -125,7 +125,9 @@ struct ds_req {
     uint64_t cursor;
     bool pushing;         /* a pump's events are being queued (their wake is their own) */
     bool done;            /* the SSE reader has been sent the closure */
-    bool heading;         /* its SSE head went (a notifier reader's after its first pump) */
+    /* Its SSE head went (a notifier reader's after its first pump); a pump reads it on its
+     * DS thread, the worker sets it with no job running. */
+    bool heading;
     bool shared;          /* an SSE reader on the shared subscription (sse_start) */
     bool granted;         /* r had a grant (auth jwt or callout): cached privately */
     struct seg *segs;     /* what a read stitches (forks: the sources first); NULL: own only */
@@ -133,15 +135,15 @@ struct ds_req {
     /* Worker only (a DS thread never reads these): */
     struct ds_job *job;   /* the job running r's operation; NULL when none */
     struct ds_job *result; /* that job, back with its answer for ds_resume() */
-    bool again;           /* a wake came while job ran: one more read once it is back */
+    bool again;            /* a wake came while job ran: one more read once it is back */
 };
 
 /* What a read found: the body and where it ends. */
 struct chunk {
     struct buf body;
-    uint64_t next;     /* Stream-Next-Offset */
-    bool up_to_date;   /* no more data after next, when read */
-    bool closed;       /* and the stream ends there */
+    uint64_t next;   /* Stream-Next-Offset */
+    bool up_to_date; /* no more data after next, when read */
+    bool closed;     /* and the stream ends there */
     size_t messages;
 };
 
@@ -1522,8 +1524,8 @@ static int pump_read(struct request *r)
 {
     struct ds_job *job = job_of(r);
     /* What one wake may queue: half the stream's queue. */
-    job->how = catch_up(r, &job->read.body, !req_of(r)->heading,
-                        sse_queue_max(r->io->env->cfg) / 2);
+    job->how =
+        catch_up(r, &job->read.body, !req_of(r)->heading, sse_queue_max(r->io->env->cfg) / 2);
     return later(r, sse_pumped);
 }
 
@@ -1617,7 +1619,7 @@ static int sse_resume(struct request *r)
     struct ds_req *d = req_of(r);
     if (!stream_ready(r->stream) || d->heading)
         return 0;
-    /* The head goes with its first pump's events (sse_pumped), even when its stream ended meanwhile. */
+    /* Its head goes with its first pump's events (sse_pumped), even on an ended stream. */
     if (!d->shared && (d->job || stream_ended(r->stream) == STREAM_END_NONE))
         return pump(r) == 0 ? 0 : busy(r);
     d->heading = true;
