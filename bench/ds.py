@@ -60,8 +60,10 @@ def create(port, name):
 
 def run(mode, dur, crt):
     nats = start_js_nats()
+    # The readers start at once, each start a DS job: ds-max-inflight (64) would refuse most.
     gw = b.start_sluice(nats, crt, extra=["--ds-base-path", "/v1/stream/",
-                                          "--max-streams", "2000"])
+                                          "--max-streams", "2000",
+                                          "--ds-max-inflight", "2000"])
     name = "bench%d" % int(time.time() * 1000)
     create(gw.plain_port, name)
     path = ("/v1/stream/%s?offset=now&live=sse" % name if mode == "ds-sse"

@@ -39,10 +39,15 @@ int ds_resume(struct request *r);
 bool ds_job_waiting(const struct request *r);
 /*
  * A job of the route (bus_ds_submit) came back to its worker as
- * BUS_MAIL_DS: wakes its request, or frees it when the request has gone.
+ * BUS_MAIL_DS: wakes its request (an SSE reader whose head went: queues
+ * the events its job read), or frees it when the request has gone.
  */
 void ds_job_done(void *job);
-/* r's stream woke after its head went: an SSE reader reads what is new. Never answers. */
+/*
+ * r's stream woke after its head went: an SSE reader on a notifier starts
+ * a job reading what is new (or ends its stream when no job slot is
+ * free). Never answers.
+ */
 void ds_wake(struct request *r);
 /* Frees what r holds for the route. */
 void ds_request_dispose(struct request *r);

@@ -30,27 +30,35 @@
  * stitch its sources' data up to each fork offset (chain_of()).
  *
  * Calls to JetStream are synchronous, each bounded by ds-timeout-ms
- * (bus_ds.c says why). Writes, catch-up reads, HEAD and DELETE make them
- * off the worker's loop: the whole operation runs as a job on a DS thread
- * (bus_ds_submit) against a copy of the request (struct ds_job: what the
- * operation reads of it, the body moved in), its answer kept there, and
- * goes back to the worker as mail, which answers the request if it is
- * still there (ds_job_done, request_resume), as the auth callout's answer
- * does; a request that went meanwhile only detaches (its job frees what
- * it holds). Past ds-max-inflight jobs: 503 with Retry-After. A live read
- * (long poll, SSE) still makes its calls on the worker, when it starts
- * and when it wakes. Live reads do not hold a worker: an SSE reader of
- * an open text or JSON stream follows the data subject as an ordinary
- * sluice stream after its catch-up (the encode-once fan-out, the reader's
- * control event as the stream's trailer: sse_start()); a long poll or a
- * binary stream's SSE reader waits on a notifier stream on the same
- * shared subscription and reads what is new by direct gets.
+ * (bus_ds.c says why), and none is made on a worker's loop: an operation
+ * runs as a job on a DS thread (bus_ds_submit) against a copy of the
+ * request (struct ds_job: what the operation reads of it, the body moved
+ * in), its answer kept there, and goes back to the worker as mail, which
+ * answers the request if it is still there (ds_job_done, request_resume),
+ * as the auth callout's answer does; a request that went meanwhile only
+ * detaches (its job frees what it holds). A job may instead leave the
+ * worker a next step (job->then) with what it read: so a live read
+ * (long poll, SSE) starts as a job (find, fork chain, first read or
+ * catch-up: read_stream) and opens its wait on the worker when it is back
+ * (open_wait). Live reads do not hold a worker: an SSE reader of an open
+ * text or JSON stream follows the data subject as an ordinary sluice
+ * stream after its catch-up (the encode-once fan-out, the reader's
+ * control event as the stream's trailer: sse_start()) and makes no call
+ * after it; a long poll or a binary stream's SSE reader waits on a
+ * notifier stream on the same shared subscription, and each wake reads
+ * what is new in a job (poll_read, pump_read) that the worker then
+ * answers or queues (poll_answer, sse_pumped). One job per request at a
+ * time: a wake while it runs sets `again`, one more read once it is back,
+ * so no append is missed. Past ds-max-inflight jobs: 503 with
+ * Retry-After for a new operation or live read; an open reader's wake
+ * ends it instead (pump_or_end() says why not a retry).
  * Rejected: a JetStream consumer per reader (the issue's explicit no), and
  * a per-reader direct-get pump for every live append (it was the first
  * version: one JetStream request per reader per append).
  */
 #include "sluice/ds_route.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -115,9 +123,11 @@ struct ds_req {
     char ct[DS_HEADER_MAX + 1];
     bool json;
     uint64_t cursor;
-    bool pumping;         /* an SSE pump is running (its pushes wake it again) */
+    bool pushing;         /* a pump's events are being queued (their wake is their own) */
     bool done;            /* the SSE reader has been sent the closure */
-    bool heading;         /* its SSE head is being sent */
+    /* Its SSE head went (a notifier reader's after its first pump); a pump reads it on its
+     * DS thread, the worker sets it with no job running. */
+    bool heading;
     bool shared;          /* an SSE reader on the shared subscription (sse_start) */
     bool granted;         /* r had a grant (auth jwt or callout): cached privately */
     struct seg *segs;     /* what a read stitches (forks: the sources first); NULL: own only */
@@ -125,7 +135,19 @@ struct ds_req {
     /* Worker only (a DS thread never reads these): */
     struct ds_job *job;   /* the job running r's operation; NULL when none */
     struct ds_job *result; /* that job, back with its answer for ds_resume() */
+    bool again;            /* a wake came while job ran: one more read once it is back */
 };
+
+/* What a read found: the body and where it ends. */
+struct chunk {
+    struct buf body;
+    uint64_t next;   /* Stream-Next-Offset */
+    bool up_to_date; /* no more data after next, when read */
+    bool closed;     /* and the stream ends there */
+    size_t messages;
+};
+
+enum catch_up { CAUGHT_UP, CLOSED, MORE, FAILED };
 
 /*
  * An operation run on a DS thread. The request it serves stays on the
@@ -144,19 +166,21 @@ struct ds_job {
     char *fields[2 * REQUEST_HEAD_MAX];
     char *body;             /* owned; NULL: none */
     size_t len;
-};
-
-/* What a read found: the body and where it ends. */
-struct chunk {
-    struct buf body;
-    uint64_t next;     /* Stream-Next-Offset */
-    bool up_to_date;   /* no more data after next, when read */
-    bool closed;       /* and the stream ends there */
-    size_t messages;
+    /*
+     * Not answered: what the worker does next with r and this job, once
+     * it is back (answer_job(); NULL: 503). A live read's job leaves here
+     * what it read for it: a long poll's chunk, an SSE pump's events
+     * (read.body, how), a shared SSE reader's catch-up (read.body).
+     */
+    int (*then)(struct request *r, struct ds_job *job);
+    struct chunk read;
+    enum catch_up how;
 };
 
 static int read_data(struct request *r, uint64_t offset, bool json, size_t max, struct chunk *c);
 static int offload(struct request *r, int (*op)(struct request *r));
+static int submit(struct request *r, int (*op)(struct request *r));
+static int busy(struct request *r);
 static int answer_job(struct request *r);
 static struct seg *chain_of(struct request *r, const char *tok, const struct meta *m, size_t *nout);
 
@@ -259,6 +283,15 @@ static struct request_stats *stats(struct request *r) { return r->io->env->stats
 static struct ds_job *job_of(struct request *r)
 {
     return r->front ? NULL : container_of(r, struct ds_job, shadow);
+}
+
+/* On a DS thread: r's worker goes on with then(r, job) once the job is back (answer_job()). */
+static int later(struct request *r, int (*then)(struct request *r, struct ds_job *job))
+{
+    struct ds_job *job = job_of(r);
+    assert(job);
+    job->then = then;
+    return 0;
 }
 
 static int answer(struct request *r, struct request_head *h, const char *ctype, char *body,
@@ -1386,8 +1419,6 @@ static void control(struct buf *out, const struct ds_req *d, uint64_t next, bool
     buf_append(out, "}\n\n", 3);
 }
 
-enum catch_up { CAUGHT_UP, CLOSED, MORE, FAILED };
-
 /*
  * Appends the SSE events of what follows d->offset to out, at most about
  * budget bytes (the first append always goes), and moves d->offset on.
@@ -1433,43 +1464,6 @@ static enum catch_up catch_up(struct request *r, struct buf *out, bool first, si
 }
 
 /*
- * Reads what is new for an SSE reader on a notifier (a binary stream, or
- * a closed one) and queues it; at the closure, the last control event,
- * after which the stream ends on the next tick (not here: this may run
- * inside the fan-out's delivery). first: queue a control event even with
- * no data.
- */
-static void pump(struct request *r, bool first)
-{
-    struct ds_req *d = req_of(r);
-    struct stream *s = r->stream;
-    if (d->pumping || d->done || d->shared || !s || stream_ended(s) != STREAM_END_NONE)
-        return;
-    d->pumping = true;
-    struct buf ev;
-    buf_init(&ev);
-    /* What one wake may queue: half the stream's queue. */
-    enum catch_up how = catch_up(r, &ev, first, sse_queue_max(r->io->env->cfg) / 2);
-    if (ev.len)
-        stream_push_text(s, (const char *)ev.data, ev.len);
-    buf_dispose(&ev);
-    if (how == FAILED) {
-        stream_set_expiry(s, stream_now_ms(), STREAM_END_UNAVAILABLE);
-    } else if (how == CLOSED) {
-        d->done = true;
-        stream_set_expiry(s, stream_now_ms(), STREAM_END_FINISHED);
-    } else if (how == MORE) {
-        /*
-         * A catch-up larger than the queue: this connection ends after what
-         * is queued, and the client reconnects from the last control
-         * event's offset, as it does every minute anyway.
-         */
-        stream_set_expiry(s, stream_now_ms(), STREAM_END_LIMIT);
-    }
-    d->pumping = false;
-}
-
-/*
  * The control event after each event of a shared SSE reader (the stream's
  * trailer): the event's offset, or for an empty closing message the
  * unchanged one.
@@ -1507,12 +1501,6 @@ static size_t on_trailer(void *ctx, uint64_t seq, bool end, bool empty, char *ou
     return n;
 }
 
-void ds_wake(struct request *r)
-{
-    if (r->ds && r->ds->mode == MODE_SSE && !r->ds->shared && r->status == 200)
-        pump(r, false);
-}
-
 static void sse_head(struct request_head *h, const struct ds_req *d)
 {
     security(h);
@@ -1523,90 +1511,233 @@ static void sse_head(struct request_head *h, const struct ds_req *d)
         request_head_add(h, "stream-sse-data-encoding", "base64");
 }
 
+static int sse_pumped(struct request *r, struct ds_job *job);
+
+/*
+ * A pump, on a DS thread: reads what is new for an SSE reader on a
+ * notifier (a binary stream, or a closed one) into its job's events, and
+ * moves d->offset on by what they hold; sse_pumped() queues them on the
+ * worker. The first (before the head) has a control event even with no
+ * data.
+ */
+static int pump_read(struct request *r)
+{
+    struct ds_job *job = job_of(r);
+    /* What one wake may queue: half the stream's queue. */
+    job->how =
+        catch_up(r, &job->read.body, !req_of(r)->heading, sse_queue_max(r->io->env->cfg) / 2);
+    return later(r, sse_pumped);
+}
+
+/*
+ * Starts a pump for an SSE reader on a notifier, unless the reader is
+ * done or one runs already: then that one reads once more when it is
+ * back, so no append is missed. 0, or ERR_LIMIT when no job slot is free.
+ */
+static int pump(struct request *r)
+{
+    struct ds_req *d = req_of(r);
+    struct stream *s = r->stream;
+    if (d->pushing || d->done || d->shared || !s || stream_ended(s) != STREAM_END_NONE)
+        return 0;
+    if (d->job || d->result) {
+        d->again = true;
+        return 0;
+    }
+    return submit(r, pump_read);
+}
+
+/*
+ * No job slot for a wake of an SSE reader whose head went: its stream
+ * ends after what it has queued, and the client reconnects from the last
+ * control event's offset (its reconnect gets the 503 with Retry-After
+ * while the slots stay taken). Not a retry: a timer per reader on the
+ * worker would be a second mechanism beside the jobs, and waiting for the
+ * next wake would leave the append that woke it unsent while the stream
+ * stays quiet. The offset the client holds moves only by what it was
+ * sent, so ending loses nothing.
+ */
+static void pump_or_end(struct request *r)
+{
+    if (pump(r) != 0) {
+        log_debug("conn %" PRIu64 " stream %d: ds: no job slot for an SSE reader's wake; ending it",
+                  r->io->conn_id, (int)r->stream_id);
+        stream_set_expiry(r->stream, stream_now_ms(), STREAM_END_LIMIT);
+    }
+}
+
+/*
+ * A pump back on the worker: its events queued; at the closure, the
+ * stream ends after the last control event on the next tick (not here:
+ * a wake may come from inside the fan-out's delivery). The first one
+ * sends the head after its events, as a reader expects its first control
+ * event with it.
+ */
+static int sse_pumped(struct request *r, struct ds_job *job)
+{
+    struct ds_req *d = req_of(r);
+    struct stream *s = r->stream;
+    bool first = !d->heading;
+    d->heading = true; /* the push below wakes r: no second head, no pump of its own */
+    d->pushing = true;
+    if (job->read.body.len)
+        stream_push_text(s, (const char *)job->read.body.data, job->read.body.len);
+    d->pushing = false;
+    if (job->how == FAILED) {
+        stream_set_expiry(s, stream_now_ms(), STREAM_END_UNAVAILABLE);
+    } else if (job->how == CLOSED) {
+        d->done = true;
+        stream_set_expiry(s, stream_now_ms(), STREAM_END_FINISHED);
+    } else if (job->how == MORE) {
+        /*
+         * A catch-up larger than the queue: this connection ends after what
+         * is queued, and the client reconnects from the last control
+         * event's offset, as it does every minute anyway.
+         */
+        stream_set_expiry(s, stream_now_ms(), STREAM_END_LIMIT);
+    }
+    if (d->again) {
+        d->again = false;
+        pump_or_end(r);
+    }
+    if (!first)
+        return 0;
+    struct request_head h = {.status = 200};
+    sse_head(&h, d);
+    return request_start_stream(r, &h);
+}
+
+void ds_wake(struct request *r)
+{
+    /* Before its head, sse_resume() starts the first pump. */
+    if (r->ds && r->ds->mode == MODE_SSE && !r->ds->shared && r->ds->heading)
+        pump_or_end(r);
+}
+
 static int sse_resume(struct request *r)
 {
     struct ds_req *d = req_of(r);
-    /* The pump's first push wakes r again, and h2 resumes at once: one head only. */
     if (!stream_ready(r->stream) || d->heading)
         return 0;
+    /* Its head goes with its first pump's events (sse_pumped), even on an ended stream. */
+    if (!d->shared && (d->job || stream_ended(r->stream) == STREAM_END_NONE))
+        return pump(r) == 0 ? 0 : busy(r);
     d->heading = true;
-    if (!d->shared)
-        pump(r, true);
     struct request_head h = {.status = 200};
     sse_head(&h, d);
     return request_start_stream(r, &h);
 }
 
 /*
- * An SSE reader. An open text or JSON stream is read by direct gets up to
- * its tail (the catch-up, queued as the stream's prologue), then follows
- * the data subject as an ordinary sluice stream from that offset: live
- * appends come from the worker's one subscription (the JetStream feed),
- * encoded once for every reader (the appends carry Sse-Event: data), each
- * followed by this reader's control event (on_trailer). A binary stream
- * (base64 per reader) or a closed one is read on a notifier instead.
+ * A live read's wait, opened on the worker once its start is back (its
+ * job: read_stream()): a notifier for a long poll or for the SSE reader
+ * of a binary or closed stream, or for a shared SSE reader its stream
+ * with its catch-up (job->read.body) as the prologue.
  */
-static int sse_start(struct request *r, const struct tail *t)
+static int open_wait(struct request *r, struct ds_job *job)
 {
     struct ds_req *d = req_of(r);
     const struct config *cfg = r->io->env->cfg;
-    const char *text;
-    int status;
-    if (ds_sse_text(d->ct) && !t->closed) {
-        struct buf pro;
-        buf_init(&pro);
-        enum catch_up how = catch_up(r, &pro, true, sse_queue_max(cfg) / 2);
-        if (how == FAILED) {
-            buf_dispose(&pro);
-            return fail(r, 503, "JetStream unavailable, try again");
-        }
-        if (how != CAUGHT_UP) {
-            /* Closed meanwhile, or more than one connection's worth: a whole answer. */
-            struct request_head h = {.status = 200};
-            sse_head(&h, d);
-            size_t len = pro.len;
-            return answer(r, &h, NULL, (char *)pro.data, len);
-        }
-        char id[24];
+    char id[24];
+    /* Closed about once a minute, as the protocol asks, so that readers spread over a fleet. */
+    struct request_wait w = {.timeout_ms = 60000, .queue_max = sse_queue_max(cfg), .notify = true};
+    if (d->mode == MODE_LONG_POLL) {
+        w = (struct request_wait){.timeout_ms = cfg->ds_long_poll_ms, .notify = true};
+    } else if (d->shared) {
         snprintf(id, sizeof(id), "%" PRIu64, d->offset);
-        d->shared = true;
-        struct request_wait w = {
-            .timeout_ms = 60000,
-            .queue_max = sse_queue_max(cfg),
-            .last_event_id = id,
-            .trailer = on_trailer,
-            .trailer_ctx = d,
-            .prologue = (const char *)pro.data,
-            .prologue_len = pro.len,
-        };
-        status = request_open(r, &w, &text);
-        buf_dispose(&pro);
-    } else {
-        /* Closed about once a minute, as the protocol asks, so that readers spread over a fleet. */
-        struct request_wait w = {.timeout_ms = 60000, .queue_max = sse_queue_max(cfg), .notify = true};
-        status = request_open(r, &w, &text);
+        w.notify = false;
+        w.last_event_id = id;
+        w.trailer = on_trailer;
+        w.trailer_ctx = d;
+        w.prologue = (const char *)job->read.body.data;
+        w.prologue_len = job->read.body.len;
     }
+    const char *text;
+    int status = request_open(r, &w, &text);
     if (status != 0)
         return fail(r, status, text);
     return request_resume(r);
 }
 
-/* A long poll's wake: data, the closure, or the end of its wait. */
+/*
+ * An SSE reader's start, on a DS thread. An open text or JSON stream is
+ * read by direct gets up to its tail (the catch-up, the stream's
+ * prologue), then follows the data subject as an ordinary sluice stream
+ * from that offset: live appends come from the worker's one subscription
+ * (the JetStream feed), encoded once for every reader (the appends carry
+ * Sse-Event: data), each followed by this reader's control event
+ * (on_trailer). A binary stream (base64 per reader) or a closed one is
+ * read on a notifier by pumps instead.
+ */
+static int sse_start(struct request *r, const struct tail *t)
+{
+    struct ds_req *d = req_of(r);
+    if (!ds_sse_text(d->ct) || t->closed)
+        return later(r, open_wait);
+    struct buf pro;
+    buf_init(&pro);
+    enum catch_up how = catch_up(r, &pro, true, sse_queue_max(r->io->env->cfg) / 2);
+    if (how == FAILED) {
+        buf_dispose(&pro);
+        return fail(r, 503, "JetStream unavailable, try again");
+    }
+    if (how != CAUGHT_UP) {
+        /* Closed meanwhile, or more than one connection's worth: a whole answer. */
+        struct request_head h = {.status = 200};
+        sse_head(&h, d);
+        size_t len = pro.len;
+        return answer(r, &h, NULL, (char *)pro.data, len);
+    }
+    d->shared = true;
+    job_of(r)->read.body = pro;
+    return later(r, open_wait);
+}
+
+static int poll_answer(struct request *r, struct ds_job *job);
+
+/* A long poll's read, on a DS thread: what follows its offset, for poll_answer(). */
+static int poll_read(struct request *r)
+{
+    struct ds_req *d = req_of(r);
+    if (read_data(r, d->offset, d->json, r->io->env->cfg->ds_max_read_bytes, &job_of(r)->read) != 0)
+        return fail(r, 503, "JetStream unavailable, try again");
+    return later(r, poll_answer);
+}
+
+/*
+ * A long poll's wake (data, the closure, or the end of its wait): a read
+ * of what is new, unless one runs (then it reads once more when back).
+ * With no job slot free, the 503 with Retry-After the start gets: the
+ * client polls again from the offset it holds (see pump_or_end() for why
+ * not a retry here).
+ */
 static int resume_long_poll(struct request *r)
 {
     struct ds_req *d = req_of(r);
-    struct stream *s = r->stream;
-    if (!stream_ready(s))
+    if (!stream_ready(r->stream))
         return 0;
-    struct chunk c;
-    if (read_data(r, d->offset, d->json, r->io->env->cfg->ds_max_read_bytes, &c) != 0)
-        return fail(r, 503, "JetStream unavailable, try again");
-    if (c.messages || c.closed || stream_ended(s) != STREAM_END_NONE) {
+    if (d->job) {
+        d->again = true;
+        return 0;
+    }
+    return submit(r, poll_read) == 0 ? 0 : busy(r);
+}
+
+/* A long poll's read back: answered when it found data or the closure, or its wait ended. */
+static int poll_answer(struct request *r, struct ds_job *job)
+{
+    struct ds_req *d = req_of(r);
+    struct chunk c = job->read;
+    buf_init(&job->read.body); /* c has it now */
+    if (c.messages || c.closed || stream_ended(r->stream) != STREAM_END_NONE) {
         r->waiting = false;
         return answer_read(r, &c, d->offset, false, true, d->ct);
     }
     buf_dispose(&c.body);
-    return 0; /* nothing new for this reader yet */
+    if (!d->again)
+        return 0; /* nothing new for this reader yet */
+    d->again = false;
+    return resume_long_poll(r);
 }
 
 int ds_resume(struct request *r)
@@ -1681,21 +1812,14 @@ static int read_stream(struct request *r)
         c.messages = 0;
         return answer_read(r, &c, offset, true, mode != MODE_CATCHUP, m.ct);
     }
-    if (kind == DS_OFFSET_NOW) {
-        memset(&c, 0, sizeof(c));
-        buf_init(&c.body);
-    } else if (read_data(r, offset, d->json, r->io->env->cfg->ds_max_read_bytes, &c) != 0) {
+    if (kind == DS_OFFSET_NOW)
+        return later(r, open_wait);
+    if (read_data(r, offset, d->json, r->io->env->cfg->ds_max_read_bytes, &c) != 0)
         return fail(r, 503, "JetStream unavailable, try again");
-    }
     if (mode == MODE_CATCHUP || c.messages || c.closed)
         return answer_read(r, &c, offset, false, mode != MODE_CATCHUP, m.ct);
     buf_dispose(&c.body);
-    const char *text;
-    struct request_wait w = {.timeout_ms = r->io->env->cfg->ds_long_poll_ms, .notify = true};
-    int status = request_open(r, &w, &text);
-    if (status != 0)
-        return fail(r, status, text);
-    return request_resume(r);
+    return later(r, open_wait);
 }
 
 int ds_serve(struct request *r)
@@ -1703,14 +1827,8 @@ int ds_serve(struct request *r)
     req_of(r)->granted = r->grant != NULL; /* what a read on a DS thread may know of the grant */
     if (req_of(r)->h.too_long)
         return fail(r, 400, "a protocol header is longer than 256 bytes");
-    if (strcmp(r->method, "GET") == 0) {
-        /* A catch-up read answers at once: on a DS thread. A live one opens its wait here. */
-        const char *q = strchr(r->path, '?'), *lv;
-        size_t ln;
-        if (q && ds_query(q + 1, strlen(q + 1), "live", &lv, &ln))
-            return read_stream(r);
-        return offload(r, read_stream);
-    }
+    if (strcmp(r->method, "GET") == 0)
+        return offload(r, read_stream); /* a live read's wait opens when it is back: open_wait() */
     if (strcmp(r->method, "HEAD") == 0) {
         metrics_add(&stats(r)->ds_head, 1);
         return offload(r, head);
@@ -1739,6 +1857,7 @@ static void job_free(struct ds_job *job)
     free(job->shadow.authority);
     free(job->route.subjects[0]);
     buf_dispose(&job->shadow.body);
+    buf_dispose(&job->read.body);
     if (job->orphan) {
         job->orphan = false;
         struct request r = {.ds = job->shadow.ds};
@@ -1753,11 +1872,14 @@ static void on_job(void *arg)
     job->op(&job->shadow);
 }
 
-static int offload(struct request *r, int (*op)(struct request *r))
+/*
+ * Runs op on a copy of r on a DS thread; r's worker hears back in
+ * ds_job_done(). 0, or ERR_LIMIT / ERR_NATS (ds-max-inflight jobs
+ * already, or no DS thread): then nothing runs.
+ */
+static int submit(struct request *r, int (*op)(struct request *r))
 {
     const struct request_env *env = r->io->env;
-    if (!env->bus)
-        return op(r); /* no NATS: its 503 needs no call */
     struct ds_job *job = mem_calloc(1, sizeof(*job));
     job->owner = r;
     job->op = op;
@@ -1765,8 +1887,10 @@ static int offload(struct request *r, int (*op)(struct request *r))
     job->io.secure = r->io->secure;
     job->route.kind = HTTP_DS;
     job->route.status = 200;
-    job->route.subjects[0] = mem_strdup(r->route->subjects[0]);
-    job->route.nsubjects = 1;
+    if (r->route) { /* gone once a live read's wait is open: d->token names the stream then */
+        job->route.subjects[0] = mem_strdup(r->route->subjects[0]);
+        job->route.nsubjects = 1;
+    }
     job->shadow.io = &job->io;
     job->shadow.route = &job->route;
     job->shadow.method = mem_strdup(r->method);
@@ -1775,17 +1899,33 @@ static int offload(struct request *r, int (*op)(struct request *r))
     job->shadow.ds = req_of(r);
     job->shadow.body = r->body;
     buf_init(&r->body);
-    if (bus_ds_submit(env->bus, env->worker, on_job, job) != 0) {
+    int rc = env->bus ? bus_ds_submit(env->bus, env->worker, on_job, job) : ERR_NATS;
+    if (rc != 0) {
         r->body = job->shadow.body;
         buf_init(&job->shadow.body);
         job_free(job);
-        struct request_head h = {.status = 503};
-        request_head_add(&h, "cache-control", "no-store");
-        request_head_add(&h, "retry-after", "1");
-        static const char text[] = "too many Durable Streams operations in progress, retry\n";
-        return answer(r, &h, "text/plain; charset=utf-8", mem_strdup(text), sizeof(text) - 1);
+        return rc;
     }
     r->ds->job = job;
+    return 0;
+}
+
+/* The answer past ds-max-inflight jobs. */
+static int busy(struct request *r)
+{
+    struct request_head h = {.status = 503};
+    request_head_add(&h, "cache-control", "no-store");
+    request_head_add(&h, "retry-after", "1");
+    static const char text[] = "too many Durable Streams operations in progress, retry\n";
+    return answer(r, &h, "text/plain; charset=utf-8", mem_strdup(text), sizeof(text) - 1);
+}
+
+static int offload(struct request *r, int (*op)(struct request *r))
+{
+    if (!r->io->env->bus)
+        return op(r); /* no NATS: its 503 needs no call */
+    if (submit(r, op) != 0)
+        return busy(r);
     r->waiting = true;
     return 0;
 }
@@ -1799,22 +1939,33 @@ void ds_job_done(void *arg)
         return;
     }
     r->ds->job = NULL;
+    if (r->ds->heading && !job->answered) {
+        /*
+         * A pump of an SSE reader whose head went: its front now resumes
+         * its data, never the request (h2 and h1 alike), so its events are
+         * queued here.
+         */
+        sse_pumped(r, job);
+        job_free(job);
+        return;
+    }
     r->ds->result = job;
     r->front->wake(r);
 }
 
 bool ds_job_waiting(const struct request *r) { return r->ds && (r->ds->job || r->ds->result); }
 
-/* Sends the answer r's job kept. */
+/* Sends the answer r's job kept, or goes on as it said (job->then). */
 static int answer_job(struct request *r)
 {
     struct ds_job *job = r->ds->result;
     r->ds->result = NULL;
-    r->waiting = false;
     if (!job->answered) {
+        int rc = job->then ? job->then(r, job) : fail(r, 503, "JetStream unavailable, try again");
         job_free(job);
-        return fail(r, 503, "JetStream unavailable, try again");
+        return rc;
     }
+    r->waiting = false;
     struct request_head h = {.status = job->status};
     for (size_t i = 0; i + 1 < job->nfields; i += 2)
         request_head_add(&h, job->fields[i], job->fields[i + 1]);

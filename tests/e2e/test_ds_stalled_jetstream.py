@@ -12,7 +12,11 @@ touching the freed request: run it under ASan). While they are in flight,
 ordinary requests on the same worker (a 404 on the plain listener, a fresh
 connection each time) must each be answered well within 600 ms, for 2 s,
 and a second DS operation is refused at once: 503 with Retry-After,
-counted as unavailable (the two jobs allowed are taken). The append itself
+counted as unavailable (the two jobs allowed are taken). A long poll
+waiting at the tail since before the stop (--ds-long-poll-ms 1000) wakes
+at the end of its wait with no job slot free: it is answered the same
+503 at once (it polls again from its offset), neither held nor read on
+the worker. The append itself
 ends as before: 503 once ds-timeout-ms has passed. After SIGCONT the next
 append succeeds and the stream reads back whole. Last, nats-server is
 stopped again with an append in flight and the gateway SIGTERMed: it
@@ -34,6 +38,7 @@ from harness import expect  # noqa: E402
 from test_ds_route import call  # noqa: E402 (its 10 s timeout outlasts ds-timeout-ms)
 
 TIMEOUT_MS = 3000
+LONG_POLL_MS = 1000
 BOUND_S = 0.6
 
 
@@ -50,6 +55,56 @@ def stop_nats(pid):
     h.wait_until(stopped, 5, "nats-server %d stopped" % pid)
 
 
+def opened(gw):
+    """sluice_streams_opened_total: SSE readers and long polls whose wait is open."""
+    c = http.client.HTTPConnection(h.HOST, gw.admin_port, timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    line = [x for x in text.splitlines() if x.startswith("sluice_streams_opened_total ")]
+    return int(float(line[0].split()[-1])) if line else 0
+
+
+def probe(port, seconds, what, after_first=None):
+    """
+    Ordinary requests on the gateway's one worker (a 404, a fresh connection
+    each) for seconds, each answered within BOUND_S; after_first() runs after
+    the first. Returns how many, and the slowest in seconds.
+    """
+    worst, probes, end = 0.0, 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        try:
+            st, _, _ = call(port, "GET", "/no-such-thing")
+        except Exception as e:  # noqa: B902
+            raise h.TestFailure("a request on the same worker failed after %.0f ms while %s: %r"
+                                % ((time.monotonic() - t0) * 1000, what, e))
+        took = time.monotonic() - t0
+        worst = max(worst, took)
+        probes += 1
+        expect(took < BOUND_S, "a request on the same worker took %.0f ms while %s (status %d)"
+               % (took * 1000, what, st))
+        time.sleep(0.1)
+        if after_first:
+            after_first()
+            after_first = None
+    return probes, worst
+
+
+def append_when_back(port, path, body, headers):
+    """An append, retried for up to 10 s while nats-server comes back; its headers."""
+    st, hd, deadline = None, {}, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st, hd, _ = call(port, "POST", path, body, headers)
+        if st == 204:
+            break
+        time.sleep(0.2)
+    expect(st == 204, "append to %s after SIGCONT: %s" % (path, st))
+    return hd
+
+
 def test():
     n = js_util.JsNode()
     n.start()
@@ -60,13 +115,25 @@ def test():
                        extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain),
                                    "--ds-base-path", "/v1/stream/",
                                    "--ds-timeout-ms", str(TIMEOUT_MS),
-                                   "--ds-max-inflight", "2", "--drain-ms", "2000"]) as gw:
+                                   "--ds-max-inflight", "2", "--drain-ms", "2000",
+                                   "--ds-long-poll-ms", str(LONG_POLL_MS)]) as gw:
             tp = {"Content-Type": "text/plain"}
             path = "/v1/stream/stall"
             st, _, _ = call(plain, "PUT", path, b"", tp)
             expect(st == 201, "PUT: %d" % st)
-            st, _, _ = call(plain, "POST", path, b"one", tp)
+            st, hd, _ = call(plain, "POST", path, b"one", tp)
             expect(st == 204, "first append: %d" % st)
+            at_tail = "%s?offset=%s&live=long-poll" % (path, hd["stream-next-offset"])
+            poll = {}
+
+            def long_poll():
+                t0 = time.monotonic()
+                poll["status"], got, _ = call(plain, "GET", at_tail)
+                poll["retry"], poll["took"] = got.get("retry-after"), time.monotonic() - t0
+
+            pt = threading.Thread(target=long_poll, daemon=True)
+            pt.start()
+            h.wait_until(lambda: opened(gw) >= 1, 10, "the long poll waits")
 
             stop_nats(n.proc.pid)
             stopped = True
@@ -86,23 +153,8 @@ def test():
             # The second append's client leaves before its answer (a fresh HTTP/1.1 connection).
             gone = http.client.HTTPConnection(h.HOST, plain, timeout=5)
             gone.request("POST", path, b"gone", dict(tp, **{"Content-Length": "4"}))
-            worst, probes, end = 0.0, 0, time.monotonic() + 2.0
-            while time.monotonic() < end:
-                t0 = time.monotonic()
-                try:
-                    st, _, _ = call(plain, "GET", "/no-such-thing")
-                except Exception as e:  # noqa: B902
-                    raise h.TestFailure("probe failed while the append waited: %r" % e)
-                took = time.monotonic() - t0
-                worst = max(worst, took)
-                probes += 1
-                expect(took < BOUND_S,
-                       "a request on the same worker took %.0f ms while a DS append waited "
-                       "on a stalled JetStream (status %d)" % (took * 1000, st))
-                time.sleep(0.1)
-                if gone:
-                    gone.close()
-                    gone = None
+            probes, worst = probe(plain, 2.0, "a DS append waited on a stalled JetStream",
+                                  gone.close)
             h.log("%d probes while the append waited, the slowest %.0f ms" % (probes, worst * 1000))
             expect(th.is_alive(), "the append ended before the probes did: %r" % (result,))
             t0 = time.monotonic()
@@ -116,6 +168,13 @@ def test():
                    "a DS operation past ds-max-inflight: %d, Retry-After %r, %.0f ms"
                    % (rs.status, retry, took * 1000))
             h.log("past ds-max-inflight: 503 with Retry-After in %.0f ms" % (took * 1000))
+            # Its wait ended with both job slots taken by the appends: answered at once, not held.
+            pt.join(5)
+            expect(poll.get("status") == 503 and poll.get("retry") == "1"
+                   and poll["took"] < LONG_POLL_MS / 1000.0 + BOUND_S,
+                   "a long poll woken past ds-max-inflight: %r" % (poll,))
+            h.log("a long poll woken past ds-max-inflight: 503 with Retry-After after %.2f s"
+                  % poll["took"])
             th.join(TIMEOUT_MS / 1000.0 + 12)
             expect(not th.is_alive(), "the append never ended")
             expect(result.get("status") == 503,
@@ -125,14 +184,7 @@ def test():
 
             os.kill(n.proc.pid, signal.SIGCONT)
             stopped = False
-            st = None
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                st, _, _ = call(plain, "POST", path, b"three", tp)
-                if st == 204:
-                    break
-                time.sleep(0.2)
-            expect(st == 204, "append after SIGCONT: %s" % st)
+            append_when_back(plain, path, b"three", tp)
             st, _, body = call(plain, "GET", path + "?offset=-1")
             expect(st == 200 and body.startswith(b"one") and body.endswith(b"three"),
                    "read after SIGCONT: %d %r" % (st, body))
