@@ -18,7 +18,12 @@
  * every operation is a short chain of dependent calls (read the tail, then
  * publish on it), which would otherwise become a state machine per
  * operation. Bounded: ds_max_inflight jobs queued or running per process
- * (the route answers 503 past it). At bus_free() the threads run what is
+ * (the route answers 503 past it), and a job that waited for a thread
+ * half of ds-timeout-ms or more runs with every call failing at once
+ * (only a stalled JetStream makes a queue that slow; half, because the
+ * calls ahead of it time out at exactly ds-timeout-ms): on a stalled
+ * JetStream a deep queue would otherwise answer its last job only after
+ * queue / BUS_DS_THREADS timeouts. At bus_free() the threads run what is
  * queued with every call failing at once, so shutdown waits for at most
  * the calls in progress (one ds-timeout-ms each).
  */
@@ -40,7 +45,17 @@ struct bus_ds_task {
     bus_ds_run_fn *run;
     void *job;
     size_t worker;
+    int64_t queued_ms; /* bus_now_ms() at bus_ds_submit() */
 };
+
+/* Set on a DS thread while it runs a job that waited half of ds-timeout-ms or more. */
+static _Thread_local bool stale;
+
+/* Whether a call must fail at once: no stream, the bus closing, or a stale job. */
+static bool calls_off(struct bus *bus)
+{
+    return !bus->ds_js || atomic_load(&bus->closing) || stale;
+}
 
 static void *ds_thread(void *arg)
 {
@@ -54,6 +69,10 @@ static void *ds_thread(void *arg)
         struct bus_ds_task *t = container_of(bus->ds_queue.next, struct bus_ds_task, node);
         list_remove(&t->node);
         pthread_mutex_unlock(&bus->ds_lock);
+        stale = bus_now_ms() - t->queued_ms >= bus->ds_timeout_ms / 2;
+        if (stale)
+            log_debug("ds: a job waited %lld ms or more for a thread: its calls fail at once",
+                      (long long)bus->ds_timeout_ms / 2);
         t->run(t->job);
         bus->p.post(bus->p.worker_ctxs[t->worker], (struct bus_mail){.kind = BUS_MAIL_DS,
                                                                      .ds_job = t->job});
@@ -78,6 +97,7 @@ int bus_ds_submit(struct bus *bus, size_t worker, bus_ds_run_fn *run, void *job)
     t->run = run;
     t->job = job;
     t->worker = worker;
+    t->queued_ms = bus_now_ms();
     list_insert_tail(&bus->ds_queue, &t->node);
     bus->ds_inflight++;
     pthread_cond_signal(&bus->ds_wake);
@@ -181,7 +201,7 @@ int bus_ds_get(struct bus *bus, const char *subject, uint64_t from, bool last,
                struct bus_ds_msg *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!bus->ds_js || atomic_load(&bus->closing))
+    if (calls_off(bus))
         return ERR_NATS;
     jsOptions o;
     jsOptions_Init(&o);
@@ -235,7 +255,7 @@ int bus_ds_publish(struct bus *bus, const char *subject, const char *const *head
                    const char *msg_id, uint64_t *seq, bool *duplicate)
 {
     *duplicate = false;
-    if (!bus->ds_js || atomic_load(&bus->closing))
+    if (calls_off(bus))
         return ERR_NATS;
     natsMsg *msg = NULL;
     natsStatus s = natsMsg_Create(&msg, subject, NULL, data, (int)len);
@@ -271,7 +291,7 @@ int bus_ds_publish(struct bus *bus, const char *subject, const char *const *head
 
 int bus_ds_purge(struct bus *bus, const char *subject, uint64_t keep)
 {
-    if (!bus->ds_js || atomic_load(&bus->closing))
+    if (calls_off(bus))
         return ERR_NATS;
     jsOptions o;
     jsOptions_Init(&o);

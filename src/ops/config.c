@@ -203,7 +203,7 @@ static const char USAGE[] =
     "                           PATTERN,PATTERN (default: none)\n"
     "  --allowed-hosts LIST     Host names served with auth none and on the admin\n"
     "                           listener, besides localhost and IP literals (default: none)\n"
-    "  --ipv6-prefix-bits N     IPv6 clients share a per-address limit per prefix (default 64)\n"
+    "  --ipv6-prefix-bits N     IPv6 clients share a per-address limit per prefix (default 1024)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
     "  --reuse-port 0|1         1: share the listen ports with other gateways that also\n"
     "                           say 1 (zero-downtime restarts); 0: refuse to start on a\n"
@@ -363,7 +363,7 @@ void config_init(struct config *c)
     c->ds_max_read_bytes = 1024 * 1024;
     c->ds_long_poll_ms = 20000;
     c->ds_timeout_ms = 2000;
-    c->ds_max_inflight = 64;
+    c->ds_max_inflight = 1024;
 }
 
 void config_dispose(struct config *c)
