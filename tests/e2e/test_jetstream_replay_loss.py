@@ -28,6 +28,9 @@ one on rl.noise, so a subject's sequences have gaps.
    --history-events 5 and one with the default, resume from an id 990
    events back. Each gets every event after it, in order, exactly once,
    then a fence.
+3. deleted_is_not_lost: messages deleted from the stream before the resume
+   (every 7th of rl.c's, and noise) are not counted as stored, so the
+   replay is exact without them, not a reset.
 
 Needs SLUICE_TEST_HOOKS (the default for development trees) for case 1;
 the gateway's log says whether the hook is on, and case 1 is skipped
@@ -171,6 +174,25 @@ def case_burst_during_replay(c, node, ports):
             g.stop()
 
 
+def case_deleted_is_not_lost(c, node, ports):
+    subj = "rl.c"
+    stored = preload(c, ports, subj, 200, "c")
+    pos = stored[9][0]
+    gone = set(seq for k, (seq, _) in enumerate(stored) if k > 10 and k % 7 == 0)
+    for seq in sorted(gone) + [stored[-1][0] + 1]:  # the last is rl.noise
+        j.js_api(c, "STREAM.MSG.DELETE.RL", {"seq": seq})
+    with h.Gateway(node.url, jetstream_streams="RL") as g:
+        s, _, off = tj.open_stream(g, "/events/" + subj, last_id=pos)
+        want = [e for e in stored[10:] if e[0] not in gone]
+        tj.expect_events(s, off, want, "after deletes, from c10", c, subj)
+        s.close()
+        expect(tj.metric(g, "sluice_jetstream_replay_losses_total") == 0,
+               "deleted messages were counted as a loss")
+        g.stop()
+    h.log("%d deleted of rl.c's 190 after c10: the other %d exactly, no loss"
+          % (len(gone), len(want)))
+
+
 def test():
     node = j.single_node()
     ports = [node.port]
@@ -178,7 +200,9 @@ def test():
     with nu.NatsClient(ports, name="sluice-e2e-rl") as c:
         for name, fn in (("loss is a reset", lambda: case_loss_is_a_reset(c, node, ports)),
                          ("burst during a replay",
-                          lambda: case_burst_during_replay(c, node, ports))):
+                          lambda: case_burst_during_replay(c, node, ports)),
+                         ("deleted is not lost",
+                          lambda: case_deleted_is_not_lost(c, node, ports))):
             h.log("---- %s" % name)
             fn()
     node.kill()
