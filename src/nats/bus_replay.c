@@ -150,7 +150,7 @@ static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay 
                 atomic_fetch_add(&batch->refs, 1);
                 out->batch = batch;
             }
-            /* Once one fetched event is wanted, so is every newer one (since= times may step back). */
+            /* Once a fetched event is wanted, so is every newer one (since= times step back). */
             size_t from = out->batch ? 0 : first_wanted(r, hist, nhist);
             if (from < nhist) {
                 out->events = mem_alloc((nhist - from) * sizeof(*out->events));

@@ -31,6 +31,10 @@ one on rl.noise, so a subject's sequences have gaps.
 3. deleted_is_not_lost: messages deleted from the stream before the resume
    (every 7th of rl.c's, and noise) are not counted as stored, so the
    replay is exact without them, not a reset.
+4. position_above_history: an id newer than the subject's newest event in
+   a gateway's history but older than the stream's end (a noise message's
+   sequence) is answered by a replay whose events come from history; the
+   stream gets nothing from before that id, then the live event.
 
 Needs SLUICE_TEST_HOOKS (the default for development trees) for case 1;
 the gateway's log says whether the hook is on, and case 1 is skipped
@@ -193,6 +197,28 @@ def case_deleted_is_not_lost(c, node, ports):
           % (len(gone), len(want)))
 
 
+def case_position_above_history(c, node, ports):
+    subj = "rl.d"
+    with h.Gateway(node.url, jetstream_streams="RL") as g:
+        live, _, off = tj.open_stream(g, "/events/" + subj)
+        held = tj.pub_pairs(c, subj, "rl.noise", ["d%d" % k for k in range(1, 6)])
+        end, mk = tj.expect_events(live, off, held, "live on rl.d", c, subj)
+        x = j.js_publish(c, "rl.noise", "n")  # newer than rl.d's newest, not the stream's end
+        j.js_publish(c, "rl.noise", "n")
+        before = tj.metric(g, "sluice_jetstream_replay_requests_total")
+        s, (start,), off2 = tj.open_stream(g, "/events/" + subj, last_id=x)
+        expect(start == x, "resumed from %d starts at %d" % (x, start))
+        expect(tj.metric(g, "sluice_jetstream_replay_requests_total") == before + 1,
+               "the resume from %d was not a replay" % x)
+        after = tj.pub_pairs(c, subj, "rl.noise", ["d6"])
+        tj.expect_events(s, off2, after, "resumed from %d, above rl.d's newest %d" % (x, mk[0]),
+                         c, subj)
+        for st in (s, live):
+            st.close()
+        g.stop()
+    h.log("from %d (rl.d's newest %d): nothing older, then live d6" % (x, mk[0]))
+
+
 def test():
     node = j.single_node()
     ports = [node.port]
@@ -202,7 +228,9 @@ def test():
                          ("burst during a replay",
                           lambda: case_burst_during_replay(c, node, ports)),
                          ("deleted is not lost",
-                          lambda: case_deleted_is_not_lost(c, node, ports))):
+                          lambda: case_deleted_is_not_lost(c, node, ports)),
+                         ("position above history",
+                          lambda: case_position_above_history(c, node, ports))):
             h.log("---- %s" % name)
             fn()
     node.kill()

@@ -538,7 +538,7 @@ static void test_sparse_sequences(void **state)
     history_free(h);
 }
 
-/* A JetStream history: floor set once, events above it, what is held above the floor or the newest evicted. */
+/* A JetStream history: floor set once, events above it, held above the floor or last evicted. */
 static void test_set_floor_and_lost(void **state)
 {
     (void)state;
