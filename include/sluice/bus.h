@@ -205,6 +205,7 @@ struct bus_stats {
     uint64_t subs_refused;  /* new patterns refused at max_subs */
     uint64_t replays;         /* JetStream replay jobs run */
     uint64_t replay_failures; /* replay jobs that failed their waiters (reset or ended) */
+    uint64_t replay_losses;   /* of those, jobs that found messages missing: reset */
     uint64_t replay_requests; /* starts answered by a replay job */
     uint64_t replays_active;  /* jobs queued or running */
     uint64_t replayed_events; /* events fetched from JetStream by replays */

@@ -62,12 +62,12 @@ enum history_resume history_since(const struct history *h, uint64_t after,
 void history_since_time(const struct history *h, int64_t since_ns, struct sse_event ***out,
                         size_t *n);
 /*
- * For a caller that has every event up to `after` from elsewhere (a
- * JetStream replay that reached past the floor): appends every held event
- * above `after` and returns true, or returns false when an event above
- * `after` was evicted (the caller must fetch further first).
+ * Every event above this sequence is held: the floor, or the newest
+ * evicted event if any was. A JetStream replay takes what is above it
+ * from here (history_since()) and only what is at or below it from its
+ * own consumer.
  */
-bool history_after(const struct history *h, uint64_t after, struct sse_event ***out, size_t *n);
+uint64_t history_lost(const struct history *h);
 /*
  * Sets the floor of a history that holds nothing yet: for a JetStream
  * subscription, the stream sequence its live consumer starts after.

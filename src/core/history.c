@@ -19,8 +19,7 @@ struct history {
     size_t max_events, max_bytes;
     struct history_budget *budget;
     uint64_t floor;   /* live delivery is complete above it */
-    uint64_t evicted; /* newest sequence evicted, or 0 */
-    uint64_t lost;    /* highest sequence that cannot be replayed: max(floor, evicted) */
+    uint64_t lost;    /* highest sequence that cannot be replayed: the floor or the newest evicted */
     uint64_t last;    /* newest sequence pushed, or the floor */
     uint64_t end;     /* the newest event's sequence if it ended the subject, else 0 */
 };
@@ -48,7 +47,7 @@ static void evict_oldest(struct history *h)
     h->count--;
     h->bytes -= ev->len;
     atomic_fetch_sub_explicit(&h->budget->used, ev->len, memory_order_relaxed);
-    h->lost = h->evicted = ev->seq;
+    h->lost = ev->seq;
     sse_event_unref(ev);
 }
 
@@ -101,6 +100,8 @@ void history_set_floor(struct history *h, uint64_t floor)
 
 uint64_t history_floor(const struct history *h) { return h->floor; }
 
+uint64_t history_lost(const struct history *h) { return h->lost; }
+
 uint64_t history_end(const struct history *h) { return h->end; }
 
 void history_set_end(struct history *h, uint64_t seq)
@@ -144,14 +145,6 @@ enum history_resume history_since(const struct history *h, uint64_t after,
         return HISTORY_RESUME_GONE;
     append_from(h, first_above(h, after), out, n);
     return HISTORY_RESUME_OK;
-}
-
-bool history_after(const struct history *h, uint64_t after, struct sse_event ***out, size_t *n)
-{
-    if (h->evicted > after)
-        return false;
-    append_from(h, first_above(h, after), out, n);
-    return true;
 }
 
 void history_since_time(const struct history *h, int64_t since_ns, struct sse_event ***out,

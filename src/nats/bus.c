@@ -516,6 +516,12 @@ int bus_new(struct bus **out, const struct bus_params *p, char *err, size_t errl
     pthread_cond_init(&bus->wake_flusher, NULL);
     pthread_cond_init(&bus->wake_replays, NULL);
     bus->p = *p;
+#ifdef SLUICE_TEST_HOOKS
+    const char *drop = getenv("SLUICE_TEST_REPLAY_DROP");
+    if (drop && (bus->test_replay_drop = strtoull(drop, NULL, 10)) > 0)
+        log_warn("test hook: every JetStream replay consumer loses its message %llu",
+                 (unsigned long long)bus->test_replay_drop);
+#endif
     bus->budget.max = p->history_total_bytes;
     atomic_init(&bus->seq, (uint64_t)wall_ns() / 1000u);
 
@@ -975,6 +981,7 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     out->subs_refused = atomic_load(&bus->subs_refused);
     out->replays = atomic_load(&bus->replays);
     out->replay_failures = atomic_load(&bus->replay_failures);
+    out->replay_losses = atomic_load(&bus->replay_losses);
     out->replay_requests = atomic_load(&bus->replay_requests);
     out->replays_active = atomic_load(&bus->replays_active);
     out->replayed_events = atomic_load(&bus->replayed_events);

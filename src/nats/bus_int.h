@@ -180,6 +180,8 @@ struct bus {
     size_t nreplayers;
     atomic_uint_fast64_t replays, replay_requests, replays_active, replayed_events;
     atomic_uint_fast64_t replay_failures; /* jobs that answered their waiters with a failure */
+    atomic_uint_fast64_t replay_losses;   /* of those, jobs whose consumers twice lost messages */
+    uint64_t test_replay_drop; /* test hook: SLUICE_TEST_REPLAY_DROP (bus_replay.c); 0: off */
     pthread_mutex_t lock;
     struct map *subs; /* pattern -> bus_sub; under lock */
     struct list all;  /* bus_sub.node; under lock */

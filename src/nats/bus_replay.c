@@ -2,15 +2,38 @@
  * bus_replay: replay jobs for resumes that history cannot serve (part of
  * the bus, see bus.c and bus_int.h).
  *
- * A replay job fetches from the resume position with a consumer of its
- * own, read synchronously on its replay thread (the same checks: a lost
- * message or silence makes a new consumer from the last one fetched),
- * until a message says nothing more is pending (so it has everything up
- * to at least the floor) and history has evicted nothing above the last
- * message fetched; then, under the subscription lock, it hands each
- * waiting request the fetched events after its position plus history's
- * newer ones. Events delivered live after that hand-off are newer, or
- * duplicates the stream drops by sequence.
+ * A replay job fetches from the resume position with consumers of its
+ * own, filtered on the pattern and read synchronously on its replay
+ * thread, then, under the subscription lock, hands each waiting request
+ * the fetched events after its position plus history's newer ones.
+ * Events delivered live after that hand-off are newer, or duplicates the
+ * stream drops by sequence.
+ *
+ * What is trusted where. A filtered push consumer can lose messages
+ * silently (nats-server 2.9.10 skips some under a burst while reporting
+ * consecutive consumer sequences and nothing pending; see bus_js.c), so:
+ * - Above history_lost() (the floor, or the newest event history
+ *   evicted) every event comes from history, which the unfiltered,
+ *   gap-checked live feed filled; fetched ones up there are dropped. The
+ *   floor is at or below the stream's end when any replay consumer is
+ *   made, so what is published during a replay is taken from history, or,
+ *   if history evicted it meanwhile, counted by a later consumer.
+ * - At or below it, a consumer is trusted only for the matches stored
+ *   when it was made, which it counts (delivered + pending in its info).
+ *   Once it has delivered that many, history must hold the rest; if
+ *   history evicted past them meanwhile, another consumer starts from
+ *   there (a burst longer than history). A consumer that says nothing is
+ *   pending short of its count lost messages (a skip, or the stream's
+ *   limits or a purge removing them): it is made again once from where
+ *   it began, and if that one is short too the job fails with GONE, a
+ *   reset (history-expired) for every waiter, counted in
+ *   sluice_jetstream_replay_losses_total — retrying cannot bring them
+ *   back, so it is not ended like other failures for the client to
+ *   resume again. What a consumer fetched short of its count (it failed,
+ *   lost a consumer sequence or went silent) is dropped, and a new one
+ *   starts where that one began. Not seen: a skipped stored message whose
+ *   place in the count a message published after the consumer was made
+ *   took (a skip of stored messages was never observed).
  */
 #include "sluice/bus.h"
 
@@ -40,6 +63,7 @@ struct bus_fetch {
     size_t nevents;
     uint64_t upto;             /* every match up to here is fetched, or there is none */
     bool positioned;           /* BUS_FROM_TIME: what is wanted starts after upto */
+    bool lost_once;            /* a consumer came up short of its count already */
 };
 
 /* The index of the first fetched event that waiter r asked for. */
@@ -95,7 +119,8 @@ static void return_waiters(struct bus *bus, struct bus_job *job, struct bus_repl
  * Completes and posts every answer; under the subscription's lock, so
  * that live events not in an answer reach the worker after it. batch:
  * the fetched events, shared by every answer; hist: history's events
- * above f->upto (both for status OK, else NULL).
+ * above the last of them (both for status OK, else NULL). Each waiter
+ * gets the events of both after its own position.
  */
 static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay *ws,
                          const struct bus_fetch *f, struct bus_batch *batch,
@@ -125,9 +150,11 @@ static void post_answers(struct bus *bus, struct bus_sub *bs, struct bus_replay 
                 atomic_fetch_add(&batch->refs, 1);
                 out->batch = batch;
             }
-            if (nhist) {
-                out->events = mem_alloc(nhist * sizeof(*out->events));
-                for (size_t i = 0; i < nhist; i++)
+            /* Once a fetched event is wanted, so is every newer one (since= times step back). */
+            size_t from = out->batch ? 0 : first_wanted(r, hist, nhist);
+            if (from < nhist) {
+                out->events = mem_alloc((nhist - from) * sizeof(*out->events));
+                for (size_t i = from; i < nhist; i++)
                     out->events[out->nevents++] = sse_event_ref(hist[i]);
             }
             /* Start just before the first event, so the start id resumes all of them. */
@@ -152,10 +179,12 @@ static void fail_waiters(struct bus *bus, struct bus_job *job, const struct bus_
 }
 
 /*
- * Answers job's waiters if history has every event above f->upto: the
+ * Answers job's waiters if history holds every event above f->upto: the
  * check and the answers under one hold of the subscription's lock, so
- * that nothing is evicted in between. The fetched events move into one
- * batch that every answer shares.
+ * that nothing is evicted in between. Above history_lost() the events
+ * come from history, which the complete live feed filled, not from our
+ * filtered consumer (see the top); the fetched ones at or below it move
+ * into one batch that every answer shares.
  */
 static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
 {
@@ -167,9 +196,13 @@ static bool try_finish(struct bus *bus, struct bus_job *job, struct bus_fetch *f
     /* Caught up after the live consumer began: nothing matched up to its floor either. */
     if (f->upto < history_floor(bs->history))
         f->upto = history_floor(bs->history);
-    bool done = history_after(bs->history, f->upto, &hist, &nhist);
+    uint64_t held = history_lost(bs->history);
+    bool done = f->upto >= held;
     struct bus_batch *batch = NULL;
     if (done) {
+        history_since(bs->history, held, &hist, &nhist); /* OK: held is at or above lost */
+        while (f->nevents && f->events[f->nevents - 1]->seq > held)
+            sse_event_unref(f->events[--f->nevents]);
         f->status = BUS_RESUME_OK;
         batch = mem_alloc(sizeof(*batch));
         atomic_init(&batch->refs, 1);
@@ -205,13 +238,47 @@ static natsStatus next_msg(struct bus *bus, natsSubscription *sub, natsMsg **msg
     }
 }
 
+/* Drops what f fetched after its first `had` events; f stands at `from` again. */
+static void drop_fetched(struct bus_fetch *f, size_t had, uint64_t from)
+{
+    while (f->nevents > had)
+        sse_event_unref(f->events[--f->nevents]);
+    f->upto = from;
+}
+
 /*
- * One consumer of ours from where f stands, read until history holds the
- * rest and the waiters are answered (NATS_OK, f->status OK), or there is
- * too much (NATS_OK, f->status LIMIT). Another status: the consumer
- * failed, lost a message (NATS_MISMATCH) or went silent; f keeps what was
- * fetched, and a new call goes on from there. Not cnats's ordered
- * consumer: that one remakes itself on a new thread per reset.
+ * Test hook (SLUICE_TEST_REPLAY_DROP=N): the Nth message of every replay
+ * consumer is lost the way nats-server's skip loses one: never seen, the
+ * next message taking its consumer sequence (*skew).
+ */
+static bool test_dropped(const struct bus *bus, const jsMsgMetaData *meta, uint64_t *skew)
+{
+#ifdef SLUICE_TEST_HOOKS
+    if (bus->test_replay_drop && meta->Sequence.Consumer == bus->test_replay_drop) {
+        *skew = 1;
+        return true;
+    }
+#else
+    (void)bus;
+    (void)meta;
+    (void)skew;
+#endif
+    return false;
+}
+
+/*
+ * One consumer of ours from where f stands, trusted for the matches
+ * stored when it was made, which it counts (see the top). Once it has
+ * delivered that many, the waiters are answered if history holds the
+ * rest (NATS_OK, f->status OK); if history moved past them meanwhile,
+ * NATS_OK with f->status still FAILED: the caller makes another from
+ * there. One that says nothing is pending short of its count lost
+ * messages: NATS_OK, the first time to be made again from where it
+ * began, then f->status GONE. Too much: NATS_OK, f->status LIMIT.
+ * Another status: the consumer failed, skipped a consumer sequence
+ * (NATS_MISMATCH) or went silent. Whatever a consumer fetched short of
+ * its count is dropped: a skip in it could not be seen. Not cnats's
+ * ordered consumer: that one remakes itself on a new thread per reset.
  */
 static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch *f,
                           int64_t give_up, jsErrCode *jerr)
@@ -220,6 +287,9 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
     natsInbox *inbox = NULL;
     natsSubscription *sub = NULL;
     jsConsumerInfo *ci = NULL;
+    uint64_t from = f->upto, stored = 0, cseq = 0, skew = 0;
+    size_t had = f->nevents;
+    bool lost = false;
     natsStatus s = natsInbox_Create(&inbox);
     if (s == NATS_OK)
         s = natsConnection_SubscribeSync(&sub, bus->nc, inbox);
@@ -242,19 +312,20 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
     if (s != NATS_OK)
         goto out;
     atomic_fetch_add(&bus->js_replaying, 1);
-    log_debug("jetstream: replay of %s: consumer %s after %llu, %llu pending", bs->pattern,
-              ci->Name, (unsigned long long)ci->Delivered.Stream,
-              (unsigned long long)ci->NumPending);
-    bool caught_up = ci->NumPending == 0;
-    uint64_t cseq = 0;
-    if (f->nevents + ci->NumPending > bus->p.replay_max) {
+    /* What it had sent when it answered, and what was pending then. */
+    stored = ci->Delivered.Consumer + ci->NumPending;
+    log_debug("jetstream: replay of %s: consumer %s after %llu, %llu stored", bs->pattern,
+              ci->Name, (unsigned long long)from, (unsigned long long)stored);
+    if (f->nevents + stored > bus->p.replay_max) {
         f->status = BUS_RESUME_LIMIT;
         goto out;
     }
     /* No match from the start to the stream's end when the consumer was made. */
-    if (caught_up && f->last > f->upto)
+    if (stored == 0 && f->last > f->upto)
         f->upto = f->last;
-    while (!caught_up || !try_finish(bus, job, f)) {
+    while (cseq < stored || !try_finish(bus, job, f)) {
+        if (cseq >= stored)
+            goto out; /* history evicted past it meanwhile */
         natsMsg *msg = NULL;
         s = bus_now_ms() < give_up ? next_msg(bus, sub, &msg) : NATS_TIMEOUT;
         if (s != NATS_OK)
@@ -262,10 +333,12 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
         uint64_t said = 0;
         jsMsgMetaData *meta = NULL;
         if (bus_js_status(msg, &said)) {
-            if (said > cseq)
+            if (said > cseq + skew)
                 s = NATS_MISMATCH;
         } else if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-            if (meta->Sequence.Consumer != ++cseq) {
+            if (test_dropped(bus, meta, &skew)) {
+                /* as if never sent */
+            } else if (meta->Sequence.Consumer - skew != ++cseq) {
                 s = NATS_MISMATCH;
             } else {
                 uint64_t seq = meta->Sequence.Stream;
@@ -275,12 +348,12 @@ static natsStatus consume(struct bus *bus, struct bus_job *job, struct bus_fetch
                     atomic_fetch_add(&bus->replayed_events, 1);
                     f->upto = seq;
                 }
-                caught_up = meta->NumPending == 0;
+                lost = meta->NumPending == 0 && cseq < stored;
             }
             jsMsgMetaData_Destroy(meta);
         }
         natsMsg_Destroy(msg);
-        if (s != NATS_OK)
+        if (s != NATS_OK || lost)
             goto out;
         if (f->nevents > bus->p.replay_max) {
             f->status = BUS_RESUME_LIMIT;
@@ -297,6 +370,25 @@ out:
     }
     jsConsumerInfo_Destroy(ci);
     natsInbox_Destroy(inbox);
+    if (f->status == BUS_RESUME_FAILED && cseq < stored)
+        drop_fetched(f, had, from);
+    if (lost) {
+        if (!f->lost_once) {
+            f->lost_once = true;
+            log_info("jetstream: replay of %s: %llu of the %llu messages stored after %llu "
+                     "came, then nothing was pending; trying once more",
+                     bs->pattern, (unsigned long long)cseq, (unsigned long long)stored,
+                     (unsigned long long)from);
+        } else {
+            f->status = BUS_RESUME_GONE;
+            atomic_fetch_add(&bus->replay_losses, 1);
+            log_warn("jetstream: replay of %s lost messages: twice only %llu of the %llu stored "
+                     "after %llu came (removed by the stream's limits or a purge, or skipped by "
+                     "the server); its streams get event: reset (history-expired)",
+                     bs->pattern, (unsigned long long)cseq, (unsigned long long)stored,
+                     (unsigned long long)from);
+        }
+    }
     return f->status == BUS_RESUME_LIMIT ? NATS_OK : s;
 }
 
@@ -373,8 +465,15 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
                 }
             }
         }
-        if (s == NATS_OK && (s = consume(bus, job, f, give_up, &jerr)) == NATS_OK)
-            return;
+        if (s == NATS_OK)
+            s = consume(bus, job, f, give_up, &jerr);
+        if (s == NATS_OK && f->status != BUS_RESUME_FAILED)
+            return; /* answered, or LIMIT or GONE for run_job to answer */
+        /* History moved past that consumer's messages, or it lost some: another, at once. */
+        if (s == NATS_OK && bus_now_ms() < give_up && !bus_stopping(bus))
+            continue;
+        if (s == NATS_OK)
+            s = NATS_TIMEOUT;
         if (s == NATS_MISMATCH)
             snprintf(why, sizeof(why), "%s: a message was lost", bs->stream);
         else

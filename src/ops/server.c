@@ -484,6 +484,10 @@ static void on_metrics(void *ctx, struct buf *out)
            "JetStream replays that failed (NATS gone, a lost message, past their time): "
            "their streams got event: reset or ended with their id.",
            (double)bs.replay_failures);
+    metric(out, "sluice_jetstream_replay_losses_total", "counter",
+           "JetStream replays whose consumer twice delivered fewer messages than were stored "
+           "(removed meanwhile, or skipped by the server): their streams got event: reset.",
+           (double)bs.replay_losses);
     metric(out, "sluice_jetstream_replay_requests_total", "counter",
            "Stream starts answered by a JetStream replay.", (double)bs.replay_requests);
     metric(out, "sluice_jetstream_replays_active", "gauge",

@@ -538,8 +538,8 @@ static void test_sparse_sequences(void **state)
     history_free(h);
 }
 
-/* A JetStream history: floor set once, events above it, eviction tracked apart from the floor. */
-static void test_set_floor_and_after(void **state)
+/* A JetStream history: floor set once, events above it, held above the floor or last evicted. */
+static void test_set_floor_and_lost(void **state)
 {
     (void)state;
     struct history_budget b;
@@ -552,23 +552,18 @@ static void test_set_floor_and_after(void **state)
     size_t n = 0;
     /* Below the floor: history alone cannot say (JetStream must fetch up to it). */
     assert_int_equal(history_since(h, 50, &out, &n), HISTORY_RESUME_GONE);
-    /* A caller that has everything up to 50 and knows nothing matched up to 100 gets the rest. */
-    assert_true(history_after(h, 50, &out, &n));
-    assert_int_equal(n, 0);
+    assert_int_equal(history_lost(h), 100);
     for (uint64_t seq = 101; seq <= 104; seq++)
         history_push(h, mk(seq, 10));
     history_set_floor(h, 500); /* not empty: ignored */
     assert_int_equal(history_floor(h), 100);
-    /* 101 was evicted (3 kept): only a caller past 101 is served. */
-    assert_false(history_after(h, 100, &out, &n));
-    assert_int_equal(n, 0);
-    assert_true(history_after(h, 101, &out, &n));
+    /* 101 was evicted (3 kept): everything above it is held, not everything above the floor. */
+    assert_int_equal(history_lost(h), 101);
+    assert_int_equal(history_since(h, 100, &out, &n), HISTORY_RESUME_GONE);
+    assert_int_equal(history_since(h, history_lost(h), &out, &n), HISTORY_RESUME_OK);
     assert_int_equal(n, 3);
     assert_int_equal(out[0]->seq, 102);
     assert_int_equal(out[2]->seq, 104);
-    assert_true(history_after(h, 103, &out, &n));
-    assert_int_equal(n, 4);
-    assert_int_equal(out[3]->seq, 104);
     for (size_t i = 0; i < n; i++)
         sse_event_unref(out[i]);
     free(out);
@@ -619,7 +614,7 @@ int main(void)
         cmocka_unit_test(test_refcounts),          cmocka_unit_test(test_free_null_and_empty),        cmocka_unit_test(test_end),
         cmocka_unit_test(test_ring_wraps),         cmocka_unit_test(test_ring_wraps_power_of_two),
         cmocka_unit_test(test_sparse_sequences),   cmocka_unit_test(test_sparse_sequences_wrapping),
-        cmocka_unit_test(test_set_floor_and_after), cmocka_unit_test(test_since_time),
+        cmocka_unit_test(test_set_floor_and_lost), cmocka_unit_test(test_since_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
