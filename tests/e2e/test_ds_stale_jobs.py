@@ -17,79 +17,64 @@ HEAD succeeds again.
 """
 
 import os
-import signal
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-import js_util  # noqa: E402
 from harness import expect  # noqa: E402
 from test_ds_route import call  # noqa: E402 (its 10 s timeout outlasts two ds-timeout-ms)
-from test_ds_stalled_jetstream import stop_nats  # noqa: E402
+from test_ds_stalled_jetstream import StalledDs  # noqa: E402
 
 TIMEOUT_MS = 2000
 JOBS = 8  # twice the DS threads
 
 
 def test():
-    n = js_util.JsNode()
-    n.start()
-    plain = h.free_port()
-    stopped = False
-    try:
-        with h.Gateway(n.url, workers=1,
-                       extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain),
-                                   "--ds-base-path", "/v1/stream/",
-                                   "--ds-timeout-ms", str(TIMEOUT_MS),
-                                   "--ds-max-inflight", str(JOBS)]):
-            path = "/v1/stream/queued"
-            st, _, _ = call(plain, "PUT", path, b"", {"Content-Type": "text/plain"})
-            expect(st == 201, "PUT: %d" % st)
-            st, _, _ = call(plain, "HEAD", path)
-            expect(st == 200, "HEAD before the stall: %d" % st)
+    with StalledDs("/v1/stream/", ["--ds-timeout-ms", str(TIMEOUT_MS),
+                                   "--ds-max-inflight", str(JOBS)]) as ds:
+        plain = ds.plain
+        path = "/v1/stream/queued"
+        st, _, _ = call(plain, "PUT", path, b"", {"Content-Type": "text/plain"})
+        expect(st == 201, "PUT: %d" % st)
+        st, _, _ = call(plain, "HEAD", path)
+        expect(st == 200, "HEAD before the stall: %d" % st)
 
-            stop_nats(n.proc.pid)
-            stopped = True
-            results = [None] * JOBS
+        ds.stop_nats()
+        results = [None] * JOBS
 
-            def head(i):
-                t0 = time.monotonic()
-                try:
-                    st, _, _ = call(plain, "HEAD", path)
-                except Exception as e:  # noqa: B902 (reported below)
-                    st = repr(e)
-                results[i] = (st, time.monotonic() - t0)
-
-            threads = [threading.Thread(target=head, args=(i,), daemon=True) for i in range(JOBS)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(TIMEOUT_MS / 1000.0 * JOBS + 5)
-            took = sorted(r[1] for r in results if r)
-            h.log("%d HEADs on a stalled JetStream: %s; answered after %s s"
-                  % (JOBS, sorted(set(str(r[0]) for r in results if r)),
-                     ", ".join("%.2f" % t for t in took)))
-            expect(all(r and r[0] == 503 for r in results),
-                   "not every HEAD on a stalled JetStream got 503: %r" % (results,))
-            expect(took[-1] < TIMEOUT_MS / 1000.0 * 1.5,
-                   "a HEAD queued behind stalled calls took %.2f s (ds-timeout-ms %d)"
-                   % (took[-1], TIMEOUT_MS))
-
-            os.kill(n.proc.pid, signal.SIGCONT)
-            stopped = False
-            deadline, st = time.monotonic() + 10, None
-            while time.monotonic() < deadline:
+        def head(i):
+            t0 = time.monotonic()
+            try:
                 st, _, _ = call(plain, "HEAD", path)
-                if st == 200:
-                    break
-                time.sleep(0.2)
-            expect(st == 200, "HEAD after SIGCONT: %s" % st)
-    finally:
-        if stopped:
-            os.kill(n.proc.pid, signal.SIGCONT)
-        n.stop()
+            except Exception as e:  # noqa: B902 (reported below)
+                st = repr(e)
+            results[i] = (st, time.monotonic() - t0)
+
+        threads = [threading.Thread(target=head, args=(i,), daemon=True) for i in range(JOBS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT_MS / 1000.0 * JOBS + 5)
+        took = sorted(r[1] for r in results if r)
+        h.log("%d HEADs on a stalled JetStream: %s; answered after %s s"
+              % (JOBS, sorted(set(str(r[0]) for r in results if r)),
+                 ", ".join("%.2f" % t for t in took)))
+        expect(all(r and r[0] == 503 for r in results),
+               "not every HEAD on a stalled JetStream got 503: %r" % (results,))
+        expect(took[-1] < TIMEOUT_MS / 1000.0 * 1.5,
+               "a HEAD queued behind stalled calls took %.2f s (ds-timeout-ms %d)"
+               % (took[-1], TIMEOUT_MS))
+
+        ds.cont_nats()
+        deadline, st = time.monotonic() + 10, None
+        while time.monotonic() < deadline:
+            st, _, _ = call(plain, "HEAD", path)
+            if st == 200:
+                break
+            time.sleep(0.2)
+        expect(st == 200, "HEAD after SIGCONT: %s" % st)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,46 @@ def stop_nats(pid):
     h.wait_until(stopped, 5, "nats-server %d stopped" % pid)
 
 
+class StalledDs:
+    """A JetStream nats-server and a one-worker gateway serving the Durable
+    Streams route at base on a plain listener (self.plain), with args;
+    stop_nats() / cont_nats() SIGSTOP and SIGCONT the server, which is
+    continued and killed at exit."""
+
+    def __init__(self, base, args):
+        self.base, self.args, self.stopped = base, args, False
+
+    def __enter__(self):
+        self.node = js_util.JsNode()
+        self.node.start()
+        try:
+            self.plain = h.free_port()
+            self.gw = h.Gateway(self.node.url, workers=1,
+                                extra_args=["--listen-plain", "%s:%d" % (h.HOST, self.plain),
+                                            "--ds-base-path", self.base] + self.args)
+            self.gw.__enter__()
+        except BaseException:
+            self.node.kill()
+            raise
+        return self
+
+    def stop_nats(self):
+        stop_nats(self.node.proc.pid)
+        self.stopped = True
+
+    def cont_nats(self):
+        os.kill(self.node.proc.pid, signal.SIGCONT)
+        self.stopped = False
+
+    def __exit__(self, *exc):
+        try:
+            self.gw.__exit__(*exc)
+        finally:
+            if self.stopped:
+                self.cont_nats()
+            self.node.kill()
+
+
 def opened(gw):
     """sluice_streams_opened_total: SSE readers and long polls whose wait is open."""
     c = http.client.HTTPConnection(h.HOST, gw.admin_port, timeout=5)
@@ -106,114 +146,100 @@ def append_when_back(port, path, body, headers):
 
 
 def test():
-    n = js_util.JsNode()
-    n.start()
-    plain = h.free_port()
-    stopped = False
-    try:
-        with h.Gateway(n.url, workers=1,
-                       extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain),
-                                   "--ds-base-path", "/v1/stream/",
-                                   "--ds-timeout-ms", str(TIMEOUT_MS),
-                                   "--ds-max-inflight", "2", "--drain-ms", "2000",
-                                   "--ds-long-poll-ms", str(LONG_POLL_MS)]) as gw:
-            tp = {"Content-Type": "text/plain"}
-            path = "/v1/stream/stall"
-            st, _, _ = call(plain, "PUT", path, b"", tp)
-            expect(st == 201, "PUT: %d" % st)
-            st, hd, _ = call(plain, "POST", path, b"one", tp)
-            expect(st == 204, "first append: %d" % st)
-            at_tail = "%s?offset=%s&live=long-poll" % (path, hd["stream-next-offset"])
-            poll = {}
+    with StalledDs("/v1/stream/", ["--ds-timeout-ms", str(TIMEOUT_MS), "--ds-max-inflight", "2",
+                                   "--drain-ms", "2000",
+                                   "--ds-long-poll-ms", str(LONG_POLL_MS)]) as ds:
+        gw, plain = ds.gw, ds.plain
+        tp = {"Content-Type": "text/plain"}
+        path = "/v1/stream/stall"
+        st, _, _ = call(plain, "PUT", path, b"", tp)
+        expect(st == 201, "PUT: %d" % st)
+        st, hd, _ = call(plain, "POST", path, b"one", tp)
+        expect(st == 204, "first append: %d" % st)
+        at_tail = "%s?offset=%s&live=long-poll" % (path, hd["stream-next-offset"])
+        poll = {}
 
-            def long_poll():
-                t0 = time.monotonic()
-                poll["status"], got, _ = call(plain, "GET", at_tail)
-                poll["retry"], poll["took"] = got.get("retry-after"), time.monotonic() - t0
-
-            pt = threading.Thread(target=long_poll, daemon=True)
-            pt.start()
-            h.wait_until(lambda: opened(gw) >= 1, 10, "the long poll waits")
-
-            stop_nats(n.proc.pid)
-            stopped = True
-            h.log("nats-server %d stopped" % n.proc.pid)
-            result = {}
-
-            def append():
-                t0 = time.monotonic()
-                try:
-                    result["status"], _, _ = call(plain, "POST", path, b"two", tp)
-                except Exception as e:  # noqa: B902 (reported below)
-                    result["error"] = repr(e)
-                result["took"] = time.monotonic() - t0
-
-            th = threading.Thread(target=append, daemon=True)
-            th.start()
-            # The second append's client leaves before its answer (a fresh HTTP/1.1 connection).
-            gone = http.client.HTTPConnection(h.HOST, plain, timeout=5)
-            gone.request("POST", path, b"gone", dict(tp, **{"Content-Length": "4"}))
-            probes, worst = probe(plain, 2.0, "a DS append waited on a stalled JetStream",
-                                  gone.close)
-            h.log("%d probes while the append waited, the slowest %.0f ms" % (probes, worst * 1000))
-            expect(th.is_alive(), "the append ended before the probes did: %r" % (result,))
+        def long_poll():
             t0 = time.monotonic()
-            c = http.client.HTTPConnection(h.HOST, plain, timeout=5)
-            c.request("HEAD", path)
-            rs = c.getresponse()
-            took = time.monotonic() - t0
-            retry = rs.getheader("retry-after")
-            c.close()
-            expect(rs.status == 503 and retry == "1" and took < BOUND_S,
-                   "a DS operation past ds-max-inflight: %d, Retry-After %r, %.0f ms"
-                   % (rs.status, retry, took * 1000))
-            h.log("past ds-max-inflight: 503 with Retry-After in %.0f ms" % (took * 1000))
-            # Its wait ended with both job slots taken by the appends: answered at once, not held.
-            pt.join(5)
-            expect(poll.get("status") == 503 and poll.get("retry") == "1"
-                   and poll["took"] < LONG_POLL_MS / 1000.0 + BOUND_S,
-                   "a long poll woken past ds-max-inflight: %r" % (poll,))
-            h.log("a long poll woken past ds-max-inflight: 503 with Retry-After after %.2f s"
-                  % poll["took"])
-            th.join(TIMEOUT_MS / 1000.0 + 12)
-            expect(not th.is_alive(), "the append never ended")
-            expect(result.get("status") == 503,
-                   "the append on a stalled JetStream: %r" % (result,))
-            expect(result["took"] >= TIMEOUT_MS / 1000.0 * 0.9,
-                   "503 before ds-timeout-ms: %.2f s" % result["took"])
+            poll["status"], got, _ = call(plain, "GET", at_tail)
+            poll["retry"], poll["took"] = got.get("retry-after"), time.monotonic() - t0
 
-            os.kill(n.proc.pid, signal.SIGCONT)
-            stopped = False
-            append_when_back(plain, path, b"three", tp)
-            st, _, body = call(plain, "GET", path + "?offset=-1")
-            expect(st == 200 and body.startswith(b"one") and body.endswith(b"three"),
-                   "read after SIGCONT: %d %r" % (st, body))
-            h.log("after SIGCONT: appends and reads go on")
-            body = http.client.HTTPConnection(h.HOST, gw.admin_port, timeout=5)
-            body.request("GET", "/metrics")
-            text = body.getresponse().read().decode()
-            body.close()
-            line = [x for x in text.splitlines()
-                    if x.startswith('sluice_ds_answers_total{result="unavailable"}')]
-            expect(line and int(float(line[0].split()[-1])) >= 2,
-                   "the two 503s counted as unavailable: %r" % (line,))
+        pt = threading.Thread(target=long_poll, daemon=True)
+        pt.start()
+        h.wait_until(lambda: opened(gw) >= 1, 10, "the long poll waits")
 
-            stop_nats(n.proc.pid)
-            stopped = True
-            late = http.client.HTTPConnection(h.HOST, plain, timeout=TIMEOUT_MS / 1000.0 + 10)
-            late.request("POST", path, b"late", dict(tp, **{"Content-Length": "4"}))
-            # Sent after the append: the worker has most likely taken the append by its answer
-            # (other connection, so not certain; either way the gateway must exit 0 in time).
-            st, _, _ = call(plain, "GET", "/no-such-thing")
+        ds.stop_nats()
+        h.log("nats-server %d stopped" % ds.node.proc.pid)
+        result = {}
+
+        def append():
             t0 = time.monotonic()
-            gw.stop(timeout=TIMEOUT_MS / 1000.0 + 6)
-            took = time.monotonic() - t0
-            late.close()
-            h.log("SIGTERM with a DS job in flight: exited 0 in %.2f s" % took)
-    finally:
-        if stopped:
-            os.kill(n.proc.pid, signal.SIGCONT)
-        n.kill()
+            try:
+                result["status"], _, _ = call(plain, "POST", path, b"two", tp)
+            except Exception as e:  # noqa: B902 (reported below)
+                result["error"] = repr(e)
+            result["took"] = time.monotonic() - t0
+
+        th = threading.Thread(target=append, daemon=True)
+        th.start()
+        # The second append's client leaves before its answer (a fresh HTTP/1.1 connection).
+        gone = http.client.HTTPConnection(h.HOST, plain, timeout=5)
+        gone.request("POST", path, b"gone", dict(tp, **{"Content-Length": "4"}))
+        probes, worst = probe(plain, 2.0, "a DS append waited on a stalled JetStream",
+                              gone.close)
+        h.log("%d probes while the append waited, the slowest %.0f ms" % (probes, worst * 1000))
+        expect(th.is_alive(), "the append ended before the probes did: %r" % (result,))
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection(h.HOST, plain, timeout=5)
+        c.request("HEAD", path)
+        rs = c.getresponse()
+        took = time.monotonic() - t0
+        retry = rs.getheader("retry-after")
+        c.close()
+        expect(rs.status == 503 and retry == "1" and took < BOUND_S,
+               "a DS operation past ds-max-inflight: %d, Retry-After %r, %.0f ms"
+               % (rs.status, retry, took * 1000))
+        h.log("past ds-max-inflight: 503 with Retry-After in %.0f ms" % (took * 1000))
+        # Its wait ended with both job slots taken by the appends: answered at once, not held.
+        pt.join(5)
+        expect(poll.get("status") == 503 and poll.get("retry") == "1"
+               and poll["took"] < LONG_POLL_MS / 1000.0 + BOUND_S,
+               "a long poll woken past ds-max-inflight: %r" % (poll,))
+        h.log("a long poll woken past ds-max-inflight: 503 with Retry-After after %.2f s"
+              % poll["took"])
+        th.join(TIMEOUT_MS / 1000.0 + 12)
+        expect(not th.is_alive(), "the append never ended")
+        expect(result.get("status") == 503,
+               "the append on a stalled JetStream: %r" % (result,))
+        expect(result["took"] >= TIMEOUT_MS / 1000.0 * 0.9,
+               "503 before ds-timeout-ms: %.2f s" % result["took"])
+
+        ds.cont_nats()
+        append_when_back(plain, path, b"three", tp)
+        st, _, body = call(plain, "GET", path + "?offset=-1")
+        expect(st == 200 and body.startswith(b"one") and body.endswith(b"three"),
+               "read after SIGCONT: %d %r" % (st, body))
+        h.log("after SIGCONT: appends and reads go on")
+        body = http.client.HTTPConnection(h.HOST, gw.admin_port, timeout=5)
+        body.request("GET", "/metrics")
+        text = body.getresponse().read().decode()
+        body.close()
+        line = [x for x in text.splitlines()
+                if x.startswith('sluice_ds_answers_total{result="unavailable"}')]
+        expect(line and int(float(line[0].split()[-1])) >= 2,
+               "the two 503s counted as unavailable: %r" % (line,))
+
+        ds.stop_nats()
+        late = http.client.HTTPConnection(h.HOST, plain, timeout=TIMEOUT_MS / 1000.0 + 10)
+        late.request("POST", path, b"late", dict(tp, **{"Content-Length": "4"}))
+        # Sent after the append: the worker has most likely taken the append by its answer
+        # (other connection, so not certain; either way the gateway must exit 0 in time).
+        st, _, _ = call(plain, "GET", "/no-such-thing")
+        t0 = time.monotonic()
+        gw.stop(timeout=TIMEOUT_MS / 1000.0 + 6)
+        took = time.monotonic() - t0
+        late.close()
+        h.log("SIGTERM with a DS job in flight: exited 0 in %.2f s" % took)
 
 
 if __name__ == "__main__":

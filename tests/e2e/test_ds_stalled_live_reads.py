@@ -28,17 +28,15 @@ import base64
 import http.client
 import json
 import os
-import signal
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-import js_util  # noqa: E402
 from harness import expect  # noqa: E402
 from test_ds_route import call  # noqa: E402
-from test_ds_stalled_jetstream import append_when_back, opened, probe, stop_nats  # noqa: E402
+from test_ds_stalled_jetstream import StalledDs, append_when_back, opened, probe  # noqa: E402
 
 TIMEOUT_MS = 2000
 LONG_POLL_MS = 1500
@@ -107,79 +105,65 @@ class Get(threading.Thread):
 
 
 def test():
-    n = js_util.JsNode()
-    n.start()
-    plain = h.free_port()
-    stopped = False
-    try:
-        with h.Gateway(n.url, workers=1,
-                       extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain),
-                                   "--ds-base-path", BASE,
-                                   "--ds-timeout-ms", str(TIMEOUT_MS),
-                                   "--ds-long-poll-ms", str(LONG_POLL_MS),
-                                   "--drain-ms", "1000"]) as gw:
-            tail = {}
-            for name, ct in (("t", "text/plain"), ("b", "application/octet-stream")):
-                st, _, _ = call(plain, "PUT", BASE + name, b"", {"Content-Type": ct})
-                expect(st == 201, "PUT %s: %d" % (name, st))
-                st, hd, _ = call(plain, "POST", BASE + name, b"one", {"Content-Type": ct})
-                expect(st == 204, "append to %s: %d" % (name, st))
-                tail[name] = hd["stream-next-offset"]
-            text = Sse(plain, BASE + "t?offset=-1&live=sse")
-            binary = Sse(plain, BASE + "b?offset=-1&live=sse")
-            for r in (text, binary):
-                h.wait_until(lambda: r.controls() and r.controls()[-1].get("upToDate"), 10,
-                             "%s caught up" % r.path)
-            expect(text.data(False) == b"one" and binary.data(True) == b"one",
-                   "catch-up: %r %r" % (text.events, binary.events))
-            # Waiting at the tail: its wait ends (and it reads) while nats-server is stopped.
-            waiting = Get(plain, BASE + "t?offset=%s&live=long-poll" % tail["t"])
-            leaving = http.client.HTTPConnection(h.HOST, plain, timeout=5)
-            leaving.request("GET", BASE + "b?offset=%s&live=long-poll" % tail["b"])
-            h.wait_until(lambda: opened(gw) >= 4, 10, "the long polls wait (4 streams opened)")
+    with StalledDs(BASE, ["--ds-timeout-ms", str(TIMEOUT_MS),
+                          "--ds-long-poll-ms", str(LONG_POLL_MS), "--drain-ms", "1000"]) as ds:
+        gw, plain = ds.gw, ds.plain
+        tail = {}
+        for name, ct in (("t", "text/plain"), ("b", "application/octet-stream")):
+            st, _, _ = call(plain, "PUT", BASE + name, b"", {"Content-Type": ct})
+            expect(st == 201, "PUT %s: %d" % (name, st))
+            st, hd, _ = call(plain, "POST", BASE + name, b"one", {"Content-Type": ct})
+            expect(st == 204, "append to %s: %d" % (name, st))
+            tail[name] = hd["stream-next-offset"]
+        text = Sse(plain, BASE + "t?offset=-1&live=sse")
+        binary = Sse(plain, BASE + "b?offset=-1&live=sse")
+        for r in (text, binary):
+            h.wait_until(lambda: r.controls() and r.controls()[-1].get("upToDate"), 10,
+                         "%s caught up" % r.path)
+        expect(text.data(False) == b"one" and binary.data(True) == b"one",
+               "catch-up: %r %r" % (text.events, binary.events))
+        # Waiting at the tail: its wait ends (and it reads) while nats-server is stopped.
+        waiting = Get(plain, BASE + "t?offset=%s&live=long-poll" % tail["t"])
+        leaving = http.client.HTTPConnection(h.HOST, plain, timeout=5)
+        leaving.request("GET", BASE + "b?offset=%s&live=long-poll" % tail["b"])
+        h.wait_until(lambda: opened(gw) >= 4, 10, "the long polls wait (4 streams opened)")
 
-            stop_nats(n.proc.pid)
-            stopped = True
-            stalled_at = time.monotonic()
-            starts = [Get(plain, BASE + "t?offset=-1&live=long-poll"),
-                      Get(plain, BASE + "t?offset=-1&live=sse"),
-                      Get(plain, BASE + "b?offset=-1&live=sse")]
-            # A reader that goes while its start's job runs: the job must free what it holds.
-            gone = http.client.HTTPConnection(h.HOST, plain, timeout=5)
-            gone.request("GET", BASE + "b?offset=-1&live=sse")
-            probes, worst = probe(plain, 2.5, "live DS reads waited on a stalled JetStream",
-                                  gone.close)
-            # Its wait ended 1.5 s in: its read's job hangs on nats-server until 3.5 s at least.
-            leaving.close()
-            h.log("%d probes while live reads waited, the slowest %.0f ms" % (probes, worst * 1000))
-            for g in starts + [waiting]:
-                g.join(TIMEOUT_MS / 1000.0 * 3 + 5)
-                expect(not g.is_alive(), "%s never answered" % g.path)
-                ok = g.status == 503 or (g is waiting and g.status == 204)
-                expect(ok, "%s on a stalled JetStream: %r %r" % (g.path, g.status, g.error))
-            h.log("the reads ended %.1f s into the stall: %s" % (
-                time.monotonic() - stalled_at, [g.status for g in starts + [waiting]]))
+        ds.stop_nats()
+        stalled_at = time.monotonic()
+        starts = [Get(plain, BASE + "t?offset=-1&live=long-poll"),
+                  Get(plain, BASE + "t?offset=-1&live=sse"),
+                  Get(plain, BASE + "b?offset=-1&live=sse")]
+        # A reader that goes while its start's job runs: the job must free what it holds.
+        gone = http.client.HTTPConnection(h.HOST, plain, timeout=5)
+        gone.request("GET", BASE + "b?offset=-1&live=sse")
+        probes, worst = probe(plain, 2.5, "live DS reads waited on a stalled JetStream",
+                              gone.close)
+        # Its wait ended 1.5 s in: its read's job hangs on nats-server until 3.5 s at least.
+        leaving.close()
+        h.log("%d probes while live reads waited, the slowest %.0f ms" % (probes, worst * 1000))
+        for g in starts + [waiting]:
+            g.join(TIMEOUT_MS / 1000.0 * 3 + 5)
+            expect(not g.is_alive(), "%s never answered" % g.path)
+            ok = g.status == 503 or (g is waiting and g.status == 204)
+            expect(ok, "%s on a stalled JetStream: %r %r" % (g.path, g.status, g.error))
+        h.log("the reads ended %.1f s into the stall: %s" % (
+            time.monotonic() - stalled_at, [g.status for g in starts + [waiting]]))
 
-            os.kill(n.proc.pid, signal.SIGCONT)
-            stopped = False
-            for name, ct in (("t", "text/plain"), ("b", "application/octet-stream")):
-                hd = append_when_back(plain, BASE + name, b"two", {"Content-Type": ct})
-                tail[name] = hd["stream-next-offset"]
-            for r, binary_ in ((text, False), (binary, True)):
-                name = r.path[len(BASE)]
-                h.wait_until(lambda: r.controls()[-1].get("streamNextOffset") == tail[name], 10,
-                             "%s read the append after SIGCONT (%r)" % (r.path, r.events))
-                expect(r.status == 200 and r.error is None and r.data(binary_) == b"onetwo",
-                       "%s after SIGCONT: %r %r %r" % (r.path, r.status, r.error, r.events))
-                offs = [c["streamNextOffset"] for c in r.controls()]
-                expect(offs == sorted(offs), "%s: offsets went back: %r" % (r.path, offs))
-            h.log("after SIGCONT both SSE readers read on with no gap")
-            # Exits 0: no sanitizer report, nothing of the readers that went left behind.
-            gw.stop(timeout=TIMEOUT_MS / 1000.0 + 8)
-    finally:
-        if stopped:
-            os.kill(n.proc.pid, signal.SIGCONT)
-        n.kill()
+        ds.cont_nats()
+        for name, ct in (("t", "text/plain"), ("b", "application/octet-stream")):
+            hd = append_when_back(plain, BASE + name, b"two", {"Content-Type": ct})
+            tail[name] = hd["stream-next-offset"]
+        for r, binary_ in ((text, False), (binary, True)):
+            name = r.path[len(BASE)]
+            h.wait_until(lambda: r.controls()[-1].get("streamNextOffset") == tail[name], 10,
+                         "%s read the append after SIGCONT (%r)" % (r.path, r.events))
+            expect(r.status == 200 and r.error is None and r.data(binary_) == b"onetwo",
+                   "%s after SIGCONT: %r %r %r" % (r.path, r.status, r.error, r.events))
+            offs = [c["streamNextOffset"] for c in r.controls()]
+            expect(offs == sorted(offs), "%s: offsets went back: %r" % (r.path, offs))
+        h.log("after SIGCONT both SSE readers read on with no gap")
+        # Exits 0: no sanitizer report, nothing of the readers that went left behind.
+        gw.stop(timeout=TIMEOUT_MS / 1000.0 + 8)
 
 
 if __name__ == "__main__":
