@@ -214,6 +214,7 @@ struct bus_stats {
     uint64_t js_limit_hits;   /* JetStream-backed patterns refused at max_consumers */
     uint64_t js_gaps;         /* stream-sequence jumps a live feed saw (each filled) */
     uint64_t js_gap_filled;   /* messages fetched one by one to fill them */
+    size_t ds_jobs;           /* Durable Streams jobs queued or running (bus_ds_submit) */
 };
 /* A snapshot of the bus's counters. Thread-safe. */
 void bus_stats(struct bus *bus, struct bus_stats *out);

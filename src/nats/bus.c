@@ -992,6 +992,7 @@ void bus_stats(struct bus *bus, struct bus_stats *out)
     out->js_limit_hits = atomic_load(&bus->js_limit_hits);
     out->js_gaps = atomic_load(&bus->js_gaps);
     out->js_gap_filled = atomic_load(&bus->js_gap_filled);
+    out->ds_jobs = bus_ds_jobs(bus);
 }
 
 int bus_send(struct bus *bus, const char *subject, const char *reply,

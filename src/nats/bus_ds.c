@@ -105,6 +105,16 @@ int bus_ds_submit(struct bus *bus, size_t worker, bus_ds_run_fn *run, void *job)
     return 0;
 }
 
+size_t bus_ds_jobs(struct bus *bus)
+{
+    if (!bus->ds_threads)
+        return 0;
+    pthread_mutex_lock(&bus->ds_lock);
+    size_t n = bus->ds_inflight;
+    pthread_mutex_unlock(&bus->ds_lock);
+    return n;
+}
+
 /* Starts the DS threads. 0 or ERR_NATS. */
 static int start_threads(struct bus *bus, const struct bus_params *p, char *err, size_t errlen)
 {

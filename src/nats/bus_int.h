@@ -330,5 +330,7 @@ int bus_ds_open(struct bus *bus, const struct bus_params *p, char *err, size_t e
 /* Runs what is queued (failing: bus->closing is set) and joins the DS threads. */
 void bus_ds_stop(struct bus *bus);
 void bus_ds_close(struct bus *bus);
+/* Jobs queued or running (0 without the route). Not after bus_ds_stop(). */
+size_t bus_ds_jobs(struct bus *bus);
 
 #endif

@@ -488,6 +488,10 @@ static void on_metrics(void *ctx, struct buf *out)
            "JetStream replays whose consumer twice delivered fewer messages than were stored "
            "(removed meanwhile, or skipped by the server): their streams got event: reset.",
            (double)bs.replay_losses);
+    metric(out, "sluice_ds_jobs", "gauge",
+           "Durable Streams operations queued or running on the DS threads (at most "
+           "ds-max-inflight).",
+           (double)bs.ds_jobs);
     metric(out, "sluice_jetstream_replay_requests_total", "counter",
            "Stream starts answered by a JetStream replay.", (double)bs.replay_requests);
     metric(out, "sluice_jetstream_replays_active", "gauge",

@@ -95,16 +95,22 @@ class StalledDs:
             self.node.kill()
 
 
-def opened(gw):
-    """sluice_streams_opened_total: SSE readers and long polls whose wait is open."""
+def metric(gw, name):
+    """A gauge or counter without labels on the gateway's /metrics (0 when absent)."""
     c = http.client.HTTPConnection(h.HOST, gw.admin_port, timeout=5)
     try:
         c.request("GET", "/metrics")
         text = c.getresponse().read().decode()
     finally:
         c.close()
-    line = [x for x in text.splitlines() if x.startswith("sluice_streams_opened_total ")]
+    line = [x for x in text.splitlines() if x.startswith(name + " ")]
     return int(float(line[0].split()[-1])) if line else 0
+
+
+def reads_wait(gw, n):
+    """Whether n live reads wait with no DS job left: their first reads are done (a wait's
+    first wake reads once more, on a DS thread, right after it opens)."""
+    return metric(gw, "sluice_streams_opened_total") >= n and metric(gw, "sluice_ds_jobs") == 0
 
 
 def probe(port, seconds, what, after_first=None):
@@ -166,7 +172,7 @@ def test():
 
         pt = threading.Thread(target=long_poll, daemon=True)
         pt.start()
-        h.wait_until(lambda: opened(gw) >= 1, 10, "the long poll waits")
+        h.wait_until(lambda: reads_wait(gw, 1), 10, "the long poll waits")
 
         ds.stop_nats()
         h.log("nats-server %d stopped" % ds.node.proc.pid)

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 from harness import expect  # noqa: E402
 from test_ds_route import call  # noqa: E402
-from test_ds_stalled_jetstream import StalledDs, append_when_back, opened, probe  # noqa: E402
+from test_ds_stalled_jetstream import StalledDs, append_when_back, probe, reads_wait  # noqa: E402
 
 TIMEOUT_MS = 2000
 LONG_POLL_MS = 1500
@@ -126,7 +126,7 @@ def test():
         waiting = Get(plain, BASE + "t?offset=%s&live=long-poll" % tail["t"])
         leaving = http.client.HTTPConnection(h.HOST, plain, timeout=5)
         leaving.request("GET", BASE + "b?offset=%s&live=long-poll" % tail["b"])
-        h.wait_until(lambda: opened(gw) >= 4, 10, "the long polls wait (4 streams opened)")
+        h.wait_until(lambda: reads_wait(gw, 4), 10, "the long polls wait (4 streams opened)")
 
         ds.stop_nats()
         stalled_at = time.monotonic()
