@@ -48,6 +48,8 @@
 #define BUS_JS_HOLD_BYTES (8u << 20)  /* and their payload bytes */
 #define BUS_REPLAY_NEXT_MS 3000        /* a replay waits this long for its next message */
 #define BUS_REPLAY_BUDGET_MS 30000     /* a replay gives up making new consumers after */
+#define BUS_REPLAY_AHEAD_MS 3000       /* a position past the stream's end is waited for this long */
+#define BUS_REPLAY_AHEAD_MAX 100000    /* if at most this far past it; further is unknown at once */
 
 /* A message a feed received after a gap, held until the gap is filled. */
 struct bus_held {

@@ -422,6 +422,37 @@ static natsStatus seq_from_time(struct bus *bus, const char *stream, int64_t sin
 }
 
 /*
+ * A resume by id from a little past the stream's end as JetStream tells
+ * it now: another gateway may have delivered messages that a stream
+ * leader elected meanwhile has not applied yet (test_chaos once saw a
+ * client come back at 3517 to a gateway whose leader said 3512 for a
+ * while; the reset that followed sent it 3513-3517 again). So the end is
+ * asked again for up to BUS_REPLAY_AHEAD_MS before the id is called
+ * unknown (a reset). An id far past the end, or on a subject that has
+ * ended, is unknown at once. Only waiters at or past this job's start
+ * join it while it runs, so older resumes are not held up by it.
+ */
+static natsStatus wait_for_end(struct bus *bus, const struct bus_job *job, struct bus_fetch *f,
+                               jsErrCode *jerr)
+{
+    struct bus_sub *bs = job->bs;
+    uint64_t after = job->start.after;
+    int64_t until = bus_now_ms() + BUS_REPLAY_AHEAD_MS;
+    natsStatus s = NATS_OK;
+    while (s == NATS_OK && after > f->last && after - f->last <= BUS_REPLAY_AHEAD_MAX &&
+           bus_now_ms() < until && !bus_stopping(bus)) {
+        pthread_mutex_lock(&bs->lock);
+        bool ended = history_end(bs->history) != 0;
+        pthread_mutex_unlock(&bs->lock);
+        if (ended)
+            break;
+        bus_pause_ms(100);
+        s = bus_stream_bounds(bus, bs->stream, &f->first, &f->last, jerr);
+    }
+    return s;
+}
+
+/*
  * Fetches what job asks from JetStream until history holds the rest, and
  * answers (see the top). A consumer that fails (a NATS node or the
  * stream's leader going away; right after a node dies, nats-server may
@@ -455,6 +486,8 @@ static void fetch(struct bus *bus, struct bus_job *job, struct bus_fetch *f)
                     s = NATS_OK;
                 }
             }
+            if (s == NATS_OK && job->start.from == BUS_FROM_ID)
+                s = wait_for_end(bus, job, f, &jerr);
             if (s == NATS_OK) {
                 have_info = true;
                 if (job->start.from == BUS_FROM_ID && f->upto >= f->last) {

@@ -35,6 +35,12 @@ one on rl.noise, so a subject's sequences have gaps.
    a gateway's history but older than the stream's end (a noise message's
    sequence) is answered by a replay whose events come from history; the
    stream gets nothing from before that id, then the live event.
+5. position_past_the_end: an id a few sequences past the stream's end (a
+   client that another gateway served from a stream leader this one's
+   does not match yet; test_chaos once met it in a failover) is waited
+   for: the messages that reach it are published 0.5 s after the resume,
+   and the stream starts at the id with no reset, then exactly what
+   follows it. An id 10^6 past the end is still `unknown-id`.
 
 Needs SLUICE_TEST_HOOKS (the default for development trees) for case 1;
 the gateway's log says whether the hook is on, and case 1 is skipped
@@ -219,6 +225,34 @@ def case_position_above_history(c, node, ports):
     h.log("from %d (rl.d's newest %d): nothing older, then live d6" % (x, mk[0]))
 
 
+def case_position_past_the_end(c, node, ports):
+    subj = "rl.e"
+    with h.Gateway(node.url, jetstream_streams="RL") as g:
+        end = j.stream_info(ports, "RL")["state"]["last_seq"]
+        ahead = end + 3  # e2's sequence below: e1, noise, e2
+        t0 = time.monotonic()
+        s = h.CurlStream(g, "/events/" + subj, max_time=30,
+                         extra=["-H", "Last-Event-ID: %d" % ahead])
+        time.sleep(0.5)  # the resume is under way (waiting for the end), not a fence
+        sent = tj.pub_pairs(c, subj, "rl.noise", ["e1", "e2", "e3"])
+        expect(sent[1][0] == ahead, "e2 got sequence %d, expected %d" % (sent[1][0], ahead))
+        _, (start,), off = s.wait_start(timeout=15)
+        waited = time.monotonic() - t0
+        expect(start == ahead, "resumed from %d (past the end %d) starts at %d"
+               % (ahead, end, start))
+        tj.expect_events(s, off, sent[2:], "resumed from %d, the end being %d" % (ahead, end),
+                         c, subj)
+        s.close()
+        h.log("from %d, %d past the end: started after %.2f s with no reset, then e3"
+              % (ahead, ahead - end, waited))
+        last = j.stream_info(ports, "RL")["state"]["last_seq"]
+        t1 = time.monotonic()
+        tj.expect_reset(g, subj, last + 10 ** 6, "unknown-id", c, "far-past-the-end")
+        took = time.monotonic() - t1
+        g.stop()
+    h.log("10^6 past the end: unknown-id, reset and fence in %.2f s" % took)
+
+
 def test():
     node = j.single_node()
     ports = [node.port]
@@ -230,7 +264,9 @@ def test():
                          ("deleted is not lost",
                           lambda: case_deleted_is_not_lost(c, node, ports)),
                          ("position above history",
-                          lambda: case_position_above_history(c, node, ports))):
+                          lambda: case_position_above_history(c, node, ports)),
+                         ("position past the end",
+                          lambda: case_position_past_the_end(c, node, ports))):
             h.log("---- %s" % name)
             fn()
     node.kill()
