@@ -204,4 +204,5 @@ def test():
 
 
 if __name__ == "__main__":
-    h.main(test)
+    # Every rate tried (a busy machine): about 100 + 60 + 60 + 120 s at most.
+    h.main(test, deadline_s=360)
