@@ -270,11 +270,20 @@ static void token_text(const struct service *svc, const struct answer *a, unsign
     }
 }
 
-/* Ends an answer: the stop chunk, [DONE] with Sse-End, and the slot is free. */
+/*
+ * Ends an answer: the slot is free, then the stop chunk and [DONE] with
+ * Sse-End. Freed first: a client that has [DONE] may send its next
+ * request at once, and it must not be refused as over --max-answers
+ * (test_llm_service once saw that). The mail that request becomes is
+ * read on this thread, after this returns, so the slot is free by then.
+ */
 static void answer_finish(struct service *svc, struct answer *a, bool cancelled)
 {
     if (!a->busy)
         return;
+    pthread_mutex_lock(&svc->lock);
+    svc->held--;
+    pthread_mutex_unlock(&svc->lock);
     ev_timer_stop(svc->loop, &a->tick);
     send_chunk(svc, a, NULL, NULL, "stop");
     publish(svc, a->reply, "[DONE]", true, NULL);
@@ -293,9 +302,6 @@ static void answer_finish(struct service *svc, struct answer *a, bool cancelled)
     svc->n.answers++;
     if (cancelled)
         svc->n.cancelled++;
-    pthread_mutex_lock(&svc->lock);
-    svc->held--;
-    pthread_mutex_unlock(&svc->lock);
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
@@ -499,7 +505,7 @@ static bool subject_ok(const char *s)
 /* A request from the mailbox: starts an answer in a free slot, or refuses it. */
 static void answer_start(struct service *svc, natsMsg *msg)
 {
-    const char *reply = natsMsg_GetReply(msg);
+    const char *reply = natsMsg_GetReply(msg), *why = NULL;
     struct answer *a = NULL;
     for (unsigned long long i = 0; i < svc->opt.max_answers; i++)
         if (!svc->slots[i].busy) {
@@ -511,10 +517,9 @@ static void answer_start(struct service *svc, natsMsg *msg)
         svc->n.bad++;
         goto release;
     }
-    const char *why = parse_request(svc, a, msg);
+    why = parse_request(svc, a, msg);
     if (why) {
         svc->n.bad++;
-        publish_error(svc, reply, "invalid_request_error", why);
         goto release;
     }
     const char *sid = header_of(msg, "Sse-Stream-Id"), *cancel = header_of(msg, "Sse-Cancel");
@@ -550,10 +555,13 @@ static void answer_start(struct service *svc, natsMsg *msg)
     natsMsg_Destroy(msg);
     return;
 release:
-    natsMsg_Destroy(msg);
+    /* Freed before the answer, as in answer_finish(). */
     pthread_mutex_lock(&svc->lock);
     svc->held--;
     pthread_mutex_unlock(&svc->lock);
+    if (why)
+        publish_error(svc, reply, "invalid_request_error", why);
+    natsMsg_Destroy(msg);
 }
 
 static void on_cancel_mail(struct service *svc, uint64_t key)
