@@ -19,9 +19,11 @@
  * publish on it), which would otherwise become a state machine per
  * operation. Bounded: ds_max_inflight jobs queued or running per process
  * (the route answers 503 past it), and a job that waited for a thread
- * half of ds-timeout-ms or more runs with every call failing at once
- * (only a stalled JetStream makes a queue that slow; half, because the
- * calls ahead of it time out at exactly ds-timeout-ms): on a stalled
+ * nine tenths of ds-timeout-ms or more runs with every call failing at
+ * once (about as long as one call may take: in practice only a stalled
+ * JetStream makes a queue that slow, whose calls time out at exactly
+ * ds-timeout-ms, hence not the whole of it; a lower limit would risk
+ * refusing a healthy queue on a busy machine): on a stalled
  * JetStream a deep queue would otherwise answer its last job only after
  * queue / BUS_DS_THREADS timeouts. At bus_free() the threads run what is
  * queued with every call failing at once, so shutdown waits for at most
@@ -48,7 +50,7 @@ struct bus_ds_task {
     int64_t queued_ms; /* bus_now_ms() at bus_ds_submit() */
 };
 
-/* Set on a DS thread while it runs a job that waited half of ds-timeout-ms or more. */
+/* Set on a DS thread while it runs a job that waited 9/10 of ds-timeout-ms or more. */
 static _Thread_local bool stale;
 
 /* Whether a call must fail at once: no stream, the bus closing, or a stale job. */
@@ -69,10 +71,10 @@ static void *ds_thread(void *arg)
         struct bus_ds_task *t = container_of(bus->ds_queue.next, struct bus_ds_task, node);
         list_remove(&t->node);
         pthread_mutex_unlock(&bus->ds_lock);
-        stale = bus_now_ms() - t->queued_ms >= bus->ds_timeout_ms / 2;
+        stale = bus_now_ms() - t->queued_ms >= bus->ds_timeout_ms * 9 / 10;
         if (stale)
             log_debug("ds: a job waited %lld ms or more for a thread: its calls fail at once",
-                      (long long)bus->ds_timeout_ms / 2);
+                      (long long)bus->ds_timeout_ms * 9 / 10);
         t->run(t->job);
         bus->p.post(bus->p.worker_ctxs[t->worker], (struct bus_mail){.kind = BUS_MAIL_DS,
                                                                      .ds_job = t->job});

@@ -10,7 +10,7 @@ A real nats-server with JetStream and the real gateway with
 --ds-timeout-ms 2000 and --ds-max-inflight 8. A stream is created; then
 nats-server is SIGSTOPped and 8 HEADs are sent at once: 4 run on the DS
 threads and wait out their calls, 4 wait in the queue for as long (past
-half of ds-timeout-ms, the gateway's limit for a queued job). Every one
+nine tenths of ds-timeout-ms, the gateway's limit for a queued job). Every one
 is answered 503 within 1.5 x ds-timeout-ms (the queued ones run with
 their calls failing at once; before, they took 2 x). After SIGCONT a
 HEAD succeeds again.
