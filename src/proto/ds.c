@@ -1734,8 +1734,11 @@ static int poll_answer(struct request *r, struct ds_job *job)
         return answer_read(r, &c, d->offset, false, true, d->ct);
     }
     buf_dispose(&c.body);
-    if (!d->again)
+    if (!d->again) {
+        log_debug("conn %" PRIu64 " stream %d: ds: long poll waits at offset %" PRIu64,
+                  r->io->conn_id, (int)r->stream_id, d->offset);
         return 0; /* nothing new for this reader yet */
+    }
     d->again = false;
     return resume_long_poll(r);
 }

@@ -16,6 +16,7 @@ their calls failing at once; before, they took 2 x). After SIGCONT a
 HEAD succeeds again.
 """
 
+import http.client
 import os
 import sys
 import threading
@@ -24,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 from harness import expect  # noqa: E402
-from test_ds_route import call  # noqa: E402 (its 10 s timeout outlasts two ds-timeout-ms)
+from test_ds_route import call  # noqa: E402
 from test_ds_stalled_jetstream import StalledDs  # noqa: E402
 
 TIMEOUT_MS = 2000
@@ -42,21 +43,35 @@ def test():
         expect(st == 200, "HEAD before the stall: %d" % st)
 
         ds.stop_nats()
+        # Connected first and sent back to back: the premise is that the queued HEADs
+        # arrive together with the running ones (one that came 0.2 s later would not
+        # have waited nine tenths of ds-timeout-ms when a thread frees).
+        conns = [http.client.HTTPConnection(h.HOST, plain, timeout=TIMEOUT_MS / 1000.0 * JOBS)
+                 for _ in range(JOBS)]
+        for c in conns:
+            c.connect()
         results = [None] * JOBS
 
-        def head(i):
-            t0 = time.monotonic()
+        def head(i, t0):
             try:
-                st, _, _ = call(plain, "HEAD", path)
+                rs = conns[i].getresponse()
+                rs.read()
+                st = rs.status
             except Exception as e:  # noqa: B902 (reported below)
                 st = repr(e)
             results[i] = (st, time.monotonic() - t0)
 
-        threads = [threading.Thread(target=head, args=(i,), daemon=True) for i in range(JOBS)]
+        threads = []
+        for i, c in enumerate(conns):
+            t0 = time.monotonic()
+            c.request("HEAD", path)
+            threads.append(threading.Thread(target=head, args=(i, t0), daemon=True))
         for t in threads:
             t.start()
         for t in threads:
             t.join(TIMEOUT_MS / 1000.0 * JOBS + 5)
+        for c in conns:
+            c.close()
         took = sorted(r[1] for r in results if r)
         h.log("%d HEADs on a stalled JetStream: %s; answered after %s s"
               % (JOBS, sorted(set(str(r[0]) for r in results if r)),

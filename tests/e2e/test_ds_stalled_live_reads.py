@@ -28,6 +28,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 from harness import expect  # noqa: E402
 from test_ds_route import call  # noqa: E402
-from test_ds_stalled_jetstream import StalledDs, append_when_back, probe, reads_wait  # noqa: E402
+from test_ds_stalled_jetstream import StalledDs, append_when_back, probe  # noqa: E402
 
 TIMEOUT_MS = 2000
 LONG_POLL_MS = 1500
@@ -106,7 +107,8 @@ class Get(threading.Thread):
 
 def test():
     with StalledDs(BASE, ["--ds-timeout-ms", str(TIMEOUT_MS),
-                          "--ds-long-poll-ms", str(LONG_POLL_MS), "--drain-ms", "1000"]) as ds:
+                          "--ds-long-poll-ms", str(LONG_POLL_MS), "--drain-ms", "1000",
+                          "--log-level", "debug"]) as ds:
         gw, plain = ds.gw, ds.plain
         tail = {}
         for name, ct in (("t", "text/plain"), ("b", "application/octet-stream")):
@@ -126,7 +128,8 @@ def test():
         waiting = Get(plain, BASE + "t?offset=%s&live=long-poll" % tail["t"])
         leaving = http.client.HTTPConnection(h.HOST, plain, timeout=5)
         leaving.request("GET", BASE + "b?offset=%s&live=long-poll" % tail["b"])
-        h.wait_until(lambda: reads_wait(gw, 4), 10, "the long polls wait (4 streams opened)")
+        h.wait_until(lambda: len(re.findall(r"ds: long poll waits at offset", gw.log())) == 2,
+                     10, "both long polls wait (each read once its subscription was ready)")
 
         ds.stop_nats()
         stalled_at = time.monotonic()
