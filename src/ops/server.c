@@ -539,6 +539,12 @@ static void reload(struct server *s, int argc, char **argv)
         log_error("SIGHUP: configuration not reloaded: %s", err);
         goto out;
     }
+    /* The level first: a line after the certificate's (what an operator waits for) is at it. */
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    if (c.log_level != s->log_level)
+        log_warn("SIGHUP: log level %s -> %s", names[s->log_level], names[c.log_level]);
+    s->log_level = c.log_level;
+    log_set_level(c.log_level);
     SSL_CTX *ctx = tls_ctx_new(c.cert_file, c.key_file, err, sizeof(err));
     if (!ctx) {
         log_error("SIGHUP: keeping the old certificate: %s", err);
@@ -546,11 +552,6 @@ static void reload(struct server *s, int argc, char **argv)
         tls_replace(s->tls, ctx);
         log_info("SIGHUP: certificate %s reloaded; new connections use it", c.cert_file);
     }
-    static const char *const names[] = {"debug", "info", "warn", "error"};
-    if (c.log_level != s->log_level)
-        log_warn("SIGHUP: log level %s -> %s", names[s->log_level], names[c.log_level]);
-    s->log_level = c.log_level;
-    log_set_level(c.log_level);
 out:
     config_dispose(&c);
 }

@@ -156,7 +156,9 @@ def test():
         expect(not re.search(DEBUG_RE, gw.log()), "debug lines before the level was raised")
         with open(cfg, "w") as f:
             f.write("# test_reload\nlog-level = debug\n")
-        mark = hup(gw, r"SIGHUP: log level info -> debug", "log-level = debug")
+        # The certificate's line comes after the level is set.
+        mark = hup(gw, r"(?s)SIGHUP: log level info -> debug.*SIGHUP: certificate \S+ reloaded",
+                   "log-level = debug")
         h.curl(gw, "/nope")
         gw.wait_log(DEBUG_RE + r".*/nope", timeout=5, start=mark)
         w.check("at log-level debug")
