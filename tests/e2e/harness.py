@@ -162,6 +162,16 @@ def sanitized(path=None):
     return b"__asan_init" in image or b"libasan.so" in image
 
 
+def exit_slack_s():
+    """
+    Seconds more a gateway may take to exit in a sanitizer build: its exit()
+    runs LeakSanitizer's check, after the gateway's own teardown and beyond
+    the reach of its forced-exit deadline (a loaded CI machine once took over
+    2 s there, the main thread running). A normal build holds the bound.
+    """
+    return 4 if sanitized() else 0
+
+
 def rss_bytes(pid):
     """VmRSS of a live process, in bytes."""
     with open("/proc/%d/status" % pid) as f:

@@ -457,9 +457,11 @@ def test():
                        auth_callout_max_queue=1, overload_retry_min_ms=1000,
                        overload_retry_max_ms=2000)
         first = stream(qg, "/events/chat.q1", "slow", max_time=10)
-        time.sleep(0.3)
+        h.wait_until(lambda: any(x[1].get("x-original-uri") == "/events/chat.q1"
+                                 for x in list(svc.seen)), 10, "the first question in flight")
         second = stream(qg, "/events/chat.q2", "slow", max_time=10)
-        time.sleep(0.3)
+        h.wait_until(lambda: mu.value(mu.scrape(qg), "sluice_auth_callout_queued") == 1, 10,
+                     "the second question queued")
         t0 = time.monotonic()
         check_unavailable_sse(qg, "slow", "refused past auth-callout-max-queue")
         expect(time.monotonic() - t0 < TIMEOUT_MS / 1000.0,

@@ -7,7 +7,7 @@ threads, the fifth client waited two timeouts, the ninth three, and so on
 (ds-max-inflight is 1024 by default).
 
 A real nats-server with JetStream and the real gateway with
---ds-timeout-ms 2000 and --ds-max-inflight 8. A stream is created; then
+--ds-timeout-ms 5000 and --ds-max-inflight 8. A stream is created; then
 nats-server is SIGSTOPped and 8 HEADs are sent at once: 4 run on the DS
 threads and wait out their calls, 4 wait in the queue for as long (past
 nine tenths of ds-timeout-ms, the gateway's limit for a queued job). Every one
@@ -28,7 +28,7 @@ from harness import expect  # noqa: E402
 from test_ds_route import call  # noqa: E402
 from test_ds_stalled_jetstream import StalledDs  # noqa: E402
 
-TIMEOUT_MS = 2000
+TIMEOUT_MS = 5000
 JOBS = 8  # twice the DS threads
 
 

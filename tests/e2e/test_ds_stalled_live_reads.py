@@ -166,7 +166,7 @@ def test():
             expect(offs == sorted(offs), "%s: offsets went back: %r" % (r.path, offs))
         h.log("after SIGCONT both SSE readers read on with no gap")
         # Exits 0: no sanitizer report, nothing of the readers that went left behind.
-        gw.stop(timeout=TIMEOUT_MS / 1000.0 + 8)
+        gw.stop(timeout=TIMEOUT_MS / 1000.0 + 8 + h.exit_slack_s())
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ each flood that closes a connection leaves an info line naming it.
 Checks that fail without stopping the rest (counters, the stuck reader)
 are collected and reported together at the end.
 """
+import math
 import re
 import socket
 import ssl
@@ -265,15 +266,18 @@ def stream_rate(gw):
     c.wait(lambda x: x.headers_on(1), 5)
     expect(c.status(1) == 200, "the SSE stream kept open got %r" % c.status(1))
     sids = list(range(3, 63, 2))
+    t0 = time.monotonic()
     c.send(b"".join(c.request_frame(s, "/nope") for s in sids))
     c.wait(lambda x: all(x.headers_on(s) or s in x.resets() for s in sids), 5)
+    # 19 tokens left, and at most one more each 50 ms the gateway took to read them.
+    most = max(21, 20 + int(math.ceil((time.monotonic() - t0) * 20)))
     rs = c.resets()
     served = [s for s in sids if c.headers_on(s)]
     refused = [s for s in sids if rs.get(s) == REFUSED_STREAM]
     h.log("1 + 30 streams at --stream-rate 20: %d of 30 served, %d refused (%r)"
           % (len(served), len(refused), sorted(set(err_name(v) for v in rs.values()))))
-    expect(17 <= len(served) <= 21, "%d of 30 streams served at --stream-rate 20 (one token "
-           "spent on the SSE stream)" % len(served))
+    expect(17 <= len(served) <= most, "%d of 30 streams served at --stream-rate 20 (one token "
+           "spent on the SSE stream; at most %d)" % (len(served), most))
     expect(len(served) + len(refused) == 30 and not set(served) & set(refused),
            "each stream must be served or refused with REFUSED_STREAM: resets %r"
            % {k: err_name(v) for k, v in rs.items()})

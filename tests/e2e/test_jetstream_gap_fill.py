@@ -70,6 +70,7 @@ def test():
         sent = [(j.js_publish(c, "gap.a", "f%d" % i), "f%d" % i) for i in range(1, 4)]
         hb = b"NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: %d\r\n" \
              b"Nats-Last-Stream: %d\r\n\r\n" % (cseq, sent[-1][0])
+        mark = len(gw.log())
         t0 = time.monotonic()
         c.send_raw(b"HPUB %s %d %d\r\n%s\r\n" % (inbox.encode(), len(hb), len(hb), hb))
         s.wait_bytes(b"data: f3\n\n", 5, off)
@@ -84,8 +85,12 @@ def test():
         h.log("the gap up to %d was filled from the stream in %.2f s" % (sent[-1][0], took))
 
         # 2. Deleted messages are passed over, without a reset.
+        # The fill is routed before the consumer is remade after it: wait for that remake.
+        done = gw.wait_log(r"jetstream: stream GAP: consumer \S+ remade", 10, start=mark)
+        h.wait_until(lambda: len(j.js_api(c, "CONSUMER.NAMES.GAP", {}).get("consumers") or []) == 1,
+                     10, "the consumer remade after the fill, alone on the stream")
         info = the_consumer(c)
-        mark = len(gw.log())
+        mark = done.end()
         j.js_api(c, "CONSUMER.DELETE.GAP." + info["name"])
         more = [(j.js_publish(c, "gap.a", "d%d" % i), "d%d" % i) for i in range(1, 6)]
         for q, _ in (more[1], more[3]):

@@ -253,7 +253,7 @@ def case_jetstream():
         node.kill()
         gw.wait_log(r"nats: disconnected", timeout=10, start=mark)
         t0 = time.monotonic()
-        gw.stop(timeout=DRAIN_MS / 1000 + 5)
+        gw.stop(timeout=DRAIN_MS / 1000 + 5 + h.exit_slack_s())
         took = time.monotonic() - t0
         h.log("JetStream: SIGTERM with NATS down: exit 0 after %.1f s" % took)
         conn.wait(lambda _: all(s.closed for s in streams), 5, "every stream closed")

@@ -199,7 +199,7 @@ def test_cycles(nats, gw):
 def test_no_event(nats, gw, pub):
     subj = "resume.quiet"
     # No expectation: the run ends at its timeout, with the stream still open.
-    c = h.Client(gw, ["--path", "/events/" + subj], timeout_ms=1500)
+    c = h.Client(gw, ["--path", "/events/" + subj], timeout_ms=4000)
     c.wait_ready(timeout=10)
     rc, rep = c.result()
     st = (rep.get("per_stream") or [{}])[0]
