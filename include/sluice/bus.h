@@ -45,6 +45,7 @@ enum bus_mail_kind {
     BUS_MAIL_REVOKE, /* revoke: end the matching streams (revoke.h); not from the bus itself */
     BUS_MAIL_ANSWER, /* answer: the reply to a bus_ask() (the auth callout over NATS) */
     BUS_MAIL_DS,     /* ds_job: a Durable Streams job bus_ds_submit() ran (ds_job_done()) */
+    BUS_MAIL_LOST,   /* sub_id: the worker's inbox dropped events of it (worker-inbox-bytes) */
 };
 
 struct revoke;
@@ -60,7 +61,7 @@ void bus_answer_free(struct bus_answer *a);
 
 struct bus_mail {
     enum bus_mail_kind kind;
-    uint64_t sub_id;               /* BUS_MAIL_READY, BUS_MAIL_FAILED */
+    uint64_t sub_id;               /* BUS_MAIL_READY, BUS_MAIL_FAILED, BUS_MAIL_LOST */
     union {
         struct sse_event *ev;      /* BUS_MAIL_EVENT: one reference */
         struct bus_replay *replay; /* BUS_MAIL_REPLAY */

@@ -34,6 +34,7 @@ struct config {
     size_t stream_queue_bytes; /* per-stream live queue cap */
     size_t conn_queue_bytes;   /* all streams of a connection */
     size_t process_queue_bytes;/* all streams of the process; 0 = from memory size */
+    size_t worker_inbox_bytes; /* NATS events waiting for one worker's loop */
     int history_events;        /* per subscription */
     size_t history_bytes;      /* per subscription */
     size_t history_total_bytes;/* all subscriptions; 0 = from memory size */

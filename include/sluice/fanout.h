@@ -86,6 +86,8 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev);
  * calls on_ready for each link, once; later notices are ignored.
  */
 void fanout_confirm(struct fanout *f, uint64_t sub_id, bool failed);
+/* Calls fn for each link of sub_id's topic, if there is one. Links may leave meanwhile. */
+void fanout_each(struct fanout *f, uint64_t sub_id, fanout_ready_fn *fn);
 /* True once nats-server is known to have the link's subscription, or it failed. */
 bool fanout_ready(const struct fanout_link *link);
 /* True when the link's subscription could not be made. */

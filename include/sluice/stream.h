@@ -208,6 +208,13 @@ void stream_on_event(struct fanout_link *link, struct sse_event *ev);
  * stream when it has started.
  */
 void stream_on_ready(struct fanout_link *link);
+/*
+ * For fanout_each() when the worker dropped events of the link's
+ * subscription (worker-inbox-bytes): ends the stream as a slow
+ * consumer's, so that its client resumes from history after the last
+ * event it got.
+ */
+void stream_on_lost(struct fanout_link *link);
 /* fanout_replayed_fn for stream links: a replay answered; starts the stream after the last. */
 void stream_on_replayed(struct fanout_link *link, struct bus_resume *r);
 /*

@@ -45,6 +45,10 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
 /* The counters of this worker's streams and connections; read from any thread. */
 const struct stream_stats *worker_stream_stats(const struct worker *w);
 const struct conn_stats *worker_conn_stats(const struct worker *w);
+/* What NATS events waiting for the loop hold, in bytes (worker-inbox-bytes caps it). */
+size_t worker_inbox_bytes(struct worker *w);
+/* Events dropped past worker-inbox-bytes (their streams ended to resume); any thread. */
+uint64_t worker_inbox_drops(const struct worker *w);
 /* How late the loop last ran a 250 ms timer, in seconds; read from any thread. */
 double worker_lag(const struct worker *w);
 /*
@@ -64,7 +68,8 @@ bool worker_drained(const struct worker *w);
  */
 uint64_t worker_alive_ms(const struct worker *w);
 #ifdef SLUICE_TEST_HOOKS
-/* Test hook: the loop blocks inside a callback until worker_drain() or worker_stop(). */
+/* Test hook: the loop blocks inside a callback until the next call, worker_drain() or
+ * worker_stop(). */
 void worker_stall(struct worker *w);
 #endif
 /* Starts the thread. bus (borrowed) may be NULL. 0 or ERR_IO. */

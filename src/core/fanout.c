@@ -142,8 +142,9 @@ void fanout_leave(struct fanout *f, struct fanout_link *link)
     free(t);
 }
 
-/* Calls on_event(ev) for each of t's links, or on_ready when ev is NULL. */
-static void visit(struct fanout *f, struct fanout_topic *t, struct sse_event *ev)
+/* Calls on_event(ev) for each of t's links, or on_link when ev is NULL. */
+static void visit(struct fanout *f, struct fanout_topic *t, struct sse_event *ev,
+                  fanout_ready_fn *on_link)
 {
     /* Links appended during delivery would see this event too: stop at the current tail. */
     assert(!f->next); /* delivery is never re-entered from a callback */
@@ -155,7 +156,7 @@ static void visit(struct fanout *f, struct fanout_topic *t, struct sse_event *ev
         if (ev)
             f->on_event(link, ev);
         else
-            f->on_ready(link);
+            on_link(link);
         if (final)
             break;
     }
@@ -166,7 +167,14 @@ void fanout_deliver(struct fanout *f, struct sse_event *ev)
 {
     struct fanout_topic *t = map_get(f->by_id, &ev->sub_id, sizeof(ev->sub_id));
     if (t)
-        visit(f, t, ev);
+        visit(f, t, ev, NULL);
+}
+
+void fanout_each(struct fanout *f, uint64_t sub_id, fanout_ready_fn *fn)
+{
+    struct fanout_topic *t = map_get(f->by_id, &sub_id, sizeof(sub_id));
+    if (t)
+        visit(f, t, NULL, fn);
 }
 
 void fanout_confirm(struct fanout *f, uint64_t sub_id, bool failed)
@@ -176,7 +184,7 @@ void fanout_confirm(struct fanout *f, uint64_t sub_id, bool failed)
         return;
     t->confirmed = true;
     t->failed = failed;
-    visit(f, t, NULL);
+    visit(f, t, NULL, f->on_ready);
 }
 
 bool fanout_ready(const struct fanout_link *link) { return link->topic && link->topic->confirmed; }

@@ -886,6 +886,12 @@ void stream_set_expiry(struct stream *s, int64_t expires_ms, enum stream_end why
 
 bool stream_ready(const struct stream *s) { return s->end != STREAM_END_NONE || s->started; }
 
+/* The worker, not the client, fell behind: the same end and resume as a slow consumer's. */
+void stream_on_lost(struct fanout_link *link)
+{
+    stream_end((struct stream *)link->owner, STREAM_END_SLOW_CONSUMER);
+}
+
 void stream_on_ready(struct fanout_link *link)
 {
     struct stream *s = link->owner;

@@ -82,6 +82,7 @@ static const struct key keys[] = {
     SIZE("stream-queue-bytes", stream_queue_bytes, 1024, 1L << 30),
     SIZE("conn-queue-bytes", conn_queue_bytes, 1024, 1L << 34),
     SIZE("process-queue-bytes", process_queue_bytes, 0, 1L << 40),
+    SIZE("worker-inbox-bytes", worker_inbox_bytes, 65536, 1L << 40),
     INT("history-events", history_events, 1, 1000000),
     SIZE("history-bytes", history_bytes, 1024, 1L << 34),
     SIZE("history-total-bytes", history_total_bytes, 0, 1L << 40),
@@ -168,6 +169,8 @@ static const char USAGE[] =
     "                           slow-consumer cut (default 262144)\n"
     "  --conn-queue-bytes N     the same for all streams of a connection (default 8388608)\n"
     "  --process-queue-bytes N  the same for the whole process; 0 = a quarter of memory\n"
+    "  --worker-inbox-bytes N   NATS events one worker may have waiting; past it, the\n"
+    "                           subject's streams end to resume (default 67108864)\n"
     "  --history-events N       events kept per subject for resume (default 1000)\n"
     "  --history-bytes N        bytes kept per subject for resume (default 4194304)\n"
     "  --history-total-bytes N  bytes kept for all subjects; 0 = an eighth of memory\n"
@@ -323,6 +326,7 @@ void config_init(struct config *c)
     c->retry_jitter_pct = 20;
     c->stream_queue_bytes = 256 * 1024;
     c->conn_queue_bytes = 8 * 1024 * 1024;
+    c->worker_inbox_bytes = 64 * 1024 * 1024;
     c->history_events = 1000;
     c->history_bytes = 4 * 1024 * 1024;
     c->history_keep_ms = 60000;

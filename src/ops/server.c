@@ -413,6 +413,10 @@ static void on_metrics(void *ctx, struct buf *out)
                   (double)atomic_load(&ps->full));
     metrics_value(out, "sluice_limit_hits_total", "limit=\"principal_stream_rate\"",
                   (double)atomic_load(&ps->rate));
+    double inbox_drops = 0;
+    for (size_t i = 0; i < s->nworkers; i++)
+        inbox_drops += (double)worker_inbox_drops(s->workers[i]);
+    metrics_value(out, "sluice_limit_hits_total", "limit=\"worker_inbox\"", inbox_drops);
     client_address_metrics(out, s);
     metric(out, "sluice_stream_capacity", "gauge",
            "max-streams-total: SSE streams the process admits at once (0: no cap).",
@@ -517,6 +521,14 @@ static void on_metrics(void *ctx, struct buf *out)
         char label[32];
         snprintf(label, sizeof(label), "worker=\"%zu\"", i);
         metrics_value(out, "sluice_event_loop_lag_seconds", label, worker_lag(s->workers[i]));
+    }
+    metrics_header(out, "sluice_worker_inbox_bytes", "gauge",
+                   "NATS events waiting for each worker's loop, in bytes (worker-inbox-bytes).");
+    for (size_t i = 0; i < s->nworkers; i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "worker=\"%zu\"", i);
+        metrics_value(out, "sluice_worker_inbox_bytes", label,
+                      (double)worker_inbox_bytes(s->workers[i]));
     }
     metric(out, "sluice_draining", "gauge", "1 while draining for shutdown.",
            atomic_load(&s->draining));

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -37,6 +38,7 @@
 #include "sluice/fanout.h"
 #include "sluice/filecache.h"
 #include "sluice/log.h"
+#include "sluice/map.h"
 #include "sluice/mem.h"
 #include "sluice/net.h"
 #include "sluice/revoke.h"
@@ -66,6 +68,7 @@ struct worker {
 #ifdef SLUICE_TEST_HOOKS
     ev_async stall_async;
     atomic_bool stall_release; /* a drain or stop ends a test stall */
+    atomic_bool stalled;       /* SIGUSR2 toggles it */
 #endif
     ev_async drain_async;
     atomic_int drain_ms;      /* set before drain_async is sent */
@@ -84,6 +87,10 @@ struct worker {
     pthread_mutex_t inbox_lock;
     struct bus_mail *inbox; /* under inbox_lock */
     size_t inbox_len, inbox_cap;
+    size_t inbox_bytes;     /* under inbox_lock: what its events hold, up to worker-inbox-bytes */
+    struct map *inbox_lost; /* under inbox_lock: sub ids with a BUS_MAIL_LOST in the inbox */
+    atomic_uint_fast64_t inbox_drops;  /* events dropped past worker-inbox-bytes */
+    atomic_int_fast64_t inbox_told_ms; /* the last log line about it, for one a second */
     struct bus_mail *draining; /* loop thread only: the swapped-out inbox */
     size_t draining_cap;
 };
@@ -150,6 +157,11 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
     w->inbox = w->draining;
     w->inbox_cap = w->draining_cap;
     w->inbox_len = 0;
+    w->inbox_bytes = 0;
+    if (map_count(w->inbox_lost)) {
+        map_free(w->inbox_lost);
+        w->inbox_lost = map_new();
+    }
     pthread_mutex_unlock(&w->inbox_lock);
     w->draining = mail;
     w->draining_cap = cap;
@@ -178,6 +190,9 @@ static void on_inbox(struct ev_loop *loop, ev_async *a, int revents)
             break;
         case BUS_MAIL_DS:
             ds_job_done(mail[i].ds_job);
+            break;
+        case BUS_MAIL_LOST:
+            fanout_each(w->fanout, mail[i].sub_id, stream_on_lost);
             break;
         }
     }
@@ -291,12 +306,20 @@ static void on_stall(struct ev_loop *loop, ev_async *a, int revents)
     (void)loop;
     (void)revents;
     struct worker *w = container_of(a, struct worker, stall_async);
-    log_warn("worker %zu: stalled by the test hook (SIGUSR2) until a stop signal", w->index);
-    while (!atomic_load(&w->stall_release))
+    log_warn("worker %zu: stalled by the test hook (SIGUSR2) until the next one or a stop signal",
+             w->index);
+    while (atomic_load(&w->stalled) && !atomic_load(&w->stall_release))
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    log_warn("worker %zu: the test hook's stall ends", w->index);
 }
 
-void worker_stall(struct worker *w) { ev_async_send(w->loop, &w->stall_async); }
+void worker_stall(struct worker *w)
+{
+    if (!atomic_exchange(&w->stalled, true))
+        ev_async_send(w->loop, &w->stall_async);
+    else
+        atomic_store(&w->stalled, false); /* the second SIGUSR2 lets the loop go on */
+}
 #endif
 
 static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
@@ -308,11 +331,49 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
-/* Appends one piece of mail; the first of a batch wakes the loop. */
+/* Counts an event dropped past worker-inbox-bytes; says so at most once a second. */
+static void dropped(struct worker *w, uint64_t sub_id, size_t waiting)
+{
+    atomic_fetch_add_explicit(&w->inbox_drops, 1, memory_order_relaxed);
+    int_fast64_t now = stream_now_ms(), told = atomic_load(&w->inbox_told_ms);
+    if (now - told >= 1000 && atomic_compare_exchange_strong(&w->inbox_told_ms, &told, now))
+        log_warn("worker %zu: %zu bytes of NATS events wait for its loop (worker-inbox-bytes): "
+                 "dropping those of subscription %" PRIu64 " here; its streams end and resume "
+                 "from history",
+                 w->index, waiting, sub_id);
+}
+
+/*
+ * Appends one piece of mail; the first of a batch wakes the loop. An
+ * event that would take the inbox past worker-inbox-bytes (a loop that
+ * cannot keep up with NATS, or stalled) is dropped instead, never
+ * silently: the first drop of a subscription in a batch is mail of its
+ * own (BUS_MAIL_LOST), after every event of it the inbox holds, which
+ * ends its streams here; their clients resume from history, which the
+ * bus filled before handing the event out. An inbox without events takes
+ * any one event, however large.
+ */
 void worker_post(void *ctx, struct bus_mail m)
 {
     struct worker *w = ctx;
+    size_t cost = m.kind == BUS_MAIL_EVENT ? sizeof(*m.ev) + m.ev->len : 0;
+    uint64_t lost = 0;
+    size_t waiting = 0;
     pthread_mutex_lock(&w->inbox_lock);
+    if (cost && w->inbox_bytes && w->inbox_bytes + cost > w->cfg->worker_inbox_bytes) {
+        lost = m.ev->sub_id;
+        waiting = w->inbox_bytes;
+        sse_event_unref(m.ev);
+        if (map_get(w->inbox_lost, &lost, sizeof(lost))) {
+            pthread_mutex_unlock(&w->inbox_lock);
+            dropped(w, lost, waiting);
+            return; /* its BUS_MAIL_LOST is in the inbox already */
+        }
+        map_put(w->inbox_lost, &lost, sizeof(lost), w);
+        m = (struct bus_mail){.kind = BUS_MAIL_LOST, .sub_id = lost};
+        cost = 0;
+    }
+    w->inbox_bytes += cost;
     if (w->inbox_len == w->inbox_cap) {
         w->inbox_cap = w->inbox_cap ? w->inbox_cap * 2 : 256;
         w->inbox = mem_realloc(w->inbox, w->inbox_cap * sizeof(*w->inbox));
@@ -320,11 +381,12 @@ void worker_post(void *ctx, struct bus_mail m)
     w->inbox[w->inbox_len++] = m;
     bool first = w->inbox_len == 1;
     pthread_mutex_unlock(&w->inbox_lock);
+    if (lost)
+        dropped(w, lost, waiting);
     /* One wake per batch: ev_async_send coalesces, but skipping the call is cheaper still. */
     if (first)
         ev_async_send(w->loop, &w->inbox_async);
 }
-
 
 struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tls,
                           struct guard *guard, const struct auth *auth, const struct cors *cors,
@@ -338,6 +400,7 @@ struct worker *worker_new(size_t index, const struct config *cfg, struct tls *tl
     w->listen_fd = listen_fd;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     pthread_mutex_init(&w->inbox_lock, NULL);
+    w->inbox_lost = map_new();
     stream_env_init(&w->streams, NULL, cfg->heartbeat_ms, queue_bytes);
     w->env.loop = w->loop;
     w->env.tls = tls;
@@ -473,6 +536,7 @@ void worker_free(struct worker *w)
     conn_env_dispose(&w->env);
     free(w->inbox);
     free(w->draining);
+    map_free(w->inbox_lost);
     fanout_free(w->fanout);
     request_env_dispose(&w->env.requests);
     callout_free(w->env.requests.callout); /* after the connections: their requests cancelled */
@@ -488,6 +552,19 @@ void worker_free(struct worker *w)
 
 const struct stream_stats *worker_stream_stats(const struct worker *w) { return &w->streams.stats; }
 const struct conn_stats *worker_conn_stats(const struct worker *w) { return &w->env.stats; }
+
+size_t worker_inbox_bytes(struct worker *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    size_t n = w->inbox_bytes;
+    pthread_mutex_unlock(&w->inbox_lock);
+    return n;
+}
+
+uint64_t worker_inbox_drops(const struct worker *w)
+{
+    return atomic_load_explicit(&w->inbox_drops, memory_order_relaxed);
+}
 
 double worker_lag(const struct worker *w)
 {

@@ -626,6 +626,31 @@ static void test_slow_cut_partly_sent_head(void **state)
     stream_free(t.s);
 }
 
+/*
+ * The worker's inbox dropped events of a subscription (worker-inbox-bytes):
+ * its streams, and only they, end as slow consumers, to resume from history.
+ */
+static void test_lost_ends_the_topics_streams(void **state)
+{
+    struct fx *fx = *state;
+    struct ts a1, a2, b;
+    open1(fx, &a1, "a", NULL, 0);
+    open1(fx, &a2, "a", NULL, 0);
+    open1(fx, &b, "b", NULL, 0);
+    assert_int_equal(fanout_topics(fx->fanout), 2);
+    fanout_each(fx->fanout, 99, stream_on_lost); /* no such subscription: nothing */
+    assert_int_equal(stream_ended(a1.s), STREAM_END_NONE);
+    fanout_each(fx->fanout, 1, stream_on_lost);
+    assert_int_equal(stream_ended(a1.s), STREAM_END_SLOW_CONSUMER);
+    assert_int_equal(stream_ended(a2.s), STREAM_END_SLOW_CONSUMER);
+    assert_int_equal(stream_ended(b.s), STREAM_END_NONE);
+    assert_int_equal(fanout_topics(fx->fanout), 1);
+    EXPECT_END(&a1, START1 SLOW);
+    stream_free(a1.s);
+    stream_free(a2.s);
+    stream_free(b.s);
+}
+
 /* Same, with the first item's shared body partly sent. */
 static void test_slow_cut_partly_sent_body(void **state)
 {
@@ -1213,6 +1238,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slow_cut_partly_sent_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_cut_partly_sent_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_cut_nothing_started, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_ends_the_topics_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_cut_partly_sent_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_event_alone_accepted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_by_conn_budget, setup, teardown),
