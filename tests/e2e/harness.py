@@ -476,6 +476,7 @@ def publish(nats_url, subject, data="", event=None, count=1, seq=False, rate=Non
 
 _LISTEN_RE = re.compile(r"listening on https://127\.0\.0\.1:(\d+) \(h2\)")
 _ADMIN_RE = re.compile(r"admin on http://127\.0\.0\.1:(\d+)")
+_PLAIN_RE = re.compile(r"plain on http://127\.0\.0\.1:(\d+)")
 
 
 def make_certs(d):
@@ -535,6 +536,9 @@ class Gateway:
         self.port = int(m.group(1))
         a = _ADMIN_RE.search(self.log())
         self.admin_port = int(a.group(1)) if a else None
+        # With --listen-plain HOST:0 (a port picked beforehand may be taken meanwhile).
+        pl = _PLAIN_RE.search(self.log())
+        self.plain_port = int(pl.group(1)) if pl else None
         log("gateway pid %d on port %d" % (self.proc.pid, self.port))
 
     def log(self):

@@ -89,12 +89,12 @@ class Reader:
 
 
 def read_across_kill(node, n, mode):
-    plain_a, plain_b = h.free_port(), h.free_port()
     # With the DS stream among the JetStream streams, /events resumes it by sequence too.
     common = ["--ds-base-path", "/v1/stream/", "--ds-long-poll-ms", "2000",
               "--jetstream-streams", "DS"]
-    gw_a = h.Gateway(n.url, extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain_a)] + common)
-    gw_b = h.Gateway(n.url, extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain_b)] + common)
+    gw_a = h.Gateway(n.url, extra_args=["--listen-plain", h.HOST + ":0"] + common)
+    gw_b = h.Gateway(n.url, extra_args=["--listen-plain", h.HOST + ":0"] + common)
+    plain_a, plain_b = gw_a.plain_port, gw_b.plain_port
     with gw_a, gw_b:
         path = "/v1/stream/fleet-%s-%d" % (mode, int(time.time() * 1000))
         st, _, _ = call(plain_a, "PUT", path, headers={"Content-Type": "application/json"})

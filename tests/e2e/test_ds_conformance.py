@@ -122,16 +122,15 @@ def test():
     node = setup()
     n = BigPayloadNode()
     n.start()
-    plain = h.free_port()
     try:
         with h.Gateway(n.url, extra_args=[
-                "--listen-plain", "%s:%d" % (h.HOST, plain),
+                "--listen-plain", h.HOST + ":0",
                 "--ds-base-path", "/v1/stream/", "--ds-max-body-bytes", str(16 << 20),
                 "--conn-queue-bytes", str(64 << 20), "--ds-long-poll-ms", "3000",
                 "--cors-origins", "https://example.com"]) as gw:
             bad = []
             for label, base in (("h2", "https://%s:%d" % (h.HOST, gw.port)),
-                                ("http/1.1", "http://%s:%d" % (h.HOST, plain))):
+                                ("http/1.1", "http://%s:%d" % (h.HOST, gw.plain_port))):
                 total, failed, alpn = run_suite(node, base, gw, label)
                 expect(sum(total.values()) == SUITE_CASES,
                        "%s: %d cases, want %d (another suite version?)"

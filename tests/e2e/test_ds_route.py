@@ -49,12 +49,12 @@ def test():
     n.start()
     keys = u.Keys()
     secret = keys.secret("hs.secret", SECRET)
-    plain = h.free_port()
     try:
         with h.Gateway(n.url, auth="jwt", jwt_secret_file=secret, cors_origins=ORIGIN,
-                       extra_args=["--listen-plain", "%s:%d" % (h.HOST, plain),
+                       extra_args=["--listen-plain", h.HOST + ":0",
                                    "--ds-base-path", "/v1/stream/",
                                    "--ds-max-body-bytes", "65536"]) as gw:
+            plain = gw.plain_port
             reader = u.jwt_hs(u.claims(("ds.d.room",), ()), SECRET)
             writer = u.jwt_hs(u.claims(("ds.d.room",), ("ds.d.room",)), SECRET)
             other = u.jwt_hs(u.claims(("ds.d.other",), ("ds.d.other",)), SECRET)

@@ -68,11 +68,11 @@ class StalledDs:
         self.node = js_util.JsNode()
         self.node.start()
         try:
-            self.plain = h.free_port()
             self.gw = h.Gateway(self.node.url, workers=1,
-                                extra_args=["--listen-plain", "%s:%d" % (h.HOST, self.plain),
+                                extra_args=["--listen-plain", h.HOST + ":0",
                                             "--ds-base-path", self.base] + self.args)
             self.gw.__enter__()
+            self.plain = self.gw.plain_port
         except BaseException:
             self.node.kill()
             raise
