@@ -158,17 +158,6 @@ function tail(text, lines = 30) {
   return (text || '').split('\n').slice(-lines).join('\n');
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, HOST, () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function tcpOpen(port) {
   return new Promise((resolve) => {
     const s = net.connect({ host: HOST, port });
@@ -195,10 +184,14 @@ function httpGet(url) {
 // ---------------------------------------------------------------------------
 // nats-server, the gateway, publishers
 
+/* nats-server picks its own port (-p -1) and names it: a port picked beforehand may be taken meanwhile. */
 async function startNats(extraArgs = []) {
-  const port = await freePort();
-  const p = start(tool('NATS_SERVER', 'nats-server'), ['-a', HOST, '-p', String(port), ...extraArgs], 'nats-server');
-  await waitUntil(async () => p.done || (await tcpOpen(port)), 10_000, 'nats-server to listen');
+  const p = start(tool('NATS_SERVER', 'nats-server'), ['-a', HOST, '-p', '-1', ...extraArgs], 'nats-server');
+  const m = await waitUntil(() => p.done || /Listening for client connections on [^\s]*:(\d+)/.exec(p.out),
+    10_000, 'nats-server to listen');
+  expect(!p.done && m !== true, `nats-server exited:\n${tail(p.out)}`);
+  const port = +m[1];
+  await waitUntil(async () => p.done || (await tcpOpen(port)), 10_000, 'nats-server to accept');
   expect(!p.done, `nats-server exited:\n${tail(p.out)}`);
   return { proc: p, port, url: `nats://${HOST}:${port}` };
 }
@@ -846,15 +839,21 @@ async function testFinishedJobStops(env) {
   const reqs = new Map(); // DevTools request id -> { lastEventId, status }
   const isJob = (url) => new URL(url).pathname === `/events/${subject}`;
   const lower = (hs) => Object.fromEntries(Object.entries(hs || {}).map(([k, v]) => [k.toLowerCase(), v]));
+  // The headers as sent on the wire (EventSource adds Last-Event-ID itself) come in
+  // requestWillBeSentExtraInfo, which DevTools may fire before or after requestWillBeSent.
+  const wire = new Map(); // DevTools request id -> Last-Event-ID on the wire
   cdp.on('Network.requestWillBeSent', (p) => {
     if (!isJob(p.request.url)) return;
-    reqs.set(p.requestId, { lastEventId: lower(p.request.headers)['last-event-id'] || null, status: null });
+    reqs.set(p.requestId, {
+      lastEventId: lower(p.request.headers)['last-event-id'] || wire.get(p.requestId) || null, status: null,
+    });
   });
   cdp.on('Network.requestWillBeSentExtraInfo', (p) => {
-    // the headers as sent on the wire; EventSource adds Last-Event-ID itself
-    const r = reqs.get(p.requestId);
     const id = lower(p.headers)['last-event-id'];
-    if (r && id) r.lastEventId = id;
+    if (!id) return;
+    wire.set(p.requestId, id);
+    const r = reqs.get(p.requestId);
+    if (r) r.lastEventId = id;
   });
   cdp.on('Network.responseReceived', (p) => {
     const r = reqs.get(p.requestId);
