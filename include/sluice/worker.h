@@ -68,8 +68,10 @@ bool worker_drained(const struct worker *w);
  */
 uint64_t worker_alive_ms(const struct worker *w);
 #ifdef SLUICE_TEST_HOOKS
-/* Test hook: the loop blocks inside a callback until the next call, worker_drain() or
- * worker_stop(). */
+/*
+ * Test hook: the loop blocks inside a callback until the next call,
+ * worker_drain() or worker_stop().
+ */
 void worker_stall(struct worker *w);
 #endif
 /* Starts the thread. bus (borrowed) may be NULL. 0 or ERR_IO. */
