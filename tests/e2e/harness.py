@@ -23,6 +23,7 @@ hand with nothing but the standard library.
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -160,6 +161,15 @@ def sanitized(path=None):
     with open(path, "rb") as f:
         image = f.read()
     return b"__asan_init" in image or b"libasan.so" in image
+
+
+def bucket_most(tokens, span, rate):
+    """
+    The most a token bucket holding tokens, refilled at rate a second, can
+    grant in span seconds (the client's view of a batch the gateway took;
+    a loaded machine stretches it).
+    """
+    return tokens + int(math.ceil(span * rate)) + 1
 
 
 def exit_slack_s():

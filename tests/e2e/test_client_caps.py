@@ -39,7 +39,6 @@ is named after what broke:
                       (503, limit="queue_bytes"); VmHWM stays bounded.
 """
 import json
-import math
 import os
 import sys
 import threading
@@ -152,12 +151,6 @@ def subscriptions_lru(nats):
         h.log("subscriptions_lru: refused at the cap, LRU evictions w1 then w2")
 
 
-def refilled(burst, span, rate=20):
-    """The most a full bucket of burst tokens at rate a second can give in span seconds
-    (the gateway took them within the client's span; a loaded machine stretches it)."""
-    return burst + int(math.ceil(span * rate)) + 1
-
-
 def open_all(c, subjects, timeout=15):
     streams = c.open_many(["/events/" + x for x in subjects])
     c.wait(lambda _: all(answered(s) for s in streams), timeout,
@@ -195,7 +188,7 @@ def connection_caps(nats, gw):
     c2 = h2.H2Conn(gw)
     t0 = time.monotonic()
     ss = open_all(c2, ["rate.%d" % i for i in range(50)])
-    most = refilled(20, time.monotonic() - t0)
+    most = h.bucket_most(20, time.monotonic() - t0, 20)
     ok = [s for s in ss if started(s)]
     refused = [s for s in ss if REFUSED_RATE in s.body]
     h.log("connection_caps: 50 fresh patterns at subscribe-rate 20: %d started, %d refused"
@@ -222,7 +215,7 @@ def one_connection_churn(gw):
     rate0, conn0 = hits(gw, "subscribe_rate"), hits(gw, "subjects_per_connection")
     t0 = time.monotonic()
     first = fresh(30)  # burst 20: the rest are 429
-    most = refilled(20, time.monotonic() - t0)
+    most = h.bucket_most(20, time.monotonic() - t0, 20)
     held = [s for s in first if started(s)]
     expect(20 <= len(held) <= most and all(REFUSED_RATE in s.body for s in first
                                          if not started(s)), "30 fresh at once: %r" % first[:3])

@@ -44,7 +44,6 @@ each flood that closes a connection leaves an info line naming it.
 Checks that fail without stopping the rest (counters, the stuck reader)
 are collected and reported together at the end.
 """
-import math
 import re
 import socket
 import ssl
@@ -270,7 +269,7 @@ def stream_rate(gw):
     c.send(b"".join(c.request_frame(s, "/nope") for s in sids))
     c.wait(lambda x: all(x.headers_on(s) or s in x.resets() for s in sids), 5)
     # 19 tokens left, and at most one more each 50 ms the gateway took to read them.
-    most = max(21, 20 + int(math.ceil((time.monotonic() - t0) * 20)))
+    most = h.bucket_most(19, time.monotonic() - t0, 20)
     rs = c.resets()
     served = [s for s in sids if c.headers_on(s)]
     refused = [s for s in sids if rs.get(s) == REFUSED_STREAM]

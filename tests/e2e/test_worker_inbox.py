@@ -34,15 +34,9 @@ COUNT = 40
 PAD = "x" * 4096
 
 
-def events(body):
-    """(id, data) of each event in an SSE body."""
-    blocks, _ = h.parse_blocks(body, strict=False)
-    return [(b.id, "\n".join(b.data)) for b in blocks if b.is_event]
-
-
 def numbered(evs):
     """The numbers of events whose data is 'n:' + PAD, in order."""
-    return [int(d.split(":", 1)[0]) for _, d in evs if d.endswith(PAD)]
+    return [int(e.data[0].split(":", 1)[0]) for e in evs if e.data[0].endswith(PAD)]
 
 
 def test():
@@ -78,13 +72,13 @@ def test():
             body = s.data()
             expect(body.endswith(b": slow consumer, reconnect to resume\n\n"),
                    "an inbox.a stream did not end as a slow consumer: %r" % body[-200:])
-            evs = events(body)
+            evs = h.events_of(body)
             nums = numbered(evs)
             expect(nums == list(range(1, len(nums) + 1)),
                    "an inbox.a stream got events out of order or after a gap: %r" % nums)
             expect(len(nums) < COUNT, "an inbox.a stream got all %d events: nothing was dropped"
                    % COUNT)
-            got.append((evs[-1][0], nums))
+            got.append((evs[-1].id, nums))
         h.log("the inbox.a streams ended after %s of %d events"
               % ([len(n) for _, n in got], COUNT))
 
@@ -97,7 +91,7 @@ def test():
         pub.flush()
         for s, (_, nums) in zip(again, got):
             s.wait_bytes(b"data: after\n\n", 10)
-            rest = numbered(events(s.data()))
+            rest = numbered(h.events_of(s.data()))
             expect(rest == list(range(len(nums) + 1, COUNT + 1)),
                    "resumed after event %d: got %r" % (len(nums), rest))
         h.log("each resume got exactly the rest from history")
